@@ -1,0 +1,67 @@
+"""Data directory and node-wide files (DESIGN.md, Node runtime).
+
+The data dir is, in order: the ``--data-dir`` option, the ``MU_DATA_DIR``
+environment variable, or platformdirs' per-user data dir for "mu".
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import platformdirs
+
+from protocol.identity import SEED_SIZE, Identity
+
+DATA_DIR_ENV = "MU_DATA_DIR"
+IDENTITY_FILE = "identity.key"
+
+
+class ConfigError(Exception):
+    """The data dir or one of its files is unusable."""
+
+
+def resolve_data_dir(option: str | os.PathLike[str] | None = None) -> Path:
+    """Return the data dir chosen by option, environment or platform default."""
+    if option:
+        return Path(option).expanduser().resolve()
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    return Path(platformdirs.user_data_dir("mu", appauthor=False))
+
+
+def write_secret_file(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 holding ``data``, atomically and durably."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_identity(data_dir: Path, *, create: bool = True) -> Identity:
+    """Load the node's Ed25519 identity from the data dir, creating it if asked.
+
+    Raises:
+        ConfigError: the file is missing (and ``create`` is false) or malformed.
+    """
+    path = data_dir / IDENTITY_FILE
+    if not path.exists():
+        if not create:
+            raise ConfigError(f"no identity at {path}: run `mu init` first")
+        write_secret_file(path, secrets.token_bytes(SEED_SIZE))
+    seed = path.read_bytes()
+    if len(seed) != SEED_SIZE:
+        raise ConfigError(f"{path} is not a {SEED_SIZE}-byte identity seed")
+    return Identity(seed)
