@@ -1,0 +1,1 @@
+"""Helpers shared by tests: import as ``tests.helpers.<module>``."""
