@@ -25,6 +25,7 @@ EXIT_INTEGRITY = 3
 COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.init",
     "node.cli.chain",
+    "node.cli.wallet",
 )
 
 
