@@ -29,7 +29,7 @@ from protocol.bitcoin.errors import (
     RefundFeeError,
     WrongChannelError,
 )
-from protocol.bitcoin.keys import MAX_DER_SIGNATURE_SIZE, PrivateKey, PublicKey, is_low_s, is_strict_der
+from protocol.bitcoin.keys import MAX_DER_SIGNATURE_SIZE, PrivateKey, PublicKey
 from protocol.bitcoin.policy import MAX_FEE_RATE, MIN_FEE_RATE, P2WPKH_DUST, dust_threshold, min_relay_fee
 from protocol.bitcoin.script import channel_script, p2wpkh_script, p2wsh_script
 from protocol.bitcoin.serialize import hash256, i64, sha256, u32, var_bytes
@@ -48,6 +48,8 @@ DEFAULT_CLOSE_MARGIN = 12  # blocks before expiry by which the payee must close
 CHANNEL_ID_TAG = b"mu:channel-id:v1"
 PAYMENT_SIZE_MAX = 32 + 8 + 1 + MAX_WITNESS_SIGNATURE_SIZE
 _PAYMENT_HEADER = struct.Struct("<32sQB")
+_I64_PACK = struct.Struct("<q").pack
+_DIGEST_SUFFIX = u32(COMMITMENT_LOCKTIME) + u32(SIGHASH_ALL)
 
 
 def funding_script_for(payer: PublicKey, payee: PublicKey, expiry_height: int) -> bytes:
@@ -86,6 +88,8 @@ class ChannelParams:
     payee_script: bytes = field(init=False, repr=False, compare=False)
     payer_script: bytes = field(init=False, repr=False, compare=False)
     _digest_prefix: bytes = field(init=False, repr=False, compare=False)
+    _payee_output_script: bytes = field(init=False, repr=False, compare=False)
+    _payer_output_script: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("capacity", "expiry_height", "fee_rate", "dust_limit"):
@@ -144,6 +148,8 @@ class ChannelParams:
             ("payee_script", payee_script),
             ("payer_script", payer_script),
             ("_digest_prefix", prefix),
+            ("_payee_output_script", var_bytes(payee_script)),
+            ("_payer_output_script", var_bytes(payer_script)),
         ):
             object.__setattr__(self, name, value)
 
@@ -189,10 +195,20 @@ def commitment_digest(params: ChannelParams, total: int) -> bytes:
     """BIP 143 SIGHASH_ALL digest of the commitment for ``total``.
 
     Equal to ``segwit_v0_sighash(commitment_transaction(...), 0, script,
-    capacity)`` but hashes only the outputs per call.
+    capacity)`` (a test checks it) but hashes only the outputs per call:
+    this is the payee's per-payment path.
     """
-    outputs = b"".join(o.serialize() for o in commitment_outputs(params, total))
-    return hash256(params._digest_prefix + hash256(outputs) + u32(COMMITMENT_LOCKTIME) + u32(SIGHASH_ALL))
+    max_total = params.max_total
+    if not 0 <= total <= max_total:
+        raise BeyondCapacityError(f"total {total} outside [0, {max_total}]")
+    change = max_total - total
+    dust = params.dust_limit
+    outputs = b""
+    if total >= dust:
+        outputs = _I64_PACK(total) + params._payee_output_script
+    if change >= dust:
+        outputs += _I64_PACK(change) + params._payer_output_script
+    return hash256(params._digest_prefix + hash256(outputs) + _DIGEST_SUFFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,11 +309,9 @@ class PayeeChannel:
         sig = payment.signature
         if not sig or sig[-1] != SIGHASH_ALL:
             raise BadSignatureError("signature must end with SIGHASH_ALL")
-        der = sig[:-1]
-        if not is_strict_der(der) or not is_low_s(der):
-            raise BadSignatureError("signature is not strict DER with low S")
-        if not params.payer.verify(commitment_digest(params, total), der):
-            raise BadSignatureError("signature does not sign this commitment with the payer key")
+        # PublicKey.verify also refuses non-strict DER and high S (BIP 66, LOW_S).
+        if not params.payer.verify(commitment_digest(params, total), sig[:-1]):
+            raise BadSignatureError("signature is malformed or does not sign this commitment with the payer key")
         self.latest = payment
         return total
 
