@@ -6,9 +6,7 @@ import pytest
 
 from node.rpc import RPC_VERIFY_ALREADY_IN_CHAIN, RPC_VERIFY_ERROR, RPC_VERIFY_REJECTED, RPCError
 from node.wallet import Coin, InsufficientFunds, Wallet
-from protocol.bitcoin import OutPoint, PrivateKey, Transaction, TxIn, TxOut, p2wpkh_for, segwit_v0_sighash
-from protocol.bitcoin.script import channel_script, p2wsh_script
-from protocol.bitcoin.sighash import SIGHASH_ALL
+from protocol.bitcoin import OutPoint, Transaction, TxIn, TxOut
 from tests.helpers.chain import MuChain
 
 
@@ -93,29 +91,3 @@ def _signed(wallet: Wallet, coin: Coin, outputs: list[TxOut]) -> Transaction:
     """A correctly signed spend of ``coin`` with exactly ``outputs`` (no fee logic)."""
     tx = Transaction(2, (TxIn(coin.outpoint),), tuple(outputs), 0)
     return wallet._sign(tx, [coin])
-
-
-async def test_cltv_refund_is_non_final_until_expiry_plus_one(chain: MuChain, tmp_path) -> None:
-    rpc = chain.rpc
-    wallet = await Wallet.open(tmp_path / "w", rpc)
-    await wallet.faucet(1)
-    payer_key, payee_key = PrivateKey.from_seed(b"payer"), PrivateKey.from_seed(b"payee")
-    height = await rpc.call("getblockcount")
-    expiry = height + 5
-    script = channel_script(payee_key.public_key, payer_key.public_key, expiry)
-    txid, vout = await wallet.fund_channel(p2wsh_script(script), 1_000_000)
-    await rpc.call("generatetoaddress", 1, wallet.address())
-    unsigned = Transaction(2, (TxIn(OutPoint.from_hex(txid, vout), sequence=0xFFFFFFFE),),
-                           (TxOut(1_000_000 - 500, p2wpkh_for(payer_key.public_key)),), expiry)
-    digest = segwit_v0_sighash(unsigned, 0, script, 1_000_000, SIGHASH_ALL)
-    refund = unsigned.with_witnesses([(payer_key.sign(digest) + bytes((SIGHASH_ALL,)), b"", script)])
-    while await rpc.call("getblockcount") < expiry:
-        assert await refused(chain, refund) == (RPC_VERIFY_REJECTED, "non-final")
-        await rpc.call("generatetoaddress", 1, wallet.address())
-    # Tip == expiry: the next block is expiry + 1, where nLockTime = expiry is final.
-    assert await rpc.call("sendrawtransaction", refund.hex()) == refund.txid_hex()
-    [block_hash] = await rpc.call("generatetoaddress", 1, wallet.address())
-    assert refund.txid_hex() in (await rpc.call("getblock", block_hash))["tx"]
-    assert (await rpc.call("getblock", block_hash))["height"] == expiry + 1
-    out = await rpc.call("gettxout", refund.txid_hex(), 0)
-    assert out["value"] * 10**8 == 1_000_000 - 500
