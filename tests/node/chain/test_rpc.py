@@ -124,3 +124,23 @@ async def test_block_method_errors(chain: MuChain) -> None:
         assert (err.value.code, err.value.message) == (code, message), method
     assert await rpc.call("gettxout", "11" * 32, 0) is None
     assert await rpc.call("getblockcount") == 0
+
+
+async def test_block_interval_mines_on_its_own(tmp_path) -> None:
+    from tests.helpers.chain import open_mu_chain
+
+    async with open_mu_chain(tmp_path / "node", block_interval=0.1) as chain:
+        with trio.fail_after(30):
+            while await chain.rpc.call("getblockcount") < 2:
+                await trio.sleep(0.05)  # polling the subprocess, bounded by fail_after
+        best = await chain.rpc.call("getblock", await chain.rpc.call("getblockhash", 1))
+        out = await chain.rpc.call("gettxout", best["tx"][0], 0)
+        assert out["scriptPubKey"]["type"] == "witness_v0_scripthash"  # P2WSH(OP_TRUE) by default
+
+
+async def test_stop_shuts_down_cleanly(chain: MuChain) -> None:
+    assert await chain.rpc.call("stop") == "mu chain stopping"
+    with trio.fail_after(30):
+        await chain.process.wait()
+    assert chain.process.returncode == 0
+    assert not chain.cookie_path.exists()
