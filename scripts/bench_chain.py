@@ -16,6 +16,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from node.chain.state import ChainState  # noqa: E402
+from node.rpc import btc_to_sats  # noqa: E402
 from node.wallet import Coin, Wallet  # noqa: E402
 from protocol.bitcoin import OutPoint, Transaction, TxIn, TxOut  # noqa: E402
 from tests.helpers.chain import open_mu_chain  # noqa: E402
@@ -23,7 +24,7 @@ from tests.helpers.chain import open_mu_chain  # noqa: E402
 SEED = b"\x42" * 32
 
 
-def spends(wallet: Wallet, state: ChainState, count: int) -> list[Transaction]:
+def spends(wallet: Wallet, state: ChainState, count: int) -> list[tuple[Transaction, int]]:
     """One signed spend of each of ``count`` mature coinbases of wallet key 0."""
     script = wallet.script_pubkey()
     coins = sorted(((op, c) for op, c in state.utxos.items() if c.script_pubkey == script),
@@ -32,7 +33,7 @@ def spends(wallet: Wallet, state: ChainState, count: int) -> list[Transaction]:
     for (txid, vout), coin in coins:
         c = Coin(OutPoint(txid, vout), coin.value, 0, coin.height, True)
         tx = Transaction(2, (TxIn(c.outpoint),), (TxOut(coin.value - 1_000, wallet.script_pubkey(1)),), 0)
-        out.append(wallet._sign(tx, [c]))
+        out.append((wallet._sign(tx, [c]), coin.value))
     return out
 
 
@@ -48,17 +49,15 @@ def bench_blocks(count: int) -> tuple[float, float]:
             state.submit_block(state.build_next_block(wallet.script_pubkey(2), [], 0, now))
         txs = spends(wallet, state, count)
         # Reference: the kernel's script interpreter alone on the same spends.
-        coin_value = 50 * 10**8
-        spent = pbk.TransactionOutput(pbk.ScriptPubkey(wallet.script_pubkey()), coin_value)
-        kernel_txs = [pbk.Transaction(tx.serialize()) for tx in txs]
+        script = pbk.ScriptPubkey(wallet.script_pubkey())
+        kernel_txs = [(pbk.Transaction(tx.serialize()), value) for tx, value in txs]
         start = time.perf_counter()
-        for ktx in kernel_txs:
-            pre = pbk.script.PrecomputedTransactionData(ktx, [spent])
-            assert pbk.ScriptPubkey(wallet.script_pubkey()).verify(
-                coin_value, ktx, pre, 0, pbk.ScriptVerificationFlags.ALL)
+        for ktx, value in kernel_txs:
+            pre = pbk.script.PrecomputedTransactionData(ktx, [pbk.TransactionOutput(script, value)])
+            assert script.verify(value, ktx, pre, 0, pbk.ScriptVerificationFlags.ALL)
         verify_rate = len(kernel_txs) / (time.perf_counter() - start)
         start = time.perf_counter()
-        for tx in txs:
+        for tx, _ in txs:
             raw = state.build_next_block(wallet.script_pubkey(2), [(tx.serialize(), tx.txid, tx.wtxid)], 1_000, now)
             assert state.submit_block(raw).accepted
         block_rate = len(txs) / (time.perf_counter() - start)
@@ -76,7 +75,7 @@ async def bench_rpc(count: int) -> tuple[float, float]:
             scan = await chain.rpc.call("scantxoutset", "start", [f"addr({wallet.address()})"])
             txs = []
             for u in scan["unspents"]:
-                c = Coin(OutPoint.from_hex(u["txid"], u["vout"]), 50 * 10**8, 0, u["height"], True)
+                c = Coin(OutPoint.from_hex(u["txid"], u["vout"]), btc_to_sats(u["amount"]), 0, u["height"], True)
                 tx = Transaction(2, (TxIn(c.outpoint),), (TxOut(c.value - 1_000, wallet.script_pubkey(1)),), 0)
                 txs.append(wallet._sign(tx, [c]).hex())
             start = time.perf_counter()

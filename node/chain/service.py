@@ -61,7 +61,7 @@ class Dispatcher:
     async def __call__(self, body: bytes) -> tuple[int, bytes]:
         try:
             request = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
             return 500, self._encode(None, None, RPCError(RPC_PARSE_ERROR, "Parse error"), legacy=True)
         if isinstance(request, list):
             if not 0 < len(request) <= MAX_BATCH:
