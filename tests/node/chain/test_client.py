@@ -54,6 +54,8 @@ async def test_client_survives_a_server_restart_with_a_new_cookie(tmp_path: Path
         client = RPCClient(chain.url, cookie_path=chain.cookie_path, timeout=10)
         await client.call("generatetoaddress", 2, "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080")
         assert await client.call("getblockcount") == 2
+    # SIGTERM (on leaving the block) is a clean exit: status 0, cookie removed.
+    assert chain.process.returncode == 0 and not chain.cookie_path.exists()
     # Same port again (the OS gave it to us and it is free now): the kept-alive
     # connection is dead and the cookie is new; the same client must cope.
     async with open_mu_chain(data_dir, extra_args=["--rpc-port", str(port)]) as chain:
