@@ -159,6 +159,8 @@ def test_refund_verifies_and_its_tampered_forms_fail() -> None:
         sig = PAYER_KEY.sign(segwit_v0_sighash(tx, 0, params.witness_script, params.capacity)) + b"\x01"
         return tx.with_witnesses([(sig, b"", params.witness_script)])
 
+    # nLockTime = expiry: not final in the expiry block, final from the next one.
+    assert not refund.is_final(EXPIRY, 0) and refund.is_final(EXPIRY + 1, 0)
     assert_valid(resigned(EXPIRY + 5, REFUND_SEQUENCE), funding)
     assert_invalid(resigned(EXPIRY - 1, REFUND_SEQUENCE), funding)  # locktime below expiry
     assert_invalid(resigned(EXPIRY, 0xFFFFFFFF), funding)  # final sequence disables CLTV
