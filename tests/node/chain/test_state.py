@@ -123,3 +123,42 @@ def test_torn_block_log_tail_is_cut_off(tmp_path: Path) -> None:
         assert third.height == 4
     finally:
         third.close()
+
+
+def _spend(wallet, state: ChainState, outpoint: tuple[bytes, int], value_out: int, *, lie: int = 0):
+    """A signed spend of a wallet key-0 coin (``lie`` signs for a wrong amount)."""
+    from node.wallet import Coin
+    from protocol.bitcoin import OutPoint, Transaction, TxIn, TxOut
+
+    coin = state.utxos[outpoint]
+    signed_for = Coin(OutPoint(*outpoint), coin.value + lie, 0, coin.height, True)
+    tx = Transaction(2, (TxIn(signed_for.outpoint),), (TxOut(value_out, wallet.script_pubkey(1)),), 0)
+    return wallet._sign(tx, [signed_for])
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [("double", "bad-txns-inputs-missingorspent"), ("immature", "bad-txns-premature-spend-of-coinbase"),
+     ("badsig", "block-script-verify-flag-failed")],
+)
+def test_blocks_with_bad_transactions_are_refused(tmp_path: Path, case: str, reason: str) -> None:
+    from node.wallet import Wallet
+
+    wallet = Wallet(b"\x01" * 32, rpc=None)  # type: ignore[arg-type]
+    state = ChainState(tmp_path)
+    try:
+        state.submit_block(state.build_next_block(wallet.script_pubkey(), [], 0, int(time.time())))
+        mine(state, 0 if case == "immature" else 100)
+        outpoint = next(op for op, c in state.utxos.items() if c.script_pubkey == wallet.script_pubkey())
+        first = _spend(wallet, state, outpoint, 10**9, lie=1 if case == "badsig" else 0)
+        txs = [first]
+        if case == "double":
+            txs.append(_spend(wallet, state, outpoint, 2 * 10**9))
+        tip, height = state.tip_hash, state.height
+        entries = [(t.serialize(), t.txid, t.wtxid) for t in txs]
+        raw = state.build_next_block(SCRIPT, entries, 0, int(time.time()))
+        result = state.submit_block(raw)
+        assert not result.accepted and result.reason.startswith(reason), (result.reason, state.kernel.recent_log()[-3:])
+        assert state.tip_hash == tip and state.height == height and state.kernel.tip()[1] == tip
+    finally:
+        state.close()
