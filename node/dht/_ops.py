@@ -116,6 +116,11 @@ class DhtOps:
 
         async def greet(address: tuple[str, int]) -> None:
             try:
+                # Replies are matched by source address, so names become IPs first.
+                family = trio.socket.AF_INET6 if ":" in node.host else trio.socket.AF_INET
+                info = await trio.socket.getaddrinfo(address[0], address[1], family=family,
+                                                     type=trio.socket.SOCK_DGRAM)
+                address = (info[0][4][0], info[0][4][1])
                 node_id = await node.ping(address)
             except Exception as exc:
                 log.warning("bootstrap contact %s:%d did not answer: %s", address[0], address[1], exc)
