@@ -268,11 +268,15 @@ class DhtNode:
             wall = self.wall_now()
             self.values.expire(wall)
             self.providers.expire(wall)
-            await self.ops.republish()
-            await self.ops.refresh()
-            if self.data_dir is not None and now - last_save >= SAVE_INTERVAL:
-                await trio.to_thread.run_sync(self.save)
-                last_save = now
+            try:
+                await self.ops.republish()
+                await self.ops.refresh()
+                if self.data_dir is not None and now - last_save >= SAVE_INTERVAL:
+                    await trio.to_thread.run_sync(self.save)
+                    last_save = now
+            except (OSError, ValueError) as exc:
+                # A full disk or a bad saved setting must not stop the node answering.
+                log.error("maintenance pass failed: %s", exc)
 
 
 def open_table(identity: Identity, data_dir: Path | None) -> RoutingTable:
