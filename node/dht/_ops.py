@@ -258,7 +258,7 @@ class DhtOps:
             log.warning("contact record from %s:%d is for another node id", contact.host, contact.port)
             return None
         node.remember_contact_record(record)
-        node.table.add(Contact(node_id, contact.host, contact.port, record.public_key), node.now())
+        node.heard_from(Contact(node_id, contact.host, contact.port, record.public_key))
         return record
 
 

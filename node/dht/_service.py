@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import trio
 
 from node.dht._handlers import RequestHandlers
+from node.dht._ops import Announcement, DhtOps
 from node.dht._persist import load_table, save_table
 from protocol.identity import Identity
 from protocol.kademlia.ids import Contact
@@ -39,9 +39,6 @@ from protocol.kademlia.wire import (
     encode_request,
     parse_node_id_reply,
 )
-
-if TYPE_CHECKING:
-    from node.dht._ops import Announcement
 
 log = logging.getLogger("mu.dht")
 
@@ -98,10 +95,6 @@ class DhtNode:
         self._evictions = 0
         self._nursery: trio.Nursery | None = None
         self.handlers = RequestHandlers(self)
-        # Lookups and provider operations live in node.dht._ops; imported late
-        # to keep this module about sockets and bookkeeping.
-        from node.dht._ops import DhtOps
-
         self.ops = DhtOps(self)
 
     # -- time ------------------------------------------------------------
