@@ -77,6 +77,16 @@ def check_port(port: object, what: str = "port") -> int:
 
 
 @lru_cache(maxsize=1024)
+def is_ip_literal(host: str) -> bool:
+    """True if ``host`` is an IPv4 or IPv6 address rather than a name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=1024)
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8 and ::1, which are exempt from per-IP limits (§5.3)."""
     try:
@@ -126,4 +136,8 @@ class Contact:
         if not isinstance(item, (list, tuple)) or len(item) != 3:
             raise KademliaError("a contact is a [node_id, host, port] triple")
         node_id, host, port = item
-        return cls(check_id(node_id), check_host(host), check_port(port))
+        # Only IP literals: a peer must not make us resolve names it chose
+        # (DNS amplification), and replies are matched by source IP (§4.1).
+        if not is_ip_literal(check_host(host)):
+            raise KademliaError("a contact's host must be an IP address")
+        return cls(check_id(node_id), host, check_port(port))
