@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.init",
     "node.cli.chain",
     "node.cli.wallet",
+    "node.cli.dht",
 )
 
 
