@@ -103,12 +103,13 @@ class ChunkStore:
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._index = ChunkIndex(self.root / INDEX_FILE)
+        self._marked_dirty = False
+        self._used = 0
         if self._index.get_flag(_DIRTY):
             # Last user did not close cleanly: a chunk may have been renamed
             # into place without its index row. The files are the truth.
             self.rebuild_index()
         self._used = self._index.total_bytes()
-        self._marked_dirty = False
 
     # -- lifecycle -------------------------------------------------------
 
