@@ -145,3 +145,26 @@ def test_clean_close_skips_rebuild_and_index_is_versioned(tmp_path: Path) -> Non
     assert db.execute("PRAGMA user_version").fetchone()[0] == 1
     assert db.execute("SELECT value FROM state WHERE name = 'dirty'").fetchone()[0] == 0
     db.close()
+
+
+def test_concurrent_puts_of_one_chunk_store_it_once(tmp_path: Path) -> None:
+    import threading
+
+    stores = [ChunkStore(tmp_path), ChunkStore(tmp_path)]  # two handles, as two processes would have
+    address, data = chunk(50_000)
+    barrier = threading.Barrier(8)
+    results: list[bool] = []
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        results.append(stores[i % 2].put(address, data))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 1
+    assert sum(s.used_bytes for s in stores) == 50_000
+    assert stores[0].get(address) == data
+    assert not any((tmp_path / "tmp").iterdir())

@@ -19,6 +19,7 @@ from protocol.chunks import (
     LocalChunkError,
     RootRecord,
     chunk_address,
+    parse_key,
 )
 from protocol.chunks._crypto import CHUNK_KEY_LABEL, CHUNK_NONCE_LABEL, EXTRACT_SALT, KIND_INDEX
 from protocol.chunks._manifest import parse_index, serialize_index
@@ -39,6 +40,14 @@ def test_link_round_trip_and_forms() -> None:
     assert Link.parse("mu:" + bare) == Link(ROOT)
     assert str(link.verify_cap) == "mu:" + bare
     assert link.root_text == bare
+
+
+def test_key_alone_and_repr_hides_key() -> None:
+    assert parse_key(" " + base58.b58encode(KEY).decode() + "\n") == KEY
+    with pytest.raises(LinkError):
+        parse_key("abc")
+    assert base58.b58encode(KEY).decode() not in repr(Link(ROOT, KEY))
+    assert KEY.hex() not in repr(Link(ROOT, KEY)) and str(KEY) not in repr(Link(ROOT, KEY))
 
 
 def test_link_leading_zero_bytes_survive() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 
 import pytest
 
@@ -134,7 +135,7 @@ def test_wrong_key_is_an_integrity_error_naming_the_root() -> None:
 def test_every_single_bit_flip_in_every_chunk_is_caught() -> None:
     data = os.urandom(4 * CS + 3)
     link, chunks, _ = encode(data, os.urandom(32), chunk_size=CS, fanout=2)
-    rng = __import__("random").Random(7)
+    rng = random.Random(7)
     for address, chunk in chunks.items():
         positions = {0, len(chunk) - 1, len(chunk) - TAG_SIZE, rng.randrange(len(chunk))}
         for pos in positions:
