@@ -187,10 +187,11 @@ class ChunkStore:
     def put_many(self, items: Iterable[tuple[bytes, bytes | bytearray | memoryview]], *, verify: bool = True) -> int:
         """Store chunks durably; return how many were new.
 
-        Each chunk is written to a temp file, fsynced and renamed to its final
-        name, so every chunk is atomic on its own. The directory fsyncs that
-        make the renames durable are shared by the batch, and all of them
-        happen before this returns: when it returns, every chunk is on disk.
+        Each chunk is written to a temp file, fdatasynced and hard-linked to
+        its final name, so every chunk is atomic on its own. The directory
+        fsyncs that make the new names durable are shared by the batch, and
+        all of them happen before this returns: when it returns, every chunk
+        is on disk.
 
         ``verify=False`` skips re-hashing for callers that computed the
         address from these very bytes (the file encoder).
@@ -202,6 +203,9 @@ class ChunkStore:
         """
         new: list[tuple[bytes, int]] = []
         dirs: set[Path] = set()
+        # Flag the index as possibly stale before any file appears, so a crash
+        # between a file's link and its index row is repaired on next open.
+        self._mark_dirty()
         try:
             for address, data in items:
                 address = _check_address(address)
@@ -228,7 +232,6 @@ class ChunkStore:
             for directory in dirs:
                 _fsync_dir(directory)
             if new:
-                self._mark_dirty()
                 self._index.add(new, int(time.time()))
         return len(new)
 

@@ -168,3 +168,21 @@ def test_concurrent_puts_of_one_chunk_store_it_once(tmp_path: Path) -> None:
     assert sum(s.used_bytes for s in stores) == 50_000
     assert stores[0].get(address) == data
     assert not any((tmp_path / "tmp").iterdir())
+
+
+def test_index_is_flagged_dirty_before_the_first_chunk_file_appears(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path)
+    address, data = chunk()
+    seen: list[int] = []
+    real_write = store._write_file
+
+    def spy(final: Path, addr: bytes, payload: bytes) -> bool:
+        db = sqlite3.connect(tmp_path / INDEX_FILE)
+        seen.append(db.execute("SELECT value FROM state WHERE name = 'dirty'").fetchone()[0])
+        db.close()
+        return real_write(final, addr, payload)
+
+    store._write_file = spy  # type: ignore[method-assign]
+    store.put(address, data)
+    assert seen == [1]
+    store.close()
