@@ -27,6 +27,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.chain",
     "node.cli.wallet",
     "node.cli.dht",
+    "node.cli.files",
+    "node.cli.store",
 )
 
 
