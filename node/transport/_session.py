@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import socket
 from typing import Any, Callable, Protocol
 
 import trio
@@ -45,6 +46,19 @@ log = logging.getLogger("mu.transport")
 
 # Read size when no big record is in flight (specs/wire.md §8).
 SMALL_READ_SIZE = 64 * 1024
+
+
+# Kernel socket buffers per session: room for a whole 1 MiB record (plus the
+# next one) in flight, so each record costs one write and few reads.
+SOCKET_BUFFER_SIZE = 4 * 1024 * 1024
+
+
+def _tune_socket(stream: trio.SocketStream) -> None:
+    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        try:
+            stream.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_SIZE)
+        except OSError:  # the kernel caps it; the default still works
+            pass
 
 
 class RequestHandler(Protocol):
@@ -80,6 +94,7 @@ class Session:
     ) -> None:
         assert conn.peer_node_id is not None and conn.peer_hello is not None
         self._stream = stream
+        _tune_socket(stream)
         self._conn = conn
         self._handler = handler
         self._limits = limits
