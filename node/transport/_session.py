@@ -233,6 +233,10 @@ class Session:
                         await self._send_final_error(exc.code)
                     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                         self._fail(SessionBroken(f"connection lost: {exc}"))
+                    except Exception as exc:
+                        # A bug must cost this session only, never the node.
+                        log.exception("session with %s failed", self.peer_node_id.hex())
+                        self._fail(SessionBroken(f"internal error: {exc!r}", ErrorCode.INTERNAL))
                     nursery.cancel_scope.cancel()
         finally:
             self._fail(SessionClosed("session ended"))
