@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from typing import Any
 
 from Crypto.Cipher import AES
 from Crypto.Protocol import DH
@@ -93,7 +94,12 @@ class CipherState:
     def nonce(self) -> int:
         return self._nonce
 
-    def _next_cipher(self) -> object:
+    def next_cipher(self) -> Any:
+        """Return a fresh AES-GCM object for nonce ``n`` and advance ``n``.
+
+        Used by the record layer to stream one record through a single
+        cipher object (specs/wire.md §4).
+        """
         if self._key is None:
             raise NoiseError("cipher state has no key")
         n = self._nonce
@@ -105,9 +111,9 @@ class CipherState:
     def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
         if self._key is None:
             return bytes(plaintext)
-        cipher = self._next_cipher()
-        cipher.update(ad)  # type: ignore[attr-defined]
-        ciphertext, tag = cipher.encrypt_and_digest(plaintext)  # type: ignore[attr-defined]
+        cipher = self.next_cipher()
+        cipher.update(ad)
+        ciphertext, tag = cipher.encrypt_and_digest(plaintext)
         return bytes(ciphertext) + bytes(tag)
 
     def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
@@ -117,11 +123,11 @@ class CipherState:
             raise NoiseError("ciphertext shorter than the tag")
         # The nonce only advances on success (spec section 5.1).
         saved = self._nonce
-        cipher = self._next_cipher()
-        cipher.update(ad)  # type: ignore[attr-defined]
+        cipher = self.next_cipher()
+        cipher.update(ad)
         body = memoryview(ciphertext)
         try:
-            plaintext = cipher.decrypt_and_verify(body[:-TAG_SIZE], body[-TAG_SIZE:])  # type: ignore[attr-defined]
+            plaintext = cipher.decrypt_and_verify(body[:-TAG_SIZE], body[-TAG_SIZE:])
         except ValueError as exc:
             self._nonce = saved
             raise NoiseError("authentication failed") from exc
@@ -129,11 +135,11 @@ class CipherState:
 
     def encrypt_into(self, ad: bytes, plaintext: memoryview, output: memoryview) -> None:
         """Encrypt ``plaintext`` into ``output`` (len(plaintext) + TAG_SIZE bytes)."""
-        cipher = self._next_cipher()
-        cipher.update(ad)  # type: ignore[attr-defined]
+        cipher = self.next_cipher()
+        cipher.update(ad)
         size = len(plaintext)
-        cipher.encrypt(plaintext, output=output[:size])  # type: ignore[attr-defined]
-        output[size:] = cipher.digest()  # type: ignore[attr-defined]
+        cipher.encrypt(plaintext, output=output[:size])
+        output[size:] = cipher.digest()
 
     def decrypt_into(self, ad: bytes, ciphertext: memoryview, output: memoryview) -> None:
         """Decrypt and authenticate ``ciphertext`` (body + tag) into ``output``.
@@ -142,12 +148,12 @@ class CipherState:
         unauthenticated bytes the caller must discard.
         """
         saved = self._nonce
-        cipher = self._next_cipher()
-        cipher.update(ad)  # type: ignore[attr-defined]
+        cipher = self.next_cipher()
+        cipher.update(ad)
         size = len(ciphertext) - TAG_SIZE
-        cipher.decrypt(ciphertext[:size], output=output)  # type: ignore[attr-defined]
+        cipher.decrypt(ciphertext[:size], output=output)
         try:
-            cipher.verify(ciphertext[size:])  # type: ignore[attr-defined]
+            cipher.verify(ciphertext[size:])
         except ValueError as exc:
             self._nonce = saved
             raise NoiseError("authentication failed") from exc

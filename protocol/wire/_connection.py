@@ -149,7 +149,7 @@ class Connection:
         self.peer_node_id: bytes | None = None
         self.peer_hello: Hello | None = None
         if role is Role.INITIATOR:
-            self._out += PREAMBLE + self._hs.write_message(b"")
+            self._out += PREAMBLE + self._handshake().write_message(b"")
             self.state = State.AWAIT_MSG2
         else:
             self.state = State.AWAIT_MSG1
@@ -202,7 +202,7 @@ class Connection:
         pending = self._end - self._pos
         if self._recv is None or pending < LENGTH_PREFIX_SIZE:
             return 0
-        (length,) = LENGTH_PREFIX.unpack_from(self._buf, self._pos)
+        length: int = LENGTH_PREFIX.unpack_from(self._buf, self._pos)[0]
         return max(0, min(length, MAX_RECORD_SIZE) + LENGTH_PREFIX_SIZE - pending)
 
     def buffer_updated(self, size: int) -> None:
