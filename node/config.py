@@ -18,7 +18,7 @@ DATA_DIR_ENV = "MU_DATA_DIR"
 IDENTITY_FILE = "identity.key"
 
 
-class ConfigError(Exception):
+class ConfigError(ValueError):
     """The data dir or one of its files is unusable."""
 
 
@@ -50,18 +50,27 @@ def write_secret_file(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def load_secret(path: Path, size: int, what: str, *, create: bool = True) -> bytes:
+    """Read the ``size``-byte random secret at ``path``, creating it (0600) if asked.
+
+    Raises:
+        ConfigError: the file is missing (and ``create`` is false) or has
+            another size.
+    """
+    if not path.exists():
+        if not create:
+            raise ConfigError(f"no {what} at {path}: run `mu init` first")
+        write_secret_file(path, secrets.token_bytes(size))
+    secret = path.read_bytes()
+    if len(secret) != size:
+        raise ConfigError(f"{path} is not a {size}-byte {what}")
+    return secret
+
+
 def load_identity(data_dir: Path, *, create: bool = True) -> Identity:
     """Load the node's Ed25519 identity from the data dir, creating it if asked.
 
     Raises:
         ConfigError: the file is missing (and ``create`` is false) or malformed.
     """
-    path = data_dir / IDENTITY_FILE
-    if not path.exists():
-        if not create:
-            raise ConfigError(f"no identity at {path}: run `mu init` first")
-        write_secret_file(path, secrets.token_bytes(SEED_SIZE))
-    seed = path.read_bytes()
-    if len(seed) != SEED_SIZE:
-        raise ConfigError(f"{path} is not a {SEED_SIZE}-byte identity seed")
-    return Identity(seed)
+    return Identity(load_secret(data_dir / IDENTITY_FILE, SEED_SIZE, "identity seed", create=create))

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.config import write_secret_file
+from node.config import load_secret
 from node.store import ChunkStore
 from protocol.chunks import (
     DEFAULT_CHUNK_SIZE,
@@ -69,13 +69,7 @@ class GetResult:
 
 def load_convergence_secret(data_dir: Path) -> bytes:
     """The per-user convergence secret, created (0600) on first use."""
-    path = data_dir / CONVERGENCE_FILE
-    if not path.exists():
-        write_secret_file(path, secrets.token_bytes(CONVERGENCE_SECRET_SIZE))
-    secret = path.read_bytes()
-    if len(secret) != CONVERGENCE_SECRET_SIZE:
-        raise ValueError(f"{path} is not a {CONVERGENCE_SECRET_SIZE}-byte convergence secret")
-    return secret
+    return load_secret(data_dir / CONVERGENCE_FILE, CONVERGENCE_SECRET_SIZE, "convergence secret")
 
 
 class _Writer:

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.config import write_secret_file
+from node.config import ConfigError, load_secret
 from node.rpc import RPCClient, btc_to_sats
 from protocol.bitcoin import (
     OutPoint,
@@ -81,15 +80,10 @@ def derive_key(seed: bytes, index: int) -> PrivateKey:
 
 
 def load_seed(data_dir: Path, *, create: bool = True) -> bytes:
-    path = data_dir / SEED_FILE
-    if not path.exists():
-        if not create:
-            raise WalletError(f"no wallet seed at {path}")
-        write_secret_file(path, secrets.token_bytes(SEED_SIZE))
-    seed = path.read_bytes()
-    if len(seed) != SEED_SIZE:
-        raise WalletError(f"{path} is not a {SEED_SIZE}-byte wallet seed")
-    return seed
+    try:
+        return load_secret(data_dir / SEED_FILE, SEED_SIZE, "wallet seed", create=create)
+    except ConfigError as exc:
+        raise WalletError(str(exc)) from None
 
 
 class Wallet:
