@@ -1,9 +1,10 @@
 """Payment refusals, each with its own code (specs/payments.md §Exchange errors).
 
 A payee refuses a payment or a channel by sending ERROR with one of these
-codes; the payer raises the matching ``RemotePaymentError``.  Codes live in
-the 0x40-0x5F block of the wire's ERROR code space, which the wire spec
-reserves for payments.
+codes; the payer raises the matching ``RemotePaymentError``.  All are
+request-level codes (>= 32, specs/wire.md §7): the session stays open.  The
+four the wire already names keep its values (34-37); the others take the
+0x40-0x5F block.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import enum
 class PaymentErrorCode(enum.IntEnum):
     """Why a payee refused (ERROR ``code``)."""
 
-    INSUFFICIENT_PAYMENT = 0x40  # detail carries the amount owed, int sats
+    INSUFFICIENT_PAYMENT = 34  # detail carries the amount owed, int sats
     PAYMENT_REPLAY = 0x41  # total equal to the last accepted total
     PAYMENT_TOTAL_LOWER = 0x42  # total below the last accepted total
-    BAD_SIGNATURE = 0x43  # payer signature does not verify
-    UNKNOWN_CHANNEL = 0x44  # no open channel with that id from this peer
-    CHANNEL_EXPIRED = 0x45  # past the payee's close deadline
+    BAD_SIGNATURE = 35  # payer signature does not verify
+    UNKNOWN_CHANNEL = 36  # no open channel with that id from this peer
+    CHANNEL_EXPIRED = 37  # past the payee's close deadline
     FUNDING_UNCONFIRMED = 0x46  # funding output has too few confirmations
     FUNDING_SPENT = 0x47  # funding output missing or already spent
     FUNDING_MISMATCH = 0x48  # wrong script or amount in the funding output
