@@ -4,7 +4,7 @@ The channel transactions themselves live in ``protocol.bitcoin``; this
 package holds what the exchange adds on top (specs/payments.md §Exchange).
 """
 
-from protocol.payments.accounting import PeerAccount
+from protocol.payments.accounting import PeerAccount, next_total
 from protocol.payments.errors import (
     LocalPaymentError,
     PaymentError,
@@ -16,5 +16,5 @@ from protocol.payments.terms import MIB, Terms, chunk_price
 
 __all__ = [
     "MIB", "LocalPaymentError", "PaymentError", "PaymentErrorCode", "PeerAccount", "PriceTooHigh",
-    "RemotePaymentError", "Terms", "chunk_price",
+    "RemotePaymentError", "Terms", "chunk_price", "next_total",
 ]

@@ -60,3 +60,19 @@ class PeerAccount:
                 owed=owed,
             )
         return PeerAccount(consumed=self.consumed + price, paid=self.paid + increment, last_chunk=chunk, last_kind=kind)
+
+
+def next_total(*, owed: int, acknowledged_total: int, signed_total: int) -> int | None:
+    """The channel total a payer signs for a request that owes ``owed``.
+
+    ``acknowledged_total`` is the last total the payee confirmed (by serving,
+    or in CHANNEL_STATE); ``signed_total`` the highest the payer ever signed.
+    None means no payment is needed.  A payment the payee never recorded is
+    re-sent at the same total rather than paid again, and the payer never
+    signs below what the payee has (specs/payments.md §After a crash).
+    """
+    if owed < 0 or acknowledged_total < 0 or signed_total < 0:
+        raise ValueError("amounts must be non-negative")
+    if owed == 0:
+        return None
+    return max(signed_total, acknowledged_total + owed)
