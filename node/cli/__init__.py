@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.init",
     "node.cli.channels",
     "node.cli.ledger",
+    "node.cli.chain",
 )
 
 
