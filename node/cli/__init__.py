@@ -27,6 +27,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.channels",
     "node.cli.ledger",
     "node.cli.chain",
+    "node.cli.files",
+    "node.cli.store",
 )
 
 
