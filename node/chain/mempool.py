@@ -24,6 +24,8 @@ from node.rpc import (
     RPC_VERIFY_REJECTED,
 )
 from protocol.bitcoin.errors import BitcoinError
+from protocol.bitcoin.policy import is_dust, min_relay_fee
+from protocol.bitcoin.script import output_type
 from protocol.bitcoin.tx import SEQUENCE_FINAL, Transaction
 
 #: Transactions the mempool holds at most.
@@ -134,6 +136,12 @@ class Mempool:
         weight = tx.weight()
         if weight > MAX_STANDARD_TX_WEIGHT:
             raise Rejected(RPC_VERIFY_REJECTED, "tx-size")
+        for out in tx.outputs:
+            kind = output_type(out.script_pubkey)
+            if kind in ("nonstandard", "witness_unknown"):
+                raise Rejected(RPC_VERIFY_REJECTED, "scriptpubkey")
+            if is_dust(out):
+                raise Rejected(RPC_VERIFY_REJECTED, "dust")
         if txid in self.entries:
             raise Rejected(RPC_VERIFY_REJECTED, "txn-already-in-mempool")
         if txid in self.state.txindex:
@@ -167,7 +175,7 @@ class Mempool:
             raise Rejected(RPC_VERIFY_REJECTED, "non-BIP68-final")
         fee = value_in - value_out
         vsize = (weight + 3) // 4
-        min_fee = MIN_RELAY_FEE_PER_KVB * vsize // 1000
+        min_fee = min_relay_fee(vsize)  # MIN_RELAY_FEE_PER_KVB, rounded up like CFeeRate
         if fee < min_fee:
             raise Rejected(RPC_VERIFY_REJECTED, f"min relay fee not met, {fee} < {min_fee}")
         self._verify_scripts(raw, coins)

@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.chain",
     "node.cli.files",
     "node.cli.store",
+    "node.cli.wallet",
 )
 
 
