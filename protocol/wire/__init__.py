@@ -32,6 +32,7 @@ from protocol.wire._frames import (
     MAX_META_SIZE,
     MAX_PAYMENT_SIZE,
     MAX_RECORD_SIZE,
+    MAX_REQUEST_ID,
     WIRE_VERSION,
     MessageType,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "MAX_READ_SIZE",
     "MAX_RECEIVE_BUFFER",
     "MAX_RECORD_SIZE",
+    "MAX_REQUEST_ID",
     "NEED_DATA",
     "PREAMBLE",
     "WIRE_VERSION",
