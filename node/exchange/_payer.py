@@ -24,6 +24,7 @@ from node.transport import RequestError, Session
 from protocol.bitcoin import PrivateKey, PublicKey
 from protocol.bitcoin.channel import ChannelParams, PayerChannel, funding_script_for
 from protocol.payments import (
+    LocalPaymentError,
     PaymentErrorCode,
     PeerAccount,
     PriceTooHigh,
@@ -78,7 +79,7 @@ class Payer:
         hello = session.peer_hello
         terms = Terms.from_wire(hello.terms, hello.identity_key)
         if terms.payment_pubkey != hello.payment_key:
-            raise PriceTooHigh("host advertises two different payment keys")  # refuse to deal
+            raise LocalPaymentError(PaymentErrorCode.BAD_TERMS, "HELLO and terms name different payment keys")
         if terms.price_per_mib_get > self.max_price_per_mib_get or terms.price_per_mib_put > self.max_price_per_mib_put:
             raise PriceTooHigh(
                 f"host asks {terms.price_per_mib_get}/{terms.price_per_mib_put} sats per MiB (get/put), "
