@@ -112,9 +112,6 @@ class CipherState:
         if self._key is None:
             return bytes(plaintext)
         cipher = self.next_cipher()
-        cipher.update(ad)  # type: ignore[attr-defined]
-        ciphertext, tag = cipher.encrypt_and_digest(plaintext)  # type: ignore[attr-defined]
-
         cipher.update(ad)
         ciphertext, tag = cipher.encrypt_and_digest(plaintext)
         return bytes(ciphertext) + bytes(tag)
@@ -127,8 +124,6 @@ class CipherState:
         # The nonce only advances on success (spec section 5.1).
         saved = self._nonce
         cipher = self.next_cipher()
-        cipher.update(ad)  # type: ignore[attr-defined]
-
         cipher.update(ad)
         body = memoryview(ciphertext)
         try:
@@ -141,8 +136,6 @@ class CipherState:
     def encrypt_into(self, ad: bytes, plaintext: memoryview, output: memoryview) -> None:
         """Encrypt ``plaintext`` into ``output`` (len(plaintext) + TAG_SIZE bytes)."""
         cipher = self.next_cipher()
-        cipher.update(ad)  # type: ignore[attr-defined]
-
         cipher.update(ad)
         size = len(plaintext)
         cipher.encrypt(plaintext, output=output[:size])
@@ -156,8 +149,6 @@ class CipherState:
         """
         saved = self._nonce
         cipher = self.next_cipher()
-        cipher.update(ad)  # type: ignore[attr-defined]
-
         cipher.update(ad)
         size = len(ciphertext) - TAG_SIZE
         cipher.decrypt(ciphertext[:size], output=output)
