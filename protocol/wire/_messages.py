@@ -58,6 +58,7 @@ def _check_payment(payment: Payment) -> None:
         _check(len(payment) <= MAX_PAYMENT_SIZE, "payment too large")
         return
     _check(isinstance(payment, dict) and len(payment) <= MAX_CHANNEL_FIELDS, "payment must be bytes or a small map")
+    _check(all(isinstance(k, str) for k in payment), "payment keys must be strings")
     _check(len(msgpack.packb(payment)) <= MAX_PAYMENT_SIZE, "payment too large")
 
 
