@@ -24,11 +24,14 @@ EXIT_INTEGRITY = 3
 # Command-group modules, in the order they appear in `mu --help`.
 COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.init",
-    "node.cli.chain",
-    "node.cli.wallet",
-    "node.cli.dht",
+    "node.cli.node",
     "node.cli.files",
     "node.cli.store",
+    "node.cli.dht",
+    "node.cli.channels",
+    "node.cli.ledger",
+    "node.cli.wallet",
+    "node.cli.chain",
 )
 
 
