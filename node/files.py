@@ -1,0 +1,261 @@
+"""Adding files to and getting files from the local chunk store (specs/chunks.md §6, §8).
+
+The I/O glue around the pure encoder and decoder. Both directions run as a
+two-stage pipeline: the calling thread reads and encrypts (or decrypts) while
+one writer thread does the disk writes and fsyncs, joined by a queue of at
+most ``PIPELINE_DEPTH`` chunks. hashlib, AES-GCM and file I/O all release the
+GIL, so disk time overlaps crypto time and memory stays at a few chunks.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import queue
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from node.config import write_secret_file
+from node.store import ChunkStore
+from protocol.chunks import (
+    DEFAULT_CHUNK_SIZE,
+    KEY_SIZE,
+    ConvergentKeyHasher,
+    FileDecoder,
+    FileEncoder,
+    Link,
+    check_chunk_size,
+    check_fanout,
+)
+
+# Chunks in flight between the crypto thread and the writer thread.
+PIPELINE_DEPTH = 8
+# Most chunks handed to one ChunkStore.put_many call (one shared dir fsync).
+WRITE_BATCH = 16
+# While writing a fetched file, flush it to disk every this many bytes so the
+# final fsync does not have to write the whole file at once.
+GET_FLUSH_BYTES = 32 * 1024 * 1024
+CONVERGENCE_FILE = "convergence.key"
+CONVERGENCE_SECRET_SIZE = 32
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    """What :func:`add_file` stored."""
+
+    link: Link
+    size: int
+    chunks: int
+    new_chunks: int
+    name: str | None
+    media_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GetResult:
+    """What :func:`get_file` wrote."""
+
+    path: Path
+    size: int
+    chunks: int
+    name: str | None
+    media_type: str | None
+
+
+def load_convergence_secret(data_dir: Path) -> bytes:
+    """The per-user convergence secret, created (0600) on first use."""
+    path = data_dir / CONVERGENCE_FILE
+    if not path.exists():
+        write_secret_file(path, secrets.token_bytes(CONVERGENCE_SECRET_SIZE))
+    secret = path.read_bytes()
+    if len(secret) != CONVERGENCE_SECRET_SIZE:
+        raise ValueError(f"{path} is not a {CONVERGENCE_SECRET_SIZE}-byte convergence secret")
+    return secret
+
+
+class _Writer:
+    """One background thread applying ``sink`` to batches of queued items.
+
+    Errors in the thread are re-raised in the caller by :meth:`put` or
+    :meth:`close`, so nothing fails silently.
+    """
+
+    def __init__(self, sink: Callable[[list[object]], None]) -> None:
+        self._sink = sink
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=PIPELINE_DEPTH)
+        self._error: BaseException | None = None
+        self._stop = object()
+        self._thread = threading.Thread(target=self._run, name="mu-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._stop:
+                return
+            batch = [item]
+            while len(batch) < WRITE_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is self._stop:
+                    self._run_batch(batch)
+                    return
+                batch.append(nxt)
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[object]) -> None:
+        if self._error is None:
+            try:
+                self._sink(batch)
+            except BaseException as exc:  # handed to the caller thread
+                self._error = exc
+
+    def put(self, item: object) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(item)
+
+    def close(self) -> None:
+        """Wait for every queued item to be written; re-raise a writer error."""
+        self._queue.put(self._stop)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def _read_into(fd: int, buf: bytearray) -> int:
+    """Fill ``buf`` from ``fd`` as far as the file allows; return bytes read."""
+    view = memoryview(buf)
+    got = 0
+    while got < len(buf):
+        n = os.readv(fd, [view[got:]])
+        if n == 0:
+            break
+        got += n
+    return got
+
+
+def add_file(
+    store: ChunkStore,
+    path: Path,
+    *,
+    convergence_secret: bytes | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    name: str | None = None,
+    media_type: str | None = None,
+    fanout: int | None = None,
+    progress: Progress | None = None,
+) -> AddResult:
+    """Encrypt ``path`` into ``store``; return its link once every chunk is durable.
+
+    The file key is random unless ``convergence_secret`` is given, in which
+    case it is derived from the plaintext (one extra read pass).
+    """
+    check_chunk_size(chunk_size)
+    fanout = check_fanout(chunk_size, fanout)
+    if name is None:
+        name = Path(path).name or None
+    if media_type is None and name:
+        media_type = mimetypes.guess_type(name)[0]
+    buf = bytearray(chunk_size)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if convergence_secret is None:
+            key = secrets.token_bytes(KEY_SIZE)
+        else:
+            hasher = ConvergentKeyHasher(
+                convergence_secret, chunk_size=chunk_size, fanout=fanout, name=name, media_type=media_type
+            )
+            while n := _read_into(fd, buf):
+                hasher.update(memoryview(buf)[:n])
+            key = hasher.file_key()
+            os.lseek(fd, 0, os.SEEK_SET)
+        encoder = FileEncoder(key, chunk_size=chunk_size, name=name, media_type=media_type, fanout=fanout)
+        counts = [0, 0]  # chunks, new chunks
+
+        def sink(batch: list[object]) -> None:
+            counts[1] += store.put_many(batch, verify=False)  # type: ignore[arg-type]
+            counts[0] += len(batch)
+
+        writer = _Writer(sink)
+        try:
+            while n := _read_into(fd, buf):
+                for item in encoder.feed(memoryview(buf)[:n]):
+                    writer.put(item)
+                if progress is not None:
+                    progress(n)
+            # The root is queued last, after every chunk it depends on.
+            for item in encoder.finish():
+                writer.put(item)
+        finally:
+            writer.close()
+    finally:
+        os.close(fd)
+    return AddResult(encoder.link, encoder.size, counts[0], counts[1], name, media_type)
+
+
+def get_file(store: ChunkStore, link: Link, dest: Path, *, progress: Progress | None = None) -> GetResult:
+    """Decrypt the file ``link`` names from ``store`` into ``dest``, atomically.
+
+    The plaintext goes to a temp file next to ``dest``, which is fsynced and
+    renamed over ``dest`` only after the last chunk verified; on any error
+    the temp file is removed and ``dest`` is untouched.
+
+    Raises:
+        node.store.ChunkNotFound: a chunk is not in the store.
+        protocol.chunks.IntegrityError: a chunk failed verification or the key is wrong.
+    """
+    decoder = FileDecoder.from_link(link)
+    dest = Path(dest)
+    directory = dest.parent if str(dest.parent) else Path(".")
+    tmp = directory / f".{dest.name}.mu-partial-{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    state = {"since_flush": 0}
+
+    def sink(batch: list[object]) -> None:
+        for plain in batch:
+            view = memoryview(plain)  # type: ignore[arg-type]
+            while view:
+                view = view[os.write(fd, view):]
+            state["since_flush"] += len(plain)  # type: ignore[arg-type]
+        if state["since_flush"] >= GET_FLUSH_BYTES:
+            os.fdatasync(fd)
+            state["since_flush"] = 0
+
+    chunks = 0
+    try:
+        writer = _Writer(sink)
+        try:
+            while (address := decoder.next_address()) is not None:
+                plain = decoder.feed(store.get(address, verify=False))
+                chunks += 1
+                if plain:
+                    writer.put(plain)
+                    if progress is not None:
+                        progress(len(plain))
+        finally:
+            writer.close()
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, dest)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    manifest = decoder.manifest
+    assert manifest is not None  # the root is always fed first
+    return GetResult(dest, manifest.size, chunks, manifest.name, manifest.media_type)

@@ -1,0 +1,32 @@
+"""The node's chunk store on disk (specs/chunks.md §8)."""
+
+from ._index import INDEX_FILE, SCHEMA_VERSION, ChunkIndex
+from ._store import (
+    MAX_CHUNK_BYTES,
+    STALE_TEMP_SECONDS,
+    ChunkCorrupt,
+    ChunkMismatch,
+    ChunkNotFound,
+    ChunkStore,
+    RebuildReport,
+    StoreError,
+    StoreFull,
+)
+
+STORE_DIR = "chunks"
+
+__all__ = [
+    "INDEX_FILE",
+    "MAX_CHUNK_BYTES",
+    "SCHEMA_VERSION",
+    "STALE_TEMP_SECONDS",
+    "STORE_DIR",
+    "ChunkCorrupt",
+    "ChunkIndex",
+    "ChunkMismatch",
+    "ChunkNotFound",
+    "ChunkStore",
+    "RebuildReport",
+    "StoreError",
+    "StoreFull",
+]

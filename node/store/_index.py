@@ -1,0 +1,136 @@
+"""The chunk store's index: one SQLite row per chunk file (specs/chunks.md §8.3).
+
+The files are the truth; the index is a cache of them (address, size, time
+added) that makes listing, accounting and per-chunk metadata cheap. It can be
+rebuilt from the files alone at any time. Later schema versions add columns
+(pinned flag, paid-until time) through ``MIGRATIONS`` without a format break:
+``PRAGMA user_version`` says which migrations have run.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+INDEX_FILE = "index.sqlite3"
+# Addresses fetched per query when iterating, so listing a huge store never
+# holds the whole list in memory.
+ITER_PAGE = 1024
+
+# Ordered migrations; entry i brings the schema from version i to i + 1.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE chunks (
+        address  BLOB PRIMARY KEY NOT NULL,
+        size     INTEGER NOT NULL,
+        added_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE state (
+        name  TEXT PRIMARY KEY NOT NULL,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class ChunkIndex:
+    """Thread-safe access to the index database of one store."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        # The index can be rebuilt from the files, so it does not need a
+        # durable commit per chunk: WAL with synchronous=NORMAL. An unclean
+        # shutdown is detected with the "dirty" flag and repaired on open.
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._lock:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"index schema v{version} is newer than this mu (v{SCHEMA_VERSION})")
+            for number in range(version, SCHEMA_VERSION):
+                self._db.execute("BEGIN IMMEDIATE")
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {number + 1}")
+                self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def get_flag(self, name: str) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def set_flag(self, name: str, value: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO state (name, value) VALUES (?, ?)", (name, value))
+
+    def add(self, rows: Iterable[tuple[bytes, int]], now: int) -> None:
+        """Record chunks (address, size) that are now on disk."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO chunks (address, size, added_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(address) DO UPDATE SET size = excluded.size",
+                ((address, size, now) for address, size in rows),
+            )
+            self._db.execute("COMMIT")
+
+    def remove(self, address: bytes) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM chunks WHERE address = ?", (address,))
+
+    def total_bytes(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT total(size) FROM chunks").fetchone()[0])
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
+
+    def size_of(self, address: bytes) -> int | None:
+        with self._lock:
+            row = self._db.execute("SELECT size FROM chunks WHERE address = ?", (address,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def iter_rows(self) -> Iterator[tuple[bytes, int]]:
+        """Every (address, size) in address order, a page at a time."""
+        last = b""
+        while True:
+            with self._lock:
+                page = self._db.execute(
+                    "SELECT address, size FROM chunks WHERE address > ? ORDER BY address LIMIT ?", (last, ITER_PAGE)
+                ).fetchall()
+            if not page:
+                return
+            for address, size in page:
+                yield bytes(address), int(size)
+            last = page[-1][0]
+
+    def reconcile(self, on_disk: dict[bytes, int], now: int) -> tuple[int, int]:
+        """Make the index list exactly ``on_disk``; keep metadata of rows that stay.
+
+        Returns:
+            (rows added, rows removed).
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            known = {bytes(a): int(s) for a, s in self._db.execute("SELECT address, size FROM chunks")}
+            gone = [(a,) for a in known if a not in on_disk]
+            self._db.executemany("DELETE FROM chunks WHERE address = ?", gone)
+            new = [(a, s, now) for a, s in on_disk.items() if a not in known]
+            self._db.executemany("INSERT INTO chunks (address, size, added_at) VALUES (?, ?, ?)", new)
+            changed = [(s, a) for a, s in on_disk.items() if a in known and known[a] != s]
+            self._db.executemany("UPDATE chunks SET size = ? WHERE address = ?", changed)
+            self._db.execute("COMMIT")
+        return len(new), len(gone)

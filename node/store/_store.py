@@ -1,0 +1,326 @@
+"""On-disk chunk store: one file per chunk, sharded, atomic, verified (specs/chunks.md §8).
+
+Layout under the store root (``<data_dir>/chunks``)::
+
+    <aa>/<64 hex chars>   a chunk, named by its address; <aa> = first byte in hex
+    tmp/                  chunks being written (temp name, fsync, rename)
+    index.sqlite3         the index (rebuildable from the files)
+
+A chunk file appears under its final name only once its bytes are fsynced,
+and the rename is made durable (directory fsync) before ``put`` returns, so a
+crash at any point leaves either no chunk or the whole chunk.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._index import INDEX_FILE, ChunkIndex
+
+ADDRESS_SIZE = 32
+TMP_DIR = "tmp"
+# Temp files older than this are leftovers of a crash and may be removed;
+# younger ones may belong to a writer in another process.
+STALE_TEMP_SECONDS = 3600
+# Largest chunk the store accepts: 4 MiB of data plus the GCM tag
+# (specs/chunks.md §3), with headroom for manifest chunks.
+MAX_CHUNK_BYTES = 4 * 1024 * 1024 + 1024
+_DIRTY = "dirty"
+
+
+class StoreError(Exception):
+    """Base class of chunk store errors. ``address`` names the chunk, if any."""
+
+    def __init__(self, message: str, address: bytes | None = None) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class StoreFull(StoreError):
+    """The chunk would take the store over its quota (or the disk is full)."""
+
+
+class ChunkNotFound(StoreError):
+    """No chunk with that address is stored."""
+
+
+class ChunkCorrupt(StoreError):
+    """A stored chunk no longer hashes to its address; it is never returned."""
+
+
+class ChunkMismatch(StoreError, ValueError):
+    """``put`` was given bytes that do not hash to the given address."""
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildReport:
+    """What :meth:`ChunkStore.rebuild_index` found and changed."""
+
+    chunks: int
+    bytes: int
+    added: int
+    removed: int
+    temp_files_removed: int
+
+
+def _check_address(address: bytes) -> bytes:
+    if not isinstance(address, (bytes, bytearray)) or len(address) != ADDRESS_SIZE:
+        raise ValueError(f"a chunk address is {ADDRESS_SIZE} bytes")
+    return bytes(address)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ChunkStore:
+    """Chunks on disk, addressed by SHA-256 of their bytes.
+
+    Synchronous and thread-safe: trio code calls it through
+    ``trio.to_thread.run_sync``.
+
+    Args:
+        root: the store directory (created if missing).
+        quota_bytes: most chunk bytes the store may hold; None for no limit.
+    """
+
+    def __init__(self, root: Path, quota_bytes: int | None = None) -> None:
+        self.root = Path(root)
+        self.quota_bytes = quota_bytes
+        self._tmp = self.root / TMP_DIR
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._index = ChunkIndex(self.root / INDEX_FILE)
+        if self._index.get_flag(_DIRTY):
+            # Last user did not close cleanly: a chunk may have been renamed
+            # into place without its index row. The files are the truth.
+            self.rebuild_index()
+        self._used = self._index.total_bytes()
+        self._marked_dirty = False
+
+    # -- lifecycle -------------------------------------------------------
+
+    def close(self) -> None:
+        """Mark the index clean and close it."""
+        if self._marked_dirty:
+            self._index.set_flag(_DIRTY, 0)
+        self._index.close()
+
+    def __enter__(self) -> ChunkStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- paths -----------------------------------------------------------
+
+    def path_of(self, address: bytes) -> Path:
+        """Where the chunk with ``address`` lives (whether or not it exists)."""
+        hexa = _check_address(address).hex()
+        return self.root / hexa[:2] / hexa
+
+    # -- reading ---------------------------------------------------------
+
+    def has(self, address: bytes) -> bool:
+        """True if a chunk file with this address exists (not verified)."""
+        return self.path_of(address).is_file()
+
+    def get(self, address: bytes, *, verify: bool = True) -> bytes:
+        """Return the chunk's bytes after checking they hash to ``address``.
+
+        ``verify=False`` skips the hash only for callers that verify the
+        bytes themselves (the file decoder does).
+
+        Raises:
+            ChunkNotFound: no such chunk.
+            ChunkCorrupt: the file's bytes do not hash to ``address``.
+        """
+        path = self.path_of(address)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                data = f.readall()
+        except FileNotFoundError:
+            raise ChunkNotFound(f"chunk {address.hex()} not found", address) from None
+        if verify and hashlib.sha256(data).digest() != address:
+            raise ChunkCorrupt(f"chunk {address.hex()} is corrupt: its bytes do not match its address", address)
+        return data
+
+    def __iter__(self) -> Iterator[bytes]:
+        for address, _size in self._index.iter_rows():
+            yield address
+
+    def list(self) -> list[bytes]:
+        """Every stored address, in address order (see :meth:`entries` for big stores)."""
+        return [address for address, _size in self._index.iter_rows()]
+
+    def entries(self) -> Iterator[tuple[bytes, int]]:
+        """Every stored (address, size), in address order, a page at a time."""
+        return self._index.iter_rows()
+
+    def __len__(self) -> int:
+        return self._index.count()
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes of chunk data held (as counted by the index)."""
+        return self._used
+
+    # -- writing ---------------------------------------------------------
+
+    def put(self, address: bytes, data: bytes | bytearray | memoryview, *, verify: bool = True) -> bool:
+        """Store one chunk durably; see :meth:`put_many`."""
+        return self.put_many([(address, data)], verify=verify) == 1
+
+    def put_many(self, items: Iterable[tuple[bytes, bytes | bytearray | memoryview]], *, verify: bool = True) -> int:
+        """Store chunks durably; return how many were new.
+
+        Each chunk is written to a temp file, fsynced and renamed to its final
+        name, so every chunk is atomic on its own. The directory fsyncs that
+        make the renames durable are shared by the batch, and all of them
+        happen before this returns: when it returns, every chunk is on disk.
+
+        ``verify=False`` skips re-hashing for callers that computed the
+        address from these very bytes (the file encoder).
+
+        Raises:
+            ChunkMismatch: bytes that do not hash to their address.
+            StoreFull: the quota or the disk would be exceeded; chunks
+                written before the failing one stay stored.
+        """
+        new: list[tuple[bytes, int]] = []
+        dirs: set[Path] = set()
+        try:
+            for address, data in items:
+                address = _check_address(address)
+                size = len(data)
+                if size > MAX_CHUNK_BYTES:
+                    raise ChunkMismatch(f"chunk {address.hex()} is {size} bytes, over the {MAX_CHUNK_BYTES} limit", address)
+                if verify and hashlib.sha256(data).digest() != address:
+                    raise ChunkMismatch(f"data does not hash to chunk address {address.hex()}", address)
+                final = self.path_of(address)
+                if final.exists():
+                    continue
+                self._reserve(address, size)
+                try:
+                    self._write_file(final, address, data)
+                except BaseException:
+                    with self._lock:
+                        self._used -= size
+                    raise
+                dirs.add(final.parent)
+                new.append((address, size))
+        finally:
+            for directory in dirs:
+                _fsync_dir(directory)
+            if new:
+                self._mark_dirty()
+                self._index.add(new, int(time.time()))
+        return len(new)
+
+    def _reserve(self, address: bytes, size: int) -> None:
+        with self._lock:
+            if self.quota_bytes is not None and self._used + size > self.quota_bytes:
+                raise StoreFull(
+                    f"store full: chunk {address.hex()} ({size} bytes) would exceed the quota of "
+                    f"{self.quota_bytes} bytes ({self._used} used)",
+                    address,
+                )
+            self._used += size
+
+    def _write_file(self, final: Path, address: bytes, data: bytes | bytearray | memoryview) -> None:
+        tmp = self._tmp / f"{address.hex()}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data).cast("B")
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            final.parent.mkdir(exist_ok=True)
+            os.rename(tmp, final)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFull(f"store full: the disk has no room for chunk {address.hex()}", address) from exc
+            raise
+
+    def _mark_dirty(self) -> None:
+        if not self._marked_dirty:
+            self._index.set_flag(_DIRTY, 1)
+            self._marked_dirty = True
+
+    def delete(self, address: bytes) -> bool:
+        """Remove a chunk; return False if it was not stored."""
+        path = self.path_of(address)
+        self._mark_dirty()
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            self._index.remove(bytes(address))
+            return False
+        self._index.remove(bytes(address))
+        with self._lock:
+            self._used -= size
+        return True
+
+    # -- maintenance -----------------------------------------------------
+
+    def scan_files(self) -> dict[bytes, int]:
+        """Every chunk file on disk: address -> size. Ignores foreign names."""
+        found: dict[bytes, int] = {}
+        for shard in os.scandir(self.root):
+            if not shard.is_dir() or len(shard.name) != 2 or shard.name == TMP_DIR:
+                continue
+            for entry in os.scandir(shard.path):
+                name = entry.name
+                if len(name) != 2 * ADDRESS_SIZE or not name.startswith(shard.name) or not entry.is_file():
+                    continue
+                try:
+                    address = bytes.fromhex(name)
+                except ValueError:
+                    continue
+                if address.hex() == name:
+                    found[address] = entry.stat().st_size
+        return found
+
+    def remove_stale_temp_files(self, max_age: float = STALE_TEMP_SECONDS) -> int:
+        """Delete temp files left by crashed writers; return how many."""
+        removed = 0
+        cutoff = time.time() - max_age
+        for entry in os.scandir(self._tmp):
+            try:
+                if entry.stat().st_mtime <= cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+    def rebuild_index(self, *, temp_max_age: float = STALE_TEMP_SECONDS) -> RebuildReport:
+        """Make the index match the chunk files exactly (the files are the truth)."""
+        temp_removed = self.remove_stale_temp_files(temp_max_age)
+        on_disk = self.scan_files()
+        added, removed = self._index.reconcile(on_disk, int(time.time()))
+        total = sum(on_disk.values())
+        with self._lock:
+            self._used = total
+        self._index.set_flag(_DIRTY, 1 if self._marked_dirty else 0)
+        return RebuildReport(len(on_disk), total, added, removed, temp_removed)

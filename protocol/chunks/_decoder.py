@@ -1,0 +1,181 @@
+"""Streaming file decoder, driven by a caller that fetches chunks by address.
+
+Pure state machine (specs/chunks.md §6.4): :meth:`FileDecoder.next_address`
+says which chunk it needs, the caller fetches it from anywhere (a local
+store, a peer) and hands the bytes to :meth:`FileDecoder.feed`, which
+verifies them against the address, authenticates and decrypts them, and
+returns plaintext to append to the output. Memory is bounded by one open
+index node per tree level.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from ._crypto import ADDRESS_SIZE, KIND_DATA, KIND_INDEX, KIND_ROOT, TAG_SIZE, ChunkSealer, check_key
+from ._errors import IntegrityError, LocalChunkError
+from ._link import Link
+from ._manifest import RootRecord, parse_index
+
+
+class _Frame:
+    """One open manifest chunk: its packed children and the next one to visit."""
+
+    __slots__ = ("child_level", "children", "pos")
+
+    def __init__(self, child_level: int, children: bytes) -> None:
+        self.child_level = child_level
+        self.children = children
+        self.pos = 0
+
+    def current(self) -> bytes | None:
+        start = self.pos * ADDRESS_SIZE
+        if start >= len(self.children):
+            return None
+        return self.children[start:start + ADDRESS_SIZE]
+
+
+class FileDecoder:
+    """Decrypts and verifies one file from its root address and key.
+
+    Usage::
+
+        dec = FileDecoder(link.root, link.key)
+        while (address := dec.next_address()) is not None:
+            output.write(dec.feed(fetch(address)))
+
+    Every chunk is checked against its address (SHA-256) and its GCM tag
+    before any plaintext leaves :meth:`feed`; on failure it raises
+    :class:`IntegrityError` naming the chunk and the decoder is dead. The
+    file size is checked against the root as data arrives, so no byte
+    beyond the declared size is ever returned.
+    """
+
+    def __init__(self, root: bytes, key: bytes) -> None:
+        if len(root) != ADDRESS_SIZE:
+            raise LocalChunkError(f"a root address is {ADDRESS_SIZE} bytes")
+        self.root = bytes(root)
+        self._sealer = ChunkSealer(check_key(key))
+        self.manifest: RootRecord | None = None
+        self._stack: list[_Frame] = []
+        self._node_counts: list[int] = []
+        self._data_index = 0
+        self._emitted = 0
+        self._failed = False
+
+    @classmethod
+    def from_link(cls, link: Link) -> FileDecoder:
+        """Decoder for a read capability (a link that carries its key)."""
+        if link.key is None:
+            raise LocalChunkError("this link has no key: it can verify the file but not decrypt it")
+        return cls(link.root, link.key)
+
+    @property
+    def done(self) -> bool:
+        """True once the whole file has been returned."""
+        return self.next_address() is None
+
+    @property
+    def bytes_out(self) -> int:
+        """Plaintext bytes returned so far."""
+        return self._emitted
+
+    def next_address(self) -> bytes | None:
+        """The address of the chunk :meth:`feed` wants next, or None when done."""
+        if self._failed:
+            raise LocalChunkError("the decoder failed earlier")
+        if self.manifest is None:
+            return self.root
+        while self._stack:
+            address = self._stack[-1].current()
+            if address is not None:
+                return address
+            self._stack.pop()
+        return None
+
+    def upcoming(self, limit: int) -> list[bytes]:
+        """Up to ``limit`` addresses that will be wanted next, known without fetching.
+
+        Lets a fetcher pipeline requests: they are the rest of the innermost
+        open manifest chunk, starting with :meth:`next_address`.
+        """
+        if self.manifest is None:
+            return [self.root]
+        first = self.next_address()
+        if first is None:
+            return []
+        frame = self._stack[-1]
+        start = frame.pos * ADDRESS_SIZE
+        stop = min(len(frame.children), start + limit * ADDRESS_SIZE)
+        return [frame.children[i:i + ADDRESS_SIZE] for i in range(start, stop, ADDRESS_SIZE)]
+
+    def feed(self, stored: bytes | bytearray | memoryview) -> bytearray:
+        """Verify and decrypt the chunk at :meth:`next_address`.
+
+        Returns:
+            Plaintext to append to the output (empty for manifest chunks).
+        Raises:
+            IntegrityError: the bytes are not that chunk, fail authentication
+                (corruption or wrong key), or break the format.
+        """
+        address = self.next_address()
+        if address is None:
+            raise LocalChunkError("the file is complete: no chunk is wanted")
+        try:
+            return self._feed(address, stored)
+        except IntegrityError:
+            self._failed = True
+            raise
+
+    def _feed(self, address: bytes, stored: bytes | bytearray | memoryview) -> bytearray:
+        if hashlib.sha256(stored).digest() != address:
+            raise IntegrityError(f"chunk {address.hex()} does not match its address", address=address)
+        manifest = self.manifest
+        if manifest is None:
+            plain = self._sealer.open(stored, KIND_ROOT, 0, 0, address)
+            manifest = RootRecord.parse(plain, address=address)
+            self._check_root(manifest, address)
+            self.manifest = manifest
+            self._node_counts = [0] * manifest.depth
+            self._stack.append(_Frame(manifest.depth, manifest.children))
+            return bytearray()
+        frame = self._stack[-1]
+        frame.pos += 1
+        if frame.child_level == 0:
+            return self._feed_data(manifest, address, stored)
+        level = frame.child_level
+        index = self._node_counts[level - 1]
+        self._node_counts[level - 1] += 1
+        plain = self._sealer.open(stored, KIND_INDEX, level, index, address)
+        children = parse_index(plain, level=level, chunk_size=manifest.chunk_size, address=address)
+        self._stack.append(_Frame(level - 1, children))
+        return bytearray()
+
+    def _feed_data(self, manifest: RootRecord, address: bytes, stored: bytes | bytearray | memoryview) -> bytearray:
+        index = self._data_index
+        if index >= manifest.chunk_count:
+            raise IntegrityError(f"manifest lists more data chunks than its size allows (at {address.hex()})", address=address)
+        expected = min(manifest.chunk_size, manifest.size - index * manifest.chunk_size)
+        if len(stored) != expected + TAG_SIZE:
+            raise IntegrityError(
+                f"chunk {address.hex()} holds {len(stored) - TAG_SIZE} bytes, expected {expected}", address=address
+            )
+        plain = self._sealer.open(stored, KIND_DATA, 0, index, address)
+        self._data_index += 1
+        self._emitted += len(plain)
+        if self.next_address() is None and self._data_index != manifest.chunk_count:
+            raise IntegrityError(
+                f"manifest {self.root.hex()} lists {self._data_index} data chunks, its size needs {manifest.chunk_count}",
+                address=self.root,
+            )
+        return plain
+
+    def _check_root(self, manifest: RootRecord, address: bytes) -> None:
+        count = len(manifest.children) // ADDRESS_SIZE
+        if manifest.depth == 0 and count != manifest.chunk_count:
+            raise IntegrityError(
+                f"root manifest {address.hex()} lists {count} data chunks, its size needs {manifest.chunk_count}",
+                address=address,
+            )
+        if manifest.depth > 0 and count < 1:
+            raise IntegrityError(f"root manifest {address.hex()} has depth {manifest.depth} but no children", address=address)
