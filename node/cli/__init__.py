@@ -26,6 +26,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.init",
     "node.cli.files",
     "node.cli.store",
+    "node.cli.chain",
+    "node.cli.wallet",
     "node.cli.network",
 )
 

@@ -1,0 +1,59 @@
+"""``mu chain``: run the embedded regtest chain service (``specs/chain.md``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+import trio
+
+from node.cli import EXIT_OK, EXIT_USAGE, fail
+from node.config import resolve_data_dir
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "chain",
+        help="run the embedded regtest chain (Bitcoin Core JSON-RPC, validated by libbitcoinkernel)",
+    )
+    parser.add_argument("--rpc-port", type=int, default=18443,
+                        help="RPC port on 127.0.0.1 (default 18443; 0 picks a free port)")
+    parser.add_argument("--block-interval", type=float, default=None, metavar="S",
+                        help="also mine a block every S seconds (default: only on generatetoaddress)")
+    parser.add_argument("--mine-address", default=None,
+                        help="regtest address timed blocks pay (default: P2WSH of OP_TRUE)")
+    parser.set_defaults(func=run)
+
+
+async def _main(args: argparse.Namespace) -> None:
+    from node.chain.service import ANYONE_CAN_SPEND, chain_dir, serve_chain
+    from protocol.bitcoin.bech32 import decode_address
+
+    script = ANYONE_CAN_SPEND
+    if args.mine_address:
+        script = decode_address(args.mine_address, "regtest")
+    data_dir = resolve_data_dir(args.data_dir)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(lambda task_status: serve_chain(
+            data_dir, rpc_port=args.rpc_port, block_interval=args.block_interval,
+            mine_script=script, task_status=task_status))
+        print(f"mu chain: RPC on http://127.0.0.1:{port}/ cookie {chain_dir(data_dir) / '.cookie'}", flush=True)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    try:
+        import pbk  # noqa: F401  (optional extra: mu[chain])
+    except ImportError:
+        return fail("mu chain needs py-bitcoinkernel: pip install 'mu[chain]'", EXIT_USAGE)
+    try:
+        trio.run(_main, args)
+    except OSError as exc:
+        return fail(f"mu chain: {exc}", EXIT_USAGE)
+    return EXIT_OK

@@ -1,0 +1,96 @@
+"""``open_mu_chain``: run ``mu chain`` as a real subprocess for a test.
+
+    async with open_mu_chain(tmp_path) as chain:
+        await chain.rpc.call("getblockcount")
+
+The service binds port 0 (the OS picks a free port) and writes it to
+``<data_dir>/chain/rpc.port``; we poll for that file and for RPC answers
+with a bounded deadline, never a fixed sleep.  On exit the process gets
+SIGTERM and is waited for (SIGKILL only if it does not stop in time).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from node.rpc import RPCClient, RPCTransportError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START_DEADLINE = 60.0
+STOP_DEADLINE = 30.0
+POLL_INTERVAL = 0.05
+
+
+@dataclass
+class MuChain:
+    rpc: RPCClient
+    url: str
+    cookie_path: Path
+    data_dir: Path
+    process: trio.Process
+
+
+async def _wait_ready(process: trio.Process, port_file: Path, cookie: Path) -> str:
+    with trio.fail_after(START_DEADLINE):
+        while True:
+            if process.returncode is not None:
+                raise RuntimeError(f"mu chain exited with {process.returncode} before answering")
+            if port_file.exists() and cookie.exists():
+                text = port_file.read_text().strip()
+                if text.isdigit():
+                    url = f"http://127.0.0.1:{int(text)}/"
+                    try:
+                        async with RPCClient(url, cookie_path=cookie, timeout=5) as probe:
+                            await probe.call("getblockcount")
+                        return url
+                    except RPCTransportError:
+                        pass
+            await trio.sleep(POLL_INTERVAL)  # polling a subprocess, bounded by fail_after
+
+
+async def _stop(process: trio.Process, sig: int = signal.SIGTERM) -> None:
+    if process.returncode is not None:
+        return
+    process.send_signal(sig)
+    with trio.move_on_after(STOP_DEADLINE):
+        await process.wait()
+        return
+    process.kill()
+    await process.wait()
+
+
+@asynccontextmanager
+async def open_mu_chain(data_dir: Path, *, block_interval: float | None = None,
+                        extra_args: list[str] | None = None) -> AsyncIterator[MuChain]:
+    """Start ``mu chain`` on a free port in ``data_dir``; stop it cleanly on exit."""
+    chain_dir = data_dir / "chain"
+    port_file = chain_dir / "rpc.port"
+    cookie = chain_dir / ".cookie"
+    port_file.unlink(missing_ok=True)
+    cookie.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "node", "--data-dir", str(data_dir), "chain", "--rpc-port", "0"]
+    if block_interval is not None:
+        argv += ["--block-interval", str(block_interval)]
+    argv += extra_args or []
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    log_path = data_dir / "mu-chain.log"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log_file:
+        process = await trio.lowlevel.open_process(
+            argv, stdout=log_file, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT), env=env)
+    try:
+        url = await _wait_ready(process, port_file, cookie)
+        async with RPCClient(url, cookie_path=cookie) as rpc:
+            yield MuChain(rpc=rpc, url=url, cookie_path=cookie, data_dir=data_dir, process=process)
+    finally:
+        with trio.CancelScope(shield=True):
+            await _stop(process)
