@@ -1,0 +1,159 @@
+"""A local mu network on loopback: ``mu chain`` plus N funded node data dirs.
+
+Usage::
+
+    scripts/devnet [--nodes N] [--dir DIR] [--json]
+
+Starts ``mu chain`` (regtest, Bitcoin Core's validation through
+libbitcoinkernel) with its data dir in ``DIR/chain`` on a port the OS picks,
+creates N node data dirs ``DIR/node-1`` .. ``DIR/node-N`` (identity key and
+wallet seed), and funds every node's wallet with one mature coinbase output
+(one block mined to each wallet, then 100 blocks to mature them).  It prints
+a summary (``--json``: one JSON object on one line) and runs until SIGINT or
+SIGTERM, then stops every process it started: SIGTERM, a bounded wait, and
+SIGKILL only for a process that does not stop in time.
+
+Without ``--dir`` the network lives in a temporary directory removed at exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import trio
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from node.config import load_identity  # noqa: E402
+from node.rpc import RPCClient, RPCTransportError  # noqa: E402
+from node.wallet import Wallet  # noqa: E402
+from node.wallet.wallet import ANYONE_CAN_SPEND  # noqa: E402
+from protocol.bitcoin import encode_address  # noqa: E402
+
+DEFAULT_NODES = 5
+MAX_NODES = 64
+START_DEADLINE = 60.0
+STOP_DEADLINE = 20.0
+POLL_INTERVAL = 0.05
+COINBASE_MATURITY = 100
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+async def _stop(process: trio.Process) -> None:
+    """SIGTERM, wait up to STOP_DEADLINE, then SIGKILL."""
+    if process.returncode is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    with trio.move_on_after(STOP_DEADLINE):
+        await process.wait()
+        return
+    process.kill()
+    await process.wait()
+
+
+async def _start_chain(chain_dir: Path) -> tuple[trio.Process, str, Path]:
+    """Run ``mu chain`` in ``chain_dir``; return it, its RPC URL and its cookie path once it answers."""
+    chain_dir.mkdir(parents=True, exist_ok=True)
+    service_dir = chain_dir / "chain"
+    port_file, cookie = service_dir / "rpc.port", service_dir / ".cookie"
+    port_file.unlink(missing_ok=True)
+    cookie.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "node", "--data-dir", str(chain_dir), "chain", "--rpc-port", "0"]
+    with open(chain_dir / "mu-chain.log", "ab") as log:
+        process = await trio.lowlevel.open_process(argv, stdout=log, stderr=subprocess.STDOUT,
+                                                   cwd=str(REPO_ROOT), env=_env())
+    try:
+        with trio.fail_after(START_DEADLINE):
+            while True:
+                if process.returncode is not None:
+                    raise RuntimeError(f"mu chain exited with {process.returncode}; see {chain_dir}/mu-chain.log")
+                text = port_file.read_text().strip() if port_file.exists() else ""
+                if text.isdigit() and cookie.exists():
+                    url = f"http://127.0.0.1:{int(text)}/"
+                    try:
+                        async with RPCClient(url, cookie_path=cookie, timeout=5) as probe:
+                            await probe.call("getblockcount")
+                        return process, url, cookie
+                    except RPCTransportError:
+                        pass
+                await trio.sleep(POLL_INTERVAL)  # polling a subprocess, bounded by fail_after
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await _stop(process)
+        raise
+
+
+async def _fund(rpc: RPCClient, node_dirs: list[Path]) -> list[dict[str, Any]]:
+    """Mine one block to each node's wallet, then mature them; return each node's summary."""
+    wallets = [await Wallet.open(d, rpc) for d in node_dirs]
+    for wallet in wallets:
+        await rpc.call("generatetoaddress", 1, wallet.address())
+    # The maturing blocks pay an anyone-can-spend script, so every node starts equal.
+    burn = encode_address(ANYONE_CAN_SPEND, "regtest")
+    await rpc.call("generatetoaddress", COINBASE_MATURITY, burn)
+    nodes = []
+    for d, wallet in zip(node_dirs, wallets):
+        nodes.append({"data_dir": str(d), "node_id": load_identity(d).node_id.hex(),
+                      "address": wallet.address(), "balance": await wallet.balance()})
+    return nodes
+
+
+async def run_devnet(root: Path, n_nodes: int, as_json: bool) -> int:
+    """Start the devnet in ``root``, report it, wait for a signal, stop it all."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        process, url, cookie = await _start_chain(root / "chain")
+        try:
+            node_dirs = [root / f"node-{i}" for i in range(1, n_nodes + 1)]
+            for d in node_dirs:
+                d.mkdir(parents=True, exist_ok=True)
+                load_identity(d, create=True)
+            async with RPCClient(url, cookie_path=cookie) as rpc:
+                nodes = await _fund(rpc, node_dirs)
+                height = await rpc.call("getblockcount")
+            summary = {"dir": str(root), "chain": {"url": url, "cookie": str(cookie), "pid": process.pid,
+                                                   "height": height}, "nodes": nodes}
+            if as_json:
+                print(json.dumps(summary), flush=True)
+            else:
+                print(f"devnet in {root}: mu chain at {url} (height {height})")
+                for i, node in enumerate(nodes, 1):
+                    print(f"  node-{i} {node['node_id'][:16]}  {node['address']}  {node['balance']} sats")
+                print("running; Ctrl-C stops everything", flush=True)
+            async for _ in signals:
+                break
+        finally:
+            with trio.CancelScope(shield=True):
+                await _stop(process)
+    if not as_json:
+        print("devnet stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/devnet", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=DEFAULT_NODES, help=f"node count (default {DEFAULT_NODES})")
+    parser.add_argument("--dir", default=None, help="where the network lives (default: a temporary dir)")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    args = parser.parse_args(argv)
+    if not 1 <= args.nodes <= MAX_NODES:
+        parser.error(f"--nodes must be 1..{MAX_NODES}")
+    if args.dir:
+        return trio.run(run_devnet, Path(args.dir).resolve(), args.nodes, args.json)
+    with tempfile.TemporaryDirectory(prefix="mu-devnet-") as tmp:
+        return trio.run(run_devnet, Path(tmp), args.nodes, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
