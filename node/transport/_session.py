@@ -1,0 +1,297 @@
+"""One authenticated session with a peer: request/response over a Connection.
+
+A session owns a trio SocketStream and a wire ``Connection``.  Its reader
+task (``run``) feeds socket bytes to the connection, routes replies to the
+``request`` calls waiting for them, and runs the request handler for the
+peer's requests, at most ``Limits.max_inflight_requests`` at once: past that
+it stops reading, so a fast peer is slowed by TCP itself (no unbounded
+queue anywhere).  Writes are serialised by a lock because record nonces
+must reach the wire in order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from typing import Any, Callable, Protocol
+
+import trio
+
+from protocol.wire import (
+    FIRST_REQUEST_ERROR,
+    MAX_REQUEST_ID,
+    NEED_DATA,
+    Chunk,
+    Connection,
+    ConnectionClosed,
+    ErrorCode,
+    ErrorMessage,
+    GetChunk,
+    Have,
+    HaveReply,
+    Hello,
+    Message,
+    Payment,
+    PutChunk,
+    PutOk,
+    RemoteProtocolError,
+    is_response,
+)
+from node.transport._errors import BadChunk, RequestError, RequestRefused, SessionBroken, SessionClosed
+from node.transport._limits import Limits
+
+log = logging.getLogger("mu.transport")
+
+
+class RequestHandler(Protocol):
+    """Serves a peer's requests; the paid-exchange layer wraps one of these.
+
+    ``handle_request`` returns the reply (its request_id is set by the
+    session), or None for messages that need no reply.  Raising
+    ``RequestRefused`` answers with ERROR; any other exception is logged and
+    answered with ERROR INTERNAL, and the session stays up.
+    """
+
+    async def handle_request(self, session: Session, message: Message) -> Message | None: ...
+
+
+class _Pending:
+    __slots__ = ("event", "reply")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.reply: Message | None = None
+
+
+class Session:
+    """An open session; create it with ``Transport.connect``, never directly."""
+
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        conn: Connection,
+        handler: RequestHandler,
+        limits: Limits,
+        on_close: Callable[[Session], None],
+    ) -> None:
+        assert conn.peer_node_id is not None and conn.peer_hello is not None
+        self._stream = stream
+        self._conn = conn
+        self._handler = handler
+        self._limits = limits
+        self._on_close = on_close
+        self.peer_node_id: bytes = conn.peer_node_id
+        self.peer_hello: Hello = conn.peer_hello
+        self._send_lock = trio.Lock()
+        self._pending: dict[int, _Pending] = {}
+        self._pending_slots = trio.Semaphore(limits.max_pending_requests)
+        self._handler_slots = trio.Semaphore(limits.max_inflight_requests)
+        self._next_id = 1
+        self._closed: BaseException | None = None
+        self._cancel_scope: trio.CancelScope | None = None
+        self._done = trio.Event()
+
+    # ------------------------------------------------------------ properties
+    @property
+    def is_open(self) -> bool:
+        return self._closed is None
+
+    @property
+    def pending_requests(self) -> int:
+        return len(self._pending)
+
+    def __repr__(self) -> str:
+        return f"<Session peer={self.peer_node_id.hex()[:12]} {'open' if self.is_open else 'closed'}>"
+
+    # --------------------------------------------------------------- sending
+    async def _send(self, message: Message) -> None:
+        if self._closed is not None:
+            raise SessionClosed(f"session closed: {self._closed}")
+        async with self._send_lock:
+            data = self._conn.send(message)
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._fail(SessionBroken(f"send failed: {exc}"))
+                raise SessionBroken(f"send failed: {exc}") from None
+
+    def _allocate_id(self) -> int:
+        while True:
+            rid = self._next_id
+            self._next_id = rid + 1 if rid < MAX_REQUEST_ID else 1
+            if rid not in self._pending:
+                return rid
+
+    async def request(self, message: Message) -> Message:
+        """Send a request and wait for its reply.
+
+        The message's request_id is replaced by a fresh one.  The caller owns
+        the timeout (``with trio.fail_after(...)``); a reply arriving after
+        the caller gave up is dropped.
+
+        Raises:
+            RequestError: the peer answered with ERROR.
+            SessionBroken / SessionClosed: the session ended first.
+        """
+        async with self._pending_slots:
+            rid = self._allocate_id()
+            pending = _Pending()
+            self._pending[rid] = pending
+            try:
+                await self._send(dataclasses.replace(message, request_id=rid))  # type: ignore[type-var]
+                await pending.event.wait()
+            finally:
+                del self._pending[rid]
+            if pending.reply is None:
+                assert self._closed is not None
+                raise self._closed_error()
+            if isinstance(pending.reply, ErrorMessage):
+                raise RequestError(pending.reply)
+            return pending.reply
+
+    async def get_chunk(self, address: bytes, payment: Payment = None) -> bytes:
+        """Fetch a chunk; raises BadChunk unless SHA-256(bytes) == address."""
+        reply = await self.request(GetChunk(request_id=0, address=address, payment=payment))
+        if not isinstance(reply, Chunk) or reply.address != address:
+            raise SessionBroken(f"GET_CHUNK answered with {type(reply).__name__}", ErrorCode.UNEXPECTED_MESSAGE)
+        if hashlib.sha256(reply.data).digest() != address:
+            raise BadChunk(f"peer {self.peer_node_id.hex()} sent bytes that do not hash to {address.hex()}")
+        return reply.data
+
+    async def put_chunk(self, address: bytes, data: bytes, payment: Payment = None) -> bool:
+        """Store a chunk on the peer; True if it was new there."""
+        reply = await self.request(PutChunk(request_id=0, address=address, data=data, payment=payment))
+        if not isinstance(reply, PutOk) or reply.address != address:
+            raise SessionBroken(f"PUT_CHUNK answered with {type(reply).__name__}", ErrorCode.UNEXPECTED_MESSAGE)
+        return reply.stored
+
+    async def have(self, addresses: tuple[bytes, ...]) -> tuple[bool, ...]:
+        """Ask which of ``addresses`` the peer holds."""
+        reply = await self.request(Have(request_id=0, addresses=tuple(addresses)))
+        if not isinstance(reply, HaveReply) or len(reply.present) != len(addresses):
+            raise SessionBroken("HAVE answered with a wrong reply", ErrorCode.UNEXPECTED_MESSAGE)
+        return reply.present
+
+    async def notify(self, message: Message) -> None:
+        """Send a message that expects no reply (e.g. a channel update)."""
+        await self._send(message)
+
+    # ---------------------------------------------------------------- reader
+    def _closed_error(self) -> Exception:
+        if isinstance(self._closed, (SessionBroken, SessionClosed)):
+            return type(self._closed)(str(self._closed), self._closed.code)
+        return SessionClosed(f"session closed: {self._closed}")
+
+    def _fail(self, reason: BaseException) -> None:
+        if self._closed is None:
+            self._closed = reason
+        for pending in self._pending.values():
+            pending.event.set()
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    def close(self) -> None:
+        """Close the session; waiting requests raise SessionClosed."""
+        self._fail(SessionClosed("closed locally"))
+
+    async def wait_closed(self) -> None:
+        await self._done.wait()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the session until it closes; always closes the socket."""
+        try:
+            with trio.CancelScope() as scope:
+                self._cancel_scope = scope
+                if self._closed is not None:
+                    scope.cancel()
+                async with trio.open_nursery() as nursery:
+                    task_status.started()
+                    try:
+                        await self._read_loop(nursery)
+                    except RemoteProtocolError as exc:
+                        log.error("session with %s ended: %s (%s)", self.peer_node_id.hex(), exc, exc.code.name)
+                        self._fail(SessionBroken(str(exc), exc.code))
+                        await self._send_final_error(exc.code)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                        self._fail(SessionBroken(f"connection lost: {exc}"))
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._fail(SessionClosed("session ended"))
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(1):
+                    await self._stream.aclose()
+            self._on_close(self)
+            self._done.set()
+
+    async def _send_final_error(self, code: ErrorCode) -> None:
+        # Best effort: tell the peer why, but never wait long for it.
+        with trio.move_on_after(1) as scope:
+            scope.shield = True
+            try:
+                data = self._conn.send(ErrorMessage(request_id=0, code=code))
+                await self._stream.send_all(data)
+            except Exception:  # the socket may be gone; nothing more to do
+                pass
+
+    async def _read_loop(self, nursery: trio.Nursery) -> None:
+        conn = self._conn
+        stream = self._stream
+        receive_size = self._limits.receive_size
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                with trio.move_on_after(self._limits.idle_timeout) as idle:
+                    data = await stream.receive_some(receive_size)
+                if idle.cancelled_caught:
+                    if self._pending or self._handler_slots.value < self._limits.max_inflight_requests:
+                        continue
+                    log.info("session with %s idle; closing", self.peer_node_id.hex())
+                    self._fail(SessionClosed("idle timeout"))
+                    return
+                conn.receive_data(data)
+                continue
+            if isinstance(event, ConnectionClosed):
+                self._fail(SessionBroken("peer closed the connection"))
+                return
+            message: Message = event  # type: ignore[assignment]
+            if is_response(message):
+                pending = self._pending.get(message.request_id)
+                if pending is not None and pending.reply is None:
+                    pending.reply = message
+                    pending.event.set()
+                # Otherwise the caller gave up (timeout); the late reply is dropped.
+                continue
+            if isinstance(message, ErrorMessage):
+                # request_id 0: the peer is ending the session and says why.
+                log.warning("peer %s sent ERROR %s %s", self.peer_node_id.hex(), message.code, message.message)
+                if message.code < FIRST_REQUEST_ERROR:
+                    self._fail(SessionBroken(f"peer error {message.code}: {message.message}", message.code))
+                    return
+                continue
+            await self._handler_slots.acquire()
+            nursery.start_soon(self._serve, message)
+
+    async def _serve(self, message: Message) -> None:
+        try:
+            try:
+                reply = await self._handler.handle_request(self, message)
+            except RequestRefused as refused:
+                reply = ErrorMessage(
+                    request_id=message.request_id, code=refused.code, message=refused.message[:256], owed=refused.owed
+                )
+            except (SessionBroken, SessionClosed):
+                return
+            except Exception:
+                log.exception("request handler failed on %s", type(message).__name__)
+                reply = ErrorMessage(request_id=message.request_id, code=ErrorCode.INTERNAL, message="internal error")
+            if reply is None:
+                return
+            if reply.request_id != message.request_id:
+                reply = dataclasses.replace(reply, request_id=message.request_id)  # type: ignore[type-var]
+            try:
+                await self._send(reply)
+            except (SessionBroken, SessionClosed):
+                return
+        finally:
+            self._handler_slots.release()

@@ -1,0 +1,265 @@
+"""The trio TCP listener and dialer: sessions per peer, limits, timeouts.
+
+``open_transport`` starts a listener inside its own nursery and yields a
+``Transport``.  Leaving the ``async with`` block cancels that nursery: every
+session task closes its socket on the way out, so shutdown is clean and
+nothing outlives the block.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from protocol.identity import Identity
+from protocol.wire import (
+    NEED_DATA,
+    WIRE_VERSION,
+    Connection,
+    ConnectionClosed,
+    ErrorCode,
+    Hello,
+    ProtocolError,
+    Role,
+    SessionEstablished,
+)
+from node.transport._errors import SessionBroken, TransportError
+from node.transport._limits import Limits
+from node.transport._session import RequestHandler, Session
+
+log = logging.getLogger("mu.transport")
+
+
+async def _establish(stream: trio.SocketStream, conn: Connection, receive_size: int) -> None:
+    """Drive the handshake and HELLO exchange to SessionEstablished."""
+    while True:
+        event = conn.next_event()
+        # Handshake replies and our HELLO are queued by next_event: flush first.
+        out = conn.data_to_send()
+        if out:
+            await stream.send_all(out)
+        if event is NEED_DATA:
+            conn.receive_data(await stream.receive_some(receive_size))
+            continue
+        if isinstance(event, SessionEstablished):
+            return
+        if isinstance(event, ConnectionClosed):
+            raise SessionBroken("peer closed the connection during the handshake", ErrorCode.HANDSHAKE_FAILED)
+        raise SessionBroken(f"unexpected {type(event).__name__} during the handshake", ErrorCode.UNEXPECTED_MESSAGE)
+
+
+class Transport:
+    """A running listener plus the sessions to and from peers.
+
+    Attributes:
+        port: the TCP port the listener got from the OS.
+        identity: this node's identity.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        handler: RequestHandler,
+        limits: Limits,
+        hello: Hello,
+        nursery: trio.Nursery,
+    ) -> None:
+        self.identity = identity
+        self.port = 0
+        self._handler = handler
+        self._limits = limits
+        self._hello = hello
+        self._nursery = nursery
+        # A fresh static key per run; the identity signature binds it (specs/wire.md §2.3).
+        self._static_key = secrets.token_bytes(32)
+        self._sessions: dict[bytes, Session] = {}
+        self._all_sessions: set[Session] = set()
+        self._dial_locks: dict[bytes, trio.Lock] = {}
+        self._per_ip: dict[str, int] = {}
+        self._handshakes = 0
+        self.refused_connections = 0
+        self.failed_handshakes = 0
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    @property
+    def session_count(self) -> int:
+        return len(self._all_sessions)
+
+    def sessions(self) -> list[Session]:
+        return [s for s in self._all_sessions if s.is_open]
+
+    def _new_connection(self, role: Role, expected: bytes | None) -> Connection:
+        return Connection(
+            role,
+            identity=self.identity,
+            static_key=self._static_key,
+            ephemeral_key=secrets.token_bytes(32),
+            hello=self._hello,
+            expected_node_id=expected,
+        )
+
+    def _forget(self, session: Session) -> None:
+        self._all_sessions.discard(session)
+        if self._sessions.get(session.peer_node_id) is session:
+            del self._sessions[session.peer_node_id]
+
+    async def _start_session(self, stream: trio.SocketStream, conn: Connection) -> Session:
+        session = Session(stream, conn, self._handler, self._limits, self._forget)
+        self._all_sessions.add(session)
+        self._sessions[session.peer_node_id] = session
+        await self._nursery.start(session.run)
+        return session
+
+    # ------------------------------------------------------------- dialling
+    async def connect(self, node_id: bytes, host: str, port: int) -> Session:
+        """Return the open session with ``node_id``, dialling it if needed.
+
+        Raises:
+            SessionBroken: the connection or handshake failed, or the node at
+                host:port is not ``node_id`` (code IDENTITY_MISMATCH).
+            TransportError: too many sessions (``Limits.max_peers``).
+        """
+        session = self._sessions.get(node_id)
+        if session is not None and session.is_open:
+            return session
+        lock = self._dial_locks.setdefault(node_id, trio.Lock())
+        try:
+            async with lock:
+                session = self._sessions.get(node_id)
+                if session is not None and session.is_open:
+                    return session
+                if len(self._all_sessions) >= self._limits.max_peers:
+                    raise TransportError("too many sessions (max_peers)")
+                return await self._dial(node_id, host, port)
+        finally:
+            if not lock.statistics().tasks_waiting and not lock.locked():
+                self._dial_locks.pop(node_id, None)
+
+    async def _dial(self, node_id: bytes, host: str, port: int) -> Session:
+        try:
+            stream = await trio.open_tcp_stream(host, port)
+        except OSError as exc:
+            raise SessionBroken(f"cannot reach {host}:{port}: {exc}") from None
+        try:
+            conn = self._new_connection(Role.INITIATOR, node_id)
+            with trio.fail_after(self._limits.handshake_timeout):
+                await _establish(stream, conn, self._limits.receive_size)
+        except ProtocolError as exc:
+            await trio.aclose_forcefully(stream)
+            log.warning("handshake with %s:%d failed: %s (%s)", host, port, exc, exc.code.name)
+            raise SessionBroken(f"handshake failed: {exc}", exc.code) from None
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, SessionBroken) as exc:
+            await trio.aclose_forcefully(stream)
+            raise SessionBroken(f"handshake with {host}:{port} failed: {exc!r}", ErrorCode.HANDSHAKE_FAILED) from None
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        return await self._start_session(stream, conn)
+
+    # ------------------------------------------------------------- listening
+    async def _accept(self, stream: trio.SocketStream) -> None:
+        try:
+            ip = str(stream.socket.getpeername()[0])
+        except OSError:
+            await trio.aclose_forcefully(stream)
+            return
+        if self._per_ip.get(ip, 0) >= self._limits.max_connections_per_ip or self._handshakes >= self._limits.max_handshakes:
+            self.refused_connections += 1
+            await trio.aclose_forcefully(stream)
+            return
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        try:
+            await self._accept_counted(stream)
+        finally:
+            self._per_ip[ip] -= 1
+            if not self._per_ip[ip]:
+                del self._per_ip[ip]
+
+    async def _accept_counted(self, stream: trio.SocketStream) -> None:
+        conn = self._new_connection(Role.RESPONDER, None)
+        self._handshakes += 1
+        try:
+            with trio.move_on_after(self._limits.handshake_timeout) as scope:
+                await _establish(stream, conn, self._limits.receive_size)
+        except (ProtocolError, SessionBroken, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.failed_handshakes += 1
+            log.info("inbound handshake failed: %s", exc)
+            await trio.aclose_forcefully(stream)
+            return
+        finally:
+            self._handshakes -= 1
+        if scope.cancelled_caught or len(self._all_sessions) >= self._limits.max_peers:
+            self.failed_handshakes += scope.cancelled_caught
+            self.refused_connections += not scope.cancelled_caught
+            await trio.aclose_forcefully(stream)
+            return
+        session = Session(stream, conn, self._handler, self._limits, self._forget)
+        self._all_sessions.add(session)
+        # The newest session with a peer becomes the one reused for it.
+        self._sessions[session.peer_node_id] = session
+        await session.run()
+
+
+@asynccontextmanager
+async def open_transport(
+    identity: Identity,
+    handler: RequestHandler,
+    *,
+    payment_key: bytes,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    udp_port: int = 0,
+    terms: dict[str, Any] | None = None,
+    limits: Limits | None = None,
+) -> AsyncIterator[Transport]:
+    """Listen on host:port and yield a Transport; close everything on exit.
+
+    Args:
+        identity: this node's Ed25519 identity.
+        handler: serves peers' requests (see ``RequestHandler``).
+        payment_key: 33-byte compressed secp256k1 key advertised in HELLO.
+        host, port: where to listen; port 0 lets the OS choose
+            (``Transport.port`` tells which).
+        udp_port: the DHT port advertised in HELLO.
+        terms: the paid-exchange terms map advertised in HELLO.
+        limits: transport bounds; defaults to ``Limits()``.
+    """
+    limits = limits or Limits()
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound_port = int(listeners[0].socket.getsockname()[1])
+    hello = Hello(
+        version=WIRE_VERSION,
+        node_id=identity.node_id,
+        identity_key=identity.public_key,
+        tcp_port=bound_port,
+        udp_port=udp_port,
+        payment_key=payment_key,
+        terms=dict(terms or {}),
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            transport = Transport(identity, handler, limits, hello, nursery)
+            transport.port = bound_port
+            await nursery.start(trio.serve_listeners, transport._accept, listeners)
+            try:
+                yield transport
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Session tasks never raise, so a group holds the caller's own
+        # exception from the ``async with`` body: hand it back unwrapped.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    finally:
+        for listener in listeners:
+            with trio.CancelScope(shield=True):
+                await listener.aclose()

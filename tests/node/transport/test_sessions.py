@@ -1,0 +1,227 @@
+"""Two real transports on 127.0.0.1 with real ChunkStores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from node.store import ChunkStore
+from node.transport import (
+    BadChunk,
+    ChunkServer,
+    Limits,
+    RequestError,
+    Session,
+    SessionBroken,
+    open_transport,
+)
+from protocol.wire import Chunk, ErrorCode, GetChunk, Message
+from tests.helpers.transport import chunk, identity, payment_key
+
+
+async def test_get_put_have_over_one_reused_session(tmp_path: Path) -> None:
+    store_a = ChunkStore(tmp_path / "a", quota_bytes=10_000_000)
+    store_b = ChunkStore(tmp_path / "b", quota_bytes=10_000_000)
+    addr1, data1 = chunk(1, 300_000)
+    store_b.put(addr1, data1)
+    async with (
+        open_transport(identity(1), ChunkServer(store_a), payment_key=payment_key(1), terms={"price": 3}) as ta,
+        open_transport(identity(2), ChunkServer(store_b), payment_key=payment_key(2)) as tb,
+    ):
+        session = await ta.connect(identity(2).node_id, "127.0.0.1", tb.port)
+        assert session.peer_node_id == identity(2).node_id
+        assert session.peer_hello.tcp_port == tb.port
+        assert session.peer_hello.payment_key == payment_key(2)
+        with trio.fail_after(10):
+            assert await session.get_chunk(addr1) == data1
+            addr2, data2 = chunk(2, 5000)
+            assert await session.put_chunk(addr2, data2) is True
+            assert await session.put_chunk(addr2, data2) is False
+            assert store_b.get(addr2) == data2
+            missing, _ = chunk(3)
+            assert await session.have((addr1, missing, addr2)) == (True, False, True)
+            with pytest.raises(RequestError) as info:
+                await session.get_chunk(missing)
+            assert info.value.code == ErrorCode.NOT_FOUND
+            with pytest.raises(RequestError) as info:
+                await session.put_chunk(missing, data2)
+            assert info.value.code == ErrorCode.CORRUPT_DATA
+        assert await ta.connect(identity(2).node_id, "127.0.0.1", tb.port) is session
+        # The responder sees the initiator's HELLO, terms included.
+        (inbound,) = tb.sessions()
+        assert inbound.peer_node_id == identity(1).node_id
+        assert inbound.peer_hello.terms == {"price": 3}
+
+
+async def test_quota_full_store_answers_over_quota(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path / "b", quota_bytes=1000)
+    async with (
+        open_transport(identity(1), ChunkServer(ChunkStore(tmp_path / "a")), payment_key=payment_key(1)) as ta,
+        open_transport(identity(2), ChunkServer(store), payment_key=payment_key(2)) as tb,
+    ):
+        session = await ta.connect(identity(2).node_id, "127.0.0.1", tb.port)
+        addr, data = chunk(5, 4000)
+        with pytest.raises(RequestError) as info:
+            await session.put_chunk(addr, data)
+        assert info.value.code == ErrorCode.OVER_QUOTA
+
+
+async def test_a_peer_that_is_not_the_node_dialled_is_refused(tmp_path: Path) -> None:
+    async with (
+        open_transport(identity(1), ChunkServer(ChunkStore(tmp_path / "a")), payment_key=payment_key(1)) as ta,
+        open_transport(identity(2), ChunkServer(ChunkStore(tmp_path / "b")), payment_key=payment_key(2)) as tb,
+    ):
+        with pytest.raises(SessionBroken) as info:
+            await ta.connect(identity(3).node_id, "127.0.0.1", tb.port)
+        assert info.value.code == ErrorCode.IDENTITY_MISMATCH
+        assert ta.sessions() == []
+
+
+async def test_thousand_concurrent_gets_on_one_session(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path / "b")
+    chunks = [chunk(i, 2000 + i) for i in range(50)]
+    for address, data in chunks:
+        store.put(address, data)
+    results: dict[int, bytes] = {}
+    async with (
+        open_transport(identity(1), ChunkServer(ChunkStore(tmp_path / "a")), payment_key=payment_key(1)) as ta,
+        open_transport(identity(2), ChunkServer(store), payment_key=payment_key(2), limits=Limits(max_inflight_requests=16)) as tb,
+    ):
+        session = await ta.connect(identity(2).node_id, "127.0.0.1", tb.port)
+
+        async def fetch(i: int) -> None:
+            results[i] = await session.get_chunk(chunks[i % 50][0])
+
+        with trio.fail_after(120):
+            async with trio.open_nursery() as nursery:
+                for i in range(1000):
+                    nursery.start_soon(fetch, i)
+        assert session.pending_requests == 0
+    assert len(results) == 1000
+    assert all(results[i] == chunks[i % 50][1] for i in range(1000))
+
+
+class LyingServer:
+    """Answers every GET with bytes that do not match the address."""
+
+    async def handle_request(self, session: Session, message: Message) -> Message | None:
+        assert isinstance(message, GetChunk)
+        return Chunk(request_id=message.request_id, address=message.address, data=b"not it")
+
+
+async def test_receiver_rejects_bytes_that_do_not_hash_to_the_address(tmp_path: Path) -> None:
+    async with (
+        open_transport(identity(1), ChunkServer(ChunkStore(tmp_path / "a")), payment_key=payment_key(1)) as ta,
+        open_transport(identity(2), LyingServer(), payment_key=payment_key(2)) as tb,
+    ):
+        session = await ta.connect(identity(2).node_id, "127.0.0.1", tb.port)
+        with pytest.raises(BadChunk):
+            await session.get_chunk(chunk(1)[0])
+
+
+class GatedServer:
+    """Holds every request until released; records peak concurrency."""
+
+    def __init__(self) -> None:
+        self.release = trio.Event()
+        self.active = 0
+        self.peak = 0
+        self.arrived = 0
+        self.two_arrived = trio.Event()
+        self.one_arrived = trio.Event()
+
+    async def handle_request(self, session: Session, message: Message) -> Message | None:
+        assert isinstance(message, GetChunk)
+        self.active += 1
+        self.arrived += 1
+        self.peak = max(self.peak, self.active)
+        self.one_arrived.set()
+        if self.arrived == 2:
+            self.two_arrived.set()
+        await self.release.wait()
+        self.active -= 1
+        return Chunk(request_id=message.request_id, address=message.address, data=b"")
+
+
+async def test_back_pressure_bounds_requests_in_service(tmp_path: Path) -> None:
+    gated = GatedServer()
+    address = chunk(1)[0]
+    async with (
+        open_transport(identity(1), ChunkServer(ChunkStore(tmp_path / "a")), payment_key=payment_key(1)) as ta,
+        open_transport(identity(2), gated, payment_key=payment_key(2), limits=Limits(max_inflight_requests=2)) as tb,
+    ):
+        session = await ta.connect(identity(2).node_id, "127.0.0.1", tb.port)
+        replies: list[Message] = []
+
+        async def ask() -> None:
+            replies.append(await session.request(GetChunk(request_id=0, address=address)))
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                for _ in range(10):
+                    nursery.start_soon(ask)
+                await gated.two_arrived.wait()
+                # Ten requests are on the wire but only two are being served.
+                await trio.testing.wait_all_tasks_blocked()
+                assert gated.active == 2
+                gated.release.set()
+        assert len(replies) == 10 and gated.peak == 2
+
+
+async def test_timeouts_belong_to_the_caller_and_late_replies_are_dropped(tmp_path: Path) -> None:
+    gated = GatedServer()
+    address = chunk(1)[0]
+    async with (
+        open_transport(identity(1), ChunkServer(ChunkStore(tmp_path / "a")), payment_key=payment_key(1)) as ta,
+        open_transport(identity(2), gated, payment_key=payment_key(2)) as tb,
+    ):
+        session = await ta.connect(identity(2).node_id, "127.0.0.1", tb.port)
+        with trio.move_on_after(0.2) as scope:
+            await session.request(GetChunk(request_id=0, address=address))
+        assert scope.cancelled_caught and session.pending_requests == 0
+        gated.release.set()
+        with trio.fail_after(10):
+            reply = await session.request(GetChunk(request_id=0, address=address))
+        assert isinstance(reply, Chunk) and session.is_open
+
+
+async def test_idle_session_is_closed(tmp_path: Path) -> None:
+    async with (
+        open_transport(identity(1), ChunkServer(ChunkStore(tmp_path / "a")), payment_key=payment_key(1)) as ta,
+        open_transport(
+            identity(2), ChunkServer(ChunkStore(tmp_path / "b")), payment_key=payment_key(2), limits=Limits(idle_timeout=0.3)
+        ) as tb,
+    ):
+        session = await ta.connect(identity(2).node_id, "127.0.0.1", tb.port)
+        with trio.fail_after(10):
+            await session.wait_closed()
+        assert not session.is_open
+        # A new connect makes a fresh session.
+        again = await ta.connect(identity(2).node_id, "127.0.0.1", tb.port)
+        assert again is not session and again.is_open
+
+
+async def test_shutdown_fails_pending_requests_cleanly(tmp_path: Path) -> None:
+    gated = GatedServer()
+    caught: list[BaseException] = []
+    async with open_transport(identity(1), ChunkServer(ChunkStore(tmp_path / "a")), payment_key=payment_key(1)) as ta:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                async with open_transport(identity(2), gated, payment_key=payment_key(2)) as tb:
+                    session = await ta.connect(identity(2).node_id, "127.0.0.1", tb.port)
+
+                    async def ask() -> None:
+                        try:
+                            await session.request(GetChunk(request_id=0, address=chunk(1)[0]))
+                        except SessionBroken as exc:
+                            caught.append(exc)
+
+                    nursery.start_soon(ask)
+                    await gated.one_arrived.wait()
+                # Leaving tb's block closed its sessions: the pending request breaks.
+            await session.wait_closed()
+    assert len(caught) == 1 and not session.is_open
+    assert tb.session_count == 0
