@@ -27,6 +27,7 @@ from typing import Protocol
 import trio
 
 from node.store import ChunkStore
+from node.transport import BadChunk, RequestError, Session, TransportError
 from protocol.chunks import FileDecoder, Link
 from protocol.fetch import DEFAULT_REQUEST_TIMEOUT, DEFAULT_WINDOW, FetchScheduler, Outcome, Progress, Request
 
@@ -54,6 +55,17 @@ class SourceGone(SourceError):
     """The host is unreachable: every request to it fails."""
 
 
+class SourceLied(SourceError):
+    """The host sent bytes that are not the chunk (caught by the source itself).
+
+    ``paid`` is what went with the request; it is counted lost.
+    """
+
+    def __init__(self, message: str, paid: int = 0) -> None:
+        super().__init__(message)
+        self.paid = paid
+
+
 @dataclass(frozen=True, slots=True)
 class Fetched:
     """What a host returned: the bytes, and the sats paid for this request."""
@@ -69,8 +81,31 @@ class ChunkSource(Protocol):
     price_per_mib: int
 
     async def get_chunk(self, address: bytes) -> Fetched:
-        """Pay for and fetch one chunk.  Raises SourceError or SourceGone."""
+        """Pay for and fetch one chunk.  Raises SourceError, SourceLied or SourceGone."""
         ...
+
+
+class SessionSource:
+    """A host reached through a transport session (specs/wire.md GET_CHUNK).
+
+    Asks without payment: it is the source for hosts that serve for free
+    (within their allowance); the paid exchange supplies its own source.
+    """
+
+    def __init__(self, session: Session, price_per_mib: int = 0) -> None:
+        self.session = session
+        self.host_id = session.peer_node_id
+        self.price_per_mib = price_per_mib
+
+    async def get_chunk(self, address: bytes) -> Fetched:
+        try:
+            return Fetched(await self.session.get_chunk(address), 0)
+        except BadChunk as exc:
+            raise SourceLied(str(exc)) from None
+        except RequestError as exc:
+            raise SourceError(str(exc)) from None
+        except TransportError as exc:  # closed or broken session
+            raise SourceGone(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -225,6 +260,10 @@ class _Fetch:
                 self.ready[req.address] = result.data
                 if self.store is not None:
                     await store_send.send((req.address, result.data))
+            for gone in self.sched.cancelled():
+                self._cancel(gone)
+        elif isinstance(result, SourceLied):
+            self.sched.wrong_bytes(req.request_id, paid=result.paid)
             for gone in self.sched.cancelled():
                 self._cancel(gone)
         elif isinstance(result, SourceGone):

@@ -276,10 +276,7 @@ class FetchScheduler:
         req, chunk = finished
         host = self._hosts[req.host_id]
         if hashlib.sha256(data).digest() != req.address:
-            self._sats_lost += paid
-            self._ban(host)
-            if chunk is not None:
-                chunk.failed_hosts.add(host.host_id)
+            self._punish_liar(host, chunk, paid)
             return Outcome.WRONG_BYTES
         assert chunk is not None  # an outstanding request always has its chunk queued
         elapsed = max(0.0, now - req.sent_at)
@@ -291,6 +288,27 @@ class FetchScheduler:
         self._bytes_done += len(data)
         self._sats_spent += paid
         return Outcome.ACCEPTED
+
+    def wrong_bytes(self, request_id: int, *, paid: int = 0) -> Outcome:
+        """The host's bytes for a request failed a check made by the caller (e.g. the transport's).
+
+        Same effect as :meth:`chunk_received` with bytes of the wrong hash:
+        the host is banned.  Returns WRONG_BYTES, or STALE for a request no
+        longer outstanding (the payment is still counted lost).
+        """
+        finished = self._finish(request_id)
+        if finished is None:
+            self._sats_lost += paid
+            return Outcome.STALE
+        req, chunk = finished
+        self._punish_liar(self._hosts[req.host_id], chunk, paid)
+        return Outcome.WRONG_BYTES
+
+    def _punish_liar(self, host: _Host, chunk: _Chunk | None, paid: int) -> None:
+        self._sats_lost += paid
+        self._ban(host)
+        if chunk is not None:
+            chunk.failed_hosts.add(host.host_id)
 
     def request_failed(self, request_id: int, *, paid: int = 0) -> None:
         """A request ended without bytes (error reply, broken session): requeue its chunk."""

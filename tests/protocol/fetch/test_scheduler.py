@@ -151,3 +151,15 @@ def test_input_validation() -> None:
         s.add_chunk(1, addr(1))
     with pytest.raises(FetchError):
         s.add_chunk(2, b"short")
+
+
+def test_wrong_bytes_reported_by_caller() -> None:
+    s = scheduler(2, {1: 1, 2: 1}, window=1)
+    a, b = s.next_requests(0.0)
+    assert s.wrong_bytes(a.request_id, paid=4) is Outcome.WRONG_BYTES
+    assert s.is_banned(a.host_id) and not s.is_banned(b.host_id)
+    assert s.wrong_bytes(a.request_id, paid=1) is Outcome.STALE
+    assert s.progress().sats_lost == 5
+    assert s.chunk_received(b.request_id, chunk(b.index), 1.0) is Outcome.ACCEPTED
+    (c,) = s.next_requests(1.0)
+    assert c.host_id == b.host_id and c.index == a.index
