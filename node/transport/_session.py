@@ -43,6 +43,9 @@ from node.transport._limits import Limits
 
 log = logging.getLogger("mu.transport")
 
+# Read size when no big record is in flight (specs/wire.md §8).
+SMALL_READ_SIZE = 64 * 1024
+
 
 class RequestHandler(Protocol):
     """Serves a peer's requests; the paid-exchange layer wraps one of these.
@@ -236,20 +239,31 @@ class Session:
 
     async def _read_loop(self, nursery: trio.Nursery) -> None:
         conn = self._conn
-        stream = self._stream
+        sock = self._stream.socket
         receive_size = self._limits.receive_size
         while True:
             event = conn.next_event()
             if event is NEED_DATA:
+                got = -1
                 with trio.move_on_after(self._limits.idle_timeout) as idle:
-                    data = await stream.receive_some(receive_size)
+                    # Read straight into the connection's buffer: no copy per read.
+                    # Small reads unless a big record is under way (bounded buffers).
+                    size = min(receive_size, max(SMALL_READ_SIZE, conn.wanted + SMALL_READ_SIZE))
+                    with conn.get_buffer(size) as view:
+                        try:
+                            got = await sock.recv_into(view)
+                        except OSError as exc:
+                            raise trio.BrokenResourceError(f"recv failed: {exc}") from exc
                 if idle.cancelled_caught:
                     if self._pending or self._handler_slots.value < self._limits.max_inflight_requests:
                         continue
                     log.info("session with %s idle; closing", self.peer_node_id.hex())
                     self._fail(SessionClosed("idle timeout"))
                     return
-                conn.receive_data(data)
+                if got:
+                    conn.buffer_updated(got)
+                else:
+                    conn.receive_data(b"")
                 continue
             if isinstance(event, ConnectionClosed):
                 self._fail(SessionBroken("peer closed the connection"))

@@ -34,6 +34,9 @@ from node.transport._session import RequestHandler, Session
 
 log = logging.getLogger("mu.transport")
 
+# Handshake messages are under 200 bytes and HELLO under 64 KiB (specs/wire.md §8).
+HANDSHAKE_READ_SIZE = 64 * 1024
+
 
 async def _establish(stream: trio.SocketStream, conn: Connection, receive_size: int) -> None:
     """Drive the handshake and HELLO exchange to SessionEstablished."""
@@ -151,7 +154,7 @@ class Transport:
         try:
             conn = self._new_connection(Role.INITIATOR, node_id)
             with trio.fail_after(self._limits.handshake_timeout):
-                await _establish(stream, conn, self._limits.receive_size)
+                await _establish(stream, conn, HANDSHAKE_READ_SIZE)
         except ProtocolError as exc:
             await trio.aclose_forcefully(stream)
             log.warning("handshake with %s:%d failed: %s (%s)", host, port, exc, exc.code.name)
@@ -188,7 +191,7 @@ class Transport:
         self._handshakes += 1
         try:
             with trio.move_on_after(self._limits.handshake_timeout) as scope:
-                await _establish(stream, conn, self._limits.receive_size)
+                await _establish(stream, conn, HANDSHAKE_READ_SIZE)
         except (ProtocolError, SessionBroken, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self.failed_handshakes += 1
             log.info("inbound handshake failed: %s", exc)

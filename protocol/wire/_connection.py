@@ -136,8 +136,11 @@ class Connection:
         )
         self._send: CipherState | None = None
         self._recv: CipherState | None = None
+        # Unparsed bytes are _buf[_pos:_end]; _buf may have spare room past _end
+        # so the transport can read straight into it (get_buffer/buffer_updated).
         self._buf = bytearray()
         self._pos = 0
+        self._end = 0
         self._eof = False
         self._out = bytearray()
         self.peer_identity_key: bytes | None = None
@@ -157,13 +160,54 @@ class Connection:
         if not data:
             self._eof = True
             return
-        if self._pos:
-            # bytearray deletes a prefix cheaply (it moves a start offset).
-            del self._buf[: self._pos]
-            self._pos = 0
-        if len(self._buf) + len(data) > MAX_RECEIVE_BUFFER:
+        size = len(data)
+        with self.get_buffer(size) as view:
+            view[:size] = data
+        self.buffer_updated(size)
+
+    def get_buffer(self, size: int) -> memoryview:
+        """Return a writable view of ``size`` free bytes at the end of the buffer.
+
+        The zero-copy alternative to ``receive_data`` (the asyncio
+        BufferedProtocol pattern): read into the view, release it, then call
+        ``buffer_updated(n)``.  Raises LocalProtocolError past MAX_RECEIVE_BUFFER.
+        """
+        if self._eof:
+            raise LocalProtocolError("data after EOF")
+        if self._pos == self._end:
+            self._pos = self._end = 0
+            if len(self._buf) > 2 * MAX_READ_SIZE:
+                # Give back the room a big record needed once it is parsed.
+                self._buf = bytearray()
+        pending = self._end - self._pos
+        if pending + size > MAX_RECEIVE_BUFFER:
             raise LocalProtocolError("receive buffer over MAX_RECEIVE_BUFFER; call next_event first")
-        self._buf += data
+        if self._pos and self._end + size > len(self._buf):
+            # Move the unparsed tail to the front rather than grow the buffer.
+            self._buf[:pending] = self._buf[self._pos : self._end]
+            self._pos, self._end = 0, pending
+        if self._end + size > len(self._buf):
+            self._buf.extend(bytes(self._end + size - len(self._buf)))
+        return memoryview(self._buf)[self._end : self._end + size]
+
+    @property
+    def wanted(self) -> int:
+        """Bytes still missing from the record being received (0 if unknown).
+
+        Lets the transport size its next read to finish a big record in one
+        call while keeping reads small (and buffers small) otherwise.
+        """
+        pending = self._end - self._pos
+        if self._recv is None or pending < LENGTH_PREFIX_SIZE:
+            return 0
+        (length,) = LENGTH_PREFIX.unpack_from(self._buf, self._pos)
+        return max(0, min(length, MAX_RECORD_SIZE) + LENGTH_PREFIX_SIZE - pending)
+
+    def buffer_updated(self, size: int) -> None:
+        """Record that ``size`` bytes were written into the last ``get_buffer`` view."""
+        if size < 0 or self._end + size > len(self._buf):
+            raise LocalProtocolError("buffer_updated past the buffer")
+        self._end += size
 
     def data_to_send(self) -> bytes:
         """Return and clear bytes the state machine queued (handshake, HELLO)."""
@@ -188,7 +232,7 @@ class Connection:
             self.state = State.ERROR
             raise
         if isinstance(event, NeedData) and self._eof:
-            if len(self._buf) - self._pos or self.state is not State.OPEN:
+            if self._end - self._pos or self.state is not State.OPEN:
                 self.state = State.ERROR
                 raise RemoteProtocolError("connection closed mid-record or mid-handshake", ErrorCode.MALFORMED)
             self.state = State.CLOSED
@@ -196,7 +240,7 @@ class Connection:
         return event
 
     def _take(self, size: int) -> bytes | None:
-        if len(self._buf) - self._pos < size:
+        if self._end - self._pos < size:
             return None
         chunk = bytes(self._buf[self._pos : self._pos + size])
         self._pos += size
@@ -207,7 +251,7 @@ class Connection:
             if self.state is State.AWAIT_MSG1:
                 raw = self._take(len(PREAMBLE) + MSG1_SIZE)
                 if raw is None:
-                    if len(self._buf) - self._pos >= len(PREAMBLE) and self._buf[self._pos : self._pos + 4] != PREAMBLE:
+                    if self._end - self._pos >= len(PREAMBLE) and self._buf[self._pos : self._pos + 4] != PREAMBLE:
                         raise RemoteProtocolError("bad preamble or wire version", ErrorCode.UNSUPPORTED_VERSION)
                     return NEED_DATA
                 if raw[: len(PREAMBLE)] != PREAMBLE:
@@ -289,7 +333,7 @@ class Connection:
     def _read_record(self) -> Message | None:
         buf = self._buf
         pos = self._pos
-        if len(buf) - pos < LENGTH_PREFIX_SIZE:
+        if self._end - pos < LENGTH_PREFIX_SIZE:
             return None
         (length,) = LENGTH_PREFIX.unpack_from(buf, pos)
         if length > MAX_RECORD_SIZE:
@@ -297,7 +341,7 @@ class Connection:
         if length < MIN_RECORD_SIZE:
             raise RemoteProtocolError("record shorter than a frame header", ErrorCode.MALFORMED)
         end = pos + LENGTH_PREFIX_SIZE + length
-        if len(buf) < end:
+        if self._end < end:
             return None
         assert self._recv is not None
         body_size = length - TAG_SIZE

@@ -1,0 +1,252 @@
+"""Benchmark: chunks over one mu session vs plain TCP vs AES-GCM alone.
+
+Moves the same number of bytes (default 256 MiB, 1 MiB chunks) three ways
+in one run, because this shared machine's speed drifts:
+
+* AES-256-GCM alone in this process (pycryptodome, one message per chunk;
+  also in 65,519-byte messages, the largest a standard Noise transport
+  message can carry, to show why mu uses one record per frame);
+* plain loopback TCP between two processes (sendall -> recv_into);
+* GET_CHUNK requests over one mu session between two processes (a child
+  process serves chunks from memory through node.transport).
+
+Prints MiB/s (median of --runs), the ratios, and peak RSS of both sides.
+The target (issue 5): session >= 0.5x the single-core AES-GCM rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+MiB = 1024 * 1024
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_chunks(count: int, size: int) -> list[tuple[bytes, bytes]]:
+    out = []
+    for i in range(count):
+        data = os.urandom(size)
+        out.append((hashlib.sha256(data).digest(), data))
+    return out
+
+
+# ------------------------------------------------------------------ AES-GCM
+def bench_aes(total: int, message_size: int) -> tuple[float, float]:
+    from Crypto.Cipher import AES
+
+    key = os.urandom(32)
+    data = os.urandom(message_size)
+    count = max(1, total // message_size)
+    out = bytearray(message_size)
+    start = time.perf_counter()
+    tags = []
+    for n in range(count):
+        cipher = AES.new(key, AES.MODE_GCM, nonce=n.to_bytes(12, "big"))
+        cipher.encrypt(data, output=out)
+        tags.append(cipher.digest())
+    enc = count * message_size / (time.perf_counter() - start) / MiB
+    ciphertext = bytes(out)
+    start = time.perf_counter()
+    for n in range(count):
+        cipher = AES.new(key, AES.MODE_GCM, nonce=(count - 1).to_bytes(12, "big"))
+        cipher.decrypt(ciphertext, output=out)
+        cipher.verify(tags[-1])
+    dec = count * message_size / (time.perf_counter() - start) / MiB
+    return enc, dec
+
+
+# ---------------------------------------------------------------- plain TCP
+def serve_tcp(total: int, chunk_size: int) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    print(listener.getsockname()[1], flush=True)
+    conn, _ = listener.accept()
+    data = os.urandom(chunk_size)
+    sent = 0
+    while sent < total:
+        conn.sendall(data)
+        sent += chunk_size
+    conn.shutdown(socket.SHUT_WR)
+    conn.recv(1)
+    conn.close()
+
+
+def bench_tcp(total: int, chunk_size: int) -> float:
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--child-tcp", str(total), str(chunk_size)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    port = int(child.stdout.readline())
+    sock = socket.create_connection(("127.0.0.1", port))
+    buf = bytearray(chunk_size)
+    view = memoryview(buf)
+    got = 0
+    start = time.perf_counter()
+    while got < total:
+        n = sock.recv_into(view)
+        if not n:
+            break
+        got += n
+    elapsed = time.perf_counter() - start
+    sock.close()
+    child.wait()
+    assert got == total, (got, total)
+    return total / elapsed / MiB
+
+
+# ------------------------------------------------------------------ session
+def serve_session(distinct: int, chunk_size: int) -> None:
+    import trio
+
+    from node.transport import open_transport
+    from protocol.identity import Identity
+    from protocol.wire import Chunk, GetChunk
+
+    chunks = dict(make_chunks(distinct, chunk_size))
+
+    class MemoryServer:
+        async def handle_request(self, session: object, message: object) -> object:
+            assert isinstance(message, GetChunk)
+            return Chunk(request_id=message.request_id, address=message.address, data=chunks[message.address])
+
+    identity = Identity(hashlib.sha256(b"bench server").digest())
+
+    async def main() -> None:
+        async with open_transport(identity, MemoryServer(), payment_key=b"\x02" + bytes(32)) as transport:
+            print(transport.port, identity.node_id.hex(), ",".join(a.hex() for a in chunks), flush=True)
+            await trio.to_thread.run_sync(sys.stdin.read)  # serve until the parent closes stdin
+        print(f"{peak_rss_mib():.0f}", flush=True)
+
+    trio.run(main)
+
+
+def bench_session(total: int, chunk_size: int, inflight: int, verify: bool) -> tuple[float, float]:
+    import trio
+
+    from node.transport import open_transport
+    from protocol.identity import Identity
+    from protocol.wire import Chunk, GetChunk
+
+    distinct = 16
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--child-session", str(distinct), str(chunk_size)],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stdin is not None
+    port_s, node_hex, addrs = child.stdout.readline().split()
+    addresses = [bytes.fromhex(a) for a in addrs.split(",")]
+    count = max(1, total // chunk_size)
+    identity = Identity(hashlib.sha256(b"bench client").digest())
+    result: list[float] = []
+
+    async def main() -> None:
+        async with open_transport(identity, _NoServer(), payment_key=b"\x02" + bytes(32)) as transport:
+            session = await transport.connect(bytes.fromhex(node_hex), "127.0.0.1", int(port_s))
+            next_index = 0
+            received = 0
+
+            async def worker() -> None:
+                nonlocal next_index, received
+                while next_index < count:
+                    address = addresses[next_index % distinct]
+                    next_index += 1
+                    if verify:
+                        data = await session.get_chunk(address)
+                    else:
+                        reply = await session.request(GetChunk(request_id=0, address=address))
+                        assert isinstance(reply, Chunk)
+                        data = reply.data
+                    received += len(data)
+
+            start = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for _ in range(inflight):
+                    nursery.start_soon(worker)
+            result.append(received / (time.perf_counter() - start) / MiB)
+            assert received == count * chunk_size
+
+    trio.run(main)
+    child.stdin.close()
+    server_rss = float(child.stdout.readline() or 0)
+    child.wait()
+    return result[0], server_rss
+
+
+class _NoServer:
+    async def handle_request(self, session: object, message: object) -> object:
+        from node.transport import RequestRefused
+        from protocol.wire import ErrorCode
+
+        raise RequestRefused(ErrorCode.UNEXPECTED_MESSAGE)
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child-tcp":
+        serve_tcp(int(sys.argv[2]), int(sys.argv[3]))
+        return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "--child-session":
+        serve_session(int(sys.argv[2]), int(sys.argv[3]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="16 MiB, one run (for tests)")
+    parser.add_argument("--mib", type=int, default=256, help="MiB moved per measurement (default 256)")
+    parser.add_argument("--chunk-kib", type=int, default=1024, help="chunk size in KiB (default 1024)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per measurement; medians are printed")
+    parser.add_argument("--inflight", type=int, default=4, help="concurrent GETs on the session (default 4)")
+    args = parser.parse_args()
+    if args.quick:
+        args.mib, args.runs = 16, 1
+    total = args.mib * MiB
+    chunk_size = args.chunk_kib * 1024
+
+    def median(fn, *a):  # type: ignore[no-untyped-def]
+        return statistics.median(fn(*a) for _ in range(args.runs))
+
+    print(f"mu transport benchmark: {args.mib} MiB in {args.chunk_kib} KiB chunks, median of {args.runs} run(s)")
+    aes = [bench_aes(total, chunk_size) for _ in range(args.runs)]
+    aes_enc = statistics.median(a[0] for a in aes)
+    aes_dec = statistics.median(a[1] for a in aes)
+    noise = [bench_aes(total, 65519) for _ in range(args.runs)]
+    noise_enc = statistics.median(a[0] for a in noise)
+    tcp = median(bench_tcp, total, chunk_size)
+    sessions = [bench_session(total, chunk_size, args.inflight, False) for _ in range(args.runs)]
+    session = statistics.median(s[0] for s in sessions)
+    verified = median(lambda: bench_session(total, chunk_size, args.inflight, True)[0])
+    server_rss = max(s[1] for s in sessions)
+    aes_rate = min(aes_enc, aes_dec)
+    rows = [
+        ("AES-256-GCM alone, 1 process (encrypt)", aes_enc),
+        ("AES-256-GCM alone, 1 process (decrypt+verify)", aes_dec),
+        ("AES-256-GCM in 65,519-byte Noise-size messages", noise_enc),
+        ("plain TCP loopback, 2 processes", tcp),
+        ("mu session GET_CHUNK, 2 processes", session),
+        ("mu session GET_CHUNK + SHA-256 check", verified),
+    ]
+    for name, rate in rows:
+        print(f"  {name:<50} {rate:9.1f} MiB/s")
+    print(f"  session / AES-GCM (single core, slower direction) = {session / aes_rate:.2f}x  (target >= 0.50x)")
+    print(f"  session / plain TCP                               = {session / tcp:.2f}x")
+    print(f"  Noise-size messages / 1 MiB messages (AES-GCM)    = {noise_enc / aes_enc:.2f}x")
+    print(f"  peak RSS: client {peak_rss_mib():.0f} MiB, server {server_rss:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
