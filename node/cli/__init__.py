@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.store",
     "node.cli.chain",
     "node.cli.wallet",
+    "node.cli.dht",
     "node.cli.network",
 )
 

@@ -1,0 +1,113 @@
+"""``mu peers`` and ``mu dht lookup KEY``: inspect the routing table, run a lookup.
+
+Until the node daemon offers a control API, ``mu peers`` reads the routing
+table the DHT saved in the data dir, and ``mu dht lookup`` starts a
+short-lived DHT node from that table (plus any ``--bootstrap`` addresses),
+runs one iterative lookup, saves the table it learned, and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import trio
+
+from node.cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, fail
+from node.config import ConfigError, load_identity, resolve_data_dir
+from node.dht import TABLE_FILE, load_table, open_dht
+from protocol.kademlia import Contact, distance
+
+#: Seconds ``mu dht lookup`` waits for bootstrap and lookup together, by default.
+DEFAULT_LOOKUP_TIMEOUT = 30.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    peers = sub.add_parser("peers", help="list the DHT routing table saved in the data dir")
+    peers.add_argument("--json", action="store_true", help="machine-readable output")
+    peers.set_defaults(func=run_peers)
+
+    dht = sub.add_parser("dht", help="DHT tools")
+    dht_sub = dht.add_subparsers(dest="dht_command", metavar="SUBCOMMAND", required=True)
+    lookup = dht_sub.add_parser("lookup", help="find the k nodes closest to a 20-byte key (40 hex digits)")
+    lookup.add_argument("key", help="40 hex digits (a node ID or a chunk's DHT key)")
+    lookup.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT",
+                        help="a node to join through (repeatable); the saved table is used too")
+    lookup.add_argument("--timeout", type=float, default=DEFAULT_LOOKUP_TIMEOUT, help="seconds (default 30)")
+    lookup.add_argument("--json", action="store_true", help="machine-readable output")
+    lookup.set_defaults(func=run_lookup)
+
+
+def _contact_json(c: Contact, key: bytes | None = None) -> dict[str, object]:
+    out: dict[str, object] = {"node_id": c.node_id.hex(), "host": c.host, "port": c.port, "mu": c.is_mu}
+    if key is not None:
+        out["distance"] = f"{distance(c.node_id, key):040x}"
+    return out
+
+
+def run_peers(args: argparse.Namespace) -> int:
+    data_dir = resolve_data_dir(args.data_dir)
+    try:
+        identity = load_identity(data_dir, create=False)
+    except ConfigError as exc:
+        return fail(str(exc))
+    if not (data_dir / TABLE_FILE).exists():
+        return fail(f"no saved routing table in {data_dir}: run `mu dht lookup` or the node first", EXIT_NOT_FOUND)
+    contacts = load_table(data_dir, identity.node_id)
+    if args.json:
+        print(json.dumps({"node_id": identity.node_id.hex(), "peers": [_contact_json(c) for c in contacts]}))
+        return EXIT_OK
+    print(f"node id: {identity.node_id.hex()}  ({len(contacts)} peers)")
+    for c in contacts:
+        kind = "mu" if c.is_mu else "kademlia"
+        print(f"{c.node_id.hex()}  {c.host}:{c.port}  {kind}")
+    return EXIT_OK
+
+
+def _parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad address {text!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def run_lookup(args: argparse.Namespace) -> int:
+    try:
+        key = bytes.fromhex(args.key)
+        if len(key) != 20:
+            raise ValueError
+    except ValueError:
+        return fail("KEY must be 40 hex digits (20 bytes)", EXIT_USAGE)
+    try:
+        addresses = [_parse_address(a) for a in args.bootstrap]
+    except ValueError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    data_dir = resolve_data_dir(args.data_dir)
+    try:
+        identity = load_identity(data_dir, create=False)
+    except ConfigError as exc:
+        return fail(str(exc))
+
+    async def go() -> list[Contact] | None:
+        async with open_dht(identity, "0.0.0.0", 0, data_dir=data_dir) as dht:
+            if not addresses and not len(dht.table):
+                return None
+            with trio.move_on_after(args.timeout):
+                if addresses:
+                    await dht.bootstrap(addresses)
+                return await dht.lookup(key)
+            return []
+
+    found = trio.run(go)
+    if found is None:
+        return fail("no known peers: pass --bootstrap HOST:PORT", EXIT_USAGE)
+    if args.json:
+        print(json.dumps({"key": key.hex(), "closest": [_contact_json(c, key) for c in found]}))
+    else:
+        for c in found:
+            print(f"{c.node_id.hex()}  {c.host}:{c.port}  distance {distance(c.node_id, key):040x}")
+    if not found:
+        print("mu: no node answered", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    return EXIT_OK

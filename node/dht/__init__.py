@@ -1,0 +1,77 @@
+"""mu's Kademlia DHT on trio (specs/dht.md).
+
+    async with open_dht(identity, data_dir=path, contact=ContactInfo(tcp_port=4001)) as dht:
+        await dht.bootstrap([("192.0.2.1", 4000)])
+        closest = await dht.lookup(key)
+        await dht.announce_provider(dht_key_for_chunk(address), terms={"price_msat_per_mib": 10})
+        providers = await dht.get_providers(dht_key_for_chunk(address))
+        record = await dht.get_contact(node_id)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+from node.dht._ops import Announcement
+from node.dht._persist import TABLE_FILE, load_table, save_table
+from node.dht._service import DhtNode, NoReply, open_table
+from protocol.identity import Identity
+from protocol.kademlia import Contact, ContactInfo, ContactRecord, ProviderRecord, dht_key_for_chunk
+from protocol.kademlia.lookup import REQUEST_TIMEOUT
+from protocol.kademlia.storage import ProviderStore, ValueStore
+
+__all__ = [
+    "Announcement", "Contact", "ContactInfo", "ContactRecord", "DhtNode", "NoReply", "ProviderRecord",
+    "TABLE_FILE", "dht_key_for_chunk", "load_table", "open_dht", "save_table",
+]
+
+log = logging.getLogger("mu.dht")
+
+
+@asynccontextmanager
+async def open_dht(
+    identity: Identity,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    data_dir: Path | str | None = None,
+    contact: ContactInfo | None = None,
+    request_timeout: float = REQUEST_TIMEOUT,
+    values: ValueStore | None = None,
+    providers: ProviderStore | None = None,
+) -> AsyncIterator[DhtNode]:
+    """Run a DHT node on UDP ``host:port`` (port 0: the OS picks) until the block exits.
+
+    The routing table saved in ``data_dir`` (if any) is loaded at start and
+    written back at exit.  ``contact`` is what the node's signed contact
+    record advertises (TCP port, payment key); it defaults to the UDP port.
+
+    Raises:
+        OSError: the socket cannot be bound.
+    """
+    path = Path(data_dir) if data_dir is not None else None
+    sock = trio.socket.socket(trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    with sock:
+        await sock.bind((host, port))
+        table = open_table(identity, path)
+        node = DhtNode(identity, sock, path, contact, request_timeout=request_timeout,
+                       values=values, providers=providers, table=table)
+        log.info("dht node %s on %s:%d, %d saved contacts", identity.node_id.hex(), node.host, node.port, len(table))
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(node.serve)
+                try:
+                    yield node
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            if path is not None:
+                try:
+                    node.save()
+                except OSError as exc:
+                    log.warning("could not save the routing table: %s", exc)

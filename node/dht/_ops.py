@@ -1,0 +1,272 @@
+"""Iterative operations over the network (specs/dht.md §6, §7).
+
+Every network-wide operation is one run of the pure ``Lookup`` state machine:
+this module only sends the requests it asks for, with a deadline each, and
+feeds the replies back.  ``find_node`` drives plain lookups and bootstrap;
+``mu_get_providers`` drives provider searches and collects announce tokens
+for ``mu_announce``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+from protocol.kademlia.ids import ALPHA, K, Contact, check_id
+from protocol.kademlia.lookup import Lookup
+from protocol.kademlia.routing import BUCKET_REFRESH_INTERVAL
+from protocol.kademlia.records import DEFAULT_PROVIDER_TTL, MAX_PROVIDER_TTL, ContactRecord, ProviderRecord
+from protocol.kademlia.wire import (
+    FIND_NODE,
+    MU_ANNOUNCE,
+    MU_CONTACT,
+    MU_GET_PROVIDERS,
+    ErrorCode,
+    RemoteProtocolError,
+    parse_contacts,
+)
+
+if TYPE_CHECKING:
+    from node.dht._service import DhtNode
+
+log = logging.getLogger("mu.dht")
+
+#: Keys this node announces itself as provider for, republished (specs/dht.md §7.1).
+MAX_OWN_PROVIDED_KEYS = 65536
+#: Provider records kept from one ``get_providers`` search.
+MAX_PROVIDERS_PER_SEARCH = 64
+
+_Handler = Callable[[Contact, object], list[Contact]]
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """What ``announce_provider`` did: the record and the nodes that took it."""
+
+    record: ProviderRecord
+    stored_at: list[Contact]
+
+
+@dataclass(slots=True)
+class _Provided:
+    host: str
+    tcp_port: int
+    terms: dict[str, object]
+    ttl: int
+    expires_at: int
+
+
+class DhtOps:
+    """Lookups, bootstrap, refresh and provider records for one ``DhtNode``."""
+
+    def __init__(self, node: DhtNode) -> None:
+        self.node = node
+        self._provided: dict[bytes, _Provided] = {}
+
+    async def run_lookup(self, target: bytes, rpc: str, extra: list[object] | None = None,
+                         on_reply: _Handler | None = None) -> Lookup:
+        """Drive one ``Lookup`` of ``target`` with ``rpc(own_id, target, *extra)``."""
+        node = self.node
+        lookup = Lookup(target, node.table.closest(target, K), own_id=node.node_id, timeout=node.request_timeout)
+        send, receive = trio.open_memory_channel[tuple[Contact, object]](ALPHA * 4)
+        args: list[object] = [node.node_id, target, *(extra or [])]
+
+        async def ask(contact: Contact) -> None:
+            try:
+                value: object = await node.call(contact.address, rpc, args)
+            except Exception as exc:  # NoReply, and anything the socket throws
+                value = exc
+            await send.send((contact, value))
+
+        async with trio.open_nursery() as nursery:
+            while True:
+                for contact in lookup.next_requests(node.now()):
+                    nursery.start_soon(ask, contact)
+                if lookup.done or not lookup.in_flight:
+                    break
+                contact, value = await receive.receive()
+                if isinstance(value, Exception):
+                    lookup.on_failure(contact.node_id)
+                    node.table.remove(contact.node_id)
+                    continue
+                try:
+                    found = on_reply(contact, value) if on_reply else parse_contacts(value)
+                except RemoteProtocolError as exc:
+                    log.warning("bad %s reply from %s:%d: %s", rpc, contact.host, contact.port, exc)
+                    lookup.on_failure(contact.node_id)
+                    continue
+                lookup.on_response(contact.node_id, found)
+                node.heard_from(contact)
+            nursery.cancel_scope.cancel()
+        node.table.touch_bucket(target, node.now())
+        return lookup
+
+    async def lookup(self, key: bytes) -> list[Contact]:
+        check_id(key, "lookup key")
+        return (await self.run_lookup(key, FIND_NODE)).result()
+
+    async def bootstrap(self, addresses: list[tuple[str, int]]) -> list[Contact]:
+        """Ping each address, look up our own ID, then refresh every bucket."""
+        node = self.node
+
+        async def greet(address: tuple[str, int]) -> None:
+            try:
+                # Replies are matched by source address, so names become IPs first.
+                family = trio.socket.AF_INET6 if ":" in node.host else trio.socket.AF_INET
+                info = await trio.socket.getaddrinfo(address[0], address[1], family=family,
+                                                     type=trio.socket.SOCK_DGRAM)
+                address = (info[0][4][0], info[0][4][1])
+                node_id = await node.ping(address)
+            except Exception as exc:
+                log.warning("bootstrap contact %s:%d did not answer: %s", address[0], address[1], exc)
+                return
+            if node_id != node.node_id:
+                node.heard_from(Contact(node_id, address[0], address[1]))
+
+        async with trio.open_nursery() as nursery:
+            for address in addresses:
+                nursery.start_soon(greet, address)
+        closest = await self.lookup(node.node_id)
+        await self.refresh(force=True)
+        return closest
+
+    async def refresh(self, *, force: bool = False) -> int:
+        """Look up a random ID in each stale bucket (Kademlia §2.3)."""
+        table = self.node.table
+        stale = table.stale_buckets(self.node.now(), 0.0 if force else BUCKET_REFRESH_INTERVAL)
+        for index in stale:
+            await self.run_lookup(table.id_in_bucket(index, secrets.token_bytes(20)), FIND_NODE)
+        return len(stale)
+
+    # -- provider records (specs/dht.md §7.1) ------------------------------
+
+    async def announce_provider(self, key: bytes, *, tcp_port: int | None = None, host: str | None = None,
+                                terms: Mapping[str, object] | None = None,
+                                ttl: int = DEFAULT_PROVIDER_TTL) -> Announcement:
+        """Sign a provider record for ``key`` and store it on the k closest mu nodes.
+
+        The record is also kept locally and republished by maintenance at half
+        its lifetime until ``withdraw_provider``.
+        """
+        check_id(key, "key")
+        if not 0 < ttl <= MAX_PROVIDER_TTL:
+            raise ValueError(f"ttl must be in 1..{MAX_PROVIDER_TTL} seconds")
+        node = self.node
+        own = node.contact_record
+        if key not in self._provided and len(self._provided) >= MAX_OWN_PROVIDED_KEYS:
+            raise ValueError(f"already providing {MAX_OWN_PROVIDED_KEYS} keys")
+        expires_at = int(node.wall_now()) + ttl
+        provided = _Provided(host or own.host, tcp_port or own.tcp_port, dict(terms or {}), ttl, expires_at)
+        record = ProviderRecord.create(node.identity, key=key, host=provided.host, tcp_port=provided.tcp_port,
+                                       terms=provided.terms, expires_at=expires_at)
+        self._provided[key] = provided
+        node.providers.add(record, node.host, node.wall_now())
+        tokens: dict[bytes, bytes] = {}
+
+        def keep_token(contact: Contact, value: object) -> list[Contact]:
+            nodes, _, token = _parse_providers_reply(value)
+            tokens[contact.node_id] = token
+            return nodes
+
+        lookup = await self.run_lookup(key, MU_GET_PROVIDERS, on_reply=keep_token)
+        stored: list[Contact] = []
+
+        async def announce(contact: Contact) -> None:
+            try:
+                reply = await node.call(contact.address, MU_ANNOUNCE,
+                                        [node.node_id, key, tokens[contact.node_id], record.serialize()])
+            except Exception as exc:
+                log.info("announce to %s:%d failed: %s", contact.host, contact.port, exc)
+                return
+            if reply is True:
+                stored.append(contact)
+            else:
+                log.warning("%s:%d refused our provider record: %r", contact.host, contact.port, reply)
+
+        async with trio.open_nursery() as nursery:
+            for contact in lookup.result():
+                nursery.start_soon(announce, contact)
+        return Announcement(record, stored)
+
+    def withdraw_provider(self, key: bytes) -> None:
+        """Stop republishing ``key`` (records already out expire on their own)."""
+        self._provided.pop(key, None)
+
+    async def republish(self) -> int:
+        """Re-announce our records that are past half their lifetime."""
+        now = self.node.wall_now()
+        due = [k for k, p in self._provided.items() if p.expires_at - now <= p.ttl / 2]
+        for key in due:
+            p = self._provided[key]
+            await self.announce_provider(key, tcp_port=p.tcp_port, host=p.host, terms=p.terms, ttl=p.ttl)
+        return len(due)
+
+    async def get_providers(self, key: bytes) -> list[ProviderRecord]:
+        """Live provider records for ``key``: ours, plus every verified one the lookup meets."""
+        check_id(key, "key")
+        node = self.node
+        found: dict[bytes, ProviderRecord] = {r.node_id: r for r in node.providers.get(key, node.wall_now())}
+
+        def collect(contact: Contact, value: object) -> list[Contact]:
+            nodes, records, _ = _parse_providers_reply(value)
+            for data in records:
+                try:
+                    record = ProviderRecord.parse(data, now=node.wall_now())
+                    if record.key != key:
+                        raise RemoteProtocolError(ErrorCode.BAD_ARGUMENTS, "record for another key")
+                except RemoteProtocolError as exc:
+                    log.warning("dropping provider record from %s:%d: %s", contact.host, contact.port, exc)
+                    continue
+                old = found.get(record.node_id)
+                if (old is None and len(found) < MAX_PROVIDERS_PER_SEARCH) or (old and old.expires_at < record.expires_at):
+                    found[record.node_id] = record
+            return nodes
+
+        await self.run_lookup(key, MU_GET_PROVIDERS, on_reply=collect)
+        return sorted(found.values(), key=lambda r: r.expires_at, reverse=True)
+
+    # -- contact records (specs/dht.md §7.2) -------------------------------
+
+    async def get_contact(self, node_id: bytes) -> ContactRecord | None:
+        """Find ``node_id`` and fetch its signed contact record; None if unreachable or not mu."""
+        check_id(node_id)
+        node = self.node
+        if node_id == node.node_id:
+            return node.contact_record
+        cached = node.contact_records.get(node_id)
+        if cached is not None:
+            return cached
+        contact = node.table.get(node_id)
+        if contact is None:
+            contact = next((c for c in await self.lookup(node_id) if c.node_id == node_id), None)
+        if contact is None:
+            return None
+        try:
+            record = ContactRecord.parse(await node.call(contact.address, MU_CONTACT, [node.node_id]))
+        except RemoteProtocolError as exc:
+            log.warning("bad contact record from %s:%d: %s", contact.host, contact.port, exc)
+            return None
+        except Exception as exc:
+            log.info("%s:%d gave no contact record (plain kademlia node?): %s", contact.host, contact.port, exc)
+            return None
+        if record.node_id != node_id:
+            log.warning("contact record from %s:%d is for another node id", contact.host, contact.port)
+            return None
+        node.remember_contact_record(record)
+        node.table.add(Contact(node_id, contact.host, contact.port, record.public_key), node.now())
+        return record
+
+
+def _parse_providers_reply(value: object) -> tuple[list[Contact], list[object], bytes]:
+    """A ``mu_get_providers`` reply: ``{"token", "providers", "nodes"}``."""
+    if not isinstance(value, dict) or set(value) != {"token", "providers", "nodes"}:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, "mu_get_providers reply is not {token, providers, nodes}")
+    token, records = value["token"], value["providers"]
+    if not isinstance(token, bytes) or not isinstance(records, list):
+        raise RemoteProtocolError(ErrorCode.MALFORMED, "mu_get_providers token or providers malformed")
+    return parse_contacts(value["nodes"]), records, token

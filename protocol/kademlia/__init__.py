@@ -1,0 +1,42 @@
+"""Kademlia for mu, sans I/O (specs/dht.md).
+
+IDs and the XOR metric, the routing table, the iterative lookup state
+machine, rpcudp datagrams, signed provider and contact records, announce
+tokens, bounded stores and the on-disk table format.  ``node.dht`` runs them
+over UDP on trio.
+"""
+
+from protocol.kademlia.ids import ALPHA, ID_BITS, K, Contact, KademliaError, bucket_index, dht_key_for_chunk, distance
+from protocol.kademlia.lookup import REQUEST_TIMEOUT, Lookup
+from protocol.kademlia.records import (
+    DEFAULT_PROVIDER_TTL,
+    MAX_PROVIDER_TTL,
+    ContactInfo,
+    ContactRecord,
+    ProviderRecord,
+    check_token,
+    make_token,
+)
+from protocol.kademlia.routing import AddResult, AddStatus, RoutingTable
+from protocol.kademlia.storage import ProviderStore, ValueStore
+from protocol.kademlia.table_file import TableFileError, decode_table, encode_table
+from protocol.kademlia.wire import (
+    ErrorCode,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    Request,
+    Response,
+    decode_datagram,
+    encode_request,
+    encode_response,
+)
+
+__all__ = [
+    "ALPHA", "ID_BITS", "K", "Contact", "KademliaError", "bucket_index", "dht_key_for_chunk", "distance",
+    "REQUEST_TIMEOUT", "Lookup", "DEFAULT_PROVIDER_TTL", "MAX_PROVIDER_TTL", "ContactInfo", "ContactRecord",
+    "ProviderRecord", "check_token", "make_token", "AddResult", "AddStatus", "RoutingTable", "ProviderStore",
+    "ValueStore", "TableFileError", "decode_table", "encode_table", "ErrorCode", "LocalProtocolError",
+    "ProtocolError", "RemoteProtocolError", "Request", "Response", "decode_datagram", "encode_request",
+    "encode_response",
+]

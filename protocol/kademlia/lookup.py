@@ -1,0 +1,155 @@
+"""The iterative node lookup as a state machine (Kademlia §2.3; specs/dht.md §6).
+
+The caller owns the sockets and the clock.  It asks ``next_requests(now)`` for
+the contacts to query (never more than alpha in flight), sends each one a
+``find_node`` (or ``find_value`` / ``mu_get_providers``), and reports what
+happened with ``on_response`` or ``on_failure``.  Requests older than the
+timeout count as failed the next time ``next_requests`` is called.
+
+The lookup is done when the k closest contacts it knows of that have not
+failed have all answered, or when nothing is left to ask.  This strict rule
+(rather than "no closer contact in the last round") is what makes a lookup
+return exactly the k closest live nodes once tables are populated.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from protocol.kademlia.ids import ALPHA, K, Contact, check_id
+
+#: Seconds a lookup waits for one reply before counting it failed (specs/dht.md §2).
+REQUEST_TIMEOUT = 2.0
+#: Most contacts one lookup tracks; the farthest unqueried ones are dropped (§6).
+MAX_LOOKUP_CANDIDATES = 8 * K
+#: Most contacts taken from one reply (a reply carries at most k).
+MAX_CONTACTS_PER_REPLY = K
+
+
+class _State(enum.Enum):
+    CANDIDATE = 0
+    IN_FLIGHT = 1
+    RESPONDED = 2
+    FAILED = 3
+
+
+@dataclass(slots=True)
+class _Node:
+    contact: Contact
+    key: int
+    state: _State
+    sent_at: float = 0.0
+
+
+class Lookup:
+    """One iterative lookup of ``target``."""
+
+    def __init__(
+        self,
+        target: bytes,
+        seeds: Iterable[Contact],
+        *,
+        own_id: bytes | None = None,
+        k: int = K,
+        alpha: int = ALPHA,
+        timeout: float = REQUEST_TIMEOUT,
+        max_candidates: int = MAX_LOOKUP_CANDIDATES,
+    ) -> None:
+        self.target = check_id(target, "lookup target")
+        self.own_id = own_id
+        self.k = k
+        self.alpha = alpha
+        self.timeout = timeout
+        self.max_candidates = max_candidates
+        self._t = int.from_bytes(target, "big")
+        self._nodes: dict[bytes, _Node] = {}
+        self.queries = 0
+        self.responses = 0
+        self.failures = 0
+        self._add(seeds)
+
+    # -- caller interface ------------------------------------------------
+
+    def next_requests(self, now: float) -> list[Contact]:
+        """Contacts to query now; each is marked in flight as of ``now``."""
+        for n in self._nodes.values():
+            if n.state is _State.IN_FLIGHT and now - n.sent_at >= self.timeout:
+                n.state = _State.FAILED
+                self.failures += 1
+        in_flight = sum(1 for n in self._nodes.values() if n.state is _State.IN_FLIGHT)
+        out: list[Contact] = []
+        for n in self._live_closest():
+            if in_flight >= self.alpha:
+                break
+            if n.state is _State.CANDIDATE:
+                n.state = _State.IN_FLIGHT
+                n.sent_at = now
+                in_flight += 1
+                self.queries += 1
+                out.append(n.contact)
+        return out
+
+    def on_response(self, node_id: bytes, contacts: Iterable[Contact]) -> None:
+        """``node_id`` answered and named ``contacts`` (at most k are used)."""
+        n = self._nodes.get(node_id)
+        if n is None or n.state is not _State.IN_FLIGHT:
+            return  # unsolicited or late: ignore (specs/dht.md §6)
+        n.state = _State.RESPONDED
+        self.responses += 1
+        taken: list[Contact] = []
+        for c in contacts:
+            if len(taken) >= MAX_CONTACTS_PER_REPLY:
+                break
+            taken.append(c)
+        self._add(taken)
+
+    def on_failure(self, node_id: bytes) -> None:
+        """``node_id`` did not answer, or answered with garbage."""
+        n = self._nodes.get(node_id)
+        if n is not None and n.state is _State.IN_FLIGHT:
+            n.state = _State.FAILED
+            self.failures += 1
+
+    @property
+    def in_flight(self) -> list[Contact]:
+        """Contacts queried and not yet answered."""
+        return [n.contact for n in self._nodes.values() if n.state is _State.IN_FLIGHT]
+
+    @property
+    def done(self) -> bool:
+        """True when the k closest non-failed contacts have all answered."""
+        closest = self._live_closest()
+        return all(n.state is _State.RESPONDED for n in closest)
+
+    def result(self) -> list[Contact]:
+        """The (up to) k closest contacts that answered, nearest first."""
+        return [n.contact for n in self._live_closest() if n.state is _State.RESPONDED]
+
+    def responded(self) -> list[Contact]:
+        """Every contact that answered, nearest first."""
+        ordered = sorted(self._nodes.values(), key=lambda n: n.key)
+        return [n.contact for n in ordered if n.state is _State.RESPONDED]
+
+    # -- internals -------------------------------------------------------
+
+    def _live_closest(self) -> list[_Node]:
+        live = [n for n in self._nodes.values() if n.state is not _State.FAILED]
+        live.sort(key=lambda n: n.key)
+        return live[: self.k]
+
+    def _add(self, contacts: Iterable[Contact]) -> None:
+        for c in contacts:
+            if c.node_id == self.own_id or c.node_id in self._nodes:
+                continue
+            self._nodes[c.node_id] = _Node(c, int.from_bytes(c.node_id, "big") ^ self._t, _State.CANDIDATE)
+        if len(self._nodes) > self.max_candidates:
+            # Bound memory: forget the farthest contacts never queried.
+            spare = sorted(
+                (n for n in self._nodes.values() if n.state is _State.CANDIDATE),
+                key=lambda n: n.key,
+                reverse=True,
+            )
+            for n in spare[: len(self._nodes) - self.max_candidates]:
+                del self._nodes[n.contact.node_id]

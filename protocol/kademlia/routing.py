@@ -1,0 +1,249 @@
+"""The routing table: 160 k-buckets with replacement caches (specs/dht.md §5).
+
+Bucket i holds contacts at XOR distance [2**i, 2**(i+1)) from our own ID, in
+least-recently-seen order (Kademlia §2.2).  A full bucket never drops a live
+contact for a newcomer: the newcomer waits in the bucket's bounded replacement
+cache and the caller is asked to ping the least-recently-seen contact; only
+if that ping fails does the newcomer take its place (ping-before-evict,
+Kademlia §2.2 and §4.1).  Per-IP limits per bucket and per table keep one host
+from filling the table with made-up IDs (§5.3).  Everything takes ``now``
+from the caller; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from protocol.kademlia.ids import ID_BITS, K, Contact, bucket_index, check_id, distance, is_loopback
+
+#: Contacts waiting to replace a failed one, per bucket (specs/dht.md §5.1).
+REPLACEMENT_CACHE_SIZE = 10
+#: Contacts one IP address may hold in one bucket (specs/dht.md §5.3).
+MAX_PER_IP_PER_BUCKET = 2
+#: Contacts one IP address may hold in the whole table (specs/dht.md §5.3).
+MAX_PER_IP_PER_TABLE = 10
+#: A bucket untouched for this long is refreshed by a lookup (Kademlia §2.3).
+BUCKET_REFRESH_INTERVAL = 3600.0
+#: Most contacts a table can hold: every bucket full.
+MAX_TABLE_CONTACTS = ID_BITS * K
+
+
+class AddStatus(enum.Enum):
+    """What ``RoutingTable.add`` did with a contact."""
+
+    ADDED = "added"  # new entry in its bucket
+    UPDATED = "updated"  # already there; moved to the most-recently-seen end
+    CACHED = "cached"  # bucket full: kept in the replacement cache
+    REJECTED = "rejected"  # own ID, per-IP limit, or a different address for a known ID
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    """The outcome of ``RoutingTable.add``.
+
+    ``ping`` is the least-recently-seen contact of a full bucket that the caller
+    should ping: on success call ``seen(ping)``, on failure ``remove(ping)``.
+    """
+
+    status: AddStatus
+    ping: Contact | None = None
+
+
+@dataclass(slots=True)
+class _Entry:
+    contact: Contact
+    last_seen: float
+
+
+@dataclass(slots=True)
+class _Bucket:
+    # dicts keep insertion order: first = least recently seen (Kademlia §2.2).
+    entries: dict[bytes, _Entry] = field(default_factory=dict)
+    replacements: dict[bytes, _Entry] = field(default_factory=dict)
+    last_changed: float = 0.0
+    pinging: bytes | None = None
+
+
+class RoutingTable:
+    """A Kademlia routing table for ``own_id``."""
+
+    def __init__(
+        self,
+        own_id: bytes,
+        *,
+        k: int = K,
+        replacement_cache_size: int = REPLACEMENT_CACHE_SIZE,
+        max_per_ip_per_bucket: int = MAX_PER_IP_PER_BUCKET,
+        max_per_ip_per_table: int = MAX_PER_IP_PER_TABLE,
+        exempt_loopback: bool = True,
+    ) -> None:
+        self.own_id = check_id(own_id)
+        self.k = k
+        self.replacement_cache_size = replacement_cache_size
+        self.max_per_ip_per_bucket = max_per_ip_per_bucket
+        self.max_per_ip_per_table = max_per_ip_per_table
+        self.exempt_loopback = exempt_loopback
+        self._buckets = [_Bucket() for _ in range(ID_BITS)]
+        self._ip_counts: dict[str, int] = {}
+
+    # -- queries ---------------------------------------------------------
+
+    def __len__(self) -> int:
+        return sum(len(b.entries) for b in self._buckets)
+
+    def __contains__(self, node_id: object) -> bool:
+        return self.get(node_id) is not None if isinstance(node_id, bytes) else False
+
+    def get(self, node_id: bytes) -> Contact | None:
+        """The contact with ``node_id``, or None."""
+        if len(node_id) != len(self.own_id) or node_id == self.own_id:
+            return None
+        entry = self._buckets[bucket_index(self.own_id, node_id)].entries.get(node_id)
+        return entry.contact if entry else None
+
+    def contacts(self) -> list[Contact]:
+        """Every contact, nearest bucket first, least recently seen first."""
+        return [e.contact for b in self._buckets for e in b.entries.values()]
+
+    def entries(self) -> list[tuple[Contact, float]]:
+        """Every contact with the time it was last seen (for persistence)."""
+        return [(e.contact, e.last_seen) for b in self._buckets for e in b.entries.values()]
+
+    def closest(self, target: bytes, count: int | None = None, exclude: bytes | None = None) -> list[Contact]:
+        """The ``count`` (default k) contacts closest to ``target`` by XOR."""
+        n = self.k if count is None else count
+        t = int.from_bytes(target, "big")
+        pool = (
+            e.contact
+            for b in self._buckets
+            for e in b.entries.values()
+            if e.contact.node_id != exclude
+        )
+        return heapq.nsmallest(n, pool, key=lambda c: int.from_bytes(c.node_id, "big") ^ t)
+
+    def stale_buckets(self, now: float, interval: float = BUCKET_REFRESH_INTERVAL) -> list[int]:
+        """Indexes of buckets not changed within ``interval``.
+
+        Only buckets between the nearest and the farthest that hold anything
+        are returned: nearer ones cover ranges that are, with overwhelming
+        likelihood, empty (their size halves with each index).
+        """
+        used = [i for i, b in enumerate(self._buckets) if b.entries]
+        if not used:
+            return []
+        return [i for i in range(min(used), max(used) + 1) if now - self._buckets[i].last_changed >= interval]
+
+    def id_in_bucket(self, index: int, random_bytes: bytes) -> bytes:
+        """An ID that falls in bucket ``index``, built from 20 caller-supplied random bytes."""
+        if not 0 <= index < ID_BITS or len(random_bytes) != len(self.own_id):
+            raise ValueError("bucket index or random bytes out of range")
+        r = int.from_bytes(random_bytes, "big") & ((1 << index) - 1)
+        d = (1 << index) | r
+        return (int.from_bytes(self.own_id, "big") ^ d).to_bytes(len(self.own_id), "big")
+
+    # -- updates ---------------------------------------------------------
+
+    def add(self, contact: Contact, now: float) -> AddResult:
+        """Record that ``contact`` was heard from at ``now`` (specs/dht.md §5.2)."""
+        if contact.node_id == self.own_id:
+            return AddResult(AddStatus.REJECTED)
+        bucket = self._buckets[bucket_index(self.own_id, contact.node_id)]
+        entry = bucket.entries.get(contact.node_id)
+        if entry is not None:
+            if entry.contact.address != contact.address:
+                # A known ID now claims another address: keep the one we know
+                # works, or anyone could hijack an ID by naming it (§7).
+                return AddResult(AddStatus.REJECTED)
+            del bucket.entries[contact.node_id]
+            if contact.public_key or not entry.contact.public_key:
+                entry.contact = contact
+            entry.last_seen = now
+            bucket.entries[contact.node_id] = entry
+            bucket.last_changed = now
+            return AddResult(AddStatus.UPDATED)
+        if not self._ip_allowed(bucket, contact.host):
+            return AddResult(AddStatus.REJECTED)
+        if len(bucket.entries) < self.k:
+            bucket.entries[contact.node_id] = _Entry(contact, now)
+            self._count_ip(contact.host, +1)
+            bucket.last_changed = now
+            return AddResult(AddStatus.ADDED)
+        bucket.replacements.pop(contact.node_id, None)
+        bucket.replacements[contact.node_id] = _Entry(contact, now)
+        while len(bucket.replacements) > self.replacement_cache_size:
+            del bucket.replacements[next(iter(bucket.replacements))]
+        if bucket.pinging is not None:
+            return AddResult(AddStatus.CACHED)
+        head = next(iter(bucket.entries.values())).contact
+        bucket.pinging = head.node_id
+        return AddResult(AddStatus.CACHED, ping=head)
+
+    def seen(self, node_id: bytes, now: float) -> None:
+        """A contact answered: move it to the most-recently-seen end."""
+        if node_id == self.own_id or len(node_id) != len(self.own_id):
+            return
+        bucket = self._buckets[bucket_index(self.own_id, node_id)]
+        if bucket.pinging == node_id:
+            bucket.pinging = None
+        entry = bucket.entries.pop(node_id, None)
+        if entry is not None:
+            entry.last_seen = now
+            bucket.entries[node_id] = entry
+            bucket.last_changed = now
+
+    def remove(self, node_id: bytes) -> None:
+        """A contact failed: drop it and promote the newest replacement (Kademlia §4.1)."""
+        if node_id == self.own_id or len(node_id) != len(self.own_id):
+            return
+        bucket = self._buckets[bucket_index(self.own_id, node_id)]
+        if bucket.pinging == node_id:
+            bucket.pinging = None
+        bucket.replacements.pop(node_id, None)
+        entry = bucket.entries.pop(node_id, None)
+        if entry is None:
+            return
+        self._count_ip(entry.contact.host, -1)
+        # Newest replacement first: it was heard from most recently.
+        for rid in reversed(list(bucket.replacements)):
+            candidate = bucket.replacements.pop(rid)
+            if self._ip_allowed(bucket, candidate.contact.host):
+                bucket.entries[rid] = candidate
+                self._count_ip(candidate.contact.host, +1)
+                break
+
+    def touch_bucket(self, target: bytes, now: float) -> None:
+        """Mark the bucket covering ``target`` as refreshed by a lookup."""
+        if target != self.own_id:
+            self._buckets[bucket_index(self.own_id, target)].last_changed = now
+
+    def add_all(self, contacts: Iterable[Contact], now: float) -> None:
+        """Add several contacts, ignoring ping requests (used when loading a saved table)."""
+        for c in contacts:
+            self.add(c, now)
+        for b in self._buckets:
+            b.pinging = None
+
+    # -- per-IP limits (specs/dht.md §5.3) -------------------------------
+
+    def _ip_allowed(self, bucket: _Bucket, host: str) -> bool:
+        if self.exempt_loopback and is_loopback(host):
+            return True
+        in_bucket = sum(1 for e in bucket.entries.values() if e.contact.host == host)
+        if in_bucket >= self.max_per_ip_per_bucket:
+            return False
+        return self._ip_counts.get(host, 0) < self.max_per_ip_per_table
+
+    def _count_ip(self, host: str, delta: int) -> None:
+        n = self._ip_counts.get(host, 0) + delta
+        if n > 0:
+            self._ip_counts[host] = n
+        else:
+            self._ip_counts.pop(host, None)
+
+
+def sort_by_distance(target: bytes, contacts: Iterable[Contact]) -> list[Contact]:
+    """Contacts ordered by XOR distance to ``target``, nearest first."""
+    return sorted(contacts, key=lambda c: distance(c.node_id, target))

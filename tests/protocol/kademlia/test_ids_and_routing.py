@@ -1,0 +1,124 @@
+"""IDs, the XOR metric and the routing table (specs/dht.md §3, §5)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from protocol.kademlia.ids import Contact, KademliaError, bucket_index, dht_key_for_chunk, distance
+from protocol.kademlia.routing import AddStatus, RoutingTable
+
+OWN = bytes(20)
+
+
+def cid(n: int) -> bytes:
+    return n.to_bytes(20, "big")
+
+
+def contact(n: int, host: str = "127.0.0.1", port: int = 4000) -> Contact:
+    return Contact(cid(n), host, port)
+
+
+def test_distance_and_buckets() -> None:
+    assert distance(cid(5), cid(3)) == 6
+    assert distance(cid(7), cid(7)) == 0
+    assert bucket_index(OWN, cid(1)) == 0
+    assert bucket_index(OWN, cid(2)) == bucket_index(OWN, cid(3)) == 1
+    assert bucket_index(OWN, b"\xff" * 20) == 159
+    with pytest.raises(KademliaError):
+        bucket_index(OWN, OWN)
+
+
+def test_chunk_key_is_truncated_sha256() -> None:
+    address = bytes(range(32))
+    assert dht_key_for_chunk(address) == hashlib.sha256(address).digest()[:20]
+    assert dht_key_for_chunk(b"") == bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4")
+
+
+@pytest.mark.parametrize("item", [
+    [b"x" * 19, "127.0.0.1", 1], [b"x" * 20, "", 1], [b"x" * 20, "a b", 1], [b"x" * 20, "h", 0],
+    [b"x" * 20, "h", 70000], [b"x" * 20, "h", True], [b"x" * 20, "h"], "abc", [b"x" * 20, 5, 1],
+])
+def test_contact_from_wire_rejects(item: object) -> None:
+    with pytest.raises(KademliaError):
+        Contact.from_wire(item)
+
+
+def test_contact_wire_round_trip() -> None:
+    c = Contact(b"\x01" * 20, "10.0.0.1", 9)
+    assert Contact.from_wire(c.to_wire()) == c
+
+
+def test_lru_order_ping_before_evict_and_replacements() -> None:
+    table = RoutingTable(OWN, k=3, replacement_cache_size=2)
+    # IDs 8..15 all fall in bucket 3.
+    for n in (8, 9, 10):
+        assert table.add(contact(n), 1.0).status is AddStatus.ADDED
+    assert table.add(contact(8), 2.0).status is AddStatus.UPDATED  # 8 is now most recently seen
+    result = table.add(contact(11), 3.0)
+    assert result.status is AddStatus.CACHED and result.ping == contact(9)
+    # While that ping runs, more newcomers only wait; the cache keeps the newest 2.
+    assert table.add(contact(12), 3.0).ping is None
+    assert table.add(contact(13), 3.0).ping is None
+    # The head answered: it stays, newcomers stay cached.
+    table.seen(cid(9), 4.0)
+    assert {c.node_id for c in table.contacts()} == {cid(8), cid(9), cid(10)}
+    # Next newcomer: the head is now 10; it fails, the newest replacement takes its place.
+    result = table.add(contact(14), 5.0)
+    assert result.ping == contact(10)
+    table.remove(cid(10))
+    assert {c.node_id for c in table.contacts()} == {cid(8), cid(9), cid(14)}
+    table.remove(cid(8))
+    assert {c.node_id for c in table.contacts()} == {cid(9), cid(14), cid(13)}
+    table.remove(cid(9))  # 12 was pushed out of the 2-entry cache by 13 and 14
+    assert {c.node_id for c in table.contacts()} == {cid(14), cid(13)}
+
+
+def test_known_id_from_another_address_is_rejected() -> None:
+    table = RoutingTable(OWN)
+    table.add(contact(5, port=1), 0.0)
+    assert table.add(contact(5, port=2), 0.0).status is AddStatus.REJECTED
+    assert table.get(cid(5)) == contact(5, port=1)
+    assert table.add(Contact(OWN, "127.0.0.1", 1), 0.0).status is AddStatus.REJECTED
+
+
+def test_public_key_upgrade_is_kept() -> None:
+    table = RoutingTable(OWN)
+    table.add(contact(5), 0.0)
+    table.add(Contact(cid(5), "127.0.0.1", 4000, b"k" * 32), 1.0)
+    table.add(contact(5), 2.0)  # a plain sighting does not erase the proof
+    assert table.get(cid(5)).public_key == b"k" * 32  # type: ignore[union-attr]
+
+
+def test_per_ip_limits() -> None:
+    table = RoutingTable(OWN, max_per_ip_per_bucket=2, max_per_ip_per_table=3)
+    high = 1 << 150
+    assert table.add(contact(high + 1, "10.0.0.1"), 0).status is AddStatus.ADDED
+    assert table.add(contact(high + 2, "10.0.0.1"), 0).status is AddStatus.ADDED
+    assert table.add(contact(high + 3, "10.0.0.1"), 0).status is AddStatus.REJECTED  # bucket limit
+    assert table.add(contact(1 << 140, "10.0.0.1"), 0).status is AddStatus.ADDED
+    assert table.add(contact(1 << 130, "10.0.0.1"), 0).status is AddStatus.REJECTED  # table limit
+    assert table.add(contact(1 << 130, "10.0.0.2"), 0).status is AddStatus.ADDED
+    table.remove(cid(1 << 140))
+    assert table.add(contact(1 << 120, "10.0.0.1"), 0).status is AddStatus.ADDED
+    # Loopback is exempt (every test node lives there) unless asked otherwise.
+    for i in range(5):
+        assert table.add(contact(high + 10 + i, "127.0.0.1"), 0).status is AddStatus.ADDED
+    strict = RoutingTable(OWN, exempt_loopback=False, max_per_ip_per_bucket=1)
+    strict.add(contact(high + 1), 0)
+    assert strict.add(contact(high + 2), 0).status is AddStatus.REJECTED
+
+
+def test_closest_and_refresh_helpers() -> None:
+    table = RoutingTable(OWN)
+    for n in (1, 2, 3, 100, 1000, 1 << 159):
+        table.add(contact(n), 0.0)
+    assert [c.node_id for c in table.closest(cid(3), 3)] == [cid(3), cid(2), cid(1)]
+    assert [c.node_id for c in table.closest(cid(3), 2, exclude=cid(3))] == [cid(2), cid(1)]
+    assert 0 in table.stale_buckets(10.0, 5.0) and table.stale_buckets(3.0, 5.0) == []
+    for index in (0, 7, 159):
+        assert bucket_index(OWN, table.id_in_bucket(index, b"\xff" * 20)) == index
+        assert bucket_index(OWN, table.id_in_bucket(index, bytes(20))) == index
+    table.touch_bucket(cid(100), 20.0)
+    assert 6 not in table.stale_buckets(22.0, 5.0)
