@@ -29,7 +29,15 @@ import trio
 from node.store import ChunkStore
 from node.transport import BadChunk, RequestError, Session, TransportError
 from protocol.chunks import FileDecoder, Link
-from protocol.fetch import DEFAULT_REQUEST_TIMEOUT, DEFAULT_WINDOW, FetchScheduler, Outcome, Progress, Request
+from protocol.fetch import (
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_WINDOW,
+    MAX_HOSTS,
+    FetchScheduler,
+    Outcome,
+    Progress,
+    Request,
+)
 
 # Chunks queued ahead of the decoder at most; bounds the reorder buffer and so
 # the fetcher's memory (LOOKAHEAD × chunk size of ciphertext).
@@ -134,8 +142,17 @@ class FetchResult:
 Candidates = Callable[[bytes], Sequence[bytes]]
 
 
+class HostResolver(Protocol):
+    """Finds the hosts of a chunk as it comes up (node/locate.py: DHT placement and providers)."""
+
+    async def holders(self, address: bytes) -> list[ChunkSource]:
+        """Sources that may hold ``address`` (possibly new ones)."""
+        ...
+
+
 async def fetch_file(link: Link, dest: Path, sources: Sequence[ChunkSource], *, max_price_per_mib: int,
-                     candidates: Candidates | None = None, store: ChunkStore | None = None,
+                     candidates: Candidates | None = None, resolver: HostResolver | None = None,
+                     store: ChunkStore | None = None,
                      window: int = DEFAULT_WINDOW, request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
                      on_progress: Callable[[FetchProgress], None] | None = None) -> FetchResult:
     """Fetch, verify and decrypt the file ``link`` names into ``dest``, atomically.
@@ -144,6 +161,7 @@ async def fetch_file(link: Link, dest: Path, sources: Sequence[ChunkSource], *, 
         sources: the hosts to ask.
         max_price_per_mib: hosts priced above it are never asked.
         candidates: host IDs that may hold a chunk address (default: every source).
+        resolver: finds more hosts per chunk; their sources are added as they come.
         store: the node's chunk store: chunks found there are used, fetched ones kept.
         on_progress: called after every chunk.
 
@@ -153,7 +171,8 @@ async def fetch_file(link: Link, dest: Path, sources: Sequence[ChunkSource], *, 
     """
     dest = Path(dest)
     part = dest.with_name(dest.name + PART_SUFFIX)
-    run = _Fetch(link, sources, max_price_per_mib, candidates, store, window, request_timeout, on_progress)
+    run = _Fetch(link, sources, max_price_per_mib, candidates, resolver, store, window, request_timeout,
+                 on_progress)
     with open(part, "wb") as out:
         try:
             await run.run(out)
@@ -183,14 +202,16 @@ def _commit(part: Path, dest: Path) -> None:
 
 class _Fetch:
     def __init__(self, link: Link, sources: Sequence[ChunkSource], max_price: int, candidates: Candidates | None,
-                 store: ChunkStore | None, window: int, timeout: float,
+                 resolver: HostResolver | None, store: ChunkStore | None, window: int, timeout: float,
                  on_progress: Callable[[FetchProgress], None] | None) -> None:
         self.decoder = FileDecoder.from_link(link)
         self.sched = FetchScheduler(max_price_per_mib=max_price, window=window, request_timeout=timeout)
         self.sources = {s.host_id: s for s in sources}
         for s in sources:
             self.sched.add_host(s.host_id, s.price_per_mib)
-        self.candidates = candidates or (lambda address: list(self.sources))
+        static = [s.host_id for s in sources]
+        self.candidates = candidates or (lambda address: static)
+        self.resolver = resolver
         self.store = store
         self.on_progress = on_progress
         self.queued: dict[bytes, int] = {}  # address -> scheduler index, not yet arrived
@@ -200,7 +221,7 @@ class _Fetch:
         self.written = 0
         self.local = 0
         self.started = time.monotonic()
-        capacity = max(1, len(self.sources) * window)
+        capacity = MAX_HOSTS * window  # one result per outstanding request at most
         self.results_send, self.results_recv = trio.open_memory_channel[tuple[Request, object]](capacity)
 
     def report(self) -> FetchProgress:
@@ -291,7 +312,14 @@ class _Fetch:
                 continue
             if self.sched.room() <= 0:
                 return
-            self.sched.add_chunk(self.next_index, address, self.candidates(address))
+            hosts = list(self.candidates(address))
+            if self.resolver is not None:
+                for source in await self.resolver.holders(address):
+                    if source.host_id not in self.sources:
+                        self.sources[source.host_id] = source
+                        self.sched.add_host(source.host_id, source.price_per_mib)
+                    hosts.append(source.host_id)
+            self.sched.add_chunk(self.next_index, address, hosts)
             self.queued[address] = self.next_index
             self.next_index += 1
 

@@ -71,8 +71,7 @@ def sample(tmp_path: Path) -> tuple[Path, Link, ChunkStore]:
 
 def replicate(origin: ChunkStore, dest: Path) -> ChunkStore:
     store = ChunkStore(dest)
-    for address in origin.list():
-        store.put(address, origin.get(address))
+    store.put_many((a, origin.get(a)) for a in origin.list())
     return store
 
 
