@@ -71,10 +71,14 @@ class PeerDialer:
         return session
 
     async def closest_nodes(self, address: bytes, count: int) -> list[bytes]:
-        """Node IDs of other mu nodes closest to the chunk's DHT key, closest first (up to ``count``)."""
+        """Node IDs of other nodes closest to the chunk's DHT key, closest first (up to ``count``).
+
+        Plain ``kademlia`` nodes may be among them; they have no contact
+        record, so :meth:`session` reports them unreachable and callers move on.
+        """
         contacts = await self.dht.lookup(dht_key(address))
         own = self.dht.node_id
-        ids = [c.node_id for c in contacts if c.public_key and c.node_id != own]
+        ids = [c.node_id for c in contacts if c.node_id != own]
         return placement(address, ids, min(count, 20)) if ids else []
 
 

@@ -83,7 +83,7 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
             nursery.start_soon(place, address, data)
     announcement = await dialer.dht.announce_provider(dht_key(link.root), tcp_port=dialer.transport.port)
     return ReplicationReport(chunks=counts["chunks"], replicas_confirmed=counts["confirmed"],
-                             under_replicated=counts["under"], announced_to=len(announcement.stored))
+                             under_replicated=counts["under"], announced_to=len(announcement.stored_at))
 
 
 async def _place_chunk(dialer: PeerDialer, address: bytes, data: bytes, replicas: int) -> list[bytes]:

@@ -42,21 +42,21 @@ class Node:
         return PeerDialer(self.dht, self.transport)
 
 
-async def run_node(path: Path, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def run_node(path: Path, dht_timeout: float, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     identity = Identity(os.urandom(32))
     store = ChunkStore(path)
     with trio.CancelScope() as scope:
         async with open_transport(identity, ChunkServer(store),
                                   payment_key=PrivateKey().public_key.format()) as transport:
-            async with open_dht(identity, contact=ContactInfo(tcp_port=transport.port), request_timeout=2.0) as dht:
+            async with open_dht(identity, contact=ContactInfo(tcp_port=transport.port), request_timeout=dht_timeout) as dht:
                 task_status.started(Node(identity, store, transport, dht, scope))
                 await trio.sleep_forever()
 
 
 @asynccontextmanager
-async def network(tmp_path: Path, count: int):
+async def network(tmp_path: Path, count: int, dht_timeout: float = 2.0):
     async with trio.open_nursery() as nursery:
-        nodes = [await nursery.start(run_node, tmp_path / f"node{i}") for i in range(count)]
+        nodes = [await nursery.start(run_node, tmp_path / f"node{i}", dht_timeout) for i in range(count)]
         for node in nodes[1:]:
             await node.dht.bootstrap([("127.0.0.1", nodes[0].dht.port)])
         for node in nodes:  # a second round so every table is full
@@ -95,7 +95,7 @@ async def test_ten_nodes_add_replicate_fetch(tmp_path: Path) -> None:
 async def test_fetch_survives_a_dead_replica_and_dead_uploader(tmp_path: Path) -> None:
     src = tmp_path / "file.bin"
     src.write_bytes(os.urandom(2 * MIB))
-    async with network(tmp_path, 6) as nodes:
+    async with network(tmp_path, 6, dht_timeout=0.5) as nodes:
         uploader = nodes[0]
         link = add_file(uploader.store, src, chunk_size=CHUNK).link
         placed = []
