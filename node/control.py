@@ -49,7 +49,7 @@ CLIENT_TIMEOUT = 30.0
 API_PREFIX = "/v1/"
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large",
+            405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large", 422: "Unprocessable Content",
             431: "Request Header Fields Too Large", 500: "Internal Server Error",
             503: "Service Unavailable"}
 
@@ -284,8 +284,12 @@ class ControlServer:
     async def _answer_stream(self, stream: trio.SocketStream, handler: StreamHandler, body: Json) -> None:
         await stream.send_all(_response(200, b"", "application/x-ndjson"))
 
+        lock = trio.Lock()  # handlers may emit from several tasks at once
+
         async def emit(event: Json) -> None:
-            await stream.send_all(json.dumps(event).encode() + b"\n")
+            line = json.dumps(event).encode() + b"\n"
+            async with lock:
+                await stream.send_all(line)
 
         try:
             result = await handler(body, emit)

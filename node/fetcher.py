@@ -133,7 +133,7 @@ class FetchProgress:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FetchResult:
-    path: Path
+    path: Path | None
     size: int
     progress: FetchProgress
     banned: tuple[bytes, ...]
@@ -150,12 +150,14 @@ class HostResolver(Protocol):
         ...
 
 
-async def fetch_file(link: Link, dest: Path, sources: Sequence[ChunkSource], *, max_price_per_mib: int,
+async def fetch_file(link: Link, dest: Path | None, sources: Sequence[ChunkSource], *, max_price_per_mib: int,
                      candidates: Candidates | None = None, resolver: HostResolver | None = None,
                      store: ChunkStore | None = None,
                      window: int = DEFAULT_WINDOW, request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
                      on_progress: Callable[[FetchProgress], None] | None = None) -> FetchResult:
     """Fetch, verify and decrypt the file ``link`` names into ``dest``, atomically.
+
+    With ``dest`` None only the chunks are kept (in ``store``): that is pinning.
 
     Args:
         sources: the hosts to ask.
@@ -169,10 +171,13 @@ async def fetch_file(link: Link, dest: Path, sources: Sequence[ChunkSource], *, 
         FetchFailed: some chunk has no usable host left.
         protocol.chunks.IntegrityError: verified chunks do not decrypt (wrong key).
     """
-    dest = Path(dest)
-    part = dest.with_name(dest.name + PART_SUFFIX)
     run = _Fetch(link, sources, max_price_per_mib, candidates, resolver, store, window, request_timeout,
                  on_progress)
+    if dest is None:  # pinning: the chunks go to the store, the plaintext nowhere
+        await run.run(_Discard())
+        return FetchResult(path=None, size=run.written, progress=run.report(), banned=run.banned())
+    dest = Path(dest)
+    part = dest.with_name(dest.name + PART_SUFFIX)
     with open(part, "wb") as out:
         try:
             await run.run(out)
@@ -182,8 +187,12 @@ async def fetch_file(link: Link, dest: Path, sources: Sequence[ChunkSource], *, 
             part.unlink(missing_ok=True)
             raise
     await trio.to_thread.run_sync(_commit, part, dest)
-    return FetchResult(path=dest, size=run.written, progress=run.report(),
-                       banned=tuple(s.host_id for s in sources if run.sched.is_banned(s.host_id)))
+    return FetchResult(path=dest, size=run.written, progress=run.report(), banned=run.banned())
+
+
+class _Discard:
+    def write(self, data: bytes) -> int:
+        return len(data)
 
 
 def _fsync_file(f: object) -> None:
@@ -223,6 +232,9 @@ class _Fetch:
         self.started = time.monotonic()
         capacity = MAX_HOSTS * window  # one result per outstanding request at most
         self.results_send, self.results_recv = trio.open_memory_channel[tuple[Request, object]](capacity)
+
+    def banned(self) -> tuple[bytes, ...]:
+        return tuple(h for h in self.sources if self.sched.is_banned(h))
 
     def report(self) -> FetchProgress:
         return FetchProgress(chunks=self.sched.progress(), bytes_written=self.written, local_chunks=self.local,

@@ -12,7 +12,7 @@ the memory held (that many chunks).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -48,7 +48,7 @@ class ReplicationReport:
 
 
 async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, replicas: int = DEFAULT_REPLICAS,
-                         on_chunk: Callable[[ChunkPlaced], None] | None = None) -> ReplicationReport:
+                         on_chunk: Callable[[ChunkPlaced], Awaitable[None]] | None = None) -> ReplicationReport:
     """Push every chunk of ``link``'s file to its R closest nodes, then announce the root.
 
     The chunks must be in ``store``; the link's key is needed to walk the
@@ -72,7 +72,7 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
             counts["under"] += 1
             log.warning("chunk %s stored on %d of %d nodes", address.hex(), len(placed), replicas)
         if on_chunk is not None:
-            on_chunk(ChunkPlaced(address=address, replicas=tuple(placed)))
+            await on_chunk(ChunkPlaced(address=address, replicas=tuple(placed)))
 
     async with trio.open_nursery() as nursery:
         while (address := decoder.next_address()) is not None:

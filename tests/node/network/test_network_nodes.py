@@ -1,68 +1,26 @@
 """Ten nodes on loopback: add and replicate on one, fetch by root on another (specs/network.md §3, §7).
 
-Each node is a real transport (ChunkServer over its own ChunkStore) plus a
-real DHT node on UDP whose contact record advertises the transport's port,
-all in one trio run: an in-process test network with real sockets.
+The nodes are real transports and DHT nodes on loopback sockets in one trio
+run (tests/helpers/network.py).
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import trio
-from coincurve import PrivateKey
 
-from node.dht import ContactInfo, DhtNode, open_dht
 from node.fetcher import fetch_file
 from node.files import add_file
-from node.locate import DhtResolver, PeerDialer
-from node.store import ChunkStore
-from node.transport import ChunkServer, Transport, open_transport
+from node.locate import DhtResolver
 from node.uploader import replicate_file
 from protocol.fetch import placement
-from protocol.identity import Identity
+from tests.helpers.network import collect, network
 
 MIB = 1 << 20
 CHUNK = 256 * 1024
-
-
-@dataclass
-class Node:
-    identity: Identity
-    store: ChunkStore
-    transport: Transport
-    dht: DhtNode
-    scope: trio.CancelScope
-
-    def dialer(self) -> PeerDialer:
-        return PeerDialer(self.dht, self.transport)
-
-
-async def run_node(path: Path, dht_timeout: float, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    identity = Identity(os.urandom(32))
-    store = ChunkStore(path)
-    with trio.CancelScope() as scope:
-        async with open_transport(identity, ChunkServer(store),
-                                  payment_key=PrivateKey().public_key.format()) as transport:
-            async with open_dht(identity, contact=ContactInfo(tcp_port=transport.port), request_timeout=dht_timeout) as dht:
-                task_status.started(Node(identity, store, transport, dht, scope))
-                await trio.sleep_forever()
-
-
-@asynccontextmanager
-async def network(tmp_path: Path, count: int, dht_timeout: float = 2.0):
-    async with trio.open_nursery() as nursery:
-        nodes = [await nursery.start(run_node, tmp_path / f"node{i}", dht_timeout) for i in range(count)]
-        for node in nodes[1:]:
-            await node.dht.bootstrap([("127.0.0.1", nodes[0].dht.port)])
-        for node in nodes:  # a second round so every table is full
-            await node.dht.bootstrap([("127.0.0.1", nodes[-1].dht.port)])
-        yield nodes
-        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.slow
@@ -73,7 +31,7 @@ async def test_ten_nodes_add_replicate_fetch(tmp_path: Path) -> None:
         uploader, fetcher = nodes[0], nodes[7]
         link = add_file(uploader.store, src, chunk_size=CHUNK).link
         placed = []
-        report = await replicate_file(link, uploader.store, uploader.dialer(), on_chunk=placed.append)
+        report = await replicate_file(link, uploader.store, uploader.dialer(), on_chunk=collect(placed))
         assert report.chunks == len(uploader.store) == len(placed)
         assert report.under_replicated == 0
         assert report.replicas_confirmed == 3 * report.chunks
@@ -99,7 +57,7 @@ async def test_fetch_survives_a_dead_replica_and_dead_uploader(tmp_path: Path) -
         uploader = nodes[0]
         link = add_file(uploader.store, src, chunk_size=CHUNK).link
         placed = []
-        await replicate_file(link, uploader.store, uploader.dialer(), on_chunk=placed.append)
+        await replicate_file(link, uploader.store, uploader.dialer(), on_chunk=collect(placed))
         # kill the closest holder of the root chunk, and the uploader (a provider of everything)
         root_holders = next(p.replicas for p in placed if p.address == link.root)
         victim = next(n for n in nodes if n.identity.node_id == root_holders[0])
