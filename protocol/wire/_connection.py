@@ -131,9 +131,11 @@ class Connection:
         self._identity = identity
         self._hello = hello
         self._expected = expected_node_id
-        self._hs: XXHandshake | None = XXHandshake(
-            initiator=role is Role.INITIATOR, static_key=static_key, ephemeral_key=ephemeral_key, prologue=PREAMBLE
-        )
+        self._static_key = static_key
+        self._ephemeral_key = ephemeral_key
+        # The responder builds its handshake state only once message 1 is in,
+        # so a flood of junk connections costs no X25519 work (specs/wire.md §9).
+        self._hs: XXHandshake | None = self._new_handshake() if role is Role.INITIATOR else None
         self._send: CipherState | None = None
         self._recv: CipherState | None = None
         # Unparsed bytes are _buf[_pos:_end]; _buf may have spare room past _end
@@ -284,8 +286,17 @@ class Connection:
                 return message
 
     # ------------------------------------------------------------- handshake
+    def _new_handshake(self) -> XXHandshake:
+        return XXHandshake(
+            initiator=self.role is Role.INITIATOR,
+            static_key=self._static_key,
+            ephemeral_key=self._ephemeral_key,
+            prologue=PREAMBLE,
+        )
+
     def _handshake(self) -> XXHandshake:
-        assert self._hs is not None
+        if self._hs is None:
+            self._hs = self._new_handshake()
         return self._hs
 
     def _handshake_read(self, raw: bytes) -> bytes:
@@ -314,6 +325,7 @@ class Connection:
     def _finish_handshake(self) -> None:
         self._send, self._recv = self._handshake().split()
         self._hs = None
+        self._static_key = self._ephemeral_key = b""
         self.state = State.AWAIT_HELLO
         self._out += self._seal(self._hello)
 

@@ -1,0 +1,22 @@
+"""scripts/bench-transport --quick runs end to end and prints its figures."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_bench_transport_quick_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_transport.py"), "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    rates = dict(re.findall(r"^\s+(.+?)\s+([\d.]+) MiB/s$", out, re.MULTILINE))
+    assert len(rates) == 6, out
+    assert all(float(rate) > 0 for rate in rates.values())
+    assert re.search(r"session / AES-GCM .* = [\d.]+x", out)
+    assert re.search(r"peak RSS: client \d+ MiB, server \d+ MiB", out)
