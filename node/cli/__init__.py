@@ -24,6 +24,9 @@ EXIT_INTEGRITY = 3
 # Command-group modules, in the order they appear in `mu --help`.
 COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.init",
+    "node.cli.node",
+    "node.cli.channels",
+    "node.cli.ledger",
     "node.cli.files",
     "node.cli.store",
     "node.cli.chain",

@@ -161,7 +161,7 @@ class Wallet:
             InsufficientFunds: the coins cannot pay outputs plus fee.
         """
         rate = fee_rate or self.fee_rate
-        for out in outputs:
+        for out in outputs if change else ():
             if out.value < dust_threshold(out.script_pubkey) and output_type(out.script_pubkey) != "nulldata":
                 raise WalletError(f"output of {out.value} sat is dust")
         target = sum(o.value for o in outputs)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from typing import Any
 
 from Crypto.Cipher import AES
 from Crypto.Protocol import DH
@@ -93,7 +94,12 @@ class CipherState:
     def nonce(self) -> int:
         return self._nonce
 
-    def _next_cipher(self) -> object:
+    def next_cipher(self) -> Any:
+        """Return a fresh AES-GCM object for nonce ``n`` and advance ``n``.
+
+        Used by the record layer to stream one record through a single
+        cipher object (specs/wire.md §4).
+        """
         if self._key is None:
             raise NoiseError("cipher state has no key")
         n = self._nonce
@@ -105,7 +111,7 @@ class CipherState:
     def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
         if self._key is None:
             return bytes(plaintext)
-        cipher = self._next_cipher()
+        cipher = self.next_cipher()
         cipher.update(ad)  # type: ignore[attr-defined]
         ciphertext, tag = cipher.encrypt_and_digest(plaintext)  # type: ignore[attr-defined]
         return bytes(ciphertext) + bytes(tag)
@@ -117,7 +123,7 @@ class CipherState:
             raise NoiseError("ciphertext shorter than the tag")
         # The nonce only advances on success (spec section 5.1).
         saved = self._nonce
-        cipher = self._next_cipher()
+        cipher = self.next_cipher()
         cipher.update(ad)  # type: ignore[attr-defined]
         body = memoryview(ciphertext)
         try:
@@ -129,7 +135,7 @@ class CipherState:
 
     def encrypt_into(self, ad: bytes, plaintext: memoryview, output: memoryview) -> None:
         """Encrypt ``plaintext`` into ``output`` (len(plaintext) + TAG_SIZE bytes)."""
-        cipher = self._next_cipher()
+        cipher = self.next_cipher()
         cipher.update(ad)  # type: ignore[attr-defined]
         size = len(plaintext)
         cipher.encrypt(plaintext, output=output[:size])  # type: ignore[attr-defined]
@@ -142,7 +148,7 @@ class CipherState:
         unauthenticated bytes the caller must discard.
         """
         saved = self._nonce
-        cipher = self._next_cipher()
+        cipher = self.next_cipher()
         cipher.update(ad)  # type: ignore[attr-defined]
         size = len(ciphertext) - TAG_SIZE
         cipher.decrypt(ciphertext[:size], output=output)  # type: ignore[attr-defined]

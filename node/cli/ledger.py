@@ -1,0 +1,78 @@
+"""``mu earnings`` and ``mu ledger``: read the node's payment ledger.
+
+Both open the ledger read-mostly while a node may be running (SQLite WAL
+lets them read beside the node's writer).  Amounts are int sats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from node.cli import EXIT_NOT_FOUND, EXIT_OK, fail
+from node.config import resolve_data_dir
+from node.ledger import LEDGER_FILE, Ledger
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("earnings", help="sats earned, pending in open channels and settled on chain")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run_earnings)
+    p = sub.add_parser("ledger", help="every channel, payment and settlement in the ledger")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--limit", type=int, default=50, help="payments to show in text mode (default 50)")
+    p.set_defaults(func=run_ledger)
+
+
+def open_existing_ledger(data_dir_option: str | None) -> Ledger | None:
+    """The data dir's ledger, or None when the node never ran there."""
+    path = resolve_data_dir(data_dir_option) / LEDGER_FILE
+    return Ledger.open(path) if path.exists() else None
+
+
+def run_earnings(args: argparse.Namespace) -> int:
+    ledger = open_existing_ledger(args.data_dir)
+    if ledger is None:
+        return fail("no ledger in this data dir (has `mu node` run here?)", EXIT_NOT_FOUND)
+    with ledger:
+        report = ledger.earnings()
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return EXIT_OK
+    print(f"earned:  {report['earned']} sats")
+    print(f"pending: {report['pending']} sats in open channels")
+    print(f"settled: {report['settled']} sats on chain")
+    print(f"spent:   {report['spent']} sats")
+    if report["per_peer"]:
+        print("\nper peer                                   earned   pending   settled     spent")
+        for peer, row in report["per_peer"].items():
+            print(f"{peer}  {row['earned']:>8} {row['pending']:>9} {row['settled']:>9} {row['spent']:>9}")
+    if report["per_day"]:
+        print("\nper day (UTC)   earned")
+        for day, amount in report["per_day"].items():
+            print(f"{day}  {amount:>8}")
+    return EXIT_OK
+
+
+def run_ledger(args: argparse.Namespace) -> int:
+    ledger = open_existing_ledger(args.data_dir)
+    if ledger is None:
+        return fail("no ledger in this data dir (has `mu node` run here?)", EXIT_NOT_FOUND)
+    with ledger:
+        dump = ledger.export()
+    if args.json:
+        print(json.dumps(dump, indent=2, sort_keys=True))
+        return EXIT_OK
+    print(f"channels ({len(dump['channels'])}):")
+    for c in dump["channels"]:
+        print(f"  {c['channel_id']}  {c['role']:<5} {c['state']:<9} peer {c['peer'][:16]}  "
+              f"total {c['total']}/{c['capacity']}  expiry {c['expiry']}")
+    payments = dump["payments"][-args.limit:] if args.limit > 0 else []
+    print(f"payments ({len(dump['payments'])}, last {len(payments)} shown):")
+    for p in payments:
+        print(f"  #{p['id']} {p['direction']:<3} {p['kind']:<3} chunk {p['chunk'][:16]}  price {p['price']}  "
+              f"paid {p['amount']}  peer {p['peer'][:16]}")
+    print(f"settlements ({len(dump['settlements'])}):")
+    for s in dump["settlements"]:
+        print(f"  {s['kind']:<6} {s['txid']}  {s['amount']} sats  {s['state']}  height {s['height']}")
+    return EXIT_OK

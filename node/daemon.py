@@ -1,0 +1,144 @@
+"""``mu node``: the running node, composed of its services in one nursery.
+
+``open_node(config)`` opens, in order, the ledger, the chunk store, the
+chain backend client and the wallet, builds the host's signed terms, and
+starts the transport (serving chunks only against payments) and the
+settlement watcher as services of one nursery (``nursery.start``), so
+later services (the DHT, a control API) slot in beside them.  Once
+listening it writes ``node.json`` in the data dir (node id, host, port,
+pid) so scripts and tests can find it; it is removed on a clean stop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from node.config import load_identity, write_secret_file
+from node.exchange import ChainView, PaidChunkServer, PayeeBook, Payer
+from node.ledger import LEDGER_FILE, Ledger
+from node.rpc import RPCClient
+from node.settlement import SettlementConfig, SettlementWatcher
+from node.store import STORE_DIR, ChunkStore
+from node.transport import Transport, open_transport
+from node.wallet import Wallet
+from protocol.identity import Identity
+from protocol.payments import Terms
+
+log = logging.getLogger("mu.node")
+
+NODE_INFO_FILE = "node.json"
+# Wallet key indexes the node uses (node.wallet derives KEY_COUNT keys).
+PAYMENT_KEY_INDEX = 0  # receives earnings: the wallet's receive key
+PAYER_KEY_INDEX = 2  # signs our own channel payments
+
+
+@dataclass(slots=True)
+class NodeConfig:
+    """Everything ``mu node`` takes from its command line (defaults in specs/payments.md)."""
+
+    data_dir: Path
+    chain_rpc: str
+    chain_cookie: Path | None = None
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 0
+    price_per_mib_get: int = 100
+    price_per_mib_put: int = 300
+    retention_seconds: int = 30 * 86_400
+    free_allowance: int = 1_000
+    min_capacity: int = 10_000
+    expiry_window: int = 36
+    min_confirmations: int = 1
+    fee_rate: int = 2
+    quota_bytes: int | None = None
+    max_price_per_mib_get: int = 1_000
+    max_price_per_mib_put: int = 3_000
+    settlement: SettlementConfig = field(default_factory=SettlementConfig)
+
+
+@dataclass(slots=True)
+class Node:
+    """A running node's parts (what tests and later services use)."""
+
+    config: NodeConfig
+    identity: Identity
+    ledger: Ledger
+    store: ChunkStore
+    wallet: Wallet
+    terms: Terms
+    book: PayeeBook
+    payer: Payer
+    watcher: SettlementWatcher
+    transport: Transport
+    nursery: trio.Nursery
+
+
+def write_node_info(data_dir: Path, info: dict[str, object]) -> None:
+    """Write ``node.json`` atomically (readers never see half a file)."""
+    write_secret_file(data_dir / NODE_INFO_FILE, json.dumps(info, sort_keys=True).encode())
+
+
+def read_node_info(data_dir: Path) -> dict[str, object] | None:
+    """The running node's ``node.json``, or None."""
+    path = data_dir / NODE_INFO_FILE
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+@asynccontextmanager
+async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
+    """Run a node until the ``async with`` body ends; then stop every service."""
+    data_dir = config.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    identity = load_identity(data_dir)
+    ledger = await trio.to_thread.run_sync(Ledger.open, data_dir / LEDGER_FILE)
+    store = await trio.to_thread.run_sync(lambda: ChunkStore(data_dir / STORE_DIR, config.quota_bytes))
+    try:
+        async with RPCClient(config.chain_rpc, cookie_path=config.chain_cookie) as rpc:
+            wallet = await Wallet.open(data_dir, rpc, fee_rate=config.fee_rate)
+            payment_key = wallet.keys[PAYMENT_KEY_INDEX]
+            terms = Terms(
+                price_per_mib_get=config.price_per_mib_get, price_per_mib_put=config.price_per_mib_put,
+                retention_seconds=config.retention_seconds, free_allowance=config.free_allowance,
+                min_capacity=config.min_capacity, expiry_window=config.expiry_window,
+                min_confirmations=config.min_confirmations, fee_rate=config.fee_rate,
+                payment_pubkey=payment_key.public_key.data, identity_key=identity.public_key,
+            ).signed(identity)
+            chain = ChainView(rpc)
+            book = PayeeBook(ledger=ledger, terms=terms, payee_key=payment_key, chain=chain)
+            payer = Payer(ledger=ledger, key=wallet.keys[PAYER_KEY_INDEX],
+                          max_price_per_mib_get=config.max_price_per_mib_get,
+                          max_price_per_mib_put=config.max_price_per_mib_put)
+            watcher = SettlementWatcher(ledger=ledger, chain=chain, book=book, payer_key=wallet.keys[PAYER_KEY_INDEX],
+                                        refund_script=wallet.script_pubkey(), config=config.settlement)
+            server = PaidChunkServer(store, book)
+            async with open_transport(identity, server, payment_key=payment_key.public_key.data,
+                                      host=config.listen_host, port=config.listen_port,
+                                      terms=terms.to_wire()) as transport:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(watcher.serve)
+                    write_node_info(data_dir, {
+                        "node_id": identity.node_id.hex(), "host": config.listen_host, "port": transport.port,
+                        "pid": os.getpid(), "payment_pubkey": payment_key.public_key.data.hex(),
+                        "address": wallet.address(),
+                    })
+                    log.info("node %s listening on %s:%d", identity.node_id.hex(), config.listen_host, transport.port)
+                    try:
+                        yield Node(config=config, identity=identity, ledger=ledger, store=store, wallet=wallet,
+                                   terms=terms, book=book, payer=payer, watcher=watcher, transport=transport,
+                                   nursery=nursery)
+                    finally:
+                        (data_dir / NODE_INFO_FILE).unlink(missing_ok=True)
+                        nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+        ledger.close()

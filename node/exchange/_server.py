@@ -1,0 +1,92 @@
+"""The host's request handler: chunk requests served only once paid for.
+
+Wraps the transport's plain ``ChunkServer``: GET and PUT go through
+``PayeeBook.charge`` (which returns once the payment is on disk) before
+the chunk is sent or stored; channel messages open channels and report
+their state; HAVE stays free.  Every refusal is an ERROR with its own code
+(specs/payments.md §Error codes); bad input never raises out of here
+except as ``RequestRefused``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import trio
+
+from node.exchange._payee import PayeeBook
+from node.store import ChunkCorrupt, ChunkNotFound, ChunkStore, StoreFull
+from node.transport import RequestRefused, Session
+from node.transport import ChunkServer
+from protocol.payments import LocalPaymentError
+from protocol.payments.messages import OpenChannel, channel_request
+from protocol.wire import ChannelMessage, Chunk, ErrorCode, GetChunk, Message, MessageType, PutChunk, PutOk
+
+log = logging.getLogger("mu.exchange")
+
+
+def refused(exc: LocalPaymentError) -> RequestRefused:
+    """The transport refusal carrying a payment error's code and ``owed``."""
+    return RequestRefused(exc.code, str(exc)[:256], owed=exc.owed)  # type: ignore[arg-type]
+
+
+class PaidChunkServer:
+    """``RequestHandler`` for a host that charges for GET and PUT."""
+
+    def __init__(self, store: ChunkStore, book: PayeeBook) -> None:
+        self.store = store
+        self.book = book
+        self._free = ChunkServer(store)
+        self.served = 0  # chunks sent or stored after payment (for status/tests)
+
+    async def handle_request(self, session: Session, message: Message) -> Message | None:
+        peer = session.peer_node_id
+        try:
+            if isinstance(message, GetChunk):
+                return await self._get(peer, message)
+            if isinstance(message, PutChunk):
+                return await self._put(peer, message)
+            if isinstance(message, ChannelMessage):
+                return await self._channel(peer, message)
+        except LocalPaymentError as exc:
+            log.info("refused %s from %s: %s %s", type(message).__name__, peer.hex()[:12], exc.code.name, exc)
+            raise refused(exc) from None
+        return await self._free.handle_request(session, message)
+
+    async def _get(self, peer: bytes, message: GetChunk) -> Message:
+        try:
+            data = await trio.to_thread.run_sync(self.store.get, message.address)
+        except (ChunkNotFound, ChunkCorrupt):
+            raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not found") from None
+        # Durable before serving: charge() returns once the payment is on disk.
+        await self.book.charge(peer, kind="get", chunk=message.address, size=len(data), payment=message.payment)
+        self.served += 1
+        return Chunk(request_id=message.request_id, address=message.address, data=data)
+
+    async def _put(self, peer: bytes, message: PutChunk) -> Message:
+        if hashlib.sha256(message.data).digest() != message.address:
+            raise RequestRefused(ErrorCode.CORRUPT_DATA, "data does not hash to the address")
+        quota = self.store.quota_bytes
+        if quota is not None and self.store.used_bytes() + len(message.data) > quota:
+            raise RequestRefused(ErrorCode.OVER_QUOTA, "store full")  # refuse before taking money
+        await self.book.charge(peer, kind="put", chunk=message.address, size=len(message.data), payment=message.payment)
+        try:
+            stored = await trio.to_thread.run_sync(self.store.put, message.address, message.data)
+        except StoreFull:
+            raise RequestRefused(ErrorCode.OVER_QUOTA, "store full") from None
+        self.served += 1
+        return PutOk(request_id=message.request_id, address=message.address, stored=bool(stored))
+
+    async def _channel(self, peer: bytes, message: ChannelMessage) -> Message:
+        if message.response:
+            raise RequestRefused(ErrorCode.UNEXPECTED_MESSAGE, "unsolicited channel reply")
+        if message.type == MessageType.OPEN_CHANNEL:
+            state = await self.book.open_channel(peer, OpenChannel.from_wire(message.fields))
+            reply_type = MessageType.CHANNEL_ACCEPTED
+        elif message.type == MessageType.CHANNEL_STATE:
+            state = await self.book.channel_state(peer, channel_request(message.fields))
+            reply_type = MessageType.CHANNEL_STATE
+        else:
+            raise RequestRefused(ErrorCode.UNEXPECTED_MESSAGE, f"{message.type.name} is not served")
+        return ChannelMessage(request_id=message.request_id, type=reply_type, fields=state.to_wire(), response=True)

@@ -1,0 +1,338 @@
+"""The node's SQLite ledger: channels, payments, accounts, settlements.
+
+Opened in WAL mode with ``synchronous=FULL`` so a committed payment survives
+kill -9 and power loss; writes go through one connection and are group
+committed (``_commit.py``); reads use a second connection.  Every method is
+synchronous and thread-safe: trio code calls them through
+``trio.to_thread.run_sync``.  (specs/payments.md §Ledger.)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from node.ledger import _reports
+from node.ledger._commit import GroupCommitter
+from node.ledger._schema import migrate
+
+CHANNEL_STATES = ("open", "closing", "closed", "refunding", "refunded")
+LEDGER_FILE = "ledger.sqlite3"
+# How long a connection waits for a lock held by another process.
+BUSY_TIMEOUT_MS = 10_000
+
+
+class LedgerError(Exception):
+    """A write the ledger refuses (the database is unchanged)."""
+
+
+class StaleTotal(LedgerError):
+    """A payment's total is not above the channel's recorded total (a replay)."""
+
+
+class UnknownChannel(LedgerError):
+    """No channel with that id is recorded."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelRecord:
+    """One channel as the ledger stores it."""
+
+    channel_id: str
+    role: str
+    peer: str
+    state: str
+    capacity: int
+    total: int
+    payer_sig: bytes | None
+    funding_txid: str
+    funding_vout: int
+    expiry: int
+    params: bytes
+    opened_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Account:
+    """What one peer has consumed and paid, seen from one direction."""
+
+    consumed: int = 0
+    paid: int = 0
+    last_chunk: str | None = None
+    last_kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentRecord:
+    """One charged request (``amount`` may be 0 inside the free allowance)."""
+
+    id: int
+    peer: str
+    direction: str
+    kind: str
+    chunk: str
+    price: int
+    amount: int
+    channel_id: str | None
+    total: int | None
+    at: float
+
+
+_CHANNEL_COLUMNS = (
+    "channel_id, role, peer, state, capacity, total, payer_sig, funding_txid, "
+    "funding_vout, expiry, params, opened_at, updated_at"
+)
+
+
+def _channel(row: tuple[Any, ...]) -> ChannelRecord:
+    (cid, role, peer, state, capacity, total, sig, txid, vout, expiry, params, opened, updated) = row
+    return ChannelRecord(
+        channel_id=cid, role=role, peer=peer, state=state, capacity=capacity, total=total,
+        payer_sig=bytes(sig) if sig is not None else None, funding_txid=txid, funding_vout=vout,
+        expiry=expiry, params=bytes(params), opened_at=opened, updated_at=updated,
+    )
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves (group commit).
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+class Ledger:
+    """The ledger of one node.  Use ``Ledger.open(path)``; ``close()`` when done."""
+
+    def __init__(self, path: Path, writer: sqlite3.Connection, reader: sqlite3.Connection) -> None:
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._read_lock = threading.Lock()
+        self._commits = GroupCommitter(writer)
+
+    @classmethod
+    def open(cls, path: str | Path) -> Ledger:
+        """Open (creating and migrating if needed) the ledger at ``path``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = _connect(path)
+        migrate(writer)
+        return cls(path, writer, _connect(path))
+
+    def close(self) -> None:
+        """Close both connections; later calls raise."""
+        self._commits.close()
+        with self._read_lock:
+            self._reader.close()
+        self._writer.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed so far (group commit makes it < writes)."""
+        return self._commits.commits
+
+    # -- reads ---------------------------------------------------------------
+
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._read_lock:
+            return self._reader.execute(sql, args).fetchall()
+
+    def channel(self, channel_id: str) -> ChannelRecord | None:
+        """The channel ``channel_id``, or None."""
+        rows = self._read(f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE channel_id = ?", (channel_id,))
+        return _channel(rows[0]) if rows else None
+
+    def channels(self, *, peer: str | None = None, role: str | None = None, states: tuple[str, ...] | None = None) -> list[ChannelRecord]:
+        """Channels matching every given filter, oldest first."""
+        where, args = [], []
+        if peer is not None:
+            where.append("peer = ?")
+            args.append(peer)
+        if role is not None:
+            where.append("role = ?")
+            args.append(role)
+        if states is not None:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args.extend(states)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self._read(f"SELECT {_CHANNEL_COLUMNS} FROM channels{clause} ORDER BY opened_at, channel_id", tuple(args))
+        return [_channel(r) for r in rows]
+
+    def account(self, peer: str, direction: str) -> Account:
+        """The running account of ``peer`` in ``direction`` ('in' = we serve)."""
+        rows = self._read(
+            "SELECT consumed, paid, last_chunk, last_kind FROM accounts WHERE peer = ? AND direction = ?",
+            (peer, direction),
+        )
+        if not rows:
+            return Account()
+        consumed, paid, last_chunk, last_kind = rows[0]
+        return Account(consumed=consumed, paid=paid, last_chunk=last_chunk, last_kind=last_kind)
+
+    def payments(self, *, peer: str | None = None, channel_id: str | None = None, limit: int | None = None) -> list[PaymentRecord]:
+        """Payments, oldest first, optionally filtered."""
+        where, args = [], []
+        if peer is not None:
+            where.append("peer = ?")
+            args.append(peer)
+        if channel_id is not None:
+            where.append("channel_id = ?")
+            args.append(channel_id)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        tail = f" LIMIT {int(limit)}" if limit is not None else ""
+        rows = self._read(
+            "SELECT id, peer, direction, kind, chunk, price, amount, channel_id, total, at "
+            f"FROM payments{clause} ORDER BY id{tail}",
+            tuple(args),
+        )
+        return [
+            PaymentRecord(id=r[0], peer=r[1], direction=r[2], kind=r[3], chunk=r[4], price=r[5],
+                          amount=r[6], channel_id=r[7], total=r[8], at=r[9])
+            for r in rows
+        ]
+
+    def settlements(self, channel_id: str | None = None) -> list[dict[str, Any]]:
+        """Settlements (closes and refunds), oldest first."""
+        clause, args = ("WHERE channel_id = ?", (channel_id,)) if channel_id else ("", ())
+        rows = self._read(
+            f"SELECT channel_id, kind, txid, amount, state, height, at FROM settlements {clause} ORDER BY id", args
+        )
+        keys = ("channel_id", "kind", "txid", "amount", "state", "height", "at")
+        return [dict(zip(keys, r)) for r in rows]
+
+    # -- writes --------------------------------------------------------------
+
+    def add_channel(self, record: ChannelRecord) -> None:
+        """Persist a new channel.
+
+        Raises:
+            LedgerError: a channel with that id already exists.
+        """
+        if record.state not in CHANNEL_STATES or record.role not in ("payer", "payee"):
+            raise LedgerError(f"bad channel role/state {record.role}/{record.state}")
+
+        def write(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    f"INSERT INTO channels ({_CHANNEL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (record.channel_id, record.role, record.peer, record.state, record.capacity, record.total,
+                     record.payer_sig, record.funding_txid, record.funding_vout, record.expiry, record.params,
+                     record.opened_at, record.updated_at),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise LedgerError(f"channel {record.channel_id} already recorded") from exc
+
+        self._commits.submit(write)
+
+    def set_channel_state(self, channel_id: str, state: str, *, now: float | None = None) -> None:
+        """Move a channel to ``state`` (one of CHANNEL_STATES)."""
+        if state not in CHANNEL_STATES:
+            raise LedgerError(f"unknown channel state {state!r}")
+        at = time.time() if now is None else now
+
+        def write(conn: sqlite3.Connection) -> None:
+            cur = conn.execute("UPDATE channels SET state = ?, updated_at = ? WHERE channel_id = ?", (state, at, channel_id))
+            if cur.rowcount != 1:
+                raise UnknownChannel(channel_id)
+
+        self._commits.submit(write)
+
+    def record_payment(
+        self,
+        *,
+        peer: str,
+        direction: str,
+        kind: str,
+        chunk: str,
+        price: int,
+        amount: int,
+        channel_id: str | None = None,
+        total: int | None = None,
+        payer_sig: bytes | None = None,
+        now: float | None = None,
+    ) -> PaymentRecord:
+        """Record one charged request durably; return when it is on disk.
+
+        In one transaction: the payment row, the peer's account (consumed +=
+        price, paid += amount) and, for a channel payment, the channel's
+        total and latest payer signature.  A channel payment whose total is
+        not above the recorded total is refused, which makes the ledger the
+        last line against replays across restarts.
+
+        Raises:
+            StaleTotal: ``total`` is not above the channel's recorded total.
+            UnknownChannel: ``channel_id`` is not recorded.
+            LedgerError: inconsistent arguments.
+        """
+        if direction not in ("in", "out") or kind not in ("get", "put") or price < 0 or amount < 0:
+            raise LedgerError("bad payment direction, kind or amount")
+        if (channel_id is None) != (total is None) or (channel_id is None and amount != 0):
+            raise LedgerError("a paid amount needs a channel and its new total")
+        at = time.time() if now is None else now
+
+        def write(conn: sqlite3.Connection) -> PaymentRecord:
+            if channel_id is not None:
+                row = conn.execute("SELECT total FROM channels WHERE channel_id = ?", (channel_id,)).fetchone()
+                if row is None:
+                    raise UnknownChannel(channel_id)
+                if total is None or total <= row[0]:
+                    raise StaleTotal(f"total {total} is not above recorded {row[0]} on {channel_id}")
+                conn.execute(
+                    "UPDATE channels SET total = ?, payer_sig = ?, updated_at = ? WHERE channel_id = ?",
+                    (total, payer_sig, at, channel_id),
+                )
+            cur = conn.execute(
+                "INSERT INTO payments (peer, direction, kind, chunk, price, amount, channel_id, total, at) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                (peer, direction, kind, chunk, price, amount, channel_id, total, at),
+            )
+            conn.execute(
+                "INSERT INTO accounts (peer, direction, consumed, paid, last_chunk, last_kind) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT (peer, direction) DO UPDATE SET consumed = consumed + excluded.consumed, "
+                "paid = paid + excluded.paid, last_chunk = excluded.last_chunk, last_kind = excluded.last_kind",
+                (peer, direction, price, amount, chunk, kind),
+            )
+            return PaymentRecord(id=int(cur.lastrowid or 0), peer=peer, direction=direction, kind=kind, chunk=chunk,
+                                 price=price, amount=amount, channel_id=channel_id, total=total, at=at)
+
+        result: PaymentRecord = self._commits.submit(write)
+        return result
+
+    def record_settlement(
+        self, *, channel_id: str, kind: str, txid: str, amount: int, state: str = "broadcast",
+        height: int | None = None, now: float | None = None,
+    ) -> None:
+        """Record (or update, by txid) a close or refund transaction."""
+        at = time.time() if now is None else now
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO settlements (channel_id, kind, txid, amount, state, height, at) VALUES (?,?,?,?,?,?,?) "
+                "ON CONFLICT (txid) DO UPDATE SET state = excluded.state, height = excluded.height",
+                (channel_id, kind, txid, amount, state, height, at),
+            )
+
+        self._commits.submit(write)
+
+    # -- reports -------------------------------------------------------------
+
+    def earnings(self) -> dict[str, Any]:
+        """Earned / pending / settled sats, per peer and per day (`mu earnings`)."""
+        return _reports.earnings(self._read)
+
+    def export(self) -> dict[str, Any]:
+        """Everything in the ledger as JSON-ready values (`mu ledger --json`)."""
+        return _reports.export(self._read)

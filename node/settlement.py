@@ -1,0 +1,170 @@
+"""The settlement watcher: earnings onto the chain, refunds back to the payer.
+
+``serve_settlement`` runs in the node's nursery and, every
+``poll_seconds`` (specs/payments.md §Settlement):
+
+- refreshes the tip height the payee's payment checks use;
+- payee side: closes each open channel with a payment when the tip reaches
+  one block before its close deadline, when its total reaches
+  ``settle_threshold``, or when ``mu channels close ID`` marked it
+  ``closing``: the co-signed commitment is recorded as a ``broadcast``
+  settlement first (so a crash cannot forget it), then sent with
+  ``sendrawtransaction``; once mined it is recorded ``confirmed`` with its
+  height and the channel becomes ``closed``;
+- payer side: from height ``expiry`` (the refund is final in block
+  ``expiry + 1``) takes back the funding of each payer channel the payee
+  has not closed, the same way (``refunding`` → ``refunded``); a payer
+  channel whose funding the payee spent becomes ``closed``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import trio
+
+from node.exchange._chain import ChainView
+from node.exchange._channels import params_from_blob
+from node.exchange._payee import PayeeBook
+from node.ledger import ChannelRecord, Ledger
+from node.rpc import RPC_VERIFY_ALREADY_IN_CHAIN, RPCError, RPCTransportError
+from protocol.bitcoin import PrivateKey
+from protocol.bitcoin.channel import NothingToCloseError, refund_transaction, refund_vsize
+from protocol.bitcoin.policy import min_relay_fee
+from protocol.payments.messages import ChannelId
+
+log = logging.getLogger("mu.settlement")
+
+DEFAULT_POLL_SECONDS = 2.0
+DEFAULT_SETTLE_THRESHOLD = 100_000
+# Refund fee rate, sat/vB (the refund is the payer's own transaction).
+REFUND_FEE_RATE = 2
+
+
+@dataclass(slots=True)
+class SettlementConfig:
+    """Knobs of the watcher (node options)."""
+
+    settle_threshold: int = DEFAULT_SETTLE_THRESHOLD
+    poll_seconds: float = DEFAULT_POLL_SECONDS
+
+
+class SettlementWatcher:
+    """One pass at a time over the ledger's channels; see the module docstring."""
+
+    def __init__(self, *, ledger: Ledger, chain: ChainView, book: PayeeBook | None, payer_key: PrivateKey | None,
+                 refund_script: bytes | None, config: SettlementConfig) -> None:
+        self.ledger = ledger
+        self.chain = chain
+        self.book = book
+        self.payer_key = payer_key
+        self.refund_script = refund_script
+        self.config = config
+        self.passes = 0
+        self.pass_done = trio.Event()  # set after each pass, then replaced
+
+    async def run_once(self) -> None:
+        """Do one watcher pass (also what ``serve`` repeats)."""
+        tip = await self.chain.tip_height()
+        if self.book is not None:
+            self.book.set_tip(tip)
+        channels = await trio.to_thread.run_sync(
+            lambda: self.ledger.channels(states=("open", "closing", "refunding")))
+        for record in channels:
+            try:
+                if record.role == "payee":
+                    await self._payee(record, tip)
+                else:
+                    await self._payer(record, tip)
+            except (RPCError, RPCTransportError) as exc:
+                log.warning("settlement of %s deferred: %s", record.channel_id, exc)
+        self.passes += 1
+        done, self.pass_done = self.pass_done, trio.Event()
+        done.set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run passes forever (chain errors are logged and retried next pass)."""
+        task_status.started()
+        while True:
+            try:
+                await self.run_once()
+            except (RPCError, RPCTransportError) as exc:
+                log.warning("settlement pass failed: %s", exc)
+            await trio.sleep(self.config.poll_seconds)  # a poll interval, not synchronisation
+
+    async def _settlement(self, channel_id: str) -> dict[str, object] | None:
+        rows = await trio.to_thread.run_sync(self.ledger.settlements, channel_id)
+        return rows[-1] if rows else None
+
+    async def _follow(self, record: ChannelRecord, settlement: dict[str, object], final_state: str) -> None:
+        txid = str(settlement["txid"])
+        known, height = await self.chain.confirmation_height(txid)
+        if height is not None:
+            await trio.to_thread.run_sync(lambda: self.ledger.record_settlement(
+                channel_id=record.channel_id, kind=str(settlement["kind"]), txid=txid,
+                amount=int(settlement["amount"]), state="confirmed", height=height))  # type: ignore[call-overload]
+            await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, final_state)
+            log.info("%s of %s confirmed at height %d", settlement["kind"], record.channel_id, height)
+        elif not known:
+            log.warning("%s %s of %s is unknown to the chain backend", settlement["kind"], txid, record.channel_id)
+
+    async def _broadcast(self, raw_hex: str) -> None:
+        try:
+            await self.chain.broadcast(raw_hex)
+        except RPCError as exc:
+            if exc.code != RPC_VERIFY_ALREADY_IN_CHAIN:
+                raise
+
+    async def _payee(self, record: ChannelRecord, tip: int) -> None:
+        assert self.book is not None
+        settlement = await self._settlement(record.channel_id)
+        if settlement is not None:
+            await self._follow(record, settlement, "closed")
+            return
+        entry = await self.book.entry(ChannelId.parse(record.channel_id))
+        total = entry.channel.total
+        due = tip + 1 >= entry.deadline or total >= self.config.settle_threshold or record.state == "closing"
+        if not due:
+            return
+        if total == 0 or entry.channel.latest is None:
+            if tip + 1 >= entry.deadline or record.state == "closing":
+                # Nothing was paid: nothing to claim; the payer refunds after expiry.
+                self.book.mark_closing(record.channel_id)
+                await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, "closed")
+            return
+        self.book.mark_closing(record.channel_id)  # no more payments on it
+        total = entry.channel.total
+        try:
+            tx = entry.channel.close_transaction()
+        except NothingToCloseError:
+            await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, "closed")
+            return
+        txid = tx.txid_hex()
+        await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, "closing")
+        await trio.to_thread.run_sync(lambda: self.ledger.record_settlement(
+            channel_id=record.channel_id, kind="close", txid=txid, amount=total))
+        await self._broadcast(tx.hex())
+        log.info("closing %s: %d sats in %s", record.channel_id, total, txid)
+
+    async def _payer(self, record: ChannelRecord, tip: int) -> None:
+        settlement = await self._settlement(record.channel_id)
+        if settlement is not None:
+            await self._follow(record, settlement, "refunded")
+            return
+        if self.payer_key is None or self.refund_script is None or tip < record.expiry:
+            return
+        funding = await self.chain.unspent_output(record.funding_txid, record.funding_vout)
+        if funding is None:
+            # The payee closed it (or it never confirmed and was dropped).
+            await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, "closed")
+            return
+        params = params_from_blob(record.params)
+        fee = max(min_relay_fee(refund_vsize(params, self.refund_script)), REFUND_FEE_RATE * refund_vsize(params, self.refund_script))
+        tx = refund_transaction(params, self.payer_key, self.refund_script, fee)
+        txid = tx.txid_hex()
+        await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, "refunding")
+        await trio.to_thread.run_sync(lambda: self.ledger.record_settlement(
+            channel_id=record.channel_id, kind="refund", txid=txid, amount=params.capacity - fee))
+        await self._broadcast(tx.hex())
+        log.info("refunding %s: %d sats in %s", record.channel_id, params.capacity - fee, txid)

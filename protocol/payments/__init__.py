@@ -1,0 +1,20 @@
+"""Payments between nodes, pure: terms and prices, accounting, refusals.
+
+The channel transactions themselves live in ``protocol.bitcoin``; this
+package holds what the exchange adds on top (specs/payments.md §Exchange).
+"""
+
+from protocol.payments.accounting import PeerAccount, next_total
+from protocol.payments.errors import (
+    LocalPaymentError,
+    PaymentError,
+    PaymentErrorCode,
+    PriceTooHigh,
+    RemotePaymentError,
+)
+from protocol.payments.terms import MIB, Terms, chunk_price
+
+__all__ = [
+    "MIB", "LocalPaymentError", "PaymentError", "PaymentErrorCode", "PeerAccount", "PriceTooHigh",
+    "RemotePaymentError", "Terms", "chunk_price", "next_total",
+]

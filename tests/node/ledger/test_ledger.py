@@ -1,0 +1,175 @@
+"""The SQLite ledger: schema, durability, replay refusal, group commit, reports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import trio
+
+from node.ledger import (
+    SCHEMA_VERSION,
+    ChannelRecord,
+    Ledger,
+    LedgerError,
+    LedgerVersionError,
+    StaleTotal,
+    UnknownChannel,
+)
+
+PEER = "aa" * 20
+DAY = 1_790_000_000.0  # 2026-09-21 UTC
+
+
+def channel(cid: str = "ff" * 32 + ":0", *, role: str = "payee", peer: str = PEER) -> ChannelRecord:
+    return ChannelRecord(
+        channel_id=cid, role=role, peer=peer, state="open", capacity=100_000, total=0, payer_sig=None,
+        funding_txid=cid.split(":")[0], funding_vout=0, expiry=500, params=b"\x80", opened_at=DAY, updated_at=DAY,
+    )
+
+
+def test_schema_version_wal_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    Ledger.open(path).close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    conn.close()
+    with Ledger.open(path) as ledger:  # reopening does not migrate twice
+        assert ledger._writer.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+        assert ledger.channels() == []
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(LedgerVersionError):
+        Ledger.open(path)
+
+
+def test_channel_payment_updates_total_account_and_refuses_replays(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        ch = channel()
+        ledger.add_channel(ch)
+        with pytest.raises(LedgerError):
+            ledger.add_channel(ch)
+        ledger.record_payment(peer=PEER, direction="in", kind="get", chunk="01" * 32, price=10, amount=0, now=DAY)
+        ledger.record_payment(peer=PEER, direction="in", kind="get", chunk="02" * 32, price=10, amount=10,
+                              channel_id=ch.channel_id, total=10, payer_sig=b"sig1", now=DAY)
+        for stale in (10, 5):
+            with pytest.raises(StaleTotal):
+                ledger.record_payment(peer=PEER, direction="in", kind="get", chunk="03" * 32, price=10, amount=10,
+                                      channel_id=ch.channel_id, total=stale, payer_sig=b"x", now=DAY)
+        with pytest.raises(UnknownChannel):
+            ledger.record_payment(peer=PEER, direction="in", kind="get", chunk="03" * 32, price=10, amount=10,
+                                  channel_id="00" * 32 + ":1", total=20, now=DAY)
+        with pytest.raises(LedgerError):  # money without a channel
+            ledger.record_payment(peer=PEER, direction="in", kind="get", chunk="03" * 32, price=10, amount=10)
+        stored = ledger.channel(ch.channel_id)
+        assert stored is not None and stored.total == 10 and stored.payer_sig == b"sig1"
+        account = ledger.account(PEER, "in")
+        assert (account.consumed, account.paid, account.last_chunk) == (20, 10, "02" * 32)
+        assert len(ledger.payments(peer=PEER)) == 2  # the refused ones left nothing
+
+
+def test_earnings_per_peer_and_day_and_settlements(tmp_path: Path) -> None:
+    other = "bb" * 20
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        a, b = channel("11" * 32 + ":0"), channel("22" * 32 + ":1", peer=other)
+        ledger.add_channel(a)
+        ledger.add_channel(b)
+        ledger.record_payment(peer=PEER, direction="in", kind="get", chunk="01" * 32, price=7, amount=7,
+                              channel_id=a.channel_id, total=7, now=DAY)
+        ledger.record_payment(peer=other, direction="in", kind="put", chunk="02" * 32, price=5, amount=5,
+                              channel_id=b.channel_id, total=5, now=DAY + 86_400)
+        ledger.set_channel_state(a.channel_id, "closed")
+        ledger.record_settlement(channel_id=a.channel_id, kind="close", txid="cc" * 32, amount=7)
+        assert ledger.earnings()["settled"] == 0  # not confirmed yet
+        ledger.record_settlement(channel_id=a.channel_id, kind="close", txid="cc" * 32, amount=7,
+                                 state="confirmed", height=120)
+        report = ledger.earnings()
+        assert (report["earned"], report["pending"], report["settled"]) == (12, 5, 7)
+        assert report["per_peer"][PEER] == {"earned": 7, "pending": 0, "settled": 7, "spent": 0}
+        assert report["per_day"] == {"2026-09-21": 7, "2026-09-22": 5}
+        dump = ledger.export()
+        assert [s["height"] for s in dump["settlements"]] == [120]
+        assert {p["amount"] for p in dump["payments"]} == {5, 7}
+        with pytest.raises(UnknownChannel):
+            ledger.set_channel_state("nope", "closed")
+
+
+def test_group_commit_folds_concurrent_writes(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        ch = channel()
+        ledger.add_channel(ch)
+        before = ledger.commits
+        errors: list[BaseException] = []
+
+        def writer(n: int) -> None:
+            try:
+                for i in range(50):
+                    ledger.record_payment(peer=f"{n:040x}", direction="in", kind="get", chunk=f"{i:064x}",
+                                          price=1, amount=0)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert len(ledger.payments()) == 400
+        assert ledger.commits - before < 400  # several writes per fsync
+
+
+async def test_usable_from_trio_threads(tmp_path: Path) -> None:
+    ledger = await trio.to_thread.run_sync(Ledger.open, tmp_path / "l.db")
+    async with trio.open_nursery() as nursery:
+        for i in range(20):
+            nursery.start_soon(lambda i=i: trio.to_thread.run_sync(
+                lambda: ledger.record_payment(peer=PEER, direction="out", kind="get", chunk=f"{i:064x}",
+                                              price=3, amount=0)))
+    assert ledger.account(PEER, "out").consumed == 60
+    ledger.close()
+
+
+WRITER = """
+import sys
+from node.ledger import Ledger, ChannelRecord
+ledger = Ledger.open(sys.argv[1])
+ledger.add_channel(ChannelRecord(channel_id="c", role="payee", peer="p", state="open", capacity=10**9, total=0,
+    payer_sig=None, funding_txid="t", funding_vout=0, expiry=1, params=b"", opened_at=0.0, updated_at=0.0))
+total = 0
+while True:
+    total += 1
+    ledger.record_payment(peer="p", direction="in", kind="get", chunk="%064x" % total, price=1, amount=1,
+                          channel_id="c", total=total)
+    print(total, flush=True)
+"""
+
+
+def test_acknowledged_payments_survive_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[3])
+    assert proc.stdout is not None
+    acknowledged = 0
+    for line in proc.stdout:
+        acknowledged = int(line)
+        if acknowledged >= 200:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with Ledger.open(path) as ledger:
+        stored = ledger.channel("c")
+        assert stored is not None and stored.total >= acknowledged
+        assert len(ledger.payments(channel_id="c")) == stored.total
