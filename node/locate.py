@@ -11,6 +11,7 @@ could not be reached is not dialled again for the same operation.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -82,15 +83,31 @@ class PeerDialer:
         return placement(address, ids, min(count, 20)) if ids else []
 
 
-class DhtResolver:
-    """Holders of each chunk of one file, as :class:`ChunkSource` objects for the fetcher."""
+SourceFactory = Callable[[Session], Awaitable[ChunkSource]]
 
-    def __init__(self, dialer: PeerDialer, root: bytes, *, replicas: int = DEFAULT_REPLICAS) -> None:
+
+async def free_source(session: Session) -> ChunkSource:
+    """A source asking without payment (hosts serving within their free allowance)."""
+    return SessionSource(session, price_from_hello(session))
+
+
+class DhtResolver:
+    """Holders of each chunk of one file, as :class:`ChunkSource` objects for the fetcher.
+
+    ``make_source`` turns a session into a source: :func:`free_source`, or a
+    paying one (node/paying.py).  A host it refuses (e.g. priced above our
+    maximum) is left out.
+    """
+
+    def __init__(self, dialer: PeerDialer, root: bytes, *, replicas: int = DEFAULT_REPLICAS,
+                 make_source: SourceFactory = free_source) -> None:
         self.dialer = dialer
         self.root = root
         self.replicas = replicas
+        self.make_source = make_source
         self._providers: list[bytes] | None = None
-        self._sources: dict[bytes, SessionSource] = {}
+        self._sources: dict[bytes, ChunkSource] = {}
+        self._refused: set[bytes] = set()
 
     async def _root_providers(self) -> list[bytes]:
         if self._providers is None:
@@ -110,11 +127,17 @@ class DhtResolver:
         out: list[ChunkSource] = []
         for node_id in ids:
             source = self._sources.get(node_id)
-            if source is None or not source.session.is_open:
+            if source is None and node_id not in self._refused:
                 session = await self.dialer.session(node_id)
                 if session is None:
                     continue
-                source = SessionSource(session, price_from_hello(session))
+                try:
+                    source = await self.make_source(session)
+                except Exception as exc:  # terms unreadable or too expensive: not a candidate
+                    log.info("not using %s: %s", node_id.hex(), exc)
+                    self._refused.add(node_id)
+                    continue
                 self._sources[node_id] = source
-            out.append(source)
+            if source is not None:
+                out.append(source)
         return out

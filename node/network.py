@@ -23,9 +23,10 @@ import trio
 from node.control import ControlError, ControlServer, Emit
 from node.fetcher import FetchFailed, FetchProgress, fetch_file
 from node.files import add_file, load_convergence_secret
-from node.locate import DhtResolver, PeerDialer
+from node.locate import DhtResolver, PeerDialer, free_source
+from node.paying import PaidPeers
 from node.store import ChunkNotFound, ChunkStore
-from node.uploader import ChunkPlaced, replicate_file
+from node.uploader import ChunkPlaced, free_put, replicate_file
 from protocol.chunks import IntegrityError, Link, LinkError
 from protocol.fetch import DEFAULT_REPLICAS, DEFAULT_WINDOW, MAX_REPLICAS, MAX_WINDOW, dht_key
 
@@ -63,12 +64,18 @@ def _link_field(body: Json, *, need_key: bool = True) -> Link:
 
 
 class NetworkService:
-    """Add, get and pin through the network, for one node."""
+    """Add, get and pin through the network, for one node.
 
-    def __init__(self, data_dir: Path, store: ChunkStore, dialer: PeerDialer) -> None:
+    With ``paid`` (the running node's payer, wallet and chain client), every
+    GET and PUT is paid through payment channels; without it, requests go
+    unpaid (hosts serve them within their free allowance, or for free).
+    """
+
+    def __init__(self, data_dir: Path, store: ChunkStore, dialer: PeerDialer, paid: PaidPeers | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.store = store
         self.dialer = dialer
+        self.paid = paid
         self.pinned: set[bytes] = set()
 
     def register(self, control: ControlServer) -> None:
@@ -92,14 +99,17 @@ class NetworkService:
         async def on_chunk(placed: ChunkPlaced) -> None:
             await emit({"event": "replicated", "address": placed.address.hex(), "replicas": len(placed.replicas)})
 
-        report = await replicate_file(added.link, self.store, self.dialer, replicas=replicas, on_chunk=on_chunk)
+        put = self.paid.put if self.paid is not None else free_put
+        report = await replicate_file(added.link, self.store, self.dialer, replicas=replicas, put=put,
+                                      on_chunk=on_chunk)
         return {"link": str(added.link), "root": added.link.root.hex(), "size": added.size,
                 "chunks": report.chunks, "replicas_confirmed": report.replicas_confirmed,
                 "under_replicated": report.under_replicated, "announced_to": report.announced_to}
 
     async def _fetch(self, body: Json, emit: Emit, dest: Path | None) -> Json:
         link = _link_field(body)
-        max_price = _int_field(body, "max_price_per_mib", 0, 0, 10**8)
+        default_max = self.paid.payer.max_price_per_mib_get if self.paid is not None else 0
+        max_price = _int_field(body, "max_price_per_mib", default_max, 0, 10**8)
         window = _int_field(body, "window", DEFAULT_WINDOW, 1, MAX_WINDOW)
         send, recv = trio.open_memory_channel[FetchProgress](1)
 
@@ -114,7 +124,8 @@ class NetworkService:
                 await emit(_progress_event(p))
                 await trio.sleep(1 / PROGRESS_PER_SECOND)  # rate limit, not synchronisation
 
-        resolver = DhtResolver(self.dialer, link.root)
+        make_source = self.paid.source if self.paid is not None else free_source
+        resolver = DhtResolver(self.dialer, link.root, make_source=make_source)
         error: ControlError | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(forward)

@@ -19,7 +19,8 @@ import trio
 
 from node.locate import PeerDialer
 from node.store import ChunkStore
-from node.transport import TransportError
+from node.transport import Session, TransportError
+from protocol.payments import PaymentError, PriceTooHigh
 from protocol.chunks import FileDecoder, Link
 from protocol.fetch import DEFAULT_REPLICAS, dht_key
 
@@ -47,12 +48,22 @@ class ReplicationReport:
     announced_to: int  # DHT nodes that stored our provider record for the root
 
 
+Put = Callable[[Session, bytes, bytes], Awaitable[object]]
+
+
+async def free_put(session: Session, address: bytes, data: bytes) -> object:
+    """PUT_CHUNK without payment (hosts storing within their free allowance)."""
+    return await session.put_chunk(address, data)
+
+
 async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, replicas: int = DEFAULT_REPLICAS,
+                         put: Put = free_put,
                          on_chunk: Callable[[ChunkPlaced], Awaitable[None]] | None = None) -> ReplicationReport:
     """Push every chunk of ``link``'s file to its R closest nodes, then announce the root.
 
     The chunks must be in ``store``; the link's key is needed to walk the
     manifest tree (each manifest chunk is decrypted to learn its children).
+    ``put`` sends one chunk: :func:`free_put`, or a paying one (node/paying.py).
 
     Raises:
         node.store.ChunkNotFound: a chunk of the file is not in the store.
@@ -64,7 +75,7 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
 
     async def place(address: bytes, data: bytes) -> None:
         try:
-            placed = await _place_chunk(dialer, address, data, replicas)
+            placed = await _place_chunk(dialer, put, address, data, replicas)
         finally:
             slots.release()
         counts["confirmed"] += len(placed)
@@ -86,7 +97,7 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
                              under_replicated=counts["under"], announced_to=len(announcement.stored_at))
 
 
-async def _place_chunk(dialer: PeerDialer, address: bytes, data: bytes, replicas: int) -> list[bytes]:
+async def _place_chunk(dialer: PeerDialer, put: Put, address: bytes, data: bytes, replicas: int) -> list[bytes]:
     """Store one chunk on the ``replicas`` closest reachable nodes; return their IDs."""
     placed: list[bytes] = []
     for node_id in await dialer.closest_nodes(address, replicas + SPARE_CANDIDATES):
@@ -97,8 +108,8 @@ async def _place_chunk(dialer: PeerDialer, address: bytes, data: bytes, replicas
             continue
         try:
             with trio.fail_after(PUT_TIMEOUT):
-                await session.put_chunk(address, data)
-        except (TransportError, trio.TooSlowError) as exc:
+                await put(session, address, data)
+        except (TransportError, PaymentError, PriceTooHigh, trio.TooSlowError) as exc:
             log.info("PUT %s to %s failed: %s", address.hex(), node_id.hex(), exc)
             continue
         placed.append(node_id)

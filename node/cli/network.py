@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run_status)
     p = sub.add_parser("pin", help="make the running node fetch a file, host it and earn from it")
     p.add_argument("link", help="mu:ROOT#KEY link")
-    p.add_argument("--max-price", type=int, default=0, help="most sats per MiB paid to a host (default 0)")
+    p.add_argument("--max-price", type=int, default=None,
+                   help="most sats per MiB paid to a host (default: the node's maximum)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run_pin)
@@ -110,10 +111,12 @@ def add_via_node(client: ControlClient, path: Path, *, convergent: bool, as_json
     return _finish(result, as_json, result["link"])
 
 
-def get_via_node(client: ControlClient, link: str, output: Path, *, max_price: int, as_json: bool,
+def get_via_node(client: ControlClient, link: str, output: Path, *, max_price: int | None, as_json: bool,
                  quiet: bool) -> int:
     """``mu get`` when a node runs: fetch from the network into ``output``."""
-    body = {"link": link, "output": str(output.resolve()), "max_price_per_mib": max_price}
+    body: Json = {"link": link, "output": str(output.resolve())}
+    if max_price is not None:
+        body["max_price_per_mib"] = max_price
     try:
         result = stream_to_node(client, "get", body, quiet=quiet)
     except ControlError as exc:
@@ -138,8 +141,10 @@ def run_pin(args: argparse.Namespace) -> int:
     if client is None:
         return fail("no node is running (start one with `mu node`)", EXIT_USAGE)
     try:
-        result = stream_to_node(client, "pin", {"link": args.link, "max_price_per_mib": args.max_price},
-                                quiet=args.quiet or args.json)
+        body: Json = {"link": args.link}
+        if args.max_price is not None:
+            body["max_price_per_mib"] = args.max_price
+        result = stream_to_node(client, "pin", body, quiet=args.quiet or args.json)
     except ControlError as exc:
         return fail(exc.message, _EXIT_FOR.get(exc.code, EXIT_USAGE))
     return _finish(result, args.json, f"pinned {args.link[:24]}...: {result['size']} bytes, hosting")
