@@ -10,7 +10,7 @@ fundings confirm) with its data dir in ``DIR/chain`` on a port the OS picks,
 creates N node data dirs ``DIR/node-1`` .. ``DIR/node-N`` (identity key and
 wallet seed), funds every node's wallet with one mature coinbase output (one
 block mined to each wallet, then 100 blocks to mature them), and starts
-``mu node`` in each (no free allowance, so every transfer is paid), all
+``mu node`` in each (a free allowance of one chunk's price, every other transfer paid), all
 joining the DHT through node-1.  It prints a summary (``--json``: one JSON
 object on one line) and runs until SIGINT or SIGTERM, then stops every
 process it started: SIGTERM, a bounded wait, and SIGKILL only for a process
@@ -51,7 +51,9 @@ from protocol.bitcoin import encode_address  # noqa: E402
 DEFAULT_NODES = 5
 BLOCK_INTERVAL = 1.0
 DEMO_SIZE = 5 * 1024 * 1024 + 12345
-NODE_ARGS = ("--free-allowance", "0", "--settle-poll", "1")
+# A free allowance of about one chunk's GET price: a fetcher pays for each chunk with its
+# next request, so bytes that fail verification are never paid for (specs/network.md §4).
+NODE_ARGS = ("--free-allowance", "200", "--settle-poll", "1")
 MAX_NODES = 64
 START_DEADLINE = 60.0
 STOP_DEADLINE = 20.0
