@@ -73,17 +73,27 @@ class PaidPeers:
         await self.payer.announce(link)
 
     async def request(self, session: Session, kind: str, address: bytes, data: bytes | None = None) -> tuple[object, int]:
-        """One paid GET (``kind`` "get") or PUT; returns (reply, sats paid for it)."""
+        """One paid GET (``kind`` "get") or PUT; returns (reply, sats sent with it).
+
+        With a free allowance of one chunk's price, what goes with a request
+        pays for the one before it (specs/payments.md §Accounting).
+
+        Raises:
+            node.fetcher.SourceLied: the reply's bytes are not the chunk.
+        """
         link = await self.link(session)
         async with self._locks[link.host]:
             before = link.paid
             try:
+                try:
+                    return await self._once(link, kind, address, data), link.paid - before
+                except PaymentError as exc:
+                    if exc.code != PaymentErrorCode.INSUFFICIENT_PAYMENT or link.channel is not None:
+                        raise
+                await self._open_channel(link)
                 return await self._once(link, kind, address, data), link.paid - before
-            except PaymentError as exc:
-                if exc.code != PaymentErrorCode.INSUFFICIENT_PAYMENT or link.channel is not None:
-                    raise
-            await self._open_channel(link)
-            return await self._once(link, kind, address, data), link.paid - before
+            except BadChunk as exc:
+                raise SourceLied(str(exc), paid=link.paid - before) from None
 
     async def _once(self, link: HostLink, kind: str, address: bytes, data: bytes | None) -> object:
         if kind == "get":
@@ -111,13 +121,8 @@ class PaidSource:
         self.price_per_mib = price_per_mib
 
     async def get_chunk(self, address: bytes) -> Fetched:
-        link = self.peers._links.get(self.host_id)
-        before = link.paid if link is not None else 0
         try:
             data, paid = await self.peers.request(self.session, "get", address)
-        except BadChunk as exc:
-            lost = self.peers._links[self.host_id].paid - before
-            raise SourceLied(str(exc), paid=lost) from None
         except (RequestError, PaymentError, PriceTooHigh) as exc:
             raise SourceError(str(exc)) from None
         except TransportError as exc:
