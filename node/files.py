@@ -32,9 +32,9 @@ from protocol.chunks import (
 )
 
 # Chunks in flight between the crypto thread and the writer thread.
-PIPELINE_DEPTH = 8
+PIPELINE_DEPTH = 4
 # Most chunks handed to one ChunkStore.put_many call (one shared dir fsync).
-WRITE_BATCH = 16
+WRITE_BATCH = 8
 # While writing a fetched file, flush it to disk every this many bytes so the
 # final fsync does not have to write the whole file at once.
 GET_FLUSH_BYTES = 32 * 1024 * 1024

@@ -19,13 +19,13 @@ from node.files import add_file, get_file, load_convergence_secret
 from node.store import STORE_DIR, ChunkCorrupt, ChunkNotFound, ChunkStore, StoreError
 from protocol.chunks import (
     DEFAULT_CHUNK_SIZE,
-    KEY_SIZE,
+    FileDecoder,
     IntegrityError,
     Link,
     LinkError,
     LocalChunkError,
+    parse_key,
 )
-from protocol.chunks._link import decode_base58_field
 
 # Files smaller than this finish too fast for a progress bar to help.
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
@@ -56,11 +56,13 @@ def _progress(total: int, label: str, quiet: bool) -> Iterator[Callable[[int], N
     if quiet or total < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
         yield None
         return
+    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
+    # stderr, so stdout stays clean for the link or --json output.
     with Progress(
         "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        transient=True, console=None,
+        transient=True, console=Console(stderr=True),
     ) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
@@ -109,7 +111,7 @@ def run_get(args: argparse.Namespace) -> int:
     try:
         link = Link.parse(args.link)
         if args.key is not None:
-            link = Link(link.root, decode_base58_field(args.key.strip(), KEY_SIZE, "key"))
+            link = Link(link.root, parse_key(args.key))
     except LinkError as exc:
         return fail(f"bad link: {exc}")
     if link.key is None:
@@ -142,8 +144,6 @@ def _size_hint(store: ChunkStore, link: Link) -> int:
     """The file size for the progress bar: decrypts the root once, only on a terminal."""
     if not sys.stderr.isatty():
         return 0
-    from protocol.chunks import FileDecoder
-
     decoder = FileDecoder.from_link(link)
     try:
         decoder.feed(store.get(link.root, verify=False))

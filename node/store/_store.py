@@ -3,11 +3,11 @@
 Layout under the store root (``<data_dir>/chunks``)::
 
     <aa>/<64 hex chars>   a chunk, named by its address; <aa> = first byte in hex
-    tmp/                  chunks being written (temp name, fsync, rename)
+    tmp/                  chunks being written (temp name, fdatasync, hard link)
     index.sqlite3         the index (rebuildable from the files)
 
 A chunk file appears under its final name only once its bytes are fsynced,
-and the rename is made durable (directory fsync) before ``put`` returns, so a
+and the new name is made durable (directory fsync) before ``put`` returns, so a
 crash at any point leaves either no chunk or the whole chunk.
 """
 
@@ -103,12 +103,13 @@ class ChunkStore:
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._index = ChunkIndex(self.root / INDEX_FILE)
+        self._marked_dirty = False
+        self._used = 0
         if self._index.get_flag(_DIRTY):
             # Last user did not close cleanly: a chunk may have been renamed
             # into place without its index row. The files are the truth.
             self.rebuild_index()
         self._used = self._index.total_bytes()
-        self._marked_dirty = False
 
     # -- lifecycle -------------------------------------------------------
 
@@ -186,10 +187,11 @@ class ChunkStore:
     def put_many(self, items: Iterable[tuple[bytes, bytes | bytearray | memoryview]], *, verify: bool = True) -> int:
         """Store chunks durably; return how many were new.
 
-        Each chunk is written to a temp file, fsynced and renamed to its final
-        name, so every chunk is atomic on its own. The directory fsyncs that
-        make the renames durable are shared by the batch, and all of them
-        happen before this returns: when it returns, every chunk is on disk.
+        Each chunk is written to a temp file, fdatasynced and hard-linked to
+        its final name, so every chunk is atomic on its own. The directory
+        fsyncs that make the new names durable are shared by the batch, and
+        all of them happen before this returns: when it returns, every chunk
+        is on disk.
 
         ``verify=False`` skips re-hashing for callers that computed the
         address from these very bytes (the file encoder).
@@ -201,6 +203,9 @@ class ChunkStore:
         """
         new: list[tuple[bytes, int]] = []
         dirs: set[Path] = set()
+        # Flag the index as possibly stale before any file appears, so a crash
+        # between a file's link and its index row is repaired on next open.
+        self._mark_dirty()
         try:
             for address, data in items:
                 address = _check_address(address)
@@ -214,18 +219,19 @@ class ChunkStore:
                     continue
                 self._reserve(address, size)
                 try:
-                    self._write_file(final, address, data)
+                    stored = self._write_file(final, address, data)
                 except BaseException:
-                    with self._lock:
-                        self._used -= size
+                    self._release(size)
                     raise
+                if not stored:
+                    self._release(size)
+                    continue
                 dirs.add(final.parent)
                 new.append((address, size))
         finally:
             for directory in dirs:
                 _fsync_dir(directory)
             if new:
-                self._mark_dirty()
                 self._index.add(new, int(time.time()))
         return len(new)
 
@@ -239,7 +245,12 @@ class ChunkStore:
                 )
             self._used += size
 
-    def _write_file(self, final: Path, address: bytes, data: bytes | bytearray | memoryview) -> None:
+    def _release(self, size: int) -> None:
+        with self._lock:
+            self._used -= size
+
+    def _write_file(self, final: Path, address: bytes, data: bytes | bytearray | memoryview) -> bool:
+        """Write one chunk file atomically; False if another writer stored it first."""
         tmp = self._tmp / f"{address.hex()}.{secrets.token_hex(4)}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -247,19 +258,31 @@ class ChunkStore:
                 view = memoryview(data).cast("B")
                 while view:
                     view = view[os.write(fd, view):]
-                os.fsync(fd)
+                # fdatasync covers the data and the file size, all a reader needs.
+                os.fdatasync(fd)
             finally:
                 os.close(fd)
             final.parent.mkdir(exist_ok=True)
-            os.rename(tmp, final)
+            try:
+                # link() never replaces: of two concurrent writers (threads or
+                # processes) exactly one wins, so accounting stays exact.
+                os.link(tmp, final)
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+                    raise
+                os.rename(tmp, final)  # a filesystem without hard links
+            return True
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFull(f"store full: the disk has no room for chunk {address.hex()}", address) from exc
+            raise
+        finally:
             try:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StoreFull(f"store full: the disk has no room for chunk {address.hex()}", address) from exc
-            raise
 
     def _mark_dirty(self) -> None:
         if not self._marked_dirty:

@@ -16,7 +16,7 @@ from ._crypto import (
 from ._decoder import FileDecoder
 from ._encoder import FileEncoder, check_fanout
 from ._errors import ChunkError, IntegrityError, LinkError, LocalChunkError
-from ._link import Link
+from ._link import Link, parse_key
 from ._manifest import (
     DEFAULT_CHUNK_SIZE,
     FORMAT_VERSION,
@@ -56,4 +56,5 @@ __all__ = [
     "check_fanout",
     "chunk_address",
     "max_fanout",
+    "parse_key",
 ]

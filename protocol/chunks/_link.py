@@ -8,7 +8,7 @@ ciphertext, not to read it (Tahoe-LAFS read cap vs verify cap).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import base58
 
@@ -35,12 +35,20 @@ def decode_base58_field(text: str, size: int, what: str) -> bytes:
     return raw
 
 
+def parse_key(text: str) -> bytes:
+    """Parse a base58 file key given on its own (``mu get --key``)."""
+    if not isinstance(text, str):
+        raise LinkError("a key is text")
+    return decode_base58_field(text.strip(), KEY_SIZE, "key")
+
+
 @dataclass(frozen=True, slots=True)
 class Link:
     """A file capability: its root address and, for a read cap, its key."""
 
     root: bytes
-    key: bytes | None = None
+    # Kept out of repr so a link in a log or traceback does not leak the key.
+    key: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.root, bytes) or len(self.root) != ADDRESS_SIZE:

@@ -93,7 +93,7 @@ class RootRecord:
             fields["name"] = self.name
         if self.media_type is not None:
             fields["type"] = self.media_type
-        return msgpack.packb(fields, use_bin_type=True)
+        return _pack(fields)
 
     @classmethod
     def parse(cls, data: bytes | bytearray, *, address: bytes) -> RootRecord:
@@ -119,7 +119,13 @@ class RootRecord:
 
 def serialize_index(level: int, children: bytes) -> bytes:
     """Encode an index node of ``level`` (>= 1) listing ``children``."""
-    return msgpack.packb({"v": FORMAT_VERSION, "level": level, "a": children}, use_bin_type=True)
+    return _pack({"v": FORMAT_VERSION, "level": level, "a": children})
+
+
+def _pack(fields: dict[str, object]) -> bytes:
+    packed = msgpack.packb(fields, use_bin_type=True)
+    assert isinstance(packed, bytes)  # packb without a stream always returns bytes
+    return packed
 
 
 def parse_index(data: bytes | bytearray, *, level: int, chunk_size: int, address: bytes) -> bytes:

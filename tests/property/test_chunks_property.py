@@ -1,0 +1,90 @@
+"""Hypothesis: any content, any size, any feed pattern, any fanout round-trips;
+any single bit flip is caught (specs/chunks.md §6)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import msgpack
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from protocol.chunks import ChunkSealer, FileDecoder, IntegrityError
+from protocol.chunks._crypto import KIND_ROOT
+from tests.helpers.chunks import CS, decode, encode
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@st.composite
+def files(draw: st.DrawFn) -> bytes:
+    size = draw(st.one_of(
+        st.integers(min_value=0, max_value=6 * CS + 100),
+        # near chunk boundaries, where off-by-one errors live
+        st.builds(lambda k, d: max(0, k * CS + d), st.integers(min_value=0, max_value=6), st.integers(min_value=-2, max_value=2)),
+    ))
+    seed = draw(st.integers(min_value=0, max_value=2**32))
+    pattern = draw(st.sampled_from(["random", "zeros", "repeat"]))
+    if pattern == "zeros":
+        return bytes(size)
+    if pattern == "repeat":
+        return (b"mu" * (size // 2 + 1))[:size]
+    return random.Random(seed).randbytes(size)
+
+
+@SETTINGS
+@given(data=files(), key=st.binary(min_size=32, max_size=32), piece=st.integers(min_value=1, max_value=3 * CS),
+       fanout=st.one_of(st.none(), st.integers(min_value=2, max_value=5)))
+def test_round_trip(data: bytes, key: bytes, piece: int, fanout: int | None) -> None:
+    piece = max(piece, len(data) // 64)  # keep tiny pieces from making huge files slow
+    link, chunks, _ = encode(data, key, chunk_size=CS, piece=piece, fanout=fanout)
+    assert decode(link, chunks) == data
+
+
+@SETTINGS
+@given(data=files(), key=st.binary(min_size=32, max_size=32), which=st.integers(min_value=0), bit=st.integers(min_value=0))
+def test_single_bit_flip_never_yields_wrong_output(data: bytes, key: bytes, which: int, bit: int) -> None:
+    link, chunks, order = encode(data, key, chunk_size=CS, fanout=2)
+    target = order[which % len(order)]
+    bad = bytearray(chunks[target])
+    bad[(bit // 8) % len(bad)] ^= 1 << (bit % 8)
+    tampered = {**chunks, target: bytes(bad)}
+    dec = FileDecoder.from_link(link)
+    out = bytearray()
+    with pytest.raises(IntegrityError):
+        while (address := dec.next_address()) is not None:
+            out += dec.feed(tampered[address])
+    assert data.startswith(bytes(out))
+
+
+# A key holder can seal any plaintext as a "manifest". Whatever it is, the
+# decoder must answer with IntegrityError (or a valid manifest), never crash.
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1) | st.binary(max_size=80) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=10,
+)
+_manifest_like = st.fixed_dictionaries(
+    {},
+    optional={"v": st.sampled_from([1, 2, -1]), "size": _values, "chunk_size": st.sampled_from([CS, 1000, 2**20]),
+              "depth": st.integers(min_value=-1, max_value=20), "a": st.binary(max_size=200), "name": _values, "type": _values,
+              "extra": _values},
+)
+
+
+@SETTINGS
+@given(plain=st.one_of(st.binary(max_size=300), _manifest_like.map(lambda d: msgpack.packb(d, use_bin_type=True))),
+       key=st.binary(min_size=32, max_size=32))
+def test_hostile_root_plaintext_gives_integrity_error_or_valid_manifest(plain: bytes, key: bytes) -> None:
+    chunk = bytes(ChunkSealer(key).seal(plain, KIND_ROOT, 0, 0))
+    dec = FileDecoder(hashlib.sha256(chunk).digest(), key)
+    try:
+        dec.feed(chunk)
+    except IntegrityError:
+        return
+    assert dec.manifest is not None
+    for address in dec.upcoming(10):
+        assert len(address) == 32
