@@ -7,6 +7,7 @@ Bitcoin Core's consensus code through libbitcoinkernel.  See
 
 from protocol.bitcoin.bech32 import NETWORK_HRPS, decode_address, encode_address
 from protocol.bitcoin.channel import (
+    CHANNEL_PARAMS_SIZE,
     CHANNEL_TX_VERSION,
     DEFAULT_CLOSE_MARGIN,
     PAYMENT_SIZE_MAX,
@@ -81,6 +82,7 @@ from protocol.bitcoin.sighash import (
 from protocol.bitcoin.tx import MAX_MONEY, MAX_TX_SIZE, SEQUENCE_FINAL, OutPoint, Transaction, TxIn, TxOut
 
 __all__ = [
+    "CHANNEL_PARAMS_SIZE",
     "AddressError",
     "BadKeyError",
     "BadSignatureError",

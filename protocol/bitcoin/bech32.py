@@ -97,6 +97,8 @@ def encode_address(script_pubkey: bytes, network: str) -> str:
     if prog is None:
         raise AddressError("script is not a witness program")
     version, program = prog
+    if version == 0 and len(program) not in (20, 32):
+        raise AddressError("v0 witness program must be 20 or 32 bytes")
     const = BECH32_CONST if version == 0 else BECH32M_CONST
     return bech32_encode(hrp_for(network), [version] + _convert_bits(program, 8, 5, True), const)
 

@@ -49,6 +49,9 @@ CHANNEL_ID_TAG = b"mu:channel-id:v1"
 PAYMENT_SIZE_MAX = 32 + 8 + 1 + MAX_WITNESS_SIGNATURE_SIZE
 _PAYMENT_HEADER = struct.Struct("<32sQB")
 _I64_PACK = struct.Struct("<q").pack
+# funding txid, vout, capacity, payer, payee, expiry, fee rate, dust limit (§7.2).
+_PARAMS_LAYOUT = struct.Struct("<32sIq33s33sIIq")
+CHANNEL_PARAMS_SIZE = _PARAMS_LAYOUT.size
 _DIGEST_SUFFIX = u32(COMMITMENT_LOCKTIME) + u32(SIGHASH_ALL)
 
 
@@ -92,6 +95,10 @@ class ChannelParams:
     _payer_output_script: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.funding_outpoint, OutPoint):
+            raise ChannelParamsError("funding_outpoint must be an OutPoint")
+        if not isinstance(self.payer, PublicKey) or not isinstance(self.payee, PublicKey):
+            raise ChannelParamsError("payer and payee must be PublicKey values")
         for name in ("capacity", "expiry_height", "fee_rate", "dust_limit"):
             if type(getattr(self, name)) is not int:
                 raise ChannelParamsError(f"{name} must be an int")
@@ -116,18 +123,7 @@ class ChannelParams:
         fee = self.fee_rate * _estimate_vsize(outs, worst, COMMITMENT_LOCKTIME, COMMITMENT_SEQUENCE)
         if self.capacity - fee < 2 * self.dust_limit:
             raise ChannelParamsError(f"capacity {self.capacity} too small for fee {fee} and two dust limits")
-        ident = b"".join(
-            (
-                CHANNEL_ID_TAG,
-                self.funding_outpoint.serialize(),
-                i64(self.capacity),
-                self.payer.data,
-                self.payee.data,
-                u32(self.expiry_height),
-                u32(self.fee_rate),
-                i64(self.dust_limit),
-            )
-        )
+        ident = CHANNEL_ID_TAG + self.serialize()
         # BIP 143 preimage up to hashOutputs: fixed for the channel (§5.3).
         outpoint = self.funding_outpoint.serialize()
         prefix = b"".join(
@@ -152,6 +148,35 @@ class ChannelParams:
             ("_payer_output_script", var_bytes(payer_script)),
         ):
             object.__setattr__(self, name, value)
+
+    def serialize(self) -> bytes:
+        """§7.2 fixed layout (126 bytes); also the channel id preimage after its tag."""
+        return _PARAMS_LAYOUT.pack(
+            self.funding_outpoint.txid,
+            self.funding_outpoint.index,
+            self.capacity,
+            self.payer.data,
+            self.payee.data,
+            self.expiry_height,
+            self.fee_rate,
+            self.dust_limit,
+        )
+
+    @classmethod
+    def parse(cls, data: bytes) -> ChannelParams:
+        """Decode :meth:`serialize` output, validating every field.
+
+        Raises:
+            ChannelParamsError: wrong length or unusable terms.
+        """
+        if len(data) != _PARAMS_LAYOUT.size:
+            raise ChannelParamsError(f"channel params must be {_PARAMS_LAYOUT.size} bytes, got {len(data)}")
+        txid, index, capacity, payer, payee, expiry, fee_rate, dust = _PARAMS_LAYOUT.unpack(data)
+        try:
+            keys = PublicKey(payer), PublicKey(payee)
+        except ValueError as exc:
+            raise ChannelParamsError(f"bad channel key: {exc}") from exc
+        return cls(OutPoint(txid, index), capacity, keys[0], keys[1], expiry, fee_rate, dust)
 
     @property
     def max_total(self) -> int:
@@ -218,6 +243,16 @@ class Payment:
     channel_id: bytes
     total: int
     signature: bytes
+
+    def __post_init__(self) -> None:
+        # Validate at construction (h11-style events) so a peer's msgpack
+        # fields of the wrong type or size never reach the state machine.
+        if not isinstance(self.channel_id, bytes) or len(self.channel_id) != 32:
+            raise MalformedPaymentError("channel id must be 32 bytes")
+        if type(self.total) is not int or not 0 <= self.total < 2**64:
+            raise MalformedPaymentError("total must be an int in [0, 2**64)")
+        if not isinstance(self.signature, bytes) or not 0 < len(self.signature) <= MAX_WITNESS_SIGNATURE_SIZE:
+            raise MalformedPaymentError(f"signature must be 1..{MAX_WITNESS_SIGNATURE_SIZE} bytes")
 
     def serialize(self) -> bytes:
         """§7 wire form: channel_id(32) | total u64 LE | sig_len u8 | signature."""

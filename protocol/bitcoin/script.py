@@ -12,6 +12,7 @@ import struct
 from protocol.bitcoin.errors import DecodeError
 from protocol.bitcoin.keys import PublicKey
 from protocol.bitcoin.serialize import sha256
+from protocol.bitcoin.tx import LOCKTIME_THRESHOLD  # channel expiries are heights, below it
 
 OP_0 = 0x00
 OP_PUSHDATA1 = 0x4C
@@ -33,9 +34,6 @@ OP_CHECKSIG = 0xAC
 OP_CHECKSIGVERIFY = 0xAD
 OP_CHECKLOCKTIMEVERIFY = 0xB1
 
-# nLockTime values below this are block heights, above are Unix times
-# (Bitcoin Core's LOCKTIME_THRESHOLD).  Channel expiries are heights.
-LOCKTIME_THRESHOLD = 500_000_000
 MAX_SCRIPT_ELEMENT_SIZE = 520  # consensus limit on one pushed element
 
 

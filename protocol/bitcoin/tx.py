@@ -24,6 +24,7 @@ MAX_BLOCK_WEIGHT = 4_000_000
 # total size, and nothing mu handles comes near it.
 MAX_TX_SIZE = 400_000
 SEQUENCE_FINAL = 0xFFFFFFFF
+LOCKTIME_THRESHOLD = 500_000_000  # below: block height; at or above: Unix time
 # Smallest possible encodings, used to reject absurd counts before allocating.
 _MIN_TXIN_SIZE = 32 + 4 + 1 + 4
 _MIN_TXOUT_SIZE = 8 + 1
@@ -180,6 +181,22 @@ class Transaction:
     def vsize(self) -> int:
         """Virtual size in vbytes: weight / 4 rounded up."""
         return (self.weight() + 3) // 4
+
+    def is_final(self, block_height: int, block_time: int) -> bool:
+        """Bitcoin Core's ``IsFinalTx``: may this transaction be in a block at ``block_height``?
+
+        nLockTime below 500,000,000 is a height, otherwise a Unix time
+        compared with ``block_time`` (median time past under BIP 113).  A
+        locktime is satisfied when it is *below* the block's value, so a
+        refund with nLockTime = expiry is first valid at height expiry + 1.
+        All-final sequences disable the lock.
+        """
+        if self.locktime == 0:
+            return True
+        limit = block_height if self.locktime < LOCKTIME_THRESHOLD else block_time
+        if self.locktime < limit:
+            return True
+        return all(txin.sequence == SEQUENCE_FINAL for txin in self.inputs)
 
     def with_witnesses(self, witnesses: list[tuple[bytes, ...]]) -> Transaction:
         """A copy with input ``i`` given ``witnesses[i]`` (txid unchanged)."""

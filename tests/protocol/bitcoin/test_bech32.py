@@ -63,6 +63,8 @@ def test_networks_and_round_trip() -> None:
         encode_address(script, "moon")
     with pytest.raises(AddressError):
         encode_address(b"\x76\xa9", "main")
+    with pytest.raises(AddressError):
+        encode_address(b"\x00\x15" + bytes(21), "main")
 
 
 def test_taproot_uses_bech32m() -> None:

@@ -7,6 +7,7 @@ import pytest
 from protocol.bitcoin import (
     P2WPKH_DUST,
     BadSignatureError,
+    ChannelParams,
     BeyondCapacityError,
     ChannelExhaustedError,
     ChannelParamsError,
@@ -158,6 +159,8 @@ def test_refund_verifies_and_its_tampered_forms_fail() -> None:
         sig = PAYER_KEY.sign(segwit_v0_sighash(tx, 0, params.witness_script, params.capacity)) + b"\x01"
         return tx.with_witnesses([(sig, b"", params.witness_script)])
 
+    # nLockTime = expiry: not final in the expiry block, final from the next one.
+    assert not refund.is_final(EXPIRY, 0) and refund.is_final(EXPIRY + 1, 0)
     assert_valid(resigned(EXPIRY + 5, REFUND_SEQUENCE), funding)
     assert_invalid(resigned(EXPIRY - 1, REFUND_SEQUENCE), funding)  # locktime below expiry
     assert_invalid(resigned(EXPIRY, 0xFFFFFFFF), funding)  # final sequence disables CLTV
@@ -269,3 +272,30 @@ def test_close_deadline() -> None:
         close_deadline(10, 10)
     with pytest.raises(ValueError):
         close_deadline(1_000, -1)
+
+
+def test_params_wire_form_round_trips_and_validates() -> None:
+    params = make_params()
+    data = params.serialize()
+    assert len(data) == 126
+    assert ChannelParams.parse(data) == params
+    assert ChannelParams.parse(data).channel_id == params.channel_id
+    with pytest.raises(ChannelParamsError):
+        ChannelParams.parse(data[:-1])
+    bad_key = data[:44] + b"\x05" + data[45:]
+    with pytest.raises(ChannelParamsError):
+        ChannelParams.parse(bad_key)
+    zero_fee = data[:-12] + bytes(4) + data[-8:]
+    with pytest.raises(ChannelParamsError):
+        ChannelParams.parse(zero_fee)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [(b"short", 1, b"\x30\x01"), (bytes(32), -1, b"\x30"), (bytes(32), 2**64, b"\x30"), (bytes(32), 1, b""),
+     (bytes(32), 1, bytes(74)), (bytes(32), "1", b"\x30"), ("x" * 32, 1, b"\x30")],
+)
+def test_payment_fields_are_validated(fields: tuple) -> None:  # type: ignore[type-arg]
+    with pytest.raises(MalformedPaymentError) as info:
+        Payment(*fields)
+    assert info.value.code == "malformed-payment"

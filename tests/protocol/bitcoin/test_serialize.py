@@ -144,3 +144,15 @@ def test_serialize_parse_round_trip(version: int, ins: list[TxIn], outs: list[Tx
     tx = Transaction(version, tuple(ins), tuple(outs), locktime)
     assert Transaction.parse(tx.serialize()) == tx
     assert Transaction.parse(tx.serialize_legacy()).txid == tx.txid
+
+
+def test_is_final_follows_bitcoin_core() -> None:
+    txin = TxIn(OutPoint(bytes(32), 0), sequence=0xFFFFFFFE)
+    out = (TxOut(1000, b"\x51"),)
+    assert Transaction(2, (txin,), out, 0).is_final(0, 0)
+    by_height = Transaction(2, (txin,), out, 100)
+    assert not by_height.is_final(100, 2_000_000_000) and by_height.is_final(101, 0)
+    by_time = Transaction(2, (txin,), out, 1_700_000_000)
+    assert not by_time.is_final(10**6, 1_700_000_000) and by_time.is_final(0, 1_700_000_001)
+    final_seq = Transaction(2, (TxIn(OutPoint(bytes(32), 0)),), out, 100)
+    assert final_seq.is_final(0, 0)
