@@ -147,7 +147,11 @@ async def _serve_connection(stream: trio.SocketStream, auth: BasicAuth, handler:
                     body = await conn.read_body(length)
             except trio.TooSlowError:
                 return
-            status, reply = await handler(body)
+            try:
+                status, reply = await handler(body)
+            except Exception:  # a handler bug answers 500; it never ends the service
+                log.exception("RPC handler failed")
+                status, reply, keep_alive = 500, b"", False
             await stream.send_all(response(status, reply, close=not keep_alive))
             if not keep_alive:
                 return

@@ -25,7 +25,7 @@ import pbk
 
 #: Kernel log lines kept for rejection reasons and `mu chain` diagnostics.
 KERNEL_LOG_LINES = 256
-_REASON = re.compile(r"FAILED \(([^)]*)\)|ConnectBlock[^:]*: ([a-z0-9-]+)|: ([a-z0-9]+(?:-[a-z0-9]+)+)")
+_REASON = re.compile(r"(?<![\w-])([a-z][a-z0-9]*(?:-[a-z0-9]+)+)(?![\w-])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,15 +38,17 @@ class SubmitResult:
 
 
 def _reason_from_log(lines: list[str]) -> str:
-    """The most specific rejection reason the kernel logged, e.g. "bad-txnmrklroot"."""
-    for line in reversed(lines):
-        match = _REASON.search(line)
+    """The first reject reason the kernel logged during a submit, e.g. "bad-txnmrklroot".
+
+    Bitcoin Core's reject reasons are lowercase, hyphenated tokens starting
+    with a letter ("high-hash", "bad-cb-amount", "time-too-old"); the first
+    one logged is the cause, later lines only report consequences.
+    """
+    for line in lines:
+        text = line.split("Z ", 1)[-1]  # drop the ISO timestamp prefix
+        match = _REASON.search(text)
         if match:
-            reason = next(g for g in match.groups() if g)
-            return reason.split(",")[0].strip()
-    for line in reversed(lines):
-        if "[error]" in line or "invalid" in line.lower():
-            return line.split("]", 1)[-1].strip()
+            return match.group(1)
     return "rejected"
 
 

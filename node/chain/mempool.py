@@ -26,7 +26,7 @@ from node.rpc import (
 from protocol.bitcoin.errors import BitcoinError
 from protocol.bitcoin.policy import is_dust, min_relay_fee
 from protocol.bitcoin.script import output_type
-from protocol.bitcoin.tx import SEQUENCE_FINAL, Transaction
+from protocol.bitcoin.tx import Transaction
 
 #: Transactions the mempool holds at most.
 MAX_MEMPOOL_TXS = 5_000
@@ -38,7 +38,6 @@ MAX_STANDARD_TX_WEIGHT = 400_000
 MAX_TEMPLATE_WEIGHT = 3_990_000
 #: Minimum relay fee rate, satoshis per 1,000 vbytes (bitcoind's default).
 MIN_RELAY_FEE_PER_KVB = 1_000
-LOCKTIME_THRESHOLD = 500_000_000
 # BIP 68 relative lock-time fields of nSequence.
 SEQUENCE_DISABLE_FLAG = 1 << 31
 SEQUENCE_TYPE_FLAG = 1 << 22
@@ -92,15 +91,6 @@ class Mempool:
         # An unconfirmed coin counts as mined in the next block (BIP 68).
         return Utxo(out.value, out.script_pubkey, self.state.height + 1, False)
 
-    def _is_final(self, tx: Transaction) -> bool:
-        """IsFinalTx for the next block, with BIP 113 median-time-past."""
-        if tx.locktime == 0:
-            return True
-        limit = self.state.height + 1 if tx.locktime < LOCKTIME_THRESHOLD else self.state.median_time_past()
-        if tx.locktime < limit:
-            return True
-        return all(txin.sequence == SEQUENCE_FINAL for txin in tx.inputs)
-
     def _sequence_locks_ok(self, tx: Transaction, coins: list[Utxo]) -> bool:
         """BIP 68 relative lock-times for version >= 2 transactions."""
         if tx.version < 2:
@@ -149,7 +139,8 @@ class Mempool:
         outpoints = [(txin.outpoint.txid, txin.outpoint.index) for txin in tx.inputs]
         if len(set(outpoints)) != len(outpoints):
             raise Rejected(RPC_VERIFY_REJECTED, "bad-txns-inputs-duplicate")
-        if not self._is_final(tx):
+        # IsFinalTx for the next block, times against median-time-past (BIP 113).
+        if not tx.is_final(self.state.height + 1, self.state.median_time_past()):
             raise Rejected(RPC_VERIFY_REJECTED, "non-final")
         if any(op in self.spenders for op in outpoints):
             raise Rejected(RPC_VERIFY_REJECTED, "txn-mempool-conflict")

@@ -16,6 +16,7 @@ import trio
 from node.chain.mempool import Mempool, MempoolEntry, Rejected
 from node.chain.state import ChainState, TxView
 from node.rpc import (
+    RPC_DESERIALIZATION_ERROR,
     RPC_INVALID_ADDRESS_OR_KEY,
     RPC_INVALID_PARAMETER,
     RPC_MISC_ERROR,
@@ -81,7 +82,7 @@ class ChainNode:
 
 
 def _type_error(value: Any, expected: str) -> RPCError:
-    kind = {str: "string", bool: "bool", int: "number", list: "array", dict: "object"}.get(type(value), "null")
+    kind = {str: "string", bool: "bool", int: "number", float: "number", list: "array", dict: "object"}.get(type(value), "null")
     return RPCError(RPC_TYPE_ERROR, f"JSON value of type {kind} is not of expected type {expected}")
 
 
@@ -279,7 +280,7 @@ def _decode_hex(value: Any) -> bytes:
     try:
         return bytes.fromhex(_str(value))
     except ValueError:
-        raise RPCError(-22, "TX decode failed. Make sure the tx has at least one input.") from None
+        raise RPCError(RPC_DESERIALIZATION_ERROR, "TX decode failed. Make sure the tx has at least one input.") from None
 
 
 async def sendrawtransaction(node: ChainNode, hexstring: Any, maxfeerate: Any = None) -> str:
@@ -307,6 +308,8 @@ async def testmempoolaccept(node: ChainNode, rawtxs: Any, maxfeerate: Any = None
     try:
         entry = node.mempool.check(raw)
     except Rejected as exc:
+        if exc.code == RPC_DESERIALIZATION_ERROR:
+            raise RPCError(exc.code, exc.reason) from None
         tx = Transaction.parse(raw)
         return [{"txid": tx.txid_hex(), "wtxid": tx.wtxid_hex(), "allowed": False, "reject-reason": exc.reason}]
     result: dict[str, Any] = {"txid": entry.txid[::-1].hex(), "wtxid": entry.wtxid[::-1].hex()}

@@ -44,6 +44,10 @@ MAX_BATCH = 100
 ANYONE_CAN_SPEND = bytes.fromhex("00204ae81572f06e1b88fd5ced7a1a000945432e83e1551e6f721ee9c00b8cc33260")
 
 
+# Each method's parameters after ``node``, for positional/named mapping.
+_SIGNATURES = {name: list(inspect.signature(f).parameters.values())[1:] for name, f in METHODS.items()}
+
+
 def chain_dir(data_dir: Path) -> Path:
     return data_dir / CHAIN_DIR
 
@@ -57,7 +61,7 @@ class Dispatcher:
     async def __call__(self, body: bytes) -> tuple[int, bytes]:
         try:
             request = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
             return 500, self._encode(None, None, RPCError(RPC_PARSE_ERROR, "Parse error"), legacy=True)
         if isinstance(request, list):
             if not 0 < len(request) <= MAX_BATCH:
@@ -105,16 +109,14 @@ class Dispatcher:
 
     @staticmethod
     def _arguments(method: Any, name: str, params: Any) -> list[Any]:
-        names = list(inspect.signature(method).parameters)[1:]
-        required = [
-            p for p in list(inspect.signature(method).parameters.values())[1:]
-            if p.default is inspect.Parameter.empty
-        ]
+        parameters = _SIGNATURES[name]
+        names = [p.name for p in parameters]
+        required = [p for p in parameters if p.default is inspect.Parameter.empty]
         if isinstance(params, dict):
             unknown = set(params) - set(names)
             if unknown:
                 raise RPCError(RPC_MISC_ERROR, f"Unknown named parameter {sorted(unknown)[0]}")
-            args = [params.get(n, inspect.signature(method).parameters[n].default) for n in names]
+            args = [params.get(p.name, p.default) for p in parameters]
             while args and args[-1] is inspect.Parameter.empty:
                 args.pop()
             if inspect.Parameter.empty in args:

@@ -36,9 +36,13 @@ async def _main(args: argparse.Namespace) -> None:
         script = decode_address(args.mine_address, "regtest")
     data_dir = resolve_data_dir(args.data_dir)
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(lambda task_status: serve_chain(
-            data_dir, rpc_port=args.rpc_port, block_interval=args.block_interval,
-            mine_script=script, task_status=task_status))
+
+        async def service(task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+            await serve_chain(data_dir, rpc_port=args.rpc_port, block_interval=args.block_interval,
+                              mine_script=script, task_status=task_status)
+            nursery.cancel_scope.cancel()  # the `stop` RPC ended the service
+
+        port = await nursery.start(service)
         print(f"mu chain: RPC on http://127.0.0.1:{port}/ cookie {chain_dir(data_dir) / '.cookie'}", flush=True)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for _ in signals:

@@ -23,6 +23,7 @@ from pathlib import Path
 import trio
 
 from node.rpc import RPCClient, RPCTransportError
+from node.wallet import Wallet
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_DEADLINE = 60.0
@@ -69,15 +70,22 @@ async def _stop(process: trio.Process, sig: int = signal.SIGTERM) -> None:
 
 
 @asynccontextmanager
-async def open_mu_chain(data_dir: Path, *, block_interval: float | None = None,
+async def open_mu_chain(data_dir: Path, *, block_interval: float | None = None, rpc_port: int = 0,
                         extra_args: list[str] | None = None) -> AsyncIterator[MuChain]:
-    """Start ``mu chain`` on a free port in ``data_dir``; stop it cleanly on exit."""
+    """Start ``mu chain`` in ``data_dir``; stop it cleanly (SIGTERM, wait) on exit.
+
+    Args:
+        data_dir: the mu data dir; the chain lives in ``data_dir/chain``.
+        block_interval: also mine a block every this many seconds.
+        rpc_port: 0 (default) lets the OS pick a free port.
+        extra_args: more ``mu chain`` options.
+    """
     chain_dir = data_dir / "chain"
     port_file = chain_dir / "rpc.port"
     cookie = chain_dir / ".cookie"
     port_file.unlink(missing_ok=True)
     cookie.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "node", "--data-dir", str(data_dir), "chain", "--rpc-port", "0"]
+    argv = [sys.executable, "-m", "node", "--data-dir", str(data_dir), "chain", "--rpc-port", str(rpc_port)]
     if block_interval is not None:
         argv += ["--block-interval", str(block_interval)]
     argv += extra_args or []
@@ -94,3 +102,10 @@ async def open_mu_chain(data_dir: Path, *, block_interval: float | None = None,
     finally:
         with trio.CancelScope(shield=True):
             await _stop(process)
+
+
+async def funded_wallet(chain: MuChain, wallet_dir: Path, blocks: int = 1) -> Wallet:
+    """A wallet in ``wallet_dir`` holding ``blocks`` matured regtest coinbases (50 BTC each early on)."""
+    wallet = await Wallet.open(wallet_dir, chain.rpc)
+    await wallet.faucet(blocks)
+    return wallet

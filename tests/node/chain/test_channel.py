@@ -18,7 +18,7 @@ from protocol.bitcoin.channel import (
     refund_vsize,
 )
 from protocol.bitcoin.policy import min_relay_fee
-from tests.helpers.chain import MuChain
+from tests.helpers.chain import MuChain, funded_wallet
 
 CAPACITY = 2_000_000
 FEE_RATE = 2
@@ -37,9 +37,8 @@ async def open_channel(chain: MuChain, payer: Wallet, payee: Wallet, expiry: int
 
 async def test_channel_payments_settle_on_chain(chain: MuChain, tmp_path: Path) -> None:
     rpc = chain.rpc
-    payer = await Wallet.open(tmp_path / "payer", rpc)
+    payer = await funded_wallet(chain, tmp_path / "payer")
     payee = await Wallet.open(tmp_path / "payee", rpc)
-    await payer.faucet(1)
     height = await rpc.call("getblockcount")
     params = await open_channel(chain, payer, payee, height + 100)
     paying, paid = PayerChannel(params, payer.keys[2]), PayeeChannel(params, payee.keys[0])

@@ -48,6 +48,8 @@ async def raw_http(chain: MuChain, body: bytes, *, auth: str | None = None,
 async def test_bad_requests_get_errors_and_service_keeps_serving(chain: MuChain) -> None:
     status, body = await raw_http(chain, b"{not json")
     assert status == 500 and json.loads(body)["error"]["code"] == -32700
+    status, body = await raw_http(chain, b"[" * 100_000 + b"]" * 100_000)
+    assert status == 500 and json.loads(body)["error"]["code"] == -32700
     status, body = await raw_http(chain, b'{"method": "nosuch", "params": [], "id": 1}')
     assert status == 404 and json.loads(body)["error"] == {"code": -32601, "message": "Method not found"}
     status, _ = await raw_http(chain, b'{"method": "getblockcount"}', auth="__cookie__:wrong")
@@ -124,3 +126,43 @@ async def test_block_method_errors(chain: MuChain) -> None:
         assert (err.value.code, err.value.message) == (code, message), method
     assert await rpc.call("gettxout", "11" * 32, 0) is None
     assert await rpc.call("getblockcount") == 0
+
+
+async def test_block_interval_mines_on_its_own(tmp_path) -> None:
+    from tests.helpers.chain import open_mu_chain
+
+    async with open_mu_chain(tmp_path / "node", block_interval=0.1) as chain:
+        with trio.fail_after(30):
+            while await chain.rpc.call("getblockcount") < 2:
+                await trio.sleep(0.05)  # polling the subprocess, bounded by fail_after
+        best = await chain.rpc.call("getblock", await chain.rpc.call("getblockhash", 1))
+        out = await chain.rpc.call("gettxout", best["tx"][0], 0)
+        assert out["scriptPubKey"]["type"] == "witness_v0_scripthash"  # P2WSH(OP_TRUE) by default
+
+
+async def test_stop_shuts_down_cleanly(chain: MuChain) -> None:
+    assert await chain.rpc.call("stop") == "mu chain stopping"
+    with trio.fail_after(30):
+        await chain.process.wait()
+    assert chain.process.returncode == 0
+    assert not chain.cookie_path.exists()
+
+
+BAD_CALLS = [
+    ("getblock", "00" * 32, "x"), ("getblock", 1), ("getblock", None), ("scantxoutset", "start", "x"),
+    ("scantxoutset", "start", [123]), ("scantxoutset", "start", ["addr(zz)"]),
+    ("scantxoutset", "start", ["raw(zz)"]), ("scantxoutset", 5), ("testmempoolaccept", ["zz"]),
+    ("testmempoolaccept", ["00"]), ("testmempoolaccept", "x"), ("sendrawtransaction", "00" * 10, "abc"),
+    ("sendrawtransaction", 5), ("generatetoaddress", -1, ADDRESS), ("getblockhash", True),
+    ("getblockhash", 1.5), ("getrawmempool", "x"), ("getblockcount", 1), ("gettxout", "00" * 32, "0"),
+    ("getrawtransaction", "00" * 32, True, "zz"), ("generatetoaddress", 10**6, ADDRESS),
+]
+
+
+async def test_malformed_parameters_get_bitcoind_errors_never_internal_ones(chain: MuChain) -> None:
+    for method, *params in BAD_CALLS:
+        with pytest.raises(RPCError) as err:
+            await chain.rpc.call(method, *params)
+        assert err.value.code not in (-32603, 0), (method, params, err.value)
+    assert await chain.rpc.call("gettxout", "00" * 32, -1) is None
+    assert await chain.rpc.call("getblockcount") == 0
