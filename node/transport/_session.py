@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import socket
 from typing import Any, Callable, Protocol
 
 import trio
@@ -45,6 +46,21 @@ log = logging.getLogger("mu.transport")
 
 # Read size when no big record is in flight (specs/wire.md §8).
 SMALL_READ_SIZE = 64 * 1024
+# Messages waiting for the session's writer task; senders block beyond it.
+MAX_SEND_QUEUE = 16
+
+
+# Kernel socket buffers per session: room for a whole 1 MiB record (plus the
+# next one) in flight, so each record costs one write and few reads.
+SOCKET_BUFFER_SIZE = 4 * 1024 * 1024
+
+
+def _tune_socket(stream: trio.SocketStream) -> None:
+    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        try:
+            stream.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_SIZE)
+        except OSError:  # the kernel caps it; the default still works
+            pass
 
 
 class RequestHandler(Protocol):
@@ -80,13 +96,17 @@ class Session:
     ) -> None:
         assert conn.peer_node_id is not None and conn.peer_hello is not None
         self._stream = stream
+        _tune_socket(stream)
         self._conn = conn
         self._handler = handler
         self._limits = limits
         self._on_close = on_close
         self.peer_node_id: bytes = conn.peer_node_id
         self.peer_hello: Hello = conn.peer_hello
-        self._send_lock = trio.Lock()
+        # Outgoing messages wait here for the writer task, which seals and
+        # writes them one at a time: records leave whole and in nonce order
+        # even when a caller's timeout fires mid-write.
+        self._outgoing_send, self._outgoing_receive = trio.open_memory_channel[Message](MAX_SEND_QUEUE)
         self._pending: dict[int, _Pending] = {}
         self._pending_slots = trio.Semaphore(limits.max_pending_requests)
         self._handler_slots = trio.Semaphore(limits.max_inflight_requests)
@@ -110,14 +130,17 @@ class Session:
     # --------------------------------------------------------------- sending
     async def _send(self, message: Message) -> None:
         if self._closed is not None:
-            raise SessionClosed(f"session closed: {self._closed}")
-        async with self._send_lock:
+            raise self._closed_error()
+        try:
+            await self._outgoing_send.send(message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise self._closed_error() from None
+
+    async def _writer(self) -> None:
+        """Seal and write queued messages; the only task that writes records."""
+        async for message in self._outgoing_receive:
             data = self._conn.send(message)
-            try:
-                await self._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self._fail(SessionBroken(f"send failed: {exc}"))
-                raise SessionBroken(f"send failed: {exc}") from None
+            await self._stream.send_all(data)
 
     def _allocate_id(self) -> int:
         while True:
@@ -189,6 +212,7 @@ class Session:
     def _fail(self, reason: BaseException) -> None:
         if self._closed is None:
             self._closed = reason
+            self._outgoing_send.close()
         for pending in self._pending.values():
             pending.event.set()
         if self._cancel_scope is not None:
@@ -203,6 +227,7 @@ class Session:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the session until it closes; always closes the socket."""
+        final_error: ErrorCode | None = None
         try:
             with trio.CancelScope() as scope:
                 self._cancel_scope = scope
@@ -211,14 +236,30 @@ class Session:
                 async with trio.open_nursery() as nursery:
                     task_status.started()
                     try:
-                        await self._read_loop(nursery)
-                    except RemoteProtocolError as exc:
-                        log.error("session with %s ended: %s (%s)", self.peer_node_id.hex(), exc, exc.code.name)
-                        self._fail(SessionBroken(str(exc), exc.code))
-                        await self._send_final_error(exc.code)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                        self._fail(SessionBroken(f"connection lost: {exc}"))
+                        async with trio.open_nursery() as io:
+                            io.start_soon(self._writer)
+                            await self._read_loop(nursery)
+                            io.cancel_scope.cancel()
+                    except BaseExceptionGroup as group:
+                        # Reader and writer fail alone or together; report the first.
+                        fatal = self._first_error(group)
+                    except Exception as exc:
+                        fatal = exc
+                    else:
+                        fatal = None
+                    if isinstance(fatal, RemoteProtocolError):
+                        log.error("session with %s ended: %s (%s)", self.peer_node_id.hex(), fatal, fatal.code.name)
+                        self._fail(SessionBroken(str(fatal), fatal.code))
+                        final_error = fatal.code
+                    elif isinstance(fatal, (trio.BrokenResourceError, trio.ClosedResourceError)):
+                        self._fail(SessionBroken(f"connection lost: {fatal}"))
+                    elif fatal is not None:
+                        # A bug must cost this session only, never the node.
+                        log.error("session with %s failed", self.peer_node_id.hex(), exc_info=fatal)
+                        self._fail(SessionBroken(f"internal error: {fatal!r}", ErrorCode.INTERNAL))
                     nursery.cancel_scope.cancel()
+            if final_error is not None:
+                await self._send_final_error(final_error)
         finally:
             self._fail(SessionClosed("session ended"))
             with trio.CancelScope(shield=True):
@@ -226,6 +267,19 @@ class Session:
                     await self._stream.aclose()
             self._on_close(self)
             self._done.set()
+
+    @staticmethod
+    def _first_error(group: BaseExceptionGroup) -> BaseException | None:  # type: ignore[type-arg]
+        for exc in group.exceptions:
+            if isinstance(exc, BaseExceptionGroup):
+                inner = Session._first_error(exc)
+                if inner is not None:
+                    return inner
+            elif not isinstance(exc, trio.Cancelled):
+                if not isinstance(exc, Exception):
+                    raise group
+                return exc
+        raise group
 
     async def _send_final_error(self, code: ErrorCode) -> None:
         # Best effort: tell the peer why, but never wait long for it.

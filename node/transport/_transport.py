@@ -197,6 +197,12 @@ class Transport:
             log.info("inbound handshake failed: %s", exc)
             await trio.aclose_forcefully(stream)
             return
+        except Exception:
+            # Never let one connection take the listener down.
+            self.failed_handshakes += 1
+            log.exception("inbound handshake crashed")
+            await trio.aclose_forcefully(stream)
+            return
         finally:
             self._handshakes -= 1
         if scope.cancelled_caught or len(self._all_sessions) >= self._limits.max_peers:
