@@ -11,7 +11,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -44,12 +45,16 @@ async def open_dht(
     request_timeout: float = REQUEST_TIMEOUT,
     values: ValueStore | None = None,
     providers: ProviderStore | None = None,
+    wall_clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[DhtNode]:
     """Run a DHT node on UDP ``host:port`` (port 0: the OS picks) until the block exits.
 
     The routing table saved in ``data_dir`` (if any) is loaded at start and
     written back at exit.  ``contact`` is what the node's signed contact
-    record advertises (TCP port, payment key); it defaults to the UDP port.
+    record advertises (TCP port, payment key, host); the TCP port defaults to
+    the UDP port and the host to the bound address.  ``values`` and
+    ``providers`` replace the default-bounded stores, ``wall_clock`` the Unix
+    clock used for record expiry (tests move it by hand).
 
     Raises:
         OSError: the socket cannot be bound.
@@ -60,7 +65,7 @@ async def open_dht(
         await sock.bind((host, port))
         table = open_table(identity, path)
         node = DhtNode(identity, sock, path, contact, request_timeout=request_timeout,
-                       values=values, providers=providers, table=table)
+                       values=values, providers=providers, table=table, wall_clock=wall_clock)
         log.info("dht node %s on %s:%d, %d saved contacts", identity.node_id.hex(), node.host, node.port, len(table))
         try:
             async with trio.open_nursery() as nursery:

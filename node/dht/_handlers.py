@@ -11,14 +11,13 @@ never reach the tables.  Handlers are synchronous: nothing here waits.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from protocol.kademlia.ids import K, Contact, KademliaError
 from protocol.kademlia.records import ProviderRecord, check_token, make_token
 from protocol.kademlia.wire import (
     FIND_NODE,
     FIND_VALUE,
-    MAX_BODY_SIZE,
     MU_ANNOUNCE,
     MU_CONTACT,
     MU_GET_PROVIDERS,
@@ -76,28 +75,30 @@ class RequestHandlers:
     def _dispatch(self, request: Request, sender: Contact) -> object:
         node = self.node
         args = request.args
+        # check_request has made args[1], when present, a 20-byte key.
+        key = cast(bytes, args[1]) if len(args) > 1 else b""
         if request.name == PING:
             return node.node_id
         if request.name == FIND_NODE:
-            return self._closest(args[1], sender)
+            return self._closest(key, sender)
         if request.name == FIND_VALUE:
-            value = node.values.get(args[1], node.wall_now())  # type: ignore[arg-type]
-            return {"value": value} if value is not None else self._closest(args[1], sender)
+            value = node.values.get(key, node.wall_now())
+            return {"value": value} if value is not None else self._closest(key, sender)
         if request.name == STORE:
             value = check_value(args[2])
-            node.values.put(args[1], value, sender.host, node.wall_now())  # type: ignore[arg-type]
-            log.debug("stored %s for %s", args[1].hex(), sender.host)  # type: ignore[union-attr]
+            node.values.put(key, value, sender.host, node.wall_now())
+            log.debug("stored %s for %s", key.hex(), sender.host)
             return True
         if request.name == MU_CONTACT:
             return node.contact_record.serialize()
         if request.name == MU_GET_PROVIDERS:
-            return self._get_providers(args[1], sender)  # type: ignore[arg-type]
+            return self._get_providers(key, sender)
         if request.name == MU_ANNOUNCE:
-            return self._announce(args[1], args[2], args[3], sender)  # type: ignore[arg-type]
+            return self._announce(key, args[2], args[3], sender)
         raise RemoteProtocolError(ErrorCode.UNKNOWN_RPC, request.name)
 
-    def _closest(self, key: object, sender: Contact) -> list[object]:
-        return [c.to_wire() for c in self.node.table.closest(key, K, exclude=sender.node_id)]  # type: ignore[arg-type]
+    def _closest(self, key: bytes, sender: Contact) -> list[object]:
+        return [c.to_wire() for c in self.node.table.closest(key, K, exclude=sender.node_id)]
 
     def _get_providers(self, key: bytes, sender: Contact) -> dict[str, object]:
         node = self.node
@@ -109,13 +110,11 @@ class RequestHandlers:
                 break
             records.append(data)
             budget -= len(data)
-        reply = {
+        return {
             "token": make_token(node.token_secrets[0], sender.host),
             "providers": records,
             "nodes": self._closest(key, sender),
         }
-        assert budget >= 0 and MAX_PROVIDER_BYTES_PER_REPLY < MAX_BODY_SIZE
-        return reply
 
     def _announce(self, key: bytes, token: object, data: object, sender: Contact) -> bool:
         node = self.node

@@ -120,7 +120,7 @@ class DhtOps:
                 family = trio.socket.AF_INET6 if ":" in node.host else trio.socket.AF_INET
                 info = await trio.socket.getaddrinfo(address[0], address[1], family=family,
                                                      type=trio.socket.SOCK_DGRAM)
-                address = (info[0][4][0], info[0][4][1])
+                address = (str(info[0][4][0]), int(info[0][4][1]))
                 node_id = await node.ping(address)
             except Exception as exc:
                 log.warning("bootstrap contact %s:%d did not answer: %s", address[0], address[1], exc)
@@ -258,7 +258,7 @@ class DhtOps:
             log.warning("contact record from %s:%d is for another node id", contact.host, contact.port)
             return None
         node.remember_contact_record(record)
-        node.table.add(Contact(node_id, contact.host, contact.port, record.public_key), node.now())
+        node.heard_from(Contact(node_id, contact.host, contact.port, record.public_key))
         return record
 
 

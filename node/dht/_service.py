@@ -13,16 +13,18 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
 from node.dht._handlers import RequestHandlers
+from node.dht._ops import Announcement, DhtOps
 from node.dht._persist import load_table, save_table
 from protocol.identity import Identity
 from protocol.kademlia.ids import Contact
-from protocol.kademlia.records import ContactInfo, ContactRecord
+from protocol.kademlia.records import DEFAULT_PROVIDER_TTL, ContactInfo, ContactRecord, ProviderRecord
 from protocol.kademlia.routing import RoutingTable
 from protocol.kademlia.storage import ProviderStore, ValueStore
 from protocol.kademlia.wire import (
@@ -71,7 +73,7 @@ class DhtNode:
     def __init__(self, identity: Identity, sock: trio.socket.SocketType, data_dir: Path | None,
                  contact: ContactInfo | None, *, request_timeout: float,
                  values: ValueStore | None = None, providers: ProviderStore | None = None,
-                 table: RoutingTable | None = None) -> None:
+                 table: RoutingTable | None = None, wall_clock: Callable[[], float] = time.time) -> None:
         self.identity = identity
         self.node_id = identity.node_id
         self.sock = sock
@@ -80,30 +82,26 @@ class DhtNode:
         self.port: int = port
         self.data_dir = data_dir
         self.request_timeout = request_timeout
+        self._wall_clock = wall_clock
         self.table = table or RoutingTable(self.node_id)
         self.values = values or ValueStore()
         self.providers = providers or ProviderStore()
         info = contact or ContactInfo(tcp_port=port)
         self.contact_record = ContactRecord.create(identity, host=host, udp_port=port, info=info,
-                                                   issued_at=int(time.time()))
+                                                   issued_at=int(wall_clock()))
         self.contact_records: dict[bytes, ContactRecord] = {}
         self.token_secrets = [secrets.token_bytes(32), secrets.token_bytes(32)]
         self._pending: dict[bytes, _Pending] = {}
         self._evictions = 0
         self._nursery: trio.Nursery | None = None
         self.handlers = RequestHandlers(self)
-        # Lookups and provider operations live in node.dht._ops; imported late
-        # to keep this module about sockets and bookkeeping.
-        from node.dht._ops import DhtOps
-
         self.ops = DhtOps(self)
 
     # -- time ------------------------------------------------------------
 
-    @staticmethod
-    def wall_now() -> float:
+    def wall_now(self) -> float:
         """Unix time, for record expiry (records carry absolute times)."""
-        return time.time()
+        return self._wall_clock()
 
     @staticmethod
     def now() -> float:
@@ -120,15 +118,29 @@ class DhtNode:
         """The k closest live nodes to ``key`` (iterative lookup, specs/dht.md §6)."""
         return await self.ops.lookup(key)
 
-    async def announce_provider(self, key: bytes, **fields: object):  # type: ignore[no-untyped-def]
-        """Sign and announce a provider record for ``key``; see ``DhtOps.announce_provider``."""
-        return await self.ops.announce_provider(key, **fields)  # type: ignore[arg-type]
+    async def announce_provider(self, key: bytes, *, tcp_port: int | None = None, host: str | None = None,
+                                terms: Mapping[str, object] | None = None,
+                                ttl: int = DEFAULT_PROVIDER_TTL) -> Announcement:
+        """Sign a provider record for ``key`` and store it on the k closest mu nodes.
 
-    async def get_providers(self, key: bytes):  # type: ignore[no-untyped-def]
+        ``tcp_port`` and ``host`` default to our contact record's; ``terms`` is
+        the payment-terms map (specs/dht.md §7.1).  The record is republished
+        at half its ``ttl`` until ``withdraw_provider(key)``.
+
+        Raises:
+            ValueError: a field breaks a bound of specs/dht.md §7.1.
+        """
+        return await self.ops.announce_provider(key, tcp_port=tcp_port, host=host, terms=terms, ttl=ttl)
+
+    def withdraw_provider(self, key: bytes) -> None:
+        """Stop republishing our provider record for ``key``."""
+        self.ops.withdraw_provider(key)
+
+    async def get_providers(self, key: bytes) -> list[ProviderRecord]:
         """Verified, live provider records for ``key`` from the network and ourselves."""
         return await self.ops.get_providers(key)
 
-    async def get_contact(self, node_id: bytes):  # type: ignore[no-untyped-def]
+    async def get_contact(self, node_id: bytes) -> ContactRecord | None:
         """The verified contact record of ``node_id``, or None if it cannot be reached."""
         return await self.ops.get_contact(node_id)
 
@@ -268,11 +280,15 @@ class DhtNode:
             wall = self.wall_now()
             self.values.expire(wall)
             self.providers.expire(wall)
-            await self.ops.republish()
-            await self.ops.refresh()
-            if self.data_dir is not None and now - last_save >= SAVE_INTERVAL:
-                await trio.to_thread.run_sync(self.save)
-                last_save = now
+            try:
+                await self.ops.republish()
+                await self.ops.refresh()
+                if self.data_dir is not None and now - last_save >= SAVE_INTERVAL:
+                    await trio.to_thread.run_sync(self.save)
+                    last_save = now
+            except (OSError, ValueError) as exc:
+                # A full disk or a bad saved setting must not stop the node answering.
+                log.error("maintenance pass failed: %s", exc)
 
 
 def open_table(identity: Identity, data_dir: Path | None) -> RoutingTable:

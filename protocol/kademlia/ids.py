@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from protocol.identity import NODE_ID_SIZE
 
@@ -24,6 +26,7 @@ K = 20
 ALPHA = 3
 #: Longest host string a contact may carry (a DNS name's maximum length).
 MAX_HOST_LENGTH = 253
+_HOST = re.compile(r"[A-Za-z0-9.\-:_]{1,253}")
 
 
 class KademliaError(ValueError):
@@ -61,10 +64,8 @@ def dht_key_for_chunk(address: bytes) -> bytes:
 
 def check_host(host: object) -> str:
     """Validate an IP literal or host name carried in a contact or record."""
-    if not isinstance(host, str) or not host or len(host) > MAX_HOST_LENGTH:
-        raise KademliaError("host must be a non-empty string of at most 253 characters")
-    if not all(c.isalnum() or c in ".-:_" for c in host):
-        raise KademliaError("host holds characters outside [A-Za-z0-9.-:_]")
+    if not isinstance(host, str) or not _HOST.fullmatch(host):
+        raise KademliaError("host must be 1..253 characters of [A-Za-z0-9.-:_]")
     return host
 
 
@@ -75,6 +76,17 @@ def check_port(port: object, what: str = "port") -> int:
     return port
 
 
+@lru_cache(maxsize=1024)
+def is_ip_literal(host: str) -> bool:
+    """True if ``host`` is an IPv4 or IPv6 address rather than a name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=1024)
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8 and ::1, which are exempt from per-IP limits (§5.3)."""
     try:
@@ -124,4 +136,8 @@ class Contact:
         if not isinstance(item, (list, tuple)) or len(item) != 3:
             raise KademliaError("a contact is a [node_id, host, port] triple")
         node_id, host, port = item
-        return cls(check_id(node_id), check_host(host), check_port(port))
+        # Only IP literals: a peer must not make us resolve names it chose
+        # (DNS amplification), and replies are matched by source IP (§4.1).
+        if not is_ip_literal(check_host(host)):
+            raise KademliaError("a contact's host must be an IP address")
+        return cls(check_id(node_id), host, check_port(port))

@@ -6,6 +6,13 @@ the contacts to query (never more than alpha in flight), sends each one a
 happened with ``on_response`` or ``on_failure``.  Requests older than the
 timeout count as failed the next time ``next_requests`` is called.
 
+While replies keep naming closer contacts, at most alpha requests are in
+flight.  Once alpha replies in a row bring nothing closer than the closest
+contact already known, the lookup asks all the k closest it has not asked yet
+at once (Kademlia §2.3: "if a round of FIND_NODEs fails to return a node any
+closer ... the initiator resends the FIND_NODE to all of the k closest nodes
+it has not already queried"); a closer contact turns that off again.
+
 The lookup is done when the k closest contacts it knows of that have not
 failed have all answered, or when nothing is left to ask.  This strict rule
 (rather than "no closer contact in the last round") is what makes a lookup
@@ -68,6 +75,8 @@ class Lookup:
         self.queries = 0
         self.responses = 0
         self.failures = 0
+        self._best: int | None = None  # distance of the closest contact ever known
+        self._stalled = 0  # replies in a row that brought nothing closer
         self._add(seeds)
 
     # -- caller interface ------------------------------------------------
@@ -78,10 +87,12 @@ class Lookup:
             if n.state is _State.IN_FLIGHT and now - n.sent_at >= self.timeout:
                 n.state = _State.FAILED
                 self.failures += 1
+                self._stalled += 1
         in_flight = sum(1 for n in self._nodes.values() if n.state is _State.IN_FLIGHT)
+        limit = self.k if self._stalled >= self.alpha else self.alpha
         out: list[Contact] = []
         for n in self._live_closest():
-            if in_flight >= self.alpha:
+            if in_flight >= limit:
                 break
             if n.state is _State.CANDIDATE:
                 n.state = _State.IN_FLIGHT
@@ -103,7 +114,9 @@ class Lookup:
             if len(taken) >= MAX_CONTACTS_PER_REPLY:
                 break
             taken.append(c)
+        before = self._best
         self._add(taken)
+        self._stalled = 0 if before is None or (self._best is not None and self._best < before) else self._stalled + 1
 
     def on_failure(self, node_id: bytes) -> None:
         """``node_id`` did not answer, or answered with garbage."""
@@ -111,6 +124,7 @@ class Lookup:
         if n is not None and n.state is _State.IN_FLIGHT:
             n.state = _State.FAILED
             self.failures += 1
+            self._stalled += 1
 
     @property
     def in_flight(self) -> list[Contact]:
@@ -143,7 +157,10 @@ class Lookup:
         for c in contacts:
             if c.node_id == self.own_id or c.node_id in self._nodes:
                 continue
-            self._nodes[c.node_id] = _Node(c, int.from_bytes(c.node_id, "big") ^ self._t, _State.CANDIDATE)
+            key = int.from_bytes(c.node_id, "big") ^ self._t
+            self._nodes[c.node_id] = _Node(c, key, _State.CANDIDATE)
+            if self._best is None or key < self._best:
+                self._best = key
         if len(self._nodes) > self.max_candidates:
             # Bound memory: forget the farthest contacts never queried.
             spare = sorted(

@@ -56,6 +56,10 @@ class AddResult:
 class _Entry:
     contact: Contact
     last_seen: float
+    key: int = 0  # the node ID as an integer, for fast XOR sorting
+
+    def __post_init__(self) -> None:
+        self.key = int.from_bytes(self.contact.node_id, "big")
 
 
 @dataclass(slots=True)
@@ -116,13 +120,9 @@ class RoutingTable:
         """The ``count`` (default k) contacts closest to ``target`` by XOR."""
         n = self.k if count is None else count
         t = int.from_bytes(target, "big")
-        pool = (
-            e.contact
-            for b in self._buckets
-            for e in b.entries.values()
-            if e.contact.node_id != exclude
-        )
-        return heapq.nsmallest(n, pool, key=lambda c: int.from_bytes(c.node_id, "big") ^ t)
+        pool = [e for b in self._buckets for e in b.entries.values()]
+        best = heapq.nsmallest(n + 1, pool, key=lambda e: e.key ^ t)
+        return [e.contact for e in best if e.contact.node_id != exclude][:n]
 
     def stale_buckets(self, now: float, interval: float = BUCKET_REFRESH_INTERVAL) -> list[int]:
         """Indexes of buckets not changed within ``interval``.

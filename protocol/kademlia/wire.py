@@ -115,7 +115,8 @@ def unpack_body(body: bytes) -> object:
 
 def pack(value: object) -> bytes:
     """Encode a value as rpcudp does (umsgpack: bytes as bin, str as str)."""
-    return msgpack.packb(value, use_bin_type=True)
+    data: bytes = msgpack.packb(value, use_bin_type=True)
+    return data
 
 
 def encode_request(msg_id: bytes, name: str, args: tuple[object, ...] | list[object]) -> bytes:

@@ -42,7 +42,7 @@ async def test_hundred_nodes_lookups_match_brute_force_and_providers_are_found()
         provider = nodes[17]
         announced = await provider.announce_provider(key, tcp_port=4040, terms={"price_sat_per_mib": 3})
         assert len(announced.stored_at) == K
-        for reader in rng.sample(nodes, 10):
+        for reader in nodes:
             records = await reader.get_providers(key)
             assert [(r.node_id, r.tcp_port, dict(r.terms)) for r in records] == [
                 (provider.node_id, 4040, {"price_sat_per_mib": 3})

@@ -27,7 +27,7 @@ async def test_stock_and_mu_nodes_form_one_network() -> None:
         for s in (s1, s2):
             await stock.command(cmd="bootstrap", index=s["index"], addrs=[["127.0.0.1", s0["port"]]])
 
-        mu = [await stack.enter_async_context(open_dht(Identity(secrets.token_bytes(32)))) for _ in range(5)]
+        mu = [await stack.enter_async_context(open_dht(Identity(secrets.token_bytes(32)), request_timeout=5.0)) for _ in range(5)]
         # A mu node bootstraps from stock nodes only...
         await mu[0].bootstrap([("127.0.0.1", s0["port"])])
         for node in mu[1:]:
@@ -42,6 +42,13 @@ async def test_stock_and_mu_nodes_form_one_network() -> None:
         expected = sorted(everyone - {mu[3].node_id}, key=lambda i: distance(i, key))
         assert [c.node_id for c in found] == expected
         assert stock_ids <= {c.node_id for c in await mu[0].lookup(mu[0].node_id)}
+
+        # Stock contacts stay plain; a mu contact becomes "mu" once its signed
+        # contact record verifies against its node ID (specs/dht.md §3.2).
+        assert all(not mu[0].table.get(i).is_mu for i in stock_ids)  # type: ignore[union-attr]
+        record = await mu[0].get_contact(mu[1].node_id)
+        assert record is not None and record.public_key == mu[1].identity.public_key
+        assert mu[0].table.get(mu[1].node_id).is_mu  # type: ignore[union-attr]
 
         # A stock node bootstraps from a mu node and sees mu nodes.
         s3 = await stock.command(cmd="start")

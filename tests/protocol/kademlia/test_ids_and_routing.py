@@ -38,7 +38,8 @@ def test_chunk_key_is_truncated_sha256() -> None:
 
 @pytest.mark.parametrize("item", [
     [b"x" * 19, "127.0.0.1", 1], [b"x" * 20, "", 1], [b"x" * 20, "a b", 1], [b"x" * 20, "h", 0],
-    [b"x" * 20, "h", 70000], [b"x" * 20, "h", True], [b"x" * 20, "h"], "abc", [b"x" * 20, 5, 1],
+    [b"x" * 20, "127.0.0.1", 70000], [b"x" * 20, "127.0.0.1", True], [b"x" * 20, "h"], "abc",
+    [b"x" * 20, 5, 1], [b"x" * 20, "localhost", 1], [b"x" * 20, "999.1.1.1", 1],
 ])
 def test_contact_from_wire_rejects(item: object) -> None:
     with pytest.raises(KademliaError):

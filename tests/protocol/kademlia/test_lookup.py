@@ -27,7 +27,7 @@ def drive(tables: dict[bytes, RoutingTable], searcher: bytes, target: bytes, dea
     now = 0.0
     while True:
         batch = lookup.next_requests(now)
-        assert len(lookup.in_flight) <= 3
+        assert len(lookup.in_flight) <= K
         if lookup.done or not lookup.in_flight:
             return lookup
         for c in batch:
@@ -87,3 +87,21 @@ def test_unsolicited_replies_and_candidate_bound() -> None:
     flood = [Contact(bytes([0x80]) + i.to_bytes(19, "big"), "127.0.0.1", 5) for i in range(100)]
     lookup.on_response(asked.node_id, flood)
     assert len(lookup._nodes) <= 30  # at most k taken from one reply, total bounded
+
+
+def test_alpha_in_flight_until_progress_stalls() -> None:
+    def c(n: int) -> Contact:
+        return Contact(n.to_bytes(20, "big"), "127.0.0.1", n)
+
+    lookup = Lookup(bytes(20), [c(n) for n in range(2, 30)], alpha=3)
+    first = lookup.next_requests(0.0)
+    assert [x.port for x in first] == [2, 3, 4]
+    # A reply naming a closer contact is progress: still alpha in flight.
+    lookup.on_response(c(2).node_id, [c(1)])
+    assert [x.port for x in lookup.next_requests(0.1)] == [1]
+    # Three replies in a row with nothing closer: ask all of the k closest not yet asked.
+    for n in (3, 4, 1):
+        lookup.on_response(c(n).node_id, [c(40)])
+    burst = lookup.next_requests(0.2)
+    assert [x.port for x in burst] == list(range(5, 21))
+    assert len(lookup.in_flight) == 16 and not lookup.done

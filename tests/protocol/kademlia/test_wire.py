@@ -82,8 +82,8 @@ def test_values_and_replies() -> None:
             check_value(v)
         assert e.value.code is code
     assert parse_find_value_reply({"value": "v"}) == ("v", [])
-    assert parse_find_value_reply([[NID, "h", 1]])[1][0].node_id == NID
-    for bad in ({"value": 1, "x": 2}, [[NID, "h", 1]] * 21, [[NID, "h"]], None):
+    assert parse_find_value_reply([[NID, "10.0.0.1", 1]])[1][0].node_id == NID
+    for bad in ({"value": 1, "x": 2}, [[NID, "10.0.0.1", 1]] * 21, [[NID, "h"]], None):
         with pytest.raises(RemoteProtocolError):
             parse_find_value_reply(bad)
     with pytest.raises(RemoteProtocolError):
