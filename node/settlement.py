@@ -138,6 +138,9 @@ class SettlementWatcher:
         try:
             tx = entry.channel.close_transaction()
         except NothingToCloseError:
+            # A total below the dust limit cannot have an output: nothing to claim.
+            log.warning("channel %s holds %d sats, below the dust limit: closed without claiming",
+                        record.channel_id, total)
             await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, "closed")
             return
         txid = tx.txid_hex()

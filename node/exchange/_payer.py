@@ -24,6 +24,7 @@ from node.transport import RequestError, Session
 from protocol.bitcoin import PrivateKey, PublicKey
 from protocol.bitcoin.channel import ChannelParams, PayerChannel, funding_script_for
 from protocol.payments import (
+    LocalPaymentError,
     PaymentErrorCode,
     PeerAccount,
     PriceTooHigh,
@@ -78,7 +79,7 @@ class Payer:
         hello = session.peer_hello
         terms = Terms.from_wire(hello.terms, hello.identity_key)
         if terms.payment_pubkey != hello.payment_key:
-            raise PriceTooHigh("host advertises two different payment keys")  # refuse to deal
+            raise LocalPaymentError(PaymentErrorCode.BAD_TERMS, "HELLO and terms name different payment keys")
         if terms.price_per_mib_get > self.max_price_per_mib_get or terms.price_per_mib_put > self.max_price_per_mib_put:
             raise PriceTooHigh(
                 f"host asks {terms.price_per_mib_get}/{terms.price_per_mib_put} sats per MiB (get/put), "
@@ -167,24 +168,29 @@ class Payer:
 
     # -- paid requests ---------------------------------------------------------
 
-    async def _payment(self, link: HostLink, owed: int, *, kind: str, chunk: bytes, price: int) -> Payment | None:
+    def _payment(self, link: HostLink, owed: int, *, kind: str, chunk: bytes,
+                 price: int) -> tuple[Payment | None, Callable[[], object] | None]:
+        """The payment for a request owing ``owed``, and the ledger write to run with it (if new)."""
         if owed == 0:
-            return None
+            return None, None
         if link.channel is None or link.channel_id is None:
             raise RemotePaymentError(PaymentErrorCode.INSUFFICIENT_PAYMENT, "payment owed but no channel open", owed=owed)
         total = next_total(owed=owed, acknowledged_total=link.acknowledged, signed_total=link.channel.total)
         assert total is not None
         if total == link.channel.total and link.last_sig is not None:
-            return Payment(channel=link.channel_id, total=total, sig=link.last_sig)  # re-send, never re-pay
+            return Payment(channel=link.channel_id, total=total, sig=link.last_sig), None  # re-send, never re-pay
         increment = total - link.channel.total
         signed = link.channel.pay(increment)
-        # Recorded before it leaves: our ledger always knows our exposure.
-        await trio.to_thread.run_sync(lambda: self.ledger.record_payment(
-            peer=link.host.hex(), direction="out", kind=kind, chunk=chunk.hex(), price=price, amount=increment,
-            channel_id=str(link.channel_id), total=signed.total, payer_sig=signed.signature))
         link.last_sig = signed.signature
         link.paid += increment
-        return Payment(channel=link.channel_id, total=signed.total, sig=signed.signature)
+        channel_id, host = str(link.channel_id), link.host.hex()
+
+        def record() -> object:
+            return self.ledger.record_payment(
+                peer=host, direction="out", kind=kind, chunk=chunk.hex(), price=price, amount=increment,
+                channel_id=channel_id, total=signed.total, payer_sig=signed.signature)
+
+        return Payment(channel=link.channel_id, total=signed.total, sig=signed.signature), record
 
     async def get(self, link: HostLink, address: bytes, *, expected_size: int = DEFAULT_EXPECTED_SIZE) -> bytes:
         """Fetch ``address`` from the host, paying what is owed.
@@ -200,6 +206,38 @@ class Payer:
         """Store ``data`` on the host, paying what is owed; True if it was new there."""
         return await self._request(link, "put", address, len(data), data)  # type: ignore[return-value]
 
+    @staticmethod
+    async def _send_with_record(link: HostLink, kind: str, address: bytes, data: bytes | None,
+                                wire: dict[str, object] | None, record: Callable[[], object] | None) -> bytes | bool:
+        """Send the request; write our own record of a new payment meanwhile.
+
+        Our record of what we signed is written while the request travels:
+        the host's record is the one that must precede serving, and after a
+        crash of ours the host's CHANNEL_STATE restores our total
+        (specs/payments.md §After a crash).  Both finish before we return.
+        """
+        outcome: list[object] = []
+
+        async def send() -> None:
+            try:
+                if kind == "get":
+                    outcome.append(await link.session.get_chunk(address, wire))
+                else:
+                    assert data is not None
+                    outcome.append(await link.session.put_chunk(address, data, wire))
+            except Exception as exc:  # handed back below, outside the nursery
+                outcome.append(exc)
+
+        if record is None:
+            await send()
+        else:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.to_thread.run_sync, record)
+                await send()
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]  # type: ignore[return-value]
+
     async def _request(self, link: HostLink, kind: str, address: bytes, size: int, data: bytes | None) -> bytes | bool:
         terms = link.terms
         price = terms.get_price(size) if kind == "get" else terms.put_price(size)
@@ -207,14 +245,10 @@ class Payer:
         redelivery = link.account.is_redelivery(address, kind)
         owed = 0 if redelivery else link.account.owed(price, terms.free_allowance)
         for _ in range(MAX_PAYMENT_ROUNDS):
-            payment = await self._payment(link, owed, kind=kind, chunk=address, price=price)
+            payment, record = self._payment(link, owed, kind=kind, chunk=address, price=price)
             wire = payment.to_wire() if payment is not None else None
             try:
-                if kind == "get":
-                    result: bytes | bool = await link.session.get_chunk(address, wire)
-                else:
-                    assert data is not None
-                    result = await link.session.put_chunk(address, data, wire)
+                result = await self._send_with_record(link, kind, address, data, wire, record)
             except RequestError as exc:
                 code = exc.code
                 if code == PaymentErrorCode.INSUFFICIENT_PAYMENT and exc.owed is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 
 import trio
 
@@ -56,11 +57,36 @@ class PaidChunkServer:
 
     async def _get(self, peer: bytes, message: GetChunk) -> Message:
         try:
-            data = await trio.to_thread.run_sync(self.store.get, message.address)
-        except (ChunkNotFound, ChunkCorrupt):
+            # The price needs only the size: a stat, not the read.
+            size = os.stat(self.store.path_of(message.address)).st_size
+        except FileNotFoundError:
             raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not found") from None
-        # Durable before serving: charge() returns once the payment is on disk.
-        await self.book.charge(peer, kind="get", chunk=message.address, size=len(data), payment=message.payment)
+        # The read (and its SHA-256 check) overlaps the durable record of the
+        # payment; the chunk is sent only after both, so nothing is served
+        # before its payment is on disk.  A chunk found corrupt meanwhile
+        # costs the payer that one payment (at most one chunk's price).
+        read: list[bytes | BaseException] = []
+
+        async def load() -> None:
+            try:
+                read.append(await trio.to_thread.run_sync(self.store.get, message.address))
+            except (ChunkNotFound, ChunkCorrupt) as exc:
+                read.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(load)
+            try:
+                await self.book.charge(peer, kind="get", chunk=message.address, size=size, payment=message.payment)
+            except LocalPaymentError as exc:
+                refusal = exc
+            else:
+                refusal = None
+        if refusal is not None:
+            raise refusal
+        data = read[0]
+        if isinstance(data, BaseException):
+            log.error("chunk %s unreadable after it was paid for: %s", message.address.hex(), data)
+            raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not available")
         self.served += 1
         return Chunk(request_id=message.request_id, address=message.address, data=data)
 

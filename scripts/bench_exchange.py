@@ -1,0 +1,232 @@
+"""Paid vs unpaid chunk fetch over the same transport, in the same run.
+
+Starts `mu chain` (regtest), a `mu node` host that charges per chunk, and a
+plain transport host (the transport's free ChunkServer over a store with
+the same chunks), both as separate processes on loopback.  The fetcher, in
+this process, fetches the same chunks one after another from each:
+unpaid with ``Session.get_chunk``, paid with ``Payer.get`` (sign a
+commitment, record it durably, the host verifies, records durably, then
+serves).  Prints MiB/s of both, their ratio and the cost of payments, beside
+this machine's references measured in the same run: SHA-256, AES-256-GCM,
+coincurve sign+verify, and a durable SQLite commit.  Medians of the runs.
+
+    scripts/bench-exchange            # 64 x 1 MiB chunks, 5 runs
+    scripts/bench-exchange --quick    # 16 x 256 KiB, 1 run (used by a test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import coincurve  # noqa: E402
+import trio  # noqa: E402
+from Crypto.Cipher import AES  # noqa: E402
+
+from node.config import load_identity  # noqa: E402
+from node.daemon import PAYER_KEY_INDEX, PAYMENT_KEY_INDEX  # noqa: E402
+from node.exchange import Payer  # noqa: E402
+from node.ledger import LEDGER_FILE, ChannelRecord, Ledger  # noqa: E402
+from node.rpc import RPCClient  # noqa: E402
+from node.store import STORE_DIR, ChunkStore  # noqa: E402
+from node.transport import ChunkServer, open_transport  # noqa: E402
+from node.wallet import Wallet  # noqa: E402
+
+START_DEADLINE = 60.0
+MIB = 1 << 20
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def _wait_file(path: Path, proc: subprocess.Popen[bytes], check=lambda text: bool(text)) -> str:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + START_DEADLINE
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            text = path.read_text().strip()
+        except FileNotFoundError:
+            text = ""
+        if text and check(text):
+            return text
+        time.sleep(0.02)  # polling a child process, bounded by the deadline
+    raise RuntimeError(f"timed out waiting for {path}")
+
+
+def serve_plain(data_dir: str) -> None:
+    """Child mode: the transport's free ChunkServer over ``data_dir``'s store."""
+    async def main() -> None:
+        identity = load_identity(Path(data_dir))
+        with ChunkStore(Path(data_dir) / STORE_DIR) as store:
+            async with open_transport(identity, ChunkServer(store), payment_key=b"\x02" + bytes(32)) as transport:
+                print(json.dumps({"node_id": identity.node_id.hex(), "port": transport.port}), flush=True)
+                await trio.sleep_forever()
+
+    trio.run(main)
+
+
+def references(size: int) -> dict[str, float]:
+    """This machine's per-byte and per-payment limits, measured now."""
+    data = os.urandom(size)
+    rounds = max(1, (64 * MIB) // size)
+    t = time.perf_counter()
+    for _ in range(rounds):
+        hashlib.sha256(data).digest()
+    sha = rounds * size / MIB / (time.perf_counter() - t)
+    key, nonce = os.urandom(32), os.urandom(12)
+    t = time.perf_counter()
+    for _ in range(rounds):
+        AES.new(key, AES.MODE_GCM, nonce=nonce).encrypt_and_digest(data)
+    aes = rounds * size / MIB / (time.perf_counter() - t)
+    secret = coincurve.PrivateKey()
+    digest = hashlib.sha256(b"x").digest()
+    t = time.perf_counter()
+    for _ in range(500):
+        sig = secret.sign(digest, hasher=None)
+        secret.public_key.verify(sig, digest, hasher=None)
+    ecdsa = 500 / (time.perf_counter() - t)
+    with tempfile.TemporaryDirectory() as tmp, Ledger.open(Path(tmp) / "l.db") as ledger:
+        ledger.add_channel(ChannelRecord(channel_id="c", role="payee", peer="p", state="open", capacity=10**12,
+                                         total=0, payer_sig=None, funding_txid="t", funding_vout=0, expiry=1,
+                                         params=b"", opened_at=0.0, updated_at=0.0))
+        t = time.perf_counter()
+        for i in range(1, 201):
+            ledger.record_payment(peer="p", direction="in", kind="get", chunk="%064x" % i, price=1, amount=1,
+                                  channel_id="c", total=i, payer_sig=bytes(72))
+        commits = 200 / (time.perf_counter() - t)
+    return {"sha256_mib_s": sha, "aes_gcm_mib_s": aes, "ecdsa_sign_verify_s": ecdsa, "ledger_commits_s": commits}
+
+
+async def bench(work: Path, count: int, size: int, runs: int) -> dict[str, object]:
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        chain_dir = work / "chain"
+        chain_dir.mkdir(parents=True)
+        procs.append(subprocess.Popen([sys.executable, "-m", "node", "--data-dir", str(chain_dir), "chain",
+                                       "--rpc-port", "0"], cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        port = _wait_file(chain_dir / "chain" / "rpc.port", procs[-1], str.isdigit)
+        cookie = chain_dir / "chain" / ".cookie"
+        _wait_file(cookie, procs[-1])
+        url = f"http://127.0.0.1:{port}/"
+
+        chunks = [os.urandom(size) for _ in range(count)]
+        addresses = [hashlib.sha256(c).digest() for c in chunks]
+        for name in ("host", "plain"):
+            with ChunkStore(work / name / STORE_DIR) as store:
+                for address, chunk in zip(addresses, chunks):
+                    store.put(address, chunk)
+        host_dir, plain_dir = work / "host", work / "plain"
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "node", "--data-dir", str(host_dir), "node", "--listen", "127.0.0.1:0",
+             "--chain-rpc", url, "--chain-cookie", str(cookie), "--price-get", "100", "--free-allowance", "0"],
+            cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=open(work / "host.log", "wb")))
+        host = json.loads(_wait_file(host_dir / "node.json", procs[-1]))
+        procs.append(subprocess.Popen([sys.executable, __file__, "--child-plain", str(plain_dir)], cwd=REPO,
+                                      env=_env(), stdout=subprocess.PIPE))
+        assert procs[-1].stdout is not None
+        plain = json.loads(procs[-1].stdout.readline())
+
+        fetch_dir = work / "fetcher"
+        fetch_dir.mkdir()
+        identity = load_identity(fetch_dir)
+        with Ledger.open(fetch_dir / LEDGER_FILE) as ledger, ChunkStore(fetch_dir / STORE_DIR) as own_store:
+            async with RPCClient(url, cookie_path=cookie) as rpc:
+                wallet = await Wallet.open(fetch_dir, rpc)
+                await wallet.faucet(1)
+                payer = Payer(ledger=ledger, key=wallet.keys[PAYER_KEY_INDEX], max_price_per_mib_get=1_000,
+                              max_price_per_mib_put=1_000)
+                async with open_transport(identity, ChunkServer(own_store),
+                                          payment_key=wallet.keys[PAYMENT_KEY_INDEX].public_key.data) as transport:
+                    paid_session = await transport.connect(bytes.fromhex(host["node_id"]), "127.0.0.1", host["port"])
+                    link = await payer.link(paid_session)
+                    tip = int(await rpc.call("getblockcount"))
+                    capacity = max(100_000, 2 * runs * count * link.terms.get_price(size))
+                    await payer.fund_channel(link, wallet, capacity=capacity, expiry=tip + 144)
+                    await rpc.call("generatetoaddress", 1, wallet.address(5))
+                    await payer.announce(link)
+                    free_session = await transport.connect(bytes.fromhex(plain["node_id"]), "127.0.0.1", plain["port"])
+
+                    async def unpaid() -> None:
+                        for address in addresses:
+                            await free_session.get_chunk(address)
+
+                    async def paid() -> None:
+                        for address in addresses:
+                            await payer.get(link, address, expected_size=size)
+
+                    await unpaid()  # warm both paths (caches, first-use costs)
+                    await paid()
+                    timings: dict[str, list[float]] = {"unpaid": [], "paid": []}
+                    for _ in range(runs):
+                        for name, run in (("unpaid", unpaid), ("paid", paid)):
+                            t = time.perf_counter()
+                            await run()
+                            timings[name].append(time.perf_counter() - t)
+                    total_paid = link.channel.total if link.channel else 0
+        mib = count * size / MIB
+        unpaid_rate = mib / statistics.median(timings["unpaid"])
+        paid_rate = mib / statistics.median(timings["paid"])
+        return {"unpaid_mib_s": unpaid_rate, "paid_mib_s": paid_rate, "ratio": paid_rate / unpaid_rate,
+                "sats_paid": total_paid, "chunks_per_run": count, "chunk_size": size, "runs": runs}
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--child-plain":
+        serve_plain(sys.argv[2])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="16 x 256 KiB chunks, one run (for tests)")
+    parser.add_argument("--chunks", type=int, default=64)
+    parser.add_argument("--chunk-size", type=int, default=MIB)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+    count, size, runs = (16, 256 * 1024, 1) if args.quick else (args.chunks, args.chunk_size, args.runs)
+    refs = references(size)
+    with tempfile.TemporaryDirectory(prefix="mu-bench-exchange-") as tmp:
+        result = trio.run(bench, Path(tmp), count, size, runs)
+    result.update(refs)
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"paid vs unpaid fetch: {count} chunks x {size // 1024} KiB, sequential, median of {runs} run(s)")
+    print(f"  unpaid fetch (plain ChunkServer)     {result['unpaid_mib_s']:9.1f} MiB/s")
+    print(f"  paid fetch (mu node, per-chunk pay)  {result['paid_mib_s']:9.1f} MiB/s")
+    print(f"  paid/unpaid                          {result['ratio']:9.3f}  (payments cost {100 * (1 - result['ratio']):.1f}%)")
+    print("references measured in this run:")
+    print(f"  SHA-256                              {refs['sha256_mib_s']:9.1f} MiB/s  (paid/ref {result['paid_mib_s'] / refs['sha256_mib_s']:.3f})")
+    print(f"  AES-256-GCM                          {refs['aes_gcm_mib_s']:9.1f} MiB/s  (paid/ref {result['paid_mib_s'] / refs['aes_gcm_mib_s']:.3f})")
+    print(f"  coincurve sign+verify                {refs['ecdsa_sign_verify_s']:9.0f} ops/s")
+    print(f"  durable ledger commit                {refs['ledger_commits_s']:9.0f} commits/s")
+    print(f"  peak RSS (fetcher)                   {result['peak_rss_mib']:9.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""scripts/bench-exchange --quick runs end to end and prints its comparison."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_bench_exchange_quick() -> None:
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_exchange.py"), "--quick", "--json"],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["unpaid_mib_s"] > 0 and report["paid_mib_s"] > 0
+    assert report["ratio"] == report["paid_mib_s"] / report["unpaid_mib_s"]
+    # 16 chunks of 256 KiB at 100 sats/MiB, twice (warm-up + one run), no allowance: 25 sats each.
+    assert report["sats_paid"] == 2 * 16 * 25
+    assert report["sha256_mib_s"] > 0 and report["ledger_commits_s"] > 0
