@@ -27,7 +27,7 @@ from node.locate import DhtResolver, PeerDialer, free_source
 from node.paying import PaidPeers
 from node.store import ChunkNotFound, ChunkStore
 from node.uploader import ChunkPlaced, free_put, replicate_file
-from protocol.chunks import IntegrityError, Link, LinkError
+from protocol.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, IntegrityError, Link, LinkError
 from protocol.fetch import DEFAULT_REPLICAS, DEFAULT_WINDOW, MAX_REPLICAS, MAX_WINDOW, dht_key
 
 # Progress events forwarded per second at most during a fetch.
@@ -92,8 +92,16 @@ class NetworkService:
         if not Path(path).is_file():
             raise ControlError(404, "not-found", f"no such file: {path}")
         replicas = _int_field(body, "replicas", DEFAULT_REPLICAS, 1, MAX_REPLICAS)
+        chunk_size = _int_field(body, "chunk_size", DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE)
+        name = body.get("name")
+        if name is not None and not isinstance(name, str):
+            raise ControlError(400, "bad-argument", "name must be a string")
         secret = load_convergence_secret(self.data_dir) if body.get("convergent") is True else None
-        added = await trio.to_thread.run_sync(lambda: add_file(self.store, Path(path), convergence_secret=secret))
+        try:
+            added = await trio.to_thread.run_sync(lambda: add_file(
+                self.store, Path(path), convergence_secret=secret, chunk_size=chunk_size, name=name))
+        except ValueError as exc:  # a chunk size that is not a power of two, a name too long
+            raise ControlError(400, "bad-argument", str(exc)) from None
         await emit({"event": "added", "link": str(added.link), "chunks": added.chunks, "size": added.size})
 
         async def on_chunk(placed: ChunkPlaced) -> None:

@@ -39,11 +39,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def running_node(data_dir_option: str | None) -> ControlClient | None:
-    """The client of the node running on this data dir, or None if there is none."""
+    """The client of the node whose control files are in this data dir, or None."""
     try:
         return ControlClient.from_data_dir(resolve_data_dir(data_dir_option))
     except NodeNotRunning:
         return None
+
+
+def node_for_cli(data_dir_option: str | None) -> ControlClient | None:
+    """The client of a node that runs on this data dir and answers, or None (then work locally).
+
+    A port file left by a node that was killed does not count: the node must answer ``status``.
+    """
+    client = running_node(data_dir_option)
+    if client is None:
+        return None
+    try:
+        trio.run(client.call, "GET", "status")
+    except ControlError:
+        return None
+    return client
 
 
 def call_node(args: argparse.Namespace, method: str, path: str, body: Json | None = None) -> Json:
@@ -100,10 +115,16 @@ def _finish(result: Json, as_json: bool, headline: str) -> int:
     return EXIT_OK
 
 
-def add_via_node(client: ControlClient, path: Path, *, convergent: bool, as_json: bool, quiet: bool) -> int:
+def add_via_node(client: ControlClient, path: Path, *, convergent: bool, as_json: bool, quiet: bool,
+                 chunk_size: int | None = None, name: str | None = None) -> int:
     """``mu add`` when a node runs: encrypt, replicate, announce; print the link."""
+    body: Json = {"path": str(path.resolve()), "convergent": convergent}
+    if chunk_size is not None:
+        body["chunk_size"] = chunk_size
+    if name is not None:
+        body["name"] = name
     try:
-        result = stream_to_node(client, "add", {"path": str(path.resolve()), "convergent": convergent}, quiet=quiet)
+        result = stream_to_node(client, "add", body, quiet=quiet)
     except ControlError as exc:
         return fail(exc.message, _EXIT_FOR.get(exc.code, EXIT_USAGE))
     if not as_json and not quiet:

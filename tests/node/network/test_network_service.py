@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from node.cli import EXIT_NOT_FOUND, main
-from node.cli.network import add_via_node, get_via_node, running_node
+from node.cli.network import get_via_node, running_node
 from node.control import ControlServer
 from node.network import NetworkService
 from protocol.chunks import Link
@@ -42,10 +42,9 @@ async def test_add_pin_get_through_the_cli(tmp_path: Path, capsys: pytest.Captur
             for node in (adder, pinner, getter):
                 await serve(nursery, node)
 
-            client = running_node(str(adder.data_dir))
-            assert client is not None
+            # `mu add` sees the running node and adds through it
             code = await trio.to_thread.run_sync(
-                lambda: add_via_node(client, src, convergent=False, as_json=True, quiet=True))
+                main, ["--data-dir", str(adder.data_dir), "add", str(src), "--json", "-q"])
             assert code == 0
             added = json.loads(capsys.readouterr().out)
             assert added["under_replicated"] == 0 and added["replicas_confirmed"] == 3 * added["chunks"]
@@ -62,9 +61,8 @@ async def test_add_pin_get_through_the_cli(tmp_path: Path, capsys: pytest.Captur
             assert json.loads(capsys.readouterr().out)["network"]["pinned"] == 1
 
             out = tmp_path / "out.bin"
-            getter_client = running_node(str(getter.data_dir))
             code = await trio.to_thread.run_sync(
-                lambda: get_via_node(getter_client, link, out, max_price=0, as_json=True, quiet=True))
+                main, ["--data-dir", str(getter.data_dir), "get", link, "-o", str(out), "--json", "-q"])
             assert code == 0
             got = json.loads(capsys.readouterr().out)
             assert out.read_bytes() == src.read_bytes()
@@ -72,9 +70,15 @@ async def test_add_pin_get_through_the_cli(tmp_path: Path, capsys: pytest.Captur
 
             # a link for a file nobody has: not found, exit code 2, nothing written
             missing = str(Link(root=os.urandom(32), key=Link.parse(link).key))
+            getter_client = running_node(str(getter.data_dir))
             code = await trio.to_thread.run_sync(
                 lambda: get_via_node(getter_client, missing, tmp_path / "none", max_price=0, as_json=True,
                                      quiet=True))
             assert code == EXIT_NOT_FOUND
             assert not (tmp_path / "none").exists()
             nursery.cancel_scope.cancel()
+    # with the node gone (its port file left behind as after a crash), `mu add` works locally again
+    (adder.data_dir / "control.port").write_text("1\n")
+    assert await trio.to_thread.run_sync(
+        main, ["--data-dir", str(adder.data_dir), "add", str(src), "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["size"] == src.stat().st_size
