@@ -76,10 +76,12 @@ class SourceLied(SourceError):
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """What a host returned: the bytes, and the sats paid for this request."""
+    """What a host returned: the bytes, the sats paid for this request, and
+    whether the source already checked SHA-256(data) == address."""
 
     data: bytes
     paid: int
+    verified: bool = False
 
 
 class ChunkSource(Protocol):
@@ -107,7 +109,8 @@ class SessionSource:
 
     async def get_chunk(self, address: bytes) -> Fetched:
         try:
-            return Fetched(await self.session.get_chunk(address), 0)
+            # Session.get_chunk raises BadChunk unless SHA-256(bytes) == address.
+            return Fetched(await self.session.get_chunk(address), 0, verified=True)
         except BadChunk as exc:
             raise SourceLied(str(exc)) from None
         except RequestError as exc:
@@ -287,7 +290,8 @@ class _Fetch:
         req, result = await self.results_recv.receive()
         self.scopes.pop(req.request_id, None)
         if isinstance(result, Fetched):
-            outcome = self.sched.chunk_received(req.request_id, result.data, time.monotonic(), paid=result.paid)
+            outcome = self.sched.chunk_received(req.request_id, result.data, time.monotonic(), paid=result.paid,
+                                                verified=result.verified)
             if outcome is Outcome.ACCEPTED:
                 del self.queued[req.address]
                 self.ready[req.address] = result.data

@@ -128,4 +128,4 @@ class PaidSource:
         except TransportError as exc:
             raise SourceGone(str(exc)) from None
         assert isinstance(data, (bytes, bytearray, memoryview))  # the transport's receive buffer
-        return Fetched(data, paid)  # type: ignore[arg-type]
+        return Fetched(data, paid, verified=True)  # type: ignore[arg-type]  # the transport hashed it

@@ -257,12 +257,15 @@ class FetchScheduler:
             chunk.request_id = None
         return req, chunk
 
-    def chunk_received(self, request_id: int, data: bytes, now: float, *, paid: int = 0) -> Outcome:
+    def chunk_received(self, request_id: int, data: bytes, now: float, *, paid: int = 0,
+                       verified: bool = False) -> Outcome:
         """Judge the bytes a host returned for a request.
 
         Args:
             paid: sats the caller paid the host for this request (counted as
                 spent when the bytes are right, as lost when they are not).
+            verified: the caller already checked SHA-256(data) == address
+                (the transport does), so it is not hashed again here.
 
         Returns ACCEPTED (the chunk is done), WRONG_BYTES (the host is banned,
         its other requests are cancelled, see :meth:`cancelled`) or STALE.
@@ -275,7 +278,7 @@ class FetchScheduler:
             return Outcome.STALE
         req, chunk = finished
         host = self._hosts[req.host_id]
-        if hashlib.sha256(data).digest() != req.address:
+        if not verified and hashlib.sha256(data).digest() != req.address:
             self._punish_liar(host, chunk, paid)
             return Outcome.WRONG_BYTES
         assert chunk is not None  # an outstanding request always has its chunk queued
