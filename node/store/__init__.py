@@ -2,6 +2,7 @@
 
 from ._index import INDEX_FILE, SCHEMA_VERSION, ChunkIndex
 from ._store import (
+    FSYNC_PARALLELISM,
     MAX_CHUNK_BYTES,
     STALE_TEMP_SECONDS,
     ChunkCorrupt,
@@ -16,6 +17,7 @@ from ._store import (
 STORE_DIR = "chunks"
 
 __all__ = [
+    "FSYNC_PARALLELISM",
     "INDEX_FILE",
     "MAX_CHUNK_BYTES",
     "SCHEMA_VERSION",
