@@ -247,7 +247,9 @@ def main() -> int:
         return statistics.median(r[i] for r in rows)
 
     aes_enc, aes_dec, aes_cpu = med(aes, 0), med(aes, 1), med(aes, 2)
-    aes_rate = min(aes_enc, aes_dec)
+    # The single-core AES-GCM reference is the encrypt rate (decrypt does the
+    # same work; both are printed).
+    aes_rate = aes_enc
     session, session_cpu = med(sessions, 0), med(sessions, 1)
     tcp_rate, tcp_cpu = med(tcp, 0), med(tcp, 1)
     rows = [
@@ -260,7 +262,8 @@ def main() -> int:
     ]
     for name, rate in rows:
         print(f"  {name:<50} {rate:9.1f} MiB/s")
-    print(f"  session / AES-GCM (single core, slower direction) = {session / aes_rate:.2f}x  (target >= 0.50x)")
+    print(f"  session / AES-GCM encrypt (single core)           = {session / aes_rate:.2f}x  (target >= 0.50x)")
+    print(f"  session / AES-GCM decrypt+verify (single core)    = {session / aes_dec:.2f}x")
     print(f"  session / plain TCP                               = {session / tcp_rate:.2f}x")
     print(f"  Noise-size messages / 1 MiB messages (AES-GCM)    = {med(noise, 0) / aes_enc:.2f}x")
     print("  per CPU-second of the busier process (what each side could do on its own core):")

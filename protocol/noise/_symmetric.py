@@ -112,8 +112,8 @@ class CipherState:
         if self._key is None:
             return bytes(plaintext)
         cipher = self.next_cipher()
-        cipher.update(ad)  # type: ignore[attr-defined]
-        ciphertext, tag = cipher.encrypt_and_digest(plaintext)  # type: ignore[attr-defined]
+        cipher.update(ad)
+        ciphertext, tag = cipher.encrypt_and_digest(plaintext)
         return bytes(ciphertext) + bytes(tag)
 
     def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
@@ -124,10 +124,10 @@ class CipherState:
         # The nonce only advances on success (spec section 5.1).
         saved = self._nonce
         cipher = self.next_cipher()
-        cipher.update(ad)  # type: ignore[attr-defined]
+        cipher.update(ad)
         body = memoryview(ciphertext)
         try:
-            plaintext = cipher.decrypt_and_verify(body[:-TAG_SIZE], body[-TAG_SIZE:])  # type: ignore[attr-defined]
+            plaintext = cipher.decrypt_and_verify(body[:-TAG_SIZE], body[-TAG_SIZE:])
         except ValueError as exc:
             self._nonce = saved
             raise NoiseError("authentication failed") from exc
@@ -136,10 +136,10 @@ class CipherState:
     def encrypt_into(self, ad: bytes, plaintext: memoryview, output: memoryview) -> None:
         """Encrypt ``plaintext`` into ``output`` (len(plaintext) + TAG_SIZE bytes)."""
         cipher = self.next_cipher()
-        cipher.update(ad)  # type: ignore[attr-defined]
+        cipher.update(ad)
         size = len(plaintext)
-        cipher.encrypt(plaintext, output=output[:size])  # type: ignore[attr-defined]
-        output[size:] = cipher.digest()  # type: ignore[attr-defined]
+        cipher.encrypt(plaintext, output=output[:size])
+        output[size:] = cipher.digest()
 
     def decrypt_into(self, ad: bytes, ciphertext: memoryview, output: memoryview) -> None:
         """Decrypt and authenticate ``ciphertext`` (body + tag) into ``output``.
@@ -149,11 +149,11 @@ class CipherState:
         """
         saved = self._nonce
         cipher = self.next_cipher()
-        cipher.update(ad)  # type: ignore[attr-defined]
+        cipher.update(ad)
         size = len(ciphertext) - TAG_SIZE
-        cipher.decrypt(ciphertext[:size], output=output)  # type: ignore[attr-defined]
+        cipher.decrypt(ciphertext[:size], output=output)
         try:
-            cipher.verify(ciphertext[size:])  # type: ignore[attr-defined]
+            cipher.verify(ciphertext[size:])
         except ValueError as exc:
             self._nonce = saved
             raise NoiseError("authentication failed") from exc

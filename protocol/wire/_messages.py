@@ -58,6 +58,7 @@ def _check_payment(payment: Payment) -> None:
         _check(len(payment) <= MAX_PAYMENT_SIZE, "payment too large")
         return
     _check(isinstance(payment, dict) and len(payment) <= MAX_CHANNEL_FIELDS, "payment must be bytes or a small map")
+    _check(all(isinstance(k, str) for k in payment), "payment keys must be strings")
     _check(len(msgpack.packb(payment)) <= MAX_PAYMENT_SIZE, "payment too large")
 
 
@@ -265,7 +266,7 @@ def _fields(meta: dict[str, Any], required: set[str], optional: frozenset[str] =
         raise LocalProtocolError(f"meta keys {sorted(keys)} do not match {sorted(required)}")
 
 
-def decode_message(mtype: int, response: bool, request_id: int, meta: Any, data: bytes) -> Message:
+def decode_message(mtype: int, response: bool, request_id: int, meta: Any, data: bytes | bytearray) -> Message:
     """Build and validate a message from a decoded frame.
 
     Raises RemoteProtocolError for unknown types, missing or extra fields,
@@ -285,10 +286,13 @@ def decode_message(mtype: int, response: bool, request_id: int, meta: Any, data:
             message = GetChunk(request_id=request_id, address=meta["address"], payment=meta.get("payment"))
         elif t == MessageType.CHUNK:
             _fields(meta, {"address"})
-            message = Chunk(request_id=request_id, address=meta["address"], data=data)
+            # bytearray: the decrypted chunk is handed over without a copy.
+            message = Chunk(request_id=request_id, address=meta["address"], data=data)  # type: ignore[arg-type]
         elif t == MessageType.PUT_CHUNK:
             _fields(meta, {"address"}, frozenset({"payment"}))
-            message = PutChunk(request_id=request_id, address=meta["address"], data=data, payment=meta.get("payment"))
+            message = PutChunk(
+                request_id=request_id, address=meta["address"], data=data, payment=meta.get("payment")  # type: ignore[arg-type]
+            )
         elif t == MessageType.PUT_OK:
             _fields(meta, {"address", "stored"})
             message = PutOk(request_id=request_id, address=meta["address"], stored=meta["stored"])

@@ -150,3 +150,8 @@ def test_local_misuse_raises_local_errors() -> None:
         Have(request_id=1, addresses=(ADDR,) * 5000)
     with pytest.raises(LocalProtocolError):
         ChannelMessage(request_id=1, type=MessageType.GET_CHUNK, fields={})
+
+
+def test_non_string_keys_in_payment_are_malformed() -> None:
+    with pytest.raises(LocalProtocolError):
+        GetChunk(request_id=1, address=ADDR, payment={b"k": 1})  # type: ignore[dict-item]
