@@ -261,7 +261,12 @@ class DhtNode:
         pending.done.set()
 
     async def _on_request(self, request: Request, address: tuple[str, int]) -> None:
-        reply = self.handlers.handle(request, address)
+        try:
+            reply = self.handlers.handle(request, address)
+        except Exception:
+            # A peer must never be able to stop the node: log our bug, drop the request.
+            log.exception("internal error answering %r from %s:%d", request.name, address[0], address[1])
+            return
         if reply is None:
             return
         try:
