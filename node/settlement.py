@@ -79,6 +79,8 @@ class SettlementWatcher:
                     await self._payer(record, tip)
             except (RPCError, RPCTransportError) as exc:
                 log.warning("settlement of %s deferred: %s", record.channel_id, exc)
+            except Exception:  # one damaged channel must not stop the watcher for the others
+                log.exception("settlement of %s failed; retried next pass", record.channel_id)
         self.passes += 1
         done, self.pass_done = self.pass_done, trio.Event()
         done.set()

@@ -17,6 +17,7 @@ import trio
 from node.cli import EXIT_OK, EXIT_USAGE, fail
 from node.config import resolve_data_dir
 from node.daemon import NodeConfig, open_node
+from node.rpc import RPCError, RPCTransportError
 from node.settlement import DEFAULT_POLL_SECONDS, DEFAULT_SETTLE_THRESHOLD, SettlementConfig
 
 DEFAULT_CHAIN_RPC = "http://127.0.0.1:18443/"
@@ -86,5 +87,10 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(args)
     except ValueError as exc:
         return fail(str(exc), EXIT_USAGE)
-    trio.run(serve, config)
+    try:
+        trio.run(serve, config)
+    except (RPCTransportError, RPCError) as exc:
+        return fail(f"chain backend {config.chain_rpc}: {exc}", EXIT_USAGE)
+    except OSError as exc:
+        return fail(f"cannot listen on {args.listen}: {exc}", EXIT_USAGE)
     return EXIT_OK

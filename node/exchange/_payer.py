@@ -278,7 +278,7 @@ class Payer:
 def _remote(exc: RequestError) -> Exception:
     """The payer-side error for an ERROR reply."""
     try:
-        code = PaymentErrorCode(exc.code)
+        code = PaymentErrorCode(exc.code if exc.code is not None else -1)
     except ValueError:
         return exc  # not a payment refusal (NOT_FOUND, OVER_QUOTA...): the transport error as is
     return RemotePaymentError(code, str(exc), owed=exc.owed)

@@ -75,12 +75,11 @@ class PaidChunkServer:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(load)
+            refusal: LocalPaymentError | None = None
             try:
                 await self.book.charge(peer, kind="get", chunk=message.address, size=size, payment=message.payment)
             except LocalPaymentError as exc:
                 refusal = exc
-            else:
-                refusal = None
         if refusal is not None:
             raise refusal
         data = read[0]
@@ -94,7 +93,7 @@ class PaidChunkServer:
         if hashlib.sha256(message.data).digest() != message.address:
             raise RequestRefused(ErrorCode.CORRUPT_DATA, "data does not hash to the address")
         quota = self.store.quota_bytes
-        if quota is not None and self.store.used_bytes() + len(message.data) > quota:
+        if quota is not None and self.store.used_bytes + len(message.data) > quota:
             raise RequestRefused(ErrorCode.OVER_QUOTA, "store full")  # refuse before taking money
         await self.book.charge(peer, kind="put", chunk=message.address, size=len(message.data), payment=message.payment)
         try:
