@@ -22,6 +22,11 @@ from pathlib import Path
 import trio
 
 from node.config import load_identity, write_secret_file
+from node.control import ControlServer
+from node.dht import ContactInfo, open_dht
+from node.locate import PeerDialer
+from node.network import NetworkService
+from node.paying import PaidPeers
 from node.exchange import ChainView, PaidChunkServer, PayeeBook, Payer
 from node.ledger import LEDGER_FILE, Ledger
 from node.rpc import RPCClient
@@ -61,6 +66,8 @@ class NodeConfig:
     max_price_per_mib_get: int = 1_000
     max_price_per_mib_put: int = 3_000
     settlement: SettlementConfig = field(default_factory=SettlementConfig)
+    dht_port: int = 0
+    bootstrap: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(slots=True)
@@ -124,12 +131,21 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
             async with open_transport(identity, server, payment_key=payment_key.public_key.data,
                                       host=config.listen_host, port=config.listen_port,
                                       terms=terms.to_wire()) as transport:
-                async with trio.open_nursery() as nursery:
+                contact = ContactInfo(tcp_port=transport.port, payment_pubkey=payment_key.public_key.data)
+                async with open_dht(identity, config.listen_host, config.dht_port, data_dir=data_dir,
+                                    contact=contact) as dht, trio.open_nursery() as nursery:
                     await nursery.start(watcher.serve)
+                    if config.bootstrap:
+                        await dht.bootstrap(list(config.bootstrap))
+                    # The network operations and the CLI's control API (specs/network.md §6).
+                    control = ControlServer(data_dir, identity.node_id)
+                    NetworkService(data_dir, store, PeerDialer(dht, transport),
+                                   PaidPeers(payer, wallet, rpc)).register(control)
+                    await nursery.start(control.serve)
                     write_node_info(data_dir, {
                         "node_id": identity.node_id.hex(), "host": config.listen_host, "port": transport.port,
                         "pid": os.getpid(), "payment_pubkey": payment_key.public_key.data.hex(),
-                        "address": wallet.address(),
+                        "address": wallet.address(), "dht_port": dht.port, "control_port": control.port,
                     })
                     log.info("node %s listening on %s:%d", identity.node_id.hex(), config.listen_host, transport.port)
                     try:

@@ -25,6 +25,7 @@ EXIT_INTEGRITY = 3
 COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.init",
     "node.cli.node",
+    "node.cli.network",
     "node.cli.files",
     "node.cli.store",
     "node.cli.dht",

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from node.cli import EXIT_INTEGRITY, EXIT_NOT_FOUND, EXIT_OK, fail
+from node.cli.network import add_via_node, get_via_node, node_for_cli
 from node.config import resolve_data_dir
 from node.files import add_file, get_file, load_convergence_secret
 from node.store import STORE_DIR, ChunkCorrupt, ChunkNotFound, ChunkStore, StoreError
@@ -82,6 +83,10 @@ def run_add(args: argparse.Namespace) -> int:
         return fail(f"cannot read {path}: {exc.strerror}")
     if not path.is_file():
         return fail(f"not a regular file: {path}")
+    node = node_for_cli(args.data_dir)
+    if node is not None:  # a node runs on this data dir: add to the network through it
+        return add_via_node(node, path, convergent=args.convergent, as_json=args.json, quiet=args.quiet,
+                            chunk_size=args.chunk_size, name=args.name)
     data_dir = resolve_data_dir(args.data_dir)
     try:
         secret = load_convergence_secret(data_dir) if args.convergent else None
@@ -121,6 +126,9 @@ def run_get(args: argparse.Namespace) -> int:
         return fail(f"{out} is a directory: give a file path with -o")
     if not out.parent.exists() and str(out.parent):
         return fail(f"no such directory: {out.parent}", EXIT_NOT_FOUND)
+    node = node_for_cli(args.data_dir)
+    if node is not None:  # a node runs on this data dir: fetch from the network through it
+        return get_via_node(node, str(link), out, max_price=None, as_json=args.json, quiet=args.quiet)
     try:
         with _open_store(args) as store:
             total = _size_hint(store, link)

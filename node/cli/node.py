@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--settle-threshold", type=int, default=DEFAULT_SETTLE_THRESHOLD,
                    help="close a channel once it holds this many sats")
     p.add_argument("--settle-poll", type=float, default=DEFAULT_POLL_SECONDS, help="seconds between watcher passes")
+    p.add_argument("--dht-port", type=int, default=0, help="UDP port of the DHT (default 0: any free port)")
+    p.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT",
+                   help="a DHT node to join through (repeatable)")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     p.set_defaults(func=run)
 
@@ -50,12 +53,19 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     if not sep or not port.isdigit():
         raise ValueError(f"--listen must be HOST:PORT, got {args.listen!r}")
     cookie = Path(args.chain_cookie) if args.chain_cookie else data_dir / "chain" / ".cookie"
+    bootstrap = []
+    for item in args.bootstrap:
+        b_host, b_sep, b_port = item.rpartition(":")
+        if not b_sep or not b_port.isdigit():
+            raise ValueError(f"--bootstrap must be HOST:PORT, got {item!r}")
+        bootstrap.append((b_host, int(b_port)))
     return NodeConfig(
         data_dir=data_dir, chain_rpc=args.chain_rpc, chain_cookie=cookie, listen_host=host, listen_port=int(port),
         price_per_mib_get=args.price_get, price_per_mib_put=args.price_put, retention_seconds=args.retention,
         free_allowance=args.free_allowance, min_capacity=args.min_capacity, expiry_window=args.expiry_window,
         min_confirmations=args.min_confirmations, fee_rate=args.fee_rate, quota_bytes=args.quota,
         settlement=SettlementConfig(settle_threshold=args.settle_threshold, poll_seconds=args.settle_poll),
+        dht_port=args.dht_port, bootstrap=tuple(bootstrap),
     )
 
 

@@ -1,0 +1,362 @@
+"""Fetch a file from many hosts at once (specs/network.md §4, §5).
+
+The I/O around :class:`protocol.fetch.FetchScheduler` and the pure
+:class:`protocol.chunks.FileDecoder`: the decoder says which chunks come
+next (``upcoming``), the scheduler spreads them over the hosts, one trio task
+per outstanding request asks a :class:`ChunkSource`, verified chunks wait in
+a bounded reorder buffer until the decoder takes them in file order, and the
+plaintext goes to ``DEST.mu-part``, renamed over ``DEST`` once the last chunk
+is in.  With a local :class:`node.store.ChunkStore` every fetched chunk is
+also kept there, and chunks already there are not fetched again: that is
+what makes an interrupted ``mu get`` resume without paying twice.
+
+A :class:`ChunkSource` is one host as seen by the fetcher: its node ID, its
+retrieval price, and ``get_chunk``, which pays and asks for one chunk (the
+paid exchange of specs/payments.md over a transport session).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from node.store import ChunkStore
+from node.transport import BadChunk, RequestError, Session, TransportError
+from protocol.chunks import FileDecoder, Link
+from protocol.fetch import (
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_WINDOW,
+    MAX_HOSTS,
+    FetchScheduler,
+    Outcome,
+    Progress,
+    Request,
+)
+
+# Chunks queued ahead of the decoder at most; bounds the reorder buffer and so
+# the fetcher's memory (LOOKAHEAD × chunk size of ciphertext).
+LOOKAHEAD = 32
+# Verified chunks waiting to be written to the local store at most.
+STORE_QUEUE = 8
+PART_SUFFIX = ".mu-part"
+
+
+class FetchFailed(Exception):
+    """The download cannot finish: ``address`` names a chunk no usable host could serve."""
+
+    def __init__(self, message: str, address: bytes | None = None) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class SourceError(Exception):
+    """One request to a host failed (error reply, unknown chunk, refused payment)."""
+
+
+class SourceGone(SourceError):
+    """The host is unreachable: every request to it fails."""
+
+
+class SourceLied(SourceError):
+    """The host sent bytes that are not the chunk (caught by the source itself).
+
+    ``paid`` is what went with the request; it is counted lost.
+    """
+
+    def __init__(self, message: str, paid: int = 0) -> None:
+        super().__init__(message)
+        self.paid = paid
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What a host returned: the bytes, the sats paid for this request, and
+    whether the source already checked SHA-256(data) == address."""
+
+    data: bytes
+    paid: int
+    verified: bool = False
+
+
+class ChunkSource(Protocol):
+    """One host a chunk can be fetched from."""
+
+    host_id: bytes
+    price_per_mib: int
+
+    async def get_chunk(self, address: bytes) -> Fetched:
+        """Pay for and fetch one chunk.  Raises SourceError, SourceLied or SourceGone."""
+        ...
+
+
+class SessionSource:
+    """A host reached through a transport session (specs/wire.md GET_CHUNK).
+
+    Asks without payment: it is the source for hosts that serve for free
+    (within their allowance); the paid exchange supplies its own source.
+    """
+
+    def __init__(self, session: Session, price_per_mib: int = 0) -> None:
+        self.session = session
+        self.host_id = session.peer_node_id
+        self.price_per_mib = price_per_mib
+
+    async def get_chunk(self, address: bytes) -> Fetched:
+        try:
+            # Session.get_chunk raises BadChunk unless SHA-256(bytes) == address.
+            return Fetched(await self.session.get_chunk(address), 0, verified=True)
+        except BadChunk as exc:
+            raise SourceLied(str(exc)) from None
+        except RequestError as exc:
+            raise SourceError(str(exc)) from None
+        except TransportError as exc:  # closed or broken session
+            raise SourceGone(str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchProgress:
+    """A progress report: the scheduler's counts plus plaintext written and rate."""
+
+    chunks: Progress
+    bytes_written: int
+    local_chunks: int
+    elapsed: float
+
+    @property
+    def rate(self) -> float:
+        """Bytes fetched from hosts per second so far."""
+        return self.chunks.bytes_done / self.elapsed if self.elapsed > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchResult:
+    path: Path | None
+    size: int
+    progress: FetchProgress
+    banned: tuple[bytes, ...]
+
+
+Candidates = Callable[[bytes], Sequence[bytes]]
+
+
+class HostResolver(Protocol):
+    """Finds the hosts of a chunk as it comes up (node/locate.py: DHT placement and providers)."""
+
+    async def holders(self, address: bytes) -> list[ChunkSource]:
+        """Sources that may hold ``address`` (possibly new ones)."""
+        ...
+
+
+async def fetch_file(link: Link, dest: Path | None, sources: Sequence[ChunkSource], *, max_price_per_mib: int,
+                     candidates: Candidates | None = None, resolver: HostResolver | None = None,
+                     store: ChunkStore | None = None,
+                     window: int = DEFAULT_WINDOW, request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+                     on_progress: Callable[[FetchProgress], None] | None = None) -> FetchResult:
+    """Fetch, verify and decrypt the file ``link`` names into ``dest``, atomically.
+
+    With ``dest`` None only the chunks are kept (in ``store``): that is pinning.
+
+    Args:
+        sources: the hosts to ask.
+        max_price_per_mib: hosts priced above it are never asked.
+        candidates: host IDs that may hold a chunk address (default: every source).
+        resolver: finds more hosts per chunk; their sources are added as they come.
+        store: the node's chunk store: chunks found there are used, fetched ones kept.
+        on_progress: called after every chunk.
+
+    Raises:
+        FetchFailed: some chunk has no usable host left.
+        protocol.chunks.IntegrityError: verified chunks do not decrypt (wrong key).
+    """
+    run = _Fetch(link, sources, max_price_per_mib, candidates, resolver, store, window, request_timeout,
+                 on_progress)
+    if dest is None:  # pinning: the chunks go to the store, the plaintext nowhere
+        await run.run(_Discard())
+        return FetchResult(path=None, size=run.written, progress=run.report(), banned=run.banned())
+    dest = Path(dest)
+    part = dest.with_name(dest.name + PART_SUFFIX)
+    with open(part, "wb") as out:
+        try:
+            await run.run(out)
+            await trio.to_thread.run_sync(_fsync_file, out)
+        except BaseException:
+            out.close()
+            part.unlink(missing_ok=True)
+            raise
+    await trio.to_thread.run_sync(_commit, part, dest)
+    return FetchResult(path=dest, size=run.written, progress=run.report(), banned=run.banned())
+
+
+class _Discard:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+def _fsync_file(f: object) -> None:
+    f.flush()  # type: ignore[attr-defined]
+    os.fsync(f.fileno())  # type: ignore[attr-defined]
+
+
+def _commit(part: Path, dest: Path) -> None:
+    os.replace(part, dest)
+    fd = os.open(dest.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Fetch:
+    def __init__(self, link: Link, sources: Sequence[ChunkSource], max_price: int, candidates: Candidates | None,
+                 resolver: HostResolver | None, store: ChunkStore | None, window: int, timeout: float,
+                 on_progress: Callable[[FetchProgress], None] | None) -> None:
+        self.decoder = FileDecoder.from_link(link)
+        self.sched = FetchScheduler(max_price_per_mib=max_price, window=window, request_timeout=timeout)
+        self.sources = {s.host_id: s for s in sources}
+        for s in sources:
+            self.sched.add_host(s.host_id, s.price_per_mib)
+        static = [s.host_id for s in sources]
+        self.candidates = candidates or (lambda address: static)
+        self.resolver = resolver
+        self.store = store
+        self.on_progress = on_progress
+        self.queued: dict[bytes, int] = {}  # address -> scheduler index, not yet arrived
+        self.ready: dict[bytes, bytes] = {}  # verified, waiting for the decoder
+        self.scopes: dict[int, trio.CancelScope] = {}
+        self.next_index = 0
+        self.written = 0
+        self.local = 0
+        self.started = time.monotonic()
+        capacity = MAX_HOSTS * window  # one result per outstanding request at most
+        self.results_send, self.results_recv = trio.open_memory_channel[tuple[Request, object]](capacity)
+
+    def banned(self) -> tuple[bytes, ...]:
+        return tuple(h for h in self.sources if self.sched.is_banned(h))
+
+    def report(self) -> FetchProgress:
+        return FetchProgress(chunks=self.sched.progress(), bytes_written=self.written, local_chunks=self.local,
+                             elapsed=time.monotonic() - self.started)
+
+    async def run(self, out: object) -> None:
+        store_send, store_recv = trio.open_memory_channel[tuple[bytes, bytes]](STORE_QUEUE)
+        failure: BaseException | None = None
+        async with trio.open_nursery() as outer:
+            if self.store is not None:
+                outer.start_soon(self._store_writer, store_recv)
+            async with store_send:
+                try:
+                    async with trio.open_nursery() as requests:
+                        while await self._step(requests, out, store_send):
+                            pass
+                        for scope in self.scopes.values():  # made moot by a ban or a lost host
+                            scope.cancel()
+                except BaseExceptionGroup as group:
+                    # one failure (FetchFailed, IntegrityError, ...) is reported as itself
+                    failure = group.exceptions[0] if len(group.exceptions) == 1 else group
+                except Exception as exc:
+                    failure = exc
+            # leaving the block closed the store channel: the writer keeps every
+            # chunk already paid for, even when the download failed, then ends
+        if failure is not None:
+            raise failure
+
+    async def _step(self, nursery: trio.Nursery, out: object,
+                    store_send: trio.MemorySendChannel[tuple[bytes, bytes]]) -> bool:
+        """Feed what is ready, queue what is next, send requests, take one result; False when done."""
+        while (address := self.decoder.next_address()) is not None and address in self.ready:
+            plain = self.decoder.feed(self.ready.pop(address))
+            if plain:
+                out.write(plain)  # type: ignore[attr-defined]
+                self.written += len(plain)
+        if self.decoder.next_address() is None:
+            return False
+        await self._queue_upcoming()
+        if self.decoder.next_address() in self.ready:
+            return True
+        for req in self.sched.next_requests(time.monotonic()):
+            scope = trio.CancelScope()
+            self.scopes[req.request_id] = scope
+            nursery.start_soon(self._ask, req, scope)
+        if not self.scopes:
+            stuck = self.sched.stuck()
+            first = next((a for a, i in self.queued.items() if i in stuck), None)
+            raise FetchFailed(f"no usable host left for chunk {first.hex() if first else '?'}", first)
+        req, result = await self.results_recv.receive()
+        self.scopes.pop(req.request_id, None)
+        if isinstance(result, Fetched):
+            outcome = self.sched.chunk_received(req.request_id, result.data, time.monotonic(), paid=result.paid,
+                                                verified=result.verified)
+            if outcome is Outcome.ACCEPTED:
+                del self.queued[req.address]
+                self.ready[req.address] = result.data
+                if self.store is not None:
+                    await store_send.send((req.address, result.data))
+            for gone in self.sched.cancelled():
+                self._cancel(gone)
+        elif isinstance(result, SourceLied):
+            self.sched.wrong_bytes(req.request_id, paid=result.paid)
+            for gone in self.sched.cancelled():
+                self._cancel(gone)
+        elif isinstance(result, SourceGone):
+            for gone in self.sched.host_failed(req.host_id):
+                self._cancel(gone)
+        else:
+            self.sched.request_failed(req.request_id)
+        if self.on_progress is not None:
+            self.on_progress(self.report())
+        return True
+
+    def _cancel(self, req: Request) -> None:
+        scope = self.scopes.pop(req.request_id, None)
+        if scope is not None:
+            scope.cancel()
+
+    async def _queue_upcoming(self) -> None:
+        for address in self.decoder.upcoming(LOOKAHEAD):
+            if address in self.queued or address in self.ready:
+                continue
+            if self.store is not None and await trio.to_thread.run_sync(self.store.has, address):
+                data = await trio.to_thread.run_sync(self.store.get, address)
+                self.ready[address] = data
+                self.local += 1
+                continue
+            if self.sched.room() <= 0:
+                return
+            hosts = list(self.candidates(address))
+            if self.resolver is not None:
+                for source in await self.resolver.holders(address):
+                    if source.host_id not in self.sources:
+                        self.sources[source.host_id] = source
+                        self.sched.add_host(source.host_id, source.price_per_mib)
+                    hosts.append(source.host_id)
+            self.sched.add_chunk(self.next_index, address, hosts)
+            self.queued[address] = self.next_index
+            self.next_index += 1
+
+    async def _ask(self, req: Request, scope: trio.CancelScope) -> None:
+        source = self.sources[req.host_id]
+        result: object
+        with scope:
+            try:
+                with trio.fail_after(self.sched.request_timeout):
+                    result = await source.get_chunk(req.address)
+            except trio.TooSlowError:
+                result = SourceError("request timed out")
+            except SourceError as exc:
+                result = exc
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                result = SourceGone(str(exc))
+            await self.results_send.send((req, result))
+
+    async def _store_writer(self, recv: trio.MemoryReceiveChannel[tuple[bytes, bytes]]) -> None:
+        assert self.store is not None
+        store = self.store
+        async with recv:
+            async for address, data in recv:
+                await trio.to_thread.run_sync(lambda: store.put(address, data, verify=False))

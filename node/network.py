@@ -1,0 +1,172 @@
+"""The node's network operations behind the control API (specs/network.md §6).
+
+``NetworkService`` serves ``add``, ``get`` and ``pin`` for the CLI:
+
+* ``add``: encrypt a file into the node's store, push every chunk to its R
+  closest nodes, announce the node as a provider of the root;
+* ``get``: find the holders of each chunk and fetch from several at once into
+  an output file (chunks are kept in the store, so a rerun resumes);
+* ``pin``: fetch every chunk into the store and announce the node as a
+  provider, so it hosts the file from then on.
+
+Long operations stream progress events (newline-delimited JSON).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node.control import ControlError, ControlServer, Emit
+from node.fetcher import FetchFailed, FetchProgress, fetch_file
+from node.files import add_file, load_convergence_secret
+from node.locate import DhtResolver, PeerDialer, free_source
+from node.paying import PaidPeers
+from node.store import ChunkNotFound, ChunkStore
+from node.uploader import ChunkPlaced, free_put, replicate_file
+from protocol.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, IntegrityError, Link, LinkError
+from protocol.fetch import DEFAULT_REPLICAS, DEFAULT_WINDOW, MAX_REPLICAS, MAX_WINDOW, dht_key
+
+# Progress events forwarded per second at most during a fetch.
+PROGRESS_PER_SECOND = 4
+Json = dict[str, Any]
+
+
+def _progress_event(p: FetchProgress) -> Json:
+    c = p.chunks
+    return {"event": "progress", "chunks_done": c.chunks_done, "chunks_queued": c.chunks_total,
+            "local_chunks": p.local_chunks, "bytes_fetched": c.bytes_done, "bytes_written": p.bytes_written,
+            "rate": round(p.rate), "sats_spent": c.sats_spent, "sats_lost": c.sats_lost,
+            "hosts_banned": c.hosts_banned}
+
+
+def _int_field(body: Json, name: str, default: int, low: int, high: int) -> int:
+    value = body.get(name, default)
+    if type(value) is not int or not low <= value <= high:
+        raise ControlError(400, "bad-argument", f"{name} must be an integer in {low}..{high}")
+    return value
+
+
+def _link_field(body: Json, *, need_key: bool = True) -> Link:
+    text = body.get("link")
+    if not isinstance(text, str):
+        raise ControlError(400, "bad-argument", "link must be a string")
+    try:
+        link = Link.parse(text)
+    except LinkError as exc:
+        raise ControlError(400, "bad-link", str(exc)) from None
+    if need_key and link.key is None:
+        raise ControlError(400, "needs-key", "the manifest is encrypted: this operation needs a link with its key")
+    return link
+
+
+class NetworkService:
+    """Add, get and pin through the network, for one node.
+
+    With ``paid`` (the running node's payer, wallet and chain client), every
+    GET and PUT is paid through payment channels; without it, requests go
+    unpaid (hosts serve them within their free allowance, or for free).
+    """
+
+    def __init__(self, data_dir: Path, store: ChunkStore, dialer: PeerDialer, paid: PaidPeers | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.store = store
+        self.dialer = dialer
+        self.paid = paid
+        self.pinned: set[bytes] = set()
+
+    def register(self, control: ControlServer) -> None:
+        control.stream_route("add", self.add)
+        control.stream_route("get", self.get)
+        control.stream_route("pin", self.pin)
+        control.add_status("network", lambda: {"pinned": len(self.pinned), "chunks": len(self.store)})
+
+    async def add(self, body: Json, emit: Emit) -> Json:
+        """Body: ``path`` (absolute), ``convergent`` (bool), ``replicas`` (1..20)."""
+        path = body.get("path")
+        if not isinstance(path, str) or not Path(path).is_absolute():
+            raise ControlError(400, "bad-argument", "path must be an absolute path")
+        if not Path(path).is_file():
+            raise ControlError(404, "not-found", f"no such file: {path}")
+        replicas = _int_field(body, "replicas", DEFAULT_REPLICAS, 1, MAX_REPLICAS)
+        chunk_size = _int_field(body, "chunk_size", DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE)
+        name = body.get("name")
+        if name is not None and not isinstance(name, str):
+            raise ControlError(400, "bad-argument", "name must be a string")
+        secret = load_convergence_secret(self.data_dir) if body.get("convergent") is True else None
+        try:
+            added = await trio.to_thread.run_sync(lambda: add_file(
+                self.store, Path(path), convergence_secret=secret, chunk_size=chunk_size, name=name))
+        except ValueError as exc:  # a chunk size that is not a power of two, a name too long
+            raise ControlError(400, "bad-argument", str(exc)) from None
+        await emit({"event": "added", "link": str(added.link), "chunks": added.chunks, "size": added.size})
+
+        async def on_chunk(placed: ChunkPlaced) -> None:
+            await emit({"event": "replicated", "address": placed.address.hex(), "replicas": len(placed.replicas)})
+
+        put = self.paid.put if self.paid is not None else free_put
+        report = await replicate_file(added.link, self.store, self.dialer, replicas=replicas, put=put,
+                                      on_chunk=on_chunk)
+        return {"link": str(added.link), "root": added.link.root.hex(), "size": added.size,
+                "chunks": report.chunks, "replicas_confirmed": report.replicas_confirmed,
+                "under_replicated": report.under_replicated, "announced_to": report.announced_to}
+
+    async def _fetch(self, body: Json, emit: Emit, dest: Path | None) -> Json:
+        link = _link_field(body)
+        default_max = self.paid.payer.max_price_per_mib_get if self.paid is not None else 0
+        max_price = _int_field(body, "max_price_per_mib", default_max, 0, 10**8)
+        window = _int_field(body, "window", DEFAULT_WINDOW, 1, MAX_WINDOW)
+        send, recv = trio.open_memory_channel[FetchProgress](1)
+
+        def on_progress(p: FetchProgress) -> None:
+            try:
+                send.send_nowait(p)
+            except trio.WouldBlock:
+                pass  # a report is already waiting; the next one will be newer
+
+        async def forward() -> None:
+            async for p in recv:
+                await emit(_progress_event(p))
+                await trio.sleep(1 / PROGRESS_PER_SECOND)  # rate limit, not synchronisation
+
+        make_source = self.paid.source if self.paid is not None else free_source
+        resolver = DhtResolver(self.dialer, link.root, make_source=make_source)
+        error: ControlError | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(forward)
+            try:
+                result = await fetch_file(link, dest, [], max_price_per_mib=max_price, window=window,
+                                          resolver=resolver, store=self.store, on_progress=on_progress)
+            except FetchFailed as exc:
+                error = ControlError(404, "not-found", str(exc))
+            except (IntegrityError, ChunkNotFound) as exc:
+                error = ControlError(422, "integrity", str(exc))
+            finally:
+                nursery.cancel_scope.cancel()
+        if error is not None:  # raised out here so the nursery does not wrap it in a group
+            raise error
+        c = result.progress.chunks
+        return {"path": str(result.path) if result.path else None, "size": result.size,
+                "chunks_fetched": c.chunks_done, "local_chunks": result.progress.local_chunks,
+                "bytes_fetched": c.bytes_done, "sats_spent": c.sats_spent, "sats_lost": c.sats_lost,
+                "seconds": round(result.progress.elapsed, 3),
+                "rate": round(result.progress.rate) if not math.isnan(result.progress.rate) else 0,
+                "banned": [h.hex() for h in result.banned]}
+
+    async def get(self, body: Json, emit: Emit) -> Json:
+        """Body: ``link``, ``output`` (absolute path), ``max_price_per_mib``, ``window``."""
+        output = body.get("output")
+        if not isinstance(output, str) or not Path(output).is_absolute():
+            raise ControlError(400, "bad-argument", "output must be an absolute path")
+        return await self._fetch(body, emit, Path(output))
+
+    async def pin(self, body: Json, emit: Emit) -> Json:
+        """Body: ``link``, ``max_price_per_mib``, ``window``.  Fetch into the store and host it."""
+        result = await self._fetch(body, emit, None)
+        link = _link_field(body)
+        announcement = await self.dialer.dht.announce_provider(dht_key(link.root), tcp_port=self.dialer.transport.port)
+        self.pinned.add(link.root)
+        return {**result, "announced_to": len(announcement.stored_at)}

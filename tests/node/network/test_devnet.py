@@ -1,0 +1,104 @@
+"""scripts/devnet as a real subprocess: mu chain and paid mu nodes on loopback (issue 8, "Must hold").
+
+The 10-node test adds a 50 MiB file on node-1 through its control API,
+fetches it by its link on node-10, and then reads every node's ledger: the
+bytes are identical, every host the fetcher paid shows those earnings, and
+across all ledgers what was paid equals what was earned, to the sat.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from node.control import ControlClient
+from node.ledger import LEDGER_FILE, Ledger
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+MIB = 1 << 20
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited
+
+
+def start_devnet(tmp_path: Path, nodes: int) -> tuple[subprocess.Popen[str], dict]:
+    proc = subprocess.Popen(
+        [sys.executable, "scripts/devnet.py", "--nodes", str(nodes), "--dir", str(tmp_path / "net"), "--json"],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # printed once everything is up
+    if not line:
+        proc.wait()
+        pytest.fail(f"devnet did not start: {proc.stderr.read() if proc.stderr else ''}")
+    return proc, json.loads(line)
+
+
+def stop_devnet(proc: subprocess.Popen[str], summary: dict) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+    assert not alive(summary["chain"]["pid"])
+    assert not any(alive(n["pid"]) for n in summary["nodes"])
+
+
+@pytest.mark.slow
+def test_devnet_ten_nodes_fifty_mib_paid_equals_earned(tmp_path: Path) -> None:
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(50 * MIB))
+    out = tmp_path / "fetched.bin"
+    proc, summary = start_devnet(tmp_path, 10)
+    try:
+        nodes = summary["nodes"]
+        assert len({n["node_id"] for n in nodes}) == 10
+        first, last = Path(nodes[0]["data_dir"]), Path(nodes[-1]["data_dir"])
+
+        async def run() -> tuple[dict, dict]:
+            added = await ControlClient.from_data_dir(first).run_stream("add", {"path": str(src)}, lambda e: None)
+            got = await ControlClient.from_data_dir(last).run_stream(
+                "get", {"link": added["link"], "output": str(out)}, lambda e: None)
+            return added, got
+
+        added, got = trio.run(run)
+        assert added["under_replicated"] == 0
+        assert out.read_bytes() == src.read_bytes()
+        assert got["chunks_fetched"] > 0 and got["sats_spent"] > 0 and got["banned"] == []
+    finally:
+        if proc.poll() is None:
+            stop_devnet(proc, summary)
+    # every node stopped: read the ledgers
+    ledgers = {}
+    for n in nodes:
+        with Ledger.open(Path(n["data_dir"]) / LEDGER_FILE) as ledger:
+            ledgers[n["node_id"]] = ledger.earnings()
+    earned = sum(r["earned"] for r in ledgers.values())
+    spent = sum(r["spent"] for r in ledgers.values())
+    assert earned == spent > 0
+    for payer_id, report in ledgers.items():
+        for peer, row in report["per_peer"].items():
+            if row["spent"]:  # what this node paid that peer, the peer recorded as earned from it
+                assert ledgers[peer]["per_peer"][payer_id]["earned"] == row["spent"]
+    fetcher = ledgers[nodes[-1]["node_id"]]
+    served = [peer for peer, row in fetcher["per_peer"].items() if row["spent"] > 0]
+    assert served and all(ledgers[peer]["earned"] > 0 for peer in served)
+
+
+@pytest.mark.slow
+def test_devnet_main_job(tmp_path: Path) -> None:
+    res = subprocess.run([sys.executable, "scripts/devnet.py", "--demo"], cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "byte-identical" in res.stdout
+    assert res.stdout.count("node-") >= 5 and "devnet stopped" in res.stdout
+    seconds = float(res.stdout.split("main job done in ")[1].split(" s")[0])
+    assert seconds < 60

@@ -1,0 +1,178 @@
+"""The multi-host fetcher over real chunk stores (specs/network.md §4).
+
+Each host here is a real ChunkStore holding a copy of the file's chunks, read
+through a ChunkSource that charges the host's price per chunk the way the
+paid exchange does (price per MiB, rounded up per chunk) and records what it
+earned.  Hosts that die, stall or lie are the same stores behaving badly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+from node.fetcher import FetchFailed, Fetched, SourceError, SourceGone, fetch_file
+from node.files import add_file
+from node.store import ChunkStore
+from protocol.chunks import IntegrityError, Link
+
+CHUNK = 64 * 1024
+MIB = 1 << 20
+
+
+def price_of(size: int, price_per_mib: int) -> int:
+    return -(-size * price_per_mib // MIB)
+
+
+class StoreHost:
+    """A host backed by a real chunk store; ``mode`` says how it misbehaves."""
+
+    def __init__(self, n: int, store: ChunkStore, price: int, mode: str = "honest", after: int = 0) -> None:
+        self.host_id = bytes([n]) * 20
+        self.price_per_mib = price
+        self.store = store
+        self.mode = mode
+        self.after = after  # requests served well before misbehaving
+        self.served = 0
+        self.earned = 0
+        self.asked = 0
+
+    async def get_chunk(self, address: bytes) -> Fetched:
+        self.asked += 1
+        await trio.lowlevel.checkpoint()
+        if self.mode == "dies" and self.served >= self.after:
+            raise SourceGone("connection reset")
+        if self.mode == "silent" and self.served >= self.after:
+            await trio.sleep_forever()
+        if not self.store.has(address):
+            raise SourceError("unknown chunk")
+        data = self.store.get(address)
+        paid = price_of(len(data), self.price_per_mib)
+        self.earned += paid
+        if self.mode == "liar" and self.served >= self.after:
+            data = bytes([data[0] ^ 1]) + data[1:]
+        self.served += 1
+        return Fetched(data, paid)
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> tuple[Path, Link, ChunkStore]:
+    src = tmp_path / "sample.bin"
+    src.write_bytes(os.urandom(3 * MIB + 12345))
+    origin = ChunkStore(tmp_path / "origin")
+    # a fanout of 8 gives a manifest tree with index chunks, not just a root
+    result = add_file(origin, src, chunk_size=CHUNK, fanout=8)
+    return src, result.link, origin
+
+
+def replicate(origin: ChunkStore, dest: Path) -> ChunkStore:
+    store = ChunkStore(dest)
+    store.put_many((a, origin.get(a)) for a in origin.list())
+    return store
+
+
+def hosts(tmp_path: Path, origin: ChunkStore, specs: list[tuple[int, str, int]]) -> list[StoreHost]:
+    return [StoreHost(i + 1, replicate(origin, tmp_path / f"host{i}"), price, mode, after)
+            for i, (price, mode, after) in enumerate(specs)]
+
+
+async def test_three_hosts_share_the_work(tmp_path: Path, sample) -> None:
+    src, link, origin = sample
+    hs = hosts(tmp_path, origin, [(10, "honest", 0)] * 3)
+    out = tmp_path / "out.bin"
+    seen = []
+    result = await fetch_file(link, out, hs, max_price_per_mib=10, window=2, on_progress=seen.append)
+    assert out.read_bytes() == src.read_bytes()
+    assert result.size == src.stat().st_size
+    assert all(h.served > 0 for h in hs)
+    assert sum(h.served for h in hs) == len(origin)  # every chunk fetched exactly once
+    assert result.progress.chunks.sats_spent == sum(h.earned for h in hs)
+    assert result.progress.chunks.sats_lost == 0
+    assert seen[-1].chunks.chunks_done == len(origin)
+    assert not (tmp_path / "out.bin.mu-part").exists()
+
+
+async def test_holder_dies_mid_download(tmp_path: Path, sample) -> None:
+    src, link, origin = sample
+    hs = hosts(tmp_path, origin, [(5, "dies", 10), (5, "honest", 0), (5, "honest", 0)])
+    out = tmp_path / "out.bin"
+    await fetch_file(link, out, hs, max_price_per_mib=5, window=2)
+    assert out.read_bytes() == src.read_bytes()
+    assert hs[0].served == 10
+    assert sum(h.served for h in hs) == len(origin)
+
+
+async def test_liar_is_caught_banned_and_file_is_right(tmp_path: Path, sample) -> None:
+    src, link, origin = sample
+    hs = hosts(tmp_path, origin, [(1, "liar", 3), (5, "honest", 0), (5, "honest", 0)])
+    out = tmp_path / "out.bin"
+    result = await fetch_file(link, out, hs, max_price_per_mib=5, window=2)
+    assert out.read_bytes() == src.read_bytes()
+    liar = hs[0]
+    assert result.banned == (liar.host_id,)
+    # three good answers, then at most one window of requests before the ban
+    assert liar.asked <= 3 + 2
+    p = result.progress.chunks
+    # the lies' prices are lost (paid with each pipelined request), nothing more
+    assert 0 < p.sats_lost <= 2 * price_of(CHUNK + 16, 1)
+    assert p.sats_spent + p.sats_lost == sum(h.earned for h in hs)
+    assert sum(h.served for h in hs[1:]) + 3 == len(origin)
+
+
+async def test_never_above_max_price(tmp_path: Path, sample) -> None:
+    src, link, origin = sample
+    hs = hosts(tmp_path, origin, [(50, "honest", 0), (5, "honest", 0)])
+    out = tmp_path / "out.bin"
+    await fetch_file(link, out, hs, max_price_per_mib=10, window=4)
+    assert out.read_bytes() == src.read_bytes()
+    assert hs[0].asked == 0
+    with pytest.raises(FetchFailed):
+        await fetch_file(link, tmp_path / "no.bin", hs[:1], max_price_per_mib=10)
+    assert not (tmp_path / "no.bin").exists() and not (tmp_path / "no.bin.mu-part").exists()
+
+
+async def test_stalled_host_times_out(tmp_path: Path, sample) -> None:
+    src, link, origin = sample
+    hs = hosts(tmp_path, origin, [(1, "silent", 5), (5, "honest", 0)])
+    out = tmp_path / "out.bin"
+    await fetch_file(link, out, hs, max_price_per_mib=5, window=2, request_timeout=0.2)
+    assert out.read_bytes() == src.read_bytes()
+
+
+async def test_interrupted_download_resumes_from_local_store(tmp_path: Path, sample) -> None:
+    src, link, origin = sample
+    local = ChunkStore(tmp_path / "local")
+    dying = hosts(tmp_path, origin, [(3, "dies", 20)])
+    out = tmp_path / "out.bin"
+    with pytest.raises(FetchFailed):
+        await fetch_file(link, out, dying, max_price_per_mib=3, store=local)
+    assert not out.exists()
+    assert len(local) == 20  # what was paid for is kept
+    fresh = [StoreHost(9, dying[0].store, 3)]
+    result = await fetch_file(link, out, fresh, max_price_per_mib=3, store=local)
+    assert out.read_bytes() == src.read_bytes()
+    assert result.progress.local_chunks >= 20
+    assert fresh[0].served == len(origin) - 20  # nothing fetched (or paid for) twice
+    assert len(local) == len(origin)
+
+
+async def test_wrong_key_is_an_integrity_error(tmp_path: Path, sample) -> None:
+    src, link, origin = sample
+    hs = hosts(tmp_path, origin, [(1, "honest", 0)])
+    bad = Link(root=link.root, key=hashlib.sha256(b"not the key").digest())
+    with pytest.raises(IntegrityError):
+        await fetch_file(bad, tmp_path / "x", hs, max_price_per_mib=1)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.mu-part").exists()
+
+
+async def test_candidates_restrict_hosts(tmp_path: Path, sample) -> None:
+    src, link, origin = sample
+    hs = hosts(tmp_path, origin, [(1, "honest", 0), (1, "honest", 0)])
+    out = tmp_path / "out.bin"
+    await fetch_file(link, out, hs, max_price_per_mib=1, candidates=lambda a: [hs[1].host_id])
+    assert out.read_bytes() == src.read_bytes()
+    assert hs[0].asked == 0
