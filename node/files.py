@@ -1,9 +1,11 @@
 """Adding files to and getting files from the local chunk store (specs/chunks.md §6, §8).
 
-The I/O glue around the pure encoder and decoder. Both directions run as a
-two-stage pipeline: the calling thread reads and encrypts (or decrypts) while
-one writer thread does the disk writes and fsyncs, joined by a queue of at
-most ``PIPELINE_DEPTH`` chunks. hashlib, AES-GCM and file I/O all release the
+The I/O glue around the pure encoder and decoder. Both directions overlap
+crypto with disk: on add the calling thread reads and encrypts while the
+store's threads write and fdatasync up to ``STREAM_WINDOW`` chunks
+(``ChunkStore.put_stream``); on get the calling thread reads and decrypts
+while one writer thread writes the output, joined by a queue of at most
+``PIPELINE_DEPTH`` chunks. hashlib, AES-GCM and file I/O all release the
 GIL, so disk time overlaps crypto time and memory stays at a few chunks.
 """
 
@@ -14,7 +16,7 @@ import os
 import queue
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +33,9 @@ from protocol.chunks import (
     check_fanout,
 )
 
-# Chunks in flight between the crypto thread and the writer thread.
+# Plaintext chunks in flight between the decrypting thread and the writer on get.
 PIPELINE_DEPTH = 4
-# Most chunks handed to one ChunkStore.put_many call (one shared dir fsync).
+# Most chunks the get writer takes from the queue at once.
 WRITE_BATCH = 8
 # While writing a fetched file, flush it to disk every this many bytes so the
 # final fsync does not have to write the whole file at once.
@@ -178,27 +180,22 @@ def add_file(
             key = hasher.file_key()
             os.lseek(fd, 0, os.SEEK_SET)
         encoder = FileEncoder(key, chunk_size=chunk_size, name=name, media_type=media_type, fanout=fanout)
-        counts = [0, 0]  # chunks, new chunks
 
-        def sink(batch: list[object]) -> None:
-            counts[1] += store.put_many(batch, verify=False)  # type: ignore[arg-type]
-            counts[0] += len(batch)
-
-        writer = _Writer(sink)
-        try:
+        def chunks() -> Iterator[tuple[bytes, bytearray]]:
             while n := _read_into(fd, buf):
-                for item in encoder.feed(memoryview(buf)[:n]):
-                    writer.put(item)
+                yield from encoder.feed(memoryview(buf)[:n])
                 if progress is not None:
                     progress(n)
-            # The root is queued last, after every chunk it depends on.
-            for item in encoder.finish():
-                writer.put(item)
-        finally:
-            writer.close()
+            # The root comes last, after every chunk it depends on.
+            yield from encoder.finish()
+
+        # Encryption runs here, in this thread, while the store's threads
+        # write and fdatasync up to STREAM_WINDOW chunks (the encoder already
+        # hashed each chunk to get its address: no second hash).
+        seen, new = store.put_stream(chunks(), verify=False)
     finally:
         os.close(fd)
-    return AddResult(encoder.link, encoder.size, counts[0], counts[1], name, media_type)
+    return AddResult(encoder.link, encoder.size, seen, new, name, media_type)
 
 
 def get_file(store: ChunkStore, link: Link, dest: Path, *, progress: Progress | None = None) -> GetResult:
