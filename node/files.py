@@ -15,6 +15,7 @@ import mimetypes
 import os
 import queue
 import secrets
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from protocol.chunks import (
 PIPELINE_DEPTH = 4
 # Most chunks the get writer takes from the queue at once.
 WRITE_BATCH = 8
-# While writing a fetched file, flush it to disk every this many bytes so the
+# While writing a fetched file, start writeback every this many bytes so the
 # final fsync does not have to write the whole file at once.
 GET_FLUSH_BYTES = 32 * 1024 * 1024
 CONVERGENCE_FILE = "convergence.key"
@@ -198,6 +199,20 @@ def add_file(
     return AddResult(encoder.link, encoder.size, seen, new, name, media_type)
 
 
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing ``length`` bytes at ``offset`` to disk without waiting.
+
+    On Linux POSIX_FADV_DONTNEED starts writeback of the range's dirty pages
+    and returns (the pages stay cached until written), so the final fsync
+    finds most of the file already on disk while the decrypting thread never
+    stalls behind a flush.  Elsewhere it is a hint: a blocking fdatasync then.
+    """
+    if hasattr(os, "posix_fadvise") and sys.platform.startswith("linux"):
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+    else:
+        os.fdatasync(fd)
+
+
 def get_file(store: ChunkStore, link: Link, dest: Path, *, progress: Progress | None = None) -> GetResult:
     """Decrypt the file ``link`` names from ``store`` into ``dest``, atomically.
 
@@ -214,17 +229,17 @@ def get_file(store: ChunkStore, link: Link, dest: Path, *, progress: Progress | 
     directory = dest.parent if str(dest.parent) else Path(".")
     tmp = directory / f".{dest.name}.mu-partial-{secrets.token_hex(4)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    state = {"since_flush": 0}
+    state = {"written": 0, "flushed": 0}
 
     def sink(batch: list[object]) -> None:
         for plain in batch:
             view = memoryview(plain)  # type: ignore[arg-type]
             while view:
                 view = view[os.write(fd, view):]
-            state["since_flush"] += len(plain)  # type: ignore[arg-type]
-        if state["since_flush"] >= GET_FLUSH_BYTES:
-            os.fdatasync(fd)
-            state["since_flush"] = 0
+            state["written"] += len(plain)  # type: ignore[arg-type]
+        if state["written"] - state["flushed"] >= GET_FLUSH_BYTES:
+            _start_writeback(fd, state["flushed"], state["written"] - state["flushed"])
+            state["flushed"] = state["written"]
 
     chunks = 0
     try:
