@@ -3,9 +3,12 @@
 from ._index import INDEX_FILE, SCHEMA_VERSION, ChunkIndex
 from ._store import (
     FSYNC_PARALLELISM,
+    GC_BATCH,
     MAX_CHUNK_BYTES,
+    RECOVERED_GRACE_SECONDS,
     STALE_TEMP_SECONDS,
     ChunkCorrupt,
+    ChunkMeta,
     ChunkMismatch,
     ChunkNotFound,
     ChunkStore,
@@ -18,6 +21,9 @@ STORE_DIR = "chunks"
 
 __all__ = [
     "FSYNC_PARALLELISM",
+    "GC_BATCH",
+    "RECOVERED_GRACE_SECONDS",
+    "ChunkMeta",
     "INDEX_FILE",
     "MAX_CHUNK_BYTES",
     "SCHEMA_VERSION",
