@@ -85,6 +85,7 @@ class NetworkService:
         self.dialer = dialer
         self.paid = paid
         self.pinned: set[bytes] = set(store.pinned_roots())  # durable in the store index
+        self.pins_announced = trio.Event()  # set once announce_pinned has run
 
     def register(self, control: ControlServer) -> None:
         control.stream_route("add", self.add)
@@ -193,4 +194,5 @@ class NetworkService:
                 continue
             announced += 1
         log.info("re-announced %d pinned roots", announced)
+        self.pins_announced.set()
         return announced
