@@ -1,14 +1,13 @@
 """The node's chunk store on disk (specs/chunks.md §8)."""
 
 from ._index import INDEX_FILE, SCHEMA_VERSION, ChunkIndex
+from ._retention import GC_BATCH, ChunkMeta
 from ._store import (
     FSYNC_PARALLELISM,
-    GC_BATCH,
     MAX_CHUNK_BYTES,
     RECOVERED_GRACE_SECONDS,
     STALE_TEMP_SECONDS,
     ChunkCorrupt,
-    ChunkMeta,
     ChunkMismatch,
     ChunkNotFound,
     ChunkStore,

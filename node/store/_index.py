@@ -6,7 +6,7 @@ rebuilt from the files alone at any time. Later schema versions add columns
 through ``MIGRATIONS`` without a format break: ``PRAGMA user_version`` says
 which migrations have run.
 
-Version 2 adds retention metadata (specs/chunks.md §8.4): per chunk
+Version 2 adds retention metadata (specs/chunks.md §8.6): per chunk
 ``paid_until`` (unix seconds; NULL for a chunk nobody paid to store) and
 ``pinned``, plus the ``pins`` table of pinned roots.  This metadata is not in
 the files: a rebuild keeps it for every row that stays, and gives chunks it
@@ -153,17 +153,23 @@ class ChunkIndex:
             self._db.execute("COMMIT")
         return len(new), len(gone)
 
-    # -- retention metadata (schema v2, specs/chunks.md §8.4) -------------
+    # -- retention metadata (schema v2, specs/chunks.md §8.6) -------------
 
     def extend_retention(self, addresses: Iterable[bytes], until: int) -> int:
         """Set ``paid_until`` to at least ``until`` on stored chunks; return rows changed."""
         with self._lock:
-            self._db.execute("BEGIN")
-            cur = self._db.executemany(
-                "UPDATE chunks SET paid_until = max(coalesce(paid_until, 0), ?) WHERE address = ?",
-                ((until, bytes(a)) for a in addresses),
-            )
-            self._db.execute("COMMIT")
+            # Paid retention is not in the files either: a durable commit,
+            # so a power failure cannot make a paid chunk expire early.
+            self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                self._db.execute("BEGIN")
+                cur = self._db.executemany(
+                    "UPDATE chunks SET paid_until = max(coalesce(paid_until, 0), ?) WHERE address = ?",
+                    ((until, bytes(a)) for a in addresses),
+                )
+                self._db.execute("COMMIT")
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
         return cur.rowcount
 
     def meta_of(self, address: bytes) -> tuple[int | None, bool] | None:

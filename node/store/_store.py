@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._index import INDEX_FILE, ChunkIndex
+from ._retention import ADDRESS_SIZE, RetentionMixin, _check_address
 
 log = logging.getLogger("mu.store")
 
-ADDRESS_SIZE = 32
 TMP_DIR = "tmp"
 # Temp files older than this are leftovers of a crash and may be removed;
 # younger ones may belong to a writer in another process.
@@ -45,10 +45,8 @@ FSYNC_PARALLELISM = 8
 _DIRTY = "dirty"
 # Retention given to chunks a rebuild finds without an index row: their
 # paid-until time and pin are unknown, so they are kept this long before
-# the GC may take them (specs/chunks.md §8.4).
+# the GC may take them (specs/chunks.md §8.6).
 RECOVERED_GRACE_SECONDS = 30 * 86_400
-# Expired chunks one GC pass deletes at most (the next pass takes the rest).
-GC_BATCH = 4096
 
 
 class StoreError(Exception):
@@ -87,22 +85,6 @@ class RebuildReport:
     recovered: int = 0  # rows added with a grace retention (metadata unknown)
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkMeta:
-    """One stored chunk's index row: size and retention metadata."""
-
-    address: bytes
-    size: int
-    paid_until: int | None  # unix seconds; None: nobody paid to store it
-    pinned: bool
-
-
-def _check_address(address: bytes) -> bytes:
-    if not isinstance(address, (bytes, bytearray)) or len(address) != ADDRESS_SIZE:
-        raise ValueError(f"a chunk address is {ADDRESS_SIZE} bytes")
-    return bytes(address)
-
-
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -124,7 +106,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class ChunkStore:
+class ChunkStore(RetentionMixin):
     """Chunks on disk, addressed by SHA-256 of their bytes.
 
     Synchronous and thread-safe: trio code calls it through
@@ -402,7 +384,7 @@ class ChunkStore:
         grace_seconds`` (never collected before that), unpinned.  Pins live
         only in the index (written durably); if the index itself was lost,
         its pins are gone, and this is logged: the grace retention leaves
-        the operator time to pin again (specs/chunks.md §8.4).
+        the operator time to pin again (specs/chunks.md §8.6).
         """
         now = int(time.time()) if now is None else now
         temp_removed = self.remove_stale_temp_files(temp_max_age)
@@ -416,81 +398,3 @@ class ChunkStore:
             log.warning("index rebuild: %d chunk files had no index row; kept unpinned with a grace retention "
                         "until %d", added, now + grace_seconds)
         return RebuildReport(len(on_disk), total, added, removed, temp_removed, recovered=added)
-
-    # -- retention (specs/chunks.md §8.4) --------------------------------
-
-    def meta(self, address: bytes) -> ChunkMeta | None:
-        """The chunk's index row (size, paid_until, pinned), or None if not indexed."""
-        address = _check_address(address)
-        size = self._index.size_of(address)
-        row = self._index.meta_of(address)
-        if size is None or row is None:
-            return None
-        return ChunkMeta(address, size, row[0], row[1])
-
-    def entries_meta(self) -> Iterator[ChunkMeta]:
-        """Every indexed chunk with its retention metadata, in address order."""
-        for address, size, until, pinned in self._index.iter_meta():
-            yield ChunkMeta(address, size, until, pinned)
-
-    def extend_retention(self, address: bytes, until: int) -> bool:
-        """Keep the chunk at least until ``until`` (the later of old and new wins).
-
-        Returns False if the chunk is not stored.
-        """
-        address = _check_address(address)
-        with self._retention_lock:
-            return self._index.extend_retention([address], int(until)) > 0
-
-    def put_retained(self, address: bytes, data: bytes | bytearray | memoryview, until: int) -> bool:
-        """Store a paid chunk and keep it at least until ``until``; True if it was new.
-
-        A chunk already held only has its retention extended.  Safe against
-        a concurrent GC pass: if the GC took the chunk between the write and
-        the retention update, it is written again under the retention lock.
-        """
-        stored = self.put(address, data)
-        with self._retention_lock:
-            if self._index.extend_retention([address], int(until)) == 0:
-                stored = self.put(address, data) or stored
-                self._index.extend_retention([address], int(until))
-        return stored
-
-    def pin(self, addresses: Iterable[bytes], *, root: bytes | None = None, now: int | None = None) -> int:
-        """Pin stored chunks (never collected) and record ``root`` as pinned, durably.
-
-        Returns how many stored chunks were marked; unknown addresses are skipped.
-        """
-        when = int(time.time()) if now is None else now
-        checked = [_check_address(a) for a in addresses]
-        return self._index.set_pinned(checked, True, root=None if root is None else _check_address(root), now=when)
-
-    def unpin(self, addresses: Iterable[bytes], *, root: bytes | None = None) -> int:
-        """Clear the pin of chunks (and forget ``root``); they expire by their paid_until."""
-        checked = [_check_address(a) for a in addresses]
-        return self._index.set_pinned(checked, False, root=None if root is None else _check_address(root),
-                                      now=int(time.time()))
-
-    def pinned_roots(self) -> list[bytes]:
-        """Roots pinned on this node, oldest first (re-announced after a restart)."""
-        return self._index.pinned_roots()
-
-    def expired(self, now: int, limit: int = GC_BATCH) -> list[bytes]:
-        """Unpinned chunks whose paid retention ran out (paid_until <= now), oldest first."""
-        return [address for address, _until in self._index.expired(int(now), limit)]
-
-    def collect_expired(self, now: int, limit: int = GC_BATCH) -> list[bytes]:
-        """Delete unpinned chunks whose paid retention ran out; return their addresses.
-
-        Each is re-checked under the retention lock just before deletion, so
-        a PUT that extended it meanwhile keeps it.
-        """
-        removed: list[bytes] = []
-        for address in self.expired(now, limit):
-            with self._retention_lock:
-                row = self._index.meta_of(address)
-                if row is None or row[1] or row[0] is None or row[0] > now:
-                    continue
-                if self.delete(address):
-                    removed.append(address)
-        return removed

@@ -1,4 +1,4 @@
-"""Retention metadata in the chunk store: migration, extend, expire, pin, rebuild (specs/chunks.md §8.4)."""
+"""Retention metadata in the chunk store: migration, extend, expire, pin, rebuild (specs/chunks.md §8.6)."""
 
 from __future__ import annotations
 
