@@ -71,18 +71,21 @@ class RetentionMixin:
         with self._retention_lock:
             return self._index.extend_retention([address], int(until)) > 0
 
-    def put_retained(self, address: bytes, data: bytes | bytearray | memoryview, until: int) -> bool:
+    def put_retained(self, address: bytes, data: bytes | bytearray | memoryview, until: int, *,
+                     verify: bool = True) -> bool:
         """Store a paid chunk and keep it at least until ``until``; True if it was new.
 
         A chunk already held only has its retention extended.  Safe against
         a concurrent GC pass: if the GC took the chunk between the write and
         the retention update, it is written again under the retention lock.
+        ``verify=False`` skips re-hashing for a caller that already checked
+        the bytes against the address (the paid PUT handler does).
         """
         store: ChunkStore = self  # type: ignore[assignment]
-        stored = store.put(address, data)
+        stored = store.put(address, data, verify=verify)
         with self._retention_lock:
             if self._index.extend_retention([address], int(until)) == 0:
-                stored = store.put(address, data) or stored
+                stored = store.put(address, data, verify=verify) or stored
                 self._index.extend_retention([address], int(until))
         return stored
 
