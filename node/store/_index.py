@@ -198,6 +198,14 @@ class ChunkIndex:
                 self._db.execute("PRAGMA synchronous=NORMAL")
         return changed
 
+    def pin_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM pins").fetchone()[0])
+
+    def is_pinned_root(self, root: bytes) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM pins WHERE root = ?", (bytes(root),)).fetchone() is not None
+
     def pinned_roots(self) -> list[bytes]:
         with self._lock:
             return [bytes(r[0]) for r in self._db.execute("SELECT root FROM pins ORDER BY pinned_at, root")]

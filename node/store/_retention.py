@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from ._store import ChunkStore
 
 ADDRESS_SIZE = 32
+# Roots one store may pin: the DHT's bound on our own provider records
+# (MAX_OWN_PROVIDED_KEYS, specs/dht.md), since each pinned root is announced.
+MAX_PINNED_ROOTS = 65536
 # Expired chunks listed and deleted per GC batch (the pass loops until none is left).
 GC_BATCH = 4096
 
@@ -93,7 +96,15 @@ class RetentionMixin:
         """Pin stored chunks (never collected) and record ``root`` as pinned, durably.
 
         Returns how many stored chunks were marked; unknown addresses are skipped.
+
+        Raises:
+            StoreError: ``root`` would be past ``MAX_PINNED_ROOTS`` pinned roots.
         """
+        from ._store import StoreError
+
+        if root is not None and not self._index.is_pinned_root(_check_address(root)) \
+                and self._index.pin_count() >= MAX_PINNED_ROOTS:
+            raise StoreError(f"already {MAX_PINNED_ROOTS} pinned roots: unpin one first", root)
         when = int(time.time()) if now is None else now
         checked = [_check_address(a) for a in addresses]
         return self._index.set_pinned(checked, True, root=None if root is None else _check_address(root), now=when)

@@ -147,3 +147,23 @@ def test_cli_store_ls_shows_retention_and_gc_collects(tmp_path: Path) -> None:
     assert late["expired_removed"] == [b.hex()] and late["expired_bytes"] == len(db_)
     with ChunkStore(data_dir / STORE_DIR) as store:
         assert store.list() == [a] and store.pinned_roots() == [a]
+
+
+def test_pinned_roots_are_bounded(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from node.store import StoreError
+    from node.store import _retention
+
+    monkeypatch.setattr(_retention, "MAX_PINNED_ROOTS", 2)
+    with ChunkStore(tmp_path / "chunks") as store:
+        items = [chunk() for _ in range(3)]
+        for address, data in items:
+            store.put(address, data)
+        store.pin([items[0][0]], root=items[0][0], now=T0)
+        store.pin([items[1][0]], root=items[1][0], now=T0 + 1)
+        store.pin([items[1][0]], root=items[1][0], now=T0 + 2)  # the same root again: fine
+        with pytest.raises(StoreError):
+            store.pin([items[2][0]], root=items[2][0], now=T0 + 3)
+        assert store.pinned_roots() == [items[0][0], items[1][0]]
+        assert not store.meta(items[2][0]).pinned
