@@ -110,6 +110,7 @@ class GarbageCollector:
         self.passes = 0
         self.removed_total = 0
         self._lock = trio.Lock()
+        self._pass_done = trio.Event()
 
     async def collect(self) -> GcReport:
         """Run one pass now (also what the periodic loop calls)."""
@@ -118,12 +119,19 @@ class GarbageCollector:
             report = await trio.to_thread.run_sync(collect_once, self.store, now, self.dht)
         self.passes += 1
         self.removed_total += len(report.removed)
+        self._pass_done.set()
+        self._pass_done = trio.Event()
         if report.removed:
             log.info("gc: removed %d expired chunks (%d bytes) at %d: %s", len(report.removed), report.bytes_freed,
                      now, " ".join(a.hex()[:16] for a in report.removed[:8]))
         else:
             log.debug("gc: nothing expired at %d", now)
         return report
+
+    async def wait_passes(self, count: int) -> None:
+        """Return once ``count`` passes have completed since start."""
+        while self.passes < count:
+            await self._pass_done.wait()
 
     def status(self) -> dict[str, object]:
         return {"passes": self.passes, "removed": self.removed_total, "period": self.period}
