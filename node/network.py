@@ -178,8 +178,8 @@ class NetworkService:
         """Body: ``link``, ``max_price_per_mib``, ``window``.  Fetch into the store and host it."""
         result = await self._fetch(body, emit, None)
         link = _link_field(body)
-        await trio.to_thread.run_sync(pin_file, self.store, link)
         announcement = await self.dialer.dht.announce_provider(dht_key(link.root), tcp_port=self.dialer.transport.port)
+        await trio.to_thread.run_sync(pin_file, self.store, link)  # durable: survives restarts
         self.pinned.add(link.root)
         return {**result, "announced_to": len(announcement.stored_at)}
 
