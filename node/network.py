@@ -9,11 +9,12 @@
 * ``pin``: fetch every chunk into the store and announce the node as a
   provider, so it hosts the file from then on.
 
-Chunks of files added or pinned here are pinned in the store (durably, with
-their root), so the retention GC never takes them and ``announce_pinned``
-re-announces the roots after a restart (specs/network.md §7).
-
 Long operations stream progress events (newline-delimited JSON).
+
+Pin bookkeeping: chunks of files added or pinned here are pinned in the
+store (durably, with their root), so the retention GC never takes them and
+``announce_pinned`` re-announces the roots after a restart (specs/network.md
+§7).
 """
 
 from __future__ import annotations
