@@ -4,7 +4,9 @@
 chain backend client and the wallet, builds the host's signed terms, and
 starts the transport (serving chunks only against payments) and the
 settlement watcher as services of one nursery (``nursery.start``), so
-later services (the DHT, a control API) slot in beside them.  Once
+later services (the DHT, a control API, the retention GC) slot in beside
+them.  Where it needs the time of day (a paid PUT's retention, the GC) it
+asks ``wall_clock`` (unix seconds), which tests replace.  Once
 listening it writes ``node.json`` in the data dir (node id, host, port,
 pid) so scripts and tests can find it; it is removed on a clean stop.
 """
@@ -14,7 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +26,11 @@ import trio
 
 from node.config import load_identity, write_secret_file
 from node.control import ControlServer
-from node.dht import ContactInfo, open_dht
+from node.dht import ContactInfo, DhtNode, open_dht
 from node.locate import PeerDialer
 from node.network import NetworkService
 from node.paying import PaidPeers
+from node.retention import DEFAULT_GC_PERIOD, GarbageCollector
 from node.exchange import ChainView, PaidChunkServer, PayeeBook, Payer
 from node.ledger import LEDGER_FILE, Ledger
 from node.rpc import RPCClient
@@ -68,6 +72,7 @@ class NodeConfig:
     settlement: SettlementConfig = field(default_factory=SettlementConfig)
     dht_port: int = 0
     bootstrap: tuple[tuple[str, int], ...] = ()
+    gc_period: float = DEFAULT_GC_PERIOD
 
 
 @dataclass(slots=True)
@@ -85,6 +90,9 @@ class Node:
     watcher: SettlementWatcher
     transport: Transport
     nursery: trio.Nursery
+    dht: DhtNode
+    network: NetworkService
+    gc: GarbageCollector
 
 
 def write_node_info(data_dir: Path, info: dict[str, object]) -> None:
@@ -102,7 +110,7 @@ def read_node_info(data_dir: Path) -> dict[str, object] | None:
 
 
 @asynccontextmanager
-async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
+async def open_node(config: NodeConfig, *, wall_clock: Callable[[], float] = time.time) -> AsyncIterator[Node]:
     """Run a node until the ``async with`` body ends; then stop every service."""
     data_dir = config.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +135,7 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
                           max_price_per_mib_put=config.max_price_per_mib_put)
             watcher = SettlementWatcher(ledger=ledger, chain=chain, book=book, payer_key=wallet.keys[PAYER_KEY_INDEX],
                                         refund_script=wallet.script_pubkey(), config=config.settlement)
-            server = PaidChunkServer(store, book)
+            server = PaidChunkServer(store, book, wall_clock=wall_clock)
             async with open_transport(identity, server, payment_key=payment_key.public_key.data,
                                       host=config.listen_host, port=config.listen_port,
                                       terms=terms.to_wire()) as transport:
@@ -139,8 +147,15 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
                         await dht.bootstrap(list(config.bootstrap))
                     # The network operations and the CLI's control API (specs/network.md §6).
                     control = ControlServer(data_dir, identity.node_id)
-                    NetworkService(data_dir, store, PeerDialer(dht, transport),
-                                   PaidPeers(payer, wallet, rpc)).register(control)
+                    network = NetworkService(data_dir, store, PeerDialer(dht, transport),
+                                             PaidPeers(payer, wallet, rpc))
+                    network.register(control)
+                    # Expired paid chunks go, pinned ones stay (specs/network.md §7).
+                    gc = GarbageCollector(store, dht=dht, period=config.gc_period, wall_clock=wall_clock)
+                    control.add_status("gc", gc.status)
+                    await nursery.start(gc.serve)
+                    # Pins survive restarts: announce ourselves again for every pinned root.
+                    nursery.start_soon(network.announce_pinned)
                     await nursery.start(control.serve)
                     write_node_info(data_dir, {
                         "node_id": identity.node_id.hex(), "host": config.listen_host, "port": transport.port,
@@ -151,7 +166,7 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
                     try:
                         yield Node(config=config, identity=identity, ledger=ledger, store=store, wallet=wallet,
                                    terms=terms, book=book, payer=payer, watcher=watcher, transport=transport,
-                                   nursery=nursery)
+                                   nursery=nursery, dht=dht, network=network, gc=gc)
                     finally:
                         (data_dir / NODE_INFO_FILE).unlink(missing_ok=True)
                         nursery.cancel_scope.cancel()

@@ -10,10 +10,16 @@
   provider, so it hosts the file from then on.
 
 Long operations stream progress events (newline-delimited JSON).
+
+Pin bookkeeping: chunks of files added or pinned here are pinned in the
+store (durably, with their root), so the retention GC never takes them and
+``announce_pinned`` re-announces the roots after a restart (specs/network.md
+§7).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -25,10 +31,13 @@ from node.fetcher import FetchFailed, FetchProgress, fetch_file
 from node.files import add_file, load_convergence_secret
 from node.locate import DhtResolver, PeerDialer, free_source
 from node.paying import PaidPeers
+from node.retention import pin_file
 from node.store import ChunkNotFound, ChunkStore
 from node.uploader import ChunkPlaced, free_put, replicate_file
 from protocol.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, IntegrityError, Link, LinkError
 from protocol.fetch import DEFAULT_REPLICAS, DEFAULT_WINDOW, MAX_REPLICAS, MAX_WINDOW, dht_key
+
+log = logging.getLogger("mu.network")
 
 # Progress events forwarded per second at most during a fetch.
 PROGRESS_PER_SECOND = 4
@@ -76,7 +85,8 @@ class NetworkService:
         self.store = store
         self.dialer = dialer
         self.paid = paid
-        self.pinned: set[bytes] = set()
+        self.pinned: set[bytes] = set(store.pinned_roots())  # durable in the store index
+        self.pins_announced = trio.Event()  # set once announce_pinned has run
 
     def register(self, control: ControlServer) -> None:
         control.stream_route("add", self.add)
@@ -102,6 +112,8 @@ class NetworkService:
                 self.store, Path(path), convergence_secret=secret, chunk_size=chunk_size, name=name))
         except ValueError as exc:  # a chunk size that is not a power of two, a name too long
             raise ControlError(400, "bad-argument", str(exc)) from None
+        await trio.to_thread.run_sync(pin_file, self.store, added.link)
+        self.pinned.add(added.link.root)
         await emit({"event": "added", "link": str(added.link), "chunks": added.chunks, "size": added.size})
 
         async def on_chunk(placed: ChunkPlaced) -> None:
@@ -168,5 +180,20 @@ class NetworkService:
         result = await self._fetch(body, emit, None)
         link = _link_field(body)
         announcement = await self.dialer.dht.announce_provider(dht_key(link.root), tcp_port=self.dialer.transport.port)
+        await trio.to_thread.run_sync(pin_file, self.store, link)  # durable: survives restarts
         self.pinned.add(link.root)
         return {**result, "announced_to": len(announcement.stored_at)}
+
+    async def announce_pinned(self) -> int:
+        """Announce ourselves as provider of every pinned root (at start-up); return how many."""
+        announced = 0
+        for root in sorted(self.pinned):
+            try:
+                await self.dialer.dht.announce_provider(dht_key(root), tcp_port=self.dialer.transport.port)
+            except Exception as exc:  # one failed announcement must not stop the others; republish retries
+                log.warning("re-announcing pinned root %s failed: %s", root.hex(), exc)
+                continue
+            announced += 1
+        log.info("re-announced %d pinned roots", announced)
+        self.pins_announced.set()
+        return announced

@@ -18,6 +18,7 @@ from node.cli import EXIT_OK, EXIT_USAGE, fail
 from node.config import resolve_data_dir
 from node.daemon import NodeConfig, open_node
 from node.rpc import RPCError, RPCTransportError
+from node.retention import DEFAULT_GC_PERIOD
 from node.settlement import DEFAULT_POLL_SECONDS, DEFAULT_SETTLE_THRESHOLD, SettlementConfig
 
 DEFAULT_CHAIN_RPC = "http://127.0.0.1:18443/"
@@ -43,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--dht-port", type=int, default=0, help="UDP port of the DHT (default 0: any free port)")
     p.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT",
                    help="a DHT node to join through (repeatable)")
+    p.add_argument("--gc-period", type=float, default=DEFAULT_GC_PERIOD,
+                   help="seconds between passes deleting chunks whose paid retention ran out")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     p.set_defaults(func=run)
 
@@ -65,7 +68,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         free_allowance=args.free_allowance, min_capacity=args.min_capacity, expiry_window=args.expiry_window,
         min_confirmations=args.min_confirmations, fee_rate=args.fee_rate, quota_bytes=args.quota,
         settlement=SettlementConfig(settle_threshold=args.settle_threshold, poll_seconds=args.settle_poll),
-        dht_port=args.dht_port, bootstrap=tuple(bootstrap),
+        dht_port=args.dht_port, bootstrap=tuple(bootstrap), gc_period=args.gc_period,
     )
 
 

@@ -2,7 +2,9 @@
 
 Wraps the transport's plain ``ChunkServer``: GET and PUT go through
 ``PayeeBook.charge`` (which returns once the payment is on disk) before
-the chunk is sent or stored; channel messages open channels and report
+the chunk is sent or stored; a paid PUT keeps the chunk for the host's
+retention period from then (a PUT of a chunk already held extends it,
+specs/network.md §7); channel messages open channels and report
 their state; HAVE stays free.  Every refusal is an ERROR with its own code
 (specs/payments.md §Error codes); bad input never raises out of here
 except as ``RequestRefused``.
@@ -13,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
+from collections.abc import Callable
 
 import trio
 
@@ -35,9 +39,10 @@ def refused(exc: LocalPaymentError) -> RequestRefused:
 class PaidChunkServer:
     """``RequestHandler`` for a host that charges for GET and PUT."""
 
-    def __init__(self, store: ChunkStore, book: PayeeBook) -> None:
+    def __init__(self, store: ChunkStore, book: PayeeBook, *, wall_clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.book = book
+        self.wall_clock = wall_clock  # unix seconds: the start of a paid PUT's retention
         self._free = ChunkServer(store)
         self.served = 0  # chunks sent or stored after payment (for status/tests)
 
@@ -96,8 +101,11 @@ class PaidChunkServer:
         if quota is not None and self.store.used_bytes + len(message.data) > quota:
             raise RequestRefused(ErrorCode.OVER_QUOTA, "store full")  # refuse before taking money
         await self.book.charge(peer, kind="put", chunk=message.address, size=len(message.data), payment=message.payment)
+        # Retention counts from now, after the payment is on disk.
+        until = int(self.wall_clock()) + self.book.terms.retention_seconds
         try:
-            stored = await trio.to_thread.run_sync(self.store.put, message.address, message.data)
+            stored = await trio.to_thread.run_sync(
+                lambda: self.store.put_retained(message.address, message.data, until, verify=False))
         except StoreFull:
             raise RequestRefused(ErrorCode.OVER_QUOTA, "store full") from None
         self.served += 1

@@ -1,9 +1,11 @@
 """The node's chunk store on disk (specs/chunks.md §8)."""
 
 from ._index import INDEX_FILE, SCHEMA_VERSION, ChunkIndex
+from ._retention import GC_BATCH, MAX_PINNED_ROOTS, ChunkMeta
 from ._store import (
     FSYNC_PARALLELISM,
     MAX_CHUNK_BYTES,
+    RECOVERED_GRACE_SECONDS,
     STALE_TEMP_SECONDS,
     ChunkCorrupt,
     ChunkMismatch,
@@ -18,6 +20,10 @@ STORE_DIR = "chunks"
 
 __all__ = [
     "FSYNC_PARALLELISM",
+    "GC_BATCH",
+    "MAX_PINNED_ROOTS",
+    "RECOVERED_GRACE_SECONDS",
+    "ChunkMeta",
     "INDEX_FILE",
     "MAX_CHUNK_BYTES",
     "SCHEMA_VERSION",

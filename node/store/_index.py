@@ -3,8 +3,14 @@
 The files are the truth; the index is a cache of them (address, size, time
 added) that makes listing, accounting and per-chunk metadata cheap. It can be
 rebuilt from the files alone at any time. Later schema versions add columns
-(pinned flag, paid-until time) through ``MIGRATIONS`` without a format break:
-``PRAGMA user_version`` says which migrations have run.
+through ``MIGRATIONS`` without a format break: ``PRAGMA user_version`` says
+which migrations have run.
+
+Version 2 adds retention metadata (specs/chunks.md §8.6): per chunk
+``paid_until`` (unix seconds; NULL for a chunk nobody paid to store) and
+``pinned``, plus the ``pins`` table of pinned roots.  This metadata is not in
+the files: a rebuild keeps it for every row that stays, and gives chunks it
+finds without a row a grace retention instead of guessing.
 """
 
 from __future__ import annotations
@@ -30,6 +36,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE state (
         name  TEXT PRIMARY KEY NOT NULL,
         value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    """
+    ALTER TABLE chunks ADD COLUMN paid_until INTEGER;
+    ALTER TABLE chunks ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX chunks_expiry ON chunks (paid_until) WHERE paid_until IS NOT NULL AND pinned = 0;
+    CREATE TABLE pins (
+        root      BLOB PRIMARY KEY NOT NULL,
+        pinned_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
 )
@@ -117,8 +132,11 @@ class ChunkIndex:
                 yield bytes(address), int(size)
             last = page[-1][0]
 
-    def reconcile(self, on_disk: dict[bytes, int], now: int) -> tuple[int, int]:
+    def reconcile(self, on_disk: dict[bytes, int], now: int, recovered_until: int | None = None) -> tuple[int, int]:
         """Make the index list exactly ``on_disk``; keep metadata of rows that stay.
+
+        Rows added for files the index did not list get ``paid_until =
+        recovered_until`` (a grace retention: their real metadata is unknown).
 
         Returns:
             (rows added, rows removed).
@@ -128,9 +146,88 @@ class ChunkIndex:
             known = {bytes(a): int(s) for a, s in self._db.execute("SELECT address, size FROM chunks")}
             gone = [(a,) for a in known if a not in on_disk]
             self._db.executemany("DELETE FROM chunks WHERE address = ?", gone)
-            new = [(a, s, now) for a, s in on_disk.items() if a not in known]
-            self._db.executemany("INSERT INTO chunks (address, size, added_at) VALUES (?, ?, ?)", new)
+            new = [(a, s, now, recovered_until) for a, s in on_disk.items() if a not in known]
+            self._db.executemany("INSERT INTO chunks (address, size, added_at, paid_until) VALUES (?, ?, ?, ?)", new)
             changed = [(s, a) for a, s in on_disk.items() if a in known and known[a] != s]
             self._db.executemany("UPDATE chunks SET size = ? WHERE address = ?", changed)
             self._db.execute("COMMIT")
         return len(new), len(gone)
+
+    # -- retention metadata (schema v2, specs/chunks.md §8.6) -------------
+
+    def extend_retention(self, addresses: Iterable[bytes], until: int) -> int:
+        """Set ``paid_until`` to at least ``until`` on stored chunks; return rows changed."""
+        with self._lock:
+            # Paid retention is not in the files either: a durable commit,
+            # so a power failure cannot make a paid chunk expire early.
+            self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                self._db.execute("BEGIN")
+                cur = self._db.executemany(
+                    "UPDATE chunks SET paid_until = max(coalesce(paid_until, 0), ?) WHERE address = ?",
+                    ((until, bytes(a)) for a in addresses),
+                )
+                self._db.execute("COMMIT")
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+        return cur.rowcount
+
+    def meta_of(self, address: bytes) -> tuple[int | None, bool] | None:
+        """(paid_until, pinned) of a stored chunk, or None if the index has no row."""
+        with self._lock:
+            row = self._db.execute("SELECT paid_until, pinned FROM chunks WHERE address = ?", (address,)).fetchone()
+        return None if row is None else (None if row[0] is None else int(row[0]), bool(row[1]))
+
+    def set_pinned(self, addresses: Iterable[bytes], pinned: bool, *, root: bytes | None, now: int) -> int:
+        """Pin or unpin chunks (and record or drop ``root``), durably; return rows changed."""
+        with self._lock:
+            # Pins are not recoverable from the files: this commit is made
+            # durable (synchronous=FULL) even though chunk rows are not.
+            self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                cur = self._db.executemany("UPDATE chunks SET pinned = ? WHERE address = ?",
+                                           ((int(pinned), bytes(a)) for a in addresses))
+                changed = cur.rowcount
+                if root is not None and pinned:
+                    self._db.execute("INSERT OR IGNORE INTO pins (root, pinned_at) VALUES (?, ?)", (bytes(root), now))
+                elif root is not None:
+                    self._db.execute("DELETE FROM pins WHERE root = ?", (bytes(root),))
+                self._db.execute("COMMIT")
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+        return changed
+
+    def pin_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM pins").fetchone()[0])
+
+    def is_pinned_root(self, root: bytes) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM pins WHERE root = ?", (bytes(root),)).fetchone() is not None
+
+    def pinned_roots(self) -> list[bytes]:
+        with self._lock:
+            return [bytes(r[0]) for r in self._db.execute("SELECT root FROM pins ORDER BY pinned_at, root")]
+
+    def expired(self, now: int, limit: int) -> list[tuple[bytes, int]]:
+        """Up to ``limit`` unpinned (address, paid_until) whose paid retention ended at or before ``now``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT address, paid_until FROM chunks WHERE paid_until IS NOT NULL AND pinned = 0"
+                " AND paid_until <= ? ORDER BY paid_until, address LIMIT ?", (now, limit)).fetchall()
+        return [(bytes(a), int(t)) for a, t in rows]
+
+    def iter_meta(self) -> Iterator[tuple[bytes, int, int | None, bool]]:
+        """Every (address, size, paid_until, pinned) in address order, a page at a time."""
+        last = b""
+        while True:
+            with self._lock:
+                page = self._db.execute(
+                    "SELECT address, size, paid_until, pinned FROM chunks WHERE address > ?"
+                    " ORDER BY address LIMIT ?", (last, ITER_PAGE)).fetchall()
+            if not page:
+                return
+            for address, size, until, pinned in page:
+                yield bytes(address), int(size), None if until is None else int(until), bool(pinned)
+            last = page[-1][0]

@@ -4,7 +4,8 @@ Layout under the store root (``<data_dir>/chunks``)::
 
     <aa>/<64 hex chars>   a chunk, named by its address; <aa> = first byte in hex
     tmp/                  chunks being written (temp name, fdatasync, hard link)
-    index.sqlite3         the index (rebuildable from the files)
+    index.sqlite3         the index (rebuildable from the files, except
+                          retention metadata: see rebuild_index)
 
 A chunk file appears under its final name only once its bytes are fsynced,
 and the new name is made durable (directory fsync) before ``put`` returns, so a
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import secrets
 import threading
@@ -25,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._index import INDEX_FILE, ChunkIndex
+from ._retention import ADDRESS_SIZE, RetentionMixin, _check_address
 
-ADDRESS_SIZE = 32
+log = logging.getLogger("mu.store")
+
 TMP_DIR = "tmp"
 # Temp files older than this are leftovers of a crash and may be removed;
 # younger ones may belong to a writer in another process.
@@ -43,6 +47,10 @@ FSYNC_PARALLELISM = 8
 STREAM_WINDOW = 16
 STREAM_CHECKPOINT = 256
 _DIRTY = "dirty"
+# Retention given to chunks a rebuild finds without an index row: their
+# paid-until time and pin are unknown, so they are kept this long before
+# the GC may take them (specs/chunks.md §8.6).
+RECOVERED_GRACE_SECONDS = 30 * 86_400
 
 
 class StoreError(Exception):
@@ -78,12 +86,7 @@ class RebuildReport:
     added: int
     removed: int
     temp_files_removed: int
-
-
-def _check_address(address: bytes) -> bytes:
-    if not isinstance(address, (bytes, bytearray)) or len(address) != ADDRESS_SIZE:
-        raise ValueError(f"a chunk address is {ADDRESS_SIZE} bytes")
-    return bytes(address)
+    recovered: int = 0  # rows added with a grace retention (metadata unknown)
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -107,7 +110,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class ChunkStore:
+class ChunkStore(RetentionMixin):
     """Chunks on disk, addressed by SHA-256 of their bytes.
 
     Synchronous and thread-safe: trio code calls it through
@@ -124,6 +127,9 @@ class ChunkStore:
         self._tmp = self.root / TMP_DIR
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        # Serialises a GC deletion with a paid PUT's retention update, so a
+        # chunk paid for again while being collected is never lost.
+        self._retention_lock = threading.Lock()
         self._index = ChunkIndex(self.root / INDEX_FILE)
         self._marked_dirty = False
         self._used = 0
@@ -397,13 +403,26 @@ class ChunkStore:
                 continue
         return removed
 
-    def rebuild_index(self, *, temp_max_age: float = STALE_TEMP_SECONDS) -> RebuildReport:
-        """Make the index match the chunk files exactly (the files are the truth)."""
+    def rebuild_index(self, *, temp_max_age: float = STALE_TEMP_SECONDS, now: int | None = None,
+                      grace_seconds: int = RECOVERED_GRACE_SECONDS) -> RebuildReport:
+        """Make the index match the chunk files exactly (the files are the truth).
+
+        Retention metadata is not in the files: rows that stay keep theirs,
+        and chunks found without a row get ``paid_until = now +
+        grace_seconds`` (never collected before that), unpinned.  Pins live
+        only in the index (written durably); if the index itself was lost,
+        its pins are gone, and this is logged: the grace retention leaves
+        the operator time to pin again (specs/chunks.md §8.6).
+        """
+        now = int(time.time()) if now is None else now
         temp_removed = self.remove_stale_temp_files(temp_max_age)
         on_disk = self.scan_files()
-        added, removed = self._index.reconcile(on_disk, int(time.time()))
+        added, removed = self._index.reconcile(on_disk, now, now + grace_seconds)
         total = sum(on_disk.values())
         with self._lock:
             self._used = total
         self._index.set_flag(_DIRTY, 1 if self._marked_dirty else 0)
-        return RebuildReport(len(on_disk), total, added, removed, temp_removed)
+        if added:
+            log.warning("index rebuild: %d chunk files had no index row; kept unpinned with a grace retention "
+                        "until %d", added, now + grace_seconds)
+        return RebuildReport(len(on_disk), total, added, removed, temp_removed, recovered=added)

@@ -59,6 +59,11 @@ async def test_add_pin_get_through_the_cli(tmp_path: Path, capsys: pytest.Captur
             assert await trio.to_thread.run_sync(
                 main, ["--data-dir", str(pinner.data_dir), "status", "--json"]) == 0
             assert json.loads(capsys.readouterr().out)["network"]["pinned"] == 1
+            # the pinner holds every chunk of the file, pinned, and its root durably (specs/network.md §7)
+            root = Link.parse(link).root
+            assert pinner.store.pinned_roots() == [root] and adder.store.pinned_roots() == [root]
+            pinned_chunks = [m for m in pinner.store.entries_meta() if m.pinned]
+            assert len(pinned_chunks) == added["chunks"]
 
             out = tmp_path / "out.bin"
             code = await trio.to_thread.run_sync(

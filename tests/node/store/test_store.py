@@ -11,6 +11,7 @@ import pytest
 
 from node.store import (
     INDEX_FILE,
+    SCHEMA_VERSION,
     ChunkCorrupt,
     ChunkMismatch,
     ChunkNotFound,
@@ -142,7 +143,7 @@ def test_clean_close_skips_rebuild_and_index_is_versioned(tmp_path: Path) -> Non
     with ChunkStore(root) as store:
         store.put(*chunk())
     db = sqlite3.connect(root / INDEX_FILE)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     assert db.execute("SELECT value FROM state WHERE name = 'dirty'").fetchone()[0] == 0
     db.close()
 
