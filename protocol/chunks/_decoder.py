@@ -137,7 +137,7 @@ class FileDecoder:
             plain = self._sealer.open(view[header.prefix_size:], KIND_ROOT, 0, 0, address,
                                       aad=view[:header.prefix_size])
             manifest = RootRecord.parse(plain, header, address=address)
-            self._check_root(manifest, address)
+            self._check_root(manifest, address, len(stored))
             self.manifest = manifest
             self._node_counts = [0] * manifest.depth
             self._stack.append(_Frame(manifest.depth, manifest.children))
@@ -153,7 +153,7 @@ class FileDecoder:
         if header.count > max_fanout(manifest.chunk_size):
             raise IntegrityError(f"index node {address.hex()} lists more addresses than the fanout", address=address)
         view = memoryview(stored)
-        # The private part is empty; the tag authenticates the cleartext prefix (§6.3).
+        # The private part is empty; the tag authenticates the cleartext prefix (§6.2).
         self._sealer.open(view[header.prefix_size:], KIND_INDEX, level, index, address, aad=view[:header.prefix_size])
         self._stack.append(_Frame(level - 1, header.children))
         return bytearray()
@@ -177,7 +177,9 @@ class FileDecoder:
             )
         return plain
 
-    def _check_root(self, manifest: RootRecord, address: bytes) -> None:
+    def _check_root(self, manifest: RootRecord, address: bytes, stored_size: int) -> None:
+        if stored_size > manifest.chunk_size:  # §6.2: a manifest chunk fits in one chunk
+            raise IntegrityError(f"root manifest {address.hex()} is larger than its chunk size", address=address)
         count = len(manifest.children) // ADDRESS_SIZE
         if manifest.depth == 0 and count != manifest.chunk_count:
             raise IntegrityError(
