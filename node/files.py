@@ -1,9 +1,11 @@
 """Adding files to and getting files from the local chunk store (specs/chunks.md §6, §8).
 
-The I/O glue around the pure encoder and decoder. Both directions run as a
-two-stage pipeline: the calling thread reads and encrypts (or decrypts) while
-one writer thread does the disk writes and fsyncs, joined by a queue of at
-most ``PIPELINE_DEPTH`` chunks. hashlib, AES-GCM and file I/O all release the
+The I/O glue around the pure encoder and decoder. Both directions overlap
+crypto with disk: on add the calling thread reads and encrypts while the
+store's threads write and fdatasync up to ``STREAM_WINDOW`` chunks
+(``ChunkStore.put_stream``); on get the calling thread reads and decrypts
+while one writer thread writes the output, joined by a queue of at most
+``PIPELINE_DEPTH`` chunks. hashlib, AES-GCM and file I/O all release the
 GIL, so disk time overlaps crypto time and memory stays at a few chunks.
 """
 
@@ -13,8 +15,9 @@ import mimetypes
 import os
 import queue
 import secrets
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,11 +34,11 @@ from protocol.chunks import (
     check_fanout,
 )
 
-# Chunks in flight between the crypto thread and the writer thread.
+# Plaintext chunks in flight between the decrypting thread and the writer on get.
 PIPELINE_DEPTH = 4
-# Most chunks handed to one ChunkStore.put_many call (one shared dir fsync).
+# Most chunks the get writer takes from the queue at once.
 WRITE_BATCH = 8
-# While writing a fetched file, flush it to disk every this many bytes so the
+# While writing a fetched file, start writeback every this many bytes so the
 # final fsync does not have to write the whole file at once.
 GET_FLUSH_BYTES = 32 * 1024 * 1024
 CONVERGENCE_FILE = "convergence.key"
@@ -172,27 +175,36 @@ def add_file(
             key = hasher.file_key()
             os.lseek(fd, 0, os.SEEK_SET)
         encoder = FileEncoder(key, chunk_size=chunk_size, name=name, media_type=media_type, fanout=fanout)
-        counts = [0, 0]  # chunks, new chunks
 
-        def sink(batch: list[object]) -> None:
-            counts[1] += store.put_many(batch, verify=False)  # type: ignore[arg-type]
-            counts[0] += len(batch)
-
-        writer = _Writer(sink)
-        try:
+        def chunks() -> Iterator[tuple[bytes, bytearray]]:
             while n := _read_into(fd, buf):
-                for item in encoder.feed(memoryview(buf)[:n]):
-                    writer.put(item)
+                yield from encoder.feed(memoryview(buf)[:n])
                 if progress is not None:
                     progress(n)
-            # The root is queued last, after every chunk it depends on.
-            for item in encoder.finish():
-                writer.put(item)
-        finally:
-            writer.close()
+            # The root comes last, after every chunk it depends on.
+            yield from encoder.finish()
+
+        # Encryption runs here, in this thread, while the store's threads
+        # write and fdatasync up to STREAM_WINDOW chunks (the encoder already
+        # hashed each chunk to get its address: no second hash).
+        seen, new = store.put_stream(chunks(), verify=False)
     finally:
         os.close(fd)
-    return AddResult(encoder.link, encoder.size, counts[0], counts[1], name, media_type)
+    return AddResult(encoder.link, encoder.size, seen, new, name, media_type)
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing ``length`` bytes at ``offset`` to disk without waiting.
+
+    On Linux POSIX_FADV_DONTNEED starts writeback of the range's dirty pages
+    and returns (the pages stay cached until written), so the final fsync
+    finds most of the file already on disk while the decrypting thread never
+    stalls behind a flush.  Elsewhere it is a hint: a blocking fdatasync then.
+    """
+    if hasattr(os, "posix_fadvise") and sys.platform.startswith("linux"):
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+    else:
+        os.fdatasync(fd)
 
 
 def get_file(store: ChunkStore, link: Link, dest: Path, *, progress: Progress | None = None) -> GetResult:
@@ -211,17 +223,17 @@ def get_file(store: ChunkStore, link: Link, dest: Path, *, progress: Progress | 
     directory = dest.parent if str(dest.parent) else Path(".")
     tmp = directory / f".{dest.name}.mu-partial-{secrets.token_hex(4)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    state = {"since_flush": 0}
+    state = {"written": 0, "flushed": 0}
 
     def sink(batch: list[object]) -> None:
         for plain in batch:
             view = memoryview(plain)  # type: ignore[arg-type]
             while view:
                 view = view[os.write(fd, view):]
-            state["since_flush"] += len(plain)  # type: ignore[arg-type]
-        if state["since_flush"] >= GET_FLUSH_BYTES:
-            os.fdatasync(fd)
-            state["since_flush"] = 0
+            state["written"] += len(plain)  # type: ignore[arg-type]
+        if state["written"] - state["flushed"] >= GET_FLUSH_BYTES:
+            _start_writeback(fd, state["flushed"], state["written"] - state["flushed"])
+            state["flushed"] = state["written"]
 
     chunks = 0
     try:

@@ -8,7 +8,10 @@ unpaid with ``Session.get_chunk``, paid with ``Payer.get`` (sign a
 commitment, record it durably, the host verifies, records durably, then
 serves).  Prints MiB/s of both, their ratio and the cost of payments, beside
 this machine's references measured in the same run: SHA-256, AES-256-GCM,
-coincurve sign+verify, and a durable SQLite commit.  Medians of the runs.
+coincurve sign+verify, and a durable SQLite commit.  Medians of the runs,
+and per-chunk latency medians and 99th percentiles of both paths (on a
+shared machine a few slow fsyncs can dominate a whole run; the per-chunk
+median is what one paid request costs).
 
     scripts/bench-exchange            # 64 x 1 MiB chunks, 5 runs
     scripts/bench-exchange --quick    # 16 x 256 KiB, 1 run (used by a test)
@@ -162,16 +165,23 @@ async def bench(work: Path, count: int, size: int, runs: int) -> dict[str, objec
                     await payer.announce(link)
                     free_session = await transport.connect(bytes.fromhex(plain["node_id"]), "127.0.0.1", plain["port"])
 
+                    latencies: dict[str, list[float]] = {"unpaid": [], "paid": []}
+
                     async def unpaid() -> None:
                         for address in addresses:
+                            t0 = time.perf_counter()
                             await free_session.get_chunk(address)
+                            latencies["unpaid"].append(time.perf_counter() - t0)
 
                     async def paid() -> None:
                         for address in addresses:
+                            t0 = time.perf_counter()
                             await payer.get(link, address, expected_size=size)
+                            latencies["paid"].append(time.perf_counter() - t0)
 
                     await unpaid()  # warm both paths (caches, first-use costs)
                     await paid()
+                    latencies = {"unpaid": [], "paid": []}
                     timings: dict[str, list[float]] = {"unpaid": [], "paid": []}
                     for _ in range(runs):
                         for name, run in (("unpaid", unpaid), ("paid", paid)):
@@ -182,7 +192,16 @@ async def bench(work: Path, count: int, size: int, runs: int) -> dict[str, objec
         mib = count * size / MIB
         unpaid_rate = mib / statistics.median(timings["unpaid"])
         paid_rate = mib / statistics.median(timings["paid"])
+        # Per-chunk latencies over every timed run: the median is what one
+        # paid request costs; the tail shows stalls (a slow fsync on a shared
+        # disk) that whole-run times fold in.
+        chunk = {name: sorted(values) for name, values in latencies.items()}
+        median = {name: statistics.median(values) for name, values in chunk.items()}
+        p99 = {name: values[min(len(values) - 1, int(0.99 * len(values)))] for name, values in chunk.items()}
         return {"unpaid_mib_s": unpaid_rate, "paid_mib_s": paid_rate, "ratio": paid_rate / unpaid_rate,
+                "unpaid_chunk_ms_median": 1e3 * median["unpaid"], "paid_chunk_ms_median": 1e3 * median["paid"],
+                "chunk_median_ratio": median["unpaid"] / median["paid"],
+                "unpaid_chunk_ms_p99": 1e3 * p99["unpaid"], "paid_chunk_ms_p99": 1e3 * p99["paid"],
                 "sats_paid": total_paid, "chunks_per_run": count, "chunk_size": size, "runs": runs}
     finally:
         for proc in reversed(procs):
@@ -219,6 +238,9 @@ def main() -> int:
     print(f"  unpaid fetch (plain ChunkServer)     {result['unpaid_mib_s']:9.1f} MiB/s")
     print(f"  paid fetch (mu node, per-chunk pay)  {result['paid_mib_s']:9.1f} MiB/s")
     print(f"  paid/unpaid                          {result['ratio']:9.3f}  (payments cost {100 * (1 - result['ratio']):.1f}%)")
+    print(f"  per chunk, median: unpaid {result['unpaid_chunk_ms_median']:.2f} ms, paid {result['paid_chunk_ms_median']:.2f} ms"
+          f"  (unpaid/paid {result['chunk_median_ratio']:.3f})")
+    print(f"  per chunk, p99:    unpaid {result['unpaid_chunk_ms_p99']:.2f} ms, paid {result['paid_chunk_ms_p99']:.2f} ms")
     print("references measured in this run:")
     print(f"  SHA-256                              {refs['sha256_mib_s']:9.1f} MiB/s  (paid/ref {result['paid_mib_s'] / refs['sha256_mib_s']:.3f})")
     print(f"  AES-256-GCM                          {refs['aes_gcm_mib_s']:9.1f} MiB/s  (paid/ref {result['paid_mib_s'] / refs['aes_gcm_mib_s']:.3f})")

@@ -50,7 +50,7 @@ from protocol.bitcoin import encode_address  # noqa: E402
 
 DEFAULT_NODES = 5
 BLOCK_INTERVAL = 1.0
-DEMO_SIZE = 5 * 1024 * 1024 + 12345
+DEMO_SIZE = 24 * 1024 * 1024 + 12345
 # A free allowance of about one chunk's GET price: a fetcher pays for each chunk with its
 # next request, so bytes that fail verification are never paid for (specs/network.md §4).
 NODE_ARGS = ("--free-allowance", "200", "--settle-poll", "1")

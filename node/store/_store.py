@@ -38,6 +38,10 @@ MAX_CHUNK_BYTES = 4 * 1024 * 1024 + 1024
 # process): enough for the journal to group commits, few enough to bound
 # memory and open files.
 FSYNC_PARALLELISM = 8
+# put_stream: chunk writes outstanding at once (each holds its chunk's bytes
+# in memory), and stored chunks between directory fsyncs + index commits.
+STREAM_WINDOW = 16
+STREAM_CHECKPOINT = 256
 _DIRTY = "dirty"
 
 
@@ -244,8 +248,7 @@ class ChunkStore:
         # journal commits and device flushes (group commit), which a
         # one-at-a-time loop cannot (specs/chunks.md §8.2).
         futures = [_fsync_pool().submit(self._write_file, *job) for job in todo]
-        new: list[tuple[bytes, int]] = []
-        dirs: set[Path] = set()
+        new: list[tuple[Path, bytes, int]] = []
         for (final, address, data), future in zip(todo, futures):
             try:
                 stored = future.result()
@@ -253,19 +256,44 @@ class ChunkStore:
                 stored = False
                 failure = failure or exc
             if stored:
-                new.append((address, len(data)))
-                dirs.add(final.parent)
+                new.append((final, address, len(data)))
             else:
                 self._release(len(data))
+        count = self._commit_stored(new)
+        if failure is not None:
+            raise failure
+        return count
+
+    def put_stream(
+        self,
+        items: Iterable[tuple[bytes, bytes | bytearray | memoryview]],
+        *,
+        verify: bool = True,
+        window: int = STREAM_WINDOW,
+    ) -> tuple[int, int]:
+        """Store a stream of chunks durably; return (chunks seen, chunks new).
+
+        Like :meth:`put_many` chunk by chunk, with no barrier between groups:
+        the iterator runs (and may encrypt) in this thread while up to
+        ``window`` chunk writes proceed on the store's threads.  When this
+        returns every chunk is on disk (specs/chunks.md §8.2); see
+        :func:`node.store._stream.put_stream`.
+        """
+        from ._stream import put_stream  # that module builds on this one
+
+        return put_stream(self, items, verify=verify, window=window)
+
+    def _commit_stored(self, stored: list[tuple[Path, bytes, int]]) -> int:
+        """Fsync the shard directories of freshly linked chunks, then index them."""
+        if not stored:
+            return 0
         try:
+            dirs = {final.parent for final, _, _ in stored}
             for done in [_fsync_pool().submit(_fsync_dir, d) for d in dirs]:
                 done.result()
         finally:
-            if new:
-                self._index.add(new, int(time.time()))
-        if failure is not None:
-            raise failure
-        return len(new)
+            self._index.add([(address, size) for _, address, size in stored], int(time.time()))
+        return len(stored)
 
     def _reserve(self, address: bytes, size: int) -> None:
         with self._lock:

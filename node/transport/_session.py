@@ -139,8 +139,12 @@ class Session:
     async def _writer(self) -> None:
         """Seal and write queued messages; the only task that writes records."""
         async for message in self._outgoing_receive:
-            data = self._conn.send(message)
-            await self._stream.send_all(data)
+            # One record at a time, so the connection's reused buffer is safe.
+            data = self._conn.send_view(message)
+            try:
+                await self._stream.send_all(data)
+            finally:
+                data.release()
 
     def _allocate_id(self) -> int:
         while True:
@@ -295,9 +299,21 @@ class Session:
         conn = self._conn
         sock = self._stream.socket
         receive_size = self._limits.receive_size
+        lowat = 1
         while True:
             event = conn.next_event()
             if event is NEED_DATA:
+                # While a big record is arriving, let the kernel wake us only
+                # once all of it is there (SO_RCVLOWAT; epoll still reports EOF
+                # and errors at once): one wakeup per record instead of one per
+                # loopback segment, which on a busy machine costs a timeslice.
+                target = conn.wanted if conn.wanted > SMALL_READ_SIZE else 1
+                if target != lowat:
+                    lowat = target
+                    try:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
+                    except OSError:  # not supported: plain wakeups still work
+                        pass
                 got = -1
                 with trio.move_on_after(self._limits.idle_timeout) as idle:
                     # Read straight into the connection's buffer: no copy per read.

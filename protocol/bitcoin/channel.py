@@ -297,9 +297,41 @@ class PayerChannel:
         new_total = self.total + amount
         if new_total > self.params.max_total:
             raise ChannelExhaustedError(f"paying {amount} needs {new_total} > {self.params.max_total} available")
-        signature = self._key.sign(commitment_digest(self.params, new_total)) + bytes((SIGHASH_ALL,))
-        self.total = new_total
-        return Payment(self.params.channel_id, new_total, signature)
+        payment = self.sign(new_total)
+        self.total = payment.total
+        return payment
+
+    def sign(self, total: int) -> Payment:
+        """Sign the commitment for ``total`` without making it the channel's total.
+
+        A payer may sign its next payment ahead (while the current request is
+        in flight) and hand it over later with :meth:`adopt`; nothing is paid
+        until a payment leaves.
+
+        Raises:
+            InvalidAmountError: ``total`` is not above the current total.
+            ChannelExhaustedError: ``total`` passes capacity minus fee.
+        """
+        if type(total) is not int or total <= self.total:
+            raise InvalidAmountError(f"total must be an int above {self.total}, got {total!r}")
+        if total > self.params.max_total:
+            raise ChannelExhaustedError(f"total {total} > {self.params.max_total} available")
+        signature = self._key.sign(commitment_digest(self.params, total)) + bytes((SIGHASH_ALL,))
+        return Payment(self.params.channel_id, total, signature)
+
+    def adopt(self, payment: Payment) -> Payment:
+        """Make a payment from :meth:`sign` the new total (it must still be above it).
+
+        Raises:
+            WrongChannelError: the payment is for another channel.
+            InvalidAmountError: the total is no longer above the current one.
+        """
+        if payment.channel_id != self.params.channel_id:
+            raise WrongChannelError("payment is for another channel")
+        if payment.total <= self.total:
+            raise InvalidAmountError(f"total {payment.total} is not above {self.total}")
+        self.total = payment.total
+        return payment
 
 
 class PayeeChannel:

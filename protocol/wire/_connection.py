@@ -52,11 +52,7 @@ MAX_READ_SIZE = 1024 * 1024
 MAX_RECEIVE_BUFFER = LENGTH_PREFIX_SIZE + MAX_RECORD_SIZE + MAX_READ_SIZE
 
 
-# Records up to this size are decrypted in one call (see _read_record).
-SMALL_RECORD_SIZE = 64 * 1024
-
-
-def verify_tag(cipher: Any, tag: memoryview) -> None:
+def verify_tag(cipher: Any, tag: bytes) -> None:
     """Check a record's GCM tag; a mismatch is fatal (specs/wire.md §4.1)."""
     try:
         cipher.verify(tag)
@@ -157,6 +153,9 @@ class Connection:
         self._end = 0
         self._eof = False
         self._out = bytearray()
+        # Reused by send_view for every record (grown, by replacement, to the
+        # biggest record sent so far; at most MAX_RECORD_SIZE + 4 bytes).
+        self._send_buf = bytearray()
         self.peer_identity_key: bytes | None = None
         self.peer_node_id: bytes | None = None
         self.peer_hello: Hello | None = None
@@ -374,33 +373,24 @@ class Connection:
         cipher.update(bytes(buf[pos : pos + LENGTH_PREFIX_SIZE]))
         start = pos + LENGTH_PREFIX_SIZE
         view = memoryview(buf)
+        body = view[start : start + body_size]
         try:
-            if body_size <= SMALL_RECORD_SIZE:
-                # One decrypt call for small records: each pycryptodome call
-                # costs tens of microseconds of Python, more than the bytes.
-                plain = cipher.decrypt(view[start : start + body_size])
-                verify_tag(cipher, view[start + body_size : end])
-                version, mtype, flags, request_id, meta_len = HEADER.unpack_from(plain)
-                bad_meta_len = meta_len > body_size - HEADER_SIZE
-                meta = plain[HEADER_SIZE : HEADER_SIZE + meta_len]
-                data_len = max(0, body_size - HEADER_SIZE - meta_len)
-                data: bytes | bytearray = plain[HEADER_SIZE + meta_len :]
-            else:
-                # Big records stream through one cipher object: header, meta,
-                # then the data straight into its own buffer (no extra copy).
-                header = cipher.decrypt(view[start : start + HEADER_SIZE])
-                version, mtype, flags, request_id, meta_len = HEADER.unpack(header)
-                bad_meta_len = meta_len > body_size - HEADER_SIZE
-                if bad_meta_len:
-                    meta_len = body_size - HEADER_SIZE  # reported after authentication
-                meta_start = start + HEADER_SIZE
-                meta = cipher.decrypt(view[meta_start : meta_start + meta_len])
-                data_len = body_size - HEADER_SIZE - meta_len
-                data = bytearray(data_len)
-                if data_len:
-                    cipher.decrypt(view[meta_start + meta_len : start + body_size], output=data)
-                verify_tag(cipher, view[start + body_size : end])
+            # The whole frame is decrypted in place, in one call (GHASH reads
+            # the ciphertext before CTR overwrites it): each pycryptodome call
+            # costs more Python time than small frames' bytes, and big frames
+            # then need one copy of their data, not a zeroed buffer plus a
+            # decrypt into it.  Nothing is parsed before the tag verifies.
+            cipher.decrypt(body, output=body)
+            verify_tag(cipher, bytes(view[start + body_size : end]))
+            version, mtype, flags, request_id, meta_len = HEADER.unpack_from(buf, start)
+            bad_meta_len = meta_len > body_size - HEADER_SIZE
+            meta_start = start + HEADER_SIZE
+            meta = bytes(view[meta_start : min(meta_start + meta_len, start + body_size)])
+            data_len = max(0, body_size - HEADER_SIZE - meta_len)
+            data = bytes(view[start + body_size - data_len : start + body_size])
         finally:
+            # No view may outlive this call: the buffer must stay resizable.
+            body.release()
             view.release()
         self._pos = end
         if version != WIRE_VERSION:
@@ -413,7 +403,11 @@ class Connection:
             raise RemoteProtocolError(f"unknown flags {flags:#x}", ErrorCode.MALFORMED)
         return decode_message(mtype, bool(flags & Flags.RESPONSE), request_id, unpack_meta(meta), data)
 
-    def _seal(self, message: Message) -> bytearray:
+    def _seal(self, message: Message, out: bytearray | None = None) -> bytearray | memoryview:
+        """Encrypt ``message`` into one record, in ``out`` if it is big enough.
+
+        With ``out`` the record is a view of its first bytes (see send_view).
+        """
         assert self._send is not None
         mtype, meta, data = encode_meta(message)
         try:
@@ -426,20 +420,26 @@ class Connection:
         head = HEADER.pack(WIRE_VERSION, int(mtype), flags, message.request_id, len(head_meta)) + head_meta
         plain_len = len(head) + len(data)
         length = plain_len + TAG_SIZE
-        out = bytearray(LENGTH_PREFIX_SIZE + length)
-        LENGTH_PREFIX.pack_into(out, 0, length)
+        size = LENGTH_PREFIX_SIZE + length
+        reused = out is not None and len(out) >= size
+        if not reused:
+            out = bytearray(size)
+        assert out is not None
+        prefix = LENGTH_PREFIX.pack(length)
+        out[:LENGTH_PREFIX_SIZE] = prefix
         cipher = self._send.next_cipher()
-        cipher.update(bytes(out[:LENGTH_PREFIX_SIZE]))
+        # The length prefix is the associated data (specs/wire.md §4.1).
+        cipher.update(prefix)
         view = memoryview(out)
         try:
             start = LENGTH_PREFIX_SIZE
             cipher.encrypt(head, output=view[start : start + len(head)])
             if data:
                 cipher.encrypt(data, output=view[start + len(head) : start + plain_len])
-            view[start + plain_len :] = cipher.digest()
+            view[start + plain_len : size] = cipher.digest()
         finally:
             view.release()
-        return out
+        return memoryview(out)[:size] if reused else out
 
     # ----------------------------------------------------------------- output
     def send(self, message: Message) -> bytearray:
@@ -453,7 +453,29 @@ class Connection:
             raise LocalProtocolError(f"cannot send in state {self.state.value}")
         if isinstance(message, Hello):
             raise LocalProtocolError("HELLO is sent automatically, once")
-        return self._seal(message)
+        record = self._seal(message)
+        assert isinstance(record, bytearray)
+        return record
+
+    def send_view(self, message: Message) -> memoryview:
+        """Like ``send``, but the record is built in a buffer this connection reuses.
+
+        The view is valid only until the next ``send_view`` call: write it out
+        first.  A writer that sends one record at a time saves allocating and
+        zeroing a fresh megabyte buffer per chunk (its pages stay mapped and
+        in cache); the buffer is replaced, never resized, when a bigger record
+        comes, so a view still held elsewhere stays valid.
+        """
+        if self._send is None or (self.state is State.ERROR and not isinstance(message, ErrorMessage)):
+            raise LocalProtocolError(f"cannot send in state {self.state.value}")
+        if isinstance(message, Hello):
+            raise LocalProtocolError("HELLO is sent automatically, once")
+        record = self._seal(message, self._send_buf)
+        if isinstance(record, bytearray):
+            if len(record) > len(self._send_buf):
+                self._send_buf = record  # kept for the next records
+            return memoryview(record)
+        return record
 
     @property
     def can_send(self) -> bool:

@@ -17,6 +17,8 @@ def test_bench_exchange_quick() -> None:
     report = json.loads(result.stdout)
     assert report["unpaid_mib_s"] > 0 and report["paid_mib_s"] > 0
     assert report["ratio"] == report["paid_mib_s"] / report["unpaid_mib_s"]
+    assert report["chunk_median_ratio"] == report["unpaid_chunk_ms_median"] / report["paid_chunk_ms_median"]
+    assert 0 < report["paid_chunk_ms_median"] <= report["paid_chunk_ms_p99"]
     # 16 chunks of 256 KiB at 100 sats/MiB, twice (warm-up + one run), no allowance: 25 sats each.
     assert report["sats_paid"] == 2 * 16 * 25
     assert report["sha256_mib_s"] > 0 and report["ledger_commits_s"] > 0

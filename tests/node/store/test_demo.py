@@ -1,4 +1,4 @@
-"""The README's main job (scripts/demo.py) adds, links and reads back a file."""
+"""The one-node walk-through (scripts/demo_local.py) adds, links and reads back a file."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def test_demo_round_trips_a_file() -> None:
-    proc = subprocess.run([sys.executable, "scripts/demo.py"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "scripts/demo_local.py"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "link:  mu:" in proc.stdout
     assert "copy identical to the original: True" in proc.stdout

@@ -237,6 +237,27 @@ def test_payer_limits() -> None:
     assert info.value.code == "channel-exhausted"
 
 
+def test_sign_ahead_then_adopt() -> None:
+    payer, payee = pair()
+    first = payer.pay(1_000)
+    ahead = payer.sign(2_000)
+    assert payer.total == 1_000  # signing ahead pays nothing
+    # RFC 6979 signatures: the payment signed ahead is the one pay() would make.
+    twin = PayerChannel(payer.params, PAYER_KEY, 1_000).pay(1_000)
+    assert ahead == twin
+    assert payer.adopt(ahead) == ahead and payer.total == 2_000
+    assert payee.accept(first, 0) == 1_000 and payee.accept(ahead, 1_000) == 2_000
+    with pytest.raises(InvalidAmountError):
+        payer.adopt(ahead)  # no longer above the total
+    with pytest.raises(InvalidAmountError):
+        payer.sign(2_000)
+    with pytest.raises(ChannelExhaustedError):
+        payer.sign(payer.params.max_total + 1)
+    other = PayerChannel(make_params(funding=FUNDING.__class__(FUNDING.txid, 2)), PAYER_KEY)
+    with pytest.raises(WrongChannelError):
+        payer.adopt(other.sign(3_000))
+
+
 def test_nothing_to_close_below_dust() -> None:
     payer, payee = pair()
     with pytest.raises(NothingToCloseError):

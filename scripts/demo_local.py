@@ -1,4 +1,4 @@
-"""The README's main job: a short demo of mu on this machine.
+"""A one-node walk-through: add a file to the local store, read it back by its content hash.
 
 Creates a throw-away data dir, adds a sample file (encrypted into the local
 chunk store), prints its link, reads the file back by its content hash (the

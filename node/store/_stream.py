@@ -1,0 +1,87 @@
+"""Streaming durable writes behind ChunkStore.put_stream (specs/chunks.md §8.2).
+
+Adding a file produces chunks one at a time from the encoder; writing them
+in fixed batches (``put_many``) leaves the disk idle while the next batch is
+encrypted and the encoder idle while a batch is fsynced.  Here the encoder
+runs in the calling thread and every chunk goes to the store's write threads
+as soon as it exists, with at most ``window`` outstanding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import Future
+from pathlib import Path
+
+from ._store import MAX_CHUNK_BYTES, STREAM_CHECKPOINT, STREAM_WINDOW, ChunkMismatch, ChunkStore, _check_address, _fsync_pool
+
+
+def put_stream(
+    store: ChunkStore,
+    items: Iterable[tuple[bytes, bytes | bytearray | memoryview]],
+    *,
+    verify: bool = True,
+    window: int = STREAM_WINDOW,
+) -> tuple[int, int]:
+    """Store a stream of chunks durably; return (chunks seen, chunks new).
+
+    Like ``put_many`` chunk by chunk (temp file, fdatasync, link), but
+    with no barrier between groups: the caller's iterator runs (and may
+    encrypt) in this thread while up to ``window`` chunk writes proceed on
+    the store's threads, so the disk never waits for the producer and the
+    producer waits only when ``window`` writes are outstanding.  Every
+    ``STREAM_CHECKPOINT`` stored chunks, and at the end, the touched shard
+    directories are fsynced and the index rows committed; when this
+    returns every chunk is on disk (specs/chunks.md §8.2).
+    """
+    store._mark_dirty()
+    inflight: deque[tuple[Path, bytes, int, Future[bool]]] = deque()
+    done: list[tuple[Path, bytes, int]] = []
+    seen = new = 0
+    failure: BaseException | None = None
+
+    def settle_oldest() -> None:
+        nonlocal failure
+        final, address, size, future = inflight.popleft()
+        try:
+            stored = future.result()
+        except BaseException as exc:
+            stored = False
+            failure = failure or exc
+        if stored:
+            done.append((final, address, size))
+        else:
+            store._release(size)
+
+    try:
+        for address, data in items:
+            seen += 1
+            address = _check_address(address)
+            size = len(data)
+            if size > MAX_CHUNK_BYTES:
+                raise ChunkMismatch(f"chunk {address.hex()} is {size} bytes, over the {MAX_CHUNK_BYTES} limit", address)
+            if verify and hashlib.sha256(data).digest() != address:
+                raise ChunkMismatch(f"data does not hash to chunk address {address.hex()}", address)
+            final = store.path_of(address)
+            if final.exists():
+                continue
+            store._reserve(address, size)
+            inflight.append((final, address, size, _fsync_pool().submit(store._write_file, final, address, data)))
+            while len(inflight) > window or (inflight and inflight[0][3].done()):
+                settle_oldest()
+            if failure is not None:
+                break
+            if len(done) >= STREAM_CHECKPOINT:
+                batch, done = done, []
+                new += store._commit_stored(batch)
+    except BaseException as exc:
+        failure = failure or exc
+    finally:
+        while inflight:
+            settle_oldest()
+        new += store._commit_stored(done)
+    if failure is not None:
+        raise failure
+    return seen, new

@@ -1,0 +1,88 @@
+"""ChunkStore.put_stream: the add path's streaming durable writes (specs/chunks.md §8.2)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import node.store._stream as stream_module
+from node.store import ChunkMismatch, ChunkStore, StoreFull
+
+
+def chunk(n: int = 200) -> tuple[bytes, bytes]:
+    data = os.urandom(n)
+    return hashlib.sha256(data).digest(), data
+
+
+def test_stream_stores_every_chunk_and_counts_new_ones(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path)
+    items = [chunk(100 + i) for i in range(40)]
+    store.put_many(items[:5])
+    # A window smaller than the stream exercises the producer waiting on writes.
+    assert store.put_stream(iter(items), window=3) == (40, 35)
+    assert sorted(store) == sorted(a for a, _ in items)
+    for address, data in items:
+        assert store.path_of(address).read_bytes() == data
+    assert not list((tmp_path / "tmp").iterdir())
+    assert store.used_bytes == sum(len(d) for _, d in items)
+
+
+def test_stream_checkpoints_index_rows_before_the_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stream_module, "STREAM_CHECKPOINT", 4)
+    store = ChunkStore(tmp_path)
+    items = [chunk() for _ in range(12)]
+    indexed_midway: list[int] = []
+
+    def produce() -> Iterator[tuple[bytes, bytes]]:
+        for i, item in enumerate(items):
+            if i == 10:
+                indexed_midway.append(len(store))
+            yield item
+
+    assert store.put_stream(produce(), window=1) == (12, 12)
+    assert indexed_midway[0] >= 4  # rows were committed at a checkpoint
+    assert len(store) == 12
+
+
+def test_stream_mismatch_keeps_earlier_chunks_and_raises(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path)
+    good = [chunk() for _ in range(3)]
+    bad_address = hashlib.sha256(b"something else").digest()
+    items = good + [(bad_address, os.urandom(50))] + [chunk()]
+    with pytest.raises(ChunkMismatch):
+        store.put_stream(iter(items))
+    assert sorted(store) == sorted(a for a, _ in good)
+    assert not store.has(items[-1][0])
+
+
+def test_stream_unverified_trusts_the_caller(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path)
+    address, data = chunk()
+    assert store.put_stream([(address, data)], verify=False) == (1, 1)
+    assert store.get(address) == data
+
+
+def test_stream_quota_stops_with_store_full(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path, quota_bytes=1000)
+    items = [chunk(300) for _ in range(5)]
+    with pytest.raises(StoreFull):
+        store.put_stream(iter(items))
+    assert len(store) == 3
+    assert store.used_bytes == 900
+
+
+def test_stream_producer_error_still_commits_what_was_written(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path)
+    items = [chunk() for _ in range(4)]
+
+    def produce() -> Iterator[tuple[bytes, bytes]]:
+        yield from items
+        raise OSError("read failed")
+
+    with pytest.raises(OSError, match="read failed"):
+        store.put_stream(produce())
+    assert sorted(store) == sorted(a for a, _ in items)
