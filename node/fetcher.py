@@ -10,6 +10,11 @@ is in.  With a local :class:`node.store.ChunkStore` every fetched chunk is
 also kept there, and chunks already there are not fetched again: that is
 what makes an interrupted ``mu get`` resume without paying twice.
 
+:func:`fetch_raw` is the same machinery driven by the keyless
+:class:`protocol.chunks.RawWalker` (a verify cap, specs/chunks.md §6.5):
+from a bare root it fetches and verifies every ciphertext chunk into the
+store without decrypting anything.
+
 A :class:`ChunkSource` is one host as seen by the fetcher: its node ID, its
 retrieval price, and ``get_chunk``, which pays and asks for one chunk (the
 paid exchange of specs/payments.md over a transport session).
@@ -28,7 +33,7 @@ import trio
 
 from node.store import ChunkStore
 from node.transport import BadChunk, RequestError, Session, TransportError
-from protocol.chunks import FileDecoder, Link
+from protocol.chunks import FileDecoder, Link, RawWalker
 from protocol.fetch import (
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_WINDOW,
@@ -136,10 +141,14 @@ class FetchProgress:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FetchResult:
+    """``size`` is plaintext bytes written, or for :func:`fetch_raw` the ciphertext bytes verified."""
+
     path: Path | None
     size: int
     progress: FetchProgress
     banned: tuple[bytes, ...]
+    chunks: int = 0
+    data_chunks: int = 0
 
 
 Candidates = Callable[[bytes], Sequence[bytes]]
@@ -174,7 +183,7 @@ async def fetch_file(link: Link, dest: Path | None, sources: Sequence[ChunkSourc
         FetchFailed: some chunk has no usable host left.
         protocol.chunks.IntegrityError: verified chunks do not decrypt (wrong key).
     """
-    run = _Fetch(link, sources, max_price_per_mib, candidates, resolver, store, window, request_timeout,
+    run = _Fetch(FileDecoder.from_link(link), sources, max_price_per_mib, candidates, resolver, store, window, request_timeout,
                  on_progress)
     if dest is None:  # pinning: the chunks go to the store, the plaintext nowhere
         await run.run(_Discard())
@@ -191,6 +200,28 @@ async def fetch_file(link: Link, dest: Path | None, sources: Sequence[ChunkSourc
             raise
     await trio.to_thread.run_sync(_commit, part, dest)
     return FetchResult(path=dest, size=run.written, progress=run.report(), banned=run.banned())
+
+
+async def fetch_raw(root: bytes, store: ChunkStore, sources: Sequence[ChunkSource], *, max_price_per_mib: int,
+                    candidates: Candidates | None = None, resolver: HostResolver | None = None,
+                    window: int = DEFAULT_WINDOW, request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+                    on_progress: Callable[[FetchProgress], None] | None = None) -> FetchResult:
+    """Fetch and verify every chunk of the file rooted at ``root`` into ``store``, without its key.
+
+    The tree is walked through the manifests' cleartext headers
+    (specs/chunks.md §6.5); every chunk is checked against its address
+    before it is kept. Chunks already in ``store`` are used, not fetched.
+
+    Raises:
+        FetchFailed: some chunk has no usable host left.
+        protocol.chunks.IntegrityError: a manifest chunk that hashes correctly breaks the format.
+    """
+    walker = RawWalker(root)
+    run = _Fetch(walker, sources, max_price_per_mib, candidates, resolver, store, window, request_timeout,
+                 on_progress)
+    await run.run(_Discard())
+    return FetchResult(path=None, size=walker.stored_bytes, progress=run.report(), banned=run.banned(),
+                       chunks=walker.chunks, data_chunks=walker.data_chunks)
 
 
 class _Discard:
@@ -213,10 +244,10 @@ def _commit(part: Path, dest: Path) -> None:
 
 
 class _Fetch:
-    def __init__(self, link: Link, sources: Sequence[ChunkSource], max_price: int, candidates: Candidates | None,
+    def __init__(self, decoder: FileDecoder | RawWalker, sources: Sequence[ChunkSource], max_price: int, candidates: Candidates | None,
                  resolver: HostResolver | None, store: ChunkStore | None, window: int, timeout: float,
                  on_progress: Callable[[FetchProgress], None] | None) -> None:
-        self.decoder = FileDecoder.from_link(link)
+        self.decoder = decoder  # FileDecoder, or RawWalker for a keyless fetch: same interface
         self.sched = FetchScheduler(max_price_per_mib=max_price, window=window, request_timeout=timeout)
         self.sources = {s.host_id: s for s in sources}
         for s in sources:

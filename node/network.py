@@ -9,6 +9,10 @@
 * ``pin``: fetch every chunk into the store and announce the node as a
   provider, so it hosts the file from then on.
 
+``get`` with ``raw`` and ``pin`` of a bare root work without the key: the
+chunks are walked and verified through the manifests' cleartext headers
+(a verify cap, specs/chunks.md §6.5) and never decrypted.
+
 Long operations stream progress events (newline-delimited JSON).
 
 Pin bookkeeping: chunks of files added or pinned here are pinned in the
@@ -27,7 +31,7 @@ from typing import Any
 import trio
 
 from node.control import ControlError, ControlServer, Emit
-from node.fetcher import FetchFailed, FetchProgress, fetch_file
+from node.fetcher import FetchFailed, FetchProgress, fetch_file, fetch_raw
 from node.files import add_file, load_convergence_secret
 from node.locate import DhtResolver, PeerDialer, free_source
 from node.paying import PaidPeers
@@ -68,7 +72,8 @@ def _link_field(body: Json, *, need_key: bool = True) -> Link:
     except LinkError as exc:
         raise ControlError(400, "bad-link", str(exc)) from None
     if need_key and link.key is None:
-        raise ControlError(400, "needs-key", "the manifest is encrypted: this operation needs a link with its key")
+        raise ControlError(400, "needs-key",
+                           "decrypting needs the key: a bare root can only be fetched raw (--raw) or pinned")
     return link
 
 
@@ -126,8 +131,8 @@ class NetworkService:
                 "chunks": report.chunks, "replicas_confirmed": report.replicas_confirmed,
                 "under_replicated": report.under_replicated, "announced_to": report.announced_to}
 
-    async def _fetch(self, body: Json, emit: Emit, dest: Path | None) -> Json:
-        link = _link_field(body)
+    async def _fetch(self, body: Json, emit: Emit, dest: Path | None, *, raw: bool = False) -> Json:
+        link = _link_field(body, need_key=not raw)
         default_max = self.paid.payer.max_price_per_mib_get if self.paid is not None else 0
         max_price = _int_field(body, "max_price_per_mib", default_max, 0, 10**8)
         window = _int_field(body, "window", DEFAULT_WINDOW, 1, MAX_WINDOW)
@@ -150,8 +155,12 @@ class NetworkService:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(forward)
             try:
-                result = await fetch_file(link, dest, [], max_price_per_mib=max_price, window=window,
-                                          resolver=resolver, store=self.store, on_progress=on_progress)
+                if raw:  # verify cap: every ciphertext chunk into the store, nothing decrypted
+                    result = await fetch_raw(link.root, self.store, [], max_price_per_mib=max_price, window=window,
+                                             resolver=resolver, on_progress=on_progress)
+                else:
+                    result = await fetch_file(link, dest, [], max_price_per_mib=max_price, window=window,
+                                              resolver=resolver, store=self.store, on_progress=on_progress)
             except FetchFailed as exc:
                 error = ControlError(404, "not-found", str(exc))
             except (IntegrityError, ChunkNotFound) as exc:
@@ -166,19 +175,29 @@ class NetworkService:
                 "bytes_fetched": c.bytes_done, "sats_spent": c.sats_spent, "sats_lost": c.sats_lost,
                 "seconds": round(result.progress.elapsed, 3),
                 "rate": round(result.progress.rate) if not math.isnan(result.progress.rate) else 0,
-                "banned": [h.hex() for h in result.banned]}
+                "banned": [h.hex() for h in result.banned],
+                **({"raw": True, "chunks": result.chunks, "data_chunks": result.data_chunks} if raw else {})}
 
     async def get(self, body: Json, emit: Emit) -> Json:
-        """Body: ``link``, ``output`` (absolute path), ``max_price_per_mib``, ``window``."""
+        """Body: ``link``, ``output`` (absolute path), ``max_price_per_mib``, ``window``.
+
+        With ``raw`` true there is no ``output`` and no key is needed: the
+        ciphertext chunks are fetched, verified and kept in the store.
+        """
+        if body.get("raw") is True:
+            return await self._fetch(body, emit, None, raw=True)
         output = body.get("output")
         if not isinstance(output, str) or not Path(output).is_absolute():
             raise ControlError(400, "bad-argument", "output must be an absolute path")
         return await self._fetch(body, emit, Path(output))
 
     async def pin(self, body: Json, emit: Emit) -> Json:
-        """Body: ``link``, ``max_price_per_mib``, ``window``.  Fetch into the store and host it."""
-        result = await self._fetch(body, emit, None)
-        link = _link_field(body)
+        """Body: ``link``, ``max_price_per_mib``, ``window``.  Fetch into the store and host it.
+
+        A bare root (no key) is fetched as ciphertext through the verify cap.
+        """
+        link = _link_field(body, need_key=False)
+        result = await self._fetch(body, emit, None, raw=link.key is None)
         announcement = await self.dialer.dht.announce_provider(dht_key(link.root), tcp_port=self.dialer.transport.port)
         await trio.to_thread.run_sync(pin_file, self.store, link)  # durable: survives restarts
         self.pinned.add(link.root)

@@ -23,7 +23,7 @@ from typing import Protocol
 import trio
 
 from node.store import GC_BATCH, ChunkStore
-from protocol.chunks import FileDecoder, Link
+from protocol.chunks import Link, RawWalker
 from protocol.fetch import dht_key
 
 log = logging.getLogger("mu.retention")
@@ -36,14 +36,17 @@ DEFAULT_GC_PERIOD = 600.0
 def file_addresses(store: ChunkStore, link: Link) -> list[bytes]:
     """Every chunk address of ``link``'s file (root, manifests, data), walking the local copy.
 
+    Walks the verify cap (the cleartext manifest headers), so a bare root is
+    enough and nothing is decrypted.
+
     Raises:
         node.store.ChunkNotFound: a chunk of the file is not in the store.
-        protocol.chunks.IntegrityError: the store holds wrong bytes or the key is wrong.
+        protocol.chunks.IntegrityError: the store holds wrong bytes.
     """
-    decoder = FileDecoder.from_link(link)
+    walker = RawWalker(link.root)
     addresses: list[bytes] = []
-    while (address := decoder.next_address()) is not None:
-        decoder.feed(store.get(address))
+    while (address := walker.next_address()) is not None:
+        walker.feed(store.get(address))
         addresses.append(address)
     return addresses
 

@@ -25,6 +25,7 @@ from protocol.chunks import (
     Link,
     LinkError,
     LocalChunkError,
+    RawWalker,
     parse_key,
 )
 
@@ -43,9 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run_add)
 
     g = sub.add_parser("get", help="decrypt a file from the local store by its link or root")
-    g.add_argument("link", help="mu:ROOT#KEY link, or a root (then --key is needed)")
-    g.add_argument("-o", "--output", type=Path, required=True, help="where to write the file (atomically)")
+    g.add_argument("link", help="mu:ROOT#KEY link, or a root (then --key or --raw is needed)")
+    g.add_argument("-o", "--output", type=Path, default=None, help="where to write the file (atomically)")
     g.add_argument("--key", default=None, help="base58 file key, for a link or root without one")
+    g.add_argument("--raw", action="store_true",
+                   help="no key: fetch (through a running node) and verify every ciphertext chunk into the store; "
+                        "nothing is decrypted or written outside the store")
     g.add_argument("--json", action="store_true", help="machine-readable output")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=run_get)
@@ -119,8 +123,12 @@ def run_get(args: argparse.Namespace) -> int:
             link = Link(link.root, parse_key(args.key))
     except LinkError as exc:
         return fail(f"bad link: {exc}")
+    if args.raw:
+        return _get_raw(args, link)
     if link.key is None:
-        return fail("this link has no key: pass --key KEY to decrypt the file")
+        return fail("this link has no key: pass --key KEY to decrypt the file, or --raw to fetch the ciphertext")
+    if args.output is None:
+        return fail("give the output file with -o PATH")
     out: Path = args.output
     if out.is_dir():
         return fail(f"{out} is a directory: give a file path with -o")
@@ -145,6 +153,37 @@ def run_get(args: argparse.Namespace) -> int:
                           "name": result.name, "media_type": result.media_type, "root": link.root_text}))
     else:
         print(f"wrote {result.size} bytes to {result.path}")
+    return EXIT_OK
+
+
+def _get_raw(args: argparse.Namespace, link: Link) -> int:
+    """``mu get --raw``: verify the file's ciphertext chunks by its bare root (specs/chunks.md §6.5).
+
+    With a running node they are fetched from the network into its store;
+    without one, the chunks already in the local store are walked and checked.
+    The plaintext is never produced, so ``-o`` has no meaning here.
+    """
+    if args.output is not None:
+        return fail("--raw keeps the ciphertext chunks in the store and writes no file: drop -o")
+    node = node_for_cli(args.data_dir)
+    if node is not None:
+        return get_via_node(node, link.root_text, None, max_price=None, as_json=args.json, quiet=args.quiet)
+    walker = RawWalker(link.root)
+    try:
+        with _open_store(args) as store:
+            while (address := walker.next_address()) is not None:
+                walker.feed(store.get(address))
+    except ChunkNotFound as exc:
+        return fail(f"{exc} (the file is not complete in the local store; run a node to fetch it)", EXIT_NOT_FOUND)
+    except (IntegrityError, ChunkCorrupt) as exc:
+        return fail(f"integrity failure: {exc}", EXIT_INTEGRITY)
+    except (StoreError, OSError) as exc:
+        return fail(f"get failed: {exc}")
+    if args.json:
+        print(json.dumps({"root": link.root_text, "raw": True, "chunks": walker.chunks,
+                          "data_chunks": walker.data_chunks, "size": walker.stored_bytes}))
+    else:
+        print(f"verified {walker.chunks} chunks ({walker.data_chunks} data, {walker.stored_bytes} bytes of ciphertext)")
     return EXIT_OK
 
 

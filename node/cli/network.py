@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run_status)
     p = sub.add_parser("pin", help="make the running node fetch a file, host it and earn from it")
-    p.add_argument("link", help="mu:ROOT#KEY link")
+    p.add_argument("link", help="mu:ROOT#KEY link, or a bare root (the node hosts the ciphertext without reading it)")
     p.add_argument("--max-price", type=int, default=None,
                    help="most sats per MiB paid to a host (default: the node's maximum)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -132,16 +132,28 @@ def add_via_node(client: ControlClient, path: Path, *, convergent: bool, as_json
     return _finish(result, as_json, result["link"])
 
 
-def get_via_node(client: ControlClient, link: str, output: Path, *, max_price: int | None, as_json: bool,
+def get_via_node(client: ControlClient, link: str, output: Path | None, *, max_price: int | None, as_json: bool,
                  quiet: bool) -> int:
-    """``mu get`` when a node runs: fetch from the network into ``output``."""
-    body: Json = {"link": link, "output": str(output.resolve())}
+    """``mu get`` when a node runs: fetch from the network into ``output``.
+
+    With ``output`` None it is ``mu get --raw``: the node fetches and verifies
+    every ciphertext chunk into its store, no key needed (specs/chunks.md §6.5).
+    """
+    body: Json = {"link": link}
+    if output is None:
+        body["raw"] = True
+    else:
+        body["output"] = str(output.resolve())
     if max_price is not None:
         body["max_price_per_mib"] = max_price
     try:
         result = stream_to_node(client, "get", body, quiet=quiet)
     except ControlError as exc:
         return fail(exc.message, _EXIT_FOR.get(exc.code, EXIT_USAGE))
+    if output is None:
+        return _finish(result, as_json, f"verified {result['chunks']} chunks ({result['data_chunks']} data, "
+                                        f"{result['size']} bytes of ciphertext) into the store, "
+                                        f"{result['sats_spent']} sats")
     return _finish(result, as_json, f"{result['path']}: {result['size']} bytes, {result['sats_spent']} sats")
 
 

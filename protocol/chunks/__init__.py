@@ -17,11 +17,13 @@ from ._decoder import FileDecoder
 from ._encoder import FileEncoder, check_fanout
 from ._errors import ChunkError, IntegrityError, LinkError, LocalChunkError
 from ._link import Link, parse_key
+from ._walker import RawWalker
 from ._manifest import (
     DEFAULT_CHUNK_SIZE,
     FORMAT_VERSION,
     MAX_CHUNK_SIZE,
     MAX_DEPTH,
+    MAX_FANOUT,
     MAX_MEDIA_TYPE_BYTES,
     MAX_NAME_BYTES,
     MIN_CHUNK_SIZE,
@@ -37,6 +39,7 @@ __all__ = [
     "KEY_SIZE",
     "MAX_CHUNK_SIZE",
     "MAX_DEPTH",
+    "MAX_FANOUT",
     "MAX_MEDIA_TYPE_BYTES",
     "MAX_NAME_BYTES",
     "MIN_CHUNK_SIZE",
@@ -51,6 +54,7 @@ __all__ = [
     "Link",
     "LinkError",
     "LocalChunkError",
+    "RawWalker",
     "RootRecord",
     "check_chunk_size",
     "check_fanout",

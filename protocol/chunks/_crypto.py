@@ -3,7 +3,8 @@
 Every chunk of a file is sealed with its own key and nonce, both derived with
 HKDF-SHA256 (RFC 5869) from the 32-byte file key and the chunk's position in
 the file (kind, level, index). Labels are tagged and versioned so a future
-format can never reuse a key/nonce pair of this one.
+format can never reuse a key/nonce pair of this one. Manifest chunks bind
+their cleartext header (the verify-cap part, §6) as GCM associated data.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ ADDRESS_SIZE = 32
 
 # Tagged, versioned labels (specs/chunks.md §4). Changing any of them is a new
 # format version, never an edit in place.
-EXTRACT_SALT = b"mu:file-key:v1"
-CHUNK_KEY_LABEL = b"mu:chunk-key:v1"
-CHUNK_NONCE_LABEL = b"mu:chunk-nonce:v1"
-CONVERGENT_LABEL = b"mu:convergent-key:v1"
+EXTRACT_SALT = b"mu:file-key:v2"
+CHUNK_KEY_LABEL = b"mu:chunk-key:v2"
+CHUNK_NONCE_LABEL = b"mu:chunk-nonce:v2"
+CONVERGENT_LABEL = b"mu:convergent-key:v2"
 
 # Chunk kinds, the first byte of the derivation context.
 KIND_DATA = 0
@@ -67,10 +68,13 @@ class ChunkSealer:
         nonce = hmac.digest(self._prk, CHUNK_NONCE_LABEL + context + b"\x01", "sha256")[:NONCE_SIZE]
         return key, nonce
 
-    def seal(self, plaintext: bytes | bytearray | memoryview, kind: int, level: int, index: int) -> bytearray:
-        """Encrypt ``plaintext``; return ciphertext || tag in a fresh buffer."""
+    def seal(self, plaintext: bytes | bytearray | memoryview, kind: int, level: int, index: int,
+             aad: bytes | bytearray | memoryview = b"") -> bytearray:
+        """Encrypt ``plaintext`` (authenticating ``aad`` too); return ciphertext || tag in a fresh buffer."""
         key, nonce = self.derive(kind, level, index)
         cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
+        if aad:
+            cipher.update(aad)
         size = len(plaintext)
         out = bytearray(size + TAG_SIZE)
         view = memoryview(out)
@@ -78,13 +82,16 @@ class ChunkSealer:
         view[size:] = cipher.digest()
         return out
 
-    def open(self, stored: bytes | bytearray | memoryview, kind: int, level: int, index: int, address: bytes) -> bytearray:
-        """Decrypt and authenticate a stored chunk; raise IntegrityError if it fails."""
+    def open(self, stored: bytes | bytearray | memoryview, kind: int, level: int, index: int, address: bytes,
+             aad: bytes | bytearray | memoryview = b"") -> bytearray:
+        """Decrypt and authenticate ``stored`` (and ``aad``); raise IntegrityError if it fails."""
         size = len(stored) - TAG_SIZE
         if size < 0:
             raise IntegrityError(f"chunk {address.hex()} is shorter than a GCM tag", address=address)
         key, nonce = self.derive(kind, level, index)
         cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
+        if aad:
+            cipher.update(aad)
         view = memoryview(stored)
         out = bytearray(size)
         cipher.decrypt(view[:size], output=out)

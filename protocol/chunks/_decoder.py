@@ -15,7 +15,7 @@ import hashlib
 from ._crypto import ADDRESS_SIZE, KIND_DATA, KIND_INDEX, KIND_ROOT, TAG_SIZE, ChunkSealer, check_key
 from ._errors import IntegrityError, LocalChunkError
 from ._link import Link
-from ._manifest import RootRecord, parse_index
+from ._manifest import RootRecord, max_fanout, parse_header
 
 
 class _Frame:
@@ -132,9 +132,12 @@ class FileDecoder:
             raise IntegrityError(f"chunk {address.hex()} does not match its address", address=address)
         manifest = self.manifest
         if manifest is None:
-            plain = self._sealer.open(stored, KIND_ROOT, 0, 0, address)
-            manifest = RootRecord.parse(plain, address=address)
-            self._check_root(manifest, address)
+            header = parse_header(stored, kind=KIND_ROOT, address=address)
+            view = memoryview(stored)
+            plain = self._sealer.open(view[header.prefix_size:], KIND_ROOT, 0, 0, address,
+                                      aad=view[:header.prefix_size])
+            manifest = RootRecord.parse(plain, header, address=address)
+            self._check_root(manifest, address, len(stored))
             self.manifest = manifest
             self._node_counts = [0] * manifest.depth
             self._stack.append(_Frame(manifest.depth, manifest.children))
@@ -146,9 +149,13 @@ class FileDecoder:
         level = frame.child_level
         index = self._node_counts[level - 1]
         self._node_counts[level - 1] += 1
-        plain = self._sealer.open(stored, KIND_INDEX, level, index, address)
-        children = parse_index(plain, level=level, chunk_size=manifest.chunk_size, address=address)
-        self._stack.append(_Frame(level - 1, children))
+        header = parse_header(stored, kind=KIND_INDEX, level=level, address=address)
+        if header.count > max_fanout(manifest.chunk_size):
+            raise IntegrityError(f"index node {address.hex()} lists more addresses than the fanout", address=address)
+        view = memoryview(stored)
+        # The private part is empty; the tag authenticates the cleartext prefix (§6.2).
+        self._sealer.open(view[header.prefix_size:], KIND_INDEX, level, index, address, aad=view[:header.prefix_size])
+        self._stack.append(_Frame(level - 1, header.children))
         return bytearray()
 
     def _feed_data(self, manifest: RootRecord, address: bytes, stored: bytes | bytearray | memoryview) -> bytearray:
@@ -170,7 +177,9 @@ class FileDecoder:
             )
         return plain
 
-    def _check_root(self, manifest: RootRecord, address: bytes) -> None:
+    def _check_root(self, manifest: RootRecord, address: bytes, stored_size: int) -> None:
+        if stored_size > manifest.chunk_size:  # §6.2: a manifest chunk fits in one chunk
+            raise IntegrityError(f"root manifest {address.hex()} is larger than its chunk size", address=address)
         count = len(manifest.children) // ADDRESS_SIZE
         if manifest.depth == 0 and count != manifest.chunk_count:
             raise IntegrityError(

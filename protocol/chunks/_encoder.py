@@ -18,8 +18,8 @@ from ._manifest import (
     MAX_DEPTH,
     RootRecord,
     check_chunk_size,
+    manifest_prefix,
     max_fanout,
-    serialize_index,
 )
 
 Chunk = tuple[bytes, bytearray]
@@ -154,7 +154,7 @@ class FileEncoder:
             name=self.name,
             media_type=self.media_type,
         )
-        chunk = self._sealer.seal(record.serialize(), KIND_ROOT, 0, 0)
+        chunk = self._seal_manifest(KIND_ROOT, level, 0, record.children, record.serialize_private())
         address = hashlib.sha256(chunk).digest()
         out.append((address, chunk))
         self._root = address
@@ -187,7 +187,17 @@ class FileEncoder:
     def _seal_node(self, level: int, children: bytes, out: list[Chunk]) -> None:
         index = self._node_counts[level - 1]
         self._node_counts[level - 1] += 1
-        chunk = self._sealer.seal(serialize_index(level, children), KIND_INDEX, level, index)
+        chunk = self._seal_manifest(KIND_INDEX, level, index, children, b"")
         address = hashlib.sha256(chunk).digest()
         out.append((address, chunk))
         self._add_child(level, address, out)
+
+    def _seal_manifest(self, kind: int, level: int, index: int, children: bytes, private: bytes) -> bytearray:
+        # Cleartext header and addresses first, then the private part sealed
+        # with that prefix as associated data (§6.1). The key derivation uses
+        # (kind, 0, 0) for the root and (kind, level, index) for index nodes.
+        prefix = manifest_prefix(kind, level, children)
+        sealed = self._sealer.seal(private, kind, level if kind == KIND_INDEX else 0, index, aad=prefix)
+        chunk = bytearray(prefix)
+        chunk += sealed
+        return chunk

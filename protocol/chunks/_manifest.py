@@ -1,20 +1,26 @@
-"""Manifest records: the root and the index nodes of a file's tree (specs/chunks.md §6).
+"""Manifest chunks: the root and the index nodes of a file's tree (specs/chunks.md §6).
 
-Both are canonical msgpack maps, encrypted and stored like any chunk. Child
-addresses are packed back to back in one ``bin`` field (32 bytes each) so a
-node decodes without one Python object per address.
+Format 2 splits every manifest chunk in two (§6.1): a cleartext, fixed-layout
+header with the child addresses, readable by anyone holding the root (a
+verify cap), then the AES-256-GCM ciphertext of the private part with the
+whole cleartext prefix as associated data, so a key holder still detects
+any change to it. The private part of the root is a canonical msgpack map
+(size, chunk size, name, media type); an index node's private part is empty.
+Child addresses are packed back to back so a node decodes without one Python
+object per address.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 import msgpack
 
-from ._crypto import ADDRESS_SIZE
+from ._crypto import ADDRESS_SIZE, KIND_INDEX, KIND_ROOT, TAG_SIZE
 from ._errors import IntegrityError, LocalChunkError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MIN_CHUNK_SIZE = 64 * 1024
 MAX_CHUNK_SIZE = 4 * 1024 * 1024
 DEFAULT_CHUNK_SIZE = 1024 * 1024
@@ -26,9 +32,14 @@ MAX_MEDIA_TYPE_BYTES = 255
 # Deepest tree a decoder follows; bounds its memory to MAX_DEPTH open nodes.
 MAX_DEPTH = 16
 MAX_FILE_SIZE = 2**64 - 1
+# Cleartext header of a manifest chunk (§6.1): version, kind, level, reserved, count.
+HEADER = struct.Struct(">BBBBI")
+HEADER_SIZE = HEADER.size
+# Largest private part of a root: its msgpack map with the longest name and
+# media type fits well within MANIFEST_RESERVED (§6.2).
+MAX_ROOT_PRIVATE = MANIFEST_RESERVED
 
-_ROOT_KEYS = ("v", "size", "chunk_size", "depth", "a", "name", "type")
-_INDEX_KEYS = ("v", "level", "a")
+_ROOT_KEYS = ("v", "size", "chunk_size", "name", "type")
 
 
 def check_chunk_size(chunk_size: int) -> int:
@@ -46,6 +57,68 @@ def check_chunk_size(chunk_size: int) -> int:
 def max_fanout(chunk_size: int) -> int:
     """Most child addresses one manifest chunk (root or index node) may hold."""
     return (chunk_size - MANIFEST_RESERVED) // ADDRESS_SIZE
+
+
+# The most addresses any conforming manifest chunk holds, whatever its chunk size:
+# what a verify-cap walker, which does not know the chunk size, accepts (§6.5).
+MAX_FANOUT = max_fanout(MAX_CHUNK_SIZE)
+
+
+def manifest_prefix(kind: int, level: int, children: bytes) -> bytes:
+    """The cleartext part of a manifest chunk: header || child addresses (§6.1)."""
+    return HEADER.pack(FORMAT_VERSION, kind, level, 0, len(children) // ADDRESS_SIZE) + children
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestHeader:
+    """The cleartext part of a manifest chunk, checked against the format's bounds.
+
+    ``prefix_size`` is where the sealed private part starts; ``level`` is the
+    tree depth for a root, the node's level for an index chunk.
+    """
+
+    kind: int
+    level: int
+    children: bytes
+    prefix_size: int
+
+    @property
+    def count(self) -> int:
+        return len(self.children) // ADDRESS_SIZE
+
+
+def parse_header(stored: bytes | bytearray | memoryview, *, kind: int, address: bytes,
+                 level: int | None = None) -> ManifestHeader:
+    """Parse and bound-check the cleartext header of a manifest chunk (§6.1, §6.5).
+
+    Needs no key: this is what a verify cap can read. ``level`` is the level
+    the tree position requires (None for a root, whose level is its depth).
+    Raises IntegrityError naming ``address`` on any flaw.
+    """
+    view = memoryview(stored)
+    what = "root manifest" if kind == KIND_ROOT else "index node"
+    if len(view) < HEADER_SIZE + TAG_SIZE:
+        raise IntegrityError(f"{what} {address.hex()} is shorter than a manifest header", address=address)
+    version, got_kind, got_level, reserved, count = HEADER.unpack_from(view, 0)
+    if version != FORMAT_VERSION:
+        raise IntegrityError(f"{what} {address.hex()} has unknown format version {version}", address=address)
+    if got_kind != kind or reserved != 0:
+        raise IntegrityError(f"{what} {address.hex()} has kind {got_kind}/reserved {reserved}, expected {kind}/0",
+                             address=address)
+    if got_level > MAX_DEPTH or (level is not None and got_level != level):
+        raise IntegrityError(f"{what} {address.hex()} has level {got_level}, expected {level}", address=address)
+    if count > MAX_FANOUT:
+        raise IntegrityError(f"{what} {address.hex()} lists {count} addresses, more than {MAX_FANOUT}",
+                             address=address)
+    prefix = HEADER_SIZE + count * ADDRESS_SIZE
+    sealed = len(view) - prefix
+    if kind == KIND_INDEX:
+        # An index node's private part is empty: exactly one tag follows.
+        if count < 1 or sealed != TAG_SIZE:
+            raise IntegrityError(f"index node {address.hex()} has a bad address count or length", address=address)
+    elif sealed < TAG_SIZE or sealed > MAX_ROOT_PRIVATE + TAG_SIZE or (got_level > 0 and count < 1):
+        raise IntegrityError(f"root manifest {address.hex()} has a bad address count or length", address=address)
+    return ManifestHeader(got_kind, got_level, bytes(view[HEADER_SIZE:prefix]), prefix)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,13 +154,12 @@ class RootRecord:
         """Number of data chunks the file has."""
         return -(-self.size // self.chunk_size)
 
-    def serialize(self) -> bytes:
+    def serialize_private(self) -> bytes:
+        """The private part: canonical msgpack of size, chunk size, name, media type (§6.2)."""
         fields: dict[str, object] = {
             "v": FORMAT_VERSION,
             "size": self.size,
             "chunk_size": self.chunk_size,
-            "depth": self.depth,
-            "a": self.children,
         }
         if self.name is not None:
             fields["name"] = self.name
@@ -96,8 +168,11 @@ class RootRecord:
         return _pack(fields)
 
     @classmethod
-    def parse(cls, data: bytes | bytearray, *, address: bytes) -> RootRecord:
-        """Decode a decrypted root; IntegrityError names ``address`` on any flaw."""
+    def parse(cls, data: bytes | bytearray, header: ManifestHeader, *, address: bytes) -> RootRecord:
+        """Build the root from its checked header and decrypted private part.
+
+        IntegrityError names ``address`` on any flaw.
+        """
         fields = _unpack(data, address, _ROOT_KEYS, "root manifest")
         if fields.get("v") != FORMAT_VERSION:
             raise IntegrityError(f"root manifest {address.hex()} has unknown format version {fields.get('v')!r}", address=address)
@@ -105,41 +180,22 @@ class RootRecord:
             record = cls(
                 size=_int(fields, "size", address),
                 chunk_size=_int(fields, "chunk_size", address),
-                depth=_int(fields, "depth", address),
-                children=_bin(fields, "a", address),
+                depth=header.level,
+                children=header.children,
                 name=_opt_str(fields, "name", address),
                 media_type=_opt_str(fields, "type", address),
             )
         except LocalChunkError as exc:
             raise IntegrityError(f"root manifest {address.hex()} is invalid: {exc}", address=address) from None
-        if record.serialize() != bytes(data):
+        if record.serialize_private() != bytes(data):
             raise IntegrityError(f"root manifest {address.hex()} is not canonical msgpack", address=address)
         return record
-
-
-def serialize_index(level: int, children: bytes) -> bytes:
-    """Encode an index node of ``level`` (>= 1) listing ``children``."""
-    return _pack({"v": FORMAT_VERSION, "level": level, "a": children})
 
 
 def _pack(fields: dict[str, object]) -> bytes:
     packed = msgpack.packb(fields, use_bin_type=True)
     assert isinstance(packed, bytes)  # packb without a stream always returns bytes
     return packed
-
-
-def parse_index(data: bytes | bytearray, *, level: int, chunk_size: int, address: bytes) -> bytes:
-    """Decode an index node expected at ``level``; return its packed child addresses."""
-    fields = _unpack(data, address, _INDEX_KEYS, "index node")
-    if fields.get("v") != FORMAT_VERSION or fields.get("level") != level:
-        raise IntegrityError(f"index node {address.hex()} has wrong version or level", address=address)
-    children = _bin(fields, "a", address)
-    count, rest = divmod(len(children), ADDRESS_SIZE)
-    if rest or not 1 <= count <= max_fanout(chunk_size):
-        raise IntegrityError(f"index node {address.hex()} lists a bad number of addresses", address=address)
-    if serialize_index(level, children) != bytes(data):
-        raise IntegrityError(f"index node {address.hex()} is not canonical msgpack", address=address)
-    return children
 
 
 def _unpack(data: bytes | bytearray, address: bytes, allowed: tuple[str, ...], what: str) -> dict[str, object]:

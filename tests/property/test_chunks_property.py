@@ -12,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol.chunks import ChunkSealer, FileDecoder, IntegrityError
+from protocol.chunks import ChunkSealer, FileDecoder, IntegrityError, RawWalker
 from protocol.chunks._crypto import KIND_ROOT
+from protocol.chunks._manifest import HEADER
 from tests.helpers.chunks import CS, decode, encode
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -77,14 +78,44 @@ _manifest_like = st.fixed_dictionaries(
 
 @SETTINGS
 @given(plain=st.one_of(st.binary(max_size=300), _manifest_like.map(lambda d: msgpack.packb(d, use_bin_type=True))),
-       key=st.binary(min_size=32, max_size=32))
-def test_hostile_root_plaintext_gives_integrity_error_or_valid_manifest(plain: bytes, key: bytes) -> None:
-    chunk = bytes(ChunkSealer(key).seal(plain, KIND_ROOT, 0, 0))
-    dec = FileDecoder(hashlib.sha256(chunk).digest(), key)
+       key=st.binary(min_size=32, max_size=32),
+       header=st.tuples(st.sampled_from([1, 2, 3]), st.sampled_from([0, 1, 2, 3]), st.integers(0, 20),
+                        st.sampled_from([0, 0, 1]), st.integers(0, 7)),
+       children=st.binary(max_size=200))
+def test_hostile_root_gives_integrity_error_or_valid_manifest(plain: bytes, key: bytes,
+                                                              header: tuple[int, int, int, int, int],
+                                                              children: bytes) -> None:
+    # Cleartext header (§6.1) and private part both chosen by the attacker,
+    # the private part sealed with the right key over that header.
+    prefix = HEADER.pack(*header) + children
+    chunk = prefix + bytes(ChunkSealer(key).seal(plain, KIND_ROOT, 0, 0, aad=prefix))
+    root = hashlib.sha256(chunk).digest()
+    dec = FileDecoder(root, key)
     try:
         dec.feed(chunk)
     except IntegrityError:
+        pass
+    else:
+        assert dec.manifest is not None
+        for address in dec.upcoming(10):
+            assert len(address) == 32
+    # The keyless walker, on the same bytes, also answers cleanly.
+    walker = RawWalker(root)
+    try:
+        walker.feed(chunk)
+    except IntegrityError:
         return
-    assert dec.manifest is not None
-    for address in dec.upcoming(10):
-        assert len(address) == 32
+    assert walker.depth is not None and all(len(a) == 32 for a in walker.upcoming(10))
+
+
+@SETTINGS
+@given(data=files(), key=st.binary(min_size=32, max_size=32), fanout=st.one_of(st.none(), st.integers(2, 5)))
+def test_walker_finds_exactly_the_encoded_chunks(data: bytes, key: bytes, fanout: int | None) -> None:
+    link, chunks, _ = encode(data, key, chunk_size=CS, piece=max(CS, len(data) // 64), fanout=fanout)
+    walker = RawWalker(link.root)
+    seen = []
+    while (address := walker.next_address()) is not None:
+        walker.feed(chunks[address])
+        seen.append(address)
+    assert sorted(seen) == sorted(chunks)
+    assert walker.data_chunks == -(-len(data) // CS)

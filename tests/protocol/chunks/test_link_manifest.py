@@ -21,8 +21,8 @@ from protocol.chunks import (
     chunk_address,
     parse_key,
 )
-from protocol.chunks._crypto import CHUNK_KEY_LABEL, CHUNK_NONCE_LABEL, EXTRACT_SALT, KIND_INDEX
-from protocol.chunks._manifest import parse_index, serialize_index
+from protocol.chunks._crypto import CHUNK_KEY_LABEL, CHUNK_NONCE_LABEL, EXTRACT_SALT, KIND_INDEX, KIND_ROOT
+from protocol.chunks._manifest import HEADER, ManifestHeader, manifest_prefix, parse_header
 from tests.helpers.chunks import CS
 
 ROOT = bytes(range(32))
@@ -90,40 +90,64 @@ def test_chunk_address_is_sha256() -> None:
 
 
 def _root(**kw: object) -> bytes:
-    fields = {"v": 1, "size": 5, "chunk_size": CS, "depth": 0, "a": b"\x01" * 32}
+    fields = {"v": 2, "size": 5, "chunk_size": CS}
     fields.update(kw)
     return msgpack.packb(fields, use_bin_type=True)
 
 
+_ONE = ManifestHeader(KIND_ROOT, 0, b"\x01" * 32, HEADER.size + 32)
+
+
 def test_root_record_parses_only_canonical_valid_maps() -> None:
     good = _root()
-    assert RootRecord.parse(good, address=ROOT).size == 5
+    assert RootRecord.parse(good, _ONE, address=ROOT).size == 5
     bad_inputs = [
         good + b"\x00",  # trailing bytes
-        _root(v=2),  # unknown version
+        _root(v=1),  # unknown version
         _root(extra=1),  # unknown field
+        _root(depth=0),  # depth lives in the cleartext header now
         _root(size=-1),
         _root(chunk_size=1000),
-        _root(a=b"\x01" * 31),
-        _root(depth=99),
         _root(size=True),
         msgpack.packb([1, 2, 3]),
         b"\xc1",
-        msgpack.packb({"size": 5, "v": 1, "chunk_size": CS, "depth": 0, "a": b"\x01" * 32}),  # key order
+        msgpack.packb({"size": 5, "v": 2, "chunk_size": CS}),  # key order
     ]
     for data in bad_inputs:
         with pytest.raises(IntegrityError) as info:
-            RootRecord.parse(data, address=ROOT)
+            RootRecord.parse(data, _ONE, address=ROOT)
         assert ROOT.hex() in str(info.value)
+    too_deep = ManifestHeader(KIND_ROOT, 99, b"\x01" * 32, HEADER.size + 32)
+    with pytest.raises(IntegrityError):
+        RootRecord.parse(good, too_deep, address=ROOT)
 
 
-def test_index_node_rules() -> None:
+def test_manifest_header_rules() -> None:
     children = os.urandom(64)
-    data = serialize_index(2, children)
-    assert parse_index(data, level=2, chunk_size=CS, address=ROOT) == children
-    for bad, level in [(data, 1), (serialize_index(2, b""), 2), (serialize_index(2, children[:-1]), 2), (data + b"\x00", 2)]:
-        with pytest.raises(IntegrityError):
-            parse_index(bad, level=level, chunk_size=CS, address=ROOT)
+    tag = b"\x00" * 16
+    data = manifest_prefix(KIND_INDEX, 2, children) + tag
+    header = parse_header(data, kind=KIND_INDEX, level=2, address=ROOT)
+    assert header.children == children and header.count == 2 and header.prefix_size == 8 + 64
+    root = manifest_prefix(KIND_ROOT, 3, children) + os.urandom(40) + tag
+    assert parse_header(root, kind=KIND_ROOT, address=ROOT).level == 3
+    bad = [
+        (data, KIND_INDEX, 1),  # wrong level for its place in the tree
+        (data, KIND_ROOT, None),  # an index node where the root should be
+        (manifest_prefix(KIND_INDEX, 2, b"") + tag, KIND_INDEX, 2),  # empty index node
+        (data + b"\x00", KIND_INDEX, 2),  # index nodes carry no private bytes
+        (data[:-1], KIND_INDEX, 2),
+        (b"\x01" + data[1:], KIND_INDEX, 2),  # format version 1
+        (data[:3] + b"\x01" + data[4:], KIND_INDEX, 2),  # reserved byte set
+        (data[:4] + struct.pack(">I", 3) + data[8:], KIND_INDEX, 2),  # count beyond the bytes
+        (manifest_prefix(KIND_ROOT, 1, b"") + tag, KIND_ROOT, None),  # depth 1 with no children
+        (manifest_prefix(KIND_ROOT, 17, children) + tag, KIND_ROOT, None),  # deeper than MAX_DEPTH
+        (manifest_prefix(KIND_ROOT, 0, children) + b"\x00" * 4000, KIND_ROOT, None),  # oversized private part
+        (b"\x02\x02", KIND_ROOT, None),
+    ]
+    for chunk, kind, level in bad:
+        with pytest.raises(IntegrityError) as info:
+            parse_header(chunk, kind=kind, level=level, address=ROOT)
+        assert ROOT.hex() in str(info.value)
 
 
 def test_root_record_validates_on_construction() -> None:

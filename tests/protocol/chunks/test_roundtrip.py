@@ -20,6 +20,7 @@ from protocol.chunks import (
     RootRecord,
     max_fanout,
 )
+from protocol.chunks._manifest import HEADER_SIZE, MAX_ROOT_PRIVATE
 from tests.helpers.chunks import CS, decode, encode
 
 
@@ -79,7 +80,10 @@ def test_default_fanout_fits_in_one_chunk() -> None:
     fan = max_fanout(CS)
     record = RootRecord(size=fan * CS, chunk_size=CS, depth=0, children=b"\xff" * (fan * ADDRESS_SIZE),
                         name="n" * 1024, media_type="t" * 255)
-    assert len(record.serialize()) <= CS
+    private = record.serialize_private()
+    assert len(private) <= MAX_ROOT_PRIVATE
+    # header + every address + the sealed private part still fit in one chunk (§6.1)
+    assert HEADER_SIZE + fan * ADDRESS_SIZE + len(private) + TAG_SIZE <= CS
 
 
 def test_name_and_media_type_travel_in_the_encrypted_root() -> None:

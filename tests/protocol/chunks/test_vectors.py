@@ -1,11 +1,15 @@
-"""Frozen test vectors (tests/vectors/chunks.json, specs/chunks.md §12): the format must not drift."""
+"""Frozen test vectors (tests/vectors/chunks.json, specs/chunks.md §12): the format must not drift.
+
+The vectors come from scripts/vectors_chunks.py, a second implementation of
+the spec that shares no code with protocol.chunks.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from protocol.chunks import ChunkSealer, ConvergentKeyHasher, FileDecoder, FileEncoder, Link, max_fanout
+from protocol.chunks import ChunkSealer, ConvergentKeyHasher, FileDecoder, FileEncoder, Link, RawWalker, max_fanout
 from protocol.chunks._crypto import KIND_DATA, KIND_ROOT
 
 VECTORS = json.loads((Path(__file__).resolve().parents[2] / "vectors" / "chunks.json").read_text())
@@ -25,7 +29,9 @@ def test_file_vector_encodes_and_decodes() -> None:
     assert str(enc.link) == v["link"]
     root_chunk = bytes.fromhex(v["chunks"][-1][1])
     sealer = ChunkSealer(bytes.fromhex(VECTORS["file_key"]))
-    assert sealer.open(root_chunk, KIND_ROOT, 0, 0, enc.root).hex() == v["root_plaintext"]
+    prefix = 8 + 32  # header + one data-chunk address (§6.1)
+    private = sealer.open(root_chunk[prefix:], KIND_ROOT, 0, 0, enc.root, aad=root_chunk[:prefix])
+    assert private.hex() == v["root_private"]
     dec = FileDecoder.from_link(Link.parse(v["link"]))
     stored = {bytes.fromhex(a): bytes.fromhex(c) for a, c in v["chunks"]}
     out = b""
@@ -40,3 +46,30 @@ def test_convergent_vector() -> None:
                                  fanout=max_fanout(v["chunk_size"]), name=v["name"], media_type=v["media_type"])
     hasher.update(v["plaintext_utf8"].encode())
     assert hasher.file_key().hex() == VECTORS["convergent"]["file_key"]
+
+
+def _tree_plaintext(size: int) -> bytes:
+    return bytes(i % 251 for i in range(size))
+
+
+def test_tree_vector_encodes_decodes_and_walks_without_the_key() -> None:
+    v = VECTORS["tree"]
+    key = bytes.fromhex(VECTORS["file_key"])
+    plain = _tree_plaintext(v["size"])
+    enc = FileEncoder(key, chunk_size=v["chunk_size"], fanout=v["fanout"])
+    chunks = enc.feed(plain) + enc.finish()
+    assert enc.root.hex() == v["root"]
+    assert sorted(a.hex() for a, _ in chunks) == sorted(v["walk_order"])
+    stored = {a: bytes(c) for a, c in chunks}
+    for address, chunk in v["manifest_chunks"].items():
+        assert stored[bytes.fromhex(address)].hex() == chunk
+    walker = RawWalker(bytes.fromhex(v["root"]))
+    walked = []
+    while (address := walker.next_address()) is not None:
+        walker.feed(stored[address])
+        walked.append(address)
+    assert [a.hex() for a in walked] == v["walk_order"]
+    assert (walker.depth, walker.data_chunks, walker.manifest_chunks) == (2, 5, 6)
+    dec = FileDecoder(enc.root, key)
+    out = b"".join(bytes(dec.feed(stored[a])) for a in walked)
+    assert out == plain

@@ -1,0 +1,124 @@
+"""Verify-cap walker: every chunk of a file from its bare root, no key (specs/chunks.md §6.5).
+
+Pure state machine with the same driving interface as
+:class:`~protocol.chunks.FileDecoder`: :meth:`RawWalker.next_address` names
+the chunk wanted, the caller fetches it from anywhere and hands the bytes to
+:meth:`RawWalker.feed`, which checks SHA-256(bytes) against the address and,
+for manifest chunks, parses the cleartext header (§6.1) to learn the
+children. It never decrypts anything: that is what lets a host that holds
+only the root fetch, verify and host a file it cannot read.
+
+Integrity follows from the root alone: each address is the SHA-256 of the
+chunk that lists the next ones, so a chunk that passes was put in the tree
+by whoever made the root. Memory is one open manifest chunk per tree level.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from ._crypto import ADDRESS_SIZE, KIND_INDEX, KIND_ROOT
+from ._errors import IntegrityError, LocalChunkError
+
+# _Frame is the same open-node cursor the keyed decoder uses.
+from ._decoder import _Frame
+from ._manifest import parse_header
+
+
+class RawWalker:
+    """Walks and verifies one file's chunks from its root address, without the key.
+
+    Usage::
+
+        walker = RawWalker(root)
+        while (address := walker.next_address()) is not None:
+            stored = fetch(address)
+            walker.feed(stored)          # raises IntegrityError on a bad chunk
+            keep(address, stored)
+
+    Chunks come in the keyed decoder's order (§6.4): the root, then the tree
+    depth-first, left to right. ``feed`` returns an empty buffer so the
+    walker can stand in for a decoder in a fetch loop; counts are kept in
+    :attr:`chunks`, :attr:`data_chunks`, :attr:`manifest_chunks` and
+    :attr:`stored_bytes`.
+    """
+
+    def __init__(self, root: bytes) -> None:
+        if len(root) != ADDRESS_SIZE:
+            raise LocalChunkError(f"a root address is {ADDRESS_SIZE} bytes")
+        self.root = bytes(root)
+        self.depth: int | None = None
+        self._stack: list[_Frame] = []
+        self._failed = False
+        self.chunks = 0
+        self.data_chunks = 0
+        self.manifest_chunks = 0
+        self.stored_bytes = 0
+
+    @property
+    def done(self) -> bool:
+        """True once every chunk of the file has been fed and verified."""
+        return self.next_address() is None
+
+    def next_address(self) -> bytes | None:
+        """The address :meth:`feed` wants next, or None when the walk is over."""
+        if self._failed:
+            raise LocalChunkError("the walker failed earlier")
+        if self.depth is None:
+            return self.root
+        while self._stack:
+            address = self._stack[-1].current()
+            if address is not None:
+                return address
+            self._stack.pop()
+        return None
+
+    def upcoming(self, limit: int) -> list[bytes]:
+        """Up to ``limit`` addresses wanted next: the rest of the innermost open manifest chunk."""
+        first = self.next_address()
+        if first is None:
+            return []
+        if self.depth is None:
+            return [first]
+        frame = self._stack[-1]
+        start = frame.pos * ADDRESS_SIZE
+        stop = min(len(frame.children), start + limit * ADDRESS_SIZE)
+        return [frame.children[i:i + ADDRESS_SIZE] for i in range(start, stop, ADDRESS_SIZE)]
+
+    def feed(self, stored: bytes | bytearray | memoryview) -> bytearray:
+        """Verify the chunk at :meth:`next_address`; return an empty buffer.
+
+        Raises:
+            IntegrityError: the bytes do not hash to the address, or a
+                manifest chunk's cleartext header breaks §6.1 (the walker is
+                then dead).
+        """
+        address = self.next_address()
+        if address is None:
+            raise LocalChunkError("the walk is complete: no chunk is wanted")
+        try:
+            self._feed(address, stored)
+        except IntegrityError:
+            self._failed = True
+            raise
+        self.chunks += 1
+        self.stored_bytes += len(stored)
+        return bytearray()
+
+    def _feed(self, address: bytes, stored: bytes | bytearray | memoryview) -> None:
+        if hashlib.sha256(stored).digest() != address:
+            raise IntegrityError(f"chunk {address.hex()} does not match its address", address=address)
+        if self.depth is None:
+            header = parse_header(stored, kind=KIND_ROOT, address=address)
+            self.depth = header.level
+            self.manifest_chunks += 1
+            self._stack.append(_Frame(header.level, header.children))
+            return
+        frame = self._stack[-1]
+        frame.pos += 1
+        if frame.child_level == 0:
+            self.data_chunks += 1
+            return
+        header = parse_header(stored, kind=KIND_INDEX, level=frame.child_level, address=address)
+        self.manifest_chunks += 1
+        self._stack.append(_Frame(frame.child_level - 1, header.children))
