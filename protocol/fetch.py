@@ -18,7 +18,9 @@ The rules (specs/network.md §4):
   the download: every request it has outstanding is cancelled and its chunks
   go back to the queue; the caller never pays for those bytes;
 * a failed or timed-out request puts the chunk back in the queue and that
-  host is not asked for that chunk again; a host that fails
+  host is not asked for that chunk again in this round; once every usable
+  candidate has failed a chunk, a new round asks them again, at most
+  ``MAX_CHUNK_ROUNDS`` rounds per chunk; a host that fails
   ``MAX_HOST_FAILURES`` requests in a row is dropped.
 
 The placement rule (specs/network.md §3) lives here too: a chunk is stored on
@@ -45,6 +47,9 @@ MAX_HOSTS = 1024
 MAX_CANDIDATES_PER_CHUNK = 64
 MAX_QUEUED_CHUNKS = 4096
 MAX_HOST_FAILURES = 3
+# Passes over a chunk's candidates before it is given up (a busy host may
+# time out once and still be the only holder left).
+MAX_CHUNK_ROUNDS = 3
 # Weight of a new observation in the per-host moving average of request time.
 EWMA_WEIGHT = 0.25
 
@@ -134,6 +139,7 @@ class _Chunk:
     candidates: list[bytes] = field(default_factory=list)
     failed_hosts: set[bytes] = field(default_factory=set)
     request_id: int | None = None
+    rounds: int = 1
 
 
 class FetchScheduler:
@@ -326,6 +332,11 @@ class FetchScheduler:
             host.dropped = True
         if chunk is not None:
             chunk.failed_hosts.add(host.host_id)
+            if not self._eligible(chunk) and chunk.rounds < MAX_CHUNK_ROUNDS:
+                # every usable candidate failed it once: ask them all again;
+                # banned and dropped hosts stay out (_Host.usable)
+                chunk.rounds += 1
+                chunk.failed_hosts.clear()
 
     def host_failed(self, host_id: bytes) -> list[Request]:
         """A host is gone (connection lost): drop it and return its cancelled requests."""

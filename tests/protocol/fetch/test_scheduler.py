@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from protocol.fetch import MAX_HOST_FAILURES, FetchError, FetchScheduler, Outcome
+from protocol.fetch import MAX_CHUNK_ROUNDS, MAX_HOST_FAILURES, FetchError, FetchScheduler, Outcome
 
 
 def host(i: int) -> bytes:
@@ -132,8 +132,21 @@ def test_success_resets_failure_count() -> None:
             assert s.chunk_received(r.request_id, chunk(r.index), 0.0) is Outcome.ACCEPTED
         else:
             s.request_failed(r.request_id)
-            assert r.index in s.stuck()  # a failed host is not asked for that chunk again
+            assert r.index not in s.stuck()  # the only candidate failed: a new round asks it again
     assert s.progress().chunks_done == 2
+
+
+def test_a_chunk_gets_bounded_rounds_over_its_candidates() -> None:
+    s = scheduler(1, {1: 1, 2: 1}, window=1)
+    asked = []
+    while reqs := s.next_requests(0.0):
+        for r in reqs:
+            asked.append(r.host_id)
+            s.request_failed(r.request_id)
+    # each round asks each candidate once, never the same one twice in a round
+    assert len(asked) == 2 * MAX_CHUNK_ROUNDS
+    assert all(set(asked[i:i + 2]) == {host(1), host(2)} for i in range(0, len(asked), 2))
+    assert s.stuck() == [0]
 
 
 def test_input_validation() -> None:
