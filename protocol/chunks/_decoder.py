@@ -35,7 +35,53 @@ class _Frame:
         return self.children[start:start + ADDRESS_SIZE]
 
 
-class FileDecoder:
+class _TreeCursor:
+    """The walk the keyed decoder and the verify-cap walker share.
+
+    The root comes first; then the children of the open manifest chunks,
+    depth first, in order.  Subclasses keep ``root``, ``_stack`` and
+    ``_failed`` and say when the root has been fed (``_started``).
+    """
+
+    root: bytes
+    _stack: list[_Frame]
+    _failed: bool
+    _role = "decoder"
+
+    def _started(self) -> bool:
+        raise AssertionError("subclasses say when the root has been fed")
+
+    def next_address(self) -> bytes | None:
+        """The address of the chunk :meth:`feed` wants next, or None when done."""
+        if self._failed:
+            raise LocalChunkError(f"the {self._role} failed earlier")
+        if not self._started():
+            return self.root
+        while self._stack:
+            address = self._stack[-1].current()
+            if address is not None:
+                return address
+            self._stack.pop()
+        return None
+
+    def upcoming(self, limit: int) -> list[bytes]:
+        """Up to ``limit`` addresses that will be wanted next, known without fetching.
+
+        Lets a fetcher pipeline requests: they are the rest of the innermost
+        open manifest chunk, starting with :meth:`next_address`.
+        """
+        first = self.next_address()
+        if first is None:
+            return []
+        if not self._started():
+            return [first]
+        frame = self._stack[-1]
+        start = frame.pos * ADDRESS_SIZE
+        stop = min(len(frame.children), start + limit * ADDRESS_SIZE)
+        return [frame.children[i:i + ADDRESS_SIZE] for i in range(start, stop, ADDRESS_SIZE)]
+
+
+class FileDecoder(_TreeCursor):
     """Decrypts and verifies one file from its root address and key.
 
     Usage::
@@ -80,34 +126,8 @@ class FileDecoder:
         """Plaintext bytes returned so far."""
         return self._emitted
 
-    def next_address(self) -> bytes | None:
-        """The address of the chunk :meth:`feed` wants next, or None when done."""
-        if self._failed:
-            raise LocalChunkError("the decoder failed earlier")
-        if self.manifest is None:
-            return self.root
-        while self._stack:
-            address = self._stack[-1].current()
-            if address is not None:
-                return address
-            self._stack.pop()
-        return None
-
-    def upcoming(self, limit: int) -> list[bytes]:
-        """Up to ``limit`` addresses that will be wanted next, known without fetching.
-
-        Lets a fetcher pipeline requests: they are the rest of the innermost
-        open manifest chunk, starting with :meth:`next_address`.
-        """
-        if self.manifest is None:
-            return [self.root]
-        first = self.next_address()
-        if first is None:
-            return []
-        frame = self._stack[-1]
-        start = frame.pos * ADDRESS_SIZE
-        stop = min(len(frame.children), start + limit * ADDRESS_SIZE)
-        return [frame.children[i:i + ADDRESS_SIZE] for i in range(start, stop, ADDRESS_SIZE)]
+    def _started(self) -> bool:
+        return self.manifest is not None
 
     def feed(self, stored: bytes | bytearray | memoryview) -> bytearray:
         """Verify and decrypt the chunk at :meth:`next_address`.

@@ -20,12 +20,12 @@ import hashlib
 from ._crypto import ADDRESS_SIZE, KIND_INDEX, KIND_ROOT
 from ._errors import IntegrityError, LocalChunkError
 
-# _Frame is the same open-node cursor the keyed decoder uses.
-from ._decoder import _Frame
+# The same open-node cursor and tree walk the keyed decoder uses.
+from ._decoder import _Frame, _TreeCursor
 from ._manifest import parse_header
 
 
-class RawWalker:
+class RawWalker(_TreeCursor):
     """Walks and verifies one file's chunks from its root address, without the key.
 
     Usage::
@@ -42,6 +42,8 @@ class RawWalker:
     :attr:`chunks`, :attr:`data_chunks`, :attr:`manifest_chunks` and
     :attr:`stored_bytes`.
     """
+
+    _role = "walker"
 
     def __init__(self, root: bytes) -> None:
         if len(root) != ADDRESS_SIZE:
@@ -60,30 +62,8 @@ class RawWalker:
         """True once every chunk of the file has been fed and verified."""
         return self.next_address() is None
 
-    def next_address(self) -> bytes | None:
-        """The address :meth:`feed` wants next, or None when the walk is over."""
-        if self._failed:
-            raise LocalChunkError("the walker failed earlier")
-        if self.depth is None:
-            return self.root
-        while self._stack:
-            address = self._stack[-1].current()
-            if address is not None:
-                return address
-            self._stack.pop()
-        return None
-
-    def upcoming(self, limit: int) -> list[bytes]:
-        """Up to ``limit`` addresses wanted next: the rest of the innermost open manifest chunk."""
-        first = self.next_address()
-        if first is None:
-            return []
-        if self.depth is None:
-            return [first]
-        frame = self._stack[-1]
-        start = frame.pos * ADDRESS_SIZE
-        stop = min(len(frame.children), start + limit * ADDRESS_SIZE)
-        return [frame.children[i:i + ADDRESS_SIZE] for i in range(start, stop, ADDRESS_SIZE)]
+    def _started(self) -> bool:
+        return self.depth is not None
 
     def feed(self, stored: bytes | bytearray | memoryview) -> bytearray:
         """Verify the chunk at :meth:`next_address`; return an empty buffer.
