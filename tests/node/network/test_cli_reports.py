@@ -3,6 +3,7 @@
 A real ``mu node`` subprocess (against ``mu chain``) learns a DHT peer after
 it started; the saved table file does not hold that peer yet (it is written
 every SAVE_INTERVAL and at exit), so only the node's live table can list it.
+A payer then buys a few chunks from it, and ``mu earnings`` reports them.
 """
 
 from __future__ import annotations
@@ -17,10 +18,15 @@ import trio
 from node.control import ControlClient
 from node.dht import TABLE_FILE, load_table, open_dht
 from protocol.identity import Identity
+from protocol.payments import chunk_price
 from tests.helpers.chain import open_mu_chain
+from tests.helpers.exchange import open_fetcher, seed_chunks
 from tests.helpers.node import REPO_ROOT, open_mu_node
 
 LEARN_DEADLINE = 20.0
+CHUNK = 16 * 1024
+PRICE = 4_096  # sats per MiB: 64 sats per chunk
+SOLD = 3
 
 
 async def _mu(data_dir: Path, *args: str) -> tuple[int, str, str]:
@@ -31,8 +37,10 @@ async def _mu(data_dir: Path, *args: str) -> tuple[int, str, str]:
 
 async def test_peers_and_earnings_from_the_running_node_then_from_files(tmp_path: Path) -> None:
     data_dir = tmp_path / "host"
+    addresses = seed_chunks(data_dir, SOLD, CHUNK)
     async with open_mu_chain(tmp_path / "chain") as chain:
-        async with open_mu_node(data_dir, chain) as host:
+        args = ["--price-get", str(PRICE), "--free-allowance", "0"]
+        async with open_mu_node(data_dir, chain, args) as host:
             dht_port = int(host.extra["dht_port"])  # type: ignore[call-overload]
             async with open_dht(Identity(secrets.token_bytes(32))) as newcomer:
                 await newcomer.bootstrap([("127.0.0.1", dht_port)])
@@ -61,9 +69,25 @@ async def test_peers_and_earnings_from_the_running_node_then_from_files(tmp_path
 
             code, out, err = await _mu(data_dir, "earnings", "--json")
             assert code == 0, err
+            assert json.loads(out)["earned"] == 0
+
+            async with open_fetcher(tmp_path / "payer", chain) as fetcher:
+                link = await fetcher.link(host)
+                await fetcher.open_channel(link, capacity=100_000)
+                for address in addresses:
+                    await fetcher.payer.get(link, address, expected_size=CHUNK)
+                payer_id = fetcher.transport.identity.node_id.hex()
+
+            code, out, err = await _mu(data_dir, "earnings", "--json")
+            assert code == 0, err
             live_earnings = json.loads(out)
             assert live_earnings == await client.call("GET", "earnings")
-            assert live_earnings["earned"] == 0 and live_earnings["spent"] == 0
+            earned = SOLD * chunk_price(CHUNK, PRICE)
+            assert live_earnings["earned"] == earned and live_earnings["spent"] == 0
+            assert live_earnings["per_peer"][payer_id]["earned"] == earned
+            code, out, err = await _mu(data_dir, "earnings")
+            assert code == 0, err
+            assert f"earned:  {earned} sats" in out
 
         # No node runs now: the same commands read the saved table and the ledger.
         assert not (data_dir / "control.port").exists()
