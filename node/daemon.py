@@ -28,7 +28,7 @@ from node.config import load_identity, write_secret_file
 from node.control import ControlServer
 from node.dht import ContactInfo, DhtNode, open_dht
 from node.locate import PeerDialer
-from node.network import NetworkService
+from node.network import NetworkService, register_report_routes
 from node.paying import PaidPeers
 from node.retention import DEFAULT_GC_PERIOD, GarbageCollector
 from node.exchange import ChainView, PaidChunkServer, PayeeBook, Payer
@@ -150,6 +150,8 @@ async def open_node(config: NodeConfig, *, wall_clock: Callable[[], float] = tim
                     network = NetworkService(data_dir, store, PeerDialer(dht, transport),
                                              PaidPeers(payer, wallet, rpc))
                     network.register(control)
+                    # `mu peers` and `mu earnings` read the live table and the open ledger.
+                    register_report_routes(control, dht, ledger)
                     # Expired paid chunks go, pinned ones stay (specs/network.md §7).
                     gc = GarbageCollector(store, dht=dht, period=config.gc_period, wall_clock=wall_clock)
                     control.add_status("gc", gc.status)

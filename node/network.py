@@ -15,6 +15,12 @@ chunks are walked and verified through the manifests' cleartext headers
 
 Long operations stream progress events (newline-delimited JSON).
 
+Two read-only reports are served beside them (``register_report_routes``):
+``GET /v1/peers`` (the live routing table) and ``GET /v1/earnings`` (from
+the open ledger).  ``mu peers`` and ``mu earnings`` print the same JSON
+whether the node answers or, when none runs, the CLI reads the saved table
+file and the ledger itself; both shapes are built here so they cannot drift.
+
 Pin bookkeeping: chunks of files added or pinned here are pinned in the
 store (durably, with their root), so the retention GC never takes them and
 ``announce_pinned`` re-announces the roots after a restart (specs/network.md
@@ -25,14 +31,17 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from node.control import ControlError, ControlServer, Emit
+from node.dht import DhtNode
 from node.fetcher import FetchFailed, FetchProgress, fetch_file, fetch_raw
 from node.files import add_file, load_convergence_secret
+from node.ledger import Ledger
 from node.locate import DhtResolver, PeerDialer, free_source
 from node.paying import PaidPeers
 from node.retention import pin_file
@@ -40,6 +49,7 @@ from node.store import ChunkNotFound, ChunkStore
 from node.uploader import ChunkPlaced, free_put, replicate_file
 from protocol.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, IntegrityError, Link, LinkError
 from protocol.fetch import DEFAULT_REPLICAS, DEFAULT_WINDOW, MAX_REPLICAS, MAX_WINDOW, dht_key
+from protocol.kademlia import Contact
 
 log = logging.getLogger("mu.network")
 
@@ -216,3 +226,29 @@ class NetworkService:
         log.info("re-announced %d pinned roots", announced)
         self.pins_announced.set()
         return announced
+
+
+def contact_json(contact: Contact, seen_ago: float | None) -> Json:
+    """One routing-table entry; ``seen_ago_s`` is None when the source keeps no time (the file)."""
+    return {"node_id": contact.node_id.hex(), "host": contact.host, "port": contact.port, "mu": contact.is_mu,
+            "seen_ago_s": None if seen_ago is None else round(seen_ago, 3)}
+
+
+def peers_report(node_id: bytes, entries: Iterable[tuple[Contact, float | None]], *, live: bool) -> Json:
+    """The ``mu peers --json`` object: our node id, whether it came from the running node, the peers."""
+    return {"node_id": node_id.hex(), "live": live, "peers": [contact_json(c, ago) for c, ago in entries]}
+
+
+def register_report_routes(control: ControlServer, dht: DhtNode, ledger: Ledger) -> None:
+    """Serve ``GET /v1/peers`` (the live routing table) and ``GET /v1/earnings`` (the open ledger)."""
+
+    async def peers(body: Json) -> Json:
+        now = dht.now()  # the table's last_seen times are on the node's trio clock
+        return peers_report(dht.node_id, ((c, max(0.0, now - seen)) for c, seen in dht.table.entries()), live=True)
+
+    async def earnings(body: Json) -> Json:
+        # SQLite reads block: a worker thread (the ledger serialises its reads with a lock).
+        return await trio.to_thread.run_sync(ledger.earnings)
+
+    control.route("GET", "peers", peers)
+    control.route("GET", "earnings", earnings)

@@ -1,7 +1,8 @@
 """``mu peers`` and ``mu dht lookup KEY``: inspect the routing table, run a lookup.
 
-Until the node daemon offers a control API, ``mu peers`` reads the routing
-table the DHT saved in the data dir, and ``mu dht lookup`` starts a
+``mu peers`` asks the running node for its live routing table
+(``GET /v1/peers``); when no node runs it reads the routing table the DHT
+saved in the data dir, and prints the same output.  ``mu dht lookup`` starts a
 short-lived DHT node from that table (plus any ``--bootstrap`` addresses),
 runs one iterative lookup, saves the table it learned, and exits.
 """
@@ -15,8 +16,11 @@ import sys
 import trio
 
 from node.cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, fail
+from node.cli.network import node_for_cli
 from node.config import ConfigError, load_identity, resolve_data_dir
+from node.control import ControlError
 from node.dht import TABLE_FILE, load_table, open_dht
+from node.network import peers_report
 from protocol.kademlia import Contact, distance
 
 #: Seconds ``mu dht lookup`` waits for bootstrap and lookup together, by default.
@@ -24,7 +28,7 @@ DEFAULT_LOOKUP_TIMEOUT = 30.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    peers = sub.add_parser("peers", help="list the DHT routing table saved in the data dir")
+    peers = sub.add_parser("peers", help="list the running node's DHT routing table (or the saved one)")
     peers.add_argument("--json", action="store_true", help="machine-readable output")
     peers.set_defaults(func=run_peers)
 
@@ -47,21 +51,31 @@ def _contact_json(c: Contact, key: bytes | None = None) -> dict[str, object]:
 
 
 def run_peers(args: argparse.Namespace) -> int:
-    data_dir = resolve_data_dir(args.data_dir)
-    try:
-        identity = load_identity(data_dir, create=False)
-    except ConfigError as exc:
-        return fail(str(exc))
-    if not (data_dir / TABLE_FILE).exists():
-        return fail(f"no saved routing table in {data_dir}: run `mu dht lookup` or the node first", EXIT_NOT_FOUND)
-    contacts = load_table(data_dir, identity.node_id)
+    client = node_for_cli(args.data_dir)
+    if client is not None:
+        try:
+            report = trio.run(client.call, "GET", "peers")
+        except ControlError as exc:
+            return fail(exc.message)
+    else:
+        data_dir = resolve_data_dir(args.data_dir)
+        try:
+            identity = load_identity(data_dir, create=False)
+        except ConfigError as exc:
+            return fail(str(exc))
+        if not (data_dir / TABLE_FILE).exists():
+            return fail(f"no saved routing table in {data_dir}: run `mu dht lookup` or the node first", EXIT_NOT_FOUND)
+        contacts = load_table(data_dir, identity.node_id)
+        report = peers_report(identity.node_id, ((c, None) for c in contacts), live=False)
     if args.json:
-        print(json.dumps({"node_id": identity.node_id.hex(), "peers": [_contact_json(c) for c in contacts]}))
+        print(json.dumps(report))
         return EXIT_OK
-    print(f"node id: {identity.node_id.hex()}  ({len(contacts)} peers)")
-    for c in contacts:
-        kind = "mu" if c.is_mu else "kademlia"
-        print(f"{c.node_id.hex()}  {c.host}:{c.port}  {kind}")
+    peers = report["peers"]
+    print(f"node id: {report['node_id']}  ({len(peers)} peers)")
+    for p in peers:
+        kind = "mu" if p["mu"] else "kademlia"
+        seen = f"  seen {p['seen_ago_s']:.0f}s ago" if p["seen_ago_s"] is not None else ""
+        print(f"{p['node_id']}  {p['host']}:{p['port']}  {kind}{seen}")
     return EXIT_OK
 
 

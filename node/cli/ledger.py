@@ -1,7 +1,9 @@
 """``mu earnings`` and ``mu ledger``: read the node's payment ledger.
 
-Both open the ledger read-mostly while a node may be running (SQLite WAL
-lets them read beside the node's writer).  Amounts are int sats.
+``mu earnings`` asks the running node (``GET /v1/earnings``, computed from
+its open ledger) and, when no node runs, opens the ledger itself; the
+output is the same either way.  ``mu ledger`` opens the ledger read-mostly
+(SQLite WAL lets it read beside the node's writer).  Amounts are int sats.
 """
 
 from __future__ import annotations
@@ -9,8 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 
+import trio
+
 from node.cli import EXIT_NOT_FOUND, EXIT_OK, fail
+from node.cli.network import node_for_cli
 from node.config import resolve_data_dir
+from node.control import ControlError
 from node.ledger import LEDGER_FILE, Ledger
 
 
@@ -31,11 +37,18 @@ def open_existing_ledger(data_dir_option: str | None) -> Ledger | None:
 
 
 def run_earnings(args: argparse.Namespace) -> int:
-    ledger = open_existing_ledger(args.data_dir)
-    if ledger is None:
-        return fail("no ledger in this data dir (has `mu node` run here?)", EXIT_NOT_FOUND)
-    with ledger:
-        report = ledger.earnings()
+    client = node_for_cli(args.data_dir)
+    if client is not None:
+        try:
+            report = trio.run(client.call, "GET", "earnings")
+        except ControlError as exc:
+            return fail(exc.message)
+    else:
+        ledger = open_existing_ledger(args.data_dir)
+        if ledger is None:
+            return fail("no ledger in this data dir (has `mu node` run here?)", EXIT_NOT_FOUND)
+        with ledger:
+            report = ledger.earnings()
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
         return EXIT_OK
