@@ -212,6 +212,25 @@ class ChunkStore(RetentionMixin):
         """Store one chunk durably; see :meth:`put_many`."""
         return self.put_many([(address, data)], verify=verify) == 1
 
+    def _admit(self, address: bytes, data: bytes | bytearray | memoryview, verify: bool) -> Path | None:
+        """Check one incoming chunk and reserve its room; None if already stored.
+
+        Raises:
+            ChunkMismatch: over MAX_CHUNK_BYTES, or (with ``verify``) bytes
+                that do not hash to ``address``.
+            StoreFull: the quota or the disk would be exceeded.
+        """
+        size = len(data)
+        if size > MAX_CHUNK_BYTES:
+            raise ChunkMismatch(f"chunk {address.hex()} is {size} bytes, over the {MAX_CHUNK_BYTES} limit", address)
+        if verify and hashlib.sha256(data).digest() != address:
+            raise ChunkMismatch(f"data does not hash to chunk address {address.hex()}", address)
+        final = self.path_of(address)
+        if final.exists():
+            return None
+        self._reserve(address, size)
+        return final
+
     def put_many(self, items: Iterable[tuple[bytes, bytes | bytearray | memoryview]], *, verify: bool = True) -> int:
         """Store chunks durably; return how many were new.
 
@@ -237,19 +256,12 @@ class ChunkStore(RetentionMixin):
         for address, data in items:
             try:
                 address = _check_address(address)
-                size = len(data)
-                if size > MAX_CHUNK_BYTES:
-                    raise ChunkMismatch(f"chunk {address.hex()} is {size} bytes, over the {MAX_CHUNK_BYTES} limit", address)
-                if verify and hashlib.sha256(data).digest() != address:
-                    raise ChunkMismatch(f"data does not hash to chunk address {address.hex()}", address)
-                final = self.path_of(address)
-                if final.exists():
-                    continue
-                self._reserve(address, size)
+                final = self._admit(address, data, verify)
             except BaseException as exc:
                 failure = exc  # chunks before this one are still stored
                 break
-            todo.append((final, address, data))
+            if final is not None:
+                todo.append((final, address, data))
         # Write the batch concurrently: fdatasyncs issued together share
         # journal commits and device flushes (group commit), which a
         # one-at-a-time loop cannot (specs/chunks.md §8.2).

@@ -9,13 +9,12 @@ as soon as it exists, with at most ``window`` outstanding.
 
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future
 from pathlib import Path
 
-from ._store import MAX_CHUNK_BYTES, STREAM_CHECKPOINT, STREAM_WINDOW, ChunkMismatch, ChunkStore, _check_address, _fsync_pool
+from ._store import STREAM_CHECKPOINT, STREAM_WINDOW, ChunkStore, _check_address, _fsync_pool
 
 
 def put_stream(
@@ -59,16 +58,10 @@ def put_stream(
         for address, data in items:
             seen += 1
             address = _check_address(address)
-            size = len(data)
-            if size > MAX_CHUNK_BYTES:
-                raise ChunkMismatch(f"chunk {address.hex()} is {size} bytes, over the {MAX_CHUNK_BYTES} limit", address)
-            if verify and hashlib.sha256(data).digest() != address:
-                raise ChunkMismatch(f"data does not hash to chunk address {address.hex()}", address)
-            final = store.path_of(address)
-            if final.exists():
+            final = store._admit(address, data, verify)
+            if final is None:
                 continue
-            store._reserve(address, size)
-            inflight.append((final, address, size, _fsync_pool().submit(store._write_file, final, address, data)))
+            inflight.append((final, address, len(data), _fsync_pool().submit(store._write_file, final, address, data)))
             while len(inflight) > window or (inflight and inflight[0][3].done()):
                 settle_oldest()
             if failure is not None:
