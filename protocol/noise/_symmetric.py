@@ -20,8 +20,9 @@ import hmac
 import struct
 from typing import Any
 
-from Crypto.Cipher import AES
 from Crypto.Protocol import DH
+
+from protocol.noise._gcm import KeyedGcm, TagMismatch
 
 DHLEN = 32
 HASHLEN = 32
@@ -29,8 +30,8 @@ TAG_SIZE = 16
 KEY_SIZE = 32
 # Spec section 5.1: nonce 2^64-1 is reserved; a CipherState refuses to use it.
 MAX_NONCE = 2**64 - 1
-
-_NONCE = struct.Struct(">4xQ")
+# The AES-GCM IV of nonce n: 32 zero bits, then n as 64 bits big-endian (spec section 12.3).
+_IV = struct.Struct(">4xQ")
 
 
 class NoiseError(ValueError):
@@ -73,18 +74,22 @@ def hkdf2(chaining_key: bytes, input_key_material: bytes) -> tuple[bytes, bytes]
 class CipherState:
     """Spec section 5.1: a key ``k`` (or none) and a 64-bit nonce ``n``.
 
-    ``encrypt_with_ad`` / ``decrypt_with_ad`` follow the spec exactly.  The
-    ``*_into`` variants write into caller buffers so the transport can move
-    megabyte records without extra copies (specs/wire.md §4).
+    ``encrypt_with_ad`` / ``decrypt_with_ad`` follow the spec exactly.
+    ``seal_into`` / ``open_in_place`` are the same operations on caller
+    buffers, so the transport can move megabyte records without extra
+    copies (specs/wire.md §4).  All of them run through one ``KeyedGcm``
+    per key, which keeps the AES key schedule and GHASH subkey across
+    records instead of rebuilding them for every nonce.
     """
 
-    __slots__ = ("_key", "_nonce")
+    __slots__ = ("_key", "_nonce", "_gcm")
 
     def __init__(self, key: bytes | None = None) -> None:
         if key is not None and len(key) != KEY_SIZE:
             raise NoiseError(f"cipher key must be {KEY_SIZE} bytes")
         self._key = key
         self._nonce = 0
+        self._gcm = KeyedGcm(key) if key is not None else None
 
     @property
     def has_key(self) -> bool:
@@ -94,69 +99,47 @@ class CipherState:
     def nonce(self) -> int:
         return self._nonce
 
-    def next_cipher(self) -> Any:
-        """Return a fresh AES-GCM object for nonce ``n`` and advance ``n``.
-
-        Used by the record layer to stream one record through a single
-        cipher object (specs/wire.md §4).
-        """
-        if self._key is None:
+    def _gcm_and_nonce(self) -> tuple[KeyedGcm, int]:
+        if self._gcm is None:
             raise NoiseError("cipher state has no key")
-        n = self._nonce
-        if n >= MAX_NONCE:
+        if self._nonce >= MAX_NONCE:
             raise NoiseError("nonce space exhausted")
+        return self._gcm, self._nonce
+
+    def seal_into(self, ad: bytes, parts: tuple[Any, ...], output: memoryview) -> None:
+        """ENCRYPT(k, n++, ad, concatenated parts) into ``output`` (plaintext + TAG_SIZE bytes)."""
+        gcm, n = self._gcm_and_nonce()
+        gcm.seal_into(_IV.pack(n), ad, parts, output)
         self._nonce = n + 1
-        return AES.new(self._key, AES.MODE_GCM, nonce=_NONCE.pack(n))
+
+    def open_in_place(self, ad: bytes, record: memoryview) -> None:
+        """DECRYPT(k, n, ad, record) in place; ``n`` advances only on success.
+
+        The tag is checked before anything is decrypted, so on failure
+        ``record`` still holds the ciphertext.
+        """
+        gcm, n = self._gcm_and_nonce()
+        try:
+            gcm.open_in_place(_IV.pack(n), ad, record)
+        except TagMismatch as exc:
+            raise NoiseError("authentication failed") from exc
+        self._nonce = n + 1
 
     def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
         if self._key is None:
             return bytes(plaintext)
-        cipher = self.next_cipher()
-        cipher.update(ad)
-        ciphertext, tag = cipher.encrypt_and_digest(plaintext)
-        return bytes(ciphertext) + bytes(tag)
+        out = bytearray(len(plaintext) + TAG_SIZE)
+        self.seal_into(ad, (plaintext,), memoryview(out))
+        return bytes(out)
 
     def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
         if self._key is None:
             return bytes(ciphertext)
         if len(ciphertext) < TAG_SIZE:
             raise NoiseError("ciphertext shorter than the tag")
-        # The nonce only advances on success (spec section 5.1).
-        saved = self._nonce
-        cipher = self.next_cipher()
-        cipher.update(ad)
-        body = memoryview(ciphertext)
-        try:
-            plaintext = cipher.decrypt_and_verify(body[:-TAG_SIZE], body[-TAG_SIZE:])
-        except ValueError as exc:
-            self._nonce = saved
-            raise NoiseError("authentication failed") from exc
-        return bytes(plaintext)
-
-    def encrypt_into(self, ad: bytes, plaintext: memoryview, output: memoryview) -> None:
-        """Encrypt ``plaintext`` into ``output`` (len(plaintext) + TAG_SIZE bytes)."""
-        cipher = self.next_cipher()
-        cipher.update(ad)
-        size = len(plaintext)
-        cipher.encrypt(plaintext, output=output[:size])
-        output[size:] = cipher.digest()
-
-    def decrypt_into(self, ad: bytes, ciphertext: memoryview, output: memoryview) -> None:
-        """Decrypt and authenticate ``ciphertext`` (body + tag) into ``output``.
-
-        Raises NoiseError if the tag does not verify; ``output`` then holds
-        unauthenticated bytes the caller must discard.
-        """
-        saved = self._nonce
-        cipher = self.next_cipher()
-        cipher.update(ad)
-        size = len(ciphertext) - TAG_SIZE
-        cipher.decrypt(ciphertext[:size], output=output)
-        try:
-            cipher.verify(ciphertext[size:])
-        except ValueError as exc:
-            self._nonce = saved
-            raise NoiseError("authentication failed") from exc
+        record = bytearray(ciphertext)
+        self.open_in_place(ad, memoryview(record))
+        return bytes(record[:-TAG_SIZE])
 
 
 class SymmetricState:

@@ -52,14 +52,6 @@ MAX_READ_SIZE = 1024 * 1024
 MAX_RECEIVE_BUFFER = LENGTH_PREFIX_SIZE + MAX_RECORD_SIZE + MAX_READ_SIZE
 
 
-def verify_tag(cipher: Any, tag: bytes) -> None:
-    """Check a record's GCM tag; a mismatch is fatal (specs/wire.md §4.1)."""
-    try:
-        cipher.verify(tag)
-    except ValueError:
-        raise RemoteProtocolError("record failed authentication", ErrorCode.DECRYPT_FAILED) from None
-
-
 class Role(Enum):
     INITIATOR = "initiator"
     RESPONDER = "responder"
@@ -368,20 +360,18 @@ class Connection:
             return None
         assert self._recv is not None
         body_size = length - TAG_SIZE
-        cipher = self._recv.next_cipher()
-        # The length prefix is the associated data, so it is authenticated too.
-        cipher.update(bytes(buf[pos : pos + LENGTH_PREFIX_SIZE]))
         start = pos + LENGTH_PREFIX_SIZE
         view = memoryview(buf)
-        body = view[start : start + body_size]
+        record = view[start:end]
         try:
-            # The whole frame is decrypted in place, in one call (GHASH reads
-            # the ciphertext before CTR overwrites it): each pycryptodome call
-            # costs more Python time than small frames' bytes, and big frames
-            # then need one copy of their data, not a zeroed buffer plus a
-            # decrypt into it.  Nothing is parsed before the tag verifies.
-            cipher.decrypt(body, output=body)
-            verify_tag(cipher, bytes(view[start + body_size : end]))
+            # Authenticated first, then decrypted in place in one call (the
+            # length prefix is the associated data, specs/wire.md §4.1): big
+            # frames then need one copy of their data, not a zeroed buffer
+            # plus a decrypt into it.  Nothing is parsed before the tag verifies.
+            try:
+                self._recv.open_in_place(bytes(buf[pos:start]), record)
+            except NoiseError:
+                raise RemoteProtocolError("record failed authentication", ErrorCode.DECRYPT_FAILED) from None
             version, mtype, flags, request_id, meta_len = HEADER.unpack_from(buf, start)
             bad_meta_len = meta_len > body_size - HEADER_SIZE
             meta_start = start + HEADER_SIZE
@@ -390,7 +380,7 @@ class Connection:
             data = bytes(view[start + body_size - data_len : start + body_size])
         finally:
             # No view may outlive this call: the buffer must stay resizable.
-            body.release()
+            record.release()
             view.release()
         self._pos = end
         if version != WIRE_VERSION:
@@ -427,16 +417,10 @@ class Connection:
         assert out is not None
         prefix = LENGTH_PREFIX.pack(length)
         out[:LENGTH_PREFIX_SIZE] = prefix
-        cipher = self._send.next_cipher()
-        # The length prefix is the associated data (specs/wire.md §4.1).
-        cipher.update(prefix)
         view = memoryview(out)
         try:
-            start = LENGTH_PREFIX_SIZE
-            cipher.encrypt(head, output=view[start : start + len(head)])
-            if data:
-                cipher.encrypt(data, output=view[start + len(head) : start + plain_len])
-            view[start + plain_len : size] = cipher.digest()
+            # The length prefix is the associated data (specs/wire.md §4.1).
+            self._send.seal_into(prefix, (head, data) if data else (head,), view[LENGTH_PREFIX_SIZE:size])
         finally:
             view.release()
         return memoryview(out)[:size] if reused else out

@@ -11,6 +11,7 @@ import hashlib
 import struct
 
 import msgpack
+from Crypto.Cipher import AES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -108,10 +109,16 @@ def test_mutated_valid_records(message: object, flips: list[tuple[int, int]], cu
 
 
 def seal_raw(conn: object, plaintext: bytes) -> bytes:
-    """Encrypt arbitrary frame bytes with the sender's real keys."""
+    """Encrypt arbitrary frame bytes with the sender's real keys.
+
+    Uses pycryptodome's own GCM, not the session's KeyedGcm, so the records
+    are built independently of the code under test.
+    """
     length = len(plaintext) + 16
     prefix = LENGTH_PREFIX.pack(length)
-    cipher = conn._send.next_cipher()  # type: ignore[attr-defined]
+    state = conn._send  # type: ignore[attr-defined]
+    cipher = AES.new(state._key, AES.MODE_GCM, nonce=bytes(4) + state.nonce.to_bytes(8, "big"))
+    state._nonce += 1
     cipher.update(prefix)
     body, tag = cipher.encrypt_and_digest(plaintext)
     return prefix + body + tag

@@ -1,0 +1,120 @@
+"""KeyedGcm is AES-256-GCM, byte for byte, on every path it takes."""
+
+from __future__ import annotations
+
+import pytest
+from Crypto.Cipher import AES
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol.noise import _gcm
+from protocol.noise._gcm import FAST_GHASH, SMALL_RECORD, TAG_SIZE, KeyedGcm, TagMismatch
+
+# AES-256 test cases 13-16 of D. McGrew and J. Viega, "The Galois/Counter
+# Mode of Operation (GCM)", revised 2005, Appendix B (the 96-bit IV ones).
+_K2 = "feffe9928665731c6d6a8f9467308308" * 2
+_P = (
+    "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
+    "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255"
+)
+_C = (
+    "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
+    "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662898015ad"
+)
+SPEC_VECTORS = [
+    ("13", "00" * 32, "00" * 12, "", "", "", "530f8afbc74536b9a963b4f1c4cb738b"),
+    ("14", "00" * 32, "00" * 12, "00" * 16, "", "cea7403d4d606b6e074ec5d3baf39d18", "d0d1c8a799996bf0265b98b5d48ab919"),
+    ("15", _K2, "cafebabefacedbaddecaf888", _P, "", _C, "b094dac5d93471bdec1a502270e3cc6c"),
+    (
+        "16",
+        _K2,
+        "cafebabefacedbaddecaf888",
+        _P[:120],
+        "feedfacedeadbeeffeedfacedeadbeefabaddad2",
+        _C[:120],
+        "76fc6ece0f4e1768cddf8853bb2d551b",
+    ),
+]
+
+
+@pytest.fixture(params=["fast", "fallback"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test on the GHASH-core path and on the AES.new fallback."""
+    if request.param == "fallback":
+        monkeypatch.setattr(_gcm, "_GHASH", None)
+    return str(request.param)
+
+
+def test_fast_path_is_available_here() -> None:
+    # Otherwise the "fast" runs below would silently test the fallback.
+    assert FAST_GHASH
+
+
+def seal(gcm: KeyedGcm, iv: bytes, ad: bytes, parts: tuple[bytes, ...]) -> bytes:
+    out = bytearray(sum(len(p) for p in parts) + TAG_SIZE)
+    gcm.seal_into(iv, ad, parts, memoryview(out))
+    return bytes(out)
+
+
+@pytest.mark.parametrize("case", SPEC_VECTORS, ids=[v[0] for v in SPEC_VECTORS])
+def test_spec_vectors(case: tuple[str, ...], path: str) -> None:
+    _, key, iv, plain, ad, cipher, tag = (bytes.fromhex(x) if i else x for i, x in enumerate(case))
+    gcm = KeyedGcm(key)
+    assert seal(gcm, iv, ad, (plain,)) == cipher + tag
+    record = bytearray(cipher + tag)
+    gcm.open_in_place(iv, ad, memoryview(record))
+    assert record[: len(plain)] == plain
+
+
+sizes = st.one_of(
+    st.integers(0, 64), st.integers(SMALL_RECORD - 20, SMALL_RECORD + 20), st.integers(SMALL_RECORD + 21, 70_000)
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    key=st.binary(min_size=32, max_size=32),
+    iv=st.binary(min_size=12, max_size=12),
+    ad=st.binary(max_size=70),
+    size=sizes,
+    split=st.integers(0, 70_000),
+    seed=st.binary(min_size=1, max_size=16),
+)
+def test_matches_pycryptodome_gcm(key: bytes, iv: bytes, ad: bytes, size: int, split: int, seed: bytes) -> None:
+    plain = (seed * (size // len(seed) + 1))[:size]
+    cut = min(split, size)
+    reference = AES.new(key, AES.MODE_GCM, nonce=iv)
+    reference.update(ad)
+    expected = b"".join(reference.encrypt_and_digest(plain))
+    gcm = KeyedGcm(key)
+    # Split plaintext (header, data) as the record layer passes it.
+    assert seal(gcm, iv, ad, (plain[:cut], plain[cut:])) == expected
+    record = bytearray(expected)
+    gcm.open_in_place(iv, ad, memoryview(record))
+    assert record[:size] == plain
+
+
+@pytest.mark.parametrize("size", [0, 5, SMALL_RECORD, SMALL_RECORD + 1, 5000])
+def test_any_flipped_bit_is_refused_and_nothing_is_decrypted(size: int, path: str) -> None:
+    gcm = KeyedGcm(bytes(range(32)))
+    iv, ad = b"\x00" * 4 + (7).to_bytes(8, "big"), b"\x00\x00\x10\x00"
+    sealed = seal(gcm, iv, ad, (bytes(size),))
+    for position in sorted({0, size // 2, max(size - 1, 0), size, size + TAG_SIZE - 1}):
+        record = bytearray(sealed)
+        record[position] ^= 0x01
+        tampered = bytes(record)
+        with pytest.raises(TagMismatch):
+            gcm.open_in_place(iv, ad, memoryview(record))
+        assert record == tampered  # still the ciphertext: nothing was decrypted
+    with pytest.raises(TagMismatch):
+        gcm.open_in_place(iv, ad + b"x", memoryview(bytearray(sealed)))
+    with pytest.raises(TagMismatch):
+        gcm.open_in_place(b"\x01" + iv[1:], ad, memoryview(bytearray(sealed)))
+
+
+def test_bad_arguments_are_refused() -> None:
+    gcm = KeyedGcm(bytes(32))
+    with pytest.raises(ValueError):
+        gcm.seal_into(bytes(8), b"", (b"x",), memoryview(bytearray(17)))
+    with pytest.raises(TagMismatch):
+        gcm.open_in_place(bytes(12), b"", memoryview(bytearray(15)))
