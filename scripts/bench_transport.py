@@ -3,14 +3,18 @@
 Moves the same number of bytes (default 256 MiB, 1 MiB chunks) three ways
 in one run, because this shared machine's speed drifts:
 
-* AES-256-GCM alone in this process (pycryptodome, one message per chunk;
-  also in 65,519-byte messages, the largest a standard Noise transport
-  message can carry, to show why mu uses one record per frame);
+* AES-256-GCM alone in this process, one message per chunk, two ways:
+  pycryptodome's GCM (one ``AES.new`` per message) and the session's own
+  KeyedGcm (key set-up kept across messages); the faster one is the
+  single-core reference.  Also in 65,519-byte messages, the largest a
+  standard Noise transport message can carry, to show why mu uses one
+  record per frame;
 * plain loopback TCP between two processes (sendall -> recv_into);
 * GET_CHUNK requests over one mu session between two processes (a child
   process serves chunks from memory through node.transport).
 
-Prints MiB/s (median of --runs), the ratios, and peak RSS of both sides.
+Prints MiB/s (median of --runs), the ratios, CPU per chunk of each side,
+and peak RSS of both sides.
 The target (issue 5): session >= 0.5x the single-core AES-GCM rate.
 """
 
@@ -51,29 +55,46 @@ def make_chunks(count: int, size: int) -> list[tuple[bytes, bytes]]:
 
 
 # ------------------------------------------------------------------ AES-GCM
-def bench_aes(total: int, message_size: int) -> tuple[float, float, float]:
-    """Return (encrypt MiB/s, decrypt MiB/s, encrypt MiB per CPU-second)."""
+def bench_aes(total: int, message_size: int, keyed: bool = False) -> tuple[float, float, float]:
+    """Return (encrypt MiB/s, decrypt MiB/s, encrypt MiB per CPU-second).
+
+    ``keyed=False``: pycryptodome's GCM, one ``AES.new`` per message.
+    ``keyed=True``: the session's own KeyedGcm (protocol/noise/_gcm.py),
+    which keeps the key's set-up across messages.
+    """
     from Crypto.Cipher import AES
+
+    from protocol.noise._gcm import TAG_SIZE, KeyedGcm
 
     key = os.urandom(32)
     data = os.urandom(message_size)
     count = max(1, total // message_size)
-    out = bytearray(message_size)
+    out = bytearray(message_size + TAG_SIZE)
+    view = memoryview(out)
+    gcm = KeyedGcm(key)
     start = time.perf_counter()
     cpu = time.process_time()
-    tags = []
     for n in range(count):
-        cipher = AES.new(key, AES.MODE_GCM, nonce=n.to_bytes(12, "big"))
-        cipher.encrypt(data, output=out)
-        tags.append(cipher.digest())
+        iv = n.to_bytes(12, "big")
+        if keyed:
+            gcm.seal_into(iv, b"", (data,), view)
+        else:
+            cipher = AES.new(key, AES.MODE_GCM, nonce=iv)
+            cipher.encrypt(data, output=view[:message_size])
+            view[message_size:] = cipher.digest()
     enc = count * message_size / (time.perf_counter() - start) / MiB
     enc_cpu = count * message_size / max(time.process_time() - cpu, 1e-9) / MiB
-    ciphertext = bytes(out)
+    sealed = bytes(out)
+    iv = (count - 1).to_bytes(12, "big")
     start = time.perf_counter()
     for n in range(count):
-        cipher = AES.new(key, AES.MODE_GCM, nonce=(count - 1).to_bytes(12, "big"))
-        cipher.decrypt(ciphertext, output=out)
-        cipher.verify(tags[-1])
+        if keyed:
+            view[:] = sealed  # opened in place: restore the ciphertext (counted)
+            gcm.open_in_place(iv, b"", view)
+        else:
+            cipher = AES.new(key, AES.MODE_GCM, nonce=iv)
+            cipher.decrypt(sealed[:message_size], output=view[:message_size])
+            cipher.verify(sealed[message_size:])
     dec = count * message_size / (time.perf_counter() - start) / MiB
     return enc, dec, enc_cpu
 
@@ -194,15 +215,16 @@ def bench_session(total: int, chunk_size: int, inflight: int, verify: bool) -> t
                 for _ in range(inflight):
                     nursery.start_soon(worker)
             result.append(received / (time.perf_counter() - start) / MiB)
-            busiest = max(time.process_time() - cpu, child_cpu_seconds(child.pid) - child_cpu, 1e-9)
-            result.append(received / busiest / MiB)
+            client_cpu, server_cpu = time.process_time() - cpu, child_cpu_seconds(child.pid) - child_cpu
+            result.append(received / max(client_cpu, server_cpu, 1e-9) / MiB)
+            result.extend((client_cpu / count * 1e6, server_cpu / count * 1e6))
             assert received == count * chunk_size
 
     trio.run(main)
     child.stdin.close()
     server_rss = float(child.stdout.readline() or 0)
     child.wait()
-    return result[0], result[1], server_rss
+    return result[0], result[1], server_rss, result[2], result[3]
 
 
 class _NoServer:
@@ -234,11 +256,12 @@ def main() -> int:
 
     print(f"mu transport benchmark: {args.mib} MiB in {args.chunk_kib} KiB chunks, median of {args.runs} run(s)")
     bench_aes(min(total, 32 * MiB), chunk_size)  # warm up: CPU frequency, imports
-    aes, noise, tcp, sessions, verified = [], [], [], [], []
+    aes, keyed, noise, tcp, sessions, verified = [], [], [], [], [], []
     for _ in range(args.runs):
         # Interleaved so that load from other processes hits all alike.
         aes.append(bench_aes(total, chunk_size))
-        noise.append(bench_aes(total, 65519))
+        keyed.append(bench_aes(total, chunk_size, keyed=True))
+        noise.append(bench_aes(total // 4, 65519, keyed=True))
         tcp.append(bench_tcp(total, chunk_size))
         sessions.append(bench_session(total, chunk_size, args.inflight, False))
         verified.append(bench_session(total, chunk_size, args.inflight, True))
@@ -246,29 +269,33 @@ def main() -> int:
     def med(rows: list, i: int) -> float:  # type: ignore[type-arg]
         return statistics.median(r[i] for r in rows)
 
-    aes_enc, aes_dec, aes_cpu = med(aes, 0), med(aes, 1), med(aes, 2)
-    # The single-core AES-GCM reference is the encrypt rate (decrypt does the
-    # same work; both are printed).
-    aes_rate = aes_enc
+    # The single-core AES-GCM reference is the encrypt rate of whichever
+    # implementation is faster here (decrypt does the same work; all printed).
+    best = max((aes, keyed), key=lambda rows: med(rows, 0))
+    aes_rate, aes_dec, aes_cpu = med(best, 0), med(best, 1), med(best, 2)
     session, session_cpu = med(sessions, 0), med(sessions, 1)
     tcp_rate, tcp_cpu = med(tcp, 0), med(tcp, 1)
     rows = [
-        ("AES-256-GCM alone, 1 process (encrypt)", aes_enc),
-        ("AES-256-GCM alone, 1 process (decrypt+verify)", aes_dec),
-        ("AES-256-GCM in 65,519-byte Noise-size messages", med(noise, 0)),
+        ("AES-256-GCM, pycryptodome AES.new per message (enc)", med(aes, 0)),
+        ("AES-256-GCM, pycryptodome AES.new per message (dec)", med(aes, 1)),
+        ("AES-256-GCM, mu KeyedGcm (encrypt)", med(keyed, 0)),
+        ("AES-256-GCM, mu KeyedGcm (decrypt+verify)", med(keyed, 1)),
+        ("AES-256-GCM, KeyedGcm, 65,519-byte Noise-size msgs", med(noise, 0)),
         ("plain TCP loopback, 2 processes", tcp_rate),
         ("mu session GET_CHUNK, 2 processes", session),
         ("mu session GET_CHUNK + SHA-256 check", med(verified, 0)),
     ]
     for name, rate in rows:
-        print(f"  {name:<50} {rate:9.1f} MiB/s")
+        print(f"  {name:<52} {rate:9.1f} MiB/s")
+    print(f"  single-core AES-GCM reference = the faster encrypt rate above: {aes_rate:.1f} MiB/s")
     print(f"  session / AES-GCM encrypt (single core)           = {session / aes_rate:.2f}x  (target >= 0.50x)")
     print(f"  session / AES-GCM decrypt+verify (single core)    = {session / aes_dec:.2f}x")
     print(f"  session / plain TCP                               = {session / tcp_rate:.2f}x")
-    print(f"  Noise-size messages / 1 MiB messages (AES-GCM)    = {med(noise, 0) / aes_enc:.2f}x")
+    print(f"  Noise-size messages / 1 MiB messages (KeyedGcm)   = {med(noise, 0) / med(keyed, 0):.2f}x")
     print("  per CPU-second of the busier process (what each side could do on its own core):")
     print(f"    AES-GCM {aes_cpu:.0f}, plain TCP {tcp_cpu:.0f}, session {session_cpu:.0f} MiB/cpu-s"
           f" -> session / AES-GCM = {session_cpu / aes_cpu:.2f}x")
+    print(f"  session CPU per chunk: client {med(sessions, 3):.0f} us, server {med(sessions, 4):.0f} us")
     print(f"  peak RSS: client {peak_rss_mib():.0f} MiB, server {max(s[2] for s in sessions):.0f} MiB")
     return 0
 
