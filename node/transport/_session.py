@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 import socket
 from typing import Any, Callable, Protocol
 
@@ -75,6 +76,18 @@ class RequestHandler(Protocol):
     async def handle_request(self, session: Session, message: Message) -> Message | None: ...
 
 
+async def _acquire(semaphore: trio.Semaphore) -> None:
+    """Take a slot; yield to the scheduler only when none is free.
+
+    The hot paths (a request, a served request, a written record) each
+    block once where they must, instead of twice per trio primitive.
+    """
+    try:
+        semaphore.acquire_nowait()
+    except trio.WouldBlock:
+        await semaphore.acquire()
+
+
 class _Pending:
     __slots__ = ("event", "reply")
 
@@ -132,19 +145,49 @@ class Session:
         if self._closed is not None:
             raise self._closed_error()
         try:
-            await self._outgoing_send.send(message)
+            try:
+                self._outgoing_send.send_nowait(message)
+            except trio.WouldBlock:
+                await self._outgoing_send.send(message)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise self._closed_error() from None
 
     async def _writer(self) -> None:
         """Seal and write queued messages; the only task that writes records."""
-        async for message in self._outgoing_receive:
+        fd = self._stream.socket.fileno()
+        queue = self._outgoing_receive
+        while True:
+            try:
+                message = queue.receive_nowait()
+            except trio.WouldBlock:
+                try:
+                    message = await queue.receive()
+                except trio.EndOfChannel:
+                    return
+            except trio.EndOfChannel:
+                return
             # One record at a time, so the connection's reused buffer is safe.
             data = self._conn.send_view(message)
             try:
-                await self._stream.send_all(data)
+                await self._write_all(fd, data)
             finally:
                 data.release()
+
+    async def _write_all(self, fd: int, data: memoryview) -> None:
+        """Write one whole record, waiting only while the socket buffer is full.
+
+        Plain non-blocking writes: trio's send_all would add two scheduler
+        round trips per write, and the writer already yields once per message
+        (its channel receive).
+        """
+        sent, size = 0, len(data)
+        while sent < size:
+            try:
+                sent += os.write(fd, data[sent:] if sent else data)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self._stream.socket)
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"send failed: {exc}") from exc
 
     def _allocate_id(self) -> int:
         while True:
@@ -164,7 +207,8 @@ class Session:
             RequestError: the peer answered with ERROR.
             SessionBroken / SessionClosed: the session ended first.
         """
-        async with self._pending_slots:
+        await _acquire(self._pending_slots)
+        try:
             rid = self._allocate_id()
             pending = _Pending()
             self._pending[rid] = pending
@@ -173,12 +217,14 @@ class Session:
                 await pending.event.wait()
             finally:
                 del self._pending[rid]
-            if pending.reply is None:
-                assert self._closed is not None
-                raise self._closed_error()
-            if isinstance(pending.reply, ErrorMessage):
-                raise RequestError(pending.reply)
-            return pending.reply
+        finally:
+            self._pending_slots.release()
+        if pending.reply is None:
+            assert self._closed is not None
+            raise self._closed_error()
+        if isinstance(pending.reply, ErrorMessage):
+            raise RequestError(pending.reply)
+        return pending.reply
 
     async def get_chunk(self, address: bytes, payment: Payment = None) -> bytes:
         """Fetch a chunk; raises BadChunk unless SHA-256(bytes) == address."""
@@ -298,6 +344,7 @@ class Session:
     async def _read_loop(self, nursery: trio.Nursery) -> None:
         conn = self._conn
         sock = self._stream.socket
+        fd = sock.fileno()
         receive_size = self._limits.receive_size
         lowat = 1
         while True:
@@ -314,26 +361,35 @@ class Session:
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
                     except OSError:  # not supported: plain wakeups still work
                         pass
-                got = -1
-                with trio.move_on_after(self._limits.idle_timeout) as idle:
-                    # Read straight into the connection's buffer: no copy per read.
-                    # Small reads unless a big record is under way (bounded buffers).
-                    size = min(receive_size, max(SMALL_READ_SIZE, conn.wanted + SMALL_READ_SIZE))
-                    with conn.get_buffer(size) as view:
-                        try:
-                            got = await sock.recv_into(view)
-                        except OSError as exc:
-                            raise trio.BrokenResourceError(f"recv failed: {exc}") from exc
-                if idle.cancelled_caught:
-                    if self._pending or self._handler_slots.value < self._limits.max_inflight_requests:
-                        continue
-                    log.info("session with %s idle; closing", self.peer_node_id.hex())
-                    self._fail(SessionClosed("idle timeout"))
-                    return
+                # Read straight into the connection's buffer: no copy per read.
+                # Small reads unless a big record is under way (bounded buffers).
+                size = min(receive_size, max(SMALL_READ_SIZE, conn.wanted + SMALL_READ_SIZE))
+                with conn.get_buffer(size) as view:
+                    try:
+                        got = os.readv(fd, (view,))
+                    except BlockingIOError:
+                        got = -1
+                    except OSError as exc:
+                        raise trio.BrokenResourceError(f"recv failed: {exc}") from exc
+                if got < 0:
+                    # Nothing to read: wait (the only place the reader blocks),
+                    # at most idle_timeout.
+                    with trio.move_on_after(self._limits.idle_timeout) as idle:
+                        await trio.lowlevel.wait_readable(sock)
+                    if idle.cancelled_caught:
+                        if self._pending or self._handler_slots.value < self._limits.max_inflight_requests:
+                            continue
+                        log.info("session with %s idle; closing", self.peer_node_id.hex())
+                        self._fail(SessionClosed("idle timeout"))
+                        return
+                    continue
                 if got:
                     conn.buffer_updated(got)
                 else:
                     conn.receive_data(b"")
+                # A read that did not block still lets other tasks run (and
+                # cancellation in): one checkpoint, where trio's recv_into has two.
+                await trio.lowlevel.checkpoint()
                 continue
             if isinstance(event, ConnectionClosed):
                 self._fail(SessionBroken("peer closed the connection"))
@@ -353,7 +409,7 @@ class Session:
                     self._fail(SessionBroken(f"peer error {message.code}: {message.message}", message.code))
                     return
                 continue
-            await self._handler_slots.acquire()
+            await _acquire(self._handler_slots)
             nursery.start_soon(self._serve, message)
 
     async def _serve(self, message: Message) -> None:
