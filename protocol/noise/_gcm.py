@@ -49,7 +49,7 @@ except ImportError:  # pragma: no cover - depends on the installed pycryptodome
 TAG_SIZE = 16
 # Records up to this size take their keystream from one ECB call over the
 # counter blocks instead of a CTR object (cheaper below a few KiB).
-SMALL_RECORD = 1024
+SMALL_RECORD = 4096
 # GCM's 32-bit block counter: at most 2^32 - 2 blocks per message (SP 800-38D).
 MAX_MESSAGE = (2**32 - 2) * 16
 
