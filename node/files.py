@@ -16,6 +16,7 @@ import os
 import queue
 import secrets
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +35,11 @@ from protocol.chunks import (
     check_fanout,
 )
 
+# Data chunks being sealed at once on add, each with its own plaintext buffer
+# (encrypting and hashing release the GIL, so they run on several cores).
+SEAL_DEPTH = 4
+# Threads sealing data chunks on add.
+SEAL_THREADS = 2
 # Plaintext chunks in flight between the decrypting thread and the writer on get.
 PIPELINE_DEPTH = 4
 # Most chunks the get writer takes from the queue at once.
@@ -164,8 +170,8 @@ def add_file(
         name = Path(path).name or None
     if media_type is None and name:
         media_type = mimetypes.guess_type(name)[0]
-    buf = bytearray(chunk_size)
     fd = os.open(path, os.O_RDONLY)
+    sealers = ThreadPoolExecutor(max_workers=SEAL_THREADS, thread_name_prefix="mu-seal")
     try:
         if convergence_secret is None:
             key = secrets.token_bytes(KEY_SIZE)
@@ -173,6 +179,7 @@ def add_file(
             hasher = ConvergentKeyHasher(
                 convergence_secret, chunk_size=chunk_size, fanout=fanout, name=name, media_type=media_type
             )
+            buf = bytearray(chunk_size)
             while n := _read_into(fd, buf):
                 hasher.update(memoryview(buf)[:n])
             key = hasher.file_key()
@@ -180,18 +187,40 @@ def add_file(
         encoder = FileEncoder(key, chunk_size=chunk_size, name=name, media_type=media_type, fanout=fanout)
 
         def chunks() -> Iterator[tuple[bytes, bytearray]]:
-            while n := _read_into(fd, buf):
-                yield from encoder.feed(memoryview(buf)[:n])
+            # This thread reads whole chunks into SEAL_DEPTH rotating buffers
+            # and the sealer threads encrypt and hash them; results are taken
+            # in file order, so the encoder builds the same tree as feed().
+            free = deque(bytearray(chunk_size) for _ in range(SEAL_DEPTH))
+            sealing: deque[tuple[int, int, bytearray, Future[tuple[bytes, bytearray]]]] = deque()
+            more = True
+            while True:
+                while more and free:
+                    buf = free.popleft()
+                    n = _read_into(fd, buf)
+                    more = n == chunk_size
+                    if n:
+                        index = encoder.next_data(n)
+                        sealing.append((index, n, buf, sealers.submit(encoder.seal_data, index, memoryview(buf)[:n])))
+                if not sealing:
+                    break
+                index, n, buf, future = sealing.popleft()
+                address, chunk = future.result()
+                free.append(buf)
+                yield address, chunk
+                # The manifest chunks come after the data chunks they name.
+                yield from encoder.add_data(index, address)
                 if progress is not None:
                     progress(n)
             # The root comes last, after every chunk it depends on.
             yield from encoder.finish()
 
-        # Encryption runs here, in this thread, while the store's threads
-        # write and fdatasync up to STREAM_WINDOW chunks (the encoder already
-        # hashed each chunk to get its address: no second hash).
+        # The store's threads write and fdatasync up to STREAM_WINDOW chunks
+        # meanwhile (the sealer already hashed each chunk to get its address:
+        # no second hash).
         seen, new = store.put_stream(chunks(), verify=False)
     finally:
+        # No sealer may still be reading a buffer once this returns.
+        sealers.shutdown(wait=True, cancel_futures=True)
         os.close(fd)
     return AddResult(encoder.link, encoder.size, seen, new, name, media_type)
 

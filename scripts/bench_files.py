@@ -44,7 +44,17 @@ def make_file(path: Path, size: int) -> str:
             digest.update(block)
             f.write(block)
             left -= len(block)
+        # On disk before anything is timed: its writeback must not land
+        # inside a measurement.
+        f.flush()
+        os.fsync(f.fileno())
     return digest.hexdigest()
+
+
+def settle() -> None:
+    """Flush every dirty page and pending journal work (deletes, discards)
+    of earlier steps, so each timed step starts from a quiet disk."""
+    os.sync()
 
 
 def file_sha256(path: Path) -> str:
@@ -153,6 +163,7 @@ def add_get(work: Path, src: Path, expect: str, tag: str) -> tuple[dict[str, obj
     store = work / f"store-{tag}"
     out = work / f"out-{tag}.bin"
     added, add_wall = run_worker("add", store, src)
+    settle()
     got, get_wall = run_worker("get", store, added["link"], out)
     if file_sha256(out) != expect:
         raise SystemExit("round trip mismatch: the file read back differs")
@@ -186,8 +197,11 @@ def main() -> int:
         rows = []
         walls = []
         for i in range(runs):
+            settle()
             limit = crypto_limit(blocks)
+            settle()
             disk = disk_limit(work, src, size)
+            settle()
             added, got, add_wall, get_wall = add_get(work, src, expect, f"run{i}")
             add_rate = size / MiB / added["seconds"]  # type: ignore[operator]
             get_rate = size / MiB / got["seconds"]  # type: ignore[operator]
