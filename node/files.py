@@ -26,6 +26,7 @@ from node.config import load_secret
 from node.store import ChunkStore
 from protocol.chunks import (
     DEFAULT_CHUNK_SIZE,
+    DataSlot,
     KEY_SIZE,
     ConvergentKeyHasher,
     FileDecoder,
@@ -40,6 +41,10 @@ from protocol.chunks import (
 SEAL_DEPTH = 4
 # Threads sealing data chunks on add.
 SEAL_THREADS = 2
+# Data chunks being read and opened (verified, decrypted) at once on get.
+OPEN_DEPTH = 4
+# Threads reading and opening data chunks on get.
+OPEN_THREADS = 2
 # Plaintext chunks in flight between the decrypting thread and the writer on get.
 PIPELINE_DEPTH = 4
 # Most chunks the get writer takes from the queue at once.
@@ -286,19 +291,37 @@ def get_file(store: ChunkStore, link: Link, dest: Path, *, progress: Progress | 
             written += len(plain)  # type: ignore[arg-type]
         syncer.poke(written)
 
+    def fetch_open(slot: DataSlot) -> bytearray:
+        return decoder.open_data(slot, store.get(slot.address, verify=False))
+
     chunks = 0
+    openers = ThreadPoolExecutor(max_workers=OPEN_THREADS, thread_name_prefix="mu-open")
     try:
         try:
             writer = _Writer(sink)
             try:
-                while (address := decoder.next_address()) is not None:
-                    plain = decoder.feed(store.get(address, verify=False))
+                # Data chunks are read and opened OPEN_DEPTH ahead on the
+                # opener threads and taken back in file order; manifest
+                # chunks (few) are fed here.  Nothing reaches the writer
+                # before the decoder verified it.
+                opening: deque[tuple[DataSlot, Future[bytearray]]] = deque()
+                while True:
+                    for slot in decoder.data_slots(OPEN_DEPTH - len(opening), skip=len(opening)):
+                        opening.append((slot, openers.submit(fetch_open, slot)))
+                    if opening:
+                        slot, future = opening.popleft()
+                        plain = decoder.accept_data(slot, future.result())
+                    elif (address := decoder.next_address()) is not None:
+                        plain = decoder.feed(store.get(address, verify=False))
+                    else:
+                        break
                     chunks += 1
                     if plain:
                         writer.put(plain)
                         if progress is not None:
                             progress(len(plain))
             finally:
+                openers.shutdown(wait=True, cancel_futures=True)
                 writer.close()
         finally:
             syncer.wait()  # no sync may outlive the fd
