@@ -1,12 +1,20 @@
 """Adding files to and getting files from the local chunk store (specs/chunks.md §6, §8).
 
-The I/O glue around the pure encoder and decoder. Both directions overlap
-crypto with disk: on add the calling thread reads and encrypts while the
-store's threads write and fdatasync up to ``STREAM_WINDOW`` chunks
-(``ChunkStore.put_stream``); on get the calling thread reads and decrypts
-while one writer thread writes the output, joined by a queue of at most
-``PIPELINE_DEPTH`` chunks. hashlib, AES-GCM and file I/O all release the
-GIL, so disk time overlaps crypto time and memory stays at a few chunks.
+The I/O glue around the pure encoder and decoder, as a bounded pipeline of
+threads (hashlib, AES-GCM and file I/O release the GIL, so crypto runs on
+several cores and overlaps the disk):
+
+* add: the calling thread reads whole chunks into ``SEAL_DEPTH`` buffers,
+  ``SEAL_THREADS`` threads seal them (encrypt + hash), and the store's
+  threads write and fdatasync up to ``STREAM_WINDOW`` chunk files
+  (``ChunkStore.put_stream``);
+* get: ``OPEN_THREADS`` threads read and open (verify + decrypt) up to
+  ``OPEN_DEPTH`` data chunks ahead, the calling thread takes them in file
+  order through the decoder, one writer thread writes the output (a queue of
+  ``PIPELINE_DEPTH`` chunks) and one thread fdatasyncs it every
+  ``GET_SYNC_BYTES``.
+
+Memory stays at a few chunks whatever the file size.
 """
 
 from __future__ import annotations
