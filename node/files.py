@@ -30,6 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from node._malloc import keep_chunk_buffers
 from node.config import load_secret
 from node.store import ChunkStore
 from protocol.chunks import (
@@ -179,6 +180,7 @@ def add_file(
     """
     check_chunk_size(chunk_size)
     fanout = check_fanout(chunk_size, fanout)
+    keep_chunk_buffers()
     if name is None:
         name = Path(path).name or None
     if media_type is None and name:
@@ -283,6 +285,7 @@ def get_file(store: ChunkStore, link: Link, dest: Path, *, progress: Progress | 
         protocol.chunks.IntegrityError: a chunk failed verification or the key is wrong.
     """
     decoder = FileDecoder.from_link(link)
+    keep_chunk_buffers()
     dest = Path(dest)
     directory = dest.parent if str(dest.parent) else Path(".")
     tmp = directory / f".{dest.name}.mu-partial-{secrets.token_hex(4)}"

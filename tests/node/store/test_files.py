@@ -158,3 +158,13 @@ def test_get_reports_the_first_bad_data_chunk_in_file_order(tmp_path: Path) -> N
         get_file(store, result.link, target)
     assert err.value.address == slots[2].address
     assert not target.exists() and not list(tmp_path.glob(".copy.mu-partial-*"))
+
+
+def test_malloc_tuning_applies_once_on_glibc() -> None:
+    import platform
+
+    from node._malloc import keep_chunk_buffers
+
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_chunk_buffers() is expected
+    assert keep_chunk_buffers() is expected  # idempotent
