@@ -4,17 +4,50 @@ Adding a file produces chunks one at a time from the encoder; writing them
 in fixed batches (``put_many``) leaves the disk idle while the next batch is
 encrypted and the encoder idle while a batch is fsynced.  Here the encoder
 runs in the calling thread and every chunk goes to the store's write threads
-as soon as it exists, with at most ``window`` outstanding.
+as soon as it exists, with at most ``window`` writes outstanding and at most
+``STREAM_BUFFER_BYTES`` of chunk bytes not yet copied into their temp files.
+A write thread drops its chunk's bytes once they are in the temp file, so a
+wide window of fdatasyncs in flight (which is what makes the disk fast: they
+share journal commits) costs open files, not memory.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future
 from pathlib import Path
 
-from ._store import STREAM_CHECKPOINT, STREAM_WINDOW, ChunkStore, _check_address, _fsync_pool
+from ._store import (
+    STREAM_BUFFER_BYTES,
+    STREAM_CHECKPOINT,
+    STREAM_WINDOW,
+    ChunkStore,
+    _check_address,
+    _fsync_pool,
+)
+
+
+class _ByteBudget:
+    """Chunk bytes handed to write threads and not yet written (bounded)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._held = 0
+        self._cond = threading.Condition()
+
+    def take(self, size: int) -> None:
+        """Wait until ``size`` more bytes fit (one chunk always fits alone)."""
+        with self._cond:
+            while self._held and self._held + size > self._limit:
+                self._cond.wait()
+            self._held += size
+
+    def give_back(self, size: int) -> None:
+        with self._cond:
+            self._held -= size
+            self._cond.notify_all()
 
 
 def put_stream(
@@ -30,12 +63,14 @@ def put_stream(
     with no barrier between groups: the caller's iterator runs (and may
     encrypt) in this thread while up to ``window`` chunk writes proceed on
     the store's threads, so the disk never waits for the producer and the
-    producer waits only when ``window`` writes are outstanding.  Every
-    ``STREAM_CHECKPOINT`` stored chunks, and at the end, the touched shard
+    producer waits only when ``window`` writes are outstanding or
+    ``STREAM_BUFFER_BYTES`` of chunk bytes still wait to be written.
+    Every ``STREAM_CHECKPOINT`` stored chunks, and at the end, the touched shard
     directories are fsynced and the index rows committed; when this
     returns every chunk is on disk (specs/chunks.md §8.2).
     """
     store._mark_dirty()
+    budget = _ByteBudget(STREAM_BUFFER_BYTES)
     inflight: deque[tuple[Path, bytes, int, Future[bool]]] = deque()
     done: list[tuple[Path, bytes, int]] = []
     seen = new = 0
@@ -61,7 +96,19 @@ def put_stream(
             final = store._admit(address, data, verify)
             if final is None:
                 continue
-            inflight.append((final, address, len(data), _fsync_pool().submit(store._write_file, final, address, data)))
+            size = len(data)
+            taken = False
+            try:
+                budget.take(size)
+                taken = True
+                future = _fsync_pool().submit(store._write_taken, final, address, [data], budget.give_back)
+            except BaseException:
+                if taken:
+                    budget.give_back(size)
+                store._release(size)
+                raise
+            del data  # the write thread owns the bytes now
+            inflight.append((final, address, size, future))
             while len(inflight) > window or (inflight and inflight[0][3].done()):
                 settle_oldest()
             if failure is not None:

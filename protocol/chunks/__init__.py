@@ -13,7 +13,7 @@ from ._crypto import (
     ConvergentKeyHasher,
     chunk_address,
 )
-from ._decoder import FileDecoder
+from ._decoder import DataSlot, FileDecoder
 from ._encoder import FileEncoder, check_fanout
 from ._errors import ChunkError, IntegrityError, LinkError, LocalChunkError
 from ._link import Link, parse_key
@@ -48,6 +48,7 @@ __all__ = [
     "ChunkError",
     "ChunkSealer",
     "ConvergentKeyHasher",
+    "DataSlot",
     "FileDecoder",
     "FileEncoder",
     "IntegrityError",

@@ -11,6 +11,7 @@ index node per tree level.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from ._crypto import ADDRESS_SIZE, KIND_DATA, KIND_INDEX, KIND_ROOT, TAG_SIZE, ChunkSealer, check_key
 from ._errors import IntegrityError, LocalChunkError
@@ -79,6 +80,15 @@ class _TreeCursor:
         start = frame.pos * ADDRESS_SIZE
         stop = min(len(frame.children), start + limit * ADDRESS_SIZE)
         return [frame.children[i:i + ADDRESS_SIZE] for i in range(start, stop, ADDRESS_SIZE)]
+
+
+@dataclass(frozen=True, slots=True)
+class DataSlot:
+    """A data chunk the decoder will want: its address, index and plaintext size."""
+
+    address: bytes
+    index: int
+    size: int
 
 
 class FileDecoder(_TreeCursor):
@@ -178,16 +188,78 @@ class FileDecoder(_TreeCursor):
         self._stack.append(_Frame(level - 1, header.children))
         return bytearray()
 
+    # -- opening data chunks out of line --------------------------------
+    #
+    # feed() verifies and decrypts each chunk as it arrives.  A caller that
+    # wants to open several data chunks at once (on several cores) asks for
+    # data_slots(), opens each with open_data() (which reads only the
+    # immutable file key, so calls may run concurrently, in any order), and
+    # hands the plaintexts back through accept_data() in order.  Verification
+    # is the same as feed()'s: address, size, then the GCM tag (§6.4).
+
+    def data_slots(self, limit: int, skip: int = 0) -> list[DataSlot]:
+        """The data chunks wanted next, after ``skip`` of them, at most ``limit``.
+
+        Empty when the next chunk wanted (after ``skip``) is not a data chunk:
+        the root, an index node, or the end of the file.
+        """
+        manifest = self.manifest
+        # next_address() also closes finished manifest chunks, so the top of
+        # the stack is the one the next chunk comes from.
+        if self.next_address() is None or manifest is None or self._stack[-1].child_level != 0:
+            return []
+        upcoming = self.upcoming(skip + limit)[skip:]
+        slots = []
+        for offset, address in enumerate(upcoming):
+            index = self._data_index + skip + offset
+            if index >= manifest.chunk_count:
+                break  # feed/open_data will report the malformed manifest
+            slots.append(DataSlot(address, index, min(manifest.chunk_size, manifest.size - index * manifest.chunk_size)))
+        return slots
+
+    def open_data(self, slot: DataSlot, stored: bytes | bytearray | memoryview) -> bytearray:
+        """Verify and decrypt data chunk ``slot``; return its plaintext. Leaves the decoder's state alone.
+
+        Raises:
+            IntegrityError: the bytes are not that chunk or fail authentication.
+        """
+        address = slot.address
+        if hashlib.sha256(stored).digest() != address:
+            raise IntegrityError(f"chunk {address.hex()} does not match its address", address=address)
+        if len(stored) != slot.size + TAG_SIZE:
+            raise IntegrityError(
+                f"chunk {address.hex()} holds {len(stored) - TAG_SIZE} bytes, expected {slot.size}", address=address
+            )
+        return self._sealer.open(stored, KIND_DATA, 0, slot.index, address)
+
+    def accept_data(self, slot: DataSlot, plain: bytearray) -> bytearray:
+        """Move past data chunk ``slot``, whose plaintext :meth:`open_data` returned; return it.
+
+        ``slot`` must be the chunk wanted now (the first of :meth:`data_slots`).
+        """
+        wanted = self.data_slots(1)
+        if not wanted or wanted[0] != slot or len(plain) != slot.size:
+            raise LocalChunkError(f"data chunk {slot.index} accepted out of order")
+        try:
+            return self._advance_data(self._stack[-1], plain)
+        except IntegrityError:
+            self._failed = True
+            raise
+
     def _feed_data(self, manifest: RootRecord, address: bytes, stored: bytes | bytearray | memoryview) -> bytearray:
         index = self._data_index
         if index >= manifest.chunk_count:
             raise IntegrityError(f"manifest lists more data chunks than its size allows (at {address.hex()})", address=address)
         expected = min(manifest.chunk_size, manifest.size - index * manifest.chunk_size)
-        if len(stored) != expected + TAG_SIZE:
-            raise IntegrityError(
-                f"chunk {address.hex()} holds {len(stored) - TAG_SIZE} bytes, expected {expected}", address=address
-            )
-        plain = self._sealer.open(stored, KIND_DATA, 0, index, address)
+        plain = self.open_data(DataSlot(address, index, expected), stored)
+        return self._advance_data(None, plain)
+
+    def _advance_data(self, frame: _Frame | None, plain: bytearray) -> bytearray:
+        # feed() has already stepped its frame; accept_data() steps it here.
+        manifest = self.manifest
+        assert manifest is not None
+        if frame is not None:
+            frame.pos += 1
         self._data_index += 1
         self._emitted += len(plain)
         if self.next_address() is None and self._data_index != manifest.chunk_count:

@@ -80,7 +80,8 @@ class FileEncoder:
         self._buf = bytearray(chunk_size)
         self._fill = 0
         self._size = 0
-        self._data_index = 0
+        self._data_index = 0  # data chunks claimed (sealed by feed, or by next_data)
+        self._data_added = 0  # data chunk addresses in the tree
         # _levels[L]: pending child addresses of the next level-(L+1) node.
         self._levels: list[bytearray] = [bytearray()]
         self._node_counts: list[int] = [0]
@@ -107,6 +108,8 @@ class FileEncoder:
         """Take the next plaintext bytes; return the chunks they completed."""
         if self._root is not None:
             raise LocalChunkError("the encoder has finished")
+        if self._data_added != self._data_index or (self._size % self.chunk_size and not self._fill):
+            raise LocalChunkError("feed cannot follow next_data until every claimed chunk is added and whole")
         view = memoryview(data).cast("B")
         self._size += len(view)
         out: list[Chunk] = []
@@ -130,10 +133,57 @@ class FileEncoder:
             self._fill = rest
         return out
 
+    # -- sealing data chunks out of line ---------------------------------
+    #
+    # feed() seals each data chunk as it completes.  A caller that wants to
+    # seal several data chunks at once (on several cores) splits that into
+    # three steps instead: next_data() claims the next chunk's index,
+    # seal_data() encrypts and hashes it (it reads only the immutable file
+    # key, so calls may run concurrently, in any order), and add_data() puts
+    # the addresses into the tree in index order.  The chunks produced are
+    # byte for byte those feed() would produce (§6.3).
+
+    def next_data(self, length: int) -> int:
+        """Claim the next data chunk, of ``length`` plaintext bytes; return its index.
+
+        Every claimed chunk but the last must be a whole ``chunk_size``;
+        a shorter one ends the data.  Cannot be mixed with :meth:`feed`.
+        """
+        if self._root is not None:
+            raise LocalChunkError("the encoder has finished")
+        if self._fill:
+            raise LocalChunkError("next_data cannot follow a partial feed")
+        if self._size % self.chunk_size:
+            raise LocalChunkError("a short data chunk was already claimed: it must be the last")
+        if not 0 < length <= self.chunk_size:
+            raise LocalChunkError(f"a data chunk holds 1 to {self.chunk_size} bytes, got {length}")
+        self._size += length
+        index = self._data_index
+        self._data_index += 1
+        return index
+
+    def seal_data(self, index: int, plaintext: bytes | bytearray | memoryview) -> Chunk:
+        """Encrypt data chunk ``index``; return (address, stored chunk). Leaves the encoder's state alone."""
+        chunk = self._sealer.seal(plaintext, KIND_DATA, 0, index)
+        return hashlib.sha256(chunk).digest(), chunk
+
+    def add_data(self, index: int, address: bytes) -> list[Chunk]:
+        """Add the address of data chunk ``index`` (claimed, in index order); return manifest chunks it completed."""
+        if index != self._data_added or index >= self._data_index:
+            raise LocalChunkError(f"data chunk {index} added out of order (next is {self._data_added})")
+        if len(address) != ADDRESS_SIZE:
+            raise LocalChunkError(f"an address is {ADDRESS_SIZE} bytes")
+        self._data_added += 1
+        out: list[Chunk] = []
+        self._add_child(0, bytes(address), out)
+        return out
+
     def finish(self) -> list[Chunk]:
         """Seal the last partial chunk and the manifest; return those chunks."""
         if self._root is not None:
             raise LocalChunkError("the encoder has finished")
+        if self._data_added != self._data_index:
+            raise LocalChunkError(f"{self._data_index - self._data_added} claimed data chunks were never added")
         out: list[Chunk] = []
         if self._fill:
             self._seal_data(memoryview(self._buf)[:self._fill], out)
@@ -163,6 +213,7 @@ class FileEncoder:
     def _seal_data(self, plaintext: bytes | bytearray | memoryview, out: list[Chunk]) -> None:
         chunk = self._sealer.seal(plaintext, KIND_DATA, 0, self._data_index)
         self._data_index += 1
+        self._data_added += 1
         address = hashlib.sha256(chunk).digest()
         # Children are appended before the nodes that name them, so a store
         # never holds a node whose children it has not been offered yet.

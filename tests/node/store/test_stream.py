@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
+import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,4 +88,76 @@ def test_stream_producer_error_still_commits_what_was_written(tmp_path: Path) ->
 
     with pytest.raises(OSError, match="read failed"):
         store.put_stream(produce())
+    assert sorted(store) == sorted(a for a, _ in items)
+
+
+def test_write_thread_drops_chunk_bytes_before_fdatasync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What makes a wide STREAM_WINDOW cheap in memory (specs/chunks.md §8.2).
+    store = ChunkStore(tmp_path)
+
+    class Payload(bytearray):
+        pass
+
+    box: list[bytes | bytearray | memoryview] = [Payload(os.urandom(5000))]
+    address = hashlib.sha256(box[0]).digest()
+    ref = weakref.ref(box[0])
+    events: list[tuple[str, object]] = []
+    real_sync = os.fdatasync
+
+    def spy(fd: int) -> None:
+        gc.collect()
+        events.append(("sync", ref() is None))
+        real_sync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", spy)
+    assert store._write_taken(store.path_of(address), address, box, lambda n: events.append(("written", n)))
+    assert events == [("written", 5000), ("sync", True)]
+    assert box == []
+    assert hashlib.sha256(store.path_of(address).read_bytes()).digest() == address
+
+
+def test_byte_budget_blocks_until_bytes_are_written() -> None:
+    class Observed(threading.Condition):
+        def __init__(self) -> None:
+            super().__init__()
+            self.waiting = threading.Event()
+
+        def wait(self, timeout: float | None = None) -> bool:
+            self.waiting.set()
+            return super().wait(timeout)
+
+    budget = stream_module._ByteBudget(15)
+    cond = budget._cond = Observed()
+    budget.take(10)
+    done = threading.Event()
+
+    def second() -> None:
+        budget.take(10)
+        done.set()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    assert cond.waiting.wait(10)  # 10 + 10 > 15: the second take waits
+    assert not done.is_set()
+    budget.give_back(10)
+    thread.join(10)
+    assert done.is_set()
+    budget.give_back(10)
+    budget.take(40)  # one chunk alone always fits, whatever its size
+
+
+def test_stream_keeps_unwritten_bytes_under_the_buffer_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    peaks: list[int] = []
+
+    class Recording(stream_module._ByteBudget):
+        def take(self, size: int) -> None:
+            super().take(size)
+            peaks.append(self._held)
+
+    monkeypatch.setattr(stream_module, "_ByteBudget", Recording)
+    monkeypatch.setattr(stream_module, "STREAM_BUFFER_BYTES", 2500)
+    store = ChunkStore(tmp_path)
+    items = [chunk(1000) for _ in range(30)]
+    assert store.put_stream(iter(items)) == (30, 30)
+    assert len(peaks) == 30 and max(peaks) <= 2500
     assert sorted(store) == sorted(a for a, _ in items)
