@@ -8,13 +8,22 @@ reconnect (CHANNEL_STATE: never sign below the host's total), and pays for
 each GET or PUT with the smallest increment the accounting rule asks for,
 never more than one chunk's price at the configured maximum price
 (specs/payments.md §Accounting, §After a crash).
+
+Paid window: ``get`` and ``put`` may be called concurrently on one link.
+Up to ``paid_window(price, free_allowance)`` requests are then in flight,
+each signed (in call order, and handed to the session in that order) with
+the increment it owes as if the ones before it were already charged, so
+what the payer has paid for and not received stays within one request's
+price.  A request that fails marks the link: the next one waits for the
+window to drain, resynchronises (CHANNEL_STATE) and goes alone
+(specs/payments.md §Paid window).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import trio
 
@@ -34,6 +43,7 @@ from protocol.payments import (
     Terms,
     chunk_price,
     next_total,
+    paid_window,
 )
 from protocol.payments.messages import ChannelId, ChannelState, OpenChannel, Payment
 from protocol.wire import MAX_DATA_SIZE, ChannelMessage, MessageType
@@ -41,6 +51,11 @@ from protocol.wire import MAX_DATA_SIZE, ChannelMessage, MessageType
 # Attempts of one request (a top-up after INSUFFICIENT_PAYMENT, a resync).
 MAX_PAYMENT_ROUNDS = 3
 DEFAULT_EXPECTED_SIZE = 1 << 20
+# Scheduling rounds a request's signer waits after starting it, so that it
+# reaches the session's send queue before the next request signs (the
+# session takes two to queue it).  Wire order is a speed matter only: the
+# payee serves a covered request whose payment arrived late.
+_QUEUE_ROUNDS = 3
 
 
 @dataclass(slots=True)
@@ -60,6 +75,25 @@ class HostLink:
     # flight; used only if the next request owes exactly its total, never
     # sent otherwise (in memory only: nothing is paid until it leaves).
     ahead: ChannelPayment | None = None
+    # Paid window (module docstring).  ``account`` is projected: it counts
+    # the requests in flight as charged; ``projected`` is the total the host
+    # will hold once they are.  ``dirty``: a request failed, resync first.
+    projected: int = 0
+    inflight: int = 0
+    dirty: bool = False
+    turn: trio.Lock = field(default_factory=trio.Lock)
+    changed: trio.Event = field(default_factory=trio.Event)
+    last_record: trio.Event | None = None
+
+    def _settled(self) -> None:
+        """One request in flight finished (either way): wake the waiters."""
+        self.inflight -= 1
+        event, self.changed = self.changed, trio.Event()
+        event.set()
+
+    async def _until(self, ready: Callable[[], bool]) -> None:
+        while not ready():
+            await self.changed.wait()
 
 
 class Payer:
@@ -100,7 +134,7 @@ class Payer:
             link.channel = PayerChannel(params, self.key, record.total)
             link.channel_id = ChannelId.parse(record.channel_id)
             link.last_sig = record.payer_sig
-            link.acknowledged = record.total
+            link.acknowledged = link.projected = record.total
             await self.sync(link)
         return link
 
@@ -125,7 +159,7 @@ class Payer:
         link.channel_id = channel
         link.last_sig = None
         link.ahead = None
-        link.acknowledged = 0
+        link.acknowledged = link.projected = 0
         return channel
 
     async def announce(self, link: HostLink) -> ChannelState:
@@ -168,9 +202,9 @@ class Payer:
             # We lost a signed payment (our ledger is older): never sign below it.
             link.channel.total = state.total
             link.last_sig = None
-        link.acknowledged = state.total
+        link.acknowledged = link.projected = state.total
         link.account = PeerAccount(consumed=state.consumed, paid=state.paid, last_chunk=state.last_chunk,
-                                   last_kind=state.last_kind)
+                                   last_kind=state.last_kind, recent=state.recent)
         return state
 
     # -- paid requests ---------------------------------------------------------
@@ -182,7 +216,7 @@ class Payer:
             return None, None
         if link.channel is None or link.channel_id is None:
             raise RemotePaymentError(PaymentErrorCode.INSUFFICIENT_PAYMENT, "payment owed but no channel open", owed=owed)
-        total = next_total(owed=owed, acknowledged_total=link.acknowledged, signed_total=link.channel.total)
+        total = next_total(owed=owed, acknowledged_total=link.projected, signed_total=link.channel.total)
         assert total is not None
         if total == link.channel.total and link.last_sig is not None:
             return Payment(channel=link.channel_id, total=total, sig=link.last_sig), None  # re-send, never re-pay
@@ -229,20 +263,20 @@ class Payer:
             link.ahead = None
 
     @staticmethod
-    async def _send_with_record(link: HostLink, kind: str, address: bytes, data: bytes | None,
-                                wire: dict[str, object] | None, record: Callable[[], object] | None,
-                                ahead: int | None = None) -> bytes | bool:
+    async def _send_with_record(link: HostLink, request: _Prepared, data: bytes | None) -> bytes | bool:
         """Send the request; write our own record of a new payment meanwhile.
 
         Our record of what we signed is written while the request travels:
         the host's record is the one that must precede serving, and after a
         crash of ours the host's CHANNEL_STATE restores our total
-        (specs/payments.md §After a crash).  Both finish before we return.
-        With ``ahead``, the payment for that total is signed while the host
-        works, once the request has been handed to the session's writer, so
-        the next request does not wait for a signature.
+        (specs/payments.md §After a crash).  Both finish before we return;
+        records are written in signing order (each waits for the one
+        before).  With ``ahead``, the payment for that total is signed while
+        the host works, once the request has been handed to the session's
+        writer, so the next request does not wait for a signature.
         """
         outcome: list[object] = []
+        kind, address, wire, record, ahead = request.kind, request.address, request.wire, request.record, request.ahead
 
         async def send() -> None:
             try:
@@ -264,9 +298,14 @@ class Payer:
             Payer._sign_ahead(link, ahead)
 
         async def record_mine() -> None:
-            assert record is not None
-            await trio.lowlevel.checkpoint()
-            await trio.to_thread.run_sync(record)
+            assert record is not None and request.recorded is not None
+            try:
+                await trio.lowlevel.checkpoint()
+                if request.after is not None:
+                    await request.after.wait()
+                await trio.to_thread.run_sync(record)
+            finally:
+                request.recorded.set()
 
         if record is None and ahead is None:
             await send()
@@ -281,44 +320,129 @@ class Payer:
             raise outcome[0]
         return outcome[0]  # type: ignore[return-value]
 
+    def _prepare(self, link: HostLink, kind: str, address: bytes, price: int, hint: int | None) -> _Prepared:
+        """Sign what a request owes as if those in flight were charged; count it in flight."""
+        allowance = link.terms.free_allowance
+        redelivery = link.account.is_redelivery(address, kind)
+        owed = 0 if redelivery else link.account.owed(price, allowance)
+        if hint is not None and not redelivery:
+            owed = hint  # the host's word after a refusal of this request sent alone
+        before = link.projected
+        payment, record = self._payment(link, owed, kind=kind, chunk=address, price=price)
+        increment = 0
+        if payment is not None:
+            increment = max(0, payment.total - before)
+            link.projected = max(before, payment.total)
+        if not redelivery:
+            link.account = link.account.charge(chunk=address, kind=kind, price=price, increment=increment,
+                                               allowance=allowance)
+        after, recorded = link.last_record, None
+        if record is not None:
+            recorded = link.last_record = trio.Event()
+        link.inflight += 1
+        return _Prepared(kind=kind, address=address, price=price, redelivery=redelivery, payment=payment,
+                         wire=payment.to_wire() if payment is not None else None, record=record,
+                         ahead=payment.total + price if payment is not None and price > 0 else None,
+                         after=after, recorded=recorded)
+
+    async def _exchange(self, link: HostLink, request: _Prepared, data: bytes | None, outcome: list[object]) -> None:
+        """Send a prepared request and settle it: the answer (or the error) goes to ``outcome``."""
+        try:
+            try:
+                result = await self._send_with_record(link, request, data)
+            except BaseException as exc:
+                link.dirty = True  # the projection counted it charged: resync before the next one
+                if not isinstance(exc, Exception):
+                    raise
+                outcome.append(exc)
+                return
+            if request.payment is not None:
+                link.acknowledged = max(link.acknowledged, request.payment.total)
+            actual = len(result) if isinstance(result, (bytes, bytearray, memoryview)) else None
+            if actual is not None and not request.redelivery:
+                actual_price = link.terms.get_price(actual) if request.kind == "get" else link.terms.put_price(actual)
+                if actual_price != request.price:  # charged by the real size
+                    link.account = replace(link.account, consumed=link.account.consumed + actual_price - request.price)
+            outcome.append(result)
+        finally:
+            link._settled()
+
+    async def _attempt(self, link: HostLink, kind: str, address: bytes, data: bytes | None, price: int,
+                       hint: int | None) -> tuple[bool, bytes | bool]:
+        """One try of a request; returns (sent alone, answer) or raises its error with ``alone`` set."""
+        outcome: list[object] = []
+        window = paid_window(price, link.terms.free_allowance)
+        async with trio.open_nursery() as nursery:
+            async with link.turn:  # requests sign and leave in call order
+                alone = link.dirty
+                if alone:  # after a failure: drain, resync, then go alone (the lock held)
+                    await link._until(lambda: link.inflight == 0)
+                    if link.channel_id is not None:
+                        await self.sync(link)
+                    link.dirty = False
+                else:
+                    await link._until(lambda: link.inflight < window)
+                request = self._prepare(link, kind, address, price, hint if alone else None)
+                if alone:
+                    await self._exchange(link, request, data, outcome)
+                else:
+                    nursery.start_soon(self._exchange, link, request, data, outcome)
+                    for _ in range(_QUEUE_ROUNDS):  # let it reach the send queue first
+                        await trio.lowlevel.checkpoint()
+        if isinstance(outcome[0], Exception):
+            raise _Failed(alone, outcome[0])
+        return alone, outcome[0]  # type: ignore[return-value]
+
     async def _request(self, link: HostLink, kind: str, address: bytes, size: int, data: bytes | None) -> bytes | bool:
         terms = link.terms
         price = terms.get_price(size) if kind == "get" else terms.put_price(size)
         ceiling = chunk_price(MAX_DATA_SIZE, self.max_price_per_mib_get if kind == "get" else self.max_price_per_mib_put)
-        redelivery = link.account.is_redelivery(address, kind)
-        owed = 0 if redelivery else link.account.owed(price, terms.free_allowance)
+        hint: int | None = None
         for _ in range(MAX_PAYMENT_ROUNDS):
-            payment, record = self._payment(link, owed, kind=kind, chunk=address, price=price)
-            wire = payment.to_wire() if payment is not None else None
-            # The next request of the same size, once this one is served,
-            # owes one more price on top of this payment.
-            ahead = payment.total + price if payment is not None and price > 0 else None
             try:
-                result = await self._send_with_record(link, kind, address, data, wire, record, ahead)
-            except RequestError as exc:
+                return (await self._attempt(link, kind, address, data, price, hint))[1]
+            except _Failed as failed:
+                exc = failed.error
+                if not isinstance(exc, RequestError):
+                    raise exc from None
                 code = exc.code
                 if code == PaymentErrorCode.INSUFFICIENT_PAYMENT and exc.owed is not None:
                     if exc.owed > ceiling or exc.owed <= 0:
                         raise PriceTooHigh(f"host asks {exc.owed} sats for one chunk; our ceiling is {ceiling}") from None
-                    owed = exc.owed  # the host recorded nothing: pay this much instead
+                    # The host recorded nothing.  Its figure is exact only for
+                    # a request that went alone; else recompute after a resync.
+                    hint = exc.owed if failed.alone else None
                     continue
                 if code in (PaymentErrorCode.PAYMENT_REPLAY, PaymentErrorCode.PAYMENT_TOTAL_LOWER):
-                    await self.sync(link)
-                    redelivery = link.account.is_redelivery(address, kind)
-                    owed = 0 if redelivery else link.account.owed(price, terms.free_allowance)
+                    hint = None  # the next try resynchronises first
                     continue
                 raise _remote(exc) from None
-            actual = len(result) if isinstance(result, bytes) else size
-            actual_price = terms.get_price(actual) if kind == "get" else terms.put_price(actual)
-            increment = 0
-            if payment is not None:
-                increment = payment.total - link.acknowledged
-                link.acknowledged = payment.total
-            if not redelivery:
-                link.account = PeerAccount(consumed=link.account.consumed + actual_price,
-                                           paid=link.account.paid + increment, last_chunk=address, last_kind=kind)
-            return result
         raise RemotePaymentError(PaymentErrorCode.INSUFFICIENT_PAYMENT, "host kept refusing payment")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Prepared:
+    """A signed request ready to leave (see ``Payer._prepare``)."""
+
+    kind: str
+    address: bytes
+    price: int
+    redelivery: bool
+    payment: Payment | None
+    wire: dict[str, object] | None
+    record: Callable[[], object] | None
+    ahead: int | None
+    after: trio.Event | None  # the previous payment record, written before ours
+    recorded: trio.Event | None  # set once ours is written (or failed)
+
+
+class _Failed(Exception):
+    """A request's error, with whether it was sent alone (nothing else in flight)."""
+
+    def __init__(self, alone: bool, error: Exception) -> None:
+        super().__init__(str(error))
+        self.alone = alone
+        self.error = error
 
 
 def _remote(exc: RequestError) -> Exception:

@@ -65,6 +65,8 @@ class Account:
     paid: int = 0
     last_chunk: str | None = None
     last_kind: str | None = None
+    # The latest charges (chunk hex, kind), oldest first (``account(recent=n)``).
+    recent: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,8 +173,12 @@ class Ledger:
         rows = self._read(f"SELECT {_CHANNEL_COLUMNS} FROM channels{clause} ORDER BY opened_at, channel_id", tuple(args))
         return [_channel(r) for r in rows]
 
-    def account(self, peer: str, direction: str) -> Account:
-        """The running account of ``peer`` in ``direction`` ('in' = we serve)."""
+    def account(self, peer: str, direction: str, *, recent: int = 0) -> Account:
+        """The running account of ``peer`` in ``direction`` ('in' = we serve).
+
+        With ``recent``, also that many of its latest charges (payment rows,
+        free ones included), which a payee redelivers without a new charge.
+        """
         rows = self._read(
             "SELECT consumed, paid, last_chunk, last_kind FROM accounts WHERE peer = ? AND direction = ?",
             (peer, direction),
@@ -180,7 +186,14 @@ class Ledger:
         if not rows:
             return Account()
         consumed, paid, last_chunk, last_kind = rows[0]
-        return Account(consumed=consumed, paid=paid, last_chunk=last_chunk, last_kind=last_kind)
+        latest: tuple[tuple[str, str], ...] = ()
+        if recent > 0:
+            charges = self._read(
+                "SELECT chunk, kind FROM payments WHERE peer = ? AND direction = ? ORDER BY id DESC LIMIT ?",
+                (peer, direction, int(recent)),
+            )
+            latest = tuple((chunk, kind) for chunk, kind in reversed(charges))
+        return Account(consumed=consumed, paid=paid, last_chunk=last_chunk, last_kind=last_kind, recent=latest)
 
     def payments(self, *, peer: str | None = None, channel_id: str | None = None, limit: int | None = None) -> list[PaymentRecord]:
         """Payments, oldest first, optionally filtered."""
