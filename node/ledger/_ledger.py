@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -290,6 +291,17 @@ class Ledger:
             UnknownChannel: ``channel_id`` is not recorded.
             LedgerError: inconsistent arguments.
         """
+        result: PaymentRecord = self._commits.submit(self._payment_write(
+            peer=peer, direction=direction, kind=kind, chunk=chunk, price=price, amount=amount,
+            channel_id=channel_id, total=total, payer_sig=payer_sig, now=now))
+        return result
+
+    def _payment_write(
+        self, *, peer: str, direction: str, kind: str, chunk: str, price: int, amount: int,
+        channel_id: str | None = None, total: int | None = None, payer_sig: bytes | None = None,
+        now: float | None = None,
+    ) -> Callable[[sqlite3.Connection], PaymentRecord]:
+        """The write of one payment (see ``record_payment``); raises LedgerError on bad arguments."""
         if direction not in ("in", "out") or kind not in ("get", "put") or price < 0 or amount < 0:
             raise LedgerError("bad payment direction, kind or amount")
         if (channel_id is None) != (total is None) or (channel_id is None and amount != 0):
@@ -321,8 +333,32 @@ class Ledger:
             return PaymentRecord(id=int(cur.lastrowid or 0), peer=peer, direction=direction, kind=kind, chunk=chunk,
                                  price=price, amount=amount, channel_id=channel_id, total=total, at=at)
 
-        result: PaymentRecord = self._commits.submit(write)
-        return result
+        return write
+
+    def record_payments(self, entries: Sequence[Mapping[str, Any]]) -> list[PaymentRecord | LedgerError]:
+        """Record several charged requests (``record_payment``'s keyword arguments each), in order,
+        in one committed transaction; return when it is on disk.
+
+        Each entry has its own savepoint: a refused one (its LedgerError is
+        returned in its place) undoes nothing of the others.
+        """
+        writes = [self._payment_write(**entry) for entry in entries]
+
+        def write(conn: sqlite3.Connection) -> list[PaymentRecord | LedgerError]:
+            results: list[PaymentRecord | LedgerError] = []
+            for one in writes:
+                conn.execute("SAVEPOINT entry")
+                try:
+                    results.append(one(conn))
+                    conn.execute("RELEASE entry")
+                except LedgerError as exc:
+                    conn.execute("ROLLBACK TO entry")
+                    conn.execute("RELEASE entry")
+                    results.append(exc)
+            return results
+
+        outcome: list[PaymentRecord | LedgerError] = self._commits.submit(write)
+        return outcome
 
     def record_settlement(
         self, *, channel_id: str, kind: str, txid: str, amount: int, state: str = "broadcast",
