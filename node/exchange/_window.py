@@ -170,6 +170,11 @@ class PaidRequests:
                 result = await self._send_with_record(link, request, data)
             except BaseException as exc:
                 link.dirty = True  # the projection counted it charged: resync before the next one
+                if link.channel_id is None and request.payment is None and not request.redelivery:
+                    # No channel to resync from: take back what the projection
+                    # counted (the payee charges nothing it does not serve but
+                    # a chunk lost after its charge, and then says what is owed).
+                    link.account = replace(link.account, consumed=link.account.consumed - request.price)
                 if not isinstance(exc, Exception):
                     raise
                 outcome.append(exc)
@@ -190,23 +195,29 @@ class PaidRequests:
         """One try of a request; returns (sent alone, answer) or raises its error with ``alone`` set."""
         outcome: list[object] = []
         window = paid_window(price, link.terms.free_allowance)
+        refusal: Exception | None = None  # raised here, not wrapped in the nursery's group
         async with trio.open_nursery() as nursery:
-            async with link.turn:  # requests sign and leave in call order
-                alone = link.dirty
-                if alone:  # after a failure: drain, resync, then go alone (the lock held)
-                    await link._until(lambda: link.inflight == 0)
-                    if link.channel_id is not None:
-                        await self.sync(link)
-                    link.dirty = False
-                else:
-                    await link._until(lambda: link.inflight < window)
-                request = self._prepare(link, kind, address, price, hint if alone else None)
-                if alone:
-                    await self._exchange(link, request, data, outcome)
-                else:
-                    nursery.start_soon(self._exchange, link, request, data, outcome)
-                    for _ in range(_QUEUE_ROUNDS):  # let it reach the send queue first
-                        await trio.lowlevel.checkpoint()
+            try:
+                async with link.turn:  # requests sign and leave in call order
+                    alone = link.dirty
+                    if alone:  # after a failure: drain, resync, then go alone (the lock held)
+                        await link._until(lambda: link.inflight == 0)
+                        if link.channel_id is not None:
+                            await self.sync(link)
+                        link.dirty = False
+                    else:
+                        await link._until(lambda: link.inflight < window)
+                    request = self._prepare(link, kind, address, price, hint if alone else None)
+                    if alone:
+                        await self._exchange(link, request, data, outcome)
+                    else:
+                        nursery.start_soon(self._exchange, link, request, data, outcome)
+                        for _ in range(_QUEUE_ROUNDS):  # let it reach the send queue first
+                            await trio.lowlevel.checkpoint()
+            except Exception as exc:  # no payment owed without a channel, a failed resync...
+                refusal = exc
+        if refusal is not None:
+            raise refusal
         if isinstance(outcome[0], Exception):
             raise _Failed(alone, outcome[0])
         return alone, outcome[0]  # type: ignore[return-value]

@@ -23,8 +23,9 @@ from node.config import load_identity
 from node.exchange import HostLink
 from node.ledger import LEDGER_FILE, Ledger
 from node.transport import RequestError, SessionBroken, SessionClosed, TransportError
-from protocol.payments import PaymentErrorCode, chunk_price, paid_window
+from protocol.payments import PaymentErrorCode, RemotePaymentError, chunk_price, paid_window
 from protocol.payments.messages import Payment
+from protocol.wire import ErrorCode
 from tests.helpers.chain import REPO_ROOT, open_mu_chain
 from tests.helpers.exchange import Fetcher, open_fetcher, seed_chunks
 from tests.helpers.node import open_mu_node
@@ -283,3 +284,23 @@ async def test_payer_killed_with_a_full_window_in_flight_pays_nothing_twice(tmp_
     assert {a.hex() for a in addresses} <= charged
     assert consumed - account_paid <= ALLOWANCE
     assert total == PAYER_CHUNKS * CHUNK_PRICE - ALLOWANCE  # not one chunk paid twice
+
+
+async def test_without_a_channel_errors_come_plain_and_a_refused_request_is_not_counted(tmp_path: Path) -> None:
+    host_dir = tmp_path / "host"
+    first, second, third = seed_chunks(host_dir, 3, CHUNK)
+    async with open_mu_chain(tmp_path / "chain") as chain:
+        async with open_mu_node(host_dir, chain, HOST_ARGS) as host, open_fetcher(tmp_path / "payer", chain) as fetcher:
+            link = await fetcher.link(host)
+            assert link.channel is None
+            await fetcher.payer.get(link, first, expected_size=CHUNK)  # within the allowance
+            with pytest.raises(RequestError) as missing:
+                await fetcher.payer.get(link, bytes(32), expected_size=CHUNK)
+            assert missing.value.code == ErrorCode.NOT_FOUND
+            # Not served, not charged: the second chunk still fits the allowance (64 + 64 <= 138).
+            await fetcher.payer.get(link, second, expected_size=CHUNK)
+            with pytest.raises(RemotePaymentError) as owed:
+                await fetcher.payer.get(link, third, expected_size=CHUNK)
+            assert owed.value.code == PaymentErrorCode.INSUFFICIENT_PAYMENT
+            assert owed.value.owed == 3 * CHUNK_PRICE - ALLOWANCE
+            await host.stop()
