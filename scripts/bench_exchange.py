@@ -3,18 +3,25 @@
 Starts `mu chain` (regtest), a `mu node` host that charges per chunk, and a
 plain transport host (the transport's free ChunkServer over a store with
 the same chunks), both as separate processes on loopback.  The fetcher, in
-this process, fetches the same chunks one after another from each:
-unpaid with ``Session.get_chunk``, paid with ``Payer.get`` (sign a
-commitment, record it durably, the host verifies, records durably, then
-serves).  Prints MiB/s of both, their ratio and the cost of payments, beside
+this process, fetches the same chunks in order from each, with the SAME
+request window on both paths (``--window``, default 2: a request leaves as
+soon as fewer than that many are in flight): unpaid with
+``Session.get_chunk``, paid with ``Payer.get`` (sign a commitment, record
+it durably, the host verifies, records durably, then serves).  The paying
+host grants a free allowance of ``window - 1`` chunk prices, which is what
+lets the payer keep ``window`` paid requests in flight while it has paid
+for at most one chunk it has not received (specs/payments.md §Paid
+window); with ``--window 1`` the host's allowance is 0 and both paths go
+one request at a time.  Prints MiB/s of both, their ratio and the cost of payments, beside
 this machine's references measured in the same run: SHA-256, AES-256-GCM,
 coincurve sign+verify, and a durable SQLite commit.  Medians of the runs,
-and per-chunk latency medians and 99th percentiles of both paths (on a
-shared machine a few slow fsyncs can dominate a whole run; the per-chunk
-median is what one paid request costs).
+and per-request latency medians and 99th percentiles of both paths (from
+the moment a request is started to its answer; with a window above 1 this
+includes the wait behind the request ahead of it).
 
-    scripts/bench-exchange            # 64 x 1 MiB chunks, 5 runs
-    scripts/bench-exchange --quick    # 16 x 256 KiB, 1 run (used by a test)
+    scripts/bench-exchange               # 64 x 1 MiB chunks, 5 runs, window 2
+    scripts/bench-exchange --window 1    # one request at a time on both paths
+    scripts/bench-exchange --quick       # 16 x 256 KiB, 1 run (used by a test)
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,9 +55,11 @@ from node.rpc import RPCClient  # noqa: E402
 from node.store import STORE_DIR, ChunkStore  # noqa: E402
 from node.transport import ChunkServer, open_transport  # noqa: E402
 from node.wallet import Wallet  # noqa: E402
+from protocol.payments import MAX_PAID_WINDOW, chunk_price, paid_window  # noqa: E402
 
 START_DEADLINE = 60.0
 MIB = 1 << 20
+PRICE_PER_MIB = 100  # the paying host's GET price (the node default)
 
 
 def _env() -> dict[str, str]:
@@ -115,7 +125,26 @@ def references(size: int) -> dict[str, float]:
     return {"sha256_mib_s": sha, "aes_gcm_mib_s": aes, "ecdsa_sign_verify_s": ecdsa, "ledger_commits_s": commits}
 
 
-async def bench(work: Path, count: int, size: int, runs: int) -> dict[str, object]:
+async def windowed(addresses: list[bytes], window: int, fetch: Callable[[bytes], Awaitable[object]],
+                   latencies: list[float]) -> None:
+    """Fetch ``addresses`` in order with at most ``window`` requests in flight."""
+    slots = trio.Semaphore(window)
+
+    async def one(address: bytes) -> None:
+        try:
+            t0 = time.perf_counter()
+            await fetch(address)
+            latencies.append(time.perf_counter() - t0)
+        finally:
+            slots.release()
+
+    async with trio.open_nursery() as nursery:
+        for address in addresses:
+            await slots.acquire()
+            nursery.start_soon(one, address)
+
+
+async def bench(work: Path, count: int, size: int, runs: int, window: int) -> dict[str, object]:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         chain_dir = work / "chain"
@@ -135,9 +164,12 @@ async def bench(work: Path, count: int, size: int, runs: int) -> dict[str, objec
                 for address, chunk in zip(addresses, chunks):
                     store.put(address, chunk)
         host_dir, plain_dir = work / "host", work / "plain"
+        # A free allowance of window - 1 chunk prices: the paid window (specs/payments.md §Paid window).
+        allowance = (window - 1) * chunk_price(size, PRICE_PER_MIB)
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "node", "--data-dir", str(host_dir), "node", "--listen", "127.0.0.1:0",
-             "--chain-rpc", url, "--chain-cookie", str(cookie), "--price-get", "100", "--free-allowance", "0"],
+             "--chain-rpc", url, "--chain-cookie", str(cookie), "--price-get", str(PRICE_PER_MIB),
+             "--free-allowance", str(allowance)],
             cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=open(work / "host.log", "wb")))
         host = json.loads(_wait_file(host_dir / "node.json", procs[-1]))
         procs.append(subprocess.Popen([sys.executable, __file__, "--child-plain", str(plain_dir)], cwd=REPO,
@@ -167,27 +199,38 @@ async def bench(work: Path, count: int, size: int, runs: int) -> dict[str, objec
 
                     latencies: dict[str, list[float]] = {"unpaid": [], "paid": []}
 
+                    window_paid = paid_window(link.terms.get_price(size), link.terms.free_allowance)
+                    assert window_paid == window, f"host terms give a paid window of {window_paid}, not {window}"
+
                     async def unpaid() -> None:
-                        for address in addresses:
-                            t0 = time.perf_counter()
-                            await free_session.get_chunk(address)
-                            latencies["unpaid"].append(time.perf_counter() - t0)
+                        await windowed(addresses, window, free_session.get_chunk, latencies["unpaid"])
+
+                    # What the payer signed minus the value it received, at
+                    # each answer (the fresh channel and account start at 0).
+                    received = [0, -link.terms.free_allowance]  # value received, worst exposure seen
+
+                    async def paid_one(address: bytes) -> None:
+                        data = await payer.get(link, address, expected_size=size)
+                        # The signed total only grows and the value received was
+                        # constant since the last answer: the worst of that span.
+                        assert link.channel is not None
+                        received[1] = max(received[1], link.channel.total - received[0])
+                        received[0] += link.terms.get_price(len(data))
 
                     async def paid() -> None:
-                        for address in addresses:
-                            t0 = time.perf_counter()
-                            await payer.get(link, address, expected_size=size)
-                            latencies["paid"].append(time.perf_counter() - t0)
+                        await windowed(addresses, window, paid_one, latencies["paid"])
 
                     await unpaid()  # warm both paths (caches, first-use costs)
                     await paid()
-                    latencies = {"unpaid": [], "paid": []}
+                    latencies["unpaid"].clear()
+                    latencies["paid"].clear()
                     timings: dict[str, list[float]] = {"unpaid": [], "paid": []}
                     for _ in range(runs):
                         for name, run in (("unpaid", unpaid), ("paid", paid)):
                             t = time.perf_counter()
                             await run()
                             timings[name].append(time.perf_counter() - t)
+                    exposure = received[1]
                     total_paid = link.channel.total if link.channel else 0
         mib = count * size / MIB
         unpaid_rate = mib / statistics.median(timings["unpaid"])
@@ -202,7 +245,8 @@ async def bench(work: Path, count: int, size: int, runs: int) -> dict[str, objec
                 "unpaid_chunk_ms_median": 1e3 * median["unpaid"], "paid_chunk_ms_median": 1e3 * median["paid"],
                 "chunk_median_ratio": median["unpaid"] / median["paid"],
                 "unpaid_chunk_ms_p99": 1e3 * p99["unpaid"], "paid_chunk_ms_p99": 1e3 * p99["paid"],
-                "sats_paid": total_paid, "chunks_per_run": count, "chunk_size": size, "runs": runs}
+                "sats_paid": total_paid, "chunks_per_run": count, "chunk_size": size, "runs": runs,
+                "window": window, "allowance": allowance, "paid_unreceived_max": exposure}
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:
@@ -223,24 +267,28 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=64)
     parser.add_argument("--chunk-size", type=int, default=MIB)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--window", type=int, default=2, choices=range(1, MAX_PAID_WINDOW + 1),
+                        help="requests in flight on both paths (the paying host's allowance follows)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     count, size, runs = (16, 256 * 1024, 1) if args.quick else (args.chunks, args.chunk_size, args.runs)
     refs = references(size)
     with tempfile.TemporaryDirectory(prefix="mu-bench-exchange-") as tmp:
-        result = trio.run(bench, Path(tmp), count, size, runs)
+        result = trio.run(bench, Path(tmp), count, size, runs, args.window)
     result.update(refs)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"paid vs unpaid fetch: {count} chunks x {size // 1024} KiB, sequential, median of {runs} run(s)")
+    print(f"paid vs unpaid fetch: {count} chunks x {size // 1024} KiB, in order, window {args.window} on both paths"
+          f" (host allowance {result['allowance']} sats), median of {runs} run(s)")
     print(f"  unpaid fetch (plain ChunkServer)     {result['unpaid_mib_s']:9.1f} MiB/s")
     print(f"  paid fetch (mu node, per-chunk pay)  {result['paid_mib_s']:9.1f} MiB/s")
     print(f"  paid/unpaid                          {result['ratio']:9.3f}  (payments cost {100 * (1 - result['ratio']):.1f}%)")
-    print(f"  per chunk, median: unpaid {result['unpaid_chunk_ms_median']:.2f} ms, paid {result['paid_chunk_ms_median']:.2f} ms"
+    print(f"  per request latency, median: unpaid {result['unpaid_chunk_ms_median']:.2f} ms, paid {result['paid_chunk_ms_median']:.2f} ms"
           f"  (unpaid/paid {result['chunk_median_ratio']:.3f})")
-    print(f"  per chunk, p99:    unpaid {result['unpaid_chunk_ms_p99']:.2f} ms, paid {result['paid_chunk_ms_p99']:.2f} ms")
+    print(f"  per request latency, p99:    unpaid {result['unpaid_chunk_ms_p99']:.2f} ms, paid {result['paid_chunk_ms_p99']:.2f} ms")
+    print(f"  paid for, not received (worst)       {result['paid_unreceived_max']:9d} sats  (one chunk: {chunk_price(size, PRICE_PER_MIB)})")
     print("references measured in this run:")
     print(f"  SHA-256                              {refs['sha256_mib_s']:9.1f} MiB/s  (paid/ref {result['paid_mib_s'] / refs['sha256_mib_s']:.3f})")
     print(f"  AES-256-GCM                          {refs['aes_gcm_mib_s']:9.1f} MiB/s  (paid/ref {result['paid_mib_s'] / refs['aes_gcm_mib_s']:.3f})")

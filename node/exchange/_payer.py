@@ -8,23 +8,32 @@ reconnect (CHANNEL_STATE: never sign below the host's total), and pays for
 each GET or PUT with the smallest increment the accounting rule asks for,
 never more than one chunk's price at the configured maximum price
 (specs/payments.md §Accounting, §After a crash).
+
+Paid window: ``get`` and ``put`` may be called concurrently on one link.
+Up to ``paid_window(price, free_allowance)`` requests are then in flight,
+each signed (in call order, and handed to the session in that order) with
+the increment it owes as if the ones before it were already charged, so
+what the payer has paid for and not received stays within one request's
+price.  A request that fails marks the link: the next one waits for the
+window to drain, resynchronises (CHANNEL_STATE) and goes alone
+(specs/payments.md §Paid window).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
 from node.exchange._channels import outpoint_of, params_from_blob, params_to_blob
+from node.exchange._window import PaidRequests, PendingRecord, remote_error
 from node.ledger import ChannelRecord, Ledger
 from node.transport import RequestError, Session
 from protocol.bitcoin import PrivateKey, PublicKey
 from protocol.bitcoin.channel import ChannelParams, PayerChannel, funding_script_for
 from protocol.bitcoin.channel import Payment as ChannelPayment
-from protocol.bitcoin.errors import BitcoinError
 from protocol.payments import (
     LocalPaymentError,
     PaymentErrorCode,
@@ -32,14 +41,11 @@ from protocol.payments import (
     PriceTooHigh,
     RemotePaymentError,
     Terms,
-    chunk_price,
     next_total,
 )
 from protocol.payments.messages import ChannelId, ChannelState, OpenChannel, Payment
-from protocol.wire import MAX_DATA_SIZE, ChannelMessage, MessageType
+from protocol.wire import ChannelMessage, MessageType
 
-# Attempts of one request (a top-up after INSUFFICIENT_PAYMENT, a resync).
-MAX_PAYMENT_ROUNDS = 3
 DEFAULT_EXPECTED_SIZE = 1 << 20
 
 
@@ -60,9 +66,31 @@ class HostLink:
     # flight; used only if the next request owes exactly its total, never
     # sent otherwise (in memory only: nothing is paid until it leaves).
     ahead: ChannelPayment | None = None
+    # Paid window (module docstring).  ``account`` is projected: it counts
+    # the requests in flight as charged; ``projected`` is the total the host
+    # will hold once they are.  ``dirty``: a request failed, resync first.
+    projected: int = 0
+    inflight: int = 0
+    dirty: bool = False
+    turn: trio.Lock = field(default_factory=trio.Lock)
+    changed: trio.Event = field(default_factory=trio.Event)
+    # Our payment records not yet written, in signing order, and the write
+    # under way (``Payer._write_records``).
+    unrecorded: list[tuple[dict[str, object], PendingRecord]] = field(default_factory=list)
+    writing: trio.Event | None = None
+
+    def _settled(self) -> None:
+        """One request in flight finished (either way): wake the waiters."""
+        self.inflight -= 1
+        event, self.changed = self.changed, trio.Event()
+        event.set()
+
+    async def _until(self, ready: Callable[[], bool]) -> None:
+        while not ready():
+            await self.changed.wait()
 
 
-class Payer:
+class Payer(PaidRequests):
     """Pays hosts for chunks.  ``key`` is the payer's channel key."""
 
     def __init__(self, *, ledger: Ledger, key: PrivateKey, max_price_per_mib_get: int,
@@ -100,7 +128,7 @@ class Payer:
             link.channel = PayerChannel(params, self.key, record.total)
             link.channel_id = ChannelId.parse(record.channel_id)
             link.last_sig = record.payer_sig
-            link.acknowledged = record.total
+            link.acknowledged = link.projected = record.total
             await self.sync(link)
         return link
 
@@ -125,7 +153,7 @@ class Payer:
         link.channel_id = channel
         link.last_sig = None
         link.ahead = None
-        link.acknowledged = 0
+        link.acknowledged = link.projected = 0
         return channel
 
     async def announce(self, link: HostLink) -> ChannelState:
@@ -153,7 +181,7 @@ class Payer:
         try:
             reply = await link.session.request(ChannelMessage(request_id=0, type=kind, fields=fields))
         except RequestError as exc:
-            raise _remote(exc) from None
+            raise remote_error(exc) from None
         if not isinstance(reply, ChannelMessage) or reply.type != expected:
             raise RemotePaymentError(PaymentErrorCode.BAD_PAYMENT, f"host answered {kind.name} with {type(reply).__name__}")
         return ChannelState.from_wire(reply.fields)
@@ -168,21 +196,21 @@ class Payer:
             # We lost a signed payment (our ledger is older): never sign below it.
             link.channel.total = state.total
             link.last_sig = None
-        link.acknowledged = state.total
+        link.acknowledged = link.projected = state.total
         link.account = PeerAccount(consumed=state.consumed, paid=state.paid, last_chunk=state.last_chunk,
-                                   last_kind=state.last_kind)
+                                   last_kind=state.last_kind, recent=state.recent)
         return state
 
     # -- paid requests ---------------------------------------------------------
 
     def _payment(self, link: HostLink, owed: int, *, kind: str, chunk: bytes,
-                 price: int) -> tuple[Payment | None, Callable[[], object] | None]:
-        """The payment for a request owing ``owed``, and the ledger write to run with it (if new)."""
+                 price: int) -> tuple[Payment | None, dict[str, object] | None]:
+        """The payment for a request owing ``owed``, and our ledger entry for it (if new)."""
         if owed == 0:
             return None, None
         if link.channel is None or link.channel_id is None:
             raise RemotePaymentError(PaymentErrorCode.INSUFFICIENT_PAYMENT, "payment owed but no channel open", owed=owed)
-        total = next_total(owed=owed, acknowledged_total=link.acknowledged, signed_total=link.channel.total)
+        total = next_total(owed=owed, acknowledged_total=link.projected, signed_total=link.channel.total)
         assert total is not None
         if total == link.channel.total and link.last_sig is not None:
             return Payment(channel=link.channel_id, total=total, sig=link.last_sig), None  # re-send, never re-pay
@@ -194,13 +222,9 @@ class Payer:
             signed = link.channel.pay(increment)
         link.last_sig = signed.signature
         link.paid += increment
-        channel_id, host = str(link.channel_id), link.host.hex()
-
-        def record() -> object:
-            return self.ledger.record_payment(
-                peer=host, direction="out", kind=kind, chunk=chunk.hex(), price=price, amount=increment,
-                channel_id=channel_id, total=signed.total, payer_sig=signed.signature)
-
+        record = {"peer": link.host.hex(), "direction": "out", "kind": kind, "chunk": chunk.hex(), "price": price,
+                  "amount": increment, "channel_id": str(link.channel_id), "total": signed.total,
+                  "payer_sig": signed.signature}
         return Payment(channel=link.channel_id, total=signed.total, sig=signed.signature), record
 
     async def get(self, link: HostLink, address: bytes, *, expected_size: int = DEFAULT_EXPECTED_SIZE) -> bytes:
@@ -216,115 +240,3 @@ class Payer:
     async def put(self, link: HostLink, address: bytes, data: bytes) -> bool:
         """Store ``data`` on the host, paying what is owed; True if it was new there."""
         return await self._request(link, "put", address, len(data), data)  # type: ignore[return-value]
-
-    @staticmethod
-    def _sign_ahead(link: HostLink, total: int) -> None:
-        """Sign the payment for ``total`` now, for the next request to use (see ``HostLink.ahead``)."""
-        channel = link.channel
-        if channel is None or total <= channel.total or total > channel.params.max_total:
-            return
-        try:
-            link.ahead = channel.sign(total)
-        except BitcoinError:  # no payment ahead; the next request signs its own
-            link.ahead = None
-
-    @staticmethod
-    async def _send_with_record(link: HostLink, kind: str, address: bytes, data: bytes | None,
-                                wire: dict[str, object] | None, record: Callable[[], object] | None,
-                                ahead: int | None = None) -> bytes | bool:
-        """Send the request; write our own record of a new payment meanwhile.
-
-        Our record of what we signed is written while the request travels:
-        the host's record is the one that must precede serving, and after a
-        crash of ours the host's CHANNEL_STATE restores our total
-        (specs/payments.md §After a crash).  Both finish before we return.
-        With ``ahead``, the payment for that total is signed while the host
-        works, once the request has been handed to the session's writer, so
-        the next request does not wait for a signature.
-        """
-        outcome: list[object] = []
-
-        async def send() -> None:
-            try:
-                if kind == "get":
-                    outcome.append(await link.session.get_chunk(address, wire))
-                else:
-                    assert data is not None
-                    outcome.append(await link.session.put_chunk(address, data, wire))
-            except Exception as exc:  # handed back below, outside the nursery
-                outcome.append(exc)
-
-        # Both helpers give up one scheduling round first: the session's
-        # writer, woken by our request in the same round, seals and writes
-        # it before the signature (~0.15 ms of the event loop) or the record
-        # thread (which competes for the GIL and a core) gets going.
-        async def sign_ahead() -> None:
-            assert ahead is not None
-            await trio.lowlevel.checkpoint()
-            Payer._sign_ahead(link, ahead)
-
-        async def record_mine() -> None:
-            assert record is not None
-            await trio.lowlevel.checkpoint()
-            await trio.to_thread.run_sync(record)
-
-        if record is None and ahead is None:
-            await send()
-        else:
-            async with trio.open_nursery() as nursery:
-                if record is not None:
-                    nursery.start_soon(record_mine)
-                if ahead is not None:
-                    nursery.start_soon(sign_ahead)
-                await send()
-        if isinstance(outcome[0], Exception):
-            raise outcome[0]
-        return outcome[0]  # type: ignore[return-value]
-
-    async def _request(self, link: HostLink, kind: str, address: bytes, size: int, data: bytes | None) -> bytes | bool:
-        terms = link.terms
-        price = terms.get_price(size) if kind == "get" else terms.put_price(size)
-        ceiling = chunk_price(MAX_DATA_SIZE, self.max_price_per_mib_get if kind == "get" else self.max_price_per_mib_put)
-        redelivery = link.account.is_redelivery(address, kind)
-        owed = 0 if redelivery else link.account.owed(price, terms.free_allowance)
-        for _ in range(MAX_PAYMENT_ROUNDS):
-            payment, record = self._payment(link, owed, kind=kind, chunk=address, price=price)
-            wire = payment.to_wire() if payment is not None else None
-            # The next request of the same size, once this one is served,
-            # owes one more price on top of this payment.
-            ahead = payment.total + price if payment is not None and price > 0 else None
-            try:
-                result = await self._send_with_record(link, kind, address, data, wire, record, ahead)
-            except RequestError as exc:
-                code = exc.code
-                if code == PaymentErrorCode.INSUFFICIENT_PAYMENT and exc.owed is not None:
-                    if exc.owed > ceiling or exc.owed <= 0:
-                        raise PriceTooHigh(f"host asks {exc.owed} sats for one chunk; our ceiling is {ceiling}") from None
-                    owed = exc.owed  # the host recorded nothing: pay this much instead
-                    continue
-                if code in (PaymentErrorCode.PAYMENT_REPLAY, PaymentErrorCode.PAYMENT_TOTAL_LOWER):
-                    await self.sync(link)
-                    redelivery = link.account.is_redelivery(address, kind)
-                    owed = 0 if redelivery else link.account.owed(price, terms.free_allowance)
-                    continue
-                raise _remote(exc) from None
-            actual = len(result) if isinstance(result, bytes) else size
-            actual_price = terms.get_price(actual) if kind == "get" else terms.put_price(actual)
-            increment = 0
-            if payment is not None:
-                increment = payment.total - link.acknowledged
-                link.acknowledged = payment.total
-            if not redelivery:
-                link.account = PeerAccount(consumed=link.account.consumed + actual_price,
-                                           paid=link.account.paid + increment, last_chunk=address, last_kind=kind)
-            return result
-        raise RemotePaymentError(PaymentErrorCode.INSUFFICIENT_PAYMENT, "host kept refusing payment")
-
-
-def _remote(exc: RequestError) -> Exception:
-    """The payer-side error for an ERROR reply."""
-    try:
-        code = PaymentErrorCode(exc.code if exc.code is not None else -1)
-    except ValueError:
-        return exc  # not a payment refusal (NOT_FOUND, OVER_QUOTA...): the transport error as is
-    return RemotePaymentError(code, str(exc), owed=exc.owed)

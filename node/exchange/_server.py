@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import trio
 
-from node.exchange._payee import PayeeBook
+from node.exchange._payee import NOT_RUN, PayeeBook
 from node.store import ChunkCorrupt, ChunkNotFound, ChunkStore, StoreFull
 from node.transport import RequestRefused, Session
 from node.transport import ChunkServer
@@ -66,17 +66,43 @@ class PaidChunkServer:
             size = os.stat(self.store.path_of(message.address)).st_size
         except FileNotFoundError:
             raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not found") from None
-        # The read (and its SHA-256 check) overlaps the durable record of the
-        # payment; the chunk is sent only after both, so nothing is served
-        # before its payment is on disk.  A chunk found corrupt meanwhile
-        # costs the payer that one payment (at most one chunk's price).
-        read: list[bytes | BaseException] = []
+        if self.book.terms.free_allowance >= self.book.price("get", size):
+            # The allowance lets a payer keep a window of requests in flight
+            # (specs/payments.md §Paid window): throughput over latency.  The
+            # read (and its SHA-256 check) runs in the worker thread that
+            # wrote the payment, right after it is on disk: one thread hop.
+            _, data = await self.book.charge_then(peer, kind="get", chunk=message.address, size=size,
+                                                  payment=message.payment, then=lambda: self._read(message.address))
+            if data is NOT_RUN:  # a redelivery: nothing was recorded
+                data = await trio.to_thread.run_sync(self._read, message.address)
+        else:
+            data = await self._charge_overlapped(peer, message, size)
+        if isinstance(data, BaseException):
+            log.error("chunk %s unreadable after it was paid for: %s", message.address.hex(), data)
+            raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not available")
+        self.served += 1
+        return Chunk(request_id=message.request_id, address=message.address, data=data)
+
+    def _read(self, address: bytes) -> bytes | Exception:
+        """The chunk's bytes (SHA-256 checked by the store), or why not."""
+        try:
+            return self.store.get(address)
+        except (ChunkNotFound, ChunkCorrupt) as exc:
+            return exc
+
+    async def _charge_overlapped(self, peer: bytes, message: GetChunk, size: int) -> bytes | Exception:
+        """Charge, with the read (and its SHA-256 check) overlapping the durable record.
+
+        One request at a time per payer (no allowance to pipeline on): the
+        latency of each counts.  The chunk is sent only after both, so
+        nothing is served before its payment is on disk; a chunk found
+        corrupt meanwhile costs the payer that one payment (at most one
+        chunk's price).
+        """
+        read: list[bytes | Exception] = []
 
         async def load() -> None:
-            try:
-                read.append(await trio.to_thread.run_sync(self.store.get, message.address))
-            except (ChunkNotFound, ChunkCorrupt) as exc:
-                read.append(exc)
+            read.append(await trio.to_thread.run_sync(self._read, message.address))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(load)
@@ -87,12 +113,7 @@ class PaidChunkServer:
                 refusal = exc
         if refusal is not None:
             raise refusal
-        data = read[0]
-        if isinstance(data, BaseException):
-            log.error("chunk %s unreadable after it was paid for: %s", message.address.hex(), data)
-            raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not available")
-        self.served += 1
-        return Chunk(request_id=message.request_id, address=message.address, data=data)
+        return read[0]
 
     async def _put(self, peer: bytes, message: PutChunk) -> Message:
         if hashlib.sha256(message.data).digest() != message.address:

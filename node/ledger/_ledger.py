@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,8 @@ class Account:
     paid: int = 0
     last_chunk: str | None = None
     last_kind: str | None = None
+    # The latest charges (chunk hex, kind), oldest first (``account(recent=n)``).
+    recent: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,8 +174,12 @@ class Ledger:
         rows = self._read(f"SELECT {_CHANNEL_COLUMNS} FROM channels{clause} ORDER BY opened_at, channel_id", tuple(args))
         return [_channel(r) for r in rows]
 
-    def account(self, peer: str, direction: str) -> Account:
-        """The running account of ``peer`` in ``direction`` ('in' = we serve)."""
+    def account(self, peer: str, direction: str, *, recent: int = 0) -> Account:
+        """The running account of ``peer`` in ``direction`` ('in' = we serve).
+
+        With ``recent``, also that many of its latest charges (payment rows,
+        free ones included), which a payee redelivers without a new charge.
+        """
         rows = self._read(
             "SELECT consumed, paid, last_chunk, last_kind FROM accounts WHERE peer = ? AND direction = ?",
             (peer, direction),
@@ -180,7 +187,14 @@ class Ledger:
         if not rows:
             return Account()
         consumed, paid, last_chunk, last_kind = rows[0]
-        return Account(consumed=consumed, paid=paid, last_chunk=last_chunk, last_kind=last_kind)
+        latest: tuple[tuple[str, str], ...] = ()
+        if recent > 0:
+            charges = self._read(
+                "SELECT chunk, kind FROM payments WHERE peer = ? AND direction = ? ORDER BY id DESC LIMIT ?",
+                (peer, direction, int(recent)),
+            )
+            latest = tuple((chunk, kind) for chunk, kind in reversed(charges))
+        return Account(consumed=consumed, paid=paid, last_chunk=last_chunk, last_kind=last_kind, recent=latest)
 
     def payments(self, *, peer: str | None = None, channel_id: str | None = None, limit: int | None = None) -> list[PaymentRecord]:
         """Payments, oldest first, optionally filtered."""
@@ -277,6 +291,17 @@ class Ledger:
             UnknownChannel: ``channel_id`` is not recorded.
             LedgerError: inconsistent arguments.
         """
+        result: PaymentRecord = self._commits.submit(self._payment_write(
+            peer=peer, direction=direction, kind=kind, chunk=chunk, price=price, amount=amount,
+            channel_id=channel_id, total=total, payer_sig=payer_sig, now=now))
+        return result
+
+    def _payment_write(
+        self, *, peer: str, direction: str, kind: str, chunk: str, price: int, amount: int,
+        channel_id: str | None = None, total: int | None = None, payer_sig: bytes | None = None,
+        now: float | None = None,
+    ) -> Callable[[sqlite3.Connection], PaymentRecord]:
+        """The write of one payment (see ``record_payment``); raises LedgerError on bad arguments."""
         if direction not in ("in", "out") or kind not in ("get", "put") or price < 0 or amount < 0:
             raise LedgerError("bad payment direction, kind or amount")
         if (channel_id is None) != (total is None) or (channel_id is None and amount != 0):
@@ -308,8 +333,32 @@ class Ledger:
             return PaymentRecord(id=int(cur.lastrowid or 0), peer=peer, direction=direction, kind=kind, chunk=chunk,
                                  price=price, amount=amount, channel_id=channel_id, total=total, at=at)
 
-        result: PaymentRecord = self._commits.submit(write)
-        return result
+        return write
+
+    def record_payments(self, entries: Sequence[Mapping[str, Any]]) -> list[PaymentRecord | LedgerError]:
+        """Record several charged requests (``record_payment``'s keyword arguments each), in order,
+        in one committed transaction; return when it is on disk.
+
+        Each entry has its own savepoint: a refused one (its LedgerError is
+        returned in its place) undoes nothing of the others.
+        """
+        writes = [self._payment_write(**entry) for entry in entries]
+
+        def write(conn: sqlite3.Connection) -> list[PaymentRecord | LedgerError]:
+            results: list[PaymentRecord | LedgerError] = []
+            for one in writes:
+                conn.execute("SAVEPOINT entry")
+                try:
+                    results.append(one(conn))
+                    conn.execute("RELEASE entry")
+                except LedgerError as exc:
+                    conn.execute("ROLLBACK TO entry")
+                    conn.execute("RELEASE entry")
+                    results.append(exc)
+            return results
+
+        outcome: list[PaymentRecord | LedgerError] = self._commits.submit(write)
+        return outcome
 
     def record_settlement(
         self, *, channel_id: str, kind: str, txid: str, amount: int, state: str = "broadcast",

@@ -4,7 +4,7 @@ The channel transactions themselves live in ``protocol.bitcoin``; this
 package holds what the exchange adds on top (specs/payments.md §Exchange).
 """
 
-from protocol.payments.accounting import PeerAccount, next_total
+from protocol.payments.accounting import MAX_PAID_WINDOW, REDELIVERY_DEPTH, PeerAccount, next_total, paid_window
 from protocol.payments.errors import (
     LocalPaymentError,
     PaymentError,
@@ -15,6 +15,6 @@ from protocol.payments.errors import (
 from protocol.payments.terms import MIB, Terms, chunk_price
 
 __all__ = [
-    "MIB", "LocalPaymentError", "PaymentError", "PaymentErrorCode", "PeerAccount", "PriceTooHigh",
-    "RemotePaymentError", "Terms", "chunk_price", "next_total",
+    "MAX_PAID_WINDOW", "MIB", "REDELIVERY_DEPTH", "LocalPaymentError", "PaymentError", "PaymentErrorCode", "PeerAccount", "PriceTooHigh",
+    "RemotePaymentError", "Terms", "chunk_price", "next_total", "paid_window",
 ]

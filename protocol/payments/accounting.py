@@ -13,10 +13,21 @@ every accepted request restores ``consumed - paid <= allowance``, ``owed``
 never exceeds one request's price: a payer never has more than one chunk's
 price in flight.  (specs/payments.md §Accounting.)
 
-Redelivery: a request for the same chunk and kind as the last one charged
-is served again without a new charge.  This is what lets a payee that
-recorded a payment and then crashed before answering hand the chunk over
-after the restart, and a payer retry without paying twice.
+Redelivery: a request for the same chunk and kind as one of the last
+``REDELIVERY_DEPTH`` charged is served again without a new charge.  This is
+what lets a payee that recorded payments and then crashed before answering
+hand the chunks over after the restart, and a payer retry without paying
+twice.  The depth equals the largest paid window (``MAX_PAID_WINDOW``): a
+payer with that many requests in flight may find all of them recorded and
+none delivered after a crash.
+
+Paid window: a payer may have ``paid_window(price, allowance)`` paid
+requests in flight at once, each carrying the smallest increment owed as if
+the ones before it were charged.  With ``W`` in flight the payer has signed
+``consumed_after_all - allowance`` while it holds ``consumed_after_all -
+(value in flight)``, so what it paid for and has not received is at most
+``W * price - allowance``; ``W = 1 + allowance // price`` keeps that within
+one request's price (specs/payments.md §Paid window).
 """
 
 from __future__ import annotations
@@ -24,6 +35,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from protocol.payments.errors import LocalPaymentError, PaymentErrorCode
+
+# Most paid requests a payer keeps in flight to one payee (specs/payments.md
+# §Paid window); also how many recent charges a payee redelivers for free.
+MAX_PAID_WINDOW = 4
+REDELIVERY_DEPTH = MAX_PAID_WINDOW
+
+
+def paid_window(price: int, allowance: int) -> int:
+    """How many paid requests of ``price`` may be in flight under ``allowance``.
+
+    ``1 + allowance // price`` (at most ``MAX_PAID_WINDOW``): then the payer
+    has paid at most ``price`` for requests it has not received yet.
+    """
+    if price < 0 or allowance < 0:
+        raise ValueError("price and allowance must be non-negative")
+    if price == 0:
+        return MAX_PAID_WINDOW
+    return max(1, min(MAX_PAID_WINDOW, 1 + allowance // price))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,10 +63,13 @@ class PeerAccount:
     paid: int = 0
     last_chunk: bytes | None = None
     last_kind: str | None = None
+    # The last REDELIVERY_DEPTH charges (chunk, kind), oldest first; the last
+    # one is (last_chunk, last_kind) when both are set.
+    recent: tuple[tuple[bytes, str], ...] = ()
 
     def is_redelivery(self, chunk: bytes, kind: str) -> bool:
-        """True when ``chunk``/``kind`` is the last request already charged."""
-        return self.last_chunk == chunk and self.last_kind == kind
+        """True when ``chunk``/``kind`` is one of the recent requests already charged."""
+        return (self.last_chunk == chunk and self.last_kind == kind) or (chunk, kind) in self.recent
 
     def owed(self, price: int, allowance: int) -> int:
         """The smallest increment that lets a request of ``price`` be served."""
@@ -59,7 +91,13 @@ class PeerAccount:
                 f"request costs {price} sats; {owed} owed past the free allowance, {increment} offered",
                 owed=owed,
             )
-        return PeerAccount(consumed=self.consumed + price, paid=self.paid + increment, last_chunk=chunk, last_kind=kind)
+        return PeerAccount(consumed=self.consumed + price, paid=self.paid + increment, last_chunk=chunk, last_kind=kind,
+                           recent=self.remember(chunk, kind))
+
+    def remember(self, chunk: bytes, kind: str) -> tuple[tuple[bytes, str], ...]:
+        """``recent`` after a charge of ``chunk``/``kind``."""
+        kept = tuple(item for item in self.recent if item != (chunk, kind))
+        return (kept + ((chunk, kind),))[-REDELIVERY_DEPTH:]
 
 
 def next_total(*, owed: int, acknowledged_total: int, signed_total: int) -> int | None:

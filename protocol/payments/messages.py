@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from protocol.payments.accounting import REDELIVERY_DEPTH
 from protocol.payments.errors import LocalPaymentError, PaymentErrorCode
 
 TXID_SIZE = 32
@@ -142,19 +143,31 @@ class ChannelState:
     paid: int
     last_chunk: bytes | None
     last_kind: str | None
+    # The payee's last REDELIVERY_DEPTH charges (chunk, kind), oldest first:
+    # the requests it would serve again without a new charge.
+    recent: tuple[tuple[bytes, str], ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         return {"channel": self.channel.to_bytes(), "total": self.total, "consumed": self.consumed,
-                "paid": self.paid, "last_chunk": self.last_chunk, "last_kind": self.last_kind}
+                "paid": self.paid, "last_chunk": self.last_chunk, "last_kind": self.last_kind,
+                "recent": [[chunk, kind] for chunk, kind in self.recent]}
 
     @classmethod
     def from_wire(cls, value: object) -> ChannelState:
-        fields = _keys(value, {"channel", "total", "consumed", "paid", "last_chunk", "last_kind"})
+        fields = _keys(value, {"channel", "total", "consumed", "paid", "last_chunk", "last_kind", "recent"})
         last_chunk = fields["last_chunk"]
         if last_chunk is not None:
             _bin(last_chunk, "last_chunk", CHUNK_ADDRESS_SIZE)
         if fields["last_kind"] not in (None, "get", "put"):
             raise _bad("last_kind must be get, put or nil")
+        listed = fields["recent"]
+        if not isinstance(listed, (list, tuple)) or len(listed) > REDELIVERY_DEPTH:
+            raise _bad(f"recent must be a list of at most {REDELIVERY_DEPTH} charges")
+        recent: list[tuple[bytes, str]] = []
+        for item in listed:
+            if not isinstance(item, (list, tuple)) or len(item) != 2 or item[1] not in ("get", "put"):
+                raise _bad("each recent charge must be [chunk, get|put]")
+            recent.append((_bin(item[0], "recent chunk", CHUNK_ADDRESS_SIZE), item[1]))
         return cls(
             channel=ChannelId.from_bytes(fields["channel"]),
             total=_uint(fields["total"], "total"),
@@ -162,6 +175,7 @@ class ChannelState:
             paid=_uint(fields["paid"], "paid", 2**63 - 1),
             last_chunk=last_chunk,
             last_kind=fields["last_kind"],
+            recent=tuple(recent),
         )
 
 

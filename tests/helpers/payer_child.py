@@ -1,12 +1,15 @@
 """A payer process for crash tests: fetch chunks from a host, paying, printing each one received.
 
-    python -m tests.helpers.payer_child DATA_DIR CHAIN_URL COOKIE HOST_ID HOST_PORT ADDRESS_FILE START
+    python -m tests.helpers.payer_child DATA_DIR CHAIN_URL COOKIE HOST_ID HOST_PORT ADDRESS_FILE START [WORKERS]
 
 Opens (or, on first run, funds and announces) a channel to the host with the
 same library code a node uses, then fetches the addresses listed in
 ADDRESS_FILE (hex, one per line) from index START, printing ``got <index>``
-after each verified chunk.  A test kills it with SIGKILL at random moments
-and starts it again.
+after each verified chunk.  With WORKERS, that many callers share one
+``Payer`` (the paid window, specs/payments.md §Paid window), each chunk
+received is kept in the child's store and chunks already there are not
+asked for again (START is then ignored).  A test kills it with SIGKILL at
+random moments and starts it again.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ CHUNK_SIZE = 16 * 1024
 
 
 async def main(data_dir: Path, url: str, cookie: Path, host_id: bytes, host_port: int, addresses: list[bytes],
-               start: int) -> None:
+               start: int, workers: int) -> None:
     identity = load_identity(data_dir)
     with Ledger.open(data_dir / LEDGER_FILE) as ledger, ChunkStore(data_dir / STORE_DIR) as store:
         async with RPCClient(url, cookie_path=cookie) as rpc:
@@ -48,14 +51,29 @@ async def main(data_dir: Path, url: str, cookie: Path, host_id: bytes, host_port
                     await rpc.call("generatetoaddress", 1, wallet.address(5))
                     await payer.announce(link)
                     print("channel", link.channel_id, flush=True)
-                for index in range(start, len(addresses)):
-                    data = await payer.get(link, addresses[index], expected_size=CHUNK_SIZE)
-                    assert hashlib.sha256(data).digest() == addresses[index]
-                    print("got", index, link.channel.total if link.channel else 0, flush=True)
+                if workers:
+                    todo = iter([i for i, a in enumerate(addresses) if not store.has(a)])
+
+                    async def worker() -> None:
+                        for index in todo:
+                            data = await payer.get(link, addresses[index], expected_size=CHUNK_SIZE)
+                            store.put(addresses[index], data)
+                            print("got", index, link.channel.total if link.channel else 0, flush=True)
+
+                    async with trio.open_nursery() as nursery:
+                        for _ in range(workers):
+                            nursery.start_soon(worker)
+                else:
+                    for index in range(start, len(addresses)):
+                        data = await payer.get(link, addresses[index], expected_size=CHUNK_SIZE)
+                        assert hashlib.sha256(data).digest() == addresses[index]
+                        print("got", index, link.channel.total if link.channel else 0, flush=True)
                 print("done", flush=True)
 
 
 if __name__ == "__main__":
     data_dir, url, cookie, host_id, host_port, address_file, start = sys.argv[1:8]
+    workers = int(sys.argv[8]) if len(sys.argv) > 8 else 0
     listed = [bytes.fromhex(line) for line in Path(address_file).read_text().split()]
-    trio.run(main, Path(data_dir), url, Path(cookie), bytes.fromhex(host_id), int(host_port), listed, int(start))
+    trio.run(main, Path(data_dir), url, Path(cookie), bytes.fromhex(host_id), int(host_port), listed, int(start),
+             workers)

@@ -58,6 +58,13 @@ async def test_fetch_100_chunks_both_ledgers_agree_and_close_pays_exactly(tmp_pa
             await wait_for(lambda: settled("broadcast"))
             await fetcher.mine(1)
             await wait_for(lambda: settled("confirmed"))
+
+            def closed() -> bool:  # the watcher records the confirmation, then closes the channel
+                with host_ledger(host_dir) as ledger:
+                    record = ledger.channel(str(channel))
+                    return record is not None and record.state == "closed"
+
+            await wait_for(closed)
             assert await address_balance(chain.rpc, host.address) - before == expected
             with host_ledger(host_dir) as ledger:
                 report = ledger.earnings()

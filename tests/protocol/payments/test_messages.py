@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.payments import LocalPaymentError, PaymentErrorCode, next_total
+from protocol.payments import REDELIVERY_DEPTH, LocalPaymentError, PaymentErrorCode, next_total
 from protocol.payments.messages import ChannelId, ChannelState, OpenChannel, Payment, channel_request
 
 CID = ChannelId(bytes(range(32)), 7)
@@ -25,7 +25,8 @@ def test_round_trips() -> None:
     assert Payment.from_wire(payment.to_wire()) == payment
     opening = OpenChannel(channel=CID, capacity=50_000, expiry=300, payer_pubkey=b"\x02" + bytes(32))
     assert OpenChannel.from_wire(opening.to_wire()) == opening
-    state = ChannelState(channel=CID, total=5, consumed=9, paid=5, last_chunk=bytes(32), last_kind="get")
+    state = ChannelState(channel=CID, total=5, consumed=9, paid=5, last_chunk=bytes(32), last_kind="get",
+                         recent=((b"\x01" * 32, "put"), (bytes(32), "get")))
     assert ChannelState.from_wire(state.to_wire()) == state
     assert channel_request({"channel": CID.to_bytes()}) == CID
 
@@ -56,9 +57,15 @@ def test_malformed_open_and_state_are_refused() -> None:
         with pytest.raises(LocalPaymentError):
             OpenChannel.from_wire({**good, **change})
     state = ChannelState(channel=CID, total=0, consumed=0, paid=0, last_chunk=None, last_kind=None).to_wire()
-    for change in ({"last_kind": "steal"}, {"last_chunk": b"x"}):
+    too_many = [[bytes(32), "get"]] * (REDELIVERY_DEPTH + 1)
+    for change in ({"last_kind": "steal"}, {"last_chunk": b"x"}, {"recent": too_many}, {"recent": [[b"x", "get"]]},
+                   {"recent": [[bytes(32), "steal"]]}, {"recent": [bytes(32)]}, {"recent": None}):
         with pytest.raises(LocalPaymentError):
             ChannelState.from_wire({**state, **change})
+    missing = dict(state)
+    del missing["recent"]
+    with pytest.raises(LocalPaymentError):
+        ChannelState.from_wire(missing)
 
 
 def test_next_total_resends_unacknowledged_and_never_goes_below() -> None:
