@@ -96,6 +96,17 @@ async def address_balance(rpc: RPCClient, address: str) -> int:
     return sum(btc_to_sats(u["amount"]) for u in scan["unspents"])
 
 
+async def payer_lines(process: trio.Process) -> AsyncIterator[list[str]]:
+    """The words of each line ``tests.helpers.payer_child`` prints, as they come."""
+    assert process.stdout is not None
+    pending = b""
+    async for piece in process.stdout:
+        pending += piece
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            yield line.decode().split()
+
+
 async def wait_for(predicate, *, deadline: float = 30.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
     """Poll ``predicate()`` (sync or async) until truthy, within ``deadline`` seconds (for subprocesses)."""
     with trio.fail_after(deadline):

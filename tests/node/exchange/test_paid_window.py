@@ -27,7 +27,7 @@ from protocol.payments import PaymentErrorCode, RemotePaymentError, chunk_price,
 from protocol.payments.messages import Payment
 from protocol.wire import ErrorCode
 from tests.helpers.chain import REPO_ROOT, open_mu_chain
-from tests.helpers.exchange import Fetcher, open_fetcher, seed_chunks
+from tests.helpers.exchange import Fetcher, open_fetcher, payer_lines, seed_chunks
 from tests.helpers.node import open_mu_node
 
 CHUNK = 16 * 1024
@@ -257,19 +257,15 @@ async def test_payer_killed_with_a_full_window_in_flight_pays_nothing_twice(tmp_
                 process = await trio.lowlevel.open_process(argv, cwd=str(REPO_ROOT), stdout=-1)
                 assert process.stdout is not None
                 kill_after = rng.randint(2, 10) if kills < PAYER_KILLS else None
-                got, lines = 0, b""
+                got = 0
                 with trio.fail_after(120):
-                    async for piece in process.stdout:
-                        lines += piece
-                        while b"\n" in lines:
-                            line, lines = lines.split(b"\n", 1)
-                            words = line.decode().split()
-                            if words[0] == "channel":
-                                channel = words[1]
-                            elif words[0] == "got":
-                                got += 1
-                                if kill_after is not None and got == kill_after:
-                                    process.kill()  # with a window of paid requests in flight
+                    async for words in payer_lines(process):
+                        if words[0] == "channel":
+                            channel = words[1]
+                        elif words[0] == "got":
+                            got += 1
+                            if kill_after is not None and got == kill_after:
+                                process.kill()  # with a window of paid requests in flight
                 await process.wait()
                 if process.returncode == 0:
                     break

@@ -13,7 +13,7 @@ import trio
 from node.ledger import LEDGER_FILE, Ledger
 from protocol.payments import chunk_price
 from tests.helpers.chain import REPO_ROOT, open_mu_chain
-from tests.helpers.exchange import seed_chunks
+from tests.helpers.exchange import payer_lines, seed_chunks
 from tests.helpers.node import open_mu_node
 
 CHUNK = 16 * 1024
@@ -41,23 +41,18 @@ async def test_payer_killed_during_fetch_both_sides_agree(tmp_path: Path) -> Non
                         str(chain.cookie_path), host.node_id.hex(), str(host.port), str(listing), str(received)]
                 process = await trio.lowlevel.open_process(argv, cwd=str(REPO_ROOT), stdout=-1)
                 assert process.stdout is not None
-                lines = b""
                 # Kill after a random number of chunks of this run (if kills are left).
                 kill_after = rng.randint(1, 12) if kills < KILLS else None
                 got_this_run = 0
                 with trio.fail_after(120):
-                    async for piece in process.stdout:
-                        lines += piece
-                        while b"\n" in lines:
-                            line, lines = lines.split(b"\n", 1)
-                            words = line.decode().split()
-                            if words[0] == "channel":
-                                channel = words[1]
-                            elif words[0] == "got":
-                                received = int(words[1]) + 1
-                                got_this_run += 1
-                                if kill_after is not None and got_this_run == kill_after:
-                                    process.kill()  # mid-way into the next chunk's payment
+                    async for words in payer_lines(process):
+                        if words[0] == "channel":
+                            channel = words[1]
+                        elif words[0] == "got":
+                            received = int(words[1]) + 1
+                            got_this_run += 1
+                            if kill_after is not None and got_this_run == kill_after:
+                                process.kill()  # mid-way into the next chunk's payment
                 await process.wait()
                 if process.returncode == 0:
                     break
