@@ -19,6 +19,13 @@ and per-request latency medians and 99th percentiles of both paths (from
 the moment a request is started to its answer; with a window above 1 this
 includes the wait behind the request ahead of it).
 
+Two figures say where the cost of payments goes.  A third host, the same
+``mu node`` with its data dir in RAM (/dev/shm, when there is one), is
+fetched from the same way: its ledger commits skip the device flush, so
+"on disk / in RAM" is what the flush per paid chunk costs.  And the CPU
+seconds per chunk of the host process and of the fetcher on each path
+(from /proc), which on a machine with few cores bound the throughput.
+
     scripts/bench-exchange               # 64 x 1 MiB chunks, 5 runs, window 2
     scripts/bench-exchange --window 1    # one request at a time on both paths
     scripts/bench-exchange --quick       # 16 x 256 KiB, 1 run (used by a test)
@@ -31,6 +38,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -144,8 +152,26 @@ async def windowed(addresses: list[bytes], window: int, fetch: Callable[[bytes],
             nursery.start_soon(one, address)
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of process ``pid`` so far; 0.0 where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ram_dir() -> Path | None:
+    """A writable directory in RAM (tmpfs), or None: where the reference host keeps its ledger."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK):
+        return None
+    return Path(tempfile.mkdtemp(prefix="mu-bench-exchange-ram-", dir=shm))
+
+
 async def bench(work: Path, count: int, size: int, runs: int, window: int) -> dict[str, object]:
     procs: list[subprocess.Popen[bytes]] = []
+    ram = ram_dir()
     try:
         chain_dir = work / "chain"
         chain_dir.mkdir(parents=True)
@@ -159,23 +185,34 @@ async def bench(work: Path, count: int, size: int, runs: int, window: int) -> di
 
         chunks = [os.urandom(size) for _ in range(count)]
         addresses = [hashlib.sha256(c).digest() for c in chunks]
-        for name in ("host", "plain"):
-            with ChunkStore(work / name / STORE_DIR) as store:
+        # "paid": the mu node host as it runs (ledger on disk, one device
+        # flush per paid chunk); "paid_ram": the same host with its data dir
+        # in RAM, so its commits skip the flush -- the reference that shows
+        # what the flush costs on this machine.
+        dirs = {"unpaid": work / "plain", "paid": work / "host"}
+        if ram is not None:
+            dirs["paid_ram"] = ram / "host"
+        for data_dir in dirs.values():
+            with ChunkStore(data_dir / STORE_DIR) as store:
                 for address, chunk in zip(addresses, chunks):
                     store.put(address, chunk)
-        host_dir, plain_dir = work / "host", work / "plain"
         # A free allowance of window - 1 chunk prices: the paid window (specs/payments.md §Paid window).
         allowance = (window - 1) * chunk_price(size, PRICE_PER_MIB)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "node", "--data-dir", str(host_dir), "node", "--listen", "127.0.0.1:0",
-             "--chain-rpc", url, "--chain-cookie", str(cookie), "--price-get", str(PRICE_PER_MIB),
-             "--free-allowance", str(allowance)],
-            cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=open(work / "host.log", "wb")))
-        host = json.loads(_wait_file(host_dir / "node.json", procs[-1]))
-        procs.append(subprocess.Popen([sys.executable, __file__, "--child-plain", str(plain_dir)], cwd=REPO,
-                                      env=_env(), stdout=subprocess.PIPE))
-        assert procs[-1].stdout is not None
-        plain = json.loads(procs[-1].stdout.readline())
+        hosts: dict[str, dict[str, object]] = {}
+        for name, data_dir in dirs.items():
+            if name == "unpaid":
+                procs.append(subprocess.Popen([sys.executable, __file__, "--child-plain", str(data_dir)], cwd=REPO,
+                                              env=_env(), stdout=subprocess.PIPE))
+                assert procs[-1].stdout is not None
+                hosts[name] = json.loads(procs[-1].stdout.readline())
+                continue
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "node", "--data-dir", str(data_dir), "node", "--listen", "127.0.0.1:0",
+                 "--chain-rpc", url, "--chain-cookie", str(cookie), "--price-get", str(PRICE_PER_MIB),
+                 "--free-allowance", str(allowance)],
+                cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=open(work / f"{name}.log", "wb")))
+            hosts[name] = json.loads(_wait_file(data_dir / "node.json", procs[-1]))
+        host_pids = dict(zip(dirs, (proc.pid for proc in procs[1:])))
 
         fetch_dir = work / "fetcher"
         fetch_dir.mkdir()
@@ -183,70 +220,85 @@ async def bench(work: Path, count: int, size: int, runs: int, window: int) -> di
         with Ledger.open(fetch_dir / LEDGER_FILE) as ledger, ChunkStore(fetch_dir / STORE_DIR) as own_store:
             async with RPCClient(url, cookie_path=cookie) as rpc:
                 wallet = await Wallet.open(fetch_dir, rpc)
-                await wallet.faucet(1)
+                await wallet.faucet(len(hosts) - 1)  # one coinbase per channel to fund
                 payer = Payer(ledger=ledger, key=wallet.keys[PAYER_KEY_INDEX], max_price_per_mib_get=1_000,
                               max_price_per_mib_put=1_000)
                 async with open_transport(identity, ChunkServer(own_store),
                                           payment_key=wallet.keys[PAYMENT_KEY_INDEX].public_key.data) as transport:
-                    paid_session = await transport.connect(bytes.fromhex(host["node_id"]), "127.0.0.1", host["port"])
-                    link = await payer.link(paid_session)
+                    sessions = {name: await transport.connect(bytes.fromhex(str(host["node_id"])), "127.0.0.1",
+                                                              int(host["port"]))  # type: ignore[call-overload]
+                                for name, host in hosts.items()}
+                    links = {name: await payer.link(session) for name, session in sessions.items() if name != "unpaid"}
                     tip = int(await rpc.call("getblockcount"))
-                    capacity = max(100_000, 2 * runs * count * link.terms.get_price(size))
-                    await payer.fund_channel(link, wallet, capacity=capacity, expiry=tip + 144)
+                    for link in links.values():
+                        capacity = max(100_000, 2 * runs * count * link.terms.get_price(size))
+                        await payer.fund_channel(link, wallet, capacity=capacity, expiry=tip + 144)
                     await rpc.call("generatetoaddress", 1, wallet.address(5))
-                    await payer.announce(link)
-                    free_session = await transport.connect(bytes.fromhex(plain["node_id"]), "127.0.0.1", plain["port"])
+                    for link in links.values():
+                        await payer.announce(link)
+                        window_paid = paid_window(link.terms.get_price(size), link.terms.free_allowance)
+                        assert window_paid == window, f"host terms give a paid window of {window_paid}, not {window}"
+                    link = links["paid"]
 
-                    latencies: dict[str, list[float]] = {"unpaid": [], "paid": []}
-
-                    window_paid = paid_window(link.terms.get_price(size), link.terms.free_allowance)
-                    assert window_paid == window, f"host terms give a paid window of {window_paid}, not {window}"
-
-                    async def unpaid() -> None:
-                        await windowed(addresses, window, free_session.get_chunk, latencies["unpaid"])
-
+                    latencies: dict[str, list[float]] = {name: [] for name in hosts}
                     # What the payer signed minus the value it received, at
                     # each answer (the fresh channel and account start at 0).
                     received = [0, -link.terms.free_allowance]  # value received, worst exposure seen
 
-                    async def paid_one(address: bytes) -> None:
-                        data = await payer.get(link, address, expected_size=size)
-                        # The signed total only grows and the value received was
-                        # constant since the last answer: the worst of that span.
-                        assert link.channel is not None
-                        received[1] = max(received[1], link.channel.total - received[0])
-                        received[0] += link.terms.get_price(len(data))
+                    def fetcher(name: str) -> Callable[[bytes], Awaitable[object]]:
+                        if name == "unpaid":
+                            return sessions[name].get_chunk
+                        host_link = links[name]
 
-                    async def paid() -> None:
-                        await windowed(addresses, window, paid_one, latencies["paid"])
+                        async def paid_one(address: bytes) -> None:
+                            data = await payer.get(host_link, address, expected_size=size)
+                            if host_link is link:
+                                # The signed total only grows and the value received was
+                                # constant since the last answer: the worst of that span.
+                                assert link.channel is not None
+                                received[1] = max(received[1], link.channel.total - received[0])
+                                received[0] += link.terms.get_price(len(data))
 
-                    await unpaid()  # warm both paths (caches, first-use costs)
-                    await paid()
-                    latencies["unpaid"].clear()
-                    latencies["paid"].clear()
-                    timings: dict[str, list[float]] = {"unpaid": [], "paid": []}
+                        return paid_one
+
+                    async def run(name: str) -> None:
+                        await windowed(addresses, window, fetcher(name), latencies[name])
+
+                    for name in hosts:  # warm every path (caches, first-use costs)
+                        await run(name)
+                    for values in latencies.values():
+                        values.clear()
+                    timings: dict[str, list[float]] = {name: [] for name in hosts}
+                    # CPU seconds of the host process and of this (fetcher) process per path.
+                    cpu: dict[str, list[float]] = {name: [0.0, 0.0] for name in hosts}
                     for _ in range(runs):
-                        for name, run in (("unpaid", unpaid), ("paid", paid)):
+                        for name in hosts:
+                            host_before, own_before = process_cpu(host_pids[name]), time.process_time()
                             t = time.perf_counter()
-                            await run()
+                            await run(name)
                             timings[name].append(time.perf_counter() - t)
+                            cpu[name][0] += process_cpu(host_pids[name]) - host_before
+                            cpu[name][1] += time.process_time() - own_before
                     exposure = received[1]
                     total_paid = link.channel.total if link.channel else 0
         mib = count * size / MIB
-        unpaid_rate = mib / statistics.median(timings["unpaid"])
-        paid_rate = mib / statistics.median(timings["paid"])
+        rate = {name: mib / statistics.median(values) for name, values in timings.items()}
         # Per-chunk latencies over every timed run: the median is what one
         # paid request costs; the tail shows stalls (a slow fsync on a shared
         # disk) that whole-run times fold in.
         chunk = {name: sorted(values) for name, values in latencies.items()}
         median = {name: statistics.median(values) for name, values in chunk.items()}
         p99 = {name: values[min(len(values) - 1, int(0.99 * len(values)))] for name, values in chunk.items()}
-        return {"unpaid_mib_s": unpaid_rate, "paid_mib_s": paid_rate, "ratio": paid_rate / unpaid_rate,
+        ram_rate = rate.get("paid_ram")
+        per_chunk = {name: [1e3 * v / (runs * count) for v in values] for name, values in cpu.items()}
+        return {"unpaid_mib_s": rate["unpaid"], "paid_mib_s": rate["paid"], "ratio": rate["paid"] / rate["unpaid"],
+                "paid_ram_mib_s": ram_rate, "ram_ratio": ram_rate / rate["unpaid"] if ram_rate else None,
                 "unpaid_chunk_ms_median": 1e3 * median["unpaid"], "paid_chunk_ms_median": 1e3 * median["paid"],
                 "chunk_median_ratio": median["unpaid"] / median["paid"],
                 "unpaid_chunk_ms_p99": 1e3 * p99["unpaid"], "paid_chunk_ms_p99": 1e3 * p99["paid"],
                 "sats_paid": total_paid, "chunks_per_run": count, "chunk_size": size, "runs": runs,
-                "window": window, "allowance": allowance, "paid_unreceived_max": exposure}
+                "window": window, "allowance": allowance, "paid_unreceived_max": exposure,
+                "cpu_ms_per_chunk": {name: {"host": v[0], "fetcher": v[1]} for name, v in per_chunk.items()}}
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:
@@ -256,6 +308,8 @@ async def bench(work: Path, count: int, size: int, runs: int, window: int) -> di
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+        if ram is not None:
+            shutil.rmtree(ram, ignore_errors=True)
 
 
 def main() -> int:
@@ -285,6 +339,14 @@ def main() -> int:
     print(f"  unpaid fetch (plain ChunkServer)     {result['unpaid_mib_s']:9.1f} MiB/s")
     print(f"  paid fetch (mu node, per-chunk pay)  {result['paid_mib_s']:9.1f} MiB/s")
     print(f"  paid/unpaid                          {result['ratio']:9.3f}  (payments cost {100 * (1 - result['ratio']):.1f}%)")
+    if result["paid_ram_mib_s"] is not None:
+        print(f"  paid fetch, host ledger in RAM       {result['paid_ram_mib_s']:9.1f} MiB/s  (paid/unpaid"
+              f" {result['ram_ratio']:.3f}: the same host without the disk flush per paid chunk;"
+              f" on disk / in RAM {result['paid_mib_s'] / result['paid_ram_mib_s']:.3f})")
+    cpu = result["cpu_ms_per_chunk"]
+    print("  CPU per chunk, ms (host + fetcher): " + ", ".join(
+        f"{name} {c['host']:.2f} + {c['fetcher']:.2f}" for name, c in cpu.items())
+        + "  (2 CPUs shared by both processes)")
     print(f"  per request latency, median: unpaid {result['unpaid_chunk_ms_median']:.2f} ms, paid {result['paid_chunk_ms_median']:.2f} ms"
           f"  (unpaid/paid {result['chunk_median_ratio']:.3f})")
     print(f"  per request latency, p99:    unpaid {result['unpaid_chunk_ms_p99']:.2f} ms, paid {result['paid_chunk_ms_p99']:.2f} ms")

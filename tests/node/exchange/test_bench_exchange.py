@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,3 +27,11 @@ def test_bench_exchange_quick() -> None:
     # The paid window keeps what the payer paid for and has not received within one chunk's price.
     assert 0 < report["paid_unreceived_max"] <= 25
     assert report["sha256_mib_s"] > 0 and report["ledger_commits_s"] > 0
+    # The same paid host with its ledger in RAM (no flush per paid chunk), where there is a tmpfs.
+    if os.access("/dev/shm", os.W_OK):
+        assert report["paid_ram_mib_s"] > 0 and report["ram_ratio"] == report["paid_ram_mib_s"] / report["unpaid_mib_s"]
+    # CPU per chunk of the host and of the fetcher on each path (from /proc on Linux).
+    cpu = report["cpu_ms_per_chunk"]
+    assert {"unpaid", "paid"} <= set(cpu)
+    if os.path.exists(f"/proc/{os.getpid()}/stat"):
+        assert all(c["host"] > 0 and c["fetcher"] > 0 for c in cpu.values())
