@@ -199,14 +199,7 @@ class PaidRequests:
         async with trio.open_nursery() as nursery:
             try:
                 async with link.turn:  # requests sign and leave in call order
-                    alone = link.dirty
-                    if alone:  # after a failure: drain, resync, then go alone (the lock held)
-                        await link._until(lambda: link.inflight == 0)
-                        if link.channel_id is not None:
-                            await self.sync(link)
-                        link.dirty = False
-                    else:
-                        await link._until(lambda: link.inflight < window)
+                    alone = await self._take_turn(link, window)
                     request = self._prepare(link, kind, address, price, hint if alone else None)
                     if alone:
                         await self._exchange(link, request, data, outcome)
@@ -221,6 +214,24 @@ class PaidRequests:
         if isinstance(outcome[0], Exception):
             raise _Failed(alone, outcome[0])
         return alone, outcome[0]  # type: ignore[return-value]
+
+    async def _take_turn(self, link: HostLink, window: int) -> bool:
+        """With ``turn`` held: wait for room in the window; True if the request must go alone.
+
+        After a failure (``dirty``, also one that comes while we wait for
+        room) the window drains, the link resynchronises (the lock held)
+        and the request goes alone: nothing is signed on a projection that
+        counts a failed request as charged.
+        """
+        if not link.dirty:
+            await link._until(lambda: link.inflight < window or link.dirty)
+            if not link.dirty:
+                return False
+        await link._until(lambda: link.inflight == 0)
+        if link.channel_id is not None:
+            await self.sync(link)
+        link.dirty = False
+        return True
 
     async def _request(self, link: HostLink, kind: str, address: bytes, size: int, data: bytes | None) -> bytes | bool:
         terms = link.terms

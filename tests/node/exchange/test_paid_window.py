@@ -172,6 +172,57 @@ async def test_a_late_payment_on_a_covered_request_is_ignored_not_refused(tmp_pa
             await host.stop()
 
 
+async def test_a_request_waiting_for_room_does_not_sign_after_a_failure(tmp_path: Path) -> None:
+    """A request that fails (here NOT_FOUND, its price counted by the payer's projection) while the
+    window is full and another caller waits for room: that caller does not sign on the stale
+    projection; it waits for the window to drain, resynchronises and goes alone."""
+    host_dir = tmp_path / "host"
+    addresses = seed_chunks(host_dir, 12, CHUNK)
+    missing = hashlib.sha256(b"not on the host").digest()
+    order = [addresses[0], missing, *addresses[1:]]
+    prepared: list[tuple[bytes, int, bool]] = []  # (address, requests in flight before, link dirty)
+    async with open_mu_chain(tmp_path / "chain") as chain:
+        async with open_mu_node(host_dir, chain, HOST_ARGS) as host, open_fetcher(tmp_path / "payer", chain) as fetcher:
+            link = await fetcher.link(host)
+            channel = str(await fetcher.open_channel(link, capacity=100_000))
+            prepare: Callable[..., object] = fetcher.payer._prepare
+
+            def watched(link: HostLink, kind: str, address: bytes, *args: object) -> object:
+                prepared.append((address, link.inflight, link.dirty))
+                return prepare(link, kind, address, *args)
+
+            fetcher.payer._prepare = watched  # type: ignore[method-assign]
+            queue = iter(order)
+            received: set[bytes] = set()
+            refused: list[RequestError] = []
+
+            async def worker() -> None:
+                for address in queue:
+                    try:
+                        data = await fetcher.payer.get(link, address, expected_size=CHUNK)
+                    except RequestError as exc:
+                        refused.append(exc)
+                        continue
+                    assert hashlib.sha256(data).digest() == address
+                    received.add(address)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(WORKERS):
+                    nursery.start_soon(worker)
+            assert received == set(addresses)
+            assert [exc.code for exc in refused] == [ErrorCode.NOT_FOUND]
+            assert not any(dirty for _, _, dirty in prepared)  # nothing signed on a stale projection
+            failed_at = [a for a, _, _ in prepared].index(missing)
+            behind = [inflight for _, inflight, _ in prepared[failed_at + 1:]]
+            assert max(behind[:WINDOW]) == WINDOW - 1  # the window was full around the failure ...
+            assert 0 in behind  # ... and a request after it went alone
+            payer_total = link.channel.total  # type: ignore[union-attr]
+            await host.stop()
+    total, _, paid, consumed, account_paid = host_books(host_dir, channel, fetcher.transport.identity.node_id.hex())
+    assert total == paid == payer_total == len(addresses) * CHUNK_PRICE - ALLOWANCE  # the miss cost nothing
+    assert consumed - account_paid == ALLOWANCE
+
+
 KILLS = 8
 KILL_CHUNKS = 80
 # Bigger chunks at a lower price (the same 64 sats each): sending one takes
