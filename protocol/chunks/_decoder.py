@@ -82,6 +82,11 @@ class _TreeCursor:
         return [frame.children[i:i + ADDRESS_SIZE] for i in range(start, stop, ADDRESS_SIZE)]
 
 
+def _data_size(manifest: RootRecord, index: int) -> int:
+    """Plaintext bytes of data chunk ``index``: the chunk size, less for the last."""
+    return min(manifest.chunk_size, manifest.size - index * manifest.chunk_size)
+
+
 @dataclass(frozen=True, slots=True)
 class DataSlot:
     """A data chunk the decoder will want: its address, index and plaintext size."""
@@ -214,7 +219,7 @@ class FileDecoder(_TreeCursor):
             index = self._data_index + skip + offset
             if index >= manifest.chunk_count:
                 break  # feed/open_data will report the malformed manifest
-            slots.append(DataSlot(address, index, min(manifest.chunk_size, manifest.size - index * manifest.chunk_size)))
+            slots.append(DataSlot(address, index, _data_size(manifest, index)))
         return slots
 
     def open_data(self, slot: DataSlot, stored: bytes | bytearray | memoryview) -> bytearray:
@@ -250,8 +255,7 @@ class FileDecoder(_TreeCursor):
         index = self._data_index
         if index >= manifest.chunk_count:
             raise IntegrityError(f"manifest lists more data chunks than its size allows (at {address.hex()})", address=address)
-        expected = min(manifest.chunk_size, manifest.size - index * manifest.chunk_size)
-        plain = self.open_data(DataSlot(address, index, expected), stored)
+        plain = self.open_data(DataSlot(address, index, _data_size(manifest, index)), stored)
         return self._advance_data(None, plain)
 
     def _advance_data(self, frame: _Frame | None, plain: bytearray) -> bytearray:

@@ -211,10 +211,9 @@ class FileEncoder:
         return out
 
     def _seal_data(self, plaintext: bytes | bytearray | memoryview, out: list[Chunk]) -> None:
-        chunk = self._sealer.seal(plaintext, KIND_DATA, 0, self._data_index)
+        address, chunk = self.seal_data(self._data_index, plaintext)
         self._data_index += 1
         self._data_added += 1
-        address = hashlib.sha256(chunk).digest()
         # Children are appended before the nodes that name them, so a store
         # never holds a node whose children it has not been offered yet.
         out.append((address, chunk))

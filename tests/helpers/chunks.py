@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from protocol.chunks import FileDecoder, FileEncoder, Link
 
 CS = 64 * 1024  # the smallest chunk size keeps tests fast
@@ -14,13 +16,16 @@ def encode(data: bytes, key: bytes, *, piece: int = 10_000, **kwargs: object) ->
     order: list[bytes] = []
     step = max(1, piece)
     for start in range(0, len(data), step):
-        for address, chunk in enc.feed(data[start:start + step]):
-            chunks[address] = bytes(chunk)
-            order.append(address)
-    for address, chunk in enc.finish():
+        collect(enc.feed(data[start:start + step]), chunks, order)
+    collect(enc.finish(), chunks, order)
+    return enc.link, chunks, order
+
+
+def collect(produced: Iterable[tuple[bytes, bytes | bytearray]], chunks: dict[bytes, bytes], order: list[bytes]) -> None:
+    """Keep chunks an encoder produced: by address in ``chunks``, their addresses in ``order``."""
+    for address, chunk in produced:
         chunks[address] = bytes(chunk)
         order.append(address)
-    return enc.link, chunks, order
 
 
 def decode(link: Link, chunks: dict[bytes, bytes]) -> bytes:

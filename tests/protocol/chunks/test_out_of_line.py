@@ -22,7 +22,7 @@ from protocol.chunks import (
     Link,
     LocalChunkError,
 )
-from tests.helpers.chunks import CS, decode, encode
+from tests.helpers.chunks import CS, collect, decode, encode
 
 
 def encode_out_of_line(data: bytes, key: bytes, *, shuffle: random.Random, batch: int = 5,
@@ -40,13 +40,8 @@ def encode_out_of_line(data: bytes, key: bytes, *, shuffle: random.Random, batch
             sealed[index] = enc.seal_data(index, piece)
         for index, _ in claimed:
             address, chunk = sealed[index]
-            out = [(address, chunk)] + enc.add_data(index, address)
-            for a, c in out:
-                chunks[a] = bytes(c)
-                order.append(a)
-    for a, c in enc.finish():
-        chunks[a] = bytes(c)
-        order.append(a)
+            collect([(address, chunk)] + enc.add_data(index, address), chunks, order)
+    collect(enc.finish(), chunks, order)
     return enc.link, chunks, order
 
 
