@@ -16,7 +16,8 @@ import hashlib
 import logging
 import os
 import socket
-from typing import Any, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import trio
 
@@ -196,12 +197,15 @@ class Session:
             if rid not in self._pending:
                 return rid
 
-    async def request(self, message: Message) -> Message:
+    async def request(self, message: Message, *, meanwhile: Callable[[], Awaitable[None]] | None = None) -> Message:
         """Send a request and wait for its reply.
 
         The message's request_id is replaced by a fresh one.  The caller owns
         the timeout (``with trio.fail_after(...)``); a reply arriving after
-        the caller gave up is dropped.
+        the caller gave up is dropped.  ``meanwhile``, if given, is awaited
+        once the request is in the send queue (requests leave in queue
+        order) and before the wait for the reply: work of the caller's own
+        that overlaps the round trip, without a task of its own.
 
         Raises:
             RequestError: the peer answered with ERROR.
@@ -214,6 +218,8 @@ class Session:
             self._pending[rid] = pending
             try:
                 await self._send(dataclasses.replace(message, request_id=rid))  # type: ignore[type-var]
+                if meanwhile is not None:
+                    await meanwhile()
                 await pending.event.wait()
             finally:
                 del self._pending[rid]
@@ -226,18 +232,21 @@ class Session:
             raise RequestError(pending.reply)
         return pending.reply
 
-    async def get_chunk(self, address: bytes, payment: Payment = None) -> bytes:
-        """Fetch a chunk; raises BadChunk unless SHA-256(bytes) == address."""
-        reply = await self.request(GetChunk(request_id=0, address=address, payment=payment))
+    async def get_chunk(self, address: bytes, payment: Payment = None, *,
+                        meanwhile: Callable[[], Awaitable[None]] | None = None) -> bytes:
+        """Fetch a chunk; raises BadChunk unless SHA-256(bytes) == address (``meanwhile``: see ``request``)."""
+        reply = await self.request(GetChunk(request_id=0, address=address, payment=payment), meanwhile=meanwhile)
         if not isinstance(reply, Chunk) or reply.address != address:
             raise SessionBroken(f"GET_CHUNK answered with {type(reply).__name__}", ErrorCode.UNEXPECTED_MESSAGE)
         if hashlib.sha256(reply.data).digest() != address:
             raise BadChunk(f"peer {self.peer_node_id.hex()} sent bytes that do not hash to {address.hex()}")
         return reply.data
 
-    async def put_chunk(self, address: bytes, data: bytes, payment: Payment = None) -> bool:
-        """Store a chunk on the peer; True if it was new there."""
-        reply = await self.request(PutChunk(request_id=0, address=address, data=data, payment=payment))
+    async def put_chunk(self, address: bytes, data: bytes, payment: Payment = None, *,
+                        meanwhile: Callable[[], Awaitable[None]] | None = None) -> bool:
+        """Store a chunk on the peer; True if it was new there (``meanwhile``: see ``request``)."""
+        reply = await self.request(PutChunk(request_id=0, address=address, data=data, payment=payment),
+                                   meanwhile=meanwhile)
         if not isinstance(reply, PutOk) or reply.address != address:
             raise SessionBroken(f"PUT_CHUNK answered with {type(reply).__name__}", ErrorCode.UNEXPECTED_MESSAGE)
         return reply.stored

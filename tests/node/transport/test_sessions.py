@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -146,14 +148,20 @@ class GatedServer:
         return Chunk(request_id=message.request_id, address=message.address, data=b"")
 
 
-async def test_back_pressure_bounds_requests_in_service(tmp_path: Path) -> None:
+@asynccontextmanager
+async def gated_session(tmp_path: Path, limits: Limits | None = None) -> AsyncIterator[tuple[Session, GatedServer]]:
+    """A session to a peer whose handler is a ``GatedServer`` (with ``limits``, if given)."""
     gated = GatedServer()
-    address = chunk(1)[0]
     async with (
         open_transport(identity(1), ChunkServer(ChunkStore(tmp_path / "a")), payment_key=payment_key(1)) as ta,
-        open_transport(identity(2), gated, payment_key=payment_key(2), limits=Limits(max_inflight_requests=2)) as tb,
+        open_transport(identity(2), gated, payment_key=payment_key(2), limits=limits) as tb,
     ):
-        session = await ta.connect(identity(2).node_id, "127.0.0.1", tb.port)
+        yield await ta.connect(identity(2).node_id, "127.0.0.1", tb.port), gated
+
+
+async def test_back_pressure_bounds_requests_in_service(tmp_path: Path) -> None:
+    address = chunk(1)[0]
+    async with gated_session(tmp_path, Limits(max_inflight_requests=2)) as (session, gated):
         replies: list[Message] = []
 
         async def ask() -> None:
@@ -172,13 +180,8 @@ async def test_back_pressure_bounds_requests_in_service(tmp_path: Path) -> None:
 
 
 async def test_timeouts_belong_to_the_caller_and_late_replies_are_dropped(tmp_path: Path) -> None:
-    gated = GatedServer()
     address = chunk(1)[0]
-    async with (
-        open_transport(identity(1), ChunkServer(ChunkStore(tmp_path / "a")), payment_key=payment_key(1)) as ta,
-        open_transport(identity(2), gated, payment_key=payment_key(2)) as tb,
-    ):
-        session = await ta.connect(identity(2).node_id, "127.0.0.1", tb.port)
+    async with gated_session(tmp_path) as (session, gated):
         with trio.move_on_after(0.2) as scope:
             await session.request(GetChunk(request_id=0, address=address))
         assert scope.cancelled_caught and session.pending_requests == 0
@@ -225,3 +228,27 @@ async def test_shutdown_fails_pending_requests_cleanly(tmp_path: Path) -> None:
             await session.wait_closed()
     assert len(caught) == 1 and not session.is_open
     assert tb.session_count == 0
+
+
+async def test_meanwhile_overlaps_the_round_trip_and_its_error_ends_the_request(tmp_path: Path) -> None:
+    """``request(meanwhile=...)`` runs the caller's work once the request is queued, while the peer
+    holds it; the reply is awaited after.  An error of ``meanwhile`` ends the request cleanly."""
+    address = chunk(1)[0]
+    async with gated_session(tmp_path) as (session, gated):
+        seen: list[int] = []
+
+        async def meanwhile() -> None:
+            await gated.one_arrived.wait()  # the request left before the reply is awaited
+            seen.append(session.pending_requests)
+            gated.release.set()
+
+        with trio.fail_after(10):
+            reply = await session.request(GetChunk(request_id=0, address=address), meanwhile=meanwhile)
+        assert isinstance(reply, Chunk) and seen == [1] and gated.arrived == 1
+
+        async def fails() -> None:
+            raise OSError("disk full")
+
+        with trio.fail_after(10), pytest.raises(OSError, match="disk full"):
+            await session.request(GetChunk(request_id=0, address=address), meanwhile=fails)
+        assert session.pending_requests == 0 and session.is_open
