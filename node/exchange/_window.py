@@ -5,15 +5,24 @@
 at once.  Each is signed in call order under the link's ``turn`` lock with
 the increment it owes as if the ones before it were already charged (the
 link's account is projected), handed to the session before the next one
-signs, and settled when its answer comes: a failure marks the link, and
+signs, and settled when its answer comes (and our record of it is
+written): a failure marks the link, and
 the next request waits for the window to drain, resynchronises
 (CHANNEL_STATE) and goes alone.  Exposure: with ``W`` requests in flight
 each paying the least it owes, the payer has paid for at most ``W * price
 - free_allowance <= price`` it has not received.
+
+Two ways a request travels.  In a window above one, each request runs in
+its caller's task (``_attempt_in_window``): the callers are the window,
+and no task, nursery or scheduling round is added per request.  One
+request at a time (a window of one) is latency-bound instead: helper
+tasks sign the likely next payment ahead and write our record while the
+request travels (``_send_with_record``).
 """
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -129,6 +138,11 @@ class PaidRequests:
                 results = list(await trio.to_thread.run_sync(self.ledger.record_payments, [e for e, _ in batch]))
             except Exception as exc:  # every record of the batch failed with it
                 results = [exc] * len(batch)
+                if isinstance(exc, sqlite3.OperationalError):
+                    # Nothing of it is on disk (a full disk, an I/O error): the
+                    # payments may have left, so the next write tries them
+                    # again, first (signing order).  Their requests fail now.
+                    link.unrecorded[:0] = batch
             finally:
                 for (_, slot), result in zip(batch, results or [RuntimeError("record interrupted")] * len(batch)):
                     slot.error = result if isinstance(result, Exception) else None
@@ -169,32 +183,44 @@ class PaidRequests:
             try:
                 result = await self._send_with_record(link, request, data)
             except BaseException as exc:
-                link.dirty = True  # the projection counted it charged: resync before the next one
-                if link.channel_id is None and request.payment is None and not request.redelivery:
-                    # No channel to resync from: take back what the projection
-                    # counted (the payee charges nothing it does not serve but
-                    # a chunk lost after its charge, and then says what is owed).
-                    link.account = replace(link.account, consumed=link.account.consumed - request.price)
+                self._failed(link, request)
                 if not isinstance(exc, Exception):
                     raise
                 outcome.append(exc)
                 return
-            if request.payment is not None:
-                link.acknowledged = max(link.acknowledged, request.payment.total)
-            actual = len(result) if isinstance(result, (bytes, bytearray, memoryview)) else None
-            if actual is not None and not request.redelivery:
-                actual_price = link.terms.get_price(actual) if request.kind == "get" else link.terms.put_price(actual)
-                if actual_price != request.price:  # charged by the real size
-                    link.account = replace(link.account, consumed=link.account.consumed + actual_price - request.price)
+            self._answered(link, request, result)
             outcome.append(result)
         finally:
             link._settled()
 
+    @staticmethod
+    def _failed(link: HostLink, request: _Prepared) -> None:
+        """A request in flight failed: resynchronise before the next one."""
+        link.dirty = True  # the projection counted it charged
+        if link.channel_id is None and request.payment is None and not request.redelivery:
+            # No channel to resync from: take back what the projection
+            # counted (the payee charges nothing it does not serve but
+            # a chunk lost after its charge, and then says what is owed).
+            link.account = replace(link.account, consumed=link.account.consumed - request.price)
+
+    @staticmethod
+    def _answered(link: HostLink, request: _Prepared, result: object) -> None:
+        """A request was answered: the host holds its payment; charge by the real size."""
+        if request.payment is not None:
+            link.acknowledged = max(link.acknowledged, request.payment.total)
+        actual = len(result) if isinstance(result, (bytes, bytearray, memoryview)) else None
+        if actual is not None and not request.redelivery:
+            actual_price = link.terms.get_price(actual) if request.kind == "get" else link.terms.put_price(actual)
+            if actual_price != request.price:  # charged by the real size
+                link.account = replace(link.account, consumed=link.account.consumed + actual_price - request.price)
+
     async def _attempt(self, link: HostLink, kind: str, address: bytes, data: bytes | None, price: int,
                        hint: int | None) -> tuple[bool, bytes | bool]:
         """One try of a request; returns (sent alone, answer) or raises its error with ``alone`` set."""
-        outcome: list[object] = []
         window = paid_window(price, link.terms.free_allowance)
+        if window > 1:
+            return await self._attempt_in_window(link, kind, address, data, price, hint, window)
+        outcome: list[object] = []
         refusal: Exception | None = None  # raised here, not wrapped in the nursery's group
         async with trio.open_nursery() as nursery:
             try:
@@ -214,6 +240,77 @@ class PaidRequests:
         if isinstance(outcome[0], Exception):
             raise _Failed(alone, outcome[0])
         return alone, outcome[0]  # type: ignore[return-value]
+
+    async def _attempt_in_window(self, link: HostLink, kind: str, address: bytes, data: bytes | None, price: int,
+                                 hint: int | None, window: int) -> tuple[bool, bytes | bool]:
+        """``_attempt`` when the window is above one: the request runs in the caller's task.
+
+        The callers are the window: each signs under ``turn`` (inline, no
+        payment signed ahead), puts its request in the session's send queue
+        and lets ``turn`` go, so requests still sign and leave in call
+        order, with no task, nursery or scheduling round of their own.  Our
+        record is written while the request travels (``Session.request``'s
+        ``meanwhile``) and before the request returns, with any signed
+        while a write was under way.  After a failure the request goes
+        alone: ``turn`` is held until its answer.
+        """
+        turn = link.turn
+        await turn.acquire()
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                turn.release()
+
+        try:
+            alone = await self._take_turn(link, window)
+            request = self._prepare(link, kind, address, price, hint if alone else None)
+            record = request.record
+            record_error: list[Exception] = []
+
+            async def write_record() -> None:
+                assert record is not None
+                try:
+                    await self._write_records(link, record)
+                except Exception as exc:  # the payment may have left: the answer is still awaited
+                    record_error.append(exc)
+
+            async def meanwhile() -> None:
+                if not alone:
+                    release()
+                if record is not None:
+                    await write_record()
+
+            failure: BaseException | None = None
+            result: bytes | bool = b""
+            try:
+                if kind == "get":
+                    result = await link.session.get_chunk(address, request.wire, meanwhile=meanwhile)
+                else:
+                    assert data is not None
+                    result = await link.session.put_chunk(address, data, request.wire, meanwhile=meanwhile)
+            except BaseException as exc:
+                failure = exc
+            try:
+                if record is not None and not record.done.is_set() and isinstance(failure, Exception):
+                    await write_record()  # the request failed before it was written
+                if failure is None and record_error:
+                    failure = record_error[0]
+                if failure is None:
+                    self._answered(link, request, result)
+                else:
+                    self._failed(link, request)
+            finally:
+                link._settled()
+        finally:
+            release()
+        if failure is not None:
+            if not isinstance(failure, Exception):
+                raise failure
+            raise _Failed(alone, failure)
+        return alone, result
 
     async def _take_turn(self, link: HostLink, window: int) -> bool:
         """With ``turn`` held: wait for room in the window; True if the request must go alone.

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import random
+import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -58,8 +59,8 @@ class Watch:
         session = link.session
         get_chunk = session.get_chunk
 
-        async def counted(address: bytes, payment: object = None) -> bytes:
-            data = await get_chunk(address, payment)  # type: ignore[arg-type]
+        async def counted(address: bytes, payment: object = None, **kwargs: object) -> bytes:
+            data = await get_chunk(address, payment, **kwargs)  # type: ignore[arg-type]
             self.check(link)
             self.value += CHUNK_PRICE
             return data
@@ -85,17 +86,30 @@ class Watch:
 
     async def fetch(self, fetcher: Fetcher, link: HostLink, addresses: list[bytes]) -> None:
         """Fetch ``addresses`` with WORKERS concurrent callers taking them in order."""
-        queue = iter(addresses)
+        async def one(address: bytes) -> bytes:
+            self.received[address] = data = await fetcher.payer.get(link, address, expected_size=self.size)
+            return data
 
-        async def worker() -> None:
-            for address in queue:
-                data = await fetcher.payer.get(link, address, expected_size=self.size)
+        await by_workers(addresses, one)
+
+
+async def by_workers(addresses: list[bytes], fetch: Callable[[bytes], Awaitable[bytes | None]]) -> set[bytes]:
+    """WORKERS concurrent callers take ``addresses`` in order through ``fetch`` (None: nothing came);
+    returns the addresses received, each checked against its bytes."""
+    queue = iter(addresses)
+    received: set[bytes] = set()
+
+    async def worker() -> None:
+        for address in queue:
+            data = await fetch(address)
+            if data is not None:
                 assert hashlib.sha256(data).digest() == address
-                self.received[address] = data
+                received.add(address)
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(WORKERS):
-                nursery.start_soon(worker)
+    async with trio.open_nursery() as nursery:
+        for _ in range(WORKERS):
+            nursery.start_soon(worker)
+    return received
 
 
 def host_books(host_dir: Path, channel: str, payer_id: str) -> tuple[int, set[str], int, int, int]:
@@ -192,24 +206,16 @@ async def test_a_request_waiting_for_room_does_not_sign_after_a_failure(tmp_path
                 return prepare(link, kind, address, *args)
 
             fetcher.payer._prepare = watched  # type: ignore[method-assign]
-            queue = iter(order)
-            received: set[bytes] = set()
             refused: list[RequestError] = []
 
-            async def worker() -> None:
-                for address in queue:
-                    try:
-                        data = await fetcher.payer.get(link, address, expected_size=CHUNK)
-                    except RequestError as exc:
-                        refused.append(exc)
-                        continue
-                    assert hashlib.sha256(data).digest() == address
-                    received.add(address)
+            async def one(address: bytes) -> bytes | None:
+                try:
+                    return await fetcher.payer.get(link, address, expected_size=CHUNK)
+                except RequestError as exc:
+                    refused.append(exc)
+                    return None
 
-            async with trio.open_nursery() as nursery:
-                for _ in range(WORKERS):
-                    nursery.start_soon(worker)
-            assert received == set(addresses)
+            assert await by_workers(order, one) == set(addresses)
             assert [exc.code for exc in refused] == [ErrorCode.NOT_FOUND]
             assert not any(dirty for _, _, dirty in prepared)  # nothing signed on a stale projection
             failed_at = [a for a, _, _ in prepared].index(missing)
@@ -220,6 +226,47 @@ async def test_a_request_waiting_for_room_does_not_sign_after_a_failure(tmp_path
             await host.stop()
     total, _, paid, consumed, account_paid = host_books(host_dir, channel, fetcher.transport.identity.node_id.hex())
     assert total == paid == payer_total == len(addresses) * CHUNK_PRICE - ALLOWANCE  # the miss cost nothing
+    assert consumed - account_paid == ALLOWANCE
+
+
+async def test_a_failed_record_write_fails_its_requests_and_loses_no_payment(tmp_path: Path) -> None:
+    """The payer's ledger refuses one write (a full disk) while a window is in flight: the requests
+    whose records it held fail with that error, the link resynchronises, and the records are
+    written with the next write, so at the end the payer's rows add up to what the host holds."""
+    host_dir = tmp_path / "host"
+    addresses = seed_chunks(host_dir, 16, CHUNK)
+    failed: list[bytes] = []
+    async with open_mu_chain(tmp_path / "chain") as chain:
+        async with open_mu_node(host_dir, chain, HOST_ARGS) as host, open_fetcher(tmp_path / "payer", chain) as fetcher:
+            link = await fetcher.link(host)
+            channel = str(await fetcher.open_channel(link, capacity=100_000))
+            record_payments = fetcher.ledger.record_payments
+            writes: list[int] = []
+
+            def full_once(entries: list[dict[str, object]]) -> object:
+                writes.append(len(entries))
+                if len(writes) == 3:
+                    raise sqlite3.OperationalError("database or disk is full")
+                return record_payments(entries)
+
+            fetcher.ledger.record_payments = full_once  # type: ignore[method-assign]
+
+            async def one(address: bytes) -> bytes:
+                try:
+                    return await fetcher.payer.get(link, address, expected_size=CHUNK)
+                except sqlite3.OperationalError:
+                    failed.append(address)
+                    return await fetcher.payer.get(link, address, expected_size=CHUNK)  # after a resync
+
+            assert await by_workers(addresses, one) == set(addresses)
+            assert len(failed) == writes[2] >= 1  # every request of the refused write failed
+            assert link.channel is not None and link.inflight == 0 and not link.unrecorded
+            payer_total = link.channel.total
+            payer_rows = fetcher.ledger.payments(channel_id=channel)
+            await host.stop()
+    total, _, paid, consumed, account_paid = host_books(host_dir, channel, fetcher.transport.identity.node_id.hex())
+    assert sum(p.amount for p in payer_rows) == payer_total == total == paid  # nothing lost on either side
+    assert [p.total for p in payer_rows] == sorted({p.total for p in payer_rows})  # still in signing order
     assert consumed - account_paid == ALLOWANCE
 
 
