@@ -35,3 +35,11 @@ def test_bench_exchange_quick() -> None:
     assert {"unpaid", "paid"} <= set(cpu)
     if os.path.exists(f"/proc/{os.getpid()}/stat"):
         assert all(c["host"] > 0 and c["fetcher"] > 0 for c in cpu.values())
+        # What a payment adds in CPU per chunk, beside the least it can add (two durable commits,
+        # sign + verify, a thread hop) from the references of the same run.
+        floor = (2 * report["ledger_commit_cpu_ms"] + 1e3 / report["ecdsa_sign_verify_s"]
+                 + report["thread_hop_cpu_ms"])
+        assert report["ledger_commit_cpu_ms"] > 0 and report["thread_hop_cpu_ms"] > 0
+        assert report["least_payment_cpu_ms"] == floor
+        paid, unpaid = cpu["paid"], cpu["unpaid"]
+        assert report["payment_cpu_ms"] == (paid["host"] + paid["fetcher"]) - (unpaid["host"] + unpaid["fetcher"])
