@@ -1,17 +1,15 @@
 """The node's chunk store on disk (specs/chunks.md §8)."""
 
 from ._index import INDEX_FILE, SCHEMA_VERSION, ChunkIndex
+from ._rebuild import RECOVERED_GRACE_SECONDS, STALE_TEMP_SECONDS, RebuildReport
 from ._retention import GC_BATCH, MAX_PINNED_ROOTS, ChunkMeta
 from ._store import (
     FSYNC_PARALLELISM,
     MAX_CHUNK_BYTES,
-    RECOVERED_GRACE_SECONDS,
-    STALE_TEMP_SECONDS,
     ChunkCorrupt,
     ChunkMismatch,
     ChunkNotFound,
     ChunkStore,
-    RebuildReport,
     StoreError,
     StoreFull,
 )

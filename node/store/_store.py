@@ -16,25 +16,18 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import logging
 import os
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from ._index import INDEX_FILE, ChunkIndex
-from ._retention import ADDRESS_SIZE, RetentionMixin, _check_address
+from ._rebuild import _DIRTY, TMP_DIR, RebuildMixin
+from ._retention import RetentionMixin, _check_address
 
-log = logging.getLogger("mu.store")
-
-TMP_DIR = "tmp"
-# Temp files older than this are leftovers of a crash and may be removed;
-# younger ones may belong to a writer in another process.
-STALE_TEMP_SECONDS = 3600
 # Largest chunk the store accepts: 4 MiB of data plus the GCM tag
 # (specs/chunks.md §3), with headroom for manifest chunks.
 MAX_CHUNK_BYTES = 4 * 1024 * 1024 + 1024
@@ -51,11 +44,6 @@ FSYNC_PARALLELISM = 32
 STREAM_WINDOW = 64
 STREAM_BUFFER_BYTES = 16 * 1024 * 1024
 STREAM_CHECKPOINT = 256
-_DIRTY = "dirty"
-# Retention given to chunks a rebuild finds without an index row: their
-# paid-until time and pin are unknown, so they are kept this long before
-# the GC may take them (specs/chunks.md §8.6).
-RECOVERED_GRACE_SECONDS = 30 * 86_400
 
 
 class StoreError(Exception):
@@ -82,18 +70,6 @@ class ChunkMismatch(StoreError, ValueError):
     """``put`` was given bytes that do not hash to the given address."""
 
 
-@dataclass(frozen=True, slots=True)
-class RebuildReport:
-    """What :meth:`ChunkStore.rebuild_index` found and changed."""
-
-    chunks: int
-    bytes: int
-    added: int
-    removed: int
-    temp_files_removed: int
-    recovered: int = 0  # rows added with a grace retention (metadata unknown)
-
-
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -115,7 +91,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class ChunkStore(RetentionMixin):
+class ChunkStore(RetentionMixin, RebuildMixin):
     """Chunks on disk, addressed by SHA-256 of their bytes.
 
     Synchronous and thread-safe: trio code calls it through
@@ -409,60 +385,3 @@ class ChunkStore(RetentionMixin):
         with self._lock:
             self._used -= size
         return True
-
-    # -- maintenance -----------------------------------------------------
-
-    def scan_files(self) -> dict[bytes, int]:
-        """Every chunk file on disk: address -> size. Ignores foreign names."""
-        found: dict[bytes, int] = {}
-        for shard in os.scandir(self.root):
-            if not shard.is_dir() or len(shard.name) != 2 or shard.name == TMP_DIR:
-                continue
-            for entry in os.scandir(shard.path):
-                name = entry.name
-                if len(name) != 2 * ADDRESS_SIZE or not name.startswith(shard.name) or not entry.is_file():
-                    continue
-                try:
-                    address = bytes.fromhex(name)
-                except ValueError:
-                    continue
-                if address.hex() == name:
-                    found[address] = entry.stat().st_size
-        return found
-
-    def remove_stale_temp_files(self, max_age: float = STALE_TEMP_SECONDS) -> int:
-        """Delete temp files left by crashed writers; return how many."""
-        removed = 0
-        cutoff = time.time() - max_age
-        for entry in os.scandir(self._tmp):
-            try:
-                if entry.stat().st_mtime <= cutoff:
-                    os.unlink(entry.path)
-                    removed += 1
-            except FileNotFoundError:
-                continue
-        return removed
-
-    def rebuild_index(self, *, temp_max_age: float = STALE_TEMP_SECONDS, now: int | None = None,
-                      grace_seconds: int = RECOVERED_GRACE_SECONDS) -> RebuildReport:
-        """Make the index match the chunk files exactly (the files are the truth).
-
-        Retention metadata is not in the files: rows that stay keep theirs,
-        and chunks found without a row get ``paid_until = now +
-        grace_seconds`` (never collected before that), unpinned.  Pins live
-        only in the index (written durably); if the index itself was lost,
-        its pins are gone, and this is logged: the grace retention leaves
-        the operator time to pin again (specs/chunks.md §8.6).
-        """
-        now = int(time.time()) if now is None else now
-        temp_removed = self.remove_stale_temp_files(temp_max_age)
-        on_disk = self.scan_files()
-        added, removed = self._index.reconcile(on_disk, now, now + grace_seconds)
-        total = sum(on_disk.values())
-        with self._lock:
-            self._used = total
-        self._index.set_flag(_DIRTY, 1 if self._marked_dirty else 0)
-        if added:
-            log.warning("index rebuild: %d chunk files had no index row; kept unpinned with a grace retention "
-                        "until %d", added, now + grace_seconds)
-        return RebuildReport(len(on_disk), total, added, removed, temp_removed, recovered=added)
