@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -168,8 +169,18 @@ def serve_session(distinct: int, chunk_size: int) -> None:
     trio.run(main)
 
 
-def bench_session(total: int, chunk_size: int, inflight: int, verify: bool) -> tuple[float, float, float]:
-    """Return (MiB/s, MiB per CPU-second of the busier process, server peak RSS MiB)."""
+class SessionRun(NamedTuple):
+    """One ``bench_session`` measurement."""
+
+    mib_s: float
+    mib_per_cpu_s: float  # of the busier process
+    server_rss_mib: float
+    client_us_per_chunk: float
+    server_us_per_chunk: float
+
+
+def bench_session(total: int, chunk_size: int, inflight: int, verify: bool) -> SessionRun:
+    """GET ``total`` bytes in ``chunk_size`` chunks over one session to a child process."""
     import trio
 
     from node.transport import open_transport
@@ -188,7 +199,7 @@ def bench_session(total: int, chunk_size: int, inflight: int, verify: bool) -> t
     addresses = [bytes.fromhex(a) for a in addrs.split(",")]
     count = max(1, total // chunk_size)
     identity = Identity(hashlib.sha256(b"bench client").digest())
-    result: list[float] = []
+    figures: dict[str, float] = {}
 
     async def main() -> None:
         async with open_transport(identity, _NoServer(), payment_key=b"\x02" + bytes(32)) as transport:
@@ -214,17 +225,18 @@ def bench_session(total: int, chunk_size: int, inflight: int, verify: bool) -> t
             async with trio.open_nursery() as nursery:
                 for _ in range(inflight):
                     nursery.start_soon(worker)
-            result.append(received / (time.perf_counter() - start) / MiB)
+            figures["mib_s"] = received / (time.perf_counter() - start) / MiB
             client_cpu, server_cpu = time.process_time() - cpu, child_cpu_seconds(child.pid) - child_cpu
-            result.append(received / max(client_cpu, server_cpu, 1e-9) / MiB)
-            result.extend((client_cpu / count * 1e6, server_cpu / count * 1e6))
+            figures["mib_per_cpu_s"] = received / max(client_cpu, server_cpu, 1e-9) / MiB
+            figures["client_us_per_chunk"] = client_cpu / count * 1e6
+            figures["server_us_per_chunk"] = server_cpu / count * 1e6
             assert received == count * chunk_size
 
     trio.run(main)
     child.stdin.close()
     server_rss = float(child.stdout.readline() or 0)
     child.wait()
-    return result[0], result[1], server_rss, result[2], result[3]
+    return SessionRun(server_rss_mib=server_rss, **figures)
 
 
 class _NoServer:
@@ -273,7 +285,10 @@ def main() -> int:
     # implementation is faster here (decrypt does the same work; all printed).
     best = max((aes, keyed), key=lambda rows: med(rows, 0))
     aes_rate, aes_dec, aes_cpu = med(best, 0), med(best, 1), med(best, 2)
-    session, session_cpu = med(sessions, 0), med(sessions, 1)
+    def med_of(runs: list[SessionRun], field: str) -> float:
+        return statistics.median(getattr(r, field) for r in runs)
+
+    session, session_cpu = med_of(sessions, "mib_s"), med_of(sessions, "mib_per_cpu_s")
     tcp_rate, tcp_cpu = med(tcp, 0), med(tcp, 1)
     rows = [
         ("AES-256-GCM, pycryptodome AES.new per message (enc)", med(aes, 0)),
@@ -283,7 +298,7 @@ def main() -> int:
         ("AES-256-GCM, KeyedGcm, 65,519-byte Noise-size msgs", med(noise, 0)),
         ("plain TCP loopback, 2 processes", tcp_rate),
         ("mu session GET_CHUNK, 2 processes", session),
-        ("mu session GET_CHUNK + SHA-256 check", med(verified, 0)),
+        ("mu session GET_CHUNK + SHA-256 check", med_of(verified, "mib_s")),
     ]
     for name, rate in rows:
         print(f"  {name:<52} {rate:9.1f} MiB/s")
@@ -295,8 +310,9 @@ def main() -> int:
     print("  per CPU-second of the busier process (what each side could do on its own core):")
     print(f"    AES-GCM {aes_cpu:.0f}, plain TCP {tcp_cpu:.0f}, session {session_cpu:.0f} MiB/cpu-s"
           f" -> session / AES-GCM = {session_cpu / aes_cpu:.2f}x")
-    print(f"  session CPU per chunk: client {med(sessions, 3):.0f} us, server {med(sessions, 4):.0f} us")
-    print(f"  peak RSS: client {peak_rss_mib():.0f} MiB, server {max(s[2] for s in sessions):.0f} MiB")
+    print(f"  session CPU per chunk: client {med_of(sessions, 'client_us_per_chunk'):.0f} us,"
+          f" server {med_of(sessions, 'server_us_per_chunk'):.0f} us")
+    print(f"  peak RSS: client {peak_rss_mib():.0f} MiB, server {max(s.server_rss_mib for s in sessions):.0f} MiB")
     return 0
 
 
