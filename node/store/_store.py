@@ -232,7 +232,7 @@ class ChunkStore(RetentionMixin, RebuildMixin):
         # Flag the index as possibly stale before any file appears, so a crash
         # between a file's link and its index row is repaired on next open.
         self._mark_dirty()
-        todo: list[tuple[Path, bytes, bytes | bytearray | memoryview]] = []
+        to_write: list[tuple[Path, bytes, bytes | bytearray | memoryview]] = []
         failure: BaseException | None = None
         for address, data in items:
             try:
@@ -242,13 +242,13 @@ class ChunkStore(RetentionMixin, RebuildMixin):
                 failure = exc  # chunks before this one are still stored
                 break
             if final is not None:
-                todo.append((final, address, data))
+                to_write.append((final, address, data))
         # Write the batch concurrently: fdatasyncs issued together share
         # journal commits and device flushes (group commit), which a
         # one-at-a-time loop cannot (specs/chunks.md §8.2).
-        futures = [_fsync_pool().submit(self._write_file, *job) for job in todo]
+        futures = [_fsync_pool().submit(self._write_file, *job) for job in to_write]
         new: list[tuple[Path, bytes, int]] = []
-        for (final, address, data), future in zip(todo, futures):
+        for (final, address, data), future in zip(to_write, futures):
             try:
                 stored = future.result()
             except BaseException as exc:
