@@ -50,9 +50,9 @@ class PaidChunkServer:
         peer = session.peer_node_id
         try:
             if isinstance(message, GetChunk):
-                return await self._get(peer, message)
+                return await self._get(session, message)
             if isinstance(message, PutChunk):
-                return await self._put(peer, message)
+                return await self._put(session, message)
             if isinstance(message, ChannelMessage):
                 return await self._channel(peer, message)
         except LocalPaymentError as exc:
@@ -60,7 +60,8 @@ class PaidChunkServer:
             raise refused(exc) from None
         return await self._free.handle_request(session, message)
 
-    async def _get(self, peer: bytes, message: GetChunk) -> Message:
+    async def _get(self, session: Session, message: GetChunk) -> Message:
+        peer = session.peer_node_id
         try:
             # The price needs only the size: a stat, not the read.
             size = os.stat(self.store.path_of(message.address)).st_size
@@ -71,12 +72,14 @@ class PaidChunkServer:
             # (specs/payments.md §Paid window): throughput over latency.  The
             # read (and its SHA-256 check) runs in the worker thread that
             # wrote the payment, right after it is on disk: one thread hop.
-            _, data = await self.book.charge_then(peer, kind="get", chunk=message.address, size=size,
-                                                  payment=message.payment, then=lambda: self._read(message.address))
+            async with session.in_arrival_order():  # charged in the order the peer sent them
+                _, data = await self.book.charge_then(peer, kind="get", chunk=message.address, size=size,
+                                                      payment=message.payment, then=lambda: self._read(message.address))
             if data is NOT_RUN:  # a redelivery: nothing was recorded
                 data = await trio.to_thread.run_sync(self._read, message.address)
         else:
-            data = await self._charge_overlapped(peer, message, size)
+            async with session.in_arrival_order():
+                data = await self._charge_overlapped(peer, message, size)
         if isinstance(data, BaseException):
             log.error("chunk %s unreadable after it was paid for: %s", message.address.hex(), data)
             raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not available")
@@ -115,13 +118,16 @@ class PaidChunkServer:
             raise refusal
         return read[0]
 
-    async def _put(self, peer: bytes, message: PutChunk) -> Message:
+    async def _put(self, session: Session, message: PutChunk) -> Message:
+        peer = session.peer_node_id
         if hashlib.sha256(message.data).digest() != message.address:
             raise RequestRefused(ErrorCode.CORRUPT_DATA, "data does not hash to the address")
         quota = self.store.quota_bytes
         if quota is not None and self.store.used_bytes + len(message.data) > quota:
             raise RequestRefused(ErrorCode.OVER_QUOTA, "store full")  # refuse before taking money
-        await self.book.charge(peer, kind="put", chunk=message.address, size=len(message.data), payment=message.payment)
+        async with session.in_arrival_order():  # charged in the order the peer sent them
+            await self.book.charge(peer, kind="put", chunk=message.address, size=len(message.data),
+                                   payment=message.payment)
         # Retention counts from now, after the payment is on disk.
         until = int(self.wall_clock()) + self.book.terms.retention_seconds
         try:

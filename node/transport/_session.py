@@ -16,7 +16,9 @@ import hashlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 import trio
@@ -45,6 +47,8 @@ from node.transport._errors import BadChunk, RequestError, RequestRefused, Sessi
 from node.transport._limits import Limits
 
 log = logging.getLogger("mu.transport")
+# The arrival ticket of the GET or PUT the current task serves (Session.in_arrival_order).
+_ARRIVAL: ContextVar[int | None] = ContextVar("mu_session_arrival", default=None)
 
 # Read size when no big record is in flight (specs/wire.md §8).
 SMALL_READ_SIZE = 64 * 1024
@@ -126,6 +130,12 @@ class Session:
         self._handler_slots = trio.Semaphore(limits.max_inflight_requests)
         self._next_id = 1
         self._closed: BaseException | None = None
+        # Arrival order of served GETs and PUTs (in_arrival_order): tickets
+        # handed out, the lowest not yet through, and those through out of turn.
+        self._arrivals = 0
+        self._turn = 0
+        self._passed: set[int] = set()
+        self._turn_changed = trio.Event()
         self._cancel_scope: trio.CancelScope | None = None
         self._done = trio.Event()
 
@@ -419,9 +429,15 @@ class Session:
                     return
                 continue
             await _acquire(self._handler_slots)
-            nursery.start_soon(self._serve, message)
+            ticket = None
+            if isinstance(message, (GetChunk, PutChunk)):
+                ticket = self._arrivals  # see in_arrival_order
+                self._arrivals += 1
+            nursery.start_soon(self._serve, message, ticket)
 
-    async def _serve(self, message: Message) -> None:
+    async def _serve(self, message: Message, ticket: int | None = None) -> None:
+        if ticket is not None:
+            _ARRIVAL.set(ticket)  # this task's own context (in_arrival_order)
         try:
             try:
                 reply = await self._handler.handle_request(self, message)
@@ -443,4 +459,40 @@ class Session:
             except (SessionBroken, SessionClosed):
                 return
         finally:
+            if ticket is not None:
+                self._pass(ticket)
             self._handler_slots.release()
+
+    # ------------------------------------------------------- arrival order
+    @asynccontextmanager
+    async def in_arrival_order(self) -> AsyncIterator[None]:
+        """For a handler serving a GET or PUT: enter once every GET and PUT that
+        arrived before it on this session has left this block (or ended).
+
+        The read loop numbers GETs and PUTs as they arrive; their handler
+        tasks start in whatever order trio runs them (it shuffles a batch),
+        so a payee that must charge a peer's requests in arrival order
+        (specs/payments.md §Paid window) does so in here.  Outside a served
+        GET or PUT it does not wait.
+        """
+        ticket = _ARRIVAL.get()
+        if ticket is None:
+            yield
+            return
+        while self._turn < ticket:
+            await self._turn_changed.wait()
+        try:
+            yield
+        finally:
+            self._pass(ticket)
+
+    def _pass(self, ticket: int) -> None:
+        """``ticket`` is through its ordered part (idempotent): let the next one in."""
+        if ticket < self._turn or ticket in self._passed:
+            return
+        self._passed.add(ticket)
+        while self._turn in self._passed:
+            self._passed.remove(self._turn)
+            self._turn += 1
+        event, self._turn_changed = self._turn_changed, trio.Event()
+        event.set()

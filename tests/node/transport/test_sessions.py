@@ -252,3 +252,37 @@ async def test_meanwhile_overlaps_the_round_trip_and_its_error_ends_the_request(
         with trio.fail_after(10), pytest.raises(OSError, match="disk full"):
             await session.request(GetChunk(request_id=0, address=address), meanwhile=fails)
         assert session.pending_requests == 0 and session.is_open
+
+
+class OrderedServer:
+    """Answers GETs after an ordered step; records the order of the ordered steps."""
+
+    def __init__(self) -> None:
+        self.ordered: list[int] = []
+
+    async def handle_request(self, session: Session, message: Message) -> Message | None:
+        assert isinstance(message, GetChunk)
+        await trio.lowlevel.checkpoint()  # handler tasks interleave before their ordered step
+        async with session.in_arrival_order():
+            await trio.lowlevel.checkpoint()
+            self.ordered.append(message.request_id)
+        return Chunk(request_id=message.request_id, address=message.address, data=b"")
+
+
+async def test_requests_pass_their_ordered_step_in_arrival_order(tmp_path: Path) -> None:
+    """GETs sent in a burst reach the handler's ordered step in the order they arrived,
+    although trio starts their handler tasks in whatever order it likes."""
+    server = OrderedServer()
+    address = chunk(1)[0]
+    async with (
+        open_transport(identity(1), ChunkServer(ChunkStore(tmp_path / "a")), payment_key=payment_key(1)) as ta,
+        open_transport(identity(2), server, payment_key=payment_key(2)) as tb,
+    ):
+        session = await ta.connect(identity(2).node_id, "127.0.0.1", tb.port)
+        with trio.fail_after(20):
+            for _ in range(10):  # bursts of 20: request ids are given, and sent, in call order
+                async with trio.open_nursery() as nursery:
+                    for _ in range(20):
+                        nursery.start_soon(session.request, GetChunk(request_id=0, address=address))
+        assert len(server.ordered) == 200
+        assert server.ordered == sorted(server.ordered)
