@@ -16,6 +16,7 @@ from node.transport import (
     ChunkServer,
     Limits,
     RequestError,
+    RequestHandler,
     Session,
     SessionBroken,
     open_transport,
@@ -149,14 +150,21 @@ class GatedServer:
 
 
 @asynccontextmanager
+async def session_to(tmp_path: Path, handler: RequestHandler, limits: Limits | None = None) -> AsyncIterator[Session]:
+    """A session to a peer that serves with ``handler`` (and ``limits``, if given)."""
+    async with (
+        open_transport(identity(1), ChunkServer(ChunkStore(tmp_path / "a")), payment_key=payment_key(1)) as ta,
+        open_transport(identity(2), handler, payment_key=payment_key(2), limits=limits) as tb,
+    ):
+        yield await ta.connect(identity(2).node_id, "127.0.0.1", tb.port)
+
+
+@asynccontextmanager
 async def gated_session(tmp_path: Path, limits: Limits | None = None) -> AsyncIterator[tuple[Session, GatedServer]]:
     """A session to a peer whose handler is a ``GatedServer`` (with ``limits``, if given)."""
     gated = GatedServer()
-    async with (
-        open_transport(identity(1), ChunkServer(ChunkStore(tmp_path / "a")), payment_key=payment_key(1)) as ta,
-        open_transport(identity(2), gated, payment_key=payment_key(2), limits=limits) as tb,
-    ):
-        yield await ta.connect(identity(2).node_id, "127.0.0.1", tb.port), gated
+    async with session_to(tmp_path, gated, limits) as session:
+        yield session, gated
 
 
 async def test_back_pressure_bounds_requests_in_service(tmp_path: Path) -> None:
@@ -274,11 +282,7 @@ async def test_requests_pass_their_ordered_step_in_arrival_order(tmp_path: Path)
     although trio starts their handler tasks in whatever order it likes."""
     server = OrderedServer()
     address = chunk(1)[0]
-    async with (
-        open_transport(identity(1), ChunkServer(ChunkStore(tmp_path / "a")), payment_key=payment_key(1)) as ta,
-        open_transport(identity(2), server, payment_key=payment_key(2)) as tb,
-    ):
-        session = await ta.connect(identity(2).node_id, "127.0.0.1", tb.port)
+    async with session_to(tmp_path, server) as session:
         with trio.fail_after(20):
             for _ in range(10):  # bursts of 20: request ids are given, and sent, in call order
                 async with trio.open_nursery() as nursery:
