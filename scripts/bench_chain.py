@@ -16,8 +16,8 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from node.chain.state import ChainState  # noqa: E402
-from node.rpc import btc_to_sats  # noqa: E402
-from node.wallet import Coin, Wallet  # noqa: E402
+from node.bitcoin.rpc import btc_to_sats  # noqa: E402
+from node.bitcoin.wallet import Coin, Wallet  # noqa: E402
 from protocol.bitcoin import OutPoint, Transaction, TxIn, TxOut  # noqa: E402
 from tests.helpers.chain import open_mu_chain  # noqa: E402
 

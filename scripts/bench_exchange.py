@@ -55,14 +55,14 @@ import coincurve  # noqa: E402
 import trio  # noqa: E402
 from Crypto.Cipher import AES  # noqa: E402
 
-from node.config import load_identity  # noqa: E402
-from node.daemon import PAYER_KEY_INDEX, PAYMENT_KEY_INDEX  # noqa: E402
+from node.runtime.config import load_identity  # noqa: E402
+from node.runtime.daemon import PAYER_KEY_INDEX, PAYMENT_KEY_INDEX  # noqa: E402
 from node.exchange import Payer  # noqa: E402
 from node.ledger import LEDGER_FILE, ChannelRecord, Ledger  # noqa: E402
-from node.rpc import RPCClient  # noqa: E402
+from node.bitcoin.rpc import RPCClient  # noqa: E402
 from node.store import STORE_DIR, ChunkStore  # noqa: E402
 from node.transport import ChunkServer, open_transport  # noqa: E402
-from node.wallet import Wallet  # noqa: E402
+from node.bitcoin.wallet import Wallet  # noqa: E402
 from protocol.payments import MAX_PAID_WINDOW, chunk_price, paid_window  # noqa: E402
 
 START_DEADLINE = 60.0

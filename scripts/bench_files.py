@@ -9,7 +9,7 @@ Measures, in one run on this machine:
 * ``mu add`` and ``mu get`` of a 256 MiB file (16 MiB with ``--quick``), each
   timed inside a fresh worker process (interpreter start-up excluded, printed
   apart), medians of ``--runs``.  Unlike the limit, add and get use several
-  threads (node/files.py: sealing / opening threads, a writer, the store's
+  threads (node/files/local.py: sealing / opening threads, a writer, the store's
   fsync threads), so on a multi-core machine they can exceed a ratio of 1;
   the disk figure is printed beside them because durably writing the bytes
   is the other bound;
@@ -134,7 +134,7 @@ def peak_rss_mib() -> float:
 def worker(argv: list[str]) -> int:
     """Child process: run one add or get, print seconds and peak RSS as JSON."""
     sys.path.insert(0, str(REPO))
-    from node.files import add_file, get_file
+    from node.files.local import add_file, get_file
     from node.store import ChunkStore
     from protocol.chunks import Link
 
@@ -187,7 +187,7 @@ def main() -> int:
     if args.worker:
         return worker(args.worker)
     sys.path.insert(0, str(REPO))
-    import node.files as mu_files
+    import node.files.local as mu_files
     import node.store as mu_store
     size = (16 if args.quick else 256) * MiB
     rss_sizes = (4 * MiB, 32 * MiB) if args.quick else (64 * MiB, 1024 * MiB)

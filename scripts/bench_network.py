@@ -7,7 +7,7 @@ Usage::
 Every party is its own process, as in a real network: host processes serve
 one chunk store through the transport (encrypted Noise sessions, specs/wire.md)
 and ChunkServer; each fetch runs in a fresh process that connects to the hosts
-and runs ``node.fetcher.fetch_file`` (scheduler, verification, decryption,
+and runs ``node.files.fetcher.fetch_file`` (scheduler, verification, decryption,
 atomic write) and reports its time and peak RSS.  In the same run, the same
 number of bytes goes through one plain TCP connection between two processes
 (sendall -> recv_into, 1 MiB buffers): the machine's reference.  Prints MB/s
@@ -70,7 +70,7 @@ def fetch(link_text: str, hosts: str, out: str, window: int) -> None:
     import trio
     from coincurve import PrivateKey
 
-    from node.fetcher import SessionSource, fetch_file
+    from node.files.fetcher import SessionSource, fetch_file
     from node.store import ChunkStore
     from node.transport import ChunkServer, open_transport
     from protocol.chunks import Link
@@ -166,7 +166,7 @@ def run_tcp(path: Path, size: int) -> dict[str, float]:
 
 def make_file(work: Path, name: str, size: int) -> tuple[Path, str, Path]:
     """Write ``size`` random bytes, add them to a store; return (file, link, store dir)."""
-    from node.files import add_file
+    from node.files.local import add_file
     from node.store import ChunkStore
 
     src = work / f"{name}.bin"

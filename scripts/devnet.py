@@ -41,11 +41,11 @@ import trio
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from node.config import load_identity  # noqa: E402
-from node.control import ControlClient  # noqa: E402
-from node.rpc import RPCClient, RPCTransportError  # noqa: E402
-from node.wallet import Wallet  # noqa: E402
-from node.wallet.wallet import ANYONE_CAN_SPEND  # noqa: E402
+from node.runtime.config import load_identity  # noqa: E402
+from node.api.control import ControlClient  # noqa: E402
+from node.bitcoin.rpc import RPCClient, RPCTransportError  # noqa: E402
+from node.bitcoin.wallet import Wallet  # noqa: E402
+from node.bitcoin.wallet import ANYONE_CAN_SPEND  # noqa: E402
 from protocol.bitcoin import encode_address  # noqa: E402
 
 DEFAULT_NODES = 5

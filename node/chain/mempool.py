@@ -17,7 +17,7 @@ import pbk
 from pbk.script import PrecomputedTransactionData
 
 from node.chain.state import COINBASE_MATURITY, ChainState, Utxo
-from node.rpc import (
+from node.bitcoin.rpc import (
     RPC_DESERIALIZATION_ERROR,
     RPC_VERIFY_ALREADY_IN_CHAIN,
     RPC_VERIFY_ERROR,

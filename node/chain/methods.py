@@ -15,7 +15,7 @@ import trio
 
 from node.chain.mempool import Mempool, MempoolEntry, Rejected
 from node.chain.state import ChainState, TxView
-from node.rpc import (
+from node.bitcoin.rpc import (
     RPC_DESERIALIZATION_ERROR,
     RPC_INVALID_ADDRESS_OR_KEY,
     RPC_INVALID_PARAMETER,

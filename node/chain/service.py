@@ -21,8 +21,8 @@ import trio
 from node.chain.http import BasicAuth, serve_http
 from node.chain.methods import METHODS, ChainNode
 from node.chain.state import ChainState
-from node.config import write_secret_file
-from node.rpc import (
+from node.runtime.config import write_secret_file
+from node.bitcoin.rpc import (
     RPC_INTERNAL_ERROR,
     RPC_INVALID_REQUEST,
     RPC_METHOD_NOT_FOUND,

@@ -10,7 +10,7 @@ import sys
 import trio
 
 from node.cli import EXIT_OK, EXIT_USAGE, fail
-from node.config import resolve_data_dir
+from node.runtime.config import resolve_data_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -17,10 +17,10 @@ import trio
 
 from node.cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, fail
 from node.cli.network import node_for_cli
-from node.config import ConfigError, load_identity, resolve_data_dir
-from node.control import ControlError
+from node.runtime.config import ConfigError, load_identity, resolve_data_dir
+from node.api.control import ControlError
 from node.dht import TABLE_FILE, load_table, open_dht
-from node.network import peers_report
+from node.files.network import peers_report
 from protocol.kademlia import Contact, distance
 
 #: Seconds ``mu dht lookup`` waits for bootstrap and lookup together, by default.

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from node.cli import EXIT_INTEGRITY, EXIT_NOT_FOUND, EXIT_OK, fail
 from node.cli.network import add_via_node, get_via_node, node_for_cli
-from node.config import resolve_data_dir
-from node.files import add_file, get_file, load_convergence_secret
+from node.runtime.config import resolve_data_dir
+from node.files.local import add_file, get_file, load_convergence_secret
 from node.store import STORE_DIR, ChunkCorrupt, ChunkNotFound, ChunkStore, StoreError
 from protocol.chunks import (
     DEFAULT_CHUNK_SIZE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from node.config import load_identity, resolve_data_dir
+from node.runtime.config import load_identity, resolve_data_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

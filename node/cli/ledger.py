@@ -15,8 +15,8 @@ import trio
 
 from node.cli import EXIT_NOT_FOUND, EXIT_OK, fail
 from node.cli.network import node_for_cli
-from node.config import resolve_data_dir
-from node.control import ControlError
+from node.runtime.config import resolve_data_dir
+from node.api.control import ControlError
 from node.ledger import LEDGER_FILE, Ledger
 
 

@@ -1,7 +1,7 @@
 """``mu status`` and ``mu pin``, and the node-backed ``mu add`` / ``mu get`` (specs/network.md §6).
 
 These commands talk to the running node (``mu node``) through its control
-API (node/control.py), found through the data dir's ``control.port`` and
+API (node/api/control.py), found through the data dir's ``control.port`` and
 ``control.token`` files.  ``mu add`` and ``mu get`` (node/cli/files.py) call
 :func:`add_via_node` / :func:`get_via_node` when a node is running, so the
 file goes to, or comes from, the network.
@@ -18,8 +18,8 @@ from typing import Any
 import trio
 
 from node.cli import EXIT_INTEGRITY, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, fail
-from node.config import resolve_data_dir
-from node.control import ControlClient, ControlError, NodeNotRunning
+from node.runtime.config import resolve_data_dir
+from node.api.control import ControlClient, ControlError, NodeNotRunning
 
 Json = dict[str, Any]
 _EXIT_FOR = {"not-found": EXIT_NOT_FOUND, "integrity": EXIT_INTEGRITY}

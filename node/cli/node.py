@@ -15,11 +15,11 @@ from pathlib import Path
 import trio
 
 from node.cli import EXIT_OK, EXIT_USAGE, fail
-from node.config import resolve_data_dir
-from node.daemon import NodeConfig, open_node
-from node.rpc import RPCError, RPCTransportError
-from node.retention import DEFAULT_GC_PERIOD
-from node.settlement import DEFAULT_POLL_SECONDS, DEFAULT_SETTLE_THRESHOLD, SettlementConfig
+from node.runtime.config import resolve_data_dir
+from node.runtime.daemon import NodeConfig, open_node
+from node.bitcoin.rpc import RPCError, RPCTransportError
+from node.store.retention import DEFAULT_GC_PERIOD
+from node.exchange.settlement import DEFAULT_POLL_SECONDS, DEFAULT_SETTLE_THRESHOLD, SettlementConfig
 
 DEFAULT_CHAIN_RPC = "http://127.0.0.1:18443/"
 

@@ -15,8 +15,8 @@ import time
 from datetime import datetime, timezone
 
 from node.cli import EXIT_INTEGRITY, EXIT_OK, fail
-from node.config import resolve_data_dir
-from node.retention import collect_once
+from node.runtime.config import resolve_data_dir
+from node.store.retention import collect_once
 from node.store import STORE_DIR, ChunkCorrupt, ChunkNotFound, ChunkStore, StoreError
 
 

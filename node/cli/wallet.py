@@ -8,8 +8,8 @@ from pathlib import Path
 import trio
 
 from node.cli import EXIT_OK, EXIT_USAGE, fail
-from node.config import resolve_data_dir
-from node.rpc import RPCClient, RPCError, RPCTransportError
+from node.runtime.config import resolve_data_dir
+from node.bitcoin.rpc import RPCClient, RPCError, RPCTransportError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,7 +45,7 @@ def _client(args: argparse.Namespace, data_dir: Path) -> RPCClient:
 
 
 async def _main(args: argparse.Namespace) -> str:
-    from node.wallet import DEFAULT_FEE_RATE, Wallet
+    from node.bitcoin.wallet import DEFAULT_FEE_RATE, Wallet
 
     data_dir = resolve_data_dir(args.data_dir)
     async with _client(args, data_dir) as rpc:
@@ -63,7 +63,7 @@ async def _main(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from node.wallet import WalletError
+    from node.bitcoin.wallet import WalletError
 
     try:
         print(trio.run(_main, args))

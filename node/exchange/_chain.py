@@ -1,6 +1,6 @@
 """What the exchange and the settlement watcher ask of the chain backend.
 
-A thin layer over Bitcoin Core JSON-RPC (``node.rpc.RPCClient``), so the
+A thin layer over Bitcoin Core JSON-RPC (``node.bitcoin.rpc.RPCClient``), so the
 same code talks to ``mu chain`` and to bitcoind (specs/chain.md).  Amounts
 come back as int sats.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from node.rpc import RPC_INVALID_ADDRESS_OR_KEY, RPCError, btc_to_sats
+from node.bitcoin.rpc import RPC_INVALID_ADDRESS_OR_KEY, RPCError, btc_to_sats
 
 
 @dataclass(frozen=True, slots=True)

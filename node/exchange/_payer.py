@@ -135,7 +135,7 @@ class Payer(PaidRequests):
     async def fund_channel(self, link: HostLink, wallet: object, *, capacity: int, expiry: int) -> ChannelId:
         """Fund a channel output to ``link``'s host and persist the channel (not yet announced).
 
-        ``wallet`` is a ``node.wallet.Wallet``; ``expiry`` an absolute block height.
+        ``wallet`` is a ``node.bitcoin.wallet.Wallet``; ``expiry`` an absolute block height.
         Call ``announce`` once the funding has the host's required confirmations.
         """
         payee = PublicKey(link.terms.payment_pubkey)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import trio
 
-from node.rpc import RPCClient, RPCTransportError
-from node.wallet import Wallet
+from node.bitcoin.rpc import RPCClient, RPCTransportError
+from node.bitcoin.wallet import Wallet
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_DEADLINE = 60.0

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import trio
 
-from node.config import load_identity
-from node.daemon import PAYER_KEY_INDEX, PAYMENT_KEY_INDEX
+from node.runtime.config import load_identity
+from node.runtime.daemon import PAYER_KEY_INDEX, PAYMENT_KEY_INDEX
 from node.exchange import HostLink, Payer
 from node.ledger import LEDGER_FILE, Ledger
-from node.rpc import RPCClient
+from node.bitcoin.rpc import RPCClient
 from node.store import STORE_DIR, ChunkStore
 from node.transport import ChunkServer, Transport, open_transport
-from node.wallet import Wallet
+from node.bitcoin.wallet import Wallet
 from protocol.payments.messages import ChannelId
 from tests.helpers.chain import MuChain
 from tests.helpers.node import MuNode
@@ -90,7 +90,7 @@ async def open_fetcher(data_dir: Path, chain: MuChain, *, max_price_get: int = 1
 
 async def address_balance(rpc: RPCClient, address: str) -> int:
     """Sats held by ``address`` (scantxoutset, confirmed outputs)."""
-    from node.rpc import btc_to_sats
+    from node.bitcoin.rpc import btc_to_sats
 
     scan = await rpc.call("scantxoutset", "start", [f"addr({address})"])
     return sum(btc_to_sats(u["amount"]) for u in scan["unspents"])

@@ -16,7 +16,7 @@ import trio
 from coincurve import PrivateKey
 
 from node.dht import ContactInfo, DhtNode, open_dht
-from node.locate import PeerDialer
+from node.files.locate import PeerDialer
 from node.store import ChunkStore
 from node.transport import ChunkServer, Transport, open_transport
 from protocol.identity import Identity

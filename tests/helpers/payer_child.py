@@ -20,14 +20,14 @@ from pathlib import Path
 
 import trio
 
-from node.config import load_identity
-from node.daemon import PAYER_KEY_INDEX, PAYMENT_KEY_INDEX
+from node.runtime.config import load_identity
+from node.runtime.daemon import PAYER_KEY_INDEX, PAYMENT_KEY_INDEX
 from node.exchange import Payer
 from node.ledger import LEDGER_FILE, Ledger
-from node.rpc import RPCClient
+from node.bitcoin.rpc import RPCClient
 from node.store import STORE_DIR, ChunkStore
 from node.transport import ChunkServer, open_transport
-from node.wallet import Wallet
+from node.bitcoin.wallet import Wallet
 
 CHUNK_SIZE = 16 * 1024
 

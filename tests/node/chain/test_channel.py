@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from node.rpc import RPC_VERIFY_REJECTED, RPCError
-from node.wallet import Wallet
+from node.bitcoin.rpc import RPC_VERIFY_REJECTED, RPCError
+from node.bitcoin.wallet import Wallet
 from protocol.bitcoin import OutPoint, p2wpkh_for
 from protocol.bitcoin.channel import (
     ChannelParams,

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 import trio
 
-from node.rpc import RPCClient, RPCTransportError, btc_to_sats, sats_to_btc
+from node.bitcoin.rpc import RPCClient, RPCTransportError, btc_to_sats, sats_to_btc
 from tests.helpers.chain import open_mu_chain
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from node.wallet import Wallet
+from node.bitcoin.wallet import Wallet
 from tests.helpers.chain import open_mu_chain
 
 

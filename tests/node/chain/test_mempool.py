@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from node.rpc import RPC_VERIFY_ALREADY_IN_CHAIN, RPC_VERIFY_ERROR, RPC_VERIFY_REJECTED, RPCError
-from node.wallet import Coin, InsufficientFunds, Wallet
+from node.bitcoin.rpc import RPC_VERIFY_ALREADY_IN_CHAIN, RPC_VERIFY_ERROR, RPC_VERIFY_REJECTED, RPCError
+from node.bitcoin.wallet import Coin, InsufficientFunds, Wallet
 from protocol.bitcoin import OutPoint, Transaction, TxIn, TxOut
 from tests.helpers.chain import MuChain
 

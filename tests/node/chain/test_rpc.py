@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from node.chain.http import MAX_BODY_BYTES
-from node.rpc import (
+from node.bitcoin.rpc import (
     RPC_INVALID_ADDRESS_OR_KEY,
     RPC_INVALID_PARAMETER,
     RPC_METHOD_NOT_FOUND,

@@ -127,7 +127,7 @@ def test_torn_block_log_tail_is_cut_off(tmp_path: Path) -> None:
 
 def _spend(wallet, state: ChainState, outpoint: tuple[bytes, int], value_out: int, *, lie: int = 0):
     """A signed spend of a wallet key-0 coin (``lie`` signs for a wrong amount)."""
-    from node.wallet import Coin
+    from node.bitcoin.wallet import Coin
     from protocol.bitcoin import OutPoint, Transaction, TxIn, TxOut
 
     coin = state.utxos[outpoint]
@@ -142,7 +142,7 @@ def _spend(wallet, state: ChainState, outpoint: tuple[bytes, int], value_out: in
      ("badsig", "block-script-verify-flag-failed")],
 )
 def test_blocks_with_bad_transactions_are_refused(tmp_path: Path, case: str, reason: str) -> None:
-    from node.wallet import Wallet
+    from node.bitcoin.wallet import Wallet
 
     wallet = Wallet(b"\x01" * 32, rpc=None)  # type: ignore[arg-type]
     state = ChainState(tmp_path)

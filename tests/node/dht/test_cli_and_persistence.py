@@ -12,7 +12,7 @@ from pathlib import Path
 import trio
 
 from node.cli import main
-from node.config import load_identity
+from node.runtime.config import load_identity
 from node.dht import TABLE_FILE, load_table, open_dht
 from protocol.identity import Identity
 from protocol.kademlia import K, distance

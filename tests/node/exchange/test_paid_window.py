@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from node.config import load_identity
+from node.runtime.config import load_identity
 from node.exchange import HostLink
 from node.ledger import LEDGER_FILE, Ledger
 from node.transport import RequestError, SessionBroken, SessionClosed, TransportError

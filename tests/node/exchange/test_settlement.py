@@ -8,7 +8,7 @@ from pathlib import Path
 
 from node.exchange import ChainView
 from node.ledger import LEDGER_FILE, Ledger
-from node.settlement import SettlementConfig, SettlementWatcher
+from node.exchange.settlement import SettlementConfig, SettlementWatcher
 from protocol.bitcoin.channel import close_deadline
 from protocol.payments import chunk_price
 from tests.helpers.chain import open_mu_chain

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import trio
 
-from node.control import ControlClient
+from node.api.control import ControlClient
 from node.dht import TABLE_FILE, load_table, open_dht
 from protocol.identity import Identity
 from protocol.payments import chunk_price

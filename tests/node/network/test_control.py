@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from node.control import (
+from node.api.control import (
     HEADER_TIMEOUT,
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,

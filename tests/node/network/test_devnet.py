@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from node.control import ControlClient
+from node.api.control import ControlClient
 from node.ledger import LEDGER_FILE, Ledger
 
 REPO_ROOT = Path(__file__).resolve().parents[3]

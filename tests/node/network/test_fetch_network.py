@@ -16,8 +16,8 @@ import pytest
 import trio
 from coincurve import PrivateKey
 
-from node.fetcher import SessionSource, fetch_file
-from node.files import add_file
+from node.files.fetcher import SessionSource, fetch_file
+from node.files.local import add_file
 from node.store import ChunkStore
 from node.transport import ChunkServer, Session, open_transport
 from protocol.identity import Identity

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from node.fetcher import FetchFailed, Fetched, SourceError, SourceGone, fetch_file
-from node.files import add_file
+from node.files.fetcher import FetchFailed, Fetched, SourceError, SourceGone, fetch_file
+from node.files.local import add_file
 from node.store import ChunkStore
 from protocol.chunks import IntegrityError, Link
 

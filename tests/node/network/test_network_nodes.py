@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from node.fetcher import fetch_file
-from node.files import add_file
-from node.locate import DhtResolver
-from node.uploader import replicate_file
+from node.files.fetcher import fetch_file
+from node.files.local import add_file
+from node.files.locate import DhtResolver
+from node.files.uploader import replicate_file
 from protocol.fetch import placement
 from tests.helpers.network import collect, network
 

@@ -16,8 +16,8 @@ import trio
 
 from node.cli import EXIT_NOT_FOUND, main
 from node.cli.network import get_via_node, running_node
-from node.control import ControlServer
-from node.network import NetworkService
+from node.api.control import ControlServer
+from node.files.network import NetworkService
 from protocol.chunks import Link
 from tests.helpers.network import Node, network
 

@@ -3,7 +3,7 @@
 Real parts throughout: `mu chain` as a subprocess (tests/helpers/chain.py),
 hosts made of the daemon's own pieces (ledger, store, wallet, signed terms,
 PayeeBook, PaidChunkServer, transport) in this process, and a fetcher paying
-through node/paying.py.  The lying host runs the real PaidChunkServer (so it
+through node/exchange/paying.py.  The lying host runs the real PaidChunkServer (so it
 records every payment it accepts) and corrupts its replies on the way out
 after a few honest ones.  Its free allowance is one chunk's price, so a
 fetcher pays for each chunk with its next request (specs/network.md §4).
@@ -18,17 +18,17 @@ from pathlib import Path
 import pytest
 import trio
 
-from node.config import load_identity
-from node.daemon import PAYER_KEY_INDEX, PAYMENT_KEY_INDEX
+from node.runtime.config import load_identity
+from node.runtime.daemon import PAYER_KEY_INDEX, PAYMENT_KEY_INDEX
 from node.exchange import ChainView, PaidChunkServer, PayeeBook, Payer
-from node.fetcher import fetch_file
-from node.files import add_file
+from node.files.fetcher import fetch_file
+from node.files.local import add_file
 from node.ledger import LEDGER_FILE, Ledger
-from node.paying import PaidPeers
-from node.rpc import RPCClient
+from node.exchange.paying import PaidPeers
+from node.bitcoin.rpc import RPCClient
 from node.store import ChunkStore
 from node.transport import ChunkServer, Session, open_transport
-from node.wallet import Wallet
+from node.bitcoin.wallet import Wallet
 from protocol.payments import Terms, chunk_price
 from protocol.wire import Chunk, Message
 from tests.helpers.chain import open_mu_chain

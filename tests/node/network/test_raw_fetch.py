@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from node.fetcher import FetchFailed, fetch_raw
+from node.files.fetcher import FetchFailed, fetch_raw
 from node.store import ChunkStore
 from protocol.chunks import FileDecoder
 from tests.node.network.test_fetcher import hosts, sample  # noqa: F401  (sample is a fixture)

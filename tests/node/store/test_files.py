@@ -1,4 +1,4 @@
-"""node.files: add_file / get_file through a real ChunkStore on disk (specs/chunks.md §6, §8.4)."""
+"""node.files.local: add_file / get_file through a real ChunkStore on disk (specs/chunks.md §6, §8.4)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import node.files as files_module
-from node.files import add_file, get_file, load_convergence_secret
+import node.files.local as files_module
+from node.files.local import add_file, get_file, load_convergence_secret
 from node.store import ChunkNotFound, ChunkStore
 from protocol.chunks import FileDecoder, IntegrityError, Link, max_fanout
 
@@ -163,7 +163,7 @@ def test_get_reports_the_first_bad_data_chunk_in_file_order(tmp_path: Path) -> N
 def test_malloc_tuning_applies_once_on_glibc() -> None:
     import platform
 
-    from node._malloc import keep_chunk_buffers
+    from node.files._malloc import keep_chunk_buffers
 
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert keep_chunk_buffers() is expected

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from node.store import INDEX_FILE, SCHEMA_VERSION, STORE_DIR, ChunkStore
 from node.store._index import MIGRATIONS
-from node.retention import collect_once
+from node.store.retention import collect_once
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 T0 = 1_800_000_000
@@ -205,7 +205,7 @@ def test_paid_put_racing_the_gc_never_loses_the_chunk(tmp_path: Path) -> None:
 async def test_daemon_gc_loop_runs_every_period(tmp_path: Path, autojump_clock) -> None:  # type: ignore[no-untyped-def]
     import trio
 
-    from node.retention import GarbageCollector
+    from node.store.retention import GarbageCollector
 
     now = [float(T0)]
     with ChunkStore(tmp_path / "chunks") as store:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from node.dht import DhtNode
-from node.fetcher import ChunkSource, SessionSource
+from node.files.fetcher import ChunkSource, SessionSource
 from node.transport import Session, Transport, TransportError
 from protocol.fetch import DEFAULT_REPLICAS, dht_key, placement
 
@@ -95,7 +95,7 @@ class DhtResolver:
     """Holders of each chunk of one file, as :class:`ChunkSource` objects for the fetcher.
 
     ``make_source`` turns a session into a source: :func:`free_source`, or a
-    paying one (node/paying.py).  A host it refuses (e.g. priced above our
+    paying one (node/exchange/paying.py).  A host it refuses (e.g. priced above our
     maximum) is left out.
     """
 

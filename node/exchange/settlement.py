@@ -28,7 +28,7 @@ from node.exchange._chain import ChainView
 from node.exchange._channels import params_from_blob
 from node.exchange._payee import PayeeBook
 from node.ledger import ChannelRecord, Ledger
-from node.rpc import RPC_VERIFY_ALREADY_IN_CHAIN, RPCError, RPCTransportError
+from node.bitcoin.rpc import RPC_VERIFY_ALREADY_IN_CHAIN, RPCError, RPCTransportError
 from protocol.bitcoin import PrivateKey
 from protocol.bitcoin.channel import NothingToCloseError, refund_transaction, refund_vsize
 from protocol.bitcoin.policy import min_relay_fee

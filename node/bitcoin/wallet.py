@@ -4,7 +4,7 @@ Keys: ``key(i) = HMAC-SHA256(seed, "mu:wallet-key:v1" || u32be(i))`` for
 ``i`` in ``0 .. KEY_COUNT-1``; key 0 receives, key 1 takes change
 (``specs/chain.md`` §7).  The 32-byte seed lives in ``<data dir>/wallet.seed``
 with mode 0600.  The wallet holds no coin database: it asks the chain
-backend (``mu chain`` or bitcoind, through :class:`node.rpc.RPCClient`) with
+backend (``mu chain`` or bitcoind, through :class:`node.bitcoin.rpc.RPCClient`) with
 ``scantxoutset`` and skips coins that the mempool already spends
 (``gettxout`` with mempool), so it works the same against either backend.
 Unconfirmed change cannot be spent until it is mined.
@@ -18,8 +18,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.config import ConfigError, load_secret
-from node.rpc import RPCClient, btc_to_sats
+from node.runtime.config import ConfigError, load_secret
+from node.bitcoin.rpc import RPCClient, btc_to_sats
 from protocol.bitcoin import (
     OutPoint,
     PrivateKey,

@@ -28,7 +28,7 @@ from typing import Any
 
 import trio
 
-from node.config import write_secret_file
+from node.runtime.config import write_secret_file
 
 log = logging.getLogger(__name__)
 

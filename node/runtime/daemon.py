@@ -24,27 +24,27 @@ from pathlib import Path
 
 import trio
 
-from node.config import load_identity, write_secret_file
-from node.control import ControlServer
+from node.runtime.config import load_identity, write_secret_file
+from node.api.control import ControlServer
 from node.dht import ContactInfo, DhtNode, open_dht
-from node.locate import PeerDialer
-from node.network import NetworkService, register_report_routes
-from node.paying import PaidPeers
-from node.retention import DEFAULT_GC_PERIOD, GarbageCollector
+from node.files.locate import PeerDialer
+from node.files.network import NetworkService, register_report_routes
+from node.exchange.paying import PaidPeers
+from node.store.retention import DEFAULT_GC_PERIOD, GarbageCollector
 from node.exchange import ChainView, PaidChunkServer, PayeeBook, Payer
 from node.ledger import LEDGER_FILE, Ledger
-from node.rpc import RPCClient
-from node.settlement import SettlementConfig, SettlementWatcher
+from node.bitcoin.rpc import RPCClient
+from node.exchange.settlement import SettlementConfig, SettlementWatcher
 from node.store import STORE_DIR, ChunkStore
 from node.transport import Transport, open_transport
-from node.wallet import Wallet
+from node.bitcoin.wallet import Wallet
 from protocol.identity import Identity
 from protocol.payments import Terms
 
 log = logging.getLogger("mu.node")
 
 NODE_INFO_FILE = "node.json"
-# Wallet key indexes the node uses (node.wallet derives KEY_COUNT keys).
+# Wallet key indexes the node uses (node.bitcoin.wallet derives KEY_COUNT keys).
 PAYMENT_KEY_INDEX = 0  # receives earnings: the wallet's receive key
 PAYER_KEY_INDEX = 2  # signs our own channel payments
 

@@ -155,7 +155,7 @@ Candidates = Callable[[bytes], Sequence[bytes]]
 
 
 class HostResolver(Protocol):
-    """Finds the hosts of a chunk as it comes up (node/locate.py: DHT placement and providers)."""
+    """Finds the hosts of a chunk as it comes up (node/files/locate.py: DHT placement and providers)."""
 
     async def holders(self, address: bytes) -> list[ChunkSource]:
         """Sources that may hold ``address`` (possibly new ones)."""

@@ -37,16 +37,16 @@ from typing import Any
 
 import trio
 
-from node.control import ControlError, ControlServer, Emit
+from node.api.control import ControlError, ControlServer, Emit
 from node.dht import DhtNode
-from node.fetcher import FetchFailed, FetchProgress, fetch_file, fetch_raw
-from node.files import add_file, load_convergence_secret
+from node.files.fetcher import FetchFailed, FetchProgress, fetch_file, fetch_raw
+from node.files.local import add_file, load_convergence_secret
 from node.ledger import Ledger
-from node.locate import DhtResolver, PeerDialer, free_source
-from node.paying import PaidPeers
-from node.retention import pin_file
+from node.files.locate import DhtResolver, PeerDialer, free_source
+from node.exchange.paying import PaidPeers
+from node.store.retention import pin_file
 from node.store import ChunkNotFound, ChunkStore
-from node.uploader import ChunkPlaced, free_put, replicate_file
+from node.files.uploader import ChunkPlaced, free_put, replicate_file
 from protocol.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, IntegrityError, Link, LinkError
 from protocol.fetch import DEFAULT_REPLICAS, DEFAULT_WINDOW, MAX_REPLICAS, MAX_WINDOW, dht_key
 from protocol.kademlia import Contact

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import trio
 
-from node.locate import PeerDialer
+from node.files.locate import PeerDialer
 from node.store import ChunkStore
 from node.transport import Session, TransportError
 from protocol.payments import PaymentError, PriceTooHigh
@@ -63,7 +63,7 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
 
     The chunks must be in ``store``; the link's key is needed to walk the
     manifest tree (each manifest chunk is decrypted to learn its children).
-    ``put`` sends one chunk: :func:`free_put`, or a paying one (node/paying.py).
+    ``put`` sends one chunk: :func:`free_put`, or a paying one (node/exchange/paying.py).
 
     Raises:
         node.store.ChunkNotFound: a chunk of the file is not in the store.

@@ -30,8 +30,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from node._malloc import keep_chunk_buffers
-from node.config import load_secret
+from node.files._malloc import keep_chunk_buffers
+from node.runtime.config import load_secret
 from node.store import ChunkStore
 from protocol.chunks import (
     DEFAULT_CHUNK_SIZE,

@@ -17,10 +17,10 @@ import logging
 import trio
 
 from node.exchange import HostLink, Payer
-from node.fetcher import Fetched, SourceError, SourceGone, SourceLied
-from node.rpc import RPCClient
+from node.files.fetcher import Fetched, SourceError, SourceGone, SourceLied
+from node.bitcoin.rpc import RPCClient
 from node.transport import BadChunk, RequestError, Session, TransportError
-from node.wallet import Wallet
+from node.bitcoin.wallet import Wallet
 from protocol.payments import PaymentError, PaymentErrorCode, PriceTooHigh
 
 log = logging.getLogger("mu.paying")
@@ -79,7 +79,7 @@ class PaidPeers:
         pays for the one before it (specs/payments.md §Accounting).
 
         Raises:
-            node.fetcher.SourceLied: the reply's bytes are not the chunk.
+            node.files.fetcher.SourceLied: the reply's bytes are not the chunk.
         """
         link = await self.link(session)
         async with self._locks[link.host]:
@@ -112,7 +112,7 @@ class PaidPeers:
 
 
 class PaidSource:
-    """A :class:`node.fetcher.ChunkSource` that pays per chunk through :class:`PaidPeers`."""
+    """A :class:`node.files.fetcher.ChunkSource` that pays per chunk through :class:`PaidPeers`."""
 
     def __init__(self, peers: PaidPeers, session: Session, price_per_mib: int) -> None:
         self.peers = peers
