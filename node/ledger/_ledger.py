@@ -20,8 +20,9 @@ from typing import Any
 from node.ledger import _reports
 from node.ledger._commit import GroupCommitter
 from node.ledger._schema import migrate
+from protocol.payments.vocabulary import ChannelStatus
 
-CHANNEL_STATES = ("open", "closing", "closed", "refunding", "refunded")
+CHANNEL_STATES = tuple(ChannelStatus)
 LEDGER_FILE = "ledger.sqlite3"
 # How long a connection waits for a lock held by another process.
 BUSY_TIMEOUT_MS = 10_000
