@@ -1,1 +1,36 @@
-"""The running mu node on trio: transport, DHT, store, ledger, wallet, chain, CLI."""
+"""The running mu node on trio: the I/O around the pure rules of ``protocol``.
+
+Layers, bottom up.  A layer imports only from the layers before it in
+this list (and from ``protocol``), never from one after it
+(tests/test_layout.py checks it):
+
+- ``runtime.config``: the data dir, its files and the TOML config.
+- ``store``: chunk files on disk, their index, pins and paid retention, the GC.
+- ``transport``: Noise sessions over TCP, frames, concurrent requests.
+- ``dht``: Kademlia over UDP: routing, lookups, provider and contact records.
+- ``ledger``: SQLite: channels, payments, settlements.
+- ``bitcoin``: the Bitcoin Core JSON-RPC client and the wallet.
+- ``chain``: ``mu chain``, the embedded regtest chain (libbitcoinkernel).
+- ``exchange``: paid chunk exchange: the payer and the payee (I/O around
+  ``protocol.payments``' per-channel machines), channels opened on demand
+  (``paying``) and closed on chain (``settlement``).
+- ``files``: a user's files: encrypt into the store and back (``local``),
+  push chunks to their hosts (``uploader``), pull them from many
+  (``fetcher``), find and dial hosts (``locate``), and the running node's
+  add / get / pin (``network``).
+- ``api``: the control API (HTTP) the CLI talks to.
+- ``runtime.daemon``: ``mu node``, every service above in one nursery.
+- ``cli``: the ``mu`` program.
+
+Where a chunk goes on ``mu add``: ``cli`` -> ``api`` -> ``files.network``
+-> ``files.local`` (encrypted into ``store``) -> ``files.uploader`` ->
+``files.locate`` (``dht`` lookup) -> ``exchange.paying`` -> the payer ->
+``transport`` -> the host's ``exchange`` server (the payee charges, its
+``ledger`` records) -> the host's ``store``.
+
+Where a payment goes on ``mu get``: ``files.fetcher`` asks a chunk source
+-> ``exchange.paying`` (a channel opened on demand through ``bitcoin``)
+-> the payer (``protocol.payments`` says what is owed; our ``ledger``
+records it) -> ``transport`` -> the host's payee (checks, records, then
+serves) -> later ``exchange.settlement`` closes the channel on chain.
+"""
