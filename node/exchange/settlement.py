@@ -27,12 +27,13 @@ import trio
 from node.exchange._chain import ChainView
 from node.exchange._channels import params_from_blob
 from node.exchange._payee import PayeeBook
-from node.ledger import ChannelRecord, Ledger
+from node.ledger import ChannelRecord, Ledger, SettlementRecord
 from node.bitcoin.rpc import RPC_VERIFY_ALREADY_IN_CHAIN, RPCError, RPCTransportError
 from protocol.bitcoin import PrivateKey
 from protocol.bitcoin.channel import NothingToCloseError, refund_transaction, refund_vsize
 from protocol.bitcoin.policy import min_relay_fee
 from protocol.payments.messages import ChannelId
+from protocol.payments.vocabulary import ChannelStatus, Role, SettlementKind, SettlementStatus
 
 log = logging.getLogger("mu.settlement")
 
@@ -70,10 +71,10 @@ class SettlementWatcher:
         if self.book is not None:
             self.book.set_tip(tip)
         channels = await trio.to_thread.run_sync(
-            lambda: self.ledger.channels(states=("open", "closing", "refunding")))
+            lambda: self.ledger.channels(states=(ChannelStatus.OPEN, ChannelStatus.CLOSING, ChannelStatus.REFUNDING)))
         for record in channels:
             try:
-                if record.role == "payee":
+                if record.role is Role.PAYEE:
                     await self._payee(record, tip)
                 else:
                     await self._payer(record, tip)
@@ -95,21 +96,21 @@ class SettlementWatcher:
                 log.warning("settlement pass failed: %s", exc)
             await trio.sleep(self.config.poll_seconds)  # a poll interval, not synchronisation
 
-    async def _settlement(self, channel_id: str) -> dict[str, object] | None:
+    async def _settlement(self, channel_id: str) -> SettlementRecord | None:
         rows = await trio.to_thread.run_sync(self.ledger.settlements, channel_id)
         return rows[-1] if rows else None
 
-    async def _follow(self, record: ChannelRecord, settlement: dict[str, object], final_state: str) -> None:
-        txid = str(settlement["txid"])
+    async def _follow(self, record: ChannelRecord, settlement: SettlementRecord, final_state: ChannelStatus) -> None:
+        txid = settlement.txid
         known, height = await self.chain.confirmation_height(txid)
         if height is not None:
             await trio.to_thread.run_sync(lambda: self.ledger.record_settlement(
-                channel_id=record.channel_id, kind=str(settlement["kind"]), txid=txid,
-                amount=int(settlement["amount"]), state="confirmed", height=height))  # type: ignore[call-overload]
+                channel_id=record.channel_id, kind=settlement.kind, txid=txid,
+                amount=settlement.amount, state=SettlementStatus.CONFIRMED, height=height))
             await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, final_state)
-            log.info("%s of %s confirmed at height %d", settlement["kind"], record.channel_id, height)
+            log.info("%s of %s confirmed at height %d", settlement.kind, record.channel_id, height)
         elif not known:
-            log.warning("%s %s of %s is unknown to the chain backend", settlement["kind"], txid, record.channel_id)
+            log.warning("%s %s of %s is unknown to the chain backend", settlement.kind, txid, record.channel_id)
 
     async def _broadcast(self, raw_hex: str) -> None:
         try:
@@ -122,18 +123,18 @@ class SettlementWatcher:
         assert self.book is not None
         settlement = await self._settlement(record.channel_id)
         if settlement is not None:
-            await self._follow(record, settlement, "closed")
+            await self._follow(record, settlement, ChannelStatus.CLOSED)
             return
         entry = await self.book.entry(ChannelId.parse(record.channel_id))
         total = entry.channel.total
-        due = tip + 1 >= entry.deadline or total >= self.config.settle_threshold or record.state == "closing"
+        due = tip + 1 >= entry.deadline or total >= self.config.settle_threshold or record.state is ChannelStatus.CLOSING
         if not due:
             return
         if total == 0 or entry.channel.latest is None:
-            if tip + 1 >= entry.deadline or record.state == "closing":
+            if tip + 1 >= entry.deadline or record.state is ChannelStatus.CLOSING:
                 # Nothing was paid: nothing to claim; the payer refunds after expiry.
                 self.book.mark_closing(record.channel_id)
-                await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, "closed")
+                await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, ChannelStatus.CLOSED)
             return
         self.book.mark_closing(record.channel_id)  # no more payments on it
         total = entry.channel.total
@@ -143,33 +144,33 @@ class SettlementWatcher:
             # A total below the dust limit cannot have an output: nothing to claim.
             log.warning("channel %s holds %d sats, below the dust limit: closed without claiming",
                         record.channel_id, total)
-            await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, "closed")
+            await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, ChannelStatus.CLOSED)
             return
         txid = tx.txid_hex()
-        await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, "closing")
+        await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, ChannelStatus.CLOSING)
         await trio.to_thread.run_sync(lambda: self.ledger.record_settlement(
-            channel_id=record.channel_id, kind="close", txid=txid, amount=total))
+            channel_id=record.channel_id, kind=SettlementKind.CLOSE, txid=txid, amount=total))
         await self._broadcast(tx.hex())
         log.info("closing %s: %d sats in %s", record.channel_id, total, txid)
 
     async def _payer(self, record: ChannelRecord, tip: int) -> None:
         settlement = await self._settlement(record.channel_id)
         if settlement is not None:
-            await self._follow(record, settlement, "refunded")
+            await self._follow(record, settlement, ChannelStatus.REFUNDED)
             return
         if self.payer_key is None or self.refund_script is None or tip < record.expiry:
             return
         funding = await self.chain.unspent_output(record.funding_txid, record.funding_vout)
         if funding is None:
             # The payee closed it (or it never confirmed and was dropped).
-            await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, "closed")
+            await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, ChannelStatus.CLOSED)
             return
         params = params_from_blob(record.params)
         fee = max(min_relay_fee(refund_vsize(params, self.refund_script)), REFUND_FEE_RATE * refund_vsize(params, self.refund_script))
         tx = refund_transaction(params, self.payer_key, self.refund_script, fee)
         txid = tx.txid_hex()
-        await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, "refunding")
+        await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, ChannelStatus.REFUNDING)
         await trio.to_thread.run_sync(lambda: self.ledger.record_settlement(
-            channel_id=record.channel_id, kind="refund", txid=txid, amount=params.capacity - fee))
+            channel_id=record.channel_id, kind=SettlementKind.REFUND, txid=txid, amount=params.capacity - fee))
         await self._broadcast(tx.hex())
         log.info("refunding %s: %d sats in %s", record.channel_id, params.capacity - fee, txid)

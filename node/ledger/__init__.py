@@ -12,6 +12,7 @@ from node.ledger._ledger import (
     Ledger,
     LedgerError,
     PaymentRecord,
+    SettlementRecord,
     StaleTotal,
     UnknownChannel,
 )
@@ -19,5 +20,5 @@ from node.ledger._schema import SCHEMA_VERSION, LedgerVersionError
 
 __all__ = [
     "CHANNEL_STATES", "LEDGER_FILE", "MAX_GROUP_COMMIT", "SCHEMA_VERSION", "Account", "ChannelRecord", "Ledger",
-    "LedgerError", "LedgerVersionError", "PaymentRecord", "StaleTotal", "UnknownChannel",
+    "LedgerError", "LedgerVersionError", "PaymentRecord", "SettlementRecord", "StaleTotal", "UnknownChannel",
 ]

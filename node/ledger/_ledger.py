@@ -20,7 +20,7 @@ from typing import Any
 from node.ledger import _reports
 from node.ledger._commit import GroupCommitter
 from node.ledger._schema import migrate
-from protocol.payments.vocabulary import ChannelStatus
+from protocol.payments.vocabulary import ChannelStatus, Direction, Kind, Role, SettlementKind, SettlementStatus
 
 CHANNEL_STATES = tuple(ChannelStatus)
 LEDGER_FILE = "ledger.sqlite3"
@@ -45,9 +45,9 @@ class ChannelRecord:
     """One channel as the ledger stores it."""
 
     channel_id: str
-    role: str
+    role: Role
     peer: str
-    state: str
+    state: ChannelStatus
     capacity: int
     total: int
     payer_sig: bytes | None
@@ -66,9 +66,9 @@ class Account:
     consumed: int = 0
     paid: int = 0
     last_chunk: str | None = None
-    last_kind: str | None = None
+    last_kind: Kind | None = None
     # The latest charges (chunk hex, kind), oldest first (``account(recent=n)``).
-    recent: tuple[tuple[str, str], ...] = ()
+    recent: tuple[tuple[str, Kind], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,13 +77,26 @@ class PaymentRecord:
 
     id: int
     peer: str
-    direction: str
-    kind: str
+    direction: Direction
+    kind: Kind
     chunk: str
     price: int
     amount: int
     channel_id: str | None
     total: int | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettlementRecord:
+    """One close or refund transaction of a channel, as the ledger stores it."""
+
+    channel_id: str
+    kind: SettlementKind
+    txid: str
+    amount: int
+    state: SettlementStatus
+    height: int | None
     at: float
 
 
@@ -96,7 +109,7 @@ _CHANNEL_COLUMNS = (
 def _channel(row: tuple[Any, ...]) -> ChannelRecord:
     (cid, role, peer, state, capacity, total, sig, txid, vout, expiry, params, opened, updated) = row
     return ChannelRecord(
-        channel_id=cid, role=role, peer=peer, state=state, capacity=capacity, total=total,
+        channel_id=cid, role=Role(role), peer=peer, state=ChannelStatus(state), capacity=capacity, total=total,
         payer_sig=bytes(sig) if sig is not None else None, funding_txid=txid, funding_vout=vout,
         expiry=expiry, params=bytes(params), opened_at=opened, updated_at=updated,
     )
@@ -159,7 +172,8 @@ class Ledger:
         rows = self._read(f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE channel_id = ?", (channel_id,))
         return _channel(rows[0]) if rows else None
 
-    def channels(self, *, peer: str | None = None, role: str | None = None, states: tuple[str, ...] | None = None) -> list[ChannelRecord]:
+    def channels(self, *, peer: str | None = None, role: Role | None = None,
+                 states: tuple[ChannelStatus, ...] | None = None) -> list[ChannelRecord]:
         """Channels matching every given filter, oldest first."""
         where, args = [], []
         if peer is not None:
@@ -175,8 +189,8 @@ class Ledger:
         rows = self._read(f"SELECT {_CHANNEL_COLUMNS} FROM channels{clause} ORDER BY opened_at, channel_id", tuple(args))
         return [_channel(r) for r in rows]
 
-    def account(self, peer: str, direction: str, *, recent: int = 0) -> Account:
-        """The running account of ``peer`` in ``direction`` ('in' = we serve).
+    def account(self, peer: str, direction: Direction, *, recent: int = 0) -> Account:
+        """The running account of ``peer`` in ``direction`` (``IN``: we serve).
 
         With ``recent``, also that many of its latest charges (payment rows,
         free ones included), which a payee redelivers without a new charge.
@@ -188,14 +202,15 @@ class Ledger:
         if not rows:
             return Account()
         consumed, paid, last_chunk, last_kind = rows[0]
-        latest: tuple[tuple[str, str], ...] = ()
+        latest: tuple[tuple[str, Kind], ...] = ()
         if recent > 0:
             charges = self._read(
                 "SELECT chunk, kind FROM payments WHERE peer = ? AND direction = ? ORDER BY id DESC LIMIT ?",
                 (peer, direction, int(recent)),
             )
-            latest = tuple((chunk, kind) for chunk, kind in reversed(charges))
-        return Account(consumed=consumed, paid=paid, last_chunk=last_chunk, last_kind=last_kind, recent=latest)
+            latest = tuple((chunk, Kind(kind)) for chunk, kind in reversed(charges))
+        return Account(consumed=consumed, paid=paid, last_chunk=last_chunk,
+                       last_kind=Kind(last_kind) if last_kind is not None else None, recent=latest)
 
     def payments(self, *, peer: str | None = None, channel_id: str | None = None, limit: int | None = None) -> list[PaymentRecord]:
         """Payments, oldest first, optionally filtered."""
@@ -214,19 +229,20 @@ class Ledger:
             tuple(args),
         )
         return [
-            PaymentRecord(id=r[0], peer=r[1], direction=r[2], kind=r[3], chunk=r[4], price=r[5],
+            PaymentRecord(id=r[0], peer=r[1], direction=Direction(r[2]), kind=Kind(r[3]), chunk=r[4], price=r[5],
                           amount=r[6], channel_id=r[7], total=r[8], at=r[9])
             for r in rows
         ]
 
-    def settlements(self, channel_id: str | None = None) -> list[dict[str, Any]]:
+    def settlements(self, channel_id: str | None = None) -> list[SettlementRecord]:
         """Settlements (closes and refunds), oldest first."""
         clause, args = ("WHERE channel_id = ?", (channel_id,)) if channel_id else ("", ())
         rows = self._read(
             f"SELECT channel_id, kind, txid, amount, state, height, at FROM settlements {clause} ORDER BY id", args
         )
-        keys = ("channel_id", "kind", "txid", "amount", "state", "height", "at")
-        return [dict(zip(keys, r)) for r in rows]
+        return [SettlementRecord(channel_id=cid, kind=SettlementKind(kind), txid=txid, amount=amount,
+                                 state=SettlementStatus(state), height=height, at=at)
+                for cid, kind, txid, amount, state, height, at in rows]
 
     # -- writes --------------------------------------------------------------
 
@@ -236,7 +252,7 @@ class Ledger:
         Raises:
             LedgerError: a channel with that id already exists.
         """
-        if record.state not in CHANNEL_STATES or record.role not in ("payer", "payee"):
+        if record.state not in CHANNEL_STATES or record.role not in tuple(Role):
             raise LedgerError(f"bad channel role/state {record.role}/{record.state}")
 
         def write(conn: sqlite3.Connection) -> None:
@@ -252,7 +268,7 @@ class Ledger:
 
         self._commits.submit(write)
 
-    def set_channel_state(self, channel_id: str, state: str, *, now: float | None = None) -> None:
+    def set_channel_state(self, channel_id: str, state: ChannelStatus, *, now: float | None = None) -> None:
         """Move a channel to ``state`` (one of CHANNEL_STATES)."""
         if state not in CHANNEL_STATES:
             raise LedgerError(f"unknown channel state {state!r}")
@@ -331,7 +347,7 @@ class Ledger:
                 "paid = paid + excluded.paid, last_chunk = excluded.last_chunk, last_kind = excluded.last_kind",
                 (peer, direction, price, amount, chunk, kind),
             )
-            return PaymentRecord(id=int(cur.lastrowid or 0), peer=peer, direction=direction, kind=kind, chunk=chunk,
+            return PaymentRecord(id=int(cur.lastrowid or 0), peer=peer, direction=Direction(direction), kind=Kind(kind), chunk=chunk,
                                  price=price, amount=amount, channel_id=channel_id, total=total, at=at)
 
         return write
@@ -362,7 +378,8 @@ class Ledger:
         return outcome
 
     def record_settlement(
-        self, *, channel_id: str, kind: str, txid: str, amount: int, state: str = "broadcast",
+        self, *, channel_id: str, kind: SettlementKind, txid: str, amount: int,
+        state: SettlementStatus = SettlementStatus.BROADCAST,
         height: int | None = None, now: float | None = None,
     ) -> None:
         """Record (or update, by txid) a close or refund transaction."""

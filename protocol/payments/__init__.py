@@ -13,9 +13,9 @@ from protocol.payments.errors import (
     RemotePaymentError,
 )
 from protocol.payments.terms import MIB, Terms, chunk_price
-from protocol.payments.vocabulary import ChannelStatus, Direction, Kind, Role, SettlementStatus
+from protocol.payments.vocabulary import ChannelStatus, Direction, Kind, Role, SettlementKind, SettlementStatus
 
 __all__ = [
-    "MAX_PAID_WINDOW", "MIB", "ChannelStatus", "Direction", "Kind", "Role", "SettlementStatus", "REDELIVERY_DEPTH", "LocalPaymentError", "PaymentError", "PaymentErrorCode", "PeerAccount", "PriceTooHigh",
+    "MAX_PAID_WINDOW", "MIB", "ChannelStatus", "Direction", "Kind", "Role", "SettlementKind", "SettlementStatus", "REDELIVERY_DEPTH", "LocalPaymentError", "PaymentError", "PaymentErrorCode", "PeerAccount", "PriceTooHigh",
     "RemotePaymentError", "Terms", "chunk_price", "next_total", "paid_window",
 ]

@@ -45,6 +45,13 @@ class ChannelStatus(StrEnum):
     REFUNDED = "refunded"
 
 
+class SettlementKind(StrEnum):
+    """What a settlement transaction does: the payee's close or the payer's refund."""
+
+    CLOSE = "close"
+    REFUND = "refund"
+
+
 class SettlementStatus(StrEnum):
     """A settlement transaction's life in the ledger: sent, then mined."""
 

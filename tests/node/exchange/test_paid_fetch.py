@@ -53,7 +53,7 @@ async def test_fetch_100_chunks_both_ledgers_agree_and_close_pays_exactly(tmp_pa
 
             def settled(state: str) -> bool:
                 with host_ledger(host_dir) as ledger:
-                    return any(s["state"] == state for s in ledger.settlements(str(channel)))
+                    return any(s.state == state for s in ledger.settlements(str(channel)))
 
             await wait_for(lambda: settled("broadcast"))
             await fetcher.mine(1)

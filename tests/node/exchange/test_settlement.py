@@ -23,7 +23,7 @@ THRESHOLD = 1_000
 def settlement_state(host_dir: Path, channel: str) -> str | None:
     with Ledger.open(host_dir / LEDGER_FILE) as ledger:
         rows = ledger.settlements(channel)
-    return str(rows[-1]["state"]) if rows else None
+    return str(rows[-1].state) if rows else None
 
 
 async def test_threshold_and_deadline_closes_and_payer_refund(tmp_path: Path) -> None:
@@ -72,14 +72,14 @@ async def test_threshold_and_deadline_closes_and_payer_refund(tmp_path: Path) ->
             before = await fetcher.wallet.balance()
             await watcher.run_once()
             refund = fetcher.ledger.settlements(str(channel_c))
-            assert [r["kind"] for r in refund] == ["refund"]
+            assert [r.kind for r in refund] == ["refund"]
             await fetcher.mine(1)
             await watcher.run_once()
             record = fetcher.ledger.channel(str(channel_c))
             assert record is not None and record.state == "refunded"
-            assert fetcher.ledger.settlements(str(channel_c))[-1]["state"] == "confirmed"
-            assert await fetcher.wallet.balance() - before == refund[0]["amount"]
-            assert 25_000 - int(refund[0]["amount"]) < 1_000  # only a small fee kept by miners
+            assert fetcher.ledger.settlements(str(channel_c))[-1].state == "confirmed"
+            assert await fetcher.wallet.balance() - before == refund[0].amount
+            assert 25_000 - int(refund[0].amount) < 1_000  # only a small fee kept by miners
 
             with Ledger.open(host_dir / LEDGER_FILE) as ledger:
                 report = ledger.earnings()
