@@ -7,10 +7,12 @@
 - payee side: closes each open channel with a payment when the tip reaches
   one block before its close deadline, when its total reaches
   ``settle_threshold``, or when ``mu channels close ID`` marked it
-  ``closing``: the co-signed commitment is recorded as a ``broadcast``
-  settlement first (so a crash cannot forget it), then sent with
-  ``sendrawtransaction``; once mined it is recorded ``confirmed`` with its
-  height and the channel becomes ``closed``;
+  ``closing``: the channel is marked ``closing``, the co-signed commitment
+  is sent with ``sendrawtransaction`` and, once the backend accepted it,
+  recorded as a ``broadcast`` settlement (a crash in between is retried
+  from ``closing``: the same transaction is sent again); once mined it is
+  recorded ``confirmed`` with its height and the channel becomes
+  ``closed`` (specs/payments.md §Settlement);
 - payer side: from height ``expiry`` (the refund is final in block
   ``expiry + 1``) takes back the funding of each payer channel the payee
   has not closed, the same way (``refunding`` → ``refunded``); a payer
@@ -29,7 +31,7 @@ from node.exchange._channels import params_from_blob
 from node.exchange._payee import PayeeBook
 from node.ledger import ChannelRecord, Ledger, SettlementRecord
 from node.bitcoin.rpc import RPC_VERIFY_ALREADY_IN_CHAIN, RPCError, RPCTransportError
-from protocol.bitcoin import PrivateKey
+from protocol.bitcoin import PrivateKey, Transaction
 from protocol.bitcoin.channel import NothingToCloseError, refund_transaction, refund_vsize
 from protocol.bitcoin.policy import min_relay_fee
 from protocol.payments.messages import ChannelId
@@ -148,9 +150,11 @@ class SettlementWatcher:
             return
         txid = tx.txid_hex()
         await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, ChannelStatus.CLOSING)
+        # Sent before it is recorded: a ``broadcast`` row names a transaction
+        # the backend holds (specs/payments.md §Settlement).
+        await self._broadcast(tx.hex())
         await trio.to_thread.run_sync(lambda: self.ledger.record_settlement(
             channel_id=record.channel_id, kind=SettlementKind.CLOSE, txid=txid, amount=total))
-        await self._broadcast(tx.hex())
         log.info("closing %s: %d sats in %s", record.channel_id, total, txid)
 
     async def _payer(self, record: ChannelRecord, tip: int) -> None:
@@ -160,17 +164,28 @@ class SettlementWatcher:
             return
         if self.payer_key is None or self.refund_script is None or tip < record.expiry:
             return
-        funding = await self.chain.unspent_output(record.funding_txid, record.funding_vout)
-        if funding is None:
-            # The payee closed it (or it never confirmed and was dropped).
-            await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, ChannelStatus.CLOSED)
-            return
-        params = params_from_blob(record.params)
-        fee = max(min_relay_fee(refund_vsize(params, self.refund_script)), REFUND_FEE_RATE * refund_vsize(params, self.refund_script))
-        tx = refund_transaction(params, self.payer_key, self.refund_script, fee)
+        tx, amount = self.refund_for(record)
         txid = tx.txid_hex()
-        await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, ChannelStatus.REFUNDING)
-        await trio.to_thread.run_sync(lambda: self.ledger.record_settlement(
-            channel_id=record.channel_id, kind=SettlementKind.REFUND, txid=txid, amount=params.capacity - fee))
+        # ``refunding`` without a settlement row: a pass sent this same
+        # refund (or was about to) and stopped before recording it; if the
+        # backend knows it, it spent the funding itself.
+        sent = record.state is ChannelStatus.REFUNDING and (await self.chain.confirmation_height(txid))[0]
+        if not sent:
+            funding = await self.chain.unspent_output(record.funding_txid, record.funding_vout)
+            if funding is None:
+                # The payee closed it (or it never confirmed and was dropped).
+                await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, ChannelStatus.CLOSED)
+                return
+            await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, ChannelStatus.REFUNDING)
         await self._broadcast(tx.hex())
-        log.info("refunding %s: %d sats in %s", record.channel_id, params.capacity - fee, txid)
+        await trio.to_thread.run_sync(lambda: self.ledger.record_settlement(
+            channel_id=record.channel_id, kind=SettlementKind.REFUND, txid=txid, amount=amount))
+        log.info("refunding %s: %d sats in %s", record.channel_id, amount, txid)
+
+    def refund_for(self, record: ChannelRecord) -> tuple[Transaction, int]:
+        """The refund of payer channel ``record`` and the sats it returns: the same each time it is built."""
+        assert self.payer_key is not None and self.refund_script is not None
+        params = params_from_blob(record.params)
+        vsize = refund_vsize(params, self.refund_script)
+        fee = max(min_relay_fee(vsize), REFUND_FEE_RATE * vsize)
+        return refund_transaction(params, self.payer_key, self.refund_script, fee), params.capacity - fee

@@ -10,7 +10,7 @@ from node.exchange import ChainView
 from node.ledger import LEDGER_FILE, Ledger
 from node.exchange.settlement import SettlementConfig, SettlementWatcher
 from protocol.bitcoin.channel import close_deadline
-from protocol.payments import chunk_price
+from protocol.payments import ChannelStatus, SettlementStatus, chunk_price
 from tests.helpers.chain import open_mu_chain
 from tests.helpers.exchange import address_balance, open_fetcher, seed_chunks, wait_for
 from tests.helpers.node import open_mu_node
@@ -89,3 +89,36 @@ async def test_threshold_and_deadline_closes_and_payer_refund(tmp_path: Path) ->
             # SIGTERM: a clean stop that removes node.json.
             assert await host.stop() == 0
             assert not (host_dir / "node.json").exists()
+
+
+async def test_a_refund_sent_but_not_recorded_is_recorded_after_a_restart(tmp_path: Path) -> None:
+    """A crash after ``sendrawtransaction`` and before the settlement row: the next pass
+    finds its own refund on chain, records it and ends ``refunded``, not ``closed``
+    (specs/payments.md §Settlement)."""
+    host_dir = tmp_path / "host"
+    seed_chunks(host_dir, 1, CHUNK)
+    async with open_mu_chain(tmp_path / "chain") as chain:
+        async with open_mu_node(host_dir, chain, ["--expiry-window", "10"]) as host, \
+                open_fetcher(tmp_path / "payer", chain) as fetcher:
+            link = await fetcher.link(host)
+            tip = int(await chain.rpc.call("getblockcount"))
+            channel = await fetcher.open_channel(link, capacity=25_000, expiry_blocks=20)
+            await fetcher.mine(tip + 20 - int(await chain.rpc.call("getblockcount")))
+            watcher = SettlementWatcher(ledger=fetcher.ledger, chain=ChainView(fetcher.rpc), book=None,
+                                        payer_key=fetcher.payer.key, refund_script=fetcher.wallet.script_pubkey(),
+                                        config=SettlementConfig())
+            # What the pass that crashed left: the channel marked refunding, its
+            # refund sent and mined, no settlement row.
+            record = fetcher.ledger.channel(str(channel))
+            assert record is not None
+            fetcher.ledger.set_channel_state(str(channel), ChannelStatus.REFUNDING)
+            refund, amount = watcher.refund_for(record)
+            await fetcher.rpc.call("sendrawtransaction", refund.hex())
+            await fetcher.mine(1)
+            await watcher.run_once()
+            rows = fetcher.ledger.settlements(str(channel))
+            assert [(r.kind, r.txid, r.amount) for r in rows] == [("refund", refund.txid_hex(), amount)]
+            await watcher.run_once()
+            record = fetcher.ledger.channel(str(channel))
+            assert record is not None and record.state is ChannelStatus.REFUNDED
+            assert fetcher.ledger.settlements(str(channel))[-1].state is SettlementStatus.CONFIRMED
