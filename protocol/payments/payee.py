@@ -8,8 +8,8 @@ output), asks, and carries the decision out: it records and serves, or it
 sends the refusal.  Nothing here waits, reads a clock or touches a file;
 the signature check calls ``protocol.bitcoin.channel``, which is pure.
 
-``decide_charge`` checks, in this order (specs/payments.md §Accounting,
-§Payment field of GET and PUT, §Paid window):
+``decide_charge`` checks, in this order (specs/payments.md §Payee decision
+table, under §Payment field of GET and PUT; §Accounting, §Paid window):
 
 1. a recent charge of the same chunk and kind: ``Redeliver`` (no record);
 2. no payment: ``ChargeCovered`` when ``owed`` is 0, else
