@@ -313,8 +313,8 @@ class Output:
 GOOD_SCRIPT = funding_script_for(PAYER_KEY.public_key, PAYEE_KEY.public_key, EXPIRY)
 
 
-def open_request(capacity: int = 100_000, expiry: int = EXPIRY, payer: bytes = PAYER_KEY.public_key.data) -> OpenChannel:
-    return OpenChannel(channel=CID, capacity=capacity, expiry=expiry, payer_pubkey=payer)
+def open_request(capacity: int = 100_000, payer: bytes = PAYER_KEY.public_key.data) -> OpenChannel:
+    return OpenChannel(channel=CID, capacity=capacity, expiry=EXPIRY, payer_pubkey=payer)
 
 
 def opening(request: OpenChannel | None = None, *, exists: bool = False, output: Output | None = None,
