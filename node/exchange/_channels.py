@@ -2,8 +2,8 @@
 
 Channel parameters are stored in the ledger's ``params`` column as a
 msgpack map (specs/payments.md §Ledger) and rebuilt into
-``ChannelParams`` after a restart; the Bitcoin layer's refusals are mapped
-onto the exchange's error codes (specs/payments.md §Error codes).
+``ChannelParams`` after a restart.  (The Bitcoin layer's payment refusals
+are mapped onto the exchange's error codes in ``protocol.payments.payee``.)
 """
 
 from __future__ import annotations
@@ -14,16 +14,6 @@ import msgpack
 
 from protocol.bitcoin import OutPoint, PublicKey
 from protocol.bitcoin.channel import ChannelParams
-from protocol.bitcoin.errors import (
-    BadSignatureError,
-    BeyondCapacityError,
-    BitcoinError,
-    IncrementBelowOwedError,
-    MalformedPaymentError,
-    NonIncreasingTotalError,
-    WrongChannelError,
-)
-from protocol.payments import LocalPaymentError, PaymentErrorCode
 from protocol.payments.messages import ChannelId
 
 _PARAM_KEYS = frozenset({"txid", "vout", "capacity", "payer", "payee", "expiry", "fee_rate", "dust_limit"})
@@ -54,21 +44,3 @@ def params_from_blob(blob: bytes) -> ChannelParams:
         fee_rate=values["fee_rate"], dust_limit=values["dust_limit"],
     )
 
-
-def payment_refusal(exc: BitcoinError, owed: int) -> LocalPaymentError:
-    """The exchange refusal for a Bitcoin-layer payment error."""
-    if isinstance(exc, BadSignatureError):
-        code = PaymentErrorCode.BAD_SIGNATURE
-    elif isinstance(exc, BeyondCapacityError):
-        code = PaymentErrorCode.TOTAL_OVER_CAPACITY
-    elif isinstance(exc, IncrementBelowOwedError):
-        return LocalPaymentError(PaymentErrorCode.INSUFFICIENT_PAYMENT, str(exc), owed=owed)
-    elif isinstance(exc, NonIncreasingTotalError):
-        code = PaymentErrorCode.PAYMENT_TOTAL_LOWER
-    elif isinstance(exc, WrongChannelError):
-        code = PaymentErrorCode.UNKNOWN_CHANNEL
-    elif isinstance(exc, MalformedPaymentError):
-        code = PaymentErrorCode.BAD_PAYMENT
-    else:
-        code = PaymentErrorCode.BAD_PAYMENT
-    return LocalPaymentError(code, str(exc))

@@ -1,17 +1,19 @@
-"""The payee (host) side of the paid exchange: channels, accounts, charges.
+"""The payee (host) side of the paid exchange: the I/O around ``protocol.payments.payee``.
 
-``PayeeBook`` decides, for each GET or PUT a peer sends, whether it is paid
-for, and records the payment durably before the caller may serve
-(specs/payments.md §Payment field).  It holds the payee's view of every
-open channel (``protocol.bitcoin.channel.PayeeChannel``) and of every
-peer's account (``protocol.payments.PeerAccount``), rebuilt from the ledger
-after a restart.  Charges of one peer are serialised by a per-peer lock so
-its payments are checked and recorded in order; different peers proceed in
-parallel and share the ledger's group commits.
+``PayeeBook`` gathers the facts for each GET or PUT a peer sends (its
+account, the channel its payment names, the tip height), asks
+``decide_charge`` what to do, and carries the decision out: it records the
+payment durably before the caller may serve (specs/payments.md §Payment
+field of GET and PUT).  It holds the payee's view of every open channel
+(``PayeeEntry``) and of every peer's account (``PeerAccount``), rebuilt
+from the ledger after a restart.  Charges of one peer are serialised by a
+per-peer lock so its payments are checked and recorded in order;
+different peers proceed in parallel and share the ledger's group commits.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,14 +21,29 @@ from dataclasses import dataclass
 import trio
 
 from node.exchange._chain import ChainView
-from node.exchange._channels import outpoint_of, params_from_blob, params_to_blob, payment_refusal
+from node.exchange._channels import params_from_blob, params_to_blob
 from node.ledger import ChannelRecord, Ledger, StaleTotal
-from protocol.bitcoin import PrivateKey, PublicKey
-from protocol.bitcoin.channel import ChannelParams, PayeeChannel, close_deadline, funding_script_for
+from protocol.bitcoin import PrivateKey
+from protocol.bitcoin.channel import PayeeChannel, close_deadline
 from protocol.bitcoin.channel import Payment as ChannelPayment
-from protocol.bitcoin.errors import BitcoinError
 from protocol.payments import REDELIVERY_DEPTH, LocalPaymentError, PaymentErrorCode, PeerAccount, Terms
-from protocol.payments.messages import ChannelId, ChannelState, OpenChannel, Payment
+from protocol.payments.messages import ChannelId, ChannelState, OpenChannel
+from protocol.payments.payee import (
+    AcceptChannel,
+    AcceptPayment,
+    ChargeCovered,
+    ChargeDecision,
+    ChargeRequest,
+    LookUpChannel,
+    MissingChannel,
+    PayeeEntry,
+    Redeliver,
+    Refuse,
+    decide_charge,
+    decide_open,
+    price_of,
+)
+from protocol.payments.vocabulary import ChannelStatus, Direction, Kind, Role
 
 # Bound on peers whose account is cached in memory; the ledger holds them all.
 MAX_CACHED_ACCOUNTS = 10_000
@@ -38,16 +55,6 @@ TIP_MAX_AGE_SECONDS = 1.0
 class _Peer:
     lock: trio.Lock
     account: PeerAccount | None = None
-
-
-@dataclass(slots=True)
-class PayeeEntry:
-    """A payee channel in memory: the Bitcoin-layer state plus who and until when."""
-
-    channel: PayeeChannel
-    peer: str
-    open: bool
-    deadline: int
 
 
 class PayeeBook:
@@ -90,46 +97,28 @@ class PayeeBook:
             that order of checking (specs/payments.md §Channel messages).
         """
         cid = str(request.channel)
-        if await trio.to_thread.run_sync(self.ledger.channel, cid) is not None:
-            raise LocalPaymentError(PaymentErrorCode.CHANNEL_EXISTS, f"channel {cid} already exists")
-        output = await self.chain.unspent_output(request.channel.txid[::-1].hex(), request.channel.vout)
-        if output is None:
-            raise LocalPaymentError(PaymentErrorCode.FUNDING_SPENT, f"funding output {cid} is spent or unknown")
-        try:
-            payer = PublicKey(request.payer_pubkey)
-            expected = funding_script_for(payer, self._key.public_key, request.expiry)
-        except (BitcoinError, ValueError) as exc:
-            raise LocalPaymentError(PaymentErrorCode.FUNDING_MISMATCH, f"unusable channel keys: {exc}") from None
-        if output.script_pubkey != expected or output.value != request.capacity:
-            raise LocalPaymentError(PaymentErrorCode.FUNDING_MISMATCH, "funding output script or amount is wrong")
-        if request.capacity < self.terms.min_capacity:
-            raise LocalPaymentError(
-                PaymentErrorCode.CAPACITY_TOO_SMALL, f"capacity {request.capacity} < minimum {self.terms.min_capacity}")
-        try:
-            params = ChannelParams(
-                funding_outpoint=outpoint_of(request.channel), capacity=request.capacity, payer=payer,
-                payee=self._key.public_key, expiry_height=request.expiry, fee_rate=self.terms.fee_rate)
-        except BitcoinError as exc:
-            raise LocalPaymentError(PaymentErrorCode.CAPACITY_TOO_SMALL, str(exc)) from None
-        if output.confirmations < self.terms.min_confirmations:
-            raise LocalPaymentError(
-                PaymentErrorCode.FUNDING_UNCONFIRMED,
-                f"{output.confirmations} confirmations, {self.terms.min_confirmations} needed")
+        exists = await trio.to_thread.run_sync(self.ledger.channel, cid) is not None
+        funding = await self.chain.unspent_output(request.channel.txid[::-1].hex(), request.channel.vout)
         tip = await self.chain.tip_height()
         self.set_tip(tip)
-        if request.expiry - tip < self.terms.expiry_window:
-            raise LocalPaymentError(
-                PaymentErrorCode.EXPIRY_TOO_SOON, f"expiry {request.expiry} is under {self.terms.expiry_window} blocks away")
+        decision = decide_open(request, terms=self.terms, payee=self._key.public_key, exists=exists,
+                               funding=funding, tip_height=tip)
+        if isinstance(decision, Refuse):
+            raise decision.error()
+        await self._add_channel(peer.hex(), request, decision)
+        return await self.channel_state(peer, request.channel)
+
+    async def _add_channel(self, peer_hex: str, request: OpenChannel, accepted: AcceptChannel) -> None:
         now = self._clock()
+        cid = str(request.channel)
         record = ChannelRecord(
-            channel_id=cid, role="payee", peer=peer.hex(), state="open", capacity=request.capacity, total=0,
-            payer_sig=None, funding_txid=request.channel.txid[::-1].hex(), funding_vout=request.channel.vout,
-            expiry=request.expiry, params=params_to_blob(params), opened_at=now, updated_at=now,
+            channel_id=cid, role=Role.PAYEE, peer=peer_hex, state=ChannelStatus.OPEN, capacity=request.capacity,
+            total=0, payer_sig=None, funding_txid=request.channel.txid[::-1].hex(), funding_vout=request.channel.vout,
+            expiry=request.expiry, params=params_to_blob(accepted.params), opened_at=now, updated_at=now,
         )
         await trio.to_thread.run_sync(self.ledger.add_channel, record)
-        self._channels[cid] = PayeeEntry(PayeeChannel(params, self._key), peer.hex(), True,
-                                         close_deadline(request.expiry))
-        return await self.channel_state(peer, request.channel)
+        self._channels[cid] = PayeeEntry(channel=PayeeChannel(accepted.params, self._key), peer=peer_hex,
+                                         status=ChannelStatus.OPEN, deadline=accepted.deadline)
 
     async def channel_state(self, peer: bytes, channel: ChannelId) -> ChannelState:
         """What we have recorded for ``channel`` and for ``peer``'s account.
@@ -150,28 +139,43 @@ class PayeeBook:
         Raises:
             LocalPaymentError(UNKNOWN_CHANNEL): no such payee channel (of ``peer``).
         """
+        found = await self._find(channel, None if peer is None else peer.hex())
+        if found is None:
+            raise LocalPaymentError(PaymentErrorCode.UNKNOWN_CHANNEL, f"no channel {channel} of this peer")
+        return found
+
+    async def _find(self, channel: ChannelId, peer_hex: str | None) -> PayeeEntry | None:
+        """``entry``, or None when there is no such payee channel (of ``peer_hex``)."""
         cid = str(channel)
         entry = self._channels.get(cid)
         if entry is None:
-            record = await trio.to_thread.run_sync(self.ledger.channel, cid)
-            if record is None or record.role != "payee":
-                raise LocalPaymentError(PaymentErrorCode.UNKNOWN_CHANNEL, f"no channel {cid}")
-            params = params_from_blob(record.params)
-            latest = None
-            if record.payer_sig is not None and record.total > 0:
-                latest = ChannelPayment(params.channel_id, record.total, record.payer_sig)
-            channel_state = await trio.to_thread.run_sync(lambda: PayeeChannel(params, self._key, latest))
-            entry = PayeeEntry(channel_state, record.peer, record.state == "open", close_deadline(record.expiry))
-            self._channels[cid] = entry
-        if peer is not None and entry.peer != peer.hex():
-            raise LocalPaymentError(PaymentErrorCode.UNKNOWN_CHANNEL, f"channel {cid} is not this peer's")
+            loaded = await trio.to_thread.run_sync(self._load_entry, cid)
+            if loaded is None:
+                return None
+            # Another task may have loaded (and since updated) it meanwhile: keep that one.
+            entry = self._channels.setdefault(cid, loaded)
+        if peer_hex is not None and entry.peer != peer_hex:
+            return None
         return entry
+
+    def _load_entry(self, cid: str) -> PayeeEntry | None:
+        """A payee channel rebuilt from its ledger row (worker thread: the signature check is CPU)."""
+        record = self.ledger.channel(cid)
+        if record is None or record.role != Role.PAYEE:
+            return None
+        params = params_from_blob(record.params)
+        latest = None
+        if record.payer_sig is not None and record.total > 0:
+            latest = ChannelPayment(params.channel_id, record.total, record.payer_sig)
+        return PayeeEntry(channel=PayeeChannel(params, self._key, latest), peer=record.peer,
+                          status=ChannelStatus(record.state),
+                          deadline=close_deadline(record.expiry))
 
     def mark_closing(self, channel_id: str) -> None:
         """Stop accepting payments on a channel being closed (the watcher calls this)."""
         entry = self._channels.get(channel_id)
         if entry is not None:
-            entry.open = False
+            self._channels[channel_id] = dataclasses.replace(entry, status=ChannelStatus.CLOSING)
 
     # -- charges ---------------------------------------------------------------
 
@@ -189,7 +193,7 @@ class PayeeBook:
         entry = self._peer(peer_hex)
         if entry.account is None:
             stored = await trio.to_thread.run_sync(
-                lambda: self.ledger.account(peer_hex, "in", recent=REDELIVERY_DEPTH))
+                lambda: self.ledger.account(peer_hex, Direction.IN, recent=REDELIVERY_DEPTH))
             entry.account = PeerAccount(
                 consumed=stored.consumed, paid=stored.paid,
                 last_chunk=bytes.fromhex(stored.last_chunk) if stored.last_chunk else None, last_kind=stored.last_kind,
@@ -197,11 +201,11 @@ class PayeeBook:
             )
         return entry.account
 
-    def price(self, kind: str, size: int) -> int:
+    def price(self, kind: Kind, size: int) -> int:
         """What a GET or PUT of ``size`` bytes costs under our terms."""
-        return self.terms.get_price(size) if kind == "get" else self.terms.put_price(size)
+        return price_of(self.terms, kind, size)
 
-    async def charge(self, peer: bytes, *, kind: str, chunk: bytes, size: int, payment: object) -> int:
+    async def charge(self, peer: bytes, *, kind: Kind, chunk: bytes, size: int, payment: object) -> int:
         """Charge ``peer`` for one GET or PUT of ``size`` bytes; return the sats paid.
 
         Returns only once the payment (or the free-allowance use) is on disk,
@@ -213,7 +217,7 @@ class PayeeBook:
         """
         return (await self.charge_then(peer, kind=kind, chunk=chunk, size=size, payment=payment))[0]
 
-    async def charge_then(self, peer: bytes, *, kind: str, chunk: bytes, size: int, payment: object,
+    async def charge_then(self, peer: bytes, *, kind: Kind, chunk: bytes, size: int, payment: object,
                           then: Callable[[], object] | None = None) -> tuple[int, object]:
         """``charge``, and run ``then`` in the same worker thread once the record is on disk.
 
@@ -223,58 +227,47 @@ class PayeeBook:
         """
         peer_hex = peer.hex()
         slot = self._peer(peer_hex)
+        request = ChargeRequest(kind=kind, chunk=chunk, size=size, payment=payment)
         async with slot.lock:
             account = await self._account(peer_hex)
-            if account.is_redelivery(chunk, kind):
-                return 0, NOT_RUN  # specs/payments.md §Accounting, redelivery
-            price = self.price(kind, size)
-            allowance = self.terms.free_allowance
-            owed = account.owed(price, allowance)
-            if payment is None:
-                return await self._charge_free(slot, peer_hex, account, chunk=chunk, kind=kind, price=price, then=then)
-            parsed = Payment.from_wire(payment)
-            entry = await self.entry(parsed.channel, peer=peer)
-            if not entry.open or await self._fresh_tip() >= entry.deadline:
-                raise LocalPaymentError(PaymentErrorCode.CHANNEL_EXPIRED, f"channel {parsed.channel} is closed or past its deadline")
-            previous = entry.channel.latest
-            accepted = entry.channel.total
-            if parsed.total <= accepted and owed == 0:
-                # Covered already (allowance or credit): an older payment of a
-                # paid window that arrived after a newer one carries nothing
-                # and is not needed; serve as if it were absent
-                # (specs/payments.md §Paid window).
-                return await self._charge_free(slot, peer_hex, account, chunk=chunk, kind=kind, price=price, then=then)
-            if parsed.total == accepted:
-                raise LocalPaymentError(PaymentErrorCode.PAYMENT_REPLAY, f"total {parsed.total} was already accepted")
-            if parsed.total < accepted:
-                raise LocalPaymentError(
-                    PaymentErrorCode.PAYMENT_TOTAL_LOWER, f"total {parsed.total} is below accepted {accepted}")
-            increment = parsed.total - accepted
-            try:
-                entry.channel.accept(ChannelPayment(entry.channel.params.channel_id, parsed.total, parsed.sig), owed)
-            except BitcoinError as exc:
-                raise payment_refusal(exc, owed) from None
-            updated = account.charge(chunk=chunk, kind=kind, price=price, increment=increment, allowance=allowance)
+            decision = decide_charge(request, terms=self.terms, account=account)
+            if isinstance(decision, LookUpChannel):
+                entry = await self._find(decision.channel, peer_hex)
+                if entry is None:
+                    decision = decide_charge(request, terms=self.terms, account=account, channel=MissingChannel())
+                else:
+                    decision = decide_charge(request, terms=self.terms, account=account, channel=entry,
+                                             tip_height=await self._fresh_tip())
+            return await self._carry_out(slot, peer_hex, request, decision, then)
+
+    async def _carry_out(self, slot: _Peer, peer_hex: str, request: ChargeRequest, decision: ChargeDecision,
+                         then: Callable[[], object] | None) -> tuple[int, object]:
+        """Record what ``decision`` says, then adopt its account and channel state (only once on disk)."""
+        if isinstance(decision, Redeliver):
+            return 0, NOT_RUN  # specs/payments.md §Accounting, redelivery
+        if isinstance(decision, Refuse):
+            raise decision.error()
+        if isinstance(decision, ChargeCovered):
+            result = await _durably(lambda: self.ledger.record_payment(
+                peer=peer_hex, direction=Direction.IN, kind=request.kind, chunk=request.chunk.hex(),
+                price=decision.price, amount=0), then)
+            slot.account = decision.account
+            return 0, result
+        if isinstance(decision, AcceptPayment):
+            payment = decision.payment
+            cid = str(payment.channel)
             try:
                 result = await _durably(lambda: self.ledger.record_payment(
-                    peer=peer_hex, direction="in", kind=kind, chunk=chunk.hex(), price=price, amount=increment,
-                    channel_id=str(parsed.channel), total=parsed.total, payer_sig=parsed.sig), then)
-            except BaseException as exc:
-                entry.channel.latest = previous  # not on disk: not accepted
-                if isinstance(exc, StaleTotal):
-                    raise LocalPaymentError(PaymentErrorCode.PAYMENT_REPLAY, str(exc)) from None
-                raise
-            slot.account = updated
-            return increment, result
-
-    async def _charge_free(self, slot: _Peer, peer_hex: str, account: PeerAccount, *, chunk: bytes, kind: str,
-                           price: int, then: Callable[[], object] | None) -> tuple[int, object]:
-        """Charge a request carrying no (needed) payment: within the allowance or credit, else refused."""
-        updated = account.charge(chunk=chunk, kind=kind, price=price, increment=0, allowance=self.terms.free_allowance)
-        result = await _durably(lambda: self.ledger.record_payment(
-            peer=peer_hex, direction="in", kind=kind, chunk=chunk.hex(), price=price, amount=0), then)
-        slot.account = updated
-        return 0, result
+                    peer=peer_hex, direction=Direction.IN, kind=request.kind, chunk=request.chunk.hex(),
+                    price=decision.price, amount=decision.increment, channel_id=cid, total=payment.total,
+                    payer_sig=payment.sig), then)
+            except StaleTotal as exc:  # the ledger's own replay check (specs/payments.md §Ledger)
+                raise LocalPaymentError(PaymentErrorCode.PAYMENT_REPLAY, str(exc)) from None
+            current = self._channels[cid]  # as it is now: the watcher may have marked it closing meanwhile
+            self._channels[cid] = dataclasses.replace(current, channel=decision.channel)
+            slot.account = decision.account
+            return decision.increment, result
+        raise AssertionError(f"decision {decision!r} needs a channel looked up")
 
 
 # ``charge_then``'s result when ``then`` did not run.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable
 
@@ -24,7 +23,7 @@ from node.exchange._payee import NOT_RUN, PayeeBook
 from node.store import ChunkCorrupt, ChunkNotFound, ChunkStore, StoreFull
 from node.transport import RequestRefused, Session
 from node.transport import ChunkServer
-from protocol.payments import LocalPaymentError
+from protocol.payments import Kind, LocalPaymentError
 from protocol.payments.messages import OpenChannel, channel_request
 from protocol.wire import ChannelMessage, Chunk, ErrorCode, GetChunk, Message, MessageType, PutChunk, PutOk
 
@@ -62,29 +61,36 @@ class PaidChunkServer:
 
     async def _get(self, session: Session, message: GetChunk) -> Message:
         peer = session.peer_node_id
-        try:
-            # The price needs only the size: a stat, not the read.
-            size = os.stat(self.store.path_of(message.address)).st_size
-        except FileNotFoundError:
-            raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not found") from None
-        if self.book.terms.free_allowance >= self.book.price("get", size):
+        # The price needs only the size: a stat, not the read (in a worker
+        # thread: a slow disk must not stall the event loop).
+        size = await trio.to_thread.run_sync(self._size_of, message.address)
+        if size is None:
+            raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not found")
+        if self.book.terms.free_allowance >= self.book.price(Kind.GET, size):
             # The allowance lets a payer keep a window of requests in flight
             # (specs/payments.md §Paid window): throughput over latency.  The
             # read (and its SHA-256 check) runs in the worker thread that
             # wrote the payment, right after it is on disk: one thread hop.
             async with session.in_arrival_order():  # charged in the order the peer sent them
-                _, data = await self.book.charge_then(peer, kind="get", chunk=message.address, size=size,
+                _, data = await self.book.charge_then(peer, kind=Kind.GET, chunk=message.address, size=size,
                                                       payment=message.payment, then=lambda: self._read(message.address))
             if data is NOT_RUN:  # a redelivery: nothing was recorded
                 data = await trio.to_thread.run_sync(self._read, message.address)
         else:
             async with session.in_arrival_order():
                 data = await self._charge_overlapped(peer, message, size)
-        if isinstance(data, BaseException):
+        if not isinstance(data, bytes):  # what the read raised, returned from the worker thread
             log.error("chunk %s unreadable after it was paid for: %s", message.address.hex(), data)
             raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not available")
         self.served += 1
         return Chunk(request_id=message.request_id, address=message.address, data=data)
+
+    def _size_of(self, address: bytes) -> int | None:
+        """The chunk file's size, or None when there is no such chunk."""
+        try:
+            return self.store.path_of(address).stat().st_size
+        except FileNotFoundError:
+            return None
 
     def _read(self, address: bytes) -> bytes | Exception:
         """The chunk's bytes (SHA-256 checked by the store), or why not."""
@@ -111,7 +117,7 @@ class PaidChunkServer:
             nursery.start_soon(load)
             refusal: LocalPaymentError | None = None
             try:
-                await self.book.charge(peer, kind="get", chunk=message.address, size=size, payment=message.payment)
+                await self.book.charge(peer, kind=Kind.GET, chunk=message.address, size=size, payment=message.payment)
             except LocalPaymentError as exc:
                 refusal = exc
         if refusal is not None:
@@ -126,7 +132,7 @@ class PaidChunkServer:
         if quota is not None and self.store.used_bytes + len(message.data) > quota:
             raise RequestRefused(ErrorCode.OVER_QUOTA, "store full")  # refuse before taking money
         async with session.in_arrival_order():  # charged in the order the peer sent them
-            await self.book.charge(peer, kind="put", chunk=message.address, size=len(message.data),
+            await self.book.charge(peer, kind=Kind.PUT, chunk=message.address, size=len(message.data),
                                    payment=message.payment)
         # Retention counts from now, after the payment is on disk.
         until = int(self.wall_clock()) + self.book.terms.retention_seconds

@@ -14,8 +14,10 @@ from protocol.payments.errors import (
 )
 from protocol.payments.terms import MIB, Terms, chunk_price
 from protocol.payments.vocabulary import ChannelStatus, Direction, Kind, Role, SettlementKind, SettlementStatus
+from protocol.payments.payee import ChargeRequest, PayeeEntry, decide_charge, decide_open
 
 __all__ = [
     "MAX_PAID_WINDOW", "MIB", "ChannelStatus", "Direction", "Kind", "Role", "SettlementKind", "SettlementStatus", "REDELIVERY_DEPTH", "LocalPaymentError", "PaymentError", "PaymentErrorCode", "PeerAccount", "PriceTooHigh",
     "RemotePaymentError", "Terms", "chunk_price", "next_total", "paid_window",
+    "ChargeRequest", "PayeeEntry", "decide_charge", "decide_open",
 ]
