@@ -23,7 +23,7 @@ import pbk
 
 from node.chain.blocklog import LOG_FILE, BlockLog
 from node.chain.kernel import Kernel, SubmitResult
-from protocol.bitcoin.block import BlockHeader, block_subsidy, build_block
+from protocol.bitcoin.block import BlockHeader, build_block
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +190,6 @@ class ChainState:
             fees=fees,
             extra_nonce=struct.pack("<I", self._extra_nonce),
         )
-
-    def next_subsidy(self) -> int:
-        return block_subsidy(self.height + 1)
 
     def close(self) -> None:
         self.kernel.close()

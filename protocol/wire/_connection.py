@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Union
+from typing import Union
 
 import msgpack
 
@@ -464,8 +464,4 @@ class Connection:
     @property
     def can_send(self) -> bool:
         return self._send is not None
-
-    def describe(self) -> dict[str, Any]:
-        """A small dict for logs."""
-        return {"role": self.role.value, "state": self.state.value, "peer": (self.peer_node_id or b"").hex()}
 
