@@ -1,7 +1,7 @@
 """AES-256-GCM for many short-lived records under one key.
 
 Noise encrypts every transport message under a fresh nonce, and mu sends
-one record per frame (specs/wire.md §4 Records), so a session
+one record per frame (specs/wire.md §4 Records, §4.3 Implementation note), so a session
 runs one GCM computation per record.  A per-message cipher object (as
 pycryptodome's ``AES.new(key, MODE_GCM, nonce)``) re-derives the AES key
 schedule, the hash subkey ``H = E(K, 0^128)`` and the GHASH tables for each
