@@ -5,7 +5,7 @@ closed it; calls are serialised on it.  Credentials come from a cookie file
 (re-read after a 401, because a restarted server writes a new cookie) or
 from a user name and password.  Callers own overall deadlines, but every
 call also has the client's own ``timeout`` so a dead server cannot hang a
-node.  Wire shapes: ``specs/chain.md`` §4.
+node.  Wire shapes: ``specs/chain.md`` §4 JSON-RPC over HTTP.
 
 Errors:
     RPCError: the server answered with a JSON-RPC error (``.code`` is

@@ -2,7 +2,7 @@
 
 Keys: ``key(i) = HMAC-SHA256(seed, "mu:wallet-key:v1" || u32be(i))`` for
 ``i`` in ``0 .. KEY_COUNT-1``; key 0 receives, key 1 takes change
-(``specs/chain.md`` §7).  The 32-byte seed lives in ``<data dir>/wallet.seed``
+(``specs/chain.md`` §7 The node wallet).  The 32-byte seed lives in ``<data dir>/wallet.seed``
 with mode 0600.  The wallet holds no coin database: it asks the chain
 backend (``mu chain`` or bitcoind, through :class:`node.bitcoin.rpc.RPCClient`) with
 ``scantxoutset`` and skips coins that the mempool already spends
@@ -74,7 +74,7 @@ class Coin:
 
 
 def derive_key(seed: bytes, index: int) -> PrivateKey:
-    """The wallet's key number ``index`` (``specs/chain.md`` §7)."""
+    """The wallet's key number ``index`` (``specs/chain.md`` §7 The node wallet)."""
     digest = hmac.new(seed, b"mu:wallet-key:v1" + struct.pack(">I", index), hashlib.sha256).digest()
     return PrivateKey(digest)
 

@@ -1,4 +1,4 @@
-"""The append-only log of accepted blocks (``specs/chain.md`` §5).
+"""The append-only log of accepted blocks (``specs/chain.md`` §5.1 Block log record).
 
 libbitcoinkernel 0.1.0a5 loses its newest blocks on an unclean exit (its
 block index and chainstate are flushed lazily).  ``mu chain`` therefore

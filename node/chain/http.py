@@ -1,4 +1,4 @@
-"""The HTTP/1.1 side of ``mu chain``'s JSON-RPC server (``specs/chain.md`` §4.1).
+"""The HTTP/1.1 side of ``mu chain``'s JSON-RPC server (``specs/chain.md`` §4.1 HTTP).
 
 A deliberately small server: POST with a Content-Length body, HTTP Basic
 authentication, keep-alive, and hard bounds on everything a client sends.

@@ -3,7 +3,7 @@
 Every block ``mu chain`` mines is handed to Bitcoin Core's
 ChainstateManager, which checks it against all consensus rules and connects
 it.  Facts about pbk 0.1.0a5 this wrapper is built around (found by trying
-it, see ``specs/chain.md`` §6):
+it, see ``specs/chain.md`` §6 libbitcoinkernel 0.1.0a5, as found by trying it):
 
 * ``process_block`` either raises ``ProcessBlockException`` or returns
   whether the block was new; neither says "accepted".  The only reliable

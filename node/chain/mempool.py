@@ -6,7 +6,7 @@ not conflict with the mempool (no replacement), spends outputs that exist
 unspent in the chain or the mempool, spends no immature coinbase, does not
 create money, pays at least the minimum relay fee, and every input's script
 verifies in libbitcoinkernel with all consensus flags.  Rejections carry
-bitcoind's RPC error code and reject reason (``specs/chain.md`` §4.4).
+bitcoind's RPC error code and reject reason (``specs/chain.md`` §4.4 Mempool acceptance and its errors).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Bitcoin Core JSON-RPC subset ``mu chain`` answers (``specs/chain.md`` §4).
+"""The Bitcoin Core JSON-RPC subset ``mu chain`` answers (``specs/chain.md`` §4.3 Methods).
 
 Each method takes the :class:`ChainNode` and its parameters by name; the
 dispatcher maps positional or named JSON parameters onto them.  Shapes and

@@ -1,6 +1,6 @@
 """``mu chain``: the service that ties kernel, mempool, miner and RPC together.
 
-Files in the chain directory (``<data dir>/chain``, ``specs/chain.md`` §5):
+Files in the chain directory (``<data dir>/chain``, ``specs/chain.md`` §5 Files and recovery):
 ``kernel/`` (libbitcoinkernel's blocks and chainstate), ``blocks.log``
 (append-only accepted blocks), ``.cookie`` (bitcoind's
 ``__cookie__:<64 hex>`` format, mode 0600, removed on clean exit) and

@@ -2,7 +2,7 @@
 
 libbitcoinkernel 0.1.0a5 validates and stores blocks but offers no UTXO or
 transaction lookups, so this module keeps them itself, derived only from
-blocks the kernel accepted (``specs/chain.md`` §5):
+blocks the kernel accepted (``specs/chain.md`` §5 Files and recovery):
 
 * ``hashes``/``headers`` by height, ``heights`` by hash;
 * ``txindex``: txid -> (height, position in block), like bitcoind -txindex;
@@ -23,7 +23,7 @@ import pbk
 
 from node.chain.blocklog import LOG_FILE, BlockLog
 from node.chain.kernel import Kernel, SubmitResult
-from protocol.bitcoin.block import BlockHeader, block_subsidy, build_block
+from protocol.bitcoin.block import BlockHeader, build_block
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class ChainState:
     # -- start-up ---------------------------------------------------------
 
     def _replay(self) -> None:
-        """Bring kernel and log into agreement (``specs/chain.md`` §5.2)."""
+        """Bring kernel and log into agreement (``specs/chain.md`` §5.2 Start-up)."""
         kernel_height, _ = self.kernel.tip()
         start = 0
         if 0 < kernel_height <= len(self.block_log):
@@ -190,9 +190,6 @@ class ChainState:
             fees=fees,
             extra_nonce=struct.pack("<I", self._extra_nonce),
         )
-
-    def next_subsidy(self) -> int:
-        return block_subsidy(self.height + 1)
 
     def close(self) -> None:
         self.kernel.close()

@@ -8,7 +8,7 @@ on the reference VM that was a third of the system time of ``mu add`` and
 ``mu get``.  Raising the mmap and trim thresholds above the largest chunk
 lets the freed blocks be reused instead.  Memory stays bounded: the heap
 holds at most what the bounded pipelines hold at once (specs/chunks.md
-§8.5) plus ``HEAP_KEEP_BYTES`` of free space at its top.
+§8.5 Bounds) plus ``HEAP_KEEP_BYTES`` of free space at its top.
 """
 
 from __future__ import annotations

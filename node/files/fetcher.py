@@ -1,4 +1,5 @@
-"""Fetch a file from many hosts at once (specs/network.md §4, §5).
+"""Fetch a file from many hosts at once (specs/network.md §4 The download algorithm,
+§5 Writing the file, resuming).
 
 The I/O around :class:`protocol.fetch.FetchScheduler` and the pure
 :class:`protocol.chunks.FileDecoder`: the decoder says which chunks come
@@ -11,7 +12,7 @@ also kept there, and chunks already there are not fetched again: that is
 what makes an interrupted ``mu get`` resume without paying twice.
 
 :func:`fetch_raw` is the same machinery driven by the keyless
-:class:`protocol.chunks.RawWalker` (a verify cap, specs/chunks.md §6.5):
+:class:`protocol.chunks.RawWalker` (a verify cap, specs/chunks.md §6.5 Walking with the bare root):
 from a bare root it fetches and verifies every ciphertext chunk into the
 store without decrypting anything.
 
@@ -101,7 +102,7 @@ class ChunkSource(Protocol):
 
 
 class SessionSource:
-    """A host reached through a transport session (specs/wire.md GET_CHUNK).
+    """A host reached through a transport session (specs/wire.md §6 Messages, GET_CHUNK).
 
     Asks without payment: it is the source for hosts that serve for free
     (within their allowance); the paid exchange supplies its own source.
@@ -209,7 +210,7 @@ async def fetch_raw(root: bytes, store: ChunkStore, sources: Sequence[ChunkSourc
     """Fetch and verify every chunk of the file rooted at ``root`` into ``store``, without its key.
 
     The tree is walked through the manifests' cleartext headers
-    (specs/chunks.md §6.5); every chunk is checked against its address
+    (specs/chunks.md §6.5 Walking with the bare root); every chunk is checked against its address
     before it is kept. Chunks already in ``store`` are used, not fetched.
 
     Raises:

@@ -1,4 +1,4 @@
-"""Adding files to and getting files from the local chunk store (specs/chunks.md §6, §8).
+"""Adding files to and getting files from the local chunk store (specs/chunks.md §6 Manifest, §8 Chunk store on disk).
 
 The I/O glue around the pure encoder and decoder, as a bounded pipeline of
 threads (hashlib, AES-GCM and file I/O release the GIL, so crypto runs on

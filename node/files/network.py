@@ -1,4 +1,4 @@
-"""The node's network operations behind the control API (specs/network.md §6).
+"""The node's network operations behind the control API (specs/network.md §6 Control API).
 
 ``NetworkService`` serves ``add``, ``get`` and ``pin`` for the CLI:
 
@@ -11,7 +11,7 @@
 
 ``get`` with ``raw`` and ``pin`` of a bare root work without the key: the
 chunks are walked and verified through the manifests' cleartext headers
-(a verify cap, specs/chunks.md §6.5) and never decrypted.
+(a verify cap, specs/chunks.md §6.5 Walking with the bare root) and never decrypted.
 
 Long operations stream progress events (newline-delimited JSON).
 
@@ -24,7 +24,7 @@ file and the ledger itself; both shapes are built here so they cannot drift.
 Pin bookkeeping: chunks of files added or pinned here are pinned in the
 store (durably, with their root), so the retention GC never takes them and
 ``announce_pinned`` re-announces the roots after a restart (specs/network.md
-§7).
+§7 Replication, providers, republishing).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 # Bound on the writes folded into one transaction; also bounds the queue a
-# leader drains at once (specs/payments.md §Ledger, limits).
+# leader drains at once (specs/payments.md §Definitions and defaults, §Ledger "Durability").
 MAX_GROUP_COMMIT = 256
 
 Write = Callable[[sqlite3.Connection], Any]

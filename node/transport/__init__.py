@@ -5,7 +5,7 @@
         with trio.fail_after(10):
             data = await session.get_chunk(address)
 
-See specs/wire.md for the protocol and §8 for the limits.
+See specs/wire.md for the protocol and §8 Limits and defaults for the limits.
 """
 
 from node.transport._chunks import ChunkServer, ChunkStoreLike

@@ -1,4 +1,4 @@
-"""Transport limits with their defaults (specs/wire.md §8 lists the same names)."""
+"""Transport limits with their defaults (specs/wire.md §8 Limits and defaults lists the same names)."""
 
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ log = logging.getLogger("mu.transport")
 # The arrival ticket of the GET or PUT the current task serves (Session.in_arrival_order).
 _ARRIVAL: ContextVar[int | None] = ContextVar("mu_session_arrival", default=None)
 
-# Read size when no big record is in flight (specs/wire.md §8).
+# Read size when no big record is in flight (specs/wire.md §8 Limits and defaults).
 SMALL_READ_SIZE = 64 * 1024
 # Messages waiting for the session's writer task; senders block beyond it.
 MAX_SEND_QUEUE = 16

@@ -34,7 +34,7 @@ from node.transport._session import RequestHandler, Session
 
 log = logging.getLogger("mu.transport")
 
-# Handshake messages are under 200 bytes and HELLO under 64 KiB (specs/wire.md §8).
+# Handshake messages are under 200 bytes and HELLO under 64 KiB (specs/wire.md §3.3 Messages, §8 Limits and defaults).
 HANDSHAKE_READ_SIZE = 64 * 1024
 
 
@@ -78,7 +78,7 @@ class Transport:
         self._limits = limits
         self._hello = hello
         self._nursery = nursery
-        # A fresh static key per run; the identity signature binds it (specs/wire.md §2.3).
+        # A fresh static key per run; the identity signature binds it (specs/wire.md §3.3 Messages).
         self._static_key = secrets.token_bytes(32)
         self._sessions: dict[bytes, Session] = {}
         self._all_sessions: set[Session] = set()

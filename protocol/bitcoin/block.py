@@ -4,7 +4,7 @@ Pure code (no I/O, no clock): the miner in ``node/chain`` passes the time,
 the previous block and the transactions in, and gets block bytes out.  The
 kernel (libbitcoinkernel) is the judge of validity; this module only builds
 blocks that Bitcoin Core's rules accept.  Byte layouts are in
-``specs/chain.md`` §3 ("Blocks the miner builds").
+``specs/chain.md`` §3 Blocks the miner builds.
 
 Sources for the rules reproduced here:
   * block header layout and double-SHA256 block hash: the Bitcoin protocol;
@@ -184,7 +184,7 @@ def build_coinbase(
 
     One input spending the null outpoint with the BIP 34 scriptSig, the
     payout output, the BIP 141 commitment output, and the reserved value as
-    the input's witness.  ``specs/chain.md`` §3.2 gives the byte layout.
+    the input's witness.  ``specs/chain.md`` §3.2 Coinbase transaction gives the byte layout.
     """
     if value < 0:
         raise BlockBuildError("coinbase value is negative")

@@ -1,6 +1,6 @@
 """The unidirectional payment channel, both roles, as pure state machines.
 
-``specs/payments.md`` §4-§8 is the normative description.  In short: the
+``specs/payments.md`` §4 Scripts to §8 Channel states and rules is the normative description.  In short: the
 payer funds a P2WSH output with :func:`channel_script`; each payment is the
 payer's SIGHASH_ALL signature over the *commitment transaction* for a new
 cumulative total, built deterministically from :class:`ChannelParams` and
@@ -359,7 +359,7 @@ class PayeeChannel:
 
         Raises:
             WrongChannelError, NonIncreasingTotalError, BeyondCapacityError,
-            IncrementBelowOwedError, BadSignatureError: see ``specs/payments.md`` §9.
+            IncrementBelowOwedError, BadSignatureError: see ``specs/payments.md`` §9 Error codes.
         """
         if type(owed) is not int or owed < 0:
             raise InvalidAmountError(f"owed must be a non-negative int, got {owed!r}")

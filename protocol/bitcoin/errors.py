@@ -1,7 +1,7 @@
 """Error classes of the Bitcoin layer.
 
 Every error carries a stable string ``code`` (listed in ``specs/payments.md``
-§9) so a node can send it to a peer or log it.  ``LocalBitcoinError`` means we
+§9 Error codes) so a node can send it to a peer or log it.  ``LocalBitcoinError`` means we
 were asked to do something invalid (a caller bug or a refused request);
 ``RemoteBitcoinError`` means bytes or values from a peer were bad.  Both derive
 from ``ValueError`` so callers that only care about "bad input" can catch that.
@@ -82,7 +82,7 @@ class RefundFeeError(LocalBitcoinError):
 
 
 class PaymentError(RemoteBitcoinError):
-    """Base of the payee's refusals of a payment (``specs/payments.md`` §9)."""
+    """Base of the payee's refusals of a payment (``specs/payments.md`` §9 Error codes)."""
 
     code = "payment-refused"
 

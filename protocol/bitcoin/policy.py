@@ -1,7 +1,7 @@
 """Bitcoin Core's relay policy numbers that mu's transactions must meet.
 
 Consensus lets through transactions that no node relays; these rules keep
-every commitment, close and refund relayable (``specs/payments.md`` §6):
+every commitment, close and refund relayable (``specs/payments.md`` §6 Relay policy kept by mu):
 
 * Dust: Bitcoin Core ``GetDustThreshold`` (src/policy/policy.cpp) prices
   the output plus the input that would later spend it at the dust relay fee

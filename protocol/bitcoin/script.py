@@ -105,7 +105,7 @@ def p2wsh_script(witness_script: bytes) -> bytes:
 
 
 def channel_script(payee: PublicKey, payer: PublicKey, expiry_height: int) -> bytes:
-    """The channel's witness script (``specs/payments.md`` §4.1, BIP 65)::
+    """The channel's witness script (``specs/payments.md`` §4.1 Channel witness script, BIP 65)::
 
         OP_IF <payee> OP_CHECKSIGVERIFY
         OP_ELSE <expiry> OP_CHECKLOCKTIMEVERIFY OP_DROP

@@ -2,7 +2,7 @@
 
 One read primitive (:class:`Reader`) is used by every decoder in this package
 so that bounds, truncation and trailing-byte checks live in one place
-(``specs/payments.md`` §3).  All integers are little-endian, as in Bitcoin.
+(``specs/payments.md`` §3 Serialization).  All integers are little-endian, as in Bitcoin.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 whenever any input carries a witness and the legacy form otherwise;
 ``Transaction.parse(data)`` accepts exactly those two forms and rejects
 trailing bytes, non-minimal CompactSizes, superfluous witness markers, empty
-input or output lists and out-of-range amounts (``specs/payments.md`` §3).
+input or output lists and out-of-range amounts (``specs/payments.md`` §3 Serialization).
 Hashes are ``bytes`` in internal order; ``*_hex()`` helpers give the
 reversed display order used by block explorers and bitcoind's RPC.
 """

@@ -1,4 +1,4 @@
-"""Key and nonce derivation and per-chunk AES-256-GCM (specs/chunks.md §4–5).
+"""Key and nonce derivation and per-chunk AES-256-GCM (specs/chunks.md §4 Key derivation, §5 Chunks).
 
 Every chunk of a file is sealed with its own key and nonce, both derived with
 HKDF-SHA256 (RFC 5869) from the 32-byte file key and the chunk's position in
@@ -22,7 +22,7 @@ NONCE_SIZE = 12
 TAG_SIZE = 16
 ADDRESS_SIZE = 32
 
-# Tagged, versioned labels (specs/chunks.md §4). Changing any of them is a new
+# Tagged, versioned labels (specs/chunks.md §4 Key derivation). Changing any of them is a new
 # format version, never an edit in place.
 EXTRACT_SALT = b"mu:file-key:v2"
 CHUNK_KEY_LABEL = b"mu:chunk-key:v2"

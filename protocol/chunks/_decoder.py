@@ -1,6 +1,6 @@
 """Streaming file decoder, driven by a caller that fetches chunks by address.
 
-Pure state machine (specs/chunks.md §6.4): :meth:`FileDecoder.next_address`
+Pure state machine (specs/chunks.md §6.4 Reading with the key): :meth:`FileDecoder.next_address`
 says which chunk it needs, the caller fetches it from anywhere (a local
 store, a peer) and hands the bytes to :meth:`FileDecoder.feed`, which
 verifies them against the address, authenticates and decrypts them, and

@@ -1,6 +1,6 @@
 """Streaming file encoder: plaintext in, (address, stored chunk) pairs out.
 
-Pure and constant-memory (specs/chunks.md §6.3): it holds at most one
+Pure and constant-memory (specs/chunks.md §6.3 Building the tree): it holds at most one
 partial data chunk plus, per tree level, at most ``fanout + 1`` pending child
 addresses. Index nodes are emitted as soon as a level overflows, so the tree
 is built bottom-up while the file streams through.

@@ -1,4 +1,4 @@
-"""Errors raised by the chunk format (specs/chunks.md §9).
+"""Errors raised by the chunk format (specs/chunks.md §9 Error codes).
 
 Two kinds, following the house ``ProtocolError`` split: a caller that asks for
 something impossible (bad parameters, a malformed link typed by a user) gets a
@@ -14,7 +14,7 @@ class ChunkError(Exception):
     """Base class of every error in :mod:`protocol.chunks`.
 
     Attributes:
-        code: short, stable error code from specs/chunks.md §9.
+        code: short, stable error code from specs/chunks.md §9 Error codes.
     """
 
     code = "chunk-error"

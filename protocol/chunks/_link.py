@@ -1,4 +1,4 @@
-"""Links: the capability strings users share (specs/chunks.md §7).
+"""Links: the capability strings users share (specs/chunks.md §7 Links).
 
 ``mu:<base58 root>#<base58 key>`` is a read capability: it names the root
 chunk and carries the file key. Without the ``#key`` part (or as a bare

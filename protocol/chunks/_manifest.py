@@ -1,4 +1,4 @@
-"""Manifest chunks: the root and the index nodes of a file's tree (specs/chunks.md §6).
+"""Manifest chunks: the root and the index nodes of a file's tree (specs/chunks.md §6 Manifest).
 
 Format 2 splits every manifest chunk in two (§6.1): a cleartext, fixed-layout
 header with the child addresses, readable by anyone holding the root (a

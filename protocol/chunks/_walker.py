@@ -1,4 +1,6 @@
-"""Verify-cap walker: every chunk of a file from its bare root, no key (specs/chunks.md §6.5).
+"""Verify-cap walker: every chunk of a file from its bare root, no key.
+
+specs/chunks.md §6.5 Walking with the bare root.
 
 Pure state machine with the same driving interface as
 :class:`~protocol.chunks.FileDecoder`: :meth:`RawWalker.next_address` names

@@ -1,6 +1,7 @@
-"""Noise_XX_25519_AESGCM_SHA256 on pycryptodome, as a pure state machine.
+"""Noise_XX_25519_AESGCM_SHA256 as a pure state machine (X25519 from pycryptodome,
+AES-256-GCM from cryptography).
 
-See specs/wire.md §2 for how mu uses it.  Callers supply every private key
+See specs/wire.md §3 Handshake for how mu uses it.  Callers supply every private key
 (static and ephemeral), so this package draws no randomness.
 """
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from typing import Any
 
 from Crypto.Protocol import DH
 
@@ -77,9 +76,9 @@ class CipherState:
     ``encrypt_with_ad`` / ``decrypt_with_ad`` follow the spec exactly.
     ``seal_into`` / ``open_in_place`` are the same operations on caller
     buffers, so the transport can move megabyte records without extra
-    copies (specs/wire.md §4).  All of them run through one ``KeyedGcm``
-    per key, which keeps the AES key schedule and GHASH subkey across
-    records instead of rebuilding them for every nonce.
+    copies (specs/wire.md §4 Records).  All of them run through
+    one ``KeyedGcm`` per key, which keeps the AES key schedule and GHASH
+    tables across records instead of rebuilding them for every nonce.
     """
 
     __slots__ = ("_key", "_nonce", "_gcm")
@@ -106,7 +105,7 @@ class CipherState:
             raise NoiseError("nonce space exhausted")
         return self._gcm, self._nonce
 
-    def seal_into(self, ad: bytes, parts: tuple[Any, ...], output: memoryview) -> None:
+    def seal_into(self, ad: bytes, parts: tuple[bytes, ...], output: memoryview) -> None:
         """ENCRYPT(k, n++, ad, concatenated parts) into ``output`` (plaintext + TAG_SIZE bytes)."""
         gcm, n = self._gcm_and_nonce()
         gcm.seal_into(_IV.pack(n), ad, parts, output)

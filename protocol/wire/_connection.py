@@ -5,7 +5,7 @@ with ``next_event`` (``NEED_DATA`` when more bytes are needed), turn
 messages into socket bytes with ``send``, and flush ``data_to_send`` after
 every step (handshake messages and our HELLO are queued there).
 
-States (specs/wire.md §2, §6)::
+States (specs/wire.md §3 Handshake, §3.4 HELLO, §7 Error codes)::
 
     initiator: AWAIT_MSG2 -> AWAIT_HELLO -> OPEN
     responder: AWAIT_MSG1 -> AWAIT_MSG3 -> AWAIT_HELLO -> OPEN
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Union
+from typing import Union
 
 import msgpack
 
@@ -134,7 +134,7 @@ class Connection:
         self._static_key = static_key
         self._ephemeral_key = ephemeral_key
         # The responder builds its handshake state only once message 1 is in,
-        # so a flood of junk connections costs no X25519 work (specs/wire.md §9).
+        # so a flood of junk connections costs no X25519 work (specs/wire.md §10 Security considerations).
         self._hs: XXHandshake | None = self._new_handshake() if role is Role.INITIATOR else None
         self._send: CipherState | None = None
         self._recv: CipherState | None = None
@@ -365,7 +365,7 @@ class Connection:
         record = view[start:end]
         try:
             # Authenticated first, then decrypted in place in one call (the
-            # length prefix is the associated data, specs/wire.md §4.1): big
+            # length prefix is the associated data, specs/wire.md §4.1 Layout): big
             # frames then need one copy of their data, not a zeroed buffer
             # plus a decrypt into it.  Nothing is parsed before the tag verifies.
             try:
@@ -419,7 +419,7 @@ class Connection:
         out[:LENGTH_PREFIX_SIZE] = prefix
         view = memoryview(out)
         try:
-            # The length prefix is the associated data (specs/wire.md §4.1).
+            # The length prefix is the associated data (specs/wire.md §4.1 Layout).
             self._send.seal_into(prefix, (head, data) if data else (head,), view[LENGTH_PREFIX_SIZE:size])
         finally:
             view.release()
@@ -432,7 +432,7 @@ class Connection:
         Raises LocalProtocolError before the handshake is done, after an
         error, or if the message breaks a limit.
         """
-        # After a remote error only a final ERROR may go out (specs/wire.md §7).
+        # After a remote error only a final ERROR may go out (specs/wire.md §7 Error codes).
         if self._send is None or (self.state is State.ERROR and not isinstance(message, ErrorMessage)):
             raise LocalProtocolError(f"cannot send in state {self.state.value}")
         if isinstance(message, Hello):
@@ -464,8 +464,4 @@ class Connection:
     @property
     def can_send(self) -> bool:
         return self._send is not None
-
-    def describe(self) -> dict[str, Any]:
-        """A small dict for logs."""
-        return {"role": self.role.value, "state": self.state.value, "peer": (self.peer_node_id or b"").hex()}
 

@@ -1,4 +1,4 @@
-"""Error codes and the protocol error hierarchy (specs/wire.md §7).
+"""Error codes and the protocol error hierarchy (specs/wire.md §7 Error codes).
 
 ``LocalProtocolError`` means this side tried something the protocol forbids
 (a bug in the caller); ``RemoteProtocolError`` means the peer sent bytes the
@@ -11,7 +11,7 @@ from enum import IntEnum
 
 
 class ErrorCode(IntEnum):
-    """Numeric error codes carried in ERROR messages (specs/wire.md §7)."""
+    """Numeric error codes carried in ERROR messages (specs/wire.md §7 Error codes)."""
 
     # Session-level: the session is closed after these.
     MALFORMED = 1

@@ -1,4 +1,5 @@
-"""Framing constants, message type codes and the frame header (specs/wire.md §3-§5).
+"""Framing constants, message type codes and the frame header (specs/wire.md §5 Frames,
+§6 Messages, §8 Limits and defaults).
 
 After the handshake the byte stream is a sequence of records::
 
@@ -9,7 +10,7 @@ After the handshake the byte stream is a sequence of records::
 One record carries exactly one frame; the data length is what remains of
 the record after the header and meta.  A record may be larger than Noise's
 65535-byte message limit: this is mu's documented extension
-(specs/wire.md §4.2), measured by scripts/bench-transport.
+(specs/wire.md §4.2 Deviation from Noise: records above 65535 bytes), measured by scripts/bench-transport.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ LENGTH_PREFIX = struct.Struct(">I")
 LENGTH_PREFIX_SIZE = 4
 TAG_SIZE = 16
 
-# Hard bounds (specs/wire.md §3.2): checked before anything is allocated.
+# Hard bounds (specs/wire.md §8 Limits and defaults): checked before anything is allocated.
 MAX_META_SIZE = 64 * 1024
 MAX_DATA_SIZE = 4 * 1024 * 1024  # the largest chunk size mu allows
 MAX_FRAME_SIZE = HEADER_SIZE + MAX_META_SIZE + MAX_DATA_SIZE
@@ -32,14 +33,12 @@ MAX_RECORD_SIZE = MAX_FRAME_SIZE + TAG_SIZE
 MIN_RECORD_SIZE = HEADER_SIZE + TAG_SIZE
 MAX_REQUEST_ID = 2**32 - 1
 
-# Limits on msgpack meta contents (specs/wire.md §5).
+# Limits on msgpack meta contents (specs/wire.md §5 Frames, §6 Messages, §8 Limits and defaults).
 MAX_HAVE_ADDRESSES = 1024
 MAX_ERROR_TEXT = 256
 MAX_TERMS_ENTRIES = 32
 MAX_CHANNEL_FIELDS = 32
 MAX_PAYMENT_SIZE = 4096
-MAX_BIN_SIZE = MAX_PAYMENT_SIZE * 8
-MAX_STR_SIZE = 1024
 
 
 class Flags:
@@ -50,7 +49,7 @@ class Flags:
 
 
 class MessageType(IntEnum):
-    """The message type codes (specs/wire.md §5)."""
+    """The message type codes (specs/wire.md §6 Messages)."""
 
     HELLO = 0x01
     ERROR = 0x02

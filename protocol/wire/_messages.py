@@ -3,7 +3,7 @@
 Every message carries ``request_id``.  Requests (GET_CHUNK, PUT_CHUNK,
 HAVE, channel requests) pick an id; replies (CHUNK, PUT_OK, HAVE_REPLY,
 ERROR answering a request) echo it and travel with the RESPONSE flag.
-HELLO and session-level ERRORs use id 0.  Field tables: specs/wire.md §5.
+HELLO and session-level ERRORs use id 0.  Field tables: specs/wire.md §6 Messages.
 """
 
 from __future__ import annotations
