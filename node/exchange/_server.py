@@ -6,7 +6,7 @@ the chunk is sent or stored; a paid PUT keeps the chunk for the host's
 retention period from then (a PUT of a chunk already held extends it,
 specs/network.md §7); channel messages open channels and report
 their state; HAVE stays free.  Every refusal is an ERROR with its own code
-(specs/payments.md §Error codes); bad input never raises out of here
+(specs/payments.md Part 2 §Error codes (ERROR `code`)); bad input never raises out of here
 except as ``RequestRefused``.
 """
 

@@ -1,7 +1,7 @@
 """Payments between nodes, pure: terms and prices, accounting, refusals.
 
 The channel transactions themselves live in ``protocol.bitcoin``; this
-package holds what the exchange adds on top (specs/payments.md §Exchange).
+package holds what the exchange adds on top (specs/payments.md Part 2: the paid exchange).
 """
 
 from protocol.payments.accounting import MAX_PAID_WINDOW, REDELIVERY_DEPTH, PeerAccount, next_total, paid_window

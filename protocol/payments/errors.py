@@ -1,4 +1,4 @@
-"""Payment refusals, each with its own code (specs/payments.md §Exchange errors).
+"""Payment refusals, each with its own code (specs/payments.md Part 2 §Error codes (ERROR `code`)).
 
 A payee refuses a payment or a channel by sending ERROR with one of these
 codes; the payer raises the matching ``RemotePaymentError``.  All are
