@@ -20,7 +20,8 @@ import trio
 
 from node.dht._ops import Announcement
 from node.dht._persist import TABLE_FILE, load_table, save_table
-from node.dht._service import DhtNode, NoReply, open_table
+from node.dht._rpc import NoReply
+from node.dht._service import DhtNode, open_table
 from protocol.identity import Identity
 from protocol.kademlia import Contact, ContactInfo, ContactRecord, ProviderRecord
 from protocol.kademlia.lookup import REQUEST_TIMEOUT
