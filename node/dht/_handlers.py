@@ -1,4 +1,4 @@
-"""Answers to incoming RPCs (specs/dht.md §4.3).
+"""Answers to incoming RPCs (specs/dht.md §4.3 Messages).
 
 The four RPCs of the ``kademlia`` package are answered exactly as it expects
 (``ping`` returns our ID, ``store`` returns a bool, ``find_node`` a list of

@@ -1,4 +1,4 @@
-"""Iterative operations over the network (specs/dht.md §6, §7).
+"""Iterative operations over the network (specs/dht.md §6 Iterative lookup, §7 Records).
 
 Every network-wide operation is one run of the pure ``Lookup`` state machine:
 this module only sends the requests it asks for, with a deadline each, and
@@ -22,8 +22,8 @@ from protocol.identity import Identity
 from protocol.kademlia.ids import ALPHA, K, Contact, check_id
 from protocol.kademlia.lookup import Lookup
 from protocol.kademlia.routing import BUCKET_REFRESH_INTERVAL
-from protocol.kademlia.storage import ProviderStore
 from protocol.kademlia.records import DEFAULT_PROVIDER_TTL, MAX_PROVIDER_TTL, ContactRecord, ProviderRecord
+from protocol.kademlia.storage import ProviderStore
 from protocol.kademlia.wire import (
     FIND_NODE,
     MU_ANNOUNCE,
