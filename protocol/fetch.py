@@ -35,7 +35,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-ADDRESS_SIZE = 32
+from protocol.chunks import ADDRESS_SIZE
+
 NODE_ID_SIZE = 20
 DHT_KEY_SIZE = 20
 DEFAULT_REPLICAS = 3

@@ -3,8 +3,8 @@
     async with open_dht(identity, data_dir=path, contact=ContactInfo(tcp_port=4001)) as dht:
         await dht.bootstrap([("192.0.2.1", 4000)])
         closest = await dht.lookup(key)
-        await dht.announce_provider(dht_key_for_chunk(address), terms={"price_msat_per_mib": 10})
-        providers = await dht.get_providers(dht_key_for_chunk(address))
+        await dht.announce_provider(dht_key(address), terms={"price_msat_per_mib": 10})
+        providers = await dht.get_providers(dht_key(address))
         record = await dht.get_contact(node_id)
 """
 
@@ -20,15 +20,16 @@ import trio
 
 from node.dht._ops import Announcement
 from node.dht._persist import TABLE_FILE, load_table, save_table
-from node.dht._service import DhtNode, NoReply, open_table
+from node.dht._rpc import NoReply
+from node.dht._service import DhtNode, open_table
 from protocol.identity import Identity
-from protocol.kademlia import Contact, ContactInfo, ContactRecord, ProviderRecord, dht_key_for_chunk
+from protocol.kademlia import Contact, ContactInfo, ContactRecord, ProviderRecord
 from protocol.kademlia.lookup import REQUEST_TIMEOUT
 from protocol.kademlia.storage import ProviderStore, ValueStore
 
 __all__ = [
     "Announcement", "Contact", "ContactInfo", "ContactRecord", "DhtNode", "NoReply", "ProviderRecord",
-    "TABLE_FILE", "dht_key_for_chunk", "load_table", "open_dht", "save_table",
+    "TABLE_FILE", "load_table", "open_dht", "save_table",
 ]
 
 log = logging.getLogger("mu.dht")

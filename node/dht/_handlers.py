@@ -1,4 +1,4 @@
-"""Answers to incoming RPCs (specs/dht.md §4.3).
+"""Answers to incoming RPCs (specs/dht.md §4.3 Messages).
 
 The four RPCs of the ``kademlia`` package are answered exactly as it expects
 (``ping`` returns our ID, ``store`` returns a bool, ``find_node`` a list of
@@ -11,10 +11,14 @@ never reach the tables.  Handlers are synchronous: nothing here waits.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, cast
+import secrets
+from collections.abc import Callable
+from typing import cast
 
+from node.dht._neighbours import Neighbours
 from protocol.kademlia.ids import K, Contact, KademliaError
-from protocol.kademlia.records import ProviderRecord, check_token, make_token
+from protocol.kademlia.records import ContactRecord, ProviderRecord, check_token, make_token
+from protocol.kademlia.storage import ProviderStore, ValueStore
 from protocol.kademlia.wire import (
     FIND_NODE,
     FIND_VALUE,
@@ -32,28 +36,65 @@ from protocol.kademlia.wire import (
     encode_response,
 )
 
-if TYPE_CHECKING:
-    from node.dht._service import DhtNode
-
 log = logging.getLogger("mu.dht")
 
 #: Bytes of provider records one ``mu_get_providers`` reply carries, so the
 #: reply stays under the 8 KiB datagram bound next to k contacts (§4.3).
 MAX_PROVIDER_BYTES_PER_REPLY = 5120
+#: Bytes of one announce-token secret.
+TOKEN_SECRET_SIZE = 32
+
+
+class AnnounceTokens:
+    """The secrets announce tokens are made from: the current one and the one before.
+
+    A token handed out under the current secret still verifies after one
+    rotation, not after two (specs/dht.md §7.1 Provider record).
+    """
+
+    def __init__(self) -> None:
+        self.secrets = [secrets.token_bytes(TOKEN_SECRET_SIZE), secrets.token_bytes(TOKEN_SECRET_SIZE)]
+
+    def rotate(self) -> None:
+        self.secrets = [secrets.token_bytes(TOKEN_SECRET_SIZE), self.secrets[0]]
+
+    def make(self, host: str) -> bytes:
+        return make_token(self.secrets[0], host)
+
+    def check(self, token: object, host: str) -> bool:
+        return check_token(token, host, self.secrets)
 
 
 class RequestHandlers:
-    """Turns one request datagram into one reply datagram (or none)."""
+    """Turns one request datagram into one reply datagram (or none).
 
-    def __init__(self, node: DhtNode) -> None:
-        self.node = node
+    Args:
+        node_id: our ID (a request claiming it is dropped).
+        contact_record: our signed contact record, the ``mu_contact`` answer.
+        neighbours: the routing table, which answers ``find_node`` and learns every sender.
+        values: plain kademlia values (``store``, ``find_value``).
+        providers: provider records (``mu_announce``, ``mu_get_providers``).
+        tokens: the announce-token secrets.
+        wall_clock: Unix time, for record expiry.
+    """
+
+    def __init__(self, *, node_id: bytes, contact_record: ContactRecord, neighbours: Neighbours,
+                 values: ValueStore, providers: ProviderStore, tokens: AnnounceTokens,
+                 wall_clock: Callable[[], float]) -> None:
+        self.node_id = node_id
+        self.contact_record = contact_record
+        self.neighbours = neighbours
+        self.values = values
+        self.providers = providers
+        self.tokens = tokens
+        self.wall_clock = wall_clock
 
     def handle(self, request: Request, address: tuple[str, int]) -> bytes | None:
         """Answer ``request`` from ``address``; None means send nothing."""
         host, port = address
         try:
             sender = check_request(request)
-            if sender == self.node.node_id:
+            if sender == self.node_id:
                 raise RemoteProtocolError(ErrorCode.BAD_ARGUMENTS, "sender claims our own node id")
             contact = Contact(sender, host, port)
         except (RemoteProtocolError, KademliaError) as exc:
@@ -65,7 +106,7 @@ class RequestHandlers:
             log.warning("refusing %s from %s:%d: %s", request.name, host, port, exc)
             value = False if request.name == STORE else exc.code.value
         # Only a well-formed request adds its sender to the table (§5.2).
-        self.node.heard_from(contact)
+        self.neighbours.heard_from(contact)
         try:
             return encode_response(request.msg_id, value)
         except LocalProtocolError as exc:
@@ -73,24 +114,23 @@ class RequestHandlers:
             return None
 
     def _dispatch(self, request: Request, sender: Contact) -> object:
-        node = self.node
         args = request.args
         # check_request has made args[1], when present, a 20-byte key.
         key = cast(bytes, args[1]) if len(args) > 1 else b""
         if request.name == PING:
-            return node.node_id
+            return self.node_id
         if request.name == FIND_NODE:
             return self._closest(key, sender)
         if request.name == FIND_VALUE:
-            value = node.values.get(key, node.wall_now())
+            value = self.values.get(key, self.wall_clock())
             return {"value": value} if value is not None else self._closest(key, sender)
         if request.name == STORE:
             value = check_value(args[2])
-            node.values.put(key, value, sender.host, node.wall_now())
+            self.values.put(key, value, sender.host, self.wall_clock())
             log.debug("stored %s for %s", key.hex(), sender.host)
             return True
         if request.name == MU_CONTACT:
-            return node.contact_record.serialize()
+            return self.contact_record.serialize()
         if request.name == MU_GET_PROVIDERS:
             return self._get_providers(key, sender)
         if request.name == MU_ANNOUNCE:
@@ -98,31 +138,29 @@ class RequestHandlers:
         raise RemoteProtocolError(ErrorCode.UNKNOWN_RPC, request.name)
 
     def _closest(self, key: bytes, sender: Contact) -> list[object]:
-        return [c.to_wire() for c in self.node.table.closest(key, K, exclude=sender.node_id)]
+        return [c.to_wire() for c in self.neighbours.table.closest(key, K, exclude=sender.node_id)]
 
     def _get_providers(self, key: bytes, sender: Contact) -> dict[str, object]:
-        node = self.node
         records: list[bytes] = []
         budget = MAX_PROVIDER_BYTES_PER_REPLY
-        for record in node.providers.get(key, node.wall_now()):
+        for record in self.providers.get(key, self.wall_clock()):
             data = record.serialize()
             if len(data) > budget:
                 break
             records.append(data)
             budget -= len(data)
         return {
-            "token": make_token(node.token_secrets[0], sender.host),
+            "token": self.tokens.make(sender.host),
             "providers": records,
             "nodes": self._closest(key, sender),
         }
 
     def _announce(self, key: bytes, token: object, data: object, sender: Contact) -> bool:
-        node = self.node
-        if not check_token(token, sender.host, node.token_secrets):
+        if not self.tokens.check(token, sender.host):
             raise RemoteProtocolError(ErrorCode.BAD_TOKEN, "announce token missing, stale or for another IP")
-        record = ProviderRecord.parse(data, now=node.wall_now())
+        record = ProviderRecord.parse(data, now=self.wall_clock())
         if record.key != key:
             raise RemoteProtocolError(ErrorCode.BAD_ARGUMENTS, "record is for another key")
-        node.providers.add(record, sender.host, node.wall_now())
+        self.providers.add(record, sender.host, self.wall_clock())
         log.debug("provider %s for %s announced by %s", record.node_id.hex(), key.hex(), sender.host)
         return True

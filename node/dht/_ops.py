@@ -1,4 +1,4 @@
-"""Iterative operations over the network (specs/dht.md §6, §7).
+"""Iterative operations over the network (specs/dht.md §6 Iterative lookup, §7 Records).
 
 Every network-wide operation is one run of the pure ``Lookup`` state machine:
 this module only sends the requests it asks for, with a deadline each, and
@@ -13,14 +13,17 @@ import logging
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import trio
 
+from node.dht._neighbours import Neighbours
+from node.dht._rpc import RpcClient
+from protocol.identity import Identity
 from protocol.kademlia.ids import ALPHA, K, Contact, check_id
 from protocol.kademlia.lookup import Lookup
 from protocol.kademlia.routing import BUCKET_REFRESH_INTERVAL
 from protocol.kademlia.records import DEFAULT_PROVIDER_TTL, MAX_PROVIDER_TTL, ContactRecord, ProviderRecord
+from protocol.kademlia.storage import ProviderStore
 from protocol.kademlia.wire import (
     FIND_NODE,
     MU_ANNOUNCE,
@@ -31,15 +34,14 @@ from protocol.kademlia.wire import (
     parse_contacts,
 )
 
-if TYPE_CHECKING:
-    from node.dht._service import DhtNode
-
 log = logging.getLogger("mu.dht")
 
 #: Keys this node announces itself as provider for, republished (specs/dht.md §7.1).
 MAX_OWN_PROVIDED_KEYS = 65536
 #: Provider records kept from one ``get_providers`` search.
 MAX_PROVIDERS_PER_SEARCH = 64
+#: Verified contact records kept in memory.
+MAX_CONTACT_RECORDS = 1024
 
 _Handler = Callable[[Contact, object], list[Contact]]
 
@@ -62,37 +64,58 @@ class _Provided:
 
 
 class DhtOps:
-    """Lookups, bootstrap, refresh and provider records for one ``DhtNode``."""
+    """Lookups, bootstrap, refresh, provider and contact records for one ``DhtNode``.
 
-    def __init__(self, node: DhtNode) -> None:
-        self.node = node
+    Args:
+        identity: signs our provider records.
+        contact_record: our own contact record (its host and TCP port are our
+            provider records' defaults).
+        bound_host: the address our UDP socket is bound to (its family is the
+            one we resolve names in; it is the source of our own records).
+        rpc: sends the requests.
+        neighbours: the routing table lookups start from and feed.
+        providers: the local provider store (our own records go there too).
+        wall_clock: Unix time, for record expiry.
+    """
+
+    def __init__(self, *, identity: Identity, contact_record: ContactRecord, bound_host: str, rpc: RpcClient,
+                 neighbours: Neighbours, providers: ProviderStore, wall_clock: Callable[[], float]) -> None:
+        self.identity = identity
+        self.node_id = identity.node_id
+        self.contact_record = contact_record
+        self.bound_host = bound_host
+        self.rpc = rpc
+        self.neighbours = neighbours
+        self.providers = providers
+        self.wall_clock = wall_clock
         self._provided: dict[bytes, _Provided] = {}
+        self._contact_records: dict[bytes, ContactRecord] = {}
 
     async def run_lookup(self, target: bytes, rpc: str, extra: list[object] | None = None,
                          on_reply: _Handler | None = None) -> Lookup:
         """Drive one ``Lookup`` of ``target`` with ``rpc(own_id, target, *extra)``."""
-        node = self.node
-        lookup = Lookup(target, node.table.closest(target, K), own_id=node.node_id, timeout=node.request_timeout)
+        table = self.neighbours.table
+        lookup = Lookup(target, table.closest(target, K), own_id=self.node_id, timeout=self.rpc.request_timeout)
         send, receive = trio.open_memory_channel[tuple[Contact, object]](ALPHA * 4)
-        args: list[object] = [node.node_id, target, *(extra or [])]
+        args: list[object] = [self.node_id, target, *(extra or [])]
 
         async def ask(contact: Contact) -> None:
             try:
-                value: object = await node.call(contact.address, rpc, args)
+                value: object = await self.rpc.call(contact.address, rpc, args)
             except Exception as exc:  # NoReply, and anything the socket throws
                 value = exc
             await send.send((contact, value))
 
         async with trio.open_nursery() as nursery:
             while True:
-                for contact in lookup.next_requests(node.now()):
+                for contact in lookup.next_requests(trio.current_time()):
                     nursery.start_soon(ask, contact)
                 if lookup.done or not lookup.in_flight:
                     break
                 contact, value = await receive.receive()
                 if isinstance(value, Exception):
                     lookup.on_failure(contact.node_id)
-                    node.table.remove(contact.node_id)
+                    table.remove(contact.node_id)
                     continue
                 try:
                     found = on_reply(contact, value) if on_reply else parse_contacts(value)
@@ -101,9 +124,9 @@ class DhtOps:
                     lookup.on_failure(contact.node_id)
                     continue
                 lookup.on_response(contact.node_id, found)
-                node.heard_from(contact)
+                self.neighbours.heard_from(contact)
             nursery.cancel_scope.cancel()
-        node.table.touch_bucket(target, node.now())
+        table.touch_bucket(target, trio.current_time())
         return lookup
 
     async def lookup(self, key: bytes) -> list[Contact]:
@@ -112,33 +135,32 @@ class DhtOps:
 
     async def bootstrap(self, addresses: list[tuple[str, int]]) -> list[Contact]:
         """Ping each address, look up our own ID, then refresh every bucket."""
-        node = self.node
 
         async def greet(address: tuple[str, int]) -> None:
             try:
                 # Replies are matched by source address, so names become IPs first.
-                family = trio.socket.AF_INET6 if ":" in node.host else trio.socket.AF_INET
+                family = trio.socket.AF_INET6 if ":" in self.bound_host else trio.socket.AF_INET
                 info = await trio.socket.getaddrinfo(address[0], address[1], family=family,
                                                      type=trio.socket.SOCK_DGRAM)
                 address = (str(info[0][4][0]), int(info[0][4][1]))
-                node_id = await node.ping(address)
+                node_id = await self.rpc.ping(address)
             except Exception as exc:
                 log.warning("bootstrap contact %s:%d did not answer: %s", address[0], address[1], exc)
                 return
-            if node_id != node.node_id:
-                node.heard_from(Contact(node_id, address[0], address[1]))
+            if node_id != self.node_id:
+                self.neighbours.heard_from(Contact(node_id, address[0], address[1]))
 
         async with trio.open_nursery() as nursery:
             for address in addresses:
                 nursery.start_soon(greet, address)
-        closest = await self.lookup(node.node_id)
+        closest = await self.lookup(self.node_id)
         await self.refresh(force=True)
         return closest
 
     async def refresh(self, *, force: bool = False) -> int:
         """Look up a random ID in each stale bucket (Kademlia §2.3)."""
-        table = self.node.table
-        stale = table.stale_buckets(self.node.now(), 0.0 if force else BUCKET_REFRESH_INTERVAL)
+        table = self.neighbours.table
+        stale = table.stale_buckets(trio.current_time(), 0.0 if force else BUCKET_REFRESH_INTERVAL)
         for index in stale:
             await self.run_lookup(table.id_in_bucket(index, secrets.token_bytes(20)), FIND_NODE)
         return len(stale)
@@ -156,16 +178,15 @@ class DhtOps:
         check_id(key, "key")
         if not 0 < ttl <= MAX_PROVIDER_TTL:
             raise ValueError(f"ttl must be in 1..{MAX_PROVIDER_TTL} seconds")
-        node = self.node
-        own = node.contact_record
+        own = self.contact_record
         if key not in self._provided and len(self._provided) >= MAX_OWN_PROVIDED_KEYS:
             raise ValueError(f"already providing {MAX_OWN_PROVIDED_KEYS} keys")
-        expires_at = int(node.wall_now()) + ttl
+        expires_at = int(self.wall_clock()) + ttl
         provided = _Provided(host or own.host, tcp_port or own.tcp_port, dict(terms or {}), ttl, expires_at)
-        record = ProviderRecord.create(node.identity, key=key, host=provided.host, tcp_port=provided.tcp_port,
+        record = ProviderRecord.create(self.identity, key=key, host=provided.host, tcp_port=provided.tcp_port,
                                        terms=provided.terms, expires_at=expires_at)
         self._provided[key] = provided
-        node.providers.add(record, node.host, node.wall_now())
+        self.providers.add(record, self.bound_host, self.wall_clock())
         tokens: dict[bytes, bytes] = {}
 
         def keep_token(contact: Contact, value: object) -> list[Contact]:
@@ -178,8 +199,8 @@ class DhtOps:
 
         async def announce(contact: Contact) -> None:
             try:
-                reply = await node.call(contact.address, MU_ANNOUNCE,
-                                        [node.node_id, key, tokens[contact.node_id], record.serialize()])
+                reply = await self.rpc.call(contact.address, MU_ANNOUNCE,
+                                            [self.node_id, key, tokens[contact.node_id], record.serialize()])
             except Exception as exc:
                 log.info("announce to %s:%d failed: %s", contact.host, contact.port, exc)
                 return
@@ -199,7 +220,7 @@ class DhtOps:
 
     async def republish(self) -> int:
         """Re-announce our records that are past half their lifetime."""
-        now = self.node.wall_now()
+        now = self.wall_clock()
         due = [k for k, p in self._provided.items() if p.expires_at - now <= p.ttl / 2]
         for key in due:
             p = self._provided[key]
@@ -209,14 +230,13 @@ class DhtOps:
     async def get_providers(self, key: bytes) -> list[ProviderRecord]:
         """Live provider records for ``key``: ours, plus every verified one the lookup meets."""
         check_id(key, "key")
-        node = self.node
-        found: dict[bytes, ProviderRecord] = {r.node_id: r for r in node.providers.get(key, node.wall_now())}
+        found: dict[bytes, ProviderRecord] = {r.node_id: r for r in self.providers.get(key, self.wall_clock())}
 
         def collect(contact: Contact, value: object) -> list[Contact]:
             nodes, records, _ = _parse_providers_reply(value)
             for data in records:
                 try:
-                    record = ProviderRecord.parse(data, now=node.wall_now())
+                    record = ProviderRecord.parse(data, now=self.wall_clock())
                     if record.key != key:
                         raise RemoteProtocolError(ErrorCode.BAD_ARGUMENTS, "record for another key")
                 except RemoteProtocolError as exc:
@@ -235,19 +255,18 @@ class DhtOps:
     async def get_contact(self, node_id: bytes) -> ContactRecord | None:
         """Find ``node_id`` and fetch its signed contact record; None if unreachable or not mu."""
         check_id(node_id)
-        node = self.node
-        if node_id == node.node_id:
-            return node.contact_record
-        cached = node.contact_records.get(node_id)
+        if node_id == self.node_id:
+            return self.contact_record
+        cached = self._contact_records.get(node_id)
         if cached is not None:
             return cached
-        contact = node.table.get(node_id)
+        contact = self.neighbours.table.get(node_id)
         if contact is None:
             contact = next((c for c in await self.lookup(node_id) if c.node_id == node_id), None)
         if contact is None:
             return None
         try:
-            record = ContactRecord.parse(await node.call(contact.address, MU_CONTACT, [node.node_id]))
+            record = ContactRecord.parse(await self.rpc.call(contact.address, MU_CONTACT, [self.node_id]))
         except RemoteProtocolError as exc:
             log.warning("bad contact record from %s:%d: %s", contact.host, contact.port, exc)
             return None
@@ -257,9 +276,16 @@ class DhtOps:
         if record.node_id != node_id:
             log.warning("contact record from %s:%d is for another node id", contact.host, contact.port)
             return None
-        node.remember_contact_record(record)
-        node.heard_from(Contact(node_id, contact.host, contact.port, record.public_key))
+        self._remember_contact_record(record)
+        self.neighbours.heard_from(Contact(node_id, contact.host, contact.port, record.public_key))
         return record
+
+    def _remember_contact_record(self, record: ContactRecord) -> None:
+        """Cache a verified contact record (bounded, oldest dropped first)."""
+        self._contact_records.pop(record.node_id, None)
+        self._contact_records[record.node_id] = record
+        while len(self._contact_records) > MAX_CONTACT_RECORDS:
+            del self._contact_records[next(iter(self._contact_records))]
 
 
 def _parse_providers_reply(value: object) -> tuple[list[Contact], list[object], bytes]:

@@ -1,70 +1,47 @@
-"""The DHT service: one UDP socket on trio speaking rpcudp (specs/dht.md §4).
+"""The DHT service: one UDP socket on trio speaking rpcudp (specs/dht.md §4 Wire format).
 
 ``open_dht`` binds the socket, loads the saved routing table, and runs two
 tasks until the context exits: the receive loop, which answers requests
 inline and wakes the callers of outstanding requests, and the maintenance
 loop (token rotation, expiry, bucket refresh, provider republish, table
 saves).  Every outgoing request has a deadline; every table and store is
-bounded (specs/dht.md §2).
+bounded (specs/dht.md §2 Conventions and definitions).
+
+``DhtNode`` owns its parts and hands each the pieces it uses: the
+:class:`RpcClient` (our requests), :class:`Neighbours` (the routing table and
+its eviction probes), :class:`RequestHandlers` (answers) and :class:`DhtOps`
+(lookups and records).  None of them holds the node.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
-from node.dht._handlers import RequestHandlers
+from node.dht._handlers import AnnounceTokens, RequestHandlers
+from node.dht._neighbours import Neighbours
 from node.dht._ops import Announcement, DhtOps
 from node.dht._persist import load_table, save_table
+from node.dht._rpc import RpcClient
 from protocol.identity import Identity
 from protocol.kademlia.ids import Contact
 from protocol.kademlia.records import DEFAULT_PROVIDER_TTL, ContactInfo, ContactRecord, ProviderRecord
 from protocol.kademlia.routing import RoutingTable
 from protocol.kademlia.storage import ProviderStore, ValueStore
-from protocol.kademlia.wire import (
-    MAX_DATAGRAM_SIZE,
-    MESSAGE_ID_SIZE,
-    PING,
-    LocalProtocolError,
-    RemoteProtocolError,
-    Request,
-    Response,
-    decode_datagram,
-    encode_request,
-    parse_node_id_reply,
-)
+from protocol.kademlia.wire import MAX_DATAGRAM_SIZE, RemoteProtocolError, Request, Response, decode_datagram
 
 log = logging.getLogger("mu.dht")
 
-#: Requests of ours awaiting a reply at once (specs/dht.md §2).
-MAX_OUTSTANDING_REQUESTS = 1024
-#: Ping-before-evict probes running at once; further ones are skipped.
-MAX_EVICTION_PINGS = 16
-#: Verified contact records kept in memory.
-MAX_CONTACT_RECORDS = 1024
 #: Seconds between maintenance passes.
 MAINTENANCE_INTERVAL = 60.0
 #: Seconds a token secret is current; tokens verify under it and the next one.
 TOKEN_ROTATION_INTERVAL = 300.0
 #: Seconds between routing-table saves while running.
 SAVE_INTERVAL = 600.0
-
-
-class NoReply(Exception):
-    """A request timed out or its reply could not be parsed."""
-
-
-@dataclass(slots=True)
-class _Pending:
-    address: tuple[str, int]
-    done: trio.Event
-    value: object = None
 
 
 class DhtNode:
@@ -81,7 +58,6 @@ class DhtNode:
         self.host: str = host
         self.port: int = port
         self.data_dir = data_dir
-        self.request_timeout = request_timeout
         self._wall_clock = wall_clock
         self.table = table or RoutingTable(self.node_id)
         self.values = values or ValueStore()
@@ -89,13 +65,14 @@ class DhtNode:
         info = contact or ContactInfo(tcp_port=port)
         self.contact_record = ContactRecord.create(identity, host=host, udp_port=port, info=info,
                                                    issued_at=int(wall_clock()))
-        self.contact_records: dict[bytes, ContactRecord] = {}
-        self.token_secrets = [secrets.token_bytes(32), secrets.token_bytes(32)]
-        self._pending: dict[bytes, _Pending] = {}
-        self._evictions = 0
-        self._nursery: trio.Nursery | None = None
-        self.handlers = RequestHandlers(self)
-        self.ops = DhtOps(self)
+        self.tokens = AnnounceTokens()
+        self.rpc = RpcClient(sock, self.node_id, request_timeout)
+        self.neighbours = Neighbours(self.table, self.rpc)
+        self.handlers = RequestHandlers(node_id=self.node_id, contact_record=self.contact_record,
+                                        neighbours=self.neighbours, values=self.values, providers=self.providers,
+                                        tokens=self.tokens, wall_clock=wall_clock)
+        self.ops = DhtOps(identity=identity, contact_record=self.contact_record, bound_host=host, rpc=self.rpc,
+                          neighbours=self.neighbours, providers=self.providers, wall_clock=wall_clock)
 
     # -- time ------------------------------------------------------------
 
@@ -153,82 +130,16 @@ class DhtNode:
         if self.data_dir is not None:
             save_table(self.data_dir, self.node_id, self.table.contacts())
 
-    # -- requests --------------------------------------------------------
-
-    async def call(self, address: tuple[str, int], name: str, args: list[object]) -> object:
-        """Send ``name(*args)`` to ``address`` and return the reply value.
-
-        Raises:
-            NoReply: no reply within ``request_timeout`` or too many requests pending.
-        """
-        if len(self._pending) >= MAX_OUTSTANDING_REQUESTS:
-            raise NoReply(f"{MAX_OUTSTANDING_REQUESTS} requests already outstanding")
-        msg_id = secrets.token_bytes(MESSAGE_ID_SIZE)
-        try:
-            datagram = encode_request(msg_id, name, args)
-        except LocalProtocolError as exc:
-            raise NoReply(str(exc)) from None
-        pending = _Pending(address, trio.Event())
-        self._pending[msg_id] = pending
-        try:
-            try:
-                await self.sock.sendto(datagram, address)
-            except OSError as exc:
-                raise NoReply(f"send to {address} failed: {exc}") from None
-            with trio.move_on_after(self.request_timeout):
-                await pending.done.wait()
-        finally:
-            del self._pending[msg_id]
-        if not pending.done.is_set():
-            raise NoReply(f"{name} to {address[0]}:{address[1]} timed out")
-        return pending.value
-
     async def ping(self, address: tuple[str, int]) -> bytes:
-        """Ping ``address``; return its node ID (NoReply on failure)."""
-        value = await self.call(address, PING, [self.node_id])
-        try:
-            return parse_node_id_reply(value)
-        except RemoteProtocolError as exc:
-            raise NoReply(str(exc)) from None
-
-    def heard_from(self, contact: Contact) -> None:
-        """Note a live contact in the table, pinging the bucket head if it is full."""
-        result = self.table.add(contact, self.now())
-        if result.ping is None or self._nursery is None:
-            return
-        if self._evictions >= MAX_EVICTION_PINGS:
-            # Too many probes running: let the head stay (it is the safe choice).
-            self.table.seen(result.ping.node_id, self.now())
-            return
-        self._evictions += 1
-        self._nursery.start_soon(self._ping_head, result.ping)
-
-    async def _ping_head(self, head: Contact) -> None:
-        try:
-            node_id = await self.ping(head.address)
-        except NoReply:
-            node_id = b""
-        finally:
-            self._evictions -= 1
-        if node_id == head.node_id:
-            self.table.seen(head.node_id, self.now())
-        else:
-            log.info("evicting unresponsive contact %s at %s:%d", head.node_id.hex(), head.host, head.port)
-            self.table.remove(head.node_id)
-
-    def remember_contact_record(self, record: ContactRecord) -> None:
-        """Cache a verified contact record (bounded, oldest dropped first)."""
-        self.contact_records.pop(record.node_id, None)
-        self.contact_records[record.node_id] = record
-        while len(self.contact_records) > MAX_CONTACT_RECORDS:
-            del self.contact_records[next(iter(self.contact_records))]
+        """Ping ``address``; return its node ID (``NoReply`` on failure)."""
+        return await self.rpc.ping(address)
 
     # -- tasks -----------------------------------------------------------
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the receive and maintenance loops until cancelled."""
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
+            self.neighbours.probe_in(nursery)
             nursery.start_soon(self._maintain)
             task_status.started()
             await self._receive_loop()
@@ -248,17 +159,9 @@ class DhtNode:
                 log.warning("dropping datagram from %s:%d: %s", address[0], address[1], exc)
                 continue
             if isinstance(message, Response):
-                self._on_response(message, address)
+                self.rpc.on_response(message, address)
             else:
                 await self._on_request(message, address)
-
-    def _on_response(self, message: Response, address: tuple[str, int]) -> None:
-        pending = self._pending.get(message.msg_id)
-        if pending is None or pending.address != address or pending.done.is_set():
-            log.warning("dropping unsolicited response from %s:%d", address[0], address[1])
-            return
-        pending.value = message.value
-        pending.done.set()
 
     async def _on_request(self, request: Request, address: tuple[str, int]) -> None:
         try:
@@ -280,7 +183,7 @@ class DhtNode:
             await trio.sleep(MAINTENANCE_INTERVAL)
             now = self.now()
             if now - last_rotation >= TOKEN_ROTATION_INTERVAL:
-                self.token_secrets = [secrets.token_bytes(32), self.token_secrets[0]]
+                self.tokens.rotate()
                 last_rotation = now
             wall = self.wall_now()
             self.values.expire(wall)

@@ -1,17 +1,29 @@
-"""Finding and dialling the nodes that hold a chunk (specs/network.md §3, §7).
+"""Finding and dialling the nodes that hold a chunk (specs/network.md §3 Placement, §7 Replication).
 
 Holders of a chunk are the R nodes XOR-closest to its DHT key (placement,
 found by a DHT lookup for that key) plus the providers of the file's root
 (nodes that announced they hold the whole file: its uploader, nodes that
 pinned it).  A node is dialled at the TCP port of its signed DHT contact
-record (or provider record); sessions are cached per node, and a node that
-could not be reached is not dialled again for the same operation.
+record (or provider record).
+
+The dialer lives as long as the node, so all it remembers is bounded and
+expires (specs/network.md §7 Replication, providers, republishing): open
+sessions are cached per node (closed ones dropped, at most
+``MAX_CACHED_SESSIONS``, least recently used first out), a node that could
+not be reached is not dialled again for ``UNREACHABLE_TTL`` seconds (at most
+``MAX_UNREACHABLE`` such nodes remembered), and addresses learned from
+provider records are kept for ``MAX_LEARNED_ADDRESSES`` nodes.  Dropping a
+session from the cache does not close it: the transport bounds its own
+sessions (``Limits.max_peers``, ``idle_timeout``) and hands the same one back
+on the next dial.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import trio
 
@@ -22,9 +34,18 @@ from protocol.fetch import DEFAULT_REPLICAS, dht_key, placement
 
 log = logging.getLogger("mu.locate")
 
-# Nodes one operation may dial at most (bounds the session cache).
-MAX_DIALLED = 256
+# Open sessions the dialer keeps at hand (least recently used dropped first).
+MAX_CACHED_SESSIONS = 256
+# Nodes remembered as unreachable, and for how long (seconds) they are not
+# dialled again: long enough that an operation does not knock on a dead door
+# for every chunk, short enough that a node back up is used again.
+MAX_UNREACHABLE = 1024
+UNREACHABLE_TTL = 300.0
+# Node addresses learned from provider records.
+MAX_LEARNED_ADDRESSES = 1024
 DIAL_TIMEOUT = 10.0
+
+_V = TypeVar("_V")
 
 
 def price_from_hello(session: Session) -> int:
@@ -34,31 +55,51 @@ def price_from_hello(session: Session) -> int:
 
 
 class PeerDialer:
-    """Dials nodes by node ID through their DHT contact records, caching sessions."""
+    """Dials nodes by node ID through their DHT contact records, caching sessions.
+
+    Every record it keeps is bounded (see the module docstring); times come
+    from trio's clock.
+    """
 
     def __init__(self, dht: DhtNode, transport: Transport) -> None:
         self.dht = dht
         self.transport = transport
-        self._sessions: dict[bytes, Session] = {}
-        self._unreachable: set[bytes] = set()
-        self._addresses: dict[bytes, tuple[str, int]] = {}
+        self._sessions: OrderedDict[bytes, Session] = OrderedDict()
+        self._unreachable: OrderedDict[bytes, float] = OrderedDict()  # node ID -> when to try again
+        self._addresses: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
 
     def learn(self, node_id: bytes, host: str, tcp_port: int) -> None:
-        """Remember where a node listens (from a provider record)."""
-        self._addresses.setdefault(node_id, (host, tcp_port))
+        """Remember where a node listens (from a provider record); the first address learned stays."""
+        if node_id in self._addresses:
+            self._addresses.move_to_end(node_id)
+            return
+        self._addresses[node_id] = (host, tcp_port)
+        _trim(self._addresses, MAX_LEARNED_ADDRESSES)
+
+    def is_unreachable(self, node_id: bytes) -> bool:
+        """True while ``node_id`` failed to answer less than ``UNREACHABLE_TTL`` seconds ago."""
+        retry_at = self._unreachable.get(node_id)
+        if retry_at is None:
+            return False
+        if trio.current_time() < retry_at:
+            return True
+        del self._unreachable[node_id]
+        return False
 
     async def session(self, node_id: bytes) -> Session | None:
-        """An open session to ``node_id``, or None if it cannot be reached."""
+        """An open session to ``node_id``, or None if it cannot be reached (now or lately)."""
+        self._forget_stale()
         cached = self._sessions.get(node_id)
-        if cached is not None and cached.is_open:
+        if cached is not None:
+            self._sessions.move_to_end(node_id)
             return cached
-        if node_id in self._unreachable or len(self._sessions) + len(self._unreachable) >= MAX_DIALLED:
+        if self.is_unreachable(node_id):
             return None
         address = self._addresses.get(node_id)
         if address is None:
             record = await self.dht.get_contact(node_id)
             if record is None:
-                self._unreachable.add(node_id)
+                self._mark_unreachable(node_id)
                 return None
             address = (record.host, record.tcp_port)
         try:
@@ -66,10 +107,26 @@ class PeerDialer:
                 session = await self.transport.connect(node_id, *address)
         except (TransportError, OSError, trio.TooSlowError) as exc:
             log.info("cannot reach %s at %s:%d: %s", node_id.hex(), address[0], address[1], exc)
-            self._unreachable.add(node_id)
+            self._mark_unreachable(node_id)
             return None
+        self._unreachable.pop(node_id, None)
         self._sessions[node_id] = session
+        _trim(self._sessions, MAX_CACHED_SESSIONS)
         return session
+
+    def _mark_unreachable(self, node_id: bytes) -> None:
+        self._unreachable.pop(node_id, None)
+        self._unreachable[node_id] = trio.current_time() + UNREACHABLE_TTL
+        _trim(self._unreachable, MAX_UNREACHABLE)
+
+    def _forget_stale(self) -> None:
+        """Drop closed sessions and unreachable marks past their time (both bounded, so cheap)."""
+        for node_id in [n for n, s in self._sessions.items() if not s.is_open]:
+            del self._sessions[node_id]
+        now = trio.current_time()
+        # Marks are appended with a fixed TTL, so the oldest expire first.
+        while self._unreachable and next(iter(self._unreachable.values())) <= now:
+            self._unreachable.popitem(last=False)
 
     async def closest_nodes(self, address: bytes, count: int) -> list[bytes]:
         """Node IDs of other nodes closest to the chunk's DHT key, closest first (up to ``count``).
@@ -81,6 +138,12 @@ class PeerDialer:
         own = self.dht.node_id
         ids = [c.node_id for c in contacts if c.node_id != own]
         return placement(address, ids, min(count, 20)) if ids else []
+
+
+def _trim(entries: OrderedDict[bytes, _V], bound: int) -> None:
+    """Drop the least recently used entries past ``bound``."""
+    while len(entries) > bound:
+        entries.popitem(last=False)
 
 
 SourceFactory = Callable[[Session], Awaitable[ChunkSource]]

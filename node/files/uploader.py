@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
@@ -21,7 +22,7 @@ from node.files.locate import PeerDialer
 from node.store import ChunkStore
 from node.transport import Session, TransportError
 from protocol.payments import PaymentError, PriceTooHigh
-from protocol.chunks import FileDecoder, Link
+from protocol.chunks import Link, RawWalker
 from protocol.fetch import DEFAULT_REPLICAS, dht_key
 
 log = logging.getLogger("mu.uploader")
@@ -61,15 +62,17 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
                          on_chunk: Callable[[ChunkPlaced], Awaitable[None]] | None = None) -> ReplicationReport:
     """Push every chunk of ``link``'s file to its R closest nodes, then announce the root.
 
-    The chunks must be in ``store``; the link's key is needed to walk the
-    manifest tree (each manifest chunk is decrypted to learn its children).
+    The chunks must be in ``store``.  The manifest tree is walked through
+    its cleartext headers (the verify cap, specs/chunks.md §6.5 Walking
+    with the bare root), so no key is needed and nothing is decrypted; each local
+    chunk is checked against its address on the way.
     ``put`` sends one chunk: :func:`free_put`, or a paying one (node/exchange/paying.py).
 
     Raises:
         node.store.ChunkNotFound: a chunk of the file is not in the store.
-        protocol.chunks.IntegrityError: the store holds wrong bytes or the key is wrong.
+        protocol.chunks.IntegrityError: the store holds wrong bytes.
     """
-    decoder = FileDecoder.from_link(link)
+    walker = RawWalker(link.root)
     slots = trio.Semaphore(PARALLEL_CHUNKS)
     counts = {"chunks": 0, "confirmed": 0, "under": 0}
 
@@ -86,9 +89,10 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
             await on_chunk(ChunkPlaced(address=address, replicas=tuple(placed)))
 
     async with trio.open_nursery() as nursery:
-        while (address := decoder.next_address()) is not None:
-            data = await trio.to_thread.run_sync(store.get, address)
-            decoder.feed(data)  # walks the tree; verifies the local copy on the way
+        while (address := walker.next_address()) is not None:
+            # The walker hashes the bytes against the address: the store need not.
+            data = await trio.to_thread.run_sync(partial(store.get, address, verify=False))
+            walker.feed(data)
             counts["chunks"] += 1
             await slots.acquire()
             nursery.start_soon(place, address, data)

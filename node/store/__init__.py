@@ -1,18 +1,11 @@
 """The node's chunk store on disk (specs/chunks.md §8)."""
 
+from ._errors import ChunkCorrupt, ChunkMismatch, ChunkNotFound, StoreError, StoreFull
 from ._index import INDEX_FILE, SCHEMA_VERSION, ChunkIndex
 from ._rebuild import RECOVERED_GRACE_SECONDS, STALE_TEMP_SECONDS, RebuildReport
-from ._retention import GC_BATCH, MAX_PINNED_ROOTS, ChunkMeta
-from ._store import (
-    FSYNC_PARALLELISM,
-    MAX_CHUNK_BYTES,
-    ChunkCorrupt,
-    ChunkMismatch,
-    ChunkNotFound,
-    ChunkStore,
-    StoreError,
-    StoreFull,
-)
+from ._store import ChunkStore
+from ._writer import FSYNC_PARALLELISM, MAX_CHUNK_BYTES
+from .retention import GC_BATCH, MAX_PINNED_ROOTS, ChunkMeta
 
 STORE_DIR = "chunks"
 

@@ -1,30 +1,29 @@
 """Rebuilding the chunk store's index from its files (specs/chunks.md §8.6).
 
-Mixed into ``ChunkStore``: the files are the truth, so after an unclean
-stop (the index's dirty flag) or on demand the index is made to match
-them, and temp files left by crashed writers are removed.
+The files are the truth, so after an unclean stop (the index's dirty flag)
+or on demand the index is made to match them, and temp files left by
+crashed writers are removed.  ``ChunkStore`` owns one :class:`IndexRebuilder`
+and hands it the index, the quota account and the dirty flag it repairs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from protocol.chunks import ADDRESS_SIZE
+
 from ._index import ChunkIndex
-from ._retention import ADDRESS_SIZE
+from ._writer import TMP_DIR, DirtyFlag, StoreSpace
 
 log = logging.getLogger("mu.store")
 
-TMP_DIR = "tmp"
 # Temp files older than this are leftovers of a crash and may be removed;
 # younger ones may belong to a writer in another process.
 STALE_TEMP_SECONDS = 3600
-# The index flag set while chunks may be on disk without their index rows.
-_DIRTY = "dirty"
 # Retention given to chunks a rebuild finds without an index row: their
 # paid-until time and pin are unknown, so they are kept this long before
 # the GC may take them (specs/chunks.md §8.6).
@@ -33,7 +32,7 @@ RECOVERED_GRACE_SECONDS = 30 * 86_400
 
 @dataclass(frozen=True, slots=True)
 class RebuildReport:
-    """What :meth:`ChunkStore.rebuild_index` found and changed."""
+    """What ``ChunkStore.rebuild_index`` found and changed."""
 
     chunks: int
     bytes: int
@@ -43,16 +42,15 @@ class RebuildReport:
     recovered: int = 0  # rows added with a grace retention (metadata unknown)
 
 
-class RebuildMixin:
-    """Index rebuild and crash leftovers (see the module docstring)."""
+class IndexRebuilder:
+    """Index rebuild and crash leftovers for the store at ``root`` (see the module docstring)."""
 
-    # Provided by ``ChunkStore``.
-    root: Path
-    _tmp: Path
-    _index: ChunkIndex
-    _lock: threading.Lock
-    _used: int
-    _marked_dirty: bool
+    def __init__(self, root: Path, index: ChunkIndex, space: StoreSpace, dirty: DirtyFlag) -> None:
+        self.root = root
+        self._tmp = root / TMP_DIR
+        self._index = index
+        self._space = space
+        self._dirty = dirty
 
     def scan_files(self) -> dict[bytes, int]:
         """Every chunk file on disk: address -> size. Ignores foreign names."""
@@ -85,7 +83,7 @@ class RebuildMixin:
                 continue
         return removed
 
-    def rebuild_index(self, *, temp_max_age: float = STALE_TEMP_SECONDS, now: int | None = None,
+    def rebuild(self, *, temp_max_age: float = STALE_TEMP_SECONDS, now: int | None = None,
                       grace_seconds: int = RECOVERED_GRACE_SECONDS) -> RebuildReport:
         """Make the index match the chunk files exactly (the files are the truth).
 
@@ -101,9 +99,8 @@ class RebuildMixin:
         on_disk = self.scan_files()
         added, removed = self._index.reconcile(on_disk, now, now + grace_seconds)
         total = sum(on_disk.values())
-        with self._lock:
-            self._used = total
-        self._index.set_flag(_DIRTY, 1 if self._marked_dirty else 0)
+        self._space.reset(total)
+        self._dirty.restore()
         if added:
             log.warning("index rebuild: %d chunk files had no index row; kept unpinned with a grace retention "
                         "until %d", added, now + grace_seconds)

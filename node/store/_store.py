@@ -7,91 +7,30 @@ Layout under the store root (``<data_dir>/chunks``)::
     index.sqlite3         the index (rebuildable from the files, except
                           retention metadata: see rebuild_index)
 
-A chunk file appears under its final name only once its bytes are fsynced,
-and the new name is made durable (directory fsync) before ``put`` returns, so a
-crash at any point leaves either no chunk or the whole chunk.
+``ChunkStore`` is the front: it owns the index and the parts that work on
+it, built here and handed what each needs (composition, no shared base
+class): the quota account and dirty flag, the :class:`ChunkWriter` (durable
+writes and deletes, specs/chunks.md §8.2 Writing), the
+:class:`IndexRebuilder` (crash repair, §8.3 Index) and the
+:class:`RetentionBook` (paid-until times and pins, §8.6 Retention metadata).
 """
 
 from __future__ import annotations
 
-import errno
+import builtins
 import hashlib
-import os
-import secrets
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from ._errors import ChunkCorrupt, ChunkNotFound
 from ._index import INDEX_FILE, ChunkIndex
-from ._rebuild import _DIRTY, TMP_DIR, RebuildMixin
-from ._retention import RetentionMixin, _check_address
-
-# Largest chunk the store accepts: 4 MiB of data plus the GCM tag
-# (specs/chunks.md §3), with headroom for manifest chunks.
-MAX_CHUNK_BYTES = 4 * 1024 * 1024 + 1024
-# Chunk files written and fsynced at the same time (one pool per process):
-# each thread spends most of its time waiting in fdatasync, and the more of
-# those are in flight, the more of them share one journal commit and device
-# flush (measured on the reference VM: 8 threads ~300 MiB/s, 32 ~450 MiB/s).
-# Bounds threads and open files, not memory (see STREAM_BUFFER_BYTES).
-FSYNC_PARALLELISM = 32
-# put_stream: chunk writes outstanding at once (open temp files being
-# fsynced), chunk bytes handed to write threads but not yet copied into a
-# temp file (the only chunk bytes put_stream holds in memory), and stored
-# chunks between directory fsyncs + index commits.
-STREAM_WINDOW = 64
-STREAM_BUFFER_BYTES = 16 * 1024 * 1024
-STREAM_CHECKPOINT = 256
+from ._rebuild import RECOVERED_GRACE_SECONDS, STALE_TEMP_SECONDS, IndexRebuilder, RebuildReport
+from ._stream import STREAM_WINDOW, put_stream
+from ._writer import Chunk, ChunkWriter, DirtyFlag, StoreSpace
+from .retention import GC_BATCH, ChunkMeta, RetentionBook
 
 
-class StoreError(Exception):
-    """Base class of chunk store errors. ``address`` names the chunk, if any."""
-
-    def __init__(self, message: str, address: bytes | None = None) -> None:
-        super().__init__(message)
-        self.address = address
-
-
-class StoreFull(StoreError):
-    """The chunk would take the store over its quota (or the disk is full)."""
-
-
-class ChunkNotFound(StoreError):
-    """No chunk with that address is stored."""
-
-
-class ChunkCorrupt(StoreError):
-    """A stored chunk no longer hashes to its address; it is never returned."""
-
-
-class ChunkMismatch(StoreError, ValueError):
-    """``put`` was given bytes that do not hash to the given address."""
-
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _fsync_pool() -> ThreadPoolExecutor:
-    """Threads shared by all stores for concurrent writes and fsyncs."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=FSYNC_PARALLELISM, thread_name_prefix="mu-store-sync")
-        return _POOL
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class ChunkStore(RetentionMixin, RebuildMixin):
+class ChunkStore:
     """Chunks on disk, addressed by SHA-256 of their bytes.
 
     Synchronous and thread-safe: trio code calls it through
@@ -104,28 +43,24 @@ class ChunkStore(RetentionMixin, RebuildMixin):
 
     def __init__(self, root: Path, quota_bytes: int | None = None) -> None:
         self.root = Path(root)
-        self.quota_bytes = quota_bytes
-        self._tmp = self.root / TMP_DIR
-        self._tmp.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        # Serialises a GC deletion with a paid PUT's retention update, so a
-        # chunk paid for again while being collected is never lost.
-        self._retention_lock = threading.Lock()
+        self.root.mkdir(parents=True, exist_ok=True)
         self._index = ChunkIndex(self.root / INDEX_FILE)
-        self._marked_dirty = False
-        self._used = 0
-        if self._index.get_flag(_DIRTY):
+        self._space = StoreSpace(quota_bytes)
+        self._dirty = DirtyFlag(self._index)
+        self._writer = ChunkWriter(self.root, self._index, self._space, self._dirty)
+        self._rebuilder = IndexRebuilder(self.root, self._index, self._space, self._dirty)
+        self._retention = RetentionBook(self._index, self._writer)
+        if self._dirty.found_set():
             # Last user did not close cleanly: a chunk may have been renamed
             # into place without its index row. The files are the truth.
             self.rebuild_index()
-        self._used = self._index.total_bytes()
+        self._space.reset(self._index.total_bytes())
 
     # -- lifecycle -------------------------------------------------------
 
     def close(self) -> None:
         """Mark the index clean and close it."""
-        if self._marked_dirty:
-            self._index.set_flag(_DIRTY, 0)
+        self._dirty.clear()
         self._index.close()
 
     def __enter__(self) -> ChunkStore:
@@ -134,14 +69,21 @@ class ChunkStore(RetentionMixin, RebuildMixin):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- paths -----------------------------------------------------------
+    # -- reading ---------------------------------------------------------
+
+    @property
+    def quota_bytes(self) -> int | None:
+        """Most chunk bytes the store may hold; None for no limit."""
+        return self._space.quota_bytes
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes of chunk data held (as counted by the index)."""
+        return self._space.used
 
     def path_of(self, address: bytes) -> Path:
         """Where the chunk with ``address`` lives (whether or not it exists)."""
-        hexa = _check_address(address).hex()
-        return self.root / hexa[:2] / hexa
-
-    # -- reading ---------------------------------------------------------
+        return self._writer.path_of(address)
 
     def has(self, address: bytes) -> bool:
         """True if a chunk file with this address exists (not verified)."""
@@ -171,7 +113,7 @@ class ChunkStore(RetentionMixin, RebuildMixin):
         for address, _size in self._index.iter_rows():
             yield address
 
-    def list(self) -> list[bytes]:
+    def list(self) -> builtins.list[bytes]:  # the method shadows the builtin in this class
         """Every stored address, in address order (see :meth:`entries` for big stores)."""
         return [address for address, _size in self._index.iter_rows()]
 
@@ -182,37 +124,13 @@ class ChunkStore(RetentionMixin, RebuildMixin):
     def __len__(self) -> int:
         return self._index.count()
 
-    @property
-    def used_bytes(self) -> int:
-        """Bytes of chunk data held (as counted by the index)."""
-        return self._used
-
     # -- writing ---------------------------------------------------------
 
-    def put(self, address: bytes, data: bytes | bytearray | memoryview, *, verify: bool = True) -> bool:
+    def put(self, address: bytes, data: Chunk, *, verify: bool = True) -> bool:
         """Store one chunk durably; see :meth:`put_many`."""
-        return self.put_many([(address, data)], verify=verify) == 1
+        return self._writer.put_many([(address, data)], verify=verify) == 1
 
-    def _admit(self, address: bytes, data: bytes | bytearray | memoryview, verify: bool) -> Path | None:
-        """Check one incoming chunk and reserve its room; None if already stored.
-
-        Raises:
-            ChunkMismatch: over MAX_CHUNK_BYTES, or (with ``verify``) bytes
-                that do not hash to ``address``.
-            StoreFull: the quota or the disk would be exceeded.
-        """
-        size = len(data)
-        if size > MAX_CHUNK_BYTES:
-            raise ChunkMismatch(f"chunk {address.hex()} is {size} bytes, over the {MAX_CHUNK_BYTES} limit", address)
-        if verify and hashlib.sha256(data).digest() != address:
-            raise ChunkMismatch(f"data does not hash to chunk address {address.hex()}", address)
-        final = self.path_of(address)
-        if final.exists():
-            return None
-        self._reserve(address, size)
-        return final
-
-    def put_many(self, items: Iterable[tuple[bytes, bytes | bytearray | memoryview]], *, verify: bool = True) -> int:
+    def put_many(self, items: Iterable[tuple[bytes, Chunk]], *, verify: bool = True) -> int:
         """Store chunks durably; return how many were new.
 
         Each chunk is written to a temp file, fdatasynced and hard-linked to
@@ -229,159 +147,73 @@ class ChunkStore(RetentionMixin, RebuildMixin):
             StoreFull: the quota or the disk would be exceeded; chunks
                 written before the failing one stay stored.
         """
-        # Flag the index as possibly stale before any file appears, so a crash
-        # between a file's link and its index row is repaired on next open.
-        self._mark_dirty()
-        to_write: list[tuple[Path, bytes, bytes | bytearray | memoryview]] = []
-        failure: BaseException | None = None
-        for address, data in items:
-            try:
-                address = _check_address(address)
-                final = self._admit(address, data, verify)
-            except BaseException as exc:
-                failure = exc  # chunks before this one are still stored
-                break
-            if final is not None:
-                to_write.append((final, address, data))
-        # Write the batch concurrently: fdatasyncs issued together share
-        # journal commits and device flushes (group commit), which a
-        # one-at-a-time loop cannot (specs/chunks.md §8.2).
-        futures = [_fsync_pool().submit(self._write_file, *job) for job in to_write]
-        new: list[tuple[Path, bytes, int]] = []
-        for (final, address, data), future in zip(to_write, futures):
-            try:
-                stored = future.result()
-            except BaseException as exc:
-                stored = False
-                failure = failure or exc
-            if stored:
-                new.append((final, address, len(data)))
-            else:
-                self._release(len(data))
-        count = self._commit_stored(new)
-        if failure is not None:
-            raise failure
-        return count
+        return self._writer.put_many(items, verify=verify)
 
-    def put_stream(
-        self,
-        items: Iterable[tuple[bytes, bytes | bytearray | memoryview]],
-        *,
-        verify: bool = True,
-        window: int = STREAM_WINDOW,
-    ) -> tuple[int, int]:
+    def put_stream(self, items: Iterable[tuple[bytes, Chunk]], *, verify: bool = True,
+                   window: int = STREAM_WINDOW) -> tuple[int, int]:
         """Store a stream of chunks durably; return (chunks seen, chunks new).
 
         Like :meth:`put_many` chunk by chunk, with no barrier between groups:
         the iterator runs (and may encrypt) in this thread while up to
         ``window`` chunk writes proceed on the store's threads.  When this
-        returns every chunk is on disk (specs/chunks.md §8.2); see
+        returns every chunk is on disk (specs/chunks.md §8.2 Writing); see
         :func:`node.store._stream.put_stream`.
         """
-        from ._stream import put_stream  # that module builds on this one
-
-        return put_stream(self, items, verify=verify, window=window)
-
-    def _commit_stored(self, stored: list[tuple[Path, bytes, int]]) -> int:
-        """Fsync the shard directories of freshly linked chunks, then index them."""
-        if not stored:
-            return 0
-        try:
-            dirs = {final.parent for final, _, _ in stored}
-            for done in [_fsync_pool().submit(_fsync_dir, d) for d in dirs]:
-                done.result()
-        finally:
-            self._index.add([(address, size) for _, address, size in stored], int(time.time()))
-        return len(stored)
-
-    def _reserve(self, address: bytes, size: int) -> None:
-        with self._lock:
-            if self.quota_bytes is not None and self._used + size > self.quota_bytes:
-                raise StoreFull(
-                    f"store full: chunk {address.hex()} ({size} bytes) would exceed the quota of "
-                    f"{self.quota_bytes} bytes ({self._used} used)",
-                    address,
-                )
-            self._used += size
-
-    def _release(self, size: int) -> None:
-        with self._lock:
-            self._used -= size
-
-    def _write_file(self, final: Path, address: bytes, data: bytes | bytearray | memoryview) -> bool:
-        """Write one chunk file atomically; False if another writer stored it first."""
-        return self._write_taken(final, address, [data], None)
-
-    def _write_taken(self, final: Path, address: bytes, box: list[bytes | bytearray | memoryview],
-                     written: Callable[[int], None] | None) -> bool:
-        """Like :meth:`_write_file`, taking the bytes out of ``box``.
-
-        The bytes are dropped as soon as they are in the temp file, before
-        the slow fdatasync, and ``written(size)`` is called then (also if the
-        write fails), so a caller can bound the chunk bytes it has handed to
-        write threads rather than the writes outstanding (put_stream).
-        """
-        data = box.pop()
-        size = len(data)
-        tmp = self._tmp / f"{address.hex()}.{secrets.token_hex(4)}.tmp"
-        try:
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                try:
-                    view = memoryview(data).cast("B")
-                    while view:
-                        view = view[os.write(fd, view):]
-                except BaseException:
-                    os.close(fd)
-                    raise
-            finally:
-                del data
-                view = None
-                if written is not None:
-                    written(size)
-            try:
-                # fdatasync covers the data and the file size, all a reader needs.
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
-            final.parent.mkdir(exist_ok=True)
-            try:
-                # link() never replaces: of two concurrent writers (threads or
-                # processes) exactly one wins, so accounting stays exact.
-                os.link(tmp, final)
-            except FileExistsError:
-                return False
-            except OSError as exc:
-                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
-                    raise
-                os.rename(tmp, final)  # a filesystem without hard links
-            return True
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StoreFull(f"store full: the disk has no room for chunk {address.hex()}", address) from exc
-            raise
-        finally:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-
-    def _mark_dirty(self) -> None:
-        if not self._marked_dirty:
-            self._index.set_flag(_DIRTY, 1)
-            self._marked_dirty = True
+        return put_stream(self._writer, items, verify=verify, window=window)
 
     def delete(self, address: bytes) -> bool:
         """Remove a chunk; return False if it was not stored."""
-        path = self.path_of(address)
-        self._mark_dirty()
-        try:
-            size = path.stat().st_size
-            path.unlink()
-        except FileNotFoundError:
-            self._index.remove(bytes(address))
-            return False
-        self._index.remove(bytes(address))
-        with self._lock:
-            self._used -= size
-        return True
+        return self._writer.delete(address)
+
+    # -- the index from the files (specs/chunks.md §8.3 Index) -----------
+
+    def scan_files(self) -> dict[bytes, int]:
+        """Every chunk file on disk: address -> size. Ignores foreign names."""
+        return self._rebuilder.scan_files()
+
+    def remove_stale_temp_files(self, max_age: float = STALE_TEMP_SECONDS) -> int:
+        """Delete temp files left by crashed writers; return how many."""
+        return self._rebuilder.remove_stale_temp_files(max_age)
+
+    def rebuild_index(self, *, temp_max_age: float = STALE_TEMP_SECONDS, now: int | None = None,
+                      grace_seconds: int = RECOVERED_GRACE_SECONDS) -> RebuildReport:
+        """Make the index match the chunk files exactly; see ``IndexRebuilder.rebuild``."""
+        return self._rebuilder.rebuild(temp_max_age=temp_max_age, now=now, grace_seconds=grace_seconds)
+
+    # -- retention (specs/chunks.md §8.6 Retention metadata) -------------
+
+    def meta(self, address: bytes) -> ChunkMeta | None:
+        """The chunk's index row (size, paid_until, pinned), or None if not indexed."""
+        return self._retention.meta(address)
+
+    def entries_meta(self) -> Iterator[ChunkMeta]:
+        """Every indexed chunk with its retention metadata, in address order."""
+        return self._retention.entries_meta()
+
+    def extend_retention(self, address: bytes, until: int) -> bool:
+        """Keep the chunk at least until ``until``; False if it is not stored."""
+        return self._retention.extend_retention(address, until)
+
+    def put_retained(self, address: bytes, data: Chunk, until: int, *, verify: bool = True) -> bool:
+        """Store a paid chunk and keep it at least until ``until``; see ``RetentionBook.put_retained``."""
+        return self._retention.put_retained(address, data, until, verify=verify)
+
+    def pin(self, addresses: Iterable[bytes], *, root: bytes | None = None, now: int | None = None) -> int:
+        """Pin stored chunks and record ``root`` as pinned; see ``RetentionBook.pin``."""
+        return self._retention.pin(addresses, root=root, now=now)
+
+    def unpin(self, addresses: Iterable[bytes], *, root: bytes | None = None) -> int:
+        """Clear the pin of chunks (and forget ``root``); they expire by their paid_until."""
+        return self._retention.unpin(addresses, root=root)
+
+    def pinned_roots(self) -> builtins.list[bytes]:
+        """Roots pinned on this node, oldest first (re-announced after a restart)."""
+        return self._retention.pinned_roots()
+
+    def expired(self, now: int, limit: int = GC_BATCH) -> builtins.list[bytes]:
+        """Unpinned chunks whose paid retention ran out (paid_until <= now), oldest first."""
+        return self._retention.expired(now, limit)
+
+    def collect_expired(self, now: int, limit: int = GC_BATCH) -> builtins.list[bytes]:
+        """Delete unpinned chunks whose paid retention ran out; return their addresses."""
+        return self._retention.collect_expired(now, limit)

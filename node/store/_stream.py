@@ -19,14 +19,16 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from pathlib import Path
 
-from ._store import (
-    STREAM_BUFFER_BYTES,
-    STREAM_CHECKPOINT,
-    STREAM_WINDOW,
-    ChunkStore,
-    _check_address,
-    _fsync_pool,
-)
+from ._errors import check_address
+from ._writer import Chunk, ChunkWriter, fsync_pool
+
+# Chunk writes outstanding at once (open temp files being fsynced), chunk
+# bytes handed to write threads but not yet copied into a temp file (the only
+# chunk bytes put_stream holds in memory), and stored chunks between directory
+# fsyncs + index commits (specs/chunks.md §8.2).
+STREAM_WINDOW = 64
+STREAM_BUFFER_BYTES = 16 * 1024 * 1024
+STREAM_CHECKPOINT = 256
 
 
 class _ByteBudget:
@@ -51,8 +53,8 @@ class _ByteBudget:
 
 
 def put_stream(
-    store: ChunkStore,
-    items: Iterable[tuple[bytes, bytes | bytearray | memoryview]],
+    writer: ChunkWriter,
+    items: Iterable[tuple[bytes, Chunk]],
     *,
     verify: bool = True,
     window: int = STREAM_WINDOW,
@@ -69,7 +71,7 @@ def put_stream(
     directories are fsynced and the index rows committed; when this
     returns every chunk is on disk (specs/chunks.md §8.2).
     """
-    store._mark_dirty()
+    writer.dirty.mark()
     budget = _ByteBudget(STREAM_BUFFER_BYTES)
     inflight: deque[tuple[Path, bytes, int, Future[bool]]] = deque()
     done: list[tuple[Path, bytes, int]] = []
@@ -87,13 +89,13 @@ def put_stream(
         if stored:
             done.append((final, address, size))
         else:
-            store._release(size)
+            writer.space.release(size)
 
     try:
         for address, data in items:
             seen += 1
-            address = _check_address(address)
-            final = store._admit(address, data, verify)
+            address = check_address(address)
+            final = writer.admit(address, data, verify)
             if final is None:
                 continue
             size = len(data)
@@ -101,11 +103,11 @@ def put_stream(
             try:
                 budget.take(size)
                 taken = True
-                future = _fsync_pool().submit(store._write_taken, final, address, [data], budget.give_back)
+                future = fsync_pool().submit(writer.write_taken, final, address, [data], budget.give_back)
             except BaseException:
                 if taken:
                     budget.give_back(size)
-                store._release(size)
+                writer.space.release(size)
                 raise
             del data  # the write thread owns the bytes now
             inflight.append((final, address, size, future))
@@ -115,13 +117,13 @@ def put_stream(
                 break
             if len(done) >= STREAM_CHECKPOINT:
                 batch, done = done, []
-                new += store._commit_stored(batch)
+                new += writer.commit_stored(batch)
     except BaseException as exc:
         failure = failure or exc
     finally:
         while inflight:
             settle_oldest()
-        new += store._commit_stored(done)
+        new += writer.commit_stored(done)
     if failure is not None:
         raise failure
     return seen, new

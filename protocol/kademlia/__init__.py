@@ -6,7 +6,7 @@ tokens, bounded stores and the on-disk table format.  ``node.dht`` runs them
 over UDP on trio.
 """
 
-from protocol.kademlia.ids import ALPHA, ID_BITS, K, Contact, KademliaError, bucket_index, dht_key_for_chunk, distance
+from protocol.kademlia.ids import ALPHA, ID_BITS, K, Contact, KademliaError, bucket_index, distance
 from protocol.kademlia.lookup import REQUEST_TIMEOUT, Lookup
 from protocol.kademlia.records import (
     DEFAULT_PROVIDER_TTL,
@@ -33,7 +33,7 @@ from protocol.kademlia.wire import (
 )
 
 __all__ = [
-    "ALPHA", "ID_BITS", "K", "Contact", "KademliaError", "bucket_index", "dht_key_for_chunk", "distance",
+    "ALPHA", "ID_BITS", "K", "Contact", "KademliaError", "bucket_index", "distance",
     "REQUEST_TIMEOUT", "Lookup", "DEFAULT_PROVIDER_TTL", "MAX_PROVIDER_TTL", "ContactInfo", "ContactRecord",
     "ProviderRecord", "check_token", "make_token", "AddResult", "AddStatus", "RoutingTable", "ProviderStore",
     "ValueStore", "TableFileError", "decode_table", "encode_table", "ErrorCode", "LocalProtocolError",

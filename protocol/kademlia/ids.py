@@ -10,7 +10,6 @@ so a contact's ID says nothing about who it is until it signs a contact record
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -55,11 +54,6 @@ def bucket_index(own_id: bytes, other_id: bytes) -> int:
     if d == 0:
         raise KademliaError("an id has no bucket in its own table")
     return d.bit_length() - 1
-
-
-def dht_key_for_chunk(address: bytes) -> bytes:
-    """The DHT key of a chunk: the first 20 bytes of SHA-256(address) (DESIGN.md)."""
-    return hashlib.sha256(address).digest()[:NODE_ID_SIZE]
 
 
 def check_host(host: object) -> str:

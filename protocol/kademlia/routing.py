@@ -17,7 +17,7 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from protocol.kademlia.ids import ID_BITS, K, Contact, bucket_index, check_id, distance, is_loopback
+from protocol.kademlia.ids import ID_BITS, K, Contact, bucket_index, check_id, is_loopback
 
 #: Contacts waiting to replace a failed one, per bucket (specs/dht.md §5.1).
 REPLACEMENT_CACHE_SIZE = 10
@@ -243,7 +243,3 @@ class RoutingTable:
         else:
             self._ip_counts.pop(host, None)
 
-
-def sort_by_distance(target: bytes, contacts: Iterable[Contact]) -> list[Contact]:
-    """Contacts ordered by XOR distance to ``target``, nearest first."""
-    return sorted(contacts, key=lambda c: distance(c.node_id, target))

@@ -13,6 +13,7 @@ from typing import Any, Union
 
 import msgpack
 
+from protocol.chunks import ADDRESS_SIZE
 from protocol.wire._errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from protocol.wire._frames import (
     CHANNEL_TYPES,
@@ -27,7 +28,6 @@ from protocol.wire._frames import (
     MessageType,
 )
 
-ADDRESS_SIZE = 32
 NODE_ID_SIZE = 20
 IDENTITY_KEY_SIZE = 32
 PAYMENT_KEY_SIZE = 33

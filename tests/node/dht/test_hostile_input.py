@@ -131,7 +131,8 @@ async def test_forged_provider_records_are_refused(caplog: pytest.LogCaptureFixt
         other = await open_client("127.0.0.2", ("127.0.0.1", node.port))
         assert await other.call("mu_announce", [SENDER, key, token, good.serialize()]) == "bad_token"
         # A token from two rotations ago is stale.
-        node.token_secrets = [secrets.token_bytes(32), secrets.token_bytes(32)]
+        node.tokens.rotate()
+        node.tokens.rotate()
         assert await c.call("mu_announce", [SENDER, key, token, good.serialize()]) == "bad_token"
         assert node.providers.get(key, node.wall_now()) == []
         assert sum("refusing mu_announce" in r.getMessage() for r in caplog.records) == len(cases) + 2

@@ -9,7 +9,8 @@ from __future__ import annotations
 import secrets
 from contextlib import AsyncExitStack
 
-from node.dht import ContactInfo, dht_key_for_chunk, open_dht
+from node.dht import ContactInfo, open_dht
+from protocol.fetch import dht_key
 from protocol.identity import Identity
 
 
@@ -32,7 +33,7 @@ async def test_republish_and_expiry() -> None:
         for n in nodes[1:]:
             await n.bootstrap([("127.0.0.1", nodes[0].port)])
         provider, reader = nodes[1], nodes[4]
-        key = dht_key_for_chunk(b"chunk address")
+        key = dht_key(b"chunk address".ljust(32, b"\0"))
         first = await provider.announce_provider(key, terms={"price_sat_per_mib": 2}, ttl=1000)
         assert len(first.stored_at) == 5 and first.record.tcp_port == 7001
 

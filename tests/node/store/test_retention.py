@@ -153,9 +153,9 @@ def test_pinned_roots_are_bounded(tmp_path: Path, monkeypatch) -> None:  # type:
     import pytest
 
     from node.store import StoreError
-    from node.store import _retention
+    from node.store import retention
 
-    monkeypatch.setattr(_retention, "MAX_PINNED_ROOTS", 2)
+    monkeypatch.setattr(retention, "MAX_PINNED_ROOTS", 2)
     with ChunkStore(tmp_path / "chunks") as store:
         items = [chunk() for _ in range(3)]
         for address, data in items:

@@ -175,7 +175,7 @@ def test_index_is_flagged_dirty_before_the_first_chunk_file_appears(tmp_path: Pa
     store = ChunkStore(tmp_path)
     address, data = chunk()
     seen: list[int] = []
-    real_write = store._write_file
+    real_write = store._writer.write_file
 
     def spy(final: Path, addr: bytes, payload: bytes) -> bool:
         db = sqlite3.connect(tmp_path / INDEX_FILE)
@@ -183,7 +183,7 @@ def test_index_is_flagged_dirty_before_the_first_chunk_file_appears(tmp_path: Pa
         db.close()
         return real_write(final, addr, payload)
 
-    store._write_file = spy  # type: ignore[method-assign]
+    store._writer.write_file = spy  # type: ignore[method-assign]
     store.put(address, data)
     assert seen == [1]
     store.close()

@@ -110,7 +110,7 @@ def test_write_thread_drops_chunk_bytes_before_fdatasync(tmp_path: Path, monkeyp
         real_sync(fd)
 
     monkeypatch.setattr(os, "fdatasync", spy)
-    assert store._write_taken(store.path_of(address), address, box, lambda n: events.append(("written", n)))
+    assert store._writer.write_taken(store.path_of(address), address, box, lambda n: events.append(("written", n)))
     assert events == [("written", 5000), ("sync", True)]
     assert box == []
     assert hashlib.sha256(store.path_of(address).read_bytes()).digest() == address

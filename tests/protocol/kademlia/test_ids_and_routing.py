@@ -6,7 +6,8 @@ import hashlib
 
 import pytest
 
-from protocol.kademlia.ids import Contact, KademliaError, bucket_index, dht_key_for_chunk, distance
+from protocol.kademlia.ids import Contact, KademliaError, bucket_index, distance
+from protocol.fetch import FetchError, dht_key
 from protocol.kademlia.routing import AddStatus, RoutingTable
 
 OWN = bytes(20)
@@ -32,8 +33,10 @@ def test_distance_and_buckets() -> None:
 
 def test_chunk_key_is_truncated_sha256() -> None:
     address = bytes(range(32))
-    assert dht_key_for_chunk(address) == hashlib.sha256(address).digest()[:20]
-    assert dht_key_for_chunk(b"") == bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4")
+    assert dht_key(address) == hashlib.sha256(address).digest()[:20]
+    # Only a chunk address (32 bytes) has a DHT key; the old any-bytes helper is gone.
+    with pytest.raises(FetchError):
+        dht_key(b"")
 
 
 @pytest.mark.parametrize("item", [

@@ -1,0 +1,103 @@
+"""Our outgoing requests: rpcudp datagrams with a deadline each (specs/dht.md §4 Wire format).
+
+``RpcClient`` sends a request on the node's UDP socket and waits for the
+reply, which the node's receive loop hands to :meth:`RpcClient.on_response`
+(matched by message ID and source address).  At most
+``MAX_OUTSTANDING_REQUESTS`` wait at once (specs/dht.md §2 Conventions and
+definitions).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+
+import trio
+
+from protocol.kademlia.wire import (
+    MESSAGE_ID_SIZE,
+    PING,
+    LocalProtocolError,
+    RemoteProtocolError,
+    Response,
+    encode_request,
+    parse_node_id_reply,
+)
+
+log = logging.getLogger("mu.dht")
+
+#: Requests of ours awaiting a reply at once (specs/dht.md §2).
+MAX_OUTSTANDING_REQUESTS = 1024
+
+
+class NoReply(Exception):
+    """A request timed out or its reply could not be parsed."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    address: tuple[str, int]
+    done: trio.Event
+    value: object = None
+
+
+class RpcClient:
+    """Sends requests from ``node_id`` on ``sock`` and matches their replies.
+
+    Args:
+        sock: the node's bound UDP socket (shared with the receive loop).
+        node_id: our ID, the first argument of every request.
+        request_timeout: seconds a request waits for its reply.
+    """
+
+    def __init__(self, sock: trio.socket.SocketType, node_id: bytes, request_timeout: float) -> None:
+        self.sock = sock
+        self.node_id = node_id
+        self.request_timeout = request_timeout
+        self._pending: dict[bytes, _Pending] = {}
+
+    async def call(self, address: tuple[str, int], name: str, args: list[object]) -> object:
+        """Send ``name(*args)`` to ``address`` and return the reply value.
+
+        Raises:
+            NoReply: no reply within ``request_timeout`` or too many requests pending.
+        """
+        if len(self._pending) >= MAX_OUTSTANDING_REQUESTS:
+            raise NoReply(f"{MAX_OUTSTANDING_REQUESTS} requests already outstanding")
+        msg_id = secrets.token_bytes(MESSAGE_ID_SIZE)
+        try:
+            datagram = encode_request(msg_id, name, args)
+        except LocalProtocolError as exc:
+            raise NoReply(str(exc)) from None
+        pending = _Pending(address, trio.Event())
+        self._pending[msg_id] = pending
+        try:
+            try:
+                await self.sock.sendto(datagram, address)
+            except OSError as exc:
+                raise NoReply(f"send to {address} failed: {exc}") from None
+            with trio.move_on_after(self.request_timeout):
+                await pending.done.wait()
+        finally:
+            del self._pending[msg_id]
+        if not pending.done.is_set():
+            raise NoReply(f"{name} to {address[0]}:{address[1]} timed out")
+        return pending.value
+
+    async def ping(self, address: tuple[str, int]) -> bytes:
+        """Ping ``address``; return its node ID (NoReply on failure)."""
+        value = await self.call(address, PING, [self.node_id])
+        try:
+            return parse_node_id_reply(value)
+        except RemoteProtocolError as exc:
+            raise NoReply(str(exc)) from None
+
+    def on_response(self, message: Response, address: tuple[str, int]) -> None:
+        """Wake the caller waiting for ``message`` (dropped if nobody from ``address`` is)."""
+        pending = self._pending.get(message.msg_id)
+        if pending is None or pending.address != address or pending.done.is_set():
+            log.warning("dropping unsolicited response from %s:%d", address[0], address[1])
+            return
+        pending.value = message.value
+        pending.done.set()
