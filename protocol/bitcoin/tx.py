@@ -11,6 +11,7 @@ reversed display order used by block explorers and bitcoind's RPC.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from protocol.bitcoin.errors import DecodeError
@@ -198,7 +199,7 @@ class Transaction:
             return True
         return all(txin.sequence == SEQUENCE_FINAL for txin in self.inputs)
 
-    def with_witnesses(self, witnesses: list[tuple[bytes, ...]]) -> Transaction:
+    def with_witnesses(self, witnesses: Sequence[tuple[bytes, ...]]) -> Transaction:
         """A copy with input ``i`` given ``witnesses[i]`` (txid unchanged)."""
         if len(witnesses) != len(self.inputs):
             raise ValueError("one witness stack per input is required")
