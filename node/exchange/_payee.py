@@ -23,7 +23,7 @@ from node.exchange._channels import outpoint_of, params_from_blob, params_to_blo
 from node.ledger import ChannelRecord, Ledger, StaleTotal
 from protocol.bitcoin import PrivateKey, PublicKey
 from protocol.bitcoin.channel import ChannelParams, PayeeChannel, close_deadline, funding_script_for
-from protocol.bitcoin.channel import Payment as ChannelPayment
+from protocol.bitcoin.channel import SignedCommitment
 from protocol.bitcoin.errors import BitcoinError
 from protocol.payments import REDELIVERY_DEPTH, LocalPaymentError, PaymentErrorCode, PeerAccount, Terms
 from protocol.payments.messages import ChannelId, ChannelState, OpenChannel, Payment
@@ -159,7 +159,7 @@ class PayeeBook:
             params = params_from_blob(record.params)
             latest = None
             if record.payer_sig is not None and record.total > 0:
-                latest = ChannelPayment(params.channel_id, record.total, record.payer_sig)
+                latest = SignedCommitment(params.channel_id, record.total, record.payer_sig)
             channel_state = await trio.to_thread.run_sync(lambda: PayeeChannel(params, self._key, latest))
             entry = PayeeEntry(channel_state, record.peer, record.state == "open", close_deadline(record.expiry))
             self._channels[cid] = entry
@@ -251,7 +251,7 @@ class PayeeBook:
                     PaymentErrorCode.PAYMENT_TOTAL_LOWER, f"total {parsed.total} is below accepted {accepted}")
             increment = parsed.total - accepted
             try:
-                entry.channel.accept(ChannelPayment(entry.channel.params.channel_id, parsed.total, parsed.sig), owed)
+                entry.channel.accept(SignedCommitment(entry.channel.params.channel_id, parsed.total, parsed.sig), owed)
             except BitcoinError as exc:
                 raise payment_refusal(exc, owed) from None
             updated = account.charge(chunk=chunk, kind=kind, price=price, increment=increment, allowance=allowance)

@@ -33,7 +33,7 @@ from node.ledger import ChannelRecord, Ledger
 from node.transport import RequestError, Session
 from protocol.bitcoin import PrivateKey, PublicKey
 from protocol.bitcoin.channel import ChannelParams, PayerChannel, funding_script_for
-from protocol.bitcoin.channel import Payment as ChannelPayment
+from protocol.bitcoin.channel import SignedCommitment
 from protocol.payments import (
     LocalPaymentError,
     PaymentErrorCode,
@@ -65,7 +65,7 @@ class HostLink:
     # The likely next payment, signed while the current request was in
     # flight; used only if the next request owes exactly its total, never
     # sent otherwise (in memory only: nothing is paid until it leaves).
-    ahead: ChannelPayment | None = None
+    ahead: SignedCommitment | None = None
     # Paid window (module docstring).  ``account`` is projected: it counts
     # the requests in flight as charged; ``projected`` is the total the host
     # will hold once they are.  ``dirty``: a request failed, resync first.
