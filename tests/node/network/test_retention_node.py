@@ -48,11 +48,11 @@ async def test_paid_chunks_expire_pinned_stay_and_pins_survive_restart(tmp_path:
         async with open_node(config, wall_clock=lambda: clock[0]) as node, \
                 open_fetcher(tmp_path / "payer", chain) as fetcher:
             # `mu add` on the host itself: every chunk of the file is pinned, with its root.
-            added = await node.files.network.add({"path": str(src), "chunk_size": FILE_CHUNK, "replicas": 1}, _ignore)
+            added = await node.network.add({"path": str(src), "chunk_size": FILE_CHUNK, "replicas": 1}, _ignore)
             root = bytes.fromhex(added["root"])
             mine = {m.address for m in node.store.entries_meta() if m.pinned}
             assert len(mine) == added["chunks"] >= 5 and root in mine
-            assert node.store.pinned_roots() == [root] and node.files.network.pinned == {root}
+            assert node.store.pinned_roots() == [root] and node.network.pinned == {root}
 
             session = await fetcher.transport.connect(node.identity.node_id, "127.0.0.1", node.transport.port)
             link = await fetcher.payer.link(session)
@@ -87,10 +87,10 @@ async def test_paid_chunks_expire_pinned_stay_and_pins_survive_restart(tmp_path:
             peer = await nursery.start(run_node, tmp_path / "peer", 2.0)
             config.bootstrap = (("127.0.0.1", peer.dht.port),)
             async with open_node(config, wall_clock=lambda: clock[0]) as node:
-                assert node.files.network.pinned == {root} and node.store.pinned_roots() == [root]
+                assert node.network.pinned == {root} and node.store.pinned_roots() == [root]
                 assert {m.address for m in node.store.entries_meta() if m.pinned} == mine
                 with trio.fail_after(30):
-                    await node.files.network.pins_announced.wait()
+                    await node.network.pins_announced.wait()
                 records = peer.dht.providers.get(dht_key(root), time.time())
                 assert node.identity.node_id in {r.node_id for r in records}
                 clock[0] = t0 + 1000 * RETENTION
