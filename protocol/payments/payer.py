@@ -21,14 +21,16 @@ summarised here (``W`` is ``paid_window(price, free_allowance)``):
     FAILED    admit, drained, no channel      SEND_ALONE
     FAILED    adopt(state), drained           -> RESYNCED
     RESYNCED  admit                           SEND_ALONE
-    any       send(request)                   a Charge; in flight + 1; alone -> READY
-    any       settle(Answer)                  in flight - 1 (host acknowledged the total)
+    ALONE     admit                           WAIT (for the request sent alone)
+    any       send(request)                   a Charge; in flight + 1 (SEND_ALONE: -> ALONE)
+    any       settle(Answer)                  in flight - 1, the host holds its total (ALONE: -> READY)
     any       settle(Failure)                 in flight - 1; -> FAILED
     any       adopt(state)                    totals and account from the host
 
-A request sent alone goes with nothing else in flight, and the caller holds
-its turn until the answer: the host's INSUFFICIENT_PAYMENT figure for it is
-then exact and may be paid as is (``PaymentRounds``).
+A request sent alone goes with nothing else in flight and nothing follows
+it until its answer: the host's INSUFFICIENT_PAYMENT figure for it is then
+exact and may be paid as is (``PaymentRounds``), and a request after a
+failure is never signed on a projection that counts a failed one.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class Phase(enum.Enum):
     READY = "ready"
     FAILED = "failed"  # the projection counts a failed request as charged
     RESYNCED = "resynced"  # adopted the host's state since; the next request goes alone
+    ALONE = "alone"  # a request sent alone is in flight
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,6 +166,8 @@ class PayerLink:
         """What a request of ``price`` may do now (the caller holds the link's turn)."""
         if self.phase is Phase.RESYNCED:
             return Admission.SEND_ALONE
+        if self.phase is Phase.ALONE:
+            return Admission.WAIT
         if self.phase is Phase.READY:
             window = paid_window(price, self.terms.free_allowance)
             return Admission.SEND if self.inflight < window else Admission.WAIT
@@ -197,7 +202,7 @@ class PayerLink:
                                                increment=increment, allowance=self.terms.free_allowance)
         self.inflight += 1
         if alone:
-            self.phase = Phase.READY
+            self.phase = Phase.ALONE
         ahead = payment.total + request.price if payment is not None and request.price > 0 else None
         return Charge(request=request, redelivery=redelivery, alone=alone, payment=payment, signed=signed, new=new,
                       ahead=ahead)
@@ -249,6 +254,8 @@ class PayerLink:
                 actual = self.terms.get_price(event.size) if request.kind is Kind.GET else self.terms.put_price(event.size)
                 if actual != request.price:  # charged by the real size, as the host does
                     self.account = replace(self.account, consumed=self.account.consumed + actual - request.price)
+            if self.phase is Phase.ALONE:
+                self.phase = Phase.READY
             return
         self.phase = Phase.FAILED  # the projection counted it charged: resynchronise first
         if self.channel_id is None and charge.payment is None and not charge.redelivery:
