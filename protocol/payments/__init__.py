@@ -12,10 +12,12 @@ from protocol.payments.errors import (
     PriceTooHigh,
     RemotePaymentError,
 )
+from protocol.payments.payer import MAX_PAYMENT_ROUNDS, PayerLink, PaymentRounds
 from protocol.payments.terms import MIB, Terms, chunk_price
 from protocol.payments.vocabulary import ChannelStatus, Direction, Kind, Role, SettlementStatus
 
 __all__ = [
     "MAX_PAID_WINDOW", "MIB", "ChannelStatus", "Direction", "Kind", "Role", "SettlementStatus", "REDELIVERY_DEPTH", "LocalPaymentError", "PaymentError", "PaymentErrorCode", "PeerAccount", "PriceTooHigh",
     "RemotePaymentError", "Terms", "chunk_price", "next_total", "paid_window",
+    "MAX_PAYMENT_ROUNDS", "PayerLink", "PaymentRounds",
 ]
