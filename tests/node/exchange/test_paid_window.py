@@ -83,7 +83,7 @@ class Watch:
             self.most_in_flight = max(self.most_in_flight, link.machine.inflight)
             return prepared
 
-        fetcher.payer.window._prepare = counted  # type: ignore[method-assign]
+        fetcher.payer.window._prepare = counted  # type: ignore[method-assign, assignment]
 
     async def fetch(self, fetcher: Fetcher, link: HostLink, addresses: list[bytes]) -> None:
         """Fetch ``addresses`` with WORKERS concurrent callers taking them in order."""
@@ -206,7 +206,7 @@ async def test_a_request_waiting_for_room_does_not_sign_after_a_failure(tmp_path
                 prepared.append((request.chunk, link.machine.inflight, link.machine.dirty))
                 return prepare(link, request)
 
-            fetcher.payer.window._prepare = watched  # type: ignore[method-assign]
+            fetcher.payer.window._prepare = watched  # type: ignore[method-assign, assignment]
             refused: list[RequestError] = []
 
             async def one(address: bytes) -> bytes | None:
@@ -250,7 +250,7 @@ async def test_a_failed_record_write_fails_its_requests_and_loses_no_payment(tmp
                     raise sqlite3.OperationalError("database or disk is full")
                 return record_payments(entries)
 
-            fetcher.ledger.record_payments = full_once  # type: ignore[method-assign]
+            fetcher.ledger.record_payments = full_once  # type: ignore[method-assign, assignment]
 
             async def one(address: bytes) -> bytes:
                 try:

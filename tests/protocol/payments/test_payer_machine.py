@@ -75,6 +75,29 @@ def state(link: PayerLink, *, total: int, consumed: int, paid: int, channel: Cha
 # -- the transition table -------------------------------------------------------
 
 
+# Every (phase, requests in flight, channel) the admission rows of the table cover, with the window at 3.
+ADMISSIONS = [
+    (Phase.READY, 0, True, Admission.SEND),
+    (Phase.READY, 2, True, Admission.SEND),
+    (Phase.READY, 3, True, Admission.WAIT),
+    (Phase.READY, 2, False, Admission.SEND),
+    (Phase.FAILED, 1, True, Admission.WAIT),
+    (Phase.FAILED, 1, False, Admission.WAIT),
+    (Phase.FAILED, 0, True, Admission.RESYNC),
+    (Phase.FAILED, 0, False, Admission.SEND_ALONE),
+    (Phase.RESYNCED, 0, True, Admission.SEND_ALONE),
+    (Phase.ALONE, 1, True, Admission.WAIT),
+    (Phase.ALONE, 1, False, Admission.WAIT),
+]
+
+
+@pytest.mark.parametrize(("phase", "inflight", "channel", "admission"), ADMISSIONS)
+def test_admission_table(phase: Phase, inflight: int, channel: bool, admission: Admission) -> None:
+    link = make_link(channel=channel)
+    link.phase, link.inflight = phase, inflight
+    assert link.admit(PRICE) is admission
+
+
 def test_ready_sends_until_the_window_is_full_then_waits() -> None:
     link = make_link()
     window = paid_window(PRICE, link.terms.free_allowance)
