@@ -4,8 +4,9 @@ See ``specs/payments.md`` Part 2.
 """
 
 from node.exchange._chain import ChainView, FundingOutput
+from node.exchange._link import HostLink
 from node.exchange._payee import PayeeBook, PayeeEntry
-from node.exchange._payer import HostLink, Payer
+from node.exchange._payer import Payer
 from node.exchange._server import PaidChunkServer
 
 __all__ = ["ChainView", "FundingOutput", "HostLink", "PaidChunkServer", "PayeeBook", "PayeeEntry", "Payer"]

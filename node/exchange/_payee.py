@@ -25,7 +25,7 @@ from node.exchange._channels import params_from_blob, params_to_blob
 from node.ledger import ChannelRecord, Ledger, StaleTotal
 from protocol.bitcoin import PrivateKey
 from protocol.bitcoin.channel import PayeeChannel, close_deadline
-from protocol.bitcoin.channel import Payment as ChannelPayment
+from protocol.bitcoin.channel import SignedCommitment
 from protocol.payments import REDELIVERY_DEPTH, LocalPaymentError, PaymentErrorCode, PeerAccount, Terms
 from protocol.payments.messages import ChannelId, ChannelState, OpenChannel
 from protocol.payments.payee import (
@@ -166,7 +166,7 @@ class PayeeBook:
         params = params_from_blob(record.params)
         latest = None
         if record.payer_sig is not None and record.total > 0:
-            latest = ChannelPayment(params.channel_id, record.total, record.payer_sig)
+            latest = SignedCommitment(params.channel_id, record.total, record.payer_sig)
         return PayeeEntry(channel=PayeeChannel(params, self._key, latest), peer=record.peer,
                           status=ChannelStatus(record.state),
                           deadline=close_deadline(record.expiry))

@@ -1,96 +1,38 @@
 """The payer (fetcher / uploader) side of the paid exchange.
 
-A ``HostLink`` is the payer's view of one host over one session: the host's
-verified terms, the payer channel to it, the last total the host
-acknowledged and the payer's mirror of the host's account.  ``Payer``
-opens channels (funding them through the wallet), resynchronises after a
-reconnect (CHANNEL_STATE: never sign below the host's total), and pays for
-each GET or PUT with the smallest increment the accounting rule asks for,
-never more than one chunk's price at the configured maximum price
-(specs/payments.md §Accounting, §After a crash).
-
-Paid window: ``get`` and ``put`` may be called concurrently on one link.
-Up to ``paid_window(price, free_allowance)`` requests are then in flight,
-each signed (in call order, and handed to the session in that order) with
-the increment it owes as if the ones before it were already charged, so
-what the payer has paid for and not received stays within one request's
-price.  A request that fails marks the link: the next one waits for the
-window to drain, resynchronises (CHANNEL_STATE) and goes alone
-(specs/payments.md §Paid window).
+``Payer`` opens channels (funding them through the wallet), links to hosts
+(verifying their terms, restoring our open channel to them and
+resynchronising: CHANNEL_STATE, never sign below the host's total) and
+pays for each GET or PUT with the smallest increment the accounting rule
+asks for, never more than one chunk's price at the configured maximum
+price (specs/payments.md §Accounting, §After a crash).  The rules of one
+link are the pure ``protocol.payments.payer.PayerLink``; ``Payer`` owns a
+``PaidWindow`` that sends the requests (specs/payments.md §Paid window).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import trio
 
 from node.exchange._channels import outpoint_of, params_from_blob, params_to_blob
-from node.exchange._window import PaidRequests, PendingRecord, remote_error
+from node.exchange._link import HostLink, PaymentJournal, channel_request, sync
+from node.exchange._window import PaidWindow
 from node.ledger import ChannelRecord, Ledger
-from node.transport import RequestError, Session
+from node.transport import Session
 from protocol.bitcoin import PrivateKey, PublicKey
 from protocol.bitcoin.channel import ChannelParams, PayerChannel, funding_script_for
-from protocol.bitcoin.channel import Payment as ChannelPayment
-from protocol.payments import (
-    LocalPaymentError,
-    PaymentErrorCode,
-    PeerAccount,
-    PriceTooHigh,
-    RemotePaymentError,
-    Terms,
-    next_total,
-)
-from protocol.payments.messages import ChannelId, ChannelState, OpenChannel, Payment
-from protocol.wire import ChannelMessage, MessageType
+from protocol.payments import ChannelStatus, Kind, LocalPaymentError, PaymentErrorCode, PriceTooHigh, Role, Terms
+from protocol.payments.messages import ChannelId, ChannelState, OpenChannel
+from protocol.payments.payer import PayerLink
+from protocol.wire import MessageType
 
 DEFAULT_EXPECTED_SIZE = 1 << 20
 
 
-@dataclass(slots=True)
-class HostLink:
-    """The payer's state with one host (see module docstring)."""
-
-    session: Session
-    host: bytes
-    terms: Terms
-    channel: PayerChannel | None = None
-    channel_id: ChannelId | None = None
-    last_sig: bytes | None = None  # signature of channel.total
-    acknowledged: int = 0
-    account: PeerAccount = PeerAccount()
-    paid: int = 0  # sats signed over this link's lifetime (for reports and tests)
-    # The likely next payment, signed while the current request was in
-    # flight; used only if the next request owes exactly its total, never
-    # sent otherwise (in memory only: nothing is paid until it leaves).
-    ahead: ChannelPayment | None = None
-    # Paid window (module docstring).  ``account`` is projected: it counts
-    # the requests in flight as charged; ``projected`` is the total the host
-    # will hold once they are.  ``dirty``: a request failed, resync first.
-    projected: int = 0
-    inflight: int = 0
-    dirty: bool = False
-    turn: trio.Lock = field(default_factory=trio.Lock)
-    changed: trio.Event = field(default_factory=trio.Event)
-    # Our payment records not yet written, in signing order, and the write
-    # under way (``Payer._write_records``).
-    unrecorded: list[tuple[dict[str, object], PendingRecord]] = field(default_factory=list)
-    writing: trio.Event | None = None
-
-    def _settled(self) -> None:
-        """One request in flight finished (either way): wake the waiters."""
-        self.inflight -= 1
-        event, self.changed = self.changed, trio.Event()
-        event.set()
-
-    async def _until(self, ready: Callable[[], bool]) -> None:
-        while not ready():
-            await self.changed.wait()
-
-
-class Payer(PaidRequests):
+class Payer:
     """Pays hosts for chunks.  ``key`` is the payer's channel key."""
 
     def __init__(self, *, ledger: Ledger, key: PrivateKey, max_price_per_mib_get: int,
@@ -100,6 +42,8 @@ class Payer(PaidRequests):
         self.max_price_per_mib_get = max_price_per_mib_get
         self.max_price_per_mib_put = max_price_per_mib_put
         self._clock = clock
+        self.window = PaidWindow(max_price_per_mib_get=max_price_per_mib_get,
+                                 max_price_per_mib_put=max_price_per_mib_put)
 
     # -- links and channels ----------------------------------------------------
 
@@ -118,18 +62,20 @@ class Payer(PaidRequests):
             raise PriceTooHigh(
                 f"host asks {terms.price_per_mib_get}/{terms.price_per_mib_put} sats per MiB (get/put), "
                 f"above our maximum {self.max_price_per_mib_get}/{self.max_price_per_mib_put}")
-        link = HostLink(session=session, host=session.peer_node_id, terms=terms)
+        host = session.peer_node_id
         records = await trio.to_thread.run_sync(
-            lambda: self.ledger.channels(peer=link.host.hex(), role="payer", states=("open",)))
+            lambda: self.ledger.channels(peer=host.hex(), role=Role.PAYER, states=(ChannelStatus.OPEN,)))
         usable = [r for r in records if params_from_blob(r.params).payee.data == terms.payment_pubkey]
         if usable:
             record = usable[-1]
-            params = params_from_blob(record.params)
-            link.channel = PayerChannel(params, self.key, record.total)
-            link.channel_id = ChannelId.parse(record.channel_id)
-            link.last_sig = record.payer_sig
-            link.acknowledged = link.projected = record.total
-            await self.sync(link)
+            channel = PayerChannel(params_from_blob(record.params), self.key, record.total)
+            machine = PayerLink(terms=terms, channel=channel, channel_id=ChannelId.parse(record.channel_id),
+                                last_sig=record.payer_sig)
+        else:
+            machine = PayerLink(terms=terms)
+        link = HostLink(session=session, host=host, machine=machine, journal=PaymentJournal(self.ledger))
+        if usable:
+            await sync(link)
         return link
 
     async def fund_channel(self, link: HostLink, wallet: object, *, capacity: int, expiry: int) -> ChannelId:
@@ -146,14 +92,10 @@ class Payer(PaidRequests):
                                payee=payee, expiry_height=expiry, fee_rate=link.terms.fee_rate)
         now = self._clock()
         await trio.to_thread.run_sync(self.ledger.add_channel, ChannelRecord(
-            channel_id=str(channel), role="payer", peer=link.host.hex(), state="open", capacity=capacity, total=0,
-            payer_sig=None, funding_txid=txid_hex, funding_vout=vout, expiry=expiry, params=params_to_blob(params),
+            channel_id=str(channel), role=Role.PAYER, peer=link.host.hex(), state=ChannelStatus.OPEN,
+            capacity=capacity, total=0, payer_sig=None, funding_txid=txid_hex, funding_vout=vout, expiry=expiry, params=params_to_blob(params),
             opened_at=now, updated_at=now))
-        link.channel = PayerChannel(params, self.key)
-        link.channel_id = channel
-        link.last_sig = None
-        link.ahead = None
-        link.acknowledged = link.projected = 0
+        link.machine.opened(PayerChannel(params, self.key), channel)
         return channel
 
     async def announce(self, link: HostLink) -> ChannelState:
@@ -166,66 +108,12 @@ class Payer(PaidRequests):
         params = link.channel.params
         request = OpenChannel(channel=link.channel_id, capacity=params.capacity, expiry=params.expiry_height,
                               payer_pubkey=self.key.public_key.data)
-        reply = await self._channel_request(link, MessageType.OPEN_CHANNEL, request.to_wire(), MessageType.CHANNEL_ACCEPTED)
-        return self._adopt(link, reply)
+        reply = await channel_request(link, MessageType.OPEN_CHANNEL, request.to_wire(), MessageType.CHANNEL_ACCEPTED)
+        return link.machine.adopt(reply)
 
     async def sync(self, link: HostLink) -> ChannelState:
         """Ask the host what it recorded (CHANNEL_STATE) and adopt it."""
-        assert link.channel_id is not None
-        reply = await self._channel_request(
-            link, MessageType.CHANNEL_STATE, {"channel": link.channel_id.to_bytes()}, MessageType.CHANNEL_STATE)
-        return self._adopt(link, reply)
-
-    async def _channel_request(self, link: HostLink, kind: MessageType, fields: dict[str, object],
-                               expected: MessageType) -> ChannelState:
-        try:
-            reply = await link.session.request(ChannelMessage(request_id=0, type=kind, fields=fields))
-        except RequestError as exc:
-            raise remote_error(exc) from None
-        if not isinstance(reply, ChannelMessage) or reply.type != expected:
-            raise RemotePaymentError(PaymentErrorCode.BAD_PAYMENT, f"host answered {kind.name} with {type(reply).__name__}")
-        return ChannelState.from_wire(reply.fields)
-
-    def _adopt(self, link: HostLink, state: ChannelState) -> ChannelState:
-        assert link.channel is not None
-        if state.channel != link.channel_id:
-            raise RemotePaymentError(PaymentErrorCode.BAD_PAYMENT, "host reported another channel")
-        if state.total > link.channel.params.max_total:
-            raise RemotePaymentError(PaymentErrorCode.BAD_PAYMENT, "host reports a total beyond capacity")
-        if state.total > link.channel.total:
-            # We lost a signed payment (our ledger is older): never sign below it.
-            link.channel.total = state.total
-            link.last_sig = None
-        link.acknowledged = link.projected = state.total
-        link.account = PeerAccount(consumed=state.consumed, paid=state.paid, last_chunk=state.last_chunk,
-                                   last_kind=state.last_kind, recent=state.recent)
-        return state
-
-    # -- paid requests ---------------------------------------------------------
-
-    def _payment(self, link: HostLink, owed: int, *, kind: str, chunk: bytes,
-                 price: int) -> tuple[Payment | None, dict[str, object] | None]:
-        """The payment for a request owing ``owed``, and our ledger entry for it (if new)."""
-        if owed == 0:
-            return None, None
-        if link.channel is None or link.channel_id is None:
-            raise RemotePaymentError(PaymentErrorCode.INSUFFICIENT_PAYMENT, "payment owed but no channel open", owed=owed)
-        total = next_total(owed=owed, acknowledged_total=link.projected, signed_total=link.channel.total)
-        assert total is not None
-        if total == link.channel.total and link.last_sig is not None:
-            return Payment(channel=link.channel_id, total=total, sig=link.last_sig), None  # re-send, never re-pay
-        increment = total - link.channel.total
-        ahead, link.ahead = link.ahead, None
-        if ahead is not None and ahead.total == total and total > link.channel.total:
-            signed = link.channel.adopt(ahead)  # signed while the previous chunk was in flight
-        else:
-            signed = link.channel.pay(increment)
-        link.last_sig = signed.signature
-        link.paid += increment
-        record = {"peer": link.host.hex(), "direction": "out", "kind": kind, "chunk": chunk.hex(), "price": price,
-                  "amount": increment, "channel_id": str(link.channel_id), "total": signed.total,
-                  "payer_sig": signed.signature}
-        return Payment(channel=link.channel_id, total=signed.total, sig=signed.signature), record
+        return await sync(link)
 
     async def get(self, link: HostLink, address: bytes, *, expected_size: int = DEFAULT_EXPECTED_SIZE) -> bytes:
         """Fetch ``address`` from the host, paying what is owed.
@@ -235,8 +123,8 @@ class Payer(PaidRequests):
             PriceTooHigh: the host asked more than one chunk at our maximum price.
             node.transport errors: the session failed (the caller reconnects).
         """
-        return await self._request(link, "get", address, expected_size, None)  # type: ignore[return-value]
+        return await self.window.request(link, Kind.GET, address, expected_size, None)  # type: ignore[return-value]
 
     async def put(self, link: HostLink, address: bytes, data: bytes) -> bool:
         """Store ``data`` on the host, paying what is owed; True if it was new there."""
-        return await self._request(link, "put", address, len(data), data)  # type: ignore[return-value]
+        return await self.window.request(link, Kind.PUT, address, len(data), data)  # type: ignore[return-value]

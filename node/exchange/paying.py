@@ -21,7 +21,7 @@ from node.files.fetcher import Fetched, SourceError, SourceGone, SourceLied
 from node.bitcoin.rpc import RPCClient
 from node.transport import BadChunk, RequestError, Session, TransportError
 from node.bitcoin.wallet import Wallet
-from protocol.payments import PaymentError, PaymentErrorCode, PriceTooHigh
+from protocol.payments import Kind, PaymentError, PaymentErrorCode, PriceTooHigh
 
 log = logging.getLogger("mu.paying")
 
@@ -72,8 +72,8 @@ class PaidPeers:
                     await trio.sleep(CONFIRM_POLL)  # waiting for the chain, bounded by fail_after
         await self.payer.announce(link)
 
-    async def request(self, session: Session, kind: str, address: bytes, data: bytes | None = None) -> tuple[object, int]:
-        """One paid GET (``kind`` "get") or PUT; returns (reply, sats sent with it).
+    async def request(self, session: Session, kind: Kind, address: bytes, data: bytes | None = None) -> tuple[object, int]:
+        """One paid GET or PUT; returns (reply, sats sent with it).
 
         With a free allowance of one chunk's price, what goes with a request
         pays for the one before it (specs/payments.md §Accounting).
@@ -95,15 +95,15 @@ class PaidPeers:
             except BadChunk as exc:
                 raise SourceLied(str(exc), paid=link.paid - before) from None
 
-    async def _once(self, link: HostLink, kind: str, address: bytes, data: bytes | None) -> object:
-        if kind == "get":
+    async def _once(self, link: HostLink, kind: Kind, address: bytes, data: bytes | None) -> object:
+        if kind is Kind.GET:
             return await self.payer.get(link, address)
         assert data is not None
         return await self.payer.put(link, address, data)
 
     async def put(self, session: Session, address: bytes, data: bytes) -> None:
         """Store a chunk on the host, paying its storage price (for the uploader)."""
-        await self.request(session, "put", address, data)
+        await self.request(session, Kind.PUT, address, data)
 
     async def source(self, session: Session) -> PaidSource:
         """A fetcher source for the host (raises PriceTooHigh above our maximum)."""
@@ -122,7 +122,7 @@ class PaidSource:
 
     async def get_chunk(self, address: bytes) -> Fetched:
         try:
-            data, paid = await self.peers.request(self.session, "get", address)
+            data, paid = await self.peers.request(self.session, Kind.GET, address)
         except (RequestError, PaymentError, PriceTooHigh) as exc:
             raise SourceError(str(exc)) from None
         except TransportError as exc:

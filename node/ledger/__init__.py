@@ -11,6 +11,7 @@ from node.ledger._ledger import (
     ChannelRecord,
     Ledger,
     LedgerError,
+    PaymentEntry,
     PaymentRecord,
     SettlementRecord,
     StaleTotal,
@@ -20,5 +21,6 @@ from node.ledger._schema import SCHEMA_VERSION, LedgerVersionError
 
 __all__ = [
     "CHANNEL_STATES", "LEDGER_FILE", "MAX_GROUP_COMMIT", "SCHEMA_VERSION", "Account", "ChannelRecord", "Ledger",
-    "LedgerError", "LedgerVersionError", "PaymentRecord", "SettlementRecord", "StaleTotal", "UnknownChannel",
+    "LedgerError", "LedgerVersionError", "PaymentEntry", "PaymentRecord", "SettlementRecord", "StaleTotal",
+    "UnknownChannel",
 ]

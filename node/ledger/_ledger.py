@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,22 @@ class SettlementRecord:
     state: SettlementStatus
     height: int | None
     at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentEntry:
+    """A charged request to record (``record_payments``): ``record_payment``'s arguments as one value."""
+
+    peer: str
+    direction: Direction
+    kind: Kind
+    chunk: str
+    price: int
+    amount: int
+    channel_id: str | None = None
+    total: int | None = None
+    payer_sig: bytes | None = None
+    now: float | None = None
 
 
 _CHANNEL_COLUMNS = (
@@ -352,14 +368,16 @@ class Ledger:
 
         return write
 
-    def record_payments(self, entries: Sequence[Mapping[str, Any]]) -> list[PaymentRecord | LedgerError]:
-        """Record several charged requests (``record_payment``'s keyword arguments each), in order,
+    def record_payments(self, entries: Sequence[PaymentEntry]) -> list[PaymentRecord | LedgerError]:
+        """Record several charged requests, in order,
         in one committed transaction; return when it is on disk.
 
         Each entry has its own savepoint: a refused one (its LedgerError is
         returned in its place) undoes nothing of the others.
         """
-        writes = [self._payment_write(**entry) for entry in entries]
+        writes = [self._payment_write(
+            peer=e.peer, direction=e.direction, kind=e.kind, chunk=e.chunk, price=e.price, amount=e.amount,
+            channel_id=e.channel_id, total=e.total, payer_sig=e.payer_sig, now=e.now) for e in entries]
 
         def write(conn: sqlite3.Connection) -> list[PaymentRecord | LedgerError]:
             results: list[PaymentRecord | LedgerError] = []

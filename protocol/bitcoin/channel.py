@@ -237,7 +237,7 @@ def commitment_digest(params: ChannelParams, total: int) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class Payment:
+class SignedCommitment:
     """A cumulative total and the payer's signature (DER + SIGHASH_ALL byte) on its commitment."""
 
     channel_id: bytes
@@ -259,7 +259,7 @@ class Payment:
         return _PAYMENT_HEADER.pack(self.channel_id, self.total, len(self.signature)) + self.signature
 
     @classmethod
-    def parse(cls, data: bytes) -> Payment:
+    def parse(cls, data: bytes) -> SignedCommitment:
         if not _PAYMENT_HEADER.size < len(data) <= PAYMENT_SIZE_MAX:
             raise MalformedPaymentError(f"payment of {len(data)} bytes outside ({_PAYMENT_HEADER.size}, {PAYMENT_SIZE_MAX}]")
         channel_id, total, sig_len = _PAYMENT_HEADER.unpack_from(data)
@@ -269,7 +269,7 @@ class Payment:
 
 
 class PayerChannel:
-    """The paying side: turns "pay N more sats" into a signed :class:`Payment`."""
+    """The paying side: turns "pay N more sats" into a signed :class:`SignedCommitment`."""
 
     def __init__(self, params: ChannelParams, key: PrivateKey, total: int = 0) -> None:
         if key.public_key != params.payer:
@@ -285,7 +285,7 @@ class PayerChannel:
         """Satoshis still payable through this channel."""
         return self.params.max_total - self.total
 
-    def pay(self, amount: int) -> Payment:
+    def pay(self, amount: int) -> SignedCommitment:
         """Sign a commitment for ``total + amount`` and make it the new total.
 
         Raises:
@@ -301,7 +301,7 @@ class PayerChannel:
         self.total = payment.total
         return payment
 
-    def sign(self, total: int) -> Payment:
+    def sign(self, total: int) -> SignedCommitment:
         """Sign the commitment for ``total`` without making it the channel's total.
 
         A payer may sign its next payment ahead (while the current request is
@@ -317,9 +317,9 @@ class PayerChannel:
         if total > self.params.max_total:
             raise ChannelExhaustedError(f"total {total} > {self.params.max_total} available")
         signature = self._key.sign(commitment_digest(self.params, total)) + bytes((SIGHASH_ALL,))
-        return Payment(self.params.channel_id, total, signature)
+        return SignedCommitment(self.params.channel_id, total, signature)
 
-    def adopt(self, payment: Payment) -> Payment:
+    def adopt(self, payment: SignedCommitment) -> SignedCommitment:
         """Make a payment from :meth:`sign` the new total (it must still be above it).
 
         Raises:
@@ -337,12 +337,12 @@ class PayerChannel:
 class PayeeChannel:
     """The paid side: checks payments, keeps the best one, builds the closing transaction."""
 
-    def __init__(self, params: ChannelParams, key: PrivateKey, latest: Payment | None = None) -> None:
+    def __init__(self, params: ChannelParams, key: PrivateKey, latest: SignedCommitment | None = None) -> None:
         if key.public_key != params.payee:
             raise ChannelParamsError("key is not the channel's payee key")
         self.params = params
         self._key = key
-        self.latest: Payment | None = None
+        self.latest: SignedCommitment | None = None
         if latest is not None:
             self.accept(latest, 0)
 
@@ -351,7 +351,7 @@ class PayeeChannel:
         """The largest accepted cumulative total (0 before any payment)."""
         return 0 if self.latest is None else self.latest.total
 
-    def accept(self, payment: Payment, owed: int) -> int:
+    def accept(self, payment: SignedCommitment, owed: int) -> int:
         """Check ``payment`` and make it the best one; returns the accepted total.
 
         ``owed`` is what the payee requires this payment to add (0 or more).

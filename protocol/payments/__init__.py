@@ -1,7 +1,10 @@
-"""Payments between nodes, pure: terms and prices, accounting, refusals.
+"""Payments between nodes, pure: terms and prices, accounting, the payer's and the payee's
+per-channel rules as state machines, refusals, and the vocabulary they share.
 
 The channel transactions themselves live in ``protocol.bitcoin``; this
-package holds what the exchange adds on top (specs/payments.md Part 2: the paid exchange).
+package holds what the exchange adds on top (specs/payments.md Part 2: the
+paid exchange).  ``payer`` and ``payee`` take events and return decisions;
+``node.exchange`` carries them out (sessions, ledger writes, timers).
 """
 
 from protocol.payments.accounting import MAX_PAID_WINDOW, REDELIVERY_DEPTH, PeerAccount, next_total, paid_window
@@ -12,12 +15,15 @@ from protocol.payments.errors import (
     PriceTooHigh,
     RemotePaymentError,
 )
+from protocol.payments.payee import ChargeRequest, PayeeEntry, decide_charge, decide_open
+from protocol.payments.payer import MAX_PAYMENT_ROUNDS, PayerLink, PaymentRounds
 from protocol.payments.terms import MIB, Terms, chunk_price
 from protocol.payments.vocabulary import ChannelStatus, Direction, Kind, Role, SettlementKind, SettlementStatus
-from protocol.payments.payee import ChargeRequest, PayeeEntry, decide_charge, decide_open
 
 __all__ = [
-    "MAX_PAID_WINDOW", "MIB", "ChannelStatus", "Direction", "Kind", "Role", "SettlementKind", "SettlementStatus", "REDELIVERY_DEPTH", "LocalPaymentError", "PaymentError", "PaymentErrorCode", "PeerAccount", "PriceTooHigh",
-    "RemotePaymentError", "Terms", "chunk_price", "next_total", "paid_window",
-    "ChargeRequest", "PayeeEntry", "decide_charge", "decide_open",
+    "MAX_PAID_WINDOW", "MAX_PAYMENT_ROUNDS", "MIB", "REDELIVERY_DEPTH",
+    "ChannelStatus", "ChargeRequest", "Direction", "Kind", "LocalPaymentError", "PayeeEntry", "PayerLink",
+    "PaymentError", "PaymentErrorCode", "PaymentRounds", "PeerAccount", "PriceTooHigh", "RemotePaymentError",
+    "Role", "SettlementKind", "SettlementStatus", "Terms",
+    "chunk_price", "decide_charge", "decide_open", "next_total", "paid_window",
 ]

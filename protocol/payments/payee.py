@@ -40,7 +40,7 @@ from typing import Protocol
 
 from protocol.bitcoin import OutPoint, PublicKey
 from protocol.bitcoin.channel import ChannelParams, PayeeChannel, close_deadline, funding_script_for
-from protocol.bitcoin.channel import Payment as ChannelPayment
+from protocol.bitcoin.channel import SignedCommitment
 from protocol.bitcoin.errors import (
     BadSignatureError,
     BeyondCapacityError,
@@ -197,7 +197,7 @@ def decide_charge(request: ChargeRequest, *, terms: Terms, account: PeerAccount,
                       reason=f"total {payment.total} is below accepted {accepted}")
     trial = copy.copy(channel.channel)  # the entry's own state changes only once the record is on disk
     try:
-        trial.accept(ChannelPayment(trial.params.channel_id, payment.total, payment.sig), owed)
+        trial.accept(SignedCommitment(trial.params.channel_id, payment.total, payment.sig), owed)
     except BitcoinError as exc:
         return payment_refusal(exc, owed)
     increment = payment.total - accepted

@@ -82,9 +82,9 @@ async def test_host_killed_20_times_during_a_200_chunk_fetch(tmp_path: Path) -> 
                     link = await fetcher.link(host)  # CHANNEL_STATE: adopt the host's record
                     check_exposure()
                     if address not in received:
-                        if link.account.is_redelivery(address, "get"):
+                        if link.machine.account.is_redelivery(address, "get"):
                             outcomes["recorded, not delivered"] += 1
-                        elif link.channel is not None and link.channel.total > link.acknowledged:
+                        elif link.channel is not None and link.channel.total > link.machine.acknowledged:
                             outcomes["signed, not recorded"] += 1
                         else:
                             outcomes["before payment"] += 1

@@ -44,7 +44,7 @@ async def test_paid_put_stores_after_payment(tmp_path: Path) -> None:
             with pytest.raises(RequestError) as info:
                 await link.session.put_chunk(hashlib.sha256(b"other").digest(), chunks[0])
             assert info.value.code == ErrorCode.CORRUPT_DATA
-            assert link.channel is not None and link.acknowledged == 3 * price
+            assert link.channel is not None and link.machine.acknowledged == 3 * price
             # A fetcher whose maximum price is below the host's refuses to deal at all.
             fetcher.payer.max_price_per_mib_put = PUT_PRICE - 1
             with pytest.raises(PriceTooHigh):

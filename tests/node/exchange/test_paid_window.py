@@ -22,10 +22,11 @@ import trio
 
 from node.runtime.config import load_identity
 from node.exchange import HostLink
-from node.ledger import LEDGER_FILE, Ledger
+from node.ledger import LEDGER_FILE, Ledger, PaymentEntry
 from node.transport import RequestError, SessionBroken, SessionClosed, TransportError
 from protocol.payments import PaymentErrorCode, RemotePaymentError, chunk_price, paid_window
 from protocol.payments.messages import Payment
+from protocol.payments.payer import Request
 from protocol.wire import ErrorCode
 from tests.helpers.chain import REPO_ROOT, open_mu_chain
 from tests.helpers.exchange import Fetcher, open_fetcher, payer_lines, seed_chunks
@@ -74,15 +75,15 @@ class Watch:
 
     def instrument(self, fetcher: Fetcher) -> None:
         """Record the payer's requests in flight each time one is signed."""
-        prepare: Callable[..., object] = fetcher.payer._prepare
+        prepare: Callable[..., object] = fetcher.payer.window._prepare
 
-        def counted(link: HostLink, *args: object) -> object:
-            assert link.inflight < WINDOW, "a request signed with the window full"
-            prepared = prepare(link, *args)
-            self.most_in_flight = max(self.most_in_flight, link.inflight)
+        def counted(link: HostLink, request: Request) -> object:
+            assert link.machine.inflight < WINDOW, "a request signed with the window full"
+            prepared = prepare(link, request)
+            self.most_in_flight = max(self.most_in_flight, link.machine.inflight)
             return prepared
 
-        fetcher.payer._prepare = counted  # type: ignore[method-assign]
+        fetcher.payer.window._prepare = counted  # type: ignore[method-assign, assignment]
 
     async def fetch(self, fetcher: Fetcher, link: HostLink, addresses: list[bytes]) -> None:
         """Fetch ``addresses`` with WORKERS concurrent callers taking them in order."""
@@ -137,7 +138,7 @@ async def test_window_is_full_and_bounded_and_ledgers_agree(tmp_path: Path) -> N
             await watch.fetch(fetcher, link, addresses)
             assert len(watch.received) == count
             assert watch.most_in_flight == WINDOW  # pipelined, up to the window and no further
-            assert link.channel is not None and link.inflight == 0
+            assert link.channel is not None and link.machine.inflight == 0
             payer_total = link.channel.total
             payer_rows = fetcher.ledger.payments(channel_id=channel)
             await host.stop()
@@ -199,13 +200,13 @@ async def test_a_request_waiting_for_room_does_not_sign_after_a_failure(tmp_path
         async with open_mu_node(host_dir, chain, HOST_ARGS) as host, open_fetcher(tmp_path / "payer", chain) as fetcher:
             link = await fetcher.link(host)
             channel = str(await fetcher.open_channel(link, capacity=100_000))
-            prepare: Callable[..., object] = fetcher.payer._prepare
+            prepare: Callable[..., object] = fetcher.payer.window._prepare
 
-            def watched(link: HostLink, kind: str, address: bytes, *args: object) -> object:
-                prepared.append((address, link.inflight, link.dirty))
-                return prepare(link, kind, address, *args)
+            def watched(link: HostLink, request: Request) -> object:
+                prepared.append((request.chunk, link.machine.inflight, link.machine.dirty))
+                return prepare(link, request)
 
-            fetcher.payer._prepare = watched  # type: ignore[method-assign]
+            fetcher.payer.window._prepare = watched  # type: ignore[method-assign, assignment]
             refused: list[RequestError] = []
 
             async def one(address: bytes) -> bytes | None:
@@ -243,13 +244,13 @@ async def test_a_failed_record_write_fails_its_requests_and_loses_no_payment(tmp
             record_payments = fetcher.ledger.record_payments
             writes: list[int] = []
 
-            def full_once(entries: list[dict[str, object]]) -> object:
+            def full_once(entries: list[PaymentEntry]) -> object:
                 writes.append(len(entries))
                 if len(writes) == 3:
                     raise sqlite3.OperationalError("database or disk is full")
                 return record_payments(entries)
 
-            fetcher.ledger.record_payments = full_once  # type: ignore[method-assign]
+            fetcher.ledger.record_payments = full_once  # type: ignore[method-assign, assignment]
 
             async def one(address: bytes) -> bytes:
                 try:
@@ -260,7 +261,7 @@ async def test_a_failed_record_write_fails_its_requests_and_loses_no_payment(tmp
 
             assert await by_workers(addresses, one) == set(addresses)
             assert len(failed) == writes[2] >= 1  # every request of the refused write failed
-            assert link.channel is not None and link.inflight == 0 and not link.unrecorded
+            assert link.channel is not None and link.machine.inflight == 0 and not link.journal.unrecorded
             payer_total = link.channel.total
             payer_rows = fetcher.ledger.payments(channel_id=channel)
             await host.stop()

@@ -89,7 +89,7 @@ async def test_each_bad_payment_gets_its_own_code_and_nothing_is_served_unpaid(t
             # Channel B: one honest paid chunk, then every kind of bad payment.
             await fetcher.open_channel(link, capacity=30_000)
             assert await fetcher.payer.get(link, addresses[0], expected_size=CHUNK)
-            params_b, last_total, last_sig = link.channel.params, link.channel.total, link.last_sig  # type: ignore[union-attr]
+            params_b, last_total, last_sig = link.channel.params, link.channel.total, link.machine.last_sig  # type: ignore[union-attr]
             assert last_total == price and last_sig is not None
             channel_b = link.channel_id
             assert channel_b is not None

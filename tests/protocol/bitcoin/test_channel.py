@@ -18,7 +18,7 @@ from protocol.bitcoin import (
     NothingToCloseError,
     PayeeChannel,
     PayerChannel,
-    Payment,
+    SignedCommitment,
     RefundFeeError,
     Transaction,
     WrongChannelError,
@@ -101,7 +101,7 @@ def test_payments_verify_and_close_with_bitcoin_core() -> None:
     payer, payee = pair()
     for amount in (500, 1_000, 2_500):
         payment = payer.pay(amount)
-        assert payee.accept(Payment.parse(payment.serialize()), owed=amount) == payer.total
+        assert payee.accept(SignedCommitment.parse(payment.serialize()), owed=amount) == payer.total
     close = payee.close_transaction()
     assert close.inputs[0].witness[2] == b"\x01"
     assert [o.value for o in close.outputs] == [4_000, payee.params.max_total - 4_000]
@@ -201,17 +201,17 @@ def test_payee_refusals_each_have_their_own_error() -> None:
     codes.add(e2.value.code)
 
     good = payer.pay(1_000)
-    forged = Payment(good.channel_id, good.total, OTHER_KEY.sign(commitment_digest(payer.params, good.total)) + b"\x01")
+    forged = SignedCommitment(good.channel_id, good.total, OTHER_KEY.sign(commitment_digest(payer.params, good.total)) + b"\x01")
     with pytest.raises(BadSignatureError) as e3:
         payee.accept(forged, 0)
     codes.add(e3.value.code)
-    wrong_total = Payment(good.channel_id, good.total + 1, good.signature)
+    wrong_total = SignedCommitment(good.channel_id, good.total + 1, good.signature)
     with pytest.raises(BadSignatureError):
         payee.accept(wrong_total, 0)
     with pytest.raises(BadSignatureError):
-        payee.accept(Payment(good.channel_id, good.total, good.signature[:-1] + b"\x02"), 0)
+        payee.accept(SignedCommitment(good.channel_id, good.total, good.signature[:-1] + b"\x02"), 0)
 
-    beyond = Payment(good.channel_id, payer.params.max_total + 1, good.signature)
+    beyond = SignedCommitment(good.channel_id, payer.params.max_total + 1, good.signature)
     with pytest.raises(BeyondCapacityError) as e4:
         payee.accept(beyond, 0)
     codes.add(e4.value.code)
@@ -273,17 +273,17 @@ def test_payee_restores_from_stored_payment() -> None:
     restored = PayeeChannel(payer.params, PAYEE_KEY, latest=payment)
     assert restored.total == 7_000
     with pytest.raises(BadSignatureError):
-        PayeeChannel(payer.params, PAYEE_KEY, latest=Payment(payment.channel_id, 7_001, payment.signature))
+        PayeeChannel(payer.params, PAYEE_KEY, latest=SignedCommitment(payment.channel_id, 7_001, payment.signature))
 
 
 def test_payment_wire_form() -> None:
     payer, _ = pair()
     payment = payer.pay(1_234)
     data = payment.serialize()
-    assert Payment.parse(data) == payment
+    assert SignedCommitment.parse(data) == payment
     for bad in (data[:40], data + b"\x00", data[:-1], b""):
         with pytest.raises(MalformedPaymentError):
-            Payment.parse(bad)
+            SignedCommitment.parse(bad)
 
 
 def test_close_deadline() -> None:
@@ -318,5 +318,5 @@ def test_params_wire_form_round_trips_and_validates() -> None:
 )
 def test_payment_fields_are_validated(fields: tuple) -> None:  # type: ignore[type-arg]
     with pytest.raises(MalformedPaymentError) as info:
-        Payment(*fields)
+        SignedCommitment(*fields)
     assert info.value.code == "malformed-payment"

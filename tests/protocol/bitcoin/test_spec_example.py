@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocol.bitcoin import PayeeChannel, PayerChannel, Payment, funding_script
+from protocol.bitcoin import PayeeChannel, PayerChannel, SignedCommitment, funding_script
 from tests.helpers.kernel import assert_valid
 from tests.protocol.bitcoin.channel_fixtures import PAYEE_KEY, PAYER_KEY, make_params, spent
 
@@ -28,7 +28,7 @@ def test_spec_worked_example() -> None:
     assert (params.commitment_fee, params.max_total) == (344, 99_656)
     assert params.channel_id.hex() == "69cf8c01c4325d6f7c300966562d9f44549d165ab6f01b539eaebebf2e94ec76"
     payment = PayerChannel(params, PAYER_KEY).pay(10_000)
-    assert Payment.parse(payment.serialize()) == payment
+    assert SignedCommitment.parse(payment.serialize()) == payment
     payee = PayeeChannel(params, PAYEE_KEY)
     payee.accept(payment, 10_000)
     close = payee.close_transaction()

@@ -13,7 +13,7 @@ from protocol.bitcoin import (
     MalformedPaymentError,
     PayeeChannel,
     PayerChannel,
-    Payment,
+    SignedCommitment,
     PaymentError,
     Transaction,
     decode_address,
@@ -61,7 +61,7 @@ def test_transaction_parse_raises_only_decode_error(data: bytes) -> None:
 def test_payment_parse_and_accept_raise_only_payment_errors(data: bytes) -> None:
     payee = PayeeChannel(PARAMS, PAYEE_KEY)
     try:
-        payment = Payment.parse(data)
+        payment = SignedCommitment.parse(data)
         payee.accept(payment, 0)
     except PaymentError:
         return

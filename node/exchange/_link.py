@@ -1,0 +1,155 @@
+"""The payer's link to one host: the session, the pure ``PayerLink`` and what waits on them.
+
+``HostLink`` pairs one host's session with ``protocol.payments.payer.PayerLink``
+(every rule of the payer's side: totals, account mirror, paid window,
+resynchronisation) and adds only what trio needs: the turn lock under which
+requests sign and leave in call order, the event that wakes requests
+waiting for room, and the journal that writes our payment records.
+``sync`` is the CHANNEL_STATE exchange (specs/payments.md §After a crash).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+
+import trio
+
+from node.ledger import Ledger, PaymentEntry
+from node.transport import RequestError, Session
+from protocol.bitcoin.channel import PayerChannel
+from protocol.payments import PaymentErrorCode, RemotePaymentError, Terms
+from protocol.payments.messages import ChannelId, ChannelState
+from protocol.payments.payer import PayerLink
+from protocol.wire import ChannelMessage, MessageType
+
+
+class PendingRecord:
+    """One of our payment records waiting to be written."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: Exception | None = None
+
+
+class PaymentJournal:
+    """Writes one link's payment records to our ledger, in signing order, batched.
+
+    The host's record is the one that must precede serving; ours says what
+    we signed, and after a crash of ours the host's CHANNEL_STATE restores
+    our total (specs/payments.md §After a crash).  Records signed while a
+    write is under way go together in the next one.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.unrecorded: list[tuple[PaymentEntry, PendingRecord]] = []
+        self._writing: trio.Event | None = None
+
+    def add(self, entry: PaymentEntry) -> PendingRecord:
+        """Queue ``entry`` (signed just now, so after every one queued before)."""
+        pending = PendingRecord()
+        self.unrecorded.append((entry, pending))
+        return pending
+
+    async def written(self, mine: PendingRecord) -> None:
+        """Return once ``mine`` is written: write every queued record, or wait for the write under way.
+
+        Raises:
+            the ledger's error for ``mine`` (LedgerError, sqlite3 errors).
+        """
+        while not mine.done.is_set():
+            if self._writing is not None:
+                await self._writing.wait()
+                continue
+            batch, self.unrecorded = self.unrecorded, []
+            self._writing = writing = trio.Event()
+            results: list[object] = []
+            try:
+                results = list(await trio.to_thread.run_sync(self.ledger.record_payments, [e for e, _ in batch]))
+            except Exception as exc:  # every record of the batch failed with it
+                results = [exc] * len(batch)
+                if isinstance(exc, sqlite3.OperationalError):
+                    # Nothing of it is on disk (a full disk, an I/O error): the
+                    # payments may have left, so the next write tries them
+                    # again, first (signing order).  Their requests fail now.
+                    self.unrecorded[:0] = batch
+            finally:
+                for (_, slot), result in zip(batch, results or [RuntimeError("record interrupted")] * len(batch)):
+                    slot.error = result if isinstance(result, Exception) else None
+                    slot.done.set()
+                self._writing = None
+                writing.set()
+        if mine.error is not None:
+            raise mine.error
+
+
+@dataclass(slots=True)
+class HostLink:
+    """The payer's link to one host over one session (see the module docstring)."""
+
+    session: Session
+    host: bytes
+    machine: PayerLink
+    journal: PaymentJournal
+    turn: trio.Lock = field(default_factory=trio.Lock)
+    changed: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def terms(self) -> Terms:
+        """The host's verified terms."""
+        return self.machine.terms
+
+    @property
+    def channel(self) -> PayerChannel | None:
+        """Our channel to the host, if one is open."""
+        return self.machine.channel
+
+    @property
+    def channel_id(self) -> ChannelId | None:
+        return self.machine.channel_id
+
+    @property
+    def paid(self) -> int:
+        """Sats signed over this link's life."""
+        return self.machine.paid
+
+    def wake(self) -> None:
+        """A request in flight settled: wake the requests waiting for room."""
+        event, self.changed = self.changed, trio.Event()
+        event.set()
+
+
+async def channel_request(link: HostLink, kind: MessageType, fields: dict[str, object],
+                          expected: MessageType) -> ChannelState:
+    """Send a channel message and parse the host's ``expected`` reply.
+
+    Raises:
+        RemotePaymentError: the host refused, or answered with something else.
+    """
+    try:
+        reply = await link.session.request(ChannelMessage(request_id=0, type=kind, fields=fields))
+    except RequestError as exc:
+        raise remote_error(exc) from None
+    if not isinstance(reply, ChannelMessage) or reply.type != expected:
+        raise RemotePaymentError(PaymentErrorCode.BAD_PAYMENT, f"host answered {kind.name} with {type(reply).__name__}")
+    return ChannelState.from_wire(reply.fields)
+
+
+async def sync(link: HostLink) -> ChannelState:
+    """Ask the host what it recorded (CHANNEL_STATE) and adopt it."""
+    assert link.channel_id is not None
+    reply = await channel_request(
+        link, MessageType.CHANNEL_STATE, {"channel": link.channel_id.to_bytes()}, MessageType.CHANNEL_STATE)
+    return link.machine.adopt(reply)
+
+
+def remote_error(exc: RequestError) -> Exception:
+    """The payer-side error for an ERROR reply."""
+    try:
+        code = PaymentErrorCode(exc.code if exc.code is not None else -1)
+    except ValueError:
+        return exc  # not a payment refusal (NOT_FOUND, OVER_QUOTA...): the transport error as is
+    return RemotePaymentError(code, str(exc), owed=exc.owed)

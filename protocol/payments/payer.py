@@ -1,0 +1,337 @@
+"""The payer's side of one link, as a pure state machine.
+
+``PayerLink`` is what a fetcher or an uploader knows of one host: its
+terms, the payer channel to it, the last total the host acknowledged, the
+payer's mirror of the host's account and the paid requests in flight.  The
+node feeds it events (a request to send, an answer, a failure, the host's
+CHANNEL_STATE, a refusal) and does what it decides (wait, resynchronise,
+send this payment, retry with that top-up); it does no I/O and reads no
+clock.  Rules: specs/payments.md §Accounting, §Paid window, §After a crash
+and §Payer link states.
+
+Every transition of the link is in the ``PayerLink`` methods below, and
+summarised here (``W`` is ``paid_window(price, free_allowance)``):
+
+    phase     event                           decision / next phase
+    --------  ------------------------------  ----------------------------------------
+    READY     admit, in flight < W            SEND
+    READY     admit, in flight >= W           WAIT (for a request to settle)
+    FAILED    admit, in flight > 0            WAIT (for the window to drain)
+    FAILED    admit, drained, channel open    RESYNC (send CHANNEL_STATE, then adopt)
+    FAILED    admit, drained, no channel      SEND_ALONE
+    FAILED    adopt(state), drained           -> RESYNCED
+    RESYNCED  admit                           SEND_ALONE
+    ALONE     admit                           WAIT (for the request sent alone)
+    any       send(request)                   a Charge; in flight + 1 (SEND_ALONE: -> ALONE)
+    any       settle(Answer)                  in flight - 1, the host holds its total (ALONE: -> READY)
+    any       settle(Failure)                 in flight - 1; -> FAILED
+    any       adopt(state)                    totals and account from the host
+
+A request sent alone goes with nothing else in flight and nothing follows
+it until its answer: the host's INSUFFICIENT_PAYMENT figure for it is then
+exact and may be paid as is (``PaymentRounds``), and a request after a
+failure is never signed on a projection that counts a failed one.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+
+from protocol.bitcoin.channel import PayerChannel, SignedCommitment
+from protocol.bitcoin.errors import BitcoinError
+from protocol.payments.accounting import PeerAccount, next_total, paid_window
+from protocol.payments.errors import PaymentErrorCode, PriceTooHigh, RemotePaymentError
+from protocol.payments.messages import ChannelId, ChannelState, Payment
+from protocol.payments.terms import Terms
+from protocol.payments.vocabulary import Kind
+
+# Attempts of one request: the first, a top-up after INSUFFICIENT_PAYMENT,
+# a resynchronisation after a replayed or lower total (specs/payments.md
+# §Payer link states).
+MAX_PAYMENT_ROUNDS = 3
+
+
+class Admission(enum.Enum):
+    """What a request may do now (``PayerLink.admit``)."""
+
+    SEND = "send"  # room in the window: sign and send it
+    WAIT = "wait"  # the window is full or draining after a failure: wait for a request to settle
+    RESYNC = "resync"  # a request failed and the window drained: ask the host (CHANNEL_STATE) first
+    SEND_ALONE = "send-alone"  # after a failure: sign and send it with nothing else in flight
+
+
+class Phase(enum.Enum):
+    """Where the link is after its last failure (see the module's table)."""
+
+    READY = "ready"
+    FAILED = "failed"  # the projection counts a failed request as charged
+    RESYNCED = "resynced"  # adopted the host's state since; the next request goes alone
+    ALONE = "alone"  # a request sent alone is in flight
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    """A GET or PUT to pay for: ``price`` by its expected size.
+
+    ``hint`` is the host's figure of what this request owes, from its
+    refusal of the same request sent alone; it replaces the mirror's.
+    """
+
+    kind: Kind
+    chunk: bytes
+    price: int
+    hint: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.price < 0 or (self.hint is not None and self.hint <= 0):
+            raise ValueError("a price is non-negative and a hint positive")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Charge:
+    """A request signed and counted in flight: send ``payment`` with it.
+
+    ``signed`` is what the payment adds to the channel (0 when nothing new
+    is signed: no payment, or one re-sent at the same total); ``new`` says
+    the payer has a new payment to record.  ``ahead`` is the total the next
+    request will likely owe, worth signing while this one travels.
+    """
+
+    request: Request
+    redelivery: bool
+    alone: bool
+    payment: Payment | None
+    signed: int
+    new: bool
+    ahead: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answer:
+    """The host answered ``charge``; ``size`` is the chunk's real size when the answer carries it."""
+
+    charge: Charge
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failure:
+    """``charge`` failed (refused, lost with its session, or our record of it could not be written)."""
+
+    charge: Charge
+
+
+class PayerLink:
+    """The payer's state with one host (see the module docstring's table)."""
+
+    def __init__(self, *, terms: Terms, channel: PayerChannel | None = None, channel_id: ChannelId | None = None,
+                 last_sig: bytes | None = None) -> None:
+        """Start a link, with the open channel to the host restored from our ledger if there is one.
+
+        ``last_sig`` is our signature of ``channel.total``, re-sent rather
+        than paid again if the host never recorded it.
+        """
+        if (channel is None) != (channel_id is None):
+            raise ValueError("a channel comes with its id")
+        self.terms = terms
+        self.channel = channel
+        self.channel_id = channel_id
+        self.last_sig = last_sig
+        self.acknowledged = channel.total if channel is not None else 0
+        # ``account`` and ``projected`` count the requests in flight as
+        # charged (specs/payments.md §Paid window).
+        self.account = PeerAccount()
+        self.projected = self.acknowledged
+        self.inflight = 0
+        self.phase = Phase.READY
+        self.paid = 0  # sats signed over this link's life (for reports and tests)
+        # The likely next payment, signed while a request was in flight; used
+        # only if the next request owes exactly its total (nothing is paid
+        # until a payment leaves).
+        self._ahead: SignedCommitment | None = None
+
+    @property
+    def dirty(self) -> bool:
+        """A request failed and the link has not resynchronised since."""
+        return self.phase is Phase.FAILED
+
+    def opened(self, channel: PayerChannel, channel_id: ChannelId) -> None:
+        """A new channel to the host was funded: pay through it from its zero total."""
+        self.channel, self.channel_id = channel, channel_id
+        self.last_sig = self._ahead = None
+        self.acknowledged = self.projected = channel.total
+
+    def admit(self, price: int) -> Admission:
+        """What a request of ``price`` may do now (the caller holds the link's turn)."""
+        if self.phase is Phase.RESYNCED:
+            return Admission.SEND_ALONE
+        if self.phase is Phase.ALONE:
+            return Admission.WAIT
+        if self.phase is Phase.READY:
+            window = paid_window(price, self.terms.free_allowance)
+            return Admission.SEND if self.inflight < window else Admission.WAIT
+        if self.inflight > 0:
+            return Admission.WAIT
+        return Admission.RESYNC if self.channel_id is not None else Admission.SEND_ALONE
+
+    def send(self, request: Request) -> Charge:
+        """Sign what ``request`` owes as if those in flight were charged; count it in flight.
+
+        Raises:
+            RuntimeError: ``admit`` did not let the request go.
+            RemotePaymentError(INSUFFICIENT_PAYMENT): it owes and no channel is open.
+            protocol.bitcoin.errors.BitcoinError: the channel cannot pay it.
+        """
+        admission = self.admit(request.price)
+        if admission not in (Admission.SEND, Admission.SEND_ALONE):
+            raise RuntimeError(f"request sent while the link says {admission.value}")
+        alone = admission is Admission.SEND_ALONE
+        redelivery = self.account.is_redelivery(request.chunk, request.kind)
+        owed = 0 if redelivery else self.account.owed(request.price, self.terms.free_allowance)
+        if alone and request.hint is not None and not redelivery:
+            owed = request.hint  # exact: the host refused this request sent alone
+        before = self.projected
+        payment, signed, new = self._pay(owed)
+        increment = 0
+        if payment is not None:
+            increment = max(0, payment.total - before)
+            self.projected = max(before, payment.total)
+        if not redelivery:
+            self.account = self.account.charge(chunk=request.chunk, kind=request.kind, price=request.price,
+                                               increment=increment, allowance=self.terms.free_allowance)
+        self.inflight += 1
+        if alone:
+            self.phase = Phase.ALONE
+        ahead = payment.total + request.price if payment is not None and request.price > 0 else None
+        return Charge(request=request, redelivery=redelivery, alone=alone, payment=payment, signed=signed, new=new,
+                      ahead=ahead)
+
+    def _pay(self, owed: int) -> tuple[Payment | None, int, bool]:
+        """The payment for ``owed``, the sats it newly signs, and whether it is new."""
+        if owed == 0:
+            return None, 0, False
+        if self.channel is None or self.channel_id is None:
+            raise RemotePaymentError(PaymentErrorCode.INSUFFICIENT_PAYMENT, "payment owed but no channel open", owed=owed)
+        channel = self.channel
+        total = next_total(owed=owed, acknowledged_total=self.projected, signed_total=channel.total)
+        assert total is not None
+        if total == channel.total and self.last_sig is not None:
+            # Signed before and maybe never recorded by the host: re-sent,
+            # never paid again (specs/payments.md §After a crash).
+            return Payment(channel=self.channel_id, total=total, sig=self.last_sig), 0, False
+        signed = total - channel.total
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead.total == total and total > channel.total:
+            commitment = channel.adopt(ahead)
+        else:
+            commitment = channel.pay(signed)
+        self.last_sig = commitment.signature
+        self.paid += signed
+        return Payment(channel=self.channel_id, total=commitment.total, sig=commitment.signature), signed, True
+
+    def sign_ahead(self, total: int) -> None:
+        """Sign the payment for ``total`` now, for the next request to use if it owes exactly that."""
+        channel = self.channel
+        if channel is None or total <= channel.total or total > channel.params.max_total:
+            return
+        try:
+            self._ahead = channel.sign(total)
+        except BitcoinError:  # no payment ahead: the next request signs its own
+            self._ahead = None
+
+    def settle(self, event: Answer | Failure) -> None:
+        """A request in flight finished, either way."""
+        charge = event.charge
+        request = charge.request
+        if self.inflight <= 0:
+            raise RuntimeError("settled a request that was not in flight")
+        self.inflight -= 1
+        if isinstance(event, Answer):
+            if charge.payment is not None:  # the host holds it
+                self.acknowledged = max(self.acknowledged, charge.payment.total)
+            if event.size is not None and not charge.redelivery:
+                actual = self.terms.get_price(event.size) if request.kind is Kind.GET else self.terms.put_price(event.size)
+                if actual != request.price:  # charged by the real size, as the host does
+                    self.account = replace(self.account, consumed=self.account.consumed + actual - request.price)
+            if self.phase is Phase.ALONE:
+                self.phase = Phase.READY
+            return
+        self.phase = Phase.FAILED  # the projection counted it charged: resynchronise first
+        if self.channel_id is None and charge.payment is None and not charge.redelivery:
+            # No channel to resynchronise from: take back what the projection
+            # counted (the host charges nothing it does not serve, and a chunk
+            # lost after its charge is redelivered free).
+            self.account = replace(self.account, consumed=self.account.consumed - request.price)
+
+    def adopt(self, state: ChannelState) -> ChannelState:
+        """Take the host's record of the channel (OPEN_CHANNEL's or CHANNEL_STATE's reply).
+
+        Raises:
+            RemotePaymentError(BAD_PAYMENT): the state is for another channel or past its capacity.
+        """
+        if self.channel is None:
+            raise RuntimeError("no channel to adopt a state for")
+        if state.channel != self.channel_id:
+            raise RemotePaymentError(PaymentErrorCode.BAD_PAYMENT, "host reported another channel")
+        if state.total > self.channel.params.max_total:
+            raise RemotePaymentError(PaymentErrorCode.BAD_PAYMENT, "host reports a total beyond capacity")
+        if state.total > self.channel.total:
+            # We lost a signed payment (our ledger is older): never sign below it.
+            self.channel.total = state.total
+            self.last_sig = self._ahead = None
+        self.acknowledged = self.projected = state.total
+        self.account = PeerAccount(consumed=state.consumed, paid=state.paid, last_chunk=state.last_chunk,
+                                   last_kind=state.last_kind, recent=state.recent)
+        if self.phase is Phase.FAILED and self.inflight == 0:
+            self.phase = Phase.RESYNCED
+        return state
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refusal:
+    """The host refused a request with ERROR ``code`` (``owed`` from INSUFFICIENT_PAYMENT)."""
+
+    code: int | None
+    owed: int | None
+    alone: bool
+
+
+class PaymentRounds:
+    """The attempts of one request: at most ``MAX_PAYMENT_ROUNDS``, topped up as the host asks.
+
+    ``ceiling`` is one chunk of the largest size at our maximum price: a host
+    asking more is refused (``PriceTooHigh``).
+    """
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = ceiling
+        self.attempts = 0
+        self.hint: int | None = None  # what the next attempt pays, when the host said so
+
+    def start(self) -> None:
+        """An attempt begins."""
+        if self.attempts >= MAX_PAYMENT_ROUNDS:
+            raise RuntimeError("no attempt left")
+        self.attempts += 1
+
+    def refused(self, refusal: Refusal) -> bool:
+        """Whether to try again after ``refusal``; False: it is final, raise it as is.
+
+        Raises:
+            PriceTooHigh: the host asks more than ``ceiling`` (or nothing) for one chunk.
+            RemotePaymentError(INSUFFICIENT_PAYMENT): the attempts are used up.
+        """
+        if refusal.code == PaymentErrorCode.INSUFFICIENT_PAYMENT and refusal.owed is not None:
+            if not 0 < refusal.owed <= self.ceiling:
+                raise PriceTooHigh(f"host asks {refusal.owed} sats for one chunk; our ceiling is {self.ceiling}")
+            # The host recorded nothing.  Its figure is exact only for a
+            # request that went alone; else recompute after a resync.
+            self.hint = refusal.owed if refusal.alone else None
+        elif refusal.code in (PaymentErrorCode.PAYMENT_REPLAY, PaymentErrorCode.PAYMENT_TOTAL_LOWER):
+            self.hint = None  # the link resynchronises before the next attempt
+        else:
+            return False
+        if self.attempts >= MAX_PAYMENT_ROUNDS:
+            raise RemotePaymentError(PaymentErrorCode.INSUFFICIENT_PAYMENT, "host kept refusing payment")
+        return True

@@ -1,0 +1,416 @@
+"""The payer's link machine (protocol/payments/payer.py), with no sockets and no trio.
+
+Transition tests walk the table of the module docstring row by row; the
+hypothesis properties drive a ``PayerLink`` against a model host (the
+payee's rules: ``PeerAccount`` and ``PayeeChannel``, requests charged in
+the order they were sent) through any interleaving of requests, answers
+and failures within the window (specs/payments.md §Paid window, §Payer
+link states).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from protocol.bitcoin import PayeeChannel, PayerChannel, SignedCommitment
+from protocol.identity import Identity
+from protocol.payments import (
+    MIB,
+    Kind,
+    PaymentErrorCode,
+    PeerAccount,
+    PriceTooHigh,
+    RemotePaymentError,
+    Terms,
+    paid_window,
+)
+from protocol.payments.messages import ChannelId, ChannelState
+from protocol.payments.payer import (
+    MAX_PAYMENT_ROUNDS,
+    Admission,
+    Answer,
+    Charge,
+    Failure,
+    PayerLink,
+    PaymentRounds,
+    Phase,
+    Refusal,
+    Request,
+)
+from tests.protocol.bitcoin.channel_fixtures import PAYEE_KEY, PAYER_KEY, make_params
+
+PRICE = 64
+CHANNEL = ChannelId(bytes(range(32)), 1)
+OTHER_CHANNEL = ChannelId(bytes(range(32)), 2)
+
+
+def make_terms(allowance: int, price_per_mib: int = PRICE) -> Terms:
+    return Terms(price_per_mib_get=price_per_mib, price_per_mib_put=price_per_mib, retention_seconds=86_400,
+                 free_allowance=allowance, min_capacity=20_000, expiry_window=144, min_confirmations=1, fee_rate=2,
+                 payment_pubkey=PAYEE_KEY.public_key.data, identity_key=Identity(bytes(32)).public_key)
+
+
+def make_link(allowance: int = 2 * PRICE + 10, *, channel: bool = True, capacity: int = 100_000) -> PayerLink:
+    if not channel:
+        return PayerLink(terms=make_terms(allowance))
+    return PayerLink(terms=make_terms(allowance), channel=PayerChannel(make_params(capacity=capacity), PAYER_KEY),
+                     channel_id=CHANNEL)
+
+
+def get(index: int, price: int = PRICE, hint: int | None = None) -> Request:
+    return Request(kind=Kind.GET, chunk=index.to_bytes(32, "big"), price=price, hint=hint)
+
+
+def state(link: PayerLink, *, total: int, consumed: int, paid: int, channel: ChannelId = CHANNEL,
+          recent: tuple[tuple[bytes, str], ...] = ()) -> ChannelState:
+    last = recent[-1] if recent else (None, None)
+    return ChannelState(channel=channel, total=total, consumed=consumed, paid=paid, last_chunk=last[0],
+                        last_kind=last[1], recent=recent)
+
+
+# -- the transition table -------------------------------------------------------
+
+
+# Every (phase, requests in flight, channel) the admission rows of the table cover, with the window at 3.
+ADMISSIONS = [
+    (Phase.READY, 0, True, Admission.SEND),
+    (Phase.READY, 2, True, Admission.SEND),
+    (Phase.READY, 3, True, Admission.WAIT),
+    (Phase.READY, 2, False, Admission.SEND),
+    (Phase.FAILED, 1, True, Admission.WAIT),
+    (Phase.FAILED, 1, False, Admission.WAIT),
+    (Phase.FAILED, 0, True, Admission.RESYNC),
+    (Phase.FAILED, 0, False, Admission.SEND_ALONE),
+    (Phase.RESYNCED, 0, True, Admission.SEND_ALONE),
+    (Phase.ALONE, 1, True, Admission.WAIT),
+    (Phase.ALONE, 1, False, Admission.WAIT),
+]
+
+
+@pytest.mark.parametrize(("phase", "inflight", "channel", "admission"), ADMISSIONS)
+def test_admission_table(phase: Phase, inflight: int, channel: bool, admission: Admission) -> None:
+    link = make_link(channel=channel)
+    link.phase, link.inflight = phase, inflight
+    assert link.admit(PRICE) is admission
+
+
+def test_ready_sends_until_the_window_is_full_then_waits() -> None:
+    link = make_link()
+    window = paid_window(PRICE, link.terms.free_allowance)
+    assert window == 3
+    charges = []
+    for index in range(window):
+        assert link.admit(PRICE) is Admission.SEND
+        charges.append(link.send(get(index)))
+    assert link.admit(PRICE) is Admission.WAIT
+    with pytest.raises(RuntimeError):
+        link.send(get(99))
+    link.settle(Answer(charge=charges[0]))
+    assert link.admit(PRICE) is Admission.SEND and link.phase is Phase.READY
+
+
+def test_each_request_pays_the_least_it_owes_as_if_those_before_were_charged() -> None:
+    link = make_link()
+    charges = [link.send(get(index)) for index in range(3)]
+    # 64 + 64 within the 138 allowance; the third owes 3 * 64 - 138 = 54.
+    assert [c.payment is None for c in charges] == [True, True, False]
+    third = charges[2]
+    assert third.payment is not None and third.payment.total == 54 and third.signed == 54 and third.new
+    assert third.ahead == 54 + PRICE and link.projected == 54 and link.paid == 54
+    assert link.account.consumed == 3 * PRICE and link.inflight == 3
+
+
+def test_a_failure_drains_resyncs_and_the_next_request_goes_alone() -> None:
+    link = make_link()
+    first, second = link.send(get(0)), link.send(get(1))
+    link.settle(Failure(charge=first))
+    assert link.phase is Phase.FAILED and link.dirty
+    assert link.admit(PRICE) is Admission.WAIT  # the window drains first
+    link.settle(Answer(charge=second))
+    assert link.admit(PRICE) is Admission.RESYNC
+    link.adopt(state(link, total=0, consumed=PRICE, paid=0, recent=((get(1).chunk, "get"),)))
+    assert link.phase is Phase.RESYNCED and not link.dirty
+    assert link.admit(PRICE) is Admission.SEND_ALONE
+    alone = link.send(get(2))
+    assert alone.alone and link.phase is Phase.ALONE
+    assert link.account.consumed == 2 * PRICE  # the failed request is not counted after the resync
+    assert link.admit(PRICE) is Admission.WAIT  # nothing follows a request sent alone until it settles
+    link.settle(Answer(charge=alone))
+    assert link.phase is Phase.READY and link.admit(PRICE) is Admission.SEND
+
+
+def test_a_state_adopted_while_requests_are_in_flight_does_not_end_the_failure() -> None:
+    link = make_link()
+    first, second = link.send(get(0)), link.send(get(1))
+    link.settle(Failure(charge=first))
+    link.adopt(state(link, total=0, consumed=PRICE, paid=0))
+    assert link.phase is Phase.FAILED and link.admit(PRICE) is Admission.WAIT
+    link.settle(Answer(charge=second))
+    assert link.admit(PRICE) is Admission.RESYNC
+
+
+def test_without_a_channel_a_failure_takes_back_its_price_and_the_next_goes_alone() -> None:
+    link = make_link(channel=False)
+    first = link.send(get(0))
+    link.settle(Failure(charge=first))
+    assert link.account.consumed == 0
+    assert link.admit(PRICE) is Admission.SEND_ALONE  # nothing to resynchronise from
+    alone = link.send(get(1))
+    assert alone.alone and link.phase is Phase.ALONE
+    link.settle(Failure(charge=alone))
+    assert link.phase is Phase.FAILED and link.admit(PRICE) is Admission.SEND_ALONE
+
+
+def test_owing_without_a_channel_is_refused_with_the_amount() -> None:
+    link = make_link(allowance=PRICE, channel=False)
+    link.settle(Answer(charge=link.send(get(0))))
+    with pytest.raises(RemotePaymentError) as refused:
+        link.send(get(1))
+    assert refused.value.code == PaymentErrorCode.INSUFFICIENT_PAYMENT and refused.value.owed == PRICE
+    assert link.inflight == 0 and link.account.consumed == PRICE
+
+
+def test_a_payment_the_host_never_recorded_is_re_sent_not_paid_again() -> None:
+    params = make_params()
+    channel = PayerChannel(params, PAYER_KEY)
+    signed = channel.pay(100)
+    link = PayerLink(terms=make_terms(0), channel=channel, channel_id=CHANNEL, last_sig=signed.signature)
+    # Our ledger says 100; the host recorded nothing (its total is 0).
+    link.adopt(state(link, total=0, consumed=0, paid=0))
+    charge = link.send(get(0, price=100))
+    assert charge.payment is not None and charge.payment.total == 100 and charge.payment.sig == signed.signature
+    assert charge.signed == 0 and not charge.new and link.paid == 0
+
+
+def test_never_signs_below_the_hosts_total_after_a_resync() -> None:
+    link = make_link(allowance=0)
+    assert link.channel is not None
+    # The host holds 500 that our ledger lost (we crashed before writing it).
+    link.adopt(state(link, total=500, consumed=500, paid=500))
+    assert link.channel.total == 500 and link.last_sig is None and link.acknowledged == 500
+    charge = link.send(get(0))
+    assert charge.payment is not None and charge.payment.total == 500 + PRICE and charge.signed == PRICE
+
+
+def test_adopting_another_channel_or_a_total_past_capacity_is_refused() -> None:
+    link = make_link(capacity=30_000)
+    assert link.channel is not None
+    with pytest.raises(RemotePaymentError) as other:
+        link.adopt(state(link, total=0, consumed=0, paid=0, channel=OTHER_CHANNEL))
+    assert other.value.code == PaymentErrorCode.BAD_PAYMENT
+    with pytest.raises(RemotePaymentError):
+        link.adopt(state(link, total=link.channel.params.max_total + 1, consumed=0, paid=0))
+    with pytest.raises(RuntimeError):
+        make_link(channel=False).adopt(state(link, total=0, consumed=0, paid=0))
+
+
+def test_a_redelivery_pays_nothing_and_is_not_charged_again() -> None:
+    link = make_link(allowance=0)
+    first = link.send(get(0))
+    link.settle(Answer(charge=first))
+    again = link.send(get(0))
+    assert again.redelivery and again.payment is None and again.signed == 0
+    assert link.account.consumed == PRICE
+
+
+def test_the_payment_signed_ahead_is_used_when_the_next_request_owes_its_total() -> None:
+    link = make_link(allowance=0)
+    first = link.send(get(0))
+    assert first.ahead == 2 * PRICE
+    link.sign_ahead(first.ahead)
+    link.settle(Answer(charge=first))
+    second = link.send(get(1))
+    assert second.payment is not None and second.payment.total == 2 * PRICE and second.signed == PRICE
+    link.sign_ahead(10**12)  # past capacity: nothing signed ahead, and no error
+    link.settle(Answer(charge=second))
+    assert link.send(get(2)).payment.total == 3 * PRICE  # type: ignore[union-attr]
+
+
+def test_an_answer_acknowledges_its_total_and_charges_by_the_real_size() -> None:
+    link = PayerLink(terms=make_terms(0, price_per_mib=MIB), channel=PayerChannel(make_params(), PAYER_KEY),
+                     channel_id=CHANNEL)
+    charge = link.send(Request(kind=Kind.GET, chunk=bytes(32), price=1_000))  # expected 1,000 bytes
+    link.settle(Answer(charge=charge, size=600))  # the chunk is 600 bytes: 600 sats at 1 sat per byte
+    assert link.acknowledged == 1_000 and link.account.consumed == 600
+    assert link.send(get(1, price=400)).payment is None  # the 400 of credit covers it
+    with pytest.raises(RuntimeError):
+        PayerLink(terms=make_terms(0)).settle(Answer(charge=charge))  # nothing in flight
+
+
+def test_the_hosts_figure_replaces_the_mirror_only_for_a_request_sent_alone() -> None:
+    link = make_link(allowance=0)
+    assert link.send(get(0, hint=3 * PRICE)).payment.total == PRICE  # type: ignore[union-attr]
+    link = make_link(allowance=0, channel=True)
+    failed = link.send(get(0))
+    link.settle(Failure(charge=failed))
+    link.adopt(state(link, total=0, consumed=0, paid=0))
+    charge = link.send(get(0, hint=2 * PRICE))
+    assert charge.alone and charge.payment is not None and charge.payment.total == 2 * PRICE
+
+
+def test_payment_rounds() -> None:
+    rounds = PaymentRounds(ceiling=1_000)
+    rounds.start()
+    assert rounds.refused(Refusal(code=PaymentErrorCode.INSUFFICIENT_PAYMENT, owed=300, alone=True))
+    assert rounds.hint == 300
+    rounds.start()
+    assert rounds.refused(Refusal(code=PaymentErrorCode.PAYMENT_REPLAY, owed=None, alone=True))
+    assert rounds.hint is None
+    rounds.start()
+    with pytest.raises(RemotePaymentError) as exhausted:
+        rounds.refused(Refusal(code=PaymentErrorCode.INSUFFICIENT_PAYMENT, owed=300, alone=False))
+    assert exhausted.value.code == PaymentErrorCode.INSUFFICIENT_PAYMENT
+    with pytest.raises(RuntimeError):
+        rounds.start()
+    for owed in (0, 1_001):
+        fresh = PaymentRounds(ceiling=1_000)
+        fresh.start()
+        with pytest.raises(PriceTooHigh):
+            fresh.refused(Refusal(code=PaymentErrorCode.INSUFFICIENT_PAYMENT, owed=owed, alone=True))
+    final = PaymentRounds(ceiling=1_000)
+    final.start()
+    assert not final.refused(Refusal(code=PaymentErrorCode.BAD_SIGNATURE, owed=None, alone=True))
+    assert not final.refused(Refusal(code=None, owed=None, alone=True))  # not a payment refusal (NOT_FOUND)
+    insufficient = PaymentRounds(ceiling=1_000)
+    insufficient.start()
+    assert insufficient.refused(Refusal(code=PaymentErrorCode.INSUFFICIENT_PAYMENT, owed=300, alone=False))
+    assert insufficient.hint is None  # not exact while others were in flight: recompute after a resync
+
+
+# -- properties against a model host -------------------------------------------------
+
+
+@dataclass
+class Sent:
+    charge: Charge
+    answered: bool  # else it fails (the host charged it or not, as ``Host.receive`` said)
+
+
+class Host:
+    """The payee's rules for one payer: charged in arrival order, recorded, redelivered free."""
+
+    def __init__(self, allowance: int) -> None:
+        self.allowance = allowance
+        self.account = PeerAccount()
+        self.channel = PayeeChannel(make_params(), PAYEE_KEY)
+        self.charged: list[bytes] = []  # every chunk charged, in order (a redelivery is not)
+
+    def receive(self, charge: Charge, *, found: bool) -> bool:
+        """Whether the request was charged (or is a free redelivery); asserts it was paid enough."""
+        request = charge.request
+        if not found:
+            return False
+        if self.account.is_redelivery(request.chunk, request.kind):
+            return True
+        owed = self.account.owed(request.price, self.allowance)
+        increment = 0
+        payment = charge.payment
+        if payment is not None and payment.total > self.channel.total:
+            before = self.channel.total
+            self.channel.accept(SignedCommitment(self.channel.params.channel_id, payment.total, payment.sig), owed)
+            increment = payment.total - before
+        assert increment >= owed, "the payer sent less than the host's rule asks"
+        self.account = self.account.charge(chunk=request.chunk, kind=request.kind, price=request.price,
+                                           increment=increment, allowance=self.allowance)
+        self.charged.append(request.chunk)
+        return True
+
+    def state(self) -> ChannelState:
+        return ChannelState(channel=CHANNEL, total=self.channel.total, consumed=self.account.consumed,
+                            paid=self.account.paid, last_chunk=self.account.last_chunk,
+                            last_kind=self.account.last_kind, recent=self.account.recent)
+
+
+# An operation: send a request whose fate is drawn (answered, lost after the
+# host charged it, or not found and not charged), or settle one in flight.
+FATES = st.sampled_from(["answered", "answered", "answered", "lost", "missing"])
+OPERATIONS = st.lists(st.one_of(st.tuples(st.just("send"), FATES), st.tuples(st.just("settle"), st.integers(0, 7))),
+                      min_size=10, max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(price=st.integers(1, 200), allowance=st.integers(0, 800), operations=OPERATIONS)
+def test_exposure_ordering_and_redelivery_under_any_interleaving(
+        price: int, allowance: int, operations: list[tuple[str, object]]) -> None:
+    link = make_link(allowance)
+    host = Host(allowance)
+    assert link.channel is not None
+    in_flight: list[Sent] = []
+    received: set[bytes] = set()
+    lost: list[bytes] = []  # charged by the host, never delivered: retried before anything new
+    next_chunk = 0
+    last_total = 0
+    floor = 0  # the host's total at the last resync
+    for operation, argument in [*operations, *[("settle", 0)] * 8]:
+        if operation == "settle":
+            if not in_flight:
+                continue
+            sent = in_flight.pop(int(argument) % len(in_flight))  # type: ignore[call-overload]
+            if sent.answered:
+                link.settle(Answer(charge=sent.charge))
+                received.add(sent.charge.request.chunk)
+            else:
+                link.settle(Failure(charge=sent.charge))
+        else:
+            admission = link.admit(price)
+            if admission is Admission.WAIT:
+                event("waited for room or a drain")
+                continue
+            if admission is Admission.RESYNC:
+                event("resynchronised")
+                link.adopt(host.state())
+                floor = host.channel.total
+                admission = link.admit(price)
+            assert admission in (Admission.SEND, Admission.SEND_ALONE)
+            retry = [chunk for chunk in lost if chunk not in received]
+            if retry:
+                chunk = retry[0]
+            else:
+                chunk, next_chunk = next_chunk.to_bytes(32, "big"), next_chunk + 1
+            charge = link.send(Request(kind=Kind.GET, chunk=chunk, price=price))
+            fate = "answered" if retry else argument
+            if charge.payment is not None:
+                # Ordering: totals never go down, new ones go up, none below the host's after a resync.
+                assert charge.payment.total >= max(last_total, floor)
+                assert not charge.new or charge.payment.total > last_total
+                last_total = charge.payment.total
+            if retry:
+                event("retried a lost chunk")
+                # Redelivery: a retried chunk the host already charged carries nothing new.
+                assert charge.redelivery and charge.signed == 0
+            charged = host.receive(charge, found=fate != "missing")
+            if fate == "lost" and charged:
+                lost.append(chunk)
+            in_flight.append(Sent(charge=charge, answered=fate == "answered" and charged))
+        # Exposure: what the payer signed and has not received is within one request's price.
+        assert link.channel.total - price * len(received) <= price
+        assert link.inflight == len(in_flight) <= paid_window(price, allowance)
+    # Every sat the host accepted is counted, none served past the allowance, no chunk charged twice.  (The
+    # payer may have signed more than the host accepted: payments that went with requests the host did not
+    # serve, within the exposure bound checked above.)
+    assert host.account.paid == host.channel.total <= link.channel.total
+    assert host.account.consumed - host.account.paid <= allowance
+    assert len(host.charged) == len(set(host.charged))
+
+
+@settings(max_examples=200, deadline=None)
+@given(refusals=st.lists(st.tuples(st.sampled_from([None, *PaymentErrorCode]), st.integers(-5, 2_000), st.booleans()),
+                         min_size=1, max_size=10))
+def test_top_up_rounds_are_bounded(refusals: list[tuple[PaymentErrorCode | None, int, bool]]) -> None:
+    rounds = PaymentRounds(ceiling=1_000)
+    attempts = 0
+    for code, owed, alone in refusals:
+        rounds.start()
+        attempts += 1
+        try:
+            again = rounds.refused(Refusal(code=code, owed=owed, alone=alone))
+        except (PriceTooHigh, RemotePaymentError):
+            break
+        if not again:
+            break
+        assert rounds.hint is None or (alone and 0 < rounds.hint <= 1_000)
+    assert attempts <= MAX_PAYMENT_ROUNDS
