@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from node.cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, fail
+from node.cli.exit_codes import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, fail
 from node.cli.ledger import open_existing_ledger
 
 

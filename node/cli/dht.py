@@ -15,7 +15,7 @@ import sys
 
 import trio
 
-from node.cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, fail
+from node.cli.exit_codes import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, fail
 from node.cli.network import node_for_cli
 from node.runtime.config import ConfigError, load_identity, resolve_data_dir
 from node.api.control import ControlError

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from node.cli import EXIT_INTEGRITY, EXIT_NOT_FOUND, EXIT_OK, fail
+from node.cli.exit_codes import EXIT_INTEGRITY, EXIT_NOT_FOUND, EXIT_OK, fail
 from node.cli.network import add_via_node, get_via_node, node_for_cli
 from node.runtime.config import resolve_data_dir
 from node.files.local import add_file, get_file, load_convergence_secret

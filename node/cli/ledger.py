@@ -13,7 +13,7 @@ import json
 
 import trio
 
-from node.cli import EXIT_NOT_FOUND, EXIT_OK, fail
+from node.cli.exit_codes import EXIT_NOT_FOUND, EXIT_OK, fail
 from node.cli.network import node_for_cli
 from node.runtime.config import resolve_data_dir
 from node.api.control import ControlError

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from node.cli import EXIT_INTEGRITY, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, fail
+from node.cli.exit_codes import EXIT_INTEGRITY, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, fail
 from node.runtime.config import resolve_data_dir
 from node.api.control import ControlClient, ControlError, NodeNotRunning
 

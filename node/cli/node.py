@@ -14,7 +14,7 @@ from pathlib import Path
 
 import trio
 
-from node.cli import EXIT_OK, EXIT_USAGE, fail
+from node.cli.exit_codes import EXIT_OK, EXIT_USAGE, fail
 from node.runtime.config import resolve_data_dir
 from node.runtime.daemon import NodeConfig, open_node
 from node.bitcoin.rpc import RPCError, RPCTransportError
