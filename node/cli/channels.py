@@ -13,7 +13,8 @@ import argparse
 import json
 
 from node.cli.exit_codes import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, fail
-from node.cli.ledger import open_existing_ledger
+from node.cli.local_backend import NO_LEDGER, open_existing_ledger
+from node.runtime.config import resolve_data_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -27,9 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_list(args: argparse.Namespace) -> int:
-    ledger = open_existing_ledger(args.data_dir)
+    ledger = open_existing_ledger(resolve_data_dir(args.data_dir))
     if ledger is None:
-        return fail("no ledger in this data dir (has `mu node` run here?)", EXIT_NOT_FOUND)
+        return fail(NO_LEDGER, EXIT_NOT_FOUND)
     with ledger:
         channels = ledger.export()["channels"]
     if args.json:
@@ -44,9 +45,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_close(args: argparse.Namespace) -> int:
-    ledger = open_existing_ledger(args.data_dir)
+    ledger = open_existing_ledger(resolve_data_dir(args.data_dir))
     if ledger is None:
-        return fail("no ledger in this data dir (has `mu node` run here?)", EXIT_NOT_FOUND)
+        return fail(NO_LEDGER, EXIT_NOT_FOUND)
     with ledger:
         record = ledger.channel(args.channel_id)
         if record is None:
