@@ -16,14 +16,16 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from node.cli import chain, channels, dht, files, init, ledger, network, store, wallet
+from node.cli import chain, channels, config, dht, files, init, ledger, network, store, wallet
 from node.cli import node as node_daemon  # not plain `node`: that would hide the top package
 from node.cli.exit_codes import EXIT_INTEGRITY, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, fail
 
 __all__ = ["EXIT_INTEGRITY", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_USAGE", "build_parser", "fail", "main"]
 
 # Command-group modules, in the order they appear in `mu --help`.
-COMMAND_MODULES: tuple[ModuleType, ...] = (init, node_daemon, network, files, store, dht, channels, ledger, wallet, chain)
+COMMAND_MODULES: tuple[ModuleType, ...] = (
+    init, node_daemon, config, network, files, store, dht, channels, ledger, wallet, chain,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
