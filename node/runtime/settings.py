@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 
+from node.bitcoin.wallet import DEFAULT_FEE_RATE
 from node.exchange.settlement import DEFAULT_POLL_SECONDS, DEFAULT_SETTLE_THRESHOLD
 from node.runtime.config import ConfigError
 from node.store.retention import DEFAULT_GC_PERIOD
@@ -45,7 +46,7 @@ class NodeSettings:
     min_capacity: int = 10_000  # smallest channel accepted, sats
     expiry_window: int = 36  # blocks a channel must have left at open
     min_confirmations: int = 1
-    fee_rate: int = 2  # sat/vB
+    fee_rate: int = DEFAULT_FEE_RATE  # sat/vB, for channel closes and wallet spends
     quota: int | None = None  # most bytes of chunks to store; None: no limit
     settle_threshold: int = DEFAULT_SETTLE_THRESHOLD
     settle_poll: float = DEFAULT_POLL_SECONDS

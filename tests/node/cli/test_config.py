@@ -118,3 +118,9 @@ def test_help_shows_the_defaults(tmp_path: Path) -> None:
     flat = " ".join(result.stdout.split())
     assert f"(default: {DEFAULTS.price_get}; config.toml key: price_get)" in flat
     assert "(default: no limit; config.toml key: quota)" in flat
+
+
+def test_mu_wallet_reads_the_fee_rate_setting_from_the_file(tmp_path: Path) -> None:
+    (tmp_path / CONFIG_FILE).write_text('fee_rate = "fast"\n')
+    result = mu(tmp_path, "wallet", "--rpc-url", "http://127.0.0.1:1/", "balance")
+    assert result.returncode == 1 and f"{tmp_path / CONFIG_FILE}: fee_rate must be an integer" in result.stderr
