@@ -1,4 +1,4 @@
-"""One interface for every CLI command that can run with or without a node (README "Configuration").
+"""One interface for the CLI commands that run with or without a node (specs/network.md §6 Control API).
 
 :func:`open_backend` chooses once: a :class:`RemoteBackend` when a node
 runs on the data dir and answers its control API (specs/network.md §6
