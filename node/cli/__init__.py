@@ -2,37 +2,29 @@
 
 Each command group lives in its own module under ``node/cli/`` and exposes
 ``register(subparsers)``, which adds its parser(s) and sets ``func`` on them:
-``func(args) -> int`` returns the exit code.  To add a group, write the module
-and list it in ``COMMAND_MODULES``.
+``func(args) -> int`` returns the exit code.  To add a group, write the module,
+import it here and list it in ``COMMAND_MODULES``.
 
-Exit codes (documented in the README):
+Exit codes (documented in the README, defined in ``node/cli/exit_codes.py``):
     0 ok, 1 usage or operational error, 2 not found, 3 integrity failure.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
-EXIT_OK = 0
-EXIT_USAGE = 1
-EXIT_NOT_FOUND = 2
-EXIT_INTEGRITY = 3
+from node.cli import chain, channels, config, dht, files, init, ledger, network, store, wallet
+from node.cli import node as node_daemon  # not plain `node`: that would hide the top package
+from node.cli.exit_codes import EXIT_INTEGRITY, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, fail
+
+__all__ = ["EXIT_INTEGRITY", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_USAGE", "build_parser", "fail", "main"]
 
 # Command-group modules, in the order they appear in `mu --help`.
-COMMAND_MODULES: tuple[str, ...] = (
-    "node.cli.init",
-    "node.cli.node",
-    "node.cli.network",
-    "node.cli.files",
-    "node.cli.store",
-    "node.cli.dht",
-    "node.cli.channels",
-    "node.cli.ledger",
-    "node.cli.wallet",
-    "node.cli.chain",
+COMMAND_MODULES: tuple[ModuleType, ...] = (
+    init, node_daemon, config, network, files, store, dht, channels, ledger, wallet, chain,
 )
 
 
@@ -47,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="node data directory (default: $MU_DATA_DIR or the platform's user data dir)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     return parser
 
 
@@ -64,9 +56,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-def fail(message: str, code: int = EXIT_USAGE) -> int:
-    """Print ``mu: message`` to stderr and return ``code``."""
-    print(f"mu: {message}", file=sys.stderr)
-    return code

@@ -9,7 +9,7 @@ import sys
 
 import trio
 
-from node.cli import EXIT_OK, EXIT_USAGE, fail
+from node.cli.exit_codes import EXIT_OK, EXIT_USAGE, fail
 from node.runtime.config import resolve_data_dir
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from node.cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, fail
-from node.cli.ledger import open_existing_ledger
+from node.cli.exit_codes import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, fail
+from node.cli.local_backend import NO_LEDGER, open_existing_ledger
+from node.runtime.config import resolve_data_dir
+from protocol.payments.vocabulary import ChannelStatus, Role
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -27,9 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_list(args: argparse.Namespace) -> int:
-    ledger = open_existing_ledger(args.data_dir)
+    ledger = open_existing_ledger(resolve_data_dir(args.data_dir))
     if ledger is None:
-        return fail("no ledger in this data dir (has `mu node` run here?)", EXIT_NOT_FOUND)
+        return fail(NO_LEDGER, EXIT_NOT_FOUND)
     with ledger:
         channels = ledger.export()["channels"]
     if args.json:
@@ -44,19 +46,19 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_close(args: argparse.Namespace) -> int:
-    ledger = open_existing_ledger(args.data_dir)
+    ledger = open_existing_ledger(resolve_data_dir(args.data_dir))
     if ledger is None:
-        return fail("no ledger in this data dir (has `mu node` run here?)", EXIT_NOT_FOUND)
+        return fail(NO_LEDGER, EXIT_NOT_FOUND)
     with ledger:
         record = ledger.channel(args.channel_id)
         if record is None:
             return fail(f"no channel {args.channel_id}", EXIT_NOT_FOUND)
-        if record.role != "payee":
+        if record.role != Role.PAYEE:
             return fail(f"only the payee can close {args.channel_id}; the node refunds it after height "
                         f"{record.expiry}", EXIT_USAGE)
-        if record.state != "open":
+        if record.state != ChannelStatus.OPEN:
             return fail(f"channel {args.channel_id} is already {record.state}", EXIT_USAGE)
-        ledger.set_channel_state(args.channel_id, "closing")
+        ledger.set_channel_state(args.channel_id, ChannelStatus.CLOSING)
     print(f"channel {args.channel_id} marked closing: the running node broadcasts its close "
           f"({record.total} sats) on its next settlement pass")
     return EXIT_OK

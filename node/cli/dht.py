@@ -1,8 +1,8 @@
 """``mu peers`` and ``mu dht lookup KEY``: inspect the routing table, run a lookup.
 
-``mu peers`` asks the running node for its live routing table
-(``GET /v1/peers``); when no node runs it reads the routing table the DHT
-saved in the data dir, and prints the same output.  ``mu dht lookup`` starts a
+``mu peers`` asks the data dir's backend (node/cli/backend.py): the running
+node's live routing table (``GET /v1/peers``), or when no node runs the
+table the DHT saved in the data dir; the output is the same.  ``mu dht lookup`` starts a
 short-lived DHT node from that table (plus any ``--bootstrap`` addresses),
 runs one iterative lookup, saves the table it learned, and exits.
 """
@@ -15,12 +15,11 @@ import sys
 
 import trio
 
-from node.cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, fail
-from node.cli.network import node_for_cli
+from node.cli.exit_codes import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, fail
+from node.cli.backend import open_backend
+from node.cli.results import BackendError, to_json
 from node.runtime.config import ConfigError, load_identity, resolve_data_dir
-from node.api.control import ControlError
-from node.dht import TABLE_FILE, load_table, open_dht
-from node.files.network import peers_report
+from node.dht import open_dht
 from protocol.kademlia import Contact, distance
 
 #: Seconds ``mu dht lookup`` waits for bootstrap and lookup together, by default.
@@ -51,31 +50,18 @@ def _contact_json(c: Contact, key: bytes | None = None) -> dict[str, object]:
 
 
 def run_peers(args: argparse.Namespace) -> int:
-    client = node_for_cli(args.data_dir)
-    if client is not None:
-        try:
-            report = trio.run(client.call, "GET", "peers")
-        except ControlError as exc:
-            return fail(exc.message)
-    else:
-        data_dir = resolve_data_dir(args.data_dir)
-        try:
-            identity = load_identity(data_dir, create=False)
-        except ConfigError as exc:
-            return fail(str(exc))
-        if not (data_dir / TABLE_FILE).exists():
-            return fail(f"no saved routing table in {data_dir}: run `mu dht lookup` or the node first", EXIT_NOT_FOUND)
-        contacts = load_table(data_dir, identity.node_id)
-        report = peers_report(identity.node_id, ((c, None) for c in contacts), live=False)
+    try:
+        report = open_backend(args.data_dir).peers()
+    except BackendError as exc:
+        return fail(exc.message, exc.exit_code)
     if args.json:
-        print(json.dumps(report))
+        print(to_json(report))
         return EXIT_OK
-    peers = report["peers"]
-    print(f"node id: {report['node_id']}  ({len(peers)} peers)")
-    for p in peers:
-        kind = "mu" if p["mu"] else "kademlia"
-        seen = f"  seen {p['seen_ago_s']:.0f}s ago" if p["seen_ago_s"] is not None else ""
-        print(f"{p['node_id']}  {p['host']}:{p['port']}  {kind}{seen}")
+    print(f"node id: {report.node_id}  ({len(report.peers)} peers)")
+    for p in report.peers:
+        kind = "mu" if p.mu else "kademlia"
+        seen = f"  seen {p.seen_ago_s:.0f}s ago" if p.seen_ago_s is not None else ""
+        print(f"{p.node_id}  {p.host}:{p.port}  {kind}{seen}")
     return EXIT_OK
 
 

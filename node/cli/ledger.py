@@ -1,8 +1,8 @@
 """``mu earnings`` and ``mu ledger``: read the node's payment ledger.
 
-``mu earnings`` asks the running node (``GET /v1/earnings``, computed from
-its open ledger) and, when no node runs, opens the ledger itself; the
-output is the same either way.  ``mu ledger`` opens the ledger read-mostly
+``mu earnings`` asks the data dir's backend (node/cli/backend.py): the
+running node (``GET /v1/earnings``, from its open ledger) or, when no node
+runs, the ledger file; the output is the same either way.  ``mu ledger`` opens the ledger read-mostly
 (SQLite WAL lets it read beside the node's writer).  Amounts are int sats.
 """
 
@@ -11,13 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 
-import trio
-
-from node.cli import EXIT_NOT_FOUND, EXIT_OK, fail
-from node.cli.network import node_for_cli
+from node.cli.exit_codes import EXIT_NOT_FOUND, EXIT_OK, fail
+from node.cli.backend import open_backend
+from node.cli.local_backend import NO_LEDGER, open_existing_ledger
+from node.cli.results import BackendError, to_json
 from node.runtime.config import resolve_data_dir
-from node.api.control import ControlError
-from node.ledger import LEDGER_FILE, Ledger
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -30,47 +28,33 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run_ledger)
 
 
-def open_existing_ledger(data_dir_option: str | None) -> Ledger | None:
-    """The data dir's ledger, or None when the node never ran there."""
-    path = resolve_data_dir(data_dir_option) / LEDGER_FILE
-    return Ledger.open(path) if path.exists() else None
-
-
 def run_earnings(args: argparse.Namespace) -> int:
-    client = node_for_cli(args.data_dir)
-    if client is not None:
-        try:
-            report = trio.run(client.call, "GET", "earnings")
-        except ControlError as exc:
-            return fail(exc.message)
-    else:
-        ledger = open_existing_ledger(args.data_dir)
-        if ledger is None:
-            return fail("no ledger in this data dir (has `mu node` run here?)", EXIT_NOT_FOUND)
-        with ledger:
-            report = ledger.earnings()
+    try:
+        report = open_backend(args.data_dir).earnings()
+    except BackendError as exc:
+        return fail(exc.message, exc.exit_code)
     if args.json:
-        print(json.dumps(report, indent=2, sort_keys=True))
+        print(to_json(report, indent=2))
         return EXIT_OK
-    print(f"earned:  {report['earned']} sats")
-    print(f"pending: {report['pending']} sats in open channels")
-    print(f"settled: {report['settled']} sats on chain")
-    print(f"spent:   {report['spent']} sats")
-    if report["per_peer"]:
+    print(f"earned:  {report.earned} sats")
+    print(f"pending: {report.pending} sats in open channels")
+    print(f"settled: {report.settled} sats on chain")
+    print(f"spent:   {report.spent} sats")
+    if report.per_peer:
         print("\nper peer                                   earned   pending   settled     spent")
-        for peer, row in report["per_peer"].items():
-            print(f"{peer}  {row['earned']:>8} {row['pending']:>9} {row['settled']:>9} {row['spent']:>9}")
-    if report["per_day"]:
+        for peer, row in report.per_peer.items():
+            print(f"{peer}  {row.earned:>8} {row.pending:>9} {row.settled:>9} {row.spent:>9}")
+    if report.per_day:
         print("\nper day (UTC)   earned")
-        for day, amount in report["per_day"].items():
+        for day, amount in report.per_day.items():
             print(f"{day}  {amount:>8}")
     return EXIT_OK
 
 
 def run_ledger(args: argparse.Namespace) -> int:
-    ledger = open_existing_ledger(args.data_dir)
+    ledger = open_existing_ledger(resolve_data_dir(args.data_dir))
     if ledger is None:
-        return fail("no ledger in this data dir (has `mu node` run here?)", EXIT_NOT_FOUND)
+        return fail(NO_LEDGER, EXIT_NOT_FOUND)
     with ledger:
         dump = ledger.export()
     if args.json:

@@ -14,61 +14,45 @@ from pathlib import Path
 
 import trio
 
-from node.cli import EXIT_OK, EXIT_USAGE, fail
+from node.cli.config import add_settings_arguments, settings_from_args
+from node.cli.exit_codes import EXIT_OK, EXIT_USAGE, fail
 from node.runtime.config import resolve_data_dir
 from node.runtime.daemon import NodeConfig, open_node
 from node.bitcoin.rpc import RPCError, RPCTransportError
-from node.store.retention import DEFAULT_GC_PERIOD
-from node.exchange.settlement import DEFAULT_POLL_SECONDS, DEFAULT_SETTLE_THRESHOLD, SettlementConfig
-
-DEFAULT_CHAIN_RPC = "http://127.0.0.1:18443/"
+from node.exchange.settlement import SettlementConfig
+from node.runtime.settings import EffectiveSettings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("node", help="run the node: serve chunks for sats, settle on chain")
-    p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to listen on (port 0: any free port)")
-    p.add_argument("--chain-rpc", default=DEFAULT_CHAIN_RPC, help="Bitcoin Core JSON-RPC URL (mu chain or bitcoind)")
-    p.add_argument("--chain-cookie", default=None, help="RPC cookie file (default: <data-dir>/chain/.cookie)")
-    p.add_argument("--price-get", type=int, default=100, help="sats per MiB served (default 100)")
-    p.add_argument("--price-put", type=int, default=300, help="sats per MiB stored (default 300)")
-    p.add_argument("--retention", type=int, default=30 * 86_400, help="seconds a paid PUT is kept")
-    p.add_argument("--free-allowance", type=int, default=1_000, help="sats of service per peer before payment")
-    p.add_argument("--min-capacity", type=int, default=10_000, help="smallest channel accepted, sats")
-    p.add_argument("--expiry-window", type=int, default=36, help="blocks a channel must have left at open")
-    p.add_argument("--min-confirmations", type=int, default=1, help="confirmations a funding output needs")
-    p.add_argument("--fee-rate", type=int, default=2, help="sat/vB for channel closes and wallet spends")
-    p.add_argument("--quota", type=int, default=None, help="most bytes of chunks to store")
-    p.add_argument("--settle-threshold", type=int, default=DEFAULT_SETTLE_THRESHOLD,
-                   help="close a channel once it holds this many sats")
-    p.add_argument("--settle-poll", type=float, default=DEFAULT_POLL_SECONDS, help="seconds between watcher passes")
-    p.add_argument("--dht-port", type=int, default=0, help="UDP port of the DHT (default 0: any free port)")
-    p.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT",
-                   help="a DHT node to join through (repeatable)")
-    p.add_argument("--gc-period", type=float, default=DEFAULT_GC_PERIOD,
-                   help="seconds between passes deleting chunks whose paid retention ran out")
+    p = sub.add_parser("node", help="run the node: serve chunks for sats, settle on chain",
+                       description="Run the node. Each setting comes from its flag, else the data dir's "
+                                   "config.toml, else its default (see `mu config show`).")
+    add_settings_arguments(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     p.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace) -> NodeConfig:
-    data_dir = resolve_data_dir(args.data_dir)
-    host, sep, port = args.listen.rpartition(":")
+def _address(text: str, origin: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit():
-        raise ValueError(f"--listen must be HOST:PORT, got {args.listen!r}")
-    cookie = Path(args.chain_cookie) if args.chain_cookie else data_dir / "chain" / ".cookie"
-    bootstrap = []
-    for item in args.bootstrap:
-        b_host, b_sep, b_port = item.rpartition(":")
-        if not b_sep or not b_port.isdigit():
-            raise ValueError(f"--bootstrap must be HOST:PORT, got {item!r}")
-        bootstrap.append((b_host, int(b_port)))
+        raise ValueError(f"{origin} must be HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def config_from_settings(data_dir: Path, effective: EffectiveSettings) -> NodeConfig:
+    """The node's configuration from its effective settings; ValueError names a malformed one."""
+    s = effective.settings
+    host, port = _address(s.listen, effective.origin("listen"))
+    cookie = Path(s.chain_cookie) if s.chain_cookie else data_dir / "chain" / ".cookie"
+    bootstrap = tuple(_address(item, effective.origin("bootstrap")) for item in s.bootstrap)
     return NodeConfig(
-        data_dir=data_dir, chain_rpc=args.chain_rpc, chain_cookie=cookie, listen_host=host, listen_port=int(port),
-        price_per_mib_get=args.price_get, price_per_mib_put=args.price_put, retention_seconds=args.retention,
-        free_allowance=args.free_allowance, min_capacity=args.min_capacity, expiry_window=args.expiry_window,
-        min_confirmations=args.min_confirmations, fee_rate=args.fee_rate, quota_bytes=args.quota,
-        settlement=SettlementConfig(settle_threshold=args.settle_threshold, poll_seconds=args.settle_poll),
-        dht_port=args.dht_port, bootstrap=tuple(bootstrap), gc_period=args.gc_period,
+        data_dir=data_dir, chain_rpc=s.chain_rpc, chain_cookie=cookie, listen_host=host, listen_port=port,
+        price_per_mib_get=s.price_get, price_per_mib_put=s.price_put, retention_seconds=s.retention,
+        free_allowance=s.free_allowance, min_capacity=s.min_capacity, expiry_window=s.expiry_window,
+        min_confirmations=s.min_confirmations, fee_rate=s.fee_rate, quota_bytes=s.quota,
+        max_price_per_mib_get=s.max_price_get, max_price_per_mib_put=s.max_price_put,
+        settlement=SettlementConfig(settle_threshold=s.settle_threshold, poll_seconds=s.settle_poll),
+        dht_port=s.dht_port, bootstrap=bootstrap, gc_period=s.gc_period,
     )
 
 
@@ -87,13 +71,13 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        config = config_from_args(args)
-    except ValueError as exc:
+        config = config_from_settings(resolve_data_dir(args.data_dir), settings_from_args(args))
+    except ValueError as exc:  # ConfigError is a ValueError too
         return fail(str(exc), EXIT_USAGE)
     try:
         trio.run(serve, config)
     except (RPCTransportError, RPCError) as exc:
         return fail(f"chain backend {config.chain_rpc}: {exc}", EXIT_USAGE)
     except OSError as exc:
-        return fail(f"cannot listen on {args.listen}: {exc}", EXIT_USAGE)
+        return fail(f"cannot listen on {config.listen_host}:{config.listen_port}: {exc}", EXIT_USAGE)
     return EXIT_OK

@@ -14,7 +14,7 @@ import json
 import time
 from datetime import datetime, timezone
 
-from node.cli import EXIT_INTEGRITY, EXIT_OK, fail
+from node.cli.exit_codes import EXIT_INTEGRITY, EXIT_OK, fail
 from node.runtime.config import resolve_data_dir
 from node.store.retention import collect_once
 from node.store import STORE_DIR, ChunkCorrupt, ChunkNotFound, ChunkStore, StoreError

@@ -1,4 +1,8 @@
-"""``mu wallet address|balance|send ADDRESS SATS|faucet BLOCKS`` (``specs/chain.md`` §7)."""
+"""``mu wallet address|balance|send ADDRESS SATS|faucet BLOCKS`` (``specs/chain.md`` §7).
+
+Spends use the ``fee_rate`` setting (``--fee-rate``, else the data dir's
+config.toml, else the default), as the node's channel closes do.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ from pathlib import Path
 
 import trio
 
-from node.cli import EXIT_OK, EXIT_USAGE, fail
+from node.cli.exit_codes import EXIT_OK, EXIT_USAGE, fail
 from node.runtime.config import resolve_data_dir
+from node.runtime.settings import DEFAULTS, effective_settings
 from node.bitcoin.rpc import RPCClient, RPCError, RPCTransportError
 
 
@@ -19,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rpc-cookie", default=None, help="cookie file for --rpc-url")
     parser.add_argument("--rpc-user", default=None)
     parser.add_argument("--rpc-password", default=None)
-    parser.add_argument("--fee-rate", type=int, default=None, help="fee rate in sat/vB (default 2)")
+    parser.add_argument("--fee-rate", type=int, default=None,
+                        help=f"fee rate in sat/vB (default: config.toml's fee_rate, else {DEFAULTS.fee_rate})")
     sub = parser.add_subparsers(dest="wallet_command", metavar="ACTION", required=True)
     sub.add_parser("address", help="print the receive address")
     sub.add_parser("balance", help="print the spendable balance in satoshis")
@@ -45,11 +51,12 @@ def _client(args: argparse.Namespace, data_dir: Path) -> RPCClient:
 
 
 async def _main(args: argparse.Namespace) -> str:
-    from node.bitcoin.wallet import DEFAULT_FEE_RATE, Wallet
+    from node.bitcoin.wallet import Wallet
 
     data_dir = resolve_data_dir(args.data_dir)
+    fee_rate = effective_settings(data_dir, {"fee_rate": args.fee_rate}).settings.fee_rate
     async with _client(args, data_dir) as rpc:
-        wallet = await Wallet.open(data_dir, rpc, fee_rate=args.fee_rate or DEFAULT_FEE_RATE)
+        wallet = await Wallet.open(data_dir, rpc, fee_rate=fee_rate)
         action = args.wallet_command
         if action == "address":
             return wallet.address()

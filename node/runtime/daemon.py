@@ -25,12 +25,13 @@ from pathlib import Path
 import trio
 
 from node.runtime.config import load_identity, write_secret_file
+from node.runtime.settings import DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULTS
 from node.api.control import ControlServer
 from node.dht import ContactInfo, DhtNode, open_dht
 from node.files.locate import PeerDialer
 from node.files.network import NetworkService, register_report_routes
 from node.exchange.paying import PaidPeers
-from node.store.retention import DEFAULT_GC_PERIOD, GarbageCollector
+from node.store.retention import GarbageCollector
 from node.exchange import ChainView, PaidChunkServer, PayeeBook, Payer
 from node.ledger import LEDGER_FILE, Ledger
 from node.bitcoin.rpc import RPCClient
@@ -51,28 +52,28 @@ PAYER_KEY_INDEX = 2  # signs our own channel payments
 
 @dataclass(slots=True)
 class NodeConfig:
-    """Everything ``mu node`` takes from its command line (defaults in specs/payments.md)."""
+    """Everything ``mu node`` runs with; the defaults are ``NodeSettings``' (node/runtime/settings.py)."""
 
     data_dir: Path
     chain_rpc: str
     chain_cookie: Path | None = None
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 0
-    price_per_mib_get: int = 100
-    price_per_mib_put: int = 300
-    retention_seconds: int = 30 * 86_400
-    free_allowance: int = 1_000
-    min_capacity: int = 10_000
-    expiry_window: int = 36
-    min_confirmations: int = 1
-    fee_rate: int = 2
-    quota_bytes: int | None = None
-    max_price_per_mib_get: int = 1_000
-    max_price_per_mib_put: int = 3_000
+    listen_host: str = DEFAULT_LISTEN_HOST
+    listen_port: int = DEFAULT_LISTEN_PORT
+    price_per_mib_get: int = DEFAULTS.price_get
+    price_per_mib_put: int = DEFAULTS.price_put
+    retention_seconds: int = DEFAULTS.retention
+    free_allowance: int = DEFAULTS.free_allowance
+    min_capacity: int = DEFAULTS.min_capacity
+    expiry_window: int = DEFAULTS.expiry_window
+    min_confirmations: int = DEFAULTS.min_confirmations
+    fee_rate: int = DEFAULTS.fee_rate
+    quota_bytes: int | None = DEFAULTS.quota
+    max_price_per_mib_get: int = DEFAULTS.max_price_get
+    max_price_per_mib_put: int = DEFAULTS.max_price_put
     settlement: SettlementConfig = field(default_factory=SettlementConfig)
-    dht_port: int = 0
+    dht_port: int = DEFAULTS.dht_port
     bootstrap: tuple[tuple[str, int], ...] = ()
-    gc_period: float = DEFAULT_GC_PERIOD
+    gc_period: float = DEFAULTS.gc_period
 
 
 @dataclass(slots=True)
@@ -98,15 +99,6 @@ class Node:
 def write_node_info(data_dir: Path, info: dict[str, object]) -> None:
     """Write ``node.json`` atomically (readers never see half a file)."""
     write_secret_file(data_dir / NODE_INFO_FILE, json.dumps(info, sort_keys=True).encode())
-
-
-def read_node_info(data_dir: Path) -> dict[str, object] | None:
-    """The running node's ``node.json``, or None."""
-    path = data_dir / NODE_INFO_FILE
-    try:
-        return json.loads(path.read_text())  # type: ignore[no-any-return]
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 @asynccontextmanager

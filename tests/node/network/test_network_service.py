@@ -15,8 +15,9 @@ import pytest
 import trio
 
 from node.cli import EXIT_NOT_FOUND, main
-from node.cli.network import get_via_node, running_node
-from node.api.control import ControlServer
+from node.api.control import ControlClient, ControlServer
+from node.cli.remote_backend import RemoteBackend
+from node.cli.results import BackendError
 from node.files.network import NetworkService
 from protocol.chunks import Link
 from tests.helpers.network import Node, network
@@ -75,11 +76,11 @@ async def test_add_pin_get_through_the_cli(tmp_path: Path, capsys: pytest.Captur
 
             # a link for a file nobody has: not found, exit code 2, nothing written
             missing = str(Link(root=os.urandom(32), key=Link.parse(link).key))
-            getter_client = running_node(str(getter.data_dir))
-            code = await trio.to_thread.run_sync(
-                lambda: get_via_node(getter_client, missing, tmp_path / "none", max_price=0, as_json=True,
-                                     quiet=True))
-            assert code == EXIT_NOT_FOUND
+            getter_backend = RemoteBackend(ControlClient.from_data_dir(getter.data_dir))
+            with pytest.raises(BackendError) as not_found:
+                await trio.to_thread.run_sync(
+                    lambda: getter_backend.get(Link.parse(missing), tmp_path / "none", max_price=0))
+            assert not_found.value.exit_code == EXIT_NOT_FOUND
             assert not (tmp_path / "none").exists()
             nursery.cancel_scope.cancel()
     # with the node gone (its port file left behind as after a crash), `mu add` works locally again

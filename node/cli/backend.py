@@ -1,0 +1,80 @@
+"""One interface for the CLI commands that run with or without a node (specs/network.md §6 Control API).
+
+:func:`open_backend` chooses once: a :class:`RemoteBackend` when a node
+runs on the data dir and answers its control API (specs/network.md §6
+Control API), else a :class:`LocalBackend` on the data dir's files.  The
+commands call the backend and print its results; they never ask which one
+they got.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from node.api.control import ControlClient, ControlError, NodeNotRunning
+from node.cli.local_backend import LocalBackend
+from node.cli.remote_backend import RemoteBackend
+from node.cli.results import (
+    AddResult,
+    Earnings,
+    GetResult,
+    NodeStatus,
+    OnProgress,
+    PeersReport,
+    PinResult,
+)
+from node.runtime.config import resolve_data_dir
+from protocol.chunks import Link
+
+
+class Backend(Protocol):
+    """What the CLI asks of the data dir, whoever answers.  Failures raise ``BackendError``."""
+
+    def add(self, path: Path, *, convergent: bool, chunk_size: int, name: str | None,
+            on_progress: OnProgress | None = None) -> AddResult:
+        """Encrypt ``path`` into the store (and, through a node, replicate it); return its link."""
+        ...
+
+    def get(self, link: Link, output: Path | None, *, max_price: int | None = None,
+            on_progress: OnProgress | None = None) -> GetResult:
+        """Decrypt ``link`` into ``output``; with ``output`` None verify its ciphertext chunks only."""
+        ...
+
+    def pin(self, link: str, *, max_price: int | None = None, on_progress: OnProgress | None = None) -> PinResult:
+        """Make the node fetch, keep and announce the file (a node is needed)."""
+        ...
+
+    def status(self) -> NodeStatus:
+        """The running node's status (a node is needed)."""
+        ...
+
+    def peers(self) -> PeersReport:
+        """The DHT routing table: the node's live one, or the one saved in the data dir."""
+        ...
+
+    def earnings(self) -> Earnings:
+        """Sats earned, pending, settled and spent, from the ledger."""
+        ...
+
+
+def answering_node(data_dir: Path) -> ControlClient | None:
+    """The client of a node that runs on ``data_dir`` and answers, or None.
+
+    A port file left by a node that was killed does not count: the node must answer ``status``.
+    """
+    try:
+        client = ControlClient.from_data_dir(data_dir)
+        trio.run(client.call, "GET", "status")
+    except (NodeNotRunning, ControlError):
+        return None
+    return client
+
+
+def open_backend(data_dir_option: str | None) -> Backend:
+    """The backend for the data dir chosen by ``--data-dir`` (see ``resolve_data_dir``)."""
+    data_dir = resolve_data_dir(data_dir_option)
+    client = answering_node(data_dir)
+    return RemoteBackend(client) if client is not None else LocalBackend(data_dir)

@@ -1,0 +1,159 @@
+"""The CLI backend with no node running: the data dir's store, ledger and saved DHT table.
+
+``mu add`` and ``mu get`` work on the local chunk store (README "Adding and
+getting files"), ``mu peers`` reads the routing table the DHT saved, ``mu
+earnings`` opens the ledger (SQLite WAL lets it read beside a writer).
+``mu status`` and ``mu pin`` need a node and say so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from node.cli.exit_codes import EXIT_INTEGRITY, EXIT_NOT_FOUND, EXIT_USAGE
+from node.cli.results import (
+    AddResult,
+    BackendError,
+    Decrypted,
+    Earnings,
+    GetResult,
+    NodeStatus,
+    OnProgress,
+    PeersReport,
+    PinResult,
+    ProgressEvent,
+    RawVerified,
+    Stage,
+    StoredLocally,
+    earnings_from_json,
+    peers_from_json,
+)
+from node.dht import TABLE_FILE, load_table
+from node.files.local import add_file, get_file, load_convergence_secret
+from node.files.network import peers_report
+from node.ledger import LEDGER_FILE, Ledger
+from node.runtime.config import ConfigError, load_identity
+from node.store import STORE_DIR, ChunkCorrupt, ChunkNotFound, ChunkStore, StoreError
+from protocol.chunks import FileDecoder, IntegrityError, Link, LocalChunkError, RawWalker
+
+NO_LEDGER = "no ledger in this data dir (has `mu node` run here?)"
+
+
+def open_existing_ledger(data_dir: Path) -> Ledger | None:
+    """The data dir's ledger, or None when the node never ran there."""
+    path = data_dir / LEDGER_FILE
+    return Ledger.open(path) if path.exists() else None
+
+
+class _ByteCounter:
+    """Turns the store's "n more bytes" callbacks into cumulative progress events."""
+
+    def __init__(self, stage: Stage, total: int | None, on_progress: OnProgress | None) -> None:
+        self.stage = stage
+        self.total = total
+        self.done = 0
+        self.on_progress = on_progress
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.on_progress is not None:
+            self.on_progress(ProgressEvent(stage=self.stage, bytes_done=self.done, bytes_total=self.total))
+
+
+class LocalBackend:
+    """Serves the CLI from the files of ``data_dir``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+
+    def _store(self) -> ChunkStore:
+        return ChunkStore(self.data_dir / STORE_DIR)
+
+    def add(self, path: Path, *, convergent: bool, chunk_size: int, name: str | None,
+            on_progress: OnProgress | None = None) -> AddResult:
+        try:
+            secret = load_convergence_secret(self.data_dir) if convergent else None
+            counter = _ByteCounter(Stage.ENCRYPTING, path.stat().st_size, on_progress)
+            with self._store() as store:
+                added = add_file(store, path, convergence_secret=secret, chunk_size=chunk_size, name=name,
+                                 progress=counter)
+        except LocalChunkError as exc:
+            raise BackendError(str(exc)) from None
+        except (StoreError, OSError, ValueError) as exc:
+            raise BackendError(f"add failed: {exc}") from None
+        return AddResult(link=str(added.link), root=added.link.root_text, size=added.size, chunks=added.chunks,
+                         stored=StoredLocally(new_chunks=added.new_chunks, name=added.name,
+                                              media_type=added.media_type, convergent=convergent))
+
+    def get(self, link: Link, output: Path | None, *, max_price: int | None = None,
+            on_progress: OnProgress | None = None) -> GetResult:
+        """Decrypt ``link`` into ``output``; with ``output`` None, verify its ciphertext chunks (``--raw``).
+
+        ``max_price`` is for the network; the local store charges nothing.
+        """
+        if output is None:
+            return self._verify_raw(link)
+        try:
+            with self._store() as store:
+                counter = _ByteCounter(Stage.DECRYPTING, _size_hint(store, link), on_progress)
+                got = get_file(store, link, output, progress=counter)
+        except ChunkNotFound as exc:
+            raise BackendError(f"{exc} (the file is not complete in the local store)", EXIT_NOT_FOUND) from None
+        except (IntegrityError, ChunkCorrupt) as exc:
+            raise BackendError(f"integrity failure: {exc}", EXIT_INTEGRITY) from None
+        except (StoreError, OSError) as exc:
+            raise BackendError(f"get failed: {exc}") from None
+        return GetResult(size=got.size, path=str(got.path), root=link.root_text,
+                         decrypted=Decrypted(chunks=got.chunks, name=got.name, media_type=got.media_type))
+
+    def _verify_raw(self, link: Link) -> GetResult:
+        """Walk and check the chunks already in the store by the bare root (specs/chunks.md §6.5 Verify cap)."""
+        walker = RawWalker(link.root)
+        try:
+            with self._store() as store:
+                while (address := walker.next_address()) is not None:
+                    walker.feed(store.get(address))
+        except ChunkNotFound as exc:
+            raise BackendError(f"{exc} (the file is not complete in the local store; run a node to fetch it)",
+                               EXIT_NOT_FOUND) from None
+        except (IntegrityError, ChunkCorrupt) as exc:
+            raise BackendError(f"integrity failure: {exc}", EXIT_INTEGRITY) from None
+        except (StoreError, OSError) as exc:
+            raise BackendError(f"get failed: {exc}") from None
+        return GetResult(size=walker.stored_bytes, root=link.root_text,
+                         verified=RawVerified(chunks=walker.chunks, data_chunks=walker.data_chunks))
+
+    def pin(self, link: str, *, max_price: int | None = None, on_progress: OnProgress | None = None) -> PinResult:
+        raise BackendError("no node is running (start one with `mu node`)", EXIT_USAGE)
+
+    def status(self) -> NodeStatus:
+        raise BackendError(f"no node is running with data dir {self.data_dir} (start one with `mu node`)", EXIT_USAGE)
+
+    def peers(self) -> PeersReport:
+        try:
+            identity = load_identity(self.data_dir, create=False)
+        except ConfigError as exc:
+            raise BackendError(str(exc)) from None
+        if not (self.data_dir / TABLE_FILE).exists():
+            raise BackendError(f"no saved routing table in {self.data_dir}: run `mu dht lookup` or the node first",
+                               EXIT_NOT_FOUND)
+        contacts = load_table(self.data_dir, identity.node_id)
+        return peers_from_json(peers_report(identity.node_id, ((c, None) for c in contacts), live=False))
+
+    def earnings(self) -> Earnings:
+        ledger = open_existing_ledger(self.data_dir)
+        if ledger is None:
+            raise BackendError(NO_LEDGER, EXIT_NOT_FOUND)
+        with ledger:
+            return earnings_from_json(ledger.earnings())
+
+
+def _size_hint(store: ChunkStore, link: Link) -> int | None:
+    """The file size for the progress display: decrypts the root chunk once; None if that fails."""
+    decoder = FileDecoder.from_link(link)
+    try:
+        decoder.feed(store.get(link.root, verify=False))
+    except (StoreError, IntegrityError):
+        return None
+    manifest = decoder.manifest
+    return manifest.size if manifest is not None else None

@@ -1,0 +1,163 @@
+"""The node's settings: defaults, ``config.toml`` in the data dir, command-line flags (README "Configuration").
+
+Every default is defined once, in :class:`NodeSettings`.  The data dir's
+``config.toml`` overrides the defaults and ``mu node``'s flags override the
+file; :func:`effective_settings` merges the three and remembers where each
+value came from (``mu config show`` prints it).  The file holds flat
+``key = value`` lines whose keys are the field names below; an unknown key
+or a value of the wrong type is a :class:`ConfigError` naming the key and
+the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+
+from node.bitcoin.wallet import DEFAULT_FEE_RATE
+from node.exchange.settlement import DEFAULT_POLL_SECONDS, DEFAULT_SETTLE_THRESHOLD
+from node.runtime.config import ConfigError
+from node.store.retention import DEFAULT_GC_PERIOD
+
+CONFIG_FILE = "config.toml"
+DEFAULT_LISTEN_HOST = "127.0.0.1"
+DEFAULT_LISTEN_PORT = 0  # any free port
+DEFAULT_CHAIN_RPC = "http://127.0.0.1:18443/"  # `mu chain`'s default RPC port (specs/chain.md)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class NodeSettings:
+    """What ``mu node`` can be told, with its defaults (prices and limits: specs/payments.md §3 Terms)."""
+
+    listen: str = f"{DEFAULT_LISTEN_HOST}:{DEFAULT_LISTEN_PORT}"
+    chain_rpc: str = DEFAULT_CHAIN_RPC
+    chain_cookie: str | None = None  # None: <data-dir>/chain/.cookie
+    price_get: int = 100  # sats per MiB served
+    price_put: int = 300  # sats per MiB stored
+    max_price_get: int = 1_000  # most sats per MiB we pay for a GET
+    max_price_put: int = 3_000  # most sats per MiB we pay for a PUT
+    retention: int = 30 * 86_400  # seconds a paid PUT is kept
+    free_allowance: int = 1_000  # sats of service per peer before payment
+    min_capacity: int = 10_000  # smallest channel accepted, sats
+    expiry_window: int = 36  # blocks a channel must have left at open
+    min_confirmations: int = 1
+    fee_rate: int = DEFAULT_FEE_RATE  # sat/vB, for channel closes and wallet spends
+    quota: int | None = None  # most bytes of chunks to store; None: no limit
+    settle_threshold: int = DEFAULT_SETTLE_THRESHOLD
+    settle_poll: float = DEFAULT_POLL_SECONDS
+    dht_port: int = 0  # any free port
+    bootstrap: tuple[str, ...] = ()  # HOST:PORT of DHT nodes to join through
+    gc_period: float = DEFAULT_GC_PERIOD
+
+
+DEFAULTS = NodeSettings()
+SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(NodeSettings))
+
+
+class Source(StrEnum):
+    """Where an effective setting came from."""
+
+    DEFAULT = "default"
+    FILE = "file"
+    FLAG = "flag"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class EffectiveSettings:
+    settings: NodeSettings
+    sources: Mapping[str, Source]
+    file: Path  # the config file that was (or would have been) read
+
+    def origin(self, name: str) -> str:
+        """How to name a setting in an error: the flag, the file's key, or the default."""
+        source = self.sources[name]
+        if source is Source.FLAG:
+            return "--" + name.replace("_", "-")
+        if source is Source.FILE:
+            return f"{name} in {self.file}"
+        return f"the default {name}"
+
+
+_HINTS = typing.get_type_hints(NodeSettings)
+
+
+def _kind(name: str) -> tuple[type, str]:
+    """The type setting ``name``'s values must have (int, float, str or tuple), and how to say it."""
+    hint = _HINTS[name]
+    if isinstance(hint, types.UnionType):  # `int | None`: the file and flags give the int, or nothing
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    if hint is int:
+        return int, "an integer"
+    if hint is float:
+        return float, "a number"
+    if hint is str:
+        return str, "a string"
+    return tuple, "a list of strings"
+
+
+def setting_type(name: str) -> type:
+    """int, float, str or tuple: what setting ``name`` holds (tuple: of strings)."""
+    return _kind(name)[0]
+
+
+def coerce(name: str, value: object) -> object:
+    """``value`` as setting ``name`` holds it; ValueError saying what was expected."""
+    kind, described = _kind(name)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, str):
+        return value
+    if kind is tuple and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError(f"{name} must be {described}, got {value!r}")
+
+
+def read_config_file(path: Path) -> dict[str, object]:
+    """The settings in ``path`` (none if it does not exist).
+
+    Raises:
+        ConfigError: the file is not TOML, has a key that is not a setting,
+            or a value of the wrong type; the message names the file and key.
+    """
+    try:
+        with path.open("rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    values: dict[str, object] = {}
+    for name, value in raw.items():
+        if name not in SETTING_NAMES:
+            raise ConfigError(f"{path}: unknown key {name!r} (known keys: {', '.join(SETTING_NAMES)})")
+        try:
+            values[name] = coerce(name, value)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    return values
+
+
+def effective_settings(data_dir: Path, flags: Mapping[str, object | None]) -> EffectiveSettings:
+    """Defaults, overridden by the data dir's ``config.toml``, overridden by the flags that were given.
+
+    ``flags`` maps setting names to the command line's values; None means not given.
+    """
+    path = data_dir / CONFIG_FILE
+    values: dict[str, object] = {}
+    sources = {name: Source.DEFAULT for name in SETTING_NAMES}
+    for name, value in read_config_file(path).items():
+        values[name] = value
+        sources[name] = Source.FILE
+    for name, value in flags.items():
+        if value is not None:
+            values[name] = coerce(name, value)
+            sources[name] = Source.FLAG
+    settings = dataclasses.replace(DEFAULTS, **values)  # type: ignore[arg-type]
+    return EffectiveSettings(settings=settings, sources=sources, file=path)
