@@ -4,31 +4,34 @@ Layers, bottom up.  A layer imports only from the layers before it in
 this list (and from ``protocol``), never from one after it
 (tests/test_layout.py checks it):
 
-- ``runtime.config``: the data dir, its files and the TOML config.
+- ``runtime.config``: the data dir and its files.
 - ``store``: chunk files on disk, their index, pins and paid retention, the GC.
 - ``transport``: Noise sessions over TCP, frames, concurrent requests.
 - ``dht``: Kademlia over UDP: routing, lookups, provider and contact records.
 - ``ledger``: SQLite: channels, payments, settlements.
 - ``bitcoin``: the Bitcoin Core JSON-RPC client and the wallet.
 - ``chain``: ``mu chain``, the embedded regtest chain (libbitcoinkernel).
+- ``api``: the control API's HTTP server and client; the services above
+  it register their routes on the server.
 - ``exchange``: paid chunk exchange: the payer and the payee (I/O around
   ``protocol.payments``' per-channel machines), channels opened on demand
   (``paying``) and closed on chain (``settlement``).
 - ``files``: a user's files: encrypt into the store and back (``local``),
   push chunks to their hosts (``uploader``), pull them from many
-  (``fetcher``), find and dial hosts (``locate``), and the running node's
-  add / get / pin (``network``).
-- ``api``: the control API (HTTP) the CLI talks to.
+  (``fetcher``, free or paid sources), find and dial hosts (``locate``),
+  and the running node's add / get / pin routes (``network``).
+- ``runtime.settings``: every setting's default, ``config.toml``, flags.
 - ``runtime.daemon``: ``mu node``, every service above in one nursery.
 - ``cli``: the ``mu`` program.
 
-Where a chunk goes on ``mu add``: ``cli`` -> ``api`` -> ``files.network``
--> ``files.local`` (encrypted into ``store``) -> ``files.uploader`` ->
-``files.locate`` (``dht`` lookup) -> ``exchange.paying`` -> the payer ->
-``transport`` -> the host's ``exchange`` server (the payee charges, its
-``ledger`` records) -> the host's ``store``.
+Where a chunk goes on ``mu add``: ``cli`` -> ``api`` (to the running
+node) -> ``files.network`` -> ``files.local`` (encrypted into ``store``)
+-> ``files.uploader`` -> ``files.locate`` (a ``dht`` lookup) ->
+``exchange.paying`` -> the payer -> ``transport`` -> the host's
+``exchange`` server (the payee charges, its ``ledger`` records) -> the
+host's ``store``.
 
-Where a payment goes on ``mu get``: ``files.fetcher`` asks a chunk source
+Where a payment goes on ``mu get``: ``files.fetcher`` asks a paid source
 -> ``exchange.paying`` (a channel opened on demand through ``bitcoin``)
 -> the payer (``protocol.payments`` says what is owed; our ``ledger``
 records it) -> ``transport`` -> the host's payee (checks, records, then

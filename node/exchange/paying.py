@@ -17,7 +17,6 @@ import logging
 import trio
 
 from node.exchange import HostLink, Payer
-from node.files.fetcher import Fetched, SourceError, SourceGone, SourceLied
 from node.bitcoin.rpc import RPCClient
 from node.transport import BadChunk, RequestError, Session, TransportError
 from node.bitcoin.wallet import Wallet
@@ -29,6 +28,14 @@ DEFAULT_CHANNEL_CAPACITY = 2_000_000  # sats per channel opened on demand
 DEFAULT_EXPIRY_BLOCKS = 1_008  # about a week of blocks
 CONFIRM_TIMEOUT = 120.0  # seconds to wait for a funding output's confirmations
 CONFIRM_POLL = 0.25
+
+
+class PaidBadChunk(BadChunk):
+    """A host answered a paid GET with bytes that are not the chunk; ``paid`` sats went with the request."""
+
+    def __init__(self, message: str, paid: int) -> None:
+        super().__init__(message)
+        self.paid = paid
 
 
 class PaidPeers:
@@ -79,7 +86,7 @@ class PaidPeers:
         pays for the one before it (specs/payments.md §Accounting).
 
         Raises:
-            node.files.fetcher.SourceLied: the reply's bytes are not the chunk.
+            PaidBadChunk: the reply's bytes are not the chunk (``paid`` went with it).
         """
         link = await self.link(session)
         async with self._locks[link.host]:
@@ -93,7 +100,7 @@ class PaidPeers:
                 await self._open_channel(link)
                 return await self._once(link, kind, address, data), link.paid - before
             except BadChunk as exc:
-                raise SourceLied(str(exc), paid=link.paid - before) from None
+                raise PaidBadChunk(str(exc), paid=link.paid - before) from None
 
     async def _once(self, link: HostLink, kind: Kind, address: bytes, data: bytes | None) -> object:
         if kind is Kind.GET:
@@ -104,28 +111,3 @@ class PaidPeers:
     async def put(self, session: Session, address: bytes, data: bytes) -> None:
         """Store a chunk on the host, paying its storage price (for the uploader)."""
         await self.request(session, Kind.PUT, address, data)
-
-    async def source(self, session: Session) -> PaidSource:
-        """A fetcher source for the host (raises PriceTooHigh above our maximum)."""
-        link = await self.link(session)
-        return PaidSource(self, session, link.terms.price_per_mib_get)
-
-
-class PaidSource:
-    """A :class:`node.files.fetcher.ChunkSource` that pays per chunk through :class:`PaidPeers`."""
-
-    def __init__(self, peers: PaidPeers, session: Session, price_per_mib: int) -> None:
-        self.peers = peers
-        self.session = session
-        self.host_id = session.peer_node_id
-        self.price_per_mib = price_per_mib
-
-    async def get_chunk(self, address: bytes) -> Fetched:
-        try:
-            data, paid = await self.peers.request(self.session, Kind.GET, address)
-        except (RequestError, PaymentError, PriceTooHigh) as exc:
-            raise SourceError(str(exc)) from None
-        except TransportError as exc:
-            raise SourceGone(str(exc)) from None
-        assert isinstance(data, (bytes, bytearray, memoryview))  # the transport's receive buffer
-        return Fetched(data, paid, verified=True)  # type: ignore[arg-type]  # the transport hashed it

@@ -32,9 +32,11 @@ from typing import Protocol
 
 import trio
 
+from node.exchange.paying import PaidBadChunk, PaidPeers
 from node.store import ChunkStore
 from node.transport import BadChunk, RequestError, Session, TransportError
 from protocol.chunks import FileDecoder, Link, RawWalker
+from protocol.payments import Kind, PaymentError, PriceTooHigh
 from protocol.fetch import (
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_WINDOW,
@@ -105,7 +107,7 @@ class SessionSource:
     """A host reached through a transport session (specs/wire.md §6 Messages, GET_CHUNK).
 
     Asks without payment: it is the source for hosts that serve for free
-    (within their allowance); the paid exchange supplies its own source.
+    (within their allowance); :class:`PaidSource` pays.
     """
 
     def __init__(self, session: Session, price_per_mib: int = 0) -> None:
@@ -123,6 +125,34 @@ class SessionSource:
             raise SourceError(str(exc)) from None
         except TransportError as exc:  # closed or broken session
             raise SourceGone(str(exc)) from None
+
+
+class PaidSource:
+    """A host paid per chunk through :class:`node.exchange.paying.PaidPeers` (specs/payments.md Part 2)."""
+
+    def __init__(self, peers: PaidPeers, session: Session, price_per_mib: int) -> None:
+        self.peers = peers
+        self.session = session
+        self.host_id = session.peer_node_id
+        self.price_per_mib = price_per_mib
+
+    @classmethod
+    async def open(cls, peers: PaidPeers, session: Session) -> PaidSource:
+        """The source for ``session``'s host, its terms verified (raises PriceTooHigh above our maximum)."""
+        link = await peers.link(session)
+        return cls(peers, session, link.terms.price_per_mib_get)
+
+    async def get_chunk(self, address: bytes) -> Fetched:
+        try:
+            data, paid = await self.peers.request(self.session, Kind.GET, address)
+        except PaidBadChunk as exc:
+            raise SourceLied(str(exc), paid=exc.paid) from None
+        except (RequestError, PaymentError, PriceTooHigh) as exc:
+            raise SourceError(str(exc)) from None
+        except TransportError as exc:
+            raise SourceGone(str(exc)) from None
+        assert isinstance(data, (bytes, bytearray, memoryview))  # the transport's receive buffer
+        return Fetched(data, paid, verified=True)  # type: ignore[arg-type]  # the transport hashed it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

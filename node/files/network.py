@@ -29,6 +29,7 @@ store (durably, with their root), so the retention GC never takes them and
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Iterable
@@ -39,7 +40,7 @@ import trio
 
 from node.api.control import ControlError, ControlServer, Emit
 from node.dht import DhtNode
-from node.files.fetcher import FetchFailed, FetchProgress, fetch_file, fetch_raw
+from node.files.fetcher import FetchFailed, FetchProgress, PaidSource, fetch_file, fetch_raw
 from node.files.local import add_file, load_convergence_secret
 from node.ledger import Ledger
 from node.files.locate import DhtResolver, PeerDialer, free_source
@@ -159,7 +160,8 @@ class NetworkService:
                 await emit(_progress_event(p))
                 await trio.sleep(1 / PROGRESS_PER_SECOND)  # rate limit, not synchronisation
 
-        make_source = self.paid.source if self.paid is not None else free_source
+        paid = self.paid
+        make_source = free_source if paid is None else functools.partial(PaidSource.open, paid)
         resolver = DhtResolver(self.dialer, link.root, make_source=make_source)
         error: ControlError | None = None
         async with trio.open_nursery() as nursery:

@@ -21,7 +21,7 @@ import trio
 from node.runtime.config import load_identity
 from node.runtime.daemon import PAYER_KEY_INDEX, PAYMENT_KEY_INDEX
 from node.exchange import ChainView, PaidChunkServer, PayeeBook, Payer
-from node.files.fetcher import fetch_file
+from node.files.fetcher import PaidSource, fetch_file
 from node.files.local import add_file
 from node.ledger import LEDGER_FILE, Ledger
 from node.exchange.paying import PaidPeers
@@ -101,7 +101,7 @@ async def test_liar_is_never_paid_for_wrong_bytes(tmp_path: Path) -> None:
         peers = PaidPeers(payer, wallet, rpc, capacity=200_000)
         transport = await stack.enter_async_context(open_transport(
             identity, ChunkServer(ChunkStore(me / "chunks")), payment_key=wallet.keys[PAYMENT_KEY_INDEX].public_key.data))
-        sources = [await peers.source(await transport.connect(nid, "127.0.0.1", port))
+        sources = [await PaidSource.open(peers, await transport.connect(nid, "127.0.0.1", port))
                    for nid, port in ((liar_id, liar_port), (good_id, good_port))]
         out = tmp_path / "out.bin"
         with trio.fail_after(240):
