@@ -28,7 +28,7 @@ from ._errors import ChunkMismatch, StoreFull, check_address
 from ._index import ChunkIndex
 
 # Largest chunk the store accepts: 4 MiB of data plus the GCM tag
-# (specs/chunks.md §3), with headroom for manifest chunks.
+# (specs/chunks.md §3 Definitions and defaults, §5 Chunks), with headroom for manifest chunks.
 MAX_CHUNK_BYTES = 4 * 1024 * 1024 + 1024
 # Chunk files written and fsynced at the same time (one pool per process):
 # each thread spends most of its time waiting in fdatasync, and the more of

@@ -42,7 +42,7 @@ from ._writer import Chunk, ChunkWriter
 log = logging.getLogger("mu.retention")
 
 # Roots one store may pin: the DHT's bound on our own provider records
-# (MAX_OWN_PROVIDED_KEYS, specs/dht.md), since each pinned root is announced.
+# (MAX_OWN_PROVIDED_KEYS, specs/dht.md §2 Conventions and definitions), since each pinned root is announced.
 MAX_PINNED_ROOTS = 65536
 # Expired chunks listed and deleted per GC batch (the pass loops until none is left).
 GC_BATCH = 4096
