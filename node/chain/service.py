@@ -168,7 +168,8 @@ async def serve_chain(
     Raises:
         DataDirLocked: another process runs a chain on this directory; no
             other file was touched.
-        OSError: the RPC port could not be bound (``errno.EADDRINUSE`` when taken).
+        ExceptionGroup: around the ``OSError`` of an RPC port that could not
+            be bound (``errno.EADDRINUSE`` when taken).
     """
     directory = chain_dir(data_dir)
     directory.mkdir(parents=True, exist_ok=True)
@@ -187,6 +188,8 @@ async def serve_chain(
                 _write_port(directory, port)
                 log.info("mu chain at height %d, RPC on 127.0.0.1:%d", state.height, port)
                 if block_interval is not None:
+                    log.info("mining a block every %g s and at once for a transaction entering an empty mempool",
+                             block_interval)
                     nursery.start_soon(_mine_on_its_own, node, block_interval, mine_script)
                 task_status.started(port)
                 await node.stop_requested.wait()

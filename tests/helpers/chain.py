@@ -5,7 +5,9 @@
 
 The service binds port 0 (the OS picks a free port) and writes it to
 ``<data_dir>/chain/rpc.port``; we poll for that file and for RPC answers
-with a bounded deadline, never a fixed sleep.  On exit the process gets
+with a bounded deadline, never a fixed sleep.  We delete nothing: an
+``rpc.port`` a killed chain left names a dead port (the probe fails and we
+poll on) until the new chain, holding ``chain.lock``, replaces it.  On exit the process gets
 SIGTERM and is waited for (SIGKILL only if it does not stop in time).
 """
 
@@ -81,7 +83,6 @@ async def open_mu_chain(data_dir: Path, *, block_interval: float | None = None, 
 
     Args:
         data_dir: the mu data dir; the chain lives in ``data_dir/chain``.
-            No other chain may run there (the leftovers of one are cleared).
         block_interval: mine on its own, a block every this many seconds.
         mine: mine on its own at ``mu chain``'s default pace.
         rpc_port: 0 (default) lets the OS pick a free port.
@@ -90,8 +91,6 @@ async def open_mu_chain(data_dir: Path, *, block_interval: float | None = None, 
     chain_dir = data_dir / "chain"
     port_file = chain_dir / "rpc.port"
     cookie = chain_dir / ".cookie"
-    port_file.unlink(missing_ok=True)
-    cookie.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "node", "--data-dir", str(data_dir), "chain", "--rpc-port", str(rpc_port)]
     if block_interval is not None:
         argv += ["--block-interval", str(block_interval)]
