@@ -5,6 +5,7 @@ this list (and from ``protocol``), never from one after it
 (tests/test_layout.py checks it):
 
 - ``runtime.config``: the data dir and its files.
+- ``runtime.lock``: one process per data dir (an exclusive ``flock``).
 - ``store``: chunk files on disk, their index, pins and paid retention, the GC.
 - ``transport``: Noise sessions over TCP, frames, concurrent requests.
 - ``dht``: Kademlia over UDP: routing, lookups, provider and contact records.

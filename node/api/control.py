@@ -178,7 +178,10 @@ class ControlServer:
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen on 127.0.0.1 (OS-chosen port), write the token and port files, serve forever.
 
-        ``task_status.started`` gets the port.  The port file is removed on exit.
+        ``task_status.started`` gets the port.  The port file is removed on
+        exit if it still names our port: a file another server wrote since is
+        not ours to delete (``mu node`` also holds the data dir's lock, so
+        under it no other server writes one).
         """
         token = secrets.token_hex(TOKEN_BYTES).encode()
         write_secret_file(self.data_dir / TOKEN_FILE, token)
@@ -194,7 +197,12 @@ class ControlServer:
                 task_status.started(self.port)
                 await trio.serve_listeners(self._handle_connection, listeners, handler_nursery=nursery)
         finally:
-            port_path.unlink(missing_ok=True)
+            try:
+                ours = port_path.read_text() == f"{self.port}\n"
+            except OSError:
+                ours = False  # already gone
+            if ours:
+                port_path.unlink()
 
     async def _handle_connection(self, stream: trio.SocketStream) -> None:
         if self._slots.value == 0:

@@ -7,10 +7,13 @@ indexes), ``Mempool``, ``ChainNode`` (what RPC methods act on).
 
 from node.chain.mempool import Mempool, MempoolEntry, Rejected
 from node.chain.methods import ChainNode
-from node.chain.service import CHAIN_DIR, COOKIE_FILE, DEFAULT_RPC_PORT, PORT_FILE, chain_dir, serve_chain
+from node.chain.service import (
+    CHAIN_DIR, COOKIE_FILE, DEFAULT_RPC_PORT, LOCK_FILE, PORT_FILE, chain_dir, serve_chain,
+)
 from node.chain.state import ChainState
 
 __all__ = [
-    "CHAIN_DIR", "COOKIE_FILE", "DEFAULT_RPC_PORT", "PORT_FILE", "ChainNode", "ChainState",
+    "CHAIN_DIR", "COOKIE_FILE", "DEFAULT_RPC_PORT", "LOCK_FILE", "PORT_FILE",
+    "ChainNode", "ChainState",
     "Mempool", "MempoolEntry", "Rejected", "chain_dir", "serve_chain",
 ]

@@ -54,6 +54,24 @@ class ChainNode:
         self.state = state
         self.mempool = Mempool(state)
         self.stop_requested = trio.Event()
+        self._arrival = trio.Event()
+
+    def add_transaction(self, raw: bytes) -> MempoolEntry:
+        """Add to the mempool; the first transaction into an empty one wakes the miner."""
+        was_empty = len(self.mempool) == 0
+        entry = self.mempool.add(raw)
+        if was_empty:
+            self._arrival.set()
+        return entry
+
+    async def transaction_arrived(self) -> None:
+        """Return once a transaction entered an empty mempool since the last return.
+
+        The service's own miner waits on this (specs/chain.md §3.4 When
+        blocks are mined), so a funding confirms at once, as on a devnet.
+        """
+        await self._arrival.wait()
+        self._arrival = trio.Event()
 
     async def generate(self, count: int, script_pubkey: bytes) -> list[str]:
         """Mine ``count`` blocks paying ``script_pubkey``, mempool first."""
@@ -294,7 +312,7 @@ async def sendrawtransaction(node: ChainNode, hexstring: Any, maxfeerate: Any = 
         raise RPCError(exc.code, exc.reason) from None
     if limit and entry.fee * 1000 > limit * entry.vsize:
         raise RPCError(RPC_VERIFY_ERROR, "Fee exceeds maximum configured by user (e.g. -maxtxfee, maxfeerate)")
-    node.mempool.add(raw)
+    node.add_transaction(raw)
     return entry.txid[::-1].hex()
 
 

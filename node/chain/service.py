@@ -1,10 +1,12 @@
 """``mu chain``: the service that ties kernel, mempool, miner and RPC together.
 
 Files in the chain directory (``<data dir>/chain``, ``specs/chain.md`` §5 Files and recovery):
-``kernel/`` (libbitcoinkernel's blocks and chainstate), ``blocks.log``
-(append-only accepted blocks), ``.cookie`` (bitcoind's
-``__cookie__:<64 hex>`` format, mode 0600, removed on clean exit) and
-``rpc.port`` (the bound RPC port, decimal, written once listening).
+``chain.lock`` (held while the service runs, so one service per directory;
+node/runtime/lock.py), ``kernel/`` (libbitcoinkernel's blocks and
+chainstate), ``blocks.log`` (append-only accepted blocks), ``.cookie``
+(bitcoind's ``__cookie__:<64 hex>`` format, mode 0600, removed on clean
+exit) and ``rpc.port`` (the bound RPC port, decimal, written once
+listening).  Only the lock holder writes or removes them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from node.chain.http import BasicAuth, serve_http
 from node.chain.methods import METHODS, ChainNode
 from node.chain.state import ChainState
 from node.runtime.config import write_secret_file
+from node.runtime.lock import hold_lock
 from node.bitcoin.rpc import (
     RPC_INTERNAL_ERROR,
     RPC_INVALID_REQUEST,
@@ -37,10 +40,11 @@ log = logging.getLogger(__name__)
 CHAIN_DIR = "chain"
 COOKIE_FILE = ".cookie"
 PORT_FILE = "rpc.port"
+LOCK_FILE = "chain.lock"
 DEFAULT_RPC_PORT = 18443
 #: Requests one JSON-RPC batch may hold.
 MAX_BATCH = 100
-#: Where --block-interval blocks pay when no address is given: P2WSH(OP_TRUE).
+#: Where the service's own blocks pay when no address is given: P2WSH(OP_TRUE).
 ANYONE_CAN_SPEND = bytes.fromhex("00204ae81572f06e1b88fd5ced7a1a000945432e83e1551e6f721ee9c00b8cc33260")
 
 
@@ -146,35 +150,59 @@ async def serve_chain(
     data_dir: Path,
     *,
     rpc_port: int = DEFAULT_RPC_PORT,
-    block_interval: float | None = None,
+    block_interval: float | None,
     mine_script: bytes = ANYONE_CAN_SPEND,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run ``mu chain`` until cancelled or asked to ``stop``; reports the RPC port."""
+    """Run ``mu chain`` until cancelled or asked to ``stop``; reports the RPC port.
+
+    Args:
+        data_dir: the mu data dir; the chain lives in ``data_dir/chain``.
+        rpc_port: the RPC port on 127.0.0.1; 0 lets the OS choose.
+        block_interval: mine a block every this many seconds, and at once
+            when a transaction enters an empty mempool (``specs/chain.md``
+            §3.4 When blocks are mined); None mines only on
+            ``generatetoaddress``.
+        mine_script: the output script the service's own blocks pay.
+
+    Raises:
+        DataDirLocked: another process runs a chain on this directory; no
+            other file was touched.
+        ExceptionGroup: around the ``OSError`` of an RPC port that could not
+            be bound (``errno.EADDRINUSE`` when taken).
+    """
     directory = chain_dir(data_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / PORT_FILE).unlink(missing_ok=True)
-    state = ChainState(directory)
-    node = ChainNode(state)
-    try:
-        user, password = write_cookie(directory)
-        auth = BasicAuth([(user, password)])
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(serve_http, Dispatcher(node), auth, rpc_port)
-            _write_port(directory, port)
-            log.info("mu chain at height %d, RPC on 127.0.0.1:%d", state.height, port)
-            if block_interval:
-                nursery.start_soon(_mine_every, node, block_interval, mine_script)
-            task_status.started(port)
-            await node.stop_requested.wait()
-            nursery.cancel_scope.cancel()
-    finally:
-        (directory / COOKIE_FILE).unlink(missing_ok=True)
+    # The lock before any other file (specs/chain.md §5 Files and recovery):
+    # a second service stops here and leaves the first one's files alone.
+    with hold_lock(directory / LOCK_FILE):
+        # Left by a holder that was killed; ours to replace now.
         (directory / PORT_FILE).unlink(missing_ok=True)
-        state.close()
+        state = ChainState(directory)
+        node = ChainNode(state)
+        try:
+            user, password = write_cookie(directory)
+            auth = BasicAuth([(user, password)])
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(serve_http, Dispatcher(node), auth, rpc_port)
+                _write_port(directory, port)
+                log.info("mu chain at height %d, RPC on 127.0.0.1:%d", state.height, port)
+                if block_interval is not None:
+                    log.info("mining a block every %g s and at once for a transaction entering an empty mempool",
+                             block_interval)
+                    nursery.start_soon(_mine_on_its_own, node, block_interval, mine_script)
+                task_status.started(port)
+                await node.stop_requested.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            (directory / COOKIE_FILE).unlink(missing_ok=True)
+            (directory / PORT_FILE).unlink(missing_ok=True)
+            state.close()
 
 
-async def _mine_every(node: ChainNode, interval: float, script: bytes) -> None:
+async def _mine_on_its_own(node: ChainNode, interval: float, script: bytes) -> None:
+    """A block every ``interval`` seconds, and one at once for a transaction entering an empty mempool."""
     while True:
-        await trio.sleep(interval)
+        with trio.move_on_after(interval):
+            await node.transaction_arrived()
         await node.generate(1, script)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
 import sys
@@ -11,20 +12,37 @@ import trio
 
 from node.cli.exit_codes import EXIT_OK, EXIT_USAGE, fail
 from node.runtime.config import resolve_data_dir
+from node.runtime.lock import DataDirLocked
+
+#: Seconds between the blocks `mu chain` mines on its own (specs/chain.md §3.4 When blocks are mined):
+#: quick enough for a devnet, slow enough that regtest's subsidy (halving every 150 blocks) lasts for hours.
+DEFAULT_BLOCK_INTERVAL = 10.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "chain",
         help="run the embedded regtest chain (Bitcoin Core JSON-RPC, validated by libbitcoinkernel)",
+        description="Run the embedded regtest chain. By default it mines on its own: a block every "
+                    "--block-interval seconds, and one at once when a transaction enters an empty "
+                    "mempool, so fundings confirm within a moment. One chain per data dir.",
     )
     parser.add_argument("--rpc-port", type=int, default=18443,
                         help="RPC port on 127.0.0.1 (default 18443; 0 picks a free port)")
-    parser.add_argument("--block-interval", type=float, default=None, metavar="S",
-                        help="also mine a block every S seconds (default: only on generatetoaddress)")
+    parser.add_argument("--block-interval", type=_positive_seconds, default=DEFAULT_BLOCK_INTERVAL, metavar="S",
+                        help=f"mine a block every S seconds (default {DEFAULT_BLOCK_INTERVAL:g})")
+    parser.add_argument("--no-mine", action="store_true",
+                        help="mine only on generatetoaddress: no timed blocks, none for new transactions")
     parser.add_argument("--mine-address", default=None,
-                        help="regtest address timed blocks pay (default: P2WSH of OP_TRUE)")
+                        help="regtest address the chain's own blocks pay (default: P2WSH of OP_TRUE)")
     parser.set_defaults(func=run)
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -35,10 +53,11 @@ async def _main(args: argparse.Namespace) -> None:
     if args.mine_address:
         script = decode_address(args.mine_address, "regtest")
     data_dir = resolve_data_dir(args.data_dir)
+    block_interval = None if args.no_mine else args.block_interval
     async with trio.open_nursery() as nursery:
 
         async def service(task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-            await serve_chain(data_dir, rpc_port=args.rpc_port, block_interval=args.block_interval,
+            await serve_chain(data_dir, rpc_port=args.rpc_port, block_interval=block_interval,
                               mine_script=script, task_status=task_status)
             nursery.cancel_scope.cancel()  # the `stop` RPC ended the service
 
@@ -50,6 +69,13 @@ async def _main(args: argparse.Namespace) -> None:
                 break
 
 
+def _sole_error(exc: BaseException) -> BaseException:
+    """The one error inside nested one-member groups (each nursery wraps what its tasks raise)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     try:
@@ -58,6 +84,13 @@ def run(args: argparse.Namespace) -> int:
         return fail("mu chain needs py-bitcoinkernel: pip install 'mu[chain]'", EXIT_USAGE)
     try:
         trio.run(_main, args)
-    except OSError as exc:
-        return fail(f"mu chain: {exc}", EXIT_USAGE)
+    except (OSError, DataDirLocked, BaseExceptionGroup) as raised:
+        error = _sole_error(raised)
+        if isinstance(error, DataDirLocked):
+            return fail(f"mu chain: {error}", EXIT_USAGE)
+        if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
+            return fail(f"mu chain: RPC port {args.rpc_port} on 127.0.0.1 is in use", EXIT_USAGE)
+        if isinstance(error, OSError):
+            return fail(f"mu chain: {error}", EXIT_USAGE)
+        raise
     return EXIT_OK

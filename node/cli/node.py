@@ -1,7 +1,10 @@
 """``mu node``: run the node (transport, store, ledger, chain client, wallet, watcher).
 
 Stops cleanly on SIGTERM or SIGINT: services are cancelled through their
-nursery, the ledger and store are closed, ``node.json`` is removed.
+nursery, the ledger and store are closed, ``node.json`` is removed.  A
+second ``mu node`` on a data dir in use exits 1 naming the running PID
+(``node.lock``, node/runtime/lock.py), and one whose listen port is taken
+exits 1 naming the port.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from node.cli.config import add_settings_arguments, settings_from_args
 from node.cli.exit_codes import EXIT_OK, EXIT_USAGE, fail
 from node.runtime.config import resolve_data_dir
 from node.runtime.daemon import NodeConfig, open_node
+from node.runtime.lock import DataDirLocked
 from node.bitcoin.rpc import RPCError, RPCTransportError
 from node.exchange.settlement import SettlementConfig
 from node.runtime.settings import EffectiveSettings
@@ -76,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc), EXIT_USAGE)
     try:
         trio.run(serve, config)
+    except DataDirLocked as exc:
+        return fail(str(exc), EXIT_USAGE)
     except (RPCTransportError, RPCError) as exc:
         return fail(f"chain backend {config.chain_rpc}: {exc}", EXIT_USAGE)
     except OSError as exc:

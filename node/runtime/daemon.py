@@ -9,6 +9,8 @@ them.  Where it needs the time of day (a paid PUT's retention, the GC) it
 asks ``wall_clock`` (unix seconds), which tests replace.  Once
 listening it writes ``node.json`` in the data dir (node id, host, port,
 pid) so scripts and tests can find it; it is removed on a clean stop.
+Before anything else it takes ``node.lock`` (node/runtime/lock.py): one
+node per data dir, and only that node writes or removes ``node.json``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 import trio
 
 from node.runtime.config import load_identity, write_secret_file
+from node.runtime.lock import hold_lock
 from node.runtime.settings import DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULTS
 from node.api.control import ControlServer
 from node.dht import ContactInfo, DhtNode, open_dht
@@ -45,6 +48,7 @@ from protocol.payments import Terms
 log = logging.getLogger("mu.node")
 
 NODE_INFO_FILE = "node.json"
+NODE_LOCK_FILE = "node.lock"
 # Wallet key indexes the node uses (node.bitcoin.wallet derives KEY_COUNT keys).
 PAYMENT_KEY_INDEX = 0  # receives earnings: the wallet's receive key
 PAYER_KEY_INDEX = 2  # signs our own channel payments
@@ -103,9 +107,22 @@ def write_node_info(data_dir: Path, info: dict[str, object]) -> None:
 
 @asynccontextmanager
 async def open_node(config: NodeConfig, *, wall_clock: Callable[[], float] = time.time) -> AsyncIterator[Node]:
-    """Run a node until the ``async with`` body ends; then stop every service."""
+    """Run a node until the ``async with`` body ends; then stop every service.
+
+    Raises:
+        DataDirLocked: another process runs a node on this data dir; nothing was touched.
+    """
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    # The lock comes before any other file: a second node on this data dir
+    # stops here, before it could touch the first one's ledger or node.json.
+    with hold_lock(config.data_dir / NODE_LOCK_FILE):
+        async with _open_locked_node(config, wall_clock) as node:
+            yield node
+
+
+@asynccontextmanager
+async def _open_locked_node(config: NodeConfig, wall_clock: Callable[[], float]) -> AsyncIterator[Node]:
     data_dir = config.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
     identity = load_identity(data_dir)
     ledger = await trio.to_thread.run_sync(Ledger.open, data_dir / LEDGER_FILE)
     store = await trio.to_thread.run_sync(lambda: ChunkStore(data_dir / STORE_DIR, config.quota_bytes))

@@ -5,7 +5,9 @@
 
 The service binds port 0 (the OS picks a free port) and writes it to
 ``<data_dir>/chain/rpc.port``; we poll for that file and for RPC answers
-with a bounded deadline, never a fixed sleep.  On exit the process gets
+with a bounded deadline, never a fixed sleep.  We delete nothing: an
+``rpc.port`` a killed chain left names a dead port (the probe fails and we
+poll on) until the new chain, holding ``chain.lock``, replaces it.  On exit the process gets
 SIGTERM and is waited for (SIGKILL only if it does not stop in time).
 """
 
@@ -70,24 +72,30 @@ async def _stop(process: trio.Process, sig: int = signal.SIGTERM) -> None:
 
 
 @asynccontextmanager
-async def open_mu_chain(data_dir: Path, *, block_interval: float | None = None, rpc_port: int = 0,
-                        extra_args: list[str] | None = None) -> AsyncIterator[MuChain]:
+async def open_mu_chain(data_dir: Path, *, block_interval: float | None = None, mine: bool = False,
+                        rpc_port: int = 0, extra_args: list[str] | None = None) -> AsyncIterator[MuChain]:
     """Start ``mu chain`` in ``data_dir``; stop it cleanly (SIGTERM, wait) on exit.
+
+    By default the chain runs with ``--no-mine``: tests mine by hand and
+    count blocks exactly.  ``block_interval`` or ``mine`` let it mine on its
+    own (a block every interval, and one at once for a transaction entering
+    an empty mempool; specs/chain.md §3.4 When blocks are mined).
 
     Args:
         data_dir: the mu data dir; the chain lives in ``data_dir/chain``.
-        block_interval: also mine a block every this many seconds.
+        block_interval: mine on its own, a block every this many seconds.
+        mine: mine on its own at ``mu chain``'s default pace.
         rpc_port: 0 (default) lets the OS pick a free port.
         extra_args: more ``mu chain`` options.
     """
     chain_dir = data_dir / "chain"
     port_file = chain_dir / "rpc.port"
     cookie = chain_dir / ".cookie"
-    port_file.unlink(missing_ok=True)
-    cookie.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "node", "--data-dir", str(data_dir), "chain", "--rpc-port", str(rpc_port)]
     if block_interval is not None:
         argv += ["--block-interval", str(block_interval)]
+    elif not mine:
+        argv += ["--no-mine"]
     argv += extra_args or []
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     log_path = data_dir / "mu-chain.log"

@@ -45,8 +45,8 @@ class MuNode:
     extra: dict[str, object] = field(default_factory=dict)
 
     async def start(self) -> None:
+        # We delete nothing: a node.json a killed node left carries its PID, not ours.
         info_file = self.data_dir / "node.json"
-        info_file.unlink(missing_ok=True)
         self.starts += 1
         with open(self.data_dir / "mu-node.log", "ab") as log_file:
             self.process = await trio.lowlevel.open_process(
