@@ -43,7 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--settle-poll", type=float, default=DEFAULT_POLL_SECONDS, help="seconds between watcher passes")
     p.add_argument("--dht-port", type=int, default=0, help="UDP port of the DHT (default 0: any free port)")
     p.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT",
-                   help="a DHT node to join through (repeatable)")
+                   help="a DHT node to join through when no saved contact answers (repeatable)")
+    p.add_argument("--loopback-devnet", action="store_true",
+                   help="a local test network: many nodes on 127.0.0.1 may share the DHT table "
+                        "(lifts its per-address-prefix limits for loopback peers)")
     p.add_argument("--gc-period", type=float, default=DEFAULT_GC_PERIOD,
                    help="seconds between passes deleting chunks whose paid retention ran out")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
@@ -68,7 +71,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         free_allowance=args.free_allowance, min_capacity=args.min_capacity, expiry_window=args.expiry_window,
         min_confirmations=args.min_confirmations, fee_rate=args.fee_rate, quota_bytes=args.quota,
         settlement=SettlementConfig(settle_threshold=args.settle_threshold, poll_seconds=args.settle_poll),
-        dht_port=args.dht_port, bootstrap=tuple(bootstrap), gc_period=args.gc_period,
+        dht_port=args.dht_port, bootstrap=tuple(bootstrap), loopback_devnet=args.loopback_devnet,
+        gc_period=args.gc_period,
     )
 
 

@@ -72,6 +72,8 @@ class NodeConfig:
     settlement: SettlementConfig = field(default_factory=SettlementConfig)
     dht_port: int = 0
     bootstrap: tuple[tuple[str, int], ...] = ()
+    # Lift the DHT's address-prefix limits for loopback peers (specs/dht.md §5.3 Address limits).
+    loopback_devnet: bool = False
     gc_period: float = DEFAULT_GC_PERIOD
 
 
@@ -141,10 +143,9 @@ async def open_node(config: NodeConfig, *, wall_clock: Callable[[], float] = tim
                                       terms=terms.to_wire()) as transport:
                 contact = ContactInfo(tcp_port=transport.port, payment_pubkey=payment_key.public_key.data)
                 async with open_dht(identity, config.listen_host, config.dht_port, data_dir=data_dir,
-                                    contact=contact) as dht, trio.open_nursery() as nursery:
+                                    contact=contact, loopback_devnet=config.loopback_devnet) as dht, \
+                        trio.open_nursery() as nursery:
                     await nursery.start(watcher.serve)
-                    if config.bootstrap:
-                        await dht.bootstrap(list(config.bootstrap))
                     # The network operations and the CLI's control API (specs/network.md §6).
                     control = ControlServer(data_dir, identity.node_id)
                     network = NetworkService(data_dir, store, PeerDialer(dht, transport),
@@ -165,6 +166,9 @@ async def open_node(config: NodeConfig, *, wall_clock: Callable[[], float] = tim
                         "address": wallet.address(), "dht_port": dht.port, "control_port": control.port,
                     })
                     log.info("node %s listening on %s:%d", identity.node_id.hex(), config.listen_host, transport.port)
+                    # Only once listening: ping the saved contacts, else join through the
+                    # bootstrap peers; dead saved contacts never delay the start (specs/dht.md §5.4).
+                    nursery.start_soon(dht.rejoin, list(config.bootstrap))
                     try:
                         yield Node(config=config, identity=identity, ledger=ledger, store=store, wallet=wallet,
                                    terms=terms, book=book, payer=payer, watcher=watcher, transport=transport,
