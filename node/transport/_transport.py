@@ -220,13 +220,24 @@ class Transport:
         self._handshaking.setdefault(ip, {})[ticket] = scope
         self._handshakes += 1
         try:
-            await self._accept_pending(stream, scope)
+            conn = await self._handshake_inbound(stream, scope)
         finally:
+            # The slot is free once the handshake is over (unless an eviction freed it already).
             pending = self._handshaking.get(ip, {})
             if pending.pop(ticket, None) is not None:
                 self._handshakes -= 1
             if not pending:
                 self._handshaking.pop(ip, None)
+        if conn is None:
+            await trio.aclose_forcefully(stream)
+            return
+        assert conn.peer_node_id is not None
+        if not self._has_room(conn.peer_node_id):
+            self.refused_connections += 1
+            await trio.aclose_forcefully(stream)
+            return
+        session = self._admit(stream, conn)
+        await session.run()
 
     def _evict_handshake(self) -> None:
         """Make room for a newcomer: cancel the oldest pending handshake of the busiest address."""
@@ -239,7 +250,8 @@ class Transport:
         self.evicted_handshakes += 1
         scope.cancel()
 
-    async def _accept_pending(self, stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+    async def _handshake_inbound(self, stream: trio.SocketStream, scope: trio.CancelScope) -> Connection | None:
+        """Run the responder's handshake under ``scope``; the connection, or None if it failed."""
         conn = self._new_connection(Role.RESPONDER, None)
         try:
             with scope:
@@ -247,26 +259,17 @@ class Transport:
         except (ProtocolError, SessionBroken, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self.failed_handshakes += 1
             log.info("inbound handshake failed: %s", exc)
-            await trio.aclose_forcefully(stream)
-            return
+            return None
         except Exception:
             # Never let one connection take the listener down.
             self.failed_handshakes += 1
             log.exception("inbound handshake crashed")
-            await trio.aclose_forcefully(stream)
-            return
+            return None
         if scope.cancelled_caught:
             # Timed out, or evicted (counted by _evict_handshake).
             self.failed_handshakes += trio.current_time() >= scope.deadline
-            await trio.aclose_forcefully(stream)
-            return
-        assert conn.peer_node_id is not None
-        if not self._has_room(conn.peer_node_id):
-            self.refused_connections += 1
-            await trio.aclose_forcefully(stream)
-            return
-        session = self._admit(stream, conn)
-        await session.run()
+            return None
+        return conn
 
 
 @asynccontextmanager
