@@ -111,6 +111,12 @@ def read_node_info(data_dir: Path) -> dict[str, object] | None:
         return None
 
 
+async def _join_then_announce(dht: DhtNode, bootstrap: list[tuple[str, int]], network: NetworkService) -> None:
+    """Rejoin the DHT, then announce the pinned roots to the nodes it found."""
+    await dht.rejoin(bootstrap)
+    await network.announce_pinned()
+
+
 @asynccontextmanager
 async def open_node(config: NodeConfig, *, wall_clock: Callable[[], float] = time.time) -> AsyncIterator[Node]:
     """Run a node until the ``async with`` body ends; then stop every service."""
@@ -157,8 +163,6 @@ async def open_node(config: NodeConfig, *, wall_clock: Callable[[], float] = tim
                     gc = GarbageCollector(store, dht=dht, period=config.gc_period, wall_clock=wall_clock)
                     control.add_status("gc", gc.status)
                     await nursery.start(gc.serve)
-                    # Pins survive restarts: announce ourselves again for every pinned root.
-                    nursery.start_soon(network.announce_pinned)
                     await nursery.start(control.serve)
                     write_node_info(data_dir, {
                         "node_id": identity.node_id.hex(), "host": config.listen_host, "port": transport.port,
@@ -168,7 +172,8 @@ async def open_node(config: NodeConfig, *, wall_clock: Callable[[], float] = tim
                     log.info("node %s listening on %s:%d", identity.node_id.hex(), config.listen_host, transport.port)
                     # Only once listening: ping the saved contacts, else join through the
                     # bootstrap peers; dead saved contacts never delay the start (specs/dht.md §5.4).
-                    nursery.start_soon(dht.rejoin, list(config.bootstrap))
+                    # Pins survive restarts: once joined, announce ourselves again for every pinned root.
+                    nursery.start_soon(_join_then_announce, dht, list(config.bootstrap), network)
                     try:
                         yield Node(config=config, identity=identity, ledger=ledger, store=store, wallet=wallet,
                                    terms=terms, book=book, payer=payer, watcher=watcher, transport=transport,
