@@ -56,7 +56,8 @@ class Network:
         ids = sorted({rng.getrandbits(ID_BITS) for _ in range(n)})
         self.ids = ids
         self.contacts = {
-            i: Contact(i.to_bytes(20, "big"), f"10.{(j >> 16) & 255}.{(j >> 8) & 255}.{j & 255}", 4000)
+            # One /24 per node, as on the Internet: the table's prefix limits (specs/dht.md §5.3) then never bind.
+            i: Contact(i.to_bytes(20, "big"), f"10.{(j >> 8) & 255}.{j & 255}.1", 4000)
             for j, i in enumerate(ids)
         }
         self.tables: dict[int, RoutingTable] = {}
@@ -65,7 +66,7 @@ class Network:
     def table(self, node: int) -> RoutingTable:
         t = self.tables.get(node)
         if t is None:
-            t = RoutingTable(node.to_bytes(20, "big"), exempt_loopback=False)
+            t = RoutingTable(node.to_bytes(20, "big"))
             for i in range(ID_BITS):
                 lo = ((node >> i) ^ 1) << i  # IDs sharing our prefix above bit i, bit i flipped
                 a, b = bisect.bisect_left(self.ids, lo), bisect.bisect_left(self.ids, lo + (1 << i))

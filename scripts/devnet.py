@@ -53,7 +53,8 @@ BLOCK_INTERVAL = 1.0
 DEMO_SIZE = 24 * 1024 * 1024 + 12345
 # A free allowance of about one chunk's GET price: a fetcher pays for each chunk with its
 # next request, so bytes that fail verification are never paid for (specs/network.md §4).
-NODE_ARGS = ("--free-allowance", "200", "--settle-poll", "1")
+# Every node runs on 127.0.0.1: the DHT must be told it is a loopback devnet (specs/dht.md §5.3 Address limits).
+NODE_ARGS = ("--free-allowance", "200", "--settle-poll", "1", "--loopback-devnet")
 MAX_NODES = 64
 START_DEADLINE = 60.0
 STOP_DEADLINE = 20.0

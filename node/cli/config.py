@@ -37,6 +37,8 @@ SETTING_HELP: dict[str, str] = {
     "settle_poll": "seconds between settlement watcher passes",
     "dht_port": "UDP port of the DHT (0: any free port)",
     "bootstrap": "a DHT node HOST:PORT to join through (repeatable)",
+    "loopback_devnet": "a local test network: many nodes on 127.0.0.1 may share the DHT table "
+                       "(lifts its per-address-prefix limits for loopback peers)",
     "gc_period": "seconds between passes deleting chunks whose paid retention ran out",
 }
 
@@ -49,7 +51,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = f"{SETTING_HELP[name]} (default: {shown}; config.toml key: {name})"
         flag = "--" + name.replace("_", "-")
         kind = setting_type(name)
-        if kind is tuple:
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", default=None, help=help_text)
+        elif kind is tuple:
             parser.add_argument(flag, action="append", default=None, metavar="HOST:PORT", help=help_text)
         elif kind is str:
             parser.add_argument(flag, default=None, help=help_text)

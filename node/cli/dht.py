@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help="a node to join through (repeatable); the saved table is used too")
     lookup.add_argument("--timeout", type=float, default=DEFAULT_LOOKUP_TIMEOUT, help="seconds (default 30)")
     lookup.add_argument("--json", action="store_true", help="machine-readable output")
+    lookup.add_argument("--loopback-devnet", action="store_true",
+                        help="the peers are a local test network on 127.0.0.1 (lifts the DHT table's "
+                             "per-address-prefix limits for loopback peers)")
     lookup.set_defaults(func=run_lookup)
 
 
@@ -90,7 +93,7 @@ def run_lookup(args: argparse.Namespace) -> int:
         return fail(str(exc))
 
     async def go() -> list[Contact] | None:
-        async with open_dht(identity, "0.0.0.0", 0, data_dir=data_dir) as dht:
+        async with open_dht(identity, "0.0.0.0", 0, data_dir=data_dir, loopback_devnet=args.loopback_devnet) as dht:
             if not addresses and not len(dht.table):
                 return None
             with trio.move_on_after(args.timeout):

@@ -56,7 +56,7 @@ def config_from_settings(data_dir: Path, effective: EffectiveSettings) -> NodeCo
         min_confirmations=s.min_confirmations, fee_rate=s.fee_rate, quota_bytes=s.quota,
         max_price_per_mib_get=s.max_price_get, max_price_per_mib_put=s.max_price_put,
         settlement=SettlementConfig(settle_threshold=s.settle_threshold, poll_seconds=s.settle_poll),
-        dht_port=s.dht_port, bootstrap=bootstrap, gc_period=s.gc_period,
+        dht_port=s.dht_port, bootstrap=bootstrap, loopback_devnet=s.loopback_devnet, gc_period=s.gc_period,
     )
 
 

@@ -47,6 +47,7 @@ async def open_dht(
     values: ValueStore | None = None,
     providers: ProviderStore | None = None,
     wall_clock: Callable[[], float] = time.time,
+    loopback_devnet: bool = False,
 ) -> AsyncIterator[DhtNode]:
     """Run a DHT node on UDP ``host:port`` (port 0: the OS picks) until the block exits.
 
@@ -55,7 +56,10 @@ async def open_dht(
     record advertises (TCP port, payment key, host); the TCP port defaults to
     the UDP port and the host to the bound address.  ``values`` and
     ``providers`` replace the default-bounded stores, ``wall_clock`` the Unix
-    clock used for record expiry (tests move it by hand).
+    clock used for record expiry (tests move it by hand).  ``loopback_devnet``
+    lifts the routing table's address-prefix limits for loopback addresses,
+    where a local test network runs every node (specs/dht.md §5.3 Address
+    limits); without it loopback counts like any address.
 
     Raises:
         OSError: the socket cannot be bound.
@@ -64,7 +68,7 @@ async def open_dht(
     sock = trio.socket.socket(trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
     with sock:
         await sock.bind((host, port))
-        table = open_table(identity, path)
+        table = open_table(identity, path, loopback_devnet=loopback_devnet)
         node = DhtNode(identity, sock, path, contact, request_timeout=request_timeout,
                        values=values, providers=providers, table=table, wall_clock=wall_clock)
         log.info("dht node %s on %s:%d, %d saved contacts", identity.node_id.hex(), node.host, node.port, len(table))

@@ -71,7 +71,8 @@ class RequestHandlers:
     Args:
         node_id: our ID (a request claiming it is dropped).
         contact_record: our signed contact record, the ``mu_contact`` answer.
-        neighbours: the routing table, which answers ``find_node`` and learns every sender.
+        neighbours: the routing table, which answers ``find_node``; senders of well-formed
+            requests are pinged through it.
         values: plain kademlia values (``store``, ``find_value``).
         providers: provider records (``mu_announce``, ``mu_get_providers``).
         tokens: the announce-token secrets.
@@ -105,8 +106,9 @@ class RequestHandlers:
         except RemoteProtocolError as exc:
             log.warning("refusing %s from %s:%d: %s", request.name, host, port, exc)
             value = False if request.name == STORE else exc.code.value
-        # Only a well-formed request adds its sender to the table (§5.2).
-        self.neighbours.heard_from(contact)
+        # Only a well-formed request gets its sender pinged, and only an answer to
+        # that ping puts it in the table (§5.2 Adding a contact).
+        self.neighbours.asked_by(contact)
         try:
             return encode_response(request.msg_id, value)
         except LocalProtocolError as exc:

@@ -42,6 +42,11 @@ MAX_OWN_PROVIDED_KEYS = 65536
 MAX_PROVIDERS_PER_SEARCH = 64
 #: Verified contact records kept in memory.
 MAX_CONTACT_RECORDS = 1024
+#: Saved contacts pinged at once when rejoining at start-up (specs/dht.md §5.4 Refresh and bootstrap).
+MAX_REJOIN_PINGS = 64
+#: Seconds before the bootstrap peers are tried again while the table is empty; doubled up to the maximum.
+REJOIN_RETRY_INTERVAL = 2.0
+MAX_REJOIN_RETRY_INTERVAL = 60.0
 
 _Handler = Callable[[Contact, object], list[Contact]]
 
@@ -124,7 +129,7 @@ class DhtOps:
                     lookup.on_failure(contact.node_id)
                     continue
                 lookup.on_response(contact.node_id, found)
-                self.neighbours.heard_from(contact)
+                self.neighbours.answered(contact)
             nursery.cancel_scope.cancel()
         table.touch_bucket(target, trio.current_time())
         return lookup
@@ -148,7 +153,7 @@ class DhtOps:
                 log.warning("bootstrap contact %s:%d did not answer: %s", address[0], address[1], exc)
                 return
             if node_id != self.node_id:
-                self.neighbours.heard_from(Contact(node_id, address[0], address[1]))
+                self.neighbours.answered(Contact(node_id, address[0], address[1]))
 
         async with trio.open_nursery() as nursery:
             for address in addresses:
@@ -156,6 +161,49 @@ class DhtOps:
         closest = await self.lookup(self.node_id)
         await self.refresh(force=True)
         return closest
+
+    async def rejoin(self, bootstrap: list[tuple[str, int]]) -> list[Contact]:
+        """Rejoin after a start: ping the saved contacts, else fall back to ``bootstrap``.
+
+        Saved contacts that do not answer with their ID (each ping bounded by
+        the request timeout) leave the table.  If any answered, our own ID is
+        looked up through them; if none did, the network is joined through
+        ``bootstrap``, tried again with growing pauses while the table stays
+        empty (specs/dht.md §5.4 Refresh and bootstrap).  Run it after the
+        node listens: nothing waits for it.
+        """
+        table = self.neighbours.table
+        saved = table.contacts()
+        alive = 0
+        slots = trio.Semaphore(MAX_REJOIN_PINGS)
+
+        async def check(contact: Contact) -> None:
+            nonlocal alive
+            async with slots:
+                node_id = await self.neighbours.ping(contact.address)
+            if node_id == contact.node_id:
+                alive += 1
+                table.seen(contact.node_id, trio.current_time())
+            else:
+                table.remove(contact.node_id)
+
+        async with trio.open_nursery() as nursery:
+            for contact in saved:
+                nursery.start_soon(check, contact)
+        log.info("rejoin: %d of %d saved contacts answered", alive, len(saved))
+        if alive:
+            return await self.lookup(self.node_id)
+        if not bootstrap:
+            log.warning("no saved contact answered and no bootstrap peers: waiting to be contacted")
+            return []
+        pause = REJOIN_RETRY_INTERVAL
+        while True:
+            closest = await self.bootstrap(bootstrap)
+            if len(table):
+                return closest
+            log.warning("no bootstrap peer answered; trying again in %.0f s", pause)
+            await trio.sleep(pause)
+            pause = min(pause * 2, MAX_REJOIN_RETRY_INTERVAL)
 
     async def refresh(self, *, force: bool = False) -> int:
         """Look up a random ID in each stale bucket (Kademlia §2.3)."""
@@ -277,7 +325,7 @@ class DhtOps:
             log.warning("contact record from %s:%d is for another node id", contact.host, contact.port)
             return None
         self._remember_contact_record(record)
-        self.neighbours.heard_from(Contact(node_id, contact.host, contact.port, record.public_key))
+        self.neighbours.answered(Contact(node_id, contact.host, contact.port, record.public_key))
         return record
 
     def _remember_contact_record(self, record: ContactRecord) -> None:

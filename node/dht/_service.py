@@ -59,7 +59,7 @@ class DhtNode:
         self.port: int = port
         self.data_dir = data_dir
         self._wall_clock = wall_clock
-        self.table = table or RoutingTable(self.node_id)
+        self.table = table if table is not None else RoutingTable(self.node_id)
         self.values = values or ValueStore()
         self.providers = providers or ProviderStore()
         info = contact or ContactInfo(tcp_port=port)
@@ -124,6 +124,13 @@ class DhtNode:
     async def refresh(self) -> int:
         """Refresh stale buckets with lookups of random IDs in them; return how many."""
         return await self.ops.refresh()
+
+    async def rejoin(self, bootstrap: list[tuple[str, int]]) -> list[Contact]:
+        """Ping the saved contacts, dropping the dead; if none answered, join through ``bootstrap``.
+
+        Start-up runs it in the background once the node listens (specs/dht.md §5.4).
+        """
+        return await self.ops.rejoin(bootstrap)
 
     def save(self) -> None:
         """Write the routing table to the data dir now (blocking, small)."""
@@ -199,9 +206,13 @@ class DhtNode:
                 log.error("maintenance pass failed: %s", exc)
 
 
-def open_table(identity: Identity, data_dir: Path | None) -> RoutingTable:
-    """A routing table for ``identity``, seeded from the data dir's saved table if any."""
-    table = RoutingTable(identity.node_id)
+def open_table(identity: Identity, data_dir: Path | None, *, loopback_devnet: bool = False) -> RoutingTable:
+    """A routing table for ``identity``, seeded from the data dir's saved table if any.
+
+    The saved contacts all answered us in an earlier run; ``DhtNode.rejoin``
+    pings them again and drops those that no longer answer.
+    """
+    table = RoutingTable(identity.node_id, loopback_devnet=loopback_devnet)
     if data_dir is not None:
         table.add_all(load_table(data_dir, identity.node_id), trio.current_time())
     return table

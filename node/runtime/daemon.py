@@ -77,6 +77,8 @@ class NodeConfig:
     settlement: SettlementConfig = field(default_factory=SettlementConfig)
     dht_port: int = DEFAULTS.dht_port
     bootstrap: tuple[tuple[str, int], ...] = ()
+    # Lift the DHT's address-prefix limits for loopback peers (specs/dht.md §5.3 Address limits).
+    loopback_devnet: bool = DEFAULTS.loopback_devnet
     gc_period: float = DEFAULTS.gc_period
 
 
@@ -120,6 +122,12 @@ async def open_node(config: NodeConfig, *, wall_clock: Callable[[], float] = tim
             yield node
 
 
+async def _join_then_announce(dht: DhtNode, bootstrap: list[tuple[str, int]], network: NetworkService) -> None:
+    """Rejoin the DHT, then announce the pinned roots to the nodes it found."""
+    await dht.rejoin(bootstrap)
+    await network.announce_pinned()
+
+
 @asynccontextmanager
 async def _open_locked_node(config: NodeConfig, wall_clock: Callable[[], float]) -> AsyncIterator[Node]:
     data_dir = config.data_dir
@@ -150,10 +158,9 @@ async def _open_locked_node(config: NodeConfig, wall_clock: Callable[[], float])
                                       terms=terms.to_wire()) as transport:
                 contact = ContactInfo(tcp_port=transport.port, payment_pubkey=payment_key.public_key.data)
                 async with open_dht(identity, config.listen_host, config.dht_port, data_dir=data_dir,
-                                    contact=contact) as dht, trio.open_nursery() as nursery:
+                                    contact=contact, loopback_devnet=config.loopback_devnet) as dht, \
+                        trio.open_nursery() as nursery:
                     await nursery.start(watcher.serve)
-                    if config.bootstrap:
-                        await dht.bootstrap(list(config.bootstrap))
                     # The network operations and the CLI's control API (specs/network.md §6).
                     control = ControlServer(data_dir, identity.node_id)
                     network = NetworkService(data_dir, store, PeerDialer(dht, transport),
@@ -165,8 +172,6 @@ async def _open_locked_node(config: NodeConfig, wall_clock: Callable[[], float])
                     gc = GarbageCollector(store, dht=dht, period=config.gc_period, wall_clock=wall_clock)
                     control.add_status("gc", gc.status)
                     await nursery.start(gc.serve)
-                    # Pins survive restarts: announce ourselves again for every pinned root.
-                    nursery.start_soon(network.announce_pinned)
                     await nursery.start(control.serve)
                     write_node_info(data_dir, {
                         "node_id": identity.node_id.hex(), "host": config.listen_host, "port": transport.port,
@@ -174,6 +179,10 @@ async def _open_locked_node(config: NodeConfig, wall_clock: Callable[[], float])
                         "address": wallet.address(), "dht_port": dht.port, "control_port": control.port,
                     })
                     log.info("node %s listening on %s:%d", identity.node_id.hex(), config.listen_host, transport.port)
+                    # Only once listening: ping the saved contacts, else join through the
+                    # bootstrap peers; dead saved contacts never delay the start (specs/dht.md §5.4).
+                    # Pins survive restarts: once joined, announce ourselves again for every pinned root.
+                    nursery.start_soon(_join_then_announce, dht, list(config.bootstrap), network)
                     try:
                         yield Node(config=config, identity=identity, ledger=ledger, store=store, wallet=wallet,
                                    terms=terms, book=book, payer=payer, watcher=watcher, transport=transport,

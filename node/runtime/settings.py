@@ -52,6 +52,7 @@ class NodeSettings:
     settle_poll: float = DEFAULT_POLL_SECONDS
     dht_port: int = 0  # any free port
     bootstrap: tuple[str, ...] = ()  # HOST:PORT of DHT nodes to join through
+    loopback_devnet: bool = False  # many nodes on 127.0.0.1 (specs/dht.md §5.3 Address limits)
     gc_period: float = DEFAULT_GC_PERIOD
 
 
@@ -87,10 +88,12 @@ _HINTS = typing.get_type_hints(NodeSettings)
 
 
 def _kind(name: str) -> tuple[type, str]:
-    """The type setting ``name``'s values must have (int, float, str or tuple), and how to say it."""
+    """The type setting ``name``'s values must have (bool, int, float, str or tuple), and how to say it."""
     hint = _HINTS[name]
     if isinstance(hint, types.UnionType):  # `int | None`: the file and flags give the int, or nothing
         hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    if hint is bool:
+        return bool, "true or false"
     if hint is int:
         return int, "an integer"
     if hint is float:
@@ -101,13 +104,15 @@ def _kind(name: str) -> tuple[type, str]:
 
 
 def setting_type(name: str) -> type:
-    """int, float, str or tuple: what setting ``name`` holds (tuple: of strings)."""
+    """bool, int, float, str or tuple: what setting ``name`` holds (tuple: of strings)."""
     return _kind(name)[0]
 
 
 def coerce(name: str, value: object) -> object:
     """``value`` as setting ``name`` holds it; ValueError saying what was expected."""
     kind, described = _kind(name)
+    if kind is bool and isinstance(value, bool):
+        return value
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):

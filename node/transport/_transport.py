@@ -1,5 +1,14 @@
 """The trio TCP listener and dialer: sessions per peer, limits, timeouts.
 
+Inbound connections are bounded twice (specs/wire.md §8 Limits and
+defaults): before authentication by one global budget of pending handshakes,
+each with a short deadline, where a newcomer past the budget evicts the
+oldest pending handshake of the address holding the most (so a flood pushes
+out its own connections, and an honest peer behind the same address still
+gets in); after authentication by a number of sessions per node id, where a
+newer session replaces the oldest.  No bound counts addresses: one address
+may hold many honest nodes.
+
 ``open_transport`` starts a listener inside its own nursery and yields a
 ``Transport``.  Leaving the ``async with`` block cancels that nursery: every
 session task closes its socket on the way out, so shutdown is clean and
@@ -12,6 +21,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from itertools import count
 from typing import Any
 
 import trio
@@ -81,12 +91,16 @@ class Transport:
         # A fresh static key per run; the identity signature binds it (specs/wire.md §3.3 Messages).
         self._static_key = secrets.token_bytes(32)
         self._sessions: dict[bytes, Session] = {}
-        self._all_sessions: set[Session] = set()
+        # Insertion-ordered (a dict, not a set): the oldest session of a node id is replaced first.
+        self._all_sessions: dict[Session, None] = {}
         self._dial_locks: dict[bytes, trio.Lock] = {}
-        self._per_ip: dict[str, int] = {}
+        # Pending inbound handshakes by remote address, oldest first: ticket -> the handshake's scope.
+        self._handshaking: dict[str, dict[int, trio.CancelScope]] = {}
         self._handshakes = 0
+        self._tickets = count()
         self.refused_connections = 0
         self.failed_handshakes = 0
+        self.evicted_handshakes = 0
 
     @property
     def limits(self) -> Limits:
@@ -95,6 +109,11 @@ class Transport:
     @property
     def session_count(self) -> int:
         return len(self._all_sessions)
+
+    @property
+    def pending_handshakes(self) -> int:
+        """Inbound connections not yet authenticated."""
+        return self._handshakes
 
     def sessions(self) -> list[Session]:
         return [s for s in self._all_sessions if s.is_open]
@@ -110,14 +129,34 @@ class Transport:
         )
 
     def _forget(self, session: Session) -> None:
-        self._all_sessions.discard(session)
+        self._all_sessions.pop(session, None)
         if self._sessions.get(session.peer_node_id) is session:
             del self._sessions[session.peer_node_id]
 
-    async def _start_session(self, stream: trio.SocketStream, conn: Connection) -> Session:
+    def _same_node(self, node_id: bytes) -> list[Session]:
+        """Open sessions with ``node_id``, oldest first."""
+        return [s for s in self._all_sessions if s.peer_node_id == node_id and s.is_open]
+
+    def _has_room(self, node_id: bytes) -> bool:
+        """Whether a new session with ``node_id`` fits under ``max_peers`` (a replaced one frees its place)."""
+        replaced = len(self._same_node(node_id)) >= self._limits.max_sessions_per_node
+        return replaced or len(self._all_sessions) < self._limits.max_peers
+
+    def _admit(self, stream: trio.SocketStream, conn: Connection) -> Session:
+        """Register an authenticated session, closing the oldest of its node id past the bound."""
         session = Session(stream, conn, self._handler, self._limits, self._forget)
-        self._all_sessions.add(session)
+        same = self._same_node(session.peer_node_id)
+        for old in same[: max(0, len(same) + 1 - self._limits.max_sessions_per_node)]:
+            log.info("replacing an older session with %s", old.peer_node_id.hex())
+            old.close()
+            self._forget(old)
+        self._all_sessions[session] = None
+        # The newest session with a peer becomes the one reused for it.
         self._sessions[session.peer_node_id] = session
+        return session
+
+    async def _start_session(self, stream: trio.SocketStream, conn: Connection) -> Session:
+        session = self._admit(stream, conn)
         await self._nursery.start(session.run)
         return session
 
@@ -139,7 +178,7 @@ class Transport:
                 session = self._sessions.get(node_id)
                 if session is not None and session.is_open:
                     return session
-                if len(self._all_sessions) >= self._limits.max_peers:
+                if not self._has_room(node_id):
                     raise TransportError("too many sessions (max_peers)")
                 return await self._dial(node_id, host, port)
         finally:
@@ -174,47 +213,63 @@ class Transport:
         except OSError:
             await trio.aclose_forcefully(stream)
             return
-        if self._per_ip.get(ip, 0) >= self._limits.max_connections_per_ip or self._handshakes >= self._limits.max_handshakes:
+        if self._handshakes >= self._limits.max_handshakes:
+            self._evict_handshake()
+        ticket = next(self._tickets)
+        scope = trio.CancelScope(deadline=trio.current_time() + self._limits.handshake_timeout)
+        self._handshaking.setdefault(ip, {})[ticket] = scope
+        self._handshakes += 1
+        try:
+            conn = await self._handshake_inbound(stream, scope)
+        finally:
+            # The slot is free once the handshake is over (unless an eviction freed it already).
+            pending = self._handshaking.get(ip, {})
+            if pending.pop(ticket, None) is not None:
+                self._handshakes -= 1
+            if not pending:
+                self._handshaking.pop(ip, None)
+        if conn is None:
+            await trio.aclose_forcefully(stream)
+            return
+        assert conn.peer_node_id is not None
+        if not self._has_room(conn.peer_node_id):
             self.refused_connections += 1
             await trio.aclose_forcefully(stream)
             return
-        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
-        try:
-            await self._accept_counted(stream)
-        finally:
-            self._per_ip[ip] -= 1
-            if not self._per_ip[ip]:
-                del self._per_ip[ip]
+        session = self._admit(stream, conn)
+        await session.run()
 
-    async def _accept_counted(self, stream: trio.SocketStream) -> None:
+    def _evict_handshake(self) -> None:
+        """Make room for a newcomer: cancel the oldest pending handshake of the busiest address."""
+        ip = max(self._handshaking, key=lambda a: len(self._handshaking[a]))
+        pending = self._handshaking[ip]
+        scope = pending.pop(next(iter(pending)))
+        if not pending:
+            del self._handshaking[ip]
+        self._handshakes -= 1
+        self.evicted_handshakes += 1
+        scope.cancel()
+
+    async def _handshake_inbound(self, stream: trio.SocketStream, scope: trio.CancelScope) -> Connection | None:
+        """Run the responder's handshake under ``scope``; the connection, or None if it failed."""
         conn = self._new_connection(Role.RESPONDER, None)
-        self._handshakes += 1
         try:
-            with trio.move_on_after(self._limits.handshake_timeout) as scope:
+            with scope:
                 await _establish(stream, conn, HANDSHAKE_READ_SIZE)
         except (ProtocolError, SessionBroken, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self.failed_handshakes += 1
             log.info("inbound handshake failed: %s", exc)
-            await trio.aclose_forcefully(stream)
-            return
+            return None
         except Exception:
             # Never let one connection take the listener down.
             self.failed_handshakes += 1
             log.exception("inbound handshake crashed")
-            await trio.aclose_forcefully(stream)
-            return
-        finally:
-            self._handshakes -= 1
-        if scope.cancelled_caught or len(self._all_sessions) >= self._limits.max_peers:
-            self.failed_handshakes += scope.cancelled_caught
-            self.refused_connections += not scope.cancelled_caught
-            await trio.aclose_forcefully(stream)
-            return
-        session = Session(stream, conn, self._handler, self._limits, self._forget)
-        self._all_sessions.add(session)
-        # The newest session with a peer becomes the one reused for it.
-        self._sessions[session.peer_node_id] = session
-        await session.run()
+            return None
+        if scope.cancelled_caught:
+            # Timed out, or evicted (counted by _evict_handshake).
+            self.failed_handshakes += trio.current_time() >= scope.deadline
+            return None
+        return conn
 
 
 @asynccontextmanager

@@ -82,7 +82,7 @@ def is_ip_literal(host: str) -> bool:
 
 @lru_cache(maxsize=1024)
 def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8 and ::1, which are exempt from per-IP limits (§5.3)."""
+    """True for 127.0.0.0/8 and ::1, where a loopback devnet may lift the address limits (§5.3 Address limits)."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -5,15 +5,19 @@ least-recently-seen order (Kademlia §2.2).  A full bucket never drops a live
 contact for a newcomer: the newcomer waits in the bucket's bounded replacement
 cache and the caller is asked to ping the least-recently-seen contact; only
 if that ping fails does the newcomer take its place (ping-before-evict,
-Kademlia §2.2 and §4.1).  Per-IP limits per bucket and per table keep one host
-from filling the table with made-up IDs (§5.3).  Everything takes ``now``
-from the caller; nothing here does I/O.
+Kademlia §2.2 and §4.1).  One contact per IP:port, and limits per address
+prefix per bucket and per table (S/Kademlia's IP diversity), keep one host
+from filling the table with made-up IDs (specs/dht.md §5.3 Address limits).
+The caller adds only contacts that answered a request of its own (§5.2
+Adding a contact).  Everything takes ``now`` from the caller; nothing here
+does I/O.
 """
 
 from __future__ import annotations
 
 import enum
 import heapq
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -21,10 +25,14 @@ from protocol.kademlia.ids import ID_BITS, K, Contact, bucket_index, check_id, i
 
 #: Contacts waiting to replace a failed one, per bucket (specs/dht.md §5.1).
 REPLACEMENT_CACHE_SIZE = 10
-#: Contacts one IP address may hold in one bucket (specs/dht.md §5.3).
-MAX_PER_IP_PER_BUCKET = 2
-#: Contacts one IP address may hold in the whole table (specs/dht.md §5.3).
-MAX_PER_IP_PER_TABLE = 10
+#: Contacts one address prefix may hold in one bucket (specs/dht.md §5.3 Address limits).
+MAX_PER_PREFIX_PER_BUCKET = 2
+#: Contacts one address prefix may hold in the whole table (specs/dht.md §5.3 Address limits).
+MAX_PER_PREFIX_PER_TABLE = 10
+#: Leading bits of an IPv4 / IPv6 address that name its prefix (§5.3): a /24
+#: and a /64 are what one operator typically holds.
+IPV4_PREFIX_BITS = 24
+IPV6_PREFIX_BITS = 64
 #: A bucket untouched for this long is refreshed by a lookup (Kademlia §2.3).
 BUCKET_REFRESH_INTERVAL = 3600.0
 #: Most contacts a table can hold: every bucket full.
@@ -37,15 +45,29 @@ class AddStatus(enum.Enum):
     ADDED = "added"  # new entry in its bucket
     UPDATED = "updated"  # already there; moved to the most-recently-seen end
     CACHED = "cached"  # bucket full: kept in the replacement cache
-    REJECTED = "rejected"  # own ID, per-IP limit, or a different address for a known ID
+    ADDRESS_TAKEN = "address-taken"  # another ID holds this IP:port; it is to be pinged first
+    REJECTED = "rejected"  # own ID, prefix limit, or a different address for a known ID
+
+
+def address_prefix(host: str) -> str:
+    """The prefix ``host`` counts against: its /24 (IPv4) or /64 (IPv6), else the name itself."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if ip.version == 4:
+        return f"{int(ip) >> (32 - IPV4_PREFIX_BITS)}/{IPV4_PREFIX_BITS}"
+    return f"{int(ip) >> (128 - IPV6_PREFIX_BITS)}/v6"
 
 
 @dataclass(frozen=True, slots=True)
 class AddResult:
     """The outcome of ``RoutingTable.add``.
 
-    ``ping`` is the least-recently-seen contact of a full bucket that the caller
-    should ping: on success call ``seen(ping)``, on failure ``remove(ping)``.
+    ``ping`` is the contact the caller should ping: the least-recently-seen
+    contact of a full bucket (CACHED), or the one holding the newcomer's
+    IP:port (ADDRESS_TAKEN).  If it answers with its ID call ``seen(ping)``;
+    if not, ``remove(ping)`` (and, for ADDRESS_TAKEN, ``add`` the newcomer again).
     """
 
     status: AddStatus
@@ -57,9 +79,11 @@ class _Entry:
     contact: Contact
     last_seen: float
     key: int = 0  # the node ID as an integer, for fast XOR sorting
+    prefix: str = ""  # the address prefix the contact counts against (§5.3)
 
     def __post_init__(self) -> None:
         self.key = int.from_bytes(self.contact.node_id, "big")
+        self.prefix = address_prefix(self.contact.host)
 
 
 @dataclass(slots=True)
@@ -80,18 +104,22 @@ class RoutingTable:
         *,
         k: int = K,
         replacement_cache_size: int = REPLACEMENT_CACHE_SIZE,
-        max_per_ip_per_bucket: int = MAX_PER_IP_PER_BUCKET,
-        max_per_ip_per_table: int = MAX_PER_IP_PER_TABLE,
-        exempt_loopback: bool = True,
+        max_per_prefix_per_bucket: int = MAX_PER_PREFIX_PER_BUCKET,
+        max_per_prefix_per_table: int = MAX_PER_PREFIX_PER_TABLE,
+        loopback_devnet: bool = False,
     ) -> None:
+        """``loopback_devnet`` lifts the prefix limits for loopback addresses, where a
+        local test network runs all its nodes; it must be asked for (§5.3)."""
         self.own_id = check_id(own_id)
         self.k = k
         self.replacement_cache_size = replacement_cache_size
-        self.max_per_ip_per_bucket = max_per_ip_per_bucket
-        self.max_per_ip_per_table = max_per_ip_per_table
-        self.exempt_loopback = exempt_loopback
+        self.max_per_prefix_per_bucket = max_per_prefix_per_bucket
+        self.max_per_prefix_per_table = max_per_prefix_per_table
+        self.loopback_devnet = loopback_devnet
         self._buckets = [_Bucket() for _ in range(ID_BITS)]
-        self._ip_counts: dict[str, int] = {}
+        self._prefix_counts: dict[str, int] = {}
+        # Who holds each IP:port: at most one contact per address (§5.3).
+        self._holders: dict[tuple[str, int], bytes] = {}
 
     # -- queries ---------------------------------------------------------
 
@@ -100,6 +128,11 @@ class RoutingTable:
 
     def __contains__(self, node_id: object) -> bool:
         return self.get(node_id) is not None if isinstance(node_id, bytes) else False
+
+    def holder(self, address: tuple[str, int]) -> Contact | None:
+        """The contact at ``address`` (IP, port), or None."""
+        node_id = self._holders.get(address)
+        return self.get(node_id) if node_id is not None else None
 
     def get(self, node_id: bytes) -> Contact | None:
         """The contact with ``node_id``, or None."""
@@ -164,11 +197,15 @@ class RoutingTable:
             bucket.entries[contact.node_id] = entry
             bucket.last_changed = now
             return AddResult(AddStatus.UPDATED)
-        if not self._ip_allowed(bucket, contact.host):
+        held_by = self.holder(contact.address)
+        if held_by is not None:
+            # A new ID at a known IP:port replaces the old one only after the
+            # old one fails a ping (§5.3): made-up IDs cannot pile up there.
+            return AddResult(AddStatus.ADDRESS_TAKEN, ping=held_by)
+        if not self._prefix_allowed(bucket, contact.host):
             return AddResult(AddStatus.REJECTED)
         if len(bucket.entries) < self.k:
-            bucket.entries[contact.node_id] = _Entry(contact, now)
-            self._count_ip(contact.host, +1)
+            self._insert(bucket, _Entry(contact, now))
             bucket.last_changed = now
             return AddResult(AddStatus.ADDED)
         bucket.replacements.pop(contact.node_id, None)
@@ -205,13 +242,13 @@ class RoutingTable:
         entry = bucket.entries.pop(node_id, None)
         if entry is None:
             return
-        self._count_ip(entry.contact.host, -1)
+        self._count_prefix(entry.contact.host, -1)
+        self._holders.pop(entry.contact.address, None)
         # Newest replacement first: it was heard from most recently.
         for rid in reversed(list(bucket.replacements)):
             candidate = bucket.replacements.pop(rid)
-            if self._ip_allowed(bucket, candidate.contact.host):
-                bucket.entries[rid] = candidate
-                self._count_ip(candidate.contact.host, +1)
+            if candidate.contact.address not in self._holders and self._prefix_allowed(bucket, candidate.contact.host):
+                self._insert(bucket, candidate)
                 break
 
     def touch_bucket(self, target: bytes, now: float) -> None:
@@ -226,20 +263,27 @@ class RoutingTable:
         for b in self._buckets:
             b.pinging = None
 
-    # -- per-IP limits (specs/dht.md §5.3) -------------------------------
+    # -- address limits (specs/dht.md §5.3) -------------------------------
 
-    def _ip_allowed(self, bucket: _Bucket, host: str) -> bool:
-        if self.exempt_loopback and is_loopback(host):
+    def _insert(self, bucket: _Bucket, entry: _Entry) -> None:
+        bucket.entries[entry.contact.node_id] = entry
+        self._holders[entry.contact.address] = entry.contact.node_id
+        self._count_prefix(entry.contact.host, +1)
+
+    def _prefix_allowed(self, bucket: _Bucket, host: str) -> bool:
+        if self.loopback_devnet and is_loopback(host):
             return True
-        in_bucket = sum(1 for e in bucket.entries.values() if e.contact.host == host)
-        if in_bucket >= self.max_per_ip_per_bucket:
+        prefix = address_prefix(host)
+        in_bucket = sum(1 for e in bucket.entries.values() if e.prefix == prefix)
+        if in_bucket >= self.max_per_prefix_per_bucket:
             return False
-        return self._ip_counts.get(host, 0) < self.max_per_ip_per_table
+        return self._prefix_counts.get(prefix, 0) < self.max_per_prefix_per_table
 
-    def _count_ip(self, host: str, delta: int) -> None:
-        n = self._ip_counts.get(host, 0) + delta
+    def _count_prefix(self, host: str, delta: int) -> None:
+        prefix = address_prefix(host)
+        n = self._prefix_counts.get(prefix, 0) + delta
         if n > 0:
-            self._ip_counts[host] = n
+            self._prefix_counts[prefix] = n
         else:
-            self._ip_counts.pop(host, None)
+            self._prefix_counts.pop(prefix, None)
 

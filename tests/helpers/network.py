@@ -49,7 +49,7 @@ async def run_node(path: Path, dht_timeout: float, *, task_status=trio.TASK_STAT
         async with open_transport(identity, ChunkServer(store),
                                   payment_key=PrivateKey().public_key.format()) as transport:
             contact = ContactInfo(tcp_port=transport.port)
-            async with open_dht(identity, contact=contact, request_timeout=dht_timeout) as dht:
+            async with open_dht(identity, contact=contact, request_timeout=dht_timeout, loopback_devnet=True) as dht:
                 task_status.started(Node(path, identity, store, transport, dht, scope))
                 await trio.sleep_forever()
 

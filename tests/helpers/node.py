@@ -88,11 +88,17 @@ class MuNode:
 
 
 @asynccontextmanager
-async def open_mu_node(data_dir: Path, chain: MuChain, extra_args: list[str] | None = None) -> AsyncIterator[MuNode]:
-    """Start ``mu node`` on a free port against ``chain``; stop it on exit."""
+async def open_mu_node(data_dir: Path, chain: MuChain, extra_args: list[str] | None = None, *,
+                       loopback_devnet: bool = True) -> AsyncIterator[MuNode]:
+    """Start ``mu node`` on a free port against ``chain``; stop it on exit.
+
+    ``loopback_devnet`` (the default: every test node is on 127.0.0.1) lifts the
+    DHT table's address-prefix limits for loopback peers (specs/dht.md §5.3).
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "node", "--data-dir", str(data_dir), "node", "--listen", "127.0.0.1:0",
-            "--chain-rpc", chain.url, "--chain-cookie", str(chain.cookie_path), *(extra_args or [])]
+            "--chain-rpc", chain.url, "--chain-cookie", str(chain.cookie_path),
+            *(["--loopback-devnet"] if loopback_devnet else []), *(extra_args or [])]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     node = MuNode(data_dir=data_dir, argv=argv, env=env)
     await node.start()

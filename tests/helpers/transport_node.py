@@ -23,7 +23,7 @@ async def main(root: Path, seed: bytes, chunks: int) -> None:
     for i in range(chunks):
         store.put(*chunk(i, 20_000))
     identity = Identity(seed)
-    limits = Limits(max_connections_per_ip=32, handshake_timeout=5.0)
+    limits = Limits(handshake_timeout=5.0)
     async with open_transport(identity, ChunkServer(store), payment_key=payment_key(0), limits=limits) as transport:
         print(transport.port, identity.node_id.hex(), flush=True)
         await trio.to_thread.run_sync(sys.stdin.read)

@@ -7,20 +7,21 @@ from hypothesis import strategies as st
 
 from protocol.kademlia.ids import K, Contact, bucket_index, distance
 from protocol.kademlia.lookup import Lookup
-from protocol.kademlia.routing import RoutingTable
+from protocol.kademlia.routing import RoutingTable, address_prefix
 
 ids = st.binary(min_size=20, max_size=20)
 hosts = st.sampled_from(["10.0.0.1", "10.0.0.2", "10.0.0.3", "127.0.0.1", "192.0.2.9"])
+ports = st.integers(min_value=1000, max_value=1003)
 
 
 @settings(max_examples=60, deadline=None)
-@given(own=ids, ops=st.lists(st.tuples(st.sampled_from(["add", "seen", "remove"]), ids, hosts), max_size=300),
-       target=ids)
-def test_table_invariants(own: bytes, ops: list[tuple[str, bytes, str]], target: bytes) -> None:
-    table = RoutingTable(own, k=4, replacement_cache_size=3)
-    for step, (op, node_id, host) in enumerate(ops):
+@given(own=ids, ops=st.lists(st.tuples(st.sampled_from(["add", "seen", "remove"]), ids, hosts, ports), max_size=300),
+       target=ids, devnet=st.booleans())
+def test_table_invariants(own: bytes, ops: list[tuple[str, bytes, str, int]], target: bytes, devnet: bool) -> None:
+    table = RoutingTable(own, k=4, replacement_cache_size=3, loopback_devnet=devnet)
+    for step, (op, node_id, host, port) in enumerate(ops):
         if op == "add" and node_id != own:
-            table.add(Contact(node_id, host, 1000), float(step))
+            table.add(Contact(node_id, host, port), float(step))
         elif op == "seen":
             table.seen(node_id, float(step))
         else:
@@ -28,15 +29,21 @@ def test_table_invariants(own: bytes, ops: list[tuple[str, bytes, str]], target:
     contacts = table.contacts()
     assert own not in {c.node_id for c in contacts}
     assert len({c.node_id for c in contacts}) == len(contacts)
+    # At most one contact per IP:port (specs/dht.md §5.3 Address limits).
+    assert len({c.address for c in contacts}) == len(contacts)
     per_bucket: dict[int, int] = {}
-    per_ip: dict[str, int] = {}
+    per_prefix: dict[str, int] = {}
+    per_prefix_bucket: dict[tuple[str, int], int] = {}
     for c in contacts:
         b = bucket_index(own, c.node_id)
         per_bucket[b] = per_bucket.get(b, 0) + 1
-        if c.host != "127.0.0.1":
-            per_ip[c.host] = per_ip.get(c.host, 0) + 1
+        if not (devnet and c.host == "127.0.0.1"):
+            prefix = address_prefix(c.host)
+            per_prefix[prefix] = per_prefix.get(prefix, 0) + 1
+            per_prefix_bucket[prefix, b] = per_prefix_bucket.get((prefix, b), 0) + 1
     assert all(n <= 4 for n in per_bucket.values())
-    assert all(n <= table.max_per_ip_per_table for n in per_ip.values())
+    assert all(n <= table.max_per_prefix_per_table for n in per_prefix.values())
+    assert all(n <= table.max_per_prefix_per_bucket for n in per_prefix_bucket.values())
     brute = sorted(contacts, key=lambda c: distance(c.node_id, target))[:K]
     assert table.closest(target, K) == brute
 

@@ -19,7 +19,7 @@ from node.dht import open_dht
 from protocol.identity import Identity
 from protocol.kademlia.records import ProviderRecord
 from protocol.kademlia.storage import MAX_VALUES_PER_PEER
-from protocol.kademlia.wire import decode_datagram, encode_request, Response
+from protocol.kademlia.wire import Response, decode_datagram, encode_request, encode_response
 
 SENDER = secrets.token_bytes(20)
 
@@ -30,11 +30,15 @@ class Client:
         self.target = target
 
     async def next_reply(self) -> Response:
+        """The next response; the node's own pings (it checks who asks it, §5.2) are answered on the way."""
         with trio.fail_after(10):
-            data, _ = await self.sock.recvfrom(65536)
-        message = decode_datagram(data)
-        assert isinstance(message, Response)
-        return message
+            while True:
+                data, address = await self.sock.recvfrom(65536)
+                message = decode_datagram(data)
+                if isinstance(message, Response):
+                    return message
+                assert message.name == "ping"
+                await self.sock.sendto(encode_response(message.msg_id, SENDER), address)
 
     async def call(self, name: str, args: list[object]) -> object:
         msg_id = secrets.token_bytes(20)

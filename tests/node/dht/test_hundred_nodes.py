@@ -22,7 +22,7 @@ async def test_hundred_nodes_lookups_match_brute_force_and_providers_are_found()
     rng = random.Random(6)
     async with AsyncExitStack() as stack:
         nodes = [
-            await stack.enter_async_context(open_dht(Identity(rng.randbytes(32)), request_timeout=5.0))
+            await stack.enter_async_context(open_dht(Identity(rng.randbytes(32)), request_timeout=5.0, loopback_devnet=True))
             for _ in range(N_NODES)
         ]
         # Each node joins through a node that joined before it.

@@ -27,7 +27,7 @@ async def test_stock_and_mu_nodes_form_one_network() -> None:
         for s in (s1, s2):
             await stock.command(cmd="bootstrap", index=s["index"], addrs=[["127.0.0.1", s0["port"]]])
 
-        mu = [await stack.enter_async_context(open_dht(Identity(secrets.token_bytes(32)), request_timeout=5.0)) for _ in range(5)]
+        mu = [await stack.enter_async_context(open_dht(Identity(secrets.token_bytes(32)), request_timeout=5.0, loopback_devnet=True)) for _ in range(5)]
         # A mu node bootstraps from stock nodes only...
         await mu[0].bootstrap([("127.0.0.1", s0["port"])])
         for node in mu[1:]:

@@ -27,7 +27,7 @@ async def test_republish_and_expiry() -> None:
     async with AsyncExitStack() as stack:
         nodes = [
             await stack.enter_async_context(open_dht(Identity(secrets.token_bytes(32)), wall_clock=clock,
-                                                     contact=ContactInfo(tcp_port=7000 + i)))
+                                                     contact=ContactInfo(tcp_port=7000 + i), loopback_devnet=True))
             for i in range(6)
         ]
         for n in nodes[1:]:

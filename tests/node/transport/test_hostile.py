@@ -1,4 +1,4 @@
-"""Hostile peers: flipped bytes, per-IP limits, stalled handshakes, garbage floods."""
+"""Hostile peers: flipped bytes, the handshake budget, stalled handshakes, garbage floods."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import random
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -115,22 +116,85 @@ async def test_flipped_byte_ends_the_session_with_a_logged_error(tmp_path: Path,
     assert errors and "DECRYPT_FAILED" in errors[0].getMessage()
 
 
-async def test_per_ip_limit_and_handshake_timeout(tmp_path: Path) -> None:
-    limits = Limits(max_connections_per_ip=3, handshake_timeout=0.5)
+async def test_handshake_budget_evicts_the_oldest_and_times_out(tmp_path: Path) -> None:
+    limits = Limits(max_handshakes=3, handshake_timeout=0.5)
     async with open_transport(identity(2), ChunkServer(ChunkStore(tmp_path / "s")), payment_key=payment_key(2), limits=limits) as node:
         idle = [await trio.open_tcp_stream("127.0.0.1", node.port) for _ in range(3)]
+        with trio.fail_after(10):
+            while node.pending_handshakes < 3:  # the listener has taken all three
+                await trio.sleep(0)
         extra = await trio.open_tcp_stream("127.0.0.1", node.port)
         with trio.fail_after(10):
-            # The fourth connection from this IP is closed at once.
-            assert await extra.receive_some(10) == b""
-            # The three silent ones are dropped when the handshake timeout passes.
-            for stream in idle:
+            # The fourth pending handshake from this address evicts the oldest at once.
+            assert await idle[0].receive_some(10) == b""
+            # The other silent ones are dropped when the handshake timeout passes.
+            for stream in [*idle[1:], extra]:
                 assert await stream.receive_some(10) == b""
-        assert node.refused_connections == 1 and node.failed_handshakes == 3
-        # Slots are free again: a real peer gets in.
+        assert node.evicted_handshakes == 1 and node.failed_handshakes == 3
+        # A real peer gets in.
         stream, conn = await raw_session(node.port, identity(2).node_id)
         assert conn.peer_node_id == identity(2).node_id
         await stream.aclose()
+
+
+async def test_sessions_are_bounded_per_node_id_not_per_address(tmp_path: Path) -> None:
+    async with open_transport(identity(2), ChunkServer(ChunkStore(tmp_path / "s")), payment_key=payment_key(2)) as node:
+        same = [await raw_session(node.port, identity(2).node_id, n=60) for _ in range(3)]
+        with trio.fail_after(10):
+            # The third session of one node id replaces the oldest one.
+            assert await same[0][0].receive_some(65536) == b""
+        others = [await raw_session(node.port, identity(2).node_id, n=61 + i) for i in range(5)]
+        with trio.fail_after(10):
+            while node.pending_handshakes:  # the node finishes its side of the last handshake
+                await trio.sleep(0)
+        # Every other node at the same address keeps its session; none holds a handshake slot.
+        assert node.session_count == 2 + 5
+        assert {s.peer_node_id for s in node.sessions()} == {cached_identity(n).node_id for n in range(60, 66)}
+        for stream, _ in same[1:] + others:
+            await stream.aclose()
+
+
+def raise_open_file_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        pytest.skip(f"needs {needed} open files, the hard limit is {hard}")
+
+
+#: Idle connections the flood holds from the honest peer's own address.
+IDLE_FLOOD = 2000
+
+
+@pytest.mark.slow
+async def test_honest_peer_fetches_while_its_address_holds_two_thousand_idle_connections(tmp_path: Path) -> None:
+    raise_open_file_limit(IDLE_FLOOD + 256)
+    seed = hashlib.sha256(b"idle flood target").digest()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.helpers.transport_node", str(tmp_path / "s"), seed.hex(), "8"],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    flood: list[trio.SocketStream] = []
+    try:
+        assert proc.stdout is not None
+        port_s, node_hex = (await trio.to_thread.run_sync(proc.stdout.readline)).split()
+        port, node_id = int(port_s), bytes.fromhex(node_hex)
+        # Raw sockets from 127.0.0.1 that never send a byte, all held open.
+        with trio.fail_after(60):
+            for _ in range(IDLE_FLOOD):
+                flood.append(await dial(port))
+        async with open_transport(identity(1), ChunkServer(ChunkStore(tmp_path / "c")), payment_key=payment_key(1)) as me:
+            with trio.fail_after(30):
+                session = await me.connect(node_id, "127.0.0.1", port)
+                assert await session.get_chunk(chunk(5, 20_000)[0]) == chunk(5, 20_000)[1]
+        assert proc.poll() is None, "node process died"
+    finally:
+        for stream in flood:
+            await trio.aclose_forcefully(stream)
+        if proc.stdin:
+            proc.stdin.close()
+        proc.wait(timeout=30)
 
 
 async def dial(port: int) -> trio.SocketStream:

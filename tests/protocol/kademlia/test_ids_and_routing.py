@@ -17,8 +17,9 @@ def cid(n: int) -> bytes:
     return n.to_bytes(20, "big")
 
 
-def contact(n: int, host: str = "127.0.0.1", port: int = 4000) -> Contact:
-    return Contact(cid(n), host, port)
+def contact(n: int, host: str = "127.0.0.1", port: int | None = None) -> Contact:
+    """Contact ``n``, at a port of its own unless one is given (one contact per IP:port, §5.3)."""
+    return Contact(cid(n), host, port if port is not None else 1 + n % 65521)
 
 
 def test_distance_and_buckets() -> None:
@@ -55,7 +56,7 @@ def test_contact_wire_round_trip() -> None:
 
 
 def test_lru_order_ping_before_evict_and_replacements() -> None:
-    table = RoutingTable(OWN, k=3, replacement_cache_size=2)
+    table = RoutingTable(OWN, k=3, replacement_cache_size=2, loopback_devnet=True)
     # IDs 8..15 all fall in bucket 3.
     for n in (8, 9, 10):
         assert table.add(contact(n), 1.0).status is AddStatus.ADDED
@@ -90,32 +91,50 @@ def test_known_id_from_another_address_is_rejected() -> None:
 def test_public_key_upgrade_is_kept() -> None:
     table = RoutingTable(OWN)
     table.add(contact(5), 0.0)
-    table.add(Contact(cid(5), "127.0.0.1", 4000, b"k" * 32), 1.0)
+    table.add(Contact(cid(5), "127.0.0.1", contact(5).port, b"k" * 32), 1.0)
     table.add(contact(5), 2.0)  # a plain sighting does not erase the proof
     assert table.get(cid(5)).public_key == b"k" * 32  # type: ignore[union-attr]
 
 
-def test_per_ip_limits() -> None:
-    table = RoutingTable(OWN, max_per_ip_per_bucket=2, max_per_ip_per_table=3)
+def test_prefix_limits() -> None:
+    table = RoutingTable(OWN, max_per_prefix_per_bucket=2, max_per_prefix_per_table=3)
     high = 1 << 150
     assert table.add(contact(high + 1, "10.0.0.1"), 0).status is AddStatus.ADDED
-    assert table.add(contact(high + 2, "10.0.0.1"), 0).status is AddStatus.ADDED
-    assert table.add(contact(high + 3, "10.0.0.1"), 0).status is AddStatus.REJECTED  # bucket limit
-    assert table.add(contact(1 << 140, "10.0.0.1"), 0).status is AddStatus.ADDED
-    assert table.add(contact(1 << 130, "10.0.0.1"), 0).status is AddStatus.REJECTED  # table limit
-    assert table.add(contact(1 << 130, "10.0.0.2"), 0).status is AddStatus.ADDED
+    assert table.add(contact(high + 2, "10.0.0.2"), 0).status is AddStatus.ADDED
+    assert table.add(contact(high + 3, "10.0.0.3"), 0).status is AddStatus.REJECTED  # bucket limit, same /24
+    assert table.add(contact(1 << 140, "10.0.0.1", port=4001), 0).status is AddStatus.ADDED
+    assert table.add(contact(1 << 130, "10.0.0.9"), 0).status is AddStatus.REJECTED  # table limit, same /24
+    assert table.add(contact(1 << 130, "10.0.1.1"), 0).status is AddStatus.ADDED  # another /24
     table.remove(cid(1 << 140))
-    assert table.add(contact(1 << 120, "10.0.0.1"), 0).status is AddStatus.ADDED
-    # Loopback is exempt (every test node lives there) unless asked otherwise.
-    for i in range(5):
-        assert table.add(contact(high + 10 + i, "127.0.0.1"), 0).status is AddStatus.ADDED
-    strict = RoutingTable(OWN, exempt_loopback=False, max_per_ip_per_bucket=1)
-    strict.add(contact(high + 1), 0)
-    assert strict.add(contact(high + 2), 0).status is AddStatus.REJECTED
+    assert table.add(contact(1 << 120, "10.0.0.1", port=4002), 0).status is AddStatus.ADDED
+    # IPv6 addresses count by their /64.
+    assert table.add(contact(high + 20, "2001:db8::1"), 0).status is AddStatus.ADDED
+    assert table.add(contact(high + 21, "2001:db8::2"), 0).status is AddStatus.ADDED
+    assert table.add(contact(high + 22, "2001:db8::3"), 0).status is AddStatus.REJECTED
+    # Loopback counts like any address unless the table is a loopback devnet's.
+    strict = RoutingTable(OWN, max_per_prefix_per_bucket=1)
+    strict.add(contact(high + 1, port=1), 0)
+    assert strict.add(contact(high + 2, port=2), 0).status is AddStatus.REJECTED
+    devnet = RoutingTable(OWN, loopback_devnet=True)
+    for i in range(15):
+        assert devnet.add(contact(high + 10 + i, port=1000 + i), 0).status is AddStatus.ADDED
+
+
+def test_one_contact_per_ip_and_port() -> None:
+    table = RoutingTable(OWN)
+    assert table.add(contact(5, "10.0.0.1", 4000), 0.0).status is AddStatus.ADDED
+    # A new ID at a known IP:port: the holder is to be pinged, the newcomer is not added.
+    result = table.add(contact(1 << 100, "10.0.0.1", 4000), 1.0)
+    assert result.status is AddStatus.ADDRESS_TAKEN and result.ping == contact(5, "10.0.0.1", 4000)
+    assert table.holder(("10.0.0.1", 4000)) == contact(5, "10.0.0.1", 4000) and len(table) == 1
+    # The holder failed its ping: the newcomer may take the address.
+    table.remove(cid(5))
+    assert table.add(contact(1 << 100, "10.0.0.1", 4000), 2.0).status is AddStatus.ADDED
+    assert table.holder(("10.0.0.1", 4000)) == contact(1 << 100, "10.0.0.1", 4000)
 
 
 def test_closest_and_refresh_helpers() -> None:
-    table = RoutingTable(OWN)
+    table = RoutingTable(OWN, loopback_devnet=True)
     for n in (1, 2, 3, 100, 1000, 1 << 159):
         table.add(contact(n), 0.0)
     assert [c.node_id for c in table.closest(cid(3), 3)] == [cid(3), cid(2), cid(1)]

@@ -15,7 +15,7 @@ def make_network(n: int, seed: int) -> dict[bytes, RoutingTable]:
     contacts = {i: Contact(i, "127.0.0.1", 1000 + j) for j, i in enumerate(ids)}
     tables = {}
     for i in ids:
-        t = RoutingTable(i)
+        t = RoutingTable(i, loopback_devnet=True)  # every simulated node is on 127.0.0.1
         for other in rng.sample(ids, n):  # buckets keep k each: near ones complete, far ones sampled
             t.add(contacts[other], 0.0)
         tables[i] = t
