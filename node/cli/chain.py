@@ -9,7 +9,8 @@ import sys
 
 import trio
 
-from node.cli.exit_codes import EXIT_OK, EXIT_USAGE, fail
+from node.cli.arguments import port_number, positive_float
+from node.cli.exit_codes import EXIT_OK, EXIT_FAILURE, fail
 from node.runtime.config import resolve_data_dir
 
 
@@ -18,9 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "chain",
         help="run the embedded regtest chain (Bitcoin Core JSON-RPC, validated by libbitcoinkernel)",
     )
-    parser.add_argument("--rpc-port", type=int, default=18443,
+    parser.add_argument("--rpc-port", type=port_number, default=18443,
                         help="RPC port on 127.0.0.1 (default 18443; 0 picks a free port)")
-    parser.add_argument("--block-interval", type=float, default=None, metavar="S",
+    parser.add_argument("--block-interval", type=positive_float, default=None, metavar="S",
                         help="also mine a block every S seconds (default: only on generatetoaddress)")
     parser.add_argument("--mine-address", default=None,
                         help="regtest address timed blocks pay (default: P2WSH of OP_TRUE)")
@@ -55,9 +56,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         import pbk  # noqa: F401  (optional extra: mu[chain])
     except ImportError:
-        return fail("mu chain needs py-bitcoinkernel: pip install 'mu[chain]'", EXIT_USAGE)
+        return fail("mu chain needs py-bitcoinkernel: pip install 'mu[chain]'", EXIT_FAILURE)
     try:
         trio.run(_main, args)
     except OSError as exc:
-        return fail(f"mu chain: {exc}", EXIT_USAGE)
+        return fail(f"mu chain: {exc}", EXIT_FAILURE)
     return EXIT_OK
