@@ -225,16 +225,18 @@ async def settle_one_channel(host_dir: Path, host_name: str, payer_id: str, rpc:
         f"fetcher): its node broadcasts the close, the chain mines it")
     with trio.fail_after(SETTLE_DEADLINE), Ledger.open(host_dir / LEDGER_FILE) as ledger:  # WAL: read beside the node
         while True:
-            settled = [s for s in (await trio.to_thread.run_sync(ledger.export))["settlements"]
-                       if s["channel_id"] == channel["channel_id"] and s["kind"] == "close" and s["state"] == "confirmed"]
+            settlements = (await trio.to_thread.run_sync(ledger.export))["settlements"]
+            settled = [s for s in settlements if s["channel_id"] == channel["channel_id"]
+                       and s["kind"] == "close" and s["state"] == "confirmed"]
             if settled:
                 break
             await trio.sleep(SETTLE_POLL)  # polling the host's ledger, bounded by fail_after
     txid = settled[0]["txid"]
     tx = await rpc.call("getrawtransaction", txid, True)  # the chain's own word, not the ledger's
     block = await rpc.call("getblock", tx["blockhash"])
+    confirmations = int(tx["confirmations"])
     return True, (f"{host_name} settled {_sats(settled[0]['amount'])} sats on chain: txid {txid}, confirmed at "
-                  f"height {block['height']} ({tx['confirmations']} confirmation{'' if tx['confirmations'] == 1 else 's'})")
+                  f"height {block['height']} ({confirmations} confirmation{'' if confirmations == 1 else 's'})")
 
 
 async def demo(root: Path, hosts: list[dict[str, Any]], start_fetcher: Callable[[], Awaitable[dict[str, Any]]],

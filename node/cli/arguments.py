@@ -58,7 +58,10 @@ def positive_float(text: str) -> float:
 
 
 def power_of_two_in(low: int, high: int) -> Callable[[str], int]:
-    """An argparse type: a power of two from ``low`` to ``high`` (chunk sizes, specs/chunks.md §3 Definitions and defaults)."""
+    """An argparse type: a power of two from ``low`` to ``high``.
+
+    For chunk sizes (specs/chunks.md §3 Definitions and defaults).
+    """
     in_range = int_in(low, high)
 
     def parse(text: str) -> int:

@@ -38,8 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     g = sub.add_parser("get", help="decrypt a file by its link or root (through a running node: from the network)")
     g.add_argument("link", help="mu:ROOT#KEY link, or a root (then --key or --raw is needed)")
-    g.add_argument("-o", "--output", type=Path, default=None, help="where to write the file, atomically (no default: required unless --raw)")
-    g.add_argument("--key", default=None, help="base58 file key, for a link or root without one (default: the link's own key)")
+    g.add_argument("-o", "--output", type=Path, default=None,
+                   help="where to write the file, atomically (no default: required unless --raw)")
+    g.add_argument("--key", default=None,
+                   help="base58 file key, for a link or root without one (default: the link's own key)")
     g.add_argument("--raw", action="store_true",
                    help="no key: fetch (through a running node) and verify every ciphertext chunk into the store; "
                         "nothing is decrypted or written outside the store")

@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("wallet", help="the node wallet: address, balance, send, faucet")
     parser.add_argument("--rpc-url", default=None,
                         help="Bitcoin Core JSON-RPC URL (default: the local `mu chain` of this data dir)")
-    parser.add_argument("--rpc-cookie", default=None, help="cookie file for --rpc-url (default: none, then --rpc-user and --rpc-password)")
+    parser.add_argument("--rpc-cookie", default=None,
+                        help="cookie file for --rpc-url (default: none, then --rpc-user and --rpc-password)")
     parser.add_argument("--rpc-user", default=None, help="RPC user for --rpc-url (default: the cookie)")
     parser.add_argument("--rpc-password", default=None, help="RPC password for --rpc-user (default: none)")
     parser.add_argument("--fee-rate", type=positive_int, default=None,

@@ -136,7 +136,8 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
 def _reason(exc: Exception) -> str:
     """Why a PUT failed, never empty (a timeout's own message is)."""
     if isinstance(exc, trio.TooSlowError):
-        return f"no answer within {PUT_TIMEOUT:g} s"
+        # The wait may be the host, or a new channel's funding waiting for blocks (node/exchange/paying.py).
+        return f"no answer within {PUT_TIMEOUT:g} s (the host, or a channel funding waiting for its confirmations)"
     if isinstance(exc, (WalletError, RPCError, RPCTransportError)):
         return f"cannot fund a channel: {exc}"
     return str(exc) or type(exc).__name__

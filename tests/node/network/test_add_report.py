@@ -44,7 +44,8 @@ async def test_add_names_each_failed_replica_with_its_reason_and_exits_under_rep
             async with open_mu_node(tmp_path / "adder", chain, bootstrap) as adder:
                 client = ControlClient.from_data_dir(adder.data_dir)
                 with trio.fail_after(JOIN_DEADLINE):
-                    while host.node_id.hex() not in {p["node_id"] for p in (await client.call("GET", "peers"))["peers"]}:
+                    while host.node_id.hex() not in {p["node_id"] for p in
+                                                     (await client.call("GET", "peers"))["peers"]}:
                         await trio.sleep(0.05)  # polling the node's table, bounded by fail_after
 
                 code, out, err = await _mu(adder.data_dir, "add", str(src), "--chunk-size", str(CHUNK_SIZE))
