@@ -10,7 +10,8 @@ import sys
 
 import trio
 
-from node.cli.exit_codes import EXIT_OK, EXIT_USAGE, fail
+from node.cli.arguments import port_number, positive_float
+from node.cli.exit_codes import EXIT_OK, EXIT_FAILURE, fail
 from node.runtime.config import resolve_data_dir
 from node.runtime.lock import DataDirLocked
 
@@ -27,22 +28,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "--block-interval seconds, and one at once when a transaction enters an empty "
                     "mempool, so fundings confirm within a moment. One chain per data dir.",
     )
-    parser.add_argument("--rpc-port", type=int, default=18443,
+    parser.add_argument("--rpc-port", type=port_number, default=18443,
                         help="RPC port on 127.0.0.1 (default 18443; 0 picks a free port)")
-    parser.add_argument("--block-interval", type=_positive_seconds, default=DEFAULT_BLOCK_INTERVAL, metavar="S",
+    parser.add_argument("--block-interval", type=positive_float, default=DEFAULT_BLOCK_INTERVAL, metavar="S",
                         help=f"mine a block every S seconds (default {DEFAULT_BLOCK_INTERVAL:g})")
     parser.add_argument("--no-mine", action="store_true",
                         help="mine only on generatetoaddress: no timed blocks, none for new transactions")
     parser.add_argument("--mine-address", default=None,
                         help="regtest address the chain's own blocks pay (default: P2WSH of OP_TRUE)")
     parser.set_defaults(func=run)
-
-
-def _positive_seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
-    return value
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -81,16 +75,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         import pbk  # noqa: F401  (optional extra: mu[chain])
     except ImportError:
-        return fail("mu chain needs py-bitcoinkernel: pip install 'mu[chain]'", EXIT_USAGE)
+        return fail("mu chain needs py-bitcoinkernel: pip install 'mu[chain]'", EXIT_FAILURE)
     try:
         trio.run(_main, args)
     except (OSError, DataDirLocked, BaseExceptionGroup) as raised:
         error = _sole_error(raised)
         if isinstance(error, DataDirLocked):
-            return fail(f"mu chain: {error}", EXIT_USAGE)
+            return fail(f"mu chain: {error}", EXIT_FAILURE)
         if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
-            return fail(f"mu chain: RPC port {args.rpc_port} on 127.0.0.1 is in use", EXIT_USAGE)
+            return fail(f"mu chain: RPC port {args.rpc_port} on 127.0.0.1 is in use", EXIT_FAILURE)
         if isinstance(error, OSError):
-            return fail(f"mu chain: {error}", EXIT_USAGE)
+            return fail(f"mu chain: {error}", EXIT_FAILURE)
         raise
     return EXIT_OK

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from node.cli.exit_codes import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, fail
+from node.cli.exit_codes import EXIT_NOT_FOUND, EXIT_OK, EXIT_FAILURE, fail
 from node.cli.local_backend import NO_LEDGER, open_existing_ledger
 from node.runtime.config import resolve_data_dir
 from protocol.payments.vocabulary import ChannelStatus, Role
@@ -55,9 +55,9 @@ def run_close(args: argparse.Namespace) -> int:
             return fail(f"no channel {args.channel_id}", EXIT_NOT_FOUND)
         if record.role != Role.PAYEE:
             return fail(f"only the payee can close {args.channel_id}; the node refunds it after height "
-                        f"{record.expiry}", EXIT_USAGE)
+                        f"{record.expiry}", EXIT_FAILURE)
         if record.state != ChannelStatus.OPEN:
-            return fail(f"channel {args.channel_id} is already {record.state}", EXIT_USAGE)
+            return fail(f"channel {args.channel_id} is already {record.state}", EXIT_FAILURE)
         ledger.set_channel_state(args.channel_id, ChannelStatus.CLOSING)
     print(f"channel {args.channel_id} marked closing: the running node broadcasts its close "
           f"({record.total} sats) on its next settlement pass")

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 
-from node.cli.exit_codes import EXIT_OK, EXIT_USAGE, fail
+from node.cli.arguments import non_negative_int, port_number, positive_float
+from node.cli.exit_codes import EXIT_OK, EXIT_FAILURE, fail
 from node.runtime.config import ConfigError, resolve_data_dir
 from node.runtime.settings import DEFAULTS, SETTING_NAMES, EffectiveSettings, effective_settings, setting_type
 
@@ -43,6 +45,16 @@ SETTING_HELP: dict[str, str] = {
 }
 
 
+
+def _flag_type(name: str, kind: type) -> Callable[[str], object]:
+    """The argparse type of a numeric setting's flag: ports, counts, sats and seconds are never negative."""
+    if name == "dht_port":
+        return port_number
+    if kind is float:
+        return positive_float
+    return non_negative_int
+
+
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per node setting, default None (not given); the help shows the real default."""
     for name in SETTING_NAMES:
@@ -58,7 +70,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         elif kind is str:
             parser.add_argument(flag, default=None, help=help_text)
         else:
-            parser.add_argument(flag, type=kind, default=None, help=help_text)
+            parser.add_argument(flag, type=_flag_type(name, kind), default=None, help=help_text)
 
 
 def settings_from_args(args: argparse.Namespace) -> EffectiveSettings:
@@ -84,7 +96,7 @@ def run_show(args: argparse.Namespace) -> int:
     try:
         effective = settings_from_args(args)
     except ConfigError as exc:
-        return fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_FAILURE)
     if args.json:
         print(json.dumps({"file": str(effective.file), "settings": {
             name: {"value": _json_value(getattr(effective.settings, name)), "source": effective.sources[name].value}

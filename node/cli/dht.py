@@ -15,7 +15,8 @@ import sys
 
 import trio
 
-from node.cli.exit_codes import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, fail
+from node.cli.arguments import positive_float
+from node.cli.exit_codes import EXIT_NOT_FOUND, EXIT_OK, EXIT_FAILURE, fail
 from node.cli.backend import open_backend
 from node.cli.results import BackendError, to_json
 from node.runtime.config import ConfigError, load_identity, resolve_data_dir
@@ -36,8 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     lookup = dht_sub.add_parser("lookup", help="find the k nodes closest to a 20-byte key (40 hex digits)")
     lookup.add_argument("key", help="40 hex digits (a node ID or a chunk's DHT key)")
     lookup.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT",
-                        help="a node to join through (repeatable); the saved table is used too")
-    lookup.add_argument("--timeout", type=float, default=DEFAULT_LOOKUP_TIMEOUT, help="seconds (default 30)")
+                        help="a node to join through (repeatable; default: none, only the saved table)")
+    lookup.add_argument("--timeout", type=positive_float, default=DEFAULT_LOOKUP_TIMEOUT,
+                        help=f"seconds for joining and the lookup together (default {DEFAULT_LOOKUP_TIMEOUT:g})")
     lookup.add_argument("--json", action="store_true", help="machine-readable output")
     lookup.add_argument("--loopback-devnet", action="store_true",
                         help="the peers are a local test network on 127.0.0.1 (lifts the DHT table's "
@@ -81,11 +83,11 @@ def run_lookup(args: argparse.Namespace) -> int:
         if len(key) != 20:
             raise ValueError
     except ValueError:
-        return fail("KEY must be 40 hex digits (20 bytes)", EXIT_USAGE)
+        return fail("KEY must be 40 hex digits (20 bytes)", EXIT_FAILURE)
     try:
         addresses = [_parse_address(a) for a in args.bootstrap]
     except ValueError as exc:
-        return fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_FAILURE)
     data_dir = resolve_data_dir(args.data_dir)
     try:
         identity = load_identity(data_dir, create=False)
@@ -104,7 +106,7 @@ def run_lookup(args: argparse.Namespace) -> int:
 
     found = trio.run(go)
     if found is None:
-        return fail("no known peers: pass --bootstrap HOST:PORT", EXIT_USAGE)
+        return fail("no known peers: pass --bootstrap HOST:PORT", EXIT_FAILURE)
     if args.json:
         print(json.dumps({"key": key.hex(), "closest": [_contact_json(c, key) for c in found]}))
     else:

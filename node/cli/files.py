@@ -3,8 +3,11 @@
 Both go through the data dir's backend (node/cli/backend.py): with a node
 running, to and from the network; without one, the local store.
 
-Exit codes: 0 ok, 1 usage or operational error, 2 not found (input file or
-a chunk), 3 integrity failure (a chunk or the key did not verify).
+Exit codes: 0 ok, 1 operational error, 2 not found (input file or a
+chunk), 3 integrity failure (a chunk or the key did not verify), 4 usage
+error, 5 ``mu add`` through a node stored some chunk on fewer nodes than
+asked (each failed replica is printed with its reason; the link is printed
+too, the file is in the node's store).
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from node.cli.arguments import power_of_two_in
 from node.cli.backend import open_backend
-from node.cli.exit_codes import EXIT_NOT_FOUND, EXIT_OK, fail
+from node.cli.exit_codes import EXIT_NOT_FOUND, EXIT_OK, EXIT_UNDER_REPLICATED, fail
 from node.cli.progress import progress_display
 from node.cli.results import BackendError, to_json
-from protocol.chunks import DEFAULT_CHUNK_SIZE, Link, LinkError, parse_key
+from protocol.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Link, LinkError, parse_key
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -25,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("file", type=Path, help="file to add")
     p.add_argument("--convergent", action="store_true",
                    help="derive the key from the content and your convergence secret (equal files dedupe)")
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+    p.add_argument("--chunk-size", type=power_of_two_in(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE), default=DEFAULT_CHUNK_SIZE,
                    help=f"bytes per chunk: a power of two from 65536 to 4194304 (default {DEFAULT_CHUNK_SIZE})")
     p.add_argument("--name", default=None, help="name kept in the encrypted manifest (default: the file's name)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -34,8 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     g = sub.add_parser("get", help="decrypt a file by its link or root (through a running node: from the network)")
     g.add_argument("link", help="mu:ROOT#KEY link, or a root (then --key or --raw is needed)")
-    g.add_argument("-o", "--output", type=Path, default=None, help="where to write the file (atomically)")
-    g.add_argument("--key", default=None, help="base58 file key, for a link or root without one")
+    g.add_argument("-o", "--output", type=Path, default=None,
+                   help="where to write the file, atomically (no default: required unless --raw)")
+    g.add_argument("--key", default=None,
+                   help="base58 file key, for a link or root without one (default: the link's own key)")
     g.add_argument("--raw", action="store_true",
                    help="no key: fetch (through a running node) and verify every ciphertext chunk into the store; "
                         "nothing is decrypted or written outside the store")
@@ -61,12 +67,21 @@ def run_add(args: argparse.Namespace) -> int:
                                  on_progress=on_progress)
     except BackendError as exc:
         return fail(exc.message, exc.exit_code)
+    replication = result.replication
+    if replication is not None:
+        for failure in replication.failed_replicas:
+            where = f"node {failure.node_id}" if failure.node_id else "no node left to ask"
+            print(f"mu: chunk {failure.chunk[:16]} not stored ({where}): {failure.reason}", file=sys.stderr)
     if args.json:
         print(to_json(result))
-        return EXIT_OK
-    if result.replication is not None and not args.quiet:
-        print(f"{result.chunks} chunks, {result.replication.replicas_confirmed} replicas confirmed", file=sys.stderr)
-    print(result.link)
+    else:
+        if replication is not None and not args.quiet:
+            print(f"{result.chunks} chunks, {replication.replicas_confirmed} replicas confirmed", file=sys.stderr)
+        print(result.link)
+    if replication is not None and replication.under_replicated:
+        # The file is in this node's store and its link works, but the network holds fewer copies than asked.
+        return fail(f"{replication.under_replicated} of {result.chunks} chunks stored on fewer than "
+                    f"{replication.replicas_wanted} nodes", EXIT_UNDER_REPLICATED)
     return EXIT_OK
 
 

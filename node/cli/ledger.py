@@ -11,11 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from node.cli.arguments import non_negative_int
 from node.cli.exit_codes import EXIT_NOT_FOUND, EXIT_OK, fail
 from node.cli.backend import open_backend
 from node.cli.local_backend import NO_LEDGER, open_existing_ledger
 from node.cli.results import BackendError, to_json
 from node.runtime.config import resolve_data_dir
+
+# Payments `mu ledger` prints in text mode unless --limit says otherwise.
+DEFAULT_LIMIT = 50
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -24,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run_earnings)
     p = sub.add_parser("ledger", help="every channel, payment and settlement in the ledger")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--limit", type=int, default=50, help="payments to show in text mode (default 50)")
+    p.add_argument("--limit", type=non_negative_int, default=DEFAULT_LIMIT,
+                   help=f"payments to show in text mode, the latest (default {DEFAULT_LIMIT}; 0: none)")
     p.set_defaults(func=run_ledger)
 
 

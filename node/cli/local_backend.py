@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from node.cli.exit_codes import EXIT_INTEGRITY, EXIT_NOT_FOUND, EXIT_USAGE
+from node.cli.exit_codes import EXIT_INTEGRITY, EXIT_NOT_FOUND, EXIT_FAILURE
 from node.cli.results import (
     AddResult,
     BackendError,
@@ -124,10 +124,10 @@ class LocalBackend:
                          verified=RawVerified(chunks=walker.chunks, data_chunks=walker.data_chunks))
 
     def pin(self, link: str, *, max_price: int | None = None, on_progress: OnProgress | None = None) -> PinResult:
-        raise BackendError("no node is running (start one with `mu node`)", EXIT_USAGE)
+        raise BackendError("no node is running (start one with `mu node`)", EXIT_FAILURE)
 
     def status(self) -> NodeStatus:
-        raise BackendError(f"no node is running with data dir {self.data_dir} (start one with `mu node`)", EXIT_USAGE)
+        raise BackendError(f"no node is running with data dir {self.data_dir} (start one with `mu node`)", EXIT_FAILURE)
 
     def peers(self) -> PeersReport:
         try:

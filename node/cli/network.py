@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from node.cli.arguments import non_negative_int
 from node.cli.backend import open_backend
 from node.cli.exit_codes import EXIT_OK, fail
 from node.cli.progress import progress_display
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run_status)
     p = sub.add_parser("pin", help="make the running node fetch a file, host it and earn from it")
     p.add_argument("link", help="mu:ROOT#KEY link, or a bare root (the node hosts the ciphertext without reading it)")
-    p.add_argument("--max-price", type=int, default=None,
+    p.add_argument("--max-price", type=non_negative_int, default=None,
                    help="most sats per MiB paid to a host (default: the node's max_price_get setting)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")

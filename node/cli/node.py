@@ -18,7 +18,7 @@ from pathlib import Path
 import trio
 
 from node.cli.config import add_settings_arguments, settings_from_args
-from node.cli.exit_codes import EXIT_OK, EXIT_USAGE, fail
+from node.cli.exit_codes import EXIT_OK, EXIT_FAILURE, fail
 from node.runtime.config import resolve_data_dir
 from node.runtime.daemon import NodeConfig, open_node
 from node.runtime.lock import DataDirLocked
@@ -77,13 +77,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_settings(resolve_data_dir(args.data_dir), settings_from_args(args))
     except ValueError as exc:  # ConfigError is a ValueError too
-        return fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_FAILURE)
     try:
         trio.run(serve, config)
     except DataDirLocked as exc:
-        return fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_FAILURE)
     except (RPCTransportError, RPCError) as exc:
-        return fail(f"chain backend {config.chain_rpc}: {exc}", EXIT_USAGE)
+        return fail(f"chain backend {config.chain_rpc}: {exc}", EXIT_FAILURE)
     except OSError as exc:
-        return fail(f"cannot listen on {config.listen_host}:{config.listen_port}: {exc}", EXIT_USAGE)
+        return fail(f"cannot listen on {config.listen_host}:{config.listen_port}: {exc}", EXIT_FAILURE)
     return EXIT_OK

@@ -1,9 +1,9 @@
 """The one progress display of the CLI: both backends' progress events, on stderr.
 
 On a terminal a rich progress bar shows them (stdout stays clean for the
-link or ``--json``).  Elsewhere (a pipe, a log file, a test) the node's
-events are printed as the plain ``\\r`` lines scripts have always read, and
-local byte counts print nothing.
+link or ``--json``).  Elsewhere (a pipe, a log file, a test) nothing is
+shown: ``\\r``-rewritten lines are noise in a log, and scripts read the
+result, not the progress.
 """
 
 from __future__ import annotations
@@ -20,35 +20,10 @@ if TYPE_CHECKING:
 
 # Local files smaller than this finish too fast for a progress bar to help.
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
-MIB = 1 << 20
 
 
 def _ignore(event: ProgressEvent) -> None:
-    """Quiet: show nothing."""
-
-
-class PlainLines:
-    """Progress on a non-terminal: one rewritten line per node event."""
-
-    def __init__(self) -> None:
-        self.shown = False
-
-    def __call__(self, event: ProgressEvent) -> None:
-        if event.stage is Stage.FETCHING:
-            self._line(f"\r{event.chunks_done} chunks, {event.bytes_done >> 20} MiB fetched, "
-                       f"{event.bytes_per_second / MIB:.1f} MiB/s, {event.sats_spent} sats")
-        elif event.stage is Stage.REPLICATED:
-            self._line(f"\rchunk {event.chunk_address[:12]} on {event.replicas} nodes")
-        elif event.stage is Stage.ADDED:
-            self._line(f"encrypted {event.chunks_done} chunks; replicating\n")
-
-    def _line(self, text: str) -> None:
-        print(text, end="", file=sys.stderr, flush=True)
-        self.shown = True
-
-    def close(self) -> None:
-        if self.shown:
-            print(file=sys.stderr)
+    """Quiet, or not a terminal: show nothing."""
 
 
 class RichBar:
@@ -93,10 +68,10 @@ class RichBar:
 @contextmanager
 def progress_display(*, quiet: bool) -> Iterator[OnProgress]:
     """Yield the callback a backend reports progress to; the display ends with the block."""
-    if quiet:
+    if quiet or not sys.stderr.isatty():
         yield _ignore
         return
-    display = RichBar() if sys.stderr.isatty() else PlainLines()
+    display = RichBar()
     try:
         yield display
     finally:

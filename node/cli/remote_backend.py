@@ -16,11 +16,12 @@ from typing import Any, TypeVar
 import trio
 
 from node.api.control import ControlClient, ControlError
-from node.cli.exit_codes import EXIT_INTEGRITY, EXIT_NOT_FOUND, EXIT_USAGE
+from node.cli.exit_codes import EXIT_INTEGRITY, EXIT_NOT_FOUND, EXIT_FAILURE
 from node.cli.results import (
     AddResult,
     BackendError,
     Earnings,
+    FailedReplica,
     Fetched,
     GetResult,
     NodeStatus,
@@ -81,7 +82,7 @@ class RemoteBackend:
         try:
             return trio.run(call)
         except ControlError as exc:
-            raise BackendError(exc.message, EXIT_FOR_ERROR_CODE.get(exc.code, EXIT_USAGE)) from None
+            raise BackendError(exc.message, EXIT_FOR_ERROR_CODE.get(exc.code, EXIT_FAILURE)) from None
 
     def _stream(self, path: str, body: Json, on_progress: OnProgress | None) -> Json:
         def on_event(event: Json) -> None:
@@ -101,9 +102,13 @@ class RemoteBackend:
             body["name"] = name
         reply = self._stream("add", body, on_progress)
         return AddResult(link=reply["link"], root=reply["root"], size=int(reply["size"]), chunks=int(reply["chunks"]),
-                         replication=Replication(replicas_confirmed=int(reply["replicas_confirmed"]),
-                                                 under_replicated=int(reply["under_replicated"]),
-                                                 announced_to=int(reply["announced_to"])))
+                         replication=Replication(
+                             replicas_wanted=int(reply["replicas_wanted"]),
+                             replicas_confirmed=int(reply["replicas_confirmed"]),
+                             under_replicated=int(reply["under_replicated"]), announced_to=int(reply["announced_to"]),
+                             failed_replicas=tuple(FailedReplica(chunk=str(f["chunk"]), node_id=f["node_id"],
+                                                                 reason=str(f["reason"]))
+                                                   for f in reply["failed_replicas"])))
 
     def get(self, link: Link, output: Path | None, *, max_price: int | None = None,
             on_progress: OnProgress | None = None) -> GetResult:

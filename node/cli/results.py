@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
-from node.cli.exit_codes import EXIT_USAGE
+from node.cli.exit_codes import EXIT_FAILURE
 
 # Field metadata: ``SECTION`` fields (a dataclass or a mapping) are merged into
 # the enclosing JSON object; ``OPTIONAL`` fields are left out when None.
@@ -27,7 +27,7 @@ OPTIONAL: Mapping[str, bool] = {"optional": True}
 class BackendError(Exception):
     """An operation failed: the message for ``mu: ...`` and the exit code."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
@@ -71,12 +71,23 @@ class StoredLocally:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class FailedReplica:
+    """A replica the node could not store: ``node_id`` None when no node was left to ask."""
+
+    chunk: str
+    node_id: str | None
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Replication:
     """``mu add`` through a node: how far the chunks spread (specs/network.md §6 Control API)."""
 
+    replicas_wanted: int
     replicas_confirmed: int
     under_replicated: int
     announced_to: int
+    failed_replicas: tuple[FailedReplica, ...]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

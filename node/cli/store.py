@@ -14,6 +14,7 @@ import json
 import time
 from datetime import datetime, timezone
 
+from node.cli.arguments import non_negative_int
 from node.cli.exit_codes import EXIT_INTEGRITY, EXIT_OK, fail
 from node.runtime.config import resolve_data_dir
 from node.store.retention import collect_once
@@ -31,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     verify.set_defaults(func=run_verify)
     gc = cmds.add_parser("gc", help="delete expired paid chunks, crash leftovers and corrupt chunks; rebuild the index")
     gc.add_argument("--json", action="store_true", help="machine-readable output")
-    gc.add_argument("--now", type=int, default=None, help="unix time to judge retention by (default: now)")
+    gc.add_argument("--now", type=non_negative_int, default=None, help="unix time to judge retention by (default: now)")
     gc.set_defaults(func=run_gc)
 
 

@@ -11,31 +11,37 @@ from pathlib import Path
 
 import trio
 
-from node.cli.exit_codes import EXIT_OK, EXIT_USAGE, fail
+from node.cli.arguments import int_in, positive_int
+from node.cli.exit_codes import EXIT_OK, EXIT_FAILURE, fail
 from node.runtime.config import resolve_data_dir
 from node.runtime.settings import DEFAULTS, effective_settings
 from node.bitcoin.rpc import RPCClient, RPCError, RPCTransportError
+
+# Most blocks one `mu wallet faucet` mines to the wallet (each also needs 100 to mature).
+MAX_FAUCET_BLOCKS = 1_000
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("wallet", help="the node wallet: address, balance, send, faucet")
     parser.add_argument("--rpc-url", default=None,
                         help="Bitcoin Core JSON-RPC URL (default: the local `mu chain` of this data dir)")
-    parser.add_argument("--rpc-cookie", default=None, help="cookie file for --rpc-url")
-    parser.add_argument("--rpc-user", default=None)
-    parser.add_argument("--rpc-password", default=None)
-    parser.add_argument("--fee-rate", type=int, default=None,
+    parser.add_argument("--rpc-cookie", default=None,
+                        help="cookie file for --rpc-url (default: none, then --rpc-user and --rpc-password)")
+    parser.add_argument("--rpc-user", default=None, help="RPC user for --rpc-url (default: the cookie)")
+    parser.add_argument("--rpc-password", default=None, help="RPC password for --rpc-user (default: none)")
+    parser.add_argument("--fee-rate", type=positive_int, default=None,
                         help=f"fee rate in sat/vB (default: config.toml's fee_rate, else {DEFAULTS.fee_rate})")
     sub = parser.add_subparsers(dest="wallet_command", metavar="ACTION", required=True)
     sub.add_parser("address", help="print the receive address")
     sub.add_parser("balance", help="print the spendable balance in satoshis")
     send = sub.add_parser("send", help="send SATS satoshis to ADDRESS")
-    send.add_argument("address")
-    send.add_argument("sats", type=int)
+    send.add_argument("address", help="regtest or bitcoin address to pay")
+    send.add_argument("sats", type=positive_int, help="satoshis to send (at least 1)")
     sweep = sub.add_parser("sweep", help="send everything to ADDRESS")
-    sweep.add_argument("address")
+    sweep.add_argument("address", help="address that receives the whole balance, less the fee")
     faucet = sub.add_parser("faucet", help="regtest: mine BLOCKS to the wallet plus 100 to mature them")
-    faucet.add_argument("blocks", type=int)
+    faucet.add_argument("blocks", type=int_in(1, MAX_FAUCET_BLOCKS),
+                        help=f"blocks whose coinbase pays the wallet (1 to {MAX_FAUCET_BLOCKS})")
     parser.set_defaults(func=run)
 
 
@@ -75,5 +81,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         print(trio.run(_main, args))
     except (WalletError, RPCError, RPCTransportError, ValueError) as exc:
-        return fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_FAILURE)
     return EXIT_OK

@@ -47,7 +47,7 @@ from node.files.locate import DhtResolver, PeerDialer, free_source
 from node.exchange.paying import PaidPeers
 from node.store.retention import pin_file
 from node.store import ChunkNotFound, ChunkStore
-from node.files.uploader import ChunkPlaced, free_put, replicate_file
+from node.files.uploader import ChunkPlaced, ReplicaFailure, free_put, replicate_file
 from protocol.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, IntegrityError, Link, LinkError
 from protocol.fetch import DEFAULT_REPLICAS, DEFAULT_WINDOW, MAX_REPLICAS, MAX_WINDOW, dht_key
 from protocol.kademlia import Contact
@@ -65,6 +65,12 @@ def _progress_event(p: FetchProgress) -> Json:
             "local_chunks": p.local_chunks, "bytes_fetched": c.bytes_done, "bytes_written": p.bytes_written,
             "rate": round(p.rate), "sats_spent": c.sats_spent, "sats_lost": c.sats_lost,
             "hosts_banned": c.hosts_banned}
+
+
+def failure_json(failure: ReplicaFailure) -> Json:
+    """One entry of the add result's ``failed_replicas`` (specs/network.md §6 Control API)."""
+    return {"chunk": failure.chunk.hex(), "node_id": failure.node_id.hex() if failure.node_id else None,
+            "reason": failure.reason}
 
 
 def _int_field(body: Json, name: str, default: int, low: int, high: int) -> int:
@@ -139,8 +145,10 @@ class NetworkService:
         report = await replicate_file(added.link, self.store, self.dialer, replicas=replicas, put=put,
                                       on_chunk=on_chunk)
         return {"link": str(added.link), "root": added.link.root.hex(), "size": added.size,
-                "chunks": report.chunks, "replicas_confirmed": report.replicas_confirmed,
-                "under_replicated": report.under_replicated, "announced_to": report.announced_to}
+                "chunks": report.chunks, "replicas_wanted": report.replicas_wanted,
+                "replicas_confirmed": report.replicas_confirmed, "under_replicated": report.under_replicated,
+                "announced_to": report.announced_to,
+                "failed_replicas": [failure_json(f) for f in report.failures]}
 
     async def _fetch(self, body: Json, emit: Emit, dest: Path | None, *, raw: bool = False) -> Json:
         link = _link_field(body, need_key=not raw)

@@ -7,6 +7,11 @@ is replaced by the next closest.  The uploader then announces itself as a
 provider of the file's root, so fetchers find it even when replicas are
 gone.  Chunks are pushed ``PARALLEL_CHUNKS`` at a time, which also bounds
 the memory held (that many chunks).
+
+Every node that did not take a chunk is reported with its reason (a
+:class:`ReplicaFailure`), and so is a chunk for which no node was left to
+ask: ``mu add`` prints them and exits non-zero when a chunk has fewer than R
+replicas (specs/network.md §6 Control API).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from functools import partial
 
 import trio
 
+from node.bitcoin.rpc import RPCError, RPCTransportError
+from node.bitcoin.wallet import WalletError
 from node.files.locate import PeerDialer
 from node.store import ChunkStore
 from node.transport import Session, TransportError
@@ -31,22 +38,43 @@ PARALLEL_CHUNKS = 8
 # Closest nodes considered per chunk, so that R can still be met when some fail.
 SPARE_CANDIDATES = 5
 PUT_TIMEOUT = 30.0
+# Failed attempts kept for the report, and characters of each reason: the add result is one control
+# API event line, at most MAX_EVENT_BYTES (specs/network.md §6 Control API).  ``under_replicated``
+# still counts every chunk.
+MAX_REPORTED_FAILURES = 100
+MAX_REASON_CHARS = 200
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaFailure:
+    """A replica of ``chunk`` that was not stored, and why.
+
+    ``node_id`` is the node that failed, or None when the chunk ran out of
+    nodes to ask (fewer reachable candidates than replicas).
+    """
+
+    chunk: bytes
+    node_id: bytes | None
+    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChunkPlaced:
-    """One chunk pushed: where it now lives."""
+    """One chunk pushed: where it now lives, and every attempt that failed on the way."""
 
     address: bytes
     replicas: tuple[bytes, ...]
+    failures: tuple[ReplicaFailure, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReplicationReport:
     chunks: int
+    replicas_wanted: int  # R, per chunk
     replicas_confirmed: int
     under_replicated: int  # chunks stored on fewer than R other nodes
     announced_to: int  # DHT nodes that stored our provider record for the root
+    failures: tuple[ReplicaFailure, ...]  # failed attempts in the order they happened, the first MAX_REPORTED_FAILURES
 
 
 Put = Callable[[Session, bytes, bytes], Awaitable[object]]
@@ -75,18 +103,21 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
     walker = RawWalker(link.root)
     slots = trio.Semaphore(PARALLEL_CHUNKS)
     counts = {"chunks": 0, "confirmed": 0, "under": 0}
+    failures: list[ReplicaFailure] = []
 
     async def place(address: bytes, data: bytes) -> None:
         try:
             placed = await _place_chunk(dialer, put, address, data, replicas)
         finally:
             slots.release()
-        counts["confirmed"] += len(placed)
-        if len(placed) < replicas:
+        counts["confirmed"] += len(placed.replicas)
+        failures.extend(placed.failures[:MAX_REPORTED_FAILURES - len(failures)])
+        if len(placed.replicas) < replicas:
             counts["under"] += 1
-            log.warning("chunk %s stored on %d of %d nodes", address.hex(), len(placed), replicas)
+            log.warning("chunk %s stored on %d of %d nodes: %s", address.hex(), len(placed.replicas), replicas,
+                        "; ".join(f.reason for f in placed.failures))
         if on_chunk is not None:
-            await on_chunk(ChunkPlaced(address=address, replicas=tuple(placed)))
+            await on_chunk(placed)
 
     async with trio.open_nursery() as nursery:
         while (address := walker.next_address()) is not None:
@@ -97,24 +128,45 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
             await slots.acquire()
             nursery.start_soon(place, address, data)
     announcement = await dialer.dht.announce_provider(dht_key(link.root), tcp_port=dialer.transport.port)
-    return ReplicationReport(chunks=counts["chunks"], replicas_confirmed=counts["confirmed"],
-                             under_replicated=counts["under"], announced_to=len(announcement.stored_at))
+    return ReplicationReport(chunks=counts["chunks"], replicas_wanted=replicas, replicas_confirmed=counts["confirmed"],
+                             under_replicated=counts["under"], announced_to=len(announcement.stored_at),
+                             failures=tuple(failures))
 
 
-async def _place_chunk(dialer: PeerDialer, put: Put, address: bytes, data: bytes, replicas: int) -> list[bytes]:
-    """Store one chunk on the ``replicas`` closest reachable nodes; return their IDs."""
+def _reason(exc: Exception) -> str:
+    """Why a PUT failed, never empty (a timeout's own message is)."""
+    if isinstance(exc, trio.TooSlowError):
+        # The wait may be the host, or a new channel's funding waiting for blocks (node/exchange/paying.py).
+        return f"no answer within {PUT_TIMEOUT:g} s (the host, or a channel funding waiting for its confirmations)"
+    if isinstance(exc, (WalletError, RPCError, RPCTransportError)):
+        return f"cannot fund a channel: {exc}"
+    return str(exc) or type(exc).__name__
+
+
+async def _place_chunk(dialer: PeerDialer, put: Put, address: bytes, data: bytes, replicas: int) -> ChunkPlaced:
+    """Store one chunk on the ``replicas`` closest reachable nodes; say where, and which nodes failed and why."""
     placed: list[bytes] = []
-    for node_id in await dialer.closest_nodes(address, replicas + SPARE_CANDIDATES):
+    failures: list[ReplicaFailure] = []
+    candidates = await dialer.closest_nodes(address, replicas + SPARE_CANDIDATES)
+    for node_id in candidates:
         if len(placed) == replicas:
             break
         session = await dialer.session(node_id)
         if session is None:
+            failures.append(ReplicaFailure(chunk=address, node_id=node_id, reason="unreachable"))
             continue
         try:
             with trio.fail_after(PUT_TIMEOUT):
                 await put(session, address, data)
-        except (TransportError, PaymentError, PriceTooHigh, trio.TooSlowError) as exc:
-            log.info("PUT %s to %s failed: %s", address.hex(), node_id.hex(), exc)
+        except (TransportError, PaymentError, PriceTooHigh, WalletError, RPCError, RPCTransportError,
+                trio.TooSlowError) as exc:
+            failure = ReplicaFailure(chunk=address, node_id=node_id, reason=_reason(exc)[:MAX_REASON_CHARS])
+            log.info("PUT %s to %s failed: %s", address.hex(), node_id.hex(), failure.reason)
+            failures.append(failure)
             continue
         placed.append(node_id)
-    return placed
+    if len(placed) < replicas:
+        failures.append(ReplicaFailure(chunk=address, node_id=None, reason=(
+            f"{len(placed)} of {replicas} replicas stored: {len(candidates)} nodes known close to the chunk, "
+            f"{len(candidates) - len(placed)} of them failed")))
+    return ChunkPlaced(address=address, replicas=tuple(placed), failures=tuple(failures))

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from node.cli import EXIT_NOT_FOUND, EXIT_USAGE
+from node.cli import EXIT_NOT_FOUND, EXIT_FAILURE
 from node.cli.backend import open_backend
 from node.cli.local_backend import LocalBackend
-from node.cli.progress import PlainLines, progress_display
+from node.cli.progress import progress_display
 from node.cli.remote_backend import progress_from_event
 from node.cli.results import (
     AddResult,
@@ -41,7 +41,7 @@ def test_no_node_means_the_local_backend_even_with_a_stale_port_file(tmp_path: P
     assert isinstance(backend, LocalBackend)
     with pytest.raises(BackendError, match="no node is running") as caught:
         backend.status()
-    assert caught.value.exit_code == EXIT_USAGE
+    assert caught.value.exit_code == EXIT_FAILURE
 
 
 def test_the_local_backend_adds_gets_and_reports_progress(tmp_path: Path) -> None:
@@ -81,11 +81,13 @@ def test_the_local_backend_reports_what_is_missing(tmp_path: Path) -> None:
 
 def test_results_are_frozen_and_sections_flatten_into_one_json_object() -> None:
     added = AddResult(link="mu:R#K", root="ab", size=5, chunks=1,
-                      replication=Replication(replicas_confirmed=3, under_replicated=0, announced_to=4))
+                      replication=Replication(replicas_wanted=3, replicas_confirmed=3, under_replicated=0,
+                                              announced_to=4, failed_replicas=()))
     with pytest.raises(dataclasses.FrozenInstanceError):
         added.size = 6  # type: ignore[misc]
     assert json.loads(to_json(added)) == {"link": "mu:R#K", "root": "ab", "size": 5, "chunks": 1,
-                                          "replicas_confirmed": 3, "under_replicated": 0, "announced_to": 4}
+                                          "replicas_wanted": 3, "replicas_confirmed": 3, "under_replicated": 0,
+                                          "announced_to": 4, "failed_replicas": []}
     fetched = Fetched(chunks_fetched=2, local_chunks=0, bytes_fetched=10, sats_spent=7, sats_lost=0, seconds=0.5,
                       rate=20, banned=())
     got = GetResult(size=3, path=None, fetched=fetched, verified=RawVerified(chunks=2, data_chunks=1))
@@ -106,17 +108,14 @@ def test_node_events_become_progress_events() -> None:
     assert progress_from_event({"event": "unknown"}) is None
 
 
-def test_off_a_terminal_node_events_print_plain_lines_and_local_ones_nothing(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    lines = PlainLines()
-    lines(ProgressEvent(stage=Stage.ENCRYPTING, bytes_done=MIB, bytes_total=100 * MIB))
-    lines.close()
-    assert capsys.readouterr().err == ""
+def test_off_a_terminal_no_progress_is_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    # No \r-rewritten lines in a log or a pipe (issue 20 item 7): progress is for terminals.
     with progress_display(quiet=False) as show:  # pytest's stderr is not a terminal
+        show(ProgressEvent(stage=Stage.ENCRYPTING, bytes_done=MIB, bytes_total=100 * MIB))
         show(ProgressEvent(stage=Stage.ADDED, chunks_done=4, bytes_total=MIB))
         show(ProgressEvent(stage=Stage.FETCHING, bytes_done=3 * MIB, chunks_done=4, sats_spent=9,
                            bytes_per_second=1.5 * MIB))
-    assert capsys.readouterr().err == "encrypted 4 chunks; replicating\n\r4 chunks, 3 MiB fetched, 1.5 MiB/s, 9 sats\n"
+    assert capsys.readouterr().err == ""
     with progress_display(quiet=True) as show:
         show(ProgressEvent(stage=Stage.ADDED, chunks_done=4))
     assert capsys.readouterr().err == ""

@@ -102,3 +102,16 @@ def test_devnet_main_job(tmp_path: Path) -> None:
     assert res.stdout.count("node-") >= 5 and "devnet stopped" in res.stdout
     seconds = float(res.stdout.split("main job done in ")[1].split(" s")[0])
     assert seconds < 60
+    # The whole mission (issue 20): the fetch pays past the free allowance, the hosts that served it
+    # show those earnings, paid equals earned across the ledgers, and one channel settles on chain.
+    fetched = next(line for line in res.stdout.splitlines() if line.startswith("node-5 fetched it"))
+    assert int(fetched.split(" sats spent")[0].rsplit(" ", 1)[1]) > 0
+    assert "0 already local" in fetched
+    rows = [line.split() for line in res.stdout.splitlines() if line.startswith("  node-") and "tcp" not in line]
+    served = [row for row in rows if row[-1] != "-" and row[-1] != "fetcher)"]
+    assert served and all(int(row[-1].replace(",", "")) > 0 for row in served)
+    assert "paid equals earned across all 5 ledgers" in res.stdout
+    settled = next(line for line in res.stdout.splitlines() if "settled" in line and "on chain: txid" in line)
+    assert len(settled.split("txid ")[1].split(",")[0]) == 64 and "confirmed at height" in settled
+    # It said what it was doing while it set up.
+    assert "... starting mu chain" in res.stderr and "... funding 5 wallets" in res.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from node.cli import EXIT_NOT_FOUND, EXIT_USAGE, main
+from node.cli import EXIT_NOT_FOUND, EXIT_FAILURE, main
 from protocol.chunks import Link
 from tests.helpers.network import network
 from tests.node.network.test_network_service import serve
@@ -62,10 +62,10 @@ async def test_bare_root_pin_hosts_and_raw_get_verifies(tmp_path: Path, capsys: 
             assert file_chunks <= set(raw_getter.store.list())
             # decrypting still needs the key, and -o means nothing with --raw
             assert await trio.to_thread.run_sync(
-                cli, "--data-dir", str(raw_getter.data_dir), "get", root, "-o", str(tmp_path / "x")) == EXIT_USAGE
+                cli, "--data-dir", str(raw_getter.data_dir), "get", root, "-o", str(tmp_path / "x")) == EXIT_FAILURE
             assert await trio.to_thread.run_sync(
                 cli, "--data-dir", str(raw_getter.data_dir), "get", root, "--raw", "-o", str(tmp_path / "x")
-            ) == EXIT_USAGE
+            ) == EXIT_FAILURE
             assert not (tmp_path / "x").exists()
 
             # every other copy gone: the pinner alone serves the file to a key holder
