@@ -4,6 +4,8 @@
 ``poll_seconds`` (specs/payments.md §Settlement):
 
 - refreshes the tip height the payee's payment checks use;
+- wakes at once when a payment brings a channel to ``settle_threshold``
+  (the payee takes no more payments on it from then on);
 - payee side: closes each open channel with a payment when the tip reaches
   one block before its close deadline, when its total reaches
   ``settle_threshold``, or when ``mu channels close ID`` marked it
@@ -64,6 +66,10 @@ class SettlementWatcher:
         self.payer_key = payer_key
         self.refund_script = refund_script
         self.config = config
+        if book is not None:
+            # The payee refuses payments past the threshold and wakes us when
+            # one reaches it (specs/payments.md §Settlement).
+            book.settle_threshold = config.settle_threshold
         self.passes = 0
         self.pass_done = trio.Event()  # set after each pass, then replaced
 
@@ -96,7 +102,12 @@ class SettlementWatcher:
                 await self.run_once()
             except (RPCError, RPCTransportError) as exc:
                 log.warning("settlement pass failed: %s", exc)
-            await trio.sleep(self.config.poll_seconds)  # a poll interval, not synchronisation
+            if self.book is None:
+                await trio.sleep(self.config.poll_seconds)  # a poll interval, not synchronisation
+                continue
+            with trio.move_on_after(self.config.poll_seconds):  # a poll interval, or a channel at its threshold
+                await self.book.settle_due.wait()
+            self.book.settle_due = trio.Event()
 
     async def _settlement(self, channel_id: str) -> SettlementRecord | None:
         rows = await trio.to_thread.run_sync(self.ledger.settlements, channel_id)
