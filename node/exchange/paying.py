@@ -86,6 +86,7 @@ class PaidPeers:
         self._budgets: dict[bytes, ChannelOpenBudget] = {}
         self._funding = trio.Lock()  # held only while a funding transaction is built and sent
         self._unconfirmed = 0  # our fundings sent and not yet confirmed
+        self._unannounced: dict[bytes, ChannelId] = {}  # funded, OPEN_CHANNEL not yet accepted
 
     async def link(self, session: Session) -> HostLink:
         """The host link for ``session``'s peer (terms verified; PriceTooHigh above our maximum)."""
@@ -113,12 +114,23 @@ class PaidPeers:
         budget.spend(self._clock())
         capacity = max(self.capacity, link.terms.min_capacity)
         channel = await self._fund(link, capacity)
+        self._unannounced[link.host] = channel
+        await self._announce(link, channel)
+
+    async def _announce(self, link: HostLink, channel: ChannelId) -> None:
+        """Wait for the funding's confirmations, then OPEN_CHANNEL.
+
+        A request cancelled meanwhile (the fetcher's request timeout) leaves
+        the channel in ``_unannounced``: the next request to the host
+        resumes here rather than pay on a channel the host never heard of.
+        """
         self._unconfirmed += 1
         try:
             await self._confirmed(link, channel)
         finally:
             self._unconfirmed -= 1
         await self.payer.announce(link)
+        del self._unannounced[link.host]
 
     async def _fund(self, link: HostLink, capacity: int) -> ChannelId:
         """Send the funding transaction of a channel to ``link``'s host (bounded by ``CONFIRM_TIMEOUT``)."""
@@ -174,6 +186,10 @@ class PaidPeers:
         link = await self.link(session)
         async with self._locks[link.host]:
             before = link.paid
+            pending = self._unannounced.get(link.host)
+            if pending is not None and pending == link.channel_id:
+                log.info("resuming the opening of channel %s to %s", pending, link.host.hex())
+                await self._announce(link, pending)
             try:
                 try:
                     return await self._once(link, kind, address, data), link.paid - before

@@ -18,7 +18,8 @@
 - payer side: from height ``expiry`` (the refund is final in block
   ``expiry + 1``) takes back the funding of each payer channel the payee
   has not closed, the same way (``refunding`` → ``refunded``); a payer
-  channel whose funding the payee spent becomes ``closed``.
+  channel whose funding the payee spent becomes ``closed``, before its
+  expiry too, so the payer stops paying through it at once.
 """
 
 from __future__ import annotations
@@ -173,7 +174,13 @@ class SettlementWatcher:
         if settlement is not None:
             await self._follow(record, settlement, ChannelStatus.REFUNDED)
             return
-        if self.payer_key is None or self.refund_script is None or tip < record.expiry:
+        if tip < record.expiry:
+            if record.state in (ChannelStatus.OPEN, ChannelStatus.CLOSING) and await self._closed_by_payee(record):
+                # Noticed on chain: no more payments on it (specs/payments.md §Channel recovery).
+                log.info("payer channel %s was closed by the payee", record.channel_id)
+                await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, ChannelStatus.CLOSED)
+            return
+        if self.payer_key is None or self.refund_script is None:
             return
         tx, amount = self.refund_for(record)
         txid = tx.txid_hex()
@@ -192,6 +199,13 @@ class SettlementWatcher:
         await trio.to_thread.run_sync(lambda: self.ledger.record_settlement(
             channel_id=record.channel_id, kind=SettlementKind.REFUND, txid=txid, amount=amount))
         log.info("refunding %s: %d sats in %s", record.channel_id, amount, txid)
+
+    async def _closed_by_payee(self, record: ChannelRecord) -> bool:
+        """Whether the funding of payer channel ``record`` was confirmed and is now spent (the payee's close)."""
+        if await self.chain.unspent_output(record.funding_txid, record.funding_vout) is not None:
+            return False
+        _, height = await self.chain.confirmation_height(record.funding_txid)
+        return height is not None  # mined, then spent: not a funding still on its way or dropped
 
     def refund_for(self, record: ChannelRecord) -> tuple[Transaction, int]:
         """The refund of payer channel ``record`` and the sats it returns: the same each time it is built."""

@@ -298,8 +298,9 @@ class Ledger:
         self._commits.submit(write)
 
     def abandon_payer_channel(self, channel_id: str, *, acknowledged: int, now: float | None = None) -> int:
-        """Give up our payer channel ``channel_id`` the payee refused: mark it ``closing`` and take back
-        our payments on it above ``acknowledged``; return the sats taken back.
+        """Give up our payer channel ``channel_id`` the payee refused: mark it ``closing`` (if still
+        ``open``: the watcher may have seen it ``closed`` on chain already) and take back our payments on
+        it above ``acknowledged``; return the sats taken back.
 
         In one transaction: the payment rows of ours on it whose total is
         above ``acknowledged`` (the payee refused them, never recorded them)
@@ -330,8 +331,9 @@ class Ledger:
                          "WHERE peer = ? AND direction = ?", (refused[0], refused[1], peer, Direction.OUT))
             kept = min(total, acknowledged)
             conn.execute(
-                "UPDATE channels SET state = ?, total = ?, payer_sig = CASE WHEN total = ? THEN payer_sig END, "
-                "updated_at = ? WHERE channel_id = ?", (ChannelStatus.CLOSING, kept, kept, at, channel_id))
+                "UPDATE channels SET state = CASE WHEN state = ? THEN ? ELSE state END, total = ?, "
+                "payer_sig = CASE WHEN total = ? THEN payer_sig END, updated_at = ? WHERE channel_id = ?",
+                (ChannelStatus.OPEN, ChannelStatus.CLOSING, kept, kept, at, channel_id))
             return int(refused[1])
 
         taken_back: int = self._commits.submit(write)

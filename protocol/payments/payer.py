@@ -26,8 +26,7 @@ summarised here (``W`` is ``paid_window(price, free_allowance)``):
     any       settle(Answer)                  in flight - 1, the host holds its total (ALONE: -> READY)
     any       settle(Failure)                 in flight - 1; -> FAILED
     any       adopt(state)                    totals and account from the host
-    drained   abandon() (the host refused the  no channel: the next request goes alone, and
-              channel: ``channel_refused``)    owes a new channel (``ChannelOpenBudget``)
+    drained   abandon() (channel refused)     no channel; -> FAILED (a new channel: RESYNC first)
 
 A request sent alone goes with nothing else in flight and nothing follows
 it until its answer: the host's INSUFFICIENT_PAYMENT figure for it is then

@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from node.exchange import ChainView
 from node.exchange.paying import PaidPeers
+from node.exchange.settlement import SettlementConfig, SettlementWatcher
 from node.ledger import LEDGER_FILE, Ledger
 from node.transport import Session
 from protocol.payments import ChannelStatus, Kind, PaymentErrorCode, RemotePaymentError, Role, chunk_price
@@ -35,6 +37,12 @@ HOST_ARGS = ["--price-get", str(PRICE), "--free-allowance", "0", "--expiry-windo
 def host_earned(host_dir: Path) -> int:
     with Ledger.open(host_dir / LEDGER_FILE) as ledger:
         return int(ledger.earnings()["earned"])
+
+
+def host_channel_state(host_dir: Path, channel_id: str) -> ChannelStatus | None:
+    with Ledger.open(host_dir / LEDGER_FILE) as ledger:
+        record = ledger.channel(channel_id)
+    return record.state if record is not None else None
 
 
 def host_settlements(host_dir: Path, channel_id: str) -> int:
@@ -104,9 +112,17 @@ async def test_a_channel_the_host_closed_is_replaced_and_refused_payments_are_no
             with trio.fail_after(120):
                 await fetch(peers, session, addresses[3:])
             channels = payer_channels(fetcher)
-            assert channels.pop(first) in (ChannelStatus.CLOSING, ChannelStatus.CLOSED)
+            assert channels.pop(first) is ChannelStatus.CLOSING
             assert list(channels.values()) == [ChannelStatus.OPEN]
             assert fetcher.ledger.earnings()["spent"] == host_earned(host_dir) > spent
+
+            # Once the host's close is mined, the payer's watcher sees it on chain.
+            await wait_for(lambda: host_channel_state(host_dir, first) is ChannelStatus.CLOSED)
+            watcher = SettlementWatcher(ledger=fetcher.ledger, chain=ChainView(fetcher.rpc), book=None,
+                                        payer_key=fetcher.payer.key, refund_script=fetcher.wallet.script_pubkey(),
+                                        config=SettlementConfig())
+            await watcher.run_once()
+            assert payer_channels(fetcher)[first] is ChannelStatus.CLOSED
 
 
 @pytest.mark.slow
@@ -131,3 +147,37 @@ async def test_the_settle_threshold_is_honoured_within_one_payment(tmp_path: Pat
             # signs it the first time on a channel)
             assert all(total < threshold + chunk_price(1 << 20, PRICE) for total in totals), totals
             assert fetcher.ledger.earnings()["spent"] == host_earned(host_dir) == sum(totals)
+
+
+async def test_a_channel_waiting_for_confirmations_does_not_hold_up_another_hosts(tmp_path: Path) -> None:
+    """Item 6 of issue 20: fundings are not serialised across their confirmation waits.  Host A wants 3
+    confirmations, host B one: B's channel is funded while A's waits, and one block serves B."""
+    slow_dir, quick_dir = tmp_path / "slow", tmp_path / "quick"
+    slow_chunks, quick_chunks = seed_chunks(slow_dir, 1, CHUNK), seed_chunks(quick_dir, 1, CHUNK)
+    async with open_mu_chain(tmp_path / "chain") as chain:
+        async with open_mu_node(slow_dir, chain, [*HOST_ARGS, "--min-confirmations", "3"]) as slow, \
+                open_mu_node(quick_dir, chain, HOST_ARGS) as quick, \
+                open_fetcher(tmp_path / "payer", chain, faucet_blocks=2) as fetcher:
+            peers = PaidPeers(fetcher.payer, fetcher.wallet, fetcher.rpc, capacity=30_000)
+            slow_session, quick_session = await connect(fetcher, slow), await connect(fetcher, quick)
+            quick_done = trio.Event()
+
+            async def quick_fetch() -> None:
+                await fetch(peers, quick_session, quick_chunks)
+                quick_done.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(fetch, peers, slow_session, slow_chunks)
+                nursery.start_soon(quick_fetch)
+                # Both fundings go out without waiting for each other...
+                await wait_for(lambda: mempool_size(fetcher, 2))
+                await fetcher.mine(1)
+                # ... and one block is all host B's channel waits for.
+                with trio.fail_after(30):
+                    await quick_done.wait()
+                await fetcher.mine(2)
+            assert fetcher.ledger.earnings()["spent"] == host_earned(slow_dir) + host_earned(quick_dir)
+
+
+async def mempool_size(fetcher: Fetcher, size: int) -> bool:
+    return len(await fetcher.rpc.call("getrawmempool")) >= size
