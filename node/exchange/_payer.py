@@ -48,12 +48,14 @@ class Payer:
 
     # -- links and channels ----------------------------------------------------
 
-    async def link(self, session: Session) -> HostLink:
+    async def link(self, session: Session, *, unannounced: ChannelId | None = None) -> HostLink:
         """Verify the host's terms and load (and resync) our open channel to it.
 
         A channel the host no longer takes payments on (it forgot it,
         closed it, it is past its deadline) is given up: the link starts
         without a channel and the next paid request needs a new one.
+        ``unannounced`` is a channel we funded and have not announced yet
+        (the host does not know it): it is not resynchronised.
 
         Raises:
             LocalPaymentError(BAD_TERMS): the terms are missing or not signed.
@@ -79,7 +81,7 @@ class Payer:
         else:
             machine = PayerLink(terms=terms)
         link = HostLink(session=session, host=host, machine=machine, journal=PaymentJournal(self.ledger))
-        if usable:
+        if usable and machine.channel_id != unannounced:
             try:
                 await sync(link)
             except RemotePaymentError as exc:

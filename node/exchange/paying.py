@@ -95,7 +95,7 @@ class PaidPeers:
         async with lock:
             link = self._links.get(host)
             if link is None or link.session is not session:
-                link = await self.payer.link(session)
+                link = await self.payer.link(session, unannounced=self._unannounced.get(host))
                 self._links[host] = link
             return link
 
@@ -114,7 +114,6 @@ class PaidPeers:
         budget.spend(self._clock())
         capacity = max(self.capacity, link.terms.min_capacity)
         channel = await self._fund(link, capacity)
-        self._unannounced[link.host] = channel
         await self._announce(link, channel)
 
     async def _announce(self, link: HostLink, channel: ChannelId) -> None:
@@ -136,14 +135,13 @@ class PaidPeers:
         """Send the funding transaction of a channel to ``link``'s host (bounded by ``CONFIRM_TIMEOUT``)."""
         host = link.host.hex()
         with trio.fail_after(CONFIRM_TIMEOUT):
-            async with logged_if_slow("funding a channel to %s (the wallet's coins wait for a block)", host):
+            async with logged_if_slow("funding a channel to %s (sending it, or waiting for a block to free the wallet's coins)", host):
                 while True:
                     async with self._funding:
                         tip = int(await self.rpc.call("getblockcount"))
                         expiry = tip + max(self.expiry_blocks, link.terms.expiry_window + 6)
                         try:
-                            channel = await self.payer.fund_channel(link, self.wallet, capacity=capacity,
-                                                                    expiry=expiry)
+                            channel = await self._fund_once(link, capacity, expiry)
                             break
                         except InsufficientFunds:
                             if not self._unconfirmed:
@@ -151,6 +149,14 @@ class PaidPeers:
                     # Our unconfirmed fundings hold the coins (their change spends once mined).
                     await trio.sleep(CONFIRM_POLL)  # polling the chain, bounded by fail_after
         log.info("funded channel %s to %s (%d sats)", channel, host, capacity)
+        return channel
+
+    async def _fund_once(self, link: HostLink, capacity: int, expiry: int) -> ChannelId:
+        """Send and record one funding, as one step: a cancellation (the fetcher's request timeout)
+        waits for its end, so a funding sent is always one the next request announces (``_unannounced``)."""
+        with trio.CancelScope(shield=True), trio.fail_after(CONFIRM_TIMEOUT):
+            channel = await self.payer.fund_channel(link, self.wallet, capacity=capacity, expiry=expiry)
+            self._unannounced[link.host] = channel
         return channel
 
     async def _confirmed(self, link: HostLink, channel: ChannelId) -> None:

@@ -181,3 +181,25 @@ async def test_a_channel_waiting_for_confirmations_does_not_hold_up_another_host
 
 async def mempool_size(fetcher: Fetcher, size: int) -> bool:
     return len(await fetcher.rpc.call("getrawmempool")) >= size
+
+
+async def test_a_funding_cut_short_by_a_request_timeout_is_announced_by_the_next_request(tmp_path: Path) -> None:
+    """A fetch's request timeout cancels a request waiting for its channel's confirmations: the next
+    request, on a new session too, announces that channel rather than pay on one the host never heard of
+    (which it would refuse: UNKNOWN_CHANNEL, and a second funding)."""
+    host_dir = tmp_path / "host"
+    addresses = seed_chunks(host_dir, 2, CHUNK)
+    async with open_mu_chain(tmp_path / "chain") as chain:
+        async with open_mu_node(host_dir, chain, HOST_ARGS) as host, open_fetcher(tmp_path / "payer", chain) as fetcher:
+            peers = PaidPeers(fetcher.payer, fetcher.wallet, fetcher.rpc, capacity=30_000)
+            with trio.move_on_after(30) as timeout:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(fetch, peers, await connect(fetcher, host), addresses[:1])
+                    await wait_for(lambda: mempool_size(fetcher, 1))  # funded, waiting for a block
+                    nursery.cancel_scope.cancel()  # the request timeout
+            assert not timeout.cancelled_caught
+            await fetcher.mine(1)
+            with trio.fail_after(60):
+                await fetch(peers, await connect(fetcher, host), addresses)
+            assert list(payer_channels(fetcher).values()) == [ChannelStatus.OPEN]  # one funding
+            assert fetcher.ledger.earnings()["spent"] == host_earned(host_dir) > 0
