@@ -10,6 +10,7 @@ waiting for room, and the journal that writes our payment records.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from dataclasses import dataclass, field
 
@@ -20,8 +21,10 @@ from node.transport import RequestError, Session
 from protocol.bitcoin.channel import PayerChannel
 from protocol.payments import PaymentErrorCode, RemotePaymentError, Terms
 from protocol.payments.messages import ChannelId, ChannelState
-from protocol.payments.payer import PayerLink
+from protocol.payments.payer import PayerLink, channel_refused
 from protocol.wire import ChannelMessage, MessageType
+
+log = logging.getLogger("mu.payer")
 
 
 class PendingRecord:
@@ -144,6 +147,39 @@ async def sync(link: HostLink) -> ChannelState:
     reply = await channel_request(
         link, MessageType.CHANNEL_STATE, {"channel": link.channel_id.to_bytes()}, MessageType.CHANNEL_STATE)
     return link.machine.adopt(reply)
+
+
+async def give_up_channel(link: HostLink, *, ask_host: bool = True) -> int:
+    """Abandon the channel the host refused (``channel_refused``); return the sats taken back.
+
+    Waits for the window to drain (an answer still due may say the host
+    recorded its payment), asks the host what it recorded (CHANNEL_STATE,
+    unless ``ask_host`` is False: it has just refused that), then marks
+    our row ``closing`` and takes back our payments above the host's last
+    total: they were refused, never recorded (specs/payments.md §Channel
+    recovery).  The caller holds ``link.turn``.  Nothing happens when
+    another request gave the channel up first.
+
+    Raises:
+        RemotePaymentError: CHANNEL_STATE was refused for another reason.
+        node.transport errors: the session failed (the channel stays, nothing is taken back).
+    """
+    while link.machine.inflight:
+        await link.changed.wait()
+    if link.channel_id is None:
+        return 0
+    if ask_host:
+        try:
+            await sync(link)
+        except RemotePaymentError as exc:
+            if not channel_refused(exc.code):
+                raise
+    abandoned = link.machine.abandon()
+    taken_back: int = await trio.to_thread.run_sync(lambda: link.journal.ledger.abandon_payer_channel(
+        str(abandoned.channel_id), acknowledged=abandoned.acknowledged))
+    log.info("gave up channel %s to %s at total %d (refused; %d sats taken back)", abandoned.channel_id,
+             link.host.hex(), abandoned.acknowledged, taken_back)
+    return taken_back
 
 
 def remote_error(exc: RequestError) -> Exception:

@@ -75,6 +75,11 @@ class PayeeBook:
         # when older than TIP_MAX_AGE_SECONDS: not one RPC per chunk.
         self.tip_height = 0
         self._tip_at = -TIP_MAX_AGE_SECONDS
+        # Set by the settlement watcher: a channel whose total reaches it
+        # takes no more payments, and ``settle_due`` wakes the watcher to
+        # close it at once (specs/payments.md §Settlement).
+        self.settle_threshold: int | None = None
+        self.settle_due = trio.Event()
 
     def set_tip(self, height: int) -> None:
         """Record the chain tip seen by someone else (the watcher)."""
@@ -237,7 +242,8 @@ class PayeeBook:
                     decision = decide_charge(request, terms=self.terms, account=account, channel=MissingChannel())
                 else:
                     decision = decide_charge(request, terms=self.terms, account=account, channel=entry,
-                                             tip_height=await self._fresh_tip())
+                                             tip_height=await self._fresh_tip(),
+                                             settle_threshold=self.settle_threshold)
             return await self._carry_out(slot, peer_hex, request, decision, then)
 
     async def _carry_out(self, slot: _Peer, peer_hex: str, request: ChargeRequest, decision: ChargeDecision,
@@ -266,6 +272,8 @@ class PayeeBook:
             current = self._channels[cid]  # as it is now: the watcher may have marked it closing meanwhile
             self._channels[cid] = dataclasses.replace(current, channel=decision.channel)
             slot.account = decision.account
+            if self.settle_threshold is not None and decision.channel.total >= self.settle_threshold:
+                self.settle_due.set()  # the last payment it takes: close it now, not at the next poll
             return decision.increment, result
         raise AssertionError(f"decision {decision!r} needs a channel looked up")
 

@@ -18,15 +18,16 @@ from collections.abc import Callable
 import trio
 
 from node.exchange._channels import outpoint_of, params_from_blob, params_to_blob
-from node.exchange._link import HostLink, PaymentJournal, channel_request, sync
+from node.exchange._link import HostLink, PaymentJournal, channel_request, give_up_channel, sync
 from node.exchange._window import PaidWindow
 from node.ledger import ChannelRecord, Ledger
 from node.transport import Session
 from protocol.bitcoin import PrivateKey, PublicKey
 from protocol.bitcoin.channel import ChannelParams, PayerChannel, funding_script_for
-from protocol.payments import ChannelStatus, Kind, LocalPaymentError, PaymentErrorCode, PriceTooHigh, Role, Terms
+from protocol.payments import (ChannelStatus, Kind, LocalPaymentError, PaymentErrorCode, PriceTooHigh,
+                               RemotePaymentError, Role, Terms)
 from protocol.payments.messages import ChannelId, ChannelState, OpenChannel
-from protocol.payments.payer import PayerLink
+from protocol.payments.payer import PayerLink, channel_refused
 from protocol.wire import MessageType
 
 DEFAULT_EXPECTED_SIZE = 1 << 20
@@ -47,8 +48,14 @@ class Payer:
 
     # -- links and channels ----------------------------------------------------
 
-    async def link(self, session: Session) -> HostLink:
+    async def link(self, session: Session, *, unannounced: ChannelId | None = None) -> HostLink:
         """Verify the host's terms and load (and resync) our open channel to it.
+
+        A channel the host no longer takes payments on (it forgot it,
+        closed it, it is past its deadline) is given up: the link starts
+        without a channel and the next paid request needs a new one.
+        ``unannounced`` is a channel we funded and have not announced yet
+        (the host does not know it): it is not resynchronised.
 
         Raises:
             LocalPaymentError(BAD_TERMS): the terms are missing or not signed.
@@ -74,8 +81,16 @@ class Payer:
         else:
             machine = PayerLink(terms=terms)
         link = HostLink(session=session, host=host, machine=machine, journal=PaymentJournal(self.ledger))
-        if usable:
-            await sync(link)
+        if usable and machine.channel_id != unannounced:
+            try:
+                await sync(link)
+            except RemotePaymentError as exc:
+                if not channel_refused(exc.code):
+                    raise
+                # The host forgot the channel or closed it: link without one
+                # (specs/payments.md §Channel recovery).
+                async with link.turn:
+                    await give_up_channel(link, ask_host=False)
         return link
 
     async def fund_channel(self, link: HostLink, wallet: object, *, capacity: int, expiry: int) -> ChannelId:

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 
 import trio
 
-from node.exchange._link import HostLink, PendingRecord, remote_error, sync
+from node.exchange._link import HostLink, PendingRecord, give_up_channel, remote_error, sync
 from node.ledger import PaymentEntry
 from node.transport import RequestError
-from protocol.payments import Direction, Kind, chunk_price, paid_window
-from protocol.payments.payer import Admission, Answer, Charge, Failure, PaymentRounds, Refusal, Request
+from protocol.payments import Direction, Kind, PaymentError, chunk_price, paid_window
+from protocol.payments.payer import (Admission, Answer, Charge, Failure, PaymentRounds, Refusal, Request,
+                                     channel_refused)
 from protocol.wire import MAX_DATA_SIZE
 
 # Scheduling rounds a request's signer waits after starting it, so that it
@@ -79,10 +80,15 @@ class PaidWindow:
                 return await self._attempt(link, Request(kind=kind, chunk=address, price=price, hint=rounds.hint), data)
             except _Failed as failed:
                 error, alone = failed.error, failed.alone
+            except PaymentError as exc:  # refused before it left: the channel's capacity is used up...
+                await _give_up_if_refused(link, exc)
+                raise
             if not isinstance(error, RequestError):
                 raise error
             if not rounds.refused(Refusal(code=error.code, owed=error.owed, alone=alone)):
-                raise remote_error(error)
+                final = remote_error(error)
+                await _give_up_if_refused(link, final)
+                raise final
 
     async def _attempt(self, link: HostLink, request: Request, data: bytes | None) -> bytes | bool:
         """One try of a request; returns its answer or raises ``_Failed``."""
@@ -261,6 +267,18 @@ class PaidWindow:
         if isinstance(outcome[0], Exception):
             raise outcome[0]
         return outcome[0]  # type: ignore[return-value]
+
+
+async def _give_up_if_refused(link: HostLink, error: Exception) -> None:
+    """After a final refusal: give the channel up when the host takes no more payments on it.
+
+    The next request then owes a new channel (``node.exchange.paying``
+    opens one); our refused payments on this one are taken back from what
+    we spent (specs/payments.md §Channel recovery).
+    """
+    if isinstance(error, PaymentError) and channel_refused(error.code) and link.channel_id is not None:
+        async with link.turn:
+            await give_up_channel(link)
 
 
 def _settle(link: HostLink, prepared: _Prepared, result: object, *, failed: bool) -> None:

@@ -4,30 +4,61 @@
 the fetcher and the uploader: one :class:`node.exchange.HostLink` per host,
 one paid request at a time per host (the payer's accounting mirrors the
 host's request by request), and a channel opened on demand the first time a
-host asks for payment past its free allowance: funded from the node's
-wallet, waited for until it has the confirmations the host's terms require,
-then announced.  Fundings are serialised, so each one sees the wallet's
-confirmed coins only.
+host asks for payment past its free allowance, and again when the host
+refuses the channel it had (unknown, closed or closing, past its deadline,
+used up: specs/payments.md §Channel recovery), within a budget of opens per
+host (``ChannelOpenBudget``): funded from the node's wallet, waited for
+until it has the confirmations the host's terms require, then announced,
+and the request tried once more on it.
+
+Only building and sending a funding transaction is serialised (each one
+then sees the wallet's coins the others have not spent); the wait for
+confirmations is not, so a channel to one host never waits behind another
+host's.  A funding that finds no coin while our other fundings are
+unconfirmed (their change is not spendable yet) waits for a block.  Every
+wait is bounded (``CONFIRM_TIMEOUT``) and logged at info level with its
+cause once it has taken ``SLOW_WAIT`` seconds.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import trio
 
 from node.exchange import HostLink, Payer
 from node.bitcoin.rpc import RPCClient
 from node.transport import BadChunk, RequestError, Session, TransportError
-from node.bitcoin.wallet import Wallet
+from node.bitcoin.wallet import InsufficientFunds, Wallet
 from protocol.payments import Kind, PaymentError, PaymentErrorCode, PriceTooHigh
+from protocol.payments.messages import ChannelId
+from protocol.payments.payer import ChannelOpenBudget, channel_refused
 
 log = logging.getLogger("mu.paying")
 
 DEFAULT_CHANNEL_CAPACITY = 2_000_000  # sats per channel opened on demand
 DEFAULT_EXPIRY_BLOCKS = 1_008  # about a week of blocks
-CONFIRM_TIMEOUT = 120.0  # seconds to wait for a funding output's confirmations
+CONFIRM_TIMEOUT = 120.0  # seconds to wait for a funding output's confirmations (or for coins to fund it)
 CONFIRM_POLL = 0.25
+SLOW_WAIT = 5.0  # seconds after which a wait is logged at info level, with its cause
+
+
+@asynccontextmanager
+async def logged_if_slow(cause: str, *args: object, after: float = SLOW_WAIT) -> AsyncIterator[None]:
+    """Log ``cause % args`` at info level if the body is still running after ``after`` seconds."""
+    async with trio.open_nursery() as nursery:
+        async def note() -> None:
+            await trio.sleep(after)  # a deadline for the log line, not synchronisation
+            log.info("still " + cause + " after %.0f s", *args, after)
+
+        nursery.start_soon(note)
+        try:
+            yield
+        finally:
+            nursery.cancel_scope.cancel()
 
 
 class PaidBadChunk(BadChunk):
@@ -42,15 +73,20 @@ class PaidPeers:
     """Paid GET and PUT to many hosts, opening channels as needed."""
 
     def __init__(self, payer: Payer, wallet: Wallet, rpc: RPCClient, *,
-                 capacity: int = DEFAULT_CHANNEL_CAPACITY, expiry_blocks: int = DEFAULT_EXPIRY_BLOCKS) -> None:
+                 capacity: int = DEFAULT_CHANNEL_CAPACITY, expiry_blocks: int = DEFAULT_EXPIRY_BLOCKS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.payer = payer
         self.wallet = wallet
         self.rpc = rpc
         self.capacity = capacity
         self.expiry_blocks = expiry_blocks
+        self._clock = clock
         self._links: dict[bytes, HostLink] = {}
         self._locks: dict[bytes, trio.Lock] = {}
-        self._funding = trio.Lock()
+        self._budgets: dict[bytes, ChannelOpenBudget] = {}
+        self._funding = trio.Lock()  # held only while a funding transaction is built and sent
+        self._unconfirmed = 0  # our fundings sent and not yet confirmed
+        self._unannounced: dict[bytes, ChannelId] = {}  # funded, OPEN_CHANNEL not yet accepted
 
     async def link(self, session: Session) -> HostLink:
         """The host link for ``session``'s peer (terms verified; PriceTooHigh above our maximum)."""
@@ -59,31 +95,96 @@ class PaidPeers:
         async with lock:
             link = self._links.get(host)
             if link is None or link.session is not session:
-                link = await self.payer.link(session)
+                link = await self.payer.link(session, unannounced=self._unannounced.get(host))
                 self._links[host] = link
             return link
 
-    async def _open_channel(self, link: HostLink) -> None:
-        async with self._funding:
-            tip = int(await self.rpc.call("getblockcount"))
-            capacity = max(self.capacity, link.terms.min_capacity)
-            expiry = tip + max(self.expiry_blocks, link.terms.expiry_window + 6)
-            channel = await self.payer.fund_channel(link, self.wallet, capacity=capacity, expiry=expiry)
-            txid = bytes(reversed(channel.txid)).hex()
-            log.info("funded channel %s to %s (%d sats)", channel, link.host.hex(), capacity)
-            with trio.fail_after(CONFIRM_TIMEOUT):
-                while True:
-                    out = await self.rpc.call("gettxout", txid, channel.vout)
-                    if out and int(out.get("confirmations", 0)) >= max(1, link.terms.min_confirmations):
-                        break
-                    await trio.sleep(CONFIRM_POLL)  # waiting for the chain, bounded by fail_after
+    async def _open_channel(self, link: HostLink, cause: PaymentError) -> None:
+        """Fund, confirm and announce a new channel to ``link``'s host (the request failed with ``cause``).
+
+        Raises:
+            ``cause``: the budget of opens to this host is spent for now.
+            trio.TooSlowError: no coin or no confirmation within ``CONFIRM_TIMEOUT``.
+        """
+        budget = self._budgets.setdefault(link.host, ChannelOpenBudget())
+        if not budget.allows(self._clock()):
+            log.warning("not opening another channel to %s: %d opened in the last %.0f s (%s)",
+                        link.host.hex(), budget.limit, budget.period, cause)
+            raise cause
+        budget.spend(self._clock())
+        capacity = max(self.capacity, link.terms.min_capacity)
+        channel = await self._fund(link, capacity)
+        await self._announce(link, channel)
+
+    async def _announce(self, link: HostLink, channel: ChannelId) -> None:
+        """Wait for the funding's confirmations, then OPEN_CHANNEL.
+
+        A request cancelled meanwhile (the fetcher's request timeout) leaves
+        the channel in ``_unannounced``: the next request to the host
+        resumes here rather than pay on a channel the host never heard of.
+        """
+        self._unconfirmed += 1
+        try:
+            await self._confirmed(link, channel)
+        finally:
+            self._unconfirmed -= 1
         await self.payer.announce(link)
+        del self._unannounced[link.host]
+
+    async def _fund(self, link: HostLink, capacity: int) -> ChannelId:
+        """Send the funding transaction of a channel to ``link``'s host (bounded by ``CONFIRM_TIMEOUT``)."""
+        host = link.host.hex()
+        with trio.fail_after(CONFIRM_TIMEOUT):
+            async with logged_if_slow("funding a channel to %s (sending it, or waiting for a block to free the wallet's coins)", host):
+                while True:
+                    async with self._funding:
+                        tip = int(await self.rpc.call("getblockcount"))
+                        expiry = tip + max(self.expiry_blocks, link.terms.expiry_window + 6)
+                        try:
+                            channel = await self._fund_once(link, capacity, expiry)
+                            break
+                        except InsufficientFunds:
+                            if not self._unconfirmed:
+                                raise
+                    # Our unconfirmed fundings hold the coins (their change spends once mined).
+                    await trio.sleep(CONFIRM_POLL)  # polling the chain, bounded by fail_after
+        log.info("funded channel %s to %s (%d sats)", channel, host, capacity)
+        return channel
+
+    async def _fund_once(self, link: HostLink, capacity: int, expiry: int) -> ChannelId:
+        """Send and record one funding, as one step: a cancellation (the fetcher's request timeout)
+        waits for its end, so a funding sent is always one the next request announces (``_unannounced``)."""
+        with trio.CancelScope(shield=True), trio.fail_after(CONFIRM_TIMEOUT):
+            channel = await self.payer.fund_channel(link, self.wallet, capacity=capacity, expiry=expiry)
+            self._unannounced[link.host] = channel
+        return channel
+
+    async def _confirmed(self, link: HostLink, channel: ChannelId) -> None:
+        """Wait until the funding of ``channel`` has the confirmations the host's terms ask."""
+        txid = bytes(reversed(channel.txid)).hex()
+        needed = max(1, link.terms.min_confirmations)
+        try:
+            with trio.fail_after(CONFIRM_TIMEOUT):
+                async with logged_if_slow("waiting for %d confirmation(s) of channel %s to %s", needed, channel,
+                                          link.host.hex()):
+                    while True:
+                        out = await self.rpc.call("gettxout", txid, channel.vout)
+                        if out and int(out.get("confirmations", 0)) >= needed:
+                            return
+                        await trio.sleep(CONFIRM_POLL)  # waiting for the chain, bounded by fail_after
+        except trio.TooSlowError:
+            log.warning("channel %s to %s: funding not confirmed %d time(s) within %.0f s", channel,
+                        link.host.hex(), needed, CONFIRM_TIMEOUT)
+            raise
 
     async def request(self, session: Session, kind: Kind, address: bytes, data: bytes | None = None) -> tuple[object, int]:
         """One paid GET or PUT; returns (reply, sats sent with it).
 
         With a free allowance of one chunk's price, what goes with a request
-        pays for the one before it (specs/payments.md §Accounting).
+        pays for the one before it (specs/payments.md §Accounting).  When
+        the request needs a channel (none yet, or the host refused the one
+        it had, which the payer then gave up), a new one is opened and the
+        request tried once more on it (specs/payments.md §Channel recovery).
 
         Raises:
             PaidBadChunk: the reply's bytes are not the chunk (``paid`` went with it).
@@ -91,13 +192,21 @@ class PaidPeers:
         link = await self.link(session)
         async with self._locks[link.host]:
             before = link.paid
+            pending = self._unannounced.get(link.host)
+            if pending is not None and pending == link.channel_id:
+                log.info("resuming the opening of channel %s to %s", pending, link.host.hex())
+                await self._announce(link, pending)
             try:
                 try:
                     return await self._once(link, kind, address, data), link.paid - before
                 except PaymentError as exc:
-                    if exc.code != PaymentErrorCode.INSUFFICIENT_PAYMENT or link.channel is not None:
+                    if link.channel is not None or not (
+                            exc.code == PaymentErrorCode.INSUFFICIENT_PAYMENT or channel_refused(exc.code)):
                         raise
-                await self._open_channel(link)
+                    if channel_refused(exc.code):
+                        log.info("host %s refused our channel (%s): opening a new one", link.host.hex(), exc)
+                    cause = exc
+                await self._open_channel(link, cause)
                 return await self._once(link, kind, address, data), link.paid - before
             except BadChunk as exc:
                 raise PaidBadChunk(str(exc), paid=link.paid - before) from None

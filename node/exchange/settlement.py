@@ -4,6 +4,8 @@
 ``poll_seconds`` (specs/payments.md §Settlement):
 
 - refreshes the tip height the payee's payment checks use;
+- wakes at once when a payment brings a channel to ``settle_threshold``
+  (the payee takes no more payments on it from then on);
 - payee side: closes each open channel with a payment when the tip reaches
   one block before its close deadline, when its total reaches
   ``settle_threshold``, or when ``mu channels close ID`` marked it
@@ -16,7 +18,8 @@
 - payer side: from height ``expiry`` (the refund is final in block
   ``expiry + 1``) takes back the funding of each payer channel the payee
   has not closed, the same way (``refunding`` → ``refunded``); a payer
-  channel whose funding the payee spent becomes ``closed``.
+  channel whose funding the payee spent becomes ``closed``, before its
+  expiry too, so the payer stops paying through it at once.
 """
 
 from __future__ import annotations
@@ -64,6 +67,10 @@ class SettlementWatcher:
         self.payer_key = payer_key
         self.refund_script = refund_script
         self.config = config
+        if book is not None:
+            # The payee refuses payments past the threshold and wakes us when
+            # one reaches it (specs/payments.md §Settlement).
+            book.settle_threshold = config.settle_threshold
         self.passes = 0
         self.pass_done = trio.Event()  # set after each pass, then replaced
 
@@ -96,7 +103,12 @@ class SettlementWatcher:
                 await self.run_once()
             except (RPCError, RPCTransportError) as exc:
                 log.warning("settlement pass failed: %s", exc)
-            await trio.sleep(self.config.poll_seconds)  # a poll interval, not synchronisation
+            if self.book is None:
+                await trio.sleep(self.config.poll_seconds)  # a poll interval, not synchronisation
+                continue
+            with trio.move_on_after(self.config.poll_seconds):  # a poll interval, or a channel at its threshold
+                await self.book.settle_due.wait()
+            self.book.settle_due = trio.Event()
 
     async def _settlement(self, channel_id: str) -> SettlementRecord | None:
         rows = await trio.to_thread.run_sync(self.ledger.settlements, channel_id)
@@ -162,7 +174,13 @@ class SettlementWatcher:
         if settlement is not None:
             await self._follow(record, settlement, ChannelStatus.REFUNDED)
             return
-        if self.payer_key is None or self.refund_script is None or tip < record.expiry:
+        if tip < record.expiry:
+            if record.state in (ChannelStatus.OPEN, ChannelStatus.CLOSING) and await self._closed_by_payee(record):
+                # Noticed on chain: no more payments on it (specs/payments.md §Channel recovery).
+                log.info("payer channel %s was closed by the payee", record.channel_id)
+                await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, ChannelStatus.CLOSED)
+            return
+        if self.payer_key is None or self.refund_script is None:
             return
         tx, amount = self.refund_for(record)
         txid = tx.txid_hex()
@@ -181,6 +199,13 @@ class SettlementWatcher:
         await trio.to_thread.run_sync(lambda: self.ledger.record_settlement(
             channel_id=record.channel_id, kind=SettlementKind.REFUND, txid=txid, amount=amount))
         log.info("refunding %s: %d sats in %s", record.channel_id, amount, txid)
+
+    async def _closed_by_payee(self, record: ChannelRecord) -> bool:
+        """Whether the funding of payer channel ``record`` was confirmed and is now spent (the payee's close)."""
+        if await self.chain.unspent_output(record.funding_txid, record.funding_vout) is not None:
+            return False
+        _, height = await self.chain.confirmation_height(record.funding_txid)
+        return height is not None  # mined, then spent: not a funding still on its way or dropped
 
     def refund_for(self, record: ChannelRecord) -> tuple[Transaction, int]:
         """The refund of payer channel ``record`` and the sats it returns: the same each time it is built."""

@@ -23,6 +23,7 @@ paid exchange of specs/payments.md over a transport session).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ from typing import Protocol
 
 import trio
 
-from node.exchange.paying import PaidBadChunk, PaidPeers
+from node.exchange.paying import PaidBadChunk, PaidPeers, logged_if_slow
 from node.store import ChunkStore
 from node.transport import BadChunk, RequestError, Session, TransportError
 from protocol.chunks import FileDecoder, Link, RawWalker
@@ -46,6 +47,8 @@ from protocol.fetch import (
     Progress,
     Request,
 )
+
+log = logging.getLogger("mu.fetch")
 
 # Chunks queued ahead of the decoder at most; bounds the reorder buffer and so
 # the fetcher's memory (LOOKAHEAD × chunk size of ciphertext).
@@ -392,7 +395,9 @@ class _Fetch:
                 return
             hosts = list(self.candidates(address))
             if self.resolver is not None:
-                for source in await self.resolver.holders(address):
+                async with logged_if_slow("looking up the hosts of chunk %s (DHT lookups, dials)", address.hex()):
+                    found = await self.resolver.holders(address)
+                for source in found:
                     if source.host_id not in self.sources:
                         self.sources[source.host_id] = source
                         self.sched.add_host(source.host_id, source.price_per_mib)
@@ -409,6 +414,10 @@ class _Fetch:
                 with trio.fail_after(self.sched.request_timeout):
                     result = await source.get_chunk(req.address)
             except trio.TooSlowError:
+                # Waits inside (a channel's funding and confirmations, the
+                # host) log their own cause when they take long.
+                log.info("chunk %s from %s: no answer within %.0f s", req.address.hex(), req.host_id.hex(),
+                         self.sched.request_timeout)
                 result = SourceError("request timed out")
             except SourceError as exc:
                 result = exc

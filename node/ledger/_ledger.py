@@ -297,6 +297,48 @@ class Ledger:
 
         self._commits.submit(write)
 
+    def abandon_payer_channel(self, channel_id: str, *, acknowledged: int, now: float | None = None) -> int:
+        """Give up our payer channel ``channel_id`` the payee refused: mark it ``closing`` (if still
+        ``open``: the watcher may have seen it ``closed`` on chain already) and take back our payments on
+        it above ``acknowledged``; return the sats taken back.
+
+        In one transaction: the payment rows of ours on it whose total is
+        above ``acknowledged`` (the payee refused them, never recorded them)
+        are deleted and our account of the peer loses their price and
+        amount, so ``spent`` counts only what the payee recorded; the
+        channel's total goes back to ``acknowledged``.  The watcher refunds
+        the channel after its expiry, or marks it ``closed`` once the payee's
+        close spends the funding (specs/payments.md §Channel recovery).
+
+        Raises:
+            UnknownChannel: no payer channel ``channel_id`` is recorded.
+        """
+        at = time.time() if now is None else now
+
+        def write(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT peer, total FROM channels WHERE channel_id = ? AND role = ?",
+                               (channel_id, Role.PAYER)).fetchone()
+            if row is None:
+                raise UnknownChannel(channel_id)
+            peer, total = row
+            refused = conn.execute(
+                "SELECT COALESCE(SUM(price), 0), COALESCE(SUM(amount), 0) FROM payments "
+                "WHERE channel_id = ? AND direction = ? AND total > ?", (channel_id, Direction.OUT, acknowledged),
+            ).fetchone()
+            conn.execute("DELETE FROM payments WHERE channel_id = ? AND direction = ? AND total > ?",
+                         (channel_id, Direction.OUT, acknowledged))
+            conn.execute("UPDATE accounts SET consumed = MAX(0, consumed - ?), paid = MAX(0, paid - ?) "
+                         "WHERE peer = ? AND direction = ?", (refused[0], refused[1], peer, Direction.OUT))
+            kept = min(total, acknowledged)
+            conn.execute(
+                "UPDATE channels SET state = CASE WHEN state = ? THEN ? ELSE state END, total = ?, "
+                "payer_sig = CASE WHEN total = ? THEN payer_sig END, updated_at = ? WHERE channel_id = ?",
+                (ChannelStatus.OPEN, ChannelStatus.CLOSING, kept, kept, at, channel_id))
+            return int(refused[1])
+
+        taken_back: int = self._commits.submit(write)
+        return taken_back
+
     def record_payment(
         self,
         *,

@@ -17,7 +17,8 @@ table, under §Payment field of GET and PUT; §Accounting, §Paid window):
 3. a malformed payment map: BAD_PAYMENT;
 4. the channel not looked up yet: ``LookUpChannel`` (ask again with it);
 5. no such channel of this peer: UNKNOWN_CHANNEL;
-6. not open, or the tip at its close deadline: CHANNEL_EXPIRED;
+6. not open, the tip at its close deadline, or its total at the settle
+   threshold (the watcher is about to close it): CHANNEL_EXPIRED;
 7. ``owed`` 0 and a total not above the accepted one: ``ChargeCovered``
    (an overtaken payment of a paid window carries nothing);
 8. a total equal to the accepted one: PAYMENT_REPLAY; below it:
@@ -148,13 +149,16 @@ def price_of(terms: Terms, kind: Kind, size: int) -> int:
 
 
 def decide_charge(request: ChargeRequest, *, terms: Terms, account: PeerAccount,
-                  channel: PayeeEntry | MissingChannel | None = None, tip_height: int | None = None) -> ChargeDecision:
+                  channel: PayeeEntry | MissingChannel | None = None, tip_height: int | None = None,
+                  settle_threshold: int | None = None) -> ChargeDecision:
     """What the payee does with ``request`` given ``account`` (the peer's, before it).
 
     ``channel`` is None until the node has looked up the channel the
     payment names (``LookUpChannel`` asks for it); with a ``PayeeEntry``,
-    ``tip_height`` is the current chain tip.  The checks and their order are
-    in this module's docstring.
+    ``tip_height`` is the current chain tip.  A channel whose total has
+    reached ``settle_threshold`` takes no more payments: the payment that
+    reached it is the last (specs/payments.md §Settlement).  The checks and
+    their order are in this module's docstring.
     """
     if account.is_redelivery(request.chunk, request.kind):
         return Redeliver()
@@ -181,7 +185,8 @@ def decide_charge(request: ChargeRequest, *, terms: Terms, account: PeerAccount,
         return Refuse(code=PaymentErrorCode.UNKNOWN_CHANNEL, reason=f"no channel {payment.channel} of this peer")
     if tip_height is None:
         raise ValueError("the tip height is needed with the channel")
-    if channel.status is not ChannelStatus.OPEN or tip_height >= channel.deadline:
+    settling = settle_threshold is not None and channel.channel.total >= settle_threshold
+    if channel.status is not ChannelStatus.OPEN or tip_height >= channel.deadline or settling:
         return Refuse(code=PaymentErrorCode.CHANNEL_EXPIRED,
                       reason=f"channel {payment.channel} is closed or past its deadline")
     accepted = channel.channel.total

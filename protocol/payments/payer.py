@@ -26,6 +26,7 @@ summarised here (``W`` is ``paid_window(price, free_allowance)``):
     any       settle(Answer)                  in flight - 1, the host holds its total (ALONE: -> READY)
     any       settle(Failure)                 in flight - 1; -> FAILED
     any       adopt(state)                    totals and account from the host
+    drained   abandon() (channel refused)     no channel; -> FAILED (a new channel: RESYNC first)
 
 A request sent alone goes with nothing else in flight and nothing follows
 it until its answer: the host's INSUFFICIENT_PAYMENT figure for it is then
@@ -39,9 +40,9 @@ import enum
 from dataclasses import dataclass, replace
 
 from protocol.bitcoin.channel import PayerChannel, SignedCommitment
-from protocol.bitcoin.errors import BitcoinError
+from protocol.bitcoin.errors import BitcoinError, ChannelExhaustedError
 from protocol.payments.accounting import PeerAccount, next_total, paid_window
-from protocol.payments.errors import PaymentErrorCode, PriceTooHigh, RemotePaymentError
+from protocol.payments.errors import PaymentError, PaymentErrorCode, PriceTooHigh, RemotePaymentError
 from protocol.payments.messages import ChannelId, ChannelState, Payment
 from protocol.payments.terms import Terms
 from protocol.payments.vocabulary import Kind
@@ -50,6 +51,25 @@ from protocol.payments.vocabulary import Kind
 # a resynchronisation after a replayed or lower total (specs/payments.md
 # §Payer link states).
 MAX_PAYMENT_ROUNDS = 3
+
+# Refusals after which the host takes no more payments on the channel: it
+# does not know it, has closed it (or is closing it, or it is past its
+# deadline), or its capacity is used up.  The payer gives the channel up and
+# opens a new one (specs/payments.md §Error codes, §Channel recovery).
+CHANNEL_REFUSALS = frozenset({
+    PaymentErrorCode.UNKNOWN_CHANNEL, PaymentErrorCode.CHANNEL_EXPIRED, PaymentErrorCode.FUNDING_SPENT,
+    PaymentErrorCode.TOTAL_OVER_CAPACITY,
+})
+# Channels a payer opens to one host within ``CHANNEL_OPEN_PERIOD`` seconds
+# at most, the first one included: a host that keeps refusing new channels
+# cannot drain the wallet into fundings (specs/payments.md §Channel recovery).
+MAX_CHANNEL_OPENS_PER_PERIOD = 4
+CHANNEL_OPEN_PERIOD = 3_600.0
+
+
+def channel_refused(code: int | None) -> bool:
+    """Whether an ERROR ``code`` says the host takes no more payments on the channel."""
+    return code in CHANNEL_REFUSALS
 
 
 class Admission(enum.Enum):
@@ -108,6 +128,19 @@ class Charge:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Abandoned:
+    """A channel given up (``PayerLink.abandon``).
+
+    ``acknowledged`` is the last total the host confirmed on it: our
+    payments above it were refused, never recorded, and are taken back
+    from what we spent (specs/payments.md §Channel recovery).
+    """
+
+    channel_id: ChannelId
+    acknowledged: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Answer:
     """The host answered ``charge``; ``size`` is the chunk's real size when the answer carries it."""
 
@@ -162,6 +195,29 @@ class PayerLink:
         self.last_sig = self._ahead = None
         self.acknowledged = self.projected = channel.total
 
+    def abandon(self) -> Abandoned:
+        """Give up the channel the host refused (``channel_refused``); the window must be drained.
+
+        The link is left FAILED: the next request goes alone without a
+        channel, or, once a new one is opened (``opened``), after a
+        resynchronisation on it (the host's account of us, which our mirror
+        may no longer match).
+
+        Raises:
+            RuntimeError: no channel, or requests still in flight (their
+            answers may still say the host recorded them).
+        """
+        if self.channel_id is None:
+            raise RuntimeError("no channel to abandon")
+        if self.inflight:
+            raise RuntimeError("abandon a channel only once the window has drained")
+        abandoned = Abandoned(channel_id=self.channel_id, acknowledged=self.acknowledged)
+        self.channel = self.channel_id = None
+        self.last_sig = self._ahead = None
+        self.acknowledged = self.projected = 0
+        self.phase = Phase.FAILED
+        return abandoned
+
     def admit(self, price: int) -> Admission:
         """What a request of ``price`` may do now (the caller holds the link's turn)."""
         if self.phase is Phase.RESYNCED:
@@ -181,6 +237,8 @@ class PayerLink:
         Raises:
             RuntimeError: ``admit`` did not let the request go.
             RemotePaymentError(INSUFFICIENT_PAYMENT): it owes and no channel is open.
+            PaymentError(TOTAL_OVER_CAPACITY): the channel's capacity is used up
+            (``channel_refused``: give it up, open a new one).
             protocol.bitcoin.errors.BitcoinError: the channel cannot pay it.
         """
         admission = self.admit(request.price)
@@ -192,7 +250,10 @@ class PayerLink:
         if alone and request.hint is not None and not redelivery:
             owed = request.hint  # exact: the host refused this request sent alone
         before = self.projected
-        payment, signed, new = self._pay(owed)
+        try:
+            payment, signed, new = self._pay(owed)
+        except ChannelExhaustedError as exc:  # nothing signed, nothing counted
+            raise PaymentError(PaymentErrorCode.TOTAL_OVER_CAPACITY, f"channel used up: {exc}") from None
         increment = 0
         if payment is not None:
             increment = max(0, payment.total - before)
@@ -335,3 +396,30 @@ class PaymentRounds:
         if self.attempts >= MAX_PAYMENT_ROUNDS:
             raise RemotePaymentError(PaymentErrorCode.INSUFFICIENT_PAYMENT, "host kept refusing payment")
         return True
+
+
+class ChannelOpenBudget:
+    """How many channels the payer may still open to one host: ``MAX_CHANNEL_OPENS_PER_PERIOD``
+    per ``CHANNEL_OPEN_PERIOD`` seconds (the caller passes the time)."""
+
+    def __init__(self, *, limit: int = MAX_CHANNEL_OPENS_PER_PERIOD, period: float = CHANNEL_OPEN_PERIOD) -> None:
+        if limit < 1 or period <= 0:
+            raise ValueError("a budget allows at least one open per positive period")
+        self.limit = limit
+        self.period = period
+        self._opened: list[float] = []
+
+    def allows(self, now: float) -> bool:
+        """Whether one more channel may be opened at ``now``."""
+        self._opened = [t for t in self._opened if now - t < self.period]
+        return len(self._opened) < self.limit
+
+    def spend(self, now: float) -> None:
+        """A channel is being opened at ``now``.
+
+        Raises:
+            RuntimeError: the budget is used up (ask ``allows`` first).
+        """
+        if not self.allows(now):
+            raise RuntimeError("no channel open left in this period")
+        self._opened.append(now)

@@ -173,3 +173,30 @@ def test_acknowledged_payments_survive_kill_9(tmp_path: Path) -> None:
         stored = ledger.channel("c")
         assert stored is not None and stored.total >= acknowledged
         assert len(ledger.payments(channel_id="c")) == stored.total
+
+
+def test_abandoning_a_payer_channel_takes_back_the_refused_payments_only(tmp_path: Path) -> None:
+    """specs/payments.md §Channel recovery: rows above the payee's total go, with their price and amount."""
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        ch = channel(role="payer")
+        ledger.add_channel(ch)
+        for n, total in enumerate((10, 20, 30), start=1):
+            ledger.record_payment(peer=PEER, direction="out", kind="get", chunk=f"{n:02x}" * 32, price=10, amount=10,
+                                  channel_id=ch.channel_id, total=total, payer_sig=f"sig{total}".encode(), now=DAY)
+        assert ledger.abandon_payer_channel(ch.channel_id, acknowledged=20, now=DAY) == 10
+        stored = ledger.channel(ch.channel_id)
+        assert stored is not None and (stored.state, stored.total, stored.payer_sig) == ("closing", 20, None)
+        assert [p.total for p in ledger.payments(channel_id=ch.channel_id)] == [10, 20]
+        account = ledger.account(PEER, "out")
+        assert (account.consumed, account.paid) == (20, 20)
+        assert ledger.earnings()["spent"] == 20
+        # Nothing above the payee's total: nothing taken back; a closed row stays closed.
+        ledger.set_channel_state(ch.channel_id, "closed")
+        assert ledger.abandon_payer_channel(ch.channel_id, acknowledged=20, now=DAY) == 0
+        stored = ledger.channel(ch.channel_id)
+        assert stored is not None and stored.state == "closed" and stored.total == 20
+        with pytest.raises(UnknownChannel):
+            ledger.abandon_payer_channel("00" * 32 + ":1", acknowledged=0)
+        ledger.add_channel(channel("ee" * 32 + ":0"))  # a payee channel is not ours to give up
+        with pytest.raises(UnknownChannel):
+            ledger.abandon_payer_channel("ee" * 32 + ":0", acknowledged=0)
