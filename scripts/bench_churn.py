@@ -201,10 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--period", type=float, default=DEFAULT_PERIOD,
                         help=f"seconds between floods or restarts (default {DEFAULT_PERIOD:g})")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
+    parser.add_argument("--dir", default=None, help="where the devnet lives, kept with its logs (default: a temporary dir)")
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
     if not modes or any(m not in MODES for m in modes) or args.size < 1 or args.period <= 0:
         parser.error(f"--modes takes {', '.join(MODES)}; --size and --period must be positive")
+    if args.dir:
+        root = Path(args.dir).resolve()
+        root.mkdir(parents=True, exist_ok=False)
+        return trio.run(bench, root, args.size * MIB, args.period, modes)
     with tempfile.TemporaryDirectory(prefix="mu-churn-") as tmp:
         return trio.run(bench, Path(tmp), args.size * MIB, args.period, modes)
 

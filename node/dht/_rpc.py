@@ -5,6 +5,12 @@ reply, which the node's receive loop hands to :meth:`RpcClient.on_response`
 (matched by message ID and source address).  At most
 ``MAX_OUTSTANDING_REQUESTS`` wait at once (specs/dht.md §2 Conventions and
 definitions).
+
+An address that let a request time out is *silent* for ``SILENT_SECONDS``
+(at most ``MAX_SILENT`` remembered): requests to it fail at once instead of
+each waiting out the timeout again, so a dead node that other nodes still
+return in lookups costs one timeout, not one per lookup.  Any datagram from
+the address ends it (specs/dht.md §6 Lookups, "Silent addresses").
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ log = logging.getLogger("mu.dht")
 
 #: Requests of ours awaiting a reply at once (specs/dht.md §2).
 MAX_OUTSTANDING_REQUESTS = 1024
+#: Seconds an address that let a request time out is not asked again (specs/dht.md §2).
+SILENT_SECONDS = 30.0
+#: Silent addresses remembered at once, oldest forgotten first (specs/dht.md §2).
+MAX_SILENT = 1024
 
 
 class NoReply(Exception):
@@ -56,13 +66,35 @@ class RpcClient:
         self.node_id = node_id
         self.request_timeout = request_timeout
         self._pending: dict[bytes, _Pending] = {}
+        self._silent: dict[tuple[str, int], float] = {}  # address -> when it may be asked again
+
+    def heard_from(self, address: tuple[str, int]) -> None:
+        """A datagram came from ``address``: it is not silent."""
+        self._silent.pop(address, None)
+
+    def _silent_until(self, address: tuple[str, int]) -> float | None:
+        until = self._silent.get(address)
+        if until is not None and trio.current_time() >= until:
+            del self._silent[address]
+            return None
+        return until
+
+    def _fell_silent(self, address: tuple[str, int]) -> None:
+        self._silent.pop(address, None)
+        while len(self._silent) >= MAX_SILENT:
+            del self._silent[next(iter(self._silent))]
+        self._silent[address] = trio.current_time() + SILENT_SECONDS
 
     async def call(self, address: tuple[str, int], name: str, args: list[object]) -> object:
         """Send ``name(*args)`` to ``address`` and return the reply value.
 
         Raises:
-            NoReply: no reply within ``request_timeout`` or too many requests pending.
+            NoReply: no reply within ``request_timeout``, the address is silent
+                (module docstring) or too many requests pending.
         """
+        if self._silent_until(address) is not None:
+            raise NoReply(f"{name} to {address[0]}:{address[1]} not sent: it did not answer "
+                          f"within the last {SILENT_SECONDS:g} s")
         if len(self._pending) >= MAX_OUTSTANDING_REQUESTS:
             raise NoReply(f"{MAX_OUTSTANDING_REQUESTS} requests already outstanding")
         msg_id = secrets.token_bytes(MESSAGE_ID_SIZE)
@@ -82,6 +114,7 @@ class RpcClient:
         finally:
             del self._pending[msg_id]
         if not pending.done.is_set():
+            self._fell_silent(address)
             raise NoReply(f"{name} to {address[0]}:{address[1]} timed out")
         return pending.value
 

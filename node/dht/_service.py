@@ -160,6 +160,7 @@ class DhtNode:
                 log.debug("recvfrom error: %s", exc)
                 continue
             address = (address[0], address[1])
+            self.rpc.heard_from(address)
             try:
                 message = decode_datagram(data)
             except RemoteProtocolError as exc:
