@@ -31,9 +31,9 @@ import trio
 
 from node.exchange import HostLink, Payer
 from node.bitcoin.rpc import RPCClient
-from node.transport import BadChunk, RequestError, Session, TransportError
+from node.transport import BadChunk, Session
 from node.bitcoin.wallet import InsufficientFunds, Wallet
-from protocol.payments import Kind, PaymentError, PaymentErrorCode, PriceTooHigh
+from protocol.payments import Kind, PaymentError, PaymentErrorCode
 from protocol.payments.messages import ChannelId
 from protocol.payments.payer import ChannelOpenBudget, channel_refused
 
