@@ -49,6 +49,11 @@ class Watch:
         self.received: dict[bytes, bytes] = {}
         self.value = 0  # prices of the chunks whose answers are in
         self.most_in_flight = 0
+        self.changed = trio.Event()  # set (and replaced) when a chunk is received or a fetch ends
+
+    def _changed(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
 
     def watch(self, link: HostLink) -> HostLink:
         """Count each chunk of ``link``'s session as received the moment its answer is in.
@@ -89,9 +94,13 @@ class Watch:
         """Fetch ``addresses`` with WORKERS concurrent callers taking them in order."""
         async def one(address: bytes) -> bytes:
             self.received[address] = data = await fetcher.payer.get(link, address, expected_size=self.size)
+            self._changed()
             return data
 
-        await by_workers(addresses, one)
+        try:
+            await by_workers(addresses, one)
+        finally:
+            self._changed()
 
 
 async def by_workers(addresses: list[bytes], fetch: Callable[[bytes], Awaitable[bytes | None]]) -> set[bytes]:
@@ -278,7 +287,8 @@ KILL_CHUNKS = 80
 KILL_CHUNK = 512 * 1024
 KILL_PRICE = 128
 # The kill lands somewhere while a window of requests is in flight.
-KILL_WINDOW_SECONDS = 0.05
+# A round's crash comes after 1 to KILL_AFTER_MOST more answers.
+KILL_AFTER_MOST = 4
 
 
 @pytest.mark.slow
@@ -299,18 +309,31 @@ async def test_host_killed_with_a_full_window_in_flight_costs_the_payer_nothing(
                 remaining = [a for a in addresses if a not in watch.received]
                 killed = False
 
+                fetching = True
+
                 async def killer() -> None:
+                    # The crash comes a random number of answers into the round, while
+                    # the other callers' requests are in flight (a fetch that ends
+                    # first is killed at its end: every round has its crash).
                     nonlocal killed
-                    await trio.sleep(rng.uniform(0.005, KILL_WINDOW_SECONDS))  # picks the crash moment, not a sync
+                    target = len(watch.received) + rng.randint(1, KILL_AFTER_MOST)
+                    while fetching and len(watch.received) < target:
+                        await watch.changed.wait()
                     killed = True
                     await host.kill()
+
+                async def fetch() -> None:
+                    nonlocal fetching
+                    try:
+                        await watch.fetch(fetcher, link, remaining)
+                    finally:
+                        fetching = False
 
                 try:
                     async with trio.open_nursery() as nursery:
                         if kills < KILLS:
                             nursery.start_soon(killer)
-                        await watch.fetch(fetcher, link, remaining)
-                        nursery.cancel_scope.cancel()  # all in before the crash
+                        await fetch()
                 except* (SessionBroken, SessionClosed, TransportError):
                     interrupted += 1
                 if killed:
