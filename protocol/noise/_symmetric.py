@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from collections.abc import Callable
 
 from Crypto.Protocol import DH
 
@@ -74,9 +75,9 @@ class CipherState:
     """Spec section 5.1: a key ``k`` (or none) and a 64-bit nonce ``n``.
 
     ``encrypt_with_ad`` / ``decrypt_with_ad`` follow the spec exactly.
-    ``seal_into`` / ``open_in_place`` are the same operations on caller
-    buffers, so the transport can move megabyte records without extra
-    copies (specs/wire.md §4 Records).  All of them run through
+    ``seal_into`` / ``open_split`` are the same operations on caller
+    buffers and pieces, so the transport can move megabyte records without
+    extra copies (specs/wire.md §4.3 Implementation note).  All of them run through
     one ``KeyedGcm`` per key, which keeps the AES key schedule and GHASH
     tables across records instead of rebuilding them for every nonce.
     """
@@ -111,18 +112,21 @@ class CipherState:
         gcm.seal_into(_IV.pack(n), ad, parts, output)
         self._nonce = n + 1
 
-    def open_in_place(self, ad: bytes, record: memoryview) -> None:
-        """DECRYPT(k, n, ad, record) in place; ``n`` advances only on success.
+    def open_split(
+        self, ad: bytes, record: memoryview, head_size: int, middle_size: Callable[[bytes], int]
+    ) -> tuple[bytes, bytes, bytes]:
+        """DECRYPT(k, n, ad, record) as (head, middle, rest); ``n`` advances only on success.
 
-        The tag is checked before anything is decrypted, so on failure
-        ``record`` still holds the ciphertext.
+        See ``KeyedGcm.open_split``: nothing is returned unless the tag
+        verifies, and ``record`` is only read.
         """
         gcm, n = self._gcm_and_nonce()
         try:
-            gcm.open_in_place(_IV.pack(n), ad, record)
+            pieces = gcm.open_split(_IV.pack(n), ad, record, head_size, middle_size)
         except TagMismatch as exc:
             raise NoiseError("authentication failed") from exc
         self._nonce = n + 1
+        return pieces
 
     def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
         if self._key is None:
@@ -134,11 +138,13 @@ class CipherState:
     def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
         if self._key is None:
             return bytes(ciphertext)
-        if len(ciphertext) < TAG_SIZE:
-            raise NoiseError("ciphertext shorter than the tag")
-        record = bytearray(ciphertext)
-        self.open_in_place(ad, memoryview(record))
-        return bytes(record[:-TAG_SIZE])
+        gcm, n = self._gcm_and_nonce()
+        try:
+            plaintext = gcm.open(_IV.pack(n), ad, ciphertext)
+        except TagMismatch as exc:
+            raise NoiseError("authentication failed") from exc
+        self._nonce = n + 1
+        return plaintext
 
 
 class SymmetricState:

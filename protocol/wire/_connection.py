@@ -99,6 +99,11 @@ def sign_static_key(identity: Identity, static_public: bytes) -> bytes:
     return identity.public_key + identity.sign(STATIC_KEY_DOMAIN + static_public)
 
 
+def _meta_length(header: bytes) -> int:
+    """The meta_length field of a frame header (specs/wire.md §5 Frames)."""
+    return int.from_bytes(header[8:12], "big")
+
+
 class Connection:
     """One side of a mu session.
 
@@ -364,24 +369,24 @@ class Connection:
         view = memoryview(buf)
         record = view[start:end]
         try:
-            # Authenticated first, then decrypted in place in one call (the
-            # length prefix is the associated data, specs/wire.md §4.1 Layout): big
-            # frames then need one copy of their data, not a zeroed buffer
-            # plus a decrypt into it.  Nothing is parsed before the tag verifies.
+            # Authenticated before anything is parsed, and decrypted in
+            # pieces straight out of the receive buffer: header, meta, and the
+            # data as the one ``bytes`` object the message keeps, with no
+            # copy of a big chunk (specs/wire.md §4.1 Layout, §4.3
+            # Implementation note).  The length prefix is the associated data.
             try:
-                self._recv.open_in_place(bytes(buf[pos:start]), record)
+                head, meta, data = self._recv.open_split(
+                    bytes(view[pos:start]), record, HEADER_SIZE, _meta_length
+                )
             except NoiseError:
                 raise RemoteProtocolError("record failed authentication", ErrorCode.DECRYPT_FAILED) from None
-            version, mtype, flags, request_id, meta_len = HEADER.unpack_from(buf, start)
-            bad_meta_len = meta_len > body_size - HEADER_SIZE
-            meta_start = start + HEADER_SIZE
-            meta = bytes(view[meta_start : min(meta_start + meta_len, start + body_size)])
-            data_len = max(0, body_size - HEADER_SIZE - meta_len)
-            data = bytes(view[start + body_size - data_len : start + body_size])
         finally:
             # No view may outlive this call: the buffer must stay resizable.
             record.release()
             view.release()
+        version, mtype, flags, request_id, meta_len = HEADER.unpack(head)
+        bad_meta_len = meta_len > body_size - HEADER_SIZE
+        data_len = len(data)
         self._pos = end
         if version != WIRE_VERSION:
             raise RemoteProtocolError(f"frame version {version}", ErrorCode.UNSUPPORTED_VERSION)

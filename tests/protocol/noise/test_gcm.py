@@ -7,7 +7,7 @@ from Crypto.Cipher import AES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.noise._gcm import TAG_SIZE, KeyedGcm, TagMismatch
+from protocol.noise._gcm import ONE_SHOT_MAX, TAG_SIZE, KeyedGcm, TagMismatch
 
 # AES-256 test cases 13-16 of D. McGrew and J. Viega, "The Galois/Counter
 # Mode of Operation (GCM)", revised 2005, Appendix B (the 96-bit IV ones).
@@ -36,9 +36,15 @@ SPEC_VECTORS = [
 ]
 
 
-# Records of a few KiB, block-aligned and not, are tested beside tiny and
-# 64 KiB ones.
-BOUNDARY = 4096
+# Records around the size where KeyedGcm turns from its one-shot path to its
+# streaming one, block-aligned and not, are tested beside tiny and bigger ones.
+BOUNDARY = ONE_SHOT_MAX
+
+
+def open_whole(gcm: KeyedGcm, iv: bytes, ad: bytes, record: bytes, cut: int = 0) -> bytes:
+    """Open ``record`` with open_split, cutting after ``cut`` plaintext bytes, and join the pieces."""
+    head, middle, rest = gcm.open_split(iv, ad, memoryview(record), min(cut, len(record) - TAG_SIZE), lambda h: cut)
+    return head + middle + rest
 
 
 def seal(gcm: KeyedGcm, iv: bytes, ad: bytes, parts: tuple[bytes, ...]) -> bytes:
@@ -52,9 +58,8 @@ def test_spec_vectors(case: tuple[str, ...]) -> None:
     _, key, iv, plain, ad, cipher, tag = (bytes.fromhex(x) if i else x for i, x in enumerate(case))
     gcm = KeyedGcm(key)
     assert seal(gcm, iv, ad, (plain,)) == cipher + tag
-    record = bytearray(cipher + tag)
-    gcm.open_in_place(iv, ad, memoryview(record))
-    assert record[: len(plain)] == plain
+    assert open_whole(gcm, iv, ad, cipher + tag) == plain
+    assert gcm.open(iv, ad, cipher + tag) == plain
 
 
 sizes = st.one_of(
@@ -80,12 +85,12 @@ def test_matches_pycryptodome_gcm(key: bytes, iv: bytes, ad: bytes, size: int, s
     gcm = KeyedGcm(key)
     # Split plaintext (header, data) as the record layer passes it.
     assert seal(gcm, iv, ad, (plain[:cut], plain[cut:])) == expected
-    record = bytearray(expected)
-    gcm.open_in_place(iv, ad, memoryview(record))
-    assert record[:size] == plain
+    assert open_whole(gcm, iv, ad, expected, cut) == plain
+    head, middle, rest = gcm.open_split(iv, ad, memoryview(expected), 0, lambda head: cut)
+    assert (head, middle, rest) == (b"", plain[:cut], plain[cut:])
 
 
-@pytest.mark.parametrize("size", [0, 5, BOUNDARY, BOUNDARY + 1, 5000])
+@pytest.mark.parametrize("size", [0, 5, 5000, BOUNDARY, BOUNDARY + 1, 3 * BOUNDARY + 7])
 def test_any_flipped_bit_is_refused_and_nothing_is_decrypted(size: int) -> None:
     gcm = KeyedGcm(bytes(range(32)))
     iv, ad = b"\x00" * 4 + (7).to_bytes(8, "big"), b"\x00\x00\x10\x00"
@@ -95,19 +100,42 @@ def test_any_flipped_bit_is_refused_and_nothing_is_decrypted(size: int) -> None:
         record[position] ^= 0x01
         tampered = bytes(record)
         with pytest.raises(TagMismatch):
-            gcm.open_in_place(iv, ad, memoryview(record))
-        assert record == tampered  # still the ciphertext: nothing was decrypted
+            gcm.open_split(iv, ad, memoryview(record), 0, lambda head: size // 3)
+        with pytest.raises(TagMismatch):
+            gcm.open(iv, ad, bytes(record))
+        assert record == tampered  # only read: still the ciphertext
     with pytest.raises(TagMismatch):
-        gcm.open_in_place(iv, ad + b"x", memoryview(bytearray(sealed)))
+        open_whole(gcm, iv, ad + b"x", sealed)
     with pytest.raises(TagMismatch):
-        gcm.open_in_place(b"\x01" + iv[1:], ad, memoryview(bytearray(sealed)))
+        open_whole(gcm, b"\x01" + iv[1:], ad, sealed)
 
 
 def test_bad_arguments_are_refused() -> None:
     gcm = KeyedGcm(bytes(32))
     with pytest.raises(ValueError):
         gcm.seal_into(bytes(8), b"", (b"x",), memoryview(bytearray(17)))
+    with pytest.raises(ValueError):
+        gcm.seal_into(bytes(12), b"", (b"x", b"y"), memoryview(bytearray(TAG_SIZE + 3)))
     with pytest.raises(TagMismatch):
-        gcm.open_in_place(bytes(12), b"", memoryview(bytearray(15)))
+        gcm.open(bytes(12), b"", bytes(15))
+    with pytest.raises(TagMismatch):
+        gcm.open_split(bytes(12), b"", memoryview(bytes(TAG_SIZE + 11)), 12, lambda head: 0)
     with pytest.raises(ValueError):
         KeyedGcm(bytes(16))
+
+
+@pytest.mark.parametrize("size", [100, 3 * BOUNDARY])
+@pytest.mark.parametrize("claimed", [-5, 0, 40, 10**9])
+def test_open_split_clamps_the_middle_to_the_record(size: int, claimed: int) -> None:
+    gcm, iv = KeyedGcm(bytes(range(32))), bytes(12)
+    plain = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    seen: list[bytes] = []
+
+    def middle_size(head: bytes) -> int:
+        seen.append(head)
+        return claimed
+
+    head, middle, rest = gcm.open_split(iv, b"ad", memoryview(seal(gcm, iv, b"ad", (plain,))), 12, middle_size)
+    assert seen == [plain[:12]] and head == plain[:12]
+    assert len(middle) == min(max(claimed, 0), size - 12)
+    assert head + middle + rest == plain
