@@ -53,7 +53,11 @@ _ARRIVAL: ContextVar[int | None] = ContextVar("mu_session_arrival", default=None
 # Read size when no big record is in flight (specs/wire.md §8 Limits and defaults).
 SMALL_READ_SIZE = 64 * 1024
 # Messages waiting for the session's writer task; senders block beyond it.
+# Also the most records the writer seals into one batch.
 MAX_SEND_QUEUE = 16
+# The writer adds queued messages to a batch while the batch's data sections
+# total less than this: small records share a write, a chunk ends the batch.
+SEND_BATCH_SIZE = 256 * 1024
 
 
 # Kernel socket buffers per session: room for a whole 1 MiB record (plus the
@@ -79,6 +83,10 @@ class RequestHandler(Protocol):
     """
 
     async def handle_request(self, session: Session, message: Message) -> Message | None: ...
+
+
+def _data_size(message: Message) -> int:
+    return len(message.data) if isinstance(message, (Chunk, PutChunk)) else 0
 
 
 async def _acquire(semaphore: trio.Semaphore) -> None:
@@ -164,7 +172,12 @@ class Session:
             raise self._closed_error() from None
 
     async def _writer(self) -> None:
-        """Seal and write queued messages; the only task that writes records."""
+        """Seal and write queued messages; the only task that writes records.
+
+        Whatever is queued when the writer wakes leaves in one batch: sealed
+        back to back into the connection's reused buffer and written with
+        one system call (specs/wire.md §8 Limits and defaults, SEND_BATCH_SIZE).
+        """
         fd = self._stream.socket.fileno()
         queue = self._outgoing_receive
         while True:
@@ -177,8 +190,17 @@ class Session:
                     return
             except trio.EndOfChannel:
                 return
-            # One record at a time, so the connection's reused buffer is safe.
-            data = self._conn.send_view(message)
+            batch = [message]
+            size = _data_size(message)
+            while size < SEND_BATCH_SIZE and len(batch) < MAX_SEND_QUEUE:
+                try:
+                    message = queue.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break  # a closed queue ends the loop above, once this batch is out
+                batch.append(message)
+                size += _data_size(message)
+            # One batch at a time, so the connection's reused buffer is safe.
+            data = self._conn.send_batch(batch)
             try:
                 await self._write_all(fd, data)
             finally:

@@ -14,6 +14,7 @@ States (specs/wire.md §3 Handshake, §3.4 HELLO, §7 Error codes)::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Union
@@ -99,6 +100,11 @@ def sign_static_key(identity: Identity, static_public: bytes) -> bytes:
     return identity.public_key + identity.sign(STATIC_KEY_DOMAIN + static_public)
 
 
+def _record_size(head: bytes, data: bytes) -> int:
+    """Bytes on the wire of a record carrying the frame ``head || data`` (specs/wire.md §4.1 Layout)."""
+    return LENGTH_PREFIX_SIZE + len(head) + len(data) + TAG_SIZE
+
+
 def _meta_length(header: bytes) -> int:
     """The meta_length field of a frame header (specs/wire.md §5 Frames)."""
     return int.from_bytes(header[8:12], "big")
@@ -150,8 +156,8 @@ class Connection:
         self._end = 0
         self._eof = False
         self._out = bytearray()
-        # Reused by send_view for every record (grown, by replacement, to the
-        # biggest record sent so far; at most MAX_RECORD_SIZE + 4 bytes).
+        # Reused by send_batch for every batch (grown, by replacement, to the
+        # biggest batch sent so far; the transport bounds batches, specs/wire.md §8).
         self._send_buf = bytearray()
         self.peer_identity_key: bytes | None = None
         self.peer_node_id: bytes | None = None
@@ -398,12 +404,8 @@ class Connection:
             raise RemoteProtocolError(f"unknown flags {flags:#x}", ErrorCode.MALFORMED)
         return decode_message(mtype, bool(flags & Flags.RESPONSE), request_id, unpack_meta(meta), data)
 
-    def _seal(self, message: Message, out: bytearray | None = None) -> bytearray | memoryview:
-        """Encrypt ``message`` into one record, in ``out`` if it is big enough.
-
-        With ``out`` the record is a view of its first bytes (see send_view).
-        """
-        assert self._send is not None
+    def _encode(self, message: Message) -> tuple[bytes, bytes]:
+        """Return a frame's header and meta (one bytes) and its data section."""
         mtype, meta, data = encode_meta(message)
         try:
             head_meta = msgpack.packb(meta, use_bin_type=True)
@@ -413,22 +415,29 @@ class Connection:
             raise LocalProtocolError("meta exceeds MAX_META_SIZE", ErrorCode.FRAME_TOO_LARGE)
         flags = Flags.RESPONSE if is_response(message) else 0
         head = HEADER.pack(WIRE_VERSION, int(mtype), flags, message.request_id, len(head_meta)) + head_meta
-        plain_len = len(head) + len(data)
-        length = plain_len + TAG_SIZE
-        size = LENGTH_PREFIX_SIZE + length
-        reused = out is not None and len(out) >= size
-        if not reused:
-            out = bytearray(size)
-        assert out is not None
-        prefix = LENGTH_PREFIX.pack(length)
+        return head, data
+
+    def _seal_into(self, head: bytes, data: bytes, out: memoryview) -> None:
+        """Encrypt the frame ``head || data`` as one record filling ``out`` exactly."""
+        assert self._send is not None
+        prefix = LENGTH_PREFIX.pack(len(out) - LENGTH_PREFIX_SIZE)
         out[:LENGTH_PREFIX_SIZE] = prefix
-        view = memoryview(out)
-        try:
-            # The length prefix is the associated data (specs/wire.md §4.1 Layout).
-            self._send.seal_into(prefix, (head, data) if data else (head,), view[LENGTH_PREFIX_SIZE:size])
-        finally:
-            view.release()
-        return memoryview(out)[:size] if reused else out
+        # The length prefix is the associated data (specs/wire.md §4.1 Layout).
+        self._send.seal_into(prefix, (head, data) if data else (head,), out[LENGTH_PREFIX_SIZE:])
+
+    def _seal(self, message: Message) -> bytearray:
+        head, data = self._encode(message)
+        out = bytearray(_record_size(head, data))
+        with memoryview(out) as view:
+            self._seal_into(head, data, view)
+        return out
+
+    def _check_sendable(self, message: Message) -> None:
+        # After a remote error only a final ERROR may go out (specs/wire.md §7 Error codes).
+        if self._send is None or (self.state is State.ERROR and not isinstance(message, ErrorMessage)):
+            raise LocalProtocolError(f"cannot send in state {self.state.value}")
+        if isinstance(message, Hello):
+            raise LocalProtocolError("HELLO is sent automatically, once")
 
     # ----------------------------------------------------------------- output
     def send(self, message: Message) -> bytearray:
@@ -437,34 +446,39 @@ class Connection:
         Raises LocalProtocolError before the handshake is done, after an
         error, or if the message breaks a limit.
         """
-        # After a remote error only a final ERROR may go out (specs/wire.md §7 Error codes).
-        if self._send is None or (self.state is State.ERROR and not isinstance(message, ErrorMessage)):
-            raise LocalProtocolError(f"cannot send in state {self.state.value}")
-        if isinstance(message, Hello):
-            raise LocalProtocolError("HELLO is sent automatically, once")
-        record = self._seal(message)
-        assert isinstance(record, bytearray)
-        return record
+        self._check_sendable(message)
+        return self._seal(message)
 
-    def send_view(self, message: Message) -> memoryview:
-        """Like ``send``, but the record is built in a buffer this connection reuses.
+    def send_batch(self, messages: Sequence[Message]) -> memoryview:
+        """Encrypt ``messages`` into consecutive records, in order, for one write.
 
-        The view is valid only until the next ``send_view`` call: write it out
-        first.  A writer that sends one record at a time saves allocating and
-        zeroing a fresh megabyte buffer per chunk (its pages stay mapped and
-        in cache); the buffer is replaced, never resized, when a bigger record
-        comes, so a view still held elsewhere stays valid.
+        The records are built in a buffer this connection reuses, and the
+        view is valid only until the next ``send_batch`` call: write it out
+        first.  The bytes are those of ``send`` for each message in turn
+        (one nonce each); batching changes only how many socket writes they
+        take (specs/wire.md §8 Limits and defaults, SEND_BATCH_SIZE).
+        Reusing the buffer saves allocating and zeroing a fresh megabyte per
+        chunk (its pages stay mapped and in cache); it is replaced, never
+        resized, when a bigger batch comes, so a view still held elsewhere
+        stays valid.  Every message is checked and encoded before any is
+        sealed, so on LocalProtocolError no nonce is used.
         """
-        if self._send is None or (self.state is State.ERROR and not isinstance(message, ErrorMessage)):
-            raise LocalProtocolError(f"cannot send in state {self.state.value}")
-        if isinstance(message, Hello):
-            raise LocalProtocolError("HELLO is sent automatically, once")
-        record = self._seal(message, self._send_buf)
-        if isinstance(record, bytearray):
-            if len(record) > len(self._send_buf):
-                self._send_buf = record  # kept for the next records
-            return memoryview(record)
-        return record
+        for message in messages:
+            self._check_sendable(message)
+        frames = [self._encode(message) for message in messages]
+        sizes = [_record_size(head, data) for head, data in frames]
+        total = sum(sizes)
+        if len(self._send_buf) < total:
+            self._send_buf = bytearray(total)  # kept for the next batches
+        view = memoryview(self._send_buf)
+        offset = 0
+        for (head, data), size in zip(frames, sizes):
+            with view[offset : offset + size] as record:
+                self._seal_into(head, data, record)
+            offset += size
+        batch = view[:total]
+        view.release()
+        return batch
 
     @property
     def can_send(self) -> bool:
