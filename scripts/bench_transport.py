@@ -1,23 +1,31 @@
-"""Benchmark: chunks over one mu session vs plain TCP vs AES-GCM alone.
+"""Benchmark: chunks over one mu session vs raw loopback TCP vs AES-GCM alone.
 
-Moves the same number of bytes (default 256 MiB, 1 MiB chunks) three ways
-in one run, because this shared machine's speed drifts:
+Issue 22 asks for an encrypted session at >= 0.8x of single-core AES-GCM of
+the library the session runs on.  A session between two processes moves
+its bytes through loopback TCP as well, which costs two kernel copies per
+byte (into the socket, out of it), so the machine's own loopback limit is
+measured in the same run and printed beside the other two: the session
+cannot beat it, and if raw loopback is itself below 0.8x of AES-GCM the
+script says so.
 
-* AES-256-GCM alone in this process, one message per chunk, three ways:
-  ``cryptography``'s AESGCM (OpenSSL, one key object for all messages),
-  the library the session uses and so the single-core reference;
-  the session's own KeyedGcm over it; and pycryptodome's GCM (one
-  ``AES.new`` per message), printed so the reference's library choice
-  stays visible.  Also in 65,519-byte messages, the largest a standard
-  Noise transport message can carry, to show why mu uses one record per
-  frame;
-* plain loopback TCP between two processes (sendall -> recv_into);
+Moves the same number of bytes (default 256 MiB, 1 MiB chunks) each way in
+one run, interleaved, because this shared machine's speed drifts:
+
+* AES-256-GCM alone in this process, one message per chunk:
+  ``cryptography``'s AESGCM (OpenSSL, one key object, into caller
+  buffers), the library the session uses and so the single-core reference;
+  the session's own KeyedGcm sealing and opening chunk-shaped records
+  (header and meta, then data, protocol/noise/_gcm.py); pycryptodome's GCM
+  (one ``AES.new`` per message), printed so the reference's library choice
+  stays visible; and KeyedGcm on 65,519-byte messages, the largest a
+  standard Noise transport message can carry (specs/wire.md §4.2);
+* raw loopback TCP: plain sockets between two processes (sendall of 1 MiB
+  -> recv_into), with the kernel socket buffers a session asks for;
 * GET_CHUNK requests over one mu session between two processes (a child
   process serves chunks from memory through node.transport).
 
 Prints MiB/s (median of --runs), the ratios, CPU per chunk of each side,
-and peak RSS of both sides.
-The target (issue 5): session >= 0.5x the single-core AES-GCM rate.
+the load average, and peak RSS of both sides.
 """
 
 from __future__ import annotations
@@ -118,12 +126,22 @@ def bench_aes(total: int, message_size: int, library: str = "cryptography") -> t
 
 
 # ---------------------------------------------------------------- plain TCP
+def _socket_buffers(sock: socket.socket) -> None:
+    """Ask for the kernel buffers a session asks for (specs/wire.md §8, SOCKET_BUFFER_SIZE)."""
+    from node.transport._session import SOCKET_BUFFER_SIZE
+
+    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_SIZE)
+
+
 def serve_tcp(total: int, chunk_size: int) -> None:
     listener = socket.socket()
+    _socket_buffers(listener)  # before the port is out: the import stays outside the timing
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
     print(listener.getsockname()[1], flush=True)
     conn, _ = listener.accept()
+    _socket_buffers(conn)
     data = os.urandom(chunk_size)
     sent = 0
     while sent < total:
@@ -142,6 +160,7 @@ def bench_tcp(total: int, chunk_size: int) -> tuple[float, float]:
     assert child.stdout is not None
     port = int(child.stdout.readline())
     sock = socket.create_connection(("127.0.0.1", port))
+    _socket_buffers(sock)
     buf = bytearray(chunk_size)
     view = memoryview(buf)
     got = 0
@@ -283,7 +302,9 @@ def main() -> int:
     total = args.mib * MiB
     chunk_size = args.chunk_kib * 1024
 
-    print(f"mu transport benchmark: {args.mib} MiB in {args.chunk_kib} KiB chunks, median of {args.runs} run(s)")
+    load = os.getloadavg()[0]
+    print(f"mu transport benchmark: {args.mib} MiB in {args.chunk_kib} KiB chunks, median of {args.runs} run(s),"
+          f" load average {load:.1f} on {os.cpu_count()} CPUs")
     bench_aes(min(total, 32 * MiB), chunk_size)  # warm up: CPU frequency, imports
     aes, keyed, pycryptodome, noise, tcp, sessions, verified = [], [], [], [], [], [], []
     for _ in range(args.runs):
@@ -299,13 +320,12 @@ def main() -> int:
     def med(rows: list, i: int) -> float:  # type: ignore[type-arg]
         return statistics.median(r[i] for r in rows)
 
-    # The single-core AES-GCM reference is the library the session runs,
-    # used the fastest way it offers (one key object, caller buffers).
-    aes_rate, aes_dec, aes_cpu = med(aes, 0), med(aes, 1), med(aes, 2)
-
     def med_of(runs: list[SessionRun], field: str) -> float:
         return statistics.median(getattr(r, field) for r in runs)
 
+    # The single-core AES-GCM reference is the library the session runs,
+    # used the fastest way it offers (one key object, caller buffers).
+    aes_rate, aes_dec, aes_cpu = med(aes, 0), med(aes, 1), med(aes, 2)
     session, session_cpu = med_of(sessions, "mib_s"), med_of(sessions, "mib_per_cpu_s")
     tcp_rate, tcp_cpu = med(tcp, 0), med(tcp, 1)
     rows = [
@@ -313,24 +333,29 @@ def main() -> int:
         ("AES-256-GCM, cryptography AESGCM (decrypt+verify)", med(aes, 1)),
         ("AES-256-GCM, pycryptodome AES.new per message (enc)", med(pycryptodome, 0)),
         ("AES-256-GCM, pycryptodome AES.new per message (dec)", med(pycryptodome, 1)),
-        ("AES-256-GCM, mu KeyedGcm (encrypt)", med(keyed, 0)),
-        ("AES-256-GCM, mu KeyedGcm (decrypt+verify)", med(keyed, 1)),
+        ("AES-256-GCM, mu KeyedGcm chunk records (encrypt)", med(keyed, 0)),
+        ("AES-256-GCM, mu KeyedGcm chunk records (decrypt)", med(keyed, 1)),
         ("AES-256-GCM, KeyedGcm, 65,519-byte Noise-size msgs", med(noise, 0)),
-        ("plain TCP loopback, 2 processes", tcp_rate),
+        ("raw loopback TCP, plain sockets, 2 processes", tcp_rate),
         ("mu session GET_CHUNK, 2 processes", session),
         ("mu session GET_CHUNK + SHA-256 check", med_of(verified, "mib_s")),
     ]
     for name, rate in rows:
         print(f"  {name:<52} {rate:9.1f} MiB/s")
     print(f"  single-core AES-GCM reference = cryptography AESGCM encrypt: {aes_rate:.1f} MiB/s")
+    print(f"  side by side: AES-GCM {aes_rate:.0f} | raw loopback {tcp_rate:.0f} | session {session:.0f} MiB/s")
     print(f"  cryptography / pycryptodome AES-GCM encrypt         = {aes_rate / med(pycryptodome, 0):.2f}x")
-    print(f"  session / AES-GCM encrypt (single core)           = {session / aes_rate:.2f}x  (target >= 0.50x)")
+    print(f"  session / AES-GCM encrypt (single core)           = {session / aes_rate:.2f}x  (target >= 0.80x)")
     print(f"  session / AES-GCM decrypt+verify (single core)    = {session / aes_dec:.2f}x")
-    print(f"  session / plain TCP                               = {session / tcp_rate:.2f}x")
+    print(f"  raw loopback / AES-GCM encrypt (single core)      = {tcp_rate / aes_rate:.2f}x  (a session's ceiling)")
+    print(f"  session / raw loopback                            = {session / tcp_rate:.2f}x")
+    if tcp_rate < 0.8 * aes_rate:
+        print("  raw loopback TCP is itself below 0.80x of single-core AES-GCM here: no session over")
+        print("  loopback can reach the 0.80x target on this machine; the session's bound is raw loopback.")
     print(f"  Noise-size messages / 1 MiB messages (KeyedGcm)   = {med(noise, 0) / med(keyed, 0):.2f}x")
     print("  per CPU-second of the busier process (what each side could do on its own core):")
-    print(f"    AES-GCM {aes_cpu:.0f}, plain TCP {tcp_cpu:.0f}, session {session_cpu:.0f} MiB/cpu-s"
-          f" -> session / AES-GCM = {session_cpu / aes_cpu:.2f}x")
+    print(f"    AES-GCM {aes_cpu:.0f}, raw loopback {tcp_cpu:.0f}, session {session_cpu:.0f} MiB/cpu-s"
+          f" -> session / AES-GCM = {session_cpu / aes_cpu:.2f}x, session / raw loopback = {session_cpu / tcp_cpu:.2f}x")
     print(f"  session CPU per chunk: client {med_of(sessions, 'client_us_per_chunk'):.0f} us,"
           f" server {med_of(sessions, 'server_us_per_chunk'):.0f} us")
     print(f"  peak RSS: client {peak_rss_mib():.0f} MiB, server {max(s.server_rss_mib for s in sessions):.0f} MiB")

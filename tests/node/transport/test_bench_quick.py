@@ -16,7 +16,7 @@ def test_bench_transport_quick_runs() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
     ).stdout
     rates = dict(re.findall(r"^\s+(.+?)\s+([\d.]+) MiB/s$", out, re.MULTILINE))
-    assert len(rates) == 11, out
+    assert len(rates) == 12, out  # ten rows, the reference and the side-by-side line
     assert all(float(rate) > 0 for rate in rates.values())
     # The reference is the AES-GCM of the library the session runs on; the
     # other library's is printed beside it.
@@ -25,4 +25,10 @@ def test_bench_transport_quick_runs() -> None:
     assert any(k.startswith("AES-256-GCM, pycryptodome") for k in rates), out
     assert re.search(r"cryptography / pycryptodome AES-GCM encrypt\s+= [\d.]+x", out)
     assert re.search(r"session / AES-GCM .* = [\d.]+x", out)
+    # Issue 22: the machine's own loopback limit is measured in the same run
+    # and printed beside AES-GCM and the session, with both ratios.
+    assert float(rates["raw loopback TCP, plain sockets, 2 processes"]) > 0, out
+    assert re.search(r"side by side: AES-GCM \d+ \| raw loopback \d+ \| session \d+ MiB/s", out), out
+    assert re.search(r"raw loopback / AES-GCM .* = [\d.]+x", out), out
+    assert re.search(r"session / raw loopback\s+= [\d.]+x", out), out
     assert re.search(r"peak RSS: client \d+ MiB, server \d+ MiB", out)
