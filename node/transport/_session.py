@@ -52,6 +52,8 @@ _ARRIVAL: ContextVar[int | None] = ContextVar("mu_session_arrival", default=None
 
 # Read size when no big record is in flight (specs/wire.md §8 Limits and defaults).
 SMALL_READ_SIZE = 64 * 1024
+# Reads that did not block, in a row, after which the reader yields anyway.
+READS_PER_CHECKPOINT = 4
 # Messages waiting for the session's writer task; senders block beyond it.
 # Also the most records the writer seals into one batch.
 MAX_SEND_QUEUE = 16
@@ -388,6 +390,7 @@ class Session:
         fd = sock.fileno()
         receive_size = self._limits.receive_size
         lowat = 1
+        unyielded = 0  # reads since the reader last yielded to the scheduler
         while True:
             event = conn.next_event()
             if event is NEED_DATA:
@@ -415,6 +418,7 @@ class Session:
                 if got < 0:
                     # Nothing to read: wait (the only place the reader blocks),
                     # at most idle_timeout.
+                    unyielded = 0
                     with trio.move_on_after(self._limits.idle_timeout) as idle:
                         await trio.lowlevel.wait_readable(sock)
                     if idle.cancelled_caught:
@@ -428,9 +432,14 @@ class Session:
                     conn.buffer_updated(got)
                 else:
                     conn.receive_data(b"")
-                # A read that did not block still lets other tasks run (and
-                # cancellation in): one checkpoint, where trio's recv_into has two.
-                await trio.lowlevel.checkpoint()
+                # Reads that do not block still let other tasks run (and
+                # cancellation in), but only every READS_PER_CHECKPOINT of them:
+                # a chunk record arrives in two or three reads, and the wait
+                # for the next one is a checkpoint already.
+                unyielded += 1
+                if unyielded >= READS_PER_CHECKPOINT:
+                    unyielded = 0
+                    await trio.lowlevel.checkpoint()
                 continue
             if isinstance(event, ConnectionClosed):
                 self._fail(SessionBroken("peer closed the connection"))
