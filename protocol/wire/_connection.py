@@ -157,7 +157,8 @@ class Connection:
         self._eof = False
         self._out = bytearray()
         # Reused by send_batch for every batch (grown, by replacement, to the
-        # biggest batch sent so far; the transport bounds batches, specs/wire.md §8).
+        # biggest batch sent so far; the transport bounds batches: specs/wire.md
+        # §8 Limits and defaults, SEND_BATCH_SIZE).
         self._send_buf = bytearray()
         self.peer_identity_key: bytes | None = None
         self.peer_node_id: bytes | None = None
