@@ -51,7 +51,10 @@ def register_name_routes(control: ControlServer, dht: DhtNode) -> None:
             record = MutableRecord.parse(_hex_field(body, "record", MAX_MUTABLE_RECORD_SIZE))
         except RemoteProtocolError as exc:
             raise ControlError(400, "bad-argument", f"record: {exc}") from None
-        stored = await dht.publish_record(record)
+        try:
+            stored = await dht.publish_record(record)
+        except ValueError as exc:  # the node already republishes as many names as it may
+            raise ControlError(409, "over-limit", str(exc)) from None
         return {**record_json(record), "stored": stored}
 
     control.route("POST", "name/resolve", resolve)

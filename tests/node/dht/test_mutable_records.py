@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 import trio
 
 from node.dht import DhtNode, open_dht
 from protocol.identity import Identity
+from node.dht._mutable import MUTABLE_REPUBLISH_INTERVAL
 from protocol.kademlia import K, distance, mutable_key, sign_mutable
+from protocol.kademlia.mutable import MUTABLE_RECORD_TTL
 
 
 @asynccontextmanager
@@ -79,3 +81,34 @@ async def test_publish_reaches_the_k_closest_of_a_larger_network() -> None:
         assert {n.node_id for n in others[:K]} <= set(holders(nodes, record.public_key))
         with trio.fail_after(30):
             assert await nodes[-1].resolve_record(record.public_key) == record
+
+
+async def test_republish_reaches_a_newcomer_and_holders_expire_unrepublished_records() -> None:
+    clock = [1_000_000.0]
+    seed = secrets.token_bytes(32)
+    async with AsyncExitStack() as stack:
+        def start() -> AbstractAsyncContextManager[DhtNode]:
+            return open_dht(Identity(secrets.token_bytes(32)), loopback_devnet=True, wall_clock=lambda: clock[0])
+
+        nodes = [await stack.enter_async_context(start()) for _ in range(4)]
+        for node in nodes[1:]:
+            await node.bootstrap([("127.0.0.1", nodes[0].port)])
+        record = sign_mutable(seed, 3, b"mu://kept-alive")
+        assert await nodes[0].publish_record(record) == 3
+        assert await nodes[0].mutable.republish() == 0  # not due yet
+
+        newcomer = await stack.enter_async_context(start())
+        await newcomer.bootstrap([("127.0.0.1", nodes[1].port)])
+        assert newcomer.records.get(record.key, clock[0]) is None
+        clock[0] += MUTABLE_REPUBLISH_INTERVAL
+        assert await nodes[0].mutable.republish() == 1
+        assert newcomer.records.get(record.key, clock[0]) == record
+
+        # Once the publisher stops republishing, holders drop it after their TTL.
+        nodes[0].withdraw_record(record.public_key)
+        clock[0] += MUTABLE_REPUBLISH_INTERVAL
+        assert await nodes[0].mutable.republish() == 0
+        clock[0] += MUTABLE_RECORD_TTL
+        for node in nodes[1:]:
+            assert node.records.expire(clock[0]) == 1
+        assert await newcomer.resolve_record(record.public_key) is None
