@@ -90,7 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     resolve.add_argument("public_key", help="the name: 64 hex digits, as `mu name create` printed")
     for p, func in ((publish, run_publish), (resolve, run_resolve)):
         p.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT",
-                       help="without a running node: a DHT node to join through (repeatable)")
+                       help="without a running node: a DHT node to join through "
+                            "(repeatable; default: none, only the saved table)")
         p.add_argument("--timeout", type=positive_float, default=DEFAULT_NAME_TIMEOUT,
                        help=f"seconds for the whole operation (default {DEFAULT_NAME_TIMEOUT:g})")
         p.add_argument("--loopback-devnet", action="store_true",
