@@ -132,15 +132,21 @@ class MutableOps:
     async def _search(self, key: bytes) -> list[_Reply]:
         """Look up ``key`` with ``mu_get_record``; the replies of the k closest responders, nearest first."""
         replies: dict[bytes, _Reply] = {}
+        # Most holders return the same bytes: each distinct encoding is checked once
+        # (an Ed25519 verification is most of a reply's cost).
+        checked: dict[bytes, MutableRecord] = {}
 
         def collect(contact: Contact, value: object) -> list[Contact]:
             nodes, data, token = _parse_record_reply(value)
             record = None
-            if data is not None:
+            if isinstance(data, bytes) and data in checked:
+                record = checked[data]
+            elif data is not None:
                 try:
                     record = MutableRecord.parse(data)
                     if record.key != key:
                         raise RemoteProtocolError(ErrorCode.KEY_MISMATCH, "record for another key")
+                    checked[record.serialize()] = record  # parse took only the canonical encoding
                 except RemoteProtocolError as exc:
                     log.warning("dropping mutable record from %s:%d: %s", contact.host, contact.port, exc)
                     record = None
