@@ -30,6 +30,7 @@ from node.runtime.config import load_identity, write_secret_file
 from node.runtime.lock import hold_lock
 from node.runtime.settings import DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULTS
 from node.api.control import ControlServer
+from node.api.names import register_name_routes
 from node.dht import ContactInfo, DhtNode, open_dht
 from node.files.locate import PeerDialer
 from node.files.network import NetworkService, register_report_routes
@@ -168,6 +169,7 @@ async def _open_locked_node(config: NodeConfig, wall_clock: Callable[[], float])
                     network.register(control)
                     # `mu peers` and `mu earnings` read the live table and the open ledger.
                     register_report_routes(control, dht, ledger)
+                    register_name_routes(control, dht)  # `mu name publish / resolve` (specs/dht.md §7.3)
                     # Expired paid chunks go, pinned ones stay (specs/network.md §7).
                     gc = GarbageCollector(store, dht=dht, period=config.gc_period, wall_clock=wall_clock)
                     control.add_status("gc", gc.status)
