@@ -35,6 +35,8 @@ CDC_AVG = 1 * MiB
 CDC_MAX = 4 * MiB
 # Normalized chunking level (FastCDC §3.5): masks of log2(avg) +/- 2 bits.
 CDC_NORMALIZATION = 2
+# The chunker gathers this many times max_size before it cuts (§8.5 Bounds: CDC_HOLD).
+CDC_HOLD_FACTOR = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +82,7 @@ class Chunker:
     stream was split into ``feed`` calls.
     """
 
-    __slots__ = ("params", "_cdc", "_pending", "_finished")
+    __slots__ = ("params", "_cdc", "_parts", "_held", "_finished")
 
     def __init__(self, params: CdcParams = DEFAULT_CDC) -> None:
         self.params = params
@@ -90,7 +92,10 @@ class Chunker:
             max_size=params.max_size,
             normalized_chunking=params.normalization,  # type: ignore[arg-type]  # checked in CdcParams
         )
-        self._pending = b""
+        # Bytes not cut yet: joined only once they reach CDC_HOLD, so a
+        # stream fed in small pieces is copied about twice, not once per feed.
+        self._parts: list[bytes] = []
+        self._held = 0
         self._finished = False
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
@@ -99,20 +104,23 @@ class Chunker:
             raise LocalChunkError("the chunker has finished")
         if not len(data):
             return []
-        buf = b"".join((self._pending, data))  # one copy
-        # Every cut starting at least CDC_MAX bytes before the end of what we
-        # hold is final: the rule never looks past max_size bytes (§5.2).
-        return self._cut(buf, final=False)
+        self._parts.append(bytes(data))
+        self._held += len(data)
+        if self._held < CDC_HOLD_FACTOR * self.params.max_size:
+            return []
+        # Every cut starting at least max_size bytes before the end of what
+        # we hold is final: the rule never looks past max_size bytes (§5.2).
+        return self._cut(final=False)
 
     def finish(self) -> list[bytes]:
         """End of stream: return the remaining chunks (none for an empty stream)."""
         if self._finished:
             raise LocalChunkError("the chunker has finished")
         self._finished = True
-        buf, self._pending = self._pending, b""
-        return self._cut(buf, final=True) if buf else []
+        return self._cut(final=True)
 
-    def _cut(self, buf: bytes, *, final: bool) -> list[bytes]:
+    def _cut(self, *, final: bool) -> list[bytes]:
+        buf = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
         out: list[bytes] = []
         limit = len(buf) if final else len(buf) - self.params.max_size
         start = 0
@@ -122,7 +130,9 @@ class Chunker:
                 start = chunk.offset + chunk.length
                 if start >= limit:
                     break
-        self._pending = buf[start:]
+        rest = buf[start:]
+        self._parts = [rest] if rest else []
+        self._held = len(rest)
         return out
 
 
