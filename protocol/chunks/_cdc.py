@@ -82,7 +82,7 @@ class Chunker:
     stream was split into ``feed`` calls.
     """
 
-    __slots__ = ("params", "_cdc", "_parts", "_held", "_finished")
+    __slots__ = ("params", "_cdc", "_buf", "_held", "_finished")
 
     def __init__(self, params: CdcParams = DEFAULT_CDC) -> None:
         self.params = params
@@ -92,9 +92,11 @@ class Chunker:
             max_size=params.max_size,
             normalized_chunking=params.normalization,  # type: ignore[arg-type]  # checked in CdcParams
         )
-        # Bytes not cut yet: joined only once they reach CDC_HOLD, so a
-        # stream fed in small pieces is copied about twice, not once per feed.
-        self._parts: list[bytes] = []
+        # Bytes not cut yet, gathered in one buffer allocated once (CDC_HOLD,
+        # §8.5 Bounds): cut only when it is full, then the uncut rest (fewer
+        # than max_size bytes) moves to its front. No allocation per feed
+        # but the chunks themselves.
+        self._buf = bytearray(CDC_HOLD_FACTOR * params.max_size)
         self._held = 0
         self._finished = False
 
@@ -102,38 +104,48 @@ class Chunker:
         """Take the next bytes of the stream; return the chunks they completed, in order."""
         if self._finished:
             raise LocalChunkError("the chunker has finished")
-        if not len(data):
-            return []
-        self._parts.append(bytes(data))
-        self._held += len(data)
-        if self._held < CDC_HOLD_FACTOR * self.params.max_size:
-            return []
-        # Every cut starting at least max_size bytes before the end of what
-        # we hold is final: the rule never looks past max_size bytes (§5.2).
-        return self._cut(final=False)
+        view = memoryview(data).cast("B")
+        out: list[bytes] = []
+        pos = 0
+        while pos < len(view):
+            take = min(len(self._buf) - self._held, len(view) - pos)
+            self._buf[self._held:self._held + take] = view[pos:pos + take]
+            self._held += take
+            pos += take
+            if self._held == len(self._buf):
+                self._cut(out, final=False)
+        return out
 
     def finish(self) -> list[bytes]:
         """End of stream: return the remaining chunks (none for an empty stream)."""
         if self._finished:
             raise LocalChunkError("the chunker has finished")
         self._finished = True
-        return self._cut(final=True)
-
-    def _cut(self, *, final: bool) -> list[bytes]:
-        buf = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
         out: list[bytes] = []
-        limit = len(buf) if final else len(buf) - self.params.max_size
+        self._cut(out, final=True)
+        self._buf = bytearray()
+        return out
+
+    def _cut(self, out: list[bytes], *, final: bool) -> None:
+        held = self._held
+        # Every cut starting at least max_size bytes before the end of what
+        # we hold is final: the rule never looks past max_size bytes (§5.2).
+        limit = held if final else held - self.params.max_size
         start = 0
         if limit > 0:
-            for chunk in self._cdc.cut_buf(buf):
-                out.append(buf[chunk.offset:chunk.offset + chunk.length])
-                start = chunk.offset + chunk.length
-                if start >= limit:
-                    break
-        rest = buf[start:]
-        self._parts = [rest] if rest else []
-        self._held = len(rest)
-        return out
+            with memoryview(self._buf) as whole, whole[:held] as view:
+                chunks = self._cdc.cut_buf(view)
+                for chunk in chunks:
+                    end = chunk.offset + chunk.length
+                    out.append(bytes(view[start:end]))
+                    start = end
+                    if start >= limit:
+                        break
+                del chunks, chunk
+        rest = held - start
+        if rest and start:
+            self._buf[:rest] = memoryview(self._buf)[start:held]  # overlapping: CPython moves with memmove
+        self._held = rest
 
 
 def cut_lengths(data: bytes | bytearray | memoryview, params: CdcParams = DEFAULT_CDC) -> list[int]:
