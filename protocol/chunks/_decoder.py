@@ -6,6 +6,11 @@ store, a peer) and hands the bytes to :meth:`FileDecoder.feed`, which
 verifies them against the address, authenticates and decrypts them, and
 returns plaintext to append to the output. Memory is bounded by one open
 index node per tree level.
+
+Both formats are read; the root's first byte decides. Format 2 derives each
+chunk's key from the file key and its position; format 3 (§6.6 Format 3)
+takes each child's key and plaintext length from its parent's sealed
+entries, checked to add up before any child is fetched.
 """
 
 from __future__ import annotations
