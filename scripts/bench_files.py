@@ -6,13 +6,16 @@ Measures, in one run on this machine:
   1 MiB messages (what adding a file must at least do);
 * the disk: writing the same bytes as 1 MiB files with fdatasync + rename
   (what durably storing them must at least do);
+* the cut: FastCDC over the same bytes, in one process (specs/chunks.md §5.2);
 * ``mu add`` and ``mu get`` of a 256 MiB file (16 MiB with ``--quick``), each
   timed inside a fresh worker process (interpreter start-up excluded, printed
   apart), medians of ``--runs``.  Unlike the limit, add and get use several
   threads (node/files/local.py: sealing / opening threads, a writer, the store's
   fsync threads), so on a multi-core machine they can exceed a ratio of 1;
   the disk figure is printed beside them because durably writing the bytes
-  is the other bound;
+  is the other bound; ``mu add`` cuts content-defined chunks (format 3, the
+  default) and, side by side in the same run, fixed 1 MiB chunks (format 2,
+  ``--chunk-size 1048576``);
 * peak RSS of add and get workers for 64 MiB and 1 GiB files (4 and 32 MiB
   with ``--quick``).
 
@@ -143,6 +146,8 @@ def worker(argv: list[str]) -> int:
         start = time.perf_counter()
         if action == "add":
             result = {"link": str(add_file(store, Path(argv[2])).link)}
+        elif action == "add-fixed":
+            result = {"link": str(add_file(store, Path(argv[2]), chunk_size=MiB).link)}
         elif action == "get":
             get_file(store, Link.parse(argv[2]), Path(argv[3]))
             result = {}
@@ -163,10 +168,23 @@ def run_worker(*args: str | Path) -> tuple[dict[str, object], float]:
     return json.loads(proc.stdout), wall
 
 
-def add_get(work: Path, src: Path, expect: str, tag: str) -> tuple[dict[str, object], dict[str, object], float, float]:
+def cut_rate(blocks: list[bytes]) -> float:
+    """MiB/s of the FastCDC cut alone over ``blocks`` fed in order (one thread)."""
+    from protocol.chunks import Chunker
+
+    chunker = Chunker()
+    start = time.perf_counter()
+    for block in blocks:
+        chunker.feed(block)
+    chunker.finish()
+    return sum(map(len, blocks)) / MiB / (time.perf_counter() - start)
+
+
+def add_get(work: Path, src: Path, expect: str, tag: str,
+            action: str = "add") -> tuple[dict[str, object], dict[str, object], float, float]:
     store = work / f"store-{tag}"
     out = work / f"out-{tag}.bin"
-    added, add_wall = run_worker("add", store, src)
+    added, add_wall = run_worker(action, store, src)
     settle()
     got, get_wall = run_worker("get", store, added["link"], out)
     if file_sha256(out) != expect:
@@ -208,11 +226,15 @@ def main() -> int:
             limit = crypto_limit(blocks)
             settle()
             disk = disk_limit(work, src, size)
+            cut = cut_rate(blocks)
             settle()
             added, got, add_wall, get_wall = add_get(work, src, expect, f"run{i}")
             add_rate = size / MiB / added["seconds"]  # type: ignore[operator]
             get_rate = size / MiB / got["seconds"]  # type: ignore[operator]
-            rows.append((limit, disk, add_rate, get_rate))
+            settle()
+            fixed, _, _, _ = add_get(work, src, expect, f"fixed{i}", "add-fixed")
+            fixed_rate = size / MiB / fixed["seconds"]  # type: ignore[operator]
+            rows.append((limit, disk, add_rate, get_rate, cut, fixed_rate))
             walls.append((add_wall, get_wall))
         del blocks
         med = statistics.median
@@ -224,15 +246,20 @@ def main() -> int:
         print(f"mu files benchmark: {size // MiB} MiB random file in {work} (medians of {runs} runs)")
         print(f"  limit: SHA-256 + AES-256-GCM in-process  {limit:8.0f} MiB/s  (one thread)")
         print(f"  disk:  write + fdatasync 1 MiB files     {disk:8.0f} MiB/s  (one at a time)")
+        cut, fixed_rate = med(r[4] for r in rows), med(r[5] for r in rows)
+        print(f"  cut:   FastCDC alone (specs/chunks.md §5.2) {cut:5.0f} MiB/s  (one thread)")
         print(f"  mu add                                   {add_rate:8.0f} MiB/s  {add_ratio:.2f}x limit  {add_bound:.2f}x min(limit, disk)")
+        print(f"  mu add --chunk-size 1048576 (format 2)   {fixed_rate:8.0f} MiB/s  "
+              f"content-defined / fixed: {med(r[2] / r[5] for r in rows):.2f}x")
         print(f"  mu get                                   {get_rate:8.0f} MiB/s  {get_ratio:.2f}x limit  {get_bound:.2f}x min(limit, disk)")
         print(f"  (worker wall time incl. interpreter start: add {med(w[0] for w in walls):.2f} s, get {med(w[1] for w in walls):.2f} s)")
         print(f"  mu add and get are multi-threaded: add seals on {mu_files.SEAL_THREADS} threads and writes chunk files on up "
               f"to {mu_store.FSYNC_PARALLELISM};\n  get opens on {mu_files.OPEN_THREADS} threads plus a writer and a sync thread "
               f"({os.cpu_count()} CPUs here). The limit and disk references are single-threaded.")
         figures.update(limit_mib_s=limit, disk_mib_s=disk, add_mib_s=add_rate, get_mib_s=get_rate,
+                       cut_mib_s=cut, add_fixed_mib_s=fixed_rate,
                        add_ratio=add_ratio, get_ratio=get_ratio, add_ratio_bound=add_bound, get_ratio_bound=get_bound,
-                       runs=[dict(zip(("limit", "disk", "add", "get"), r)) for r in rows])
+                       runs=[dict(zip(("limit", "disk", "add", "get", "cut", "add_fixed"), r)) for r in rows])
         src.unlink()
         print("  peak RSS of the worker process:")
         for rss_size in rss_sizes:

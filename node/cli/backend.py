@@ -33,9 +33,12 @@ from protocol.chunks import Link
 class Backend(Protocol):
     """What the CLI asks of the data dir, whoever answers.  Failures raise ``BackendError``."""
 
-    def add(self, path: Path, *, convergent: bool, chunk_size: int, name: str | None,
+    def add(self, path: Path, *, convergent: bool, chunk_size: int | None, name: str | None,
             on_progress: OnProgress | None = None) -> AddResult:
-        """Encrypt ``path`` into the store (and, through a node, replicate it); return its link."""
+        """Encrypt ``path`` into the store (and, through a node, replicate it); return its link.
+
+        ``chunk_size`` None cuts content-defined chunks (specs/chunks.md §5.2); a size, fixed-size chunks.
+        """
         ...
 
     def get(self, link: Link, output: Path | None, *, max_price: int | None = None,

@@ -21,16 +21,18 @@ from node.cli.backend import open_backend
 from node.cli.exit_codes import EXIT_NOT_FOUND, EXIT_OK, EXIT_UNDER_REPLICATED, fail
 from node.cli.progress import progress_display
 from node.cli.results import BackendError, to_json
-from protocol.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Link, LinkError, parse_key
+from protocol.chunks import CDC_AVG, CDC_MAX, CDC_MIN, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Link, LinkError, parse_key
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("add", help="encrypt a file into the store (through a running node: the network); print its link")
     p.add_argument("file", type=Path, help="file to add")
     p.add_argument("--convergent", action="store_true",
-                   help="derive the key from the content and your convergence secret (equal files dedupe)")
-    p.add_argument("--chunk-size", type=power_of_two_in(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE), default=DEFAULT_CHUNK_SIZE,
-                   help=f"bytes per chunk: a power of two from 65536 to 4194304 (default {DEFAULT_CHUNK_SIZE})")
+                   help="derive the keys from the content and your convergence secret (equal files and, "
+                        "without --chunk-size, equal chunks dedupe)")
+    p.add_argument("--chunk-size", type=power_of_two_in(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE), default=None,
+                   help="cut fixed-size chunks of this many bytes, a power of two from 65536 to 4194304 "
+                        f"(default: content-defined chunks of {CDC_MIN} to {CDC_MAX} bytes, average parameter {CDC_AVG})")
     p.add_argument("--name", default=None, help="name kept in the encrypted manifest (default: the file's name)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")

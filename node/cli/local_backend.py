@@ -69,7 +69,7 @@ class LocalBackend:
     def _store(self) -> ChunkStore:
         return ChunkStore(self.data_dir / STORE_DIR)
 
-    def add(self, path: Path, *, convergent: bool, chunk_size: int, name: str | None,
+    def add(self, path: Path, *, convergent: bool, chunk_size: int | None, name: str | None,
             on_progress: OnProgress | None = None) -> AddResult:
         try:
             secret = load_convergence_secret(self.data_dir) if convergent else None

@@ -95,9 +95,11 @@ class RemoteBackend:
     def _call(self, path: str) -> Json:
         return self._run(lambda: self.client.call("GET", path))
 
-    def add(self, path: Path, *, convergent: bool, chunk_size: int, name: str | None,
+    def add(self, path: Path, *, convergent: bool, chunk_size: int | None, name: str | None,
             on_progress: OnProgress | None = None) -> AddResult:
-        body: Json = {"path": str(path.resolve()), "convergent": convergent, "chunk_size": chunk_size}
+        body: Json = {"path": str(path.resolve()), "convergent": convergent}
+        if chunk_size is not None:
+            body["chunk_size"] = chunk_size
         if name is not None:
             body["name"] = name
         reply = self._stream("add", body, on_progress)

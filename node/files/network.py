@@ -48,7 +48,7 @@ from node.exchange.paying import PaidPeers
 from node.store.retention import pin_file
 from node.store import ChunkNotFound, ChunkStore
 from node.files.uploader import ChunkPlaced, ReplicaFailure, free_put, replicate_file
-from protocol.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, IntegrityError, Link, LinkError
+from protocol.chunks import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, IntegrityError, Link, LinkError
 from protocol.fetch import DEFAULT_REPLICAS, DEFAULT_WINDOW, MAX_REPLICAS, MAX_WINDOW, dht_key
 from protocol.kademlia import Contact
 
@@ -124,7 +124,9 @@ class NetworkService:
         if not Path(path).is_file():
             raise ControlError(404, "not-found", f"no such file: {path}")
         replicas = _int_field(body, "replicas", DEFAULT_REPLICAS, 1, MAX_REPLICAS)
-        chunk_size = _int_field(body, "chunk_size", DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE)
+        # No chunk_size: content-defined chunks (specs/chunks.md §5.2); a size: fixed-size chunks.
+        chunk_size = None if "chunk_size" not in body else _int_field(
+            body, "chunk_size", MIN_CHUNK_SIZE, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE)
         name = body.get("name")
         if name is not None and not isinstance(name, str):
             raise ControlError(400, "bad-argument", "name must be a string")

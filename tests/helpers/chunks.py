@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from protocol.chunks import FileDecoder, FileEncoder, Link
+from protocol.chunks import CdcFileEncoder, FileDecoder, FileEncoder, Link
 
 CS = 64 * 1024  # the smallest chunk size keeps tests fast
 
@@ -35,3 +35,15 @@ def decode(link: Link, chunks: dict[bytes, bytes]) -> bytes:
     while (address := dec.next_address()) is not None:
         out += dec.feed(chunks[address])
     return bytes(out)
+
+
+def encode_v3(data: bytes, *, piece: int = 10_000, **kwargs: object) -> tuple[Link, dict[bytes, bytes], list[bytes]]:
+    """Format 3 (content-defined chunks): like :func:`encode`; ``kwargs`` go to CdcFileEncoder (key or chunk_secret)."""
+    enc = CdcFileEncoder(**kwargs)  # type: ignore[arg-type]
+    chunks: dict[bytes, bytes] = {}
+    order: list[bytes] = []
+    step = max(1, piece)
+    for start in range(0, len(data), step):
+        collect(enc.feed(data[start:start + step]), chunks, order)
+    collect(enc.finish(), chunks, order)
+    return enc.link, chunks, order

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol.chunks import ChunkSealer, FileDecoder, IntegrityError, RawWalker
+from protocol.chunks import CDC_MAX, CDC_MIN, CdcParams, ChunkSealer, Chunker, FileDecoder, IntegrityError, RawWalker
 from protocol.chunks._crypto import KIND_ROOT
 from protocol.chunks._manifest import HEADER
-from tests.helpers.chunks import CS, decode, encode
+from tests.helpers.chunks import CS, decode, encode, encode_v3
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -119,3 +119,68 @@ def test_walker_finds_exactly_the_encoded_chunks(data: bytes, key: bytes, fanout
         seen.append(address)
     assert sorted(seen) == sorted(chunks)
     assert walker.data_chunks == -(-len(data) // CS)
+
+
+# -- format 3: content-defined chunks (specs/chunks.md §5.2, §6.6) ---------------
+
+SMALL_CDC = CdcParams(min_size=64, avg_size=256, max_size=1024)
+V3_SIZES = st.one_of(
+    st.integers(min_value=0, max_value=20_000),
+    st.sampled_from([0, 1, 63, 64, 65, 1023, 1024, 1025, 2049]),
+)
+
+
+@SETTINGS
+@given(size=V3_SIZES, seed=st.integers(min_value=0, max_value=2**32), piece=st.integers(min_value=1, max_value=5000),
+       fanout=st.one_of(st.none(), st.integers(min_value=2, max_value=5)), convergent=st.booleans())
+def test_v3_round_trip_small_cuts(size: int, seed: int, piece: int, fanout: int | None, convergent: bool) -> None:
+    data = random.Random(seed).randbytes(size)
+    keying: dict[str, object] = {"chunk_secret": bytes(32)} if convergent else {"key": bytes(range(32))}
+    piece = max(piece, len(data) // 64)
+    link, chunks, order = encode_v3(data, piece=piece, cdc=SMALL_CDC, fanout=fanout, **keying)
+    assert decode(link, chunks) == data
+    walker = RawWalker(link.root)
+    while (address := walker.next_address()) is not None:
+        walker.feed(chunks[address])
+    assert walker.chunks == len(set(order))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(size=st.sampled_from([0, 1, CDC_MIN - 1, CDC_MIN, CDC_MAX, CDC_MAX + 1, 2 * CDC_MAX + 7]),
+       seed=st.integers(min_value=0, max_value=2**32), piece=st.integers(min_value=1000, max_value=3 * CDC_MAX))
+def test_v3_round_trip_default_cuts(size: int, seed: int, piece: int) -> None:
+    data = random.Random(seed).randbytes(size)
+    link, chunks, _ = encode_v3(data, piece=piece, chunk_secret=bytes(range(32)))
+    assert decode(link, chunks) == data
+
+
+@SETTINGS
+@given(size=st.integers(min_value=0, max_value=30_000), seed=st.integers(min_value=0, max_value=2**32),
+       splits=st.lists(st.integers(min_value=0, max_value=30_000), max_size=12))
+def test_v3_cut_points_do_not_depend_on_feed_splits(size: int, seed: int, splits: list[int]) -> None:
+    data = random.Random(seed).randbytes(size)
+    whole = Chunker(SMALL_CDC)
+    expected = whole.feed(data) + whole.finish()
+    chunker = Chunker(SMALL_CDC)
+    got: list[bytes] = []
+    bounds = sorted({0, len(data), *(s % (len(data) + 1) for s in splits)})
+    for a, b in zip(bounds, bounds[1:]):
+        got += chunker.feed(data[a:b])
+    got += chunker.finish()
+    assert got == expected and b"".join(got) == data
+
+
+@SETTINGS
+@given(size=st.integers(min_value=0, max_value=8000), seed=st.integers(min_value=0, max_value=2**32),
+       which=st.integers(min_value=0), bit=st.integers(min_value=0))
+def test_v3_single_bit_flip_never_yields_wrong_output(size: int, seed: int, which: int, bit: int) -> None:
+    data = random.Random(seed).randbytes(size)
+    link, chunks, order = encode_v3(data, chunk_secret=bytes(32), cdc=SMALL_CDC, fanout=2)
+    target = order[which % len(order)]
+    bad = bytearray(chunks[target])
+    bad[(bit // 8) % len(bad)] ^= 1 << (bit % 8)
+    tampered = {**chunks, target: bytes(bad)}
+    dec = FileDecoder.from_link(link)
+    with pytest.raises(IntegrityError):
+        while (address := dec.next_address()) is not None:
+            dec.feed(tampered[address])

@@ -93,4 +93,5 @@ def test_help_shows_the_defaults(tmp_path: Path) -> None:
     assert shown.returncode == EXIT_OK
     words = " ".join(shown.stdout.split())  # argparse wraps to the terminal's width
     assert "--limit LIMIT" in words and "(default 50; 0: none)" in words
-    assert "(default 1048576)" in " ".join(mu(tmp_path, "add", "--help").stdout.split())
+    assert "(default: content-defined chunks of 262144 to 4194304 bytes, average parameter 1048576)" in " ".join(
+        mu(tmp_path, "add", "--help").stdout.split())

@@ -35,7 +35,8 @@ async def test_bare_root_pin_hosts_and_raw_get_verifies(tmp_path: Path, capsys: 
             for node in (adder, pinner, raw_getter, reader):
                 await serve(nursery, node)
             assert await trio.to_thread.run_sync(
-                cli, "--data-dir", str(adder.data_dir), "add", str(src), "--json", "-q") == 0
+                cli, "--data-dir", str(adder.data_dir), "add", str(src), "--json", "-q",
+                "--chunk-size", str(MIB)) == 0  # fixed 1 MiB chunks: three data chunks below
             added = json.loads(capsys.readouterr().out)
             link = Link.parse(added["link"])
             root = link.root_text

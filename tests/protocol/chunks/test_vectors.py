@@ -6,11 +6,27 @@ the spec that shares no code with protocol.chunks.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import struct
 from pathlib import Path
 
-from protocol.chunks import ChunkSealer, ConvergentKeyHasher, FileDecoder, FileEncoder, Link, RawWalker, max_fanout
+from pyfastcdc.py.constants import GEAR
+
+from protocol.chunks import (
+    CdcFileEncoder,
+    ChunkSealer,
+    ConvergentKeyHasher,
+    FileDecoder,
+    FileEncoder,
+    Link,
+    RawWalker,
+    max_fanout,
+)
+from protocol.chunks._cdc import cut_lengths
 from protocol.chunks._crypto import KIND_DATA, KIND_ROOT
+from protocol.chunks._keys3 import PositionalKeys
 
 VECTORS = json.loads((Path(__file__).resolve().parents[2] / "vectors" / "chunks.json").read_text())
 
@@ -73,3 +89,61 @@ def test_tree_vector_encodes_decodes_and_walks_without_the_key() -> None:
     dec = FileDecoder(enc.root, key)
     out = b"".join(bytes(dec.feed(stored[a])) for a in walked)
     assert out == plain
+
+
+# -- format 3 (specs/chunks.md §5.2, §6.6): cuts, positional file, convergent tree
+
+V3 = VECTORS["v3"]
+
+
+def _counter_stream(size: int) -> bytes:
+    # §12: SHA-256("mu:cdc-vector" || 64-bit counter), concatenated.
+    blocks = (hashlib.sha256(b"mu:cdc-vector" + struct.pack(">Q", i)).digest() for i in range(-(-size // 32)))
+    return b"".join(blocks)[:size]
+
+
+def test_v3_cut_vectors() -> None:
+    v = V3["cut"]
+    assert cut_lengths(_counter_stream(v["random_size"])) == v["random_lengths"]
+    assert cut_lengths(bytes(v["zeros_size"])) == v["zeros_lengths"]
+
+
+def test_v3_gear_table_in_the_spec_is_the_chunkers() -> None:
+    spec = (Path(__file__).resolve().parents[3] / "specs" / "chunks.md").read_text().split("## A. Gear table")[1]
+    rows = re.findall(r"^\s*\d+: (.*)$", spec, re.M)
+    assert [int(h, 16) for row in rows for h in row.split()] == list(GEAR)
+
+
+def test_v3_file_vector_encodes_and_decodes() -> None:
+    v = V3["file"]
+    key = bytes.fromhex(v["link_key"])
+    assert PositionalKeys(key).key(KIND_ROOT, 0, 0).hex() == v["root_key"]
+    enc = CdcFileEncoder(key, name=v["name"], media_type=v["media_type"])
+    chunks = enc.feed(v["plaintext_utf8"].encode()) + enc.finish()
+    assert [[a.hex(), bytes(c).hex()] for a, c in chunks] == v["chunks"]
+    assert str(enc.link) == v["link"]
+    dec = FileDecoder.from_link(Link.parse(v["link"]))
+    stored = {bytes.fromhex(a): bytes.fromhex(c) for a, c in v["chunks"]}
+    out = b""
+    while (address := dec.next_address()) is not None:
+        out += dec.feed(stored[address])
+    assert out.decode() == v["plaintext_utf8"]
+
+
+def test_v3_convergent_tree_vector() -> None:
+    v = V3["convergent_tree"]
+    plain = _counter_stream(V3["cut"]["random_size"])
+    enc = CdcFileEncoder(chunk_secret=bytes.fromhex(v["chunk_secret"]), fanout=v["fanout"])
+    chunks = enc.feed(plain) + enc.finish()
+    assert enc.root.hex() == v["root"] and str(enc.link) == v["link"]
+    stored = {a: bytes(c) for a, c in chunks}
+    for address, chunk in v["manifest_chunks"].items():
+        assert stored[bytes.fromhex(address)].hex() == chunk
+    walker = RawWalker(enc.root)
+    walked = []
+    while (address := walker.next_address()) is not None:
+        walker.feed(stored[address])
+        walked.append(address)
+    assert [a.hex() for a in walked] == v["walk_order"]
+    dec = FileDecoder.from_link(enc.link)
+    assert b"".join(bytes(dec.feed(stored[a])) for a in walked) == plain
