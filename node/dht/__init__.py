@@ -6,6 +6,8 @@
         await dht.announce_provider(dht_key(address), terms={"price_msat_per_mib": 10})
         providers = await dht.get_providers(dht_key(address))
         record = await dht.get_contact(node_id)
+        await dht.publish_record(sign_mutable(seed, seq, b"value"))
+        newest = await dht.resolve_record(public_key)
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from node.dht._rpc import NoReply
 from node.dht._service import DhtNode, open_table
 from protocol.identity import Identity
 from protocol.kademlia import Contact, ContactInfo, ContactRecord, ProviderRecord
+from protocol.kademlia.mutable import MutableRecord, MutableStore
 from protocol.kademlia.lookup import REQUEST_TIMEOUT
 from protocol.kademlia.storage import ProviderStore, ValueStore
 
 __all__ = [
-    "Announcement", "Contact", "ContactInfo", "ContactRecord", "DhtNode", "NoReply", "ProviderRecord",
+    "Announcement", "Contact", "ContactInfo", "ContactRecord", "DhtNode", "MutableRecord", "NoReply", "ProviderRecord",
     "TABLE_FILE", "load_table", "open_dht", "save_table",
 ]
 
@@ -46,6 +49,7 @@ async def open_dht(
     request_timeout: float = REQUEST_TIMEOUT,
     values: ValueStore | None = None,
     providers: ProviderStore | None = None,
+    records: MutableStore | None = None,
     wall_clock: Callable[[], float] = time.time,
     loopback_devnet: bool = False,
 ) -> AsyncIterator[DhtNode]:
@@ -54,8 +58,8 @@ async def open_dht(
     The routing table saved in ``data_dir`` (if any) is loaded at start and
     written back at exit.  ``contact`` is what the node's signed contact
     record advertises (TCP port, payment key, host); the TCP port defaults to
-    the UDP port and the host to the bound address.  ``values`` and
-    ``providers`` replace the default-bounded stores, ``wall_clock`` the Unix
+    the UDP port and the host to the bound address.  ``values``,
+    ``providers`` and ``records`` replace the default-bounded stores, ``wall_clock`` the Unix
     clock used for record expiry (tests move it by hand).  ``loopback_devnet``
     lifts the routing table's address-prefix limits for loopback addresses,
     where a local test network runs every node (specs/dht.md §5.3 Address
@@ -70,7 +74,7 @@ async def open_dht(
         await sock.bind((host, port))
         table = open_table(identity, path, loopback_devnet=loopback_devnet)
         node = DhtNode(identity, sock, path, contact, request_timeout=request_timeout,
-                       values=values, providers=providers, table=table, wall_clock=wall_clock)
+                       values=values, providers=providers, records=records, table=table, wall_clock=wall_clock)
         log.info("dht node %s on %s:%d, %d saved contacts", identity.node_id.hex(), node.host, node.port, len(table))
         try:
             async with trio.open_nursery() as nursery:

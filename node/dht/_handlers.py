@@ -17,6 +17,7 @@ from typing import cast
 
 from node.dht._neighbours import Neighbours
 from protocol.kademlia.ids import K, Contact, KademliaError
+from protocol.kademlia.mutable import MutableRecord, MutableStore
 from protocol.kademlia.records import ContactRecord, ProviderRecord, check_token, make_token
 from protocol.kademlia.storage import ProviderStore, ValueStore
 from protocol.kademlia.wire import (
@@ -25,6 +26,8 @@ from protocol.kademlia.wire import (
     MU_ANNOUNCE,
     MU_CONTACT,
     MU_GET_PROVIDERS,
+    MU_GET_RECORD,
+    MU_PUT_RECORD,
     PING,
     STORE,
     ErrorCode,
@@ -75,18 +78,20 @@ class RequestHandlers:
             requests are pinged through it.
         values: plain kademlia values (``store``, ``find_value``).
         providers: provider records (``mu_announce``, ``mu_get_providers``).
+        records: mutable records (``mu_put_record``, ``mu_get_record``).
         tokens: the announce-token secrets.
         wall_clock: Unix time, for record expiry.
     """
 
     def __init__(self, *, node_id: bytes, contact_record: ContactRecord, neighbours: Neighbours,
-                 values: ValueStore, providers: ProviderStore, tokens: AnnounceTokens,
-                 wall_clock: Callable[[], float]) -> None:
+                 values: ValueStore, providers: ProviderStore, records: MutableStore,
+                 tokens: AnnounceTokens, wall_clock: Callable[[], float]) -> None:
         self.node_id = node_id
         self.contact_record = contact_record
         self.neighbours = neighbours
         self.values = values
         self.providers = providers
+        self.records = records
         self.tokens = tokens
         self.wall_clock = wall_clock
 
@@ -137,6 +142,12 @@ class RequestHandlers:
             return self._get_providers(key, sender)
         if request.name == MU_ANNOUNCE:
             return self._announce(key, args[2], args[3], sender)
+        if request.name == MU_GET_RECORD:
+            record = self.records.get(key, self.wall_clock())
+            return {"token": self.tokens.make(sender.host), "record": record.serialize() if record else None,
+                    "nodes": self._closest(key, sender)}
+        if request.name == MU_PUT_RECORD:
+            return self._put_record(key, args[2], args[3], sender)
         raise RemoteProtocolError(ErrorCode.UNKNOWN_RPC, request.name)
 
     def _closest(self, key: bytes, sender: Contact) -> list[object]:
@@ -165,4 +176,17 @@ class RequestHandlers:
             raise RemoteProtocolError(ErrorCode.BAD_ARGUMENTS, "record is for another key")
         self.providers.add(record, sender.host, self.wall_clock())
         log.debug("provider %s for %s announced by %s", record.node_id.hex(), key.hex(), sender.host)
+        return True
+
+    def _put_record(self, key: bytes, token: object, data: object, sender: Contact) -> bool:
+        """Store a mutable record (specs/dht.md §7.3 Mutable record); each refusal has its own code."""
+        # The token proves the sender receives at its source IP, so a spoofed
+        # source cannot spend another IP's share of the store (§12 Store floods).
+        if not self.tokens.check(token, sender.host):
+            raise RemoteProtocolError(ErrorCode.BAD_TOKEN, "put token missing, stale or for another IP")
+        record = MutableRecord.parse(data)
+        if record.key != key:
+            raise RemoteProtocolError(ErrorCode.KEY_MISMATCH, "record's public key does not hash to the request key")
+        if self.records.put(record, sender.host, self.wall_clock()):
+            log.debug("mutable record %s seq %d stored by %s", key.hex(), record.seq, sender.host)
         return True

@@ -23,12 +23,14 @@ from pathlib import Path
 import trio
 
 from node.dht._handlers import AnnounceTokens, RequestHandlers
+from node.dht._mutable import MutableOps
 from node.dht._neighbours import Neighbours
 from node.dht._ops import Announcement, DhtOps
 from node.dht._persist import load_table, save_table
 from node.dht._rpc import RpcClient
 from protocol.identity import Identity
 from protocol.kademlia.ids import Contact
+from protocol.kademlia.mutable import MutableRecord, MutableStore
 from protocol.kademlia.records import DEFAULT_PROVIDER_TTL, ContactInfo, ContactRecord, ProviderRecord
 from protocol.kademlia.routing import RoutingTable
 from protocol.kademlia.storage import ProviderStore, ValueStore
@@ -50,7 +52,7 @@ class DhtNode:
     def __init__(self, identity: Identity, sock: trio.socket.SocketType, data_dir: Path | None,
                  contact: ContactInfo | None, *, request_timeout: float,
                  values: ValueStore | None = None, providers: ProviderStore | None = None,
-                 table: RoutingTable | None = None, wall_clock: Callable[[], float] = time.time) -> None:
+                 records: MutableStore | None = None, table: RoutingTable | None = None, wall_clock: Callable[[], float] = time.time) -> None:
         self.identity = identity
         self.node_id = identity.node_id
         self.sock = sock
@@ -62,6 +64,7 @@ class DhtNode:
         self.table = table if table is not None else RoutingTable(self.node_id)
         self.values = values or ValueStore()
         self.providers = providers or ProviderStore()
+        self.records = records if records is not None else MutableStore()
         info = contact or ContactInfo(tcp_port=port)
         self.contact_record = ContactRecord.create(identity, host=host, udp_port=port, info=info,
                                                    issued_at=int(wall_clock()))
@@ -70,9 +73,11 @@ class DhtNode:
         self.neighbours = Neighbours(self.table, self.rpc)
         self.handlers = RequestHandlers(node_id=self.node_id, contact_record=self.contact_record,
                                         neighbours=self.neighbours, values=self.values, providers=self.providers,
-                                        tokens=self.tokens, wall_clock=wall_clock)
+                                        records=self.records, tokens=self.tokens, wall_clock=wall_clock)
         self.ops = DhtOps(identity=identity, contact_record=self.contact_record, bound_host=host, rpc=self.rpc,
                           neighbours=self.neighbours, providers=self.providers, wall_clock=wall_clock)
+        self.mutable = MutableOps(ops=self.ops, rpc=self.rpc, records=self.records, bound_host=host,
+                                  wall_clock=wall_clock)
 
     # -- time ------------------------------------------------------------
 
@@ -120,6 +125,26 @@ class DhtNode:
     async def get_contact(self, node_id: bytes) -> ContactRecord | None:
         """The verified contact record of ``node_id``, or None if it cannot be reached."""
         return await self.ops.get_contact(node_id)
+
+    async def publish_record(self, record: MutableRecord) -> int:
+        """Store a signed mutable record on the k closest nodes; return how many of them took it.
+
+        The node keeps republishing it (specs/dht.md §7.3 Mutable record) until
+        ``withdraw_record`` or a newer record of the same key is published.
+        Nodes holding a higher sequence refuse it and do not count.
+
+        Raises:
+            ValueError: the record does not verify, or too many are published.
+        """
+        return await self.mutable.publish(record)
+
+    async def resolve_record(self, public_key: bytes) -> MutableRecord | None:
+        """The valid record of ``public_key`` with the highest sequence the k closest nodes hold, or None."""
+        return await self.mutable.resolve(public_key)
+
+    def withdraw_record(self, public_key: bytes) -> None:
+        """Stop republishing the mutable record of ``public_key``."""
+        self.mutable.withdraw(public_key)
 
     async def refresh(self) -> int:
         """Refresh stale buckets with lookups of random IDs in them; return how many."""
@@ -196,8 +221,10 @@ class DhtNode:
             wall = self.wall_now()
             self.values.expire(wall)
             self.providers.expire(wall)
+            self.records.expire(wall)
             try:
                 await self.ops.republish()
+                await self.mutable.republish()
                 await self.ops.refresh()
                 if self.data_dir is not None and now - last_save >= SAVE_INTERVAL:
                     await trio.to_thread.run_sync(self.save)

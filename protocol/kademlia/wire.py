@@ -41,6 +41,8 @@ FIND_VALUE = "find_value"
 MU_CONTACT = "mu_contact"
 MU_GET_PROVIDERS = "mu_get_providers"
 MU_ANNOUNCE = "mu_announce"
+MU_GET_RECORD = "mu_get_record"
+MU_PUT_RECORD = "mu_put_record"
 
 
 class ErrorCode(enum.Enum):
@@ -54,6 +56,9 @@ class ErrorCode(enum.Enum):
     EXPIRED = "expired"
     BAD_TOKEN = "bad_token"
     OVER_LIMIT = "over_limit"
+    OLD_SEQUENCE = "old_sequence"
+    SEQUENCE_CONFLICT = "sequence_conflict"
+    KEY_MISMATCH = "key_mismatch"
 
 
 class ProtocolError(Exception):
@@ -159,7 +164,8 @@ def decode_datagram(data: bytes) -> Request | Response:
 
 # -- arguments of incoming requests (specs/dht.md §4.3) ----------------------
 
-_ARITY = {PING: 1, STORE: 3, FIND_NODE: 2, FIND_VALUE: 2, MU_CONTACT: 1, MU_GET_PROVIDERS: 2, MU_ANNOUNCE: 4}
+_ARITY = {PING: 1, STORE: 3, FIND_NODE: 2, FIND_VALUE: 2, MU_CONTACT: 1, MU_GET_PROVIDERS: 2, MU_ANNOUNCE: 4,
+          MU_GET_RECORD: 2, MU_PUT_RECORD: 4}
 
 
 def check_request(req: Request) -> bytes:
