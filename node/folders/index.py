@@ -8,13 +8,15 @@ Three things, each keyed by the folder's public key where it matters:
 * ``sent_chunks`` and ``sent_roots``: chunk addresses and file roots stored
   on their R hosts (a paid PUT each), so a rerun after a crash or a later
   snapshot never pays twice for one chunk;
+* ``directories``: the write cap's seed of the folder each directory was
+  created or last snapshotted as, so ``mu folder snapshot DIR`` needs no link;
 * ``heads``: the newest record (sequence number and value) this node
   published or resolved per folder, so the next snapshot links to it and
   takes the next sequence number even when the DHT is unreachable.
 
 Commits are durable (``synchronous=FULL``): a chunk recorded as sent was
 paid for.  The file itself is 0600; it holds file names in clear, as the
-tree it describes does.
+tree it describes does, and the write caps of the directories it snapshots.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ MIGRATIONS: tuple[str, ...] = (
         folder BLOB PRIMARY KEY NOT NULL,
         seq    INTEGER NOT NULL,
         value  BLOB NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE directories (
+        path BLOB PRIMARY KEY NOT NULL,
+        seed BLOB NOT NULL
     ) WITHOUT ROWID;
     """,
 )
@@ -168,3 +174,13 @@ class FolderIndex:
                 "INSERT INTO heads (folder, seq, value) VALUES (?, ?, ?) ON CONFLICT(folder) DO UPDATE"
                 " SET seq = excluded.seq, value = excluded.value WHERE excluded.seq > heads.seq",
                 (folder, head.seq, head.value))
+
+    def remember(self, directory: bytes, seed: bytes) -> None:
+        """``directory`` (absolute, resolved) is snapshotted as the folder of this signing seed."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO directories (path, seed) VALUES (?, ?)", (directory, seed))
+
+    def remembered(self, directory: bytes) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT seed FROM directories WHERE path = ?", (directory,)).fetchone()
+        return bytes(row[0]) if row else None

@@ -48,8 +48,8 @@ def store_file(store: ChunkStore, path: Path, chunk_secret: bytes) -> AddResult:
     return add_file(store, path, convergence_secret=chunk_secret, name="")
 
 
-def store_bytes(store: ChunkStore, data: bytes, chunk_secret: bytes, tmp_dir: Path) -> Link:
-    """Store ``data`` (a manifest or a snapshot record) like a file; return its link.
+def store_bytes(store: ChunkStore, data: bytes, chunk_secret: bytes, tmp_dir: Path) -> AddResult:
+    """Store ``data`` (a manifest or a snapshot record) like a file.
 
     The plaintext passes through a 0600 file under ``tmp_dir`` (the data
     dir's, never the scanned tree's), removed before this returns.
@@ -60,7 +60,7 @@ def store_bytes(store: ChunkStore, data: bytes, chunk_secret: bytes, tmp_dir: Pa
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        return store_file(store, tmp, chunk_secret).link
+        return store_file(store, tmp, chunk_secret)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -74,7 +74,7 @@ class SnapshotTaken:
     entries: tuple[Entry, ...]
     files_read: int  # files whose contents were read (changed or new)
     bytes_read: int
-    new_chunks: int  # chunks the local store did not hold before
+    new_chunks: int  # chunks the local store did not hold before (files, manifest and record)
     skipped: int  # paths neither file, directory nor symlink (sockets, devices, fifos), or gone mid-scan
 
 
@@ -161,9 +161,10 @@ def take_snapshot(store: ChunkStore, index: FolderIndex, directory: Path, cap: W
             skipped += 1
     manifest = store_bytes(store, encode_manifest(entries), secret, tmp_dir)
     ordered = tuple(sorted(entries, key=lambda e: e.path))
-    snapshot = Snapshot.of(ordered, manifest=manifest, previous=previous[1] if previous else None,
+    snapshot = Snapshot.of(ordered, manifest=manifest.link, previous=previous[1] if previous else None,
                            previous_link=previous[0] if previous else None, time_ns=now_ns)
-    link = store_bytes(store, snapshot.encode(), secret, tmp_dir)
+    record = store_bytes(store, snapshot.encode(), secret, tmp_dir)
+    new_chunks += manifest.new_chunks + record.new_chunks
     index.record_files(folder, recorded, keep={e.path for e in ordered if e.kind is EntryKind.FILE})
-    return SnapshotTaken(link=link, snapshot=snapshot, entries=ordered, files_read=files_read, bytes_read=bytes_read,
+    return SnapshotTaken(link=record.link, snapshot=snapshot, entries=ordered, files_read=files_read, bytes_read=bytes_read,
                          new_chunks=new_chunks, skipped=skipped)
