@@ -48,6 +48,7 @@ from node.folders.local import (
 from node.folders.results import to_json
 from node.folders.snapshot import TMP_DIR, FolderError
 from node.store import ChunkNotFound, ChunkStore
+from node.transport import Session
 from protocol.chunks import IntegrityError, Link, RawWalker
 from protocol.fetch import DEFAULT_REPLICAS, MAX_REPLICAS
 from protocol.folders import (
@@ -182,7 +183,7 @@ class FolderService:
         await emit({"event": "scanned", "files": taken.snapshot.files, "files_read": taken.files_read})
         files = [e.link for e in taken.entries if e.link is not None]
         uploaded, skipped, under = await self._upload(index, files + [taken.snapshot.manifest, taken.link],
-                                                      replicas)
+                                                      replicas, emit)
         seq = head.seq + 1 if head is not None else 1
         value = encode_record_value(cap.read_key, taken.link)
         record = sign_mutable(cap.seed, seq, value)
@@ -192,9 +193,21 @@ class FolderService:
         return to_json(snapshot_report(taken, changes, seq, chunks_uploaded=uploaded, chunks_already_sent=skipped,
                                        under_replicated=under, published_to=published))
 
-    async def _upload(self, index: FolderIndex, links: list[Link], replicas: int) -> tuple[int, int, int]:
-        """Send what the index does not record as sent; return (chunks sent, chunks skipped, under-replicated)."""
-        put = self.paid.put if self.paid is not None else free_put
+    async def _upload(self, index: FolderIndex, links: list[Link], replicas: int,
+                      emit: Emit) -> tuple[int, int, int]:
+        """Send what the index does not record as sent; return (chunks sent, chunks skipped, under-replicated).
+
+        A host is first asked (HAVE, free) whether it holds the chunk: after a
+        kill between a paid PUT and the index's record of it, the rerun pays
+        no host twice for one chunk.
+        """
+        paid_put = self.paid.put if self.paid is not None else free_put
+
+        async def put(session: Session, address: bytes, data: bytes) -> object:
+            if (await session.have((address,)))[0]:
+                return False
+            return await paid_put(session, address, data)
+
         sent = skipped = under = 0
         seen: set[bytes] = set()
         for link in links:
@@ -212,6 +225,7 @@ class FolderService:
             async def on_chunk(placed: ChunkPlaced) -> None:
                 nonlocal sent, short
                 sent += 1
+                await emit({"event": "replicated", "address": placed.address.hex(), "replicas": len(placed.replicas)})
                 if len(placed.replicas) >= replicas:
                     await trio.to_thread.run_sync(index.record_chunk_sent, placed.address)
                 else:
