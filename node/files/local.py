@@ -34,15 +34,19 @@ from node.files._malloc import keep_chunk_buffers
 from node.runtime.config import load_secret
 from node.store import ChunkStore
 from protocol.chunks import (
-    DEFAULT_CHUNK_SIZE,
     DataSlot,
     KEY_SIZE,
+    CdcFileEncoder,
+    Chunker,
     ConvergentKeyHasher,
     FileDecoder,
     FileEncoder,
     Link,
+    LocalChunkError,
+    SealedData,
     check_chunk_size,
     check_fanout,
+    chunk_secret_for_add,
 )
 
 # Data chunks being sealed at once on add, each with its own plaintext buffer
@@ -50,6 +54,9 @@ from protocol.chunks import (
 SEAL_DEPTH = 4
 # Threads sealing data chunks on add.
 SEAL_THREADS = 2
+# Bytes read at once when adding with content-defined chunks (the chunker
+# keeps less than CDC_MAX more; specs/chunks.md §8.4 Reading files out).
+CDC_READ_BYTES = 1024 * 1024
 # Data chunks being read and opened (verified, decrypted) at once on get.
 OPEN_DEPTH = 4
 # Threads reading and opening data chunks on get.
@@ -166,8 +173,9 @@ def add_file(
     store: ChunkStore,
     path: Path,
     *,
+    chunk_secret: bytes | None = None,
     convergence_secret: bytes | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     name: str | None = None,
     media_type: str | None = None,
     fanout: int | None = None,
@@ -175,16 +183,37 @@ def add_file(
 ) -> AddResult:
     """Encrypt ``path`` into ``store``; return its link once every chunk is durable.
 
-    The file key is random unless ``convergence_secret`` is given, in which
-    case it is derived from the plaintext (one extra read pass).
+    By default the file is cut into content-defined chunks (format 3,
+    specs/chunks.md §6.6): with ``chunk_secret`` (32 bytes, e.g. a folder's)
+    every chunk and the root are keyed by their content under that secret,
+    so equal chunks of any file added under it are stored once; with
+    ``convergence_secret`` (``mu add --convergent``) the same under a chunk
+    secret derived from it; otherwise under a random file key.
+
+    ``chunk_size`` asks for fixed-size chunks instead (format 2): the file
+    key is random, or derived from the plaintext and ``convergence_secret``
+    (one extra read pass).
+
+    Raises:
+        protocol.chunks.LocalChunkError: bad parameters (sizes, secret length, name).
     """
-    check_chunk_size(chunk_size)
-    fanout = check_fanout(chunk_size, fanout)
-    keep_chunk_buffers()
     if name is None:
         name = Path(path).name or None
     if media_type is None and name:
         media_type = mimetypes.guess_type(name)[0]
+    if chunk_size is None:
+        if chunk_secret is None and convergence_secret is not None:
+            chunk_secret = chunk_secret_for_add(convergence_secret)
+        if chunk_secret is None:
+            cdc = CdcFileEncoder(secrets.token_bytes(KEY_SIZE), name=name, media_type=media_type, fanout=fanout)
+        else:
+            cdc = CdcFileEncoder(chunk_secret=chunk_secret, name=name, media_type=media_type, fanout=fanout)
+        return _add_cdc(store, path, cdc, progress)
+    if chunk_secret is not None:
+        raise LocalChunkError("a chunk secret needs content-defined chunks: give no chunk size")
+    check_chunk_size(chunk_size)
+    fanout = check_fanout(chunk_size, fanout)
+    keep_chunk_buffers()
     fd = os.open(path, os.O_RDONLY)
     sealers = ThreadPoolExecutor(max_workers=SEAL_THREADS, thread_name_prefix="mu-seal")
     try:
@@ -238,6 +267,55 @@ def add_file(
         sealers.shutdown(wait=True, cancel_futures=True)
         os.close(fd)
     return AddResult(encoder.link, encoder.size, seen, new, name, media_type)
+
+
+def _add_cdc(store: ChunkStore, path: Path, encoder: CdcFileEncoder, progress: Progress | None) -> AddResult:
+    """:func:`add_file` with content-defined chunks: cut here, seal on ``SEAL_THREADS`` threads.
+
+    This thread reads ``CDC_READ_BYTES`` at a time and cuts (the gear loop
+    runs without the GIL); up to ``SEAL_DEPTH`` data chunks are sealed at
+    once; addresses enter the tree in file order, so the chunks are those
+    of ``encoder.feed`` (specs/chunks.md §6.3).
+    """
+    keep_chunk_buffers()
+    chunker = Chunker(encoder.cdc)
+    fd = os.open(path, os.O_RDONLY)
+    sealers = ThreadPoolExecutor(max_workers=SEAL_THREADS, thread_name_prefix="mu-seal")
+    try:
+        def chunks() -> Iterator[tuple[bytes, bytearray]]:
+            block = bytearray(CDC_READ_BYTES)
+            cut: deque[bytes] = deque()  # cut, not yet being sealed
+            sealing: deque[tuple[int, Future[SealedData]]] = deque()
+            more = True
+            while True:
+                while more and len(cut) < SEAL_DEPTH:
+                    n = _read_into(fd, block)
+                    more = n == len(block)
+                    cut.extend(chunker.feed(memoryview(block)[:n]) if n else [])
+                    if not more:
+                        cut.extend(chunker.finish())
+                while cut and len(sealing) < SEAL_DEPTH:
+                    plain = cut.popleft()
+                    index = encoder.next_data(len(plain))
+                    sealing.append((index, sealers.submit(encoder.seal_data, index, plain)))
+                if not sealing:
+                    break
+                index, future = sealing.popleft()
+                sealed = future.result()
+                yield sealed.address, sealed.chunk
+                # The manifest chunks come after the data chunks they name.
+                yield from encoder.add_data(index, sealed)
+                if progress is not None:
+                    progress(sealed.length)
+            # The root comes last, after every chunk it depends on.
+            yield from encoder.finish()
+
+        seen, new = store.put_stream(chunks(), verify=False)
+    finally:
+        # No sealer may still be reading a chunk once this returns.
+        sealers.shutdown(wait=True, cancel_futures=True)
+        os.close(fd)
+    return AddResult(encoder.link, encoder.size, seen, new, encoder.name, encoder.media_type)
 
 
 class _BackgroundSync:

@@ -11,22 +11,25 @@ index node per tree level.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ._crypto import ADDRESS_SIZE, KIND_DATA, KIND_INDEX, KIND_ROOT, TAG_SIZE, ChunkSealer, check_key
 from ._errors import IntegrityError, LocalChunkError
+from ._keys3 import PositionalKeys, open_keyed
 from ._link import Link
-from ._manifest import RootRecord, max_fanout, parse_header
+from ._manifest import FORMAT_V3, FORMAT_VERSION, MANIFEST_V3_SIZE, ManifestHeader, RootRecord, max_fanout, parse_header
+from ._manifest3 import RootRecordV3, check_entries, entry_key, entry_length
 
 
 class _Frame:
-    """One open manifest chunk: its packed children and the next one to visit."""
+    """One open manifest chunk: its packed children, their format-3 entries, and the next one to visit."""
 
-    __slots__ = ("child_level", "children", "pos")
+    __slots__ = ("child_level", "children", "entries", "pos")
 
-    def __init__(self, child_level: int, children: bytes) -> None:
+    def __init__(self, child_level: int, children: bytes, entries: bytes = b"") -> None:
         self.child_level = child_level
         self.children = children
+        self.entries = entries
         self.pos = 0
 
     def current(self) -> bytes | None:
@@ -82,6 +85,11 @@ class _TreeCursor:
         return [frame.children[i:i + ADDRESS_SIZE] for i in range(start, stop, ADDRESS_SIZE)]
 
 
+def _slot_v3(frame: _Frame, pos: int, index: int, address: bytes) -> DataSlot:
+    """The slot of the data chunk at ``pos`` in a format-3 frame: length and key from its entry."""
+    return DataSlot(address, index, entry_length(frame.entries, pos), entry_key(frame.entries, pos))
+
+
 def _data_size(manifest: RootRecord, index: int) -> int:
     """Plaintext bytes of data chunk ``index``: the chunk size, less for the last."""
     return min(manifest.chunk_size, manifest.size - index * manifest.chunk_size)
@@ -89,11 +97,16 @@ def _data_size(manifest: RootRecord, index: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class DataSlot:
-    """A data chunk the decoder will want: its address, index and plaintext size."""
+    """A data chunk the decoder will want: its address, index and plaintext size.
+
+    ``key`` is the chunk's own key in format 3 (from its parent's entry,
+    §6.6); None in format 2, where the key follows from the index.
+    """
 
     address: bytes
     index: int
     size: int
+    key: bytes | None = field(default=None, repr=False)
 
 
 class FileDecoder(_TreeCursor):
@@ -116,8 +129,9 @@ class FileDecoder(_TreeCursor):
         if len(root) != ADDRESS_SIZE:
             raise LocalChunkError(f"a root address is {ADDRESS_SIZE} bytes")
         self.root = bytes(root)
-        self._sealer = ChunkSealer(check_key(key))
-        self.manifest: RootRecord | None = None
+        self._key = check_key(key)
+        self._sealer = ChunkSealer(self._key)
+        self.manifest: RootRecord | RootRecordV3 | None = None
         self._stack: list[_Frame] = []
         self._node_counts: list[int] = []
         self._data_index = 0
@@ -168,6 +182,8 @@ class FileDecoder(_TreeCursor):
         manifest = self.manifest
         if manifest is None:
             header = parse_header(stored, kind=KIND_ROOT, address=address)
+            if header.version == FORMAT_V3:
+                return self._feed_root_v3(header, address, stored)
             view = memoryview(stored)
             plain = self._sealer.open(view[header.prefix_size:], KIND_ROOT, 0, 0, address,
                                       aad=view[:header.prefix_size])
@@ -180,11 +196,13 @@ class FileDecoder(_TreeCursor):
         frame = self._stack[-1]
         frame.pos += 1
         if frame.child_level == 0:
-            return self._feed_data(manifest, address, stored)
+            return self._feed_data(manifest, frame, address, stored)
+        if isinstance(manifest, RootRecordV3):
+            return self._feed_index_v3(manifest, frame, address, stored)
         level = frame.child_level
         index = self._node_counts[level - 1]
         self._node_counts[level - 1] += 1
-        header = parse_header(stored, kind=KIND_INDEX, level=level, address=address)
+        header = parse_header(stored, kind=KIND_INDEX, level=level, version=FORMAT_VERSION, address=address)
         if header.count > max_fanout(manifest.chunk_size):
             raise IntegrityError(f"index node {address.hex()} lists more addresses than the fanout", address=address)
         view = memoryview(stored)
@@ -213,13 +231,17 @@ class FileDecoder(_TreeCursor):
         # the stack is the one the next chunk comes from.
         if self.next_address() is None or manifest is None or self._stack[-1].child_level != 0:
             return []
+        frame = self._stack[-1]
         upcoming = self.upcoming(skip + limit)[skip:]
         slots = []
         for offset, address in enumerate(upcoming):
             index = self._data_index + skip + offset
-            if index >= manifest.chunk_count:
+            if isinstance(manifest, RootRecordV3):
+                slots.append(_slot_v3(frame, frame.pos + skip + offset, index, address))
+            elif index >= manifest.chunk_count:
                 break  # feed/open_data will report the malformed manifest
-            slots.append(DataSlot(address, index, _data_size(manifest, index)))
+            else:
+                slots.append(DataSlot(address, index, _data_size(manifest, index)))
         return slots
 
     def open_data(self, slot: DataSlot, stored: bytes | bytearray | memoryview) -> bytearray:
@@ -235,6 +257,8 @@ class FileDecoder(_TreeCursor):
             raise IntegrityError(
                 f"chunk {address.hex()} holds {len(stored) - TAG_SIZE} bytes, expected {slot.size}", address=address
             )
+        if slot.key is not None:
+            return open_keyed(slot.key, stored, address)
         return self._sealer.open(stored, KIND_DATA, 0, slot.index, address)
 
     def accept_data(self, slot: DataSlot, plain: bytearray) -> bytearray:
@@ -251,8 +275,11 @@ class FileDecoder(_TreeCursor):
             self._failed = True
             raise
 
-    def _feed_data(self, manifest: RootRecord, address: bytes, stored: bytes | bytearray | memoryview) -> bytearray:
+    def _feed_data(self, manifest: RootRecord | RootRecordV3, frame: _Frame, address: bytes,
+                   stored: bytes | bytearray | memoryview) -> bytearray:
         index = self._data_index
+        if isinstance(manifest, RootRecordV3):
+            return self._advance_data(None, self.open_data(_slot_v3(frame, frame.pos - 1, index, address), stored))
         if index >= manifest.chunk_count:
             raise IntegrityError(f"manifest lists more data chunks than its size allows (at {address.hex()})", address=address)
         plain = self.open_data(DataSlot(address, index, _data_size(manifest, index)), stored)
@@ -266,12 +293,51 @@ class FileDecoder(_TreeCursor):
             frame.pos += 1
         self._data_index += 1
         self._emitted += len(plain)
+        if isinstance(manifest, RootRecordV3):
+            # Entry lengths were checked to add up to the size (§6.6), so this holds by construction.
+            if self.next_address() is None and self._emitted != manifest.size:
+                raise IntegrityError(f"manifest {self.root.hex()} data does not add up to its size", address=self.root)
+            return plain
         if self.next_address() is None and self._data_index != manifest.chunk_count:
             raise IntegrityError(
                 f"manifest {self.root.hex()} lists {self._data_index} data chunks, its size needs {manifest.chunk_count}",
                 address=self.root,
             )
         return plain
+
+    # -- format 3 (§6.6): keys and lengths come from the parent's entries
+
+    def _feed_root_v3(self, header: ManifestHeader, address: bytes, stored: bytes | bytearray | memoryview) -> bytearray:
+        if len(stored) > MANIFEST_V3_SIZE:
+            raise IntegrityError(f"root manifest {address.hex()} is larger than {MANIFEST_V3_SIZE} bytes", address=address)
+        view = memoryview(stored)
+        root_key = PositionalKeys(self._key).key(KIND_ROOT, 0, 0)
+        plain = open_keyed(root_key, view[header.prefix_size:], address, aad=view[:header.prefix_size])
+        manifest = RootRecordV3.parse(plain, header, address=address)
+        check_entries(manifest.entries, total=manifest.size, data=manifest.depth == 0,
+                      max_size=manifest.cdc.max_size, address=address)
+        if manifest.depth > 0 and not manifest.children:
+            raise IntegrityError(f"root manifest {address.hex()} has depth {manifest.depth} but no children",
+                                 address=address)
+        self.manifest = manifest
+        self._node_counts = [0] * manifest.depth
+        self._stack.append(_Frame(manifest.depth, manifest.children, manifest.entries))
+        return bytearray()
+
+    def _feed_index_v3(self, manifest: RootRecordV3, frame: _Frame, address: bytes,
+                       stored: bytes | bytearray | memoryview) -> bytearray:
+        level = frame.child_level
+        header = parse_header(stored, kind=KIND_INDEX, level=level, version=FORMAT_V3, address=address)
+        if len(stored) > MANIFEST_V3_SIZE:
+            raise IntegrityError(f"index node {address.hex()} is larger than {MANIFEST_V3_SIZE} bytes", address=address)
+        view = memoryview(stored)
+        pos = frame.pos - 1
+        entries = bytes(open_keyed(entry_key(frame.entries, pos), view[header.prefix_size:], address,
+                                   aad=view[:header.prefix_size]))
+        check_entries(entries, total=entry_length(frame.entries, pos), data=level == 1,
+                      max_size=manifest.cdc.max_size, address=address)
+        self._stack.append(_Frame(level - 1, header.children, entries))
+        return bytearray()
 
     def _check_root(self, manifest: RootRecord, address: bytes, stored_size: int) -> None:
         if stored_size > manifest.chunk_size:  # §6.2: a manifest chunk fits in one chunk

@@ -21,6 +21,10 @@ from ._crypto import ADDRESS_SIZE, KIND_INDEX, KIND_ROOT, TAG_SIZE
 from ._errors import IntegrityError, LocalChunkError
 
 FORMAT_VERSION = 2
+# Format 3 (§6.6 Format 3): content-defined data chunks; every manifest chunk's
+# private part carries one entry (plaintext length, key) per child.
+FORMAT_V3 = 3
+ENTRY_SIZE = 40
 MIN_CHUNK_SIZE = 64 * 1024
 MAX_CHUNK_SIZE = 4 * 1024 * 1024
 DEFAULT_CHUNK_SIZE = 1024 * 1024
@@ -62,11 +66,15 @@ def max_fanout(chunk_size: int) -> int:
 # The most addresses any conforming manifest chunk holds, whatever its chunk size:
 # what a verify-cap walker, which does not know the chunk size, accepts (§6.5).
 MAX_FANOUT = max_fanout(MAX_CHUNK_SIZE)
+# Format 3: manifest chunks are at most MANIFEST_V3_SIZE bytes, and each child
+# costs its address (cleartext) and its entry (sealed).
+MANIFEST_V3_SIZE = 1024 * 1024
+MAX_FANOUT_V3 = (MANIFEST_V3_SIZE - MANIFEST_RESERVED) // (ADDRESS_SIZE + ENTRY_SIZE)
 
 
-def manifest_prefix(kind: int, level: int, children: bytes) -> bytes:
+def manifest_prefix(kind: int, level: int, children: bytes, version: int = FORMAT_VERSION) -> bytes:
     """The cleartext part of a manifest chunk: header || child addresses (§6.1)."""
-    return HEADER.pack(FORMAT_VERSION, kind, level, 0, len(children) // ADDRESS_SIZE) + children
+    return HEADER.pack(version, kind, level, 0, len(children) // ADDRESS_SIZE) + children
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +89,7 @@ class ManifestHeader:
     level: int
     children: bytes
     prefix_size: int
+    version: int = FORMAT_VERSION
 
     @property
     def count(self) -> int:
@@ -88,20 +97,22 @@ class ManifestHeader:
 
 
 def parse_header(stored: bytes | bytearray | memoryview, *, kind: int, address: bytes,
-                 level: int | None = None) -> ManifestHeader:
-    """Parse and bound-check the cleartext header of a manifest chunk (§6.1, §6.5).
+                 level: int | None = None, version: int | None = None) -> ManifestHeader:
+    """Parse and bound-check the cleartext header of a manifest chunk (§6.1, §6.5, §6.6).
 
     Needs no key: this is what a verify cap can read. ``level`` is the level
-    the tree position requires (None for a root, whose level is its depth).
-    Raises IntegrityError naming ``address`` on any flaw.
+    the tree position requires (None for a root, whose level is its depth);
+    ``version`` is the root's version for an index chunk (None for a root,
+    which may be format 2 or 3). Raises IntegrityError naming ``address`` on
+    any flaw.
     """
     view = memoryview(stored)
     what = "root manifest" if kind == KIND_ROOT else "index node"
     if len(view) < HEADER_SIZE + TAG_SIZE:
         raise IntegrityError(f"{what} {address.hex()} is shorter than a manifest header", address=address)
-    version, got_kind, got_level, reserved, count = HEADER.unpack_from(view, 0)
-    if version != FORMAT_VERSION:
-        raise IntegrityError(f"{what} {address.hex()} has unknown format version {version}", address=address)
+    got_version, got_kind, got_level, reserved, count = HEADER.unpack_from(view, 0)
+    if got_version not in (FORMAT_VERSION, FORMAT_V3) or (version is not None and got_version != version):
+        raise IntegrityError(f"{what} {address.hex()} has unknown format version {got_version}", address=address)
     if got_kind != kind or reserved != 0:
         raise IntegrityError(f"{what} {address.hex()} has kind {got_kind}/reserved {reserved}, expected {kind}/0",
                              address=address)
@@ -112,13 +123,19 @@ def parse_header(stored: bytes | bytearray | memoryview, *, kind: int, address: 
                              address=address)
     prefix = HEADER_SIZE + count * ADDRESS_SIZE
     sealed = len(view) - prefix
+    if got_version == FORMAT_V3:
+        # One (length, key) entry per child precedes the root's map (§6.6).
+        if count > MAX_FANOUT_V3:
+            raise IntegrityError(f"{what} {address.hex()} lists {count} addresses, more than {MAX_FANOUT_V3}",
+                                 address=address)
+        sealed -= count * ENTRY_SIZE
     if kind == KIND_INDEX:
         # An index node's private part is empty: exactly one tag follows.
         if count < 1 or sealed != TAG_SIZE:
             raise IntegrityError(f"index node {address.hex()} has a bad address count or length", address=address)
     elif sealed < TAG_SIZE or sealed > MAX_ROOT_PRIVATE + TAG_SIZE or (got_level > 0 and count < 1):
         raise IntegrityError(f"root manifest {address.hex()} has a bad address count or length", address=address)
-    return ManifestHeader(got_kind, got_level, bytes(view[HEADER_SIZE:prefix]), prefix)
+    return ManifestHeader(got_kind, got_level, bytes(view[HEADER_SIZE:prefix]), prefix, got_version)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -52,6 +52,7 @@ class RawWalker(_TreeCursor):
             raise LocalChunkError(f"a root address is {ADDRESS_SIZE} bytes")
         self.root = bytes(root)
         self.depth: int | None = None
+        self.version: int | None = None  # the root's format; every index chunk must share it
         self._stack: list[_Frame] = []
         self._failed = False
         self.chunks = 0
@@ -93,6 +94,7 @@ class RawWalker(_TreeCursor):
         if self.depth is None:
             header = parse_header(stored, kind=KIND_ROOT, address=address)
             self.depth = header.level
+            self.version = header.version
             self.manifest_chunks += 1
             self._stack.append(_Frame(header.level, header.children))
             return
@@ -101,6 +103,7 @@ class RawWalker(_TreeCursor):
         if frame.child_level == 0:
             self.data_chunks += 1
             return
-        header = parse_header(stored, kind=KIND_INDEX, level=frame.child_level, address=address)
+        header = parse_header(stored, kind=KIND_INDEX, level=frame.child_level, version=self.version,
+                              address=address)
         self.manifest_chunks += 1
         self._stack.append(_Frame(frame.child_level - 1, header.children))

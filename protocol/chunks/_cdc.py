@@ -1,0 +1,132 @@
+"""Content-defined chunking: FastCDC cut points (specs/chunks.md §5.2 Content-defined cutting).
+
+The cut rule is FastCDC (Xia et al., "FastCDC: a Fast and Efficient
+Content-Defined Chunking Approach for Data Deduplication", USENIX ATC 2016)
+in its 2020 form (IEEE TPDS 2020: two bytes per step, normalized chunking):
+a gear rolling hash over the last 64 bytes, a stricter mask before the
+average size and a looser one after it, no cut before ``CDC_MIN`` and a
+forced cut at ``CDC_MAX``. The gear table and masks are fixed in the spec
+(§A Gear table), so every implementation cuts a file at the same places.
+
+The byte loop runs in ``pyfastcdc``'s compiled (Cython) module, which
+releases the GIL and cuts at ~1.8 GiB/s; its output is pinned to the spec by
+an independent implementation (scripts/vectors_chunks.py) and a test.
+
+:class:`Chunker` is streaming: ``feed`` takes buffers of any size and
+returns the chunks they completed; it keeps less than ``CDC_MAX`` bytes
+between calls, because a cut decision never looks further than ``CDC_MAX``
+bytes past the previous cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyfastcdc import FastCDC
+
+from ._errors import LocalChunkError
+
+KiB = 1024
+MiB = 1024 * KiB
+# Sizes of format-3 data chunks (§3 Definitions): no chunk is shorter than
+# CDC_MIN except the last, none longer than CDC_MAX.
+CDC_MIN = 256 * KiB
+CDC_AVG = 1 * MiB
+CDC_MAX = 4 * MiB
+# Normalized chunking level (FastCDC §3.5): masks of log2(avg) +/- 2 bits.
+CDC_NORMALIZATION = 2
+
+
+@dataclass(frozen=True, slots=True)
+class CdcParams:
+    """The parameters of a FastCDC cut; a format-3 root records them (§6.2)."""
+
+    min_size: int = CDC_MIN
+    avg_size: int = CDC_AVG
+    max_size: int = CDC_MAX
+    normalization: int = CDC_NORMALIZATION
+
+    def __post_init__(self) -> None:
+        avg = self.avg_size
+        if avg & (avg - 1) or not 256 <= avg <= CDC_MAX:
+            raise LocalChunkError(f"the CDC average size is a power of two from 256 to {CDC_MAX}, got {avg}")
+        if not 64 <= self.min_size <= avg <= self.max_size <= CDC_MAX:
+            raise LocalChunkError(
+                f"CDC sizes need 64 <= min <= avg <= max <= {CDC_MAX}, got "
+                f"{self.min_size}/{avg}/{self.max_size}"
+            )
+        if self.min_size > 1 * MiB:
+            raise LocalChunkError("the CDC minimum size is at most 1 MiB")
+        if self.normalization not in (0, 1, 2, 3):
+            raise LocalChunkError(f"the CDC normalization level is 0 to 3, got {self.normalization}")
+
+
+DEFAULT_CDC = CdcParams()
+
+
+class Chunker:
+    """Cuts a byte stream into content-defined chunks.
+
+    Usage::
+
+        chunker = Chunker()
+        for piece in pieces:
+            for chunk in chunker.feed(piece):
+                use(chunk)
+        for chunk in chunker.finish():
+            use(chunk)
+
+    The chunks (fresh ``bytes``) and their lengths do not depend on how the
+    stream was split into ``feed`` calls.
+    """
+
+    __slots__ = ("params", "_cdc", "_pending", "_finished")
+
+    def __init__(self, params: CdcParams = DEFAULT_CDC) -> None:
+        self.params = params
+        self._cdc = FastCDC(
+            params.avg_size,
+            min_size=params.min_size,
+            max_size=params.max_size,
+            normalized_chunking=params.normalization,  # type: ignore[arg-type]  # checked in CdcParams
+        )
+        self._pending = b""
+        self._finished = False
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """Take the next bytes of the stream; return the chunks they completed, in order."""
+        if self._finished:
+            raise LocalChunkError("the chunker has finished")
+        if not len(data):
+            return []
+        buf = b"".join((self._pending, data))  # one copy
+        # Every cut starting at least CDC_MAX bytes before the end of what we
+        # hold is final: the rule never looks past max_size bytes (§5.2).
+        return self._cut(buf, final=False)
+
+    def finish(self) -> list[bytes]:
+        """End of stream: return the remaining chunks (none for an empty stream)."""
+        if self._finished:
+            raise LocalChunkError("the chunker has finished")
+        self._finished = True
+        buf, self._pending = self._pending, b""
+        return self._cut(buf, final=True) if buf else []
+
+    def _cut(self, buf: bytes, *, final: bool) -> list[bytes]:
+        out: list[bytes] = []
+        limit = len(buf) if final else len(buf) - self.params.max_size
+        start = 0
+        if limit > 0:
+            for chunk in self._cdc.cut_buf(buf):
+                out.append(buf[chunk.offset:chunk.offset + chunk.length])
+                start = chunk.offset + chunk.length
+                if start >= limit:
+                    break
+        self._pending = buf[start:]
+        return out
+
+
+def cut_lengths(data: bytes | bytearray | memoryview, params: CdcParams = DEFAULT_CDC) -> list[int]:
+    """The chunk lengths of a whole buffer (tests and vectors)."""
+    chunker = Chunker(params)
+    return [len(c) for c in chunker.feed(data) + chunker.finish()]
