@@ -42,10 +42,13 @@ def store_file(store: ChunkStore, path: Path, chunk_secret: bytes) -> AddResult:
     """Chunk and encrypt one file of a folder under the folder's chunk secret.
 
     The one place that says how a folder's file is cut (specs/folders.md §10
-    Taking a snapshot): the name is left empty so that equal contents give
-    equal chunks wherever they sit in the tree.
+    Taking a snapshot): content-defined chunks, each keyed by its content
+    under the secret (specs/chunks.md §6.6), so an edit changes only the
+    chunks around it and equal chunks of any file or snapshot of the folder
+    are stored and paid for once.  The name is left empty: the tree's names
+    live in the folder manifest only.
     """
-    return add_file(store, path, convergence_secret=chunk_secret, name="")
+    return add_file(store, path, chunk_secret=chunk_secret, name="")
 
 
 def store_bytes(store: ChunkStore, data: bytes, chunk_secret: bytes, tmp_dir: Path) -> AddResult:
