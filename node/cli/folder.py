@@ -1,4 +1,4 @@
-"""``mu folder``: encrypted folder snapshots with history (README "Folders", specs/folders.md).
+"""``mu folder``: encrypted folder snapshots with history (specs/folders.md).
 
 ``create`` makes a new folder's links; ``snapshot``, ``log``, ``restore``
 and ``diff`` go through the data dir's backend (node/cli/backend.py): with

@@ -1,4 +1,4 @@
-"""The folder index: what a snapshot can skip, in SQLite under the data dir (specs/folders.md §10 Local state).
+"""The folder index: what a snapshot can skip, in SQLite under the data dir (specs/folders.md §10.1 Local state).
 
 Three things, each keyed by the folder's public key where it matters:
 

@@ -1,4 +1,4 @@
-"""What the folder commands report, from either backend (README "Folders").
+"""What the folder commands report, from either backend (specs/folders.md §12 Commands).
 
 Frozen dataclasses with a JSON form, so the running node's control API
 (node/folders/network.py) and the CLI's remote backend agree on one shape.
