@@ -9,7 +9,7 @@ a node, ``node/folders/network.py`` fetches them first.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from node.store import ChunkStore
@@ -63,8 +63,10 @@ class Version:
     snapshot: Snapshot
 
 
-def history(store: ChunkStore, head: Link) -> Iterator[Version]:
-    """The snapshots from ``head`` back to the first, newest first.
+def history(store: ChunkStore, head: Link, ensure: Callable[[Link], None] | None = None) -> Iterator[Version]:
+    """The snapshots from ``head`` back to the first, newest first, at most ``MAX_HISTORY``.
+
+    ``ensure(link)``, if given, is called before each record is read (to fetch its chunks).
 
     Raises:
         FolderFormatError: a record is malformed, or the chain does not count down by one.
@@ -74,6 +76,8 @@ def history(store: ChunkStore, head: Link) -> Iterator[Version]:
     for _ in range(MAX_HISTORY):
         if link is None:
             return
+        if ensure is not None:
+            ensure(link)
         snapshot = load_snapshot(store, link)
         if expected is not None and snapshot.number != expected:
             raise FolderFormatError(f"snapshot {snapshot.number} follows one numbered {expected + 1}")

@@ -18,7 +18,7 @@ from node.folders.history import Version, choose, history, load_manifest, load_s
 from node.folders.index import FolderIndex, Head
 from node.folders.restore import restore_tree, select
 from node.folders.results import DiffReport, LogEntry, RestoreReport, SnapshotReport
-from node.folders.snapshot import FolderError, SnapshotTaken, take_snapshot
+from node.folders.snapshot import SnapshotTaken, take_snapshot
 from node.store import ChunkStore
 from protocol.chunks import Link
 from protocol.folders import Changes, Entry, ReadCap, Snapshot, WriteCap, decode_record_value, diff
@@ -43,18 +43,7 @@ def newest_head(index: FolderIndex, folder: bytes, resolved: Head | None) -> Hea
 
 
 def _versions(store: ChunkStore, cap: ReadCap, head: Head | None, ensure: Ensure) -> list[Version]:
-    if head is None:
-        return []
-    found = []
-    link: Link | None = head_link(cap, head)
-    while link is not None:
-        ensure(link)
-        version = next(history(store, link))  # one record: its predecessor is fetched on the next turn
-        found.append(version)
-        link = version.snapshot.previous
-        if found[0].snapshot.number - version.snapshot.number != len(found) - 1:
-            raise FolderError(f"snapshot {version.snapshot.number} is out of order in the history")
-    return found
+    return list(history(store, head_link(cap, head), ensure)) if head is not None else []
 
 
 def _entries(store: ChunkStore, version: Version, ensure: Ensure) -> tuple[Entry, ...]:
@@ -76,6 +65,21 @@ def snapshot_folder(store: ChunkStore, index: FolderIndex, directory: Path, cap:
         previous = (link, snapshot)
     taken = take_snapshot(store, index, directory, cap, previous=previous, now_ns=now_ns, tmp_dir=tmp_dir, on_file=on_file)
     return taken, diff(old, taken.entries)
+
+
+def unsent_history(store: ChunkStore, index: FolderIndex, previous: Link | None) -> list[Link]:
+    """Links of older snapshots (records, manifests, files) never sent: those taken without a node.
+
+    Sent oldest first, so that a reader following ``previous`` links finds every one.
+    """
+    pending: list[Link] = []
+    link = previous
+    while link is not None and not index.root_sent(link.root):
+        snapshot = load_snapshot(store, link)
+        files = [e.link for e in load_manifest(store, snapshot) if e.link is not None]
+        pending[:0] = files + [snapshot.manifest, link]
+        link = snapshot.previous
+    return pending
 
 
 def snapshot_report(taken: SnapshotTaken, changes: Changes, seq: int, *, chunks_uploaded: int = 0,

@@ -10,7 +10,7 @@ thread; around it this module:
 * fetches every chunk a read needs into the store first (the verify-cap
   walk, specs/chunks.md §6.5), from hosts found in the DHT, paid;
 * uploads a new snapshot: every file not sent before, then the manifest,
-  then the snapshot record, each chunk to its R closest hosts (paid PUTs),
+  then the snapshot record (older snapshots taken without a node first), each chunk to its R closest hosts (paid PUTs),
   skipping chunks the index records as sent (so nothing is paid twice,
   across snapshots and across a rerun after a kill);
 * publishes the record (next sequence number, signed with the write cap)
@@ -44,6 +44,7 @@ from node.folders.local import (
     newest_head,
     snapshot_folder,
     snapshot_report,
+    unsent_history,
 )
 from node.folders.results import to_json
 from node.folders.snapshot import TMP_DIR, FolderError
@@ -181,8 +182,9 @@ class FolderService:
             self.store, index, directory, cap, head, now_ns=self.wall_clock(),
             tmp_dir=self.data_dir / TMP_DIR, ensure=ensure))
         await emit({"event": "scanned", "files": taken.snapshot.files, "files_read": taken.files_read})
+        older = await trio.to_thread.run_sync(unsent_history, self.store, index, taken.snapshot.previous)
         files = [e.link for e in taken.entries if e.link is not None]
-        uploaded, skipped, under = await self._upload(index, files + [taken.snapshot.manifest, taken.link],
+        uploaded, skipped, under = await self._upload(index, older + files + [taken.snapshot.manifest, taken.link],
                                                       replicas, emit)
         seq = head.seq + 1 if head is not None else 1
         value = encode_record_value(cap.read_key, taken.link)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from node.folders.index import FolderIndex, Head
-from node.folders.local import folder_diff, folder_log, folder_restore, snapshot_folder
+from node.folders.local import folder_diff, folder_log, folder_restore, snapshot_folder, unsent_history
 from node.folders.snapshot import FolderError
 from node.store import ChunkStore
 from protocol.folders import WriteCap, encode_record_value
@@ -117,3 +117,19 @@ def test_leftover_temp_files_are_removed_and_never_final(tmp_path: Path, folder:
     (dest / ".f.mu-partial-0123abcd").write_bytes(b"half")
     folder_restore(folder.store, CAP.read_cap, folder.head, dest)
     assert sorted(p.name for p in dest.iterdir()) == ["f"]
+
+
+def test_snapshots_taken_without_a_node_are_sent_with_the_next_one(tmp_path: Path, folder: Folder) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"one")
+    first, _ = folder.snapshot(src)
+    (src / "b").write_bytes(b"two")
+    second, _ = folder.snapshot(src)
+    # Nothing sent yet: both records, both manifests and every file link, oldest first.
+    pending = unsent_history(folder.store, folder.index, second.link)
+    assert pending[-1] == second.link and pending.index(first.link) < pending.index(second.snapshot.manifest)
+    assert len(pending) == 2 + 2 + 1 + 2  # a; manifest 1, record 1; a, b; manifest 2, record 2
+    folder.index.record_root_sent(first.link.root)
+    assert unsent_history(folder.store, folder.index, second.link) == pending[3:]
+    assert unsent_history(folder.store, folder.index, None) == []
