@@ -62,8 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     which = r.add_mutually_exclusive_group()
     which.add_argument("--snapshot", type=positive_int, default=None, metavar="N", help="snapshot number N")
     which.add_argument("--at", type=unix_time_ns, default=None, metavar="TIME",
-                       help="the newest snapshot taken at or before TIME (ISO 8601, UTC unless it says, or Unix seconds)")
-    r.add_argument("--path", default=None, metavar="SUB", help="restore only this path of the folder (and what is under it)")
+                       help="the newest snapshot taken at or before TIME "
+                            "(ISO 8601, UTC unless it says, or Unix seconds)")
+    r.add_argument("--path", default=None, metavar="SUB",
+                   help="restore only this path of the folder (and what is under it)")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.set_defaults(func=run_restore)
 

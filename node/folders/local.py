@@ -63,7 +63,8 @@ def snapshot_folder(store: ChunkStore, index: FolderIndex, directory: Path, cap:
         snapshot = load_snapshot(store, link)
         old = _entries(store, Version(link, snapshot), ensure)
         previous = (link, snapshot)
-    taken = take_snapshot(store, index, directory, cap, previous=previous, now_ns=now_ns, tmp_dir=tmp_dir, on_file=on_file)
+    taken = take_snapshot(store, index, directory, cap, previous=previous, now_ns=now_ns, tmp_dir=tmp_dir,
+                          on_file=on_file)
     return taken, diff(old, taken.entries)
 
 
@@ -139,4 +140,5 @@ def folder_diff(store: ChunkStore, cap: ReadCap, head: Head | None, a: int | Non
     old_entries = _entries(store, choose(versions, number=old_number), ensure) if old_number >= 1 else ()
     changes = diff(old_entries, _entries(store, new, ensure))
     return DiffReport(a=old_number, b=new.snapshot.number, added=tuple(map(os.fsdecode, changes.added)),
-                      removed=tuple(map(os.fsdecode, changes.removed)), changed=tuple(map(os.fsdecode, changes.changed)))
+                      removed=tuple(map(os.fsdecode, changes.removed)),
+                      changed=tuple(map(os.fsdecode, changes.changed)))

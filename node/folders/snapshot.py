@@ -169,5 +169,5 @@ def take_snapshot(store: ChunkStore, index: FolderIndex, directory: Path, cap: W
     record = store_bytes(store, snapshot.encode(), secret, tmp_dir)
     new_chunks += manifest.new_chunks + record.new_chunks
     index.record_files(folder, recorded, keep={e.path for e in ordered if e.kind is EntryKind.FILE})
-    return SnapshotTaken(link=record.link, snapshot=snapshot, entries=ordered, files_read=files_read, bytes_read=bytes_read,
-                         new_chunks=new_chunks, skipped=skipped)
+    return SnapshotTaken(link=record.link, snapshot=snapshot, entries=ordered, files_read=files_read,
+                         bytes_read=bytes_read, new_chunks=new_chunks, skipped=skipped)

@@ -65,7 +65,8 @@ class Entry:
         if not MIN_MTIME_NS <= self.mtime_ns <= MAX_MTIME_NS:
             raise FolderFormatError(f"{self.path!r}: mtime out of range")
         if self.kind is EntryKind.FILE:
-            ok = self.link is not None and self.link.key is not None and self.target is None and 0 <= self.size <= MAX_SIZE
+            ok = (self.link is not None and self.link.key is not None and self.target is None
+                  and 0 <= self.size <= MAX_SIZE)
         elif self.kind is EntryKind.SYMLINK:
             ok = (self.link is None and self.target is not None and 0 < len(self.target) <= MAX_TARGET_BYTES
                   and b"\0" not in self.target and self.size == len(self.target))
