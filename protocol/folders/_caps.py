@@ -89,10 +89,6 @@ class VerifyCap:
     def to_string(self) -> str:
         return _encode(VERIFY_PREFIX, self.public_key)
 
-    @property
-    def verify_cap(self) -> VerifyCap:
-        return self
-
 
 @dataclass(frozen=True, slots=True)
 class ReadCap:

@@ -26,13 +26,6 @@ class Changes:
     removed: tuple[bytes, ...]
     changed: tuple[bytes, ...]
 
-    @property
-    def empty(self) -> bool:
-        return not (self.added or self.removed or self.changed)
-
-    def summary(self) -> str:
-        return f"+{len(self.added)} -{len(self.removed)} ~{len(self.changed)}"
-
 
 def diff(a: Iterable[Entry], b: Iterable[Entry]) -> Changes:
     """The changes that turn the tree ``a`` into the tree ``b``, each list in path order."""

@@ -75,10 +75,6 @@ class Entry:
         if not ok:
             raise FolderFormatError(f"{self.path!r}: fields do not fit a {self.kind.name.lower()} entry")
 
-    def same_content(self, other: Entry) -> bool:
-        """Equal kind, bytes and metadata: nothing to restore or report."""
-        return self == other
-
 
 def _check_path(path: bytes) -> None:
     if not isinstance(path, bytes) or not 0 < len(path) <= MAX_PATH_BYTES:
