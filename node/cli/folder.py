@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.set_defaults(func=run_create)
 
     s = commands.add_parser("snapshot", help="snapshot a directory (through a running node: upload and publish)")
-    s.add_argument("directory", type=Path)
+    s.add_argument("directory", type=Path, help="the directory to snapshot")
     s.add_argument("--link", default=None,
                    help="the folder's write link (default: the one remembered for DIR; - reads it from stdin)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
@@ -60,12 +60,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument("link", help="read or write link (- reads it from stdin)")
     r.add_argument("directory", type=Path, help="where to write the tree (created if missing)")
     which = r.add_mutually_exclusive_group()
-    which.add_argument("--snapshot", type=positive_int, default=None, metavar="N", help="snapshot number N")
+    which.add_argument("--snapshot", type=positive_int, default=None, metavar="N",
+                       help="snapshot number N (default: the newest)")
     which.add_argument("--at", type=unix_time_ns, default=None, metavar="TIME",
                        help="the newest snapshot taken at or before TIME "
-                            "(ISO 8601, UTC unless it says, or Unix seconds)")
+                            "(ISO 8601, UTC unless it says, or Unix seconds; default: the newest snapshot)")
     r.add_argument("--path", default=None, metavar="SUB",
-                   help="restore only this path of the folder (and what is under it)")
+                   help="restore only this path of the folder and what is under it (default: the whole folder)")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.set_defaults(func=run_restore)
 
