@@ -21,6 +21,10 @@ this list (and from ``protocol``), never from one after it
   push chunks to their hosts (``uploader``), pull them from many
   (``fetcher``, free or paid sources), find and dial hosts (``locate``),
   and the running node's add / get / pin routes (``network``).
+- ``folders``: encrypted folder snapshots: the scan index (``index``),
+  snapshot, history, restore on the store (``local``), and the running
+  node's folder routes (``network``: fetch, paid upload, the folder's
+  signed record in the DHT).
 - ``runtime.settings``: every setting's default, ``config.toml``, flags.
 - ``runtime.daemon``: ``mu node``, every service above in one nursery.
 - ``cli``: the ``mu`` program.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from datetime import datetime, timezone
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -72,6 +73,21 @@ def power_of_two_in(low: int, high: int) -> Callable[[str], int]:
 
     parse.__name__ = "integer"
     return parse
+
+
+def unix_time_ns(text: str) -> int:
+    """An argparse type: ISO 8601 (naive means UTC) or Unix seconds, as ns since the epoch (``mu folder restore --at``)."""
+    try:
+        return int(float(text) * 10**9)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither ISO 8601 nor Unix seconds") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return int(when.timestamp()) * 10**9 + when.microsecond * 1000
 
 
 non_negative_int = int_in(0)

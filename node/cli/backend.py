@@ -26,8 +26,10 @@ from node.cli.results import (
     PeersReport,
     PinResult,
 )
+from node.folders.results import DiffReport, LogEntry, RestoreReport, SnapshotReport
 from node.runtime.config import resolve_data_dir
 from protocol.chunks import Link
+from protocol.folders import ReadCap, WriteCap
 
 
 class Backend(Protocol):
@@ -60,6 +62,23 @@ class Backend(Protocol):
 
     def earnings(self) -> Earnings:
         """Sats earned, pending, settled and spent, from the ledger."""
+        ...
+
+    def folder_snapshot(self, directory: Path, cap: WriteCap) -> SnapshotReport:
+        """Snapshot ``directory`` as ``cap``'s folder (through a node: upload it and publish its record)."""
+        ...
+
+    def folder_log(self, cap: ReadCap) -> tuple[LogEntry, ...]:
+        """The folder's snapshots, newest first."""
+        ...
+
+    def folder_restore(self, cap: ReadCap, dest: Path, *, number: int | None, at_ns: int | None,
+                       sub: str | None) -> RestoreReport:
+        """Write a snapshot's tree (or its ``sub`` path) under ``dest``."""
+        ...
+
+    def folder_diff(self, cap: ReadCap, a: int | None, b: int | None) -> DiffReport:
+        """Paths changed from snapshot ``a`` to ``b``."""
         ...
 
 

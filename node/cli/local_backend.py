@@ -8,7 +8,11 @@ earnings`` opens the ledger (SQLite WAL lets it read beside a writer).
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from node.cli.exit_codes import EXIT_INTEGRITY, EXIT_NOT_FOUND, EXIT_FAILURE
 from node.cli.results import (
@@ -31,11 +35,17 @@ from node.cli.results import (
 from node.dht import TABLE_FILE, load_table
 from node.files.local import add_file, get_file, load_convergence_secret
 from node.files.network import peers_report
+from node.folders.index import FolderIndex, Head
+from node.folders.local import folder_diff, folder_log, folder_restore, snapshot_folder, snapshot_report
+from node.folders.results import DiffReport, LogEntry, RestoreReport, SnapshotReport
+from node.folders.snapshot import TMP_DIR, FolderError
 from node.ledger import LEDGER_FILE, Ledger
 from node.runtime.config import ConfigError, load_identity
 from node.store import STORE_DIR, ChunkCorrupt, ChunkNotFound, ChunkStore, StoreError
 from protocol.chunks import FileDecoder, IntegrityError, Link, LocalChunkError, RawWalker
+from protocol.folders import FolderFormatError, ReadCap, WriteCap, encode_record_value
 
+T = TypeVar("T")
 NO_LEDGER = "no ledger in this data dir (has `mu node` run here?)"
 
 
@@ -146,6 +156,46 @@ class LocalBackend:
             raise BackendError(NO_LEDGER, EXIT_NOT_FOUND)
         with ledger:
             return earnings_from_json(ledger.earnings())
+
+    def folder_snapshot(self, directory: Path, cap: WriteCap) -> SnapshotReport:
+        """Snapshot into the local store; the folder's head is recorded in the index, not published."""
+        def run(store: ChunkStore, index: FolderIndex) -> SnapshotReport:
+            head = index.head(cap.public_key)
+            taken, changes = snapshot_folder(store, index, directory, cap, head, now_ns=time.time_ns(),
+                                             tmp_dir=self.data_dir / TMP_DIR)
+            seq = head.seq + 1 if head is not None else 1
+            index.record_head(cap.public_key, Head(seq, encode_record_value(cap.read_key, taken.link)))
+            return snapshot_report(taken, changes, seq)
+
+        return self._folders(run)
+
+    def folder_log(self, cap: ReadCap) -> tuple[LogEntry, ...]:
+        return self._folders(lambda store, index: tuple(folder_log(store, cap, index.head(cap.public_key))))
+
+    def folder_restore(self, cap: ReadCap, dest: Path, *, number: int | None, at_ns: int | None,
+                       sub: str | None) -> RestoreReport:
+        return self._folders(lambda store, index: folder_restore(
+            store, cap, index.head(cap.public_key), dest, number=number, at_ns=at_ns,
+            sub=os.fsencode(sub) if sub is not None else None))
+
+    def folder_diff(self, cap: ReadCap, a: int | None, b: int | None) -> DiffReport:
+        return self._folders(lambda store, index: folder_diff(store, cap, index.head(cap.public_key), a, b))
+
+    def _folders(self, work: Callable[[ChunkStore, FolderIndex], T]) -> T:
+        """Run ``work`` on the store and the folder index; its failures as ``BackendError``."""
+        try:
+            with self._store() as store, FolderIndex.open(self.data_dir) as index:
+                return work(store, index)
+        except LookupError as exc:
+            raise BackendError(str(exc), EXIT_NOT_FOUND) from None
+        except ChunkNotFound as exc:
+            raise BackendError(f"{exc} (not in the local store; run a node to fetch it)", EXIT_NOT_FOUND) from None
+        except (IntegrityError, ChunkCorrupt, FolderFormatError) as exc:
+            raise BackendError(f"integrity failure: {exc}", EXIT_INTEGRITY) from None
+        except FolderError as exc:
+            raise BackendError(str(exc)) from None
+        except (StoreError, OSError) as exc:
+            raise BackendError(f"folder operation failed: {exc}") from None
 
 
 def _size_hint(store: ChunkStore, link: Link) -> int | None:

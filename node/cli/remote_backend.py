@@ -35,7 +35,9 @@ from node.cli.results import (
     earnings_from_json,
     peers_from_json,
 )
+from node.folders.results import DiffReport, LogEntry, RestoreReport, SnapshotReport, from_json
 from protocol.chunks import Link
+from protocol.folders import ReadCap, WriteCap
 
 Json = dict[str, Any]
 T = TypeVar("T")
@@ -138,3 +140,20 @@ class RemoteBackend:
 
     def earnings(self) -> Earnings:
         return earnings_from_json(self._call("earnings"))
+
+    def folder_snapshot(self, directory: Path, cap: WriteCap) -> SnapshotReport:
+        body: Json = {"link": cap.to_string(), "path": str(directory.resolve())}
+        return from_json(SnapshotReport, self._stream("folder-snapshot", body, None))
+
+    def folder_log(self, cap: ReadCap) -> tuple[LogEntry, ...]:
+        reply = self._stream("folder-log", {"link": cap.to_string()}, None)
+        return tuple(from_json(LogEntry, line) for line in reply["snapshots"])
+
+    def folder_restore(self, cap: ReadCap, dest: Path, *, number: int | None, at_ns: int | None,
+                       sub: str | None) -> RestoreReport:
+        body: Json = {"link": cap.to_string(), "output": str(dest.resolve()), "number": number, "at_ns": at_ns,
+                      "sub": sub}
+        return from_json(RestoreReport, self._stream("folder-restore", body, None))
+
+    def folder_diff(self, cap: ReadCap, a: int | None, b: int | None) -> DiffReport:
+        return from_json(DiffReport, self._stream("folder-diff", {"link": cap.to_string(), "a": a, "b": b}, None))

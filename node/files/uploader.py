@@ -87,7 +87,8 @@ async def free_put(session: Session, address: bytes, data: bytes) -> object:
 
 async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, replicas: int = DEFAULT_REPLICAS,
                          put: Put = free_put,
-                         on_chunk: Callable[[ChunkPlaced], Awaitable[None]] | None = None) -> ReplicationReport:
+                         on_chunk: Callable[[ChunkPlaced], Awaitable[None]] | None = None,
+                         skip: Callable[[bytes], bool] | None = None) -> ReplicationReport:
     """Push every chunk of ``link``'s file to its R closest nodes, then announce the root.
 
     The chunks must be in ``store``.  The manifest tree is walked through
@@ -95,6 +96,8 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
     with the bare root), so no key is needed and nothing is decrypted; each local
     chunk is checked against its address on the way.
     ``put`` sends one chunk: :func:`free_put`, or a paying one (node/exchange/paying.py).
+    A chunk for which ``skip`` returns True is walked but not sent (it is on
+    the network already: folder snapshots, specs/folders.md §10) and not counted.
 
     Raises:
         node.store.ChunkNotFound: a chunk of the file is not in the store.
@@ -124,6 +127,8 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
             # The walker hashes the bytes against the address: the store need not.
             data = await trio.to_thread.run_sync(partial(store.get, address, verify=False))
             walker.feed(data)
+            if skip is not None and skip(address):
+                continue
             counts["chunks"] += 1
             await slots.acquire()
             nursery.start_soon(place, address, data)

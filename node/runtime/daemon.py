@@ -34,6 +34,7 @@ from node.api.names import register_name_routes
 from node.dht import ContactInfo, DhtNode, open_dht
 from node.files.locate import PeerDialer
 from node.files.network import NetworkService, register_report_routes
+from node.folders.network import FolderService
 from node.exchange.paying import PaidPeers
 from node.store.retention import GarbageCollector
 from node.exchange import ChainView, PaidChunkServer, PayeeBook, Payer
@@ -167,6 +168,8 @@ async def _open_locked_node(config: NodeConfig, wall_clock: Callable[[], float])
                     network = NetworkService(data_dir, store, PeerDialer(dht, transport),
                                              PaidPeers(payer, wallet, rpc))
                     network.register(control)
+                    folders = FolderService(data_dir, store, network.dialer, network.paid)  # specs/folders.md
+                    folders.register(control)
                     # `mu peers` and `mu earnings` read the live table and the open ledger.
                     register_report_routes(control, dht, ledger)
                     register_name_routes(control, dht)  # `mu name publish / resolve` (specs/dht.md §7.3)

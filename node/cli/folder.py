@@ -1,0 +1,203 @@
+"""``mu folder``: encrypted folder snapshots with history (specs/folders.md).
+
+``create`` makes a new folder's links; ``snapshot``, ``log``, ``restore``
+and ``diff`` go through the data dir's backend (node/cli/backend.py): with
+a node running, through the network (the snapshot is uploaded, paid, and
+published in the folder's signed DHT record; a restore fetches what the
+store lacks), without one, the local store.
+
+A link given as ``-`` is read from stdin, so it need not sit in the shell
+history or the process list.  Links are printed only by ``create``.
+
+Exit codes: 0 ok, 1 operational error, 2 not found (no such snapshot, a
+chunk nowhere to be found), 3 integrity failure, 4 usage error (a bad
+link, a bad time), 5 some chunk of the snapshot reached fewer hosts than
+asked (the record is published all the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from node.cli.arguments import positive_int, unix_time_ns
+from node.cli.backend import open_backend
+from node.cli.exit_codes import EXIT_NOT_FOUND, EXIT_OK, EXIT_UNDER_REPLICATED, EXIT_USAGE, fail
+from node.cli.results import BackendError, to_json
+from node.folders.index import FolderIndex
+from node.runtime.config import resolve_data_dir
+from protocol.folders import CapError, ReadCap, WriteCap, parse_read_cap, parse_write_cap
+from protocol.identity import SEED_SIZE
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("folder", help="encrypted folder snapshots with history: create, snapshot, log, restore, diff")
+    commands = p.add_subparsers(dest="folder_command", metavar="COMMAND", required=True)
+
+    c = commands.add_parser("create", help="make a new folder; print its write, read and verify links")
+    c.add_argument("directory", nargs="?", type=Path, default=None,
+                   help="remember the write link for this directory (then `snapshot DIR` needs no --link)")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.set_defaults(func=run_create)
+
+    s = commands.add_parser("snapshot", help="snapshot a directory (through a running node: upload and publish)")
+    s.add_argument("directory", type=Path, help="the directory to snapshot")
+    s.add_argument("--link", default=None,
+                   help="the folder's write link (default: the one remembered for DIR; - reads it from stdin)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=run_snapshot)
+
+    lg = commands.add_parser("log", help="list a folder's snapshots, newest first")
+    lg.add_argument("link", help="read or write link (- reads it from stdin)")
+    lg.add_argument("--json", action="store_true", help="machine-readable output")
+    lg.set_defaults(func=run_log)
+
+    r = commands.add_parser("restore", help="write a snapshot's tree into a directory, each file atomically")
+    r.add_argument("link", help="read or write link (- reads it from stdin)")
+    r.add_argument("directory", type=Path, help="where to write the tree (created if missing)")
+    which = r.add_mutually_exclusive_group()
+    which.add_argument("--snapshot", type=positive_int, default=None, metavar="N",
+                       help="snapshot number N (default: the newest)")
+    which.add_argument("--at", type=unix_time_ns, default=None, metavar="TIME",
+                       help="the newest snapshot taken at or before TIME "
+                            "(ISO 8601, UTC unless it says, or Unix seconds; default: the newest snapshot)")
+    r.add_argument("--path", default=None, metavar="SUB",
+                   help="restore only this path of the folder and what is under it (default: the whole folder)")
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.set_defaults(func=run_restore)
+
+    d = commands.add_parser("diff", help="paths added, removed and changed between two snapshots")
+    d.add_argument("link", help="read or write link (- reads it from stdin)")
+    d.add_argument("a", nargs="?", type=int, default=None, help="older snapshot number (default: the one before B)")
+    d.add_argument("b", nargs="?", type=positive_int, default=None, help="newer snapshot number (default: the newest)")
+    d.add_argument("--json", action="store_true", help="machine-readable output")
+    d.set_defaults(func=run_diff)
+
+
+def _when(time_ns: int) -> str:
+    return datetime.fromtimestamp(time_ns / 10**9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _link_text(text: str) -> str:
+    return sys.stdin.readline() if text == "-" else text
+
+
+def _index(data_dir_option: str | None) -> FolderIndex:
+    data_dir = resolve_data_dir(data_dir_option)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return FolderIndex.open(data_dir)
+
+
+def run_create(args: argparse.Namespace) -> int:
+    cap = WriteCap(secrets.token_bytes(SEED_SIZE))
+    if args.directory is not None:
+        if not args.directory.is_dir():
+            return fail(f"not a directory: {args.directory}", EXIT_NOT_FOUND)
+        with _index(args.data_dir) as index:
+            index.remember(os.fsencode(args.directory.resolve()), cap.seed)
+    links = {"write": cap.to_string(), "read": cap.read_cap.to_string(), "verify": cap.verify_cap.to_string()}
+    if args.json:
+        print(to_json(links))
+    else:
+        for kind, text in links.items():
+            print(f"{kind:<6} {text}")
+    return EXIT_OK
+
+
+def run_snapshot(args: argparse.Namespace) -> int:
+    directory: Path = args.directory
+    if not directory.is_dir():
+        return fail(f"not a directory: {directory}", EXIT_NOT_FOUND)
+    key = os.fsencode(directory.resolve())
+    try:
+        if args.link is not None:
+            cap = parse_write_cap(_link_text(args.link))
+        else:
+            with _index(args.data_dir) as index:
+                seed = index.remembered(key)
+            if seed is None:
+                return fail(f"no folder is remembered for {directory}: run `mu folder create {directory}` "
+                            "or pass --link WRITE_LINK", EXIT_USAGE)
+            cap = WriteCap(seed)
+    except CapError as exc:
+        return fail(f"bad folder link: {exc}", EXIT_USAGE)
+    try:
+        report = open_backend(args.data_dir).folder_snapshot(directory, cap)
+    except BackendError as exc:
+        return fail(exc.message, exc.exit_code)
+    if args.link is not None:
+        with _index(args.data_dir) as index:
+            index.remember(key, cap.seed)
+    if args.json:
+        print(to_json(report))
+    else:
+        uploaded = "" if report.published_to is None else (
+            f", {report.chunks_uploaded} chunks uploaded, record on {report.published_to} nodes")
+        print(f"snapshot {report.number}: {report.files} files, {report.dirs} dirs, {report.symlinks} symlinks, "
+              f"{report.size} bytes; read {report.files_read} files (+{report.added} -{report.removed} "
+              f"~{report.changed}){uploaded}")
+    if report.under_replicated:
+        return fail(f"{report.under_replicated} chunks stored on fewer hosts than asked", EXIT_UNDER_REPLICATED)
+    return EXIT_OK
+
+
+def _read_cap(text: str) -> ReadCap:
+    return parse_read_cap(_link_text(text))
+
+
+def run_log(args: argparse.Namespace) -> int:
+    try:
+        cap = _read_cap(args.link)
+        lines = open_backend(args.data_dir).folder_log(cap)
+    except CapError as exc:
+        return fail(f"bad folder link: {exc}", EXIT_USAGE)
+    except BackendError as exc:
+        return fail(exc.message, exc.exit_code)
+    if args.json:
+        print(to_json({"snapshots": list(lines)}))
+        return EXIT_OK
+    if not lines:
+        print("no snapshots yet", file=sys.stderr)
+    for e in lines:
+        print(f"{e.number:>5}  {_when(e.time_ns)}  {e.files:>8} files  {e.size:>14} bytes  "
+              f"+{e.added} -{e.removed} ~{e.changed}")
+    return EXIT_OK
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    try:
+        cap = _read_cap(args.link)
+        report = open_backend(args.data_dir).folder_restore(cap, args.directory, number=args.snapshot, at_ns=args.at,
+                                                            sub=args.path)
+    except CapError as exc:
+        return fail(f"bad folder link: {exc}", EXIT_USAGE)
+    except BackendError as exc:
+        return fail(exc.message, exc.exit_code)
+    if args.json:
+        print(to_json(report))
+    else:
+        print(f"restored snapshot {report.number} ({_when(report.time_ns)}): {report.files} files "
+              f"({report.size} bytes), {report.dirs} dirs, {report.symlinks} symlinks"
+              + (f", {report.already} files already in place" if report.already else ""))
+    return EXIT_OK
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    try:
+        cap = _read_cap(args.link)
+        report = open_backend(args.data_dir).folder_diff(cap, args.a, args.b)
+    except CapError as exc:
+        return fail(f"bad folder link: {exc}", EXIT_USAGE)
+    except BackendError as exc:
+        return fail(exc.message, exc.exit_code)
+    if args.json:
+        print(to_json(report))
+        return EXIT_OK
+    for mark, paths in (("+", report.added), ("-", report.removed), ("~", report.changed)):
+        for path in paths:
+            print(f"{mark} {path.encode('utf-8', 'backslashreplace').decode()}")
+    return EXIT_OK

@@ -1,0 +1,278 @@
+"""The running node's folder routes (specs/folders.md §10-§12, specs/network.md §6 Control API).
+
+``FolderService`` serves ``folder-snapshot``, ``folder-log``,
+``folder-restore`` and ``folder-diff`` on the control API.  The work on
+the store and the file system is node/folders/local.py's, run on a worker
+thread; around it this module:
+
+* resolves the folder's newest signed record in the DHT (the index keeps
+  the newest this node knew, in case the DHT is unreachable);
+* fetches every chunk a read needs into the store first (the verify-cap
+  walk, specs/chunks.md §6.5), from hosts found in the DHT, paid;
+* uploads a new snapshot: every file not sent before, then the manifest,
+  then the snapshot record (older snapshots taken without a node first), each chunk to its R closest hosts (paid PUTs),
+  skipping chunks the index records as sent (so nothing is paid twice,
+  across snapshots and across a rerun after a kill);
+* publishes the record (next sequence number, signed with the write cap)
+  only once the snapshot's chunks are out.
+
+Capabilities come in request bodies and are never logged or echoed.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from node.api.control import ControlError, ControlServer, Emit
+from node.exchange.paying import PaidPeers
+from node.files.fetcher import FetchFailed, PaidSource, fetch_raw
+from node.files.locate import DhtResolver, PeerDialer, free_source
+from node.files.uploader import ChunkPlaced, free_put, replicate_file
+from node.folders.index import FolderIndex, Head
+from node.folders.local import (
+    folder_diff,
+    folder_log,
+    folder_restore,
+    newest_head,
+    snapshot_folder,
+    snapshot_report,
+    unsent_history,
+)
+from node.folders.results import to_json
+from node.folders.snapshot import TMP_DIR, FolderError
+from node.store import ChunkNotFound, ChunkStore
+from node.transport import Session
+from protocol.chunks import IntegrityError, Link, RawWalker
+from protocol.fetch import DEFAULT_REPLICAS, MAX_REPLICAS
+from protocol.folders import (
+    CapError,
+    FolderFormatError,
+    ReadCap,
+    WriteCap,
+    encode_record_value,
+    parse_read_cap,
+    parse_write_cap,
+)
+from protocol.kademlia import sign_mutable
+
+log = logging.getLogger("mu.folders")
+
+Json = dict[str, Any]
+T = TypeVar("T")
+
+
+def _text(body: Json, name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise ControlError(400, "bad-argument", f"{name} must be a string")
+    return value
+
+
+def _optional_int(body: Json, name: str, low: int, high: int) -> int | None:
+    value = body.get(name)
+    if value is not None and (type(value) is not int or not low <= value <= high):
+        raise ControlError(400, "bad-argument", f"{name} must be an integer in {low}..{high}")
+    return value
+
+
+def _abs_path(body: Json, name: str) -> Path:
+    text = _text(body, name)
+    if not Path(text).is_absolute():
+        raise ControlError(400, "bad-argument", f"{name} must be an absolute path")
+    return Path(text)
+
+
+def _read_cap(body: Json) -> ReadCap:
+    try:
+        return parse_read_cap(_text(body, "link"))
+    except CapError as exc:  # the message never repeats the link
+        raise ControlError(400, "bad-link", str(exc)) from None
+
+
+def _write_cap(body: Json) -> WriteCap:
+    cap = body.get("link")
+    try:
+        return parse_write_cap(cap if isinstance(cap, str) else "")
+    except CapError as exc:
+        raise ControlError(400, "bad-link", str(exc)) from None
+
+
+class FolderService:
+    """Folder snapshots through the network, for one node."""
+
+    def __init__(self, data_dir: Path, store: ChunkStore, dialer: PeerDialer, paid: PaidPeers | None = None,
+                 *, wall_clock: Callable[[], int] = time.time_ns) -> None:
+        self.data_dir = Path(data_dir)
+        self.store = store
+        self.dialer = dialer
+        self.paid = paid
+        self.wall_clock = wall_clock
+        # One folder operation at a time, each with the index open for its duration only: the
+        # heads and sent chunks stay in step, and nothing is left open when the node stops.
+        self._lock = trio.Lock()
+
+    def register(self, control: ControlServer) -> None:
+        control.stream_route("folder-snapshot", self.snapshot)
+        control.stream_route("folder-log", self.log)
+        control.stream_route("folder-restore", self.restore)
+        control.stream_route("folder-diff", self.diff)
+
+    async def _head(self, index: FolderIndex, folder: bytes) -> Head | None:
+        record = await self.dialer.dht.resolve_record(folder)
+        resolved = Head(record.seq, record.value) if record is not None else None
+        return await trio.to_thread.run_sync(newest_head, index, folder, resolved)
+
+    async def _ensure(self, link: Link) -> None:
+        """Bring every chunk of ``link``'s file into the store (nothing is fetched that is here)."""
+        if await trio.to_thread.run_sync(self._complete, link.root):
+            return
+        paid = self.paid
+        make_source = free_source if paid is None else functools.partial(PaidSource.open, paid)
+        max_price = paid.payer.max_price_per_mib_get if paid is not None else 0
+        resolver = DhtResolver(self.dialer, link.root, make_source=make_source)
+        await fetch_raw(link.root, self.store, [], max_price_per_mib=max_price, resolver=resolver)
+
+    def _complete(self, root: bytes) -> bool:
+        walker = RawWalker(root)
+        while (address := walker.next_address()) is not None:
+            if not self.store.has(address):
+                return False
+            walker.feed(self.store.get(address, verify=False))
+        return True
+
+    async def _in_thread(self, work: Callable[[Callable[[Link], None]], T]) -> T:
+        """Run ``work(ensure)`` on a worker thread, ``ensure`` fetching on the trio thread; map errors."""
+
+        def ensure(link: Link) -> None:
+            trio.from_thread.run(self._ensure, link)
+
+        try:
+            return await trio.to_thread.run_sync(work, ensure)
+        except (LookupError, FetchFailed) as exc:
+            raise ControlError(404, "not-found", str(exc)) from None
+        except (IntegrityError, FolderFormatError) as exc:
+            raise ControlError(422, "integrity", str(exc)) from None
+        except FolderError as exc:
+            raise ControlError(409, "folder", str(exc)) from None
+        except ChunkNotFound as exc:
+            raise ControlError(404, "not-found", str(exc)) from None
+        except OSError as exc:
+            raise ControlError(500, "io", f"{exc.filename or ''}: {exc.strerror or exc}") from None
+
+    async def snapshot(self, body: Json, emit: Emit) -> Json:
+        """Body: ``link`` (write link), ``path`` (absolute directory), ``replicas`` (1..20)."""
+        cap = _write_cap(body)
+        directory = _abs_path(body, "path")
+        replicas = _optional_int(body, "replicas", 1, MAX_REPLICAS) or DEFAULT_REPLICAS
+        async with self._lock:
+            with FolderIndex.open(self.data_dir) as index:
+                return await self._snapshot(index, cap, directory, replicas, emit)
+
+    async def _snapshot(self, index: FolderIndex, cap: WriteCap, directory: Path, replicas: int, emit: Emit) -> Json:
+        head = await self._head(index, cap.public_key)
+        taken, changes = await self._in_thread(lambda ensure: snapshot_folder(
+            self.store, index, directory, cap, head, now_ns=self.wall_clock(),
+            tmp_dir=self.data_dir / TMP_DIR, ensure=ensure))
+        await emit({"event": "scanned", "files": taken.snapshot.files, "files_read": taken.files_read})
+        older = await trio.to_thread.run_sync(unsent_history, self.store, index, taken.snapshot.previous)
+        files = [e.link for e in taken.entries if e.link is not None]
+        uploaded, skipped, under = await self._upload(index, older + files + [taken.snapshot.manifest, taken.link],
+                                                      replicas, emit)
+        seq = head.seq + 1 if head is not None else 1
+        value = encode_record_value(cap.read_key, taken.link)
+        record = sign_mutable(cap.seed, seq, value)
+        published = await self.dialer.dht.publish_record(record)
+        await trio.to_thread.run_sync(index.record_head, cap.public_key, Head(seq, value))
+        log.info("folder snapshot %d published (seq %d) to %d nodes", taken.snapshot.number, seq, published)
+        return to_json(snapshot_report(taken, changes, seq, chunks_uploaded=uploaded, chunks_already_sent=skipped,
+                                       under_replicated=under, published_to=published))
+
+    async def _upload(self, index: FolderIndex, links: list[Link], replicas: int,
+                      emit: Emit) -> tuple[int, int, int]:
+        """Send what the index does not record as sent; return (chunks sent, chunks skipped, under-replicated).
+
+        A host is first asked (HAVE, free) whether it holds the chunk: after a
+        kill between a paid PUT and the index's record of it, the rerun pays
+        no host twice for one chunk.
+        """
+        paid_put = self.paid.put if self.paid is not None else free_put
+
+        async def put(session: Session, address: bytes, data: bytes) -> object:
+            if (await session.have((address,)))[0]:
+                return False
+            return await paid_put(session, address, data)
+
+        sent = skipped = under = 0
+        seen: set[bytes] = set()
+        for link in links:
+            if link.root in seen or await trio.to_thread.run_sync(index.root_sent, link.root):
+                continue
+            seen.add(link.root)
+            short = 0
+
+            def skip(address: bytes) -> bool:
+                nonlocal skipped
+                done = index.chunk_sent(address)
+                skipped += done
+                return done
+
+            async def on_chunk(placed: ChunkPlaced) -> None:
+                nonlocal sent, short
+                sent += 1
+                await emit({"event": "replicated", "address": placed.address.hex(), "replicas": len(placed.replicas)})
+                if len(placed.replicas) >= replicas:
+                    await trio.to_thread.run_sync(index.record_chunk_sent, placed.address)
+                else:
+                    short += 1
+
+            report = await replicate_file(link, self.store, self.dialer, replicas=replicas, put=put,
+                                          on_chunk=on_chunk, skip=skip)
+            under += report.under_replicated
+            if not short:
+                await trio.to_thread.run_sync(index.record_root_sent, link.root)
+        return sent, skipped, under
+
+    async def log(self, body: Json, emit: Emit) -> Json:
+        """Body: ``link`` (read or write link)."""
+        cap = _read_cap(body)
+        async with self._lock:
+            with FolderIndex.open(self.data_dir) as index:
+                head = await self._head(index, cap.public_key)
+            lines = await self._in_thread(lambda ensure: folder_log(self.store, cap, head, ensure=ensure))
+        return {"snapshots": [to_json(line) for line in lines]}
+
+    async def restore(self, body: Json, emit: Emit) -> Json:
+        """Body: ``link``, ``output`` (absolute directory), ``number`` or ``at_ns``, ``sub`` (a path in the folder)."""
+        cap = _read_cap(body)
+        dest = _abs_path(body, "output")
+        number = _optional_int(body, "number", 1, 2**63 - 1)
+        at_ns = _optional_int(body, "at_ns", -(2**63), 2**63 - 1)
+        sub = body.get("sub")
+        if sub is not None and not isinstance(sub, str):
+            raise ControlError(400, "bad-argument", "sub must be a string")
+        async with self._lock:
+            with FolderIndex.open(self.data_dir) as index:
+                head = await self._head(index, cap.public_key)
+            done = await self._in_thread(lambda ensure: folder_restore(
+                self.store, cap, head, dest, number=number, at_ns=at_ns,
+                sub=os.fsencode(sub) if sub is not None else None, ensure=ensure))
+        return to_json(done)
+
+    async def diff(self, body: Json, emit: Emit) -> Json:
+        """Body: ``link``, ``a`` and ``b`` (snapshot numbers, optional)."""
+        cap = _read_cap(body)
+        a = _optional_int(body, "a", 0, 2**63 - 1)
+        b = _optional_int(body, "b", 1, 2**63 - 1)
+        async with self._lock:
+            with FolderIndex.open(self.data_dir) as index:
+                head = await self._head(index, cap.public_key)
+            return to_json(await self._in_thread(
+                lambda ensure: folder_diff(self.store, cap, head, a, b, ensure=ensure)))

@@ -1,0 +1,91 @@
+"""What the folder commands report, from either backend (specs/folders.md §12 Commands).
+
+Frozen dataclasses with a JSON form, so the running node's control API
+(node/folders/network.py) and the CLI's remote backend agree on one shape.
+Paths are shown with ``os.fsdecode`` (undecodable bytes as surrogate escapes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+Json = dict[str, Any]
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SnapshotReport:
+    """``mu folder snapshot``: the new snapshot, what the scan read, what went to the network."""
+
+    number: int
+    seq: int  # the folder record's sequence number now
+    time_ns: int
+    files: int
+    dirs: int
+    symlinks: int
+    size: int
+    files_read: int
+    bytes_read: int
+    new_chunks: int  # chunks the local store did not hold before
+    skipped: int
+    added: int
+    removed: int
+    changed: int
+    chunks_uploaded: int = 0  # chunks PUT to hosts (paid through a node)
+    chunks_already_sent: int = 0  # chunks not PUT: sent by an earlier snapshot or run
+    under_replicated: int = 0
+    published_to: int | None = None  # DHT nodes that took the record (None: no node, recorded locally)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class LogEntry:
+    """One line of ``mu folder log``."""
+
+    number: int
+    time_ns: int
+    files: int
+    dirs: int
+    symlinks: int
+    size: int
+    added: int
+    removed: int
+    changed: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RestoreReport:
+    """``mu folder restore``: which snapshot, and what was written."""
+
+    number: int
+    time_ns: int
+    files: int
+    dirs: int
+    symlinks: int
+    size: int
+    already: int  # files found restored already
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class DiffReport:
+    """``mu folder diff``: paths added, removed and changed from snapshot ``a`` to ``b``."""
+
+    a: int
+    b: int
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+
+
+def to_json(result: object) -> Json:
+    assert dataclasses.is_dataclass(result) and not isinstance(result, type)
+    return dataclasses.asdict(result)
+
+
+def from_json(cls: type[T], data: Json) -> T:
+    """Build ``cls`` from its JSON form; lists become tuples, unknown keys are refused."""
+    assert dataclasses.is_dataclass(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    if not isinstance(data, dict) or not set(data) <= names:
+        raise ValueError(f"not a {cls.__name__}: {sorted(set(data) - names) if isinstance(data, dict) else data}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
