@@ -21,6 +21,9 @@ this list (and from ``protocol``), never from one after it
   push chunks to their hosts (``uploader``), pull them from many
   (``fetcher``, free or paid sources), find and dial hosts (``locate``),
   and the running node's add / get / pin routes (``network``).
+- ``sync``: a synced folder's disk side: local change detection
+  (filesystem events, debounced, rescans, ``.muignore``) and applying
+  remote changes atomically (I/O around ``protocol.sync``'s merge).
 - ``runtime.settings``: every setting's default, ``config.toml``, flags.
 - ``runtime.daemon``: ``mu node``, every service above in one nursery.
 - ``cli``: the ``mu`` program.

@@ -132,8 +132,8 @@ def resolve(versions: Sequence[FileEntry]) -> tuple[FileEntry, list[FileEntry]]:
     return replace(live[0], vector=vector), live[1:]
 
 
-def conflict_name(path: str, loser: FileEntry, attempt: int = 1) -> str:
-    """``NAME.sync-conflict-YYYYMMDD-HHMMSS-DEVICE.EXT`` for the losing version of ``path``.
+def conflict_name(path: str, mtime_ns: int, device: bytes, attempt: int = 1) -> str:
+    """``NAME.sync-conflict-YYYYMMDD-HHMMSS-DEVICE.EXT`` for a losing version of ``path``.
 
     The time is the loser's mtime in UTC, DEVICE the first characters of
     its maker's id in base32; ``attempt`` > 1 adds ``-N`` after DEVICE when
@@ -142,9 +142,9 @@ def conflict_name(path: str, loser: FileEntry, attempt: int = 1) -> str:
     directory, _, base = path.rpartition("/")
     dot = base.rfind(".")
     stem, ext = (base[:dot], base[dot:]) if dot > 0 else (base, "")
-    when = (_EPOCH + timedelta(microseconds=loser.mtime_ns // 1000)).strftime("%Y%m%d-%H%M%S")
-    device = base64.b32encode(loser.device).decode()[:CONFLICT_DEVICE_CHARS]
-    suffix = f"{CONFLICT_MARKER}{when}-{device}" + (f"-{attempt}" if attempt > 1 else "") + ext
+    when = (_EPOCH + timedelta(microseconds=mtime_ns // 1000)).strftime("%Y%m%d-%H%M%S")
+    short = base64.b32encode(device).decode()[:CONFLICT_DEVICE_CHARS]
+    suffix = f"{CONFLICT_MARKER}{when}-{short}" + (f"-{attempt}" if attempt > 1 else "") + ext
     prefix = f"{directory}/" if directory else ""
     room = MAX_PATH_BYTES - len((prefix + suffix).encode())
     # A stem too long for the suffix is cut on a character boundary, so the
@@ -156,7 +156,7 @@ def conflict_name(path: str, loser: FileEntry, attempt: int = 1) -> str:
 def _copy_path(path: str, loser: FileEntry, result: dict[str, FileEntry]) -> str:
     """The first conflict name for ``loser`` not held by a different live version."""
     for attempt in range(1, MAX_CONFLICT_ATTEMPTS + 1):
-        name = conflict_name(path, loser, attempt)
+        name = conflict_name(path, loser.mtime_ns, loser.device, attempt)
         taken = result.get(name)
         if taken is None or taken.deleted or taken.same_content(loser):
             return name
