@@ -89,8 +89,9 @@ class ConflictCopy:
 class MergePlan:
     """What the local device does to reach ``state``, the merged state it then holds.
 
-    Apply order (specs/sync.md §Applying a plan): moves (every source read
-    before any target is written), writes, metadata, then deletes.
+    Apply order (specs/sync.md §The plan): the moves in their order (no move
+    overwrites the source of a later one), the writes (parents first),
+    metadata, then the deletes (children first).
     """
 
     state: FolderState
@@ -216,10 +217,35 @@ def _plan(local: FolderState, merged: FolderState, conflicts: Iterable[ConflictC
         if source is not None:
             moves.append(Move(source, write.path, write.entry, sources.pop(source), write.replaces))
             writes.remove(write)
+    moves, fetched = _order_moves(moves)
+    writes.extend(fetched)
     moved = {move.source for move in moves}
     # A path whose version moved away is empty when its new version is written.
-    writes = [replace(write, replaces=None) if write.path in moved else write for write in writes]
-    deletes = [Delete(path, old) for path, old in leaving.items()
+    writes = sorted((replace(write, replaces=None) if write.path in moved else write for write in writes),
+                    key=lambda write: write.path)
+    # Deepest first: a directory's children go before the directory.
+    deletes = [Delete(path, old) for path, old in sorted(leaving.items(), reverse=True)
                if path not in moved and (final := merged.get(path)) is not None and final.deleted]
     return MergePlan(state=merged, moves=tuple(moves), writes=tuple(writes), metadata=tuple(metadata),
                      deletes=tuple(deletes), conflicts=tuple(conflicts), kept=tuple(kept))
+
+
+def _order_moves(moves: list[Move]) -> tuple[list[Move], list[Write]]:
+    """The moves in an order where none overwrites the source of a later one.
+
+    A cycle (two files swapping names) has no such order: one of its moves
+    becomes a fetch (a ``Write``, applied after the moves), which breaks it.
+    """
+    remaining = list(moves)
+    ordered: list[Move] = []
+    fetched: list[Write] = []
+    while remaining:
+        sources = {move.source for move in remaining}
+        ready = next((move for move in remaining if move.target not in sources), None)
+        if ready is not None:
+            ordered.append(ready)
+            remaining.remove(ready)
+        else:
+            broken = remaining.pop(0)
+            fetched.append(Write(broken.target, broken.entry, None))
+    return ordered, fetched

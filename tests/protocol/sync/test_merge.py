@@ -150,3 +150,33 @@ def test_local_changes_bump_the_local_counter_once_per_change() -> None:
     gone = change(state, "x", None)
     assert gone.get("x").deleted and change(gone, "x", None) == gone  # type: ignore[union-attr]
     assert change(FolderState.of(A), "never", None) == FolderState.of(A)
+
+
+def test_a_swap_of_two_names_never_overwrites_a_move_s_source() -> None:
+    a = change(change(FolderState.of(A), "x", seen(b"X")), "y", seen(b"Y"))
+    b = merge(FolderState.of(B), a).state
+    a = change(change(a, "x", seen(b"Y")), "y", seen(b"X"))
+    plan = merge(b, a)
+    # Simulate the plan on a dict "disk": moves in order, then writes (fetches).
+    disk = {path: entry.content for path, entry in b.live().items()}
+    for move in plan.moves:
+        assert disk[move.source] == move.replaces.content
+        disk[move.target] = disk.pop(move.source)
+    for write in plan.writes:
+        assert write.replaces is None or disk.get(write.path) == write.replaces.content
+        disk[write.path] = write.entry.content
+    assert disk == {"x": b"Y", "y": b"X"}
+    assert len(plan.moves) == 1 and len(plan.writes) == 1, "one content moves, the cycle's other is fetched"
+
+
+def test_deletes_go_children_first_and_writes_parents_first() -> None:
+    a = FolderState.of(A)
+    for path in ("d", "d/e", "d/e/f"):
+        kind = EntryKind.FILE if path == "d/e/f" else EntryKind.DIRECTORY
+        a = change(a, path, Observation(kind, b"f" if kind is EntryKind.FILE else b"", 0, T0, 0o755))
+    plan = merge(FolderState.of(B), a)
+    assert [w.path for w in plan.writes] == ["d", "d/e", "d/e/f"]
+    b = plan.state
+    for path in ("d", "d/e", "d/e/f"):
+        a = change(a, path, None)
+    assert [d.path for d in merge(b, a).deletes] == ["d/e/f", "d/e", "d"]

@@ -160,3 +160,31 @@ def test_conflict_copies_never_take_a_live_path(devices: int, ops: list[tuple[ob
         assert kept is not None and kept.same_content(copy.entry)
     names = [copy.copy_path for copy in plan.conflicts]
     assert len(names) == len(set(names)), "two losers never share a name"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(2, 3), operations)
+def test_applying_the_plan_gives_the_merged_tree(devices: int, ops: list[tuple[object, ...]]) -> None:
+    """Run the plan on a dict standing for the disk, checking each action's ``replaces`` as the node does."""
+    sim = Simulation(devices)
+    for operation in ops:
+        sim.run(operation)
+    local, *remotes = sim.states
+    plan = merge(local, *remotes)
+    disk = {path: (e.kind, e.content, e.mode, e.mtime_ns) for path, e in local.live().items()}
+    for move in plan.moves:
+        assert disk.get(move.source, (None, None))[1] == move.replaces.content
+        overwritten = disk.get(move.target)
+        assert (overwritten is None) == (move.overwrites is None)
+        disk.pop(move.source)
+        disk[move.target] = (move.entry.kind, move.entry.content, move.entry.mode, move.entry.mtime_ns)
+    for write in plan.writes:
+        held = disk.get(write.path)
+        assert (held is None) == (write.replaces is None)
+        assert held is None or write.replaces is not None and held[1] == write.replaces.content
+        disk[write.path] = (write.entry.kind, write.entry.content, write.entry.mode, write.entry.mtime_ns)
+    for change in plan.metadata:
+        disk[change.path] = (change.entry.kind, change.entry.content, change.entry.mode, change.entry.mtime_ns)
+    for delete in plan.deletes:
+        assert disk.pop(delete.path)[1] == delete.replaces.content
+    assert disk == tree(plan.state)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import msgpack
 import pytest
 from hypothesis import given, settings
@@ -14,6 +17,7 @@ from protocol.sync import (
     SyncError,
     VersionVector,
     check_path,
+    conflict_name,
 )
 
 A, B = bytes([1]) * 32, bytes([2]) * 32
@@ -113,3 +117,19 @@ def test_non_canonical_integers_are_refused() -> None:
 def test_bad_paths(path: str) -> None:
     with pytest.raises(SyncError):
         check_path(path)
+
+
+def test_the_shared_vector() -> None:
+    vector = json.loads((Path(__file__).resolve().parents[2] / "vectors" / "sync.json").read_text())
+    entries = {
+        row["path"]: FileEntry(
+            vector=VersionVector.of({bytes.fromhex(d): c for d, c in row["vector"]}), kind=EntryKind(row["kind"]),
+            content=bytes.fromhex(row["content"]), size=row["size"], mtime_ns=row["mtime_ns"], mode=row["mode"],
+            device=bytes.fromhex(row["device"]))
+        for row in vector["state"]["entries"]
+    }
+    state = FolderState.of(bytes.fromhex(vector["state"]["device"]), entries)
+    assert state.serialize().hex() == vector["state"]["encoded"]
+    assert FolderState.parse(bytes.fromhex(vector["state"]["encoded"])) == state
+    name = vector["conflict_name"]
+    assert conflict_name(name["path"], name["mtime_ns"], bytes.fromhex(name["device"])) == name["name"]
