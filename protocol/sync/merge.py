@@ -220,7 +220,9 @@ def _plan(local: FolderState, merged: FolderState, conflicts: Iterable[ConflictC
     moves, fetched = _order_moves(moves)
     writes.extend(fetched)
     moved = {move.source for move in moves}
-    # A path whose version moved away is empty when its new version is written.
+    # A path whose version moved away (earlier, in this order) is empty when
+    # its new version arrives.
+    moves = [replace(move, overwrites=None) if move.target in moved else move for move in moves]
     writes = sorted((replace(write, replaces=None) if write.path in moved else write for write in writes),
                     key=lambda write: write.path)
     # Deepest first: a directory's children go before the directory.
