@@ -12,6 +12,7 @@ scan index is reported as ``LocalChange``s; the caller turns them into
 
 from __future__ import annotations
 
+import logging
 from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ RESCAN_SECONDS = 60.0
 # Most distinct paths waiting to be looked at; past it the queue gives up on
 # single paths and asks for one full rescan instead (bounded memory).
 MAX_PENDING_PATHS = 10_000
+
+log = logging.getLogger("mu.sync")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,8 @@ class ChangeDetector:
         self.rules = IgnoreRules.load(root)
         self._index: dict[str, ScanRecord] = dict(index or {})
         self.rounds = 0  # looks completed; tests and status read it
+        # Paths on disk that sync cannot carry (specs/sync.md §Paths), for status.
+        self.unsyncable: set[str] = set()
 
     @property
     def index(self) -> Mapping[str, ScanRecord]:
@@ -150,16 +155,21 @@ class ChangeDetector:
             full = False
 
     async def _look(self, paths: set[str] | None) -> dict[str, ScanRecord]:
-        if paths is None:
-            return await trio.to_thread.run_sync(scan_tree, self.root, self.rules)
+        unsyncable: set[str] = set()
 
         def look_each() -> dict[str, ScanRecord]:
+            if paths is None:
+                return scan_tree(self.root, self.rules, unsyncable=unsyncable)
             found: dict[str, ScanRecord] = {}
             for path in sorted(paths):
-                found.update(scan_tree(self.root, self.rules, under=path))
+                found.update(scan_tree(self.root, self.rules, under=path, unsyncable=unsyncable))
             return found
 
-        return await trio.to_thread.run_sync(look_each)
+        found = await trio.to_thread.run_sync(look_each)
+        for path in sorted(unsyncable - self.unsyncable):
+            log.warning("not synced: %r is not a path sync can carry (specs/sync.md §Paths)", path)
+        self.unsyncable = unsyncable if paths is None else self.unsyncable | unsyncable
+        return found
 
     async def _settled_look(self, paths: set[str] | None) -> tuple[dict[str, ScanRecord], set[str]]:
         """Two looks ``SETTLE_SECONDS`` apart: the second look's settled records, and the paths still moving.

@@ -14,7 +14,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol.sync import EntryKind
+from protocol.sync import EntryKind, SyncError, check_path
 
 from .ignore import IgnoreRules
 
@@ -68,19 +68,34 @@ def look(root: Path, path: str) -> ScanRecord | None:
         return None
 
 
-def scan_tree(root: Path, rules: IgnoreRules, under: str = "") -> dict[str, ScanRecord]:
+def _syncable(path: str, unsyncable: set[str] | None) -> bool:
+    """True if ``path`` is a valid sync path (specs/sync.md §Paths); else noted in ``unsyncable``."""
+    try:
+        check_path(path)
+    except SyncError:
+        if unsyncable is not None:
+            unsyncable.add(path)
+        return False
+    return True
+
+
+def scan_tree(root: Path, rules: IgnoreRules, under: str = "", *,
+              unsyncable: set[str] | None = None) -> dict[str, ScanRecord]:
     """Every synced path at or below ``under`` ('' for the whole folder), with its record.
 
-    Ignored directories are not entered.  Blocking: run it in a thread.
-    Raises ScanError if the root is not a directory or the tree holds more
-    than MAX_SCAN_ENTRIES paths.
+    Ignored directories are not entered.  A name sync cannot carry (not
+    UTF-8, a backslash: specs/sync.md §Paths) is left out, with what is
+    under it, and added to ``unsyncable`` so the caller can say so.
+    Blocking: run it in a thread.  Raises ScanError if the root is not a
+    directory or the tree holds more than MAX_SCAN_ENTRIES paths.
     """
     if not root.is_dir():
         raise ScanError(f"the synced folder {root} is not a directory")
     found: dict[str, ScanRecord] = {}
     if under:
         record = look(root, under)
-        if record is None or rules.ignores(under, is_dir=record.kind is EntryKind.DIRECTORY):
+        if (record is None or rules.ignores(under, is_dir=record.kind is EntryKind.DIRECTORY)
+                or not _syncable(under, unsyncable)):
             return found
         found[under] = record
         if record.kind is not EntryKind.DIRECTORY:
@@ -98,7 +113,8 @@ def scan_tree(root: Path, rules: IgnoreRules, under: str = "") -> dict[str, Scan
                 record = ScanRecord.of(item.stat(follow_symlinks=False))
             except FileNotFoundError:
                 continue
-            if record is None or rules.ignores(path, is_dir=record.kind is EntryKind.DIRECTORY):
+            if (record is None or rules.ignores(path, is_dir=record.kind is EntryKind.DIRECTORY)
+                    or not _syncable(path, unsyncable)):
                 continue
             found[path] = record
             if len(found) > MAX_SCAN_ENTRIES:

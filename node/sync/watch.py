@@ -28,9 +28,9 @@ _READ_ONLY_EVENTS = frozenset({EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE})
 class _Forwarder(FileSystemEventHandler):
     """watchdog's handler: passes each event's paths, relative to the root, to the queue on the trio thread."""
 
-    def __init__(self, root: Path, queue: EventQueue, token: trio.lowlevel.TrioToken) -> None:
+    def __init__(self, root: str, queue: EventQueue, token: trio.lowlevel.TrioToken) -> None:
         super().__init__()
-        self._root = os.path.realpath(root)
+        self._root = root
         self._queue = queue
         self._token = token
 
@@ -63,7 +63,10 @@ async def open_watcher(root: Path, queue: EventQueue) -> AsyncIterator[None]:
     ends the block.
     """
     observer = Observer()
-    observer.schedule(_Forwarder(root, queue, trio.lowlevel.current_trio_token()), os.fspath(root), recursive=True)
+    # Watched and relativised by the same resolved path, so a root reached
+    # through a symlink still yields paths relative to it.
+    resolved = os.path.realpath(root)
+    observer.schedule(_Forwarder(resolved, queue, trio.lowlevel.current_trio_token()), resolved, recursive=True)
     observer.start()
     try:
         yield

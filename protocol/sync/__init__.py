@@ -32,6 +32,7 @@ from protocol.sync.state import (
     Observation,
     check_path,
     record_local_change,
+    record_local_changes,
 )
 from protocol.sync.vector import (
     DEVICE_ID_SIZE,
@@ -48,7 +49,7 @@ __all__ = [
     "CONFLICT_DEVICE_CHARS", "CONFLICT_MARKER", "MAX_CONFLICT_ATTEMPTS", "ConflictCopy", "Delete", "MergePlan",
     "Move", "SetMetadata", "Write", "conflict_name", "merge", "resolve",
     "MAX_CONTENT_BYTES", "MAX_ENTRIES", "MAX_PATH_BYTES", "MAX_STATE_BYTES", "STATE_VERSION", "EntryKind",
-    "FileEntry", "FolderState", "Observation", "check_path", "record_local_change",
+    "FileEntry", "FolderState", "Observation", "check_path", "record_local_change", "record_local_changes",
     "DEVICE_ID_SIZE", "MAX_COUNTER", "MAX_VECTOR_DEVICES", "Ordering", "SyncError", "VersionVector",
     "check_device", "join_all",
 ]

@@ -8,7 +8,7 @@ decoder can refuse anything else.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -210,16 +210,24 @@ def record_local_change(state: FolderState, path: str, seen: Observation | None,
     device had merged.  Seeing what the state already says changes nothing;
     a vanished path becomes a tombstone stamped ``now_ns``.
     """
-    current = state.get(check_path(path))
-    if seen is None:
-        if current is None or current.deleted:
-            return state
-        seen = Observation(EntryKind.DELETED, b"", 0, max(0, now_ns), 0)
-    elif seen.kind is EntryKind.DELETED:
-        raise SyncError("a scan observes a file, directory or symlink, or nothing")
-    vector = current.vector if current is not None else VersionVector()
-    candidate = FileEntry(vector=vector.bump(state.device), kind=seen.kind, content=seen.content, size=seen.size,
-                          mtime_ns=seen.mtime_ns, mode=seen.mode, device=state.device)
-    if current is not None and current.same_observation(candidate):
-        return state
-    return state.with_entry(path, candidate)
+    return record_local_changes(state, [(path, seen)], now_ns=now_ns)
+
+
+def record_local_changes(state: FolderState, changes: Iterable[tuple[str, Observation | None]], *,
+                         now_ns: int) -> FolderState:
+    """``record_local_change`` for a batch (one scan's changes), building the new state once."""
+    entries = dict(state.items())
+    for path, seen in changes:
+        current = entries.get(check_path(path))
+        if seen is None:
+            if current is None or current.deleted:
+                continue
+            seen = Observation(EntryKind.DELETED, b"", 0, max(0, now_ns), 0)
+        elif seen.kind is EntryKind.DELETED:
+            raise SyncError("a scan observes a file, directory or symlink, or nothing")
+        vector = current.vector if current is not None else VersionVector()
+        candidate = FileEntry(vector=vector.bump(state.device), kind=seen.kind, content=seen.content,
+                              size=seen.size, mtime_ns=seen.mtime_ns, mode=seen.mode, device=state.device)
+        if current is None or not current.same_observation(candidate):
+            entries[path] = candidate
+    return FolderState.of(state.device, entries)

@@ -78,8 +78,9 @@ async def test_a_file_still_being_written_is_waited_out(tmp_path: Path, autojump
     looks: list[int] = []
     real_scan = detect.scan_tree
 
-    def scan_then_append(root: Path, rules: IgnoreRules, under: str = "") -> dict[str, object]:
-        found = real_scan(root, rules, under)
+    def scan_then_append(root: Path, rules: IgnoreRules, under: str = "", *,
+                         unsyncable: set[str] | None = None) -> dict[str, object]:
+        found = real_scan(root, rules, under, unsyncable=unsyncable)
         looks.append(growing.stat().st_size)
         if len(looks) < 3:  # a writer appends after each of the first two looks
             with growing.open("ab") as out:
@@ -173,3 +174,18 @@ async def test_a_flood_of_events_becomes_one_full_rescan() -> None:
     assert queue.take() == ({"again"}, False)
     queue.note(None)
     assert queue.take() == (set(), True)
+
+
+async def test_names_sync_cannot_carry_are_left_out_and_listed(tmp_path: Path, autojump_clock: trio.abc.Clock,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "back\\slash").write_bytes(b"x")
+    os.mkdir(os.fsencode(tmp_path) + b"/latin1-\xe9")
+    (tmp_path / "fine").write_bytes(b"y")
+    detector = ChangeDetector(tmp_path)
+    async with trio.open_nursery() as nursery:
+        changes = await _start(nursery, detector)
+        batch = await changes.receive()
+        nursery.cancel_scope.cancel()
+    assert [c.path for c in batch] == ["fine"]
+    assert detector.unsyncable == {"back\\slash", os.fsdecode(b"latin1-\xe9")}
+    assert "back\\\\slash" in caplog.text

@@ -15,6 +15,7 @@ from protocol.sync import (
     conflict_name,
     merge,
     record_local_change,
+    record_local_changes,
 )
 
 A, B, C = bytes([1]) * 32, bytes([2]) * 32, bytes([3]) * 32
@@ -180,3 +181,13 @@ def test_deletes_go_children_first_and_writes_parents_first() -> None:
     for path in ("d", "d/e", "d/e/f"):
         a = change(a, path, None)
     assert [d.path for d in merge(b, a).deletes] == ["d/e/f", "d/e", "d"]
+
+
+def test_a_batch_of_local_changes_is_the_changes_one_by_one() -> None:
+    state = change(FolderState.of(A), "x", seen(b"1"))
+    batch = [("x", seen(b"2")), ("y", seen(b"3")), ("x", None), ("z", None)]
+    one_by_one = state
+    for path, observation in batch:
+        one_by_one = change(one_by_one, path, observation)
+    assert record_local_changes(state, batch, now_ns=T0 + 100 * SECOND) == one_by_one
+    assert one_by_one.get("x").vector == VersionVector.of({A: 3}) and one_by_one.get("z") is None  # type: ignore[union-attr]
