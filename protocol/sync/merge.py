@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 from .state import MAX_PATH_BYTES, EntryKind, FileEntry, FolderState
-from .vector import Ordering, join_all
+from .vector import Ordering, SyncError, join_all
 
 CONFLICT_MARKER = ".sync-conflict-"
 # Characters of the device id's base32 form in a conflict name, as
@@ -115,7 +115,7 @@ def _order(entry: FileEntry) -> tuple[int, bytes, str, bytes, int, int]:
 def resolve(versions: Sequence[FileEntry]) -> tuple[FileEntry, list[FileEntry]]:
     """The version a path ends with, and the versions that lost a conflict, greatest first.
 
-    Versions an other one descends from drop out.  The rest (the heads) with
+    Versions that another one descends from drop out.  The rest (the heads) with
     equal content fold into one; if more than one content is left, a live
     one beats every tombstone and the greatest live one by ``_order`` wins.
     The winner's vector is the join of all heads, so it descends from
@@ -161,7 +161,8 @@ def _copy_path(path: str, loser: FileEntry, result: dict[str, FileEntry]) -> str
         taken = result.get(name)
         if taken is None or taken.deleted or taken.same_content(loser):
             return name
-    raise ValueError(f"no free conflict name for {path!r} after {MAX_CONFLICT_ATTEMPTS} attempts")
+    # Only a state built to collide (a thousand copies of one name) gets here.
+    raise SyncError(f"no free conflict name for {path!r} after {MAX_CONFLICT_ATTEMPTS} attempts")
 
 
 def merge(local: FolderState, *remotes: FolderState) -> MergePlan:
@@ -169,7 +170,8 @@ def merge(local: FolderState, *remotes: FolderState) -> MergePlan:
 
     Returns the plan that takes the local tree to the merged one.  Merging
     the same remotes again gives an empty plan; the order of ``remotes``
-    does not matter.
+    does not matter.  Raises SyncError only for states built to exhaust the
+    conflict names of one path (``MAX_CONFLICT_ATTEMPTS``).
     """
     states = (local, *remotes)
     result: dict[str, FileEntry] = {}

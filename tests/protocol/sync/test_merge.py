@@ -11,6 +11,7 @@ from protocol.sync import (
     Move,
     Observation,
     Ordering,
+    SyncError,
     VersionVector,
     conflict_name,
     merge,
@@ -191,3 +192,14 @@ def test_a_batch_of_local_changes_is_the_changes_one_by_one() -> None:
         one_by_one = change(one_by_one, path, observation)
     assert record_local_changes(state, batch, now_ns=T0 + 100 * SECOND) == one_by_one
     assert one_by_one.get("x").vector == VersionVector.of({A: 3}) and one_by_one.get("z") is None  # type: ignore[union-attr]
+
+
+def test_a_state_built_to_exhaust_the_conflict_names_is_refused() -> None:
+    a = change(FolderState.of(A), "x", seen(b"a"))
+    b = change(FolderState.of(B), "x", seen(b"b"))
+    squatter = record_local_changes(
+        FolderState.of(C),
+        [(conflict_name("x", T0, A, attempt), seen(b"squat %d" % attempt)) for attempt in range(1, 1001)],
+        now_ns=T0)
+    with pytest.raises(SyncError, match="no free conflict name"):
+        merge(a, b, squatter)
