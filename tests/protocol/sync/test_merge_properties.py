@@ -19,6 +19,7 @@ from protocol.sync import (
     EntryKind,
     FolderState,
     Observation,
+    Ordering,
     merge,
     record_local_change,
 )
@@ -192,3 +193,23 @@ def test_applying_the_plan_gives_the_merged_tree(devices: int, ops: list[tuple[o
     for delete in plan.deletes:
         assert disk.pop(delete.path)[1] == delete.replaces.content
     assert disk == tree(plan.state)
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations)
+def test_a_tombstone_wins_only_over_what_it_saw(ops: list[tuple[object, ...]]) -> None:
+    sim = Simulation(2)
+    for operation in ops:
+        sim.run(operation)
+    local, remote = sim.states
+    merged = merge(local, remote).state
+    for path in PATHS:
+        mine, theirs, result = local.get(path), remote.get(path), merged.get(path)
+        if mine is None or theirs is None or mine.deleted == theirs.deleted:
+            continue
+        live, tombstone = (mine, theirs) if theirs.deleted else (theirs, mine)
+        assert result is not None
+        if tombstone.vector.compare(live.vector) is Ordering.AFTER:
+            assert result.deleted, "a delete that saw the version removes it"
+        else:
+            assert not result.deleted and result.content == live.content, "a delete never removes what it did not see"
