@@ -17,7 +17,7 @@ import msgpack
 from .vector import MAX_COUNTER, MAX_VECTOR_DEVICES, SyncError, VersionVector, check_device
 
 STATE_VERSION = 1
-# Bounds of the format (specs/sync.md §Limits): what a decoder accepts
+# Bounds of the format (specs/sync.md §Definitions and defaults): what a decoder accepts
 # before it allocates for more.
 MAX_PATH_BYTES = 4096
 MAX_CONTENT_BYTES = 1024

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 # A device id is the device's public key (32 bytes); any shorter id is not
-# accepted on the wire (specs/sync.md §Definitions).
+# accepted on the wire (specs/sync.md §Definitions and defaults).
 DEVICE_ID_SIZE = 32
 # Most devices one vector may name: bounds the decoder's work per entry.
 MAX_VECTOR_DEVICES = 256
