@@ -25,6 +25,9 @@ this list (and from ``protocol``), never from one after it
   snapshot, history, restore on the store (``local``), and the running
   node's folder routes (``network``: fetch, paid upload, the folder's
   signed record in the DHT).
+- ``sync``: a synced folder's disk side: local change detection
+  (filesystem events, debounced, rescans, ``.muignore``) and applying
+  remote changes atomically (I/O around ``protocol.sync``'s merge).
 - ``runtime.settings``: every setting's default, ``config.toml``, flags.
 - ``runtime.daemon``: ``mu node``, every service above in one nursery.
 - ``cli``: the ``mu`` program.
