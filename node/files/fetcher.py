@@ -300,7 +300,10 @@ class _Fetch:
         self.store = store
         self.on_progress = on_progress
         self.queued: dict[bytes, int] = {}  # address -> scheduler index, not yet arrived
-        self.ready: dict[bytes, bytes] = {}  # verified, waiting for the decoder
+        # waiting for the decoder: the bytes, and whether they were checked against their address
+        # (every fetched chunk was: by its source or the scheduler; a stored one was not)
+        self.ready: dict[bytes, tuple[bytes, bool]] = {}
+        self.decoding = trio.CapacityLimiter(1)  # the decoder is fed by one worker thread at a time
         self.scopes: dict[int, trio.CancelScope] = {}
         self.looked_up: set[bytes] = set()  # stuck chunks given a fresh lookup (at most LOOKAHEAD)
         self.next_index = 0
@@ -343,11 +346,10 @@ class _Fetch:
     async def _step(self, nursery: trio.Nursery, out: object,
                     store_send: trio.MemorySendChannel[tuple[bytes, bytes]]) -> bool:
         """Feed what is ready, queue what is next, send requests, take one result; False when done."""
-        while (address := self.decoder.next_address()) is not None and address in self.ready:
-            plain = self.decoder.feed(self.ready.pop(address))
-            if plain:
-                out.write(plain)  # type: ignore[attr-defined]
-                self.written += len(plain)
+        if self.decoder.next_address() in self.ready:
+            # Decrypting and writing run in a worker (hashlib and OpenSSL release the GIL), so the
+            # request tasks keep receiving meanwhile; nothing on the loop touches the decoder then.
+            await trio.to_thread.run_sync(self._drain, out, limiter=self.decoding)
         if self.decoder.next_address() is None:
             return False
         await self._queue_upcoming()
@@ -370,7 +372,7 @@ class _Fetch:
                                                 verified=result.verified)
             if outcome is Outcome.ACCEPTED:
                 del self.queued[req.address]
-                self.ready[req.address] = result.data
+                self.ready[req.address] = (result.data, True)  # ACCEPTED: the source or the scheduler hashed it
                 if self.store is not None:
                     await store_send.send((req.address, result.data))
             for gone in self.sched.cancelled():
@@ -388,6 +390,15 @@ class _Fetch:
             self.on_progress(self.report())
         return True
 
+    def _drain(self, out: object) -> None:
+        """Feed the decoder every chunk ready in file order and write the plaintext (in a worker thread)."""
+        while (address := self.decoder.next_address()) is not None and address in self.ready:
+            data, verified = self.ready.pop(address)
+            plain = self.decoder.feed(data, verified=verified)  # hashed once: here only if not already
+            if plain:
+                out.write(plain)  # type: ignore[attr-defined]
+                self.written += len(plain)
+
     def _cancel(self, req: Request) -> None:
         scope = self.scopes.pop(req.request_id, None)
         if scope is not None:
@@ -402,7 +413,8 @@ class _Fetch:
             if self.store is not None and self.store.may_have(address):
                 store = self.store
                 try:
-                    self.ready[address] = await trio.to_thread.run_sync(lambda: store.get(address, verify=False))
+                    data = await trio.to_thread.run_sync(lambda: store.get(address, verify=False))
+                    self.ready[address] = (data, False)  # the decoder hashes it
                     self.local += 1
                     continue
                 except ChunkNotFound:
