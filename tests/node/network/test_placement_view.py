@@ -112,3 +112,44 @@ async def test_a_stopped_replica_candidate_is_tried_once_per_add(tmp_path: Path,
         assert any(f.node_id == victim.identity.node_id for f in report.failures)  # it was a candidate
         assert accepted == 1  # one attempt for the whole add, not one per chunk
         nursery.cancel_scope.cancel()
+
+
+class LookupCounter:
+    """A dialer over a network too big for one view: counts lookups and how many run at once."""
+
+    def __init__(self, ids: list[bytes]) -> None:
+        self.ids = ids
+        self.lookups = 0
+        self.running = 0
+        self.most_at_once = 0
+
+    async def view(self, address: bytes) -> PlacementView:
+        return PlacementView(self.ids[:20], complete=False)
+
+    async def providers(self, key: bytes) -> list[bytes]:
+        return []
+
+    async def closest_nodes(self, address: bytes, count: int) -> list[bytes]:
+        self.lookups += 1
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        await trio.sleep(0.01)  # a lookup's round trips (autojump clock)
+        self.running -= 1
+        return placement(address, self.ids, count)
+
+    async def session(self, node_id: bytes) -> None:
+        return None  # nothing to dial: this test counts lookups only
+
+
+async def test_without_a_complete_view_lookups_run_ahead_and_concurrently(autojump_clock) -> None:
+    ids = [os.urandom(20) for _ in range(40)]
+    dialer = LookupCounter(ids)
+    resolver = DhtResolver(dialer, os.urandom(32))  # type: ignore[arg-type]
+    addresses = [os.urandom(32) for _ in range(20)]
+    await resolver.ahead(addresses)
+    assert dialer.lookups == 20 and dialer.most_at_once == locate.PARALLEL_LOOKUPS
+    for address in addresses:  # the results are used, not looked up again
+        await resolver.holders(address)
+    assert dialer.lookups == 20
+    await resolver.holders(addresses[0], lookup=True)  # the last resort asks the network again
+    assert dialer.lookups == 21
