@@ -305,7 +305,7 @@ class _Fetch:
         self.ready: dict[bytes, tuple[bytes, bool]] = {}
         self.decoding = trio.CapacityLimiter(1)  # the decoder is fed by one worker thread at a time
         self.scopes: dict[int, trio.CancelScope] = {}
-        self.looked_up: set[bytes] = set()  # stuck chunks given a fresh lookup (at most LOOKAHEAD)
+        self.looked_up: set[bytes] = set()  # queued chunks given their fresh lookup (so at most LOOKAHEAD)
         self.next_index = 0
         self.written = 0
         self.local = 0
@@ -372,6 +372,7 @@ class _Fetch:
                                                 verified=result.verified)
             if outcome is Outcome.ACCEPTED:
                 del self.queued[req.address]
+                self.looked_up.discard(req.address)
                 self.ready[req.address] = (result.data, True)  # ACCEPTED: the source or the scheduler hashed it
                 if self.store is not None:
                     await store_send.send((req.address, result.data))
@@ -446,7 +447,7 @@ class _Fetch:
 
     async def _look_again(self, address: bytes) -> bool:
         """A stuck chunk's last resort: a real DHT lookup for its holders (once per chunk); True if it found new ones."""
-        if self.resolver is None or address in self.looked_up or len(self.looked_up) >= LOOKAHEAD:
+        if self.resolver is None or address in self.looked_up:
             return False
         self.looked_up.add(address)
         hosts = self._add_sources(await self.resolver.holders(address, lookup=True))
