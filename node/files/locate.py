@@ -180,13 +180,16 @@ class PeerDialer:
     async def view(self, address: bytes) -> PlacementView:
         """The live nodes one lookup around ``address``'s DHT key meets (specs/network.md §3 Placement).
 
-        A lookup that ends with fewer than K answering nodes has asked every
-        node anyone named: it saw the whole network, so the view is complete.
+        A lookup that ends with at least one and fewer than K answering nodes
+        has asked every node anyone named: it saw the whole network, so the
+        view is complete.
         """
         self.lookups += 1
         contacts = await self.dht.lookup(dht_key(address))
         own = self.dht.node_id
-        return PlacementView([c.node_id for c in contacts if c.node_id != own], complete=len(contacts) < K)
+        ids = [c.node_id for c in contacts if c.node_id != own]
+        # No answer at all proves nothing (our table may still be empty, just after start-up).
+        return PlacementView(ids, complete=0 < len(ids) and len(contacts) < K)
 
     async def providers(self, key: bytes) -> list[bytes]:
         """Node IDs that announced they provide ``key`` (not us); their addresses are learned."""
@@ -259,10 +262,13 @@ class DhtResolver:
         self.lookups = 0  # DHT searches made for this file (the get result's ``dht_lookups``)
 
     async def _placement_view(self) -> PlacementView:
-        if self._view is None:
-            self.lookups += 1
-            self._view = await self.dialer.view(self.root)
-        return self._view
+        if self._view is not None:
+            return self._view
+        self.lookups += 1
+        view = await self.dialer.view(self.root)
+        if view.node_ids:  # an empty view (a node still joining) is taken again next time
+            self._view = view
+        return view
 
     async def _root_providers(self) -> list[bytes]:
         if self._providers is None:

@@ -153,3 +153,14 @@ async def test_without_a_complete_view_lookups_run_ahead_and_concurrently(autoju
     assert dialer.lookups == 20
     await resolver.holders(addresses[0], lookup=True)  # the last resort asks the network again
     assert dialer.lookups == 21
+
+
+async def test_an_empty_view_is_not_complete_and_is_taken_again(tmp_path: Path) -> None:
+    async with network(tmp_path, 1) as nodes:  # alone: its lookups meet nobody
+        dialer = nodes[0].dialer()
+        view = await dialer.view(os.urandom(32))
+        assert view.node_ids == [] and not view.complete
+        resolver = DhtResolver(dialer, os.urandom(32))
+        assert await resolver.holders(os.urandom(32)) == []
+        assert await resolver.holders(os.urandom(32)) == []
+        assert resolver.lookups == 5  # the view each time (it was empty), a lookup each time, the providers once
