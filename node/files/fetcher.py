@@ -34,7 +34,7 @@ from typing import Protocol
 import trio
 
 from node.exchange.paying import PaidBadChunk, PaidPeers, logged_if_slow
-from node.store import ChunkStore
+from node.store import ChunkNotFound, ChunkStore
 from node.transport import BadChunk, RequestError, Session, TransportError
 from protocol.chunks import FileDecoder, Link, RawWalker
 from protocol.payments import Kind, PaymentError, PriceTooHigh
@@ -55,6 +55,10 @@ log = logging.getLogger("mu.fetch")
 LOOKAHEAD = 32
 # Verified chunks waiting to be written to the local store at most.
 STORE_QUEUE = 8
+# With a resolver, chunks are queued in batches of this many (their holders
+# looked up together, specs/network.md §3 Placement) while at least
+# LOOKAHEAD // 2 chunks are still queued ahead of the decoder.
+QUEUE_BATCH = 8
 PART_SUFFIX = ".mu-part"
 
 
@@ -191,8 +195,12 @@ Candidates = Callable[[bytes], Sequence[bytes]]
 class HostResolver(Protocol):
     """Finds the hosts of a chunk as it comes up (node/files/locate.py: DHT placement and providers)."""
 
-    async def holders(self, address: bytes) -> list[ChunkSource]:
-        """Sources that may hold ``address`` (possibly new ones)."""
+    async def ahead(self, addresses: list[bytes]) -> None:
+        """Prepare the holders of chunks about to be queued, all at once (lookups run concurrently)."""
+        ...
+
+    async def holders(self, address: bytes, *, lookup: bool = False) -> list[ChunkSource]:
+        """Sources that may hold ``address`` (possibly new ones); ``lookup`` forces a fresh search."""
         ...
 
 
@@ -292,8 +300,12 @@ class _Fetch:
         self.store = store
         self.on_progress = on_progress
         self.queued: dict[bytes, int] = {}  # address -> scheduler index, not yet arrived
-        self.ready: dict[bytes, bytes] = {}  # verified, waiting for the decoder
+        # waiting for the decoder: the bytes, and whether they were checked against their address
+        # (every fetched chunk was: by its source or the scheduler; a stored one was not)
+        self.ready: dict[bytes, tuple[bytes, bool]] = {}
+        self.decoding = trio.CapacityLimiter(1)  # the decoder is fed by one worker thread at a time
         self.scopes: dict[int, trio.CancelScope] = {}
+        self.looked_up: set[bytes] = set()  # queued chunks given their fresh lookup (so at most LOOKAHEAD)
         self.next_index = 0
         self.written = 0
         self.local = 0
@@ -334,11 +346,10 @@ class _Fetch:
     async def _step(self, nursery: trio.Nursery, out: object,
                     store_send: trio.MemorySendChannel[tuple[bytes, bytes]]) -> bool:
         """Feed what is ready, queue what is next, send requests, take one result; False when done."""
-        while (address := self.decoder.next_address()) is not None and address in self.ready:
-            plain = self.decoder.feed(self.ready.pop(address))
-            if plain:
-                out.write(plain)  # type: ignore[attr-defined]
-                self.written += len(plain)
+        if self.decoder.next_address() in self.ready:
+            # Decrypting and writing run in a worker (hashlib and OpenSSL release the GIL), so the
+            # request tasks keep receiving meanwhile; nothing on the loop touches the decoder then.
+            await trio.to_thread.run_sync(self._drain, out, limiter=self.decoding)
         if self.decoder.next_address() is None:
             return False
         await self._queue_upcoming()
@@ -351,6 +362,8 @@ class _Fetch:
         if not self.scopes:
             stuck = self.sched.stuck()
             first = next((a for a, i in self.queued.items() if i in stuck), None)
+            if first is not None and await self._look_again(first):
+                return True
             raise FetchFailed(f"no usable host left for chunk {first.hex() if first else '?'}", first)
         req, result = await self.results_recv.receive()
         self.scopes.pop(req.request_id, None)
@@ -359,7 +372,8 @@ class _Fetch:
                                                 verified=result.verified)
             if outcome is Outcome.ACCEPTED:
                 del self.queued[req.address]
-                self.ready[req.address] = result.data
+                self.looked_up.discard(req.address)
+                self.ready[req.address] = (result.data, True)  # ACCEPTED: the source or the scheduler hashed it
                 if self.store is not None:
                     await store_send.send((req.address, result.data))
             for gone in self.sched.cancelled():
@@ -377,34 +391,69 @@ class _Fetch:
             self.on_progress(self.report())
         return True
 
+    def _drain(self, out: object) -> None:
+        """Feed the decoder every chunk ready in file order and write the plaintext (in a worker thread)."""
+        while (address := self.decoder.next_address()) is not None and address in self.ready:
+            data, verified = self.ready.pop(address)
+            plain = self.decoder.feed(data, verified=verified)  # hashed once: here only if not already
+            if plain:
+                out.write(plain)  # type: ignore[attr-defined]
+                self.written += len(plain)
+
     def _cancel(self, req: Request) -> None:
         scope = self.scopes.pop(req.request_id, None)
         if scope is not None:
             scope.cancel()
 
     async def _queue_upcoming(self) -> None:
+        fresh: list[bytes] = []
         for address in self.decoder.upcoming(LOOKAHEAD):
-            if address in self.queued or address in self.ready:
+            if address in self.queued or address in self.ready or address in fresh:
                 continue
-            if self.store is not None and await trio.to_thread.run_sync(self.store.has, address):
-                data = await trio.to_thread.run_sync(self.store.get, address)
-                self.ready[address] = data
-                self.local += 1
-                continue
-            if self.sched.room() <= 0:
-                return
+            # may_have answers from memory: no thread hop for the common "not here"
+            if self.store is not None and self.store.may_have(address):
+                store = self.store
+                try:
+                    data = await trio.to_thread.run_sync(lambda: store.get(address, verify=False))
+                    self.ready[address] = (data, False)  # the decoder hashes it
+                    self.local += 1
+                    continue
+                except ChunkNotFound:
+                    pass  # a chunk sharing the address's first bytes: fetch it
+            fresh.append(address)
+        fresh = fresh[:max(0, self.sched.room())]
+        if not fresh:
+            return
+        if self.resolver is not None:
+            pending = len(self.queued) + len(self.ready)
+            if len(fresh) < QUEUE_BATCH and pending >= LOOKAHEAD // 2 and self.decoder.next_address() not in fresh:
+                return  # enough in flight: wait for a full batch to look up together
+            async with logged_if_slow("looking up the hosts of %d chunks (DHT lookups, dials)", len(fresh)):
+                await self.resolver.ahead(fresh)
+        for address in fresh:
             hosts = list(self.candidates(address))
             if self.resolver is not None:
-                async with logged_if_slow("looking up the hosts of chunk %s (DHT lookups, dials)", address.hex()):
-                    found = await self.resolver.holders(address)
-                for source in found:
-                    if source.host_id not in self.sources:
-                        self.sources[source.host_id] = source
-                        self.sched.add_host(source.host_id, source.price_per_mib)
-                    hosts.append(source.host_id)
+                hosts += self._add_sources(await self.resolver.holders(address))
             self.sched.add_chunk(self.next_index, address, hosts)
             self.queued[address] = self.next_index
             self.next_index += 1
+
+    def _add_sources(self, found: list[ChunkSource]) -> list[bytes]:
+        for source in found:
+            if source.host_id not in self.sources:
+                self.sources[source.host_id] = source
+                self.sched.add_host(source.host_id, source.price_per_mib)
+        return [source.host_id for source in found]
+
+    async def _look_again(self, address: bytes) -> bool:
+        """A stuck chunk's last resort: a real DHT lookup for its holders (once per chunk); True if it found new ones."""
+        if self.resolver is None or address in self.looked_up:
+            return False
+        self.looked_up.add(address)
+        hosts = self._add_sources(await self.resolver.holders(address, lookup=True))
+        index = self.queued[address]
+        self.sched.add_candidates(index, hosts)
+        return index not in self.sched.stuck()
 
     async def _ask(self, req: Request, scope: trio.CancelScope) -> None:
         source = self.sources[req.host_id]

@@ -6,6 +6,15 @@ found by a DHT lookup for that key) plus the providers of the file's root
 pinned it).  A node is dialled at the TCP port of its signed DHT contact
 record (or provider record).
 
+Hosts are resolved once per file, not once per chunk (specs/network.md §3
+Placement, Resolving placement from a view): one lookup for the root gives a
+:class:`PlacementView` of the live nodes around it; when that lookup met
+fewer than K nodes it saw the whole network, and every chunk's replica set is
+computed from the view by XOR distance with no round trip.  Otherwise each
+chunk still gets its own lookup, run ahead of need and concurrently
+(:meth:`DhtResolver.ahead`).  A chunk whose computed holders all fail gets a
+real lookup before the fetch gives up on it.
+
 The dialer lives as long as the node, so all it remembers is bounded and
 expires (specs/network.md §7 Replication, providers, republishing): open
 sessions are cached per node (closed ones dropped, at most
@@ -30,7 +39,8 @@ import trio
 from node.dht import DhtNode
 from node.files.fetcher import ChunkSource, SessionSource
 from node.transport import Session, Transport, TransportError
-from protocol.fetch import DEFAULT_REPLICAS, dht_key, placement
+from protocol.fetch import DEFAULT_REPLICAS, MAX_REPLICAS, dht_key, placement
+from protocol.kademlia import K
 
 log = logging.getLogger("mu.locate")
 
@@ -44,6 +54,10 @@ UNREACHABLE_TTL = 300.0
 # Node addresses learned from provider records.
 MAX_LEARNED_ADDRESSES = 1024
 DIAL_TIMEOUT = 10.0
+# Per-chunk lookups one resolver runs at once, and lookup results it keeps
+# for chunks not yet asked for (specs/network.md §3 Placement).
+PARALLEL_LOOKUPS = 8
+MAX_LOOKED_UP = 64
 
 _V = TypeVar("_V")
 
@@ -67,6 +81,13 @@ class PeerDialer:
         self._sessions: OrderedDict[bytes, Session] = OrderedDict()
         self._unreachable: OrderedDict[bytes, float] = OrderedDict()  # node ID -> when to try again
         self._addresses: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
+        self._dialing: dict[bytes, trio.Event] = {}  # one per dial in progress
+        # DHT searches made through this dialer (node lookups and provider
+        # searches), for reports and tests; an add reports its part as ``dht_lookups``.
+        self.lookups = 0
+        # TCP connections attempted, successful or not (reports and tests compare it
+        # before and after an operation).
+        self.dials = 0
 
     def learn(self, node_id: bytes, host: str, tcp_port: int) -> None:
         """Remember where a node listens (from a provider record); the first address learned stays."""
@@ -87,7 +108,13 @@ class PeerDialer:
         return False
 
     async def session(self, node_id: bytes) -> Session | None:
-        """An open session to ``node_id``, or None if it cannot be reached (now or lately)."""
+        """An open session to ``node_id``, or None if it cannot be reached (now or lately).
+
+        Concurrent callers for one node share one dial: a dead node costs one
+        bounded attempt (``DIAL_TIMEOUT``), not one per waiting chunk.
+        """
+        while (dialing := self._dialing.get(node_id)) is not None:
+            await dialing.wait()
         self._forget_stale()
         cached = self._sessions.get(node_id)
         if cached is not None:
@@ -95,6 +122,15 @@ class PeerDialer:
             return cached
         if self.is_unreachable(node_id):
             return None
+        done = self._dialing[node_id] = trio.Event()
+        try:
+            return await self._dial(node_id)
+        finally:
+            del self._dialing[node_id]
+            done.set()
+
+    async def _dial(self, node_id: bytes) -> Session | None:
+        """One bounded attempt (``DIAL_TIMEOUT``) to reach ``node_id``; a failure marks it unreachable."""
         address = self._addresses.get(node_id)
         if address is None:
             record = await self.dht.get_contact(node_id)
@@ -102,6 +138,7 @@ class PeerDialer:
                 self._mark_unreachable(node_id)
                 return None
             address = (record.host, record.tcp_port)
+        self.dials += 1
         try:
             with trio.fail_after(DIAL_TIMEOUT):
                 session = await self.transport.connect(node_id, *address)
@@ -134,10 +171,56 @@ class PeerDialer:
         Plain ``kademlia`` nodes may be among them; they have no contact
         record, so :meth:`session` reports them unreachable and callers move on.
         """
+        self.lookups += 1
         contacts = await self.dht.lookup(dht_key(address))
         own = self.dht.node_id
         ids = [c.node_id for c in contacts if c.node_id != own]
-        return placement(address, ids, min(count, 20)) if ids else []
+        return placement(address, ids, min(count, MAX_REPLICAS)) if ids else []
+
+    async def view(self, address: bytes) -> PlacementView:
+        """The live nodes one lookup around ``address``'s DHT key meets (specs/network.md §3 Placement).
+
+        A lookup that ends with at least one and fewer than K answering nodes
+        has asked every node anyone named: it saw the whole network, so the
+        view is complete.
+        """
+        self.lookups += 1
+        contacts = await self.dht.lookup(dht_key(address))
+        own = self.dht.node_id
+        ids = [c.node_id for c in contacts if c.node_id != own]
+        # No answer at all proves nothing (our table may still be empty, just after start-up).
+        return PlacementView(ids, complete=0 < len(ids) and len(contacts) < K)
+
+    async def providers(self, key: bytes) -> list[bytes]:
+        """Node IDs that announced they provide ``key`` (not us); their addresses are learned."""
+        self.lookups += 1
+        records = await self.dht.get_providers(key)
+        own = self.dht.node_id
+        out: list[bytes] = []
+        for record in records:
+            if record.node_id != own:
+                self.learn(record.node_id, record.host, record.tcp_port)
+                out.append(record.node_id)
+        return out
+
+
+class PlacementView:
+    """Live node IDs known to one file operation; complete when they are the whole network.
+
+    From a complete view a chunk's replica set is computed (specs/network.md
+    §3 Placement) exactly as a lookup for its key would find it, without the
+    lookup.
+    """
+
+    def __init__(self, node_ids: list[bytes], *, complete: bool) -> None:
+        self.node_ids = list(dict.fromkeys(node_ids))  # at most K: one lookup's result
+        self.complete = complete
+
+    def closest(self, address: bytes, count: int) -> list[bytes] | None:
+        """The ``count`` nodes closest to the chunk's DHT key, or None when the view is not complete."""
+        if not self.complete:
+            return None
+        return placement(address, self.node_ids, min(count, MAX_REPLICAS)) if self.node_ids else []
 
 
 def _trim(entries: OrderedDict[bytes, _V], bound: int) -> None:
@@ -157,9 +240,12 @@ async def free_source(session: Session) -> ChunkSource:
 class DhtResolver:
     """Holders of each chunk of one file, as :class:`ChunkSource` objects for the fetcher.
 
-    ``make_source`` turns a session into a source: :func:`free_source`, or a
-    paying one (node/exchange/paying.py).  A host it refuses (e.g. priced above our
-    maximum) is left out.
+    Placement comes from one lookup around the root when that lookup saw the
+    whole network (:class:`PlacementView`), else from per-chunk lookups run
+    ahead of need, ``PARALLEL_LOOKUPS`` at once (specs/network.md §3
+    Placement).  ``make_source`` turns a session into a source:
+    :func:`free_source`, or a paying one (node/exchange/paying.py).  A host it
+    refuses (e.g. priced above our maximum) is left out.
     """
 
     def __init__(self, dialer: PeerDialer, root: bytes, *, replicas: int = DEFAULT_REPLICAS,
@@ -168,24 +254,62 @@ class DhtResolver:
         self.root = root
         self.replicas = replicas
         self.make_source = make_source
+        self._view: PlacementView | None = None
         self._providers: list[bytes] | None = None
+        self._looked_up: OrderedDict[bytes, list[bytes]] = OrderedDict()  # address -> replica set, from lookups
         self._sources: dict[bytes, ChunkSource] = {}
         self._refused: set[bytes] = set()
+        self.lookups = 0  # DHT searches made for this file (the get result's ``dht_lookups``)
+
+    async def _placement_view(self) -> PlacementView:
+        if self._view is not None:
+            return self._view
+        self.lookups += 1
+        view = await self.dialer.view(self.root)
+        if view.node_ids:  # an empty view (a node still joining) is taken again next time
+            self._view = view
+        return view
 
     async def _root_providers(self) -> list[bytes]:
         if self._providers is None:
-            records = await self.dialer.dht.get_providers(dht_key(self.root))
-            own = self.dialer.dht.node_id
-            self._providers = []
-            for record in records:
-                if record.node_id != own:
-                    self.dialer.learn(record.node_id, record.host, record.tcp_port)
-                    self._providers.append(record.node_id)
+            self.lookups += 1
+            self._providers = await self.dialer.providers(dht_key(self.root))
         return self._providers
 
-    async def holders(self, address: bytes) -> list[ChunkSource]:
-        """Sources for ``address``: its replica set, then the root's providers."""
-        ids = await self.dialer.closest_nodes(address, self.replicas)
+    async def ahead(self, addresses: list[bytes]) -> None:
+        """Find the replica sets of chunks about to be asked for, ``PARALLEL_LOOKUPS`` lookups at once.
+
+        Nothing to do when the view is complete: :meth:`holders` computes them.
+        """
+        if (await self._placement_view()).complete:
+            return
+        todo = [a for a in dict.fromkeys(addresses) if a not in self._looked_up][:MAX_LOOKED_UP]
+        limiter = trio.CapacityLimiter(PARALLEL_LOOKUPS)
+
+        async def look_up(address: bytes) -> None:
+            async with limiter:
+                self.lookups += 1
+                ids = await self.dialer.closest_nodes(address, self.replicas)
+            self._looked_up[address] = ids
+            _trim(self._looked_up, MAX_LOOKED_UP)
+
+        async with trio.open_nursery() as nursery:
+            for address in todo:
+                nursery.start_soon(look_up, address)
+
+    async def holders(self, address: bytes, *, lookup: bool = False) -> list[ChunkSource]:
+        """Sources for ``address``: its replica set, then the root's providers.
+
+        With ``lookup`` the replica set comes from a real DHT lookup even when
+        the view could compute it: the fetcher's last resort for a chunk whose
+        computed holders all failed.
+        """
+        ids = None if lookup else self._looked_up.pop(address, None)
+        if ids is None and not lookup:
+            ids = (await self._placement_view()).closest(address, self.replicas)
+        if ids is None:
+            self.lookups += 1
+            ids = await self.dialer.closest_nodes(address, self.replicas)
         ids += [p for p in await self._root_providers() if p not in ids]
         out: list[ChunkSource] = []
         for node_id in ids:

@@ -149,7 +149,7 @@ class NetworkService:
         return {"link": str(added.link), "root": added.link.root.hex(), "size": added.size,
                 "chunks": report.chunks, "replicas_wanted": report.replicas_wanted,
                 "replicas_confirmed": report.replicas_confirmed, "under_replicated": report.under_replicated,
-                "announced_to": report.announced_to,
+                "announced_to": report.announced_to, "dht_lookups": report.dht_lookups,
                 "failed_replicas": [failure_json(f) for f in report.failures]}
 
     async def _fetch(self, body: Json, emit: Emit, dest: Path | None, *, raw: bool = False) -> Json:
@@ -197,7 +197,7 @@ class NetworkService:
                 "bytes_fetched": c.bytes_done, "sats_spent": c.sats_spent, "sats_lost": c.sats_lost,
                 "seconds": round(result.progress.elapsed, 3),
                 "rate": round(result.progress.rate) if not math.isnan(result.progress.rate) else 0,
-                "banned": [h.hex() for h in result.banned],
+                "banned": [h.hex() for h in result.banned], "dht_lookups": resolver.lookups,
                 **({"raw": True, "chunks": result.chunks, "data_chunks": result.data_chunks} if raw else {})}
 
     async def get(self, body: Json, emit: Emit) -> Json:

@@ -2,8 +2,13 @@
 
 After ``mu add`` has encrypted a file into the local store, every chunk (the
 manifest chunks and the data chunks) is pushed to the R nodes XOR-closest to
-its DHT key, found by a DHT lookup; a node that cannot be reached or refuses
-is replaced by the next closest.  The uploader then announces itself as a
+its DHT key: computed from one lookup around the root when that lookup saw
+the whole network (node/files/locate.py ``PlacementView``), else found by a
+DHT lookup per chunk.  A node that cannot be reached or refuses is replaced
+by the next closest; a node that could not be dialled, broke its session or
+let a PUT time out is skipped for the rest of the add, so a dead node costs
+one bounded attempt per add (specs/network.md §7 Replication, providers,
+republishing).  The uploader then announces itself as a
 provider of the file's root, so fetchers find it even when replicas are
 gone.  Chunks are pushed ``PARALLEL_CHUNKS`` at a time, which also bounds
 the memory held (that many chunks).
@@ -25,9 +30,9 @@ import trio
 
 from node.bitcoin.rpc import RPCError, RPCTransportError
 from node.bitcoin.wallet import WalletError
-from node.files.locate import PeerDialer
+from node.files.locate import PeerDialer, PlacementView
 from node.store import ChunkStore
-from node.transport import Session, TransportError
+from node.transport import Session, SessionBroken, SessionClosed, TransportError
 from protocol.payments import PaymentError, PriceTooHigh
 from protocol.chunks import Link, RawWalker
 from protocol.fetch import DEFAULT_REPLICAS, dht_key
@@ -75,6 +80,7 @@ class ReplicationReport:
     under_replicated: int  # chunks stored on fewer than R other nodes
     announced_to: int  # DHT nodes that stored our provider record for the root
     failures: tuple[ReplicaFailure, ...]  # failed attempts in the order they happened, the first MAX_REPORTED_FAILURES
+    dht_lookups: int = 0  # DHT lookups made to place the chunks (the root's announcement excluded)
 
 
 Put = Callable[[Session, bytes, bytes], Awaitable[object]]
@@ -107,10 +113,13 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
     slots = trio.Semaphore(PARALLEL_CHUNKS)
     counts = {"chunks": 0, "confirmed": 0, "under": 0}
     failures: list[ReplicaFailure] = []
+    lookups_before = dialer.lookups
+    view = await dialer.view(link.root)
+    skip: set[bytes] = set()  # nodes dead to this add: at most the nodes it met
 
     async def place(address: bytes, data: bytes) -> None:
         try:
-            placed = await _place_chunk(dialer, put, address, data, replicas)
+            placed = await _place_chunk(dialer, view, skip, put, address, data, replicas)
         finally:
             slots.release()
         counts["confirmed"] += len(placed.replicas)
@@ -132,10 +141,11 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
             counts["chunks"] += 1
             await slots.acquire()
             nursery.start_soon(place, address, data)
+    lookups = dialer.lookups - lookups_before
     announcement = await dialer.dht.announce_provider(dht_key(link.root), tcp_port=dialer.transport.port)
     return ReplicationReport(chunks=counts["chunks"], replicas_wanted=replicas, replicas_confirmed=counts["confirmed"],
                              under_replicated=counts["under"], announced_to=len(announcement.stored_at),
-                             failures=tuple(failures))
+                             failures=tuple(failures), dht_lookups=lookups)
 
 
 def _reason(exc: Exception) -> str:
@@ -148,16 +158,23 @@ def _reason(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def _place_chunk(dialer: PeerDialer, put: Put, address: bytes, data: bytes, replicas: int) -> ChunkPlaced:
-    """Store one chunk on the ``replicas`` closest reachable nodes; say where, and which nodes failed and why."""
+async def _place_chunk(dialer: PeerDialer, view: PlacementView, skip: set[bytes], put: Put, address: bytes,
+                       data: bytes, replicas: int) -> ChunkPlaced:
+    """Store one chunk on the ``replicas`` closest reachable nodes; say where, and which nodes failed and why.
+
+    A node in ``skip`` is not tried; one that proves dead here joins it.
+    """
     placed: list[bytes] = []
     failures: list[ReplicaFailure] = []
-    candidates = await dialer.closest_nodes(address, replicas + SPARE_CANDIDATES)
+    candidates = view.closest(address, replicas + SPARE_CANDIDATES)
+    if candidates is None:
+        candidates = await dialer.closest_nodes(address, replicas + SPARE_CANDIDATES)
     for node_id in candidates:
         if len(placed) == replicas:
             break
-        session = await dialer.session(node_id)
+        session = None if node_id in skip else await dialer.session(node_id)
         if session is None:
+            skip.add(node_id)
             failures.append(ReplicaFailure(chunk=address, node_id=node_id, reason="unreachable"))
             continue
         try:
@@ -168,6 +185,8 @@ async def _place_chunk(dialer: PeerDialer, put: Put, address: bytes, data: bytes
             failure = ReplicaFailure(chunk=address, node_id=node_id, reason=_reason(exc)[:MAX_REASON_CHARS])
             log.info("PUT %s to %s failed: %s", address.hex(), node_id.hex(), failure.reason)
             failures.append(failure)
+            if isinstance(exc, (SessionBroken, SessionClosed, trio.TooSlowError)):  # the node, not the chunk: gone for this add
+                skip.add(node_id)
             continue
         placed.append(node_id)
     if len(placed) < replicas:

@@ -49,6 +49,14 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+# Bytes of an address kept in memory per indexed chunk, so that "is it here?"
+# is answered without I/O (ChunkIndex.may_hold): about 60 bytes of RAM per
+# chunk; two chunks sharing the prefix only cost a look at the file.
+PRESENCE_PREFIX_BYTES = 8
+
+
+def _prefix(address: bytes) -> int:
+    return int.from_bytes(address[:PRESENCE_PREFIX_BYTES], "big")
 
 
 class ChunkIndex:
@@ -63,6 +71,15 @@ class ChunkIndex:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._migrate()
+        with self._lock:
+            self._present = {_prefix(bytes(a)) for (a,) in self._db.execute("SELECT address FROM chunks")}
+
+    def may_hold(self, address: bytes) -> bool:
+        """False when no indexed chunk has ``address``, from memory: no I/O, no lock.
+
+        True may be a chunk sharing the first ``PRESENCE_PREFIX_BYTES`` bytes.
+        """
+        return _prefix(address) in self._present
 
     def _migrate(self) -> None:
         with self._lock:
@@ -92,6 +109,7 @@ class ChunkIndex:
 
     def add(self, rows: Iterable[tuple[bytes, int]], now: int) -> None:
         """Record chunks (address, size) that are now on disk."""
+        rows = list(rows)
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany(
@@ -100,10 +118,17 @@ class ChunkIndex:
                 ((address, size, now) for address, size in rows),
             )
             self._db.execute("COMMIT")
+            self._present.update(_prefix(address) for address, _size in rows)
 
     def remove(self, address: bytes) -> None:
+        low = address[:PRESENCE_PREFIX_BYTES]
+        high = low + b"\xff" * (len(address) - PRESENCE_PREFIX_BYTES)
         with self._lock:
             self._db.execute("DELETE FROM chunks WHERE address = ?", (address,))
+            # another chunk may share the prefix: keep it in memory then
+            if self._db.execute("SELECT 1 FROM chunks WHERE address >= ? AND address <= ? LIMIT 1",
+                                (low, high)).fetchone() is None:
+                self._present.discard(_prefix(address))
 
     def total_bytes(self) -> int:
         with self._lock:
@@ -151,6 +176,7 @@ class ChunkIndex:
             changed = [(s, a) for a, s in on_disk.items() if a in known and known[a] != s]
             self._db.executemany("UPDATE chunks SET size = ? WHERE address = ?", changed)
             self._db.execute("COMMIT")
+            self._present = {_prefix(a) for a in on_disk}
         return len(new), len(gone)
 
     # -- retention metadata (schema v2, specs/chunks.md §8.6) -------------

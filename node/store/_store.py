@@ -89,6 +89,14 @@ class ChunkStore:
         """True if a chunk file with this address exists (not verified)."""
         return self.path_of(address).is_file()
 
+    def may_have(self, address: bytes) -> bool:
+        """False when the chunk is surely not stored; answered from memory, so trio code calls it directly.
+
+        True means probably: :meth:`get` may still raise ChunkNotFound (a
+        chunk sharing the address's first bytes, a file removed by hand).
+        """
+        return self._index.may_hold(address)
+
     def get(self, address: bytes, *, verify: bool = True) -> bytes:
         """Return the chunk's bytes after checking they hash to ``address``.
 

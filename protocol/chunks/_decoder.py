@@ -163,8 +163,11 @@ class FileDecoder(_TreeCursor):
     def _started(self) -> bool:
         return self.manifest is not None
 
-    def feed(self, stored: bytes | bytearray | memoryview) -> bytearray:
+    def feed(self, stored: bytes | bytearray | memoryview, *, verified: bool = False) -> bytearray:
         """Verify and decrypt the chunk at :meth:`next_address`.
+
+        ``verified``: the caller already checked SHA-256(stored) == the
+        address (a fetcher's transport did), so it is not hashed again.
 
         Returns:
             Plaintext to append to the output (empty for manifest chunks).
@@ -176,13 +179,13 @@ class FileDecoder(_TreeCursor):
         if address is None:
             raise LocalChunkError("the file is complete: no chunk is wanted")
         try:
-            return self._feed(address, stored)
+            return self._feed(address, stored, verified)
         except IntegrityError:
             self._failed = True
             raise
 
-    def _feed(self, address: bytes, stored: bytes | bytearray | memoryview) -> bytearray:
-        if hashlib.sha256(stored).digest() != address:
+    def _feed(self, address: bytes, stored: bytes | bytearray | memoryview, verified: bool) -> bytearray:
+        if not verified and hashlib.sha256(stored).digest() != address:
             raise IntegrityError(f"chunk {address.hex()} does not match its address", address=address)
         manifest = self.manifest
         if manifest is None:
@@ -249,14 +252,14 @@ class FileDecoder(_TreeCursor):
                 slots.append(DataSlot(address, index, _data_size(manifest, index)))
         return slots
 
-    def open_data(self, slot: DataSlot, stored: bytes | bytearray | memoryview) -> bytearray:
+    def open_data(self, slot: DataSlot, stored: bytes | bytearray | memoryview, *, verified: bool = False) -> bytearray:
         """Verify and decrypt data chunk ``slot``; return its plaintext. Leaves the decoder's state alone.
 
         Raises:
             IntegrityError: the bytes are not that chunk or fail authentication.
         """
         address = slot.address
-        if hashlib.sha256(stored).digest() != address:
+        if not verified and hashlib.sha256(stored).digest() != address:
             raise IntegrityError(f"chunk {address.hex()} does not match its address", address=address)
         if len(stored) != slot.size + TAG_SIZE:
             raise IntegrityError(
@@ -287,7 +290,7 @@ class FileDecoder(_TreeCursor):
             return self._advance_data(None, self.open_data(_slot_v3(frame, frame.pos - 1, index, address), stored))
         if index >= manifest.chunk_count:
             raise IntegrityError(f"manifest lists more data chunks than its size allows (at {address.hex()})", address=address)
-        plain = self.open_data(DataSlot(address, index, _data_size(manifest, index)), stored)
+        plain = self.open_data(DataSlot(address, index, _data_size(manifest, index)), stored, verified=True)  # _feed hashed it
         return self._advance_data(None, plain)
 
     def _advance_data(self, frame: _Frame | None, plain: bytearray) -> bytearray:

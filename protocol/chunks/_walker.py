@@ -68,8 +68,10 @@ class RawWalker(_TreeCursor):
     def _started(self) -> bool:
         return self.depth is not None
 
-    def feed(self, stored: bytes | bytearray | memoryview) -> bytearray:
+    def feed(self, stored: bytes | bytearray | memoryview, *, verified: bool = False) -> bytearray:
         """Verify the chunk at :meth:`next_address`; return an empty buffer.
+
+        ``verified``: the caller already checked SHA-256(stored) == the address.
 
         Raises:
             IntegrityError: the bytes do not hash to the address, or a
@@ -80,7 +82,7 @@ class RawWalker(_TreeCursor):
         if address is None:
             raise LocalChunkError("the walk is complete: no chunk is wanted")
         try:
-            self._feed(address, stored)
+            self._feed(address, stored, verified)
         except IntegrityError:
             self._failed = True
             raise
@@ -88,8 +90,8 @@ class RawWalker(_TreeCursor):
         self.stored_bytes += len(stored)
         return bytearray()
 
-    def _feed(self, address: bytes, stored: bytes | bytearray | memoryview) -> None:
-        if hashlib.sha256(stored).digest() != address:
+    def _feed(self, address: bytes, stored: bytes | bytearray | memoryview, verified: bool) -> None:
+        if not verified and hashlib.sha256(stored).digest() != address:
             raise IntegrityError(f"chunk {address.hex()} does not match its address", address=address)
         if self.depth is None:
             header = parse_header(stored, kind=KIND_ROOT, address=address)

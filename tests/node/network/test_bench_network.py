@@ -17,6 +17,6 @@ def test_bench_network_quick() -> None:
                          capture_output=True, text=True, timeout=500)
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
-    for label in ("plain TCP", "mu, 1 host", "mu, 3 hosts", "3 hosts / 1 host", "fetcher peak RSS"):
+    for label in ("plain TCP", "mu, 1 host", "mu, 3 hosts", "3 hosts / 1 host", "time to first byte", "fetcher peak RSS"):
         assert label in out, out
     assert "MiB/s" in out and "x plain TCP" in out

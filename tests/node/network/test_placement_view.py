@@ -1,0 +1,166 @@
+"""Hosts resolved once per file; a dead node costs one bounded attempt per add (issue 22, items 2 and 5).
+
+Real DHT nodes on UDP and real transports on loopback (tests/helpers/network.py).
+specs/network.md §3 Placement (Resolving placement from a view) and §7
+Replication, providers, republishing (Dead nodes).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+import node.files.locate as locate
+from node.files.fetcher import fetch_file
+from node.files.local import add_file
+from node.files.locate import DhtResolver, PlacementView
+from node.files.uploader import replicate_file
+from node.store import ChunkStore
+from protocol.fetch import placement
+from tests.helpers.network import collect, network
+
+CHUNK = 64 * 1024
+CHUNKS = 80
+
+
+def test_a_complete_view_computes_the_replica_set_a_lookup_would_find() -> None:
+    ids = [os.urandom(20) for _ in range(12)]
+    address = os.urandom(32)
+    assert PlacementView(ids, complete=True).closest(address, 3) == placement(address, ids, 3)
+    assert PlacementView(ids, complete=False).closest(address, 3) is None
+
+
+async def test_a_fetch_of_80_chunks_makes_a_few_lookups_not_one_per_chunk(tmp_path: Path) -> None:
+    src = tmp_path / "file.bin"
+    src.write_bytes(os.urandom(CHUNKS * CHUNK - 100))
+    async with network(tmp_path, 6) as nodes:
+        uploader, fetcher = nodes[0], nodes[5]
+        link = add_file(uploader.store, src, chunk_size=CHUNK).link
+        up = uploader.dialer()
+        report = await replicate_file(link, uploader.store, up)
+        assert report.chunks >= CHUNKS and report.under_replicated == 0
+        assert up.lookups == report.dht_lookups == 1  # the root's view; every placement computed from it
+
+        dialer = fetcher.dialer()
+        resolver = DhtResolver(dialer, link.root)
+        out = tmp_path / "fetched.bin"
+        fresh = ChunkStore(tmp_path / "fresh")  # the fetching node holds none of the file
+        result = await fetch_file(link, out, [], max_price_per_mib=0, resolver=resolver, store=fresh)
+        assert out.read_bytes() == src.read_bytes()
+        assert result.progress.chunks.chunks_done >= CHUNKS
+        assert resolver.lookups == dialer.lookups == 2  # the root's view and its providers
+        assert dialer.dials <= len(nodes) - 1  # each host dialled once
+        assert result.progress.local_chunks == 0 and len(fresh) == report.chunks
+
+
+async def test_a_chunk_whose_computed_holders_fail_gets_a_real_lookup(tmp_path: Path, monkeypatch) -> None:
+    src = tmp_path / "file.bin"
+    src.write_bytes(os.urandom(4 * CHUNK))
+    async with network(tmp_path, 5) as nodes:
+        uploader, fetcher = nodes[0], nodes[4]
+        link = add_file(uploader.store, src, chunk_size=CHUNK).link
+        await replicate_file(link, uploader.store, uploader.dialer())
+        uploader.scope.cancel()  # the provider of every chunk is gone
+
+        async def stale_view(address: bytes) -> PlacementView:  # nodes that left since it was taken
+            return PlacementView([os.urandom(20) for _ in range(4)], complete=True)
+
+        dialer = fetcher.dialer()
+        monkeypatch.setattr(dialer, "view", stale_view)
+        resolver = DhtResolver(dialer, link.root)
+        out = tmp_path / "fetched.bin"
+        with trio.fail_after(60):
+            result = await fetch_file(link, out, [], max_price_per_mib=0, request_timeout=5.0, resolver=resolver)
+        assert out.read_bytes() == src.read_bytes()
+        # the view and the providers, then one real lookup per chunk the view placed wrongly
+        assert resolver.lookups == 2 + result.progress.chunks.chunks_done
+
+
+@pytest.mark.slow
+async def test_a_stopped_replica_candidate_is_tried_once_per_add(tmp_path: Path, monkeypatch) -> None:
+    """A node whose DHT still answers but whose TCP port accepts and never speaks (a stopped process)."""
+    monkeypatch.setattr(locate, "DIAL_TIMEOUT", 2.0)
+    src = tmp_path / "file.bin"
+    src.write_bytes(os.urandom(40 * CHUNK))
+    accepted = 0
+
+    async def swallow(stream: trio.SocketStream) -> None:
+        nonlocal accepted
+        accepted += 1
+        await trio.sleep_forever()
+
+    async with network(tmp_path, 5) as nodes, trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, swallow, 0, host="127.0.0.1"))
+        dead_port = listeners[0].socket.getsockname()[1]
+        uploader, victim = nodes[0], nodes[1]
+        dialer = uploader.dialer()
+        dialer.learn(victim.identity.node_id, "127.0.0.1", dead_port)
+        link = add_file(uploader.store, src, chunk_size=CHUNK).link
+        placed = []
+        with trio.fail_after(60):
+            report = await replicate_file(link, uploader.store, dialer, on_chunk=collect(placed))
+        live = [n.identity.node_id for n in nodes[2:]]
+        by_id = {n.identity.node_id: n for n in nodes}
+        assert report.under_replicated == 0 and report.replicas_confirmed == 3 * report.chunks
+        for p in placed:  # the victim's place goes to the next closest live node
+            assert list(p.replicas) == placement(p.address, live, 3)
+            assert all(by_id[h].store.has(p.address) for h in p.replicas)
+        assert any(f.node_id == victim.identity.node_id for f in report.failures)  # it was a candidate
+        assert accepted == 1  # one attempt for the whole add, not one per chunk
+        nursery.cancel_scope.cancel()
+
+
+class LookupCounter:
+    """A dialer over a network too big for one view: counts lookups and how many run at once."""
+
+    def __init__(self, ids: list[bytes]) -> None:
+        self.ids = ids
+        self.lookups = 0
+        self.running = 0
+        self.most_at_once = 0
+
+    async def view(self, address: bytes) -> PlacementView:
+        return PlacementView(self.ids[:20], complete=False)
+
+    async def providers(self, key: bytes) -> list[bytes]:
+        return []
+
+    async def closest_nodes(self, address: bytes, count: int) -> list[bytes]:
+        self.lookups += 1
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        await trio.sleep(0.01)  # a lookup's round trips (autojump clock)
+        self.running -= 1
+        return placement(address, self.ids, count)
+
+    async def session(self, node_id: bytes) -> None:
+        return None  # nothing to dial: this test counts lookups only
+
+
+async def test_without_a_complete_view_lookups_run_ahead_and_concurrently(autojump_clock) -> None:
+    ids = [os.urandom(20) for _ in range(40)]
+    dialer = LookupCounter(ids)
+    resolver = DhtResolver(dialer, os.urandom(32))  # type: ignore[arg-type]
+    addresses = [os.urandom(32) for _ in range(20)]
+    await resolver.ahead(addresses)
+    assert dialer.lookups == 20 and dialer.most_at_once == locate.PARALLEL_LOOKUPS
+    for address in addresses:  # the results are used, not looked up again
+        await resolver.holders(address)
+    assert dialer.lookups == 20
+    await resolver.holders(addresses[0], lookup=True)  # the last resort asks the network again
+    assert dialer.lookups == 21
+
+
+async def test_an_empty_view_is_not_complete_and_is_taken_again(tmp_path: Path) -> None:
+    async with network(tmp_path, 1) as nodes:  # alone: its lookups meet nobody
+        dialer = nodes[0].dialer()
+        view = await dialer.view(os.urandom(32))
+        assert view.node_ids == [] and not view.complete
+        resolver = DhtResolver(dialer, os.urandom(32))
+        assert await resolver.holders(os.urandom(32)) == []
+        assert await resolver.holders(os.urandom(32)) == []
+        assert resolver.lookups == 5  # the view each time (it was empty), a lookup each time, the providers once
