@@ -28,7 +28,7 @@ seconds per chunk of the host process and of the fetcher on each path
 
     scripts/bench-exchange               # 64 x 1 MiB chunks, 5 runs, window 2
     scripts/bench-exchange --window 1    # one request at a time on both paths
-    scripts/bench-exchange --quick       # 16 x 256 KiB, 1 run (used by a test)
+    scripts/bench-exchange --quick       # 40 x 256 KiB, 1 run (used by a test)
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ from node.bitcoin.rpc import RPCClient  # noqa: E402
 from node.store import STORE_DIR, ChunkStore  # noqa: E402
 from node.transport import ChunkServer, open_transport  # noqa: E402
 from node.bitcoin.wallet import Wallet  # noqa: E402
-from protocol.payments import MAX_PAID_WINDOW, chunk_price, paid_window  # noqa: E402
+from protocol.payments import MAX_PAID_WINDOW, REDELIVERY_DEPTH, chunk_price, paid_window  # noqa: E402
 
 START_DEADLINE = 60.0
 MIB = 1 << 20
@@ -333,7 +333,7 @@ def main() -> int:
         serve_plain(sys.argv[2])
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="16 x 256 KiB chunks, one run (for tests)")
+    parser.add_argument("--quick", action="store_true", help="40 x 256 KiB chunks, one run (for tests)")
     parser.add_argument("--chunks", type=int, default=64)
     parser.add_argument("--chunk-size", type=int, default=MIB)
     parser.add_argument("--runs", type=int, default=5)
@@ -341,7 +341,11 @@ def main() -> int:
                         help="requests in flight on both paths (the paying host's allowance follows)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
-    count, size, runs = (16, 256 * 1024, 1) if args.quick else (args.chunks, args.chunk_size, args.runs)
+    count, size, runs = (40, 256 * 1024, 1) if args.quick else (args.chunks, args.chunk_size, args.runs)
+    if count <= REDELIVERY_DEPTH:
+        # Each run fetches the same chunks: the host would serve the last
+        # REDELIVERY_DEPTH of them again for free (specs/payments.md §Accounting).
+        parser.error(f"--chunks must be above REDELIVERY_DEPTH ({REDELIVERY_DEPTH})")
     refs = references(size)
     with tempfile.TemporaryDirectory(prefix="mu-bench-exchange-") as tmp:
         result = trio.run(bench, Path(tmp), count, size, runs, args.window)
