@@ -30,7 +30,7 @@ import trio
 from node.exchange import HostLink
 from node.ledger import LEDGER_FILE, Ledger
 from node.transport import SessionBroken, SessionClosed, TransportError
-from protocol.payments import MAX_PAID_WINDOW, chunk_price, paid_window
+from protocol.payments import MAX_PAID_WINDOW, Direction, chunk_price, paid_window
 from tests.helpers.chain import open_mu_chain
 from tests.helpers.exchange import Fetcher, open_fetcher, seed_chunks
 from tests.helpers.node import open_mu_node
@@ -141,7 +141,7 @@ async def test_host_killed_inside_groups_of_records_loses_nothing(tmp_path: Path
     with Ledger.open(host_dir / LEDGER_FILE) as ledger:
         record = ledger.channel(channel)
         payments = ledger.payments()
-        account = ledger.account(fetcher.transport.identity.node_id.hex(), "in")
+        account = ledger.account(fetcher.transport.identity.node_id.hex(), Direction.IN)
     assert record is not None
     assert {a.hex() for a in stream.received} <= {p.chunk for p in payments}  # recorded before served
     earned = sum(p.amount for p in payments if p.channel_id == channel)
