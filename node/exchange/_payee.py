@@ -282,7 +282,8 @@ class PayeeBook:
             payment = decision.payment
             cid = str(payment.channel)
             current = self._channels[cid]  # as it is now: the watcher may have marked it closing meanwhile
-            self._channels[cid] = dataclasses.replace(current, channel=decision.channel)
+            self._channels[cid] = PayeeEntry(channel=decision.channel, peer=current.peer, status=current.status,
+                                             deadline=current.deadline)
             slot.account = decision.account
             record = self.journal.add(slot, PaymentEntry(
                 peer=peer_hex, direction=Direction.IN, kind=request.kind, chunk=request.chunk.hex(),
@@ -384,11 +385,11 @@ class ChargeJournal:
             batch, self._queue = self._queue, []
             self._writing = writing = trio.Event()
             now = self._clock()  # a group's rows share their time: when the group was written
-            entries = [dataclasses.replace(entry, now=now) for entry, _ in batch]
+            entries = [entry for entry, _ in batch]
             results: list[object] = []
             try:
                 results = list(await trio.to_thread.run_sync(
-                    lambda: self.ledger.record_payments(entries, chained=True)))
+                    lambda: self.ledger.record_payments(entries, chained=True, now=now)))
             except Exception as exc:  # nothing of the group is on disk
                 results = [exc] * len(batch)
             finally:

@@ -411,8 +411,8 @@ class Ledger:
 
         return write
 
-    def record_payments(self, entries: Sequence[PaymentEntry], *,
-                        chained: bool = False) -> list[PaymentRecord | LedgerError]:
+    def record_payments(self, entries: Sequence[PaymentEntry], *, chained: bool = False,
+                        now: float | None = None) -> list[PaymentRecord | LedgerError]:
         """Record several charged requests, in order,
         in one committed transaction; return when it is on disk.
 
@@ -421,11 +421,13 @@ class Ledger:
         (the payee's grouped records, specs/payments.md §Ledger "Grouped
         host commits"): an entry of a peer after a refused one of the same
         peer is refused too, unwritten, since it was decided on the state
-        the refused one would have left.
+        the refused one would have left.  ``now``: the time of every entry
+        without its own.
         """
         writes = [self._payment_write(
             peer=e.peer, direction=e.direction, kind=e.kind, chunk=e.chunk, price=e.price, amount=e.amount,
-            channel_id=e.channel_id, total=e.total, payer_sig=e.payer_sig, now=e.now) for e in entries]
+            channel_id=e.channel_id, total=e.total, payer_sig=e.payer_sig, now=now if e.now is None else e.now)
+            for e in entries]
 
         def write(conn: sqlite3.Connection) -> list[PaymentRecord | LedgerError]:
             results: list[PaymentRecord | LedgerError] = []

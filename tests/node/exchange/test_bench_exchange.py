@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def test_bench_exchange_quick() -> None:
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_exchange.py"), "--quick", "--json"],
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_exchange.py"), "--quick", "--window", "2",
+                             "--json"],
                             capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)

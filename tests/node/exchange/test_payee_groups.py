@@ -104,10 +104,10 @@ async def test_no_request_of_a_failed_group_is_answered_and_the_next_ones_build_
         record_payments = ledger.record_payments
         failures = [sqlite3.OperationalError("database or disk is full")]
 
-        def full_once(entries: Sequence[PaymentEntry], *, chained: bool = False) -> object:
+        def full_once(entries: Sequence[PaymentEntry], *, chained: bool = False, now: float | None = None) -> object:
             if failures:
                 raise failures.pop()
-            return record_payments(entries, chained=chained)
+            return record_payments(entries, chained=chained, now=now)
 
         ledger.record_payments = full_once  # type: ignore[method-assign, assignment]
         # A window decided on the state each leaves: totals 200..200 + 100 * (WINDOW - 1).
@@ -147,9 +147,9 @@ async def test_a_refused_record_stops_its_peer_and_the_rest_commits(tmp_path: Pa
         record_payments = ledger.record_payments
         bad_chunk = (2 + refused).to_bytes(32, "big").hex()
 
-        def one_stale(entries: Sequence[PaymentEntry], *, chained: bool = False) -> object:
+        def one_stale(entries: Sequence[PaymentEntry], *, chained: bool = False, now: float | None = None) -> object:
             entries = [dataclasses.replace(e, total=0) if e.chunk == bad_chunk else e for e in entries]
-            return record_payments(entries, chained=chained)
+            return record_payments(entries, chained=chained, now=now)
 
         ledger.record_payments = one_stale  # type: ignore[method-assign, assignment]
         window = [await stage(book, 2 + n, PRICE * (1 + n)) for n in range(6)]
