@@ -138,6 +138,7 @@ class PayeeBook:
         Raises:
             LocalPaymentError(UNKNOWN_CHANNEL): not a channel of this peer.
         """
+        await self.settled()  # what we report is on disk (specs/payments.md §Ledger, "Grouped host commits")
         entry = await self.entry(channel, peer=peer)
         account = await self._account(peer.hex())
         return ChannelState(
@@ -293,6 +294,10 @@ class PayeeBook:
             return StagedCharge(increment=decision.increment, record=record, settles=settles)
         raise AssertionError(f"decision {decision!r} needs a channel looked up")
 
+    async def settled(self) -> None:
+        """Return once every record queued so far has committed or failed (a failure resets the state)."""
+        await self.journal.settled()
+
     async def committed(self, staged: StagedCharge) -> int:
         """Wait until ``staged``'s record is on disk (writing its group if none is under way); the sats paid.
 
@@ -364,6 +369,16 @@ class ChargeJournal:
         self._queue: list[tuple[PaymentEntry, PendingCharge]] = []
         self._writing: trio.Event | None = None
         self.groups = 0  # groups written (for tests and benchmarks)
+
+    async def settled(self) -> None:
+        """Return once every record queued so far has committed or failed."""
+        if self._queue:
+            try:
+                await self.committed(self._queue[-1][1])  # the last one is written (or fails) after all others
+            except Exception:  # its own caller gets the error; here only the end matters
+                pass
+        elif self._writing is not None:
+            await self._writing.wait()
 
     def add(self, owner: _Peer, entry: PaymentEntry) -> PendingCharge:
         """Queue ``entry`` (decided just now, so after every one queued before)."""

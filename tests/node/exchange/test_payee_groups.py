@@ -171,3 +171,15 @@ async def test_a_refused_record_stops_its_peer_and_the_rest_commits(tmp_path: Pa
         state = await book.channel_state(PEER, CID)
         record = ledger.channel(str(CID))
     assert record is not None and state.total == record.total == PRICE * refused
+
+
+async def test_channel_state_reports_what_is_on_disk(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        book = open_book(ledger)
+        staged = [await stage(book, index, total) for index, total in enumerate([None, None, PRICE, 2 * PRICE])]
+        state = await book.channel_state(PEER, CID)  # waits for the records queued before it
+        record = ledger.channel(str(CID))
+        account = ledger.account(PEER.hex(), Direction.IN)
+        assert record is not None and (state.total, state.consumed, state.paid) == (
+            record.total, account.consumed, account.paid) == (2 * PRICE, 4 * PRICE, 2 * PRICE)
+        assert [await book.committed(s) for s in staged] == [0, 0, PRICE, PRICE]
