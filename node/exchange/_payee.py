@@ -17,9 +17,10 @@ commits").
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import trio
@@ -53,6 +54,9 @@ from protocol.payments.vocabulary import ChannelStatus, Direction, Kind, Role
 MAX_CACHED_ACCOUNTS = 10_000
 # A paid request re-reads the tip when the cached one is older than this.
 TIP_MAX_AGE_SECONDS = 1.0
+# Longest a group of records waits for requests already arrived and still
+# being read to join it (specs/payments.md §Ledger, "Grouped host commits").
+GROUP_WAIT_SECONDS = 0.002
 
 
 @dataclass(slots=True)
@@ -294,6 +298,10 @@ class PayeeBook:
             return StagedCharge(increment=decision.increment, record=record, settles=settles)
         raise AssertionError(f"decision {decision!r} needs a channel looked up")
 
+    def coming(self) -> contextlib.AbstractContextManager[None]:
+        """Wrap a request's work before ``stage`` (its chunk read): the group being formed waits for it."""
+        return self.journal.coming()
+
     async def settled(self) -> None:
         """Return once every record queued so far has committed or failed (a failure resets the state)."""
         await self.journal.settled()
@@ -356,6 +364,9 @@ class ChargeJournal:
     group: one transaction, one device flush, whatever the number of
     requests and peers in it.  The first request to wait for its record
     when no write is under way writes the group (one thread hop for all).
+    While requests that have arrived are still being read (``coming``), the
+    group waits for them to be decided, at most ``GROUP_WAIT_SECONDS``: a
+    window's records then share one commit instead of one each.
     A record that fails fails the later ones of its peer in the same group
     (``Ledger.record_payments(chained=True)``) and every record queued
     behind the group; ``on_failure`` then resets the book's state to the
@@ -368,7 +379,20 @@ class ChargeJournal:
         self._on_failure = on_failure
         self._queue: list[tuple[PaymentEntry, PendingCharge]] = []
         self._writing: trio.Event | None = None
+        self._coming = 0  # requests arrived and not yet decided (``coming``)
+        self._came = trio.Event()  # set (and replaced) when one of them is decided or ends
         self.groups = 0  # groups written (for tests and benchmarks)
+
+    @contextlib.contextmanager
+    def coming(self) -> Iterator[None]:
+        """Around a request's work before its decision (a chunk read): a group being formed waits for it."""
+        self._coming += 1
+        try:
+            yield
+        finally:
+            self._coming -= 1
+            came, self._came = self._came, trio.Event()
+            came.set()
 
     async def settled(self) -> None:
         """Return once every record queued so far has committed or failed."""
@@ -397,8 +421,11 @@ class ChargeJournal:
             if self._writing is not None:
                 await self._writing.wait()
                 continue
-            batch, self._queue = self._queue, []
             self._writing = writing = trio.Event()
+            with trio.move_on_after(GROUP_WAIT_SECONDS):
+                while self._coming > 0:  # requests already here join this group
+                    await self._came.wait()
+            batch, self._queue = self._queue, []
             now = self._clock()  # a group's rows share their time: when the group was written
             entries = [entry for entry, _ in batch]
             results: list[object] = []

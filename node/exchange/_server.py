@@ -62,21 +62,25 @@ class PaidChunkServer:
 
     async def _get(self, session: Session, message: GetChunk) -> Message:
         peer = session.peer_node_id
-        # The read first (in a worker thread: a slow disk must not stall the
-        # event loop; the store checks its SHA-256): the price needs the size,
-        # and a chunk we cannot send is refused before anything is charged.
-        data = await trio.to_thread.run_sync(self._read, message.address)
-        if isinstance(data, ChunkNotFound):
-            raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not found")
-        if not isinstance(data, bytes):
-            log.error("chunk %s unreadable: %s", message.address.hex(), data)
-            raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not available")
-        # Charged in the order the peer sent them (specs/payments.md §Paid
-        # window); the answer waits for the record's group to commit, while
-        # the peer's next requests are decided (§Ledger, "Grouped host commits").
-        async with session.in_arrival_order():
-            staged = await self.book.stage(peer, kind=Kind.GET, chunk=message.address, size=len(data),
-                                           payment=message.payment)
+        # The records of the requests being read join the group being formed
+        # (specs/payments.md §Ledger, "Grouped host commits").
+        with self.book.coming():
+            # The read first (in a worker thread: a slow disk must not stall
+            # the event loop; the store checks its SHA-256): the price needs
+            # the size, and a chunk we cannot send is refused before anything
+            # is charged.
+            data = await trio.to_thread.run_sync(self._read, message.address)
+            if isinstance(data, ChunkNotFound):
+                raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not found")
+            if not isinstance(data, bytes):
+                log.error("chunk %s unreadable: %s", message.address.hex(), data)
+                raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not available")
+            # Charged in the order the peer sent them (specs/payments.md §Paid
+            # window); the answer waits for the record's group to commit, while
+            # the peer's next requests are decided.
+            async with session.in_arrival_order():
+                staged = await self.book.stage(peer, kind=Kind.GET, chunk=message.address, size=len(data),
+                                               payment=message.payment)
         await self.book.committed(staged)
         self.served += 1
         return Chunk(request_id=message.request_id, address=message.address, data=data)
@@ -95,9 +99,10 @@ class PaidChunkServer:
         quota = self.store.quota_bytes
         if quota is not None and self.store.used_bytes + len(message.data) > quota:
             raise RequestRefused(ErrorCode.OVER_QUOTA, "store full")  # refuse before taking money
-        async with session.in_arrival_order():  # charged in the order the peer sent them
-            staged = await self.book.stage(peer, kind=Kind.PUT, chunk=message.address, size=len(message.data),
-                                           payment=message.payment)
+        with self.book.coming():
+            async with session.in_arrival_order():  # charged in the order the peer sent them
+                staged = await self.book.stage(peer, kind=Kind.PUT, chunk=message.address, size=len(message.data),
+                                               payment=message.payment)
         await self.book.committed(staged)
         # Retention counts from now, after the payment is on disk.
         until = int(self.wall_clock()) + self.book.terms.retention_seconds
