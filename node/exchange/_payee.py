@@ -422,22 +422,25 @@ class ChargeJournal:
                 await self._writing.wait()
                 continue
             self._writing = writing = trio.Event()
-            with trio.move_on_after(GROUP_WAIT_SECONDS):
-                while self._coming > 0:  # requests already here join this group
-                    await self._came.wait()
-            batch, self._queue = self._queue, []
-            now = self._clock()  # a group's rows share their time: when the group was written
-            entries = [entry for entry, _ in batch]
+            batch: list[tuple[PaymentEntry, PendingCharge]] = []
             results: list[object] = []
             try:
-                results = list(await trio.to_thread.run_sync(
-                    lambda: self.ledger.record_payments(entries, chained=True, now=now)))
-            except Exception as exc:  # nothing of the group is on disk
-                results = [exc] * len(batch)
+                with trio.move_on_after(GROUP_WAIT_SECONDS):
+                    while self._coming > 0:  # requests already here join this group
+                        await self._came.wait()
+                # Cancelled while waiting: nothing taken, the next waiter writes the group.
+                batch, self._queue = self._queue, []
+                now = self._clock()  # a group's rows share their time: when the group was written
+                entries = [entry for entry, _ in batch]
+                try:
+                    results = list(await trio.to_thread.run_sync(
+                        lambda: self.ledger.record_payments(entries, chained=True, now=now)))
+                except Exception as exc:  # nothing of the group is on disk
+                    results = [exc] * len(batch)
             finally:
                 if len(results) != len(batch):
                     results = [RuntimeError("record interrupted")] * len(batch)
-                self.groups += 1
+                self.groups += 1 if batch else 0
                 if any(isinstance(result, Exception) for result in results):
                     behind, self._queue = self._queue, []
                     batch += behind

@@ -183,3 +183,19 @@ async def test_channel_state_reports_what_is_on_disk(tmp_path: Path) -> None:
         assert record is not None and (state.total, state.consumed, state.paid) == (
             record.total, account.consumed, account.paid) == (2 * PRICE, 4 * PRICE, 2 * PRICE)
         assert [await book.committed(s) for s in staged] == [0, 0, PRICE, PRICE]
+
+
+async def test_a_writer_cancelled_while_its_group_waits_leaves_the_group_to_the_next(tmp_path: Path) -> None:
+    """The request that would write a group is cancelled (its session closed) while the group waits
+    for a request still being read: nothing is taken, and the next waiter writes the group."""
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        book = open_book(ledger)
+        with book.coming():  # a request still being read: the group waits for it
+            staged = await stage(book, 0, None)
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await book.committed(staged)
+            assert not scope.cancelled_caught or staged.record is not None and not staged.record.done.is_set()
+        with trio.fail_after(10):
+            assert await book.committed(staged) == 0
+        assert ledger.account(PEER.hex(), Direction.IN).consumed == PRICE
