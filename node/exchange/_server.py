@@ -1,8 +1,9 @@
 """The host's request handler: chunk requests served only once paid for.
 
-Wraps the transport's plain ``ChunkServer``: GET and PUT go through
-``PayeeBook.charge`` (which returns once the payment is on disk) before
-the chunk is sent or stored; a paid PUT keeps the chunk for the host's
+Wraps the transport's plain ``ChunkServer``: GET and PUT are charged
+through ``PayeeBook`` (``stage`` in the peer's arrival order, then
+``committed``, which returns once the payment is on disk) before the chunk
+is sent or stored; a paid PUT keeps the chunk for the host's
 retention period from then (a PUT of a chunk already held extends it,
 specs/network.md §7); channel messages open channels and report
 their state; HAVE stays free.  Every refusal is an ERROR with its own code
@@ -19,7 +20,7 @@ from collections.abc import Callable
 
 import trio
 
-from node.exchange._payee import NOT_RUN, PayeeBook
+from node.exchange._payee import PayeeBook
 from node.store import ChunkCorrupt, ChunkNotFound, ChunkStore, StoreFull
 from node.transport import RequestRefused, Session
 from node.transport import ChunkServer
@@ -61,36 +62,28 @@ class PaidChunkServer:
 
     async def _get(self, session: Session, message: GetChunk) -> Message:
         peer = session.peer_node_id
-        # The price needs only the size: a stat, not the read (in a worker
-        # thread: a slow disk must not stall the event loop).
-        size = await trio.to_thread.run_sync(self._size_of, message.address)
-        if size is None:
-            raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not found")
-        if self.book.terms.free_allowance >= self.book.price(Kind.GET, size):
-            # The allowance lets a payer keep a window of requests in flight
-            # (specs/payments.md §Paid window): throughput over latency.  The
-            # read (and its SHA-256 check) runs in the worker thread that
-            # wrote the payment, right after it is on disk: one thread hop.
-            async with session.in_arrival_order():  # charged in the order the peer sent them
-                _, data = await self.book.charge_then(peer, kind=Kind.GET, chunk=message.address, size=size,
-                                                      payment=message.payment, then=lambda: self._read(message.address))
-            if data is NOT_RUN:  # a redelivery: nothing was recorded
-                data = await trio.to_thread.run_sync(self._read, message.address)
-        else:
+        # The records of the requests being read join the group being formed
+        # (specs/payments.md §Ledger, "Grouped host commits").
+        with self.book.coming():
+            # The read first (in a worker thread: a slow disk must not stall
+            # the event loop; the store checks its SHA-256): the price needs
+            # the size, and a chunk we cannot send is refused before anything
+            # is charged.
+            data = await trio.to_thread.run_sync(self._read, message.address)
+            if isinstance(data, ChunkNotFound):
+                raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not found")
+            if not isinstance(data, bytes):
+                log.error("chunk %s unreadable: %s", message.address.hex(), data)
+                raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not available")
+            # Charged in the order the peer sent them (specs/payments.md §Paid
+            # window); the answer waits for the record's group to commit, while
+            # the peer's next requests are decided.
             async with session.in_arrival_order():
-                data = await self._charge_overlapped(peer, message, size)
-        if not isinstance(data, bytes):  # what the read raised, returned from the worker thread
-            log.error("chunk %s unreadable after it was paid for: %s", message.address.hex(), data)
-            raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not available")
+                staged = await self.book.stage(peer, kind=Kind.GET, chunk=message.address, size=len(data),
+                                               payment=message.payment)
+        await self.book.committed(staged)
         self.served += 1
         return Chunk(request_id=message.request_id, address=message.address, data=data)
-
-    def _size_of(self, address: bytes) -> int | None:
-        """The chunk file's size, or None when there is no such chunk."""
-        try:
-            return self.store.path_of(address).stat().st_size
-        except FileNotFoundError:
-            return None
 
     def _read(self, address: bytes) -> bytes | Exception:
         """The chunk's bytes (SHA-256 checked by the store), or why not."""
@@ -99,31 +92,6 @@ class PaidChunkServer:
         except (ChunkNotFound, ChunkCorrupt) as exc:
             return exc
 
-    async def _charge_overlapped(self, peer: bytes, message: GetChunk, size: int) -> bytes | Exception:
-        """Charge, with the read (and its SHA-256 check) overlapping the durable record.
-
-        One request at a time per payer (no allowance to pipeline on): the
-        latency of each counts.  The chunk is sent only after both, so
-        nothing is served before its payment is on disk; a chunk found
-        corrupt meanwhile costs the payer that one payment (at most one
-        chunk's price).
-        """
-        read: list[bytes | Exception] = []
-
-        async def load() -> None:
-            read.append(await trio.to_thread.run_sync(self._read, message.address))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(load)
-            refusal: LocalPaymentError | None = None
-            try:
-                await self.book.charge(peer, kind=Kind.GET, chunk=message.address, size=size, payment=message.payment)
-            except LocalPaymentError as exc:
-                refusal = exc
-        if refusal is not None:
-            raise refusal
-        return read[0]
-
     async def _put(self, session: Session, message: PutChunk) -> Message:
         peer = session.peer_node_id
         if hashlib.sha256(message.data).digest() != message.address:
@@ -131,9 +99,11 @@ class PaidChunkServer:
         quota = self.store.quota_bytes
         if quota is not None and self.store.used_bytes + len(message.data) > quota:
             raise RequestRefused(ErrorCode.OVER_QUOTA, "store full")  # refuse before taking money
-        async with session.in_arrival_order():  # charged in the order the peer sent them
-            await self.book.charge(peer, kind=Kind.PUT, chunk=message.address, size=len(message.data),
-                                   payment=message.payment)
+        with self.book.coming():
+            async with session.in_arrival_order():  # charged in the order the peer sent them
+                staged = await self.book.stage(peer, kind=Kind.PUT, chunk=message.address, size=len(message.data),
+                                               payment=message.payment)
+        await self.book.committed(staged)
         # Retention counts from now, after the payment is on disk.
         until = int(self.wall_clock()) + self.book.terms.retention_seconds
         try:

@@ -139,6 +139,7 @@ class SettlementWatcher:
         if settlement is not None:
             await self._follow(record, settlement, ChannelStatus.CLOSED)
             return
+        await self.book.settled()  # close on a total that is on disk (specs/payments.md §Ledger)
         entry = await self.book.entry(ChannelId.parse(record.channel_id))
         total = entry.channel.total
         due = tip + 1 >= entry.deadline or total >= self.config.settle_threshold or record.state is ChannelStatus.CLOSING

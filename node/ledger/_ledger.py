@@ -20,6 +20,7 @@ from typing import Any
 from node.ledger import _reports
 from node.ledger._commit import GroupCommitter
 from node.ledger._schema import migrate
+from protocol.payments.payee import RecordChain
 from protocol.payments.vocabulary import ChannelStatus, Direction, Kind, Role, SettlementKind, SettlementStatus
 
 CHANNEL_STATES = tuple(ChannelStatus)
@@ -410,20 +411,31 @@ class Ledger:
 
         return write
 
-    def record_payments(self, entries: Sequence[PaymentEntry]) -> list[PaymentRecord | LedgerError]:
+    def record_payments(self, entries: Sequence[PaymentEntry], *, chained: bool = False,
+                        now: float | None = None) -> list[PaymentRecord | LedgerError]:
         """Record several charged requests, in order,
         in one committed transaction; return when it is on disk.
 
         Each entry has its own savepoint: a refused one (its LedgerError is
-        returned in its place) undoes nothing of the others.
+        returned in its place) undoes nothing of the others.  ``chained``
+        (the payee's grouped records, specs/payments.md §Ledger "Grouped
+        host commits"): an entry of a peer after a refused one of the same
+        peer is refused too, unwritten, since it was decided on the state
+        the refused one would have left.  ``now``: the time of every entry
+        without its own.
         """
         writes = [self._payment_write(
             peer=e.peer, direction=e.direction, kind=e.kind, chunk=e.chunk, price=e.price, amount=e.amount,
-            channel_id=e.channel_id, total=e.total, payer_sig=e.payer_sig, now=e.now) for e in entries]
+            channel_id=e.channel_id, total=e.total, payer_sig=e.payer_sig, now=now if e.now is None else e.now)
+            for e in entries]
 
         def write(conn: sqlite3.Connection) -> list[PaymentRecord | LedgerError]:
             results: list[PaymentRecord | LedgerError] = []
-            for one in writes:
+            chain = RecordChain()
+            for entry, one in zip(entries, writes):
+                if chained and not chain.may_write(entry.peer):
+                    results.append(LedgerError(f"an earlier record of peer {entry.peer[:12]} in its group failed"))
+                    continue
                 conn.execute("SAVEPOINT entry")
                 try:
                     results.append(one(conn))
@@ -432,6 +444,7 @@ class Ledger:
                     conn.execute("ROLLBACK TO entry")
                     conn.execute("RELEASE entry")
                     results.append(exc)
+                    chain.failed(entry.peer)
             return results
 
         outcome: list[PaymentRecord | LedgerError] = self._commits.submit(write)

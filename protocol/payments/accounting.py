@@ -37,8 +37,9 @@ from dataclasses import dataclass
 from protocol.payments.errors import LocalPaymentError, PaymentErrorCode
 
 # Most paid requests a payer keeps in flight to one payee (specs/payments.md
-# §Paid window); also how many recent charges a payee redelivers for free.
-MAX_PAID_WINDOW = 4
+# §Paid window): deep enough to cover a round trip of 1 MiB chunks at a few
+# hundred MiB/s; also how many recent charges a payee redelivers for free.
+MAX_PAID_WINDOW = 16
 REDELIVERY_DEPTH = MAX_PAID_WINDOW
 
 

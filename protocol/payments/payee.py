@@ -228,6 +228,37 @@ _BITCOIN_REFUSALS: tuple[tuple[type[BitcoinError], PaymentErrorCode], ...] = (
 )
 
 
+# -- grouped records ---------------------------------------------------------------
+
+
+class RecordChain:
+    """The order rule of the payee's grouped records (specs/payments.md §Ledger, "Grouped host commits").
+
+    The payee decides a peer's next request on the account and channel its
+    previous decision left, before that one's record has committed, so the
+    records of a group are a chain per peer: each builds on the ones before
+    it (its channel total on theirs, its account sums on theirs).  A record
+    that fails breaks its peer's chain: every later record of that peer in
+    the same group fails too, unwritten, since each was decided on state
+    that is not on disk.  Other peers' records go on.  Nothing is served
+    before its record commits, so after a crash or a failed write the
+    payee has served nothing it has not recorded.
+    """
+
+    __slots__ = ("_broken",)
+
+    def __init__(self) -> None:
+        self._broken: set[str] = set()
+
+    def may_write(self, peer: str) -> bool:
+        """Whether the next record of ``peer`` in this group may be written."""
+        return peer not in self._broken
+
+    def failed(self, peer: str) -> None:
+        """A record of ``peer`` failed: its later records in this group fail unwritten."""
+        self._broken.add(peer)
+
+
 # -- opening a channel ------------------------------------------------------------
 
 

@@ -19,9 +19,11 @@ from node.ledger import (
     Ledger,
     LedgerError,
     LedgerVersionError,
+    PaymentEntry,
     StaleTotal,
     UnknownChannel,
 )
+from protocol.payments import Direction, Kind
 
 PEER = "aa" * 20
 DAY = 1_790_000_000.0  # 2026-09-21 UTC
@@ -78,6 +80,33 @@ def test_channel_payment_updates_total_account_and_refuses_replays(tmp_path: Pat
         account = ledger.account(PEER, "in")
         assert (account.consumed, account.paid, account.last_chunk) == (20, 10, "02" * 32)
         assert len(ledger.payments(peer=PEER)) == 2  # the refused ones left nothing
+
+
+def test_chained_records_stop_a_peer_at_its_first_refused_record(tmp_path: Path) -> None:
+    """The payee's grouped records (specs/payments.md §Ledger, "Grouped host commits"): a record of a
+    peer after a refused one of the same peer is refused unwritten; another peer's go on."""
+    other = "bb" * 20
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        mine, theirs = channel(), channel("ee" * 32 + ":0", peer=other)
+        ledger.add_channel(mine)
+        ledger.add_channel(theirs)
+
+        def paid(peer: str, cid: str, chunk: int, total: int) -> PaymentEntry:
+            return PaymentEntry(peer=peer, direction=Direction.IN, kind=Kind.GET, chunk="%064x" % chunk, price=10,
+                                amount=10, channel_id=cid, total=total, payer_sig=b"s", now=DAY)
+
+        group = [paid(PEER, mine.channel_id, 1, 10), paid(PEER, mine.channel_id, 2, 10),  # a replay: refused
+                 paid(other, theirs.channel_id, 3, 10), paid(PEER, mine.channel_id, 4, 20),
+                 paid(other, theirs.channel_id, 5, 20)]
+        results = ledger.record_payments(group, chained=True)
+        assert [type(r).__name__ for r in results] == [
+            "PaymentRecord", "StaleTotal", "PaymentRecord", "LedgerError", "PaymentRecord"]
+        assert [p.chunk for p in ledger.payments(peer=PEER)] == ["%064x" % 1]
+        assert ledger.channel(mine.channel_id).total == 10  # type: ignore[union-attr]
+        assert ledger.channel(theirs.channel_id).total == 20  # type: ignore[union-attr]
+        # Unchained, the later record of the same peer is written (the payer's own records).
+        results = ledger.record_payments([paid(PEER, mine.channel_id, 6, 10), paid(PEER, mine.channel_id, 7, 30)])
+        assert isinstance(results[0], StaleTotal) and not isinstance(results[1], Exception)
 
 
 def test_earnings_per_peer_and_day_and_settlements(tmp_path: Path) -> None:

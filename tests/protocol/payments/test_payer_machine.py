@@ -339,6 +339,8 @@ def test_exposure_ordering_and_redelivery_under_any_interleaving(
     link = make_link(allowance)
     host = Host(allowance)
     assert link.channel is not None
+    if paid_window(price, allowance) > 4:
+        event("a window deeper than r2's largest (4)")
     in_flight: list[Sent] = []
     received: set[bytes] = set()
     lost: list[bytes] = []  # charged by the host, never delivered: retried before anything new
