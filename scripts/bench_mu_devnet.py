@@ -1,0 +1,253 @@
+"""mu's side of scripts/bench-vs-bittorrent: a networked ``mu add`` and a paid ``mu get`` on a fresh devnet.
+
+Everything mu does here goes through its command line (``mu add``, ``mu
+get``, ``mu peers``, ``mu earnings``) against real ``mu chain`` and ``mu
+node`` processes started as ``scripts/devnet`` starts them, so the figures
+are what a user's commands take.  One run, on a devnet of its own::
+
+    node-1  the uploader          node-2..4  the hosts (H1..H3)
+    node-5  the spare candidate   node-6     a fetcher outside the replica set
+
+1. every node up: node-1 adds the file (3 replicas, the default), timed to
+   the command's end, which is when the last replica is confirmed;
+2. node-5 stopped: node-1 adds the same file again (a fresh key, so new
+   chunks), timed the same way; the file's only holders are now node-1 and
+   H1..H3, each with every chunk (three replicas, three candidates up);
+3. node-1 stops (it holds every chunk: left up it would be a fourth host)
+   and node-5 restarts on its old ports: a fresh process holding none of the
+   second file, which fetches it from H1..H3, paying past the free allowance;
+4. H2 and H3 stop; node-6, started only now, fetches it from H1 alone.
+
+Each fetch is the user's whole ``mu get`` command.  Beside it: the local
+chunk count the node reports (must be 0), the time to the first byte in
+the output's part file, the CPU seconds of the fetching node, of the
+command and of the hosts (``/proc/PID/stat`` before and after), the
+fetching node's peak RSS (VmHWM of a process started for this fetch) and
+the fetcher's ledger (sats spent, hosts paid).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import devnet
+from node.runtime.config import load_identity
+
+MIB = 1 << 20
+JOIN_DEADLINE = 30.0  # seconds for a node's routing table to list the peers it needs
+JOIN_POLL = 0.2
+FIRST_BYTE_POLL = 0.002  # stat the output directory this often until the first byte lands
+EXIT_UNDER_REPLICATED = 5  # mu add: the link is good, some chunk has fewer replicas than asked
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AddFigures:
+    seconds: float
+    chunks: int
+    replicas_confirmed: int
+    under_replicated: int
+    link: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class GetFigures:
+    hosts: int
+    seconds: float
+    first_byte: float | None  # None: no byte seen before the command ended
+    local_chunks: int
+    chunks_fetched: int
+    sats_spent: int  # what ``mu get`` reported
+    ledger_spent: int  # what the fetcher's ledger says it paid, all peers
+    hosts_paid: int  # peers the ledger shows paid
+    node_cpu: float  # the fetching node's CPU seconds during the command
+    command_cpu: float  # the ``mu get`` process's own CPU seconds
+    host_cpu: float  # all hosts' CPU seconds during the command
+    peak_rss_mib: float  # the fetching node's VmHWM
+    correct: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MuRun:
+    add_all_up: AddFigures
+    add_one_down: AddFigures
+    get_3_hosts: GetFigures
+    get_1_host: GetFigures
+
+
+def _mu(data_dir: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "node", "--data-dir", str(data_dir), *args]
+
+
+def _run_timed(argv: list[str]) -> tuple[float, float, int, str, str]:
+    """Run a command to its end: wall seconds, its CPU seconds (wait4's rusage), exit code, stdout, stderr."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        began = time.monotonic()
+        process = subprocess.Popen(argv, stdout=out, stderr=err, cwd=devnet.REPO_ROOT, env=devnet._env())
+        _, status, usage = os.wait4(process.pid, 0)  # Popen.wait would reap it without its rusage
+        seconds = time.monotonic() - began
+        process.returncode = code = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return seconds, usage.ru_utime + usage.ru_stime, code, out.read().decode(), err.read().decode()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process, from /proc/PID/stat (fields 14 and 15, after the command name)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+async def _wait_for_peers(data_dir: Path, wanted: set[str]) -> None:
+    """Poll ``mu peers`` until the running node's routing table lists every node id in ``wanted``."""
+    with trio.fail_after(JOIN_DEADLINE):
+        while True:
+            report = await devnet._mu_json(data_dir, "peers")
+            if wanted <= {p["node_id"] for p in report["peers"]}:
+                return
+            await trio.sleep(JOIN_POLL)  # polling another process's table, bounded by fail_after
+
+
+class Node:
+    """One ``mu node`` of the devnet: its data dir, id, process and ports."""
+
+    def __init__(self, data_dir: Path, url: str, cookie: Path) -> None:
+        self.data_dir, self.url, self.cookie = data_dir, url, cookie
+        self.node_id = load_identity(data_dir).node_id.hex()
+        self.process: trio.Process | None = None
+        self.info: dict[str, Any] = {}
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def dht_port(self) -> int:
+        return int(self.info["dht_port"])
+
+    async def start(self, bootstrap: Node | None) -> None:
+        self.process, self.info = await devnet._start_node(self.data_dir, self.url, self.cookie,
+                                                           bootstrap.dht_port if bootstrap else None)
+
+    def keep_ports(self) -> None:
+        """Pin the ports it got to its config.toml, so a restart comes back where its peers' tables say it is."""
+        (self.data_dir / "config.toml").write_text(
+            f'listen = "127.0.0.1:{int(self.info["port"])}"\ndht_port = {self.dht_port}\n')
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            await devnet._stop(self.process)
+
+
+async def _add(node: Node, sample: Path) -> AddFigures:
+    seconds, _, code, out, err = await trio.to_thread.run_sync(_run_timed, _mu(node.data_dir, "add", str(sample), "--json"))
+    if code not in (0, EXIT_UNDER_REPLICATED):
+        raise RuntimeError(f"mu add exited with {code}: {err.strip()}")
+    added = json.loads(out)
+    return AddFigures(seconds=seconds, chunks=int(added["chunks"]), replicas_confirmed=int(added["replicas_confirmed"]),
+                      under_replicated=int(added["under_replicated"]), link=str(added["link"]))
+
+
+async def _watch_first_byte(out: Path, began: float, seen: list[float]) -> None:
+    """Record when the first byte of the output (its part file, or the file) is on disk: blocks, not a size.
+
+    Blocks rather than st_size because a fetcher may size its part file before
+    it writes anything.  Runs until the first byte or until cancelled.
+    """
+    while True:
+        for entry in os.scandir(out.parent):
+            if entry.name.startswith(out.name) and entry.stat().st_blocks > 0:
+                seen.append(time.monotonic() - began)
+                return
+        await trio.sleep(FIRST_BYTE_POLL)  # polling another process's file, stopped by the command's end
+
+
+async def _get(fetcher: Node, hosts: list[Node], link: str, out: Path, digest: bytes) -> GetFigures:
+    """Time ``mu get`` on ``fetcher``; CPU of it and the hosts, its peak RSS, its ledger after."""
+    node_cpu, host_cpu = _cpu_seconds(fetcher.pid), sum(_cpu_seconds(h.pid) for h in hosts)
+    first: list[float] = []
+    async with trio.open_nursery() as nursery:
+        began = time.monotonic()
+        nursery.start_soon(_watch_first_byte, out, began, first)
+        seconds, command_cpu, code, stdout, err = await trio.to_thread.run_sync(
+            _run_timed, _mu(fetcher.data_dir, "get", link, "-o", str(out), "--json"))
+        nursery.cancel_scope.cancel()
+    node_cpu = _cpu_seconds(fetcher.pid) - node_cpu
+    host_cpu = sum(_cpu_seconds(h.pid) for h in hosts) - host_cpu
+    peak = _peak_rss_mib(fetcher.pid)
+    if code != 0:
+        raise RuntimeError(f"mu get on {fetcher.data_dir.name} exited with {code}: {err.strip()}")
+    got = json.loads(stdout)
+    with open(out, "rb") as f:
+        correct = hashlib.file_digest(f, "sha256").digest() == digest
+    out.unlink()
+    earnings = await devnet._mu_json(fetcher.data_dir, "earnings")
+    paid = [row for row in earnings["per_peer"].values() if int(row["spent"]) > 0]
+    return GetFigures(hosts=len(hosts), seconds=seconds, first_byte=first[0] if first else None,
+                      local_chunks=int(got["local_chunks"]), chunks_fetched=int(got["chunks_fetched"]),
+                      sats_spent=int(got["sats_spent"]), ledger_spent=int(earnings["spent"]), hosts_paid=len(paid),
+                      node_cpu=node_cpu, command_cpu=command_cpu, host_cpu=host_cpu, peak_rss_mib=peak,
+                      correct=correct)
+
+
+async def run_mu(root: Path, sample: Path, digest: bytes, say: Callable[[str], None]) -> MuRun:
+    """One run on a fresh devnet in ``root`` (see the module docstring); every process is stopped after."""
+    chain, url, cookie = await devnet._start_chain(root / "chain")
+    nodes: list[Node] = []
+    try:
+        dirs = [root / f"node-{i}" for i in range(1, 7)]
+        for d in dirs:
+            d.mkdir()
+            load_identity(d, create=True)
+        async with devnet.RPCClient(url, cookie_path=cookie) as rpc:
+            await devnet._fund(rpc, dirs)
+        nodes = [Node(d, url, cookie) for d in dirs]
+        uploader, h1, h2, h3, spare, outsider = nodes
+        await uploader.start(None)
+        for node in (h1, h2, h3, spare):
+            await node.start(uploader)
+        spare.keep_ports()
+        await _wait_for_peers(uploader.data_dir, {n.node_id for n in (h1, h2, h3, spare)})
+
+        say("mu add, 3 replicas, every node up")
+        all_up = await _add(uploader, sample)
+        await spare.stop()
+        say("mu add again with node-5 (a replica candidate) stopped")
+        one_down = await _add(uploader, sample)
+        await uploader.stop()  # it holds every chunk: left up it would be a fourth host
+        await spare.start(h1)
+        await _wait_for_peers(spare.data_dir, {h1.node_id, h2.node_id, h3.node_id})
+        say("paid mu get from 3 hosts on node-5 (stopped during the add, holds none of the file)")
+        three = await _get(spare, [h1, h2, h3], one_down.link, root / "fetched-3-hosts.bin", digest)
+        await h2.stop()
+        await h3.stop()
+        await outsider.start(h1)
+        await _wait_for_peers(outsider.data_dir, {h1.node_id})
+        say("paid mu get from 1 host on node-6 (outside the replica set, holds none of the file)")
+        one = await _get(outsider, [h1], one_down.link, root / "fetched-1-host.bin", digest)
+        return MuRun(add_all_up=all_up, add_one_down=one_down, get_3_hosts=three, get_1_host=one)
+    finally:
+        with trio.CancelScope(shield=True):
+            for node in reversed(nodes):
+                await node.stop()
+            await devnet._stop(chain)

@@ -1,0 +1,225 @@
+"""Benchmark: mu against libtorrent and Tahoe-LAFS, the same file in the same sitting (issue 22).
+
+Usage::
+
+    scripts/bench-vs-bittorrent [--size MIB] [--runs N] [--dir DIR]
+
+One random file of ``--size`` MiB (default 256).  Each of ``--runs`` runs
+(default 3) measures, one after the other on this machine:
+
+- libtorrent (the ``libtorrent`` wheel): one seeder to one downloader on
+  loopback, from ``add_torrent`` to finished (scripts/bench_libtorrent.py);
+- Tahoe-LAFS (the ``tahoe-lafs`` wheel): a fresh local grid, ``tahoe put``
+  and ``tahoe get`` of the file (scripts/bench_tahoe.py);
+- mu on a fresh devnet: ``mu add`` with 3 replicas with every node up and
+  with one replica candidate stopped, then a paid ``mu get`` by a node that
+  holds none of the file from 3 hosts and from 1 host
+  (scripts/bench_mu_devnet.py).
+
+libtorrent and Tahoe run from the benchmark's own venv (``MU_BENCH_VENV``,
+set up by scripts/bench-vs-bittorrent), never the project's.  It prints
+each run, the medians, the ratios issue 22's must-hold lines name (each
+the median of the per-run ratios, every ratio's two sides measured in the
+same run) and the machine's load at the start and the end.  Exit code 0
+when every fetch returned the file's bytes with no local chunk and paid its
+hosts; the ratios are reported, not enforced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+
+from bench_mu_devnet import MIB, GetFigures, MuRun, run_mu  # noqa: E402
+from bench_tahoe import SHARES_NEEDED, SHARES_TOTAL, STORAGE_NODES, TahoeGrid  # noqa: E402
+
+DEFAULT_SIZE_MIB = 256
+DEFAULT_RUNS = 3
+WRITE_BLOCK = 16 * MIB
+LIBTORRENT_DEADLINE = 900.0
+# Issue 22 §Must hold: the bars the ratios are read against.
+GET_VS_LIBTORRENT_BAR = 1.0
+ADD_VS_TAHOE_BAR = 2.0
+ONE_DOWN_TIME_BAR = 1.5
+
+
+def say(text: str) -> None:
+    """What the benchmark is doing now, on stderr: stdout keeps the figures."""
+    print(f"... {text}", file=sys.stderr, flush=True)
+
+
+def machine_load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"nproc {os.cpu_count()}, loadavg {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def write_random(path: Path, size: int) -> bytes:
+    """Write ``size`` random bytes to ``path``; return their SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            block = os.urandom(min(left, WRITE_BLOCK))
+            digest.update(block)
+            f.write(block)
+            left -= len(block)
+    return digest.digest()
+
+
+def run_libtorrent(venv: Path, sample: Path, work: Path) -> tuple[float, str]:
+    """One libtorrent transfer in the benchmark venv's Python: seconds and libtorrent's version."""
+    done = subprocess.run([str(venv / "bin" / "python"), str(REPO_ROOT / "scripts" / "bench_libtorrent.py"),
+                           str(sample), str(work)], capture_output=True, text=True, timeout=LIBTORRENT_DEADLINE)
+    if done.returncode != 0:
+        raise RuntimeError(f"the libtorrent run exited with {done.returncode}: {done.stderr.strip()}")
+    result = json.loads(done.stdout)
+    return float(result["seconds"]), str(result["version"])
+
+
+def run_tahoe(venv: Path, sample: Path, work: Path, digest: bytes) -> tuple[float, float]:
+    """``tahoe put`` and ``tahoe get`` on a fresh grid: their seconds."""
+    grid = TahoeGrid(venv / "bin" / "tahoe", work)
+    try:
+        grid.start()
+        put, cap = grid.put(sample)
+        got = work / "fetched.bin"
+        get = grid.get(cap, got)
+    finally:
+        grid.stop()
+    with open(got, "rb") as f:
+        if hashlib.file_digest(f, "sha256").digest() != digest:
+            raise RuntimeError("tahoe get returned different bytes")
+    return put.seconds, get.seconds
+
+
+def _get_line(name: str, size_mib: float, g: GetFigures) -> str:
+    first = f"{g.first_byte:.2f} s" if g.first_byte is not None else "none seen"
+    return (f"  {name:<28} {size_mib / g.seconds:7.1f} MiB/s  {g.seconds:6.1f} s  first byte {first}  "
+            f"local chunks {g.local_chunks}  {g.chunks_fetched} fetched  {g.sats_spent} sats "
+            f"(ledger: {g.ledger_spent} to {g.hosts_paid} hosts)  CPU s: node {g.node_cpu:.1f} + command "
+            f"{g.command_cpu:.1f}, hosts {g.host_cpu:.1f}  peak RSS {g.peak_rss_mib:.0f} MiB"
+            f"{'' if g.correct else '  WRONG BYTES'}")
+
+
+def fetch_ok(g: GetFigures) -> bool:
+    """The fetch the issue asks for: the file's bytes, none of it local, hosts paid past the allowance."""
+    return g.correct and g.local_chunks == 0 and g.ledger_spent > 0 and g.hosts_paid > 0
+
+
+def bench(work: Path, venv: Path, size_mib: int, runs: int) -> int:
+    print(f"machine at start: {machine_load()}", flush=True)
+    sample = work / "sample.bin"
+    digest = write_random(sample, size_mib * MIB)
+    rates: dict[str, list[float]] = {}
+    ratios: dict[str, list[float]] = {}
+    mu_runs: list[MuRun] = []
+    version = ""
+    for run in range(1, runs + 1):
+        run_dir = work / f"run-{run}"
+        run_dir.mkdir()
+        say(f"run {run}: libtorrent seeder -> downloader")
+        lt_seconds, version = run_libtorrent(venv, sample, run_dir / "libtorrent")
+        say(f"run {run}: Tahoe-LAFS grid, tahoe put and get")
+        put_seconds, get_seconds = run_tahoe(venv, sample, run_dir / "tahoe", digest)
+        shutil.rmtree(run_dir / "libtorrent")
+        shutil.rmtree(run_dir / "tahoe")
+        mu = trio.run(run_mu, run_dir / "mu", sample, digest, say)
+        shutil.rmtree(run_dir)
+        mu_runs.append(mu)
+        figures = {
+            "libtorrent, seeder -> downloader": lt_seconds,
+            f"tahoe put ({SHARES_NEEDED}-of-{SHARES_TOTAL})": put_seconds,
+            "tahoe get": get_seconds,
+            "mu add, 3 replicas, all up": mu.add_all_up.seconds,
+            "mu add, one candidate down": mu.add_one_down.seconds,
+            "paid mu get, 3 hosts": mu.get_3_hosts.seconds,
+            "paid mu get, 1 host": mu.get_1_host.seconds,
+        }
+        for name, seconds in figures.items():
+            rates.setdefault(name, []).append(size_mib / seconds)
+        run_ratios = {
+            "paid mu get 1 host / libtorrent": lt_seconds / mu.get_1_host.seconds,
+            "paid mu get 3 hosts / libtorrent": lt_seconds / mu.get_3_hosts.seconds,
+            "networked mu add / tahoe put": put_seconds / mu.add_all_up.seconds,
+            "add time, one candidate down / all up": mu.add_one_down.seconds / mu.add_all_up.seconds,
+        }
+        for name, value in run_ratios.items():
+            ratios.setdefault(name, []).append(value)
+        print(f"run {run} ({machine_load()}):", flush=True)
+        for name, seconds in figures.items():
+            if not name.startswith("paid"):
+                print(f"  {name:<34} {size_mib / seconds:7.1f} MiB/s  {seconds:6.1f} s")
+        for add in (mu.add_all_up, mu.add_one_down):
+            print(f"    add: {add.chunks} chunks, {add.replicas_confirmed} replicas confirmed, "
+                  f"{add.under_replicated} chunks under-replicated")
+        print(_get_line("paid mu get, 3 hosts", size_mib, mu.get_3_hosts))
+        print(_get_line("paid mu get, 1 host", size_mib, mu.get_1_host), flush=True)
+
+    print(f"\n{size_mib} MiB random file, loopback, medians of {runs} run(s); libtorrent {version}, "
+          f"Tahoe-LAFS {SHARES_NEEDED}-of-{SHARES_TOTAL} on {STORAGE_NODES} storage nodes")
+    for name, values in rates.items():
+        print(f"  {name:<34} {statistics.median(values):7.1f} MiB/s")
+    gets = [g for r in mu_runs for g in (r.get_3_hosts, r.get_1_host)]
+    print(f"  paid mu get: first byte {statistics.median(g.first_byte or 0.0 for g in gets):.2f} s, "
+          f"local chunks {max(g.local_chunks for g in gets)} at most, fetcher peak RSS "
+          f"{max(g.peak_rss_mib for g in gets):.0f} MiB at most, fetcher CPU s (node + command) "
+          f"{statistics.median(g.node_cpu + g.command_cpu for g in gets):.1f}, hosts' CPU s "
+          f"{statistics.median(g.host_cpu for g in gets):.1f}")
+    print("issue 22, must hold (median of the per-run ratios):")
+    bars = {
+        "paid mu get 1 host / libtorrent": (GET_VS_LIBTORRENT_BAR, True),
+        "paid mu get 3 hosts / libtorrent": (GET_VS_LIBTORRENT_BAR, True),
+        "networked mu add / tahoe put": (ADD_VS_TAHOE_BAR, True),
+        "add time, one candidate down / all up": (ONE_DOWN_TIME_BAR, False),
+    }
+    for name, values in ratios.items():
+        bar, at_least = bars[name]
+        value = statistics.median(values)
+        holds = value >= bar if at_least else value <= bar
+        per_run = ", ".join(f"{v:.2f}" for v in values)
+        print(f"  {name:<38} {value:6.2f}x  ({'>=' if at_least else '<='} {bar:g}x: {'yes' if holds else 'NO'}; "
+              f"runs: {per_run})")
+    print(f"machine at end: {machine_load()}")
+    return 0 if all(fetch_ok(g) for g in gets) else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench-vs-bittorrent", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE_MIB, help=f"MiB in the file (default {DEFAULT_SIZE_MIB})")
+    parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help=f"runs to take medians over (default {DEFAULT_RUNS})")
+    parser.add_argument("--dir", default=None, help="where the work happens (default: a temporary dir)")
+    args = parser.parse_args(argv)
+    if args.size < 1 or args.runs < 1:
+        parser.error("--size and --runs must be at least 1")
+    venv = Path(os.environ.get("MU_BENCH_VENV", REPO_ROOT / ".venv-bench"))
+    if not (venv / "bin" / "tahoe").exists():
+        parser.error(f"no benchmark venv at {venv}: run scripts/bench-vs-bittorrent, which installs it")
+    began = time.monotonic()
+    if args.dir:
+        work = Path(args.dir).resolve()
+        work.mkdir(parents=True, exist_ok=False)
+        code = bench(work, venv, args.size, args.runs)
+    else:
+        with tempfile.TemporaryDirectory(prefix="mu-vs-bittorrent-") as tmp:
+            code = bench(Path(tmp), venv, args.size, args.runs)
+    print(f"benchmark took {time.monotonic() - began:.0f} s")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

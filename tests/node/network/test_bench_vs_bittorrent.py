@@ -1,0 +1,56 @@
+"""scripts/bench-vs-bittorrent's mu half on a real devnet: it measures what issue 22 asks, or fails.
+
+libtorrent and Tahoe-LAFS live in the benchmark's own venv, so this test
+runs only mu's part (scripts/bench_mu_devnet.py): real ``mu chain`` and
+``mu node`` processes, ``mu add`` and paid ``mu get`` through the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+
+from bench_mu_devnet import MIB, GetFigures, run_mu  # noqa: E402
+from bench_vs_bittorrent import fetch_ok  # noqa: E402
+
+
+def check_fetch(got: GetFigures, hosts: int) -> None:
+    assert got.hosts == hosts
+    assert got.correct and got.local_chunks == 0
+    assert got.chunks_fetched > 0 and got.sats_spent > 0
+    assert 0 < got.hosts_paid <= hosts and got.ledger_spent >= got.sats_spent
+    assert got.first_byte is not None and 0 < got.first_byte < got.seconds
+    assert got.node_cpu > 0 and got.command_cpu > 0 and got.peak_rss_mib > 0
+    assert fetch_ok(got)
+
+
+@pytest.mark.slow
+def test_mu_half_adds_and_fetches_paid_from_nodes_holding_none(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.bin"
+    data = os.urandom(4 * MIB + 12345)
+    sample.write_bytes(data)
+    run = trio.run(run_mu, tmp_path / "mu", sample, hashlib.sha256(data).digest(), lambda text: None)
+    for add in (run.add_all_up, run.add_one_down):
+        assert add.under_replicated == 0 and add.replicas_confirmed == 3 * add.chunks
+        assert add.seconds > 0 and add.link.startswith("mu:")
+    assert run.add_all_up.link != run.add_one_down.link  # a fresh key: the second add moved new chunks
+    check_fetch(run.get_3_hosts, 3)
+    check_fetch(run.get_1_host, 1)
+
+
+def test_a_fetch_with_a_local_chunk_or_no_payment_is_not_the_one_measured() -> None:
+    good = GetFigures(hosts=1, seconds=2.0, first_byte=0.5, local_chunks=0, chunks_fetched=5, sats_spent=400,
+                      ledger_spent=400, hosts_paid=1, node_cpu=0.3, command_cpu=0.5, host_cpu=0.2,
+                      peak_rss_mib=60.0, correct=True)
+    assert fetch_ok(good)
+    for bad in ({"local_chunks": 1}, {"ledger_spent": 0}, {"hosts_paid": 0}, {"correct": False}):
+        assert not fetch_ok(dataclasses.replace(good, **bad))
