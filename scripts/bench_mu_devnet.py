@@ -16,7 +16,8 @@ are what a user's commands take.  One run, on a devnet of its own::
 3. node-1 stops (it holds every chunk: left up it would be a fourth host)
    and node-5 restarts on its old ports: a fresh process holding none of the
    second file, which fetches it from H1..H3, paying past the free allowance;
-4. H2 and H3 stop; node-6, started only now, fetches it from H1 alone.
+4. node-5 (it keeps what it fetched), H2 and H3 stop; node-6, started only
+   now, fetches the file from H1 alone.
 
 Each fetch is the user's whole ``mu get`` command.  Beside it: the local
 chunk count the node reports (must be 0), the time to the first byte in
@@ -71,7 +72,8 @@ class GetFigures:
     chunks_fetched: int
     sats_spent: int  # what ``mu get`` reported
     ledger_spent: int  # what the fetcher's ledger says it paid, all peers
-    hosts_paid: int  # peers the ledger shows paid
+    hosts_paid: int  # peers the ledger shows paid: no more than ``hosts``, or another node served it
+    hosts_earned: int  # what the hosts' ledgers say they earned from the fetcher (less any still in flight)
     node_cpu: float  # the fetching node's CPU seconds during the command
     command_cpu: float  # the ``mu get`` process's own CPU seconds
     host_cpu: float  # all hosts' CPU seconds during the command
@@ -203,9 +205,14 @@ async def _get(fetcher: Node, hosts: list[Node], link: str, out: Path, digest: b
     out.unlink()
     earnings = await devnet._mu_json(fetcher.data_dir, "earnings")
     paid = [row for row in earnings["per_peer"].values() if int(row["spent"]) > 0]
+    earned = 0
+    for host in hosts:
+        from_fetcher = (await devnet._mu_json(host.data_dir, "earnings"))["per_peer"].get(fetcher.node_id, {})
+        earned += int(from_fetcher.get("earned", 0))
     return GetFigures(hosts=len(hosts), seconds=seconds, first_byte=first[0] if first else None,
                       local_chunks=int(got["local_chunks"]), chunks_fetched=int(got["chunks_fetched"]),
                       sats_spent=int(got["sats_spent"]), ledger_spent=int(earnings["spent"]), hosts_paid=len(paid),
+                      hosts_earned=earned,
                       node_cpu=node_cpu, command_cpu=command_cpu, host_cpu=host_cpu, peak_rss_mib=peak,
                       correct=correct)
 
@@ -239,8 +246,8 @@ async def run_mu(root: Path, sample: Path, digest: bytes, say: Callable[[str], N
         await _wait_for_peers(spare.data_dir, {h1.node_id, h2.node_id, h3.node_id})
         say("paid mu get from 3 hosts on node-5 (stopped during the add, holds none of the file)")
         three = await _get(spare, [h1, h2, h3], one_down.link, root / "fetched-3-hosts.bin", digest)
-        await h2.stop()
-        await h3.stop()
+        for node in (spare, h2, h3):  # node-5 now holds the chunks it fetched: it would be a second host
+            await node.stop()
         await outsider.start(h1)
         await _wait_for_peers(outsider.data_dir, {h1.node_id})
         say("paid mu get from 1 host on node-6 (outside the replica set, holds none of the file)")

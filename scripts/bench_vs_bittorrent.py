@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -52,7 +53,7 @@ DEFAULT_SIZE_MIB = 256
 DEFAULT_RUNS = 3
 WRITE_BLOCK = 16 * MIB
 LIBTORRENT_DEADLINE = 900.0
-# Issue 22 §Must hold: the bars the ratios are read against.
+# Issue 22 §Must hold: the bars the ratios are read against (BARS below).
 GET_VS_LIBTORRENT_BAR = 1.0
 ADD_VS_TAHOE_BAR = 2.0
 ONE_DOWN_TIME_BAR = 1.5
@@ -107,94 +108,113 @@ def run_tahoe(venv: Path, sample: Path, work: Path, digest: bytes) -> tuple[floa
     return put.seconds, get.seconds
 
 
-def _get_line(name: str, size_mib: float, g: GetFigures) -> str:
-    first = f"{g.first_byte:.2f} s" if g.first_byte is not None else "none seen"
-    return (f"  {name:<28} {size_mib / g.seconds:7.1f} MiB/s  {g.seconds:6.1f} s  first byte {first}  "
-            f"local chunks {g.local_chunks}  {g.chunks_fetched} fetched  {g.sats_spent} sats "
-            f"(ledger: {g.ledger_spent} to {g.hosts_paid} hosts)  CPU s: node {g.node_cpu:.1f} + command "
-            f"{g.command_cpu:.1f}, hosts {g.host_cpu:.1f}  peak RSS {g.peak_rss_mib:.0f} MiB"
-            f"{'' if g.correct else '  WRONG BYTES'}")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    """One run's figures: the references and mu, measured one after the other."""
+
+    libtorrent: float  # seconds, add_torrent -> finished
+    tahoe_put: float
+    tahoe_get: float
+    mu: MuRun
+
+    def seconds(self) -> dict[str, float]:
+        return {
+            "libtorrent, seeder -> downloader": self.libtorrent,
+            f"tahoe put ({SHARES_NEEDED}-of-{SHARES_TOTAL})": self.tahoe_put,
+            "tahoe get": self.tahoe_get,
+            "mu add, 3 replicas, all up": self.mu.add_all_up.seconds,
+            "mu add, one candidate down": self.mu.add_one_down.seconds,
+            "paid mu get, 3 hosts": self.mu.get_3_hosts.seconds,
+            "paid mu get, 1 host": self.mu.get_1_host.seconds,
+        }
+
+    def ratios(self) -> dict[str, float]:
+        """Issue 22's must-hold ratios, both sides from this run (rates, or times for the last)."""
+        return {
+            "paid mu get 1 host / libtorrent": self.libtorrent / self.mu.get_1_host.seconds,
+            "paid mu get 3 hosts / libtorrent": self.libtorrent / self.mu.get_3_hosts.seconds,
+            "networked mu add / tahoe put": self.tahoe_put / self.mu.add_all_up.seconds,
+            "add time, one candidate down / all up": self.mu.add_one_down.seconds / self.mu.add_all_up.seconds,
+        }
+
+
+# Issue 22 §Must hold: each ratio's bar, and whether the ratio must be at least (True) or at most it.
+BARS: dict[str, tuple[float, bool]] = {
+    "paid mu get 1 host / libtorrent": (GET_VS_LIBTORRENT_BAR, True),
+    "paid mu get 3 hosts / libtorrent": (GET_VS_LIBTORRENT_BAR, True),
+    "networked mu add / tahoe put": (ADD_VS_TAHOE_BAR, True),
+    "add time, one candidate down / all up": (ONE_DOWN_TIME_BAR, False),
+}
 
 
 def fetch_ok(g: GetFigures) -> bool:
-    """The fetch the issue asks for: the file's bytes, none of it local, hosts paid past the allowance."""
-    return g.correct and g.local_chunks == 0 and g.ledger_spent > 0 and g.hosts_paid > 0
+    """The fetch the issue asks for: the file's bytes, none of it local, its hosts (no others) paid."""
+    return g.correct and g.local_chunks == 0 and g.ledger_spent > 0 and 0 < g.hosts_paid <= g.hosts
 
 
-def bench(work: Path, venv: Path, size_mib: int, runs: int) -> int:
+def _first_byte(g: GetFigures) -> str:
+    return f"{g.first_byte:.2f} s" if g.first_byte is not None else "none seen"
+
+
+def print_run(number: int, size_mib: int, run: Run) -> None:
+    print(f"run {number} ({machine_load()}):")
+    for name, seconds in run.seconds().items():
+        print(f"  {name:<34} {size_mib / seconds:7.1f} MiB/s  {seconds:6.1f} s")
+    for label, add in (("all up", run.mu.add_all_up), ("one down", run.mu.add_one_down)):
+        print(f"    add, {label}: {add.chunks} chunks, {add.replicas_confirmed} replicas confirmed, "
+              f"{add.under_replicated} chunks under-replicated")
+    for label, g in (("3 hosts", run.mu.get_3_hosts), ("1 host", run.mu.get_1_host)):
+        print(f"    get, {label}: first byte {_first_byte(g)}, local chunks {g.local_chunks}, {g.chunks_fetched} "
+              f"fetched, {g.sats_spent} sats (ledgers: {g.ledger_spent} paid to {g.hosts_paid} host(s), "
+              f"{g.hosts_earned} earned); CPU s: fetcher node {g.node_cpu:.1f} + command {g.command_cpu:.1f}, "
+              f"hosts {g.host_cpu:.1f}; fetcher peak RSS {g.peak_rss_mib:.0f} MiB"
+              f"{'' if g.correct else '; WRONG BYTES'}")
+    sys.stdout.flush()
+
+
+def print_summary(size_mib: int, runs: list[Run], version: str) -> None:
+    print(f"\n{size_mib} MiB random file, loopback, medians of {len(runs)} run(s); libtorrent {version}, "
+          f"Tahoe-LAFS {SHARES_NEEDED}-of-{SHARES_TOTAL} on {STORAGE_NODES} storage nodes")
+    for name in runs[0].seconds():
+        print(f"  {name:<34} {statistics.median(size_mib / r.seconds()[name] for r in runs):7.1f} MiB/s")
+    for label, gets in (("3 hosts", [r.mu.get_3_hosts for r in runs]), ("1 host", [r.mu.get_1_host for r in runs])):
+        seen = [g.first_byte for g in gets if g.first_byte is not None]
+        first = f"{statistics.median(seen):.2f} s" if seen else "none seen"
+        print(f"  paid mu get, {label}: first byte {first}, local chunks {max(g.local_chunks for g in gets)} at "
+              f"most, CPU s: fetcher (node + command) {statistics.median(g.node_cpu + g.command_cpu for g in gets):.1f}"
+              f", hosts {statistics.median(g.host_cpu for g in gets):.1f}; fetcher peak RSS "
+              f"{max(g.peak_rss_mib for g in gets):.0f} MiB at most")
+    print("issue 22, must hold (median of the per-run ratios):")
+    for name, (bar, at_least) in BARS.items():
+        values = [r.ratios()[name] for r in runs]
+        value = statistics.median(values)
+        holds = value >= bar if at_least else value <= bar
+        print(f"  {name:<38} {value:6.2f}x  ({'>=' if at_least else '<='} {bar:g}x: {'yes' if holds else 'NO'}; "
+              f"runs: {', '.join(f'{v:.2f}' for v in values)})")
+
+
+def bench(work: Path, venv: Path, size_mib: int, count: int) -> int:
     print(f"machine at start: {machine_load()}", flush=True)
     sample = work / "sample.bin"
     digest = write_random(sample, size_mib * MIB)
-    rates: dict[str, list[float]] = {}
-    ratios: dict[str, list[float]] = {}
-    mu_runs: list[MuRun] = []
+    runs: list[Run] = []
     version = ""
-    for run in range(1, runs + 1):
-        run_dir = work / f"run-{run}"
+    for number in range(1, count + 1):
+        run_dir = work / f"run-{number}"
         run_dir.mkdir()
-        say(f"run {run}: libtorrent seeder -> downloader")
+        say(f"run {number}: libtorrent seeder -> downloader")
         lt_seconds, version = run_libtorrent(venv, sample, run_dir / "libtorrent")
-        say(f"run {run}: Tahoe-LAFS grid, tahoe put and get")
-        put_seconds, get_seconds = run_tahoe(venv, sample, run_dir / "tahoe", digest)
         shutil.rmtree(run_dir / "libtorrent")
+        say(f"run {number}: Tahoe-LAFS grid, tahoe put and get")
+        put_seconds, get_seconds = run_tahoe(venv, sample, run_dir / "tahoe", digest)
         shutil.rmtree(run_dir / "tahoe")
         mu = trio.run(run_mu, run_dir / "mu", sample, digest, say)
         shutil.rmtree(run_dir)
-        mu_runs.append(mu)
-        figures = {
-            "libtorrent, seeder -> downloader": lt_seconds,
-            f"tahoe put ({SHARES_NEEDED}-of-{SHARES_TOTAL})": put_seconds,
-            "tahoe get": get_seconds,
-            "mu add, 3 replicas, all up": mu.add_all_up.seconds,
-            "mu add, one candidate down": mu.add_one_down.seconds,
-            "paid mu get, 3 hosts": mu.get_3_hosts.seconds,
-            "paid mu get, 1 host": mu.get_1_host.seconds,
-        }
-        for name, seconds in figures.items():
-            rates.setdefault(name, []).append(size_mib / seconds)
-        run_ratios = {
-            "paid mu get 1 host / libtorrent": lt_seconds / mu.get_1_host.seconds,
-            "paid mu get 3 hosts / libtorrent": lt_seconds / mu.get_3_hosts.seconds,
-            "networked mu add / tahoe put": put_seconds / mu.add_all_up.seconds,
-            "add time, one candidate down / all up": mu.add_one_down.seconds / mu.add_all_up.seconds,
-        }
-        for name, value in run_ratios.items():
-            ratios.setdefault(name, []).append(value)
-        print(f"run {run} ({machine_load()}):", flush=True)
-        for name, seconds in figures.items():
-            if not name.startswith("paid"):
-                print(f"  {name:<34} {size_mib / seconds:7.1f} MiB/s  {seconds:6.1f} s")
-        for add in (mu.add_all_up, mu.add_one_down):
-            print(f"    add: {add.chunks} chunks, {add.replicas_confirmed} replicas confirmed, "
-                  f"{add.under_replicated} chunks under-replicated")
-        print(_get_line("paid mu get, 3 hosts", size_mib, mu.get_3_hosts))
-        print(_get_line("paid mu get, 1 host", size_mib, mu.get_1_host), flush=True)
-
-    print(f"\n{size_mib} MiB random file, loopback, medians of {runs} run(s); libtorrent {version}, "
-          f"Tahoe-LAFS {SHARES_NEEDED}-of-{SHARES_TOTAL} on {STORAGE_NODES} storage nodes")
-    for name, values in rates.items():
-        print(f"  {name:<34} {statistics.median(values):7.1f} MiB/s")
-    gets = [g for r in mu_runs for g in (r.get_3_hosts, r.get_1_host)]
-    print(f"  paid mu get: first byte {statistics.median(g.first_byte or 0.0 for g in gets):.2f} s, "
-          f"local chunks {max(g.local_chunks for g in gets)} at most, fetcher peak RSS "
-          f"{max(g.peak_rss_mib for g in gets):.0f} MiB at most, fetcher CPU s (node + command) "
-          f"{statistics.median(g.node_cpu + g.command_cpu for g in gets):.1f}, hosts' CPU s "
-          f"{statistics.median(g.host_cpu for g in gets):.1f}")
-    print("issue 22, must hold (median of the per-run ratios):")
-    bars = {
-        "paid mu get 1 host / libtorrent": (GET_VS_LIBTORRENT_BAR, True),
-        "paid mu get 3 hosts / libtorrent": (GET_VS_LIBTORRENT_BAR, True),
-        "networked mu add / tahoe put": (ADD_VS_TAHOE_BAR, True),
-        "add time, one candidate down / all up": (ONE_DOWN_TIME_BAR, False),
-    }
-    for name, values in ratios.items():
-        bar, at_least = bars[name]
-        value = statistics.median(values)
-        holds = value >= bar if at_least else value <= bar
-        per_run = ", ".join(f"{v:.2f}" for v in values)
-        print(f"  {name:<38} {value:6.2f}x  ({'>=' if at_least else '<='} {bar:g}x: {'yes' if holds else 'NO'}; "
-              f"runs: {per_run})")
+        runs.append(Run(libtorrent=lt_seconds, tahoe_put=put_seconds, tahoe_get=get_seconds, mu=mu))
+        print_run(number, size_mib, runs[-1])
+    print_summary(size_mib, runs, version)
     print(f"machine at end: {machine_load()}")
+    gets = [g for r in runs for g in (r.mu.get_3_hosts, r.mu.get_1_host)]
     return 0 if all(fetch_ok(g) for g in gets) else 3
 
 
