@@ -35,9 +35,7 @@ import dataclasses
 import hashlib
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +44,7 @@ from typing import Any
 import trio
 
 import devnet
+from bench_proc import Finished, cpu_seconds, peak_rss_mib, run_timed
 from node.runtime.config import load_identity
 
 MIB = 1 << 20
@@ -57,7 +56,6 @@ JOIN_POLL = 0.2
 JOIN_SETTLE = 2.0 + 1.0
 FIRST_BYTE_POLL = 0.002  # stat the output directory this often until the first byte lands
 EXIT_UNDER_REPLICATED = 5  # mu add: the link is good, some chunk has fewer replicas than asked
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,6 +65,7 @@ class AddFigures:
     replicas_confirmed: int
     under_replicated: int
     link: str
+    cpu_seconds: float  # the command's, the uploader's and the live hosts' over the command
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +85,11 @@ class GetFigures:
     peak_rss_mib: float  # the fetching node's VmHWM
     correct: bool
 
+    @property
+    def cpu_seconds(self) -> float:
+        """Every process's CPU seconds over the command: the fetching node, the command, the hosts."""
+        return self.node_cpu + self.command_cpu + self.host_cpu
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class MuRun:
@@ -99,30 +103,8 @@ def _mu(data_dir: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "node", "--data-dir", str(data_dir), *args]
 
 
-def _run_timed(argv: list[str]) -> tuple[float, float, int, str, str]:
-    """Run a command to its end: wall seconds, its CPU seconds (wait4's rusage), exit code, stdout, stderr."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        began = time.monotonic()
-        process = subprocess.Popen(argv, stdout=out, stderr=err, cwd=devnet.REPO_ROOT, env=devnet._env())
-        _, status, usage = os.wait4(process.pid, 0)  # Popen.wait would reap it without its rusage
-        seconds = time.monotonic() - began
-        process.returncode = code = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return seconds, usage.ru_utime + usage.ru_stime, code, out.read().decode(), err.read().decode()
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process, from /proc/PID/stat (fields 14 and 15, after the command name)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def _peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for process {pid}")
+def _mu_timed(argv: list[str]) -> Finished:
+    return run_timed(argv, cwd=devnet.REPO_ROOT, env=devnet._env())
 
 
 async def _wait_for_peers(data_dir: Path, wanted: set[str]) -> None:
@@ -168,13 +150,17 @@ class Node:
             await devnet._stop(self.process)
 
 
-async def _add(node: Node, sample: Path) -> AddFigures:
-    seconds, _, code, out, err = await trio.to_thread.run_sync(_run_timed, _mu(node.data_dir, "add", str(sample), "--json"))
-    if code not in (0, EXIT_UNDER_REPLICATED):
-        raise RuntimeError(f"mu add exited with {code}: {err.strip()}")
-    added = json.loads(out)
-    return AddFigures(seconds=seconds, chunks=int(added["chunks"]), replicas_confirmed=int(added["replicas_confirmed"]),
-                      under_replicated=int(added["under_replicated"]), link=str(added["link"]))
+async def _add(node: Node, hosts: list[Node], sample: Path) -> AddFigures:
+    """Time ``mu add`` on ``node`` and count its CPU and that of ``node`` and ``hosts`` (the live nodes)."""
+    nodes_before = sum(cpu_seconds(n.pid) for n in (node, *hosts))
+    done = await trio.to_thread.run_sync(_mu_timed, _mu(node.data_dir, "add", str(sample), "--json"))
+    nodes_cpu = sum(cpu_seconds(n.pid) for n in (node, *hosts)) - nodes_before
+    if done.code not in (0, EXIT_UNDER_REPLICATED):
+        raise RuntimeError(f"mu add exited with {done.code}: {done.stderr.strip()}")
+    added = json.loads(done.stdout)
+    return AddFigures(seconds=done.seconds, chunks=int(added["chunks"]), replicas_confirmed=int(added["replicas_confirmed"]),
+                      under_replicated=int(added["under_replicated"]), link=str(added["link"]),
+                      cpu_seconds=done.cpu_seconds + nodes_cpu)
 
 
 async def _watch_first_byte(out: Path, began: float, seen: list[float]) -> None:
@@ -193,20 +179,19 @@ async def _watch_first_byte(out: Path, began: float, seen: list[float]) -> None:
 
 async def _get(fetcher: Node, hosts: list[Node], link: str, out: Path, digest: bytes) -> GetFigures:
     """Time ``mu get`` on ``fetcher``; CPU of it and the hosts, its peak RSS, its ledger after."""
-    node_cpu, host_cpu = _cpu_seconds(fetcher.pid), sum(_cpu_seconds(h.pid) for h in hosts)
+    node_cpu, host_cpu = cpu_seconds(fetcher.pid), sum(cpu_seconds(h.pid) for h in hosts)
     first: list[float] = []
     async with trio.open_nursery() as nursery:
         began = time.monotonic()
         nursery.start_soon(_watch_first_byte, out, began, first)
-        seconds, command_cpu, code, stdout, err = await trio.to_thread.run_sync(
-            _run_timed, _mu(fetcher.data_dir, "get", link, "-o", str(out), "--json"))
+        done = await trio.to_thread.run_sync(_mu_timed, _mu(fetcher.data_dir, "get", link, "-o", str(out), "--json"))
         nursery.cancel_scope.cancel()
-    node_cpu = _cpu_seconds(fetcher.pid) - node_cpu
-    host_cpu = sum(_cpu_seconds(h.pid) for h in hosts) - host_cpu
-    peak = _peak_rss_mib(fetcher.pid)
-    if code != 0:
-        raise RuntimeError(f"mu get on {fetcher.data_dir.name} exited with {code}: {err.strip()}")
-    got = json.loads(stdout)
+    node_cpu = cpu_seconds(fetcher.pid) - node_cpu
+    host_cpu = sum(cpu_seconds(h.pid) for h in hosts) - host_cpu
+    peak = peak_rss_mib(fetcher.pid)
+    if done.code != 0:
+        raise RuntimeError(f"mu get on {fetcher.data_dir.name} exited with {done.code}: {done.stderr.strip()}")
+    got = json.loads(done.stdout)
     with open(out, "rb") as f:
         correct = hashlib.file_digest(f, "sha256").digest() == digest
     out.unlink()
@@ -216,11 +201,11 @@ async def _get(fetcher: Node, hosts: list[Node], link: str, out: Path, digest: b
     for host in hosts:
         from_fetcher = (await devnet._mu_json(host.data_dir, "earnings"))["per_peer"].get(fetcher.node_id, {})
         earned += int(from_fetcher.get("earned", 0))
-    return GetFigures(hosts=len(hosts), seconds=seconds, first_byte=first[0] if first else None,
+    return GetFigures(hosts=len(hosts), seconds=done.seconds, first_byte=first[0] if first else None,
                       local_chunks=int(got["local_chunks"]), chunks_fetched=int(got["chunks_fetched"]),
                       sats_spent=int(got["sats_spent"]), ledger_spent=int(earnings["spent"]), hosts_paid=len(paid),
                       hosts_earned=earned,
-                      node_cpu=node_cpu, command_cpu=command_cpu, host_cpu=host_cpu, peak_rss_mib=peak,
+                      node_cpu=node_cpu, command_cpu=done.cpu_seconds, host_cpu=host_cpu, peak_rss_mib=peak,
                       correct=correct)
 
 
@@ -244,10 +229,10 @@ async def run_mu(root: Path, sample: Path, digest: bytes, say: Callable[[str], N
         await _wait_for_peers(uploader.data_dir, {n.node_id for n in (h1, h2, h3, spare)})
 
         say("mu add, 3 replicas, every node up")
-        all_up = await _add(uploader, sample)
+        all_up = await _add(uploader, [h1, h2, h3, spare], sample)
         await spare.stop()
         say("mu add again with node-5 (a replica candidate) stopped")
-        one_down = await _add(uploader, sample)
+        one_down = await _add(uploader, [h1, h2, h3], sample)
         await uploader.stop()  # it holds every chunk: left up it would be a fourth host
         await spare.start(h1)
         await _wait_for_peers(spare.data_dir, {h1.node_id, h2.node_id, h3.node_id})

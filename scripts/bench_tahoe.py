@@ -6,8 +6,9 @@ storage nodes and one client node with no storage of its own, each a
 ``tahoe run`` process listening on 127.0.0.1 only.  The client encodes
 ``SHARES_NEEDED``-of-``SHARES_TOTAL`` and must place shares on every storage
 node (``shares.happy``), the layout Tahoe's own docs use for a small grid
-and the one docs/PERFORMANCE.md's Tahoe figures come from.  Only the
-standard library is used here: the project's venv runs this module.
+and the one PERFORMANCE.md's Tahoe figures come from.  Only the standard
+library is used here (and scripts/bench_proc.py): the project's venv runs
+this module, Tahoe runs in its own processes.
 """
 
 from __future__ import annotations
@@ -23,22 +24,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from bench_proc import cpu_seconds, run_timed
+
 STORAGE_NODES = 4
 SHARES_NEEDED = 2
 SHARES_TOTAL = 4
 START_DEADLINE = 90.0  # seconds for the grid to start and the client to see every storage node
 STOP_DEADLINE = 20.0
 POLL_INTERVAL = 0.2
-COMMAND_DEADLINE = 1800.0  # one put or get; a hung grid fails the benchmark instead of hanging it
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
 class Timed:
-    """One ``tahoe`` command: its wall-clock seconds and what it printed."""
+    """One ``tahoe`` command: its wall-clock seconds, the CPU seconds of it and every grid node, its output."""
 
     seconds: float
+    cpu_seconds: float
     stdout: str
 
 
@@ -63,10 +66,16 @@ class TahoeGrid:
         self.web_port = 0
 
     def _run(self, *args: str) -> str:
-        done = subprocess.run([str(self.tahoe), *args], capture_output=True, text=True, timeout=COMMAND_DEADLINE)
-        if done.returncode != 0:
-            raise RuntimeError(f"tahoe {' '.join(args[:2])} exited with {done.returncode}: {done.stderr.strip()}")
-        return done.stdout
+        return self._timed(*args).stdout
+
+    def _timed(self, *args: str) -> Timed:
+        """Run one ``tahoe`` command to its end; time it and count its CPU and the grid's over the same span."""
+        grid_before = sum(cpu_seconds(p.pid) for p in self.processes)
+        done = run_timed([str(self.tahoe), *args])
+        grid = sum(cpu_seconds(p.pid) for p in self.processes) - grid_before
+        if done.code != 0:
+            raise RuntimeError(f"tahoe {' '.join(args[:2])} exited with {done.code}: {done.stderr.strip()}")
+        return Timed(done.seconds, done.cpu_seconds + grid, done.stdout)
 
     def _launch(self, node_dir: Path) -> None:
         log = open(node_dir.parent / f"{node_dir.name}.log", "ab")
@@ -118,16 +127,12 @@ class TahoeGrid:
 
     def put(self, path: Path) -> tuple[Timed, str]:
         """``tahoe put FILE``, timed as the user's command; returns the timing and the file's read cap."""
-        began = time.monotonic()
-        out = self._run("-d", str(self.client), "put", str(path))
-        cap = out.strip().splitlines()[-1]
-        return Timed(time.monotonic() - began, out), cap
+        timed = self._timed("-d", str(self.client), "put", str(path))
+        return timed, timed.stdout.strip().splitlines()[-1]
 
     def get(self, cap: str, dest: Path) -> Timed:
         """``tahoe get CAP DEST``, timed as the user's command."""
-        began = time.monotonic()
-        out = self._run("-d", str(self.client), "get", cap, str(dest))
-        return Timed(time.monotonic() - began, out)
+        return self._timed("-d", str(self.client), "get", cap, str(dest))
 
     def stop(self) -> None:
         for process in self.processes:

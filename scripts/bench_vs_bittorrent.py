@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 from bench_mu_devnet import MIB, GetFigures, MuRun, run_mu  # noqa: E402
-from bench_tahoe import SHARES_NEEDED, SHARES_TOTAL, STORAGE_NODES, TahoeGrid  # noqa: E402
+from bench_tahoe import SHARES_NEEDED, SHARES_TOTAL, STORAGE_NODES, TahoeGrid, Timed  # noqa: E402
 
 DEFAULT_SIZE_MIB = 256
 DEFAULT_RUNS = 3
@@ -82,18 +82,18 @@ def write_random(path: Path, size: int) -> bytes:
     return digest.digest()
 
 
-def run_libtorrent(venv: Path, sample: Path, work: Path) -> tuple[float, str]:
-    """One libtorrent transfer in the benchmark venv's Python: seconds and libtorrent's version."""
+def run_libtorrent(venv: Path, sample: Path, work: Path) -> tuple[float, float, str]:
+    """One libtorrent transfer in the benchmark venv's Python: seconds, CPU seconds, libtorrent's version."""
     done = subprocess.run([str(venv / "bin" / "python"), str(REPO_ROOT / "scripts" / "bench_libtorrent.py"),
                            str(sample), str(work)], capture_output=True, text=True, timeout=LIBTORRENT_DEADLINE)
     if done.returncode != 0:
         raise RuntimeError(f"the libtorrent run exited with {done.returncode}: {done.stderr.strip()}")
     result = json.loads(done.stdout)
-    return float(result["seconds"]), str(result["version"])
+    return float(result["seconds"]), float(result["cpu_seconds"]), str(result["version"])
 
 
-def run_tahoe(venv: Path, sample: Path, work: Path, digest: bytes) -> tuple[float, float]:
-    """``tahoe put`` and ``tahoe get`` on a fresh grid: their seconds."""
+def run_tahoe(venv: Path, sample: Path, work: Path, digest: bytes) -> tuple[Timed, Timed]:
+    """``tahoe put`` and ``tahoe get`` on a fresh grid, each timed with its CPU and the grid's."""
     grid = TahoeGrid(venv / "bin" / "tahoe", work)
     try:
         grid.start()
@@ -105,7 +105,7 @@ def run_tahoe(venv: Path, sample: Path, work: Path, digest: bytes) -> tuple[floa
     with open(got, "rb") as f:
         if hashlib.file_digest(f, "sha256").digest() != digest:
             raise RuntimeError("tahoe get returned different bytes")
-    return put.seconds, get.seconds
+    return put, get
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,19 +113,25 @@ class Run:
     """One run's figures: the references and mu, measured one after the other."""
 
     libtorrent: float  # seconds, add_torrent -> finished
-    tahoe_put: float
-    tahoe_get: float
+    libtorrent_cpu: float  # both peers' CPU seconds over the same span
+    tahoe_put: Timed
+    tahoe_get: Timed
     mu: MuRun
 
     def seconds(self) -> dict[str, float]:
+        return {name: seconds for name, (seconds, _) in self.timed().items()}
+
+    def timed(self) -> dict[str, tuple[float, float]]:
+        """Each measurement's seconds and the CPU seconds of every process doing it (the command, all peers)."""
+        mu = self.mu
         return {
-            "libtorrent, seeder -> downloader": self.libtorrent,
-            f"tahoe put ({SHARES_NEEDED}-of-{SHARES_TOTAL})": self.tahoe_put,
-            "tahoe get": self.tahoe_get,
-            "mu add, 3 replicas, all up": self.mu.add_all_up.seconds,
-            "mu add, one candidate down": self.mu.add_one_down.seconds,
-            "paid mu get, 3 hosts": self.mu.get_3_hosts.seconds,
-            "paid mu get, 1 host": self.mu.get_1_host.seconds,
+            "libtorrent, seeder -> downloader": (self.libtorrent, self.libtorrent_cpu),
+            f"tahoe put ({SHARES_NEEDED}-of-{SHARES_TOTAL})": (self.tahoe_put.seconds, self.tahoe_put.cpu_seconds),
+            "tahoe get": (self.tahoe_get.seconds, self.tahoe_get.cpu_seconds),
+            "mu add, 3 replicas, all up": (mu.add_all_up.seconds, mu.add_all_up.cpu_seconds),
+            "mu add, one candidate down": (mu.add_one_down.seconds, mu.add_one_down.cpu_seconds),
+            "paid mu get, 3 hosts": (mu.get_3_hosts.seconds, mu.get_3_hosts.cpu_seconds),
+            "paid mu get, 1 host": (mu.get_1_host.seconds, mu.get_1_host.cpu_seconds),
         }
 
     def ratios(self) -> dict[str, float]:
@@ -133,7 +139,7 @@ class Run:
         return {
             "paid mu get 1 host / libtorrent": self.libtorrent / self.mu.get_1_host.seconds,
             "paid mu get 3 hosts / libtorrent": self.libtorrent / self.mu.get_3_hosts.seconds,
-            "networked mu add / tahoe put": self.tahoe_put / self.mu.add_all_up.seconds,
+            "networked mu add / tahoe put": self.tahoe_put.seconds / self.mu.add_all_up.seconds,
             "add time, one candidate down / all up": self.mu.add_one_down.seconds / self.mu.add_all_up.seconds,
         }
 
@@ -158,8 +164,9 @@ def _first_byte(g: GetFigures) -> str:
 
 def print_run(number: int, size_mib: int, run: Run) -> None:
     print(f"run {number} ({machine_load()}):")
-    for name, seconds in run.seconds().items():
-        print(f"  {name:<34} {size_mib / seconds:7.1f} MiB/s  {seconds:6.1f} s")
+    for name, (seconds, cpu) in run.timed().items():
+        print(f"  {name:<34} {size_mib / seconds:7.1f} MiB/s  {seconds:6.1f} s  {cpu:6.1f} CPU s  "
+              f"{size_mib / cpu:6.1f} MiB per CPU s")
     for label, add in (("all up", run.mu.add_all_up), ("one down", run.mu.add_one_down)):
         print(f"    add, {label}: {add.chunks} chunks, {add.replicas_confirmed} replicas confirmed, "
               f"{add.under_replicated} chunks under-replicated")
@@ -176,7 +183,9 @@ def print_summary(size_mib: int, runs: list[Run], version: str) -> None:
     print(f"\n{size_mib} MiB random file, loopback, medians of {len(runs)} run(s); libtorrent {version}, "
           f"Tahoe-LAFS {SHARES_NEEDED}-of-{SHARES_TOTAL} on {STORAGE_NODES} storage nodes")
     for name in runs[0].seconds():
-        print(f"  {name:<34} {statistics.median(size_mib / r.seconds()[name] for r in runs):7.1f} MiB/s")
+        rate = statistics.median(size_mib / r.timed()[name][0] for r in runs)
+        per_cpu = statistics.median(size_mib / r.timed()[name][1] for r in runs)
+        print(f"  {name:<34} {rate:7.1f} MiB/s  {per_cpu:6.1f} MiB per CPU s")
     for label, gets in (("3 hosts", [r.mu.get_3_hosts for r in runs]), ("1 host", [r.mu.get_1_host for r in runs])):
         seen = [g.first_byte for g in gets if g.first_byte is not None]
         first = f"{statistics.median(seen):.2f} s" if seen else "none seen"
@@ -203,14 +212,14 @@ def bench(work: Path, venv: Path, size_mib: int, count: int) -> int:
         run_dir = work / f"run-{number}"
         run_dir.mkdir()
         say(f"run {number}: libtorrent seeder -> downloader")
-        lt_seconds, version = run_libtorrent(venv, sample, run_dir / "libtorrent")
+        lt_seconds, lt_cpu, version = run_libtorrent(venv, sample, run_dir / "libtorrent")
         shutil.rmtree(run_dir / "libtorrent")
         say(f"run {number}: Tahoe-LAFS grid, tahoe put and get")
-        put_seconds, get_seconds = run_tahoe(venv, sample, run_dir / "tahoe", digest)
+        put, get = run_tahoe(venv, sample, run_dir / "tahoe", digest)
         shutil.rmtree(run_dir / "tahoe")
         mu = trio.run(run_mu, run_dir / "mu", sample, digest, say)
         shutil.rmtree(run_dir)
-        runs.append(Run(libtorrent=lt_seconds, tahoe_put=put_seconds, tahoe_get=get_seconds, mu=mu))
+        runs.append(Run(libtorrent=lt_seconds, libtorrent_cpu=lt_cpu, tahoe_put=put, tahoe_get=get, mu=mu))
         print_run(number, size_mib, runs[-1])
     print_summary(size_mib, runs, version)
     print(f"machine at end: {machine_load()}")

@@ -20,6 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 from bench_mu_devnet import MIB, AddFigures, GetFigures, MuRun, run_mu  # noqa: E402
+from bench_tahoe import Timed  # noqa: E402
 from bench_vs_bittorrent import Run, fetch_ok, print_summary  # noqa: E402
 
 
@@ -42,7 +43,7 @@ def test_mu_half_adds_and_fetches_paid_from_nodes_holding_none(tmp_path: Path) -
     run = trio.run(run_mu, tmp_path / "mu", sample, hashlib.sha256(data).digest(), lambda text: None)
     for add in (run.add_all_up, run.add_one_down):
         assert add.under_replicated == 0 and add.replicas_confirmed == 3 * add.chunks
-        assert add.seconds > 0 and add.link.startswith("mu:")
+        assert add.seconds > 0 and add.cpu_seconds > 0 and add.link.startswith("mu:")
     assert run.add_all_up.link != run.add_one_down.link  # a fresh key: the second add moved new chunks
     check_fetch(run.get_3_hosts, 3)
     check_fetch(run.get_1_host, 1)
@@ -64,9 +65,10 @@ def test_the_summary_prints_each_must_hold_ratio_as_the_median_of_its_runs(capsy
                           command_cpu=0.5, host_cpu=0.7, peak_rss_mib=70.0, correct=True)
 
     def add(seconds: float) -> AddFigures:
-        return AddFigures(seconds=seconds, chunks=65, replicas_confirmed=195, under_replicated=0, link="mu:x")
+        return AddFigures(seconds=seconds, chunks=65, replicas_confirmed=195, under_replicated=0, link="mu:x",
+                          cpu_seconds=2.0)
 
-    runs = [Run(libtorrent=1.0, tahoe_put=4.0, tahoe_get=3.0,
+    runs = [Run(libtorrent=1.0, libtorrent_cpu=0.5, tahoe_put=Timed(4.0, 8.0, ""), tahoe_get=Timed(3.0, 4.0, ""),
                 mu=MuRun(add_all_up=add(up), add_one_down=add(down), get_3_hosts=fetch(get, 3),
                          get_1_host=fetch(2 * get, 1)))
             for up, down, get in ((2.0, 2.0, 1.0), (1.0, 3.0, 0.5), (4.0, 4.0, 4.0))]
@@ -78,4 +80,5 @@ def test_the_summary_prints_each_must_hold_ratio_as_the_median_of_its_runs(capsy
     assert "paid mu get 1 host / libtorrent 0.50x (>= 1x: NO" in out
     assert "networked mu add / tahoe put 2.00x (>= 2x: yes" in out
     assert "add time, one candidate down / all up 1.00x (<= 1.5x: yes" in out
-    assert "libtorrent, seeder -> downloader" in out and "64.0 MiB/s" in out
+    assert "libtorrent, seeder -> downloader 64.0 MiB/s 128.0 MiB per CPU s" in out
+    assert "tahoe put (2-of-4) 16.0 MiB/s 8.0 MiB per CPU s" in out
