@@ -20,7 +20,10 @@ libtorrent and Tahoe run from the benchmark's own venv (``MU_BENCH_VENV``,
 set up by scripts/bench-vs-bittorrent), never the project's.  It prints
 each run, the medians, the ratios issue 22's must-hold lines name (each
 the median of the per-run ratios, every ratio's two sides measured in the
-same run) and the machine's load at the start and the end.  Exit code 0
+same run) and the machine's load at the start and the end.  Beside each
+MiB/s it prints the CPU seconds of every process doing that work and MiB
+per CPU second: on a shared machine the load moves wall-clock rates (and
+libtorrent's far more than mu's), CPU per byte much less.  Exit code 0
 when every fetch returned the file's bytes with no local chunk and paid its
 hosts; the ratios are reported, not enforced.
 """
