@@ -115,11 +115,11 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
     failures: list[ReplicaFailure] = []
     lookups_before = dialer.lookups
     view = await dialer.view(link.root)
-    skip: set[bytes] = set()  # nodes dead to this add: at most the nodes it met
+    dead: set[bytes] = set()  # nodes dead to this add: at most the nodes it met
 
     async def place(address: bytes, data: bytes) -> None:
         try:
-            placed = await _place_chunk(dialer, view, skip, put, address, data, replicas)
+            placed = await _place_chunk(dialer, view, dead, put, address, data, replicas)
         finally:
             slots.release()
         counts["confirmed"] += len(placed.replicas)
