@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import pytest
@@ -18,6 +19,8 @@ from protocol.chunks import (
     RawWalker,
 )
 from protocol.chunks._cdc import cut_lengths
+from protocol.chunks._crypto import KIND_ROOT
+from protocol.chunks._keys3 import PositionalKeys, open_keyed, seal_keyed
 
 SECRET = bytes(range(32))
 SMALL = CdcParams(min_size=64, avg_size=256, max_size=1024)
@@ -179,3 +182,20 @@ def test_encoder_needs_exactly_one_keying() -> None:
         CdcFileEncoder(bytes(32), chunk_secret=SECRET)
     with pytest.raises(LocalChunkError):
         CdcFileEncoder(chunk_secret=b"short")
+
+
+def test_entry_lengths_that_do_not_add_up_are_refused_before_any_data() -> None:
+    """§6.6 Reading: a key holder who reseals a root with a lying length is still caught."""
+    data = _data(3 * 1024 * 1024)
+    key = bytes(range(32))
+    enc, store, _ = encode(data, key=key)
+    root = store[enc.root]
+    count = int.from_bytes(root[4:8], "big")
+    prefix = root[:8 + 32 * count]
+    root_key = PositionalKeys(key).key(KIND_ROOT, 0, 0)
+    private = bytearray(open_keyed(root_key, root[len(prefix):], enc.root, aad=prefix))
+    private[7] ^= 1  # first entry's length, low byte
+    forged = prefix + bytes(seal_keyed(root_key, private, aad=prefix))
+    dec = FileDecoder(hashlib.sha256(forged).digest(), key)
+    with pytest.raises(IntegrityError, match="do not add up"):
+        dec.feed(forged)
