@@ -6,6 +6,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 import trio
 
 from node.api.control import TOKEN_FILE, ControlServer
@@ -125,4 +126,21 @@ async def test_bound_to_loopback_by_default(tmp_path: Path) -> None:
         server = await start(nursery, tmp_path)
         assert server.host == "127.0.0.1"
         assert server.login_url().startswith(f"http://127.0.0.1:{server.port}/login?token=")
+        nursery.cancel_scope.cancel()
+
+
+async def test_mu_ui_prints_a_login_url_that_works_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from node.cli import main
+
+    assert await trio.to_thread.run_sync(main, ["--data-dir", str(tmp_path), "ui"]) == 1
+    assert "no node is running" in capsys.readouterr().err
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, tmp_path)
+        assert await trio.to_thread.run_sync(main, ["--data-dir", str(tmp_path), "ui"]) == 0
+        url = capsys.readouterr().out.strip()
+        assert url.startswith(f"http://127.0.0.1:{server.port}/login?token=")
+        async with browser(server) as page:
+            assert (await page.get(url)).status_code == 303
+            assert (await page.get("/v1/status")).status_code == 200
+            assert (await page.get(url)).status_code == 401
         nursery.cancel_scope.cancel()
