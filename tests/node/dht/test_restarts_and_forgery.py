@@ -89,11 +89,11 @@ class Forger:
                 self.pinged.set()
                 await self.sock.sendto(b"\x01" + message.msg_id + msgpack.packb(self.next_id()), address)
 
-    async def hear_in_silence(self, heard: trio.Event) -> None:
-        """Take requests and never answer: a dead contact the node's ping waits on until its timeout."""
+    async def hear_in_silence(self, sender: tuple[str, int], heard: trio.Event) -> None:
+        """Take requests and never answer: a dead contact ``sender``'s ping waits on until its timeout."""
         while True:
-            data, _ = await self.sock.recvfrom(65536)
-            if isinstance(decode_datagram(data), Request):
+            data, address = await self.sock.recvfrom(65536)
+            if address == sender and isinstance(decode_datagram(data), Request):
                 heard.set()
 
 
@@ -182,12 +182,14 @@ async def test_forged_contacts_stay_out_and_the_restart_listens_at_once(tmp_path
 
         # Every forged contact is dead now (its socket hears the node's ping and never
         # answers): the node listens before its rejoin is done waiting on them.
+        log_offset = log_size(victim)
+        await victim.restart()
         async with trio.open_nursery() as nursery:
+            # Its pings wait in the sockets' buffers; only those from its new port count.
             heard = trio.Event()
+            restarted = ("127.0.0.1", int(victim.extra["dht_port"]))  # type: ignore[call-overload]
             for forger in forgers:
-                nursery.start_soon(forger.hear_in_silence, heard)
-            log_offset = log_size(victim)
-            await victim.restart()
+                nursery.start_soon(forger.hear_in_silence, restarted, heard)
             with trio.fail_after(SETTLE_BOUND):
                 await heard.wait()  # the restarted node pinged a saved forger
             answered, pinged = await rejoin_after_listening(victim, log_offset)
