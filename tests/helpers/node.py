@@ -108,3 +108,16 @@ async def open_mu_node(data_dir: Path, chain: MuChain, extra_args: list[str] | N
         with trio.CancelScope(shield=True):
             if node.process is not None and node.process.returncode is None:
                 await node.stop()
+
+
+def log_size(node: MuNode) -> int:
+    """How long the node's log is now: pass it to ``log_lines_since`` to read only the next start's lines."""
+    log_path = node.data_dir / "mu-node.log"
+    return log_path.stat().st_size if log_path.exists() else 0
+
+
+def log_lines_since(node: MuNode, offset: int) -> list[str]:
+    """The lines the node logged past ``offset`` (every start appends to one ``mu-node.log``)."""
+    with open(node.data_dir / "mu-node.log", "rb") as log_file:
+        log_file.seek(offset)
+        return log_file.read().decode(errors="replace").splitlines()
