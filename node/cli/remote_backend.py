@@ -157,3 +157,7 @@ class RemoteBackend:
 
     def folder_diff(self, cap: ReadCap, a: int | None, b: int | None) -> DiffReport:
         return from_json(DiffReport, self._stream("folder-diff", {"link": cap.to_string(), "a": a, "b": b}, None))
+
+    def sync(self, action: str, body: Json) -> Json:
+        method = "GET" if action == "ls" else "POST"
+        return self._run(lambda: self.client.call(method, f"sync-{action}", body if method == "POST" else None))
