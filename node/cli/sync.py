@@ -29,8 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("sync", help="keep a folder the same on every device: add, ls, status, pause, resume, remove")
     commands = p.add_subparsers(dest="sync_command", metavar="COMMAND", required=True)
     a = commands.add_parser("add", help="sync a directory (a new folder, or --link to join one)")
-    a.add_argument("directory", type=Path)
-    a.add_argument("--link", default=None, help="join the folder of this write or read link (- reads it from stdin)")
+    a.add_argument("directory", type=Path, help="the directory to keep in sync")
+    a.add_argument("--link", default=None,
+                   help="join the folder of this write or read link (- reads it from stdin; default: a new folder)")
     a.add_argument("--json", action="store_true", help="machine-readable output")
     a.set_defaults(func=run_add)
     ls = commands.add_parser("ls", help="the synced folders")
@@ -40,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        ("pause", "stop syncing a directory for now"), ("resume", "sync a paused directory again"),
                        ("remove", "stop syncing a directory (its files stay)")):
         c = commands.add_parser(name, help=text)
-        c.add_argument("directory", type=Path)
+        c.add_argument("directory", type=Path, help="a synced directory")
         c.add_argument("--json", action="store_true", help="machine-readable output")
         c.set_defaults(func=run_one, action=name)
 
