@@ -29,9 +29,9 @@ from typing import Any
 
 import trio
 
-from node.api.control import ControlError, ControlServer, Emit
+from node.api.control import ControlError, ControlServer
 from node.exchange.paying import PaidPeers
-from node.files.fetcher import FetchFailed, PaidSource, fetch_raw
+from node.files.fetcher import PaidSource, fetch_raw
 from node.files.locate import DhtResolver, PeerDialer, free_source
 from node.files.uploader import free_put, replicate_file
 from node.store import ChunkStore
@@ -40,10 +40,10 @@ from protocol.chunks import Link, RawWalker
 from protocol.fetch import DEFAULT_REPLICAS
 from protocol.folders import CapError, ReadCap, WriteCap, parse_cap
 from protocol.identity import SEED_SIZE
-from protocol.sync import FolderState, SyncError
+from protocol.kademlia import RemoteProtocolError
+from protocol.sync import FolderState
 
 from .engine import FolderSync, RoundReport
-from .scan import ScanError
 
 log = logging.getLogger("mu.sync")
 
@@ -79,7 +79,13 @@ class NodeHosts:
                 return False  # already there (a rerun after a kill): pay no host twice
             return await paid_put(session, address, data)
 
-        await replicate_file(link, self.store, self.dialer, replicas=DEFAULT_REPLICAS, put=put)
+        try:
+            await replicate_file(link, self.store, self.dialer, replicas=DEFAULT_REPLICAS, put=put)
+        except RemoteProtocolError as exc:
+            # replicate_file announces the root only after placing every chunk; a DHT node
+            # refusing the announcement (its per-announcer limit: a folder of many files) leaves
+            # the chunks where placement finds them (specs/network.md §3 Placement).
+            log.info("provider announcement of a synced file refused: %s", exc)
 
     async def ensure(self, link: Link) -> None:
         if await trio.to_thread.run_sync(self._complete, link.root):
@@ -197,9 +203,9 @@ class SyncService:
             engine = self._engine(folder)
             try:
                 report = await engine.run_round()
-            except (OSError, ScanError, SyncError, FetchFailed, LookupError) as exc:
-                # A folder that cannot sync now (a host missing, a file unreadable) stays as
-                # it was and is tried again next round; the node goes on with the others.
+            except Exception as exc:  # noqa: BLE001 - whatever a peer, a host or the disk did
+                # A folder that cannot sync now (a host missing or refusing, a file unreadable)
+                # stays as it was and is tried again next round; the node never stops for it.
                 self.last[folder.path] = {"error": f"{type(exc).__name__}: {exc}"}
                 log.warning("sync of %s failed this round: %s", folder.path, exc)
                 return
