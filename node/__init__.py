@@ -29,7 +29,9 @@ this list (and from ``protocol``), never from one after it
   signed record in the DHT).
 - ``sync``: a synced folder's disk side: local change detection
   (filesystem events, debounced, rescans, ``.muignore``) and applying
-  remote changes atomically (I/O around ``protocol.sync``'s merge).
+  remote changes atomically (I/O around ``protocol.sync``'s merge), and
+  one device's sync rounds through its own record, the roster and hosts
+  (``engine``).
 - ``runtime.settings``: every setting's default, ``config.toml``, flags.
 - ``runtime.daemon``: ``mu node``, every service above in one nursery.
 - ``cli``: the ``mu`` program.

@@ -10,7 +10,7 @@ they got.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -79,6 +79,10 @@ class Backend(Protocol):
 
     def folder_diff(self, cap: ReadCap, a: int | None, b: int | None) -> DiffReport:
         """Paths changed from snapshot ``a`` to ``b``."""
+        ...
+
+    def sync(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A ``sync-ACTION`` request to the running node's sync service (a node is needed: it does the syncing)."""
         ...
 
 

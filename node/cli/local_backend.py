@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from node.cli.exit_codes import EXIT_INTEGRITY, EXIT_NOT_FOUND, EXIT_FAILURE
 from node.cli.results import (
@@ -196,6 +196,9 @@ class LocalBackend:
             raise BackendError(str(exc)) from None
         except (StoreError, OSError) as exc:
             raise BackendError(f"folder operation failed: {exc}") from None
+
+    def sync(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        raise BackendError("syncing needs a running node (`mu node`): the node does the syncing")
 
 
 def _size_hint(store: ChunkStore, link: Link) -> int | None:

@@ -157,6 +157,11 @@ class RemoteBackend:
 
     def folder_diff(self, cap: ReadCap, a: int | None, b: int | None) -> DiffReport:
         return from_json(DiffReport, self._stream("folder-diff", {"link": cap.to_string(), "a": a, "b": b}, None))
+
     def login_url(self) -> str:
         """A one-time URL that logs a browser in to the node's pages (``mu ui``)."""
         return str(self._run(lambda: self.client.call("POST", "login-link"))["url"])
+
+    def sync(self, action: str, body: Json) -> Json:
+        method = "GET" if action == "ls" else "POST"
+        return self._run(lambda: self.client.call(method, f"sync-{action}", body if method == "POST" else None))

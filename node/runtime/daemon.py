@@ -35,6 +35,7 @@ from node.dht import ContactInfo, DhtNode, open_dht
 from node.files.locate import PeerDialer
 from node.files.network import NetworkService, register_report_routes
 from node.folders.network import FolderService
+from node.sync.service import SyncService
 from node.exchange.paying import PaidPeers
 from node.store.retention import GarbageCollector
 from node.exchange import ChainView, PaidChunkServer, PayeeBook, Payer
@@ -170,6 +171,10 @@ async def _open_locked_node(config: NodeConfig, wall_clock: Callable[[], float])
                     network.register(control)
                     folders = FolderService(data_dir, store, network.dialer, network.paid)  # specs/folders.md
                     folders.register(control)
+                    # Synced folders: each device's rounds through records and hosts (specs/sync.md §14).
+                    sync = SyncService(data_dir, store, network.dialer, network.paid)
+                    sync.register(control)
+                    await nursery.start(sync.serve)
                     # `mu peers` and `mu earnings` read the live table and the open ledger.
                     register_report_routes(control, dht, ledger)
                     register_name_routes(control, dht)  # `mu name publish / resolve` (specs/dht.md §7.3)

@@ -1,0 +1,90 @@
+"""``mu sync``: folders kept the same on every device, through paid hosts (specs/sync.md).
+
+The running node does the syncing (node/sync/service.py); these commands
+ask it through the control API: ``add`` a directory (a new folder, whose
+write and read links are printed once, or ``--link`` to join one from
+another device: a read link makes a read-only device), ``ls``, ``status``,
+``pause``, ``resume`` and ``remove`` (the files stay).
+
+A link given as ``-`` is read from stdin, so it need not sit in the shell
+history or the process list.
+
+Exit codes: 0 ok, 1 operational error (no node running), 2 not found (the
+directory is not synced), 4 usage error (a bad link).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from node.cli.backend import open_backend
+from node.cli.exit_codes import EXIT_OK, fail
+from node.cli.results import BackendError
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("sync", help="keep a folder the same on every device: add, ls, status, pause, resume, remove")
+    commands = p.add_subparsers(dest="sync_command", metavar="COMMAND", required=True)
+    a = commands.add_parser("add", help="sync a directory (a new folder, or --link to join one)")
+    a.add_argument("directory", type=Path, help="the directory to keep in sync")
+    a.add_argument("--link", default=None,
+                   help="join the folder of this write or read link (- reads it from stdin; default: a new folder)")
+    a.add_argument("--json", action="store_true", help="machine-readable output")
+    a.set_defaults(func=run_add)
+    ls = commands.add_parser("ls", help="the synced folders")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.set_defaults(func=run_ls)
+    for name, text in (("status", "a synced folder's files, bytes, last round, conflicts"),
+                       ("pause", "stop syncing a directory for now"), ("resume", "sync a paused directory again"),
+                       ("remove", "stop syncing a directory (its files stay)")):
+        c = commands.add_parser(name, help=text)
+        c.add_argument("directory", type=Path, help="a synced directory")
+        c.add_argument("--json", action="store_true", help="machine-readable output")
+        c.set_defaults(func=run_one, action=name)
+
+
+def _print(reply: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(reply, indent=2, sort_keys=True))
+        return
+    for key, value in sorted(reply.items()):
+        print(f"{key}: {value}")
+
+
+def run_add(args: argparse.Namespace) -> int:
+    body: dict[str, object] = {"path": str(args.directory.resolve())}
+    if args.link is not None:
+        body["link"] = sys.stdin.readline().strip() if args.link == "-" else args.link
+    try:
+        reply = open_backend(args.data_dir).sync("add", body)
+    except BackendError as exc:
+        return fail(exc.message, exc.exit_code)
+    _print(reply, args.json)
+    return EXIT_OK
+
+
+def run_ls(args: argparse.Namespace) -> int:
+    try:
+        reply = open_backend(args.data_dir).sync("ls", {})
+    except BackendError as exc:
+        return fail(exc.message, exc.exit_code)
+    if args.json:
+        _print(reply, True)
+        return EXIT_OK
+    folders = reply.get("folders")
+    for folder in folders if isinstance(folders, list) else []:
+        state = "paused" if folder["paused"] else ("read-only" if folder["read_only"] else "syncing")
+        print(f"{folder['path']}  {state}  {folder['files']} files  {folder['bytes']} bytes")
+    return EXIT_OK
+
+
+def run_one(args: argparse.Namespace) -> int:
+    try:
+        reply = open_backend(args.data_dir).sync(args.action, {"path": str(args.directory.resolve())})
+    except BackendError as exc:
+        return fail(exc.message, exc.exit_code)
+    _print(reply, args.json)
+    return EXIT_OK

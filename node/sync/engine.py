@@ -1,0 +1,276 @@
+"""One device's sync of one folder through records and hosts (specs/sync.md §14 Devices).
+
+A round: scan the folder and record local changes in this device's state
+(specs/sync.md §6); a writing device stores that state as a file under the
+folder's chunk secret, uploads it and publishes its own record (§14.2),
+and makes sure the roster names it (§14.3); then the records of the other
+devices the roster (or a notify) names are resolved, checked (certificate,
+device) and merged (``protocol.sync.merge``), and the plan applied with
+``node.sync.apply``.  Nothing here needs another device online: records
+and chunks come from the DHT and the hosts.
+
+The network is two small interfaces, so the round is the same on a node
+(the DHT and paid hosts) and in tests (in-memory records and hosts).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from node.folders.history import read_bytes
+from node.folders.snapshot import store_bytes, store_file
+from node.store import ChunkStore
+from protocol.chunks import FileDecoder, Link
+from protocol.folders import ReadCap, WriteCap
+from protocol.identity import Identity
+from protocol.kademlia import MutableRecord, sign_mutable
+from protocol.sync import (
+    MAX_STATE_BYTES,
+    DeviceRecord,
+    EntryKind,
+    FileEntry,
+    FolderState,
+    MergePlan,
+    Observation,
+    SyncError,
+    certify_device,
+    decode_device_record,
+    decode_roster,
+    encode_roster,
+    merge,
+    parse_device_state,
+    record_local_changes,
+)
+
+from .apply import Applied, delete_path, make_directory, move_path, set_metadata, write_file, write_symlink
+from .ignore import IgnoreRules
+from .scan import ScanRecord, look, scan_tree
+
+LINK_BYTES = 64  # a file's content reference: root || key (specs/chunks.md Link)
+
+
+class Records(Protocol):
+    """Signed mutable records (specs/dht.md §7.3): the node's DHT, or a test's dictionary."""
+
+    async def resolve_record(self, public_key: bytes) -> MutableRecord | None: ...
+
+    async def publish_record(self, record: MutableRecord) -> int: ...
+
+
+class Hosts(Protocol):
+    """Where chunks live between devices: ``upload`` sends a file's chunks, ``ensure`` brings them here."""
+
+    async def upload(self, link: Link) -> None: ...
+
+    async def ensure(self, link: Link) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RoundReport:
+    """What one round did."""
+
+    local_changes: int
+    published_seq: int | None  # the sequence number published; None: nothing new (or read-only)
+    applied: int  # plan actions carried out on disk
+    conflicts: tuple[str, ...]  # conflict copies made by the merge or by a racing local edit
+    devices: tuple[str, ...]  # other devices whose state was merged (hex ids)
+    refused: tuple[str, ...]  # "device-hex: reason" for records refused whole
+
+
+def _content_link(content: bytes) -> Link:
+    if len(content) != LINK_BYTES:
+        raise SyncError(f"a file's content reference is {LINK_BYTES} bytes")
+    return Link(content[:32], content[32:])
+
+
+def _chunks(store: ChunkStore, link: Link) -> Iterator[bytes]:
+    decoder = FileDecoder.from_link(link)
+    while (address := decoder.next_address()) is not None:
+        yield bytes(decoder.feed(store.get(address, verify=False)))
+
+
+@dataclass(slots=True)
+class FolderSync:
+    """The sync of ``root`` as one device of the folder ``cap`` opens (a write cap: a writing device)."""
+
+    root: Path
+    cap: WriteCap | ReadCap
+    device_seed: bytes
+    store: ChunkStore
+    records: Records
+    hosts: Hosts
+    tmp_dir: Path
+    wall_clock: Callable[[], int] = time.time_ns
+    state: FolderState = field(init=False)
+    # path -> (how it looked, its content reference): a file is read again only when it changed.
+    seen: dict[str, tuple[ScanRecord, bytes]] = field(default_factory=dict)
+    known_devices: set[bytes] = field(default_factory=set)
+    published: bytes | None = None  # the serialized state last published
+    unsent: dict[bytes, Link] = field(default_factory=dict)  # files stored here, not yet uploaded
+
+    def __post_init__(self) -> None:
+        self.state = FolderState.of(self.device)
+
+    @property
+    def device(self) -> bytes:
+        return Identity(self.device_seed).public_key
+
+    @property
+    def writer(self) -> bool:
+        return isinstance(self.cap, WriteCap)
+
+    def _observe(self) -> list[tuple[str, Observation | None]]:
+        """Scan the tree; store new or changed files; return what differs from the state (blocking)."""
+        found = scan_tree(self.root, IgnoreRules.load(self.root))
+        changes: list[tuple[str, Observation | None]] = []
+        for path, record in found.items():
+            content = b""
+            if record.kind is EntryKind.FILE:
+                known = self.seen.get(path)
+                if known is not None and known[0] == record:
+                    content = known[1]
+                else:
+                    added = store_file(self.store, self.root / path, self.cap.chunk_secret)
+                    assert added.link.key is not None
+                    content = added.link.root + added.link.key
+                    self.unsent[added.link.root] = added.link
+                    if look(self.root, path) != record:
+                        continue  # still being written: the next round looks again
+                    self.seen[path] = (record, content)
+            elif record.kind is EntryKind.SYMLINK:
+                content = os.fsencode(os.readlink(self.root / path))
+            changes.append((path, Observation(record.kind, content, record.size, record.mtime_ns, record.mode)))
+        changes.extend((path, None) for path, entry in self.state.items() if not entry.deleted and path not in found)
+        return changes
+
+    async def _publish(self) -> int | None:
+        """Upload this device's state and publish its record, if it changed; join the roster."""
+        assert isinstance(self.cap, WriteCap)
+        data = self.state.serialize()
+        seq = None
+        if data != self.published:
+            # The files first, then the state naming them, then the record naming the state:
+            # a device that resolves the record finds everything it names on the hosts.
+            for root, link in list(self.unsent.items()):
+                await self.hosts.upload(link)
+                del self.unsent[root]
+            added = await trio.to_thread.run_sync(store_bytes, self.store, data, self.cap.chunk_secret, self.tmp_dir)
+            await self.hosts.upload(added.link)
+            current = await self.records.resolve_record(self.device)
+            seq = current.seq + 1 if current is not None else 1
+            value = DeviceRecord(self.cap.public_key, certify_device(self.cap, self.device),
+                                 added.link).encode(self.cap.read_key, self.device)
+            await self.records.publish_record(sign_mutable(self.device_seed, seq, value))
+            self.published = data
+        roster_record = await self.records.resolve_record(self.cap.public_key)
+        roster = self._roster(roster_record)
+        if self.device not in roster:
+            # Re-added on every round until listed: two devices joining at once may
+            # overwrite each other's entry (specs/sync.md §14.3 Roster).
+            roster_seq = roster_record.seq + 1 if roster_record is not None else 1
+            await self.records.publish_record(
+                sign_mutable(self.cap.seed, roster_seq, encode_roster(frozenset(roster | {self.device}))))
+        return seq
+
+    @staticmethod
+    def _roster(record: MutableRecord | None) -> frozenset[bytes]:
+        if record is None:
+            return frozenset()
+        try:
+            return decode_roster(record.value)
+        except SyncError:
+            return frozenset()
+
+    async def _remote(self, device: bytes) -> FolderState | None:
+        """Device ``device``'s checked state, or None if it has published none; SyncError if refused."""
+        record = await self.records.resolve_record(device)
+        if record is None:
+            return None
+        link = decode_device_record(self.cap.read_cap, device, record.value).state
+        await self.hosts.ensure(link)
+        data = await trio.to_thread.run_sync(read_bytes, self.store, link, MAX_STATE_BYTES)
+        return parse_device_state(device, data)
+
+    async def run_round(self, also: Iterable[bytes] = ()) -> RoundReport:
+        """Scan, publish (a writer), resolve the others (the roster's and ``also``), merge and apply."""
+        changes = await trio.to_thread.run_sync(self._observe)
+        before = self.state
+        self.state = record_local_changes(self.state, changes, now_ns=self.wall_clock())
+        local_changes = sum(1 for path, _ in changes if before.get(path) != self.state.get(path))
+        published = await self._publish() if self.writer else None
+        self.known_devices |= self._roster(await self.records.resolve_record(self.cap.public_key)) | set(also)
+        remotes: list[FolderState] = []
+        merged: list[str] = []
+        refused: list[str] = []
+        for device in sorted(self.known_devices - {self.device}):
+            try:
+                remote = await self._remote(device)
+            except SyncError as exc:
+                refused.append(f"{device.hex()}: {exc}")
+                continue
+            if remote is not None:
+                remotes.append(remote)
+                merged.append(device.hex())
+        plan = merge(self.state, *remotes)
+        for write in plan.writes:
+            if write.entry.kind is EntryKind.FILE:
+                await self.hosts.ensure(_content_link(write.entry.content))
+        applied, kept = await trio.to_thread.run_sync(self._apply, plan)
+        self.state = plan.state
+        if self.writer and plan.state.serialize() != self.published:
+            await self._publish()
+        return RoundReport(local_changes=local_changes, published_seq=published, applied=applied,
+                           conflicts=tuple(c.copy_path for c in plan.conflicts) + kept, devices=tuple(merged),
+                           refused=tuple(refused))
+
+    def _apply(self, plan: MergePlan) -> tuple[int, tuple[str, ...]]:
+        """Carry out ``plan`` on disk in its order (specs/sync.md §7.2 The plan); blocking."""
+        done: list[Applied | None] = []
+        index = {path: record for path, record in scan_tree(self.root, IgnoreRules.load(self.root)).items()}
+        for move in plan.moves:
+            source = index.get(move.source)
+            result = move_path(self.root, move.source, move.target, expected_source=source,
+                               expected_target=index.get(move.target), device=self.device) if source else None
+            if result is None:
+                result = self._write(move.target, move.entry, index.get(move.target))
+            done.append(result)
+            self._remember(result, move.entry.content)
+            self.seen.pop(move.source, None)
+        for write in plan.writes:
+            result = self._write(write.path, write.entry, index.get(write.path))
+            done.append(result)
+            self._remember(result, write.entry.content)
+        for change in plan.metadata:
+            expected = index.get(change.path)
+            if expected is not None:
+                result = set_metadata(self.root, change.path, expected=expected, mode=change.entry.mode,
+                                      mtime_ns=change.entry.mtime_ns)
+                done.append(result)
+                self._remember(result, change.entry.content)
+        for delete in plan.deletes:
+            expected = index.get(delete.path)
+            if expected is not None:
+                done.append(delete_path(self.root, delete.path, expected=expected))
+                self.seen.pop(delete.path, None)
+        kept = tuple(a.kept_as for a in done if a is not None and a.kept_as is not None)
+        return sum(a is not None for a in done), kept
+
+    def _write(self, path: str, entry: FileEntry, expected: ScanRecord | None) -> Applied:
+        if entry.kind is EntryKind.DIRECTORY:
+            return make_directory(self.root, path, mode=entry.mode)
+        if entry.kind is EntryKind.SYMLINK:
+            return write_symlink(self.root, path, os.fsdecode(entry.content), expected=expected, device=self.device)
+        return write_file(self.root, path, _chunks(self.store, _content_link(entry.content)), expected=expected,
+                          mode=entry.mode, mtime_ns=entry.mtime_ns, device=self.device)
+
+    def _remember(self, result: Applied | None, content: bytes) -> None:
+        """What sync wrote is not a local change: the next scan finds it as remembered."""
+        if result is not None and result.record is not None and result.record.kind is EntryKind.FILE:
+            self.seen[result.path] = (result.record, content)

@@ -1,0 +1,282 @@
+"""The running node's sync service: synced folders, their rounds, the ``sync-*`` control routes.
+
+Each synced folder is one ``FolderSync`` (node/sync/engine.py) run every
+``POLL_SECONDS``: the devices of a folder find each other's changes by
+polling their records (specs/sync.md §14 Devices).  The folders, their
+links and device seeds are kept in ``DATA_DIR/sync/folders.json`` (0600,
+beside the node's other keys); each device's state is saved after every
+round (``STATE_SUFFIX``), since a device that lost its state must not reuse
+its id (specs/sync.md §4 Version vectors).
+
+Chunks go to hosts as the folder routes send them (paid PUTs to the R
+closest nodes, a free HAVE first so nothing is paid twice) and come back
+through the paid fetcher.  Links and seeds come in request bodies and are
+never logged or echoed, except the links ``sync-add`` prints once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node.api.control import ControlError, ControlServer
+from node.exchange.paying import PaidPeers
+from node.files.fetcher import PaidSource, fetch_raw
+from node.files.locate import DhtResolver, PeerDialer, free_source
+from node.files.uploader import free_put, replicate_file
+from node.store import ChunkStore
+from node.transport import Session
+from protocol.chunks import Link, RawWalker
+from protocol.fetch import DEFAULT_REPLICAS
+from protocol.folders import CapError, ReadCap, WriteCap, parse_cap
+from protocol.identity import SEED_SIZE
+from protocol.kademlia import RemoteProtocolError
+from protocol.sync import FolderState
+
+from .engine import FolderSync, RoundReport
+
+log = logging.getLogger("mu.sync")
+
+Json = dict[str, Any]
+SYNC_DIR = "sync"
+FOLDERS_FILE = "folders.json"
+STATE_SUFFIX = ".state"
+#: Period of a folder's round: resolving the other devices' records is how changes arrive.
+POLL_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class SyncedFolder:
+    """One synced directory as this node keeps it."""
+
+    path: str
+    link: str  # the write or read link the folder was added with
+    device_seed: str  # hex
+    paused: bool = False
+
+
+class NodeHosts:
+    """Chunks to and from the network's hosts, paid (the ``Hosts`` of node/sync/engine.py)."""
+
+    def __init__(self, store: ChunkStore, dialer: PeerDialer, paid: PaidPeers | None) -> None:
+        self.store, self.dialer, self.paid = store, dialer, paid
+
+    async def upload(self, link: Link) -> None:
+        paid_put = self.paid.put if self.paid is not None else free_put
+
+        async def put(session: Session, address: bytes, data: bytes) -> object:
+            if (await session.have((address,)))[0]:
+                return False  # already there (a rerun after a kill): pay no host twice
+            return await paid_put(session, address, data)
+
+        try:
+            await replicate_file(link, self.store, self.dialer, replicas=DEFAULT_REPLICAS, put=put)
+        except RemoteProtocolError as exc:
+            # replicate_file announces the root only after placing every chunk; a DHT node
+            # refusing the announcement (its per-announcer limit: a folder of many files) leaves
+            # the chunks where placement finds them (specs/network.md §3 Placement).
+            log.info("provider announcement of a synced file refused: %s", exc)
+
+    async def ensure(self, link: Link) -> None:
+        if await trio.to_thread.run_sync(self._complete, link.root):
+            return
+        make_source = free_source if self.paid is None else functools.partial(PaidSource.open, self.paid)
+        max_price = self.paid.payer.max_price_per_mib_get if self.paid is not None else 0
+        resolver = DhtResolver(self.dialer, link.root, make_source=make_source)
+        await fetch_raw(link.root, self.store, [], max_price_per_mib=max_price, resolver=resolver)
+
+    def _complete(self, root: bytes) -> bool:
+        walker = RawWalker(root)
+        while (address := walker.next_address()) is not None:
+            if not self.store.has(address):
+                return False
+            walker.feed(self.store.get(address, verify=False))
+        return True
+
+
+def _text(body: Json, name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise ControlError(400, "bad-argument", f"{name} must be a string")
+    return value
+
+
+def _directory(body: Json) -> Path:
+    path = Path(_text(body, "path"))
+    if not path.is_absolute():
+        raise ControlError(400, "bad-argument", "path must be an absolute path")
+    return path
+
+
+class SyncService:
+    """Every synced folder of one node."""
+
+    def __init__(self, data_dir: Path, store: ChunkStore, dialer: PeerDialer, paid: PaidPeers | None = None,
+                 *, wall_clock: Callable[[], int] = time.time_ns, poll_seconds: float = POLL_SECONDS) -> None:
+        self.dir = Path(data_dir) / SYNC_DIR
+        self.store = store
+        self.records = dialer.dht
+        self.hosts = NodeHosts(store, dialer, paid)
+        self.wall_clock = wall_clock
+        self.poll_seconds = poll_seconds
+        self.folders: dict[str, SyncedFolder] = {}
+        self.engines: dict[str, FolderSync] = {}
+        self.last: dict[str, Json] = {}
+        self._wake = trio.Event()
+        self._lock = trio.Lock()  # one round at a time: rounds share the store and the records
+
+    def register(self, control: ControlServer) -> None:
+        control.route("POST", "sync-add", self.add)
+        control.route("GET", "sync-ls", self.ls)
+        control.route("POST", "sync-status", self.status)
+        control.route("POST", "sync-pause", functools.partial(self._set_paused, paused=True))
+        control.route("POST", "sync-resume", functools.partial(self._set_paused, paused=False))
+        control.route("POST", "sync-remove", self.remove)
+        control.add_status("sync", lambda: {"folders": len(self.folders)})
+
+    def _load(self) -> None:
+        path = self.dir / FOLDERS_FILE
+        if path.exists():
+            for item in json.loads(path.read_text()):
+                folder = SyncedFolder(**item)
+                self.folders[folder.path] = folder
+
+    def _save(self) -> None:
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.dir / f".{FOLDERS_FILE}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump([asdict(f) for f in self.folders.values()], f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.dir / FOLDERS_FILE)
+
+    def _engine(self, folder: SyncedFolder) -> FolderSync:
+        engine = self.engines.get(folder.path)
+        if engine is None:
+            cap = parse_cap(folder.link)
+            assert isinstance(cap, WriteCap | ReadCap)
+            engine = FolderSync(Path(folder.path), cap, bytes.fromhex(folder.device_seed), self.store, self.records,
+                                self.hosts, self.dir / "tmp", wall_clock=self.wall_clock)
+            saved = self._state_file(engine)
+            if saved.exists():
+                engine.state = FolderState.parse(saved.read_bytes())
+            self.engines[folder.path] = engine
+        return engine
+
+    def _state_file(self, engine: FolderSync) -> Path:
+        return self.dir / f"{engine.device.hex()}{STATE_SUFFIX}"
+
+    def _save_state(self, engine: FolderSync) -> None:
+        tmp = self._state_file(engine).with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(engine.state.serialize())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._state_file(engine))
+
+    async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await trio.to_thread.run_sync(self._load)
+        task_status.started()
+        while True:
+            for folder in list(self.folders.values()):
+                if not folder.paused:
+                    await self._round(folder)
+            with trio.move_on_after(self.poll_seconds):
+                await self._wake.wait()
+            self._wake = trio.Event()
+
+    async def _round(self, folder: SyncedFolder) -> None:
+        async with self._lock:
+            if self.folders.get(folder.path) != folder:
+                return  # removed or paused meanwhile
+            engine = self._engine(folder)
+            try:
+                report = await engine.run_round()
+            except Exception as exc:  # noqa: BLE001 - whatever a peer, a host or the disk did
+                # A folder that cannot sync now (a host missing or refusing, a file unreadable)
+                # stays as it was and is tried again next round; the node never stops for it.
+                self.last[folder.path] = {"error": f"{type(exc).__name__}: {exc}"}
+                log.warning("sync of %s failed this round: %s", folder.path, exc)
+                return
+            await trio.to_thread.run_sync(self._save_state, engine)
+            self.last[folder.path] = self._report(report)
+
+    @staticmethod
+    def _report(report: RoundReport) -> Json:
+        return {"time_ns": time.time_ns(), "local_changes": report.local_changes, "published_seq": report.published_seq,
+                "applied": report.applied, "conflicts": list(report.conflicts), "devices": list(report.devices),
+                "refused": list(report.refused)}
+
+    async def add(self, body: Json) -> Json:
+        """Body: ``path`` (absolute directory), ``link`` (optional: join an existing folder)."""
+        directory = _directory(body)
+        if not directory.is_dir():
+            raise ControlError(400, "bad-argument", f"not a directory: {directory}")
+        link = body.get("link")
+        if link is None:
+            cap: WriteCap | ReadCap = WriteCap(secrets.token_bytes(SEED_SIZE))
+        else:
+            try:
+                parsed = parse_cap(link if isinstance(link, str) else "")
+            except CapError as exc:
+                raise ControlError(400, "bad-link", str(exc)) from None
+            if not isinstance(parsed, WriteCap | ReadCap):
+                raise ControlError(400, "bad-link", "syncing a folder needs its write or read link")
+            cap = parsed
+        if str(directory) in self.folders:
+            raise ControlError(409, "exists", f"{directory} is already synced")
+        folder = SyncedFolder(str(directory), cap.to_string(), secrets.token_bytes(SEED_SIZE).hex())
+        self.folders[folder.path] = folder
+        await trio.to_thread.run_sync(self._save)
+        self._wake.set()
+        reply: Json = {"path": folder.path, "read_link": cap.read_cap.to_string(),
+                       "read_only": not isinstance(cap, WriteCap)}
+        if isinstance(cap, WriteCap) and link is None:
+            reply["write_link"] = cap.to_string()  # printed once, for the user's other devices
+        return reply
+
+    def _entry(self, folder: SyncedFolder) -> Json:
+        engine = self.engines.get(folder.path)
+        live = engine.state.live() if engine is not None else {}
+        return {"path": folder.path, "paused": folder.paused, "read_only": not folder.link.startswith("mu:folder-w:"),
+                "device": engine.device.hex() if engine is not None else None, "files": len(live),
+                "bytes": sum(e.size for e in live.values()), "last_round": self.last.get(folder.path)}
+
+    async def ls(self, body: Json) -> Json:
+        return {"folders": [self._entry(f) for f in self.folders.values()]}
+
+    def _folder(self, body: Json) -> SyncedFolder:
+        folder = self.folders.get(str(_directory(body)))
+        if folder is None:
+            raise ControlError(404, "not-found", "that directory is not synced")
+        return folder
+
+    async def status(self, body: Json) -> Json:
+        return self._entry(self._folder(body))
+
+    async def _set_paused(self, body: Json, *, paused: bool) -> Json:
+        folder = replace(self._folder(body), paused=paused)
+        self.folders[folder.path] = folder
+        await trio.to_thread.run_sync(self._save)
+        self._wake.set()
+        return self._entry(folder)
+
+    async def remove(self, body: Json) -> Json:
+        """Stop syncing a directory; its files stay where they are."""
+        folder = self._folder(body)
+        async with self._lock:
+            del self.folders[folder.path]
+            self.engines.pop(folder.path, None)
+            await trio.to_thread.run_sync(self._save)
+        return {"path": folder.path, "removed": True}

@@ -1,0 +1,203 @@
+"""Devices syncing one folder through records and hosts only (specs/sync.md §14 Devices).
+
+Each device has its own real directory and chunk store; the "network" is a
+dictionary of signed mutable records (verified as a DHT node verifies them)
+and one shared dictionary of chunks standing for the hosts.  No device ever
+talks to another: everything goes through records and hosts, as between two
+devices that are never online together.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+from node.folders.snapshot import store_bytes
+from node.store import ChunkStore
+from node.sync.engine import FolderSync
+from protocol.chunks import Link, RawWalker
+from protocol.folders import ReadCap, WriteCap
+from protocol.kademlia import MutableRecord, sign_mutable
+from protocol.sync import DeviceRecord
+
+def tree_hash(root: Path) -> dict[str, tuple[int, int, bytes]]:
+    """What sync carries (specs/sync.md §8): path -> mode, file mtime, contents; a directory's mtime is not synced."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        st = os.lstat(path)
+        is_file = path.is_file() and not path.is_symlink()
+        found[str(path.relative_to(root))] = (st.st_mode, st.st_mtime_ns if is_file else 0,
+                                              path.read_bytes() if is_file else b"")
+    return found
+
+
+CAP = WriteCap(bytes([9]) * 32)
+CLOCK = iter(range(10**18, 2 * 10**18, 10**9))
+
+
+class Network:
+    """Records kept as a DHT node keeps them (valid signature, highest seq) and chunks kept as hosts keep them."""
+
+    def __init__(self) -> None:
+        self.records: dict[bytes, MutableRecord] = {}
+        self.chunks: dict[bytes, bytes] = {}
+        self.puts = 0
+
+    async def resolve_record(self, public_key: bytes) -> MutableRecord | None:
+        return self.records.get(public_key)
+
+    async def publish_record(self, record: MutableRecord) -> int:
+        assert record.verify()
+        current = self.records.get(record.public_key)
+        if current is None or record.seq > current.seq:
+            self.records[record.public_key] = record
+        return 1
+
+
+class Hosts:
+    def __init__(self, network: Network, store: ChunkStore) -> None:
+        self.network, self.store = network, store
+
+    async def upload(self, link: Link) -> None:
+        walker = RawWalker(link.root)
+        while (address := walker.next_address()) is not None:
+            data = self.store.get(address)
+            if address not in self.network.chunks:
+                self.network.chunks[address] = data
+                self.network.puts += 1
+            walker.feed(data)
+
+    async def ensure(self, link: Link) -> None:
+        walker = RawWalker(link.root)
+        while (address := walker.next_address()) is not None:
+            data = self.network.chunks[address]
+            self.store.put(address, data)
+            walker.feed(data)
+
+
+def device(tmp_path: Path, network: Network, name: str, cap: WriteCap | ReadCap = CAP) -> FolderSync:
+    root = tmp_path / name
+    root.mkdir()
+    store = ChunkStore(tmp_path / f"{name}-store")
+    return FolderSync(root, cap, os.urandom(32), store, network, Hosts(network, store), tmp_path / f"{name}-tmp",
+                      wall_clock=lambda: next(CLOCK))
+
+
+async def settle(*devices: FolderSync) -> None:
+    for _ in range(3):
+        for d in devices:
+            await d.run_round()
+
+
+def test_create_modify_delete_rename_mkdir_rmdir_chmod_reach_the_other_device_and_back(tmp_path: Path) -> None:
+    async def main() -> None:
+        net = Network()
+        a, b = device(tmp_path, net, "a"), device(tmp_path, net, "b")
+        (a.root / "docs").mkdir()
+        (a.root / "docs/note.txt").write_bytes(b"hello")
+        (a.root / "big.bin").write_bytes(os.urandom(300_000))
+        (a.root / "empty").mkdir()
+        await settle(a, b)
+        assert tree_hash(a.root) == tree_hash(b.root)
+        assert (b.root / "docs/note.txt").read_bytes() == b"hello"
+        (a.root / "docs/note.txt").write_bytes(b"hello again")
+        os.rename(a.root / "big.bin", a.root / "docs/big.bin")
+        (a.root / "empty").rmdir()
+        os.chmod(a.root / "docs/note.txt", 0o600)
+        await settle(a, b)
+        assert tree_hash(a.root) == tree_hash(b.root)
+        assert not (b.root / "empty").exists() and (b.root / "docs/big.bin").exists()
+        assert (b.root / "docs/note.txt").stat().st_mode & 0o777 == 0o600
+        (b.root / "docs/note.txt").unlink()
+        (b.root / "from-b").write_bytes(b"b was here")
+        await settle(b, a)
+        assert tree_hash(a.root) == tree_hash(b.root)
+        assert not (a.root / "docs/note.txt").exists() and (a.root / "from-b").read_bytes() == b"b was here"
+
+    trio.run(main)
+
+
+def test_a_device_catches_up_from_records_and_hosts_alone(tmp_path: Path) -> None:
+    async def main() -> None:
+        net = Network()
+        a = device(tmp_path, net, "a")
+        (a.root / "f").write_bytes(b"one")
+        await a.run_round()
+        (a.root / "f").write_bytes(b"two")
+        (a.root / "g").write_bytes(b"three")
+        await a.run_round()
+        del a  # A is gone for good; B joins later with the link only
+        b = device(tmp_path, net, "b")
+        report = await b.run_round()
+        assert (b.root / "f").read_bytes() == b"two" and (b.root / "g").read_bytes() == b"three"
+        assert len(report.devices) == 1 and not report.conflicts
+
+    trio.run(main)
+
+
+def test_concurrent_edits_keep_both_versions_and_trees_agree(tmp_path: Path) -> None:
+    async def main() -> None:
+        net = Network()
+        a, b = device(tmp_path, net, "a"), device(tmp_path, net, "b")
+        (a.root / "doc.txt").write_bytes(b"base")
+        await settle(a, b)
+        (a.root / "doc.txt").write_bytes(b"edit on a")
+        (b.root / "doc.txt").write_bytes(b"edit on b, longer")
+        await a.run_round()  # each publishes before seeing the other's edit
+        await b.run_round()
+        await settle(a, b)
+        assert tree_hash(a.root) == tree_hash(b.root)
+        contents = {p.read_bytes() for p in a.root.iterdir()}
+        assert contents == {b"edit on a", b"edit on b, longer"}
+        assert any(".sync-conflict-" in p.name for p in a.root.iterdir())
+
+    trio.run(main)
+
+
+def test_a_read_only_device_applies_never_reaches_the_writers_and_its_forged_record_is_refused(
+        tmp_path: Path) -> None:
+    async def main() -> None:
+        net = Network()
+        a = device(tmp_path, net, "a")
+        ro = device(tmp_path, net, "ro", CAP.read_cap)
+        (a.root / "f").write_bytes(b"from a")
+        await settle(a, ro)
+        assert (ro.root / "f").read_bytes() == b"from a"
+        (ro.root / "local-only").write_bytes(b"kept here")
+        report = await ro.run_round()
+        assert report.published_seq is None and ro.device not in net.records
+        # The best a read-only device can do: publish a record with a certificate it made up,
+        # and get itself named (by a notify, or a roster it cannot sign) to the writers.
+        state = store_bytes(ro.store, ro.state.serialize(), CAP.read_cap.chunk_secret, tmp_path / "ro-tmp")
+        await ro.hosts.upload(state.link)
+        forged = DeviceRecord(CAP.public_key, bytes(64), state.link).encode(CAP.read_key, ro.device)
+        await net.publish_record(sign_mutable(ro.device_seed, 1, forged))
+        report = await a.run_round(also=[ro.device])
+        assert report.refused and "bad certificate" in report.refused[0]
+        assert not (a.root / "local-only").exists()
+        assert (ro.root / "local-only").read_bytes() == b"kept here"
+
+    trio.run(main)
+
+
+@pytest.mark.slow
+def test_a_one_byte_edit_in_a_64_mib_file_uploads_at_most_two_new_data_chunks(tmp_path: Path) -> None:
+    async def main() -> None:
+        net = Network()
+        a, b = device(tmp_path, net, "a"), device(tmp_path, net, "b")
+        data = bytearray(os.urandom(64 * 1024 * 1024))
+        (a.root / "big").write_bytes(data)
+        await settle(a, b)
+        data[40_000_000] ^= 1
+        (a.root / "big").write_bytes(data)
+        before = net.puts
+        await a.run_round()
+        await b.run_round()
+        assert (b.root / "big").read_bytes() == data
+        # New chunks: at most 2 data chunks, the file's tree chunk(s), the state blob's.
+        assert net.puts - before <= 2 + 2 + 2, net.puts - before
+
+    trio.run(main)

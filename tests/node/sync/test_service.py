@@ -1,0 +1,70 @@
+"""The node's sync service: folders kept across restarts, and a failing round never stops the node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import trio
+
+from node.api.control import ControlError
+from node.store import ChunkStore
+from node.sync.service import FOLDERS_FILE, SYNC_DIR, SyncService
+from protocol.chunks import Link
+from protocol.kademlia import ErrorCode, RemoteProtocolError
+from tests.node.sync.test_engine import Network
+
+
+class RefusingHosts:
+    async def upload(self, link: Link) -> None:
+        raise RemoteProtocolError(ErrorCode.OVER_LIMIT, "127.0.0.1 already announced 256 records")
+
+    async def ensure(self, link: Link) -> None:
+        raise AssertionError("nothing to fetch")
+
+
+def service(tmp_path: Path) -> SyncService:
+    dialer: Any = SimpleNamespace(dht=Network())
+    return SyncService(tmp_path / "data", ChunkStore(tmp_path / "store"), dialer)
+
+
+def test_a_round_that_fails_is_reported_and_the_service_goes_on(tmp_path: Path) -> None:
+    async def main() -> None:
+        sync = service(tmp_path)
+        sync.hosts = RefusingHosts()  # type: ignore[assignment]
+        folder = tmp_path / "docs"
+        folder.mkdir()
+        (folder / "a.txt").write_bytes(b"x")
+        reply = await sync.add({"path": str(folder)})
+        assert reply["write_link"].startswith("mu:folder-w:") and reply["read_only"] is False
+        await sync._round(sync.folders[str(folder)])
+        status = await sync.status({"path": str(folder)})
+        assert "over_limit" in status["last_round"]["error"]
+        try:
+            await sync.add({"path": str(folder)})
+        except ControlError as exc:
+            assert exc.status == 409
+        else:
+            raise AssertionError("a directory was added twice")
+
+    trio.run(main)
+
+
+def test_folders_and_pause_survive_a_restart_and_remove_keeps_the_files(tmp_path: Path) -> None:
+    async def main() -> None:
+        folder = tmp_path / "docs"
+        folder.mkdir()
+        (folder / "a.txt").write_bytes(b"x")
+        first = service(tmp_path)
+        link = (await first.add({"path": str(folder)}))["read_link"]
+        await first._set_paused({"path": str(folder)}, paused=True)
+        assert ((tmp_path / "data" / SYNC_DIR / FOLDERS_FILE).stat().st_mode & 0o777) == 0o600
+        second = service(tmp_path)
+        await trio.to_thread.run_sync(second._load)
+        kept = second.folders[str(folder)]
+        assert kept.paused and kept.link != link and kept.link.startswith("mu:folder-w:")
+        await second.remove({"path": str(folder)})
+        assert (folder / "a.txt").read_bytes() == b"x" and not second.folders
+
+    trio.run(main)
