@@ -47,7 +47,9 @@ from node.files.locate import DhtResolver, PeerDialer, free_source
 from node.exchange.paying import PaidPeers
 from node.store.retention import pin_file
 from node.store import ChunkNotFound, ChunkStore
+from node.files.stripes import fetch_striped, store_striped
 from node.files.uploader import ChunkPlaced, ReplicaFailure, free_put, replicate_file
+from protocol.erasure import MAX_N, NotEnoughShares, StripeMapError
 from protocol.chunks import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, IntegrityError, Link, LinkError
 from protocol.fetch import DEFAULT_REPLICAS, DEFAULT_WINDOW, MAX_REPLICAS, MAX_WINDOW, dht_key
 from protocol.kademlia import Contact
@@ -144,6 +146,14 @@ class NetworkService:
             await emit({"event": "replicated", "address": placed.address.hex(), "replicas": len(placed.replicas)})
 
         put = self.paid.put if self.paid is not None else free_put
+        if "k" in body or "n" in body:  # erasure coding policy (specs/erasure.md §Policy)
+            n = _int_field(body, "n", 8, 1, MAX_N)
+            k = _int_field(body, "k", 4, 1, n)
+            striped = await store_striped(added.link, self.store, self.dialer, k=k, n=n, put=put)
+            return {"link": str(added.link), "root": added.link.root.hex(), "size": added.size,
+                    "stripes": striped.map_address.hex(), "k": k, "n": n, "stripe_count": striped.stripes,
+                    "hosts": [[h.hex() for h in hosts] for hosts in striped.hosts],
+                    "map_hosts": [h.hex() for h in striped.map_hosts], "short_stripes": list(striped.short_stripes)}
         report = await replicate_file(added.link, self.store, self.dialer, replicas=replicas, put=put,
                                       on_chunk=on_chunk)
         return {"link": str(added.link), "root": added.link.root.hex(), "size": added.size,
@@ -211,7 +221,31 @@ class NetworkService:
         output = body.get("output")
         if not isinstance(output, str) or not Path(output).is_absolute():
             raise ControlError(400, "bad-argument", "output must be an absolute path")
+        if "stripes" in body:
+            return await self._fetch_striped(body, Path(output))
         return await self._fetch(body, emit, Path(output))
+
+    async def _fetch_striped(self, body: Json, dest: Path) -> Json:
+        """``get`` of an erasure-coded file: ``stripes`` is its stripe map's address (specs/erasure.md §Reading)."""
+        link = _link_field(body)
+        text = body.get("stripes")
+        try:
+            map_address = bytes.fromhex(text) if isinstance(text, str) else b""
+        except ValueError:
+            map_address = b""
+        if len(map_address) != 32:
+            raise ControlError(400, "bad-argument", "stripes must be a stripe map address (64 hex digits)")
+        paid = self.paid
+        make_source = free_source if paid is None else functools.partial(PaidSource.open, paid)
+        try:
+            got = await fetch_striped(link, map_address, dest, self.dialer, make_source=make_source, store=self.store)
+        except NotEnoughShares as exc:
+            raise ControlError(404, "not-found", str(exc)) from None
+        except (StripeMapError, IntegrityError) as exc:
+            raise ControlError(422, "integrity", str(exc)) from None
+        return {"path": str(dest), "size": got.size, "shares_fetched": got.shares_fetched,
+                "local_shares": got.local_shares, "sats_spent": got.sats_spent,
+                "banned": [h.hex() for h in got.banned], "parity_stripes": got.decoded_stripes}
 
     async def pin(self, body: Json, emit: Emit) -> Json:
         """Body: ``link``, ``max_price_per_mib``, ``window``.  Fetch into the store and host it.
