@@ -47,7 +47,10 @@ from node.files.locate import DhtResolver, PeerDialer, free_source
 from node.exchange.paying import PaidPeers
 from node.store.retention import pin_file
 from node.store import ChunkNotFound, ChunkStore
+from node.files.audit import Auditor, ErasureBook, FileRecord
 from node.files.stripes import fetch_striped, store_striped
+from node.transport import Session
+from protocol.payments import Kind
 from node.files.uploader import ChunkPlaced, ReplicaFailure, free_put, replicate_file
 from protocol.erasure import MAX_N, NotEnoughShares, StripeMapError
 from protocol.chunks import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, IntegrityError, Link, LinkError
@@ -96,6 +99,17 @@ def _link_field(body: Json, *, need_key: bool = True) -> Link:
     return link
 
 
+def _map_field(body: Json) -> bytes:
+    text = body.get("stripes")
+    try:
+        map_address = bytes.fromhex(text) if isinstance(text, str) else b""
+    except ValueError:
+        map_address = b""
+    if len(map_address) != 32:
+        raise ControlError(400, "bad-argument", "stripes must be a stripe map address (64 hex digits)")
+    return map_address
+
+
 class NetworkService:
     """Add, get and pin through the network, for one node.
 
@@ -111,11 +125,14 @@ class NetworkService:
         self.paid = paid
         self.pinned: set[bytes] = set(store.pinned_roots())  # durable in the store index
         self.pins_announced = trio.Event()  # set once announce_pinned has run
+        self.erasure = ErasureBook(self.data_dir)  # k-of-n files owned here (specs/erasure.md §7)
+        self.auditor = Auditor(store, dialer, self.erasure)
 
     def register(self, control: ControlServer) -> None:
         control.stream_route("add", self.add)
         control.stream_route("get", self.get)
         control.stream_route("pin", self.pin)
+        control.stream_route("audit", self.audit)
         control.add_status("network", lambda: {"pinned": len(self.pinned), "chunks": len(self.store)})
 
     async def add(self, body: Json, emit: Emit) -> Json:
@@ -149,11 +166,25 @@ class NetworkService:
         if "k" in body or "n" in body:  # erasure coding policy (specs/erasure.md §Policy)
             n = _int_field(body, "n", 8, 1, MAX_N)
             k = _int_field(body, "k", 4, 1, n)
-            striped = await store_striped(added.link, self.store, self.dialer, k=k, n=n, put=put)
+            spent = [0]
+            paid = self.paid
+
+            async def counted_put(session: Session, address: bytes, data: bytes) -> object:
+                if paid is None:
+                    return await free_put(session, address, data)
+                reply, sats = await paid.request(session, Kind.PUT, address, data)
+                spent[0] += sats
+                return reply
+
+            striped = await store_striped(added.link, self.store, self.dialer, k=k, n=n, put=counted_put,
+                                          avoid=frozenset(self.erasure.dropped()))
+            self.erasure.save(FileRecord(map_address=striped.map_address, root=added.link.root, hosts=striped.hosts,
+                                         sats_spent=spent[0]))
             return {"link": str(added.link), "root": added.link.root.hex(), "size": added.size,
                     "stripes": striped.map_address.hex(), "k": k, "n": n, "stripe_count": striped.stripes,
                     "hosts": [[h.hex() for h in hosts] for hosts in striped.hosts],
-                    "map_hosts": [h.hex() for h in striped.map_hosts], "short_stripes": list(striped.short_stripes)}
+                    "map_hosts": [h.hex() for h in striped.map_hosts], "short_stripes": list(striped.short_stripes),
+                    "sats_spent": spent[0]}
         report = await replicate_file(added.link, self.store, self.dialer, replicas=replicas, put=put,
                                       on_chunk=on_chunk)
         return {"link": str(added.link), "root": added.link.root.hex(), "size": added.size,
@@ -225,16 +256,23 @@ class NetworkService:
             return await self._fetch_striped(body, Path(output))
         return await self._fetch(body, emit, Path(output))
 
+    async def audit(self, body: Json, emit: Emit) -> Json:
+        """Body: ``stripes`` (a map address): audit every share of that k-of-n file now (specs/erasure.md §7)."""
+        map_address = _map_field(body)
+        try:
+            results = await self.auditor.audit_file(map_address)
+        except KeyError:
+            raise ControlError(404, "not-found", f"no k-of-n file with stripe map {map_address.hex()} is owned here") from None
+        except ChunkNotFound as exc:
+            raise ControlError(422, "integrity", f"the owner lost part of the file: {exc}") from None
+        return {"audits": [{"stripe": r.stripe, "share": r.share, "host": r.host.hex(), "passed": r.passed,
+                            "reason": r.reason, "score": r.score} for r in results],
+                "dropped": sorted(h.hex() for h in self.erasure.dropped())}
+
     async def _fetch_striped(self, body: Json, dest: Path) -> Json:
         """``get`` of an erasure-coded file: ``stripes`` is its stripe map's address (specs/erasure.md §Reading)."""
         link = _link_field(body)
-        text = body.get("stripes")
-        try:
-            map_address = bytes.fromhex(text) if isinstance(text, str) else b""
-        except ValueError:
-            map_address = b""
-        if len(map_address) != 32:
-            raise ControlError(400, "bad-argument", "stripes must be a stripe map address (64 hex digits)")
+        map_address = _map_field(body)
         paid = self.paid
         make_source = free_source if paid is None else functools.partial(PaidSource.open, paid)
         try:

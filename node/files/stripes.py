@@ -96,8 +96,10 @@ async def _put_on_one(dialer: PeerDialer, view: PlacementView, put: Put, address
 
 
 async def store_striped(link: Link, store: ChunkStore, dialer: PeerDialer, *, k: int, n: int,
-                        put: Put = free_put) -> StripedReport:
+                        put: Put = free_put, avoid: frozenset[bytes] = frozenset()) -> StripedReport:
     """Encode ``link``'s file (its chunks in ``store``) k-of-n and place the shares and the map.
+
+    Hosts in ``avoid`` (dropped after failed audits, specs/erasure.md §7.3) are never used.
 
     Raises:
         node.store.ChunkNotFound: a chunk of the file is not in the store.
@@ -105,7 +107,7 @@ async def store_striped(link: Link, store: ChunkStore, dialer: PeerDialer, *, k:
     """
     walker = RawWalker(link.root)
     view = await dialer.view(link.root)
-    dead: set[bytes] = set()
+    dead: set[bytes] = set(avoid)
     stripes: list[Stripe] = []
     hosts: list[tuple[bytes, ...]] = []
     short: list[int] = []
