@@ -48,10 +48,11 @@ from node.exchange.paying import PaidPeers
 from node.store.retention import pin_file
 from node.store import ChunkNotFound, ChunkStore
 from node.files.audit import Auditor, ErasureBook, FileRecord
+from node.files.repair import add_spent, upkeep_file
 from node.files.stripes import fetch_striped, store_striped
 from node.transport import Session
 from protocol.payments import Kind
-from node.files.uploader import ChunkPlaced, ReplicaFailure, free_put, replicate_file
+from node.files.uploader import ChunkPlaced, Put, ReplicaFailure, free_put, replicate_file
 from protocol.erasure import MAX_N, NotEnoughShares, StripeMapError
 from protocol.chunks import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, IntegrityError, Link, LinkError
 from protocol.fetch import DEFAULT_REPLICAS, DEFAULT_WINDOW, MAX_REPLICAS, MAX_WINDOW, dht_key
@@ -133,6 +134,7 @@ class NetworkService:
         control.stream_route("get", self.get)
         control.stream_route("pin", self.pin)
         control.stream_route("audit", self.audit)
+        control.stream_route("repair", self.repair)
         control.add_status("network", lambda: {"pinned": len(self.pinned), "chunks": len(self.store)})
 
     async def add(self, body: Json, emit: Emit) -> Json:
@@ -167,15 +169,7 @@ class NetworkService:
             n = _int_field(body, "n", 8, 1, MAX_N)
             k = _int_field(body, "k", 4, 1, n)
             spent = [0]
-            paid = self.paid
-
-            async def counted_put(session: Session, address: bytes, data: bytes) -> object:
-                if paid is None:
-                    return await free_put(session, address, data)
-                reply, sats = await paid.request(session, Kind.PUT, address, data)
-                spent[0] += sats
-                return reply
-
+            counted_put = self._counted_put(spent)
             striped = await store_striped(added.link, self.store, self.dialer, k=k, n=n, put=counted_put,
                                           avoid=frozenset(self.erasure.dropped()))
             self.erasure.save(FileRecord(map_address=striped.map_address, root=added.link.root, hosts=striped.hosts,
@@ -255,6 +249,37 @@ class NetworkService:
         if "stripes" in body:
             return await self._fetch_striped(body, Path(output))
         return await self._fetch(body, emit, Path(output))
+
+    def _counted_put(self, spent: list[int]) -> Put:
+        """The node's PUT (paid when the node pays), adding the sats it sends to ``spent[0]``."""
+        paid = self.paid
+
+        async def counted_put(session: Session, address: bytes, data: bytes) -> object:
+            if paid is None:
+                return await free_put(session, address, data)
+            reply, sats = await paid.request(session, Kind.PUT, address, data)
+            spent[0] += sats
+            return reply
+
+        return counted_put
+
+    async def repair(self, body: Json, emit: Emit) -> Json:
+        """Body: ``stripes``: one upkeep round, audit every share then re-place the failed ones (specs/erasure.md §8)."""
+        map_address = _map_field(body)
+        spent = [0]
+        try:
+            report = await upkeep_file(self.auditor, map_address, self._counted_put(spent))
+        except KeyError:
+            raise ControlError(404, "not-found", f"no k-of-n file with stripe map {map_address.hex()} is owned here") from None
+        except ChunkNotFound as exc:
+            raise ControlError(422, "integrity", f"the owner lost part of the file: {exc}") from None
+        record = self.erasure.load(map_address)
+        if record is not None:
+            self.erasure.save(add_spent(record, spent[0]))
+        return {"failed_audits": sum(1 for a in report.audits if not a.passed),
+                "repaired": [{"stripe": s, "share": i, "host": h.hex()} for s, i, h in report.repaired],
+                "unrepaired": [{"stripe": s, "share": i} for s, i in report.unrepaired],
+                "alive": list(report.alive), "sats_spent": spent[0]}
 
     async def audit(self, body: Json, emit: Emit) -> Json:
         """Body: ``stripes`` (a map address): audit every share of that k-of-n file now (specs/erasure.md §7)."""

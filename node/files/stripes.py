@@ -74,7 +74,7 @@ async def _candidates(dialer: PeerDialer, view: PlacementView, address: bytes, c
     return found if found is not None else await dialer.closest_nodes(address, count)
 
 
-async def _put_on_one(dialer: PeerDialer, view: PlacementView, put: Put, address: bytes, data: bytes,
+async def put_on_one(dialer: PeerDialer, view: PlacementView, put: Put, address: bytes, data: bytes,
                       avoid: set[bytes], dead: set[bytes], count: int) -> bytes | None:
     """Put one share on the closest reachable node not in ``avoid``; its node ID, or None."""
     for node_id in await _candidates(dialer, view, address, count):
@@ -119,7 +119,7 @@ async def store_striped(link: Link, store: ChunkStore, dialer: PeerDialer, *, k:
         used: set[bytes] = set()
         placed: list[bytes] = []
         for address, share in zip(stripe.shares, shares):
-            host = await _put_on_one(dialer, view, put, address, share, used, dead, n + SPARE_CANDIDATES)
+            host = await put_on_one(dialer, view, put, address, share, used, dead, n + SPARE_CANDIDATES)
             if host is not None:
                 used.add(host)
             placed.append(host or b"")
@@ -143,7 +143,7 @@ async def store_striped(link: Link, store: ChunkStore, dialer: PeerDialer, *, k:
     await trio.to_thread.run_sync(partial(store.pin, [map_address], root=link.root))  # the owner keeps its map
     map_hosts: list[bytes] = []
     for _ in range(n):  # the map is replicated on n hosts: it survives what the stripes survive
-        host = await _put_on_one(dialer, view, put, map_address, blob, set(map_hosts), dead, n + SPARE_CANDIDATES)
+        host = await put_on_one(dialer, view, put, map_address, blob, set(map_hosts), dead, n + SPARE_CANDIDATES)
         if host is None:
             break
         map_hosts.append(host)
