@@ -4,7 +4,9 @@
   shares on n distinct hosts; prints the link and the stripe map address;
 * ``mu files get LINK --stripes MAP -o OUT``: fetch any k shares per stripe,
   decode and write the file; exit code 2 with the stripes named when some
-  stripe has fewer than k shares left.
+  stripe has fewer than k shares left;
+* ``mu files health [ROOT]``, ``mu files audit MAP``, ``mu files repair MAP``:
+  the owner's view and upkeep (specs/erasure.md §7, §8).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import json
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.add_argument("-o", "--output", type=Path, required=True)
     g.add_argument("--json", action="store_true", help="machine-readable output")
     g.set_defaults(func=run_files_get)
+    h = fsub.add_parser("health", help="per k-of-n file: shares alive per stripe, last audit, retention, cost")
+    h.add_argument("root", nargs="?", default="", help="a root (or its first hex digits); default: every file")
+    h.add_argument("--json", action="store_true", help="machine-readable output")
+    h.set_defaults(func=run_files_health)
+    for action, text in (("audit", "audit every share of a k-of-n file now"),
+                         ("repair", "audit, then rebuild and re-place every failed share (paid)")):
+        a = fsub.add_parser(action, help=text)
+        a.add_argument("stripes", help="the stripe map address printed by `mu files add`")
+        a.set_defaults(func=run_files_upkeep, action=action)
 
 
 def _call(args: argparse.Namespace, path: str, body: Json) -> Json | int:
@@ -87,4 +99,31 @@ def run_files_get(args: argparse.Namespace) -> int:
     print(json.dumps(reply) if args.json else
           f"{reply['size']} bytes to {reply['path']} from {reply['shares_fetched']} shares, "
           f"{reply['sats_spent']} sats spent", file=sys.stdout)
+    return EXIT_OK
+
+
+def _when(unix: float | None) -> str:
+    return "never" if not unix else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix))
+
+
+def run_files_health(args: argparse.Namespace) -> int:
+    reply = _call(args, "health", {"root": args.root})
+    if isinstance(reply, int):
+        return reply
+    if args.json:
+        print(json.dumps(reply))
+        return EXIT_OK
+    for f in reply["files"]:
+        print(f"{f['root']}  stripes {f['stripes'][:16]}")
+        print(f"  shares alive per stripe: {' '.join(str(a) for a in f['alive'])}")
+        print(f"  last audit: {_when(f['last_audit'])}; next renewal: {_when(f['retained_until'])}; "
+              f"cost so far: {f['sats_spent']:,} sats")
+    return EXIT_OK
+
+
+def run_files_upkeep(args: argparse.Namespace) -> int:
+    reply = _call(args, args.action, {"stripes": args.stripes})
+    if isinstance(reply, int):
+        return reply
+    print(json.dumps(reply))
     return EXIT_OK

@@ -135,6 +135,7 @@ class NetworkService:
         control.stream_route("pin", self.pin)
         control.stream_route("audit", self.audit)
         control.stream_route("repair", self.repair)
+        control.stream_route("health", self.health)
         control.add_status("network", lambda: {"pinned": len(self.pinned), "chunks": len(self.store)})
 
     async def add(self, body: Json, emit: Emit) -> Json:
@@ -280,6 +281,24 @@ class NetworkService:
                 "repaired": [{"stripe": s, "share": i, "host": h.hex()} for s, i, h in report.repaired],
                 "unrepaired": [{"stripe": s, "share": i} for s, i in report.unrepaired],
                 "alive": list(report.alive), "sats_spent": spent[0]}
+
+    async def health(self, body: Json, emit: Emit) -> Json:
+        """Body: optional ``root`` (hex prefix): per k-of-n file owned here, shares alive per stripe (recorded
+        hosts not dropped), last audit, paid retention's end, cost so far (specs/erasure.md §7, §8)."""
+        prefix = body.get("root", "")
+        if not isinstance(prefix, str):
+            raise ControlError(400, "bad-argument", "root must be a hex string")
+        dropped = self.erasure.dropped()
+        files = []
+        for map_address in self.erasure.files():
+            record = self.erasure.load(map_address)
+            if record is None or not record.root.hex().startswith(prefix.lower()):
+                continue
+            files.append({"root": record.root.hex(), "stripes": map_address.hex(),
+                          "alive": [sum(1 for h in hosts if h and h not in dropped) for hosts in record.hosts],
+                          "last_audit": record.last_audit or None, "retained_until": record.retained_until or None,
+                          "sats_spent": record.sats_spent})
+        return {"files": files}
 
     async def audit(self, body: Json, emit: Emit) -> Json:
         """Body: ``stripes`` (a map address): audit every share of that k-of-n file now (specs/erasure.md §7)."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import trio
 
 from node.api.control import ControlClient
 from node.ledger import LEDGER_FILE, Ledger
-from tests.node.network.test_devnet import start_devnet
+from tests.node.network.test_devnet import REPO_ROOT, start_devnet
 
 KIB = 1 << 10
 
@@ -46,6 +48,13 @@ def test_three_hosts_vanish_and_the_owner_restores_eight_shares_paying_new_hosts
 
         second = trio.run(call, "repair", {"stripes": added["stripes"]})  # the next audit period: all pass
         assert second["failed_audits"] == 0 and second["repaired"] == [] and second["alive"] == repaired["alive"]
+
+        health = subprocess.run([sys.executable, "-m", "node", "--data-dir", nodes[0]["data_dir"], "files", "health",
+                                 added["root"][:12]], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+        assert health.returncode == 0, health.stderr
+        assert "shares alive per stripe: " + " ".join(["8"] * added["stripe_count"]) in health.stdout
+        assert "last audit: never" not in health.stdout
+        assert f"cost so far: {added['sats_spent'] + repaired['sats_spent']:,} sats" in health.stdout
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
