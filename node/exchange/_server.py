@@ -26,7 +26,10 @@ from node.transport import RequestRefused, Session
 from node.transport import ChunkServer
 from protocol.payments import Kind, LocalPaymentError
 from protocol.payments.messages import OpenChannel, channel_request
-from protocol.wire import ChannelMessage, Chunk, ErrorCode, GetChunk, Message, MessageType, PutChunk, PutOk
+from protocol.erasure import AuditChallenge, audit_answer
+from protocol.wire import (
+    Audit, AuditProof, ChannelMessage, Chunk, ErrorCode, GetChunk, Message, MessageType, PutChunk, PutOk,
+)
 
 log = logging.getLogger("mu.exchange")
 
@@ -55,6 +58,8 @@ class PaidChunkServer:
                 return await self._put(session, message)
             if isinstance(message, ChannelMessage):
                 return await self._channel(peer, message)
+            if isinstance(message, Audit):
+                return await self._audit(message)
         except LocalPaymentError as exc:
             log.info("refused %s from %s: %s %s", type(message).__name__, peer.hex()[:12], exc.code.name, exc)
             raise refused(exc) from None
@@ -84,6 +89,20 @@ class PaidChunkServer:
         await self.book.committed(staged)
         self.served += 1
         return Chunk(request_id=message.request_id, address=message.address, data=data)
+
+    async def _audit(self, message: Audit) -> Message:
+        """Answer a storage audit over the bytes we hold (specs/erasure.md §7.1), unpaid in r1.
+
+        Read without the store's hash check: the proof is over what is on
+        disk, so a share that rotted fails its audit instead of vanishing.
+        """
+        challenge = AuditChallenge(address=message.address, nonce=bytes(message.nonce), offset=message.offset,
+                                   length=message.length)
+        try:
+            data = await trio.to_thread.run_sync(lambda: self.store.get(message.address, verify=False))
+        except (ChunkNotFound, ChunkCorrupt):
+            raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not found") from None
+        return AuditProof(request_id=message.request_id, proof=audit_answer(challenge, data))
 
     def _read(self, address: bytes) -> bytes | Exception:
         """The chunk's bytes (SHA-256 checked by the store), or why not."""

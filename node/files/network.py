@@ -47,7 +47,13 @@ from node.files.locate import DhtResolver, PeerDialer, free_source
 from node.exchange.paying import PaidPeers
 from node.store.retention import pin_file
 from node.store import ChunkNotFound, ChunkStore
-from node.files.uploader import ChunkPlaced, ReplicaFailure, free_put, replicate_file
+from node.files.audit import Auditor, ErasureBook, FileRecord
+from node.files.repair import add_spent, upkeep_file
+from node.files.stripes import fetch_striped, store_striped
+from node.transport import Session
+from protocol.payments import Kind
+from node.files.uploader import ChunkPlaced, Put, ReplicaFailure, free_put, replicate_file
+from protocol.erasure import MAX_N, NotEnoughShares, StripeMapError
 from protocol.chunks import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, IntegrityError, Link, LinkError
 from protocol.fetch import DEFAULT_REPLICAS, DEFAULT_WINDOW, MAX_REPLICAS, MAX_WINDOW, dht_key
 from protocol.kademlia import Contact
@@ -103,6 +109,17 @@ def _link_field(body: Json, *, need_key: bool = True) -> Link:
     return link
 
 
+def _map_field(body: Json) -> bytes:
+    text = body.get("stripes")
+    try:
+        map_address = bytes.fromhex(text) if isinstance(text, str) else b""
+    except ValueError:
+        map_address = b""
+    if len(map_address) != 32:
+        raise ControlError(400, "bad-argument", "stripes must be a stripe map address (64 hex digits)")
+    return map_address
+
+
 class NetworkService:
     """Add, get and pin through the network, for one node.
 
@@ -118,11 +135,16 @@ class NetworkService:
         self.paid = paid
         self.pinned: set[bytes] = set(store.pinned_roots())  # durable in the store index
         self.pins_announced = trio.Event()  # set once announce_pinned has run
+        self.erasure = ErasureBook(self.data_dir)  # k-of-n files owned here (specs/erasure.md §7)
+        self.auditor = Auditor(store, dialer, self.erasure)
 
     def register(self, control: ControlServer) -> None:
         control.stream_route("add", self.add, params=ADD_PARAMS)
         control.stream_route("get", self.get, params=GET_PARAMS)
         control.stream_route("pin", self.pin, params=PIN_PARAMS)
+        control.stream_route("audit", self.audit)
+        control.stream_route("repair", self.repair)
+        control.stream_route("health", self.health)
         control.add_status("network", lambda: {"pinned": len(self.pinned), "chunks": len(self.store)})
 
     async def add(self, body: Json, emit: Emit) -> Json:
@@ -153,6 +175,20 @@ class NetworkService:
             await emit({"event": "replicated", "address": placed.address.hex(), "replicas": len(placed.replicas)})
 
         put = self.paid.put if self.paid is not None else free_put
+        if "k" in body or "n" in body:  # erasure coding policy (specs/erasure.md §Policy)
+            n = _int_field(body, "n", 8, 1, MAX_N)
+            k = _int_field(body, "k", 4, 1, n)
+            spent = [0]
+            counted_put = self._counted_put(spent)
+            striped = await store_striped(added.link, self.store, self.dialer, k=k, n=n, put=counted_put,
+                                          avoid=frozenset(self.erasure.dropped()))
+            self.erasure.save(FileRecord(map_address=striped.map_address, root=added.link.root, hosts=striped.hosts,
+                                         sats_spent=spent[0]))
+            return {"link": str(added.link), "root": added.link.root.hex(), "size": added.size,
+                    "stripes": striped.map_address.hex(), "k": k, "n": n, "stripe_count": striped.stripes,
+                    "hosts": [[h.hex() for h in hosts] for hosts in striped.hosts],
+                    "map_hosts": [h.hex() for h in striped.map_hosts], "short_stripes": list(striped.short_stripes),
+                    "sats_spent": spent[0]}
         report = await replicate_file(added.link, self.store, self.dialer, replicas=replicas, put=put,
                                       on_chunk=on_chunk)
         return {"link": str(added.link), "root": added.link.root.hex(), "size": added.size,
@@ -220,7 +256,87 @@ class NetworkService:
         output = body.get("output")
         if not isinstance(output, str) or not Path(output).is_absolute():
             raise ControlError(400, "bad-argument", "output must be an absolute path")
+        if "stripes" in body:
+            return await self._fetch_striped(body, Path(output))
         return await self._fetch(body, emit, Path(output))
+
+    def _counted_put(self, spent: list[int]) -> Put:
+        """The node's PUT (paid when the node pays), adding the sats it sends to ``spent[0]``."""
+        paid = self.paid
+
+        async def counted_put(session: Session, address: bytes, data: bytes) -> object:
+            if paid is None:
+                return await free_put(session, address, data)
+            reply, sats = await paid.request(session, Kind.PUT, address, data)
+            spent[0] += sats
+            return reply
+
+        return counted_put
+
+    async def repair(self, body: Json, emit: Emit) -> Json:
+        """Body: ``stripes``: one upkeep round, audit every share then re-place the failed ones (specs/erasure.md §8)."""
+        map_address = _map_field(body)
+        spent = [0]
+        try:
+            report = await upkeep_file(self.auditor, map_address, self._counted_put(spent))
+        except KeyError:
+            raise ControlError(404, "not-found", f"no k-of-n file with stripe map {map_address.hex()} is owned here") from None
+        except ChunkNotFound as exc:
+            raise ControlError(422, "integrity", f"the owner lost part of the file: {exc}") from None
+        record = self.erasure.load(map_address)
+        if record is not None:
+            self.erasure.save(add_spent(record, spent[0]))
+        return {"failed_audits": sum(1 for a in report.audits if not a.passed),
+                "repaired": [{"stripe": s, "share": i, "host": h.hex()} for s, i, h in report.repaired],
+                "unrepaired": [{"stripe": s, "share": i} for s, i in report.unrepaired],
+                "alive": list(report.alive), "sats_spent": spent[0]}
+
+    async def health(self, body: Json, emit: Emit) -> Json:
+        """Body: optional ``root`` (hex prefix): per k-of-n file owned here, shares alive per stripe (recorded
+        hosts not dropped), last audit, paid retention's end, cost so far (specs/erasure.md §7, §8)."""
+        prefix = body.get("root", "")
+        if not isinstance(prefix, str):
+            raise ControlError(400, "bad-argument", "root must be a hex string")
+        dropped = self.erasure.dropped()
+        files = []
+        for map_address in self.erasure.files():
+            record = self.erasure.load(map_address)
+            if record is None or not record.root.hex().startswith(prefix.lower()):
+                continue
+            files.append({"root": record.root.hex(), "stripes": map_address.hex(),
+                          "alive": [sum(1 for h in hosts if h and h not in dropped) for hosts in record.hosts],
+                          "last_audit": record.last_audit or None, "retained_until": record.retained_until or None,
+                          "sats_spent": record.sats_spent})
+        return {"files": files}
+
+    async def audit(self, body: Json, emit: Emit) -> Json:
+        """Body: ``stripes`` (a map address): audit every share of that k-of-n file now (specs/erasure.md §7)."""
+        map_address = _map_field(body)
+        try:
+            results = await self.auditor.audit_file(map_address)
+        except KeyError:
+            raise ControlError(404, "not-found", f"no k-of-n file with stripe map {map_address.hex()} is owned here") from None
+        except ChunkNotFound as exc:
+            raise ControlError(422, "integrity", f"the owner lost part of the file: {exc}") from None
+        return {"audits": [{"stripe": r.stripe, "share": r.share, "host": r.host.hex(), "passed": r.passed,
+                            "reason": r.reason, "score": r.score} for r in results],
+                "dropped": sorted(h.hex() for h in self.erasure.dropped())}
+
+    async def _fetch_striped(self, body: Json, dest: Path) -> Json:
+        """``get`` of an erasure-coded file: ``stripes`` is its stripe map's address (specs/erasure.md §Reading)."""
+        link = _link_field(body)
+        map_address = _map_field(body)
+        paid = self.paid
+        make_source = free_source if paid is None else functools.partial(PaidSource.open, paid)
+        try:
+            got = await fetch_striped(link, map_address, dest, self.dialer, make_source=make_source, store=self.store)
+        except NotEnoughShares as exc:
+            raise ControlError(404, "not-found", str(exc)) from None
+        except (StripeMapError, IntegrityError) as exc:
+            raise ControlError(422, "integrity", str(exc)) from None
+        return {"path": str(dest), "size": got.size, "shares_fetched": got.shares_fetched,
+                "local_shares": got.local_shares, "sats_spent": got.sats_spent,
+                "banned": [h.hex() for h in got.banned], "parity_stripes": got.decoded_stripes}
 
     async def pin(self, body: Json, emit: Emit) -> Json:
         """Body: ``link``, ``max_price_per_mib``, ``window``.  Fetch into the store and host it.

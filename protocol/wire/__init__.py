@@ -37,6 +37,10 @@ from protocol.wire._frames import (
     MessageType,
 )
 from protocol.wire._messages import (
+    AUDIT_NONCE_SIZE,
+    MAX_AUDIT_LENGTH,
+    Audit,
+    AuditProof,
     ChannelMessage,
     Chunk,
     ErrorMessage,
@@ -52,6 +56,10 @@ from protocol.wire._messages import (
 )
 
 __all__ = [
+    "AUDIT_NONCE_SIZE",
+    "MAX_AUDIT_LENGTH",
+    "Audit",
+    "AuditProof",
     "CHANNEL_TYPES",
     "FIRST_REQUEST_ERROR",
     "HEADER_SIZE",

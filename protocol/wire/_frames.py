@@ -59,6 +59,8 @@ class MessageType(IntEnum):
     PUT_OK = 0x13
     HAVE = 0x14
     HAVE_REPLY = 0x15
+    AUDIT = 0x16  # specs/erasure.md §7.1 Challenge and answer
+    AUDIT_PROOF = 0x17
     # 0x20-0x2F: payment-channel messages, defined by specs/payments.md.
     OPEN_CHANNEL = 0x20
     CHANNEL_ACCEPTED = 0x21

@@ -29,6 +29,9 @@ from protocol.wire._frames import (
 )
 
 NODE_ID_SIZE = 20
+# AUDIT (specs/erasure.md §7.1): a 32-byte nonce, at most 64 KiB of the share hashed per audit.
+AUDIT_NONCE_SIZE = 32
+MAX_AUDIT_LENGTH = 65536
 IDENTITY_KEY_SIZE = 32
 PAYMENT_KEY_SIZE = 33
 
@@ -185,6 +188,34 @@ class HaveReply:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Audit:
+    """Prove you hold share ``address``: hash ``length`` bytes from ``offset`` with ``nonce`` (specs/erasure.md §7.1)."""
+
+    request_id: int
+    address: bytes
+    nonce: bytes
+    offset: int
+    length: int
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.request_id)
+        _check_address(self.address)
+        _check(isinstance(self.nonce, (bytes, bytearray)) and len(self.nonce) == AUDIT_NONCE_SIZE, "nonce must be 32 bytes")
+        _check(type(self.offset) is int and 0 <= self.offset < 2**32, "offset out of range")
+        _check(type(self.length) is int and 1 <= self.length <= MAX_AUDIT_LENGTH, "audit length out of range")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditProof:
+    request_id: int
+    proof: bytes
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.request_id)
+        _check(isinstance(self.proof, (bytes, bytearray)) and len(self.proof) == 32, "proof must be 32 bytes")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ChannelMessage:
     """A payment-channel message (types 0x20-0x2F), fields defined by specs/payments.md.
 
@@ -204,8 +235,8 @@ class ChannelMessage:
         _check(isinstance(self.response, bool), "response must be a bool")
 
 
-Message = Union[Hello, ErrorMessage, GetChunk, Chunk, PutChunk, PutOk, Have, HaveReply, ChannelMessage]
-REPLY_TYPES = (Chunk, PutOk, HaveReply)
+Message = Union[Hello, ErrorMessage, GetChunk, Chunk, PutChunk, PutOk, Have, HaveReply, Audit, AuditProof, ChannelMessage]
+REPLY_TYPES = (Chunk, PutOk, HaveReply, AuditProof)
 
 
 def is_response(message: Message) -> bool:
@@ -240,6 +271,10 @@ def encode_meta(message: Message) -> tuple[MessageType, dict[str, Any], bytes]:
         return MessageType.HAVE, {"addresses": list(m.addresses)}, b""
     if isinstance(m, HaveReply):
         return MessageType.HAVE_REPLY, {"present": list(m.present)}, b""
+    if isinstance(m, Audit):
+        return MessageType.AUDIT, {"address": m.address, "nonce": m.nonce, "offset": m.offset, "length": m.length}, b""
+    if isinstance(m, AuditProof):
+        return MessageType.AUDIT_PROOF, {"proof": m.proof}, b""
     if isinstance(m, ErrorMessage):
         meta = {"code": int(m.code), "message": m.message}
         if m.owed is not None:
@@ -302,6 +337,13 @@ def decode_message(mtype: int, response: bool, request_id: int, meta: Any, data:
         elif t == MessageType.HAVE_REPLY:
             _fields(meta, {"present"})
             message = HaveReply(request_id=request_id, present=tuple(meta["present"]))
+        elif t == MessageType.AUDIT:
+            _fields(meta, {"address", "nonce", "offset", "length"})
+            message = Audit(request_id=request_id, address=meta["address"], nonce=meta["nonce"], offset=meta["offset"],
+                            length=meta["length"])
+        elif t == MessageType.AUDIT_PROOF:
+            _fields(meta, {"proof"})
+            message = AuditProof(request_id=request_id, proof=meta["proof"])
         elif t == MessageType.ERROR:
             _fields(meta, {"code", "message"}, frozenset({"owed"}))
             message = ErrorMessage(request_id=request_id, code=meta["code"], message=meta["message"], owed=meta.get("owed"))

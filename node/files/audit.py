@@ -1,0 +1,212 @@
+"""The owner's side of erasure-coded files: where each share went, host scores, audits
+(specs/erasure.md §7 Audits).
+
+:class:`ErasureBook` keeps, durably under ``DATA_DIR/erasure/``, the host of
+every share of every file this node stored k-of-n (one JSON file per stripe
+map) and each host's audit score (``scores.json``); files are replaced
+atomically, so a crash leaves the old or the new version.
+
+:class:`Auditor` audits the recorded host of a share: it rebuilds the share
+from the chunks it kept (specs/erasure.md §7.1), sends a fresh challenge and
+checks the proof.  A refusal, a wrong proof, a dead host or no answer in
+``AUDIT_TIMEOUT`` is a failed audit; the score moves by
+:func:`protocol.erasure.next_score`, and a host below ``DROP_BELOW`` is not
+used again (placement skips it, audits skip it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from node.files.locate import PeerDialer
+from node.store import ChunkStore
+from node.transport import RequestError, TransportError
+from protocol.erasure import (
+    START_SCORE,
+    StripeMap,
+    audit_passes,
+    encode_stripe,
+    is_dropped,
+    make_challenge,
+    next_score,
+    share_address,
+)
+from protocol.wire import Audit, AuditProof
+
+log = logging.getLogger("mu.audit")
+
+ERASURE_DIR = "erasure"
+SCORES_FILE = "scores.json"
+AUDIT_TIMEOUT = 10.0
+# Hosts with a score kept at most: beyond it the best-scored are forgotten first (they start afresh).
+MAX_SCORED_HOSTS = 10_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShareAudit:
+    stripe: int
+    share: int
+    host: bytes
+    passed: bool
+    reason: str
+    score: int  # the host's score after this audit
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileRecord:
+    """What the owner knows of one k-of-n file beyond its stripe map."""
+
+    map_address: bytes
+    root: bytes
+    hosts: tuple[tuple[bytes, ...], ...]  # per stripe, the host of each share (b"" when none)
+    last_audit: float = 0.0  # unix seconds, 0 before the first
+    sats_spent: int = 0  # PUTs, repairs and renewals paid for this file so far
+    retained_until: int = 0  # unix seconds the shares are paid for (specs/erasure.md §9 Renewal)
+
+
+def _write_json(path: Path, value: object) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+class ErasureBook:
+    """Durable placements and host scores of the k-of-n files this node owns."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = Path(data_dir) / ERASURE_DIR
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / SCORES_FILE
+        raw = json.loads(path.read_text()) if path.exists() else {}
+        self.scores: dict[bytes, int] = {bytes.fromhex(k): int(v) for k, v in raw.items()}
+
+    def _path(self, map_address: bytes) -> Path:
+        return self.dir / f"{map_address.hex()}.json"
+
+    def save(self, record: FileRecord) -> None:
+        _write_json(self._path(record.map_address), {
+            "root": record.root.hex(), "hosts": [[h.hex() for h in s] for s in record.hosts],
+            "last_audit": record.last_audit, "sats_spent": record.sats_spent,
+            "retained_until": record.retained_until})
+
+    def load(self, map_address: bytes) -> FileRecord | None:
+        path = self._path(map_address)
+        if not path.exists():
+            return None
+        raw = json.loads(path.read_text())
+        return FileRecord(map_address=map_address, root=bytes.fromhex(raw["root"]),
+                          hosts=tuple(tuple(bytes.fromhex(h) for h in s) for s in raw["hosts"]),
+                          last_audit=float(raw["last_audit"]), sats_spent=int(raw["sats_spent"]),
+                          retained_until=int(raw.get("retained_until", 0)))
+
+    def files(self) -> list[bytes]:
+        return sorted(bytes.fromhex(p.stem) for p in self.dir.glob("*.json") if p.name != SCORES_FILE)
+
+    def score(self, host: bytes) -> int:
+        return self.scores.get(host, START_SCORE)
+
+    def dropped(self) -> set[bytes]:
+        return {host for host, score in self.scores.items() if is_dropped(score)}
+
+    def note(self, host: bytes, passed: bool) -> int:
+        score = self.scores[host] = next_score(self.score(host), passed)
+        if len(self.scores) > MAX_SCORED_HOSTS:
+            best = max((h for h in self.scores if h != host), key=lambda h: self.scores[h])
+            del self.scores[best]
+        _write_json(self.dir / SCORES_FILE, {h.hex(): s for h, s in self.scores.items()})
+        return score
+
+
+def rebuild_shares(store: ChunkStore, stripe_map: StripeMap, index: int) -> list[bytes]:
+    """Every share of stripe ``index``, re-encoded from the chunks in ``store`` (the owner kept them).
+
+    Raises:
+        node.store.ChunkNotFound: a chunk of the stripe is gone from the store.
+    """
+    stripe = stripe_map.stripes[index]
+    chunks = [(address, store.get(address)) for address, _ in stripe.chunks]
+    _, shares = encode_stripe(chunks, stripe_map.k, stripe_map.n)
+    return shares
+
+
+class Auditor:
+    """Audits the shares of the files in an :class:`ErasureBook`, for the node that owns them."""
+
+    def __init__(self, store: ChunkStore, dialer: PeerDialer, book: ErasureBook, *,
+                 random_bytes: Callable[[int], bytes] = os.urandom, wall_clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.dialer = dialer
+        self.book = book
+        self.random_bytes = random_bytes
+        self.wall_clock = wall_clock
+
+    def stripe_map(self, map_address: bytes) -> StripeMap:
+        return StripeMap.parse(self.store.get(map_address))
+
+    async def audit_share(self, host: bytes, share: bytes) -> tuple[bool, str]:
+        """Challenge ``host`` over ``share`` (the bytes the owner rebuilt); (passed, why not)."""
+        challenge = make_challenge(share_address(share), len(share), self.random_bytes(40))
+        session = await self.dialer.session(host)
+        if session is None:
+            return False, "unreachable"
+        try:
+            with trio.fail_after(AUDIT_TIMEOUT):
+                reply = await session.request(Audit(request_id=0, address=challenge.address, nonce=challenge.nonce,
+                                                    offset=challenge.offset, length=challenge.length))
+        except trio.TooSlowError:
+            return False, f"no answer within {AUDIT_TIMEOUT:g} s"
+        except RequestError as exc:
+            return False, f"refused: {exc}"
+        except TransportError as exc:
+            return False, f"session failed: {exc}"
+        if not isinstance(reply, AuditProof):
+            return False, f"answered with {type(reply).__name__}"
+        if not audit_passes(challenge, share, bytes(reply.proof)):
+            return False, "wrong proof"
+        return True, ""
+
+    async def audit_file(self, map_address: bytes) -> list[ShareAudit]:
+        """Audit every share of the file at its recorded host (dropped hosts are not asked: failed).
+
+        Raises:
+            KeyError: this node does not own a k-of-n file with that map.
+            node.store.ChunkNotFound: the owner lost the file's chunks or its map.
+        """
+        record = self.book.load(map_address)
+        if record is None:
+            raise KeyError(map_address.hex())
+        stripe_map = await trio.to_thread.run_sync(self.stripe_map, map_address)
+        results: list[ShareAudit] = []
+        dropped = self.book.dropped()
+        for index, hosts in enumerate(record.hosts):
+            shares = await trio.to_thread.run_sync(rebuild_shares, self.store, stripe_map, index)
+            outcome: dict[int, tuple[bool, str]] = {}
+
+            async def one(i: int, host: bytes) -> None:
+                outcome[i] = await self.audit_share(host, shares[i])
+
+            async with trio.open_nursery() as nursery:
+                for i, host in enumerate(hosts):
+                    if host and host not in dropped:
+                        nursery.start_soon(one, i, host)
+            for i, host in enumerate(hosts):
+                if not host:
+                    continue
+                passed, reason = outcome.get(i, (False, "host dropped"))
+                score = self.book.note(host, passed) if i in outcome else self.book.score(host)
+                if not passed:
+                    log.warning("audit of share %d/%d on %s failed: %s", index, i, host.hex(), reason)
+                results.append(ShareAudit(stripe=index, share=i, host=host, passed=passed, reason=reason, score=score))
+        self.book.save(FileRecord(map_address=record.map_address, root=record.root, hosts=record.hosts,
+                                  last_audit=self.wall_clock(), sats_spent=record.sats_spent,
+                                  retained_until=record.retained_until))
+        return results
+

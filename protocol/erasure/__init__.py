@@ -1,0 +1,32 @@
+"""Erasure coding of stored files: stripes, shares, the stripe map (specs/erasure.md)."""
+
+from ._audit import (
+    DROP_BELOW,
+    MAX_AUDIT_RANGE,
+    START_SCORE,
+    AuditChallenge,
+    AuditError,
+    audit_answer,
+    audit_passes,
+    is_dropped,
+    make_challenge,
+    next_score,
+)
+from ._stripes import (
+    DEFAULT_K,
+    DEFAULT_N,
+    MAX_N,
+    MAX_STRIPES,
+    NotEnoughShares,
+    Stripe,
+    StripeMap,
+    StripeMapError,
+    decode_stripe,
+    encode_stripe,
+    share_address,
+)
+
+__all__ = ["DROP_BELOW", "MAX_AUDIT_RANGE", "START_SCORE", "AuditChallenge", "AuditError", "audit_answer",
+           "audit_passes", "is_dropped", "make_challenge", "next_score",
+           "DEFAULT_K", "DEFAULT_N", "MAX_N", "MAX_STRIPES", "NotEnoughShares", "Stripe", "StripeMap",
+           "StripeMapError", "decode_stripe", "encode_stripe", "share_address"]

@@ -1,0 +1,67 @@
+"""Audits on a devnet of real node processes (issue 19, "Must hold"): a host that deleted a share and a
+host whose share turned to garbage fail their audits, everyone else passes, and both are dropped from
+placement."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+from node.api.control import ControlClient
+from node.store import STORE_DIR
+from protocol.erasure import StripeMap
+from tests.node.network.test_devnet import start_devnet, stop_devnet
+
+KIB = 1 << 10
+
+
+def share_path(node: dict, address_hex: str) -> Path:
+    return Path(node["data_dir"]) / STORE_DIR / address_hex[:2] / address_hex
+
+
+@pytest.mark.slow
+def test_deleted_and_garbage_shares_fail_audits_and_their_hosts_are_dropped(tmp_path: Path) -> None:
+    first, second = tmp_path / "one.bin", tmp_path / "two.bin"
+    first.write_bytes(os.urandom(700 * KIB))
+    second.write_bytes(os.urandom(700 * KIB))
+    proc, summary = start_devnet(tmp_path, 11)  # the owner, 10 hosts: 8 are left once 2 are dropped
+    try:
+        nodes = summary["nodes"]
+        owner = ControlClient.from_data_dir(Path(nodes[0]["data_dir"]))
+        by_id = {n["node_id"]: n for n in nodes}
+
+        async def call(path: str, body: dict) -> dict:
+            return await owner.run_stream(path, body, lambda e: None)
+
+        added = trio.run(call, "add", {"path": str(first), "k": 4, "n": 8})
+        assert added["short_stripes"] == []
+        hosts = added["hosts"][0]
+        shares = trio.run(call, "audit", {"stripes": added["stripes"]})
+        assert all(a["passed"] for a in shares["audits"]) and shares["dropped"] == []
+        assert len(shares["audits"]) == 8 * added["stripe_count"]
+
+        stripe_map_shares = {(a["stripe"], a["share"]): a["host"] for a in shares["audits"]}
+        deleter, liar = hosts[1], hosts[2]
+        assert stripe_map_shares[(0, 1)] == deleter
+        # The share addresses are in the stripe map, which the owner keeps in its store.
+        stripe = StripeMap.parse(share_path(nodes[0], added["stripes"]).read_bytes()).stripes[0]
+        share_path(by_id[deleter], stripe.shares[1].hex()).unlink()
+        garbage = share_path(by_id[liar], stripe.shares[2].hex())
+        garbage.write_bytes(os.urandom(garbage.stat().st_size))
+
+        audited = trio.run(call, "audit", {"stripes": added["stripes"]})
+        failed = {(a["stripe"], a["share"]): a for a in audited["audits"] if not a["passed"]}
+        assert set(failed) == {(0, 1), (0, 2)}
+        assert failed[(0, 2)]["reason"] == "wrong proof" and "refused" in failed[(0, 1)]["reason"]
+        assert sorted(audited["dropped"]) == sorted([deleter, liar])
+
+        again = trio.run(call, "add", {"path": str(second), "k": 4, "n": 8})
+        assert again["short_stripes"] == []
+        placed = {h for stripe_hosts in again["hosts"] for h in stripe_hosts}
+        assert deleter not in placed and liar not in placed
+    finally:
+        if proc.poll() is None:
+            stop_devnet(proc, summary)

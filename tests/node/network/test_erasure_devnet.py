@@ -1,0 +1,62 @@
+"""A 4-of-8 file on a devnet of real node processes (issue 19, "Must hold"): it outlives its owner and
+any 4 of a stripe's hosts; with 5 gone, ``mu files get`` exits 2 naming the stripe short of shares."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from node.api.control import ControlClient
+from tests.node.network.test_devnet import REPO_ROOT, start_devnet
+
+KIB = 1 << 10
+
+
+def mu_get(data_dir: str, link: str, stripes: str, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "node", "--data-dir", data_dir, "files", "get", link,
+                           "--stripes", stripes, "-o", str(out)], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.slow
+def test_four_of_eight_survives_four_dead_hosts_and_names_the_stripe_at_five(tmp_path: Path) -> None:
+    src = tmp_path / "file.bin"
+    src.write_bytes(os.urandom(1536 * KIB))
+    proc, summary = start_devnet(tmp_path, 10)
+    try:
+        nodes = summary["nodes"]
+        owner, reader = nodes[0], nodes[-1]
+        by_id = {n["node_id"]: n for n in nodes}
+
+        async def add() -> dict:
+            return await ControlClient.from_data_dir(Path(owner["data_dir"])).run_stream(
+                "add", {"path": str(src), "k": 4, "n": 8}, lambda e: None)
+
+        added = trio.run(add)
+        assert added["short_stripes"] == [] and added["stripe_count"] >= 1
+        for hosts in added["hosts"]:
+            assert len(set(hosts)) == 8 and owner["node_id"] not in hosts  # 8 distinct hosts per stripe
+        os.kill(owner["pid"], signal.SIGKILL)  # the file must outlive the node that added it
+        doomed = [h for h in added["hosts"][0] if h != reader["node_id"]][:5]
+        for host in doomed[:4]:
+            os.kill(by_id[host]["pid"], signal.SIGKILL)
+        out = tmp_path / "four-dead.bin"
+        got = mu_get(reader["data_dir"], added["link"], added["stripes"], out)
+        assert got.returncode == 0, got.stderr
+        assert out.read_bytes() == src.read_bytes()
+
+        os.kill(by_id[doomed[4]]["pid"], signal.SIGKILL)
+        failed = mu_get(reader["data_dir"], added["link"], added["stripes"], tmp_path / "five-dead.bin")
+        assert failed.returncode == 2, failed.stderr
+        assert "not enough shares" in failed.stderr and "stripe 0 (" in failed.stderr
+        assert not (tmp_path / "five-dead.bin").exists()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
