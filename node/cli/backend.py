@@ -26,7 +26,7 @@ from node.cli.results import (
     PeersReport,
     PinResult,
 )
-from node.folders.results import DiffReport, LogEntry, RestoreReport, SnapshotReport
+from node.folders.results import DiffReport, LogEntry, PruneReport, RestoreReport, SnapshotReport
 from node.runtime.config import resolve_data_dir
 from protocol.chunks import Link
 from protocol.folders import ReadCap, WriteCap
@@ -68,8 +68,12 @@ class Backend(Protocol):
         """Snapshot ``directory`` as ``cap``'s folder (through a node: upload it and publish its record)."""
         ...
 
+    def folder_prune(self, cap: WriteCap, *, dry_run: bool) -> PruneReport:
+        """Apply the retention policy: release what only pruned snapshots need (specs/folders.md §9)."""
+        ...
+
     def folder_log(self, cap: ReadCap) -> tuple[LogEntry, ...]:
-        """The folder's snapshots, newest first."""
+        """The folder's kept snapshots, newest first."""
         ...
 
     def folder_restore(self, cap: ReadCap, dest: Path, *, number: int | None, at_ns: int | None,

@@ -1,7 +1,7 @@
 """``mu folder``: encrypted folder snapshots with history (specs/folders.md).
 
-``create`` makes a new folder's links; ``snapshot``, ``log``, ``restore``
-and ``diff`` go through the data dir's backend (node/cli/backend.py): with
+``create`` makes a new folder's links; ``snapshot``, ``log``, ``restore``,
+``diff`` and ``prune`` go through the data dir's backend (node/cli/backend.py): with
 a node running, through the network (the snapshot is uploaded, paid, and
 published in the folder's signed DHT record; a restore fetches what the
 store lacks), without one, the local store.
@@ -35,7 +35,8 @@ from protocol.identity import SEED_SIZE
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("folder", help="encrypted folder snapshots with history: create, snapshot, log, restore, diff")
+    p = sub.add_parser("folder", help="encrypted folder snapshots with history: create, snapshot, log, restore, diff, "
+                                           "prune")
     commands = p.add_subparsers(dest="folder_command", metavar="COMMAND", required=True)
 
     c = commands.add_parser("create", help="make a new folder; print its write, read and verify links")
@@ -51,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=run_snapshot)
 
-    lg = commands.add_parser("log", help="list a folder's snapshots, newest first")
+    lg = commands.add_parser("log", help="list a folder's kept snapshots, newest first, and how many were pruned")
     lg.add_argument("link", help="read or write link (- reads it from stdin)")
     lg.add_argument("--json", action="store_true", help="machine-readable output")
     lg.set_defaults(func=run_log)
@@ -69,6 +70,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="restore only this path of the folder and what is under it (default: the whole folder)")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.set_defaults(func=run_restore)
+
+    pr = commands.add_parser("prune", help="apply the retention policy: release what only pruned snapshots need")
+    pr.add_argument("link", help="write link (- reads it from stdin)")
+    pr.add_argument("--dry-run", action="store_true", help="say what would be pruned and released; change nothing")
+    pr.add_argument("--json", action="store_true", help="machine-readable output")
+    pr.set_defaults(func=run_prune)
 
     d = commands.add_parser("diff", help="paths added, removed and changed between two snapshots")
     d.add_argument("link", help="read or write link (- reads it from stdin)")
@@ -157,14 +164,35 @@ def run_log(args: argparse.Namespace) -> int:
         return fail(f"bad folder link: {exc}", EXIT_USAGE)
     except BackendError as exc:
         return fail(exc.message, exc.exit_code)
+    # The newest snapshot is always kept, so every number below it not listed was pruned.
+    pruned = lines[0].number - len(lines) if lines else 0
     if args.json:
-        print(to_json({"snapshots": list(lines)}))
+        print(to_json({"snapshots": list(lines), "pruned": pruned}))
         return EXIT_OK
     if not lines:
         print("no snapshots yet", file=sys.stderr)
     for e in lines:
         print(f"{e.number:>5}  {_when(e.time_ns)}  {e.files:>8} files  {e.size:>14} bytes  "
               f"+{e.added} -{e.removed} ~{e.changed}")
+    if pruned:
+        print(f"{pruned} older snapshots pruned by the retention policy (30 days of all, then daily for 6 months)")
+    return EXIT_OK
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    try:
+        cap = parse_write_cap(_link_text(args.link))
+        report = open_backend(args.data_dir).folder_prune(cap, dry_run=args.dry_run)
+    except CapError as exc:
+        return fail(f"bad folder link: {exc}", EXIT_USAGE)
+    except BackendError as exc:
+        return fail(exc.message, exc.exit_code)
+    if args.json:
+        print(to_json(report))
+        return EXIT_OK
+    would = "would release" if report.dry_run else "released"
+    print(f"{report.kept} snapshots kept, {report.pruned} pruned ({report.newly_pruned} now); {would} "
+          f"{report.chunks_released} chunks ({report.bytes_released} bytes) no kept snapshot needs")
     return EXIT_OK
 
 

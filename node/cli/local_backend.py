@@ -37,7 +37,8 @@ from node.files.local import add_file, get_file, load_convergence_secret
 from node.files.network import peers_report
 from node.folders.index import FolderIndex, Head
 from node.folders.local import folder_diff, folder_log, folder_restore, snapshot_folder, snapshot_report
-from node.folders.results import DiffReport, LogEntry, RestoreReport, SnapshotReport
+from node.folders.results import DiffReport, LogEntry, PruneReport, RestoreReport, SnapshotReport
+from node.folders.retention import prune
 from node.folders.snapshot import TMP_DIR, FolderError
 from node.ledger import LEDGER_FILE, Ledger
 from node.runtime.config import ConfigError, load_identity
@@ -164,10 +165,16 @@ class LocalBackend:
             taken, changes = snapshot_folder(store, index, directory, cap, head, now_ns=time.time_ns(),
                                              tmp_dir=self.data_dir / TMP_DIR)
             seq = head.seq + 1 if head is not None else 1
-            index.record_head(cap.public_key, Head(seq, encode_record_value(cap.read_key, taken.link)))
+            new_head = Head(seq, encode_record_value(cap.read_key, taken.link))
+            index.record_head(cap.public_key, new_head)
+            prune(store, index, cap, new_head)  # specs/folders.md §9: applied on every snapshot
             return snapshot_report(taken, changes, seq)
 
         return self._folders(run)
+
+    def folder_prune(self, cap: WriteCap, *, dry_run: bool) -> PruneReport:
+        return self._folders(lambda store, index: prune(store, index, cap, index.head(cap.public_key),
+                                                        dry_run=dry_run))
 
     def folder_log(self, cap: ReadCap) -> tuple[LogEntry, ...]:
         return self._folders(lambda store, index: tuple(folder_log(store, cap, index.head(cap.public_key))))

@@ -35,7 +35,7 @@ from node.cli.results import (
     earnings_from_json,
     peers_from_json,
 )
-from node.folders.results import DiffReport, LogEntry, RestoreReport, SnapshotReport, from_json
+from node.folders.results import DiffReport, LogEntry, PruneReport, RestoreReport, SnapshotReport, from_json
 from protocol.chunks import Link
 from protocol.folders import ReadCap, WriteCap
 
@@ -144,6 +144,10 @@ class RemoteBackend:
     def folder_snapshot(self, directory: Path, cap: WriteCap) -> SnapshotReport:
         body: Json = {"link": cap.to_string(), "path": str(directory.resolve())}
         return from_json(SnapshotReport, self._stream("folder-snapshot", body, None))
+
+    def folder_prune(self, cap: WriteCap, *, dry_run: bool) -> PruneReport:
+        body: Json = {"link": cap.to_string(), "dry_run": dry_run}
+        return from_json(PruneReport, self._stream("folder-prune", body, None))
 
     def folder_log(self, cap: ReadCap) -> tuple[LogEntry, ...]:
         reply = self._stream("folder-log", {"link": cap.to_string()}, None)

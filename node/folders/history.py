@@ -96,6 +96,8 @@ def choose(versions: list[Version], *, number: int | None = None, at_ns: int | N
         for v in versions:
             if v.snapshot.number == number:
                 return v
+        if versions and 1 <= number < versions[0].snapshot.number:
+            raise LookupError(f"snapshot {number} was pruned by the retention policy (specs/folders.md §9)")
         raise LookupError(f"no snapshot {number} (this folder has 1..{versions[0].snapshot.number if versions else 0})")
     if at_ns is not None:
         for v in versions:  # newest first

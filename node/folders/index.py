@@ -1,6 +1,6 @@
 """The folder index: what a snapshot can skip, in SQLite under the data dir (specs/folders.md §10.1 Local state).
 
-Three things, each keyed by the folder's public key where it matters:
+What it keeps, each keyed by the folder's public key where it matters:
 
 * ``files``: per path, the ``lstat`` fields git's index compares (size,
   mtime_ns, inode, ctime_ns) and the file's link: a file whose fields are
@@ -10,6 +10,7 @@ Three things, each keyed by the folder's public key where it matters:
   snapshot never pays twice for one chunk;
 * ``directories``: the write cap's seed of the folder each directory was
   created or last snapshotted as, so ``mu folder snapshot DIR`` needs no link;
+* ``pruned``: the snapshot records of each folder that retention pruned;
 * ``heads``: the newest record (sequence number and value) this node
   published or resolved per folder, so the next snapshot links to it and
   takes the next sequence number even when the DHT is unreachable.
@@ -58,6 +59,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE directories (
         path BLOB PRIMARY KEY NOT NULL,
         seed BLOB NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    # Snapshots pruned by retention (specs/folders.md §9 Retention policy), so that applying the
+    # policy again walks only the snapshots it has not pruned yet.
+    """
+    CREATE TABLE pruned (
+        folder BLOB NOT NULL,
+        root   BLOB NOT NULL,
+        PRIMARY KEY (folder, root)
     ) WITHOUT ROWID;
     """,
 )
@@ -174,6 +184,26 @@ class FolderIndex:
                 "INSERT INTO heads (folder, seq, value) VALUES (?, ?, ?) ON CONFLICT(folder) DO UPDATE"
                 " SET seq = excluded.seq, value = excluded.value WHERE excluded.seq > heads.seq",
                 (folder, head.seq, head.value))
+
+    def pruned(self, folder: bytes) -> set[bytes]:
+        """Snapshot record roots of ``folder`` already pruned."""
+        with self._lock:
+            return {bytes(r[0]) for r in self._db.execute("SELECT root FROM pruned WHERE folder = ?", (folder,))}
+
+    def record_pruned(self, folder: bytes, records: Iterable[bytes], *, chunks: Iterable[bytes],
+                      roots: Iterable[bytes]) -> None:
+        """Record snapshots as pruned and forget that their chunks and file roots were sent.
+
+        A chunk no kept snapshot needs is no longer paid for, so hosts may drop
+        it: should a later snapshot hold it again, it must be uploaded again.
+        """
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO pruned (folder, root) VALUES (?, ?)",
+                                 ((folder, r) for r in records))
+            self._db.executemany("DELETE FROM sent_chunks WHERE address = ?", ((a,) for a in chunks))
+            self._db.executemany("DELETE FROM sent_roots WHERE root = ?", ((r,) for r in roots))
+            self._db.execute("COMMIT")
 
     def remember(self, directory: bytes, seed: bytes) -> None:
         """``directory`` (absolute, resolved) is snapshotted as the folder of this signing seed."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from node.folders.history import Version, choose, history, load_manifest, load_snapshot
 from node.folders.index import FolderIndex, Head
 from node.folders.restore import restore_tree, select
+from node.folders.retention import split
 from node.folders.results import DiffReport, LogEntry, RestoreReport, SnapshotReport
 from node.folders.snapshot import SnapshotTaken, take_snapshot
 from node.store import ChunkStore
@@ -43,7 +44,8 @@ def newest_head(index: FolderIndex, folder: bytes, resolved: Head | None) -> Hea
 
 
 def _versions(store: ChunkStore, cap: ReadCap, head: Head | None, ensure: Ensure) -> list[Version]:
-    return list(history(store, head_link(cap, head), ensure)) if head is not None else []
+    """The snapshots the retention policy keeps, newest first (specs/folders.md §9 Retention policy)."""
+    return list(split(history(store, head_link(cap, head), ensure)).kept) if head is not None else []
 
 
 def _entries(store: ChunkStore, version: Version, ensure: Ensure) -> tuple[Entry, ...]:
@@ -97,7 +99,10 @@ def snapshot_report(taken: SnapshotTaken, changes: Changes, seq: int, *, chunks_
 
 def folder_log(store: ChunkStore, cap: ReadCap, head: Head | None, *,
                ensure: Ensure = _nothing_to_fetch) -> list[LogEntry]:
-    """Every snapshot, newest first, with what changed from its predecessor."""
+    """Every kept snapshot, newest first, with what changed from the kept one before it.
+
+    Pruned snapshots are left out; their count is the newest number less the lines.
+    """
     versions = _versions(store, cap, head, ensure)
     lines = []
     older: tuple[Entry, ...] = ()
@@ -133,10 +138,14 @@ def folder_restore(store: ChunkStore, cap: ReadCap, head: Head | None, dest: Pat
 
 def folder_diff(store: ChunkStore, cap: ReadCap, head: Head | None, a: int | None, b: int | None, *,
                 ensure: Ensure = _nothing_to_fetch) -> DiffReport:
-    """Paths changed from snapshot ``a`` (default: the one before ``b``) to ``b`` (default: the newest)."""
+    """Paths changed from snapshot ``a`` (default: the kept one before ``b``) to ``b`` (default: the newest)."""
     versions = _versions(store, cap, head, ensure)
     new = choose(versions, number=b)
-    old_number = a if a is not None else new.snapshot.number - 1
+    if a is None:  # the kept snapshot before ``b``, or none (0)
+        older = [v for v in versions if v.snapshot.number < new.snapshot.number]
+        old_number = older[0].snapshot.number if older else 0
+    else:
+        old_number = a
     old_entries = _entries(store, choose(versions, number=old_number), ensure) if old_number >= 1 else ()
     changes = diff(old_entries, _entries(store, new, ensure))
     return DiffReport(a=old_number, b=new.snapshot.number, added=tuple(map(os.fsdecode, changes.added)),

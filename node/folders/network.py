@@ -47,6 +47,7 @@ from node.folders.local import (
     unsent_history,
 )
 from node.folders.results import to_json
+from node.folders.retention import prune
 from node.folders.snapshot import TMP_DIR, FolderError
 from node.store import ChunkNotFound, ChunkStore
 from node.transport import Session
@@ -124,6 +125,7 @@ class FolderService:
         control.stream_route("folder-log", self.log)
         control.stream_route("folder-restore", self.restore)
         control.stream_route("folder-diff", self.diff)
+        control.stream_route("folder-prune", self.prune)
 
     async def _head(self, index: FolderIndex, folder: bytes) -> Head | None:
         record = await self.dialer.dht.resolve_record(folder)
@@ -191,6 +193,8 @@ class FolderService:
         record = sign_mutable(cap.seed, seq, value)
         published = await self.dialer.dht.publish_record(record)
         await trio.to_thread.run_sync(index.record_head, cap.public_key, Head(seq, value))
+        # specs/folders.md §9 Retention policy: applied on every snapshot.
+        await self._in_thread(lambda ensure: prune(self.store, index, cap, Head(seq, value), ensure=ensure))
         log.info("folder snapshot %d published (seq %d) to %d nodes", taken.snapshot.number, seq, published)
         return to_json(snapshot_report(taken, changes, seq, chunks_uploaded=uploaded, chunks_already_sent=skipped,
                                        under_replicated=under, published_to=published))
@@ -239,6 +243,18 @@ class FolderService:
             if not short:
                 await trio.to_thread.run_sync(index.record_root_sent, link.root)
         return sent, skipped, under
+
+    async def prune(self, body: Json, emit: Emit) -> Json:
+        """Body: ``link`` (write link), ``dry_run`` (bool)."""
+        cap = _write_cap(body)
+        dry_run = body.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise ControlError(400, "bad-argument", "dry_run must be a boolean")
+        async with self._lock:
+            with FolderIndex.open(self.data_dir) as index:
+                head = await self._head(index, cap.public_key)
+                return to_json(await self._in_thread(
+                    lambda ensure: prune(self.store, index, cap, head, dry_run=dry_run, ensure=ensure)))
 
     async def log(self, body: Json, emit: Emit) -> Json:
         """Body: ``link`` (read or write link)."""

@@ -67,6 +67,18 @@ class RestoreReport:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PruneReport:
+    """``mu folder prune``: what the policy keeps, what it prunes, what that releases."""
+
+    kept: int  # snapshots kept
+    pruned: int  # snapshots pruned, now and before
+    newly_pruned: int  # snapshots pruned by this run
+    chunks_released: int  # chunks no kept snapshot needs: unpinned, no longer paid for
+    bytes_released: int
+    dry_run: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class DiffReport:
     """``mu folder diff``: paths added, removed and changed from snapshot ``a`` to ``b``."""
 

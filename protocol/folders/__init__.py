@@ -19,7 +19,7 @@ from ._caps import (
     parse_write_cap,
     read_key_from_seed,
 )
-from ._history import KEEP_ALL_DAYS, KEEP_DAILY_DAYS, Changes, diff, retained
+from ._history import KEEP_ALL_DAYS, KEEP_DAILY_DAYS, Changes, diff, retained, retained_numbers
 from ._manifest import (
     FORMAT_VERSION,
     MAX_ENTRIES,
@@ -44,5 +44,5 @@ __all__ = [
     "CapError", "Changes", "Entry", "EntryKind", "FolderCap", "FolderFormatError", "ReadCap", "Snapshot",
     "VerifyCap", "WriteCap", "chunk_secret_from_read_key", "decode_manifest", "decode_record_value", "diff",
     "encode_manifest", "encode_record_value", "parse_cap", "parse_read_cap", "parse_write_cap",
-    "read_key_from_seed", "record_root", "retained",
+    "read_key_from_seed", "record_root", "retained", "retained_numbers",
 ]

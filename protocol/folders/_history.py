@@ -6,7 +6,7 @@ passes the clock's ``now`` in.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ._manifest import Entry
@@ -57,3 +57,19 @@ def retained(times_ns: Iterable[int], now_ns: int, *, keep_all_days: int = KEEP_
             newest_of_day[t // NS_PER_DAY] = t  # ascending order: the last one seen is the newest
     kept.update(newest_of_day.values())
     return frozenset(kept)
+
+
+def retained_numbers(times_by_number: Mapping[int, int], *, keep_all_days: int = KEEP_ALL_DAYS,
+                     keep_daily_days: int = KEEP_DAILY_DAYS) -> frozenset[int]:
+    """The snapshot numbers a folder keeps, ages measured from its newest snapshot (§9 Retention policy).
+
+    ``now`` is the time of the highest-numbered snapshot, not a wall clock:
+    every reader of one chain of records computes the same kept set, and a
+    folder nobody snapshots keeps the history it has.
+    """
+    if not times_by_number:
+        return frozenset()
+    now_ns = times_by_number[max(times_by_number)]
+    kept = retained(times_by_number.values(), now_ns, keep_all_days=keep_all_days,
+                    keep_daily_days=keep_daily_days)
+    return frozenset(n for n, t in times_by_number.items() if t in kept) | {max(times_by_number)}

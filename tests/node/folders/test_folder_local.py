@@ -76,13 +76,14 @@ def test_unchanged_files_are_not_read_again(tmp_path: Path, folder: Folder) -> N
 
 
 def test_history_log_diff_and_choice_by_number_and_time(tmp_path: Path, folder: Folder) -> None:
+    # Both snapshots within KEEP_ALL_DAYS of each other, so the retention policy keeps both.
     src = tmp_path / "src"
     src.mkdir()
     (src / "a").write_bytes(b"one")
     folder.snapshot(src, now_ns=10**18)
     (src / "a").write_bytes(b"two")
     (src / "b").write_bytes(b"new")
-    folder.snapshot(src, now_ns=2 * 10**18)
+    folder.snapshot(src, now_ns=10**18 + 3600 * 10**9)
     log = folder_log(folder.store, CAP.read_cap, folder.head)
     assert [(e.number, e.files, e.added, e.changed) for e in log] == [(2, 2, 1, 1), (1, 1, 1, 0)]
     d = folder_diff(folder.store, CAP.read_cap, folder.head, None, None)

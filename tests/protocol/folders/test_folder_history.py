@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from protocol.chunks import Link
-from protocol.folders import KEEP_ALL_DAYS, KEEP_DAILY_DAYS, Entry, EntryKind, diff, retained
+from protocol.folders import KEEP_ALL_DAYS, KEEP_DAILY_DAYS, Entry, EntryKind, diff, retained, retained_numbers
 from protocol.folders._history import NS_PER_DAY
 
 HOUR = NS_PER_DAY // 24
@@ -52,3 +52,20 @@ def test_retention_bands_meet_without_gap() -> None:
     kept = retained(times, now)
     assert edge + 1 in kept and now in kept
     assert (edge in kept) != (edge - HOUR in kept) or (edge // NS_PER_DAY != (edge - HOUR) // NS_PER_DAY)
+
+
+def test_retained_numbers_measure_ages_from_the_newest_snapshot() -> None:
+    start = 1000 * NS_PER_DAY
+    # One snapshot at 01:00 and one at 13:00 of each of 300 days, numbered in order.
+    times = {2 * d + k + 1: start + d * NS_PER_DAY + (1 + 12 * k) * HOUR for d in range(300) for k in (0, 1)}
+    kept = retained_numbers(times)
+    newest = times[600]
+    assert kept == {n for n, t in times.items() if t in retained(times.values(), newest)}
+    assert {599, 600} <= kept and 1 not in kept and 2 not in kept
+    day_100 = {n for n in kept if (times[n] - start) // NS_PER_DAY == 200}  # 99 days before the newest
+    assert day_100 == {402}  # the later of the two
+    # No wall clock: the same chain gives the same set whenever it is read.
+    assert retained_numbers(dict(times)) == kept
+    # The newest snapshot is kept even when an older one carries a later time (a clock set back).
+    assert 3 in retained_numbers({1: 5 * NS_PER_DAY, 2: 9 * NS_PER_DAY, 3: 0})
+    assert retained_numbers({}) == frozenset()
