@@ -22,6 +22,8 @@ this list (and from ``protocol``), never from one after it
   (``fetcher``, free or paid sources), find and dial hosts (``locate``),
   and the running node's add / get / pin routes (``network``).
 - ``runtime.settings``: every setting's default, ``config.toml``, flags.
+- ``web``: the web app ``mu node`` serves beside the control API: pages,
+  uploads, downloads answered with Range (``mu ui`` logs a browser in).
 - ``runtime.daemon``: ``mu node``, every service above in one nursery.
 - ``cli``: the ``mu`` program.
 
