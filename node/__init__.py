@@ -6,6 +6,8 @@ this list (and from ``protocol``), never from one after it
 
 - ``runtime.config``: the data dir and its files.
 - ``runtime.lock``: one process per data dir (an exclusive ``flock``).
+- ``runtime.http``: the one HTTP server (hypercorn's trio worker, limits)
+  under the control API and ``mu chain``'s RPC.
 - ``store``: chunk files on disk, their index, pins and paid retention, the GC.
 - ``transport``: Noise sessions over TCP, frames, concurrent requests.
 - ``dht``: Kademlia over UDP: routing, lookups, provider and contact records.

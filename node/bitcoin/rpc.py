@@ -1,7 +1,7 @@
 """Async (trio) Bitcoin Core JSON-RPC client, for ``mu chain`` and bitcoind alike.
 
-One keep-alive HTTP/1.1 connection per client, re-opened when the server
-closed it; calls are serialised on it.  Credentials come from a cookie file
+An httpx client on trio with one keep-alive HTTP/1.1 connection, re-opened
+when the server closed it; calls are serialised on it.  Credentials come from a cookie file
 (re-read after a 401, because a restarted server writes a new cookie) or
 from a user name and password.  Callers own overall deadlines, but every
 call also has the client's own ``timeout`` so a dead server cannot hang a
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import trio
 
 # Bitcoin Core's RPCErrorCode values (src/rpc/protocol.h) that mu uses.
@@ -46,8 +47,6 @@ RPC_VERIFY_ALREADY_IN_CHAIN = -27
 
 #: Largest reply accepted (a verbose getblock of a full block fits).
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
-#: Largest reply header block.
-MAX_RESPONSE_HEADER_BYTES = 16 * 1024
 DEFAULT_TIMEOUT = 30.0
 COOKIE_USER = "__cookie__"
 SATS_PER_BTC = 100_000_000
@@ -120,15 +119,11 @@ class RPCClient:
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"RPC URL must be http://host:port/, got {url!r}")
         self.url = url
-        self._host = parts.hostname
-        self._port = parts.port or 80
-        self._path = parts.path or "/"
         self._cookie_path = cookie_path
         self._fixed = RPCCredentials(user, password or "") if user is not None else None
         self._credentials: RPCCredentials | None = None
         self.timeout = timeout
-        self._stream: trio.SocketStream | None = None
-        self._buffer = bytearray()
+        self._http: httpx.AsyncClient | None = None
         self._lock = trio.Lock()
         self._ids = itertools.count(1)
 
@@ -139,10 +134,10 @@ class RPCClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._stream is not None:
-            stream, self._stream = self._stream, None
+        if self._http is not None:
+            http, self._http = self._http, None
             with trio.CancelScope(shield=True):
-                await stream.aclose()
+                await http.aclose()
 
     def _auth(self, *, reload: bool = False) -> RPCCredentials | None:
         if self._fixed is not None:
@@ -189,82 +184,44 @@ class RPCClient:
             raise RPCTransportError(f"{method}: HTTP {status}")
         return message.get("result")
 
-    async def _exchange(self, body: bytes) -> tuple[int, bytes]:
-        """Send one request; reconnect once if a kept-alive connection went stale."""
-        for attempt in (0, 1):
-            fresh = self._stream is None
-            try:
-                if self._stream is None:
-                    self._stream = await trio.open_tcp_stream(self._host, self._port)
-                    self._buffer.clear()
-                await self._stream.send_all(self._request(body))
-                return await self._read_response()
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, _StaleConnection) as exc:
-                await self.aclose()
-                if fresh or attempt:
-                    raise RPCTransportError(f"cannot talk to {self.url}: {exc}") from exc
-        raise RPCTransportError(f"cannot talk to {self.url}")
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            # One kept-alive connection (calls are serialised by the lock);
+            # the caller's trio deadline bounds each call, not httpx's timeouts.
+            self._http = httpx.AsyncClient(
+                timeout=None, trust_env=False,
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
+        return self._http
 
-    def _request(self, body: bytes) -> bytes:
-        lines = [
-            f"POST {self._path} HTTP/1.1".encode(),
-            f"Host: {self._host}:{self._port}".encode(),
-            b"Content-Type: application/json",
-            f"Content-Length: {len(body)}".encode(),
-            b"Connection: keep-alive",
-        ]
+    async def _exchange(self, body: bytes) -> tuple[int, bytes]:
+        """Send one request; once more on a fresh connection if a kept-alive one went stale."""
+        headers = {"Content-Type": "application/json"}
         credentials = self._auth()
         if credentials is not None:
-            lines.append(b"Authorization: " + credentials.header())
-        return b"\r\n".join(lines) + b"\r\n\r\n" + body
-
-    async def _receive(self) -> bool:
-        assert self._stream is not None
-        chunk = await self._stream.receive_some(65536)
-        if not chunk:
-            return False
-        self._buffer += chunk
-        return True
-
-    async def _read_response(self) -> tuple[int, bytes]:
-        got_any = bool(self._buffer)
-        while b"\r\n\r\n" not in self._buffer:
-            if len(self._buffer) > MAX_RESPONSE_HEADER_BYTES:
-                raise RPCTransportError("reply headers too large")
-            if not await self._receive():
-                if got_any:
-                    raise RPCTransportError("connection closed mid-reply")
-                raise _StaleConnection("connection closed before the reply")
-            got_any = True
-        head, _, rest = bytes(self._buffer).partition(b"\r\n\r\n")
-        self._buffer = bytearray(rest)
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        try:
-            status = int(status_line.split()[1])
-        except (IndexError, ValueError):
-            raise RPCTransportError(f"bad HTTP status line {status_line!r}") from None
-        headers = {}
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if "content-length" in headers:
-            length = int(headers["content-length"])
-            if length > MAX_RESPONSE_BYTES:
-                raise RPCTransportError("reply too large")
-            while len(self._buffer) < length:
-                if not await self._receive():
-                    raise RPCTransportError("connection closed mid-reply")
-            body, self._buffer = bytes(self._buffer[:length]), self._buffer[length:]
-        else:
-            while await self._receive():
-                if len(self._buffer) > MAX_RESPONSE_BYTES:
-                    raise RPCTransportError("reply too large")
-            body, self._buffer = bytes(self._buffer), bytearray()
-            await self.aclose()
-        if headers.get("connection", "").lower() == "close":
-            await self.aclose()
-        return status, body
+            headers["Authorization"] = credentials.header().decode()
+        for attempt in (0, 1):
+            try:
+                async with self._client().stream("POST", self.url, content=body, headers=headers) as response:
+                    return response.status_code, await _read_reply(response)
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                # The server closed a kept-alive connection before replying
+                # (it restarted): start afresh and retry once.
+                await self.aclose()
+                if attempt:
+                    raise RPCTransportError(f"cannot talk to {self.url}: {exc}") from exc
+            except (httpx.HTTPError, OSError) as exc:
+                await self.aclose()
+                raise RPCTransportError(f"cannot talk to {self.url}: {exc}") from exc
+        raise RPCTransportError(f"cannot talk to {self.url}")
 
 
-class _StaleConnection(Exception):
-    """A kept-alive connection was closed by the server before replying."""
+async def _read_reply(response: httpx.Response) -> bytes:
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        raise RPCTransportError("reply too large")
+    data = bytearray()
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) > MAX_RESPONSE_BYTES:
+            raise RPCTransportError("reply too large")
+    return bytes(data)

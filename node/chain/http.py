@@ -1,9 +1,10 @@
-"""The HTTP/1.1 side of ``mu chain``'s JSON-RPC server (``specs/chain.md`` §4.1 HTTP).
+"""The HTTP side of ``mu chain``'s JSON-RPC server (``specs/chain.md`` §4.1 HTTP).
 
-A deliberately small server: POST with a Content-Length body, HTTP Basic
-authentication, keep-alive, and hard bounds on everything a client sends.
-Like bitcoind it answers 401 to bad credentials, 405 to other methods and
-413 to oversized bodies, then keeps serving other connections.
+A starlette app on the node's one HTTP server (node/runtime/http.py:
+hypercorn's trio worker, keep-alive, bounded headers, a connection cap).
+Like bitcoind it answers 401 to bad credentials, 405 to other methods, 411
+to a body without a length and 413 to oversized bodies, then keeps serving
+other connections.
 """
 
 from __future__ import annotations
@@ -12,8 +13,15 @@ import base64
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import trio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from node.runtime.http import HttpLimits, bind_tcp, serve_asgi
 
 log = logging.getLogger(__name__)
 
@@ -23,31 +31,11 @@ MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 2 * 1024 * 1024
 #: Concurrent client connections; more wait in the kernel's accept queue.
 MAX_CONNECTIONS = 64
-#: Seconds a connection may stay idle or take to send one request.
+#: Seconds a connection may stay idle or take to send one request's headers (and, separately, its body).
 IDLE_TIMEOUT = 60.0
+LIMITS = HttpLimits(max_connections=MAX_CONNECTIONS, max_header_bytes=MAX_HEADER_BYTES, header_timeout=IDLE_TIMEOUT)
 
 Handler = Callable[[bytes], Awaitable[tuple[int, bytes]]]
-
-_REASONS = {
-    200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-    405: "Method Not Allowed", 411: "Length Required", 413: "Payload Too Large",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error",
-}
-
-
-class _Reject(Exception):
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-
-def response(status: int, body: bytes = b"", *, close: bool = False, extra: str = "") -> bytes:
-    head = (
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        f"Connection: {'close' if close else 'keep-alive'}\r\n{extra}\r\n"
-    )
-    return head.encode() + body
 
 
 class BasicAuth:
@@ -67,103 +55,49 @@ class BasicAuth:
         return ok
 
 
-class _Connection:
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buffer = bytearray()
-
-    async def _fill(self) -> bool:
-        chunk = await self.stream.receive_some(65536)
-        if not chunk:
-            return False
-        self.buffer += chunk
-        return True
-
-    async def read_head(self) -> tuple[str, str, dict[bytes, bytes]] | None:
-        """Read one request head; None on a clean close between requests."""
-        while True:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end >= 0:
-                break
-            if len(self.buffer) > MAX_HEADER_BYTES:
-                raise _Reject(431)
-            if not await self._fill():
-                if self.buffer:
-                    raise _Reject(400)
-                return None
-        if end > MAX_HEADER_BYTES:
-            raise _Reject(431)
-        head = bytes(self.buffer[:end])
-        del self.buffer[:end + 4]
-        request_line, *lines = head.split(b"\r\n")
-        parts = request_line.split()
-        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-            raise _Reject(400)
-        headers: dict[bytes, bytes] = {}
-        for line in lines:
-            name, sep, value = line.partition(b":")
-            if not sep:
-                raise _Reject(400)
-            headers[name.strip().lower()] = value.strip()
-        return parts[0].decode("latin-1"), parts[2].decode("latin-1"), headers
-
-    async def read_body(self, length: int) -> bytes:
-        while len(self.buffer) < length:
-            if not await self._fill():
-                raise _Reject(400)
-        body = bytes(self.buffer[:length])
-        del self.buffer[:length]
-        return body
+def _reply(status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
-async def _serve_connection(stream: trio.SocketStream, auth: BasicAuth, handler: Handler) -> None:
-    conn = _Connection(stream)
-    try:
-        while True:
-            try:
-                with trio.fail_after(IDLE_TIMEOUT):
-                    head = await conn.read_head()
-                    if head is None:
-                        return
-                    method, version, headers = head
-                    keep_alive = version == "HTTP/1.1" and headers.get(b"connection", b"").lower() != b"close"
-                    if not auth.check(headers.get(b"authorization")):
-                        # bitcoind: 401 with a Basic challenge; the body stays unread.
-                        await stream.send_all(response(
-                            401, close=True, extra='WWW-Authenticate: Basic realm="jsonrpc"\r\n'))
-                        return
-                    if method != "POST":
-                        raise _Reject(405)
-                    if b"transfer-encoding" in headers or b"content-length" not in headers:
-                        raise _Reject(411)
-                    try:
-                        length = int(headers[b"content-length"])
-                    except ValueError:
-                        raise _Reject(400) from None
-                    if length < 0:
-                        raise _Reject(400)
-                    if length > MAX_BODY_BYTES:
-                        raise _Reject(413)
-                    body = await conn.read_body(length)
-            except trio.TooSlowError:
-                return
-            try:
-                status, reply = await handler(body)
-            except Exception:  # a handler bug answers 500; it never ends the service
-                log.exception("RPC handler failed")
-                status, reply, keep_alive = 500, b"", False
-            await stream.send_all(response(status, reply, close=not keep_alive))
-            if not keep_alive:
-                return
-    except _Reject as reject:
-        # Framing is lost after a bad request: answer and close, like bitcoind.
-        with trio.move_on_after(1):
-            await stream.send_all(response(reject.status, close=True))
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        pass  # the client went away; nothing to answer
-    finally:
-        with trio.CancelScope(shield=True):
-            await stream.aclose()
+async def _read_body(request: Request) -> bytes | Response:
+    """The body, or the refusal: 411 without a length, 413 over ``MAX_BODY_BYTES``, 408 too slow."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return _reply(411)
+    if not declared.isdigit():
+        return _reply(400)
+    if int(declared) > MAX_BODY_BYTES:
+        return _reply(413)
+    body = bytearray()
+    with trio.move_on_after(IDLE_TIMEOUT) as scope:
+        async for chunk in request.stream():
+            body += chunk
+    if scope.cancelled_caught:
+        return _reply(408)
+    return bytes(body)
+
+
+def rpc_app(handler: Handler, auth: BasicAuth) -> Starlette:
+    """The JSON-RPC endpoint: POST to any path, as bitcoind (its wallet paths too)."""
+
+    async def endpoint(request: Request) -> Response:
+        if not auth.check(request.headers.get("authorization", "").encode("latin-1") or None):
+            # bitcoind: 401 with a Basic challenge; the body stays unread.
+            return _reply(401, headers={"WWW-Authenticate": 'Basic realm="jsonrpc"', "Connection": "close"})
+        if request.method != "POST":
+            return _reply(405)
+        body = await _read_body(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            status, reply = await handler(body)
+        except Exception:  # a handler bug answers 500; it never ends the service
+            log.exception("RPC handler failed")
+            return _reply(500)
+        return _reply(status, reply)
+
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    return Starlette(routes=[Route("/{path:path}", endpoint, methods=methods)])
 
 
 async def serve_http(
@@ -172,17 +106,16 @@ async def serve_http(
     port: int,
     *,
     host: str = "127.0.0.1",
+    stop: trio.Event | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve JSON-RPC over HTTP on ``host:port``; reports the bound port when ready."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    bound = listeners[0].socket.getsockname()[1]
-    limit = trio.CapacityLimiter(MAX_CONNECTIONS)
+    """Serve JSON-RPC over HTTP on ``host:port``; reports the bound port when ready.
 
-    async def one(stream: trio.SocketStream) -> None:
-        async with limit:
-            await _serve_connection(stream, auth, handler)
-
+    Returns once ``stop`` is set and the replies in flight (the ``stop``
+    call's own reply among them) are sent.
+    """
+    sock = bind_tcp(host, port)
+    bound = sock.getsockname()[1]
     async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve_asgi, rpc_app(handler, auth), sock, LIMITS, stop=stop))
         task_status.started(bound)
-        nursery.start_soon(trio.serve_listeners, one, listeners)

@@ -184,7 +184,14 @@ async def serve_chain(
             user, password = write_cookie(directory)
             auth = BasicAuth([(user, password)])
             async with trio.open_nursery() as nursery:
-                port = await nursery.start(serve_http, Dispatcher(node), auth, rpc_port)
+
+                async def rpc(task_status: trio.TaskStatus[int]) -> None:
+                    # serve_http returns after ``stop`` once its reply is out; the rest stops with it.
+                    await serve_http(Dispatcher(node), auth, rpc_port, stop=node.stop_requested,
+                                     task_status=task_status)
+                    nursery.cancel_scope.cancel()
+
+                port = await nursery.start(rpc)
                 _write_port(directory, port)
                 log.info("mu chain at height %d, RPC on 127.0.0.1:%d", state.height, port)
                 if block_interval is not None:
@@ -192,8 +199,6 @@ async def serve_chain(
                              block_interval)
                     nursery.start_soon(_mine_on_its_own, node, block_interval, mine_script)
                 task_status.started(port)
-                await node.stop_requested.wait()
-                nursery.cancel_scope.cancel()
         finally:
             (directory / COOKIE_FILE).unlink(missing_ok=True)
             (directory / PORT_FILE).unlink(missing_ok=True)

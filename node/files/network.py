@@ -38,7 +38,7 @@ from typing import Any
 
 import trio
 
-from node.api.control import ControlError, ControlServer, Emit
+from node.api.control import ControlError, ControlServer, Emit, Param, ParamKind
 from node.dht import DhtNode
 from node.files.fetcher import FetchFailed, FetchProgress, PaidSource, fetch_file, fetch_raw
 from node.files.local import add_file, load_convergence_secret
@@ -71,6 +71,15 @@ def failure_json(failure: ReplicaFailure) -> Json:
     """One entry of the add result's ``failed_replicas`` (specs/network.md §6 Control API)."""
     return {"chunk": failure.chunk.hex(), "node_id": failure.node_id.hex() if failure.node_id else None,
             "reason": failure.reason}
+
+
+# The body fields of each route (specs/network.md §6 Control API, Endpoints):
+# the server refuses unknown, missing and mistyped ones; the handlers check ranges.
+_STRING, _INTEGER, _BOOLEAN = Param(ParamKind.STRING), Param(ParamKind.INTEGER), Param(ParamKind.BOOLEAN)
+ADD_PARAMS = {"path": Param(ParamKind.STRING, required=True), "convergent": _BOOLEAN, "replicas": _INTEGER,
+              "chunk_size": _INTEGER, "name": _STRING}
+PIN_PARAMS = {"link": Param(ParamKind.STRING, required=True), "max_price_per_mib": _INTEGER, "window": _INTEGER}
+GET_PARAMS = {**PIN_PARAMS, "output": _STRING, "raw": _BOOLEAN}
 
 
 def _int_field(body: Json, name: str, default: int, low: int, high: int) -> int:
@@ -111,9 +120,9 @@ class NetworkService:
         self.pins_announced = trio.Event()  # set once announce_pinned has run
 
     def register(self, control: ControlServer) -> None:
-        control.stream_route("add", self.add)
-        control.stream_route("get", self.get)
-        control.stream_route("pin", self.pin)
+        control.stream_route("add", self.add, params=ADD_PARAMS)
+        control.stream_route("get", self.get, params=GET_PARAMS)
+        control.stream_route("pin", self.pin, params=PIN_PARAMS)
         control.add_status("network", lambda: {"pinned": len(self.pinned), "chunks": len(self.store)})
 
     async def add(self, body: Json, emit: Emit) -> Json:
@@ -260,5 +269,5 @@ def register_report_routes(control: ControlServer, dht: DhtNode, ledger: Ledger)
         # SQLite reads block: a worker thread (the ledger serialises its reads with a lock).
         return await trio.to_thread.run_sync(ledger.earnings)
 
-    control.route("GET", "peers", peers)
-    control.route("GET", "earnings", earnings)
+    control.route("GET", "peers", peers, params={})
+    control.route("GET", "earnings", earnings, params={})
