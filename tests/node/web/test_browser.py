@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ import pytest
 import trio
 
 from node.api.control import ControlClient
-from tests.node.network.test_devnet import start_devnet, stop_devnet
+from tests.node.network.test_devnet import REPO_ROOT, start_devnet, stop_devnet
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the Playwright package is not installed")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -45,6 +47,16 @@ def call(data_dir: Path, method: str, path: str, body: dict[str, Any] | None = N
     return trio.run(run)
 
 
+def mu_ui(data_dir: Path) -> str:
+    """``mu ui``'s one-time login URL, from the real command."""
+    done = subprocess.run([sys.executable, "-m", "node", "--data-dir", str(data_dir), "ui"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    url = done.stdout.strip()
+    assert url.startswith("http://127.0.0.1:") and "/login?token=" in url
+    return url
+
+
 class Browser:
     """One Chromium; a context (own cookies) per node, every console error kept."""
 
@@ -60,7 +72,7 @@ class Browser:
         name = data_dir.name
         page.on("console", lambda msg: msg.type == "error" and self.errors.append(f"{name}: {msg.text}"))
         page.on("pageerror", lambda exc: self.errors.append(f"{name}: {exc}"))
-        page.goto(call(data_dir, "POST", "login-link")["url"])  # as `mu ui` prints it
+        page.goto(mu_ui(data_dir))
         page.wait_for_selector("body[data-ready=files]", state="attached")
         return page
 
