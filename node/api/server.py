@@ -229,6 +229,7 @@ class ControlServer:
         self.port = 0
         self.route("GET", "status", self._handle_status, params={})
         self.route("POST", "login-link", self._handle_login_link, params={})
+        self.route("GET", "routes", self._handle_routes, params={})
 
     def route(self, method: str, name: str, handler: Handler, *, params: Params | None = None) -> None:
         """Serve ``METHOD /v1/<name>`` with ``handler(body) -> reply``; ``params``: its body fields."""
@@ -269,6 +270,13 @@ class ControlServer:
         for section, report in self._status.items():
             reply[section] = report()
         return reply
+
+    async def _handle_routes(self, body: Json) -> Json:
+        return {"routes": [
+            {"method": r.method, "path": r.path, "streamed": r.streamed,
+             "params": None if r.params is None else {
+                 name: {"kind": p.kind.value, "required": p.required} for name, p in r.params.items()}}
+            for r in self.routes()]}
 
     async def _handle_login_link(self, body: Json) -> Json:
         return {"url": self.login_url()}

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from node.cli import chain, channels, config, dht, files, init, ledger, name, network, store, wallet
+from node.cli import chain, channels, config, dht, files, init, ledger, name, network, store, ui, wallet
 from node.cli import node as node_daemon  # not plain `node`: that would hide the top package
 from node.cli.arguments import CommandLineParser
 from node.cli.exit_codes import (
@@ -38,7 +38,7 @@ __all__ = ["EXIT_BROKEN_PIPE", "EXIT_FAILURE", "EXIT_INTEGRITY", "EXIT_NOT_FOUND
 
 # Command-group modules, in the order they appear in `mu --help`.
 COMMAND_MODULES: tuple[ModuleType, ...] = (
-    init, node_daemon, config, network, files, store, dht, name, channels, ledger, wallet, chain,
+    init, node_daemon, config, network, ui, files, store, dht, name, channels, ledger, wallet, chain,
 )
 
 

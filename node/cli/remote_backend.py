@@ -136,3 +136,7 @@ class RemoteBackend:
 
     def earnings(self) -> Earnings:
         return earnings_from_json(self._call("earnings"))
+
+    def login_url(self) -> str:
+        """A one-time URL that logs a browser in to the node's pages (``mu ui``)."""
+        return str(self._run(lambda: self.client.call("POST", "login-link"))["url"])
