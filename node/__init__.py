@@ -33,6 +33,8 @@ this list (and from ``protocol``), never from one after it
   one device's sync rounds through its own record, the roster and hosts
   (``engine``).
 - ``runtime.settings``: every setting's default, ``config.toml``, flags.
+- ``web``: the web app ``mu node`` serves beside the control API: pages,
+  uploads, downloads answered with Range (``mu ui`` logs a browser in).
 - ``runtime.daemon``: ``mu node``, every service above in one nursery.
 - ``cli``: the ``mu`` program.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.api.control import ControlError, ControlServer
+from node.api.control import ControlError, ControlServer, Param, ParamKind
 from node.dht import DhtNode
 from protocol.kademlia.mutable import MAX_MUTABLE_RECORD_SIZE, MutableRecord
 from protocol.kademlia.wire import RemoteProtocolError
@@ -57,5 +57,5 @@ def register_name_routes(control: ControlServer, dht: DhtNode) -> None:
             raise ControlError(409, "over-limit", str(exc)) from None
         return {**record_json(record), "stored": stored}
 
-    control.route("POST", "name/resolve", resolve)
-    control.route("POST", "name/publish", publish)
+    control.route("POST", "name/resolve", resolve, params={"public_key": Param(ParamKind.STRING, required=True)})
+    control.route("POST", "name/publish", publish, params={"record": Param(ParamKind.STRING, required=True)})

@@ -36,6 +36,7 @@ from node.files.locate import PeerDialer
 from node.files.network import NetworkService, register_report_routes
 from node.folders.network import FolderService
 from node.sync.service import SyncService
+from node.web import WebApp
 from node.exchange.paying import PaidPeers
 from node.store.retention import GarbageCollector
 from node.exchange import ChainView, PaidChunkServer, PayeeBook, Payer
@@ -178,6 +179,10 @@ async def _open_locked_node(config: NodeConfig, wall_clock: Callable[[], float])
                     # `mu peers` and `mu earnings` read the live table and the open ledger.
                     register_report_routes(control, dht, ledger)
                     register_name_routes(control, dht)  # `mu name publish / resolve` (specs/dht.md §7.3)
+                    # The web app on the same server (specs/network.md §Web app); `mu ui` logs in.
+                    web = WebApp(data_dir, network, ledger, wallet, dht)
+                    web.register(control)
+                    await nursery.start(web.serve)
                     # Expired paid chunks go, pinned ones stay (specs/network.md §7).
                     gc = GarbageCollector(store, dht=dht, period=config.gc_period, wall_clock=wall_clock)
                     control.add_status("gc", gc.status)

@@ -1,0 +1,71 @@
+"""The web app's files book, settings and DHT size estimate (node/web/_book.py, node/web/_reports.py)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from node.runtime.settings import CONFIG_FILE, read_config_file
+from node.web._book import BOOK_FILE, BookEntry, FilesBook
+from node.web._reports import dht_size_estimate, read_settings, save_settings
+from protocol.chunks import Link
+from protocol.kademlia.ids import K
+
+
+def entry(n: int) -> BookEntry:
+    return BookEntry(link=str(Link(bytes([n]) * 32, bytes([n + 1]) * 32)), name=f"f{n}.txt", size=n,
+                     media_type="text/plain", added_at=1_700_000_000 + n)
+
+
+def test_the_book_survives_a_restart_and_keeps_its_keys_private(tmp_path: Path) -> None:
+    book = FilesBook(tmp_path)
+    book.record(entry(1))
+    book.record(entry(2))
+    book.forget(entry(1).root)
+    again = FilesBook(tmp_path)
+    assert again.get(entry(1).root) is None and again.get(entry(2).root) == entry(2)
+    assert stat.S_IMODE(os.stat(tmp_path / BOOK_FILE).st_mode) == 0o600
+
+
+@pytest.mark.parametrize("content", ["not json", "[1, 2]", '{"files": [{"link": "mu:nonsense"}, 7]}'])
+def test_a_damaged_book_starts_empty(tmp_path: Path, content: str) -> None:
+    (tmp_path / BOOK_FILE).write_text(content)
+    book = FilesBook(tmp_path)
+    assert book.get(entry(1).root) is None
+    book.record(entry(1))
+    assert FilesBook(tmp_path).get(entry(1).root) == entry(1)
+
+
+def test_settings_are_written_to_config_toml_keeping_other_keys(tmp_path: Path) -> None:
+    (tmp_path / CONFIG_FILE).write_text('chain_rpc = "http://127.0.0.1:1/"\nprice_get = 5\n')
+    shown = save_settings(tmp_path, {"price_put": 700, "quota": 1 << 30})
+    assert shown["settings"]["price_get"] == 5 and shown["settings"]["price_put"] == 700
+    assert read_config_file(tmp_path / CONFIG_FILE) == {"chain_rpc": "http://127.0.0.1:1/", "price_get": 5,
+                                                        "price_put": 700, "quota": 1 << 30}
+    assert read_settings(tmp_path)["settings"]["quota"] == 1 << 30
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"retention": 0}, "retention must be at least 1 second"),
+    ({"price_get": -1}, "price_get must be a whole number"),
+    ({"price_get": True}, "price_get must be"),
+    ({"price_get": 10**16}, "price_get must be a whole number"),
+    ({"listen": 5}, "listen is not a setting the page edits"),
+])
+def test_bad_settings_are_refused_and_nothing_is_written(tmp_path: Path, changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        save_settings(tmp_path, changes)
+    assert not (tmp_path / CONFIG_FILE).exists()
+
+
+def test_dht_size_estimate() -> None:
+    own = bytes(32)
+    few = [bytes([0xFF, n]) + bytes(30) for n in range(5)]
+    assert dht_size_estimate(own, few) == 6  # the table is the whole network
+    # K peers spread evenly over the ID space, as K of about 1024 nodes would be nearest.
+    step = (1 << 256) // 1024
+    near = [((i + 1) * step).to_bytes(32, "big") for i in range(K)]
+    assert dht_size_estimate(own, near) == 1024
