@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +19,9 @@ MAX_EVENT_BYTES = 64 * 1024
 #: Seconds for a whole plain call, and for a stream's reply to begin; a
 #: stream's events then come as fast as the operation makes them.
 CLIENT_TIMEOUT = 30.0
+
+# httpx logs every request at INFO; the CLI's stderr is for the user.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class ControlClient:

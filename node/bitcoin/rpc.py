@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import logging
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -48,6 +49,10 @@ RPC_VERIFY_ALREADY_IN_CHAIN = -27
 #: Largest reply accepted (a verbose getblock of a full block fits).
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 DEFAULT_TIMEOUT = 30.0
+
+# httpx logs every request at INFO: a node's log (and a CLI's stderr) would
+# carry a line per RPC call.  Its warnings still show.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 COOKIE_USER = "__cookie__"
 SATS_PER_BTC = 100_000_000
 
