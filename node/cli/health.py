@@ -43,20 +43,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     files = sub.add_parser("files", help="erasure-coded files through the running node")
     fsub = files.add_subparsers(dest="files_command", metavar="ACTION", required=True)
     p = fsub.add_parser("add", help="add a file as k-of-n erasure-coded shares on n hosts")
-    p.add_argument("file", type=Path)
-    p.add_argument("--erasure", type=erasure_policy, default=(4, 8), help="K-of-N (default 4-of-8)")
+    p.add_argument("file", type=Path, help="file to add")
+    p.add_argument("--erasure", type=erasure_policy, default=(4, 8), help="K-of-N: any K of the N shares of a stripe give it back (default 4-of-8)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run_files_add)
     g = fsub.add_parser("get", help="fetch an erasure-coded file from any k shares per stripe")
     g.add_argument("link", help="mu:ROOT#KEY link")
-    g.add_argument("--stripes", required=True, help="the stripe map address printed by `mu files add`")
-    g.add_argument("-o", "--output", type=Path, required=True)
+    g.add_argument("--stripes", required=True,
+                   help="the stripe map address printed by `mu files add` (no default: required)")
+    g.add_argument("-o", "--output", type=Path, required=True,
+                   help="where to write the file, atomically (no default: required)")
     g.add_argument("--json", action="store_true", help="machine-readable output")
     g.set_defaults(func=run_files_get)
     h = fsub.add_parser("health", help="per k-of-n file: shares alive per stripe, last audit, retention, cost")
-    h.add_argument("root", nargs="?", default="", help="a root (or its first hex digits); default: every file")
+    h.add_argument("root", nargs="?", default="", help="a root (or its first hex digits) (default: every file)")
     h.add_argument("--json", action="store_true", help="machine-readable output")
     h.set_defaults(func=run_files_health)
+    r = fsub.add_parser("renew", help="renew the k-of-n files whose paid retention is about to lapse, within a budget")
+    r.add_argument("--max-spend-per-month", type=int, required=True, help="sats this node may spend on renewals a month (no default: required)")
+    r.add_argument("--within", type=int, default=None, help="renew what lapses within this many seconds (default a week)")
+    r.set_defaults(func=run_files_renew)
     for action, text in (("audit", "audit every share of a k-of-n file now"),
                          ("repair", "audit, then rebuild and re-place every failed share (paid)")):
         a = fsub.add_parser(action, help=text)
@@ -127,3 +133,19 @@ def run_files_upkeep(args: argparse.Namespace) -> int:
         return reply
     print(json.dumps(reply))
     return EXIT_OK
+
+
+def run_files_renew(args: argparse.Namespace) -> int:
+    if args.max_spend_per_month < 0:
+        return fail("--max-spend-per-month must be a number of sats, 0 or more", EXIT_USAGE)
+    body: Json = {"max_spend_per_month": args.max_spend_per_month}
+    if args.within is not None:
+        body["within"] = args.within
+    reply = _call(args, "renew", body)
+    if isinstance(reply, int):
+        return reply
+    print(f"{len(reply['renewed'])} files renewed for {reply['sats_spent']:,} sats "
+          f"({reply['spent_this_month']:,} sats this month)")
+    for root in reply["at_risk"]:
+        print(f"mu: at risk (its renewal is over the budget, or a host is gone): {root}", file=sys.stderr)
+    return EXIT_FAILURE if reply["at_risk"] else EXIT_OK

@@ -108,7 +108,9 @@ class ErasureBook:
                           retained_until=int(raw.get("retained_until", 0)))
 
     def files(self) -> list[bytes]:
-        return sorted(bytes.fromhex(p.stem) for p in self.dir.glob("*.json") if p.name != SCORES_FILE)
+        # One file per stripe map, named by its address; scores.json and spent.json live beside them.
+        return sorted(bytes.fromhex(p.stem) for p in self.dir.glob("*.json")
+                      if len(p.stem) == 64 and all(c in "0123456789abcdef" for c in p.stem))
 
     def score(self, host: bytes) -> int:
         return self.scores.get(host, START_SCORE)

@@ -29,9 +29,11 @@ store (durably, with their root), so the retention GC never takes them and
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -48,12 +50,13 @@ from node.exchange.paying import PaidPeers
 from node.store.retention import pin_file
 from node.store import ChunkNotFound, ChunkStore
 from node.files.audit import Auditor, ErasureBook, FileRecord
+from node.files.renewal import renew_files, retention_of
 from node.files.repair import add_spent, upkeep_file
 from node.files.stripes import fetch_striped, store_striped
 from node.transport import Session
 from protocol.payments import Kind
 from node.files.uploader import ChunkPlaced, Put, ReplicaFailure, free_put, replicate_file
-from protocol.erasure import MAX_N, NotEnoughShares, StripeMapError
+from protocol.erasure import MAX_N, RENEW_AHEAD, NotEnoughShares, StripeMapError
 from protocol.chunks import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, IntegrityError, Link, LinkError
 from protocol.fetch import DEFAULT_REPLICAS, DEFAULT_WINDOW, MAX_REPLICAS, MAX_WINDOW, dht_key
 from protocol.kademlia import Contact
@@ -145,6 +148,7 @@ class NetworkService:
         control.stream_route("audit", self.audit)
         control.stream_route("repair", self.repair)
         control.stream_route("health", self.health)
+        control.stream_route("renew", self.renew)
         control.add_status("network", lambda: {"pinned": len(self.pinned), "chunks": len(self.store)})
 
     async def add(self, body: Json, emit: Emit) -> Json:
@@ -182,8 +186,12 @@ class NetworkService:
             counted_put = self._counted_put(spent)
             striped = await store_striped(added.link, self.store, self.dialer, k=k, n=n, put=counted_put,
                                           avoid=frozenset(self.erasure.dropped()))
-            self.erasure.save(FileRecord(map_address=striped.map_address, root=added.link.root, hosts=striped.hosts,
-                                         sats_spent=spent[0]))
+            record = FileRecord(map_address=striped.map_address, root=added.link.root, hosts=striped.hosts,
+                                sats_spent=spent[0])
+            self.erasure.save(record)
+            retained = 0 if self.paid is None else await retention_of(self.auditor, self.paid, striped.map_address)
+            if retained:  # the shares are paid for until then (specs/erasure.md §9)
+                self.erasure.save(dataclasses.replace(record, retained_until=int(time.time()) + retained))
             return {"link": str(added.link), "root": added.link.root.hex(), "size": added.size,
                     "stripes": striped.map_address.hex(), "k": k, "n": n, "stripe_count": striped.stripes,
                     "hosts": [[h.hex() for h in hosts] for hosts in striped.hosts],
@@ -308,6 +316,20 @@ class NetworkService:
                           "last_audit": record.last_audit or None, "retained_until": record.retained_until or None,
                           "sats_spent": record.sats_spent})
         return {"files": files}
+
+    async def renew(self, body: Json, emit: Emit) -> Json:
+        """Body: ``max_spend_per_month`` (sats), optional ``within`` (seconds, default a week): renew every
+        k-of-n file whose paid retention ends within ``within``, soonest first, within the budget; name the
+        files at risk (specs/erasure.md §9)."""
+        if self.paid is None:
+            raise ControlError(409, "not-paying", "renewal pays hosts: this node runs without payments")
+        budget = _int_field(body, "max_spend_per_month", 0, 0, 2**53)
+        within = _int_field(body, "within", RENEW_AHEAD, 0, 10 * 365 * 24 * 3600)
+        report = await renew_files(self.auditor, self.paid, now=int(time.time()), budget=budget, renew_ahead=within)
+        roots = {m: r.root.hex() for m in self.erasure.files() if (r := self.erasure.load(m)) is not None}
+        return {"renewed": [roots.get(m, "") for m in report.renewed],
+                "at_risk": [roots.get(m, "") for m in report.at_risk],
+                "sats_spent": report.sats_spent, "spent_this_month": report.spent_this_month}
 
     async def audit(self, body: Json, emit: Emit) -> Json:
         """Body: ``stripes`` (a map address): audit every share of that k-of-n file now (specs/erasure.md §7)."""

@@ -12,6 +12,7 @@ from ._audit import (
     make_challenge,
     next_score,
 )
+from ._renewal import MONTH_SECONDS, RENEW_AHEAD, RenewalCandidate, RenewalPlan, month_of, plan_renewals
 from ._stripes import (
     DEFAULT_K,
     DEFAULT_N,
@@ -26,7 +27,8 @@ from ._stripes import (
     share_address,
 )
 
-__all__ = ["DROP_BELOW", "MAX_AUDIT_RANGE", "START_SCORE", "AuditChallenge", "AuditError", "audit_answer",
+__all__ = ["MONTH_SECONDS", "RENEW_AHEAD", "RenewalCandidate", "RenewalPlan", "month_of", "plan_renewals",
+           "DROP_BELOW", "MAX_AUDIT_RANGE", "START_SCORE", "AuditChallenge", "AuditError", "audit_answer",
            "audit_passes", "is_dropped", "make_challenge", "next_score",
            "DEFAULT_K", "DEFAULT_N", "MAX_N", "MAX_STRIPES", "NotEnoughShares", "Stripe", "StripeMap",
            "StripeMapError", "decode_stripe", "encode_stripe", "share_address"]
