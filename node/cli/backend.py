@@ -64,7 +64,8 @@ class Backend(Protocol):
         """Sats earned, pending, settled and spent, from the ledger."""
         ...
 
-    def folder_snapshot(self, directory: Path, cap: WriteCap) -> SnapshotReport:
+    def folder_snapshot(self, directory: Path, cap: WriteCap, *,
+                        on_progress: OnProgress | None = None) -> SnapshotReport:
         """Snapshot ``directory`` as ``cap``'s folder (through a node: upload it and publish its record)."""
         ...
 
@@ -77,7 +78,7 @@ class Backend(Protocol):
         ...
 
     def folder_restore(self, cap: ReadCap, dest: Path, *, number: int | None, at_ns: int | None,
-                       sub: str | None) -> RestoreReport:
+                       sub: str | None, on_progress: OnProgress | None = None) -> RestoreReport:
         """Write a snapshot's tree (or its ``sub`` path) under ``dest``."""
         ...
 

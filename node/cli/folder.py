@@ -27,6 +27,7 @@ from pathlib import Path
 from node.cli.arguments import positive_int, unix_time_ns
 from node.cli.backend import open_backend
 from node.cli.exit_codes import EXIT_NOT_FOUND, EXIT_OK, EXIT_UNDER_REPLICATED, EXIT_USAGE, fail
+from node.cli.progress import progress_display
 from node.cli.results import BackendError, to_json
 from node.folders.index import FolderIndex
 from node.runtime.config import resolve_data_dir
@@ -50,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s.add_argument("--link", default=None,
                    help="the folder's write link (default: the one remembered for DIR; - reads it from stdin)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     s.set_defaults(func=run_snapshot)
 
     lg = commands.add_parser("log", help="list a folder's kept snapshots, newest first, and how many were pruned")
@@ -69,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument("--path", default=None, metavar="SUB",
                    help="restore only this path of the folder and what is under it (default: the whole folder)")
     r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     r.set_defaults(func=run_restore)
 
     pr = commands.add_parser("prune", help="apply the retention policy: release what only pruned snapshots need")
@@ -133,7 +136,8 @@ def run_snapshot(args: argparse.Namespace) -> int:
     except CapError as exc:
         return fail(f"bad folder link: {exc}", EXIT_USAGE)
     try:
-        report = open_backend(args.data_dir).folder_snapshot(directory, cap)
+        with progress_display(quiet=args.quiet) as on_progress:
+            report = open_backend(args.data_dir).folder_snapshot(directory, cap, on_progress=on_progress)
     except BackendError as exc:
         return fail(exc.message, exc.exit_code)
     if args.link is not None:
@@ -199,8 +203,9 @@ def run_prune(args: argparse.Namespace) -> int:
 def run_restore(args: argparse.Namespace) -> int:
     try:
         cap = _read_cap(args.link)
-        report = open_backend(args.data_dir).folder_restore(cap, args.directory, number=args.snapshot, at_ns=args.at,
-                                                            sub=args.path)
+        with progress_display(quiet=args.quiet) as on_progress:
+            report = open_backend(args.data_dir).folder_restore(cap, args.directory, number=args.snapshot,
+                                                                at_ns=args.at, sub=args.path, on_progress=on_progress)
     except CapError as exc:
         return fail(f"bad folder link: {exc}", EXIT_USAGE)
     except BackendError as exc:

@@ -37,8 +37,8 @@ from node.files.local import add_file, get_file, load_convergence_secret
 from node.files.network import peers_report
 from node.folders.index import FolderIndex, Head
 from node.folders.local import folder_diff, folder_log, folder_restore, snapshot_folder, snapshot_report
-from node.folders.results import DiffReport, LogEntry, PruneReport, RestoreReport, SnapshotReport
-from node.folders.retention import prune
+from node.folders.results import DiffReport, FileCounter, LogEntry, PruneReport, RestoreReport, SnapshotReport
+from node.folders.retention import prune, prune_after_snapshot
 from node.folders.snapshot import TMP_DIR, FolderError
 from node.ledger import LEDGER_FILE, Ledger
 from node.runtime.config import ConfigError, load_identity
@@ -69,6 +69,14 @@ class _ByteCounter:
         self.done += n
         if self.on_progress is not None:
             self.on_progress(ProgressEvent(stage=self.stage, bytes_done=self.done, bytes_total=self.total))
+
+
+def _file_progress(stage: Stage, on_progress: OnProgress | None) -> FileCounter | None:
+    """A folder operation's per-file callback as (throttled) progress events, or None."""
+    if on_progress is None:
+        return None
+    report = on_progress
+    return FileCounter(lambda files, size: report(ProgressEvent(stage=stage, chunks_done=files, bytes_done=size)))
 
 
 class LocalBackend:
@@ -158,16 +166,18 @@ class LocalBackend:
         with ledger:
             return earnings_from_json(ledger.earnings())
 
-    def folder_snapshot(self, directory: Path, cap: WriteCap) -> SnapshotReport:
+    def folder_snapshot(self, directory: Path, cap: WriteCap, *,
+                        on_progress: OnProgress | None = None) -> SnapshotReport:
         """Snapshot into the local store; the folder's head is recorded in the index, not published."""
         def run(store: ChunkStore, index: FolderIndex) -> SnapshotReport:
             head = index.head(cap.public_key)
             taken, changes = snapshot_folder(store, index, directory, cap, head, now_ns=time.time_ns(),
-                                             tmp_dir=self.data_dir / TMP_DIR)
+                                             tmp_dir=self.data_dir / TMP_DIR,
+                                             on_file=_file_progress(Stage.SCANNING, on_progress))
             seq = head.seq + 1 if head is not None else 1
             new_head = Head(seq, encode_record_value(cap.read_key, taken.link))
             index.record_head(cap.public_key, new_head)
-            prune(store, index, cap, new_head)  # specs/folders.md §9: applied on every snapshot
+            prune_after_snapshot(store, index, cap, new_head)  # specs/folders.md §9.1: on every snapshot
             return snapshot_report(taken, changes, seq)
 
         return self._folders(run)
@@ -180,10 +190,10 @@ class LocalBackend:
         return self._folders(lambda store, index: tuple(folder_log(store, cap, index.head(cap.public_key))))
 
     def folder_restore(self, cap: ReadCap, dest: Path, *, number: int | None, at_ns: int | None,
-                       sub: str | None) -> RestoreReport:
+                       sub: str | None, on_progress: OnProgress | None = None) -> RestoreReport:
         return self._folders(lambda store, index: folder_restore(
             store, cap, index.head(cap.public_key), dest, number=number, at_ns=at_ns,
-            sub=os.fsencode(sub) if sub is not None else None))
+            sub=os.fsencode(sub) if sub is not None else None, on_file=_file_progress(Stage.RESTORING, on_progress)))
 
     def folder_diff(self, cap: ReadCap, a: int | None, b: int | None) -> DiffReport:
         return self._folders(lambda store, index: folder_diff(store, cap, index.head(cap.public_key), a, b))

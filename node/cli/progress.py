@@ -46,6 +46,12 @@ class RichBar:
         elif event.stage is Stage.ADDED:
             progress.update(task, description=f"encrypted {event.chunks_done} chunks; replicating",
                             total=event.bytes_total, completed=event.bytes_total)
+        elif event.stage in (Stage.SCANNING, Stage.RESTORING):
+            progress.update(task, description=f"{event.stage.value}: {event.chunks_done} files",
+                            completed=event.bytes_done)
+        elif event.stage is Stage.SCANNED:
+            progress.update(task, description=f"read {event.chunks_done} files; uploading",
+                            total=event.bytes_total, completed=event.bytes_total)
         elif event.stage is Stage.REPLICATED:
             progress.update(task, description=f"chunk {event.chunk_address[:12]} on {event.replicas} nodes")
 

@@ -57,6 +57,12 @@ def progress_from_event(event: Json) -> ProgressEvent | None:
     if kind == "replicated":
         return ProgressEvent(stage=Stage.REPLICATED, chunk_address=str(event["address"]),
                              replicas=int(event["replicas"]))
+    if kind == "read":
+        return ProgressEvent(stage=Stage.SCANNING, chunks_done=int(event["files"]), bytes_done=int(event["bytes"]))
+    if kind == "scanned":
+        return ProgressEvent(stage=Stage.SCANNED, chunks_done=int(event["files_read"]), bytes_total=int(event["size"]))
+    if kind == "restored":
+        return ProgressEvent(stage=Stage.RESTORING, chunks_done=int(event["files"]), bytes_done=int(event["bytes"]))
     if kind == "added":
         return ProgressEvent(stage=Stage.ADDED, chunks_done=int(event["chunks"]), bytes_total=int(event["size"]))
     return None
@@ -141,9 +147,10 @@ class RemoteBackend:
     def earnings(self) -> Earnings:
         return earnings_from_json(self._call("earnings"))
 
-    def folder_snapshot(self, directory: Path, cap: WriteCap) -> SnapshotReport:
+    def folder_snapshot(self, directory: Path, cap: WriteCap, *,
+                        on_progress: OnProgress | None = None) -> SnapshotReport:
         body: Json = {"link": cap.to_string(), "path": str(directory.resolve())}
-        return from_json(SnapshotReport, self._stream("folder-snapshot", body, None))
+        return from_json(SnapshotReport, self._stream("folder-snapshot", body, on_progress))
 
     def folder_prune(self, cap: WriteCap, *, dry_run: bool) -> PruneReport:
         body: Json = {"link": cap.to_string(), "dry_run": dry_run}
@@ -154,10 +161,10 @@ class RemoteBackend:
         return tuple(from_json(LogEntry, line) for line in reply["snapshots"])
 
     def folder_restore(self, cap: ReadCap, dest: Path, *, number: int | None, at_ns: int | None,
-                       sub: str | None) -> RestoreReport:
+                       sub: str | None, on_progress: OnProgress | None = None) -> RestoreReport:
         body: Json = {"link": cap.to_string(), "output": str(dest.resolve()), "number": number, "at_ns": at_ns,
                       "sub": sub}
-        return from_json(RestoreReport, self._stream("folder-restore", body, None))
+        return from_json(RestoreReport, self._stream("folder-restore", body, on_progress))
 
     def folder_diff(self, cap: ReadCap, a: int | None, b: int | None) -> DiffReport:
         return from_json(DiffReport, self._stream("folder-diff", {"link": cap.to_string(), "a": a, "b": b}, None))

@@ -41,6 +41,9 @@ class Stage(StrEnum):
     ADDED = "added"  # node add: the file is in the node's store, replication starts
     REPLICATED = "replicated"  # node add: one chunk reached its replicas
     FETCHING = "fetching"  # node get or pin: chunks bought from the network
+    SCANNING = "scanning"  # folder snapshot: changed files read into the store
+    SCANNED = "scanned"  # folder snapshot: the tree is in the store, the upload starts
+    RESTORING = "restoring"  # folder restore: files written
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -249,13 +249,16 @@ class DhtResolver:
     """
 
     def __init__(self, dialer: PeerDialer, root: bytes, *, replicas: int = DEFAULT_REPLICAS,
-                 make_source: SourceFactory = free_source) -> None:
+                 make_source: SourceFactory = free_source, view: PlacementView | None = None,
+                 providers: list[bytes] | None = None) -> None:
         self.dialer = dialer
         self.root = root
         self.replicas = replicas
         self.make_source = make_source
-        self._view: PlacementView | None = None
-        self._providers: list[bytes] | None = None
+        # A view and providers given are shared by the files of one operation (a folder
+        # restore, specs/folders.md §11): this file makes no lookup of its own for them.
+        self._view: PlacementView | None = view if view is not None and view.node_ids else None
+        self._providers: list[bytes] | None = providers
         self._looked_up: OrderedDict[bytes, list[bytes]] = OrderedDict()  # address -> replica set, from lookups
         self._sources: dict[bytes, ChunkSource] = {}
         self._refused: set[bytes] = set()

@@ -94,7 +94,8 @@ async def free_put(session: Session, address: bytes, data: bytes) -> object:
 async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, replicas: int = DEFAULT_REPLICAS,
                          put: Put = free_put,
                          on_chunk: Callable[[ChunkPlaced], Awaitable[None]] | None = None,
-                         skip: Callable[[bytes], bool] | None = None) -> ReplicationReport:
+                         skip: Callable[[bytes], bool] | None = None, view: PlacementView | None = None,
+                         announce: bool = True) -> ReplicationReport:
     """Push every chunk of ``link``'s file to its R closest nodes, then announce the root.
 
     The chunks must be in ``store``.  The manifest tree is walked through
@@ -104,6 +105,9 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
     ``put`` sends one chunk: :func:`free_put`, or a paying one (node/exchange/paying.py).
     A chunk for which ``skip`` returns True is walked but not sent (it is on
     the network already: folder snapshots, specs/folders.md §10) and not counted.
+    ``view``, if given, is the placement view of a whole operation (a folder
+    snapshot's files) and no lookup is made for this file's; with ``announce``
+    False the caller announces one provider record for the whole operation.
 
     Raises:
         node.store.ChunkNotFound: a chunk of the file is not in the store.
@@ -114,7 +118,8 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
     counts = {"chunks": 0, "confirmed": 0, "under": 0}
     failures: list[ReplicaFailure] = []
     lookups_before = dialer.lookups
-    view = await dialer.view(link.root)
+    if view is None:
+        view = await dialer.view(link.root)
     dead: set[bytes] = set()  # nodes dead to this add: at most the nodes it met
 
     async def place(address: bytes, data: bytes) -> None:
@@ -142,9 +147,12 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
             await slots.acquire()
             nursery.start_soon(place, address, data)
     lookups = dialer.lookups - lookups_before
-    announcement = await dialer.dht.announce_provider(dht_key(link.root), tcp_port=dialer.transport.port)
+    announced_to = 0
+    if announce:
+        announcement = await dialer.dht.announce_provider(dht_key(link.root), tcp_port=dialer.transport.port)
+        announced_to = len(announcement.stored_at)
     return ReplicationReport(chunks=counts["chunks"], replicas_wanted=replicas, replicas_confirmed=counts["confirmed"],
-                             under_replicated=counts["under"], announced_to=len(announcement.stored_at),
+                             under_replicated=counts["under"], announced_to=announced_to,
                              failures=tuple(failures), dht_lookups=lookups)
 
 

@@ -34,7 +34,7 @@ import trio
 from node.api.control import ControlError, ControlServer, Emit
 from node.exchange.paying import PaidPeers
 from node.files.fetcher import FetchFailed, PaidSource, fetch_raw
-from node.files.locate import DhtResolver, PeerDialer, free_source
+from node.files.locate import DhtResolver, PeerDialer, PlacementView, free_source
 from node.files.uploader import ChunkPlaced, free_put, replicate_file
 from node.folders.index import FolderIndex, Head
 from node.folders.local import (
@@ -46,13 +46,13 @@ from node.folders.local import (
     snapshot_report,
     unsent_history,
 )
-from node.folders.results import to_json
-from node.folders.retention import prune
+from node.folders.results import FileCounter, to_json
+from node.folders.retention import prune, prune_after_snapshot
 from node.folders.snapshot import TMP_DIR, FolderError
 from node.store import ChunkNotFound, ChunkStore
 from node.transport import Session
 from protocol.chunks import IntegrityError, Link, RawWalker
-from protocol.fetch import DEFAULT_REPLICAS, MAX_REPLICAS
+from protocol.fetch import DEFAULT_REPLICAS, MAX_REPLICAS, dht_key
 from protocol.folders import (
     CapError,
     FolderFormatError,
@@ -60,6 +60,7 @@ from protocol.folders import (
     WriteCap,
     encode_record_value,
     parse_read_cap,
+    record_root,
     parse_write_cap,
 )
 from protocol.kademlia import sign_mutable
@@ -106,6 +107,41 @@ def _write_cap(body: Json) -> WriteCap:
         raise ControlError(400, "bad-link", str(exc)) from None
 
 
+def _file_events(kind: str, emit: Emit) -> FileCounter:
+    """A per-file callback, called on a worker thread, as throttled ``kind`` stream events.
+
+    ``{"event": kind, "files": n, "bytes": b}``: totals so far (the CLI's progress display shows them).
+    """
+    def report(files: int, size: int) -> None:
+        trio.from_thread.run(emit, {"event": kind, "files": files, "bytes": size})
+
+    return FileCounter(report)
+
+
+class _Placement:
+    """One operation's placement view and providers, taken at the first fetch and shared by every file.
+
+    Around the root of the folder's newest snapshot record (the one provider
+    record a snapshot upload announces, specs/folders.md §10 step 4).  With
+    no snapshot yet there is nothing to fetch: a file resolves its own.
+    """
+
+    def __init__(self, dialer: PeerDialer, root: bytes | None) -> None:
+        self.dialer = dialer
+        self.root = root
+        self._view: PlacementView | None = None
+        self._providers: list[bytes] | None = None
+
+    async def get(self) -> tuple[PlacementView | None, list[bytes] | None]:
+        if self.root is None:
+            return None, None
+        if self._view is None or not self._view.node_ids:  # an empty view (still joining) is taken again
+            self._view = await self.dialer.view(self.root)
+        if self._providers is None:
+            self._providers = await self.dialer.providers(dht_key(self.root))
+        return self._view, self._providers
+
+
 class FolderService:
     """Folder snapshots through the network, for one node."""
 
@@ -132,14 +168,19 @@ class FolderService:
         resolved = Head(record.seq, record.value) if record is not None else None
         return await trio.to_thread.run_sync(newest_head, index, folder, resolved)
 
-    async def _ensure(self, link: Link) -> None:
-        """Bring every chunk of ``link``'s file into the store (nothing is fetched that is here)."""
+    async def _ensure(self, link: Link, placement: _Placement) -> None:
+        """Bring every chunk of ``link``'s file into the store (nothing is fetched that is here).
+
+        Hosts come from the operation's one placement view and the snapshot's
+        providers (``placement``), not from lookups of this file's own.
+        """
         if await trio.to_thread.run_sync(self._complete, link.root):
             return
         paid = self.paid
         make_source = free_source if paid is None else functools.partial(PaidSource.open, paid)
         max_price = paid.payer.max_price_per_mib_get if paid is not None else 0
-        resolver = DhtResolver(self.dialer, link.root, make_source=make_source)
+        view, providers = await placement.get()
+        resolver = DhtResolver(self.dialer, link.root, make_source=make_source, view=view, providers=providers)
         await fetch_raw(link.root, self.store, [], max_price_per_mib=max_price, resolver=resolver)
 
     def _complete(self, root: bytes) -> bool:
@@ -150,11 +191,16 @@ class FolderService:
             walker.feed(self.store.get(address, verify=False))
         return True
 
-    async def _in_thread(self, work: Callable[[Callable[[Link], None]], T]) -> T:
-        """Run ``work(ensure)`` on a worker thread, ``ensure`` fetching on the trio thread; map errors."""
+    async def _in_thread(self, work: Callable[[Callable[[Link], None]], T], head: Head | None = None) -> T:
+        """Run ``work(ensure)`` on a worker thread, ``ensure`` fetching on the trio thread; map errors.
+
+        Every fetch of the operation shares one placement view, taken around
+        the root of ``head``'s snapshot, and that root's providers.
+        """
+        placement = _Placement(self.dialer, None if head is None else record_root(head.value))
 
         def ensure(link: Link) -> None:
-            trio.from_thread.run(self._ensure, link)
+            trio.from_thread.run(self._ensure, link, placement)
 
         try:
             return await trio.to_thread.run_sync(work, ensure)
@@ -182,19 +228,24 @@ class FolderService:
         head = await self._head(index, cap.public_key)
         taken, changes = await self._in_thread(lambda ensure: snapshot_folder(
             self.store, index, directory, cap, head, now_ns=self.wall_clock(),
-            tmp_dir=self.data_dir / TMP_DIR, ensure=ensure))
-        await emit({"event": "scanned", "files": taken.snapshot.files, "files_read": taken.files_read})
+            tmp_dir=self.data_dir / TMP_DIR, ensure=ensure, on_file=_file_events("read", emit)), head)
+        await emit({"event": "scanned", "files": taken.snapshot.files, "files_read": taken.files_read,
+                    "size": taken.snapshot.size})
         older = await trio.to_thread.run_sync(unsent_history, self.store, index, taken.snapshot.previous)
         files = [e.link for e in taken.entries if e.link is not None]
         uploaded, skipped, under = await self._upload(index, older + files + [taken.snapshot.manifest, taken.link],
                                                       replicas, emit)
+        # One provider record per snapshot, for its record's root (specs/folders.md §10 step 4):
+        # a reader finds every file by its chunks' placement, and this node as the fallback.
+        await self.dialer.dht.announce_provider(dht_key(taken.link.root), tcp_port=self.dialer.transport.port)
         seq = head.seq + 1 if head is not None else 1
         value = encode_record_value(cap.read_key, taken.link)
         record = sign_mutable(cap.seed, seq, value)
         published = await self.dialer.dht.publish_record(record)
         await trio.to_thread.run_sync(index.record_head, cap.public_key, Head(seq, value))
         # specs/folders.md §9 Retention policy: applied on every snapshot.
-        await self._in_thread(lambda ensure: prune(self.store, index, cap, Head(seq, value), ensure=ensure))
+        await self._in_thread(lambda ensure: prune_after_snapshot(self.store, index, cap, Head(seq, value),
+                                                                  ensure=ensure), head)
         log.info("folder snapshot %d published (seq %d) to %d nodes", taken.snapshot.number, seq, published)
         return to_json(snapshot_report(taken, changes, seq, chunks_uploaded=uploaded, chunks_already_sent=skipped,
                                        under_replicated=under, published_to=published))
@@ -216,6 +267,7 @@ class FolderService:
 
         sent = skipped = under = 0
         seen: set[bytes] = set()
+        view: PlacementView | None = None  # one view for every file of the snapshot (specs/network.md §3)
         for link in links:
             if link.root in seen or await trio.to_thread.run_sync(index.root_sent, link.root):
                 continue
@@ -237,8 +289,10 @@ class FolderService:
                 else:
                     short += 1
 
+            if view is None or not view.node_ids:
+                view = await self.dialer.view(links[-1].root)
             report = await replicate_file(link, self.store, self.dialer, replicas=replicas, put=put,
-                                          on_chunk=on_chunk, skip=skip)
+                                          on_chunk=on_chunk, skip=skip, view=view, announce=False)
             under += report.under_replicated
             if not short:
                 await trio.to_thread.run_sync(index.record_root_sent, link.root)
@@ -254,7 +308,7 @@ class FolderService:
             with FolderIndex.open(self.data_dir) as index:
                 head = await self._head(index, cap.public_key)
                 return to_json(await self._in_thread(
-                    lambda ensure: prune(self.store, index, cap, head, dry_run=dry_run, ensure=ensure)))
+                    lambda ensure: prune(self.store, index, cap, head, dry_run=dry_run, ensure=ensure), head))
 
     async def log(self, body: Json, emit: Emit) -> Json:
         """Body: ``link`` (read or write link)."""
@@ -262,7 +316,7 @@ class FolderService:
         async with self._lock:
             with FolderIndex.open(self.data_dir) as index:
                 head = await self._head(index, cap.public_key)
-            lines = await self._in_thread(lambda ensure: folder_log(self.store, cap, head, ensure=ensure))
+            lines = await self._in_thread(lambda ensure: folder_log(self.store, cap, head, ensure=ensure), head)
         return {"snapshots": [to_json(line) for line in lines]}
 
     async def restore(self, body: Json, emit: Emit) -> Json:
@@ -279,7 +333,8 @@ class FolderService:
                 head = await self._head(index, cap.public_key)
             done = await self._in_thread(lambda ensure: folder_restore(
                 self.store, cap, head, dest, number=number, at_ns=at_ns,
-                sub=os.fsencode(sub) if sub is not None else None, ensure=ensure))
+                sub=os.fsencode(sub) if sub is not None else None, ensure=ensure,
+                on_file=_file_events("restored", emit)), head)
         return to_json(done)
 
     async def diff(self, body: Json, emit: Emit) -> Json:
@@ -291,4 +346,4 @@ class FolderService:
             with FolderIndex.open(self.data_dir) as index:
                 head = await self._head(index, cap.public_key)
             return to_json(await self._in_thread(
-                lambda ensure: folder_diff(self.store, cap, head, a, b, ensure=ensure)))
+                lambda ensure: folder_diff(self.store, cap, head, a, b, ensure=ensure), head))

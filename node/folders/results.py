@@ -8,6 +8,8 @@ Paths are shown with ``os.fsdecode`` (undecodable bytes as surrogate escapes).
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 Json = dict[str, Any]
@@ -87,6 +89,31 @@ class DiffReport:
     added: tuple[str, ...]
     removed: tuple[str, ...]
     changed: tuple[str, ...]
+
+
+class FileCounter:
+    """Counts files and bytes read or written; reports the totals at most every ``every_s`` seconds.
+
+    Both backends turn a folder operation's per-file callback into progress
+    with it, so a tree of 10,000 small files does not make 10,000 events.
+    """
+
+    def __init__(self, report: Callable[[int, int], None], *, every_s: float = 0.2,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.report = report
+        self.every_s = every_s
+        self.clock = clock
+        self.files = 0
+        self.bytes = 0
+        self._last = clock()
+
+    def __call__(self, size: int) -> None:
+        self.files += 1
+        self.bytes += size
+        now = self.clock()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self.report(self.files, self.bytes)
 
 
 def to_json(result: object) -> Json:

@@ -16,6 +16,7 @@ renewer of paid retention which chunks are still worth paying for.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ from protocol.chunks import Link, RawWalker
 from protocol.folders import FolderFormatError, ReadCap, WriteCap, decode_record_value, retained_numbers
 
 Ensure = Callable[[Link], None]
+
+log = logging.getLogger("mu.folders")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,3 +145,19 @@ def prune(store: ChunkStore, index: FolderIndex, cap: WriteCap, head: Head | Non
                                 roots=gone_roots - kept_roots)
     return PruneReport(kept=len(retained.kept), pruned=len(retained.pruned), newly_pruned=len(fresh),
                        chunks_released=len(released), bytes_released=sum(released.values()), dry_run=dry_run)
+
+
+def prune_after_snapshot(store: ChunkStore, index: FolderIndex, cap: WriteCap, head: Head, *,
+                         ensure: Ensure | None = None) -> PruneReport | None:
+    """Apply the policy after a snapshot (specs/folders.md §10 step 6); None if it could not be applied.
+
+    The snapshot is taken and published by then, so a kept snapshot's chunk
+    missing from the store (snapshots taken elsewhere with the same write
+    link) does not fail it: nothing is released, and ``mu folder prune``
+    says which chunk is missing.
+    """
+    try:
+        return prune(store, index, cap, head, ensure=ensure)
+    except ChunkNotFound as exc:
+        log.warning("retention not applied after the snapshot: %s", exc)
+        return None

@@ -10,7 +10,7 @@ import pytest
 from node.cli import EXIT_NOT_FOUND, EXIT_OK, main
 from node.folders.index import FolderIndex, Head
 from node.folders.local import folder_diff, folder_log, folder_restore, snapshot_folder
-from node.folders.retention import chunks_to_keep, prune
+from node.folders.retention import chunks_to_keep, prune, prune_after_snapshot
 from node.store import STORE_DIR, ChunkStore
 from protocol.chunks import RawWalker
 from protocol.folders import KEEP_ALL_DAYS, KEEP_DAILY_DAYS, WriteCap, encode_record_value
@@ -194,3 +194,17 @@ def test_prune_applies_a_policy_not_applied_yet_and_dry_run_changes_nothing(
     assert json.loads(out)["pruned"] == pruned
     code, _, err = run("restore", read, str(tmp_path / "x"), "--snapshot", "1")
     assert code == EXIT_NOT_FOUND and "pruned" in err
+
+
+def test_after_a_snapshot_a_missing_kept_chunk_releases_nothing(tmp_path: Path) -> None:
+    h = History(tmp_path / "data", tmp_path / "src")
+    try:
+        h.snapshot(START, apply=False)
+        h.snapshot(START + 200 * NS_PER_DAY, apply=False)  # snapshot 1 is now past KEEP_DAILY_DAYS
+        assert h.head is not None
+        h.store.delete(h.links[2])  # a chunk of the kept snapshot's file is gone from the store
+        assert prune_after_snapshot(h.store, h.index, CAP, h.head) is None
+        assert not h.index.pruned(CAP.public_key)
+        assert all(h.index.chunk_sent(a) for a in chunks_of(h.store, h.links[1]))
+    finally:
+        h.close()
