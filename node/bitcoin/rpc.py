@@ -182,6 +182,11 @@ class RPCClient:
             raise RPCTransportError(f"{method}: HTTP {status} without a JSON body") from None
         if not isinstance(message, dict):
             raise RPCTransportError(f"{method}: reply is not a JSON object")
+        if message.get("id") != request_id:
+            # A reply to another call (one cancelled half-way on a kept-alive
+            # connection): never hand it out as this call's result.
+            await self.aclose()
+            raise RPCTransportError(f"{method}: reply id {message.get('id')!r} is not the request's {request_id}")
         error = message.get("error")
         if error:
             raise RPCError(int(error.get("code", RPC_MISC_ERROR)), str(error.get("message", "")))

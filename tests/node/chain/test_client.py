@@ -62,3 +62,21 @@ async def test_client_survives_a_server_restart_with_a_new_cookie(tmp_path: Path
         assert chain.cookie_path.read_text() != old_cookie
         async with client:
             assert await client.call("getblockcount") == 2
+
+
+async def test_a_call_cancelled_half_way_never_hands_its_reply_to_the_next(tmp_path: Path) -> None:
+    # A cancel scope may fire after the request went out and before its reply
+    # was read; the next call on the kept-alive connection must get its own
+    # reply (or a clear error), never the cancelled call's.
+    async with open_mu_chain(tmp_path) as chain:
+        async with RPCClient(chain.url, cookie_path=chain.cookie_path) as rpc:
+            height = await rpc.call("getblockcount")
+            for attempt in range(200):
+                with trio.move_on_after(0.0002 * (attempt % 10)):
+                    await rpc.call("getblockcount")
+                try:
+                    mempool = await rpc.call("getrawmempool")
+                except RPCTransportError:
+                    continue
+                assert mempool == [], f"attempt {attempt}: got {mempool!r} for getrawmempool"
+            assert await rpc.call("getblockcount") == height
