@@ -44,6 +44,7 @@ from protocol.kademlia import RemoteProtocolError
 from protocol.sync import FolderState
 
 from .engine import FolderSync, RoundReport
+from .ignore import TEMP_PREFIX
 
 log = logging.getLogger("mu.sync")
 
@@ -118,6 +119,14 @@ def _directory(body: Json) -> Path:
     return path
 
 
+def _remove_leftovers(root: Path) -> None:
+    """Remove sync's temporary files a crash left between write and rename (specs/sync.md §9)."""
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            if name.startswith(TEMP_PREFIX):
+                Path(directory, name).unlink(missing_ok=True)
+
+
 class SyncService:
     """Every synced folder of one node."""
 
@@ -168,6 +177,7 @@ class SyncService:
             assert isinstance(cap, WriteCap | ReadCap)
             engine = FolderSync(Path(folder.path), cap, bytes.fromhex(folder.device_seed), self.store, self.records,
                                 self.hosts, self.dir / "tmp", wall_clock=self.wall_clock)
+            _remove_leftovers(Path(folder.path))
             saved = self._state_file(engine)
             if saved.exists():
                 engine.state = FolderState.parse(saved.read_bytes())

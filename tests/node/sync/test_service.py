@@ -68,3 +68,17 @@ def test_folders_and_pause_survive_a_restart_and_remove_keeps_the_files(tmp_path
         assert (folder / "a.txt").read_bytes() == b"x" and not second.folders
 
     trio.run(main)
+
+
+def test_leftover_temporary_files_are_removed_when_the_folder_is_opened(tmp_path: Path) -> None:
+    async def main() -> None:
+        folder = tmp_path / "docs"
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / ".mu-tmp-abc").write_bytes(b"half a file")
+        (folder / "kept.txt").write_bytes(b"x")
+        sync = service(tmp_path)
+        await sync.add({"path": str(folder)})
+        sync._engine(sync.folders[str(folder)])
+        assert sorted(p.name for p in folder.rglob("*")) == ["kept.txt", "sub"]
+
+    trio.run(main)
