@@ -122,6 +122,8 @@ def _check_params(params: Params | None, body: Json) -> None:
         param = params.get(name)
         if param is None:
             raise ControlError(400, "bad-argument", f"unknown field {name!r}")
+        if value is None and not param.required:
+            continue  # JSON null on an optional field: the same as leaving it out (specs/network.md §6)
         if not param.kind.accepts(value):
             raise ControlError(400, "bad-argument", f"{name} must be a {param.kind.value}")
     for name, param in params.items():

@@ -86,9 +86,9 @@ def failure_json(failure: ReplicaFailure) -> Json:
 # the server refuses unknown, missing and mistyped ones; the handlers check ranges.
 _STRING, _INTEGER, _BOOLEAN = Param(ParamKind.STRING), Param(ParamKind.INTEGER), Param(ParamKind.BOOLEAN)
 ADD_PARAMS = {"path": Param(ParamKind.STRING, required=True), "convergent": _BOOLEAN, "replicas": _INTEGER,
-              "chunk_size": _INTEGER, "name": _STRING}
+              "chunk_size": _INTEGER, "name": _STRING, "k": _INTEGER, "n": _INTEGER}
 PIN_PARAMS = {"link": Param(ParamKind.STRING, required=True), "max_price_per_mib": _INTEGER, "window": _INTEGER}
-GET_PARAMS = {**PIN_PARAMS, "output": _STRING, "raw": _BOOLEAN}
+GET_PARAMS = {**PIN_PARAMS, "output": _STRING, "raw": _BOOLEAN, "stripes": _STRING}
 
 
 def _int_field(body: Json, name: str, default: int, low: int, high: int) -> int:
@@ -145,10 +145,11 @@ class NetworkService:
         control.stream_route("add", self.add, params=ADD_PARAMS)
         control.stream_route("get", self.get, params=GET_PARAMS)
         control.stream_route("pin", self.pin, params=PIN_PARAMS)
-        control.stream_route("audit", self.audit)
-        control.stream_route("repair", self.repair)
-        control.stream_route("health", self.health)
-        control.stream_route("renew", self.renew)
+        stripes = {"stripes": Param(ParamKind.STRING, required=True)}
+        control.stream_route("audit", self.audit, params=stripes)
+        control.stream_route("repair", self.repair, params=stripes)
+        control.stream_route("health", self.health, params={"root": _STRING})
+        control.stream_route("renew", self.renew, params={"max_spend_per_month": _INTEGER, "within": _INTEGER})
         control.add_status("network", lambda: {"pinned": len(self.pinned), "chunks": len(self.store)})
 
     async def add(self, body: Json, emit: Emit) -> Json:

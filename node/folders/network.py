@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from node.api.control import ControlError, ControlServer, Emit
+from node.api.control import ControlError, ControlServer, Emit, Param, ParamKind
 from node.exchange.paying import PaidPeers
 from node.files.fetcher import FetchFailed, PaidSource, fetch_raw
 from node.files.locate import DhtResolver, PeerDialer, PlacementView, free_source
@@ -157,11 +157,16 @@ class FolderService:
         self._lock = trio.Lock()
 
     def register(self, control: ControlServer) -> None:
-        control.stream_route("folder-snapshot", self.snapshot)
-        control.stream_route("folder-log", self.log)
-        control.stream_route("folder-restore", self.restore)
-        control.stream_route("folder-diff", self.diff)
-        control.stream_route("folder-prune", self.prune)
+        link = Param(ParamKind.STRING, required=True)
+        integer, string = Param(ParamKind.INTEGER), Param(ParamKind.STRING)
+        control.stream_route("folder-snapshot", self.snapshot, params={
+            "link": link, "path": Param(ParamKind.STRING, required=True), "replicas": integer})
+        control.stream_route("folder-log", self.log, params={"link": link})
+        control.stream_route("folder-restore", self.restore, params={
+            "link": link, "output": Param(ParamKind.STRING, required=True), "number": integer, "at_ns": integer,
+            "sub": string})
+        control.stream_route("folder-diff", self.diff, params={"link": link, "a": integer, "b": integer})
+        control.stream_route("folder-prune", self.prune, params={"link": link, "dry_run": Param(ParamKind.BOOLEAN)})
 
     async def _head(self, index: FolderIndex, folder: bytes) -> Head | None:
         record = await self.dialer.dht.resolve_record(folder)

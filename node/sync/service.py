@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from node.api.control import ControlError, ControlServer
+from node.api.control import ControlError, ControlServer, Param, ParamKind
 from node.exchange.paying import PaidPeers
 from node.files.fetcher import PaidSource, fetch_raw
 from node.files.locate import DhtResolver, PeerDialer, free_source
@@ -145,12 +145,13 @@ class SyncService:
         self._lock = trio.Lock()  # one round at a time: rounds share the store and the records
 
     def register(self, control: ControlServer) -> None:
-        control.route("POST", "sync-add", self.add)
-        control.route("GET", "sync-ls", self.ls)
-        control.route("POST", "sync-status", self.status)
-        control.route("POST", "sync-pause", functools.partial(self._set_paused, paused=True))
-        control.route("POST", "sync-resume", functools.partial(self._set_paused, paused=False))
-        control.route("POST", "sync-remove", self.remove)
+        path = {"path": Param(ParamKind.STRING, required=True)}
+        control.route("POST", "sync-add", self.add, params={**path, "link": Param(ParamKind.STRING)})
+        control.route("GET", "sync-ls", self.ls, params={})
+        control.route("POST", "sync-status", self.status, params=path)
+        control.route("POST", "sync-pause", functools.partial(self._set_paused, paused=True), params=path)
+        control.route("POST", "sync-resume", functools.partial(self._set_paused, paused=False), params=path)
+        control.route("POST", "sync-remove", self.remove, params=path)
         control.add_status("sync", lambda: {"folders": len(self.folders)})
 
     def _load(self) -> None:
