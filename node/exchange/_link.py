@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import trio
 
-from node.ledger import Ledger, PaymentEntry
+from node.ledger import Ledger, PaymentEntry, StaleTotal
 from node.transport import RequestError, Session
 from protocol.bitcoin.channel import PayerChannel
-from protocol.payments import PaymentErrorCode, RemotePaymentError, Terms
+from protocol.payments import Direction, Kind, PaymentErrorCode, RemotePaymentError, Terms
 from protocol.payments.messages import ChannelId, ChannelState
 from protocol.payments.payer import PayerLink, channel_refused
 from protocol.wire import ChannelMessage, MessageType
@@ -146,7 +146,37 @@ async def sync(link: HostLink) -> ChannelState:
     assert link.channel_id is not None
     reply = await channel_request(
         link, MessageType.CHANNEL_STATE, {"channel": link.channel_id.to_bytes()}, MessageType.CHANNEL_STATE)
-    return link.machine.adopt(reply)
+    state = link.machine.adopt(reply)
+    await trio.to_thread.run_sync(catch_up, link.journal.ledger, link.host.hex(), state)
+    return state
+
+
+def catch_up(ledger: Ledger, peer: str, state: ChannelState) -> int:
+    """Record in our ledger what the host's ``state`` says we paid above our record; return the sats.
+
+    A kill -9 between a payment leaving and our record committing leaves
+    the host with a payment we never wrote (specs/payments.md §After a
+    crash): one catch-up row carries the difference (amount: the totals'
+    difference, price: the accounts'), so our spent equals the host's
+    earned (§Ledger).  Called with the link drained, so no record of ours
+    is in flight; one written meanwhile (``StaleTotal``) wins.
+    """
+    record = ledger.channel(str(state.channel))
+    if record is None or state.total <= record.total:
+        return 0
+    mine = ledger.account(peer, Direction.OUT)
+    kind = Kind(state.last_kind) if state.last_kind in tuple(Kind) else Kind.GET
+    amount = state.total - record.total
+    try:
+        ledger.record_payment(peer=peer, direction=Direction.OUT, kind=kind,
+                              chunk=state.last_chunk.hex() if state.last_chunk else "",
+                              price=max(0, state.consumed - mine.consumed), amount=amount,
+                              channel_id=str(state.channel), total=state.total)
+    except StaleTotal:
+        return 0
+    log.info("channel %s to %s: recorded %d sats the host recorded and we had not (total %d -> %d)",
+             state.channel, peer, amount, record.total, state.total)
+    return amount
 
 
 async def give_up_channel(link: HostLink, *, ask_host: bool = True) -> int:

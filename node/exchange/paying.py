@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import trio
 
 from node.exchange import HostLink, Payer
 from node.bitcoin.rpc import RPCClient
-from node.transport import BadChunk, Session
+from node.transport import BadChunk, Session, TransportError
 from node.bitcoin.wallet import InsufficientFunds, Wallet
-from protocol.payments import Kind, PaymentError, PaymentErrorCode
+from protocol.payments import ChannelStatus, Kind, PaymentError, PaymentErrorCode, PriceTooHigh, Role
 from protocol.payments.messages import ChannelId
 from protocol.payments.payer import ChannelOpenBudget, channel_refused
 
@@ -44,6 +44,10 @@ DEFAULT_EXPIRY_BLOCKS = 1_008  # about a week of blocks
 CONFIRM_TIMEOUT = 120.0  # seconds to wait for a funding output's confirmations (or for coins to fund it)
 CONFIRM_POLL = 0.25
 SLOW_WAIT = 5.0  # seconds after which a wait is logged at info level, with its cause
+# Start-up reconciliation of open payer channels (specs/payments.md §After a crash): the
+# delay before each attempt; the last one comes after the dialer's 300 s unreachable mark.
+RECONCILE_DELAYS = (0.0, 30.0, 330.0)
+RECONCILE_TIMEOUT = 30.0  # seconds for one attempt (dial, HELLO, CHANNEL_STATE)
 
 
 @asynccontextmanager
@@ -98,6 +102,43 @@ class PaidPeers:
                 link = await self.payer.link(session, unannounced=self._unannounced.get(host))
                 self._links[host] = link
             return link
+
+    async def reconcile(self, dial: Callable[[bytes], Awaitable[Session | None]]) -> None:
+        """Resynchronise every open payer channel with its host, each in its own task; return when all ended.
+
+        ``dial`` opens a session to a node ID (None: unreachable).  A kill -9
+        may have left a host with a payment our ledger never recorded, and we
+        may never ask that host for anything again: linking sends
+        CHANNEL_STATE and records the host's higher total
+        (specs/payments.md §After a crash).  Bounded attempts
+        (``RECONCILE_DELAYS``), each logged; a host never reached keeps the
+        difference, at most one paid window's exposure, which its close
+        settles on chain.
+        """
+        records = await trio.to_thread.run_sync(
+            lambda: self.payer.ledger.channels(role=Role.PAYER, states=(ChannelStatus.OPEN,)))
+        async with trio.open_nursery() as nursery:
+            for host in sorted({r.peer for r in records}):
+                nursery.start_soon(self._reconcile_host, dial, bytes.fromhex(host))
+
+    async def _reconcile_host(self, dial: Callable[[bytes], Awaitable[Session | None]], host: bytes) -> None:
+        cause = "not tried"
+        for attempt, delay in enumerate(RECONCILE_DELAYS, 1):
+            await trio.sleep(delay)  # a back-off between attempts, not synchronisation
+            try:
+                with trio.fail_after(RECONCILE_TIMEOUT):
+                    session = await dial(host)
+                    if session is not None:
+                        await self.link(session)
+                        log.info("reconciled our channel with %s (attempt %d)", host.hex(), attempt)
+                        return
+                cause = "unreachable"
+            except (PaymentError, PriceTooHigh, TransportError, OSError, trio.TooSlowError) as exc:
+                cause = f"{type(exc).__name__}: {exc}"
+            log.info("cannot reconcile our channel with %s (attempt %d of %d): %s", host.hex(), attempt,
+                     len(RECONCILE_DELAYS), cause)
+        log.warning("gave up reconciling our channel with %s (%s): our ledger may be short of the host's by "
+                    "at most one paid window; the host's close settles its total on chain", host.hex(), cause)
 
     async def _open_channel(self, link: HostLink, cause: PaymentError) -> None:
         """Fund, confirm and announce a new channel to ``link``'s host (the request failed with ``cause``).

@@ -127,9 +127,12 @@ async def open_node(config: NodeConfig, *, wall_clock: Callable[[], float] = tim
 
 
 async def _join_then_announce(dht: DhtNode, bootstrap: list[tuple[str, int]], network: NetworkService) -> None:
-    """Rejoin the DHT, then announce the pinned roots to the nodes it found."""
+    """Rejoin the DHT, announce the pinned roots to the nodes it found, then reconcile our open
+    payer channels with their hosts (dialled through the DHT: specs/payments.md §After a crash)."""
     await dht.rejoin(bootstrap)
     await network.announce_pinned()
+    if network.paid is not None:
+        await network.paid.reconcile(network.dialer.session)
 
 
 @asynccontextmanager
