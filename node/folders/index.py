@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from node.store import migrate_schema
 from protocol.chunks import Link
 
 INDEX_FILE = "folders.sqlite3"
@@ -114,16 +115,7 @@ class FolderIndex:
 
     def _migrate(self) -> None:
         with self._lock:
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(f"folder index schema v{version} is newer than this mu (v{SCHEMA_VERSION})")
-            for number in range(version, SCHEMA_VERSION):
-                self._db.execute("BEGIN IMMEDIATE")
-                for statement in MIGRATIONS[number].split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {number + 1}")
-                self._db.execute("COMMIT")
+            migrate_schema(self._db, MIGRATIONS, "folder index")
 
     def close(self) -> None:
         with self._lock:

@@ -1,7 +1,7 @@
 """The node's chunk store on disk (specs/chunks.md §8)."""
 
 from ._errors import ChunkCorrupt, ChunkMismatch, ChunkNotFound, StoreError, StoreFull
-from ._index import INDEX_FILE, SCHEMA_VERSION, ChunkIndex
+from ._index import INDEX_FILE, SCHEMA_VERSION, ChunkIndex, migrate_schema
 from ._rebuild import RECOVERED_GRACE_SECONDS, STALE_TEMP_SECONDS, RebuildReport
 from ._store import ChunkStore
 from ._writer import FSYNC_PARALLELISM, MAX_CHUNK_BYTES
@@ -28,4 +28,5 @@ __all__ = [
     "RebuildReport",
     "StoreError",
     "StoreFull",
+    "migrate_schema",
 ]

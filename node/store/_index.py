@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 INDEX_FILE = "index.sqlite3"
@@ -55,6 +55,25 @@ SCHEMA_VERSION = len(MIGRATIONS)
 PRESENCE_PREFIX_BYTES = 8
 
 
+def migrate_schema(db: sqlite3.Connection, migrations: Sequence[str], what: str) -> None:
+    """Bring ``db`` (autocommit mode) to ``len(migrations)`` through ``PRAGMA user_version``.
+
+    Each migration runs in its own transaction with the version bump, so a
+    crash leaves the file at one version or the next; a newer file is refused.
+    """
+    latest = len(migrations)
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > latest:
+        raise sqlite3.DatabaseError(f"{what} schema v{version} is newer than this mu (v{latest})")
+    for number in range(version, latest):
+        db.execute("BEGIN IMMEDIATE")
+        for statement in migrations[number].split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {number + 1}")
+        db.execute("COMMIT")
+
+
 def _prefix(address: bytes) -> int:
     return int.from_bytes(address[:PRESENCE_PREFIX_BYTES], "big")
 
@@ -83,16 +102,7 @@ class ChunkIndex:
 
     def _migrate(self) -> None:
         with self._lock:
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(f"index schema v{version} is newer than this mu (v{SCHEMA_VERSION})")
-            for number in range(version, SCHEMA_VERSION):
-                self._db.execute("BEGIN IMMEDIATE")
-                for statement in MIGRATIONS[number].split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {number + 1}")
-                self._db.execute("COMMIT")
+            migrate_schema(self._db, MIGRATIONS, "index")
 
     def close(self) -> None:
         with self._lock:
