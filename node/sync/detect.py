@@ -108,6 +108,7 @@ class ChangeDetector:
         self.rules = IgnoreRules.load(root)
         self._index: dict[str, ScanRecord] = dict(index or {})
         self.rounds = 0  # looks completed; tests and status read it
+        self._looked = trio.Event()  # set (and replaced) each time a look completes
         # Paths on disk that sync cannot carry (specs/sync.md §Paths), for status.
         self.unsyncable: set[str] = set()
 
@@ -121,6 +122,11 @@ class ChangeDetector:
             self._index.pop(path, None)
         else:
             self._index[path] = record
+
+    async def wait_rounds(self, count: int) -> None:
+        """Return once ``count`` looks have completed (a look's batch may still be on its way)."""
+        while self.rounds < count:
+            await self._looked.wait()
 
     async def serve(self, changes: trio.abc.SendChannel[tuple[LocalChange, ...]], *,
                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -149,6 +155,8 @@ class ChangeDetector:
                 next_rescan = trio.current_time() + RESCAN_SECONDS
             found, moving = await self._settled_look(None if full else paths)
             self.rounds += 1
+            self._looked.set()
+            self._looked = trio.Event()
             batch = self._compare(found, moving, None if full else paths)
             if batch:
                 await changes.send(batch)

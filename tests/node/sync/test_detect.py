@@ -29,8 +29,10 @@ from protocol.sync import EntryKind
 
 
 async def _start(nursery: trio.Nursery, detector: ChangeDetector) -> trio.MemoryReceiveChannel[tuple[LocalChange, ...]]:
+    """Start ``detector`` and return once its initial full look is done, so the test's edits come after it."""
     send, receive = trio.open_memory_channel[tuple[LocalChange, ...]](0)
     await nursery.start(detector.serve, send)
+    await detector.wait_rounds(1)
     return receive
 
 
