@@ -171,7 +171,7 @@ def catch_up(ledger: Ledger, peer: str, state: ChannelState) -> int:
         ledger.record_payment(peer=peer, direction=Direction.OUT, kind=kind,
                               chunk=state.last_chunk.hex() if state.last_chunk else "",
                               price=max(0, state.consumed - mine.consumed), amount=amount,
-                              channel_id=str(state.channel), total=state.total)
+                              channel_id=str(state.channel), total=state.total, payer_sig=state.sig)
     except StaleTotal:
         return 0
     log.info("channel %s to %s: recorded %d sats the host recorded and we had not (total %d -> %d)",

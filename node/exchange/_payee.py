@@ -148,6 +148,7 @@ class PayeeBook:
         return ChannelState(
             channel=channel, total=entry.channel.total, consumed=account.consumed, paid=account.paid,
             last_chunk=account.last_chunk, last_kind=account.last_kind, recent=account.recent,
+            sig=None if entry.channel.latest is None else entry.channel.latest.signature,
         )
 
     async def entry(self, channel: ChannelId, *, peer: bytes | None = None) -> PayeeEntry:

@@ -319,6 +319,16 @@ class PayerChannel:
         signature = self._key.sign(commitment_digest(self.params, total)) + bytes((SIGHASH_ALL,))
         return SignedCommitment(self.params.channel_id, total, signature)
 
+    def signed_by_us(self, total: int, signature: bytes) -> bool:
+        """Whether ``signature`` (DER + sighash byte) is our signature of this channel's commitment for ``total``.
+
+        A host reporting a total above ours must show it (specs/payments.md
+        §After a crash): its word alone would raise the total we sign on.
+        """
+        if not 0 < total <= self.params.max_total or len(signature) < 2 or signature[-1] != SIGHASH_ALL:
+            return False
+        return self.params.payer.verify(commitment_digest(self.params, total), signature[:-1])
+
     def adopt(self, payment: SignedCommitment) -> SignedCommitment:
         """Make a payment from :meth:`sign` the new total (it must still be above it).
 

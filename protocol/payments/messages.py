@@ -146,15 +146,24 @@ class ChannelState:
     # The payee's last REDELIVERY_DEPTH charges (chunk, kind), oldest first:
     # the requests it would serve again without a new charge.
     recent: tuple[tuple[bytes, str], ...] = ()
+    # The payer's signature of ``total`` (nil while the total is 0): the
+    # proof a payer needs before it adopts a total above its own record.
+    sig: bytes | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return {"channel": self.channel.to_bytes(), "total": self.total, "consumed": self.consumed,
                 "paid": self.paid, "last_chunk": self.last_chunk, "last_kind": self.last_kind,
-                "recent": [[chunk, kind] for chunk, kind in self.recent]}
+                "recent": [[chunk, kind] for chunk, kind in self.recent], "sig": self.sig}
 
     @classmethod
     def from_wire(cls, value: object) -> ChannelState:
-        fields = _keys(value, {"channel", "total", "consumed", "paid", "last_chunk", "last_kind", "recent"})
+        fields = _keys(value, {"channel", "total", "consumed", "paid", "last_chunk", "last_kind", "recent", "sig"})
+        total = _uint(fields["total"], "total")
+        sig = fields["sig"]
+        if sig is not None:
+            _bin(sig, "sig", max_size=MAX_SIGNATURE_SIZE)
+        if (total == 0) != (sig is None):
+            raise _bad("sig must be the payer's signature of total, nil exactly when total is 0")
         last_chunk = fields["last_chunk"]
         if last_chunk is not None:
             _bin(last_chunk, "last_chunk", CHUNK_ADDRESS_SIZE)
@@ -170,12 +179,13 @@ class ChannelState:
             recent.append((_bin(item[0], "recent chunk", CHUNK_ADDRESS_SIZE), item[1]))
         return cls(
             channel=ChannelId.from_bytes(fields["channel"]),
-            total=_uint(fields["total"], "total"),
+            total=total,
             consumed=_uint(fields["consumed"], "consumed", 2**63 - 1),
             paid=_uint(fields["paid"], "paid", 2**63 - 1),
             last_chunk=last_chunk,
             last_kind=fields["last_kind"],
             recent=tuple(recent),
+            sig=sig,
         )
 
 

@@ -329,7 +329,8 @@ class PayerLink:
         """Take the host's record of the channel (OPEN_CHANNEL's or CHANNEL_STATE's reply).
 
         Raises:
-            RemotePaymentError(BAD_PAYMENT): the state is for another channel or past its capacity.
+            RemotePaymentError(BAD_PAYMENT): the state is for another channel, past its capacity, or
+                above our total without our signature of it.
         """
         if self.channel is None:
             raise RuntimeError("no channel to adopt a state for")
@@ -338,9 +339,13 @@ class PayerLink:
         if state.total > self.channel.params.max_total:
             raise RemotePaymentError(PaymentErrorCode.BAD_PAYMENT, "host reports a total beyond capacity")
         if state.total > self.channel.total:
-            # We lost a signed payment (our ledger is older): never sign below it.
+            # We lost a signed payment (our ledger is older): never sign below
+            # it, but only on our own signature of it (specs/payments.md §After
+            # a crash): a host's word alone would raise the total we sign on.
+            if state.sig is None or not self.channel.signed_by_us(state.total, state.sig):
+                raise RemotePaymentError(PaymentErrorCode.BAD_PAYMENT, "host reports a total we never signed")
             self.channel.total = state.total
-            self.last_sig = self._ahead = None
+            self.last_sig, self._ahead = state.sig, None
         self.acknowledged = self.projected = state.total
         self.account = PeerAccount(consumed=state.consumed, paid=state.paid, last_chunk=state.last_chunk,
                                    last_kind=state.last_kind, recent=state.recent)

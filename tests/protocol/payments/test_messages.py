@@ -26,7 +26,7 @@ def test_round_trips() -> None:
     opening = OpenChannel(channel=CID, capacity=50_000, expiry=300, payer_pubkey=b"\x02" + bytes(32))
     assert OpenChannel.from_wire(opening.to_wire()) == opening
     state = ChannelState(channel=CID, total=5, consumed=9, paid=5, last_chunk=bytes(32), last_kind="get",
-                         recent=((b"\x01" * 32, "put"), (bytes(32), "get")))
+                         recent=((b"\x01" * 32, "put"), (bytes(32), "get")), sig=b"\x30" * 71 + b"\x01")
     assert ChannelState.from_wire(state.to_wire()) == state
     assert channel_request({"channel": CID.to_bytes()}) == CID
 
@@ -59,13 +59,15 @@ def test_malformed_open_and_state_are_refused() -> None:
     state = ChannelState(channel=CID, total=0, consumed=0, paid=0, last_chunk=None, last_kind=None).to_wire()
     too_many = [[bytes(32), "get"]] * (REDELIVERY_DEPTH + 1)
     for change in ({"last_kind": "steal"}, {"last_chunk": b"x"}, {"recent": too_many}, {"recent": [[b"x", "get"]]},
-                   {"recent": [[bytes(32), "steal"]]}, {"recent": [bytes(32)]}, {"recent": None}):
+                   {"recent": [[bytes(32), "steal"]]}, {"recent": [bytes(32)]}, {"recent": None},
+                   {"sig": b"s"}, {"total": 5}, {"total": 5, "sig": b"s" * 74}, {"total": 5, "sig": "text"}):
         with pytest.raises(LocalPaymentError):
             ChannelState.from_wire({**state, **change})
-    missing = dict(state)
-    del missing["recent"]
-    with pytest.raises(LocalPaymentError):
-        ChannelState.from_wire(missing)
+    for key in ("recent", "sig"):  # r2 lacks recent, r3 lacks sig
+        missing = dict(state)
+        del missing[key]
+        with pytest.raises(LocalPaymentError):
+            ChannelState.from_wire(missing)
 
 
 def test_next_total_resends_unacknowledged_and_never_goes_below() -> None:

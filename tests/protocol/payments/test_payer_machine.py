@@ -66,10 +66,13 @@ def get(index: int, price: int = PRICE, hint: int | None = None) -> Request:
 
 
 def state(link: PayerLink, *, total: int, consumed: int, paid: int, channel: ChannelId = CHANNEL,
-          recent: tuple[tuple[bytes, str], ...] = ()) -> ChannelState:
+          recent: tuple[tuple[bytes, str], ...] = (), sig: bytes | None = None) -> ChannelState:
+    """The host's record; a total above 0 carries our signature of it (the payer key's) unless ``sig`` is given."""
     last = recent[-1] if recent else (None, None)
+    if sig is None and total > 0 and link.channel is not None:
+        sig = PayerChannel(link.channel.params, PAYER_KEY).sign(total).signature
     return ChannelState(channel=channel, total=total, consumed=consumed, paid=paid, last_chunk=last[0],
-                        last_kind=last[1], recent=recent)
+                        last_kind=last[1], recent=recent, sig=sig)
 
 
 # -- the transition table -------------------------------------------------------
@@ -190,10 +193,30 @@ def test_never_signs_below_the_hosts_total_after_a_resync() -> None:
     link = make_link(allowance=0)
     assert link.channel is not None
     # The host holds 500 that our ledger lost (we crashed before writing it).
-    link.adopt(state(link, total=500, consumed=500, paid=500))
-    assert link.channel.total == 500 and link.last_sig is None and link.acknowledged == 500
+    held = state(link, total=500, consumed=500, paid=500)
+    link.adopt(held)
+    assert link.channel.total == 500 and link.last_sig == held.sig and link.acknowledged == 500
     charge = link.send(get(0))
     assert charge.payment is not None and charge.payment.total == 500 + PRICE and charge.signed == PRICE
+
+
+def test_a_higher_total_without_our_signature_of_it_is_refused() -> None:
+    """A host claiming we paid more than we did (forged or replayed CHANNEL_STATE) changes nothing."""
+    link = make_link(allowance=0)
+    assert link.channel is not None
+    other_key = PayerChannel(make_params(), PAYER_KEY)  # our key, another total: a signature of 400, not 500
+    forged = [
+        state(link, total=500, consumed=500, paid=500, sig=b"\x30\x06\x02\x01\x01\x02\x01\x01\x01"),
+        state(link, total=500, consumed=500, paid=500, sig=other_key.sign(400).signature),
+        ChannelState(channel=CHANNEL, total=500, consumed=500, paid=500, last_chunk=None, last_kind=None),
+    ]
+    for claim in forged:
+        with pytest.raises(RemotePaymentError) as info:
+            link.adopt(claim)
+        assert info.value.code == PaymentErrorCode.BAD_PAYMENT
+        assert link.channel.total == 0 and link.acknowledged == 0
+    charge = link.send(get(0))
+    assert charge.payment is not None and charge.payment.total == PRICE
 
 
 def test_adopting_another_channel_or_a_total_past_capacity_is_refused() -> None:
@@ -203,7 +226,7 @@ def test_adopting_another_channel_or_a_total_past_capacity_is_refused() -> None:
         link.adopt(state(link, total=0, consumed=0, paid=0, channel=OTHER_CHANNEL))
     assert other.value.code == PaymentErrorCode.BAD_PAYMENT
     with pytest.raises(RemotePaymentError):
-        link.adopt(state(link, total=link.channel.params.max_total + 1, consumed=0, paid=0))
+        link.adopt(state(link, total=link.channel.params.max_total + 1, consumed=0, paid=0, sig=b"\x30" * 70 + b"\x01"))
     with pytest.raises(RuntimeError):
         make_link(channel=False).adopt(state(link, total=0, consumed=0, paid=0))
 
@@ -320,9 +343,11 @@ class Host:
         return True
 
     def state(self) -> ChannelState:
+        latest = self.channel.latest
         return ChannelState(channel=CHANNEL, total=self.channel.total, consumed=self.account.consumed,
                             paid=self.account.paid, last_chunk=self.account.last_chunk,
-                            last_kind=self.account.last_kind, recent=self.account.recent)
+                            last_kind=self.account.last_kind, recent=self.account.recent,
+                            sig=None if latest is None else latest.signature)
 
 
 # An operation: send a request whose fate is drawn (answered, lost after the
