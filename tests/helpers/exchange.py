@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import trio
 
@@ -22,7 +24,7 @@ from node.exchange import HostLink, Payer
 from node.ledger import LEDGER_FILE, Ledger
 from node.bitcoin.rpc import RPCClient
 from node.store import STORE_DIR, ChunkStore
-from node.transport import ChunkServer, Transport, open_transport
+from node.transport import ChunkServer, SessionBroken, SessionClosed, Transport, TransportError, open_transport
 from node.bitcoin.wallet import Wallet
 from protocol.payments.messages import ChannelId
 from tests.helpers.chain import MuChain
@@ -117,3 +119,55 @@ async def wait_for(predicate, *, deadline: float = 30.0, interval: float = 0.05)
             if value:
                 return value
             await trio.sleep(interval)  # polling another process, bounded by fail_after
+
+
+class CountingFetch(Protocol):
+    """A test's fetch that counts what arrived and sets (and replaces) ``changed`` at each answer and at its end."""
+
+    received: dict[bytes, bytes]
+    changed: trio.Event
+
+    async def fetch(self, fetcher: Fetcher, link: HostLink, addresses: list[bytes]) -> None: ...
+
+
+async def fetch_through_a_host_kill(counting: CountingFetch, fetcher: Fetcher, link: HostLink, addresses: list[bytes],
+                                    host: MuNode, *, rng: random.Random | None, after_most: int,
+                                    delay_most: float = 0.0) -> tuple[bool, bool]:
+    """Fetch ``addresses``; with ``rng``, kill -9 the host 1..``after_most`` answers in; return (killed, interrupted).
+
+    The kill comes a random number of answers into the fetch, while the
+    other requests of the window are in flight (a fetch that ends first is
+    killed at its end, so every round with ``rng`` has its crash), then
+    ``delay_most`` seconds at most later: the delay picks the crash moment,
+    it synchronises nothing.  ``interrupted``: the fetch failed with its
+    session.  The caller restarts the host.
+    """
+    killed = False
+    fetching = True
+
+    async def killer(rng: random.Random) -> None:
+        nonlocal killed
+        target = len(counting.received) + rng.randint(1, after_most)
+        while fetching and len(counting.received) < target:
+            await counting.changed.wait()
+        if delay_most:
+            await trio.sleep(rng.uniform(0, delay_most))
+        killed = True
+        await host.kill()
+
+    async def fetch() -> None:
+        nonlocal fetching
+        try:
+            await counting.fetch(fetcher, link, addresses)
+        finally:
+            fetching = False
+
+    interrupted = False
+    try:
+        async with trio.open_nursery() as nursery:
+            if rng is not None:
+                nursery.start_soon(killer, rng)
+            await fetch()
+    except* (SessionBroken, SessionClosed, TransportError):
+        interrupted = True
+    return killed, interrupted

@@ -29,10 +29,9 @@ import trio
 
 from node.exchange import HostLink
 from node.ledger import LEDGER_FILE, Ledger
-from node.transport import SessionBroken, SessionClosed, TransportError
 from protocol.payments import MAX_PAID_WINDOW, Direction, chunk_price, paid_window
 from tests.helpers.chain import open_mu_chain
-from tests.helpers.exchange import Fetcher, open_fetcher, seed_chunks
+from tests.helpers.exchange import Fetcher, fetch_through_a_host_kill, open_fetcher, seed_chunks
 from tests.helpers.node import open_mu_node
 
 CHUNK = 64 * 1024
@@ -102,32 +101,10 @@ async def test_host_killed_inside_groups_of_records_loses_nothing(tmp_path: Path
             kills = interrupted = 0
             while len(stream.received) < CHUNKS:
                 remaining = [a for a in addresses if a not in stream.received]
-                killed = False
-                fetching = True
-
-                async def killer() -> None:
-                    nonlocal killed
-                    target = len(stream.received) + rng.randint(1, KILL_AFTER_MOST)
-                    while fetching and len(stream.received) < target:
-                        await stream.changed.wait()
-                    await trio.sleep(rng.uniform(0, KILL_DELAY_MOST))  # picks the crash moment, not a sync
-                    killed = True
-                    await host.kill()
-
-                async def fetch() -> None:
-                    nonlocal fetching
-                    try:
-                        await stream.fetch(fetcher, link, remaining)
-                    finally:
-                        fetching = False
-
-                try:
-                    async with trio.open_nursery() as nursery:
-                        if kills < KILLS:
-                            nursery.start_soon(killer)
-                        await fetch()
-                except* (SessionBroken, SessionClosed, TransportError):
-                    interrupted += 1
+                killed, broke = await fetch_through_a_host_kill(
+                    stream, fetcher, link, remaining, host, rng=rng if kills < KILLS else None,
+                    after_most=KILL_AFTER_MOST, delay_most=KILL_DELAY_MOST)
+                interrupted += broke
                 if killed:
                     kills += 1
                     await host.restart()

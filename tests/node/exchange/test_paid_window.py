@@ -23,13 +23,13 @@ import trio
 from node.runtime.config import load_identity
 from node.exchange import HostLink
 from node.ledger import LEDGER_FILE, Ledger, PaymentEntry
-from node.transport import RequestError, SessionBroken, SessionClosed, TransportError
+from node.transport import RequestError
 from protocol.payments import PaymentErrorCode, RemotePaymentError, chunk_price, paid_window
 from protocol.payments.messages import Payment
 from protocol.payments.payer import Request
 from protocol.wire import ErrorCode
 from tests.helpers.chain import REPO_ROOT, open_mu_chain
-from tests.helpers.exchange import Fetcher, open_fetcher, payer_lines, seed_chunks
+from tests.helpers.exchange import Fetcher, fetch_through_a_host_kill, open_fetcher, payer_lines, seed_chunks
 from tests.helpers.node import open_mu_node
 
 CHUNK = 16 * 1024
@@ -307,35 +307,10 @@ async def test_host_killed_with_a_full_window_in_flight_costs_the_payer_nothing(
             kills = interrupted = 0
             while len(watch.received) < KILL_CHUNKS:
                 remaining = [a for a in addresses if a not in watch.received]
-                killed = False
-
-                fetching = True
-
-                async def killer() -> None:
-                    # The crash comes a random number of answers into the round, while
-                    # the other callers' requests are in flight (a fetch that ends
-                    # first is killed at its end: every round has its crash).
-                    nonlocal killed
-                    target = len(watch.received) + rng.randint(1, KILL_AFTER_MOST)
-                    while fetching and len(watch.received) < target:
-                        await watch.changed.wait()
-                    killed = True
-                    await host.kill()
-
-                async def fetch() -> None:
-                    nonlocal fetching
-                    try:
-                        await watch.fetch(fetcher, link, remaining)
-                    finally:
-                        fetching = False
-
-                try:
-                    async with trio.open_nursery() as nursery:
-                        if kills < KILLS:
-                            nursery.start_soon(killer)
-                        await fetch()
-                except* (SessionBroken, SessionClosed, TransportError):
-                    interrupted += 1
+                killed, broke = await fetch_through_a_host_kill(
+                    watch, fetcher, link, remaining, host, rng=rng if kills < KILLS else None,
+                    after_most=KILL_AFTER_MOST)
+                interrupted += broke
                 if killed:
                     kills += 1
                     await host.restart()
