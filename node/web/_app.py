@@ -50,7 +50,7 @@ UPLOADS_DIR = "web-uploads"
 #: Largest file the page may upload in one request.
 MAX_UPLOAD_BYTES = 4 << 30
 #: The page's paths: each serves index.html, whose script shows that page.
-PAGES = ("/", "/files", "/open", "/earnings", "/network", "/settings")
+PAGES = ("/", "/files", "/open", "/sync", "/earnings", "/network", "/settings")
 STATIC = resources.files("node.web") / "static"
 
 

@@ -24,6 +24,34 @@ async function api(method, name, body) {
   return data;
 }
 
+// A streamed route (NDJSON: events, then one done or error line): onEvent sees each event; returns the result.
+async function apiStream(name, body, onEvent) {
+  const reply = await fetch("/v1/" + name, {
+    method: "POST", credentials: "same-origin", body: JSON.stringify(body),
+    headers: { "X-CSRF-Token": csrfToken(), "Content-Type": "application/json" },
+  });
+  if (!reply.ok) {
+    const data = await reply.json();
+    throw new ApiError(data.error ? data.error.message : "HTTP " + reply.status);
+  }
+  const reader = reply.body.getReader();
+  const decoder = new TextDecoder();
+  let pending = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    pending += decoder.decode(value || new Uint8Array(), { stream: !done });
+    const lines = pending.split("\n");
+    pending = lines.pop();
+    for (const line of lines.filter((l) => l.trim())) {
+      const event = JSON.parse(line);
+      if (event.event === "done") return event.result;
+      if (event.event === "error") throw new ApiError(event.error.message);
+      if (onEvent) onEvent(event);
+    }
+    if (done) throw new ApiError("the node's reply broke off");
+  }
+}
+
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs || {})) {
@@ -171,6 +199,94 @@ function setUpOpen() {
   });
 }
 
+// -- Sync ------------------------------------------------------------------------
+
+const SYNC_REFRESH_MS = 2000;
+let syncTimer = null;
+
+function roundText(last) {
+  if (!last) return "not yet";
+  if (last.error) return "error: " + last.error;
+  const time = new Date(last.time_ns / 1e6).toLocaleTimeString();
+  return `${time}: ${last.local_changes} local, ${last.applied} applied, ${last.devices.length} devices`;
+}
+
+async function loadSync() {
+  const { folders } = await api("GET", "sync-ls");
+  const rows = folders.map((f) => {
+    const toggle = el("button", { type: "button", class: f.paused ? "resume" : "pause" }, f.paused ? "Resume" : "Pause");
+    toggle.addEventListener("click", async () => {
+      try {
+        await api("POST", f.paused ? "sync-resume" : "sync-pause", { path: f.path });
+        await loadSync();
+      } catch (err) { showError(err.message); }
+    });
+    const state = f.paused ? "paused" : (f.last_round && f.last_round.error ? "failing" : "syncing");
+    return el("tr", { "data-path": f.path, "data-state": state }, el("td", {}, f.path, f.read_only ? " (read-only)" : ""),
+      el("td", { class: "num" }, f.files), el("td", { class: "num" }, bytes(f.bytes)), el("td", { class: "state" }, state),
+      el("td", { class: f.last_round && f.last_round.error ? "error" : "" }, roundText(f.last_round)),
+      el("td", { class: "num" }, f.conflict_copies), el("td", {}, toggle));
+  });
+  document.getElementById("sync-folders").replaceChildren(...rows);
+  const copies = folders.flatMap((f) => f.conflicts.map((c) => el("li", {}, `${f.path}/${c}`)));
+  document.getElementById("sync-conflicts").replaceChildren(...(copies.length ? copies : [el("li", { class: "muted" }, "none")]));
+}
+
+async function loadHistory(link) {
+  const { snapshots } = await apiStream("folder-log", { link });
+  const form = document.getElementById("restore-form");
+  document.getElementById("history").replaceChildren(...snapshots.map((s) => {
+    const pick = el("button", { type: "button" }, "Restore…");
+    pick.addEventListener("click", () => {
+      document.getElementById("restore-number").value = s.number;
+      form.hidden = false;
+      document.getElementById("restore-output").focus();
+    });
+    return el("tr", { "data-number": s.number }, el("td", { class: "num" }, s.number), el("td", {}, new Date(s.time_ns / 1e6).toLocaleString()),
+      el("td", { class: "num" }, s.files), el("td", { class: "num" }, bytes(s.size)), el("td", { class: "num" }, s.added),
+      el("td", { class: "num" }, s.removed), el("td", { class: "num" }, s.changed), el("td", {}, pick));
+  }));
+  form.hidden = snapshots.length === 0;
+}
+
+async function restore() {
+  const status = document.getElementById("restore-status");
+  const number = document.getElementById("restore-number").value.trim();
+  const sub = document.getElementById("restore-sub").value.trim();
+  if (!/^\d+$/.test(number)) throw new ApiError(`snapshot "${number}" is not a number`);
+  const body = { link: document.getElementById("history-link").value.trim(), number: Number(number),
+    output: document.getElementById("restore-output").value.trim(), sub: sub || null };
+  let files = 0;
+  status.textContent = "Restoring…";
+  const done = await apiStream("folder-restore", body, () => { files += 1; status.textContent = `Restoring… ${files} files`; });
+  status.textContent = `Restored snapshot ${done.number}: ${done.files} files, ${bytes(done.size)} into ${body.output}.`;
+  document.body.dataset.restored = String(done.number);
+}
+
+function setUpSync() {
+  document.getElementById("sync-add-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    showError("");
+    const link = document.getElementById("sync-add-link").value.trim();
+    try {
+      const added = await api("POST", "sync-add", { path: document.getElementById("sync-add-path").value.trim(), link: link || null });
+      document.getElementById("sync-added").textContent = added.write_link
+        ? `New folder. Its write link, for your other devices (shown once): ${added.write_link}` : `Joined: ${added.path}`;
+      await loadSync();
+    } catch (err) { showError(err.message); }
+  });
+  document.getElementById("history-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    showError("");
+    loadHistory(document.getElementById("history-link").value.trim()).catch((err) => showError(err.message));
+  });
+  document.getElementById("restore-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    showError("");
+    restore().catch((err) => { document.getElementById("restore-status").textContent = ""; showError(err.message); });
+  });
+}
+
 // -- Earnings -------------------------------------------------------------------
 
 function drawChart(perDay) {
@@ -306,11 +422,13 @@ function setUpSettings() {
 
 // -- Pages ------------------------------------------------------------------------
 
-const PAGES = { files: loadFiles, open: async () => {}, earnings: loadEarnings, network: loadNetwork, settings: loadSettings };
+const PAGES = { files: loadFiles, open: async () => {}, sync: loadSync, earnings: loadEarnings, network: loadNetwork, settings: loadSettings };
 
 async function show(page) {
   showError("");
   delete document.body.dataset.ready;
+  clearInterval(syncTimer);
+  if (page === "sync") syncTimer = setInterval(() => loadSync().catch((err) => showError(err.message)), SYNC_REFRESH_MS);
   for (const name of Object.keys(PAGES)) document.getElementById("page-" + name).hidden = name !== page;
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("current", a.dataset.page === page);
   try {
@@ -329,6 +447,7 @@ function pageOf(path) {
 document.addEventListener("DOMContentLoaded", async () => {
   setUpFiles();
   setUpOpen();
+  setUpSync();
   setUpSettings();
   for (const a of document.querySelectorAll("nav a")) {
     a.addEventListener("click", (e) => {
