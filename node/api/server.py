@@ -167,7 +167,7 @@ def _parse_body(raw: bytes) -> Json:
     return body
 
 
-class _EventStream(Response):
+class EventStream(Response):
     """A streamed reply: NDJSON events, then one ``done`` or ``error`` line.
 
     The handler runs while the reply is sent; if the client disconnects,
@@ -325,7 +325,7 @@ class ControlServer:
             body = _parse_body(raw)
             _check_params(route.info.params, body)
             if route.stream is not None:
-                return _EventStream(route.stream, body)
+                return EventStream(route.stream, body)
             assert route.handler is not None
             return JSONResponse(await route.handler(body), headers=NO_STORE)
         except ControlError as exc:

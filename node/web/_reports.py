@@ -3,8 +3,11 @@
 Read from the same sources as ``mu channels``, ``mu peers`` and ``mu config
 show``; a channel is closed as ``mu channels close`` does it (marked
 closing; the node's settlement pass broadcasts the close).  Settings are
-saved to the data dir's ``config.toml`` and apply when the node restarts,
-as every setting there does (README "Configuration").
+saved to the data dir's ``config.toml``.  The storage limit also applies at
+once (the store checks it at each write); prices, free allowance and
+retention are the node's signed terms, which peers verified and hold
+(specs/payments.md §3 Terms), so they change only with the node's next
+start, when it signs new ones.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ Json = dict[str, Any]
 RECENT_PAYMENTS = 1000
 #: The settings the page edits, each a non-negative integer (``quota``: empty for no limit).
 SETTINGS_SHOWN = ("price_get", "price_put", "free_allowance", "quota", "retention")
+#: The settings a running node takes at once when the page saves them.
+SETTINGS_LIVE = ("quota",)
 #: Largest value the page accepts for any of them (a typo guard, not a policy).
 MAX_SETTING = 10**15
 
@@ -98,7 +103,7 @@ def read_settings(data_dir: Path) -> Json:
     """The editable settings as ``config.toml`` and the defaults give them (flags are not seen here)."""
     values = {**{n: getattr(DEFAULTS, n) for n in SETTINGS_SHOWN}, **read_config_file(data_dir / CONFIG_FILE)}
     return {"settings": {n: values[n] for n in SETTINGS_SHOWN}, "file": str(data_dir / CONFIG_FILE),
-            "applies": "at the next start of the node"}
+            "applies": "at the next start of the node", "applies_now": list(SETTINGS_LIVE)}
 
 
 def save_settings(data_dir: Path, changes: Json) -> Json:

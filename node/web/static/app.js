@@ -114,20 +114,45 @@ function upload(file) {
   bar.hidden = false;
   bar.value = 0;
   status.textContent = "Uploading " + file.name + "…";
+  // The reply streams the node's add (NDJSON): `added` (chunks), one `replicated` per chunk placed, then done or error.
+  let chunks = 0, placed = 0, replicas = 0, seen = 0, final = null;
   const xhr = new XMLHttpRequest();
   xhr.open("POST", "/web/upload?name=" + encodeURIComponent(file.name));
   xhr.setRequestHeader("X-CSRF-Token", csrfToken());
   xhr.upload.addEventListener("progress", (e) => {
     if (e.lengthComputable) bar.value = e.loaded / e.total;
-    if (e.loaded === e.total) status.textContent = "Encrypting and sending " + file.name + " to its hosts…";
+    if (e.loaded === e.total) status.textContent = "Encrypting " + file.name + "…";
   });
+  const readEvents = () => {
+    if (xhr.status !== 200) return;
+    const lines = xhr.responseText.split("\n");
+    for (; seen < lines.length - 1; seen++) {
+      const event = JSON.parse(lines[seen]);
+      if (event.event === "added") chunks = event.chunks;
+      else if (event.event === "replicated") { placed += 1; replicas += event.replicas; }
+      else final = event;
+    }
+    if (chunks && !final) {
+      bar.value = placed / chunks;
+      status.textContent = `Sending ${file.name} to its hosts: ${placed} of ${chunks} chunks placed, ${replicas} replicas confirmed…`;
+    }
+    document.body.dataset.placed = `${placed}/${chunks}/${replicas}`;
+  };
+  xhr.addEventListener("progress", readEvents);
   xhr.addEventListener("load", async () => {
-    const data = JSON.parse(xhr.responseText || "{}");
     if (xhr.status !== 200) {
+      const data = JSON.parse(xhr.responseText || "{}");
       status.textContent = "";
       showError(data.error ? data.error.message : "upload failed: HTTP " + xhr.status);
       return;
     }
+    readEvents();
+    if (!final || final.event !== "done") {
+      status.textContent = "";
+      showError(final ? final.error.message : "the upload's reply broke off");
+      return;
+    }
+    const data = final.result;
     bar.value = 1;
     status.textContent = `Added ${file.name}: ${data.chunks} chunks, ${data.replicas_confirmed} replicas confirmed.`;
     document.body.dataset.uploaded = data.link;
@@ -387,11 +412,15 @@ const SETTING_LABELS = {
 };
 
 async function loadSettings() {
-  const { settings, applies } = await api("GET", "web/settings");
+  const { settings, applies, applies_now: now } = await api("GET", "web/settings");
   const form = document.getElementById("settings-form");
   const fields = Object.entries(SETTING_LABELS).map(([name, label]) =>
-    el("label", {}, label, el("input", { type: "text", inputmode: "numeric", name, value: settings[name] ?? "" })));
-  form.replaceChildren(...fields, el("button", { type: "submit" }, "Save"), el("span", { class: "muted" }, " Applies " + applies + "."));
+    el("label", {}, label, el("span", {},
+      el("input", { type: "text", inputmode: "numeric", name, value: settings[name] ?? "" }),
+      el("span", { class: "muted applies", "data-name": name }, now.includes(name) ? " applies now" : " applies " + applies))));
+  form.replaceChildren(...fields, el("button", { type: "submit" }, "Save"),
+    el("p", { class: "muted" }, "Prices, free allowance and retention are this node's signed terms: peers hold the ones it " +
+      "signed at start, so new values take effect when the node restarts."));
 }
 
 function setUpSettings() {
@@ -412,8 +441,9 @@ function setUpSettings() {
       changes[input.name] = value;
     }
     try {
-      await api("POST", "web/settings", changes);
-      status.textContent = "Saved.";
+      const saved = await api("POST", "web/settings", changes);
+      const live = Object.keys(changes).filter((name) => saved.applies_now.includes(name));
+      status.textContent = "Saved." + (live.length ? ` Applied now: ${live.join(", ")}; the rest at the next start.` : " Applies at the next start.");
     } catch (err) {
       error.textContent = err.message;
     }

@@ -1,10 +1,13 @@
-"""The Sync page in a real Chromium on a devnet of real `mu node` processes (issue 18).
+"""The Sync, Files (upload progress) and Settings pages in a real Chromium on a devnet (issue 18).
 
 A directory is synced through the control API (as `mu sync add` does);
 the page lists it with its files, size and last round, and pauses and
 resumes it (the node's status follows); its conflict copies are listed.  A folder snapshotted through the
 API (as `mu folder snapshot`) shows its history in the page, and a
 snapshot is restored from the page into a new directory, byte-identical.
+An upload in the Files page shows the node's replication (chunks placed,
+replicas confirmed); a storage limit saved in the Settings page applies to
+the running node at once.
 Screenshots are kept (paths printed); no page logs a console error and
 every request goes to the node itself.
 """
@@ -32,6 +35,7 @@ pytestmark = [
 ]
 
 NODES = 4
+MIB = 1 << 20
 
 
 def run_stream(data_dir: Path, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -40,7 +44,7 @@ def run_stream(data_dir: Path, path: str, body: dict[str, Any]) -> dict[str, Any
     return trio.run(run)
 
 
-def test_sync_page_lists_pauses_resumes_and_restores(tmp_path: Path) -> None:
+def test_sync_upload_progress_and_a_live_setting(tmp_path: Path) -> None:
     synced = tmp_path / "synced"
     synced.mkdir()
     (synced / "a.txt").write_text("alpha\n")
@@ -78,7 +82,31 @@ def test_sync_page_lists_pauses_resumes_and_restores(tmp_path: Path) -> None:
             page.locator(f"#sync-folders tr[data-path='{synced}'][data-state=syncing]").wait_for()
             assert call(data_dir, "POST", "sync-status", {"path": str(synced)})["paused"] is False
 
+            # An upload shows the node's replication as it goes: every chunk placed, replicas counted.
+            src = tmp_path / "upload.bin"
+            src.write_bytes(secrets.token_bytes(3 * MIB))
+            browser.show(page, "files")
+            page.set_input_files("#picker", str(src))
+            page.wait_for_selector("body[data-uploaded]", state="attached")
+            placed, chunks, replicas = map(int, page.evaluate("document.body.dataset.placed").split("/"))
+            link = page.evaluate("document.body.dataset.uploaded")
+            assert placed == chunks > 1 and replicas >= chunks
+            assert page.locator("#upload-status").inner_text().endswith(f"{replicas} replicas confirmed.")
+            assert link in [f["link"] for f in call(data_dir, "GET", "web/files")["files"]]
+            browser.screenshot(page, "files-uploaded")
+
+            # Settings: the storage limit applies at once, prices at the next start; the page says which.
+            browser.show(page, "settings")
+            assert page.locator(".applies[data-name=quota]").inner_text().strip() == "applies now"
+            assert "next start" in page.locator(".applies[data-name=price_get]").inner_text()
+            page.fill("input[name=quota]", str(50 * MIB))
+            page.click("#settings-form button[type=submit]")
+            page.wait_for_selector("#settings-status:has-text('Applied now: quota')")
+            assert call(data_dir, "GET", "web/settings")["running"]["quota"] == 50 * MIB
+            browser.screenshot(page, "settings-saved")
+
             # History of a snapshot folder, and a restore from the page.
+            browser.show(page, "sync")
             page.fill("#history-link", folder_link)
             page.click("#history-form button[type=submit]")
             page.locator("#history tr[data-number='1']").locator("button").click()
