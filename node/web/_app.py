@@ -39,6 +39,7 @@ from node.web._reports import (
     network_report,
     read_settings,
     save_settings,
+    with_speeds,
 )
 from node.store import ChunkNotFound
 from node.store.retention import file_addresses
@@ -254,7 +255,7 @@ class WebApp:
 
     async def _network(self, body: Json) -> Json:
         hosts = await trio.to_thread.run_sync(hosts_report, self.ledger)
-        return {**network_report(self.dht), "hosts": hosts}
+        return {**network_report(self.dht), "hosts": with_speeds(hosts, self.network.speeds)}
 
     async def _settings(self, body: Json) -> Json:
         return {**read_settings(self.data_dir), "running": {"quota": self.network.store.quota_bytes}}

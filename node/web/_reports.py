@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from node.dht import DhtNode
+from node.files.speeds import HostSpeeds
 from node.ledger import Ledger
 from node.runtime.config import write_secret_file
 from node.runtime.settings import CONFIG_FILE, DEFAULTS, coerce, read_config_file
@@ -73,6 +74,16 @@ def hosts_report(ledger: Ledger) -> list[Json]:
         row.update(requests=row["requests"] + 1, sats=row["sats"] + p.amount, price_per_mib=p.price,
                    kind=p.kind.value, last_at=p.at)
     return sorted(hosts.values(), key=lambda h: -float(h["last_at"]))
+
+
+def with_speeds(hosts: list[Json], speeds: HostSpeeds) -> list[Json]:
+    """Each paid host with its recent speed (null when no transfer was timed since the node started)."""
+    rows = []
+    for host in hosts:
+        speed = speeds.get(bytes.fromhex(host["node_id"]))
+        rows.append({**host, "bytes_per_s": None if speed is None else round(speed.bytes_per_s),
+                     "transfers_timed": 0 if speed is None else speed.transfers})
+    return rows
 
 
 def dht_size_estimate(node_id: bytes, peers: list[bytes]) -> int:

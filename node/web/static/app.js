@@ -398,7 +398,8 @@ async function loadNetwork() {
     `About ${net.dht_size_estimate} nodes in the DHT; ${net.peers.length} in this node's routing table.`;
   document.getElementById("hosts").replaceChildren(...net.hosts.map((h) =>
     el("tr", {}, el("td", { title: h.node_id }, shortId(h.node_id)), el("td", { class: "num" }, h.requests),
-      el("td", { class: "num" }, h.sats), el("td", { class: "num" }, h.price_per_mib), el("td", {}, when(h.last_at)))));
+      el("td", { class: "num" }, h.sats), el("td", { class: "num" }, h.price_per_mib),
+      el("td", { class: "num speed" }, h.bytes_per_s === null ? "–" : bytes(h.bytes_per_s) + "/s"), el("td", {}, when(h.last_at)))));
   document.getElementById("peers").replaceChildren(...net.peers.map((p) =>
     el("tr", {}, el("td", { title: p.node_id }, shortId(p.node_id)), el("td", {}, `${p.host}:${p.port}`),
       el("td", {}, p.mu ? "yes" : "no"), el("td", {}, `${Math.round(p.seen_ago_s)} s ago`))));

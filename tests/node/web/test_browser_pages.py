@@ -6,7 +6,8 @@ resumes it (the node's status follows); its conflict copies are listed.  A folde
 API (as `mu folder snapshot`) shows its history in the page, and a
 snapshot is restored from the page into a new directory, byte-identical.
 An upload in the Files page shows the node's replication (chunks placed,
-replicas confirmed); a storage limit saved in the Settings page applies to
+replicas confirmed), and the Network page the hosts it paid with their
+speed; a storage limit saved in the Settings page applies to
 the running node at once.
 Screenshots are kept (paths printed); no page logs a console error and
 every request goes to the node itself.
@@ -84,7 +85,7 @@ def test_sync_upload_progress_and_a_live_setting(tmp_path: Path) -> None:
 
             # An upload shows the node's replication as it goes: every chunk placed, replicas counted.
             src = tmp_path / "upload.bin"
-            src.write_bytes(secrets.token_bytes(3 * MIB))
+            src.write_bytes(secrets.token_bytes(8 * MIB))  # more than the hosts' free allowances: paid PUTs
             browser.show(page, "files")
             page.set_input_files("#picker", str(src))
             page.wait_for_selector("body[data-uploaded]", state="attached")
@@ -94,6 +95,14 @@ def test_sync_upload_progress_and_a_live_setting(tmp_path: Path) -> None:
             assert page.locator("#upload-status").inner_text().endswith(f"{replicas} replicas confirmed.")
             assert link in [f["link"] for f in call(data_dir, "GET", "web/files")["files"]]
             browser.screenshot(page, "files-uploaded")
+
+            # Network: the hosts just paid, each with its price and the speed its PUTs went at.
+            browser.show(page, "network")
+            hosts = call(data_dir, "GET", "web/network")["hosts"]
+            assert hosts and all(h["bytes_per_s"] > 0 and h["transfers_timed"] > 0 for h in hosts), hosts
+            cells = page.locator("#hosts td.speed").all_inner_texts()
+            assert len(cells) == len(hosts) and all(c.endswith("/s") for c in cells), cells
+            browser.screenshot(page, "network")
 
             # Settings: the storage limit applies at once, prices at the next start; the page says which.
             browser.show(page, "settings")
