@@ -27,24 +27,30 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 class ControlClient:
     """Talks to the node whose data dir holds the token and port files."""
 
-    def __init__(self, port: int, token: str) -> None:
+    def __init__(self, port: int, token: str, host: str = "127.0.0.1") -> None:
         self.port = port
         self.token = token
+        self.host = host
 
     @classmethod
     def from_data_dir(cls, data_dir: Path) -> ControlClient:
         """Read the port and token files; NodeNotRunning if either is missing or unreadable."""
         try:
-            port = int((Path(data_dir) / PORT_FILE).read_text().strip())
+            # The port, then the address when the node is bound to one that is not loopback.
+            port_line, *host_line = (Path(data_dir) / PORT_FILE).read_text().split()
             token = (Path(data_dir) / TOKEN_FILE).read_text().strip()
+            port = int(port_line)
         except (OSError, ValueError):
             raise NodeNotRunning(f"no node is running with data dir {data_dir} (start one with `mu node`)") from None
-        return cls(port, token)
+        return cls(port, token, *host_line[:1])
 
     def _client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{self.port}", headers={"Authorization": f"Bearer {self.token}"},
+            base_url=f"http://{self._address()}", headers={"Authorization": f"Bearer {self.token}"},
             timeout=httpx.Timeout(CLIENT_TIMEOUT, read=None), trust_env=False)
+
+    def _address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     @asynccontextmanager
     async def _send(self, method: str, path: str, body: Json | None) -> AsyncIterator[httpx.Response]:
@@ -54,7 +60,7 @@ class ControlClient:
                 async with client.stream(method, API_PREFIX + path, json=body) as response:
                     yield response
             except httpx.ConnectError:
-                raise NodeNotRunning(f"no node answers on 127.0.0.1:{self.port}") from None
+                raise NodeNotRunning(f"no node answers on {self._address()}") from None
             except httpx.HTTPError as exc:
                 raise ControlError(502, "bad-reply", f"the node's reply broke off: {exc}") from None
 

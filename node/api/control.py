@@ -25,6 +25,7 @@ from node.api.server import (
     PORT_FILE,
     TOKEN_FILE,
     ControlServer,
+    EventStream,
     Param,
     ParamKind,
     RouteInfo,
@@ -33,6 +34,6 @@ from node.api.server import (
 __all__ = [
     "API_PREFIX", "CLIENT_TIMEOUT", "HEADER_TIMEOUT", "MAX_BODY_BYTES", "MAX_CONTROL_CONNECTIONS",
     "MAX_EVENT_BYTES", "MAX_HEADER_BYTES", "MAX_RESPONSE_BYTES", "PORT_FILE", "TOKEN_FILE",
-    "ControlClient", "ControlError", "ControlServer", "Emit", "Handler", "Json", "NodeNotRunning",
+    "ControlClient", "ControlError", "ControlServer", "Emit", "EventStream", "Handler", "Json", "NodeNotRunning",
     "Param", "ParamKind", "RouteInfo", "StreamHandler",
 ]

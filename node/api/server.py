@@ -10,6 +10,7 @@ behind the same guard (node/api/security.py) as the API.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import json
 import logging
 import os
@@ -147,6 +148,13 @@ async def _read_body(request: Request) -> bytes:
     return bytes(body)
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _parse_body(raw: bytes) -> Json:
     if not raw:
         return {}
@@ -159,7 +167,7 @@ def _parse_body(raw: bytes) -> Json:
     return body
 
 
-class _EventStream(Response):
+class EventStream(Response):
     """A streamed reply: NDJSON events, then one ``done`` or ``error`` line.
 
     The handler runs while the reply is sent; if the client disconnects,
@@ -261,9 +269,15 @@ class ControlServer:
         """
         self._ui.extend(routes)
 
+    def connect_host(self) -> str:
+        """The address a client on this machine dials: 127.0.0.1 for a wildcard or loopback bind."""
+        if self.host in ("0.0.0.0", "::") or _is_loopback(self.host):
+            return DEFAULT_HOST
+        return self.host
+
     def login_url(self) -> str:
         """A one-time URL that logs a browser in (``mu ui``)."""
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        host = self.connect_host()
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}{LOGIN_PATH}?token={self.sessions.issue_login()}"
 
@@ -311,7 +325,7 @@ class ControlServer:
             body = _parse_body(raw)
             _check_params(route.info.params, body)
             if route.stream is not None:
-                return _EventStream(route.stream, body)
+                return EventStream(route.stream, body)
             assert route.handler is not None
             return JSONResponse(await route.handler(body), headers=NO_STORE)
         except ControlError as exc:
@@ -358,9 +372,15 @@ class ControlServer:
         self._token = token
         sock = bind_tcp(self.host, 0)
         self.port = sock.getsockname()[1]
+        if not _is_loopback(self.host):
+            # Other machines can now reach the login page and the API: both still need the
+            # token or a session, and the Host check (specs/network.md §6 Security).
+            log.warning("the control API and web app listen on %s:%d, reachable from other machines; "
+                        "every request still needs the control token or a login", self.host, self.port)
         port_path = self.data_dir / PORT_FILE
         tmp = port_path.with_name(PORT_FILE + ".tmp")
-        tmp.write_text(f"{self.port}\n")
+        connect = self.connect_host()
+        tmp.write_text(f"{self.port}\n" + (f"{connect}\n" if connect != DEFAULT_HOST else ""))
         os.replace(tmp, port_path)
         try:
             async with trio.open_nursery() as nursery:
@@ -368,7 +388,7 @@ class ControlServer:
                 task_status.started(self.port)
         finally:
             try:
-                ours = port_path.read_text() == f"{self.port}\n"
+                ours = port_path.read_text().split("\n")[0] == str(self.port)
             except OSError:
                 ours = False  # already gone
             if ours:

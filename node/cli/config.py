@@ -42,6 +42,7 @@ SETTING_HELP: dict[str, str] = {
     "loopback_devnet": "a local test network: many nodes on 127.0.0.1 may share the DHT table "
                        "(lifts its per-address-prefix limits for loopback peers)",
     "gc_period": "seconds between passes deleting chunks whose paid retention ran out",
+    "ui_bind": "IP address the control API and web app listen on (not loopback: a warning, login still needed)",
 }
 
 

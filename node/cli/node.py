@@ -10,6 +10,7 @@ exits 1 naming the port.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import signal
 import sys
@@ -43,6 +44,18 @@ def _address(text: str, origin: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _ui_address(text: str, origin: str) -> str:
+    """The control API's bind address: one IP address; the Host check accepts it (specs/network.md §6 Security)."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"{origin} must be an IP address, got {text!r}") from None
+    if address.is_unspecified:
+        raise ValueError(f"{origin} must name one address of this machine, not {text}: "
+                         "browsers must reach the node by the address it checks in their Host header")
+    return str(address)
+
+
 def config_from_settings(data_dir: Path, effective: EffectiveSettings) -> NodeConfig:
     """The node's configuration from its effective settings; ValueError names a malformed one."""
     s = effective.settings
@@ -57,6 +70,7 @@ def config_from_settings(data_dir: Path, effective: EffectiveSettings) -> NodeCo
         max_price_per_mib_get=s.max_price_get, max_price_per_mib_put=s.max_price_put,
         settlement=SettlementConfig(settle_threshold=s.settle_threshold, poll_seconds=s.settle_poll),
         dht_port=s.dht_port, bootstrap=bootstrap, loopback_devnet=s.loopback_devnet, gc_period=s.gc_period,
+        ui_bind=_ui_address(s.ui_bind, effective.origin("ui_bind")),
     )
 
 

@@ -53,6 +53,7 @@ from node.files.audit import Auditor, ErasureBook, FileRecord
 from node.files.renewal import renew_files, retention_of
 from node.files.repair import add_spent, upkeep_file
 from node.files.stripes import fetch_striped, store_striped
+from node.files.speeds import HostSpeeds
 from node.transport import Session
 from protocol.payments import Kind
 from node.files.uploader import ChunkPlaced, Put, ReplicaFailure, free_put, replicate_file
@@ -140,6 +141,7 @@ class NetworkService:
         self.pins_announced = trio.Event()  # set once announce_pinned has run
         self.erasure = ErasureBook(self.data_dir)  # k-of-n files owned here (specs/erasure.md §7)
         self.auditor = Auditor(store, dialer, self.erasure)
+        self.speeds = HostSpeeds()  # per-host transfer speeds of add and get, for the web app's Network page
 
     def register(self, control: ControlServer) -> None:
         control.stream_route("add", self.add, params=ADD_PARAMS)
@@ -179,7 +181,7 @@ class NetworkService:
         async def on_chunk(placed: ChunkPlaced) -> None:
             await emit({"event": "replicated", "address": placed.address.hex(), "replicas": len(placed.replicas)})
 
-        put = self.paid.put if self.paid is not None else free_put
+        put = self.speeds.timed_put(self.paid.put if self.paid is not None else free_put)
         if "k" in body or "n" in body:  # erasure coding policy (specs/erasure.md §Policy)
             n = _int_field(body, "n", 8, 1, MAX_N)
             k = _int_field(body, "k", 4, 1, n)
@@ -225,7 +227,7 @@ class NetworkService:
                 await trio.sleep(1 / PROGRESS_PER_SECOND)  # rate limit, not synchronisation
 
         paid = self.paid
-        make_source = free_source if paid is None else functools.partial(PaidSource.open, paid)
+        make_source = self.speeds.timed_source(free_source if paid is None else functools.partial(PaidSource.open, paid))
         resolver = DhtResolver(self.dialer, link.root, make_source=make_source)
         error: ControlError | None = None
         async with trio.open_nursery() as nursery:

@@ -84,6 +84,7 @@ class NodeConfig:
     # Lift the DHT's address-prefix limits for loopback peers (specs/dht.md §5.3 Address limits).
     loopback_devnet: bool = DEFAULTS.loopback_devnet
     gc_period: float = DEFAULTS.gc_period
+    ui_bind: str = DEFAULTS.ui_bind  # the control API's and web app's address (specs/network.md §6 Security)
 
 
 @dataclass(slots=True)
@@ -169,7 +170,7 @@ async def _open_locked_node(config: NodeConfig, wall_clock: Callable[[], float])
                         trio.open_nursery() as nursery:
                     await nursery.start(watcher.serve)
                     # The network operations and the CLI's control API (specs/network.md §6).
-                    control = ControlServer(data_dir, identity.node_id)
+                    control = ControlServer(data_dir, identity.node_id, host=config.ui_bind)
                     network = NetworkService(data_dir, store, PeerDialer(dht, transport),
                                              PaidPeers(payer, wallet, rpc))
                     network.register(control)

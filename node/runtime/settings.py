@@ -28,6 +28,7 @@ CONFIG_FILE = "config.toml"
 DEFAULT_LISTEN_HOST = "127.0.0.1"
 DEFAULT_LISTEN_PORT = 0  # any free port
 DEFAULT_CHAIN_RPC = "http://127.0.0.1:18443/"  # `mu chain`'s default RPC port (specs/chain.md)
+DEFAULT_UI_BIND = "127.0.0.1"  # the control API and web app: this machine only (specs/network.md §6 Security)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +55,7 @@ class NodeSettings:
     bootstrap: tuple[str, ...] = ()  # HOST:PORT of DHT nodes to join through
     loopback_devnet: bool = False  # many nodes on 127.0.0.1 (specs/dht.md §5.3 Address limits)
     gc_period: float = DEFAULT_GC_PERIOD
+    ui_bind: str = DEFAULT_UI_BIND  # address of the control API and web app
 
 
 DEFAULTS = NodeSettings()

@@ -76,6 +76,12 @@ class ChunkStore:
         """Most chunk bytes the store may hold; None for no limit."""
         return self._space.quota_bytes
 
+    @quota_bytes.setter
+    def quota_bytes(self, value: int | None) -> None:
+        # A running node's new limit (the web app's Settings): checked from the next write on;
+        # chunks already held stay, even above it.
+        self._space.quota_bytes = value
+
     @property
     def used_bytes(self) -> int:
         """Bytes of chunk data held (as counted by the index)."""

@@ -41,7 +41,7 @@ from protocol.fetch import DEFAULT_REPLICAS
 from protocol.folders import CapError, ReadCap, WriteCap, parse_cap
 from protocol.identity import SEED_SIZE
 from protocol.kademlia import RemoteProtocolError
-from protocol.sync import FolderState
+from protocol.sync import CONFLICT_MARKER, FolderState
 
 from .engine import FolderSync, RoundReport
 from .ignore import TEMP_PREFIX
@@ -54,6 +54,8 @@ FOLDERS_FILE = "folders.json"
 STATE_SUFFIX = ".state"
 #: Period of a folder's round: resolving the other devices' records is how changes arrive.
 POLL_SECONDS = 2.0
+#: Conflict copies a folder's status lists (the count is always whole).
+MAX_CONFLICTS_LISTED = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,9 +262,12 @@ class SyncService:
     def _entry(self, folder: SyncedFolder) -> Json:
         engine = self.engines.get(folder.path)
         live = engine.state.live() if engine is not None else {}
+        # Conflict copies stay until the user removes them (specs/sync.md §7 Merge): list those still there.
+        copies = sorted(p for p in live if CONFLICT_MARKER in p.rsplit("/", 1)[-1])
         return {"path": folder.path, "paused": folder.paused, "read_only": not folder.link.startswith("mu:folder-w:"),
                 "device": engine.device.hex() if engine is not None else None, "files": len(live),
-                "bytes": sum(e.size for e in live.values()), "last_round": self.last.get(folder.path)}
+                "bytes": sum(e.size for e in live.values()), "last_round": self.last.get(folder.path),
+                "conflict_copies": len(copies), "conflicts": copies[:MAX_CONFLICTS_LISTED]}
 
     async def ls(self, body: Json) -> Json:
         return {"folders": [self._entry(f) for f in self.folders.values()]}

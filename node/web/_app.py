@@ -24,7 +24,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from node.api.control import ControlError, ControlServer, Emit, Json, Param, ParamKind
+from node.api.control import ControlError, ControlServer, Emit, EventStream, Json, Param, ParamKind
 from node.bitcoin.wallet import Wallet
 from node.dht import DhtNode
 from node.files.network import NetworkService
@@ -39,6 +39,7 @@ from node.web._reports import (
     network_report,
     read_settings,
     save_settings,
+    with_speeds,
 )
 from node.store import ChunkNotFound
 from node.store.retention import file_addresses
@@ -50,7 +51,7 @@ UPLOADS_DIR = "web-uploads"
 #: Largest file the page may upload in one request.
 MAX_UPLOAD_BYTES = 4 << 30
 #: The page's paths: each serves index.html, whose script shows that page.
-PAGES = ("/", "/files", "/open", "/earnings", "/network", "/settings")
+PAGES = ("/", "/files", "/open", "/sync", "/earnings", "/network", "/settings")
 STATIC = resources.files("node.web") / "static"
 
 
@@ -175,6 +176,7 @@ class WebApp:
         return {"root": root.hex(), "unpinned": True}
 
     async def _upload(self, request: Request) -> Response:
+        """Receive the file, then add it as ``POST /v1/add`` does, streaming the add's events to the page."""
         name = request.query_params.get("name", "").strip()[:MAX_NAME_CHARS] or "upload"
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
@@ -186,22 +188,25 @@ class WebApp:
                 async for piece in request.stream():
                     received += len(piece)
                     if received > MAX_UPLOAD_BYTES:
+                        path.unlink()
                         return error_response(413, "body-too-large", f"uploads are at most {MAX_UPLOAD_BYTES} bytes")
                     await out.write(piece)
-
-            async def ignore(event: Json) -> None:
-                pass  # the page shows the upload's own progress; replication ends with the reply
-
-            try:
-                result = await self.network.add({"path": str(path), "name": name}, ignore)
-            except ControlError as exc:
-                return error_response(exc.status, exc.code, exc.message)
-        finally:
+        except BaseException:
             path.unlink(missing_ok=True)
-        media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        self.book.record(BookEntry(link=result["link"], name=name, size=int(result["size"]),
-                                   media_type=media_type, added_at=int(time.time())))
-        return JSONResponse(result, headers={"Cache-Control": "no-store"})
+            raise
+
+        async def add(body: Json, emit: Emit) -> Json:
+            # The page shows replication as it goes: `added` (chunks), then one `replicated` per chunk.
+            try:
+                result = await self.network.add({"path": str(path), "name": name}, emit)
+            finally:
+                path.unlink(missing_ok=True)
+            media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            self.book.record(BookEntry(link=result["link"], name=name, size=int(result["size"]),
+                                       media_type=media_type, added_at=int(time.time())))
+            return result
+
+        return EventStream(add, {})
 
     # -- Open a link --------------------------------------------------------
 
@@ -250,14 +255,17 @@ class WebApp:
 
     async def _network(self, body: Json) -> Json:
         hosts = await trio.to_thread.run_sync(hosts_report, self.ledger)
-        return {**network_report(self.dht), "hosts": hosts}
+        return {**network_report(self.dht), "hosts": with_speeds(hosts, self.network.speeds)}
 
     async def _settings(self, body: Json) -> Json:
-        return read_settings(self.data_dir)
+        return {**read_settings(self.data_dir), "running": {"quota": self.network.store.quota_bytes}}
 
     async def _save_settings(self, body: Json) -> Json:
         try:
-            return save_settings(self.data_dir, body)
+            save_settings(self.data_dir, body)
         except ValueError as exc:
             raise ControlError(400, "bad-setting", str(exc)) from None
+        if body.get("quota") is not None:  # SETTINGS_LIVE: the store checks its limit at each write
+            self.network.store.quota_bytes = body["quota"]
+        return await self._settings({})
 

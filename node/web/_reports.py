@@ -3,8 +3,11 @@
 Read from the same sources as ``mu channels``, ``mu peers`` and ``mu config
 show``; a channel is closed as ``mu channels close`` does it (marked
 closing; the node's settlement pass broadcasts the close).  Settings are
-saved to the data dir's ``config.toml`` and apply when the node restarts,
-as every setting there does (README "Configuration").
+saved to the data dir's ``config.toml``.  The storage limit also applies at
+once (the store checks it at each write); prices, free allowance and
+retention are the node's signed terms, which peers verified and hold
+(specs/payments.md §3 Terms), so they change only with the node's next
+start, when it signs new ones.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from node.dht import DhtNode
+from node.files.speeds import HostSpeeds
 from node.ledger import Ledger
 from node.runtime.config import write_secret_file
 from node.runtime.settings import CONFIG_FILE, DEFAULTS, coerce, read_config_file
@@ -26,6 +30,8 @@ Json = dict[str, Any]
 RECENT_PAYMENTS = 1000
 #: The settings the page edits, each a non-negative integer (``quota``: empty for no limit).
 SETTINGS_SHOWN = ("price_get", "price_put", "free_allowance", "quota", "retention")
+#: The settings a running node takes at once when the page saves them.
+SETTINGS_LIVE = ("quota",)
 #: Largest value the page accepts for any of them (a typo guard, not a policy).
 MAX_SETTING = 10**15
 
@@ -70,6 +76,16 @@ def hosts_report(ledger: Ledger) -> list[Json]:
     return sorted(hosts.values(), key=lambda h: -float(h["last_at"]))
 
 
+def with_speeds(hosts: list[Json], speeds: HostSpeeds) -> list[Json]:
+    """Each paid host with its recent speed (null when no transfer was timed since the node started)."""
+    rows = []
+    for host in hosts:
+        speed = speeds.get(bytes.fromhex(host["node_id"]))
+        rows.append({**host, "bytes_per_s": None if speed is None else round(speed.bytes_per_s),
+                     "transfers_timed": 0 if speed is None else speed.transfers})
+    return rows
+
+
 def dht_size_estimate(node_id: bytes, peers: list[bytes]) -> int:
     """Nodes in the DHT, estimated from how close our K nearest peers are (specs/dht.md).
 
@@ -98,7 +114,7 @@ def read_settings(data_dir: Path) -> Json:
     """The editable settings as ``config.toml`` and the defaults give them (flags are not seen here)."""
     values = {**{n: getattr(DEFAULTS, n) for n in SETTINGS_SHOWN}, **read_config_file(data_dir / CONFIG_FILE)}
     return {"settings": {n: values[n] for n in SETTINGS_SHOWN}, "file": str(data_dir / CONFIG_FILE),
-            "applies": "at the next start of the node"}
+            "applies": "at the next start of the node", "applies_now": list(SETTINGS_LIVE)}
 
 
 def save_settings(data_dir: Path, changes: Json) -> Json:

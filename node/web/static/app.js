@@ -24,6 +24,34 @@ async function api(method, name, body) {
   return data;
 }
 
+// A streamed route (NDJSON: events, then one done or error line): onEvent sees each event; returns the result.
+async function apiStream(name, body, onEvent) {
+  const reply = await fetch("/v1/" + name, {
+    method: "POST", credentials: "same-origin", body: JSON.stringify(body),
+    headers: { "X-CSRF-Token": csrfToken(), "Content-Type": "application/json" },
+  });
+  if (!reply.ok) {
+    const data = await reply.json();
+    throw new ApiError(data.error ? data.error.message : "HTTP " + reply.status);
+  }
+  const reader = reply.body.getReader();
+  const decoder = new TextDecoder();
+  let pending = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    pending += decoder.decode(value || new Uint8Array(), { stream: !done });
+    const lines = pending.split("\n");
+    pending = lines.pop();
+    for (const line of lines.filter((l) => l.trim())) {
+      const event = JSON.parse(line);
+      if (event.event === "done") return event.result;
+      if (event.event === "error") throw new ApiError(event.error.message);
+      if (onEvent) onEvent(event);
+    }
+    if (done) throw new ApiError("the node's reply broke off");
+  }
+}
+
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs || {})) {
@@ -86,20 +114,45 @@ function upload(file) {
   bar.hidden = false;
   bar.value = 0;
   status.textContent = "Uploading " + file.name + "…";
+  // The reply streams the node's add (NDJSON): `added` (chunks), one `replicated` per chunk placed, then done or error.
+  let chunks = 0, placed = 0, replicas = 0, seen = 0, final = null;
   const xhr = new XMLHttpRequest();
   xhr.open("POST", "/web/upload?name=" + encodeURIComponent(file.name));
   xhr.setRequestHeader("X-CSRF-Token", csrfToken());
   xhr.upload.addEventListener("progress", (e) => {
     if (e.lengthComputable) bar.value = e.loaded / e.total;
-    if (e.loaded === e.total) status.textContent = "Encrypting and sending " + file.name + " to its hosts…";
+    if (e.loaded === e.total) status.textContent = "Encrypting " + file.name + "…";
   });
+  const readEvents = () => {
+    if (xhr.status !== 200) return;
+    const lines = xhr.responseText.split("\n");
+    for (; seen < lines.length - 1; seen++) {
+      const event = JSON.parse(lines[seen]);
+      if (event.event === "added") chunks = event.chunks;
+      else if (event.event === "replicated") { placed += 1; replicas += event.replicas; }
+      else final = event;
+    }
+    if (chunks && !final) {
+      bar.value = placed / chunks;
+      status.textContent = `Sending ${file.name} to its hosts: ${placed} of ${chunks} chunks placed, ${replicas} replicas confirmed…`;
+    }
+    document.body.dataset.placed = `${placed}/${chunks}/${replicas}`;
+  };
+  xhr.addEventListener("progress", readEvents);
   xhr.addEventListener("load", async () => {
-    const data = JSON.parse(xhr.responseText || "{}");
     if (xhr.status !== 200) {
+      const data = JSON.parse(xhr.responseText || "{}");
       status.textContent = "";
       showError(data.error ? data.error.message : "upload failed: HTTP " + xhr.status);
       return;
     }
+    readEvents();
+    if (!final || final.event !== "done") {
+      status.textContent = "";
+      showError(final ? final.error.message : "the upload's reply broke off");
+      return;
+    }
+    const data = final.result;
     bar.value = 1;
     status.textContent = `Added ${file.name}: ${data.chunks} chunks, ${data.replicas_confirmed} replicas confirmed.`;
     document.body.dataset.uploaded = data.link;
@@ -168,6 +221,94 @@ function setUpOpen() {
     e.preventDefault();
     showError("");
     openLink(document.getElementById("open-link").value).catch((err) => showError(err.message));
+  });
+}
+
+// -- Sync ------------------------------------------------------------------------
+
+const SYNC_REFRESH_MS = 2000;
+let syncTimer = null;
+
+function roundText(last) {
+  if (!last) return "not yet";
+  if (last.error) return "error: " + last.error;
+  const time = new Date(last.time_ns / 1e6).toLocaleTimeString();
+  return `${time}: ${last.local_changes} local, ${last.applied} applied, ${last.devices.length} devices`;
+}
+
+async function loadSync() {
+  const { folders } = await api("GET", "sync-ls");
+  const rows = folders.map((f) => {
+    const toggle = el("button", { type: "button", class: f.paused ? "resume" : "pause" }, f.paused ? "Resume" : "Pause");
+    toggle.addEventListener("click", async () => {
+      try {
+        await api("POST", f.paused ? "sync-resume" : "sync-pause", { path: f.path });
+        await loadSync();
+      } catch (err) { showError(err.message); }
+    });
+    const state = f.paused ? "paused" : (f.last_round && f.last_round.error ? "failing" : "syncing");
+    return el("tr", { "data-path": f.path, "data-state": state }, el("td", {}, f.path, f.read_only ? " (read-only)" : ""),
+      el("td", { class: "num" }, f.files), el("td", { class: "num" }, bytes(f.bytes)), el("td", { class: "state" }, state),
+      el("td", { class: f.last_round && f.last_round.error ? "error" : "" }, roundText(f.last_round)),
+      el("td", { class: "num" }, f.conflict_copies), el("td", {}, toggle));
+  });
+  document.getElementById("sync-folders").replaceChildren(...rows);
+  const copies = folders.flatMap((f) => f.conflicts.map((c) => el("li", {}, `${f.path}/${c}`)));
+  document.getElementById("sync-conflicts").replaceChildren(...(copies.length ? copies : [el("li", { class: "muted" }, "none")]));
+}
+
+async function loadHistory(link) {
+  const { snapshots } = await apiStream("folder-log", { link });
+  const form = document.getElementById("restore-form");
+  document.getElementById("history").replaceChildren(...snapshots.map((s) => {
+    const pick = el("button", { type: "button" }, "Restore…");
+    pick.addEventListener("click", () => {
+      document.getElementById("restore-number").value = s.number;
+      form.hidden = false;
+      document.getElementById("restore-output").focus();
+    });
+    return el("tr", { "data-number": s.number }, el("td", { class: "num" }, s.number), el("td", {}, new Date(s.time_ns / 1e6).toLocaleString()),
+      el("td", { class: "num" }, s.files), el("td", { class: "num" }, bytes(s.size)), el("td", { class: "num" }, s.added),
+      el("td", { class: "num" }, s.removed), el("td", { class: "num" }, s.changed), el("td", {}, pick));
+  }));
+  form.hidden = snapshots.length === 0;
+}
+
+async function restore() {
+  const status = document.getElementById("restore-status");
+  const number = document.getElementById("restore-number").value.trim();
+  const sub = document.getElementById("restore-sub").value.trim();
+  if (!/^\d+$/.test(number)) throw new ApiError(`snapshot "${number}" is not a number`);
+  const body = { link: document.getElementById("history-link").value.trim(), number: Number(number),
+    output: document.getElementById("restore-output").value.trim(), sub: sub || null };
+  let files = 0;
+  status.textContent = "Restoring…";
+  const done = await apiStream("folder-restore", body, () => { files += 1; status.textContent = `Restoring… ${files} files`; });
+  status.textContent = `Restored snapshot ${done.number}: ${done.files} files, ${bytes(done.size)} into ${body.output}.`;
+  document.body.dataset.restored = String(done.number);
+}
+
+function setUpSync() {
+  document.getElementById("sync-add-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    showError("");
+    const link = document.getElementById("sync-add-link").value.trim();
+    try {
+      const added = await api("POST", "sync-add", { path: document.getElementById("sync-add-path").value.trim(), link: link || null });
+      document.getElementById("sync-added").textContent = added.write_link
+        ? `New folder. Its write link, for your other devices (shown once): ${added.write_link}` : `Joined: ${added.path}`;
+      await loadSync();
+    } catch (err) { showError(err.message); }
+  });
+  document.getElementById("history-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    showError("");
+    loadHistory(document.getElementById("history-link").value.trim()).catch((err) => showError(err.message));
+  });
+  document.getElementById("restore-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    showError("");
+    restore().catch((err) => { document.getElementById("restore-status").textContent = ""; showError(err.message); });
   });
 }
 
@@ -257,7 +398,8 @@ async function loadNetwork() {
     `About ${net.dht_size_estimate} nodes in the DHT; ${net.peers.length} in this node's routing table.`;
   document.getElementById("hosts").replaceChildren(...net.hosts.map((h) =>
     el("tr", {}, el("td", { title: h.node_id }, shortId(h.node_id)), el("td", { class: "num" }, h.requests),
-      el("td", { class: "num" }, h.sats), el("td", { class: "num" }, h.price_per_mib), el("td", {}, when(h.last_at)))));
+      el("td", { class: "num" }, h.sats), el("td", { class: "num" }, h.price_per_mib),
+      el("td", { class: "num speed" }, h.bytes_per_s === null ? "–" : bytes(h.bytes_per_s) + "/s"), el("td", {}, when(h.last_at)))));
   document.getElementById("peers").replaceChildren(...net.peers.map((p) =>
     el("tr", {}, el("td", { title: p.node_id }, shortId(p.node_id)), el("td", {}, `${p.host}:${p.port}`),
       el("td", {}, p.mu ? "yes" : "no"), el("td", {}, `${Math.round(p.seen_ago_s)} s ago`))));
@@ -271,11 +413,15 @@ const SETTING_LABELS = {
 };
 
 async function loadSettings() {
-  const { settings, applies } = await api("GET", "web/settings");
+  const { settings, applies, applies_now: now } = await api("GET", "web/settings");
   const form = document.getElementById("settings-form");
   const fields = Object.entries(SETTING_LABELS).map(([name, label]) =>
-    el("label", {}, label, el("input", { type: "text", inputmode: "numeric", name, value: settings[name] ?? "" })));
-  form.replaceChildren(...fields, el("button", { type: "submit" }, "Save"), el("span", { class: "muted" }, " Applies " + applies + "."));
+    el("label", {}, label, el("span", {},
+      el("input", { type: "text", inputmode: "numeric", name, value: settings[name] ?? "" }),
+      el("span", { class: "muted applies", "data-name": name }, now.includes(name) ? " applies now" : " applies " + applies))));
+  form.replaceChildren(...fields, el("button", { type: "submit" }, "Save"),
+    el("p", { class: "muted" }, "Prices, free allowance and retention are this node's signed terms: peers hold the ones it " +
+      "signed at start, so new values take effect when the node restarts."));
 }
 
 function setUpSettings() {
@@ -296,8 +442,9 @@ function setUpSettings() {
       changes[input.name] = value;
     }
     try {
-      await api("POST", "web/settings", changes);
-      status.textContent = "Saved.";
+      const saved = await api("POST", "web/settings", changes);
+      const live = Object.keys(changes).filter((name) => saved.applies_now.includes(name));
+      status.textContent = "Saved." + (live.length ? ` Applied now: ${live.join(", ")}; the rest at the next start.` : " Applies at the next start.");
     } catch (err) {
       error.textContent = err.message;
     }
@@ -306,11 +453,13 @@ function setUpSettings() {
 
 // -- Pages ------------------------------------------------------------------------
 
-const PAGES = { files: loadFiles, open: async () => {}, earnings: loadEarnings, network: loadNetwork, settings: loadSettings };
+const PAGES = { files: loadFiles, open: async () => {}, sync: loadSync, earnings: loadEarnings, network: loadNetwork, settings: loadSettings };
 
 async function show(page) {
   showError("");
   delete document.body.dataset.ready;
+  clearInterval(syncTimer);
+  if (page === "sync") syncTimer = setInterval(() => loadSync().catch((err) => showError(err.message)), SYNC_REFRESH_MS);
   for (const name of Object.keys(PAGES)) document.getElementById("page-" + name).hidden = name !== page;
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("current", a.dataset.page === page);
   try {
@@ -329,6 +478,7 @@ function pageOf(path) {
 document.addEventListener("DOMContentLoaded", async () => {
   setUpFiles();
   setUpOpen();
+  setUpSync();
   setUpSettings();
   for (const a of document.querySelectorAll("nav a")) {
     a.addEventListener("click", (e) => {

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from node.runtime.settings import CONFIG_FILE, read_config_file
+from node.files.speeds import MAX_HOSTS_TRACKED, SPEED_WEIGHT, HostSpeeds
 from node.web._book import BOOK_FILE, BookEntry, FilesBook
-from node.web._reports import dht_size_estimate, read_settings, save_settings
+from node.web._reports import dht_size_estimate, read_settings, save_settings, with_speeds
 from protocol.chunks import Link
 from protocol.kademlia.ids import K
 
@@ -69,3 +70,22 @@ def test_dht_size_estimate() -> None:
     step = (1 << 256) // 1024
     near = [((i + 1) * step).to_bytes(32, "big") for i in range(K)]
     assert dht_size_estimate(own, near) == 1024
+
+
+def test_host_speeds_average_per_host_and_stay_bounded() -> None:
+    speeds = HostSpeeds(clock=lambda: 1_700_000_000.0)
+    a, b = b"a" * 32, b"b" * 32
+    speeds.record(a, 1000, 1.0)
+    speeds.record(a, 2000, 1.0)
+    speeds.record(b, 500, 0.0)  # a transfer within a clock tick is fast, not infinite
+    first = speeds.get(a)
+    assert first is not None and first.transfers == 2
+    assert first.bytes_per_s == (1 - SPEED_WEIGHT) * 1000 + SPEED_WEIGHT * 2000
+    assert 0 < speeds.get(b).bytes_per_s < float("inf")  # type: ignore[union-attr]
+    hosts = [{"node_id": a.hex(), "sats": 5}, {"node_id": (b"c" * 32).hex(), "sats": 1}]
+    rows = with_speeds(hosts, speeds)
+    assert rows[0]["bytes_per_s"] == round(first.bytes_per_s) and rows[0]["transfers_timed"] == 2
+    assert rows[1]["bytes_per_s"] is None and rows[1]["transfers_timed"] == 0
+    for n in range(MAX_HOSTS_TRACKED):
+        speeds.record(n.to_bytes(32, "big"), 1, 1.0)
+    assert speeds.get(a) is None and speeds.get((MAX_HOSTS_TRACKED - 1).to_bytes(32, "big")) is not None
