@@ -45,9 +45,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+if TYPE_CHECKING:
+    from node.transport import Session
+    from protocol.wire import Connection, Message
 
 MiB = 1024 * 1024
 
@@ -157,7 +161,7 @@ def _rates(size: int, start: float, cpu: float) -> tuple[float, float]:
 
 
 # ------------------------------------------------------- in-memory session
-def _connection_pair() -> tuple[object, object]:
+def _connection_pair() -> tuple[Connection, Connection]:
     """Two established wire Connections (client, server), handshake and HELLOs moved in memory."""
     from protocol.identity import Identity
     from protocol.wire import NEED_DATA, Connection, Hello, Role
@@ -189,15 +193,14 @@ def bench_records(total: int, chunk_size: int) -> tuple[float, float]:
     buffer): each record is copied once into the peer's receive buffer, as
     one socket read would.
     """
-    from protocol.wire import Chunk, Connection, GetChunk
+    from protocol.wire import Chunk, GetChunk
 
     client, server = _connection_pair()
-    assert isinstance(client, Connection) and isinstance(server, Connection)
     data = os.urandom(chunk_size)
     address = hashlib.sha256(data).digest()
 
-    def move(src: Connection, dst: Connection, message: object) -> object:
-        out = src.send_batch([message])  # type: ignore[list-item]
+    def move(src: Connection, dst: Connection, message: Message) -> object:
+        out = src.send_batch([message])
         size = len(out)
         with dst.get_buffer(size) as view:
             view[:] = out
@@ -225,14 +228,14 @@ def bench_session_pair(total: int, chunk_size: int, inflight: int) -> tuple[floa
     import trio
 
     from node.transport import Limits, Session
-    from protocol.wire import Chunk, Connection, GetChunk
+    from protocol.wire import Chunk, GetChunk
 
     data = os.urandom(chunk_size)
     address = hashlib.sha256(data).digest()
     count = max(1, total // chunk_size)
 
     class MemoryServer:
-        async def handle_request(self, session: object, message: object) -> object:
+        async def handle_request(self, session: Session, message: Message) -> Message | None:
             assert isinstance(message, GetChunk)
             return Chunk(request_id=message.request_id, address=message.address, data=data)
 
@@ -240,7 +243,6 @@ def bench_session_pair(total: int, chunk_size: int, inflight: int) -> tuple[floa
 
     async def main() -> None:
         client_conn, server_conn = _connection_pair()
-        assert isinstance(client_conn, Connection) and isinstance(server_conn, Connection)
         left, right = trio.socket.socketpair()
         async with trio.open_nursery() as nursery:
             client = Session(trio.SocketStream(left), client_conn, _NoServer(), Limits(), lambda s: None)
@@ -333,7 +335,7 @@ def serve_session(distinct: int, chunk_size: int) -> None:
     chunks = dict(make_chunks(distinct, chunk_size))
 
     class MemoryServer:
-        async def handle_request(self, session: object, message: object) -> object:
+        async def handle_request(self, session: Session, message: Message) -> Message | None:
             assert isinstance(message, GetChunk)
             return Chunk(request_id=message.request_id, address=message.address, data=chunks[message.address])
 
@@ -419,7 +421,7 @@ def bench_session(total: int, chunk_size: int, inflight: int, verify: bool) -> S
 
 
 class _NoServer:
-    async def handle_request(self, session: object, message: object) -> object:
+    async def handle_request(self, session: Session, message: Message) -> Message | None:
         from node.transport import RequestRefused
         from protocol.wire import ErrorCode
 
