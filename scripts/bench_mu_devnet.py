@@ -23,7 +23,9 @@ Each fetch starts once the fetching node is up: its routing table lists
 its hosts and its join has waited out the stopped nodes (JOIN_SETTLE), and
 is the user's whole ``mu get`` command.  Beside it: the local
 chunk count the node reports (must be 0), the time to the first byte in
-the output's part file, the CPU seconds of the fetching node, of the
+the output's part file and, beside it, the start-up of the command alone
+(``mu get --help`` on the same data dir, timed just before: the share of
+the first byte spent before any request leaves), the CPU seconds of the fetching node, of the
 command and of the hosts (``/proc/PID/stat`` before and after), the
 fetching node's peak RSS (VmHWM of a process started for this fetch) and
 the fetcher's ledger (sats spent, hosts paid).
@@ -73,6 +75,10 @@ class GetFigures:
     hosts: int
     seconds: float
     first_byte: float | None  # None: no byte seen before the command ended
+    # ``mu get --help`` on the same data dir just before: the command's start-up
+    # (interpreter, imports, parser) that every first byte pays before its request.
+    startup: float
+    startup_cpu: float
     local_chunks: int
     chunks_fetched: int
     sats_spent: int  # what ``mu get`` reported
@@ -179,6 +185,7 @@ async def _watch_first_byte(out: Path, began: float, seen: list[float]) -> None:
 
 async def _get(fetcher: Node, hosts: list[Node], link: str, out: Path, digest: bytes) -> GetFigures:
     """Time ``mu get`` on ``fetcher``; CPU of it and the hosts, its peak RSS, its ledger after."""
+    startup = await trio.to_thread.run_sync(_mu_timed, _mu(fetcher.data_dir, "get", "--help"))
     node_cpu, host_cpu = cpu_seconds(fetcher.pid), sum(cpu_seconds(h.pid) for h in hosts)
     first: list[float] = []
     async with trio.open_nursery() as nursery:
@@ -202,6 +209,7 @@ async def _get(fetcher: Node, hosts: list[Node], link: str, out: Path, digest: b
         from_fetcher = (await devnet._mu_json(host.data_dir, "earnings"))["per_peer"].get(fetcher.node_id, {})
         earned += int(from_fetcher.get("earned", 0))
     return GetFigures(hosts=len(hosts), seconds=done.seconds, first_byte=first[0] if first else None,
+                      startup=startup.seconds, startup_cpu=startup.cpu_seconds,
                       local_chunks=int(got["local_chunks"]), chunks_fetched=int(got["chunks_fetched"]),
                       sats_spent=int(got["sats_spent"]), ledger_spent=int(earnings["spent"]), hosts_paid=len(paid),
                       hosts_earned=earned,

@@ -162,7 +162,8 @@ def fetch_ok(g: GetFigures) -> bool:
 
 
 def _first_byte(g: GetFigures) -> str:
-    return f"{g.first_byte:.2f} s" if g.first_byte is not None else "none seen"
+    start_up = f" (command start-up {g.startup:.2f} s, {g.startup_cpu:.2f} CPU s)"
+    return (f"{g.first_byte:.2f} s" if g.first_byte is not None else "none seen") + start_up
 
 
 def print_run(number: int, size_mib: int, run: Run) -> None:
@@ -192,6 +193,7 @@ def print_summary(size_mib: int, runs: list[Run], version: str) -> None:
     for label, gets in (("3 hosts", [r.mu.get_3_hosts for r in runs]), ("1 host", [r.mu.get_1_host for r in runs])):
         seen = [g.first_byte for g in gets if g.first_byte is not None]
         first = f"{statistics.median(seen):.2f} s" if seen else "none seen"
+        first += f" (command start-up {statistics.median(g.startup for g in gets):.2f} s of it)"
         print(f"  paid mu get, {label}: first byte {first}, local chunks {max(g.local_chunks for g in gets)} at "
               f"most, CPU s: fetcher (node + command) {statistics.median(g.node_cpu + g.command_cpu for g in gets):.1f}"
               f", hosts {statistics.median(g.host_cpu for g in gets):.1f}; fetcher peak RSS "

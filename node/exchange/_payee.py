@@ -264,6 +264,7 @@ class PayeeBook:
         account = await self._account(peer_hex)
         decision = decide_charge(request, terms=self.terms, account=account)
         if isinstance(decision, LookUpChannel):
+            request = dataclasses.replace(request, payment=decision.payment)  # parsed once
             entry = await self._find(decision.channel, peer_hex)
             if entry is None:
                 return decide_charge(request, terms=self.terms, account=account, channel=MissingChannel())

@@ -15,7 +15,8 @@ table, under §Payment field of GET and PUT; §Accounting, §Paid window):
 2. no payment: ``ChargeCovered`` when ``owed`` is 0, else
    INSUFFICIENT_PAYMENT with ``owed``;
 3. a malformed payment map: BAD_PAYMENT;
-4. the channel not looked up yet: ``LookUpChannel`` (ask again with it);
+4. the channel not looked up yet: ``LookUpChannel`` (ask again with it and
+   with the payment it parsed);
 5. no such channel of this peer: UNKNOWN_CHANNEL;
 6. not open, the tip at its close deadline, or its total at the settle
    threshold (the watcher is about to close it): CHANNEL_EXPIRED;
@@ -62,7 +63,9 @@ class ChargeRequest:
     """A GET or PUT to charge: what, how big, and the ``payment`` map as it came (or None).
 
     The map is parsed by ``decide_charge`` after the redelivery check, so a
-    redelivered request is served whatever payment it carries.
+    redelivered request is served whatever payment it carries.  Asked again
+    after a ``LookUpChannel``, ``payment`` is the ``Payment`` that decision
+    carries: a payment is parsed once per request.
     """
 
     kind: Kind
@@ -125,6 +128,7 @@ class LookUpChannel:
     """Ask again with the facts of ``channel`` (``PayeeEntry`` or ``MissingChannel``) and the tip height."""
 
     channel: ChannelId
+    payment: Payment  # parsed: ask again with it as the request's ``payment``
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,12 +179,15 @@ def decide_charge(request: ChargeRequest, *, terms: Terms, account: PeerAccount,
 
     if request.payment is None:
         return covered()
-    try:
-        payment = Payment.from_wire(request.payment)
-    except LocalPaymentError as exc:
-        return Refuse(code=exc.code, reason=str(exc))
+    if isinstance(request.payment, Payment):
+        payment = request.payment  # parsed when the channel was looked up
+    else:
+        try:
+            payment = Payment.from_wire(request.payment)
+        except LocalPaymentError as exc:
+            return Refuse(code=exc.code, reason=str(exc))
     if channel is None:
-        return LookUpChannel(channel=payment.channel)
+        return LookUpChannel(channel=payment.channel, payment=payment)
     if isinstance(channel, MissingChannel):
         return Refuse(code=PaymentErrorCode.UNKNOWN_CHANNEL, reason=f"no channel {payment.channel} of this peer")
     if tip_height is None:

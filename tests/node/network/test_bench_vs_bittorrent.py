@@ -31,6 +31,7 @@ def check_fetch(got: GetFigures, hosts: int) -> None:
     assert 0 < got.hosts_paid <= hosts and got.ledger_spent >= got.sats_spent
     assert 0 < got.hosts_earned <= got.ledger_spent  # a host never earns more than it was paid
     assert got.first_byte is not None and 0 < got.first_byte < got.seconds
+    assert 0 < got.startup and 0 < got.startup_cpu  # the command's start-up, timed beside the first byte
     assert got.node_cpu > 0 and got.command_cpu > 0 and got.peak_rss_mib > 0
     assert fetch_ok(got)
 
@@ -50,7 +51,7 @@ def test_mu_half_adds_and_fetches_paid_from_nodes_holding_none(tmp_path: Path) -
 
 
 def test_a_fetch_with_a_local_chunk_or_no_payment_is_not_the_one_measured() -> None:
-    good = GetFigures(hosts=1, seconds=2.0, first_byte=0.5, local_chunks=0, chunks_fetched=5, sats_spent=400,
+    good = GetFigures(hosts=1, seconds=2.0, first_byte=0.5, startup=0.3, startup_cpu=0.3, local_chunks=0, chunks_fetched=5, sats_spent=400,
                       ledger_spent=400, hosts_paid=1, hosts_earned=400, node_cpu=0.3, command_cpu=0.5, host_cpu=0.2,
                       peak_rss_mib=60.0, correct=True)
     assert fetch_ok(good)
@@ -60,7 +61,7 @@ def test_a_fetch_with_a_local_chunk_or_no_payment_is_not_the_one_measured() -> N
 
 def test_the_summary_prints_each_must_hold_ratio_as_the_median_of_its_runs(capsys: pytest.CaptureFixture[str]) -> None:
     def fetch(seconds: float, hosts: int) -> GetFigures:
-        return GetFigures(hosts=hosts, seconds=seconds, first_byte=0.5, local_chunks=0, chunks_fetched=65,
+        return GetFigures(hosts=hosts, seconds=seconds, first_byte=0.5, startup=0.3, startup_cpu=0.3, local_chunks=0, chunks_fetched=65,
                           sats_spent=6000, ledger_spent=6000, hosts_paid=hosts, hosts_earned=6000, node_cpu=1.0,
                           command_cpu=0.5, host_cpu=0.7, peak_rss_mib=70.0, correct=True)
 
@@ -81,4 +82,5 @@ def test_the_summary_prints_each_must_hold_ratio_as_the_median_of_its_runs(capsy
     assert "networked mu add / tahoe put 2.00x (>= 2x: yes" in out
     assert "add time, one candidate down / all up 1.00x (<= 1.5x: yes" in out
     assert "libtorrent, seeder -> downloader 64.0 MiB/s 128.0 MiB per CPU s" in out
+    assert "first byte 0.50 s (command start-up 0.30 s of it)" in out
     assert "tahoe put (2-of-4) 16.0 MiB/s 8.0 MiB per CPU s" in out

@@ -32,3 +32,9 @@ def test_bench_transport_quick_runs() -> None:
     assert re.search(r"raw loopback / AES-GCM .* = [\d.]+x", out), out
     assert re.search(r"session / raw loopback\s+= [\d.]+x", out), out
     assert re.search(r"peak RSS: client \d+ MiB, server \d+ MiB", out)
+    # The session's own overhead, both ends in one process, beside AES-GCM
+    # sealing and opening on one core: MiB/s and MiB per CPU-second, each with its ratio.
+    own = re.findall(r"^ +(AES-256-GCM seal \+ open|wire Connection pair|Session pair)\D.*?"
+                     r"([\d.]+) +([\d.]+)x +([\d.]+) +([\d.]+)x$", out, re.MULTILINE)
+    assert [row[0] for row in own] == ["AES-256-GCM seal + open", "wire Connection pair", "Session pair"], out
+    assert own[0][2] == own[0][4] == "1.00" and all(float(row[1]) > 0 and float(row[3]) > 0 for row in own), out

@@ -83,6 +83,7 @@ class Host:
         decision = decide_charge(request, terms=TERMS, account=self.account)
         if isinstance(decision, LookUpChannel):
             facts = self.entry if self.entry is not None and decision.channel == CID else MissingChannel()
+            request = dataclasses.replace(request, payment=decision.payment)  # as PayeeBook asks again: parsed
             decision = decide_charge(request, terms=TERMS, account=self.account, channel=facts, tip_height=self.tip)
         assert not isinstance(decision, LookUpChannel)
         return decision
@@ -170,9 +171,22 @@ def test_credit_serves_the_next_request_without_payment() -> None:
 
 def test_lookup_is_asked_for_the_named_channel() -> None:
     decision = decide_charge(get(2, paying(50, channel=OTHER_CID)), terms=TERMS, account=PeerAccount())
-    assert decision == LookUpChannel(channel=OTHER_CID)
+    assert decision == LookUpChannel(channel=OTHER_CID, payment=Payment.from_wire(paying(50, channel=OTHER_CID)))
     with pytest.raises(ValueError):
         decide_charge(get(2, paying(50)), terms=TERMS, account=PeerAccount(), channel=fresh_entry())
+
+
+def test_a_payment_parsed_at_lookup_decides_as_its_map() -> None:
+    request = get(8, paying(800))
+    host = host_past_allowance()
+    lookup = decide_charge(request, terms=TERMS, account=host.account)
+    assert isinstance(lookup, LookUpChannel)
+    facts = dict(terms=TERMS, account=host.account, channel=host.entry, tip_height=TIP)
+    parsed = decide_charge(dataclasses.replace(request, payment=lookup.payment), **facts)  # type: ignore[arg-type]
+    from_map = decide_charge(request, **facts)  # type: ignore[arg-type]
+    assert isinstance(parsed, AcceptPayment) and isinstance(from_map, AcceptPayment)
+    assert dataclasses.replace(parsed, channel=from_map.channel) == from_map  # the channel is a new object each time
+    assert parsed.channel.total == from_map.channel.total == 800
 
 
 def test_covered_late_payment_is_served_and_a_stale_owed_one_refused() -> None:
