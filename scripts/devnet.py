@@ -25,6 +25,16 @@ demo prints the fetcher's spend and each host's earnings, checks from every
 node's ledger that what was paid equals what was earned (to the sat, with
 anything still in flight), has the host paid most by the fetcher close that
 channel on chain and prints the settlement's txid and confirmation height.
+Then the sync part, the mission's folders kept the same on devices never
+online together: node-N stops; node-1 (device A) runs ``mu sync add`` on a
+``laptop/`` folder (a few files, a subdir), puts it on the paid hosts and
+stops; node-N (device B) starts again and joins with ``mu sync add desktop
+--link -``, converging from the hosts alone (its tree printed, its tree hash
+equal to A's); B edits a file and stops, A starts again and receives the
+edit.  Every wait polls the node's ``sync-status`` against a deadline.  The
+demo greps the hosts' data dirs for the folder's names and a plaintext
+marker, prints the sats the devices spent and the hosts earned, and checks
+paid == earned across every ledger again.
 
 Without ``--dir`` the network lives in a temporary directory removed at exit.
 """
@@ -32,6 +42,7 @@ Without ``--dir`` the network lives in a temporary directory removed at exit.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -39,8 +50,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -75,6 +87,10 @@ START_DEADLINE = 60.0
 STOP_DEADLINE = 20.0
 POLL_INTERVAL = 0.05
 COINBASE_MATURITY = 100
+# The sync part: a sync step under load takes a few rounds (specs/sync.md §15: POLL_SECONDS 2.0 s).
+SYNC_DEADLINE = 90.0
+SYNC_POLL = 0.25
+SYNC_PHOTO_SIZE = 1536 * 1024  # the larger of the folder's two photos: a few chunks
 
 
 def _env() -> dict[str, str]:
@@ -168,10 +184,10 @@ async def _start_node(data_dir: Path, url: str, cookie: Path, bootstrap: int | N
         raise
 
 
-async def _mu_json(data_dir: Path, *args: str) -> Any:
+async def _mu_json(data_dir: Path, *args: str, stdin: bytes = b"") -> Any:
     """``mu --data-dir DATA_DIR ARGS --json``, parsed; a failure stops the demo with mu's message."""
     argv = [sys.executable, "-m", "node", "--data-dir", str(data_dir), *args, "--json"]
-    result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False,
+    result = await trio.run_process(argv, stdin=stdin, capture_stdout=True, capture_stderr=True, check=False,
                                     cwd=str(REPO_ROOT), env=_env())
     if result.returncode != 0:
         raise RuntimeError(f"mu {' '.join(args)} exited with {result.returncode}: {result.stderr.decode().strip()}")
@@ -240,43 +256,62 @@ async def settle_one_channel(host_dir: Path, host_name: str, payer_id: str, rpc:
                   f"height {block['height']} ({confirmations} confirmation{'' if confirmations == 1 else 's'})")
 
 
-async def demo(root: Path, hosts: list[dict[str, Any]], start_fetcher: Callable[[], Awaitable[dict[str, Any]]],
-               rpc: RPCClient, sample: Path | None) -> int:
-    """The main job: add on node-1, fetch by link on a node that joins after, settle one channel."""
+@dataclass(frozen=True)
+class DemoNet:
+    """The demo's handle on the devnet: every node's summary, and starting or stopping one by its index."""
+
+    root: Path
+    nodes: list[dict[str, Any]]  # node-1 .. node-N as the summary has them; start() updates the ports
+    start: Callable[[int, int | None], Awaitable[dict[str, Any]]]  # index, index of the node to join through
+    stop: Callable[[int], Awaitable[None]]
+    rpc: RPCClient
+
+    def name(self, index: int) -> str:
+        return f"node-{index + 1}"
+
+    def dir(self, index: int) -> Path:
+        return Path(self.nodes[index]["data_dir"])
+
+
+def read_reports(net: DemoNet) -> dict[str, dict[str, Any]]:
+    """Every node's earnings report (what ``mu earnings --json`` prints), by node id, read from its ledger file
+    beside the node (WAL) rather than through one ``mu`` process per node: on a loaded machine the processes'
+    start-up took most of the demo's time."""
+    reports: dict[str, dict[str, Any]] = {}
+    for node in net.nodes:
+        with Ledger.open(Path(node["data_dir"]) / LEDGER_FILE) as ledger:
+            reports[node["node_id"]] = ledger.earnings()
+    return reports
+
+
+async def file_part(net: DemoNet, sample: Path | None) -> tuple[bool, dict[str, dict[str, Any]]]:
+    """Add on node-1, fetch by link on node-N that joins only now, paid == earned, settle one channel."""
     if sample is None:
-        sample = root / "sample.bin"
+        sample = net.root / "sample.bin"
         sample.write_bytes(os.urandom(DEMO_SIZE))
-    started = time.monotonic()
     say(f"node-1 adds {sample.name}: encrypts it and pays the nodes closest to each chunk to store it")
-    added = await ControlClient.from_data_dir(Path(hosts[0]["data_dir"])).run_stream(
+    added = await ControlClient.from_data_dir(net.dir(0)).run_stream(
         "add", {"path": str(sample.resolve())}, lambda e: None)
     print(f"node-1 added {sample.name} ({added['size']} bytes, {added['chunks']} chunks, "
           f"{added['replicas_confirmed']} replicas confirmed): {added['link']}", flush=True)
-    fetcher = await start_fetcher()
-    nodes = [*hosts, fetcher]
-    name = f"node-{len(nodes)}"
+    last = len(net.nodes) - 1
+    fetcher = await net.start(last, 0)
+    name = net.name(last)
     say(f"{name} joins now, holding none of the file's chunks, and fetches it by its link, paying each "
         f"host past its free allowance ({FREE_ALLOWANCE} sats, one chunk)")
-    out = root / ("fetched-" + sample.name)
-    got = await ControlClient.from_data_dir(Path(fetcher["data_dir"])).run_stream(
+    out = net.root / ("fetched-" + sample.name)
+    got = await ControlClient.from_data_dir(net.dir(last)).run_stream(
         "get", {"link": added["link"], "output": str(out)}, lambda e: None)
     same = out.read_bytes() == sample.read_bytes()
     print(f"{name} fetched it by its link in {got['seconds']} s ({got['chunks_fetched']} chunks from the network, "
           f"{got['local_chunks']} already local), {got['sats_spent']} sats spent: "
           f"{'byte-identical' if same else 'DIFFERENT BYTES'}", flush=True)
 
-    names = {node["node_id"]: f"node-{i}" for i, node in enumerate(nodes, 1)}
-    reports: dict[str, dict[str, Any]] = {}
-
-    async def read_earnings(node: dict[str, Any]) -> None:
-        reports[node["node_id"]] = await _mu_json(Path(node["data_dir"]), "earnings")
-
-    async with trio.open_nursery() as nursery:
-        for node in nodes:
-            nursery.start_soon(read_earnings, node)
+    names = {node["node_id"]: net.name(i) for i, node in enumerate(net.nodes)}
+    reports = await trio.to_thread.run_sync(read_reports, net)
     fetcher_id = fetcher["node_id"]
     print(f"ledgers (sats)              earned    spent   from {name}'s fetch")
-    for node in nodes:
+    for node in net.nodes:
         report = reports[node["node_id"]]
         from_fetch = int(report["per_peer"].get(fetcher_id, {}).get("earned", 0))
         role = "(the fetcher)" if node is fetcher else (f"{_sats(from_fetch):>8}" if from_fetch else "       -")
@@ -285,17 +320,206 @@ async def demo(root: Path, hosts: list[dict[str, Any]], start_fetcher: Callable[
     balanced, line = check_paid_equals_earned(names, reports)
     print(line, flush=True)
     served = {host: int(row["spent"]) for host, row in reports[fetcher_id]["per_peer"].items() if int(row["spent"])}
-    paid_fetch = bool(served) and sum(served.values()) > 0
-    if not paid_fetch:
+    if not served:
         print(f"{name} paid no host: the fetch stayed within the free allowance")
     settled = False
     if served:
         best = max(served, key=lambda host: served[host])
-        settled, line = await settle_one_channel(Path(nodes[[n["node_id"] for n in nodes].index(best)]["data_dir"]),
-                                                 names[best], fetcher_id, rpc)
+        settled, line = await settle_one_channel(net.dir([n["node_id"] for n in net.nodes].index(best)),
+                                                 names[best], fetcher_id, net.rpc)
         print(line, flush=True)
-    print(f"main job done in {time.monotonic() - started:.1f} s")
-    return 0 if same and balanced and paid_fetch and settled else 3
+    return same and balanced and bool(served) and settled, reports
+
+
+def make_laptop(folder: Path, marker: bytes) -> None:
+    """Device A's folder: four files, two in a subdir, each opening with ``marker`` (hosts must never see it)."""
+    files = {
+        "trip-itinerary.txt": b"Lisbon, 3-9 May: Alfama, Sintra, Cascais\n",
+        "budget-2026.csv": b"rent,1200\nfood,450\ntravel,800\n",
+        "photos/harbour-at-dawn.raw": os.urandom(SYNC_PHOTO_SIZE),
+        "photos/lighthouse-keeper.raw": os.urandom(SYNC_PHOTO_SIZE // 4),
+    }
+    for name, body in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(marker + body)
+
+
+def tree_digest(root: Path) -> tuple[int, str]:
+    """Entry count and a hash of what sync carries (specs/sync.md §5 State format): each path, its mode, a
+    file's mtime and bytes; a directory's mtime is not synced."""
+    digest = hashlib.sha256()
+    paths = sorted(root.rglob("*"))
+    for path in paths:
+        st = os.lstat(path)
+        is_file = path.is_file() and not path.is_symlink()
+        digest.update(f"{path.relative_to(root).as_posix()}\0{st.st_mode}\0{st.st_mtime_ns if is_file else 0}\0"
+                      .encode())
+        digest.update(hashlib.sha256(path.read_bytes() if is_file else b"").digest())
+    return len(paths), digest.hexdigest()
+
+
+def tree_lines(root: Path) -> list[str]:
+    """``root``'s tree as the demo prints it: one line per entry, a directory with a slash."""
+    lines = []
+    for path in sorted(root.rglob("*")):
+        name = path.relative_to(root).as_posix()
+        lines.append(f"    {name}/" if path.is_dir() else f"    {name:<32} {_sats(path.stat().st_size):>11} bytes")
+    return lines
+
+
+async def wait_sync(net: DemoNet, index: int, folder: Path, done: Callable[[dict[str, Any]], bool]) -> float | None:
+    """Poll node ``index``'s ``sync-status`` for ``folder`` (what ``mu sync status --json`` prints) until ``done``.
+
+    Returns the seconds it took, or None past ``SYNC_DEADLINE``: the demo waits on the node's word, never on a
+    fixed delay.
+    """
+    started = time.monotonic()
+    client = ControlClient.from_data_dir(net.dir(index))
+    with trio.move_on_after(SYNC_DEADLINE):
+        while not done(await client.call("POST", "sync-status", {"path": str(folder)})):
+            await trio.sleep(SYNC_POLL)  # polling another process's rounds, bounded by move_on_after
+        return time.monotonic() - started
+    return None
+
+
+def published_since(since_ns: int) -> Callable[[dict[str, Any]], bool]:
+    """Done once two rounds ended after ``since_ns``, the later with nothing new to publish: it began after the
+    earlier ended, so it saw every change made before ``since_ns``, and all of it is on the hosts
+    (specs/sync.md §15 The sync service, step 2: chunks, then the state, then the record)."""
+    rounds: set[int] = set()
+
+    def done(status: dict[str, Any]) -> bool:
+        last = status.get("last_round") or {}
+        if "error" in last or int(last.get("time_ns", 0)) <= since_ns:
+            return False
+        rounds.add(int(last["time_ns"]))
+        return len(rounds) >= 2 and last["published_seq"] is None
+
+    return done
+
+
+def holds(folder: Path, digest: str) -> Callable[[dict[str, Any]], bool]:
+    """Done once the last round ended cleanly, with no conflict, and ``folder`` holds the tree of ``digest``."""
+    def done(status: dict[str, Any]) -> bool:
+        last = status.get("last_round") or {}
+        return bool(last) and "error" not in last and not last["conflicts"] and tree_digest(folder)[1] == digest
+
+    return done
+
+
+def find_leaks(host_dirs: list[Path], needles: list[bytes]) -> tuple[list[str], int, int]:
+    """Grep every file of the hosts' data dirs for ``needles``: the leaks found, files and bytes read."""
+    leaks: list[str] = []
+    files = size = 0
+    for host in host_dirs:
+        for path in host.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                files, size = files + 1, size + len(data)
+                leaks += [f"{path}: {needle!r}" for needle in needles if needle in data]
+    return leaks, files, size
+
+
+def short_link(link: str) -> str:
+    return f"{link[:20]}...{link[-6:]}"
+
+
+async def edit_travels_back(net: DemoNet, editor: tuple[int, Path], receiver: tuple[int, Path],
+                            via: int) -> float | None:
+    """The editor's node puts an edit on the hosts and stops; the receiver's node starts again (joining
+    through ``via``) and receives it with no conflict: the seconds that took, or None past the deadline."""
+    (edited_by, edited), (receiver_index, receiving) = editor, receiver
+    since = time.time_ns()
+    with open(edited / "trip-itinerary.txt", "ab") as f:
+        f.write(b"+ day trip to Evora on the 7th\n")
+    if await wait_sync(net, edited_by, edited, published_since(since)) is None:
+        return None
+    _, digest = tree_digest(edited)
+    await net.stop(edited_by)
+    await net.start(receiver_index, via)
+    return await wait_sync(net, receiver_index, receiving, holds(receiving, digest))
+
+
+async def sync_part(net: DemoNet, before: dict[str, dict[str, Any]]) -> bool:
+    """Device A (node-1) syncs a folder to the paid hosts and goes offline; device B (node-N), offline until
+    then, joins with the write link and converges from the hosts alone; B's edit travels back to A the
+    same way.  The hosts' data dirs hold no name and no plaintext; paid == earned across every ledger."""
+    a, b = 0, len(net.nodes) - 1
+    hosts = list(range(1, b))
+    say(f"{net.name(b)} stops: device B stays offline while device A syncs")
+    await net.stop(b)
+    laptop, desktop = net.root / "laptop", net.root / "desktop"
+    marker = b"mu-demo plaintext " + os.urandom(8).hex().encode()
+    make_laptop(laptop, marker)
+    entries, digest = tree_digest(laptop)
+    since = time.time_ns()
+    links = await _mu_json(net.dir(a), "sync", "add", str(laptop))
+    write_link = links["write_link"]
+    print(f"{net.name(a)} (device A) syncs laptop/ ({entries} entries, "
+          f"{_sats(sum(p.stat().st_size for p in laptop.rglob('*') if p.is_file()))} bytes) with mu sync add: "
+          f"write link {short_link(write_link)}", flush=True)
+    took = await wait_sync(net, a, laptop, published_since(since))
+    if took is None:
+        print(f"{net.name(a)} did not put laptop/ on the hosts within {SYNC_DEADLINE:g} s")
+        return False
+    print(f"{net.name(a)} put it on the paid hosts in {took:.1f} s (chunks, its state, its signed record); "
+          f"{net.name(a)} stops: device A is offline from now on", flush=True)
+    await net.stop(a)
+    say(f"{net.name(b)} (device B) starts again, joining the DHT through {net.name(hosts[0])}, and joins the "
+        "folder with mu sync add desktop --link - (the write link on stdin)")
+    await net.start(b, hosts[0])
+    desktop.mkdir()
+    await _mu_json(net.dir(b), "sync", "add", str(desktop), "--link", "-", stdin=write_link.encode() + b"\n")
+    took = await wait_sync(net, b, desktop, holds(desktop, digest))
+    if took is None:
+        print(f"{net.name(b)} did not converge from the hosts within {SYNC_DEADLINE:g} s")
+        return False
+    print(f"{net.name(b)} (device B) has the folder in desktop/ after {took:.1f} s, from the hosts alone "
+          f"({net.name(a)} offline):", flush=True)
+    print("\n".join(tree_lines(desktop)))
+    print(f"device B's tree equals device A's: {entries} entries, tree hash {digest[:16]}", flush=True)
+
+    took = await edit_travels_back(net, (b, desktop), (a, laptop), hosts[0])
+    print(f"{net.name(b)} edited trip-itinerary.txt and stopped; {net.name(a)} started again and "
+          + (f"received the edit in {took:.1f} s, no conflicts" if took is not None
+             else f"did NOT receive the edit within {SYNC_DEADLINE:g} s"), flush=True)
+
+    needles = sorted({os.fsencode(p.name) for p in laptop.rglob("*")} | {marker})
+    leaks, files, size = await trio.to_thread.run_sync(find_leaks, [net.dir(i) for i in hosts], needles)
+    span = net.name(hosts[0]) + (f"..{net.name(hosts[-1])}" if len(hosts) > 1 else "")
+    print(f"no host's data dir ({span}: {files} files, {size / 2**20:.1f} MiB) holds any of the folder's "
+          f"{len(needles) - 1} names or its plaintext marker" if not leaks else
+          f"the hosts' data dirs LEAK: {'; '.join(leaks[:3])}", flush=True)
+
+    after = await trio.to_thread.run_sync(read_reports, net)
+    names = {node["node_id"]: net.name(i) for i, node in enumerate(net.nodes)}
+
+    def delta(index: int, field: str) -> int:
+        node_id = net.nodes[index]["node_id"]
+        return int(after[node_id][field]) - int(before[node_id][field])
+
+    devices = {i: delta(i, "spent") for i in (a, b)}
+    earned = {i: delta(i, "earned") for i in hosts}
+    print(f"sync part: the devices spent {_sats(sum(devices.values()))} sats ("
+          + ", ".join(f"{net.name(i)} {_sats(v)}" for i, v in devices.items())
+          + f"), the hosts earned {_sats(sum(earned.values()))} sats ("
+          + ", ".join(f"{net.name(i)} {_sats(v)}" for i, v in earned.items()) + ")", flush=True)
+    balanced, line = check_paid_equals_earned(names, after)
+    print(line, flush=True)
+    return took is not None and not leaks and balanced and sum(devices.values()) > 0
+
+
+async def demo(net: DemoNet, sample: Path | None) -> int:
+    """The main job: the file part (add, paid fetch, settle), then the sync part (devices never online together)."""
+    started = time.monotonic()
+    files_ok, reports = await file_part(net, sample)
+    halfway = time.monotonic()
+    synced = await sync_part(net, reports)
+    done = time.monotonic()
+    print(f"main job done in {done - started:.1f} s (file part {halfway - started:.1f} s, "
+          f"sync part {done - halfway:.1f} s)")
+    return 0 if files_ok and synced else 3
 
 
 def say(text: str) -> None:
@@ -354,14 +578,21 @@ async def run_devnet(root: Path, n_nodes: int, as_json: bool, run_demo: bool, sa
                         print(f"  node-{i} {node['node_id'][:16]}  tcp {node['port']}  dht {node['dht_port']}  "
                               f"{node['balance']} sats  (mu --data-dir {node['data_dir']} status)", flush=True)
                 if run_demo:
-                    async def start_fetcher() -> dict[str, Any]:
-                        proc, info = await _start_node(node_dirs[-1], url, cookie, int(first_info["dht_port"]))
-                        procs.append(proc)
-                        nodes[-1].update(pid=info["pid"], port=info["port"], dht_port=info["dht_port"],
-                                         control_port=info["control_port"])
-                        return nodes[-1]
+                    running = dict(enumerate(procs[1:]))  # node index -> its process; the chain is procs[0]
 
-                    code = await demo(root, nodes[:-1], start_fetcher, rpc, sample)
+                    async def start(index: int, via: int | None) -> dict[str, Any]:
+                        bootstrap = int(nodes[via]["dht_port"]) if via is not None else None
+                        proc, info = await _start_node(node_dirs[index], url, cookie, bootstrap)
+                        procs.append(proc)
+                        running[index] = proc
+                        nodes[index].update(pid=info["pid"], port=info["port"], dht_port=info["dht_port"],
+                                            control_port=info["control_port"])
+                        return nodes[index]
+
+                    async def stop(index: int) -> None:
+                        await _stop(running.pop(index))
+
+                    code = await demo(DemoNet(root, nodes, start, stop, rpc), sample)
                 else:
                     if not as_json:
                         print("running; Ctrl-C stops everything", flush=True)
@@ -388,8 +619,9 @@ def main(argv: list[str] | None = None) -> int:
     sample = Path(args.demo) if args.demo else None
     if not 1 <= args.nodes <= MAX_NODES:
         parser.error(f"--nodes must be 1..{MAX_NODES}")
-    if run_demo and args.nodes < 2:
-        parser.error("--demo needs at least 2 nodes: one to add the file, one to fetch it")
+    if run_demo and args.nodes < 3:
+        parser.error("--demo needs at least 3 nodes: two devices (node-1 also adds the file, node-N fetches it) "
+                     "and a host")
     if args.dir:
         return trio.run(run_devnet, Path(args.dir).resolve(), args.nodes, args.json, run_demo, sample)
     with tempfile.TemporaryDirectory(prefix="mu-devnet-") as tmp:
