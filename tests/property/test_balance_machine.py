@@ -15,14 +15,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from protocol.identity import Identity
-from protocol.payments.balance import (
-    BalanceAck,
-    BalanceError,
-    BalanceErrorCode,
-    BalanceTerms,
-    PeerBalance,
-    view_gap_bound,
-)
+from protocol.payments import balance
+from protocol.payments.balance import BalanceAck, BalanceError, BalanceErrorCode, BalanceTerms, PeerBalance
 
 NODES = (Identity(b"\x01" * 32), Identity(b"\x02" * 32))
 Message = tuple[str, int] | tuple[str, BalanceAck]
@@ -110,7 +104,7 @@ class BalancePair(RuleBasedStateMachine):
             self.views[victim] = PeerBalance(given=view.given, taken=view.taken, paid_out=view.paid_out,
                                              paid_in=view.paid_in)
         gap = self.views[0].net + self.views[1].net
-        assert 0 <= gap <= view_gap_bound(self.terms)
+        assert 0 <= gap <= balance.view_gap_bound(self.terms)
         acks = [self._ack(0), self._ack(1)]
         for node in (0, 1):
             self.views[node] = self.views[node].resync(BalanceAck.parse(acks[1 - node].serialize()))
@@ -125,7 +119,7 @@ class BalancePair(RuleBasedStateMachine):
     def views_differ_by_what_is_in_flight(self) -> None:
         gap = self.views[0].net + self.views[1].net
         assert 0 <= gap <= self.views[0].unacknowledged + self.views[1].unacknowledged
-        assert gap <= view_gap_bound(self.terms)
+        assert gap <= balance.view_gap_bound(self.terms)
         for node in (0, 1):
             service = sum(v for k, v in self.wires[node] if k == "service" and isinstance(v, int))
             payment = sum(v for k, v in self.wires[node] if k == "payment" and isinstance(v, int))
