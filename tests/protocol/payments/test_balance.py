@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocol.identity import Identity
 from protocol.payments.balance import (
@@ -81,6 +85,34 @@ def test_unacknowledged_service_fills_the_window() -> None:
         alice.serve(201, TERMS)
     assert full.value.code is BalanceErrorCode.WINDOW_FULL
     assert alice.serve(200, TERMS).given == 500
+
+
+@settings(max_examples=200, deadline=None)
+@given(limit=st.integers(1, 2_000), steps=st.lists(st.tuples(st.sampled_from("rsa"), st.integers(1, 2_000)),
+                                                   max_size=80))
+def test_a_requester_within_the_limit_is_never_refused_window_full(limit: int, steps: list[tuple[str, int]]) -> None:
+    """specs/payments.md §Service balance, rule 1: acks go on the ordered session ahead of the next request."""
+    terms = BalanceTerms(payment_threshold=1, in_flight_limit=limit, disconnect_threshold=10**12)
+    server, requester = PeerBalance(), PeerBalance()
+    to_server: deque[tuple[str, int]] = deque()  # requests and the acks' service_received, in send order
+    to_requester: deque[int] = deque()  # service answered
+    outstanding: deque[int] = deque()  # prices of requests sent and not yet received
+    for action, price in steps:
+        if action == "r" and sum(outstanding) + price <= limit:
+            outstanding.append(price)
+            to_server.append(("request", price))
+        elif action == "s" and to_server:
+            kind, value = to_server.popleft()
+            if kind == "request":
+                server = server.serve(value, terms)  # never WINDOW_FULL
+                to_requester.append(value)
+            else:
+                server = server.acknowledge(BalanceAck.sign(BOB, peer=ALICE.node_id, service_received=value,
+                                                            payment_received=0))
+        elif action == "a" and to_requester:
+            requester = requester.take(to_requester.popleft())
+            outstanding.popleft()
+            to_server.append(("ack", requester.taken))
 
 
 def test_resync_forgives_unacknowledged_service_and_takes_back_an_unrecorded_payment() -> None:
