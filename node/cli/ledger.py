@@ -23,7 +23,7 @@ DEFAULT_LIMIT = 50
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("earnings", help="sats earned, pending in open channels and settled on chain")
+    p = sub.add_parser("earnings", help="sats earned, pending in open channels and settled on chain; service given and taken per peer")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run_earnings)
     p = sub.add_parser("ledger", help="every channel, payment and settlement in the ledger")
@@ -49,6 +49,12 @@ def run_earnings(args: argparse.Namespace) -> int:
         print("\nper peer                                   earned   pending   settled     spent")
         for peer, row in report.per_peer.items():
             print(f"{peer}  {row.earned:>8} {row.pending:>9} {row.settled:>9} {row.spent:>9}")
+    balances = report.balances
+    if balances.per_peer:
+        # specs/payments.md §Service balance: net > 0 is what the peer owes us, < 0 what we owe it.
+        print("\nservice balance                             given     taken       net   paid in  paid out")
+        for name, side in [*balances.per_peer.items(), ("total".ljust(40), balances.total)]:
+            print(f"{name}  {side.given:>8} {side.taken:>9} {side.net:>9} {side.paid_in:>9} {side.paid_out:>9}")
     if report.per_day:
         print("\nper day (UTC)   earned")
         for day, amount in report.per_day.items():

@@ -187,8 +187,27 @@ class PeerEarnings:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceBalance:
+    """Service given and taken, the net the peer owes (negative: we owe), sats paid each way (specs/payments.md §Service balance)."""
+
+    given: int
+    taken: int
+    net: int
+    paid_in: int
+    paid_out: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Balances:
+    """The service balance with every peer and in total."""
+
+    total: ServiceBalance = dataclasses.field(metadata=SECTION)
+    per_peer: Mapping[str, ServiceBalance]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Earnings:
-    """Int sats from the ledger: earned, pending in open channels, settled on chain, spent."""
+    """Int sats from the ledger: earned, pending in open channels, settled on chain, spent; the service balances."""
 
     earned: int
     pending: int
@@ -196,6 +215,7 @@ class Earnings:
     spent: int
     per_peer: Mapping[str, PeerEarnings]
     per_day: Mapping[str, int]
+    balances: Balances
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -247,4 +267,12 @@ def earnings_from_json(report: Mapping[str, Any]) -> Earnings:
                     per_peer={peer: PeerEarnings(earned=int(row["earned"]), pending=int(row["pending"]),
                                                  settled=int(row["settled"]), spent=int(row["spent"]))
                               for peer, row in report["per_peer"].items()},
-                    per_day={day: int(amount) for day, amount in report["per_day"].items()})
+                    per_day={day: int(amount) for day, amount in report["per_day"].items()},
+                    balances=Balances(total=_service_balance(report["balances"]),
+                                      per_peer={peer: _service_balance(row)
+                                                for peer, row in report["balances"]["per_peer"].items()}))
+
+
+def _service_balance(row: Mapping[str, Any]) -> ServiceBalance:
+    return ServiceBalance(given=int(row["given"]), taken=int(row["taken"]), net=int(row["net"]),
+                          paid_in=int(row["paid_in"]), paid_out=int(row["paid_out"]))

@@ -2,8 +2,9 @@
 
 ``earnings`` answers `mu earnings`: sats earned through payments received,
 sats still pending in open payee channels (earned but not yet on chain) and
-sats settled on chain by confirmed closes; per peer and per UTC day.
-``export`` answers `mu ledger --json`.  (specs/payments.md §Ledger.)
+sats settled on chain by confirmed closes; per peer and per UTC day; and the
+service balance with each peer (``balances``).  ``export`` answers `mu ledger
+--json`.  (specs/payments.md §Ledger, §Service balance.)
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 import datetime
 from collections.abc import Callable
 from typing import Any
+
+from protocol.payments.balance import PeerBalance
+from protocol.payments.vocabulary import Direction
 
 Reader = Callable[..., list[tuple[Any, ...]]]
 
@@ -53,7 +57,32 @@ def earnings(read: Reader) -> dict[str, Any]:
         "spent": sum(v["spent"] for v in per_peer.values()),
         "per_peer": dict(sorted(per_peer.items())),
         "per_day": dict(sorted(per_day.items())),
+        "balances": balances(read),
     }
+
+
+_BALANCE_KEYS = ("given", "taken", "net", "paid_in", "paid_out")
+
+
+def balances(read: Reader) -> dict[str, Any]:
+    """Service given to and taken from each peer, the net and the sats paid each way, and their totals.
+
+    From the ledger's accounts (specs/payments.md §Service balance, "State"):
+    ``given`` is the value of the service we charged the peer (its account
+    ``in``), ``taken`` what it charged us (``out``), ``paid_in`` and
+    ``paid_out`` the channel increments each way; ``net`` is what the peer
+    owes us (negative: what we owe it), by ``PeerBalance.net``.
+    """
+    sums: dict[str, dict[str, int]] = {}
+    for peer, direction, consumed, paid in read("SELECT peer, direction, consumed, paid FROM accounts"):
+        row = sums.setdefault(peer, {"given": 0, "taken": 0, "paid_in": 0, "paid_out": 0})
+        if direction == Direction.IN:
+            row["given"], row["paid_in"] = int(consumed), int(paid)
+        else:
+            row["taken"], row["paid_out"] = int(consumed), int(paid)
+    per_peer = {peer: {**row, "net": PeerBalance(**row).net} for peer, row in sorted(sums.items())}
+    totals = {key: sum(row[key] for row in per_peer.values()) for key in _BALANCE_KEYS}
+    return {**totals, "per_peer": per_peer}
 
 
 def export(read: Reader) -> dict[str, Any]:

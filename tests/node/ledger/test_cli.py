@@ -36,3 +36,15 @@ def test_commands_report_the_ledger(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "price 42" in capsys.readouterr().out
     assert main(["--data-dir", str(tmp_path), "earnings"]) == 0
     assert "earned:  42 sats" in capsys.readouterr().out
+
+
+def test_earnings_prints_the_service_balance(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fill(tmp_path)
+    assert main(["--data-dir", str(tmp_path), "earnings", "--json"]) == 0
+    balances = json.loads(capsys.readouterr().out)["balances"]
+    assert balances["per_peer"]["cd" * 20] == {"given": 42, "taken": 0, "net": 0, "paid_in": 42, "paid_out": 0}
+    assert (balances["given"], balances["net"]) == (42, 0)
+    assert main(["--data-dir", str(tmp_path), "earnings"]) == 0
+    text = capsys.readouterr().out
+    assert "service balance" in text
+    assert "cd" * 20 + "        42         0         0        42         0" in text

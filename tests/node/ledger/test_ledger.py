@@ -135,6 +135,26 @@ def test_earnings_per_peer_and_day_and_settlements(tmp_path: Path) -> None:
             ledger.set_channel_state("nope", "closed")
 
 
+def test_earnings_report_the_service_balance_with_each_peer(tmp_path: Path) -> None:
+    other = "bb" * 20
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        theirs, mine = channel("11" * 32 + ":0"), channel("22" * 32 + ":1", role="payer")
+        ledger.add_channel(theirs)
+        ledger.add_channel(mine)
+        # PEER took 900 of service from us and paid 400; we took 300 from it and paid 100; OTHER only served us.
+        ledger.record_payment(peer=PEER, direction="in", kind="get", chunk="01" * 32, price=500, amount=0, now=DAY)
+        ledger.record_payment(peer=PEER, direction="in", kind="put", chunk="02" * 32, price=400, amount=400,
+                              channel_id=theirs.channel_id, total=400, now=DAY)
+        ledger.record_payment(peer=PEER, direction="out", kind="get", chunk="03" * 32, price=300, amount=100,
+                              channel_id=mine.channel_id, total=100, now=DAY)
+        ledger.record_payment(peer=other, direction="out", kind="get", chunk="04" * 32, price=70, amount=0, now=DAY)
+        balances = ledger.earnings()["balances"]
+    assert balances["per_peer"][PEER] == {"given": 900, "taken": 300, "paid_in": 400, "paid_out": 100, "net": 300}
+    assert balances["per_peer"][other] == {"given": 0, "taken": 70, "paid_in": 0, "paid_out": 0, "net": -70}
+    assert {k: v for k, v in balances.items() if k != "per_peer"} == {
+        "given": 900, "taken": 370, "paid_in": 400, "paid_out": 100, "net": 230}
+
+
 def test_group_commit_folds_concurrent_writes(tmp_path: Path) -> None:
     with Ledger.open(tmp_path / "l.db") as ledger:
         ch = channel()
