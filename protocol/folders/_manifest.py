@@ -102,6 +102,11 @@ def _unpack(data: bytes, limit: int, what: str, *, max_bin: int = max(MAX_PATH_B
     unpacker.feed(data)
     try:
         value = unpacker.unpack()
+    except msgpack.OutOfData:  # truncated (or empty): never a value
+        raise FolderFormatError(f"{what} is truncated") from None
+    except (ValueError, msgpack.UnpackException, msgpack.ExtraData) as exc:
+        raise FolderFormatError(f"{what} is not valid msgpack: {exc}") from None
+    try:
         unpacker.unpack()
     except msgpack.OutOfData:
         pass
