@@ -70,18 +70,22 @@ async def fetch_chunk(store: ChunkStore, address: bytes, holders: Holders) -> in
 
 
 async def fetch_missing(store: ChunkStore, addresses: list[bytes], holders: Holders) -> tuple[int, int]:
-    """Fetch every address the store lacks, ``PIN_PARALLEL`` at once; return (chunks, bytes) fetched."""
-    missing = [a for a in addresses if not await trio.to_thread.run_sync(store.has, a)]
-    limiter = trio.CapacityLimiter(PIN_PARALLEL)
+    """Fetch every address the store lacks, ``PIN_PARALLEL`` at once; return (chunks, bytes) fetched.
+
+    ``PIN_PARALLEL`` workers share one iterator, so a list of millions of
+    addresses costs no more tasks than a short one.
+    """
+    todo = iter(addresses)
     sizes: list[int] = []
 
-    async def one(address: bytes) -> None:
-        async with limiter:
-            sizes.append(await fetch_chunk(store, address, holders))
+    async def worker() -> None:
+        for address in todo:
+            if not await trio.to_thread.run_sync(store.has, address):
+                sizes.append(await fetch_chunk(store, address, holders))
 
     async with trio.open_nursery() as nursery:
-        for address in missing:
-            nursery.start_soon(one, address)
+        for _ in range(PIN_PARALLEL):
+            nursery.start_soon(worker)
     return len(sizes), sum(sizes)
 
 

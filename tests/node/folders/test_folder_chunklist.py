@@ -97,12 +97,16 @@ def test_each_list_names_every_chunk_of_its_snapshot_and_chains_to_the_one_befor
     assert [item.chunk_list.number for item in chain] == [2, 1] and [item.link for item in chain] == [list2, list1]
     assert chain[0].chunk_list.record == second.link.root and chain[1].chunk_list.record == first.link.root
     assert chain[0].chunk_list.previous == list1 and chain[1].chunk_list.previous is None
-    # Everything the retention policy keeps of both snapshots, less the records (walked from their roots).
+    # What the retention policy keeps (records, lists, kept manifests and files): the lists name all
+    # but the records and the lists themselves (walked from their roots).
     records: set[bytes] = set()
     for taken in (first, second):
         file_chunks(writer.store, taken.link.root, records)
+    lists: set[bytes] = set()
+    for link in (list1, list2):
+        file_chunks(writer.store, link.root, lists)
     listed = set(chain[0].chunk_list.addresses) | set(chain[1].chunk_list.addresses)
-    assert listed | records == chunks_to_keep(writer.store, CAP.read_cap, writer.head)
+    assert listed | records | lists == chunks_to_keep(writer.store, CAP.read_cap, writer.head)
     assert not set(chain[0].chunk_list.addresses) & records  # the list holds manifests' and files' chunks
 
 
