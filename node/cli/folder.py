@@ -88,7 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     pn = commands.add_parser("pin", help="fetch (paid) and keep a folder's ciphertext with its verify link, through "
                                          "the running node; run again to pick up new snapshots")
-    pn.add_argument("link", help="verify (or read or write) link (- reads it from stdin)")
+    pn.add_argument("link", nargs="?", default=None, help="verify (or read or write) link (- reads it from stdin)")
+    pn.add_argument("--list", action="store_true", help="list the folders this node pins instead")
     pn.add_argument("--json", action="store_true", help="machine-readable output")
     pn.set_defaults(func=run_pin)
 
@@ -249,21 +250,28 @@ def run_diff(args: argparse.Namespace) -> int:
 
 
 def run_pin(args: argparse.Namespace) -> int:
-    try:
-        cap = parse_cap(_link_text(args.link))
-    except CapError as exc:
-        return fail(f"bad folder link: {exc}", EXIT_USAGE)
+    if args.list == (args.link is not None):
+        return fail("give a folder link to pin, or --list", EXIT_USAGE)
+    body: dict[str, Any] = {}
+    if args.link is not None:
+        try:
+            body["link"] = parse_cap(_link_text(args.link)).verify_cap.to_string()  # the node needs no more
+        except CapError as exc:
+            return fail(f"bad folder link: {exc}", EXIT_USAGE)
     client = answering_node(resolve_data_dir(args.data_dir))
     if client is None:
         return fail("`mu folder pin` needs a running node (mu node): the node fetches and keeps the chunks")
-    body = {"link": cap.verify_cap.to_string()}  # the node needs no more than the verify link
     try:
-        reply: dict[str, Any] = trio.run(lambda: client.run_stream("folder-pin", body, lambda event: None))
+        reply: dict[str, Any] = trio.run(lambda: client.call("GET", "folder-pins") if args.list
+                                         else client.run_stream("folder-pin", body, lambda event: None))
     except ControlError as exc:
         return fail(exc.message, EXIT_FOR_ERROR_CODE.get(exc.code, EXIT_FAILURE))
     if args.json:
         print(to_json(reply))
-        return EXIT_OK
-    print(f"pinned {reply['chunks']} chunks of {reply['kept']} kept snapshots (of {reply['snapshots']}, newest "
-          f"{reply['newest']}); fetched {reply['fetched']} chunks ({reply['bytes_fetched']} bytes)")
+    elif args.list:
+        for p in reply["folders"]:
+            print(f"{p['folder']}  snapshot {p['newest']:>5}  {p['chunks']:>8} chunks  pinned {_when(p['pinned_ns'])}")
+    else:
+        print(f"pinned {reply['chunks']} chunks of {reply['kept']} kept snapshots (of {reply['snapshots']}, newest "
+              f"{reply['newest']}); fetched {reply['fetched']} chunks ({reply['bytes_fetched']} bytes)")
     return EXIT_OK

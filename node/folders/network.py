@@ -39,7 +39,7 @@ from node.files.fetcher import FetchFailed, PaidSource, fetch_raw
 from node.files.locate import DhtResolver, PeerDialer, PlacementView, free_source
 from node.files.uploader import ChunkPlaced, free_put, replicate_file
 from node.folders.chunklist import file_chunks, store_chunk_list
-from node.folders.index import FolderIndex, Head
+from node.folders.index import FolderIndex, Head, PinnedFolder
 from node.folders.local import (
     folder_diff,
     folder_log,
@@ -174,6 +174,7 @@ class FolderService:
         control.stream_route("folder-diff", self.diff, params={"link": link, "a": integer, "b": integer})
         control.stream_route("folder-prune", self.prune, params={"link": link, "dry_run": Param(ParamKind.BOOLEAN)})
         control.stream_route("folder-pin", self.pin, params={"link": link})
+        control.route("GET", "folder-pins", self.pins, params={})
 
     async def _head(self, index: FolderIndex, folder: bytes) -> Head | None:
         record = await self.dialer.dht.resolve_record(folder)
@@ -336,6 +337,14 @@ class FolderService:
             report = await self._pin(cap.public_key, head, newest)
         return to_json(report)
 
+    async def pins(self, body: Json) -> Json:
+        """The folders pinned here: public key (hex, not a link: links are never printed), newest, chunks, when."""
+        async with self._lock:
+            with FolderIndex.open(self.data_dir) as index:
+                pins = await trio.to_thread.run_sync(index.pins)
+        return {"folders": [{"folder": p.folder.hex(), "newest": p.newest, "chunks": p.chunks,
+                             "pinned_ns": p.pinned_ns} for p in pins]}
+
     async def _pin(self, folder: bytes, head: Head, newest: Link) -> PinReport:
         kept, pruned = await self._in_thread(lambda ensure: chain_and_walks(self.store, newest, ensure), head)
         root = record_root(head.value)
@@ -358,6 +367,11 @@ class FolderService:
                 file_chunks(self.store, item.link.root, chunks)
                 file_chunks(self.store, item.chunk_list.record, chunks)
             self.store.pin(sorted(chunks), root=root)
+            with FolderIndex.open(self.data_dir) as index:
+                before = index.record_pin(PinnedFolder(folder, root, kept[0].chunk_list.number, len(chunks),
+                                                       self.wall_clock()))
+            if before is not None and before.root != root:  # one store root per folder; its chunks stay pinned
+                self.store.unpin([], root=before.root)
             return len(chunks)
 
         pinned = await trio.to_thread.run_sync(pin_all)

@@ -10,7 +10,7 @@ import pytest
 
 from node.files.local import add_file
 from node.folders.chunklist import file_chunks, kept_lists, list_chain, load_chunk_list, store_chunk_list
-from node.folders.index import FolderIndex, Head
+from node.folders.index import FolderIndex, Head, PinnedFolder
 from node.folders.local import snapshot_folder
 from node.folders.retention import chunks_to_keep
 from node.folders.snapshot import SnapshotTaken
@@ -133,3 +133,13 @@ def test_a_list_whose_predecessor_has_none_starts_the_chain_again(tmp_path: Path
     only = load_chunk_list(writer.store, listed)
     assert only.number == 2 and only.previous is None
     assert [i.chunk_list.number for i in list_chain(writer.store, listed, lambda link: None)] == [2]
+
+
+def test_the_index_keeps_one_pin_per_folder_and_says_which_it_replaced(tmp_path: Path) -> None:
+    with FolderIndex(tmp_path / "folders.sqlite3") as index:
+        first = PinnedFolder(b"k" * 32, b"r" * 32, 1, 10, 5)
+        assert index.record_pin(first) is None
+        second = PinnedFolder(b"k" * 32, b"s" * 32, 2, 12, 6)
+        assert index.record_pin(second) == first
+        index.record_pin(PinnedFolder(b"o" * 32, b"t" * 32, 7, 3, 7))
+        assert [p.folder for p in index.pins()] == [b"k" * 32, b"o" * 32] and index.pins()[0] == second

@@ -56,6 +56,9 @@ def test_a_node_with_the_verify_link_alone_keeps_what_a_reader_restores_from(tmp
         assert later["newest"] == 2 and later["snapshots"] == 2 and later["kept"] == 2
         assert later["chunks"] > pinned["chunks"] and later["fetched"] <= later["chunks"] - pinned["chunks"]
         print(f"\npin 1: {pinned}\npin 2: {later}")
+        listed = mu_json(pinner, "folder", "pin", "--list")["folders"]
+        assert [(p["newest"], p["chunks"]) for p in listed] == [(2, later["chunks"])]
+        assert listed[0]["folder"] not in links["verify"]  # a public key in hex, never a link
 
         # A verify link opens nothing: no name or plaintext in the pinner's data dir or log.
         assert_hosts_learn_nothing([pinner], src)
