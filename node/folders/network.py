@@ -249,8 +249,8 @@ class FolderService:
         # specs/folders.md §7.1: the list of every chunk, for verify-link holders; uploaded like the rest.
         listed = await self._in_thread(lambda ensure: store_chunk_list(
             self.store, cap.public_key, taken, head, self.data_dir / TMP_DIR), head)
-        uploaded, skipped, under = await self._upload(
-            index, older + files + [taken.snapshot.manifest, listed, taken.link], replicas, emit)
+        uploaded, skipped, under, list_uploaded = await self._upload(
+            index, older + files + [taken.snapshot.manifest, listed, taken.link], replicas, emit, apart=listed.root)
         # One provider record per snapshot, for its record's root (specs/folders.md §10 step 4):
         # a reader finds every file by its chunks' placement, and this node as the fallback.
         await self.dialer.dht.announce_provider(dht_key(taken.link.root), tcp_port=self.dialer.transport.port)
@@ -263,12 +263,17 @@ class FolderService:
         await self._in_thread(lambda ensure: prune_after_snapshot(self.store, index, cap, Head(seq, value),
                                                                   ensure=ensure), head)
         log.info("folder snapshot %d published (seq %d) to %d nodes", taken.snapshot.number, seq, published)
-        return to_json(snapshot_report(taken, changes, seq, chunks_uploaded=uploaded, chunks_already_sent=skipped,
+        return to_json(snapshot_report(taken, changes, seq, chunks_uploaded=uploaded - list_uploaded,
+                                       list_chunks_uploaded=list_uploaded, chunks_already_sent=skipped,
                                        under_replicated=under, published_to=published))
 
-    async def _upload(self, index: FolderIndex, links: list[Link], replicas: int,
-                      emit: Emit) -> tuple[int, int, int]:
-        """Send what the index does not record as sent; return (chunks sent, chunks skipped, under-replicated).
+    async def _upload(self, index: FolderIndex, links: list[Link], replicas: int, emit: Emit, *,
+                      apart: bytes | None = None) -> tuple[int, int, int, int]:
+        """Send what the index does not record as sent.
+
+        Returns (chunks sent, chunks skipped, under-replicated, chunks sent of
+        the file ``apart``, also counted in the first), so a snapshot reports
+        its chunk list's uploads beside its own.
 
         A host is first asked (HAVE, free) whether it holds the chunk: after a
         kill between a paid PUT and the index's record of it, the rerun pays
@@ -281,7 +286,7 @@ class FolderService:
                 return False
             return await paid_put(session, address, data)
 
-        sent = skipped = under = 0
+        sent = skipped = under = sent_apart = 0
         seen: set[bytes] = set()
         view: PlacementView | None = None  # one view for every file of the snapshot (specs/network.md §3)
         for link in links:
@@ -297,8 +302,9 @@ class FolderService:
                 return done
 
             async def on_chunk(placed: ChunkPlaced) -> None:
-                nonlocal sent, short
+                nonlocal sent, short, sent_apart
                 sent += 1
+                sent_apart += link.root == apart
                 await emit({"event": "replicated", "address": placed.address.hex(), "replicas": len(placed.replicas)})
                 if len(placed.replicas) >= replicas:
                     await trio.to_thread.run_sync(index.record_chunk_sent, placed.address)
@@ -312,7 +318,7 @@ class FolderService:
             under += report.under_replicated
             if not short:
                 await trio.to_thread.run_sync(index.record_root_sent, link.root)
-        return sent, skipped, under
+        return sent, skipped, under, sent_apart
 
     async def pin(self, body: Json, emit: Emit) -> Json:
         """Body: ``link`` (any folder link; the verify link is enough).
