@@ -12,10 +12,9 @@ record, and the listed chunks of the kept snapshots.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from node.folders.history import MAX_HISTORY, read_bytes
+from node.folders.history import follow, read_bytes
 from node.folders.index import Head
 from node.folders.snapshot import SnapshotTaken, store_bytes
 from node.store import ChunkStore
@@ -72,39 +71,22 @@ def load_chunk_list(store: ChunkStore, link: Link) -> ChunkList:
         raise FolderFormatError(f"chunk list: {exc}") from None
 
 
-@dataclass(frozen=True, slots=True)
-class Listed:
-    """One list of the chain and the link it is stored under."""
-
-    link: Link
-    chunk_list: ChunkList
+Listed = tuple[Link, ChunkList]  # one list of the chain and the link it is stored under
 
 
 def list_chain(store: ChunkStore, head: Link, ensure: Callable[[Link], None]) -> Iterator[Listed]:
-    """The lists from ``head`` back to the first of the chain, newest first, at most ``MAX_HISTORY``.
+    """(link, list) from ``head`` back to the first of the chain, newest first, at most ``MAX_HISTORY``.
 
     ``ensure(link)`` brings a list's chunks into the store before it is read.
 
     Raises:
         FolderFormatError: a list is malformed, or the numbers do not count down by one.
     """
-    link: Link | None = head
-    expected: int | None = None
-    for _ in range(MAX_HISTORY):
-        if link is None:
-            return
-        ensure(link)
-        listed = load_chunk_list(store, link)
-        if expected is not None and listed.number != expected:
-            raise FolderFormatError(f"chunk list {listed.number} follows one numbered {expected + 1}")
-        yield Listed(link, listed)
-        expected = listed.number - 1
-        link = listed.previous
+    return follow(head, lambda link: load_chunk_list(store, link), ensure, "chunk list")
 
 
 def kept_lists(chain: Iterable[Listed]) -> tuple[list[Listed], list[Listed]]:
     """``chain`` split into (kept, pruned) by the retention policy (specs/folders.md §9.1), newest first."""
     ordered = list(chain)
-    kept = retained_numbers({item.chunk_list.number: item.chunk_list.time_ns for item in ordered})
-    return ([item for item in ordered if item.chunk_list.number in kept],
-            [item for item in ordered if item.chunk_list.number not in kept])
+    kept = retained_numbers({listed.number: listed.time_ns for _, listed in ordered})
+    return ([item for item in ordered if item[1].number in kept], [item for item in ordered if item[1].number not in kept])

@@ -354,14 +354,15 @@ class FolderService:
     async def _pin(self, folder: bytes, head: Head, newest: Link) -> PinReport:
         kept, pruned = await self._in_thread(lambda ensure: chain_and_walks(self.store, newest, ensure), head)
         root = record_root(head.value)
-        if kept[0].chunk_list.record != root:  # the newest is always kept (specs/folders.md §9)
+        newest_list = kept[0][1]
+        if newest_list.record != root:  # the newest is always kept (specs/folders.md §9)
             raise ControlError(422, "integrity", "the folder's chunk list names another snapshot record than its record")
         placement = _Placement(self.dialer, root)
         paid = self.paid
         make_source = free_source if paid is None else functools.partial(PaidSource.open, paid)
         view, providers = await placement.get()
         resolver = DhtResolver(self.dialer, root, make_source=make_source, view=view, providers=providers)
-        wanted = sorted({a for item in kept for a in item.chunk_list.addresses})
+        wanted = sorted({a for _, listed in kept for a in listed.addresses})
         try:
             fetched, size = await fetch_missing(self.store, wanted, lambda a, lookup: resolver.holders(a, lookup=lookup))
         except FetchFailed as exc:
@@ -369,12 +370,12 @@ class FolderService:
 
         def pin_all() -> int:
             chunks = set(wanted)
-            for item in kept + pruned:  # every list and record: the chains stay whole (§9.1)
-                file_chunks(self.store, item.link.root, chunks)
-                file_chunks(self.store, item.chunk_list.record, chunks)
+            for link, listed in kept + pruned:  # every list and record: the chains stay whole (§9.1)
+                file_chunks(self.store, link.root, chunks)
+                file_chunks(self.store, listed.record, chunks)
             self.store.pin(sorted(chunks), root=root)
             with FolderIndex.open(self.data_dir) as index:
-                before = index.record_pin(PinnedFolder(folder, root, kept[0].chunk_list.number, len(chunks),
+                before = index.record_pin(PinnedFolder(folder, root, newest_list.number, len(chunks),
                                                        self.wall_clock()))
             if before is not None and before.root != root:  # one store root per folder; its chunks stay pinned
                 self.store.unpin([], root=before.root)
@@ -385,7 +386,7 @@ class FolderService:
         log.info("folder pinned: %d snapshots (%d kept), %d chunks, %d fetched", len(kept) + len(pruned), len(kept),
                  pinned, fetched)
         return PinReport(snapshots=len(kept) + len(pruned), kept=len(kept), chunks=pinned, fetched=fetched,
-                         bytes_fetched=size, newest=kept[0].chunk_list.number)
+                         bytes_fetched=size, newest=newest_list.number)
 
     async def prune(self, body: Json, emit: Emit) -> Json:
         """Body: ``link`` (write link), ``dry_run`` (bool)."""

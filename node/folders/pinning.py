@@ -95,6 +95,6 @@ def chain_and_walks(store: ChunkStore, head: Link, ensure: Callable[[Link], None
     Each snapshot record the lists name is fetched too (its root walked, no key).
     """
     chain = list(list_chain(store, head, ensure))
-    for item in chain:
-        ensure(Link(item.chunk_list.record))
+    for _, listed in chain:
+        ensure(Link(listed.record))
     return kept_lists(chain)

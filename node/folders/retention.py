@@ -124,8 +124,8 @@ def chunks_to_keep(store: ChunkStore, cap: ReadCap, head: Head | None) -> set[by
         _file_chunks(store, version.link.root, keep, partial=False)
     listed = record_chunk_list(cap.public_key, head.value) if head is not None else None
     if listed is not None:  # chunk lists, like records, are never pruned (§9.1)
-        for item in list_chain(store, listed, lambda link: None):
-            _file_chunks(store, item.link.root, keep, partial=False)
+        for link, _ in list_chain(store, listed, lambda link: None):
+            _file_chunks(store, link.root, keep, partial=False)
     return set(keep)
 
 

@@ -16,11 +16,12 @@ from node.folders.retention import chunks_to_keep
 from node.folders.snapshot import SnapshotTaken
 from node.store import ChunkStore
 from protocol.chunks import Link, RawWalker
-from protocol.folders import KEEP_DAILY_DAYS, WriteCap, encode_record_value, record_chunk_list
+from protocol.folders import KEEP_DAILY_DAYS, encode_record_value, record_chunk_list
 from protocol.folders._history import NS_PER_DAY
 from tests.helpers.folders import make_tree
+from tests.node.folders.test_folder_local import CAP as LOCAL_CAP, Folder
 
-CAP = WriteCap(bytes(range(32)))
+CAP = LOCAL_CAP
 
 
 class _CountingStore:
@@ -54,12 +55,11 @@ def test_a_files_chunks_are_listed_from_its_manifest_chunks_alone(tmp_path: Path
 
 
 class _Writer:
-    """Snapshots through the local store with version-2 record values, as the node publishes them."""
+    """test_folder_local's data dir, with version-2 record values, as a node publishes them."""
 
     def __init__(self, tmp: Path) -> None:
-        self.store = ChunkStore(tmp / "store")
-        self.index = FolderIndex(tmp / "folders.sqlite3")
-        self.tmp = tmp / "folders-tmp"
+        self.folder = Folder(tmp)
+        self.store, self.index, self.tmp = self.folder.store, self.folder.index, self.folder.tmp
         self.head: Head | None = None
 
     def snapshot(self, directory: Path, now_ns: int) -> tuple[SnapshotTaken, Link]:
@@ -69,16 +69,12 @@ class _Writer:
         self.head = Head(taken.snapshot.number, value)
         return taken, listed
 
-    def close(self) -> None:
-        self.store.close()
-        self.index.close()
-
 
 @pytest.fixture
 def writer(tmp_path: Path):  # type: ignore[no-untyped-def]
     w = _Writer(tmp_path)
     yield w
-    w.close()
+    w.folder.close()
 
 
 def test_each_list_names_every_chunk_of_its_snapshot_and_chains_to_the_one_before(tmp_path: Path,
@@ -94,9 +90,10 @@ def test_each_list_names_every_chunk_of_its_snapshot_and_chains_to_the_one_befor
     assert record_chunk_list(CAP.public_key, writer.head.value) == list2  # the public key is enough
     assert record_chunk_list(bytes(32), writer.head.value) != list2
     chain = list(list_chain(writer.store, list2, lambda link: None))
-    assert [item.chunk_list.number for item in chain] == [2, 1] and [item.link for item in chain] == [list2, list1]
-    assert chain[0].chunk_list.record == second.link.root and chain[1].chunk_list.record == first.link.root
-    assert chain[0].chunk_list.previous == list1 and chain[1].chunk_list.previous is None
+    (link2, newest), (link1, oldest) = chain
+    assert (newest.number, oldest.number) == (2, 1) and (link2, link1) == (list2, list1)
+    assert newest.record == second.link.root and oldest.record == first.link.root
+    assert newest.previous == list1 and oldest.previous is None
     # What the retention policy keeps (records, lists, kept manifests and files): the lists name all
     # but the records and the lists themselves (walked from their roots).
     records: set[bytes] = set()
@@ -105,9 +102,9 @@ def test_each_list_names_every_chunk_of_its_snapshot_and_chains_to_the_one_befor
     lists: set[bytes] = set()
     for link in (list1, list2):
         file_chunks(writer.store, link.root, lists)
-    listed = set(chain[0].chunk_list.addresses) | set(chain[1].chunk_list.addresses)
+    listed = set(newest.addresses) | set(oldest.addresses)
     assert listed | records | lists == chunks_to_keep(writer.store, CAP.read_cap, writer.head)
-    assert not set(chain[0].chunk_list.addresses) & records  # the list holds manifests' and files' chunks
+    assert not set(newest.addresses) & records  # the list holds manifests' and files' chunks
 
 
 def test_a_verify_link_holder_applies_the_retention_policy_from_the_lists(tmp_path: Path, writer: _Writer) -> None:
@@ -119,7 +116,7 @@ def test_a_verify_link_holder_applies_the_retention_policy_from_the_lists(tmp_pa
     (src / "run.sh").write_bytes(b"#!/bin/sh\necho changed\n")
     _, newest = writer.snapshot(src, now)
     kept, pruned = kept_lists(list_chain(writer.store, newest, lambda link: None))
-    assert [i.chunk_list.number for i in kept] == [2] and [i.chunk_list.number for i in pruned] == [1]
+    assert [listed.number for _, listed in kept] == [2] and [listed.number for _, listed in pruned] == [1]
 
 
 def test_a_list_whose_predecessor_has_none_starts_the_chain_again(tmp_path: Path, writer: _Writer) -> None:
@@ -132,7 +129,7 @@ def test_a_list_whose_predecessor_has_none_starts_the_chain_again(tmp_path: Path
     _, listed = writer.snapshot(src, time.time_ns())
     only = load_chunk_list(writer.store, listed)
     assert only.number == 2 and only.previous is None
-    assert [i.chunk_list.number for i in list_chain(writer.store, listed, lambda link: None)] == [2]
+    assert [item.number for _, item in list_chain(writer.store, listed, lambda link: None)] == [2]
 
 
 def test_the_index_keeps_one_pin_per_folder_and_says_which_it_replaced(tmp_path: Path) -> None:
