@@ -1,7 +1,8 @@
 """``mu folder``: encrypted folder snapshots with history (specs/folders.md).
 
-``create`` makes a new folder's links; ``snapshot``, ``log``, ``restore``,
-``diff`` and ``prune`` go through the data dir's backend (node/cli/backend.py): with
+``create`` makes a new folder's links; ``pin`` asks the running node to
+fetch and keep a folder's ciphertext with its verify link (specs/folders.md
+§7.1); ``snapshot``, ``log``, ``restore``, ``diff`` and ``prune`` go through the data dir's backend (node/cli/backend.py): with
 a node running, through the network (the snapshot is uploaded, paid, and
 published in the folder's signed DHT record; a restore fetches what the
 store lacks), without one, the local store.
@@ -21,23 +22,28 @@ import argparse
 import os
 import secrets
 import sys
+from typing import Any
+
+import trio
 from datetime import datetime, timezone
 from pathlib import Path
 
 from node.cli.arguments import positive_int, unix_time_ns
-from node.cli.backend import open_backend
-from node.cli.exit_codes import EXIT_NOT_FOUND, EXIT_OK, EXIT_UNDER_REPLICATED, EXIT_USAGE, fail
+from node.api.control import ControlError
+from node.cli.backend import answering_node, open_backend
+from node.cli.exit_codes import EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_OK, EXIT_UNDER_REPLICATED, EXIT_USAGE, fail
 from node.cli.progress import progress_display
+from node.cli.remote_backend import EXIT_FOR_ERROR_CODE
 from node.cli.results import BackendError, to_json
 from node.folders.index import FolderIndex
 from node.runtime.config import resolve_data_dir
-from protocol.folders import CapError, ReadCap, WriteCap, parse_read_cap, parse_write_cap
+from protocol.folders import CapError, ReadCap, WriteCap, parse_cap, parse_read_cap, parse_write_cap
 from protocol.identity import SEED_SIZE
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("folder", help="encrypted folder snapshots with history: create, snapshot, log, restore, diff, "
-                                           "prune")
+                                           "prune, pin")
     commands = p.add_subparsers(dest="folder_command", metavar="COMMAND", required=True)
 
     c = commands.add_parser("create", help="make a new folder; print its write, read and verify links")
@@ -79,6 +85,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     pr.add_argument("--dry-run", action="store_true", help="say what would be pruned and released; change nothing")
     pr.add_argument("--json", action="store_true", help="machine-readable output")
     pr.set_defaults(func=run_prune)
+
+    pn = commands.add_parser("pin", help="fetch (paid) and keep a folder's ciphertext with its verify link, through "
+                                         "the running node; run again to pick up new snapshots")
+    pn.add_argument("link", nargs="?", default=None, help="verify (or read or write) link (- reads it from stdin)")
+    pn.add_argument("--list", action="store_true", help="list the folders this node pins instead")
+    pn.add_argument("--json", action="store_true", help="machine-readable output")
+    pn.set_defaults(func=run_pin)
 
     d = commands.add_parser("diff", help="paths added, removed and changed between two snapshots")
     d.add_argument("link", help="read or write link (- reads it from stdin)")
@@ -233,4 +246,32 @@ def run_diff(args: argparse.Namespace) -> int:
     for mark, paths in (("+", report.added), ("-", report.removed), ("~", report.changed)):
         for path in paths:
             print(f"{mark} {path.encode('utf-8', 'backslashreplace').decode()}")
+    return EXIT_OK
+
+
+def run_pin(args: argparse.Namespace) -> int:
+    if args.list == (args.link is not None):
+        return fail("give a folder link to pin, or --list", EXIT_USAGE)
+    body: dict[str, Any] = {}
+    if args.link is not None:
+        try:
+            body["link"] = parse_cap(_link_text(args.link)).verify_cap.to_string()  # the node needs no more
+        except CapError as exc:
+            return fail(f"bad folder link: {exc}", EXIT_USAGE)
+    client = answering_node(resolve_data_dir(args.data_dir))
+    if client is None:
+        return fail("`mu folder pin` needs a running node (mu node): the node fetches and keeps the chunks")
+    try:
+        reply: dict[str, Any] = trio.run(lambda: client.call("GET", "folder-pins") if args.list
+                                         else client.run_stream("folder-pin", body, lambda event: None))
+    except ControlError as exc:
+        return fail(exc.message, EXIT_FOR_ERROR_CODE.get(exc.code, EXIT_FAILURE))
+    if args.json:
+        print(to_json(reply))
+    elif args.list:
+        for p in reply["folders"]:
+            print(f"{p['folder']}  snapshot {p['newest']:>5}  {p['chunks']:>8} chunks  pinned {_when(p['pinned_ns'])}")
+    else:
+        print(f"pinned {reply['chunks']} chunks of {reply['kept']} kept snapshots (of {reply['snapshots']}, newest "
+              f"{reply['newest']}); fetched {reply['fetched']} chunks ({reply['bytes_fetched']} bytes)")
     return EXIT_OK

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from node.store import ChunkStore
 from protocol.chunks import FileDecoder, IntegrityError, Link
@@ -63,13 +64,27 @@ class Version:
     snapshot: Snapshot
 
 
-def history(store: ChunkStore, head: Link, ensure: Callable[[Link], None] | None = None) -> Iterator[Version]:
-    """The snapshots from ``head`` back to the first, newest first, at most ``MAX_HISTORY``.
+class Chained(Protocol):
+    """A numbered item linking to the one before: a snapshot record, a chunk list."""
 
-    ``ensure(link)``, if given, is called before each record is read (to fetch its chunks).
+    @property
+    def number(self) -> int: ...
+
+    @property
+    def previous(self) -> Link | None: ...
+
+
+C = TypeVar("C", bound=Chained)
+
+
+def follow(head: Link, load: Callable[[Link], C], ensure: Callable[[Link], None] | None,
+           what: str) -> Iterator[tuple[Link, C]]:
+    """``load`` each item from ``head`` back along ``previous``, newest first, at most ``MAX_HISTORY``.
+
+    ``ensure(link)``, if given, is called before each item is loaded (to fetch its chunks).
 
     Raises:
-        FolderFormatError: a record is malformed, or the chain does not count down by one.
+        FolderFormatError: the numbers do not count down by one (or ``load`` raised it).
     """
     link: Link | None = head
     expected: int | None = None
@@ -78,12 +93,24 @@ def history(store: ChunkStore, head: Link, ensure: Callable[[Link], None] | None
             return
         if ensure is not None:
             ensure(link)
-        snapshot = load_snapshot(store, link)
-        if expected is not None and snapshot.number != expected:
-            raise FolderFormatError(f"snapshot {snapshot.number} follows one numbered {expected + 1}")
+        item = load(link)
+        if expected is not None and item.number != expected:
+            raise FolderFormatError(f"{what} {item.number} follows one numbered {expected + 1}")
+        yield link, item
+        expected = item.number - 1
+        link = item.previous
+
+
+def history(store: ChunkStore, head: Link, ensure: Callable[[Link], None] | None = None) -> Iterator[Version]:
+    """The snapshots from ``head`` back to the first, newest first, at most ``MAX_HISTORY``.
+
+    ``ensure(link)``, if given, is called before each record is read (to fetch its chunks).
+
+    Raises:
+        FolderFormatError: a record is malformed, or the chain does not count down by one.
+    """
+    for link, snapshot in follow(head, lambda link: load_snapshot(store, link), ensure, "snapshot"):
         yield Version(link, snapshot)
-        expected = snapshot.number - 1
-        link = snapshot.previous
 
 
 def choose(versions: list[Version], *, number: int | None = None, at_ns: int | None = None) -> Version:

@@ -11,6 +11,9 @@ What it keeps, each keyed by the folder's public key where it matters:
 * ``directories``: the write cap's seed of the folder each directory was
   created or last snapshotted as, so ``mu folder snapshot DIR`` needs no link;
 * ``pruned``: the snapshot records of each folder that retention pruned;
+* ``pins``: the folders this node keeps with their verify link (``mu folder
+  pin``): the store root they are pinned under, the newest snapshot and
+  the chunk count;
 * ``heads``: the newest record (sequence number and value) this node
   published or resolved per folder, so the next snapshot links to it and
   takes the next sequence number even when the DHT is unreachable.
@@ -71,6 +74,16 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (folder, root)
     ) WITHOUT ROWID;
     """,
+    # Folders pinned with their verify link (specs/folders.md §7.1 Chunk list, §12 folder-pin).
+    """
+    CREATE TABLE pins (
+        folder    BLOB PRIMARY KEY NOT NULL,
+        root      BLOB NOT NULL,
+        newest    INTEGER NOT NULL,
+        chunks    INTEGER NOT NULL,
+        pinned_ns INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -95,6 +108,17 @@ class Head:
 
     seq: int
     value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PinnedFolder:
+    """A folder this node keeps with its verify link, as of its last ``mu folder pin``."""
+
+    folder: bytes  # the public key
+    root: bytes  # the snapshot record root the chunks are pinned under in the store
+    newest: int  # the newest snapshot's number
+    chunks: int
+    pinned_ns: int
 
 
 class FolderIndex:
@@ -196,6 +220,23 @@ class FolderIndex:
             self._db.executemany("DELETE FROM sent_chunks WHERE address = ?", ((a,) for a in chunks))
             self._db.executemany("DELETE FROM sent_roots WHERE root = ?", ((r,) for r in roots))
             self._db.execute("COMMIT")
+
+    def record_pin(self, pin: PinnedFolder) -> PinnedFolder | None:
+        """Record ``pin`` for its folder; return the one it replaces (whose store root may be unpinned)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            row = self._db.execute("SELECT folder, root, newest, chunks, pinned_ns FROM pins WHERE folder = ?",
+                                   (pin.folder,)).fetchone()
+            self._db.execute("INSERT OR REPLACE INTO pins (folder, root, newest, chunks, pinned_ns) VALUES (?, ?, ?, ?, ?)",
+                             (pin.folder, pin.root, pin.newest, pin.chunks, pin.pinned_ns))
+            self._db.execute("COMMIT")
+        return PinnedFolder(bytes(row[0]), bytes(row[1]), *row[2:]) if row else None
+
+    def pins(self) -> list[PinnedFolder]:
+        """The folders pinned here, oldest pin first."""
+        with self._lock:
+            rows = self._db.execute("SELECT folder, root, newest, chunks, pinned_ns FROM pins ORDER BY pinned_ns")
+            return [PinnedFolder(bytes(f), bytes(r), n, c, t) for f, r, n, c, t in rows]
 
     def remember(self, directory: bytes, seed: bytes) -> None:
         """``directory`` (absolute, resolved) is snapshotted as the folder of this signing seed."""

@@ -86,14 +86,14 @@ def unsent_history(store: ChunkStore, index: FolderIndex, previous: Link | None)
 
 
 def snapshot_report(taken: SnapshotTaken, changes: Changes, seq: int, *, chunks_uploaded: int = 0,
-                    chunks_already_sent: int = 0, under_replicated: int = 0,
+                    list_chunks_uploaded: int = 0, chunks_already_sent: int = 0, under_replicated: int = 0,
                     published_to: int | None = None) -> SnapshotReport:
     s = taken.snapshot
     return SnapshotReport(number=s.number, seq=seq, time_ns=s.time_ns, files=s.files, dirs=s.dirs,
                           symlinks=s.symlinks, size=s.size, files_read=taken.files_read, bytes_read=taken.bytes_read,
                           new_chunks=taken.new_chunks, skipped=taken.skipped, added=len(changes.added),
                           removed=len(changes.removed), changed=len(changes.changed), chunks_uploaded=chunks_uploaded,
-                          chunks_already_sent=chunks_already_sent, under_replicated=under_replicated,
+                          list_chunks_uploaded=list_chunks_uploaded, chunks_already_sent=chunks_already_sent, under_replicated=under_replicated,
                           published_to=published_to)
 
 

@@ -1,7 +1,7 @@
 """The running node's folder routes (specs/folders.md §10-§12, specs/network.md §6 Control API).
 
 ``FolderService`` serves ``folder-snapshot``, ``folder-log``,
-``folder-restore`` and ``folder-diff`` on the control API.  The work on
+``folder-restore``, ``folder-diff``, ``folder-prune`` and ``folder-pin`` on the control API.  The work on
 the store and the file system is node/folders/local.py's, run on a worker
 thread; around it this module:
 
@@ -14,7 +14,9 @@ thread; around it this module:
   skipping chunks the index records as sent (so nothing is paid twice,
   across snapshots and across a rerun after a kill);
 * publishes the record (next sequence number, signed with the write cap)
-  only once the snapshot's chunks are out.
+  only once the snapshot's chunks are out, naming the snapshot's chunk list
+  (specs/folders.md §7.1), which a verify-link holder reads to pin the
+  folder's ciphertext (``folder-pin``, node/folders/pinning.py).
 
 Capabilities come in request bodies and are never logged or echoed.
 """
@@ -36,7 +38,8 @@ from node.exchange.paying import PaidPeers
 from node.files.fetcher import FetchFailed, PaidSource, fetch_raw
 from node.files.locate import DhtResolver, PeerDialer, PlacementView, free_source
 from node.files.uploader import ChunkPlaced, free_put, replicate_file
-from node.folders.index import FolderIndex, Head
+from node.folders.chunklist import file_chunks, store_chunk_list
+from node.folders.index import FolderIndex, Head, PinnedFolder
 from node.folders.local import (
     folder_diff,
     folder_log,
@@ -46,6 +49,7 @@ from node.folders.local import (
     snapshot_report,
     unsent_history,
 )
+from node.folders.pinning import PinReport, chain_and_walks, fetch_missing
 from node.folders.results import FileCounter, to_json
 from node.folders.retention import prune, prune_after_snapshot
 from node.folders.snapshot import TMP_DIR, FolderError
@@ -59,9 +63,11 @@ from protocol.folders import (
     ReadCap,
     WriteCap,
     encode_record_value,
+    parse_cap,
     parse_read_cap,
-    record_root,
     parse_write_cap,
+    record_chunk_list,
+    record_root,
 )
 from protocol.kademlia import sign_mutable
 
@@ -167,6 +173,8 @@ class FolderService:
             "sub": string})
         control.stream_route("folder-diff", self.diff, params={"link": link, "a": integer, "b": integer})
         control.stream_route("folder-prune", self.prune, params={"link": link, "dry_run": Param(ParamKind.BOOLEAN)})
+        control.stream_route("folder-pin", self.pin, params={"link": link})
+        control.route("GET", "folder-pins", self.pins, params={})
 
     async def _head(self, index: FolderIndex, folder: bytes) -> Head | None:
         record = await self.dialer.dht.resolve_record(folder)
@@ -238,13 +246,16 @@ class FolderService:
                     "size": taken.snapshot.size})
         older = await trio.to_thread.run_sync(unsent_history, self.store, index, taken.snapshot.previous)
         files = [e.link for e in taken.entries if e.link is not None]
-        uploaded, skipped, under = await self._upload(index, older + files + [taken.snapshot.manifest, taken.link],
-                                                      replicas, emit)
+        # specs/folders.md §7.1: the list of every chunk, for verify-link holders; uploaded like the rest.
+        listed = await self._in_thread(lambda ensure: store_chunk_list(
+            self.store, cap.public_key, taken, head, self.data_dir / TMP_DIR), head)
+        uploaded, skipped, under, list_uploaded = await self._upload(
+            index, older + files + [taken.snapshot.manifest, listed, taken.link], replicas, emit, apart=listed.root)
         # One provider record per snapshot, for its record's root (specs/folders.md §10 step 4):
         # a reader finds every file by its chunks' placement, and this node as the fallback.
         await self.dialer.dht.announce_provider(dht_key(taken.link.root), tcp_port=self.dialer.transport.port)
         seq = head.seq + 1 if head is not None else 1
-        value = encode_record_value(cap.read_key, taken.link)
+        value = encode_record_value(cap.read_key, taken.link, public_key=cap.public_key, chunk_list=listed)
         record = sign_mutable(cap.seed, seq, value)
         published = await self.dialer.dht.publish_record(record)
         await trio.to_thread.run_sync(index.record_head, cap.public_key, Head(seq, value))
@@ -252,12 +263,17 @@ class FolderService:
         await self._in_thread(lambda ensure: prune_after_snapshot(self.store, index, cap, Head(seq, value),
                                                                   ensure=ensure), head)
         log.info("folder snapshot %d published (seq %d) to %d nodes", taken.snapshot.number, seq, published)
-        return to_json(snapshot_report(taken, changes, seq, chunks_uploaded=uploaded, chunks_already_sent=skipped,
+        return to_json(snapshot_report(taken, changes, seq, chunks_uploaded=uploaded - list_uploaded,
+                                       list_chunks_uploaded=list_uploaded, chunks_already_sent=skipped,
                                        under_replicated=under, published_to=published))
 
-    async def _upload(self, index: FolderIndex, links: list[Link], replicas: int,
-                      emit: Emit) -> tuple[int, int, int]:
-        """Send what the index does not record as sent; return (chunks sent, chunks skipped, under-replicated).
+    async def _upload(self, index: FolderIndex, links: list[Link], replicas: int, emit: Emit, *,
+                      apart: bytes | None = None) -> tuple[int, int, int, int]:
+        """Send what the index does not record as sent.
+
+        Returns (chunks sent, chunks skipped, under-replicated, chunks sent of
+        the file ``apart``, also counted in the first), so a snapshot reports
+        its chunk list's uploads beside its own.
 
         A host is first asked (HAVE, free) whether it holds the chunk: after a
         kill between a paid PUT and the index's record of it, the rerun pays
@@ -270,7 +286,7 @@ class FolderService:
                 return False
             return await paid_put(session, address, data)
 
-        sent = skipped = under = 0
+        sent = skipped = under = sent_apart = 0
         seen: set[bytes] = set()
         view: PlacementView | None = None  # one view for every file of the snapshot (specs/network.md §3)
         for link in links:
@@ -286,8 +302,9 @@ class FolderService:
                 return done
 
             async def on_chunk(placed: ChunkPlaced) -> None:
-                nonlocal sent, short
+                nonlocal sent, short, sent_apart
                 sent += 1
+                sent_apart += link.root == apart
                 await emit({"event": "replicated", "address": placed.address.hex(), "replicas": len(placed.replicas)})
                 if len(placed.replicas) >= replicas:
                     await trio.to_thread.run_sync(index.record_chunk_sent, placed.address)
@@ -301,7 +318,75 @@ class FolderService:
             under += report.under_replicated
             if not short:
                 await trio.to_thread.run_sync(index.record_root_sent, link.root)
-        return sent, skipped, under
+        return sent, skipped, under, sent_apart
+
+    async def pin(self, body: Json, emit: Emit) -> Json:
+        """Body: ``link`` (any folder link; the verify link is enough).
+
+        Fetches (paid) and pins every chunk the folder's retention policy
+        keeps, as its chunk lists name them (specs/folders.md §7.1), and
+        announces this node as a provider of the newest snapshot record.
+        """
+        try:
+            cap = parse_cap(_text(body, "link"))
+        except CapError as exc:  # the message never repeats the link
+            raise ControlError(400, "bad-link", str(exc)) from None
+        async with self._lock:
+            with FolderIndex.open(self.data_dir) as index:
+                head = await self._head(index, cap.public_key)
+            if head is None:
+                raise ControlError(404, "not-found", "the folder has no published snapshot")
+            newest = record_chunk_list(cap.public_key, head.value)
+            if newest is None:
+                raise ControlError(409, "folder", "the folder's newest snapshot has no chunk list (taken by an older "
+                                                  "mu, or without a node): snapshot it again through a node")
+            report = await self._pin(cap.public_key, head, newest)
+        return to_json(report)
+
+    async def pins(self, body: Json) -> Json:
+        """The folders pinned here: public key (hex, not a link: links are never printed), newest, chunks, when."""
+        async with self._lock:
+            with FolderIndex.open(self.data_dir) as index:
+                pins = await trio.to_thread.run_sync(index.pins)
+        return {"folders": [{"folder": p.folder.hex(), "newest": p.newest, "chunks": p.chunks,
+                             "pinned_ns": p.pinned_ns} for p in pins]}
+
+    async def _pin(self, folder: bytes, head: Head, newest: Link) -> PinReport:
+        kept, pruned = await self._in_thread(lambda ensure: chain_and_walks(self.store, newest, ensure), head)
+        root = record_root(head.value)
+        newest_list = kept[0][1]
+        if newest_list.record != root:  # the newest is always kept (specs/folders.md §9)
+            raise ControlError(422, "integrity", "the folder's chunk list names another snapshot record than its record")
+        placement = _Placement(self.dialer, root)
+        paid = self.paid
+        make_source = free_source if paid is None else functools.partial(PaidSource.open, paid)
+        view, providers = await placement.get()
+        resolver = DhtResolver(self.dialer, root, make_source=make_source, view=view, providers=providers)
+        wanted = sorted({a for _, listed in kept for a in listed.addresses})
+        try:
+            fetched, size = await fetch_missing(self.store, wanted, lambda a, lookup: resolver.holders(a, lookup=lookup))
+        except FetchFailed as exc:
+            raise ControlError(404, "not-found", str(exc)) from None
+
+        def pin_all() -> int:
+            chunks = set(wanted)
+            for link, listed in kept + pruned:  # every list and record: the chains stay whole (§9.1)
+                file_chunks(self.store, link.root, chunks)
+                file_chunks(self.store, listed.record, chunks)
+            self.store.pin(sorted(chunks), root=root)
+            with FolderIndex.open(self.data_dir) as index:
+                before = index.record_pin(PinnedFolder(folder, root, newest_list.number, len(chunks),
+                                                       self.wall_clock()))
+            if before is not None and before.root != root:  # one store root per folder; its chunks stay pinned
+                self.store.unpin([], root=before.root)
+            return len(chunks)
+
+        pinned = await trio.to_thread.run_sync(pin_all)
+        await self.dialer.dht.announce_provider(dht_key(root), tcp_port=self.dialer.transport.port)
+        log.info("folder pinned: %d snapshots (%d kept), %d chunks, %d fetched", len(kept) + len(pruned), len(kept),
+                 pinned, fetched)
+        return PinReport(snapshots=len(kept) + len(pruned), kept=len(kept), chunks=pinned, fetched=fetched,
+                         bytes_fetched=size, newest=newest_list.number)
 
     async def prune(self, body: Json, emit: Emit) -> Json:
         """Body: ``link`` (write link), ``dry_run`` (bool)."""

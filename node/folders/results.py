@@ -34,7 +34,8 @@ class SnapshotReport:
     added: int
     removed: int
     changed: int
-    chunks_uploaded: int = 0  # chunks PUT to hosts (paid through a node)
+    chunks_uploaded: int = 0  # chunks of the snapshot (files, manifest, record) PUT to hosts (paid through a node)
+    list_chunks_uploaded: int = 0  # chunks of its chunk list PUT to hosts (specs/folders.md §7.1)
     chunks_already_sent: int = 0  # chunks not PUT: sent by an earlier snapshot or run
     under_replicated: int = 0
     published_to: int | None = None  # DHT nodes that took the record (None: no node, recorded locally)

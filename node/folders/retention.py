@@ -20,12 +20,20 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from node.folders.chunklist import list_chain
 from node.folders.history import Version, history, load_manifest
 from node.folders.index import FolderIndex, Head
 from node.folders.results import PruneReport
 from node.store import ChunkNotFound, ChunkStore
 from protocol.chunks import Link, RawWalker
-from protocol.folders import FolderFormatError, ReadCap, WriteCap, decode_record_value, retained_numbers
+from protocol.folders import (
+    FolderFormatError,
+    ReadCap,
+    WriteCap,
+    decode_record_value,
+    record_chunk_list,
+    retained_numbers,
+)
 
 Ensure = Callable[[Link], None]
 
@@ -102,7 +110,7 @@ def _snapshot_chunks(store: ChunkStore, versions: Iterable[Version], *,
 
 
 def chunks_to_keep(store: ChunkStore, cap: ReadCap, head: Head | None) -> set[bytes]:
-    """Every chunk the folder's kept snapshots need: their records, manifests and files' chunks.
+    """Every chunk the folder's kept snapshots need: records, chunk lists, and the kept manifests and files.
 
     For a renewer of paid retention (specs/network.md §7): a chunk of the
     folder outside this set belongs to pruned snapshots only.
@@ -114,6 +122,10 @@ def chunks_to_keep(store: ChunkStore, cap: ReadCap, head: Head | None) -> set[by
     keep, _ = _snapshot_chunks(store, retained.kept, partial=False)
     for version in versions:
         _file_chunks(store, version.link.root, keep, partial=False)
+    listed = record_chunk_list(cap.public_key, head.value) if head is not None else None
+    if listed is not None:  # chunk lists, like records, are never pruned (§9.1)
+        for link, _ in list_chain(store, listed, lambda link: None):
+            _file_chunks(store, link.root, keep, partial=False)
     return set(keep)
 
 

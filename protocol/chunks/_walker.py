@@ -90,6 +90,21 @@ class RawWalker(_TreeCursor):
         self.stored_bytes += len(stored)
         return bytearray()
 
+    def skip_data(self) -> bytes | None:
+        """Pass over the next chunk without its bytes if it is a data chunk; return its address, else None.
+
+        A data chunk's address is in its parent's header, already checked, so
+        listing a file's chunks (specs/folders.md §7.1 Chunk list) needs only
+        its manifest chunks; the data chunk itself is not verified here.
+        """
+        address = self.next_address()
+        if address is None or not self._stack or self._stack[-1].child_level != 0:
+            return None
+        self._stack[-1].pos += 1
+        self.data_chunks += 1
+        self.chunks += 1
+        return address
+
     def _feed(self, address: bytes, stored: bytes | bytearray | memoryview, verified: bool) -> None:
         if not verified and hashlib.sha256(stored).digest() != address:
             raise IntegrityError(f"chunk {address.hex()} does not match its address", address=address)

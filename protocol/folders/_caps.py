@@ -52,6 +52,21 @@ def chunk_secret_from_read_key(read_key: bytes) -> bytes:
     return _tagged(read_key, b"mu:folder-chunk-secret:v1")
 
 
+def chunk_list_secret(public_key: bytes) -> bytes:
+    """The chunk secret of the folder's chunk lists: HMAC-SHA256(public_key, "mu:folder-chunk-list-secret:v1").
+
+    From the public key, not the read key, so a verify-cap holder reads the
+    lists (specs/folders.md §7.1 Chunk list); the label keeps list chunks
+    apart from the folder's file chunks.
+    """
+    return _tagged(public_key, b"mu:folder-chunk-list-secret:v1")
+
+
+def chunk_list_pad(public_key: bytes, root: bytes) -> bytes:
+    """The pad of a chunk list's link key in the record value (specs/folders.md §7 Record value)."""
+    return _tagged(chunk_list_secret(public_key), b"mu:folder-chunk-list-pad:v1" + root)
+
+
 def _encode(prefix: str, payload: bytes) -> str:
     body = bytes([CAP_VERSION]) + payload
     checksum = hashlib.sha256(prefix.encode() + body).digest()[:CHECKSUM_SIZE]
@@ -88,6 +103,10 @@ class VerifyCap:
 
     def to_string(self) -> str:
         return _encode(VERIFY_PREFIX, self.public_key)
+
+    @property
+    def verify_cap(self) -> VerifyCap:
+        return self
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,8 @@ import msgpack
 
 from protocol.chunks import ADDRESS_SIZE, KEY_SIZE, Link, LinkError
 
+from ._caps import chunk_list_pad
+
 FORMAT_VERSION = 1
 # Bounds (specs/folders.md §3 Definitions and defaults).
 MAX_ENTRIES = 1_000_000
@@ -32,6 +34,9 @@ MAX_MTIME_NS = 2**63 - 1
 MAX_SIZE = 2**64 - 1
 LINK_BYTES = ADDRESS_SIZE + KEY_SIZE
 RECORD_VALUE_SIZE = 1 + ADDRESS_SIZE + KEY_SIZE
+# specs/folders.md §7 Record value: version 2 adds the snapshot's chunk list (§7.1).
+LISTED_VALUE_VERSION = 2
+LISTED_VALUE_SIZE = RECORD_VALUE_SIZE + ADDRESS_SIZE + KEY_SIZE
 
 
 class FolderFormatError(ValueError):
@@ -88,15 +93,20 @@ def _pack(value: object) -> bytes:
     return packed
 
 
-def _unpack(data: bytes, limit: int, what: str) -> object:
+def _unpack(data: bytes, limit: int, what: str, *, max_bin: int = max(MAX_PATH_BYTES, MAX_TARGET_BYTES, LINK_BYTES)
+            ) -> object:
     if len(data) > limit:
         raise FolderFormatError(f"{what} is {len(data)} bytes, more than {limit}")
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=limit,
-                                max_bin_len=max(MAX_PATH_BYTES, MAX_TARGET_BYTES, LINK_BYTES),
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=limit, max_bin_len=max_bin,
                                 max_str_len=0, max_array_len=MAX_ENTRIES, max_map_len=0, max_ext_len=0)
     unpacker.feed(data)
     try:
         value = unpacker.unpack()
+    except msgpack.OutOfData:  # truncated (or empty): never a value
+        raise FolderFormatError(f"{what} is truncated") from None
+    except (ValueError, msgpack.UnpackException, msgpack.ExtraData) as exc:
+        raise FolderFormatError(f"{what} is not valid msgpack: {exc}") from None
+    try:
         unpacker.unpack()
     except msgpack.OutOfData:
         pass
@@ -235,26 +245,49 @@ def _record_pad(read_key: bytes, root: bytes) -> bytes:
     return hmac.new(read_key, b"mu:folder-record:v1" + root, hashlib.sha256).digest()
 
 
-def encode_record_value(read_key: bytes, snapshot: Link) -> bytes:
-    """The mutable record's value: ``1 || root || key XOR pad`` (§7 Record value).
+def _xor(a: bytes, b: bytes) -> bytes:
+    return bytes(x ^ y for x, y in zip(a, b))
 
-    The pad is HMAC-SHA256(read_key, label || root): only a read-cap holder
-    learns the snapshot's key; a host sees a root it can walk and keep.
+
+def encode_record_value(read_key: bytes, snapshot: Link, *, public_key: bytes | None = None,
+                        chunk_list: Link | None = None) -> bytes:
+    """The mutable record's value (§7 Record value).
+
+    Version 1, ``1 || root || key XOR pad``: the pad is HMAC-SHA256(read_key,
+    label || root), so only a read-cap holder learns the snapshot's key; a
+    host sees a root it can walk and keep.  With ``chunk_list`` (and the
+    folder's ``public_key``), version 2 appends ``list root || list key XOR
+    list pad``, the pad derived from the public key, so a verify-cap holder
+    can read the list of every chunk the snapshot needs (§7.1 Chunk list).
     """
     assert snapshot.key is not None
-    pad = _record_pad(read_key, snapshot.root)
-    return bytes([FORMAT_VERSION]) + snapshot.root + bytes(a ^ b for a, b in zip(snapshot.key, pad))
+    sealed = snapshot.root + _xor(snapshot.key, _record_pad(read_key, snapshot.root))
+    if chunk_list is None:
+        return bytes([FORMAT_VERSION]) + sealed
+    assert chunk_list.key is not None and public_key is not None
+    return (bytes([LISTED_VALUE_VERSION]) + sealed + chunk_list.root
+            + _xor(chunk_list.key, chunk_list_pad(public_key, chunk_list.root)))
 
 
 def record_root(value: bytes) -> bytes:
     """The snapshot root a record value names (what a verify-cap holder walks)."""
-    if len(value) != RECORD_VALUE_SIZE or value[0] != FORMAT_VERSION:
-        raise FolderFormatError(f"a folder record value is {RECORD_VALUE_SIZE} bytes of version {FORMAT_VERSION}")
+    if not ((len(value) == RECORD_VALUE_SIZE and value[0] == FORMAT_VERSION)
+            or (len(value) == LISTED_VALUE_SIZE and value[0] == LISTED_VALUE_VERSION)):
+        raise FolderFormatError(f"a folder record value is {RECORD_VALUE_SIZE} bytes of version {FORMAT_VERSION} "
+                                f"or {LISTED_VALUE_SIZE} of version {LISTED_VALUE_VERSION}")
     return value[1:1 + ADDRESS_SIZE]
+
+
+def record_chunk_list(public_key: bytes, value: bytes) -> Link | None:
+    """The chunk list link a record value names (version 2), or None (version 1, no list)."""
+    record_root(value)
+    if value[0] == FORMAT_VERSION:
+        return None
+    root = value[RECORD_VALUE_SIZE:RECORD_VALUE_SIZE + ADDRESS_SIZE]
+    return Link(root, _xor(value[RECORD_VALUE_SIZE + ADDRESS_SIZE:], chunk_list_pad(public_key, root)))
 
 
 def decode_record_value(read_key: bytes, value: bytes) -> Link:
     """The snapshot link a record value names, for a read-cap holder."""
     root = record_root(value)
-    pad = _record_pad(read_key, root)
-    return Link(root, bytes(a ^ b for a, b in zip(value[1 + ADDRESS_SIZE:], pad)))
+    return Link(root, _xor(value[1 + ADDRESS_SIZE:RECORD_VALUE_SIZE], _record_pad(read_key, root)))

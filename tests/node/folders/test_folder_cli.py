@@ -61,3 +61,17 @@ def test_bad_links_and_unknown_directories_are_usage_errors(tmp_path: Path,
     with pytest.raises(SystemExit) as exited:
         run(capsys, data, "folder", "restore", links["read"], str(tmp_path / "d"), "--at", "yesterday")
     assert exited.value.code == EXIT_USAGE and "neither ISO 8601 nor Unix seconds" in capsys.readouterr().err
+
+
+def test_pin_needs_a_link_or_list_and_a_running_node(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    code, out, _ = run(capsys, data, "folder", "create", "--json")
+    verify = json.loads(out)["verify"]
+    code, _, err = run(capsys, data, "folder", "pin")
+    assert code == EXIT_USAGE and "--list" in err
+    code, _, err = run(capsys, data, "folder", "pin", verify, "--list")
+    assert code == EXIT_USAGE
+    code, _, err = run(capsys, data, "folder", "pin", verify[:-2])
+    assert code == EXIT_USAGE and verify[12:] not in err  # the message never repeats the link
+    code, _, err = run(capsys, data, "folder", "pin", verify)
+    assert code == 1 and "running node" in err and verify not in err
