@@ -24,6 +24,7 @@ from node.ledger import ChannelRecord, Ledger
 from node.transport import Session
 from protocol.bitcoin import PrivateKey, PublicKey
 from protocol.bitcoin.channel import ChannelParams, PayerChannel, funding_script_for
+from protocol.erasure import AuditChallenge
 from protocol.payments import (ChannelStatus, Kind, LocalPaymentError, PaymentErrorCode, PriceTooHigh,
                                RemotePaymentError, Role, Terms)
 from protocol.payments.messages import ChannelId, ChannelState, OpenChannel
@@ -143,3 +144,9 @@ class Payer:
     async def put(self, link: HostLink, address: bytes, data: bytes) -> bool:
         """Store ``data`` on the host, paying what is owed; True if it was new there."""
         return await self.window.request(link, Kind.PUT, address, len(data), data)  # type: ignore[return-value]
+
+    async def audit(self, link: HostLink, challenge: AuditChallenge) -> bytes:
+        """Pay for an audit whose probe's proof checked: the charged AUDIT; returns its proof again
+        (specs/erasure.md §7.4 Paid audits)."""
+        return await self.window.request(link, Kind.AUDIT, challenge.nonce, challenge.length,  # type: ignore[return-value]
+                                         challenge)

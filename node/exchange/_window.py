@@ -18,17 +18,20 @@ request travels (``_send_with_record``).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
 
 from node.exchange._link import HostLink, PendingRecord, give_up_channel, remote_error, sync
 from node.ledger import PaymentEntry
-from node.transport import RequestError
+from node.transport import RequestError, SessionBroken
+from protocol.erasure import AuditChallenge
 from protocol.payments import Direction, Kind, PaymentError, chunk_price, paid_window
+from protocol.payments.payee import price_of
 from protocol.payments.payer import (Admission, Answer, Charge, Failure, PaymentRounds, Refusal, Request,
                                      channel_refused)
-from protocol.wire import MAX_DATA_SIZE
+from protocol.wire import MAX_DATA_SIZE, Audit, AuditProof, ErrorCode
 
 # Scheduling rounds a request's signer waits after starting it, so that it
 # reaches the session's send queue before the next request signs (the
@@ -62,8 +65,12 @@ class PaidWindow:
         self.max_price_per_mib_get = max_price_per_mib_get
         self.max_price_per_mib_put = max_price_per_mib_put
 
-    async def request(self, link: HostLink, kind: Kind, address: bytes, size: int, data: bytes | None) -> bytes | bool:
-        """One paid GET or PUT of ``size`` bytes, retried as the link's ``PaymentRounds`` decide.
+    async def request(self, link: HostLink, kind: Kind, address: bytes, size: int,
+                      data: bytes | AuditChallenge | None) -> bytes | bool:
+        """One paid GET, PUT or AUDIT of ``size`` bytes, retried as the link's ``PaymentRounds`` decide.
+
+        A PUT's ``data`` is the chunk; an AUDIT's is its challenge, and
+        ``address`` its nonce (each audit is its own charge).
 
         Raises:
             RemotePaymentError: the host refused the payment or the channel.
@@ -71,8 +78,8 @@ class PaidWindow:
             node.transport errors: the session failed (the caller reconnects).
         """
         terms = link.terms
-        price = terms.get_price(size) if kind is Kind.GET else terms.put_price(size)
-        maximum = self.max_price_per_mib_get if kind is Kind.GET else self.max_price_per_mib_put
+        price = price_of(terms, kind, size)
+        maximum = self.max_price_per_mib_put if kind is Kind.PUT else self.max_price_per_mib_get
         rounds = PaymentRounds(chunk_price(MAX_DATA_SIZE, maximum))
         while True:
             rounds.start()
@@ -90,7 +97,7 @@ class PaidWindow:
                 await _give_up_if_refused(link, final)
                 raise final
 
-    async def _attempt(self, link: HostLink, request: Request, data: bytes | None) -> bytes | bool:
+    async def _attempt(self, link: HostLink, request: Request, data: bytes | AuditChallenge | None) -> bytes | bool:
         """One try of a request; returns its answer or raises ``_Failed``."""
         if paid_window(request.price, link.terms.free_allowance) > 1:
             return await self._attempt_in_window(link, request, data)
@@ -117,7 +124,8 @@ class PaidWindow:
             raise _Failed(alone, outcome[0])
         return outcome[0]  # type: ignore[return-value]
 
-    async def _attempt_in_window(self, link: HostLink, request: Request, data: bytes | None) -> bytes | bool:
+    async def _attempt_in_window(self, link: HostLink, request: Request,
+                                 data: bytes | AuditChallenge | None) -> bytes | bool:
         """``_attempt`` when the window is above one: the request runs in the caller's task.
 
         The callers are the window: each signs under ``turn`` (inline, no
@@ -161,11 +169,7 @@ class PaidWindow:
             failure: BaseException | None = None
             result: bytes | bool = b""
             try:
-                if request.kind is Kind.GET:
-                    result = await link.session.get_chunk(request.chunk, prepared.wire, meanwhile=meanwhile)
-                else:
-                    assert data is not None
-                    result = await link.session.put_chunk(request.chunk, data, prepared.wire, meanwhile=meanwhile)
+                result = await _send(link, request, data, prepared.wire, meanwhile)
             except BaseException as exc:
                 failure = exc
             try:
@@ -208,7 +212,8 @@ class PaidWindow:
                 payer_sig=payment.sig))
         return _Prepared(charge=charge, wire=payment.to_wire() if payment is not None else None, record=record)
 
-    async def _exchange(self, link: HostLink, prepared: _Prepared, data: bytes | None, outcome: list[object]) -> None:
+    async def _exchange(self, link: HostLink, prepared: _Prepared, data: bytes | AuditChallenge | None,
+                        outcome: list[object]) -> None:
         """Send a prepared request and settle it: the answer (or the error) goes to ``outcome``."""
         try:
             result = await self._send_with_record(link, prepared, data)
@@ -221,7 +226,8 @@ class PaidWindow:
         _settle(link, prepared, result, failed=False)
         outcome.append(result)
 
-    async def _send_with_record(self, link: HostLink, prepared: _Prepared, data: bytes | None) -> bytes | bool:
+    async def _send_with_record(self, link: HostLink, prepared: _Prepared,
+                                data: bytes | AuditChallenge | None) -> bytes | bool:
         """Send the request; have our own record of a new payment written by the time it returns.
 
         With a likely next total (``Charge.ahead``), its payment is signed
@@ -233,11 +239,7 @@ class PaidWindow:
 
         async def send() -> None:
             try:
-                if request.kind is Kind.GET:
-                    outcome.append(await link.session.get_chunk(request.chunk, wire))
-                else:
-                    assert data is not None
-                    outcome.append(await link.session.put_chunk(request.chunk, data, wire))
+                outcome.append(await _send(link, request, data, wire, None))
             except Exception as exc:  # handed back below, outside the nursery
                 outcome.append(exc)
 
@@ -269,6 +271,23 @@ class PaidWindow:
         return outcome[0]  # type: ignore[return-value]
 
 
+async def _send(link: HostLink, request: Request, data: bytes | AuditChallenge | None, wire: dict[str, object] | None,
+                meanwhile: Callable[[], Awaitable[None]] | None) -> bytes | bool:
+    """The session call of one request: GET_CHUNK, PUT_CHUNK, or a charged AUDIT (its proof back)."""
+    if request.kind is Kind.GET:
+        return await link.session.get_chunk(request.chunk, wire, meanwhile=meanwhile)
+    if request.kind is Kind.AUDIT:
+        assert isinstance(data, AuditChallenge)
+        reply = await link.session.request(Audit(request_id=0, address=data.address, nonce=data.nonce,
+                                                 offset=data.offset, length=data.length, charge=True, payment=wire),
+                                           meanwhile=meanwhile)
+        if not isinstance(reply, AuditProof):
+            raise SessionBroken(f"AUDIT answered with {type(reply).__name__}", ErrorCode.UNEXPECTED_MESSAGE)
+        return bytes(reply.proof)
+    assert isinstance(data, bytes)
+    return await link.session.put_chunk(request.chunk, data, wire, meanwhile=meanwhile)
+
+
 async def _give_up_if_refused(link: HostLink, error: Exception) -> None:
     """After a final refusal: give the channel up when the host takes no more payments on it.
 
@@ -287,7 +306,8 @@ def _settle(link: HostLink, prepared: _Prepared, result: object, *, failed: bool
         if failed:
             link.machine.settle(Failure(charge=prepared.charge))
         else:
-            size = len(result) if isinstance(result, (bytes, bytearray, memoryview)) else None
+            # A GET is charged by the size it got; a PUT and an AUDIT by the size asked.
+            size = len(result) if prepared.charge.request.kind is Kind.GET and isinstance(result, (bytes, bytearray, memoryview)) else None
             link.machine.settle(Answer(charge=prepared.charge, size=size))
     finally:
         link.wake()

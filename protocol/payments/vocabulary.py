@@ -11,10 +11,11 @@ from enum import StrEnum
 
 
 class Kind(StrEnum):
-    """What a charged request did: fetched a chunk or stored one."""
+    """What a charged request did: fetched a chunk, stored one, or proved it holds a share."""
 
     GET = "get"
     PUT = "put"
+    AUDIT = "audit"  # a storage audit the owner checked, then paid (specs/erasure.md §7.4 Paid audits)
 
 
 class Direction(StrEnum):
