@@ -42,6 +42,8 @@ SETTING_HELP: dict[str, str] = {
     "loopback_devnet": "a local test network: many nodes on 127.0.0.1 may share the DHT table "
                        "(lifts its per-address-prefix limits for loopback peers)",
     "gc_period": "seconds between passes deleting chunks whose paid retention ran out",
+    "audit_period": "seconds in which each share of the k-of-n files this node owns is audited once, on average",
+    "max_spend_per_month": "sats the node may spend renewing its k-of-n files in a 30-day month",
 }
 
 

@@ -145,9 +145,12 @@ class PaidChunkServer:
         quota = self.store.quota_bytes
         if quota is not None and self.store.used_bytes + len(message.data) > quota:
             raise RequestRefused(ErrorCode.OVER_QUOTA, "store full")  # refuse before taking money
+        # A renewal is its own charge, named by its id: a PUT of the same chunk as a recent one would be
+        # a redelivery, served free (specs/erasure.md §9 Renewal).
+        kind, charged = (Kind.PUT, message.address) if message.renewal is None else (Kind.RENEW, message.renewal)
         with self.book.coming():
             async with session.in_arrival_order():  # charged in the order the peer sent them
-                staged = await self.book.stage(peer, kind=Kind.PUT, chunk=message.address, size=len(message.data),
+                staged = await self.book.stage(peer, kind=kind, chunk=charged, size=len(message.data),
                                                payment=message.payment)
         await self.book.committed(staged)
         # Retention counts from now, after the payment is on disk.

@@ -31,7 +31,7 @@ from protocol.payments import Direction, Kind, PaymentError, chunk_price, paid_w
 from protocol.payments.payee import price_of
 from protocol.payments.payer import (Admission, Answer, Charge, Failure, PaymentRounds, Refusal, Request,
                                      channel_refused)
-from protocol.wire import MAX_DATA_SIZE, Audit, AuditProof, ErrorCode
+from protocol.wire import MAX_DATA_SIZE, Audit, AuditProof, ErrorCode, PutChunk, PutOk
 
 # Scheduling rounds a request's signer waits after starting it, so that it
 # reaches the session's send queue before the next request signs (the
@@ -47,6 +47,18 @@ class _Prepared:
     charge: Charge
     wire: dict[str, object] | None
     record: PendingRecord | None  # our ledger record of the payment, if new
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenewalPut:
+    """What a renewal sends: the chunk again, which the host keeps longer (specs/erasure.md §9 Renewal)."""
+
+    address: bytes
+    data: bytes
+
+
+# What a request carries beside its charge's name: a PUT's chunk, an AUDIT's challenge, a renewal.
+Body = bytes | AuditChallenge | RenewalPut | None
 
 
 class _Failed(Exception):
@@ -66,11 +78,12 @@ class PaidWindow:
         self.max_price_per_mib_put = max_price_per_mib_put
 
     async def request(self, link: HostLink, kind: Kind, address: bytes, size: int,
-                      data: bytes | AuditChallenge | None) -> bytes | bool:
+                      data: Body) -> bytes | bool:
         """One paid GET, PUT or AUDIT of ``size`` bytes, retried as the link's ``PaymentRounds`` decide.
 
         A PUT's ``data`` is the chunk; an AUDIT's is its challenge, and
-        ``address`` its nonce (each audit is its own charge).
+        ``address`` its nonce; a RENEW's is a ``RenewalPut``, and ``address``
+        the renewal's id (each audit and renewal is its own charge).
 
         Raises:
             RemotePaymentError: the host refused the payment or the channel.
@@ -79,7 +92,7 @@ class PaidWindow:
         """
         terms = link.terms
         price = price_of(terms, kind, size)
-        maximum = self.max_price_per_mib_put if kind is Kind.PUT else self.max_price_per_mib_get
+        maximum = self.max_price_per_mib_put if kind in (Kind.PUT, Kind.RENEW) else self.max_price_per_mib_get
         rounds = PaymentRounds(chunk_price(MAX_DATA_SIZE, maximum))
         while True:
             rounds.start()
@@ -97,7 +110,7 @@ class PaidWindow:
                 await _give_up_if_refused(link, final)
                 raise final
 
-    async def _attempt(self, link: HostLink, request: Request, data: bytes | AuditChallenge | None) -> bytes | bool:
+    async def _attempt(self, link: HostLink, request: Request, data: Body) -> bytes | bool:
         """One try of a request; returns its answer or raises ``_Failed``."""
         if paid_window(request.price, link.terms.free_allowance) > 1:
             return await self._attempt_in_window(link, request, data)
@@ -125,7 +138,7 @@ class PaidWindow:
         return outcome[0]  # type: ignore[return-value]
 
     async def _attempt_in_window(self, link: HostLink, request: Request,
-                                 data: bytes | AuditChallenge | None) -> bytes | bool:
+                                 data: Body) -> bytes | bool:
         """``_attempt`` when the window is above one: the request runs in the caller's task.
 
         The callers are the window: each signs under ``turn`` (inline, no
@@ -212,7 +225,7 @@ class PaidWindow:
                 payer_sig=payment.sig))
         return _Prepared(charge=charge, wire=payment.to_wire() if payment is not None else None, record=record)
 
-    async def _exchange(self, link: HostLink, prepared: _Prepared, data: bytes | AuditChallenge | None,
+    async def _exchange(self, link: HostLink, prepared: _Prepared, data: Body,
                         outcome: list[object]) -> None:
         """Send a prepared request and settle it: the answer (or the error) goes to ``outcome``."""
         try:
@@ -227,7 +240,7 @@ class PaidWindow:
         outcome.append(result)
 
     async def _send_with_record(self, link: HostLink, prepared: _Prepared,
-                                data: bytes | AuditChallenge | None) -> bytes | bool:
+                                data: Body) -> bytes | bool:
         """Send the request; have our own record of a new payment written by the time it returns.
 
         With a likely next total (``Charge.ahead``), its payment is signed
@@ -271,9 +284,9 @@ class PaidWindow:
         return outcome[0]  # type: ignore[return-value]
 
 
-async def _send(link: HostLink, request: Request, data: bytes | AuditChallenge | None, wire: dict[str, object] | None,
+async def _send(link: HostLink, request: Request, data: Body, wire: dict[str, object] | None,
                 meanwhile: Callable[[], Awaitable[None]] | None) -> bytes | bool:
-    """The session call of one request: GET_CHUNK, PUT_CHUNK, or a charged AUDIT (its proof back)."""
+    """The session call of one request: GET_CHUNK, PUT_CHUNK (a renewal's too), or a charged AUDIT (its proof back)."""
     if request.kind is Kind.GET:
         return await link.session.get_chunk(request.chunk, wire, meanwhile=meanwhile)
     if request.kind is Kind.AUDIT:
@@ -284,6 +297,13 @@ async def _send(link: HostLink, request: Request, data: bytes | AuditChallenge |
         if not isinstance(reply, AuditProof):
             raise SessionBroken(f"AUDIT answered with {type(reply).__name__}", ErrorCode.UNEXPECTED_MESSAGE)
         return bytes(reply.proof)
+    if request.kind is Kind.RENEW:
+        assert isinstance(data, RenewalPut)
+        reply = await link.session.request(PutChunk(request_id=0, address=data.address, data=data.data, payment=wire,
+                                                    renewal=request.chunk), meanwhile=meanwhile)
+        if not isinstance(reply, PutOk) or reply.address != data.address:
+            raise SessionBroken(f"PUT_CHUNK answered with {type(reply).__name__}", ErrorCode.UNEXPECTED_MESSAGE)
+        return reply.stored
     assert isinstance(data, bytes)
     return await link.session.put_chunk(request.chunk, data, wire, meanwhile=meanwhile)
 

@@ -30,6 +30,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from node.exchange import HostLink, Payer
+from node.exchange._window import Body, RenewalPut
 from node.bitcoin.rpc import RPCClient
 from node.transport import BadChunk, Session, TransportError
 from node.bitcoin.wallet import InsufficientFunds, Wallet
@@ -220,7 +221,7 @@ class PaidPeers:
             raise
 
     async def request(self, session: Session, kind: Kind, address: bytes,
-                      data: bytes | AuditChallenge | None = None) -> tuple[object, int]:
+                      data: Body = None) -> tuple[object, int]:
         """One paid GET, PUT or AUDIT; returns (reply, sats sent with it).
 
         With a free allowance of one chunk's price, what goes with a request
@@ -254,14 +255,22 @@ class PaidPeers:
             except BadChunk as exc:
                 raise PaidBadChunk(str(exc), paid=link.paid - before) from None
 
-    async def _once(self, link: HostLink, kind: Kind, address: bytes, data: bytes | AuditChallenge | None) -> object:
+    async def _once(self, link: HostLink, kind: Kind, address: bytes, data: Body) -> object:
         if kind is Kind.GET:
             return await self.payer.get(link, address)
         if kind is Kind.AUDIT:
             assert isinstance(data, AuditChallenge)
             return await self.payer.audit(link, data)
+        if kind is Kind.RENEW:
+            assert isinstance(data, RenewalPut)
+            return await self.payer.renew(link, address, data.address, data.data)
         assert isinstance(data, bytes)
         return await self.payer.put(link, address, data)
+
+    async def renew(self, session: Session, address: bytes, data: bytes, renewal: bytes) -> int:
+        """Pay the host to keep a chunk it holds for another retention period (specs/erasure.md §9); sats sent."""
+        _, sats = await self.request(session, Kind.RENEW, renewal, RenewalPut(address=address, data=data))
+        return sats
 
     async def audit(self, session: Session, challenge: AuditChallenge) -> tuple[bytes, int]:
         """Pay the host for an audit whose probe passed (specs/erasure.md §7.4 Paid audits); (proof, sats sent)."""

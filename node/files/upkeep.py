@@ -30,6 +30,9 @@ from protocol.erasure import RENEW_AHEAD, SCHEDULE_RANDOM_SIZE, audit_delay, pic
 log = logging.getLogger("mu.upkeep")
 
 DEFAULT_AUDIT_PERIOD = 86_400.0  # seconds in which each share is audited once on average
+# A node stopping waits this long at most for an audit under way: cut between the audit's payment record and
+# its delivery, our ledger would hold a payment the host never saw (specs/payments.md §After a crash).
+AUDIT_SHUTDOWN_GRACE = 30.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,7 +85,8 @@ class UpkeepTimer:
         shares = await trio.to_thread.run_sync(self.auditor.audited_shares)
         if shares:
             map_address, stripe, share = shares[pick_share(len(shares), self.random_bytes(SCHEDULE_RANDOM_SIZE))]
-            audit = await self.auditor.audit_one(map_address, stripe, share)
+            with trio.CancelScope(shield=True), trio.fail_after(AUDIT_SHUTDOWN_GRACE):
+                audit = await self.auditor.audit_one(map_address, stripe, share)
             self.audits += 1
             if not audit.passed:
                 log.info("stripe %d of %s is below its threshold: repairing the file", stripe, map_address.hex())

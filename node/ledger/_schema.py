@@ -67,15 +67,15 @@ CREATE TABLE settlements (
 );
 """
 
-# Version 2: a payment's kind may be 'audit' (specs/erasure.md §7.4 Paid audits).  SQLite cannot
+# Version 2: a payment's kind may be 'audit' or 'renew' (specs/erasure.md §7.4 Paid audits, §9 Renewal).  SQLite cannot
 # change a CHECK in place: the table is copied into one with the new CHECK, ids kept.
 _V2 = """
 CREATE TABLE payments_v2 (
     id             INTEGER PRIMARY KEY,
     peer           TEXT NOT NULL,
     direction      TEXT NOT NULL CHECK (direction IN ('in', 'out')),
-    kind           TEXT NOT NULL CHECK (kind IN ('get', 'put', 'audit')),
-    chunk          TEXT NOT NULL,             -- chunk address, hex (an audit's: its nonce)
+    kind           TEXT NOT NULL CHECK (kind IN ('get', 'put', 'audit', 'renew')),
+    chunk          TEXT NOT NULL,             -- chunk address, hex (an audit's nonce, a renewal's id)
     price          INTEGER NOT NULL CHECK (price >= 0),
     amount         INTEGER NOT NULL CHECK (amount >= 0),
     channel_id     TEXT REFERENCES channels (channel_id),

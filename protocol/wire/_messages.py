@@ -140,16 +140,21 @@ class Chunk:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PutChunk:
+    """Store a chunk; ``renewal``: a fresh 32-byte id making this PUT a paid renewal (specs/erasure.md §9)."""
+
     request_id: int
     address: bytes
     data: bytes
     payment: Payment = None
+    renewal: bytes | None = None
 
     def __post_init__(self) -> None:
         _check_request_id(self.request_id)
         _check_address(self.address)
         _check_data(self.data)
         _check_payment(self.payment)
+        if self.renewal is not None:
+            _check_address(self.renewal)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -273,6 +278,8 @@ def encode_meta(message: Message) -> tuple[MessageType, dict[str, Any], bytes]:
         meta = {"address": m.address}
         if m.payment is not None:
             meta["payment"] = m.payment
+        if m.renewal is not None:
+            meta["renewal"] = m.renewal
         return MessageType.PUT_CHUNK, meta, m.data
     if isinstance(m, PutOk):
         return MessageType.PUT_OK, {"address": m.address, "stored": m.stored}, b""
@@ -338,9 +345,10 @@ def decode_message(mtype: int, response: bool, request_id: int, meta: Any, data:
             # bytearray: the decrypted chunk is handed over without a copy.
             message = Chunk(request_id=request_id, address=meta["address"], data=data)  # type: ignore[arg-type]
         elif t == MessageType.PUT_CHUNK:
-            _fields(meta, {"address"}, frozenset({"payment"}))
+            _fields(meta, {"address"}, frozenset({"payment", "renewal"}))
             message = PutChunk(
-                request_id=request_id, address=meta["address"], data=data, payment=meta.get("payment")  # type: ignore[arg-type]
+                request_id=request_id, address=meta["address"], data=data, payment=meta.get("payment"),  # type: ignore[arg-type]
+                renewal=meta.get("renewal"),
             )
         elif t == MessageType.PUT_OK:
             _fields(meta, {"address", "stored"})

@@ -27,10 +27,12 @@ def share_path(node: dict, address_hex: str) -> Path:
 
 
 @pytest.mark.slow
-def test_deleted_and_garbage_shares_fail_audits_and_their_hosts_are_dropped(tmp_path: Path) -> None:
+def test_deleted_and_garbage_shares_fail_audits_and_their_hosts_are_dropped(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     first, second = tmp_path / "one.bin", tmp_path / "two.bin"
     first.write_bytes(os.urandom(700 * KIB))
     second.write_bytes(os.urandom(700 * KIB))
+    monkeypatch.setenv("MU_AUDIT_PERIOD", "1e9")  # the upkeep timer stays out of this test (its nodes inherit it)
     proc, summary = start_devnet(tmp_path, 11)  # the owner, 10 hosts: 8 are left once 2 are dropped
     try:
         nodes = summary["nodes"]

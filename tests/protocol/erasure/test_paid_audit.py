@@ -1,5 +1,6 @@
-"""Paid audits' pure parts (specs/erasure.md §7.4 Paid audits): the charged AUDIT on the wire, the audit's
-price, the payee's decision for a charged audit, and the kind in CHANNEL_STATE's `recent`."""
+"""Paid audits' and renewals' pure parts (specs/erasure.md §7.4 Paid audits, §9 Renewal): the charged AUDIT
+and the renewal PUT on the wire, their prices, the payee's decision for a charged audit, and the kinds in
+CHANNEL_STATE's `recent`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from protocol.payments.errors import LocalPaymentError
 from protocol.payments.messages import ChannelId, ChannelState
 from protocol.payments.payee import (ChargeRequest, LookUpChannel, Redeliver, Refuse, decide_charge,
                                      price_of)
-from protocol.wire import MAX_AUDIT_LENGTH, Audit, LocalProtocolError, RemoteProtocolError
+from protocol.wire import MAX_AUDIT_LENGTH, Audit, LocalProtocolError, PutChunk, RemoteProtocolError
 from protocol.wire._messages import decode_message, encode_meta
 
 TERMS = Terms(price_per_mib_get=100, price_per_mib_put=300, retention_seconds=86_400, free_allowance=0,
@@ -46,6 +47,18 @@ def test_a_payment_without_charge_and_a_false_charge_on_the_wire_are_refused() -
         decode_message(0x16, False, 1, meta, b"")
     with pytest.raises(RemoteProtocolError):
         decode_message(0x16, False, 1, dict(meta, charge=True, extra=1), b"")
+
+
+def test_a_renewal_put_carries_its_id_and_is_priced_as_a_put() -> None:
+    plain = PutChunk(request_id=1, address=ADDRESS, data=b"x" * 10)
+    assert "renewal" not in encode_meta(plain)[1]
+    renewal = PutChunk(request_id=2, address=ADDRESS, data=b"x" * 10, renewal=NONCE)
+    mtype, meta, data = encode_meta(renewal)
+    back = decode_message(int(mtype), False, 2, msgpack.unpackb(msgpack.packb(meta)), data)
+    assert isinstance(back, PutChunk) and back.renewal == NONCE
+    with pytest.raises(RemoteProtocolError):
+        decode_message(int(mtype), False, 2, dict(meta, renewal=b"short"), data)
+    assert price_of(TERMS, Kind.RENEW, MAX_AUDIT_LENGTH) == TERMS.put_price(MAX_AUDIT_LENGTH)
 
 
 def test_an_audit_is_priced_as_a_get_of_its_range() -> None:
