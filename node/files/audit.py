@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -31,7 +31,7 @@ import trio
 
 from node.exchange.paying import PaidPeers
 from node.files.locate import PeerDialer
-from node.store import ChunkStore
+from node.store import ChunkNotFound, ChunkStore
 from node.transport import RequestError, Session, TransportError
 from protocol.payments import PaymentError, PriceTooHigh
 from protocol.erasure import (
@@ -149,21 +149,50 @@ def rebuild_shares(store: ChunkStore, stripe_map: StripeMap, index: int) -> list
     return shares
 
 
+# Rebuilds a stripe's shares from the network when the owner's chunks are gone: (map address, map, stripe)
+# -> (the n shares or None, sats paid).
+NetworkShares = Callable[[bytes, StripeMap, int], Awaitable[tuple[list[bytes] | None, int]]]
+
+
 class Auditor:
     """Audits the shares of the files in an :class:`ErasureBook`, for the node that owns them."""
 
     def __init__(self, store: ChunkStore, dialer: PeerDialer, book: ErasureBook, paid: PaidPeers | None = None, *,
+                 network_shares: NetworkShares | None = None,
                  random_bytes: Callable[[int], bytes] = os.urandom, wall_clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.dialer = dialer
         self.book = book
         self.paid = paid  # None: audits go unpaid (a node without payments)
+        self.network_shares = network_shares
         self.random_bytes = random_bytes
         self.wall_clock = wall_clock
         self._hosts: dict[bytes, trio.Lock] = {}  # one audit at a time per host
 
     def stripe_map(self, map_address: bytes) -> StripeMap:
         return StripeMap.parse(self.store.get(map_address))
+
+    async def shares(self, map_address: bytes, stripe_map: StripeMap, index: int) -> list[bytes]:
+        """Every share of stripe ``index``: re-encoded from the chunks kept here, else rebuilt from any k
+        shares on live hosts (paid GETs, added to the file's cost: specs/erasure.md §8 Repair).
+
+        Raises:
+            node.store.ChunkNotFound: the chunks are gone here and fewer than k shares could be had.
+        """
+        try:
+            return await trio.to_thread.run_sync(rebuild_shares, self.store, stripe_map, index)
+        except ChunkNotFound:
+            if self.network_shares is None:
+                raise
+        log.info("stripe %d of %s: chunks not kept here, rebuilding it from the network", index, map_address.hex())
+        shares, sats = await self.network_shares(map_address, stripe_map, index)
+        if sats:
+            record = self.book.load(map_address)
+            if record is not None:
+                self.book.save(replace(record, sats_spent=record.sats_spent + sats))
+        if shares is None:
+            raise ChunkNotFound(f"stripe {index} of {map_address.hex()}: not kept here, fewer than k shares on the network")
+        return shares
 
     async def audit_share(self, host: bytes, share: bytes) -> tuple[bool, str, int]:
         """Challenge ``host`` over ``share`` (the bytes the owner rebuilt), then pay if the proof checks;
@@ -234,7 +263,7 @@ class Auditor:
             raise KeyError(f"{map_address.hex()} {stripe}/{share}")
         host = record.hosts[stripe][share]
         stripe_map = await trio.to_thread.run_sync(self.stripe_map, map_address)
-        shares = await trio.to_thread.run_sync(rebuild_shares, self.store, stripe_map, stripe)
+        shares = await self.shares(map_address, stripe_map, stripe)
         passed, reason, sats = await self.audit_share(host, shares[share])
         score = self.book.note(host, passed)
         if not passed:
@@ -257,7 +286,7 @@ class Auditor:
         results: list[ShareAudit] = []
         dropped = self.book.dropped()
         for index, hosts in enumerate(record.hosts):
-            shares = await trio.to_thread.run_sync(rebuild_shares, self.store, stripe_map, index)
+            shares = await self.shares(map_address, stripe_map, index)
             outcome: dict[int, tuple[bool, str, int]] = {}
 
             async def one(i: int, host: bytes) -> None:

@@ -53,7 +53,7 @@ from node.files.audit import Auditor, ErasureBook, FileRecord
 from node.files.renewal import RenewalReport, renew_files, retention_of
 from node.files.repair import RepairReport, add_spent, upkeep_file
 from node.files.upkeep import UpkeepConfig, UpkeepTimer
-from node.files.stripes import fetch_striped, store_striped
+from node.files.stripes import fetch_striped, shares_from_network, store_striped
 from node.transport import Session
 from protocol.payments import Kind
 from node.files.uploader import ChunkPlaced, Put, ReplicaFailure, free_put, replicate_file
@@ -140,7 +140,10 @@ class NetworkService:
         self.pinned: set[bytes] = set(store.pinned_roots())  # durable in the store index
         self.pins_announced = trio.Event()  # set once announce_pinned has run
         self.erasure = ErasureBook(self.data_dir)  # k-of-n files owned here (specs/erasure.md §7)
-        self.auditor = Auditor(store, dialer, self.erasure, paid)
+        # An owner that no longer keeps a file's chunks rebuilds its stripes from k shares on the network.
+        make_source = free_source if paid is None else functools.partial(PaidSource.open, paid)
+        self.auditor = Auditor(store, dialer, self.erasure, paid,
+                               network_shares=functools.partial(shares_from_network, dialer, make_source))
         self._upkeep = trio.Lock()  # one repair or renewal round at a time (the route's and the timer's)
 
     def register(self, control: ControlServer) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import trio
 
 from node.exchange.paying import PaidPeers
-from node.files.audit import Auditor, rebuild_shares
+from node.files.audit import Auditor
 from node.transport import TransportError
 from protocol.erasure import RENEW_AHEAD, RenewalCandidate, month_of, plan_renewals
 from protocol.payments import PaymentError, PriceTooHigh
@@ -130,7 +130,7 @@ async def _renew_one(auditor: Auditor, paid: PaidPeers, map_address: bytes, left
     stripe_map = await trio.to_thread.run_sync(auditor.stripe_map, map_address)
     sats = 0
     for index, hosts in enumerate(record.hosts):
-        shares = await trio.to_thread.run_sync(rebuild_shares, auditor.store, stripe_map, index)
+        shares = await auditor.shares(map_address, stripe_map, index)
         for i, host in enumerate(hosts):
             session = await auditor.dialer.session(host)
             if session is None:
