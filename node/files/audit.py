@@ -45,7 +45,7 @@ from protocol.erasure import (
     next_score,
     share_address,
 )
-from protocol.wire import Audit, AuditProof
+from protocol.wire import Audit, AuditProof, ErrorCode
 
 log = logging.getLogger("mu.audit")
 
@@ -209,6 +209,10 @@ class Auditor:
             except trio.TooSlowError:
                 return False, f"no answer within {AUDIT_TIMEOUT:g} s", 0
             except RequestError as exc:
+                if exc.code == ErrorCode.INSUFFICIENT_PAYMENT and self.paid is not None:
+                    # The host holds an earlier probe of ours unpaid (a payment that failed, a restart
+                    # between probe and payment): this audit is paid first, then checked.
+                    return await self._pay(session, challenge, share)
                 return False, f"refused: {exc}", 0
             except TransportError as exc:
                 return False, f"session failed: {exc}", 0
@@ -225,8 +229,8 @@ class Auditor:
 
         Its proof must check again (the host was paid for it).  A payment
         that fails leaves the audit passed (the host proved it holds the
-        share) and the host's probe unpaid: it refuses our next probe until
-        paid, which then fails that audit.
+        share) and the host's probe unpaid: it refuses our next probe, and
+        that audit is then paid before it is checked.
         """
         assert self.paid is not None
         try:
