@@ -43,6 +43,8 @@ SETTING_HELP: dict[str, str] = {
                        "(lifts its per-address-prefix limits for loopback peers)",
     "gc_period": "seconds between passes deleting chunks whose paid retention ran out",
     "ui_bind": "IP address the control API and web app listen on (not loopback: a warning, login still needed)",
+    "audit_period": "seconds in which each share of the k-of-n files this node owns is audited once, on average",
+    "max_spend_per_month": "sats the node may spend renewing its k-of-n files in a 30-day month",
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import math
 import signal
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from node.runtime.daemon import NodeConfig, open_node
 from node.runtime.lock import DataDirLocked
 from node.bitcoin.rpc import RPCError, RPCTransportError
 from node.exchange.settlement import SettlementConfig
+from node.files.upkeep import UpkeepConfig
 from node.runtime.settings import EffectiveSettings
 
 
@@ -62,6 +64,10 @@ def config_from_settings(data_dir: Path, effective: EffectiveSettings) -> NodeCo
     host, port = _address(s.listen, effective.origin("listen"))
     cookie = Path(s.chain_cookie) if s.chain_cookie else data_dir / "chain" / ".cookie"
     bootstrap = tuple(_address(item, effective.origin("bootstrap")) for item in s.bootstrap)
+    if not (math.isfinite(s.audit_period) and s.audit_period > 0):
+        raise ValueError(f"{effective.origin('audit_period')} must be a positive number of seconds")
+    if s.max_spend_per_month < 0:
+        raise ValueError(f"{effective.origin('max_spend_per_month')} must be a non-negative number of sats")
     return NodeConfig(
         data_dir=data_dir, chain_rpc=s.chain_rpc, chain_cookie=cookie, listen_host=host, listen_port=port,
         price_per_mib_get=s.price_get, price_per_mib_put=s.price_put, retention_seconds=s.retention,
@@ -71,6 +77,7 @@ def config_from_settings(data_dir: Path, effective: EffectiveSettings) -> NodeCo
         settlement=SettlementConfig(settle_threshold=s.settle_threshold, poll_seconds=s.settle_poll),
         dht_port=s.dht_port, bootstrap=bootstrap, loopback_devnet=s.loopback_devnet, gc_period=s.gc_period,
         ui_bind=_ui_address(s.ui_bind, effective.origin("ui_bind")),
+        upkeep=UpkeepConfig(audit_period=s.audit_period, max_spend_per_month=s.max_spend_per_month),
     )
 
 

@@ -19,11 +19,12 @@ import trio
 
 from node.exchange._channels import outpoint_of, params_from_blob, params_to_blob
 from node.exchange._link import HostLink, PaymentJournal, channel_request, give_up_channel, sync
-from node.exchange._window import PaidWindow
+from node.exchange._window import PaidWindow, RenewalPut
 from node.ledger import ChannelRecord, Ledger
 from node.transport import Session
 from protocol.bitcoin import PrivateKey, PublicKey
 from protocol.bitcoin.channel import ChannelParams, PayerChannel, funding_script_for
+from protocol.erasure import AuditChallenge
 from protocol.payments import (ChannelStatus, Kind, LocalPaymentError, PaymentErrorCode, PriceTooHigh,
                                RemotePaymentError, Role, Terms)
 from protocol.payments.messages import ChannelId, ChannelState, OpenChannel
@@ -143,3 +144,15 @@ class Payer:
     async def put(self, link: HostLink, address: bytes, data: bytes) -> bool:
         """Store ``data`` on the host, paying what is owed; True if it was new there."""
         return await self.window.request(link, Kind.PUT, address, len(data), data)  # type: ignore[return-value]
+
+    async def renew(self, link: HostLink, renewal: bytes, address: bytes, data: bytes) -> bool:
+        """Renew the host's retention of a chunk it holds: a PUT charged as kind renew, named ``renewal``
+        (32 fresh random bytes), so that it is never taken for a redelivery of the chunk's PUT."""
+        return await self.window.request(link, Kind.RENEW, renewal, len(data),  # type: ignore[return-value]
+                                         RenewalPut(address=address, data=data))
+
+    async def audit(self, link: HostLink, challenge: AuditChallenge) -> bytes:
+        """Pay for an audit whose probe's proof checked: the charged AUDIT; returns its proof again
+        (specs/erasure.md §7.4 Paid audits)."""
+        return await self.window.request(link, Kind.AUDIT, challenge.nonce, challenge.length,  # type: ignore[return-value]
+                                         challenge)

@@ -33,6 +33,12 @@ from protocol.wire import (
 
 log = logging.getLogger("mu.exchange")
 
+# Unpaid audit probes a peer may have answered and not yet paid for (specs/erasure.md §7.4 Paid audits):
+# a host's unpaid work for an owner is at most one audit.  The peers so counted are bounded too; past the
+# bound the oldest is forgotten (it gets one more probe).
+MAX_UNPAID_AUDITS = 1
+MAX_AUDITING_PEERS = 10_000
+
 
 def refused(exc: LocalPaymentError) -> RequestRefused:
     """The transport refusal carrying a payment error's code and ``owed``."""
@@ -47,6 +53,7 @@ class PaidChunkServer:
         self.book = book
         self.wall_clock = wall_clock  # unix seconds: the start of a paid PUT's retention
         self._free = ChunkServer(store)
+        self._unpaid_audits: dict[bytes, int] = {}  # peer -> probes answered since its last charged audit
         self.served = 0  # chunks sent or stored after payment (for status/tests)
 
     async def handle_request(self, session: Session, message: Message) -> Message | None:
@@ -59,7 +66,7 @@ class PaidChunkServer:
             if isinstance(message, ChannelMessage):
                 return await self._channel(peer, message)
             if isinstance(message, Audit):
-                return await self._audit(message)
+                return await self._audit(session, message)
         except LocalPaymentError as exc:
             log.info("refused %s from %s: %s %s", type(message).__name__, peer.hex()[:12], exc.code.name, exc)
             raise refused(exc) from None
@@ -90,18 +97,38 @@ class PaidChunkServer:
         self.served += 1
         return Chunk(request_id=message.request_id, address=message.address, data=data)
 
-    async def _audit(self, message: Audit) -> Message:
-        """Answer a storage audit over the bytes we hold (specs/erasure.md §7.1), unpaid in r1.
+    async def _audit(self, session: Session, message: Audit) -> Message:
+        """Answer a storage audit over the bytes we hold (specs/erasure.md §7.1, §7.4 Paid audits).
 
-        Read without the store's hash check: the proof is over what is on
-        disk, so a share that rotted fails its audit instead of vanishing.
+        A probe (no ``charge``) is answered unpaid, at most
+        ``MAX_UNPAID_AUDITS`` per peer before it pays; a charged audit (the
+        owner checked the probe's proof) is charged as kind audit, named by
+        its nonce, and answered once its record is on disk.  Read without
+        the store's hash check: the proof is over what is on disk, so a
+        share that rotted fails its audit instead of vanishing.
         """
+        peer = session.peer_node_id
         challenge = AuditChallenge(address=message.address, nonce=bytes(message.nonce), offset=message.offset,
                                    length=message.length)
+        if not message.charge and self._unpaid_audits.get(peer, 0) >= MAX_UNPAID_AUDITS:
+            price = self.book.price(Kind.AUDIT, message.length)
+            raise RequestRefused(ErrorCode.INSUFFICIENT_PAYMENT, "the last audit answered is not paid for",
+                                 owed=price)
         try:
             data = await trio.to_thread.run_sync(lambda: self.store.get(message.address, verify=False))
         except (ChunkNotFound, ChunkCorrupt):
             raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not found") from None
+        if message.charge:
+            with self.book.coming():
+                async with session.in_arrival_order():
+                    staged = await self.book.stage(peer, kind=Kind.AUDIT, chunk=challenge.nonce, size=message.length,
+                                                   payment=message.payment)
+            await self.book.committed(staged)
+            self._unpaid_audits.pop(peer, None)
+        else:
+            self._unpaid_audits[peer] = self._unpaid_audits.pop(peer, 0) + 1
+            if len(self._unpaid_audits) > MAX_AUDITING_PEERS:
+                del self._unpaid_audits[next(iter(self._unpaid_audits))]
         return AuditProof(request_id=message.request_id, proof=audit_answer(challenge, data))
 
     def _read(self, address: bytes) -> bytes | Exception:
@@ -118,9 +145,12 @@ class PaidChunkServer:
         quota = self.store.quota_bytes
         if quota is not None and self.store.used_bytes + len(message.data) > quota:
             raise RequestRefused(ErrorCode.OVER_QUOTA, "store full")  # refuse before taking money
+        # A renewal is its own charge, named by its id: a PUT of the same chunk as a recent one would be
+        # a redelivery, served free (specs/erasure.md §9 Renewal).
+        kind, charged = (Kind.PUT, message.address) if message.renewal is None else (Kind.RENEW, message.renewal)
         with self.book.coming():
             async with session.in_arrival_order():  # charged in the order the peer sent them
-                staged = await self.book.stage(peer, kind=Kind.PUT, chunk=message.address, size=len(message.data),
+                staged = await self.book.stage(peer, kind=kind, chunk=charged, size=len(message.data),
                                                payment=message.payment)
         await self.book.committed(staged)
         # Retention counts from now, after the payment is on disk.

@@ -18,17 +18,20 @@ request travels (``_send_with_record``).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
 
 from node.exchange._link import HostLink, PendingRecord, give_up_channel, remote_error, sync
 from node.ledger import PaymentEntry
-from node.transport import RequestError
+from node.transport import RequestError, SessionBroken
+from protocol.erasure import AuditChallenge
 from protocol.payments import Direction, Kind, PaymentError, chunk_price, paid_window
+from protocol.payments.payee import price_of
 from protocol.payments.payer import (Admission, Answer, Charge, Failure, PaymentRounds, Refusal, Request,
                                      channel_refused)
-from protocol.wire import MAX_DATA_SIZE
+from protocol.wire import MAX_DATA_SIZE, Audit, AuditProof, ErrorCode, PutChunk, PutOk
 
 # Scheduling rounds a request's signer waits after starting it, so that it
 # reaches the session's send queue before the next request signs (the
@@ -44,6 +47,18 @@ class _Prepared:
     charge: Charge
     wire: dict[str, object] | None
     record: PendingRecord | None  # our ledger record of the payment, if new
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenewalPut:
+    """What a renewal sends: the chunk again, which the host keeps longer (specs/erasure.md §9 Renewal)."""
+
+    address: bytes
+    data: bytes
+
+
+# What a request carries beside its charge's name: a PUT's chunk, an AUDIT's challenge, a renewal.
+Body = bytes | AuditChallenge | RenewalPut | None
 
 
 class _Failed(Exception):
@@ -62,8 +77,13 @@ class PaidWindow:
         self.max_price_per_mib_get = max_price_per_mib_get
         self.max_price_per_mib_put = max_price_per_mib_put
 
-    async def request(self, link: HostLink, kind: Kind, address: bytes, size: int, data: bytes | None) -> bytes | bool:
-        """One paid GET or PUT of ``size`` bytes, retried as the link's ``PaymentRounds`` decide.
+    async def request(self, link: HostLink, kind: Kind, address: bytes, size: int,
+                      data: Body) -> bytes | bool:
+        """One paid GET, PUT or AUDIT of ``size`` bytes, retried as the link's ``PaymentRounds`` decide.
+
+        A PUT's ``data`` is the chunk; an AUDIT's is its challenge, and
+        ``address`` its nonce; a RENEW's is a ``RenewalPut``, and ``address``
+        the renewal's id (each audit and renewal is its own charge).
 
         Raises:
             RemotePaymentError: the host refused the payment or the channel.
@@ -71,8 +91,8 @@ class PaidWindow:
             node.transport errors: the session failed (the caller reconnects).
         """
         terms = link.terms
-        price = terms.get_price(size) if kind is Kind.GET else terms.put_price(size)
-        maximum = self.max_price_per_mib_get if kind is Kind.GET else self.max_price_per_mib_put
+        price = price_of(terms, kind, size)
+        maximum = self.max_price_per_mib_put if kind in (Kind.PUT, Kind.RENEW) else self.max_price_per_mib_get
         rounds = PaymentRounds(chunk_price(MAX_DATA_SIZE, maximum))
         while True:
             rounds.start()
@@ -90,7 +110,7 @@ class PaidWindow:
                 await _give_up_if_refused(link, final)
                 raise final
 
-    async def _attempt(self, link: HostLink, request: Request, data: bytes | None) -> bytes | bool:
+    async def _attempt(self, link: HostLink, request: Request, data: Body) -> bytes | bool:
         """One try of a request; returns its answer or raises ``_Failed``."""
         if paid_window(request.price, link.terms.free_allowance) > 1:
             return await self._attempt_in_window(link, request, data)
@@ -117,7 +137,8 @@ class PaidWindow:
             raise _Failed(alone, outcome[0])
         return outcome[0]  # type: ignore[return-value]
 
-    async def _attempt_in_window(self, link: HostLink, request: Request, data: bytes | None) -> bytes | bool:
+    async def _attempt_in_window(self, link: HostLink, request: Request,
+                                 data: Body) -> bytes | bool:
         """``_attempt`` when the window is above one: the request runs in the caller's task.
 
         The callers are the window: each signs under ``turn`` (inline, no
@@ -161,11 +182,7 @@ class PaidWindow:
             failure: BaseException | None = None
             result: bytes | bool = b""
             try:
-                if request.kind is Kind.GET:
-                    result = await link.session.get_chunk(request.chunk, prepared.wire, meanwhile=meanwhile)
-                else:
-                    assert data is not None
-                    result = await link.session.put_chunk(request.chunk, data, prepared.wire, meanwhile=meanwhile)
+                result = await _send(link, request, data, prepared.wire, meanwhile)
             except BaseException as exc:
                 failure = exc
             try:
@@ -208,7 +225,8 @@ class PaidWindow:
                 payer_sig=payment.sig))
         return _Prepared(charge=charge, wire=payment.to_wire() if payment is not None else None, record=record)
 
-    async def _exchange(self, link: HostLink, prepared: _Prepared, data: bytes | None, outcome: list[object]) -> None:
+    async def _exchange(self, link: HostLink, prepared: _Prepared, data: Body,
+                        outcome: list[object]) -> None:
         """Send a prepared request and settle it: the answer (or the error) goes to ``outcome``."""
         try:
             result = await self._send_with_record(link, prepared, data)
@@ -221,7 +239,8 @@ class PaidWindow:
         _settle(link, prepared, result, failed=False)
         outcome.append(result)
 
-    async def _send_with_record(self, link: HostLink, prepared: _Prepared, data: bytes | None) -> bytes | bool:
+    async def _send_with_record(self, link: HostLink, prepared: _Prepared,
+                                data: Body) -> bytes | bool:
         """Send the request; have our own record of a new payment written by the time it returns.
 
         With a likely next total (``Charge.ahead``), its payment is signed
@@ -233,11 +252,7 @@ class PaidWindow:
 
         async def send() -> None:
             try:
-                if request.kind is Kind.GET:
-                    outcome.append(await link.session.get_chunk(request.chunk, wire))
-                else:
-                    assert data is not None
-                    outcome.append(await link.session.put_chunk(request.chunk, data, wire))
+                outcome.append(await _send(link, request, data, wire, None))
             except Exception as exc:  # handed back below, outside the nursery
                 outcome.append(exc)
 
@@ -269,6 +284,30 @@ class PaidWindow:
         return outcome[0]  # type: ignore[return-value]
 
 
+async def _send(link: HostLink, request: Request, data: Body, wire: dict[str, object] | None,
+                meanwhile: Callable[[], Awaitable[None]] | None) -> bytes | bool:
+    """The session call of one request: GET_CHUNK, PUT_CHUNK (a renewal's too), or a charged AUDIT (its proof back)."""
+    if request.kind is Kind.GET:
+        return await link.session.get_chunk(request.chunk, wire, meanwhile=meanwhile)
+    if request.kind is Kind.AUDIT:
+        assert isinstance(data, AuditChallenge)
+        reply = await link.session.request(Audit(request_id=0, address=data.address, nonce=data.nonce,
+                                                 offset=data.offset, length=data.length, charge=True, payment=wire),
+                                           meanwhile=meanwhile)
+        if not isinstance(reply, AuditProof):
+            raise SessionBroken(f"AUDIT answered with {type(reply).__name__}", ErrorCode.UNEXPECTED_MESSAGE)
+        return bytes(reply.proof)
+    if request.kind is Kind.RENEW:
+        assert isinstance(data, RenewalPut)
+        reply = await link.session.request(PutChunk(request_id=0, address=data.address, data=data.data, payment=wire,
+                                                    renewal=request.chunk), meanwhile=meanwhile)
+        if not isinstance(reply, PutOk) or reply.address != data.address:
+            raise SessionBroken(f"PUT_CHUNK answered with {type(reply).__name__}", ErrorCode.UNEXPECTED_MESSAGE)
+        return reply.stored
+    assert isinstance(data, bytes)
+    return await link.session.put_chunk(request.chunk, data, wire, meanwhile=meanwhile)
+
+
 async def _give_up_if_refused(link: HostLink, error: Exception) -> None:
     """After a final refusal: give the channel up when the host takes no more payments on it.
 
@@ -287,7 +326,8 @@ def _settle(link: HostLink, prepared: _Prepared, result: object, *, failed: bool
         if failed:
             link.machine.settle(Failure(charge=prepared.charge))
         else:
-            size = len(result) if isinstance(result, (bytes, bytearray, memoryview)) else None
+            # A GET is charged by the size it got; a PUT and an AUDIT by the size asked.
+            size = len(result) if prepared.charge.request.kind is Kind.GET and isinstance(result, (bytes, bytearray, memoryview)) else None
             link.machine.settle(Answer(charge=prepared.charge, size=size))
     finally:
         link.wake()

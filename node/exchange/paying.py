@@ -30,9 +30,11 @@ from contextlib import asynccontextmanager
 import trio
 
 from node.exchange import HostLink, Payer
+from node.exchange._window import Body, RenewalPut
 from node.bitcoin.rpc import RPCClient
 from node.transport import BadChunk, Session, TransportError
 from node.bitcoin.wallet import InsufficientFunds, Wallet
+from protocol.erasure import AuditChallenge
 from protocol.payments import ChannelStatus, Kind, PaymentError, PaymentErrorCode, PriceTooHigh, Role
 from protocol.payments.messages import ChannelId
 from protocol.payments.payer import ChannelOpenBudget, channel_refused
@@ -218,8 +220,9 @@ class PaidPeers:
                         link.host.hex(), needed, CONFIRM_TIMEOUT)
             raise
 
-    async def request(self, session: Session, kind: Kind, address: bytes, data: bytes | None = None) -> tuple[object, int]:
-        """One paid GET or PUT; returns (reply, sats sent with it).
+    async def request(self, session: Session, kind: Kind, address: bytes,
+                      data: Body = None) -> tuple[object, int]:
+        """One paid GET, PUT or AUDIT; returns (reply, sats sent with it).
 
         With a free allowance of one chunk's price, what goes with a request
         pays for the one before it (specs/payments.md §Accounting).  When
@@ -252,11 +255,28 @@ class PaidPeers:
             except BadChunk as exc:
                 raise PaidBadChunk(str(exc), paid=link.paid - before) from None
 
-    async def _once(self, link: HostLink, kind: Kind, address: bytes, data: bytes | None) -> object:
+    async def _once(self, link: HostLink, kind: Kind, address: bytes, data: Body) -> object:
         if kind is Kind.GET:
             return await self.payer.get(link, address)
-        assert data is not None
+        if kind is Kind.AUDIT:
+            assert isinstance(data, AuditChallenge)
+            return await self.payer.audit(link, data)
+        if kind is Kind.RENEW:
+            assert isinstance(data, RenewalPut)
+            return await self.payer.renew(link, address, data.address, data.data)
+        assert isinstance(data, bytes)
         return await self.payer.put(link, address, data)
+
+    async def renew(self, session: Session, address: bytes, data: bytes, renewal: bytes) -> int:
+        """Pay the host to keep a chunk it holds for another retention period (specs/erasure.md §9); sats sent."""
+        _, sats = await self.request(session, Kind.RENEW, renewal, RenewalPut(address=address, data=data))
+        return sats
+
+    async def audit(self, session: Session, challenge: AuditChallenge) -> tuple[bytes, int]:
+        """Pay the host for an audit whose probe passed (specs/erasure.md §7.4 Paid audits); (proof, sats sent)."""
+        proof, sats = await self.request(session, Kind.AUDIT, challenge.nonce, challenge)
+        assert isinstance(proof, bytes)
+        return proof, sats
 
     async def put(self, session: Session, address: bytes, data: bytes) -> None:
         """Store a chunk on the host, paying its storage price (for the uploader)."""

@@ -50,9 +50,10 @@ from node.exchange.paying import PaidPeers
 from node.store.retention import pin_file
 from node.store import ChunkNotFound, ChunkStore
 from node.files.audit import Auditor, ErasureBook, FileRecord
-from node.files.renewal import renew_files, retention_of
-from node.files.repair import add_spent, upkeep_file
-from node.files.stripes import fetch_striped, store_striped
+from node.files.renewal import RenewalReport, renew_files, retention_of
+from node.files.repair import RepairReport, add_spent, upkeep_file
+from node.files.upkeep import UpkeepConfig, UpkeepTimer
+from node.files.stripes import fetch_striped, shares_from_network, store_striped
 from node.files.speeds import HostSpeeds
 from node.transport import Session
 from protocol.payments import Kind
@@ -140,8 +141,12 @@ class NetworkService:
         self.pinned: set[bytes] = set(store.pinned_roots())  # durable in the store index
         self.pins_announced = trio.Event()  # set once announce_pinned has run
         self.erasure = ErasureBook(self.data_dir)  # k-of-n files owned here (specs/erasure.md §7)
-        self.auditor = Auditor(store, dialer, self.erasure)
         self.speeds = HostSpeeds()  # per-host transfer speeds of add and get, for the web app's Network page
+        # An owner that no longer keeps a file's chunks rebuilds its stripes from k shares on the network.
+        make_source = free_source if paid is None else functools.partial(PaidSource.open, paid)
+        self.auditor = Auditor(store, dialer, self.erasure, paid,
+                               network_shares=functools.partial(shares_from_network, dialer, make_source))
+        self._upkeep = trio.Lock()  # one repair or renewal round at a time (the route's and the timer's)
 
     def register(self, control: ControlServer) -> None:
         control.stream_route("add", self.add, params=ADD_PARAMS)
@@ -284,23 +289,45 @@ class NetworkService:
 
         return counted_put
 
+    def upkeep_timer(self, config: UpkeepConfig) -> UpkeepTimer:
+        """The timer that audits, repairs and renews the k-of-n files owned here (specs/erasure.md §7.5)."""
+        return UpkeepTimer(self.auditor, config, repair=self.repair_file,
+                           renew=self.renew_files if self.paid is not None else None)
+
+    async def repair_file(self, map_address: bytes) -> tuple[RepairReport, int]:
+        """One upkeep round of a file (specs/erasure.md §8); (report, sats its PUTs cost), added to its cost.
+
+        Raises:
+            KeyError: no k-of-n file with this map is owned here.
+            node.store.ChunkNotFound: the owner lost the file's chunks.
+        """
+        spent = [0]
+        async with self._upkeep:
+            report = await upkeep_file(self.auditor, map_address, self._counted_put(spent))
+            record = self.erasure.load(map_address)
+            if record is not None:
+                self.erasure.save(add_spent(record, spent[0]))
+        return report, spent[0]
+
+    async def renew_files(self, now: int, budget: int, within: int) -> RenewalReport:
+        """One renewal round (specs/erasure.md §9) within ``budget`` sats this month."""
+        assert self.paid is not None
+        async with self._upkeep:
+            return await renew_files(self.auditor, self.paid, now=now, budget=budget, renew_ahead=within)
+
     async def repair(self, body: Json, emit: Emit) -> Json:
         """Body: ``stripes``: one upkeep round, audit every share then re-place the failed ones (specs/erasure.md §8)."""
         map_address = _map_field(body)
-        spent = [0]
         try:
-            report = await upkeep_file(self.auditor, map_address, self._counted_put(spent))
+            report, put_sats = await self.repair_file(map_address)
         except KeyError:
             raise ControlError(404, "not-found", f"no k-of-n file with stripe map {map_address.hex()} is owned here") from None
         except ChunkNotFound as exc:
             raise ControlError(422, "integrity", f"the owner lost part of the file: {exc}") from None
-        record = self.erasure.load(map_address)
-        if record is not None:
-            self.erasure.save(add_spent(record, spent[0]))
         return {"failed_audits": sum(1 for a in report.audits if not a.passed),
                 "repaired": [{"stripe": s, "share": i, "host": h.hex()} for s, i, h in report.repaired],
                 "unrepaired": [{"stripe": s, "share": i} for s, i in report.unrepaired],
-                "alive": list(report.alive), "sats_spent": spent[0]}
+                "alive": list(report.alive), "sats_spent": put_sats + sum(a.sats for a in report.audits)}
 
     async def health(self, body: Json, emit: Emit) -> Json:
         """Body: optional ``root`` (hex prefix): per k-of-n file owned here, shares alive per stripe (recorded
@@ -328,7 +355,7 @@ class NetworkService:
             raise ControlError(409, "not-paying", "renewal pays hosts: this node runs without payments")
         budget = _int_field(body, "max_spend_per_month", 0, 0, 2**53)
         within = _int_field(body, "within", RENEW_AHEAD, 0, 10 * 365 * 24 * 3600)
-        report = await renew_files(self.auditor, self.paid, now=int(time.time()), budget=budget, renew_ahead=within)
+        report = await self.renew_files(int(time.time()), budget, within)
         roots = {m: r.root.hex() for m in self.erasure.files() if (r := self.erasure.load(m)) is not None}
         return {"renewed": [roots.get(m, "") for m in report.renewed],
                 "at_risk": [roots.get(m, "") for m in report.at_risk],
@@ -344,8 +371,8 @@ class NetworkService:
         except ChunkNotFound as exc:
             raise ControlError(422, "integrity", f"the owner lost part of the file: {exc}") from None
         return {"audits": [{"stripe": r.stripe, "share": r.share, "host": r.host.hex(), "passed": r.passed,
-                            "reason": r.reason, "score": r.score} for r in results],
-                "dropped": sorted(h.hex() for h in self.erasure.dropped())}
+                            "reason": r.reason, "score": r.score, "sats": r.sats} for r in results],
+                "dropped": sorted(h.hex() for h in self.erasure.dropped()), "sats_spent": sum(r.sats for r in results)}
 
     async def _fetch_striped(self, body: Json, dest: Path) -> Json:
         """``get`` of an erasure-coded file: ``stripes`` is its stripe map's address (specs/erasure.md §Reading)."""

@@ -1,8 +1,10 @@
 """Paid renewal of k-of-n files within a monthly budget (specs/erasure.md §9 Renewal).
 
-A share's paid retention is extended by paying its host's PUT again: a
-host that already holds the chunk only moves its retention forward
-(node/store/retention.py ``put_retained``).  What each file's renewal costs
+A share's paid retention is extended by paying its host's PUT again, as a
+renewal (a PUT charged as kind renew, named by a fresh id, so never taken
+for a free redelivery of the share's first PUT): a host that already holds
+the chunk only moves its retention forward (node/store/retention.py
+``put_retained``).  What each file's renewal costs
 comes from its hosts' terms (``put_price`` of each share); the decisions are
 :func:`protocol.erasure.plan_renewals`'s.  Before each PUT the month's
 spending plus that PUT's price is checked against the budget again, so a
@@ -21,10 +23,10 @@ from pathlib import Path
 import trio
 
 from node.exchange.paying import PaidPeers
-from node.files.audit import Auditor, rebuild_shares
+from node.files.audit import Auditor
 from node.transport import TransportError
 from protocol.erasure import RENEW_AHEAD, RenewalCandidate, month_of, plan_renewals
-from protocol.payments import Kind, PaymentError, PriceTooHigh
+from protocol.payments import PaymentError, PriceTooHigh
 
 log = logging.getLogger("mu.renewal")
 
@@ -128,7 +130,7 @@ async def _renew_one(auditor: Auditor, paid: PaidPeers, map_address: bytes, left
     stripe_map = await trio.to_thread.run_sync(auditor.stripe_map, map_address)
     sats = 0
     for index, hosts in enumerate(record.hosts):
-        shares = await trio.to_thread.run_sync(rebuild_shares, auditor.store, stripe_map, index)
+        shares = await auditor.shares(map_address, stripe_map, index)
         for i, host in enumerate(hosts):
             session = await auditor.dialer.session(host)
             if session is None:
@@ -137,7 +139,10 @@ async def _renew_one(auditor: Auditor, paid: PaidPeers, map_address: bytes, left
                 link = await paid.link(session)
                 if sats + link.terms.put_price(len(shares[i])) > left:
                     return False, sats
-                _, paid_now = await paid.request(session, Kind.PUT, stripe_map.stripes[index].shares[i], shares[i])
+                # Its own charge, named by a fresh id: a PUT of the share would be a free redelivery
+                # while the host's latest charges still hold the share's first PUT.
+                paid_now = await paid.renew(session, stripe_map.stripes[index].shares[i], shares[i],
+                                            auditor.random_bytes(32))
             except (TransportError, PaymentError, PriceTooHigh) as exc:
                 log.info("renewal PUT to %s failed: %s", host.hex(), exc)
                 return False, sats

@@ -3,7 +3,8 @@
 One upkeep round audits every share of a file at its recorded host
 (:class:`node.files.audit.Auditor`); every share whose audit failed, or
 whose host is dropped or was never found, is rebuilt from the chunks the
-owner kept and put, paid, on a new host: the live node closest to the
+owner kept (or, when they are gone, from any k shares fetched from live
+hosts: :meth:`node.files.audit.Auditor.shares`) and put, paid, on a new host: the live node closest to the
 share's address that holds no other share of the stripe and is not
 dropped.  The new placements and what they cost are recorded in the
 :class:`node.files.audit.ErasureBook`.
@@ -16,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import trio
 
-from node.files.audit import Auditor, FileRecord, ShareAudit, rebuild_shares
+from node.files.audit import Auditor, FileRecord, ShareAudit
 from node.files.stripes import put_on_one
 from node.files.uploader import SPARE_CANDIDATES, Put
 
@@ -56,7 +57,7 @@ async def upkeep_file(auditor: Auditor, map_address: bytes, put: Put) -> RepairR
     unrepaired: list[tuple[int, int]] = []
     dead = set(dropped) | {a.host for a in audits if not a.passed}
     for index in sorted({s for s, _ in failed}):
-        shares = await trio.to_thread.run_sync(rebuild_shares, auditor.store, stripe_map, index)
+        shares = await auditor.shares(map_address, stripe_map, index)
         for i in sorted(i for s, i in failed if s == index):
             keep = {h for j, h in enumerate(hosts[index]) if h and (index, j) not in failed}
             host = await put_on_one(auditor.dialer, view, put, stripe_map.stripes[index].shares[i], shares[i],

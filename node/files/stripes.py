@@ -248,6 +248,23 @@ class _StripeReader:
         return short
 
 
+async def shares_from_network(dialer: PeerDialer, make_source: MakeSource, map_address: bytes, stripe_map: StripeMap,
+                              index: int) -> tuple[list[bytes] | None, int]:
+    """Every share of stripe ``index``, rebuilt from any k of its shares fetched from live hosts (paid GETs,
+    each checked against its address), for an owner that no longer keeps the file's chunks
+    (specs/erasure.md §8 Repair); (the n shares or None if fewer than k could be had, sats paid).
+    """
+    reader = _StripeReader(dialer, make_source, None, stripe_map.n)
+    reader.view = await dialer.view(map_address)
+    stripe = stripe_map.stripes[index]
+    got = await reader.stripe(stripe, stripe_map.k)
+    if len(got) < stripe_map.k:
+        return None, reader.spent
+    chunks = await trio.to_thread.run_sync(decode_stripe, stripe, stripe_map.k, got)
+    _, shares = await trio.to_thread.run_sync(encode_stripe, chunks, stripe_map.k, stripe_map.n)
+    return shares, reader.spent
+
+
 async def fetch_striped(link: Link, map_address: bytes, dest: Path, dialer: PeerDialer, *, make_source: MakeSource,
                         store: ChunkStore | None = None) -> StripedFetch:
     """Write ``link``'s file to ``dest`` (atomically, through ``dest.mu-part``) from its k-of-n stripes.

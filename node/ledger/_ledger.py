@@ -378,7 +378,7 @@ class Ledger:
         now: float | None = None,
     ) -> Callable[[sqlite3.Connection], PaymentRecord]:
         """The write of one payment (see ``record_payment``); raises LedgerError on bad arguments."""
-        if direction not in ("in", "out") or kind not in ("get", "put") or price < 0 or amount < 0:
+        if direction not in ("in", "out") or kind not in tuple(Kind) or price < 0 or amount < 0:
             raise LedgerError("bad payment direction, kind or amount")
         if (channel_id is None) != (total is None) or (channel_id is None and amount != 0):
             raise LedgerError("a paid amount needs a channel and its new total")

@@ -67,7 +67,29 @@ CREATE TABLE settlements (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# Version 2: a payment's kind may be 'audit' or 'renew' (specs/erasure.md §7.4 Paid audits, §9 Renewal).  SQLite cannot
+# change a CHECK in place: the table is copied into one with the new CHECK, ids kept.
+_V2 = """
+CREATE TABLE payments_v2 (
+    id             INTEGER PRIMARY KEY,
+    peer           TEXT NOT NULL,
+    direction      TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    kind           TEXT NOT NULL CHECK (kind IN ('get', 'put', 'audit', 'renew')),
+    chunk          TEXT NOT NULL,             -- chunk address, hex (an audit's nonce, a renewal's id)
+    price          INTEGER NOT NULL CHECK (price >= 0),
+    amount         INTEGER NOT NULL CHECK (amount >= 0),
+    channel_id     TEXT REFERENCES channels (channel_id),
+    total          INTEGER,                   -- channel total after this payment
+    at             REAL NOT NULL
+);
+INSERT INTO payments_v2 SELECT id, peer, direction, kind, chunk, price, amount, channel_id, total, at FROM payments;
+DROP TABLE payments;
+ALTER TABLE payments_v2 RENAME TO payments;
+CREATE INDEX payments_peer ON payments (peer, direction);
+CREATE INDEX payments_channel ON payments (channel_id)
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

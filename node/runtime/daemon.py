@@ -34,6 +34,7 @@ from node.api.names import register_name_routes
 from node.dht import ContactInfo, DhtNode, open_dht
 from node.files.locate import PeerDialer
 from node.files.network import NetworkService, register_report_routes
+from node.files.upkeep import UpkeepConfig
 from node.folders.network import FolderService
 from node.sync.service import SyncService
 from node.web import WebApp
@@ -85,6 +86,7 @@ class NodeConfig:
     loopback_devnet: bool = DEFAULTS.loopback_devnet
     gc_period: float = DEFAULTS.gc_period
     ui_bind: str = DEFAULTS.ui_bind  # the control API's and web app's address (specs/network.md §6 Security)
+    upkeep: UpkeepConfig = field(default_factory=UpkeepConfig)  # audits, repair, renewal (specs/erasure.md §7.5)
 
 
 @dataclass(slots=True)
@@ -174,6 +176,9 @@ async def _open_locked_node(config: NodeConfig, wall_clock: Callable[[], float])
                     network = NetworkService(data_dir, store, PeerDialer(dht, transport),
                                              PaidPeers(payer, wallet, rpc))
                     network.register(control)
+                    upkeep = network.upkeep_timer(config.upkeep)
+                    control.add_status("upkeep", upkeep.status)
+                    await nursery.start(upkeep.serve)
                     folders = FolderService(data_dir, store, network.dialer, network.paid)  # specs/folders.md
                     folders.register(control)
                     # Synced folders: each device's rounds through records and hosts (specs/sync.md §14).

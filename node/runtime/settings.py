@@ -1,9 +1,11 @@
 """The node's settings: defaults, ``config.toml`` in the data dir, command-line flags (README "Configuration").
 
 Every default is defined once, in :class:`NodeSettings`.  The data dir's
-``config.toml`` overrides the defaults and ``mu node``'s flags override the
-file; :func:`effective_settings` merges the three and remembers where each
-value came from (``mu config show`` prints it).  The file holds flat
+``config.toml`` overrides the defaults, an environment variable ``MU_<NAME>``
+(``MU_AUDIT_PERIOD=5``) overrides the file, and ``mu node``'s flags override
+both; :func:`effective_settings` merges them and remembers where each
+value came from (``mu config show`` prints it).  The environment is for
+tests and devnets, whose nodes inherit it from the process that starts them.  The file holds flat
 ``key = value`` lines whose keys are the field names below; an unknown key
 or a value of the wrong type is a :class:`ConfigError` naming the key and
 the file.
@@ -12,6 +14,7 @@ the file.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 import types
 import typing
@@ -21,6 +24,7 @@ from pathlib import Path
 
 from node.bitcoin.wallet import DEFAULT_FEE_RATE
 from node.exchange.settlement import DEFAULT_POLL_SECONDS, DEFAULT_SETTLE_THRESHOLD
+from node.files.upkeep import DEFAULT_AUDIT_PERIOD
 from node.runtime.config import ConfigError
 from node.store.retention import DEFAULT_GC_PERIOD
 
@@ -56,6 +60,8 @@ class NodeSettings:
     loopback_devnet: bool = False  # many nodes on 127.0.0.1 (specs/dht.md §5.3 Address limits)
     gc_period: float = DEFAULT_GC_PERIOD
     ui_bind: str = DEFAULT_UI_BIND  # address of the control API and web app
+    audit_period: float = DEFAULT_AUDIT_PERIOD  # each share audited once per period on average (specs/erasure.md §7.5)
+    max_spend_per_month: int = 0  # sats the upkeep timer may spend on renewals in a 30-day month
 
 
 DEFAULTS = NodeSettings()
@@ -67,7 +73,11 @@ class Source(StrEnum):
 
     DEFAULT = "default"
     FILE = "file"
+    ENV = "env"
     FLAG = "flag"
+
+
+ENV_PREFIX = "MU_"
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +93,8 @@ class EffectiveSettings:
             return "--" + name.replace("_", "-")
         if source is Source.FILE:
             return f"{name} in {self.file}"
+        if source is Source.ENV:
+            return f"{ENV_PREFIX}{name.upper()} in the environment"
         return f"the default {name}"
 
 
@@ -151,8 +163,36 @@ def read_config_file(path: Path) -> dict[str, object]:
     return values
 
 
-def effective_settings(data_dir: Path, flags: Mapping[str, object | None]) -> EffectiveSettings:
-    """Defaults, overridden by the data dir's ``config.toml``, overridden by the flags that were given.
+def read_environment(environ: Mapping[str, str]) -> dict[str, object]:
+    """The settings given as ``MU_<NAME>`` variables (a list's items separated by commas).
+
+    Raises:
+        ConfigError: a value of the wrong type; the message names the variable.
+    """
+    values: dict[str, object] = {}
+    for name in SETTING_NAMES:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        kind = setting_type(name)
+        try:
+            if kind is bool:
+                if raw.lower() not in ("true", "false"):
+                    raise ValueError(f"{name} must be true or false, got {raw!r}")
+                values[name] = raw.lower() == "true"
+            elif kind is tuple:
+                values[name] = tuple(item.strip() for item in raw.split(",") if item.strip())
+            else:
+                values[name] = coerce(name, raw if kind is str else kind(raw))
+        except ValueError as exc:
+            raise ConfigError(f"{ENV_PREFIX}{name.upper()} in the environment: {exc}") from None
+    return values
+
+
+def effective_settings(data_dir: Path, flags: Mapping[str, object | None],
+                       environ: Mapping[str, str] | None = None) -> EffectiveSettings:
+    """Defaults, overridden by the data dir's ``config.toml``, by ``MU_<NAME>`` variables of ``environ``
+    (default: the process's), then by the flags that were given.
 
     ``flags`` maps setting names to the command line's values; None means not given.
     """
@@ -162,6 +202,9 @@ def effective_settings(data_dir: Path, flags: Mapping[str, object | None]) -> Ef
     for name, value in read_config_file(path).items():
         values[name] = value
         sources[name] = Source.FILE
+    for name, value in read_environment(os.environ if environ is None else environ).items():
+        values[name] = value
+        sources[name] = Source.ENV
     for name, value in flags.items():
         if value is not None:
             values[name] = coerce(name, value)

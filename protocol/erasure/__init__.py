@@ -3,14 +3,17 @@
 from ._audit import (
     DROP_BELOW,
     MAX_AUDIT_RANGE,
+    SCHEDULE_RANDOM_SIZE,
     START_SCORE,
     AuditChallenge,
     AuditError,
     audit_answer,
+    audit_delay,
     audit_passes,
     is_dropped,
     make_challenge,
     next_score,
+    pick_share,
 )
 from ._renewal import MONTH_SECONDS, RENEW_AHEAD, RenewalCandidate, RenewalPlan, month_of, plan_renewals
 from ._stripes import (
@@ -28,7 +31,7 @@ from ._stripes import (
 )
 
 __all__ = ["MONTH_SECONDS", "RENEW_AHEAD", "RenewalCandidate", "RenewalPlan", "month_of", "plan_renewals",
-           "DROP_BELOW", "MAX_AUDIT_RANGE", "START_SCORE", "AuditChallenge", "AuditError", "audit_answer",
-           "audit_passes", "is_dropped", "make_challenge", "next_score",
+           "DROP_BELOW", "MAX_AUDIT_RANGE", "SCHEDULE_RANDOM_SIZE", "START_SCORE", "AuditChallenge", "AuditError",
+           "audit_answer", "audit_delay", "audit_passes", "is_dropped", "make_challenge", "next_score", "pick_share",
            "DEFAULT_K", "DEFAULT_N", "MAX_N", "MAX_STRIPES", "NotEnoughShares", "Stripe", "StripeMap",
            "StripeMapError", "decode_stripe", "encode_stripe", "share_address"]

@@ -17,6 +17,7 @@ replaying an answer it computed before deleting the share.
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 from dataclasses import dataclass
 
@@ -81,3 +82,32 @@ def next_score(score: int, passed: bool) -> int:
 
 def is_dropped(score: int) -> bool:
     return score < DROP_BELOW
+
+
+# The audit schedule (specs/erasure.md §7.5 The upkeep timer): audits arrive as a Poisson process, so a host
+# cannot tell when the next one comes; each picks one share uniformly, so every share is audited once per
+# audit period on average.
+SCHEDULE_RANDOM_SIZE = 8  # random bytes per draw
+
+
+def _draw(random_bytes: bytes) -> int:
+    """A 64-bit integer from ``SCHEDULE_RANDOM_SIZE`` random bytes."""
+    if len(random_bytes) != SCHEDULE_RANDOM_SIZE:
+        raise AuditError(f"a draw takes {SCHEDULE_RANDOM_SIZE} random bytes")
+    value: int = struct.unpack(">Q", random_bytes)[0]
+    return value
+
+
+def audit_delay(audit_period: float, shares: int, random_bytes: bytes) -> float:
+    """Seconds until the next audit: exponential, mean ``audit_period / shares`` (``audit_period`` with none)."""
+    if audit_period <= 0 or shares < 0:
+        raise AuditError("the audit period is positive and the share count non-negative")
+    unit = (_draw(random_bytes) + 1) / 2**64  # in (0, 1]: the logarithm is finite
+    return -math.log(unit) * audit_period / max(1, shares)
+
+
+def pick_share(shares: int, random_bytes: bytes) -> int:
+    """A uniform index below ``shares`` (the bias of a 64-bit draw modulo a share count is below 2^-40)."""
+    if shares < 1:
+        raise AuditError("nothing to pick from")
+    return _draw(random_bytes) % shares

@@ -14,6 +14,7 @@ from typing import Any
 
 from protocol.payments.accounting import REDELIVERY_DEPTH
 from protocol.payments.errors import LocalPaymentError, PaymentErrorCode
+from protocol.payments.vocabulary import Kind
 
 TXID_SIZE = 32
 CHANNEL_ID_SIZE = 36  # txid || vout u32be
@@ -23,6 +24,7 @@ MAX_SIGNATURE_SIZE = 73  # DER (at most 72) + sighash byte
 MAX_SATS = 21 * 10**14
 MAX_VOUT = 2**32 - 1
 _VOUT = struct.Struct(">I")
+_KINDS = frozenset(kind.value for kind in Kind)  # a charge's kind on the wire (CHANNEL_STATE `recent`)
 
 
 def _bad(what: str) -> LocalPaymentError:
@@ -167,15 +169,15 @@ class ChannelState:
         last_chunk = fields["last_chunk"]
         if last_chunk is not None:
             _bin(last_chunk, "last_chunk", CHUNK_ADDRESS_SIZE)
-        if fields["last_kind"] not in (None, "get", "put"):
-            raise _bad("last_kind must be get, put or nil")
+        if fields["last_kind"] is not None and fields["last_kind"] not in _KINDS:
+            raise _bad("last_kind must be get, put, audit or nil")
         listed = fields["recent"]
         if not isinstance(listed, (list, tuple)) or len(listed) > REDELIVERY_DEPTH:
             raise _bad(f"recent must be a list of at most {REDELIVERY_DEPTH} charges")
         recent: list[tuple[bytes, str]] = []
         for item in listed:
-            if not isinstance(item, (list, tuple)) or len(item) != 2 or item[1] not in ("get", "put"):
-                raise _bad("each recent charge must be [chunk, get|put]")
+            if not isinstance(item, (list, tuple)) or len(item) != 2 or item[1] not in _KINDS:
+                raise _bad("each recent charge must be [chunk, get|put|audit]")
             recent.append((_bin(item[0], "recent chunk", CHUNK_ADDRESS_SIZE), item[1]))
         return cls(
             channel=ChannelId.from_bytes(fields["channel"]),

@@ -148,8 +148,12 @@ ChargeDecision = Redeliver | ChargeCovered | AcceptPayment | LookUpChannel | Ref
 
 
 def price_of(terms: Terms, kind: Kind, size: int) -> int:
-    """What a GET or PUT of ``size`` bytes costs under ``terms``."""
-    return terms.get_price(size) if kind is Kind.GET else terms.put_price(size)
+    """What a GET, PUT, RENEW or AUDIT of ``size`` bytes costs under ``terms`` (a renewal is a PUT).
+
+    An audit reads and hashes ``size`` bytes of a share, so it is priced as a
+    GET of them (specs/erasure.md §7.4 Paid audits): no term of its own.
+    """
+    return terms.put_price(size) if kind in (Kind.PUT, Kind.RENEW) else terms.get_price(size)
 
 
 def decide_charge(request: ChargeRequest, *, terms: Terms, account: PeerAccount,

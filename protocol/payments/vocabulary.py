@@ -11,10 +11,12 @@ from enum import StrEnum
 
 
 class Kind(StrEnum):
-    """What a charged request did: fetched a chunk or stored one."""
+    """What a charged request did: fetched a chunk, stored one, proved it holds a share, renewed one."""
 
     GET = "get"
     PUT = "put"
+    AUDIT = "audit"  # a storage audit the owner checked, then paid (specs/erasure.md §7.4 Paid audits)
+    RENEW = "renew"  # a PUT that extends a held chunk's retention, named by its own id (specs/erasure.md §9)
 
 
 class Direction(StrEnum):

@@ -140,16 +140,21 @@ class Chunk:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PutChunk:
+    """Store a chunk; ``renewal``: a fresh 32-byte id making this PUT a paid renewal (specs/erasure.md §9)."""
+
     request_id: int
     address: bytes
     data: bytes
     payment: Payment = None
+    renewal: bytes | None = None
 
     def __post_init__(self) -> None:
         _check_request_id(self.request_id)
         _check_address(self.address)
         _check_data(self.data)
         _check_payment(self.payment)
+        if self.renewal is not None:
+            _check_address(self.renewal)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -189,13 +194,19 @@ class HaveReply:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Audit:
-    """Prove you hold share ``address``: hash ``length`` bytes from ``offset`` with ``nonce`` (specs/erasure.md §7.1)."""
+    """Prove you hold share ``address``: hash ``length`` bytes from ``offset`` with ``nonce`` (specs/erasure.md §7.1).
+
+    ``charge``: the owner checked this very challenge's proof and pays for
+    it now, with ``payment`` as on a GET (specs/erasure.md §7.4 Paid audits).
+    """
 
     request_id: int
     address: bytes
     nonce: bytes
     offset: int
     length: int
+    charge: bool = False
+    payment: Payment = None
 
     def __post_init__(self) -> None:
         _check_request_id(self.request_id)
@@ -203,6 +214,9 @@ class Audit:
         _check(isinstance(self.nonce, (bytes, bytearray)) and len(self.nonce) == AUDIT_NONCE_SIZE, "nonce must be 32 bytes")
         _check(type(self.offset) is int and 0 <= self.offset < 2**32, "offset out of range")
         _check(type(self.length) is int and 1 <= self.length <= MAX_AUDIT_LENGTH, "audit length out of range")
+        _check(isinstance(self.charge, bool), "charge must be a bool")
+        _check(self.charge or self.payment is None, "only a charged audit carries a payment")
+        _check_payment(self.payment)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -264,6 +278,8 @@ def encode_meta(message: Message) -> tuple[MessageType, dict[str, Any], bytes]:
         meta = {"address": m.address}
         if m.payment is not None:
             meta["payment"] = m.payment
+        if m.renewal is not None:
+            meta["renewal"] = m.renewal
         return MessageType.PUT_CHUNK, meta, m.data
     if isinstance(m, PutOk):
         return MessageType.PUT_OK, {"address": m.address, "stored": m.stored}, b""
@@ -272,7 +288,12 @@ def encode_meta(message: Message) -> tuple[MessageType, dict[str, Any], bytes]:
     if isinstance(m, HaveReply):
         return MessageType.HAVE_REPLY, {"present": list(m.present)}, b""
     if isinstance(m, Audit):
-        return MessageType.AUDIT, {"address": m.address, "nonce": m.nonce, "offset": m.offset, "length": m.length}, b""
+        meta = {"address": m.address, "nonce": m.nonce, "offset": m.offset, "length": m.length}
+        if m.charge:  # absent means false: an r1 peer's AUDIT reads the same
+            meta["charge"] = True
+        if m.payment is not None:
+            meta["payment"] = m.payment
+        return MessageType.AUDIT, meta, b""
     if isinstance(m, AuditProof):
         return MessageType.AUDIT_PROOF, {"proof": m.proof}, b""
     if isinstance(m, ErrorMessage):
@@ -324,9 +345,10 @@ def decode_message(mtype: int, response: bool, request_id: int, meta: Any, data:
             # bytearray: the decrypted chunk is handed over without a copy.
             message = Chunk(request_id=request_id, address=meta["address"], data=data)  # type: ignore[arg-type]
         elif t == MessageType.PUT_CHUNK:
-            _fields(meta, {"address"}, frozenset({"payment"}))
+            _fields(meta, {"address"}, frozenset({"payment", "renewal"}))
             message = PutChunk(
-                request_id=request_id, address=meta["address"], data=data, payment=meta.get("payment")  # type: ignore[arg-type]
+                request_id=request_id, address=meta["address"], data=data, payment=meta.get("payment"),  # type: ignore[arg-type]
+                renewal=meta.get("renewal"),
             )
         elif t == MessageType.PUT_OK:
             _fields(meta, {"address", "stored"})
@@ -338,9 +360,11 @@ def decode_message(mtype: int, response: bool, request_id: int, meta: Any, data:
             _fields(meta, {"present"})
             message = HaveReply(request_id=request_id, present=tuple(meta["present"]))
         elif t == MessageType.AUDIT:
-            _fields(meta, {"address", "nonce", "offset", "length"})
+            _fields(meta, {"address", "nonce", "offset", "length"}, frozenset({"charge", "payment"}))
+            if meta.get("charge", True) is not True:
+                raise LocalProtocolError("charge is sent only as true")
             message = Audit(request_id=request_id, address=meta["address"], nonce=meta["nonce"], offset=meta["offset"],
-                            length=meta["length"])
+                            length=meta["length"], charge=meta.get("charge", False), payment=meta.get("payment"))
         elif t == MessageType.AUDIT_PROOF:
             _fields(meta, {"proof"})
             message = AuditProof(request_id=request_id, proof=meta["proof"])

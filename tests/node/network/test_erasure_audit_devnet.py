@@ -1,18 +1,22 @@
 """Audits on a devnet of real node processes (issue 19, "Must hold"): a host that deleted a share and a
-host whose share turned to garbage fail their audits, everyone else passes, and both are dropped from
-placement."""
+host whose share turned to garbage fail their audits, are paid nothing for them, and are dropped from
+placement; everyone else passes and is paid for every audit, the ledgers agreeing to the sat
+(specs/erasure.md §7.4 Paid audits)."""
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import trio
 
 from node.api.control import ControlClient
+from node.ledger import LEDGER_FILE, Ledger
 from node.store import STORE_DIR
 from protocol.erasure import StripeMap
+from protocol.payments import Direction, Kind
 from tests.node.network.test_devnet import start_devnet, stop_devnet
 
 KIB = 1 << 10
@@ -23,10 +27,12 @@ def share_path(node: dict, address_hex: str) -> Path:
 
 
 @pytest.mark.slow
-def test_deleted_and_garbage_shares_fail_audits_and_their_hosts_are_dropped(tmp_path: Path) -> None:
+def test_deleted_and_garbage_shares_fail_audits_and_their_hosts_are_dropped(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     first, second = tmp_path / "one.bin", tmp_path / "two.bin"
     first.write_bytes(os.urandom(700 * KIB))
     second.write_bytes(os.urandom(700 * KIB))
+    monkeypatch.setenv("MU_AUDIT_PERIOD", "1e9")  # the upkeep timer stays out of this test (its nodes inherit it)
     proc, summary = start_devnet(tmp_path, 11)  # the owner, 10 hosts: 8 are left once 2 are dropped
     try:
         nodes = summary["nodes"]
@@ -41,6 +47,9 @@ def test_deleted_and_garbage_shares_fail_audits_and_their_hosts_are_dropped(tmp_
         hosts = added["hosts"][0]
         shares = trio.run(call, "audit", {"stripes": added["stripes"]})
         assert all(a["passed"] for a in shares["audits"]) and shares["dropped"] == []
+        # Past the hosts' free allowance (the PUTs used it), every audit that checked is paid on its own.
+        assert all(a["sats"] > 0 for a in shares["audits"])
+        assert shares["sats_spent"] == sum(a["sats"] for a in shares["audits"])
         assert len(shares["audits"]) == 8 * added["stripe_count"]
 
         stripe_map_shares = {(a["stripe"], a["share"]): a["host"] for a in shares["audits"]}
@@ -56,6 +65,7 @@ def test_deleted_and_garbage_shares_fail_audits_and_their_hosts_are_dropped(tmp_
         failed = {(a["stripe"], a["share"]): a for a in audited["audits"] if not a["passed"]}
         assert set(failed) == {(0, 1), (0, 2)}
         assert failed[(0, 2)]["reason"] == "wrong proof" and "refused" in failed[(0, 1)]["reason"]
+        assert failed[(0, 1)]["sats"] == failed[(0, 2)]["sats"] == 0
         assert sorted(audited["dropped"]) == sorted([deleter, liar])
 
         again = trio.run(call, "add", {"path": str(second), "k": 4, "n": 8})
@@ -65,3 +75,20 @@ def test_deleted_and_garbage_shares_fail_audits_and_their_hosts_are_dropped(tmp_
     finally:
         if proc.poll() is None:
             stop_devnet(proc, summary)
+    owner_id = nodes[0]["node_id"]
+    with Ledger.open(Path(nodes[0]["data_dir"]) / LEDGER_FILE) as ledger:
+        spent = [r for r in ledger.payments() if r.direction is Direction.OUT]
+    passed = Counter(a["host"] for round_ in (shares, audited) for a in round_["audits"] if a["passed"])
+    paid = Counter()
+    for round_ in (shares, audited):
+        for a in round_["audits"]:
+            paid[a["host"]] += a["sats"]
+    for host in {a["host"] for a in shares["audits"]}:
+        with Ledger.open(Path(by_id[host]["data_dir"]) / LEDGER_FILE) as ledger:
+            earned = [r for r in ledger.payments(peer=owner_id) if r.direction is Direction.IN]
+        audits = [r for r in earned if r.kind is Kind.AUDIT]
+        # One charge per audit that checked, none for a failed one (the deleter and the liar: the first round only).
+        assert len(audits) == passed[host] == (1 if host in (deleter, liar) else 2)
+        paid_out = [r for r in spent if r.peer == host]
+        assert sum(r.amount for r in audits) == paid[host] == sum(r.amount for r in paid_out if r.kind is Kind.AUDIT)
+        assert sum(r.amount for r in earned) == sum(r.amount for r in paid_out) > 0  # paid == earned, to the sat

@@ -25,9 +25,11 @@ def mu_get(data_dir: str, link: str, stripes: str, out: Path) -> subprocess.Comp
 
 
 @pytest.mark.slow
-def test_four_of_eight_survives_four_dead_hosts_and_names_the_stripe_at_five(tmp_path: Path) -> None:
+def test_four_of_eight_survives_four_dead_hosts_and_names_the_stripe_at_five(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     src = tmp_path / "file.bin"
     src.write_bytes(os.urandom(1536 * KIB))
+    monkeypatch.setenv("MU_AUDIT_PERIOD", "1e9")  # the upkeep timer stays out of this test (its nodes inherit it)
     proc, summary = start_devnet(tmp_path, 10)
     try:
         nodes = summary["nodes"]

@@ -1,5 +1,7 @@
 """Renewal on a devnet of real node processes (issue 19, "Must hold"): with a budget too small the user is
-told which file is at risk and nothing is paid; with enough, the shares' retention moves forward, paid."""
+told which file is at risk and nothing is paid; with enough, the shares' retention moves forward, paid
+(each share's renewal its own charge of kind renew, never a free redelivery of its PUT: specs/erasure.md
+§9), and the ledgers agree to the sat."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import pytest
 import trio
 
 from node.api.control import ControlClient
+from node.ledger import LEDGER_FILE, Ledger
+from protocol.payments import Direction, Kind
 from tests.node.network.test_devnet import REPO_ROOT, start_devnet
 
 KIB = 1 << 10
@@ -26,9 +30,10 @@ def mu(data_dir: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_renewal_within_budget_and_files_at_risk_over_it(tmp_path: Path) -> None:
+def test_renewal_within_budget_and_files_at_risk_over_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = tmp_path / "file.bin"
     src.write_bytes(os.urandom(512 * KIB))
+    monkeypatch.setenv("MU_AUDIT_PERIOD", "1e9")  # the upkeep timer stays out of this test (its nodes inherit it)
     proc, summary = start_devnet(tmp_path, 10)
     try:
         owner_dir = summary["nodes"][0]["data_dir"]
@@ -52,7 +57,20 @@ def test_renewal_within_budget_and_files_at_risk_over_it(tmp_path: Path) -> None
         assert after["retained_until"] > before["retained_until"]
         spent = int(rich.stdout.split(" sats this month")[0].rsplit("(", 1)[1].replace(",", ""))
         assert after["sats_spent"] - before["sats_spent"] == spent <= 10000000
+        assert spent > 0  # past the hosts' free allowance (the add's PUTs used it), renewals are paid
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)
+    owner_id = summary["nodes"][0]["node_id"]
+    with Ledger.open(Path(owner_dir) / LEDGER_FILE) as ledger:
+        out = [r for r in ledger.payments() if r.direction is Direction.OUT]
+    renewed_hosts = {r.peer for r in out if r.kind is Kind.RENEW}
+    assert len(renewed_hosts) >= 8 and sum(r.amount for r in out if r.kind is Kind.RENEW) == spent
+    for node in summary["nodes"][1:]:
+        with Ledger.open(Path(node["data_dir"]) / LEDGER_FILE) as ledger:
+            earned = [r for r in ledger.payments(peer=owner_id) if r.direction is Direction.IN]
+        paid_out = [r for r in out if r.peer == node["node_id"]]
+        assert sum(r.amount for r in earned) == sum(r.amount for r in paid_out)  # paid == earned, to the sat
+        assert (sum(r.amount for r in earned if r.kind is Kind.RENEW)
+                == sum(r.amount for r in paid_out if r.kind is Kind.RENEW))
