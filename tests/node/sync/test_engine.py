@@ -10,6 +10,7 @@ devices that are never online together.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -61,21 +62,24 @@ class Hosts:
     def __init__(self, network: Network, store: ChunkStore) -> None:
         self.network, self.store = network, store
 
-    async def upload(self, link: Link) -> None:
-        walker = RawWalker(link.root)
-        while (address := walker.next_address()) is not None:
-            data = self.store.get(address)
-            if address not in self.network.chunks:
-                self.network.chunks[address] = data
-                self.network.puts += 1
-            walker.feed(data)
+    async def upload(self, links: Sequence[Link], *, announce: bytes) -> None:
+        assert announce in {link.root for link in links}
+        for link in links:
+            walker = RawWalker(link.root)
+            while (address := walker.next_address()) is not None:
+                data = self.store.get(address)
+                if address not in self.network.chunks:
+                    self.network.chunks[address] = data
+                    self.network.puts += 1
+                walker.feed(data)
 
-    async def ensure(self, link: Link) -> None:
-        walker = RawWalker(link.root)
-        while (address := walker.next_address()) is not None:
-            data = self.network.chunks[address]
-            self.store.put(address, data)
-            walker.feed(data)
+    async def ensure(self, links: Sequence[Link], *, near: Sequence[bytes]) -> None:
+        for link in links:
+            walker = RawWalker(link.root)
+            while (address := walker.next_address()) is not None:
+                data = self.network.chunks[address]
+                self.store.put(address, data)
+                walker.feed(data)
 
 
 def device(tmp_path: Path, network: Network, name: str, cap: WriteCap | ReadCap = CAP) -> FolderSync:
@@ -172,7 +176,7 @@ def test_a_read_only_device_applies_never_reaches_the_writers_and_its_forged_rec
         # The best a read-only device can do: publish a record with a certificate it made up,
         # and get itself named (by a notify, or a roster it cannot sign) to the writers.
         state = store_bytes(ro.store, ro.state.serialize(), CAP.read_cap.chunk_secret, tmp_path / "ro-tmp")
-        await ro.hosts.upload(state.link)
+        await ro.hosts.upload([state.link], announce=state.link.root)
         forged = DeviceRecord(CAP.public_key, bytes(64), state.link).encode(CAP.read_key, ro.device)
         await net.publish_record(sign_mutable(ro.device_seed, 1, forged))
         report = await a.run_round(also=[ro.device])
