@@ -55,6 +55,10 @@ from .ignore import IgnoreRules
 from .scan import ScanRecord, look, scan_tree
 
 LINK_BYTES = 64  # a file's content reference: root || key (specs/chunks.md Link)
+# Files a round reads (stores) at most (specs/sync.md §15 The sync service): a folder of
+# 10,000 new files is published in parts, so the other devices fetch one part while this
+# one uploads the next, instead of waiting for the whole upload.
+ROUND_FILES = 1000
 
 
 class Records(Protocol):
@@ -134,16 +138,24 @@ class FolderSync:
     def writer(self) -> bool:
         return isinstance(self.cap, WriteCap)
 
-    def _observe(self) -> list[tuple[str, Observation | None]]:
-        """Scan the tree; store new or changed files; return what differs from the state (blocking)."""
+    def _observe(self) -> tuple[list[tuple[str, Observation | None]], bool]:
+        """Scan the tree; store new or changed files; return what differs from the state (blocking).
+
+        And whether files were left unread (past ``ROUND_FILES``).
+        """
         found = scan_tree(self.root, IgnoreRules.load(self.root))
         stored = self._store_changed(found)
+        behind = False
         changes: list[tuple[str, Observation | None]] = []
         for path, record in found.items():
             content = b""
             if record.kind is EntryKind.FILE:
                 if path not in stored:
-                    content = self.seen[path][1]
+                    known = self.seen.get(path)
+                    if known is None or known[0] != record:
+                        behind = True  # past this round's ROUND_FILES: a later round reads it
+                        continue
+                    content = known[1]
                 elif (fresh := stored[path]) is None:
                     continue  # still being written: the next round looks again
                 else:
@@ -152,17 +164,18 @@ class FolderSync:
                 content = os.fsencode(os.readlink(self.root / path))
             changes.append((path, Observation(record.kind, content, record.size, record.mtime_ns, record.mode)))
         changes.extend((path, None) for path, entry in self.state.items() if not entry.deleted and path not in found)
-        return changes
+        return changes, behind
 
     def _store_changed(self, found: dict[str, ScanRecord]) -> dict[str, bytes | None]:
         """Store the files not seen as they are now; their content references (None: changed while read).
 
+        At most ``ROUND_FILES`` of them, the rest left to the next rounds.
         Small files are stored ``SMALL_FILE_THREADS`` at a time, as a folder
         snapshot stores them (node/folders/snapshot.py): each costs a few
         fsyncs, which the device overlaps; a large one runs threads of its own.
         """
         todo = [path for path, record in found.items() if record.kind is EntryKind.FILE
-                and ((known := self.seen.get(path)) is None or known[0] != record)]
+                and ((known := self.seen.get(path)) is None or known[0] != record)][:ROUND_FILES]
         small = [path for path in todo if found[path].size <= SMALL_FILE_BYTES]
         with ThreadPoolExecutor(max_workers=SMALL_FILE_THREADS, thread_name_prefix="mu-sync-read") as pool:
             links = dict(zip(small, pool.map(self._store_file, small)))
@@ -230,11 +243,16 @@ class FolderSync:
 
     async def run_round(self, also: Iterable[bytes] = ()) -> RoundReport:
         """Scan, publish (a writer), resolve the others (the roster's and ``also``), merge and apply."""
-        changes = await trio.to_thread.run_sync(self._observe)
+        changes, behind = await trio.to_thread.run_sync(self._observe)
         before = self.state
         self.state = record_local_changes(self.state, changes, now_ns=self.wall_clock())
         local_changes = sum(1 for path, _ in changes if before.get(path) != self.state.get(path))
         published = await self._publish() if self.writer else None
+        if behind:
+            # A file on disk not read yet is absent from the state: a remote version of its path
+            # would replace it as if it were new, a lost write. Merge once every file is read.
+            return RoundReport(local_changes=local_changes, published_seq=published, applied=0, conflicts=(),
+                               devices=(), refused=())
         self.known_devices |= self._roster(await self.records.resolve_record(self.cap.public_key)) | set(also)
         remotes: list[FolderState] = []
         state_roots: list[bytes] = []

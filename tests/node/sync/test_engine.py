@@ -18,6 +18,7 @@ import trio
 
 from node.folders.snapshot import store_bytes
 from node.store import ChunkStore
+from node.sync import engine
 from node.sync.engine import FolderSync
 from protocol.chunks import Link, RawWalker
 from protocol.folders import ReadCap, WriteCap
@@ -138,6 +139,31 @@ def test_a_device_catches_up_from_records_and_hosts_alone(tmp_path: Path) -> Non
         report = await b.run_round()
         assert (b.root / "f").read_bytes() == b"two" and (b.root / "g").read_bytes() == b"three"
         assert len(report.devices) == 1 and not report.conflicts
+
+    trio.run(main)
+
+
+def test_many_new_files_are_published_in_parts_and_an_unread_file_is_never_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "ROUND_FILES", 3)
+
+    async def main() -> None:
+        net = Network()
+        a, b = device(tmp_path, net, "a"), device(tmp_path, net, "b")
+        for i in range(7):
+            (a.root / f"f{i}").write_bytes(b"from a %d" % i)
+        for name in ("b0", "b1", "b2", "f6"):  # B's own, one more than a round reads
+            (b.root / name).write_bytes(b"b's own " + name.encode())
+        report = await a.run_round()
+        assert report.published_seq == 1 and len(a.state.live()) == 3  # the first part, published
+        await b.run_round()
+        assert not (b.root / "f0").exists()  # B still reads its own: it merges nothing yet
+        await settle(a, b)
+        assert tree_hash(a.root) == tree_hash(b.root)
+        contents = {p.read_bytes() for p in a.root.iterdir()}
+        own = {b"b's own " + name for name in (b"b0", b"b1", b"b2", b"f6")}
+        assert contents == {b"from a %d" % i for i in range(7)} | own
+        assert any(".sync-conflict-" in p.name for p in a.root.iterdir())  # f6: both versions kept
 
     trio.run(main)
 
