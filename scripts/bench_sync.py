@@ -23,6 +23,7 @@ more than absolute numbers.
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import os
 import shutil
@@ -38,7 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MIB = 1 << 20
+SMALL_BYTES = 4096
 POLL = 0.05
+TREE_POLL = 0.5
 
 
 def mu(data_dir: str, *args: str) -> dict:  # type: ignore[type-arg]
@@ -52,16 +55,45 @@ def same(a: Path, b: Path) -> bool:
     def listing(root: Path) -> dict[str, int]:
         return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
     la, lb = listing(a), listing(b)
-    return la == lb and all((a / p).read_bytes() == (b / p).read_bytes() for p in la)
+    return la == lb and all(filecmp.cmp(a / p, b / p, shallow=False) for p in la)
 
 
 def wait_same(a: Path, b: Path, limit: float) -> float:
+    """Seconds until ``b``'s tree equals ``a``'s, looked at every ``TREE_POLL`` s.
+
+    Listing 10,000 files takes a good part of a core here, and the nodes
+    measured need both cores: a finer poll would slow what it times.
+    """
     start = time.monotonic()
     while not same(a, b):
         if time.monotonic() - start > limit:
             raise SystemExit(f"{b} did not catch up with {a} within {limit} s")
+        time.sleep(TREE_POLL)
+    return time.monotonic() - start
+
+
+def wait_file(path: Path, data: bytes, limit: float) -> float:
+    """Seconds until ``path`` holds ``data`` (one small file, looked at every ``POLL`` s)."""
+    start = time.monotonic()
+    while not (path.exists() and path.read_bytes() == data):
+        if time.monotonic() - start > limit:
+            raise SystemExit(f"{path} did not appear within {limit} s")
         time.sleep(POLL)
     return time.monotonic() - start
+
+
+def make_small(tree: Path, count: int) -> None:
+    for i in range(count):
+        directory = tree / f"d{i % 100:02}"
+        directory.mkdir(exist_ok=True)
+        (directory / f"f{i:05}").write_bytes(os.urandom(SMALL_BYTES))
+
+
+def make_big(tree: Path, mib: int) -> None:
+    with open(tree / "big.bin", "wb") as f:
+        for _ in range(0, mib, 64):
+            f.write(os.urandom(min(64, mib) * MIB))
+        f.truncate(mib * MIB)
 
 
 def cp_seconds(tree: Path, work: Path) -> float:
@@ -88,29 +120,32 @@ def main() -> None:
         assert devnet.stdout is not None
         nodes = json.loads(devnet.stdout.readline())["nodes"]
         node_a, node_b = nodes[1]["data_dir"], nodes[2]["data_dir"]
-        for name, make, unit, amount in (
-                ("small", lambda t: [(t / f"d{i % 100:02}").mkdir(exist_ok=True) or
-                                     (t / f"d{i % 100:02}" / f"f{i:05}").write_bytes(os.urandom(4096))
-                                     for i in range(args.files)], "files/s", args.files),
-                ("big", lambda t: (t / "big.bin").write_bytes(os.urandom(args.mib * MIB)), "MiB/s", args.mib)):
+        print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+        for name, unit, amount in (("small", "files/s", args.files), ("big", "MiB/s", args.mib)):
             a, b = work / f"a-{name}", work / f"b-{name}"
             a.mkdir()
             b.mkdir()
-            make(a)
+            if name == "small":
+                make_small(a, args.files)
+            else:
+                make_big(a, args.mib)
             cp = cp_seconds(a, work)
             start = time.monotonic()
             link = mu(node_a, "sync", "add", str(a))["write_link"]
             mu(node_b, "sync", "add", str(b), "--link", link)
             wait_same(a, b, 3600.0)
             seconds = time.monotonic() - start
-            print(f"{name}: mu sync {amount / seconds:10.1f} {unit} ({seconds:.1f} s)   "
-                  f"cp -r {amount / cp:10.1f} {unit} ({cp:.2f} s)   cp/sync {seconds / cp:.0f}x", flush=True)
+            print(f"{name} ({amount} {unit.split('/')[0]}): mu sync {amount / seconds:9.1f} {unit} ({seconds:.1f} s)"
+                  f"   cp -r {amount / cp:9.1f} {unit} ({cp:.2f} s)   sync takes {seconds / cp:.0f}x cp's time  "
+                  f"(load {os.getloadavg()[0]:.1f})", flush=True)
         latencies = []
         for i in range(args.changes):
-            (work / "a-small" / f"change-{i}.txt").write_bytes(os.urandom(100))
-            latencies.append(wait_same(work / "a-small", work / "b-small", 120.0))
+            data = os.urandom(100)
+            (work / "a-small" / f"change-{i}.txt").write_bytes(data)
+            latencies.append(wait_file(work / "b-small" / f"change-{i}.txt", data, 120.0))
+        wait_same(work / "a-small", work / "b-small", 120.0)
         print(f"change on A -> file on B: median {statistics.median(latencies):.2f} s "
-              f"(min {min(latencies):.2f}, max {max(latencies):.2f}, {len(latencies)} changes)")
+              f"(min {min(latencies):.2f}, max {max(latencies):.2f}, {len(latencies)} changes)", flush=True)
     finally:
         devnet.send_signal(signal.SIGTERM)
         devnet.wait(timeout=300)

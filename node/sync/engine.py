@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -25,7 +26,7 @@ from typing import Protocol
 import trio
 
 from node.folders.history import read_bytes
-from node.folders.snapshot import store_bytes, store_file
+from node.folders.snapshot import SMALL_FILE_BYTES, SMALL_FILE_THREADS, store_bytes, store_file
 from node.store import ChunkStore
 from protocol.chunks import FileDecoder, Link
 from protocol.folders import ReadCap, WriteCap
@@ -54,6 +55,10 @@ from .ignore import IgnoreRules
 from .scan import ScanRecord, look, scan_tree
 
 LINK_BYTES = 64  # a file's content reference: root || key (specs/chunks.md Link)
+# Files a round reads (stores) at most (specs/sync.md §15 The sync service): a folder of
+# 10,000 new files is published in parts, so the other devices fetch one part while this
+# one uploads the next, instead of waiting for the whole upload.
+ROUND_FILES = 1000
 
 
 class Records(Protocol):
@@ -65,11 +70,18 @@ class Records(Protocol):
 
 
 class Hosts(Protocol):
-    """Where chunks live between devices: ``upload`` sends a file's chunks, ``ensure`` brings them here."""
+    """Where chunks live between devices, many files per call (specs/sync.md §15 The sync service).
 
-    async def upload(self, link: Link) -> None: ...
+    ``upload`` sends every chunk of ``links`` and announces this node as the
+    provider of ``announce`` alone (the state naming them); ``ensure`` brings
+    every chunk of ``links`` here, the providers of ``near`` (the states
+    naming them) being the hosts of last resort.  Both return only when every
+    file is done, and raise if one cannot be.
+    """
 
-    async def ensure(self, link: Link) -> None: ...
+    async def upload(self, links: Sequence[Link], *, announce: bytes) -> None: ...
+
+    async def ensure(self, links: Sequence[Link], *, near: Sequence[bytes]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,29 +138,61 @@ class FolderSync:
     def writer(self) -> bool:
         return isinstance(self.cap, WriteCap)
 
-    def _observe(self) -> list[tuple[str, Observation | None]]:
-        """Scan the tree; store new or changed files; return what differs from the state (blocking)."""
+    def _observe(self) -> tuple[list[tuple[str, Observation | None]], bool]:
+        """Scan the tree; store new or changed files; return what differs from the state (blocking).
+
+        And whether files were left unread (past ``ROUND_FILES``).
+        """
         found = scan_tree(self.root, IgnoreRules.load(self.root))
+        stored = self._store_changed(found)
+        behind = False
         changes: list[tuple[str, Observation | None]] = []
         for path, record in found.items():
             content = b""
             if record.kind is EntryKind.FILE:
-                known = self.seen.get(path)
-                if known is not None and known[0] == record:
+                if path not in stored:
+                    known = self.seen.get(path)
+                    if known is None or known[0] != record:
+                        behind = True  # past this round's ROUND_FILES: a later round reads it
+                        continue
                     content = known[1]
+                elif (fresh := stored[path]) is None:
+                    continue  # still being written: the next round looks again
                 else:
-                    added = store_file(self.store, self.root / path, self.cap.chunk_secret)
-                    assert added.link.key is not None
-                    content = added.link.root + added.link.key
-                    self.unsent[added.link.root] = added.link
-                    if look(self.root, path) != record:
-                        continue  # still being written: the next round looks again
-                    self.seen[path] = (record, content)
+                    content = fresh
             elif record.kind is EntryKind.SYMLINK:
                 content = os.fsencode(os.readlink(self.root / path))
             changes.append((path, Observation(record.kind, content, record.size, record.mtime_ns, record.mode)))
         changes.extend((path, None) for path, entry in self.state.items() if not entry.deleted and path not in found)
-        return changes
+        return changes, behind
+
+    def _store_changed(self, found: dict[str, ScanRecord]) -> dict[str, bytes | None]:
+        """Store the files not seen as they are now; their content references (None: changed while read).
+
+        At most ``ROUND_FILES`` of them, the rest left to the next rounds.
+        Small files are stored ``SMALL_FILE_THREADS`` at a time, as a folder
+        snapshot stores them (node/folders/snapshot.py): each costs a few
+        fsyncs, which the device overlaps; a large one runs threads of its own.
+        """
+        todo = [path for path, record in found.items() if record.kind is EntryKind.FILE
+                and ((known := self.seen.get(path)) is None or known[0] != record)][:ROUND_FILES]
+        small = [path for path in todo if found[path].size <= SMALL_FILE_BYTES]
+        with ThreadPoolExecutor(max_workers=SMALL_FILE_THREADS, thread_name_prefix="mu-sync-read") as pool:
+            links = dict(zip(small, pool.map(self._store_file, small)))
+        links.update((path, self._store_file(path)) for path in todo if path not in links)
+        out: dict[str, bytes | None] = {}
+        for path, link in links.items():
+            assert link.key is not None
+            self.unsent[link.root] = link
+            if look(self.root, path) != found[path]:
+                out[path] = None
+                continue
+            out[path] = link.root + link.key
+            self.seen[path] = (found[path], link.root + link.key)
+        return out
+
+    def _store_file(self, path: str) -> Link:
+        return store_file(self.store, self.root / path, self.cap.chunk_secret).link
 
     async def _publish(self) -> int | None:
         """Upload this device's state and publish its record, if it changed; join the roster."""
@@ -156,13 +200,12 @@ class FolderSync:
         data = self.state.serialize()
         seq = None
         if data != self.published:
-            # The files first, then the state naming them, then the record naming the state:
-            # a device that resolves the record finds everything it names on the hosts.
-            for root, link in list(self.unsent.items()):
-                await self.hosts.upload(link)
-                del self.unsent[root]
+            # The files and the state naming them (all at once: a round of 10,000 new files
+            # must not wait for each in turn), then the record naming the state: a device
+            # that resolves the record finds everything it names on the hosts.
             added = await trio.to_thread.run_sync(store_bytes, self.store, data, self.cap.chunk_secret, self.tmp_dir)
-            await self.hosts.upload(added.link)
+            await self.hosts.upload([*self.unsent.values(), added.link], announce=added.link.root)
+            self.unsent.clear()
             current = await self.records.resolve_record(self.device)
             seq = current.seq + 1 if current is not None else 1
             value = DeviceRecord(self.cap.public_key, certify_device(self.cap, self.device),
@@ -188,25 +231,31 @@ class FolderSync:
         except SyncError:
             return frozenset()
 
-    async def _remote(self, device: bytes) -> FolderState | None:
-        """Device ``device``'s checked state, or None if it has published none; SyncError if refused."""
+    async def _remote(self, device: bytes) -> tuple[FolderState, bytes] | None:
+        """Device ``device``'s checked state and its root, or None if it has published none; SyncError if refused."""
         record = await self.records.resolve_record(device)
         if record is None:
             return None
         link = decode_device_record(self.cap.read_cap, device, record.value).state
-        await self.hosts.ensure(link)
+        await self.hosts.ensure([link], near=[link.root])
         data = await trio.to_thread.run_sync(read_bytes, self.store, link, MAX_STATE_BYTES)
-        return parse_device_state(device, data)
+        return parse_device_state(device, data), link.root
 
     async def run_round(self, also: Iterable[bytes] = ()) -> RoundReport:
         """Scan, publish (a writer), resolve the others (the roster's and ``also``), merge and apply."""
-        changes = await trio.to_thread.run_sync(self._observe)
+        changes, behind = await trio.to_thread.run_sync(self._observe)
         before = self.state
         self.state = record_local_changes(self.state, changes, now_ns=self.wall_clock())
         local_changes = sum(1 for path, _ in changes if before.get(path) != self.state.get(path))
         published = await self._publish() if self.writer else None
+        if behind:
+            # A file on disk not read yet is absent from the state: a remote version of its path
+            # would replace it as if it were new, a lost write. Merge once every file is read.
+            return RoundReport(local_changes=local_changes, published_seq=published, applied=0, conflicts=(),
+                               devices=(), refused=())
         self.known_devices |= self._roster(await self.records.resolve_record(self.cap.public_key)) | set(also)
         remotes: list[FolderState] = []
+        state_roots: list[bytes] = []
         merged: list[str] = []
         refused: list[str] = []
         for device in sorted(self.known_devices - {self.device}):
@@ -216,13 +265,19 @@ class FolderSync:
                 refused.append(f"{device.hex()}: {exc}")
                 continue
             if remote is not None:
-                remotes.append(remote)
+                remotes.append(remote[0])
+                state_roots.append(remote[1])
                 merged.append(device.hex())
         plan = merge(self.state, *remotes)
-        for write in plan.writes:
-            if write.entry.kind is EntryKind.FILE:
-                await self.hosts.ensure(_content_link(write.entry.content))
-        applied, kept = await trio.to_thread.run_sync(self._apply, plan)
+        files = [_content_link(w.entry.content) for w in plan.writes if w.entry.kind is EntryKind.FILE]
+        if files:
+            await self.hosts.ensure(files, near=state_roots)
+        done: tuple[int, tuple[str, ...]] = (0, ())
+        if plan.moves or plan.writes or plan.metadata or plan.deletes:
+            # Applying rescans the tree (what each action expects on disk): a round with nothing
+            # to do skips it, so a quiet round over 10,000 files walks the tree once, not twice.
+            done = await trio.to_thread.run_sync(self._apply, plan)
+        applied, kept = done
         self.state = plan.state
         if self.writer and plan.state.serialize() != self.published:
             await self._publish()

@@ -22,7 +22,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from node.files.uploader import free_put, replicate_file
 from node.store import ChunkStore
 from node.transport import Session
 from protocol.chunks import Link, RawWalker
-from protocol.fetch import DEFAULT_REPLICAS
+from protocol.fetch import DEFAULT_REPLICAS, dht_key
 from protocol.folders import CapError, ReadCap, WriteCap, parse_cap
 from protocol.identity import SEED_SIZE
 from protocol.kademlia import RemoteProtocolError
@@ -56,6 +56,8 @@ STATE_SUFFIX = ".state"
 POLL_SECONDS = 2.0
 #: Conflict copies a folder's status lists (the count is always whole).
 MAX_CONFLICTS_LISTED = 100
+#: Files uploaded or fetched at once by one round (specs/sync.md §15 The sync service).
+PARALLEL_FILES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,34 +71,73 @@ class SyncedFolder:
 
 
 class NodeHosts:
-    """Chunks to and from the network's hosts, paid (the ``Hosts`` of node/sync/engine.py)."""
+    """Chunks to and from the network's hosts, paid (the ``Hosts`` of node/sync/engine.py).
+
+    The files of one call go ``PARALLEL_FILES`` at a time (each file's chunks
+    ``PARALLEL_CHUNKS`` at a time, node/files/uploader.py) and share one
+    placement view (specs/network.md §3 Placement, Resolving placement from a
+    view): one lookup per call, not one per file.  A device announces one
+    provider record per upload, for its state's root (specs/sync.md §15 The
+    sync service), not one per file.
+    """
 
     def __init__(self, store: ChunkStore, dialer: PeerDialer, paid: PaidPeers | None) -> None:
         self.store, self.dialer, self.paid = store, dialer, paid
 
-    async def upload(self, link: Link) -> None:
+    async def upload(self, links: Sequence[Link], *, announce: bytes) -> None:
         paid_put = self.paid.put if self.paid is not None else free_put
+        claimed: set[bytes] = set()  # chunks one of this call's files sends: no other file pays for them
 
         async def put(session: Session, address: bytes, data: bytes) -> object:
             if (await session.have((address,)))[0]:
                 return False  # already there (a rerun after a kill): pay no host twice
             return await paid_put(session, address, data)
 
-        try:
-            await replicate_file(link, self.store, self.dialer, replicas=DEFAULT_REPLICAS, put=put)
-        except RemoteProtocolError as exc:
-            # replicate_file announces the root only after placing every chunk; a DHT node
-            # refusing the announcement (its per-announcer limit: a folder of many files) leaves
-            # the chunks where placement finds them (specs/network.md §3 Placement).
-            log.info("provider announcement of a synced file refused: %s", exc)
+        def skip(address: bytes) -> bool:
+            if address in claimed:
+                return True
+            claimed.add(address)
+            return False
 
-    async def ensure(self, link: Link) -> None:
-        if await trio.to_thread.run_sync(self._complete, link.root):
+        view = await self.dialer.view(announce)
+        limiter = trio.CapacityLimiter(PARALLEL_FILES)
+
+        async def send(link: Link) -> None:
+            async with limiter:
+                await replicate_file(link, self.store, self.dialer, replicas=DEFAULT_REPLICAS, put=put, skip=skip,
+                                     view=view, announce=False)
+
+        async with trio.open_nursery() as nursery:
+            for link in {link.root: link for link in links}.values():
+                nursery.start_soon(send, link)
+        try:
+            await self.dialer.dht.announce_provider(dht_key(announce), tcp_port=self.dialer.transport.port)
+        except RemoteProtocolError as exc:
+            # Every chunk is placed already; a DHT node refusing the announcement (its
+            # per-announcer limit) leaves them where placement finds them (specs/network.md §3).
+            log.info("provider announcement of a synced state refused: %s", exc)
+
+    async def ensure(self, links: Sequence[Link], *, near: Sequence[bytes]) -> None:
+        roots = list(dict.fromkeys(link.root for link in links))
+        missing = await trio.to_thread.run_sync(lambda: [root for root in roots if not self._complete(root)])
+        if not missing:
             return
         make_source = free_source if self.paid is None else functools.partial(PaidSource.open, self.paid)
         max_price = self.paid.payer.max_price_per_mib_get if self.paid is not None else 0
-        resolver = DhtResolver(self.dialer, link.root, make_source=make_source)
-        await fetch_raw(link.root, self.store, [], max_price_per_mib=max_price, resolver=resolver)
+        view = await self.dialer.view(near[0] if near else missing[0])
+        providers: list[bytes] = []
+        for state_root in near:
+            providers += [p for p in await self.dialer.providers(dht_key(state_root)) if p not in providers]
+        limiter = trio.CapacityLimiter(PARALLEL_FILES)
+
+        async def fetch(root: bytes) -> None:
+            async with limiter:
+                resolver = DhtResolver(self.dialer, root, make_source=make_source, view=view, providers=providers)
+                await fetch_raw(root, self.store, [], max_price_per_mib=max_price, resolver=resolver)
+
+        async with trio.open_nursery() as nursery:
+            for root in missing:
+                nursery.start_soon(fetch, root)
 
     def _complete(self, root: bytes) -> bool:
         walker = RawWalker(root)

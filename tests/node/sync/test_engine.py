@@ -10,6 +10,7 @@ devices that are never online together.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import trio
 
 from node.folders.snapshot import store_bytes
 from node.store import ChunkStore
+from node.sync import engine
 from node.sync.engine import FolderSync
 from protocol.chunks import Link, RawWalker
 from protocol.folders import ReadCap, WriteCap
@@ -61,21 +63,24 @@ class Hosts:
     def __init__(self, network: Network, store: ChunkStore) -> None:
         self.network, self.store = network, store
 
-    async def upload(self, link: Link) -> None:
-        walker = RawWalker(link.root)
-        while (address := walker.next_address()) is not None:
-            data = self.store.get(address)
-            if address not in self.network.chunks:
-                self.network.chunks[address] = data
-                self.network.puts += 1
-            walker.feed(data)
+    async def upload(self, links: Sequence[Link], *, announce: bytes) -> None:
+        assert announce in {link.root for link in links}
+        for link in links:
+            walker = RawWalker(link.root)
+            while (address := walker.next_address()) is not None:
+                data = self.store.get(address)
+                if address not in self.network.chunks:
+                    self.network.chunks[address] = data
+                    self.network.puts += 1
+                walker.feed(data)
 
-    async def ensure(self, link: Link) -> None:
-        walker = RawWalker(link.root)
-        while (address := walker.next_address()) is not None:
-            data = self.network.chunks[address]
-            self.store.put(address, data)
-            walker.feed(data)
+    async def ensure(self, links: Sequence[Link], *, near: Sequence[bytes]) -> None:
+        for link in links:
+            walker = RawWalker(link.root)
+            while (address := walker.next_address()) is not None:
+                data = self.network.chunks[address]
+                self.store.put(address, data)
+                walker.feed(data)
 
 
 def device(tmp_path: Path, network: Network, name: str, cap: WriteCap | ReadCap = CAP) -> FolderSync:
@@ -138,6 +143,31 @@ def test_a_device_catches_up_from_records_and_hosts_alone(tmp_path: Path) -> Non
     trio.run(main)
 
 
+def test_many_new_files_are_published_in_parts_and_an_unread_file_is_never_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "ROUND_FILES", 3)
+
+    async def main() -> None:
+        net = Network()
+        a, b = device(tmp_path, net, "a"), device(tmp_path, net, "b")
+        for i in range(7):
+            (a.root / f"f{i}").write_bytes(b"from a %d" % i)
+        for name in ("b0", "b1", "b2", "f6"):  # B's own, one more than a round reads
+            (b.root / name).write_bytes(b"b's own " + name.encode())
+        report = await a.run_round()
+        assert report.published_seq == 1 and len(a.state.live()) == 3  # the first part, published
+        await b.run_round()
+        assert not (b.root / "f0").exists()  # B still reads its own: it merges nothing yet
+        await settle(a, b)
+        assert tree_hash(a.root) == tree_hash(b.root)
+        contents = {p.read_bytes() for p in a.root.iterdir()}
+        own = {b"b's own " + name for name in (b"b0", b"b1", b"b2", b"f6")}
+        assert contents == {b"from a %d" % i for i in range(7)} | own
+        assert any(".sync-conflict-" in p.name for p in a.root.iterdir())  # f6: both versions kept
+
+    trio.run(main)
+
+
 def test_concurrent_edits_keep_both_versions_and_trees_agree(tmp_path: Path) -> None:
     async def main() -> None:
         net = Network()
@@ -172,7 +202,7 @@ def test_a_read_only_device_applies_never_reaches_the_writers_and_its_forged_rec
         # The best a read-only device can do: publish a record with a certificate it made up,
         # and get itself named (by a notify, or a roster it cannot sign) to the writers.
         state = store_bytes(ro.store, ro.state.serialize(), CAP.read_cap.chunk_secret, tmp_path / "ro-tmp")
-        await ro.hosts.upload(state.link)
+        await ro.hosts.upload([state.link], announce=state.link.root)
         forged = DeviceRecord(CAP.public_key, bytes(64), state.link).encode(CAP.read_key, ro.device)
         await net.publish_record(sign_mutable(ro.device_seed, 1, forged))
         report = await a.run_round(also=[ro.device])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,10 +18,10 @@ from tests.node.sync.test_engine import Network
 
 
 class RefusingHosts:
-    async def upload(self, link: Link) -> None:
+    async def upload(self, links: Sequence[Link], *, announce: bytes) -> None:
         raise RemoteProtocolError(ErrorCode.OVER_LIMIT, "127.0.0.1 already announced 256 records")
 
-    async def ensure(self, link: Link) -> None:
+    async def ensure(self, links: Sequence[Link], *, near: Sequence[bytes]) -> None:
         raise AssertionError("nothing to fetch")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import tracemalloc
 
 import pytest
 
@@ -85,6 +86,23 @@ def test_cut_points_do_not_depend_on_feed_sizes() -> None:
         chunks = [c for i in range(0, len(data), piece) for c in chunker.feed(data[i:i + piece])]
         chunks += chunker.finish()
         assert [len(c) for c in chunks] == whole and b"".join(chunks) == data
+
+
+def test_a_small_stream_does_not_allocate_the_whole_hold_and_growth_keeps_the_cuts() -> None:
+    # A folder of 4 KiB files made two 8 MiB holds per file (specs/chunks.md §8.5 Bounds: CDC_HOLD
+    # is a bound, not an allocation).
+    tracemalloc.start()
+    try:
+        chunker = Chunker()
+        chunks = chunker.feed(_data(4096)) + chunker.finish()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [len(c) for c in chunks] == [4096] and peak < 256 * 1024
+    data = _data(9 * 1024 * 1024 + 7)
+    chunker = Chunker()
+    grown = [c for i in range(0, len(data), 4096) for c in chunker.feed(data[i:i + 4096])] + chunker.finish()
+    assert [len(c) for c in grown] == cut_lengths(data) and b"".join(grown) == data
 
 
 def test_constant_input_is_cut_at_max() -> None:
