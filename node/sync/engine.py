@@ -1,7 +1,7 @@
 """One device's sync of one folder through records and hosts (specs/sync.md §14 Devices).
 
-A round: scan the folder and record local changes in this device's state
-(specs/sync.md §6); a writing device stores that state as a file under the
+A round: record the local changes (the detector's, or a scan of the whole
+folder) in this device's state (specs/sync.md §6, §15); a writing device stores that state as a file under the
 folder's chunk secret, uploads it and publishes its own record (§14.2),
 and makes sure the roster names it (§14.3); then the records of the other
 devices the roster (or a notify) names are resolved, checked (certificate,

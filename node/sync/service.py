@@ -281,9 +281,9 @@ class SyncService:
         the system's inotify limit) is logged and not restarted: the
         folder's rounds scan the whole tree instead, every poll period.
         """
-        detector = ChangeDetector(Path(path))
         send, receive = trio.open_memory_channel[tuple[LocalChange, ...]](0)
         try:
+            detector = ChangeDetector(Path(path))
             async with trio.open_nursery() as nursery:
                 await nursery.start(watch_folder, detector, send)
                 self.detectors[path] = detector

@@ -16,10 +16,11 @@ import trio
 import trio.testing
 
 from node.store import ChunkStore
+from node.sync import LocalChange, look
 from node.sync.notify import MAX_NOTIFY_PEERS, NOTIFY_INTERVAL, NotifyGate, send_notifies
 from node.sync.service import SyncService
 from protocol.wire import SyncNotify
-from tests.node.sync.test_engine import Hosts, Network, tree_hash
+from tests.node.sync.test_engine import Hosts, Network, device, tree_hash
 
 NODE_A, NODE_B, STRANGER = b"A" * 20, b"B" * 20, b"S" * 20
 
@@ -151,5 +152,23 @@ def test_serve_runs_a_round_from_the_detector_without_waiting_for_the_poll(tmp_p
             status = await a.status({"path": str(dir_a)})
             assert status["watching"] is True and status["files"] == 1
             nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_a_round_given_the_detectors_changes_does_not_scan_the_tree(tmp_path: Path) -> None:
+    async def main() -> None:
+        net = Network()
+        a = device(tmp_path, net, "a")
+        await a.run_round()
+        (a.root / "unreported.txt").write_bytes(b"the detector has not said")
+        assert (await a.run_round(detected=[])).local_changes == 0
+        assert "unreported.txt" not in a.state.live()
+        record = look(a.root, "unreported.txt")
+        assert (await a.run_round(detected=[LocalChange("unreported.txt", record)])).local_changes == 1
+        (a.root / "unreported.txt").unlink()
+        (a.root / "missed.txt").write_bytes(b"only a rescan finds me")
+        assert (await a.run_round()).local_changes == 2  # None: the whole tree, the safety net
+        assert sorted(a.state.live()) == ["missed.txt"]
 
     trio.run(main)
