@@ -3,8 +3,10 @@
 The running node does the syncing (node/sync/service.py); these commands
 ask it through the control API: ``add`` a directory (a new folder, whose
 write and read links are printed once, or ``--link`` to join one from
-another device: a read link makes a read-only device), ``ls``, ``status``,
-``pause``, ``resume`` and ``remove`` (the files stay).
+another device: a read link makes a read-only device), ``ls``, ``status``
+(one folder, or every folder without a directory: files, bytes, pending
+up and down, the last change seen from each device, conflicts; specs/sync.md
+§15 Status), ``pause``, ``resume`` and ``remove`` (the files stay).
 
 A link given as ``-`` is read from stdin, so it need not sit in the shell
 history or the process list.
@@ -18,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from node.cli.backend import open_backend
 from node.cli.exit_codes import EXIT_OK, fail
@@ -37,8 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ls = commands.add_parser("ls", help="the synced folders")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(func=run_ls)
-    for name, text in (("status", "a synced folder's files, bytes, last round, conflicts"),
-                       ("pause", "stop syncing a directory for now"), ("resume", "sync a paused directory again"),
+    st = commands.add_parser("status", help="files, bytes, pending up/down, devices seen, conflicts (every folder without DIR)")
+    st.add_argument("directory", type=Path, nargs="?", default=None, help="a synced directory (default: all)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=run_status)
+    for name, text in (("pause", "stop syncing a directory for now"), ("resume", "sync a paused directory again"),
                        ("remove", "stop syncing a directory (its files stay)")):
         c = commands.add_parser(name, help=text)
         c.add_argument("directory", type=Path, help="a synced directory")
@@ -78,6 +85,42 @@ def run_ls(args: argparse.Namespace) -> int:
     for folder in folders if isinstance(folders, list) else []:
         state = "paused" if folder["paused"] else ("read-only" if folder["read_only"] else "syncing")
         print(f"{folder['path']}  {state}  {folder['files']} files  {folder['bytes']} bytes")
+    return EXIT_OK
+
+
+def _print_status(folder: dict[str, Any]) -> None:
+    state = "paused" if folder["paused"] else ("read-only" if folder["read_only"] else "syncing")
+    print(f"{folder['path']}  {state}{'' if folder['watching'] else '  (not watching: rescans)'}")
+    print(f"  {folder['files']} files  {folder['bytes']} bytes  "
+          f"pending up {folder['pending_up']}  pending down {folder['pending_down']}")
+    for device in folder["devices_seen"]:
+        seen = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(device["seen_ns"] / 1e9))
+        print(f"  device {device['device']}  seq {device['seq']}  seen {seen} UTC"
+              f"{'' if device['notifiable'] else '  (polled only)'}")
+    if folder["conflict_count"]:
+        print(f"  {folder['conflict_count']} conflict copies:")
+        for path in folder["conflicts"]:
+            print(f"    {path}")
+    last = folder.get("last_round")
+    if last and "error" in last:
+        print(f"  last round failed: {last['error']}")
+
+
+def run_status(args: argparse.Namespace) -> int:
+    try:
+        backend = open_backend(args.data_dir)
+        if args.directory is None:
+            folders = backend.sync("ls", {}).get("folders")
+            reply: dict[str, Any] = {"folders": folders if isinstance(folders, list) else []}
+        else:
+            reply = backend.sync("status", {"path": str(args.directory.resolve())})
+    except BackendError as exc:
+        return fail(exc.message, exc.exit_code)
+    if args.json:
+        _print(reply, True)
+        return EXIT_OK
+    for folder in reply["folders"] if args.directory is None else [reply]:
+        _print_status(folder)
     return EXIT_OK
 
 

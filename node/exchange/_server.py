@@ -28,7 +28,7 @@ from protocol.payments import Kind, LocalPaymentError
 from protocol.payments.messages import OpenChannel, channel_request
 from protocol.erasure import AuditChallenge, audit_answer
 from protocol.wire import (
-    Audit, AuditProof, ChannelMessage, Chunk, ErrorCode, GetChunk, Message, MessageType, PutChunk, PutOk,
+    Audit, AuditProof, ChannelMessage, Chunk, ErrorCode, GetChunk, Message, MessageType, PutChunk, PutOk, SyncNotify,
 )
 
 log = logging.getLogger("mu.exchange")
@@ -55,9 +55,15 @@ class PaidChunkServer:
         self._free = ChunkServer(store)
         self._unpaid_audits: dict[bytes, int] = {}  # peer -> probes answered since its last charged audit
         self.served = 0  # chunks sent or stored after payment (for status/tests)
+        # Who hears SYNC_NOTIFY (the sync service, specs/sync.md §16 Notify); None: dropped.
+        self.on_sync_notify: Callable[[bytes, SyncNotify], None] | None = None
 
     async def handle_request(self, session: Session, message: Message) -> Message | None:
         peer = session.peer_node_id
+        if isinstance(message, SyncNotify):
+            if self.on_sync_notify is not None:
+                self.on_sync_notify(peer, message)
+            return None  # one-way: never answered, not even with ERROR
         try:
             if isinstance(message, GetChunk):
                 return await self._get(session, message)

@@ -182,7 +182,8 @@ async def _open_locked_node(config: NodeConfig, wall_clock: Callable[[], float])
                     folders = FolderService(data_dir, store, network.dialer, network.paid)  # specs/folders.md
                     folders.register(control)
                     # Synced folders: each device's rounds through records and hosts (specs/sync.md §14).
-                    sync = SyncService(data_dir, store, network.dialer, network.paid)
+                    sync = SyncService(data_dir, store, network.dialer, network.paid, node_id=identity.node_id)
+                    server.on_sync_notify = sync.notified  # SYNC_NOTIFY from other devices' nodes (§16 Notify)
                     sync.register(control)
                     await nursery.start(sync.serve)
                     # `mu peers` and `mu earnings` read the live table and the open ledger.

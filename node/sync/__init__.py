@@ -5,7 +5,9 @@ and periodic rescans into local changes against the scan index (``scan``),
 honouring ``.muignore`` (``ignore``); ``apply`` writes remote versions with
 a temporary file and a rename, keeping a racing local edit as a conflict
 copy; ``engine`` runs one device's rounds: scan, publish its own record
-(specs/sync.md §14 Devices), resolve and check the others', merge, apply.  The rules (version vectors, the merge) are ``protocol.sync``.
+(specs/sync.md §14 Devices), resolve and check the others', merge, apply;
+``notify`` sends and admits SYNC_NOTIFY (§16 Notify); ``service`` runs the
+rounds in the node.  The rules (version vectors, the merge) are ``protocol.sync``.
 """
 
 from .apply import Applied, ApplyError, delete_path, make_directory, move_path, set_metadata, write_file, write_symlink

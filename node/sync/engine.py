@@ -1,7 +1,7 @@
 """One device's sync of one folder through records and hosts (specs/sync.md §14 Devices).
 
-A round: scan the folder and record local changes in this device's state
-(specs/sync.md §6); a writing device stores that state as a file under the
+A round: record the local changes (the detector's, or a scan of the whole
+folder) in this device's state (specs/sync.md §6, §15); a writing device stores that state as a file under the
 folder's chunk secret, uploads it and publishes its own record (§14.2),
 and makes sure the roster names it (§14.3); then the records of the other
 devices the roster (or a notify) names are resolved, checked (certificate,
@@ -51,6 +51,7 @@ from protocol.sync import (
 )
 
 from .apply import Applied, delete_path, make_directory, move_path, set_metadata, write_file, write_symlink
+from .detect import LocalChange
 from .ignore import IgnoreRules
 from .scan import ScanRecord, look, scan_tree
 
@@ -94,6 +95,17 @@ class RoundReport:
     conflicts: tuple[str, ...]  # conflict copies made by the merge or by a racing local edit
     devices: tuple[str, ...]  # other devices whose state was merged (hex ids)
     refused: tuple[str, ...]  # "device-hex: reason" for records refused whole
+    retry: tuple[str, ...] = ()  # paths that changed while read: the detector must look again
+    behind: bool = False  # files were left unread (past ROUND_FILES): the next round must scan the whole tree
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDevice:
+    """What this device last learned of another device of the folder, from its record."""
+
+    node: bytes | None  # the node it runs on (specs/sync.md §16 Notify), None if it names none
+    seq: int  # its record's sequence number last merged
+    seen_ns: int  # wall-clock time this device first merged that sequence number
 
 
 def _content_link(content: bytes) -> Link:
@@ -126,6 +138,9 @@ class FolderSync:
     known_devices: set[bytes] = field(default_factory=set)
     published: bytes | None = None  # the serialized state last published
     unsent: dict[bytes, Link] = field(default_factory=dict)  # files stored here, not yet uploaded
+    node_id: bytes | None = None  # the node this device runs on, named in its record for notifies
+    peers: dict[bytes, PeerDevice] = field(default_factory=dict)  # the other devices, as their records say
+    published_seq: int = 0  # this device's record's sequence number last published
 
     def __post_init__(self) -> None:
         self.state = FolderState.of(self.device)
@@ -138,12 +153,21 @@ class FolderSync:
     def writer(self) -> bool:
         return isinstance(self.cap, WriteCap)
 
-    def _observe(self) -> tuple[list[tuple[str, Observation | None]], bool]:
-        """Scan the tree; store new or changed files; return what differs from the state (blocking).
+    def _observe(self, detected: Sequence[LocalChange] | None,
+                 retry: list[str]) -> tuple[list[tuple[str, Observation | None]], bool]:
+        """Store new or changed files; return what differs from the state (blocking).
 
         And whether files were left unread (past ``ROUND_FILES``).
+        ``detected``: the detector's changes (specs/sync.md §8 Change
+        detection); None: scan the whole tree instead.  A file that changed
+        while it was read is left out and its path added to ``retry``.
         """
-        found = scan_tree(self.root, IgnoreRules.load(self.root))
+        if detected is None:
+            found = scan_tree(self.root, IgnoreRules.load(self.root))
+            gone = [path for path, entry in self.state.items() if not entry.deleted and path not in found]
+        else:
+            found = {c.path: c.record for c in detected if c.record is not None}
+            gone = [c.path for c in detected if c.record is None]
         stored = self._store_changed(found)
         behind = False
         changes: list[tuple[str, Observation | None]] = []
@@ -157,13 +181,14 @@ class FolderSync:
                         continue
                     content = known[1]
                 elif (fresh := stored[path]) is None:
+                    retry.append(path)
                     continue  # still being written: the next round looks again
                 else:
                     content = fresh
             elif record.kind is EntryKind.SYMLINK:
                 content = os.fsencode(os.readlink(self.root / path))
             changes.append((path, Observation(record.kind, content, record.size, record.mtime_ns, record.mode)))
-        changes.extend((path, None) for path, entry in self.state.items() if not entry.deleted and path not in found)
+        changes.extend((path, None) for path in gone)
         return changes, behind
 
     def _store_changed(self, found: dict[str, ScanRecord]) -> dict[str, bytes | None]:
@@ -209,9 +234,10 @@ class FolderSync:
             current = await self.records.resolve_record(self.device)
             seq = current.seq + 1 if current is not None else 1
             value = DeviceRecord(self.cap.public_key, certify_device(self.cap, self.device),
-                                 added.link).encode(self.cap.read_key, self.device)
+                                 added.link, self.node_id).encode(self.cap.read_key, self.device)
             await self.records.publish_record(sign_mutable(self.device_seed, seq, value))
             self.published = data
+            self.published_seq = seq
         roster_record = await self.records.resolve_record(self.cap.public_key)
         roster = self._roster(roster_record)
         if self.device not in roster:
@@ -236,14 +262,30 @@ class FolderSync:
         record = await self.records.resolve_record(device)
         if record is None:
             return None
-        link = decode_device_record(self.cap.read_cap, device, record.value).state
+        decoded = decode_device_record(self.cap.read_cap, device, record.value)
+        link = decoded.state
         await self.hosts.ensure([link], near=[link.root])
         data = await trio.to_thread.run_sync(read_bytes, self.store, link, MAX_STATE_BYTES)
-        return parse_device_state(device, data), link.root
+        state = parse_device_state(device, data)
+        known = self.peers.get(device)
+        if known is None or known.seq != record.seq:
+            self.peers[device] = PeerDevice(decoded.node, record.seq, self.wall_clock())
+        return state, link.root
 
-    async def run_round(self, also: Iterable[bytes] = ()) -> RoundReport:
-        """Scan, publish (a writer), resolve the others (the roster's and ``also``), merge and apply."""
-        changes, behind = await trio.to_thread.run_sync(self._observe)
+    def pending_local(self) -> int:
+        """Local changes not yet on the hosts: files stored, not uploaded; for a read-only device, its own edits."""
+        if self.writer:
+            return len(self.unsent) + (self.state.serialize() != self.published)
+        return sum(1 for _, entry in self.state.items() if entry.device == self.device)
+
+    async def run_round(self, also: Iterable[bytes] = (), detected: Sequence[LocalChange] | None = None) -> RoundReport:
+        """Observe, publish (a writer), resolve the others (the roster's and ``also``), merge and apply.
+
+        ``detected``: the local changes the detector reported since the last
+        round; None (the default) scans the whole tree.
+        """
+        retry: list[str] = []
+        changes, behind = await trio.to_thread.run_sync(self._observe, detected, retry)
         before = self.state
         self.state = record_local_changes(self.state, changes, now_ns=self.wall_clock())
         local_changes = sum(1 for path, _ in changes if before.get(path) != self.state.get(path))
@@ -251,8 +293,10 @@ class FolderSync:
         if behind:
             # A file on disk not read yet is absent from the state: a remote version of its path
             # would replace it as if it were new, a lost write. Merge once every file is read.
+            # With the detector's changes, the unread ones are not reported again: the next round
+            # scans the whole tree (RoundReport.behind), which finds them unread.
             return RoundReport(local_changes=local_changes, published_seq=published, applied=0, conflicts=(),
-                               devices=(), refused=())
+                               devices=(), refused=(), retry=tuple(retry), behind=True)
         self.known_devices |= self._roster(await self.records.resolve_record(self.cap.public_key)) | set(also)
         remotes: list[FolderState] = []
         state_roots: list[bytes] = []
@@ -274,8 +318,7 @@ class FolderSync:
             await self.hosts.ensure(files, near=state_roots)
         done: tuple[int, tuple[str, ...]] = (0, ())
         if plan.moves or plan.writes or plan.metadata or plan.deletes:
-            # Applying rescans the tree (what each action expects on disk): a round with nothing
-            # to do skips it, so a quiet round over 10,000 files walks the tree once, not twice.
+            # Applying looks at the paths the plan touches (what each action expects on disk).
             done = await trio.to_thread.run_sync(self._apply, plan)
         applied, kept = done
         self.state = plan.state
@@ -283,12 +326,12 @@ class FolderSync:
             await self._publish()
         return RoundReport(local_changes=local_changes, published_seq=published, applied=applied,
                            conflicts=tuple(c.copy_path for c in plan.conflicts) + kept, devices=tuple(merged),
-                           refused=tuple(refused))
+                           refused=tuple(refused), retry=tuple(retry))
 
     def _apply(self, plan: MergePlan) -> tuple[int, tuple[str, ...]]:
         """Carry out ``plan`` on disk in its order (specs/sync.md §7.2 The plan); blocking."""
         done: list[Applied | None] = []
-        index = {path: record for path, record in scan_tree(self.root, IgnoreRules.load(self.root)).items()}
+        index = self._look_at(plan)
         for move in plan.moves:
             source = index.get(move.source)
             result = move_path(self.root, move.source, move.target, expected_source=source,
@@ -316,6 +359,20 @@ class FolderSync:
                 self.seen.pop(delete.path, None)
         kept = tuple(a.kept_as for a in done if a is not None and a.kept_as is not None)
         return sum(a is not None for a in done), kept
+
+    def _look_at(self, plan: MergePlan) -> dict[str, ScanRecord]:
+        """How the paths ``plan`` touches look now (an ignored path as absent): no scan of the whole tree."""
+        paths = {path for move in plan.moves for path in (move.source, move.target)}
+        paths.update(action.path for actions in (plan.writes, plan.metadata, plan.deletes) for action in actions)
+        if not paths:
+            return {}
+        rules = IgnoreRules.load(self.root)
+        index: dict[str, ScanRecord] = {}
+        for path in paths:
+            record = look(self.root, path)
+            if record is not None and not rules.ignores(path, is_dir=record.kind is EntryKind.DIRECTORY):
+                index[path] = record
+        return index
 
     def _write(self, path: str, entry: FileEntry, expected: ScanRecord | None) -> Applied:
         if entry.kind is EntryKind.DIRECTORY:

@@ -1,8 +1,13 @@
 """The running node's sync service: synced folders, their rounds, the ``sync-*`` control routes.
 
-Each synced folder is one ``FolderSync`` (node/sync/engine.py) run every
-``POLL_SECONDS``: the devices of a folder find each other's changes by
-polling their records (specs/sync.md §14 Devices).  The folders, their
+Each synced folder is one ``FolderSync`` (node/sync/engine.py).  Its
+rounds run when something happened: the folder's ``ChangeDetector``
+(node/sync/detect.py, watchdog events plus its periodic rescan) reported
+local changes, or another device's node sent SYNC_NOTIFY after publishing
+(node/sync/notify.py, specs/sync.md §16 Notify); and every ``POLL_SECONDS``
+in any case, since polling the other devices' records is the safety net
+(specs/sync.md §14 Devices).  A round that publishes notifies the nodes
+the other devices' records name.  The folders, their
 links and device seeds are kept in ``DATA_DIR/sync/folders.json`` (0600,
 beside the node's other keys); each device's state is saved after every
 round (``STATE_SUFFIX``), since a device that lost its state must not reuse
@@ -42,9 +47,13 @@ from protocol.folders import CapError, ReadCap, WriteCap, parse_cap
 from protocol.identity import SEED_SIZE
 from protocol.kademlia import RemoteProtocolError
 from protocol.sync import CONFLICT_MARKER, FolderState
+from protocol.wire import SyncNotify
 
+from .detect import MAX_PENDING_PATHS, ChangeDetector, LocalChange
 from .engine import FolderSync, RoundReport
 from .ignore import TEMP_PREFIX
+from .notify import NOTIFY_DEBOUNCE, NotifyGate, send_notifies
+from .watch import watch_folder
 
 log = logging.getLogger("mu.sync")
 
@@ -52,12 +61,14 @@ Json = dict[str, Any]
 SYNC_DIR = "sync"
 FOLDERS_FILE = "folders.json"
 STATE_SUFFIX = ".state"
-#: Period of a folder's round: resolving the other devices' records is how changes arrive.
+#: Period of a folder's round whatever happens: polling the other devices' records is the safety net.
 POLL_SECONDS = 2.0
-#: Conflict copies a folder's status lists (the count is always whole).
-MAX_CONFLICTS_LISTED = 100
 #: Files uploaded or fetched at once by one round (specs/sync.md §15 The sync service).
 PARALLEL_FILES = 16
+#: Environment variable overriding ``POLL_SECONDS`` (tests prove notify with a long poll).
+POLL_ENV = "MU_SYNC_POLL_SECONDS"
+#: Conflict copies ``sync-status`` lists by name (it counts them all).
+MAX_STATUS_CONFLICTS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,16 +185,28 @@ class SyncService:
     """Every synced folder of one node."""
 
     def __init__(self, data_dir: Path, store: ChunkStore, dialer: PeerDialer, paid: PaidPeers | None = None,
-                 *, wall_clock: Callable[[], int] = time.time_ns, poll_seconds: float = POLL_SECONDS) -> None:
+                 *, wall_clock: Callable[[], int] = time.time_ns, poll_seconds: float | None = None,
+                 node_id: bytes | None = None) -> None:
         self.dir = Path(data_dir) / SYNC_DIR
         self.store = store
+        self.dialer = dialer
         self.records = dialer.dht
         self.hosts = NodeHosts(store, dialer, paid)
         self.wall_clock = wall_clock
-        self.poll_seconds = poll_seconds
+        self.poll_seconds = float(os.environ.get(POLL_ENV, POLL_SECONDS)) if poll_seconds is None else poll_seconds
+        self.node_id = node_id  # named in this node's devices' records, so the others can notify it
         self.folders: dict[str, SyncedFolder] = {}
         self.engines: dict[str, FolderSync] = {}
         self.last: dict[str, Json] = {}
+        self.gate = NotifyGate()
+        self.notifies = {"received": 0, "admitted": 0, "sent": 0}
+        self.detectors: dict[str, ChangeDetector] = {}  # folders whose detector is watching
+        self._detected: dict[str, list[LocalChange]] = {}  # changes reported, not yet taken by a round
+        self._rescan: set[str] = set()  # folders whose next round scans the whole tree
+        self._notified: dict[str, dict[bytes, int]] = {}  # folder -> device -> newest seq a notify named
+        self._watch_scopes: dict[str, trio.CancelScope] = {}
+        self._due: set[str] = set()  # folders to run a round for before the next poll
+        self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
         self._lock = trio.Lock()  # one round at a time: rounds share the store and the records
 
@@ -195,7 +218,8 @@ class SyncService:
         control.route("POST", "sync-pause", functools.partial(self._set_paused, paused=True), params=path)
         control.route("POST", "sync-resume", functools.partial(self._set_paused, paused=False), params=path)
         control.route("POST", "sync-remove", self.remove, params=path)
-        control.add_status("sync", lambda: {"folders": len(self.folders)})
+        control.add_status("sync", lambda: {"folders": len(self.folders), "notifies": dict(self.notifies),
+                                            "notifies_rate_limited": self.gate.refused})
 
     def _load(self) -> None:
         path = self.dir / FOLDERS_FILE
@@ -220,7 +244,7 @@ class SyncService:
             cap = parse_cap(folder.link)
             assert isinstance(cap, WriteCap | ReadCap)
             engine = FolderSync(Path(folder.path), cap, bytes.fromhex(folder.device_seed), self.store, self.records,
-                                self.hosts, self.dir / "tmp", wall_clock=self.wall_clock)
+                                self.hosts, self.dir / "tmp", wall_clock=self.wall_clock, node_id=self.node_id)
             _remove_leftovers(Path(folder.path))
             saved = self._state_file(engine)
             if saved.exists():
@@ -240,31 +264,131 @@ class SyncService:
         os.replace(tmp, self._state_file(engine))
 
     async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run every unpaused folder's rounds: when due (local changes, a notify, an add) and every poll period."""
         await trio.to_thread.run_sync(self._load)
-        task_status.started()
-        while True:
-            for folder in list(self.folders.values()):
-                if not folder.paused:
-                    await self._round(folder)
-            with trio.move_on_after(self.poll_seconds):
-                await self._wake.wait()
-            self._wake = trio.Event()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            next_poll = trio.current_time()
+            while True:
+                with trio.move_on_at(next_poll):
+                    await self._wake.wait()
+                if trio.current_time() >= next_poll:
+                    next_poll = trio.current_time() + self.poll_seconds
+                    due = set(self.folders)
+                else:
+                    # Debounce: the notifies and detector batches of one burst make one round.
+                    await trio.sleep(NOTIFY_DEBOUNCE)
+                    due = set(self._due)
+                self._wake = trio.Event()
+                self._due -= due
+                for folder in list(self.folders.values()):
+                    if folder.path in due and not folder.paused:
+                        await self._round(folder)
+
+    def _mark_due(self, path: str) -> None:
+        self._due.add(path)
+        self._wake.set()
+
+    def notified(self, peer: bytes, message: SyncNotify) -> None:
+        """SYNC_NOTIFY from node ``peer``: run a round soon for the folders syncing with that device.
+
+        Called by the transport's handler for every notify, so it stays
+        cheap and never raises: an unknown device, an old sequence number or
+        a node other than the one the device's record names is dropped after
+        a look-up, and a peer's notifies past one per ``NOTIFY_INTERVAL`` are
+        dropped (specs/sync.md §16 Notify).
+        """
+        self.notifies["received"] += 1
+        paths = []
+        for path, engine in self.engines.items():
+            if message.device == engine.device or message.device not in engine.known_devices:
+                continue  # not a device of this folder: nothing to do
+            known = engine.peers.get(message.device)
+            if known is None or known.seq < message.seq and known.node in (None, peer):
+                paths.append(path)  # only the node the device's record names speaks for it, once known
+        if not paths or not self.gate.admit(peer, trio.current_time()):
+            return
+        self.notifies["admitted"] += 1
+        for path in paths:
+            seen = self._notified.setdefault(path, {})
+            seen[message.device] = max(seen.get(message.device, 0), message.seq)
+            self._mark_due(path)
+
+    async def _watch(self, path: str) -> None:
+        """Run ``path``'s change detector, queueing its batches for the folder's rounds, until cancelled or it fails.
+
+        A detector that fails (the folder gone, ``.muignore`` unreadable,
+        the system's inotify limit) is logged and not restarted: the
+        folder's rounds scan the whole tree instead, every poll period.
+        """
+        send, receive = trio.open_memory_channel[tuple[LocalChange, ...]](0)
+        try:
+            detector = ChangeDetector(Path(path))
+            async with trio.open_nursery() as nursery:
+                await nursery.start(watch_folder, detector, send)
+                self.detectors[path] = detector
+                async for batch in receive:
+                    pending = self._detected.setdefault(path, [])
+                    pending.extend(batch)
+                    if len(pending) > MAX_PENDING_PATHS:  # bounded: one full scan instead
+                        del self._detected[path]
+                        self._rescan.add(path)
+                    self._mark_due(path)
+        except Exception as exc:  # noqa: BLE001 - the disk or the system; rounds fall back to full scans
+            log.warning("change detection of %s stopped (rounds rescan instead): %s", path, exc)
+        finally:
+            self.detectors.pop(path, None)
+            self._rescan.add(path)
+
+    def _take_detected(self, path: str) -> list[LocalChange] | None:
+        """The changes for this round; None: scan the whole tree (no detector, or its batches overflowed)."""
+        pending = self._detected.pop(path, [])
+        if path not in self.detectors or path in self._rescan:
+            self._rescan.discard(path)
+            return None
+        return pending
 
     async def _round(self, folder: SyncedFolder) -> None:
         async with self._lock:
             if self.folders.get(folder.path) != folder:
                 return  # removed or paused meanwhile
             engine = self._engine(folder)
+            if self._nursery is not None and folder.path not in self._watch_scopes:
+                scope = self._watch_scopes[folder.path] = trio.CancelScope()
+                self._nursery.start_soon(self._run_in, scope, self._watch, folder.path)
+            detected = self._take_detected(folder.path)
+            before = engine.published_seq
             try:
-                report = await engine.run_round()
+                report = await engine.run_round(detected=detected)
             except Exception as exc:  # noqa: BLE001 - whatever a peer, a host or the disk did
                 # A folder that cannot sync now (a host missing or refusing, a file unreadable)
                 # stays as it was and is tried again next round; the node never stops for it.
+                # The changes it took are kept for that round.
+                if detected is not None:
+                    self._detected[folder.path] = detected + self._detected.get(folder.path, [])
                 self.last[folder.path] = {"error": f"{type(exc).__name__}: {exc}"}
                 log.warning("sync of %s failed this round: %s", folder.path, exc)
                 return
+            detector = self.detectors.get(folder.path)
+            for path in report.retry:
+                if detector is not None:
+                    detector.queue.note(path)  # changed while read: look again once it settles
+            if report.behind:
+                # Files past ROUND_FILES were left unread; the detector will not report them
+                # again, so the next round scans the whole tree (specs/sync.md §15 step 1).
+                self._rescan.add(folder.path)
             await trio.to_thread.run_sync(self._save_state, engine)
             self.last[folder.path] = self._report(report)
+            nodes = {peer.node for peer in engine.peers.values() if peer.node is not None and peer.node != self.node_id}
+        if engine.published_seq != before and nodes:
+            sent = await send_notifies(self.dialer, engine.device, engine.published_seq, nodes)
+            self.notifies["sent"] += sent
+
+    @staticmethod
+    async def _run_in(scope: trio.CancelScope, task: Callable[[str], Any], path: str) -> None:
+        with scope:
+            await task(path)
 
     @staticmethod
     def _report(report: RoundReport) -> Json:
@@ -293,7 +417,7 @@ class SyncService:
         folder = SyncedFolder(str(directory), cap.to_string(), secrets.token_bytes(SEED_SIZE).hex())
         self.folders[folder.path] = folder
         await trio.to_thread.run_sync(self._save)
-        self._wake.set()
+        self._mark_due(folder.path)
         reply: Json = {"path": folder.path, "read_link": cap.read_cap.to_string(),
                        "read_only": not isinstance(cap, WriteCap)}
         if isinstance(cap, WriteCap) and link is None:
@@ -304,11 +428,20 @@ class SyncService:
         engine = self.engines.get(folder.path)
         live = engine.state.live() if engine is not None else {}
         # Conflict copies stay until the user removes them (specs/sync.md §7 Merge): list those still there.
-        copies = sorted(p for p in live if CONFLICT_MARKER in p.rsplit("/", 1)[-1])
+        conflicts = sorted(path for path in live if CONFLICT_MARKER in path.rsplit("/", 1)[-1])
+        notified = self._notified.get(folder.path, {})
+        peers = engine.peers if engine is not None else {}
         return {"path": folder.path, "paused": folder.paused, "read_only": not folder.link.startswith("mu:folder-w:"),
                 "device": engine.device.hex() if engine is not None else None, "files": len(live),
                 "bytes": sum(e.size for e in live.values()), "last_round": self.last.get(folder.path),
-                "conflict_copies": len(copies), "conflicts": copies[:MAX_CONFLICTS_LISTED]}
+                "watching": folder.path in self.detectors,
+                "pending_up": len(self._detected.get(folder.path, ())) + (engine.pending_local() if engine else 0),
+                "pending_down": sum(1 for device, seq in notified.items()
+                                    if device not in peers or peers[device].seq < seq),
+                "conflicts": conflicts[:MAX_STATUS_CONFLICTS], "conflict_count": len(conflicts),
+                "devices_seen": [{"device": device.hex()[:16], "seq": peer.seq, "seen_ns": peer.seen_ns,
+                                  "notifiable": peer.node is not None}
+                                 for device, peer in sorted(peers.items())]}
 
     async def ls(self, body: Json) -> Json:
         return {"folders": [self._entry(f) for f in self.folders.values()]}
@@ -326,7 +459,7 @@ class SyncService:
         folder = replace(self._folder(body), paused=paused)
         self.folders[folder.path] = folder
         await trio.to_thread.run_sync(self._save)
-        self._wake.set()
+        self._mark_due(folder.path)
         return self._entry(folder)
 
     async def remove(self, body: Json) -> Json:
@@ -335,5 +468,10 @@ class SyncService:
         async with self._lock:
             del self.folders[folder.path]
             self.engines.pop(folder.path, None)
+            scope = self._watch_scopes.pop(folder.path, None)
+            if scope is not None:
+                scope.cancel()
+            self._detected.pop(folder.path, None)
+            self._notified.pop(folder.path, None)
             await trio.to_thread.run_sync(self._save)
         return {"path": folder.path, "removed": True}

@@ -27,12 +27,16 @@ from protocol.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify_
 from .state import FolderState
 from .vector import DEVICE_ID_SIZE, SyncError, check_device
 
-DEVICE_RECORD_VERSION = 1
+DEVICE_RECORD_VERSION = 2
 ROSTER_VERSION = 1
 CERTIFICATE_LABEL = b"mu:sync-device:v1"
 _LINK_PAD_LABEL = b"mu:sync-state:v1"
-#: version || folder key || certificate || state root || state key XOR pad
-DEVICE_RECORD_SIZE = 1 + PUBLIC_KEY_SIZE + SIGNATURE_SIZE + ADDRESS_SIZE + KEY_SIZE
+_NODE_PAD_LABEL = b"mu:sync-node:v1"
+#: The node a device runs on, so the others can notify it (specs/sync.md §16 Notify).
+NODE_ID_SIZE = 20
+_NO_NODE = bytes(NODE_ID_SIZE)
+#: version || folder key || certificate || state root || state key XOR pad || node id XOR node pad
+DEVICE_RECORD_SIZE = 1 + PUBLIC_KEY_SIZE + SIGNATURE_SIZE + ADDRESS_SIZE + KEY_SIZE + NODE_ID_SIZE
 #: Devices one roster names: version || ids must fit one mutable value (1000 bytes).
 MAX_DEVICES = 31
 
@@ -60,20 +64,38 @@ def _pad(read_key: bytes, device: bytes, root: bytes) -> bytes:
     return hmac.new(read_key, _LINK_PAD_LABEL + device + root, hashlib.sha256).digest()
 
 
+def _node_pad(read_key: bytes, device: bytes, root: bytes) -> bytes:
+    # Only the folder's devices learn which node a device runs on: a host keeping the
+    # record cannot tie the device to a node address.
+    return hmac.new(read_key, _NODE_PAD_LABEL + device + root, hashlib.sha256).digest()[:NODE_ID_SIZE]
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return bytes(x ^ y for x, y in zip(a, b, strict=True))
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceRecord:
-    """What one device's mutable record says: its folder, its certificate and its current state's link."""
+    """What one device's mutable record says: its folder, its certificate, its current state's link, its node.
+
+    ``node`` is the node id the device runs on, or None if it runs on none
+    (it is then never notified, only polled).
+    """
 
     folder: bytes
     certificate: bytes
     state: Link
+    node: bytes | None = None
 
     def encode(self, read_key: bytes, device: bytes) -> bytes:
-        """``1 || folder || certificate || root || key XOR pad`` (§Per-device records)."""
+        """``2 || folder || certificate || root || key XOR pad || node XOR node pad`` (§Per-device records)."""
         assert self.state.key is not None
-        pad = _pad(read_key, device, self.state.root)
-        return (bytes([DEVICE_RECORD_VERSION]) + self.folder + self.certificate + self.state.root
-                + bytes(a ^ b for a, b in zip(self.state.key, pad)))
+        node = _NO_NODE if self.node is None else self.node
+        if len(node) != NODE_ID_SIZE or node == _NO_NODE and self.node is not None:
+            raise SyncError(f"a node id is {NODE_ID_SIZE} bytes, not all zero")
+        root = self.state.root
+        return (bytes([DEVICE_RECORD_VERSION]) + self.folder + self.certificate + root
+                + _xor(self.state.key, _pad(read_key, device, root)) + _xor(node, _node_pad(read_key, device, root)))
 
 
 def state_root(value: bytes) -> bytes:
@@ -99,9 +121,10 @@ def decode_device_record(cap: ReadCap, device: bytes, value: bytes) -> DeviceRec
         raise SyncError("the device record belongs to another folder")
     if not certificate_valid(folder, device, certificate):
         raise SyncError("bad certificate: the folder's write link did not admit this device")
-    pad = _pad(cap.read_key, device, root)
-    key = bytes(a ^ b for a, b in zip(value[-KEY_SIZE:], pad))
-    return DeviceRecord(folder, certificate, Link(root, key))
+    start = 1 + PUBLIC_KEY_SIZE + SIGNATURE_SIZE + ADDRESS_SIZE
+    key = _xor(value[start:start + KEY_SIZE], _pad(cap.read_key, device, root))
+    node = _xor(value[start + KEY_SIZE:], _node_pad(cap.read_key, device, root))
+    return DeviceRecord(folder, certificate, Link(root, key), None if node == _NO_NODE else node)
 
 
 def parse_device_state(device: bytes, data: bytes) -> FolderState:

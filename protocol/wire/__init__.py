@@ -52,6 +52,7 @@ from protocol.wire._messages import (
     Payment,
     PutChunk,
     PutOk,
+    SyncNotify,
     is_response,
 )
 
@@ -98,5 +99,6 @@ __all__ = [
     "Role",
     "SessionEstablished",
     "State",
+    "SyncNotify",
     "is_response",
 ]

@@ -78,6 +78,7 @@ class MessageType(IntEnum):
     CHANNEL_RESERVED_2D = 0x2D
     CHANNEL_RESERVED_2E = 0x2E
     CHANNEL_RESERVED_2F = 0x2F
+    SYNC_NOTIFY = 0x30  # specs/sync.md §16 Notify: a device published a new record
 
 
 CHANNEL_TYPES = frozenset(t for t in MessageType if 0x20 <= t <= 0x2F)

@@ -34,6 +34,9 @@ AUDIT_NONCE_SIZE = 32
 MAX_AUDIT_LENGTH = 65536
 IDENTITY_KEY_SIZE = 32
 PAYMENT_KEY_SIZE = 33
+# SYNC_NOTIFY (specs/sync.md §16 Notify): a device's record key and its new sequence number.
+SYNC_DEVICE_KEY_SIZE = 32
+MAX_SYNC_SEQ = 2**64 - 1
 
 # An opaque payment proof (specs/payments.md defines it): bytes or a small map.
 Payment = Union[bytes, dict[str, Any], None]
@@ -249,7 +252,27 @@ class ChannelMessage:
         _check(isinstance(self.response, bool), "response must be a bool")
 
 
-Message = Union[Hello, ErrorMessage, GetChunk, Chunk, PutChunk, PutOk, Have, HaveReply, Audit, AuditProof, ChannelMessage]
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncNotify:
+    """SYNC_NOTIFY: device ``device`` published its record with sequence number ``seq`` (specs/sync.md §16 Notify).
+
+    One-way: no reply, not even ERROR; ``request_id`` is 0.  It names no
+    folder and carries no secret: a node that syncs no folder with that
+    device ignores it.
+    """
+
+    device: bytes
+    seq: int
+    request_id: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.request_id == 0, "SYNC_NOTIFY uses request_id 0")
+        _check(isinstance(self.device, bytes) and len(self.device) == SYNC_DEVICE_KEY_SIZE, "device must be 32 bytes")
+        _check(type(self.seq) is int and 1 <= self.seq <= MAX_SYNC_SEQ, "seq out of range")
+
+
+Message = Union[Hello, ErrorMessage, GetChunk, Chunk, PutChunk, PutOk, Have, HaveReply, Audit, AuditProof, ChannelMessage,
+                SyncNotify]
 REPLY_TYPES = (Chunk, PutOk, HaveReply, AuditProof)
 
 
@@ -313,6 +336,8 @@ def encode_meta(message: Message) -> tuple[MessageType, dict[str, Any], bytes]:
         }, b""
     if isinstance(m, ChannelMessage):
         return m.type, m.fields, b""
+    if isinstance(m, SyncNotify):
+        return MessageType.SYNC_NOTIFY, {"device": m.device, "seq": m.seq}, b""
     raise LocalProtocolError(f"not a wire message: {type(m).__name__}")
 
 
@@ -374,6 +399,9 @@ def decode_message(mtype: int, response: bool, request_id: int, meta: Any, data:
         elif t == MessageType.HELLO:
             _fields(meta, {"version", "node_id", "identity_key", "tcp_port", "udp_port", "payment_key", "terms"})
             message = Hello(request_id=request_id, **meta)
+        elif t == MessageType.SYNC_NOTIFY:
+            _fields(meta, {"device", "seq"})
+            message = SyncNotify(request_id=request_id, device=meta["device"], seq=meta["seq"])
         else:
             message = ChannelMessage(request_id=request_id, type=t, fields=meta, response=response)
     except LocalProtocolError as exc:

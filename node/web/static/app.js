@@ -250,7 +250,7 @@ async function loadSync() {
     return el("tr", { "data-path": f.path, "data-state": state }, el("td", {}, f.path, f.read_only ? " (read-only)" : ""),
       el("td", { class: "num" }, f.files), el("td", { class: "num" }, bytes(f.bytes)), el("td", { class: "state" }, state),
       el("td", { class: f.last_round && f.last_round.error ? "error" : "" }, roundText(f.last_round)),
-      el("td", { class: "num" }, f.conflict_copies), el("td", {}, toggle));
+      el("td", { class: "num" }, f.conflict_count), el("td", {}, toggle));
   });
   document.getElementById("sync-folders").replaceChildren(...rows);
   const copies = folders.flatMap((f) => f.conflicts.map((c) => el("li", {}, `${f.path}/${c}`)));

@@ -65,7 +65,7 @@ def test_a_record_of_another_folder_or_malformed_is_refused() -> None:
     with pytest.raises(SyncError, match="another folder"):
         decode_device_record(CAP.read_cap, DEVICE, record_value(cap=OTHER))
     value = record_value()
-    for bad in (value[:-1], value + b"\0", bytes([2]) + value[1:], b""):
+    for bad in (value[:-1], value + b"\0", bytes([1]) + value[1:], b""):
         with pytest.raises(SyncError):
             decode_device_record(CAP.read_cap, DEVICE, bad)
 
@@ -95,3 +95,13 @@ def test_a_linked_state_must_be_the_record_devices_own() -> None:
         parse_device_state(READ_ONLY, data)
     with pytest.raises(SyncError):
         parse_device_state(DEVICE, data + b"\0")
+
+
+def test_a_device_record_names_its_node_to_read_link_holders_only() -> None:
+    node = bytes(range(20))
+    value = DeviceRecord(CAP.public_key, certify_device(CAP, DEVICE), STATE, node).encode(CAP.read_key, DEVICE)
+    assert len(value) == DEVICE_RECORD_SIZE and node not in value
+    assert decode_device_record(CAP.read_cap, DEVICE, value).node == node
+    assert decode_device_record(CAP.read_cap, DEVICE, record_value()).node is None  # no node: polled only
+    with pytest.raises(SyncError, match="node id"):
+        DeviceRecord(CAP.public_key, certify_device(CAP, DEVICE), STATE, bytes(20)).encode(CAP.read_key, DEVICE)
