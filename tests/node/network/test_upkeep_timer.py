@@ -5,7 +5,6 @@ repair right after a failed audit, renewal once per period when a file is due.""
 from __future__ import annotations
 
 import math
-import os
 import random
 import struct
 from dataclasses import dataclass, field
@@ -57,12 +56,16 @@ class StandInAuditor:
     book: ErasureBook
     failing: set[bytes] = field(default_factory=set)
     audited: list[tuple[bytes, int, int]] = field(default_factory=list)
+    want: int = 0  # ``enough`` is set once this many audits ran
+    enough: trio.Event = field(default_factory=trio.Event)
 
     def audited_shares(self) -> list[tuple[bytes, int, int]]:
         return [(MAP, 0, i) for i in range(8)]
 
     async def audit_one(self, map_address: bytes, stripe: int, share: int) -> ShareAudit:
         self.audited.append((map_address, stripe, share))
+        if len(self.audited) >= self.want:
+            self.enough.set()
         host = HOSTS[share]
         passed = host not in self.failing
         return ShareAudit(stripe=stripe, share=share, host=host, passed=passed, reason="" if passed else "gone",
@@ -75,7 +78,8 @@ async def test_a_failed_audit_repairs_at_once_and_a_due_file_is_renewed_once_per
     now = [1_000_000.0]
     book.save(FileRecord(map_address=MAP, root=b"\x03" * 32, hosts=(HOSTS,), retained_until=int(now[0]) + 10**7))
     book.save(FileRecord(map_address=OTHER, root=b"\x04" * 32, hosts=(HOSTS,), retained_until=int(now[0]) + 60))
-    auditor = StandInAuditor(book, failing={HOSTS[3]})
+    auditor = StandInAuditor(book, failing={HOSTS[3]}, want=200)
+    rng = random.Random(19)
     repaired: list[bytes] = []
     renewed: list[tuple[int, int, int]] = []
 
@@ -86,12 +90,13 @@ async def test_a_failed_audit_repairs_at_once_and_a_due_file_is_renewed_once_per
         renewed.append((at, budget, within))
 
     timer = UpkeepTimer(auditor, UpkeepConfig(audit_period=80.0, max_spend_per_month=500, renew_ahead=3600),
-                        repair=repair, renew=renew, random_bytes=os.urandom, wall_clock=lambda: now[0])
+                        repair=repair, renew=renew, random_bytes=rng.randbytes, wall_clock=lambda: now[0])
     async with trio.open_nursery() as nursery:
         await nursery.start(timer.serve)
         start = trio.current_time()
-        while len(auditor.audited) < 200:
-            await trio.sleep(1)
+        # An event, not a polling sleep: the timer hops to a thread each tick, and a sleeping poller
+        # would let the autojump clock run ahead while that thread works.
+        await auditor.enough.wait()
         elapsed = trio.current_time() - start
         nursery.cancel_scope.cancel()
     assert 0.7 < elapsed / (200 * 10.0) < 1.3  # 200 audits at a mean gap of 80 s / 8 shares

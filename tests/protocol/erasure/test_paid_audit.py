@@ -85,7 +85,7 @@ def test_a_charged_audit_without_allowance_owes_its_price_and_a_retry_of_the_sam
 
 def test_channel_state_carries_audit_charges_and_refuses_unknown_kinds() -> None:
     state = ChannelState(channel=ChannelId(bytes(32), 0), total=7, consumed=7, paid=7, last_chunk=NONCE,
-                         last_kind="audit", recent=((ADDRESS, "put"), (NONCE, "audit")))
+                         last_kind="audit", recent=((ADDRESS, "put"), (NONCE, "audit")), sig=b"\x30" * 70 + b"\x01")
     assert ChannelState.from_wire(state.to_wire()) == state
     wire = state.to_wire()
     with pytest.raises(LocalPaymentError):
