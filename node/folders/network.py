@@ -54,8 +54,9 @@ from node.folders.results import FileCounter, to_json
 from node.folders.retention import prune, prune_after_snapshot
 from node.folders.snapshot import TMP_DIR, FolderError
 from node.store import ChunkNotFound, ChunkStore
+from node.store.retention import holds_file
 from node.transport import Session
-from protocol.chunks import IntegrityError, Link, RawWalker
+from protocol.chunks import IntegrityError, Link
 from protocol.fetch import DEFAULT_REPLICAS, MAX_REPLICAS, dht_key
 from protocol.folders import (
     CapError,
@@ -187,7 +188,7 @@ class FolderService:
         Hosts come from the operation's one placement view and the snapshot's
         providers (``placement``), not from lookups of this file's own.
         """
-        if await trio.to_thread.run_sync(self._complete, link.root):
+        if await trio.to_thread.run_sync(holds_file, self.store, link.root):
             return
         paid = self.paid
         make_source = free_source if paid is None else functools.partial(PaidSource.open, paid)
@@ -195,14 +196,6 @@ class FolderService:
         view, providers = await placement.get()
         resolver = DhtResolver(self.dialer, link.root, make_source=make_source, view=view, providers=providers)
         await fetch_raw(link.root, self.store, [], max_price_per_mib=max_price, resolver=resolver)
-
-    def _complete(self, root: bytes) -> bool:
-        walker = RawWalker(root)
-        while (address := walker.next_address()) is not None:
-            if not self.store.has(address):
-                return False
-            walker.feed(self.store.get(address, verify=False))
-        return True
 
     async def _in_thread(self, work: Callable[[Callable[[Link], None]], T], head: Head | None = None) -> T:
         """Run ``work(ensure)`` on a worker thread, ``ensure`` fetching on the trio thread; map errors.

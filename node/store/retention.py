@@ -165,6 +165,8 @@ class RetainingStore(Protocol):
 
     def get(self, address: bytes, *, verify: bool = True) -> bytes: ...
 
+    def has(self, address: bytes) -> bool: ...
+
     def pin(self, addresses: Iterable[bytes], *, root: bytes | None = None, now: int | None = None) -> int: ...
 
     def meta(self, address: bytes) -> ChunkMeta | None: ...
@@ -191,6 +193,21 @@ def file_addresses(store: RetainingStore, link: Link) -> list[bytes]:
         walker.feed(store.get(address))
         addresses.append(address)
     return addresses
+
+
+def holds_file(store: RetainingStore, root: bytes) -> bool:
+    """Whether every chunk of the file at ``root`` (manifests and data) is in the store.
+
+    Walks the verify cap as ``file_addresses`` does; the manifests are read
+    unverified, since the store checked each chunk against its address when
+    it took it.
+    """
+    walker = RawWalker(root)
+    while (address := walker.next_address()) is not None:
+        if not store.has(address):
+            return False
+        walker.feed(store.get(address, verify=False))
+    return True
 
 
 def pin_file(store: RetainingStore, link: Link, now: int | None = None) -> int:

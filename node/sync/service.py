@@ -40,8 +40,9 @@ from node.files.fetcher import PaidSource, fetch_raw
 from node.files.locate import DhtResolver, PeerDialer, free_source
 from node.files.uploader import free_put, replicate_file
 from node.store import ChunkStore
+from node.store.retention import holds_file
 from node.transport import Session
-from protocol.chunks import Link, RawWalker
+from protocol.chunks import Link
 from protocol.fetch import DEFAULT_REPLICAS, dht_key
 from protocol.folders import CapError, ReadCap, WriteCap, parse_cap
 from protocol.identity import SEED_SIZE
@@ -130,7 +131,7 @@ class NodeHosts:
 
     async def ensure(self, links: Sequence[Link], *, near: Sequence[bytes]) -> None:
         roots = list(dict.fromkeys(link.root for link in links))
-        missing = await trio.to_thread.run_sync(lambda: [root for root in roots if not self._complete(root)])
+        missing = await trio.to_thread.run_sync(lambda: [root for root in roots if not holds_file(self.store, root)])
         if not missing:
             return
         make_source = free_source if self.paid is None else functools.partial(PaidSource.open, self.paid)
@@ -149,14 +150,6 @@ class NodeHosts:
         async with trio.open_nursery() as nursery:
             for root in missing:
                 nursery.start_soon(fetch, root)
-
-    def _complete(self, root: bytes) -> bool:
-        walker = RawWalker(root)
-        while (address := walker.next_address()) is not None:
-            if not self.store.has(address):
-                return False
-            walker.feed(self.store.get(address, verify=False))
-        return True
 
 
 def _text(body: Json, name: str) -> str:
