@@ -207,6 +207,36 @@ def print_summary(size_mib: int, runs: list[Run], version: str) -> None:
               f"runs: {', '.join(f'{v:.2f}' for v in values)})")
 
 
+def print_mu_run(number: int, size_mib: int, mu: MuRun) -> None:
+    """mu's figures alone (``--mu-only``): for working on mu's CPU per byte, with no reference to compare."""
+    print(f"run {number} ({machine_load()}), mu only, no reference run:")
+    for name, figures in (("mu add, 3 replicas, all up", mu.add_all_up), ("mu add, one candidate down", mu.add_one_down),
+                          ("paid mu get, 3 hosts", mu.get_3_hosts), ("paid mu get, 1 host", mu.get_1_host)):
+        print(f"  {name:<34} {size_mib / figures.seconds:7.1f} MiB/s  {figures.seconds:6.1f} s  "
+              f"{figures.cpu_seconds:6.1f} CPU s  {size_mib / figures.cpu_seconds:6.1f} MiB per CPU s")
+    for label, g in (("3 hosts", mu.get_3_hosts), ("1 host", mu.get_1_host)):
+        print(f"    get, {label}: first byte {_first_byte(g)}; CPU s: fetcher node {g.node_cpu:.2f} + command "
+              f"{g.command_cpu:.2f}, hosts {g.host_cpu:.2f}; peak RSS {g.peak_rss_mib:.0f} MiB"
+              f"{'' if fetch_ok(g) else '; FETCH NOT AS ASKED (bytes, local chunks or payments)'}")
+    sys.stdout.flush()
+
+
+def bench_mu_only(work: Path, size_mib: int, count: int) -> int:
+    print(f"machine at start: {machine_load()}", flush=True)
+    sample = work / "sample.bin"
+    digest = write_random(sample, size_mib * MIB)
+    gets: list[GetFigures] = []
+    for number in range(1, count + 1):
+        run_dir = work / f"run-{number}"
+        run_dir.mkdir()
+        mu = trio.run(run_mu, run_dir / "mu", sample, digest, say)
+        shutil.rmtree(run_dir)
+        print_mu_run(number, size_mib, mu)
+        gets += [mu.get_3_hosts, mu.get_1_host]
+    print(f"machine at end: {machine_load()}")
+    return 0 if all(fetch_ok(g) for g in gets) else 3
+
+
 def bench(work: Path, venv: Path, size_mib: int, count: int) -> int:
     print(f"machine at start: {machine_load()}", flush=True)
     sample = work / "sample.bin"
@@ -237,20 +267,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE_MIB, help=f"MiB in the file (default {DEFAULT_SIZE_MIB})")
     parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help=f"runs to take medians over (default {DEFAULT_RUNS})")
     parser.add_argument("--dir", default=None, help="where the work happens (default: a temporary dir)")
+    parser.add_argument("--mu-only", action="store_true",
+                        help="run mu's part alone, without libtorrent and Tahoe (no ratios; for profiling mu)")
     args = parser.parse_args(argv)
     if args.size < 1 or args.runs < 1:
         parser.error("--size and --runs must be at least 1")
     venv = Path(os.environ.get("MU_BENCH_VENV", REPO_ROOT / ".venv-bench"))
-    if not (venv / "bin" / "tahoe").exists():
+    if not args.mu_only and not (venv / "bin" / "tahoe").exists():
         parser.error(f"no benchmark venv at {venv}: run scripts/bench-vs-bittorrent, which installs it")
     began = time.monotonic()
     if args.dir:
         work = Path(args.dir).resolve()
         work.mkdir(parents=True, exist_ok=False)
-        code = bench(work, venv, args.size, args.runs)
+        code = bench_mu_only(work, args.size, args.runs) if args.mu_only else bench(work, venv, args.size, args.runs)
     else:
         with tempfile.TemporaryDirectory(prefix="mu-vs-bittorrent-") as tmp:
-            code = bench(Path(tmp), venv, args.size, args.runs)
+            code = (bench_mu_only(Path(tmp), args.size, args.runs) if args.mu_only
+                    else bench(Path(tmp), venv, args.size, args.runs))
     print(f"benchmark took {time.monotonic() - began:.0f} s")
     return code
 
