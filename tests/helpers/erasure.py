@@ -1,4 +1,4 @@
-"""What the erasure devnet tests share: calling the owner's control API, reading every node's earnings."""
+"""What the erasure devnet tests share: calling the owner's control API."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Any
 import trio
 
 from node.api.control import ControlClient
-from node.ledger import LEDGER_FILE, Ledger
 
 
 def owner_call(node: dict[str, Any]) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
@@ -22,11 +21,3 @@ def owner_call(node: dict[str, Any]) -> Callable[[str, dict[str, Any]], dict[str
 
     return call
 
-
-def earnings(nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Every node's ledger report (``Ledger.earnings``), by node ID, read once the nodes have stopped."""
-    reports = {}
-    for node in nodes:
-        with Ledger.open(Path(node["data_dir"]) / LEDGER_FILE) as ledger:
-            reports[node["node_id"]] = ledger.earnings()
-    return reports

@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from node.api.control import ControlClient
-from node.ledger import LEDGER_FILE, Ledger
+from tests.helpers.ledgers import assert_paid_equals_earned, earnings
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 MIB = 1 << 20
@@ -77,17 +77,8 @@ def test_devnet_ten_nodes_fifty_mib_paid_equals_earned(tmp_path: Path) -> None:
         if proc.poll() is None:
             stop_devnet(proc, summary)
     # every node stopped: read the ledgers
-    ledgers = {}
-    for n in nodes:
-        with Ledger.open(Path(n["data_dir"]) / LEDGER_FILE) as ledger:
-            ledgers[n["node_id"]] = ledger.earnings()
-    earned = sum(r["earned"] for r in ledgers.values())
-    spent = sum(r["spent"] for r in ledgers.values())
-    assert earned == spent > 0
-    for payer_id, report in ledgers.items():
-        for peer, row in report["per_peer"].items():
-            if row["spent"]:  # what this node paid that peer, the peer recorded as earned from it
-                assert ledgers[peer]["per_peer"][payer_id]["earned"] == row["spent"]
+    ledgers = earnings(nodes)
+    assert_paid_equals_earned(ledgers)
     fetcher = ledgers[nodes[-1]["node_id"]]
     served = [peer for peer, row in fetcher["per_peer"].items() if row["spent"] > 0]
     assert served and all(ledgers[peer]["earned"] > 0 for peer in served)

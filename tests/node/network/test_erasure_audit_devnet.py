@@ -10,13 +10,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import trio
 
-from node.api.control import ControlClient
 from node.ledger import LEDGER_FILE, Ledger
 from node.store import STORE_DIR
 from protocol.erasure import StripeMap
 from protocol.payments import Direction, Kind
+from tests.helpers.erasure import owner_call
 from tests.node.network.test_devnet import start_devnet, stop_devnet
 
 KIB = 1 << 10
@@ -36,16 +35,12 @@ def test_deleted_and_garbage_shares_fail_audits_and_their_hosts_are_dropped(tmp_
     proc, summary = start_devnet(tmp_path, 11)  # the owner, 10 hosts: 8 are left once 2 are dropped
     try:
         nodes = summary["nodes"]
-        owner = ControlClient.from_data_dir(Path(nodes[0]["data_dir"]))
+        call = owner_call(nodes[0])
         by_id = {n["node_id"]: n for n in nodes}
-
-        async def call(path: str, body: dict) -> dict:
-            return await owner.run_stream(path, body, lambda e: None)
-
-        added = trio.run(call, "add", {"path": str(first), "k": 4, "n": 8})
+        added = call("add", {"path": str(first), "k": 4, "n": 8})
         assert added["short_stripes"] == []
         hosts = added["hosts"][0]
-        shares = trio.run(call, "audit", {"stripes": added["stripes"]})
+        shares = call("audit", {"stripes": added["stripes"]})
         assert all(a["passed"] for a in shares["audits"]) and shares["dropped"] == []
         # Past the hosts' free allowance (the PUTs used it), every audit that checked is paid on its own.
         assert all(a["sats"] > 0 for a in shares["audits"])
@@ -61,14 +56,14 @@ def test_deleted_and_garbage_shares_fail_audits_and_their_hosts_are_dropped(tmp_
         garbage = share_path(by_id[liar], stripe.shares[2].hex())
         garbage.write_bytes(os.urandom(garbage.stat().st_size))
 
-        audited = trio.run(call, "audit", {"stripes": added["stripes"]})
+        audited = call("audit", {"stripes": added["stripes"]})
         failed = {(a["stripe"], a["share"]): a for a in audited["audits"] if not a["passed"]}
         assert set(failed) == {(0, 1), (0, 2)}
         assert failed[(0, 2)]["reason"] == "wrong proof" and "refused" in failed[(0, 1)]["reason"]
         assert failed[(0, 1)]["sats"] == failed[(0, 2)]["sats"] == 0
         assert sorted(audited["dropped"]) == sorted([deleter, liar])
 
-        again = trio.run(call, "add", {"path": str(second), "k": 4, "n": 8})
+        again = call("add", {"path": str(second), "k": 4, "n": 8})
         assert again["short_stripes"] == []
         placed = {h for stripe_hosts in again["hosts"] for h in stripe_hosts}
         assert deleter not in placed and liar not in placed

@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-import trio
 
-from node.api.control import ControlClient
 from node.files.audit import ErasureBook
-from node.ledger import LEDGER_FILE, Ledger
+from tests.helpers.erasure import owner_call
+from tests.helpers.ledgers import assert_paid_equals_earned, earnings
 from tests.node.network.test_devnet import REPO_ROOT, alive, start_devnet
 
 KIB = 1 << 10
@@ -37,13 +36,9 @@ def test_three_hosts_vanish_and_the_owner_restores_eight_shares_paying_new_hosts
     proc, summary = start_devnet(tmp_path, 12)  # the owner and 11 hosts: 8 live ones remain
     try:
         nodes = summary["nodes"]
-        owner = ControlClient.from_data_dir(Path(nodes[0]["data_dir"]))
+        call = owner_call(nodes[0])
         by_id = {n["node_id"]: n for n in nodes}
-
-        async def call(path: str, body: dict) -> dict:
-            return await owner.run_stream(path, body, lambda e: None)
-
-        added = trio.run(call, "add", {"path": str(src), "k": 4, "n": 8})
+        added = call("add", {"path": str(src), "k": 4, "n": 8})
         assert added["short_stripes"] == [] and added["sats_spent"] > 0
         gone = added["hosts"][0][:3]
         for host in gone:
@@ -88,15 +83,8 @@ def test_three_hosts_vanish_and_the_owner_restores_eight_shares_paying_new_hosts
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)
-    ledgers = {}
-    for n in nodes:
-        with Ledger.open(Path(n["data_dir"]) / LEDGER_FILE) as ledger:
-            ledgers[n["node_id"]] = ledger.earnings()
-    earned = sum(r["earned"] for r in ledgers.values())
-    spent = sum(r["spent"] for r in ledgers.values())
-    assert earned == spent > 0
+    ledgers = earnings(nodes)
+    assert_paid_equals_earned(ledgers)
     owner_id = nodes[0]["node_id"]
-    for peer, row in ledgers[owner_id]["per_peer"].items():
-        assert ledgers[peer]["per_peer"][owner_id]["earned"] == row["spent"]
     for _, _, host in moved:  # every new host was paid for the share it took
         assert ledgers[host]["per_peer"][owner_id]["earned"] > 0

@@ -9,7 +9,6 @@ notify and every drop is seen deterministically.
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import trio
