@@ -66,6 +66,16 @@ def child_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def child_page_faults(pid: int) -> int:
+    """Minor page faults of a child process so far (Linux /proc): fresh memory touched."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
+def page_faults() -> int:
+    """Minor page faults of this process so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def make_chunks(count: int, size: int) -> list[tuple[bytes, bytes]]:
     out = []
     for i in range(count):
@@ -358,6 +368,8 @@ class SessionRun(NamedTuple):
     server_rss_mib: float
     client_us_per_chunk: float
     server_us_per_chunk: float
+    client_faults_per_chunk: float
+    server_faults_per_chunk: float
 
 
 def bench_session(total: int, chunk_size: int, inflight: int, verify: bool) -> SessionRun:
@@ -403,11 +415,14 @@ def bench_session(total: int, chunk_size: int, inflight: int, verify: bool) -> S
 
             start = time.perf_counter()
             cpu, child_cpu = time.process_time(), child_cpu_seconds(child.pid)
+            faults, child_faults = page_faults(), child_page_faults(child.pid)
             async with trio.open_nursery() as nursery:
                 for _ in range(inflight):
                     nursery.start_soon(worker)
             figures["mib_s"] = received / (time.perf_counter() - start) / MiB
             client_cpu, server_cpu = time.process_time() - cpu, child_cpu_seconds(child.pid) - child_cpu
+            figures["client_faults_per_chunk"] = (page_faults() - faults) / count
+            figures["server_faults_per_chunk"] = (child_page_faults(child.pid) - child_faults) / count
             figures["mib_per_cpu_s"] = received / max(client_cpu, server_cpu, 1e-9) / MiB
             figures["client_us_per_chunk"] = client_cpu / count * 1e6
             figures["server_us_per_chunk"] = server_cpu / count * 1e6
@@ -447,6 +462,11 @@ def main() -> int:
     total = args.mib * MiB
     chunk_size = args.chunk_kib * 1024
 
+    # The C allocator as a node runs it (open_transport tunes it), for the
+    # in-process measurements too: the session's ends and the chunks they hand out.
+    from node.transport import tune_allocator
+
+    tune_allocator()
     load = os.getloadavg()[0]
     print(f"mu transport benchmark: {args.mib} MiB in {args.chunk_kib} KiB chunks, median of {args.runs} run(s),"
           f" load average {load:.1f} on {os.cpu_count()} CPUs")
@@ -521,6 +541,8 @@ def main() -> int:
           f" -> session / AES-GCM = {session_cpu / aes_cpu:.2f}x, session / raw loopback = {session_cpu / tcp_cpu:.2f}x")
     print(f"  session CPU per chunk: client {med_of(sessions, 'client_us_per_chunk'):.0f} us,"
           f" server {med_of(sessions, 'server_us_per_chunk'):.0f} us")
+    print(f"  session page faults per chunk: client {med_of(sessions, 'client_faults_per_chunk'):.0f},"
+          f" server {med_of(sessions, 'server_faults_per_chunk'):.0f}")
     print(f"  peak RSS: client {peak_rss_mib():.0f} MiB, server {max(s.server_rss_mib for s in sessions):.0f} MiB")
     return 0
 
