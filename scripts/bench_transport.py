@@ -27,10 +27,13 @@ one run, interleaved, because this shared machine's speed drifts:
   Connections with each record copied once into the peer's receive buffer
   (no sockets), and two Sessions over a socketpair; beside them AES-GCM
   sealing then opening each message on one core, the reference for a
-  process that is both ends.
+  process that is both ends; and a memcpy of the same messages, from which
+  (with raw loopback's CPU per MiB) it prints how close to that reference
+  the passes over a record that no session code can skip would let a
+  session come with no Python at all.
 
-Prints MiB/s (median of --runs), the ratios, CPU per chunk of each side,
-the load average, and peak RSS of both sides.
+Prints MiB/s (median of --runs), the ratios, CPU and page faults per chunk
+of each side, the load average, and peak RSS of both sides.
 """
 
 from __future__ import annotations
@@ -162,6 +165,24 @@ def bench_aes_both(total: int, message_size: int) -> tuple[float, float]:
         iv = n.to_bytes(12, "big")
         aead.encrypt_into(iv, data, b"", sealed)
         aead.decrypt_into(iv, sealed, b"", plain)
+    return _rates(count * message_size, start, cpu)
+
+
+def bench_copy(total: int, message_size: int) -> tuple[float, float]:
+    """(MiB/s, MiB per CPU-second) of copying each message into a reused buffer (one memcpy).
+
+    The cost of one pass over a record that is not the cipher's: the copy
+    into a peer's receive buffer, a socket's copy in or out, or filling the
+    new ``bytes`` object a received chunk becomes (``cryptography`` zeroes
+    it before decrypting into it).
+    """
+    data = os.urandom(message_size)
+    out = bytearray(message_size)
+    count = max(1, total // message_size)
+    start, cpu = time.perf_counter(), time.process_time()
+    with memoryview(out) as view:
+        for _ in range(count):
+            view[:] = data
     return _rates(count * message_size, start, cpu)
 
 
@@ -472,7 +493,7 @@ def main() -> int:
           f" load average {load:.1f} on {os.cpu_count()} CPUs")
     bench_aes(min(total, 32 * MiB), chunk_size)  # warm up: CPU frequency, imports
     aes, keyed, pycryptodome, noise, tcp, sessions, verified = [], [], [], [], [], [], []
-    both, records, pairs = [], [], []
+    both, records, pairs, copies = [], [], [], []
     for _ in range(args.runs):
         # Interleaved so that load from other processes hits all alike.
         aes.append(bench_aes(total, chunk_size))
@@ -483,6 +504,7 @@ def main() -> int:
         sessions.append(bench_session(total, chunk_size, args.inflight, False))
         verified.append(bench_session(total, chunk_size, args.inflight, True))
         both.append(bench_aes_both(total, chunk_size))
+        copies.append(bench_copy(total, chunk_size))
         records.append(bench_records(total, chunk_size))
         pairs.append(bench_session_pair(total, chunk_size, args.inflight))
 
@@ -535,6 +557,16 @@ def main() -> int:
         print(f"    {name:<46} {wall:9.1f} {wall / both_wall:5.2f}x {per_cpu:10.1f} {per_cpu / both_cpu:5.2f}x")
     print("    (target >= 0.80x; each record is copied once into the peer's receive buffer and opened into a"
           " fresh bytes object, as over a socket)")
+    # What no session code can remove, besides the cipher: the chunk's new
+    # bytes filled once (a memcpy's worth), and the record moved once: copied
+    # into the receive buffer (the records pair), or through a socket, whose
+    # send and receive ends each cost about what the busier end of raw
+    # loopback costs per MiB (the Session pair is both ends).
+    copy_cpu = med(copies, 1)
+    records_bound = (1 / both_cpu) / (1 / both_cpu + 2 / copy_cpu)
+    pair_bound = (1 / both_cpu) / (1 / both_cpu + 1 / copy_cpu + 2 / tcp_cpu)
+    print(f"    memcpy of the same records {copy_cpu:.0f} MiB/cpu-s; bound with no Python at all: Connection pair"
+          f" {records_bound:.2f}x (2 copies), Session pair {pair_bound:.2f}x (1 copy + loopback's 2 socket ends)")
     print(f"  Noise-size messages / 1 MiB messages (KeyedGcm)   = {med(noise, 0) / med(keyed, 0):.2f}x")
     print("  per CPU-second of the busier process (what each side could do on its own core):")
     print(f"    AES-GCM {aes_cpu:.0f}, raw loopback {tcp_cpu:.0f}, session {session_cpu:.0f} MiB/cpu-s"
