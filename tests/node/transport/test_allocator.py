@@ -10,49 +10,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 
-# GETs 1 MiB chunks over two Sessions on a socketpair, four at a time as a
-# fetch does, and prints the minor page faults per chunk after a warm-up.  A
-# fresh MiB costs 256; without the tuning glibc here faulted about 100 per chunk.
+# In a fresh process: 128 GETs of 1 MiB chunks, four at a time as a fetch
+# does, between two Sessions over a socketpair (scripts/bench-transport's
+# in-process pair, handshake included), after a warm-up; prints the minor
+# page faults per chunk.  A fresh MiB costs 256; without the tuning glibc
+# here faulted about 90-100 per chunk, with it 2.
 RECEIVE_CHUNKS = """
-import hashlib, os, resource, sys
-import trio
-from node.transport import Limits, Session, tune_allocator
-from protocol.wire import Chunk, GetChunk
-from tests.helpers.wire_pair import established_pair
+import resource, sys
+sys.path.insert(0, "scripts")
+from bench_transport import bench_session_pair
+from node.transport import tune_allocator
 
 tuned = sys.argv[1] == "tuned" and tune_allocator()
-data = os.urandom(1 << 20)
-address = hashlib.sha256(data).digest()
-
-class Server:
-    async def handle_request(self, session, message):
-        return Chunk(request_id=message.request_id, address=address, data=data)
-
-async def main():
-    client_conn, server_conn = established_pair()
-    left, right = trio.socket.socketpair()
-    async with trio.open_nursery() as nursery:
-        client = Session(trio.SocketStream(left), client_conn, Server(), Limits(), lambda s: None)
-        server = Session(trio.SocketStream(right), server_conn, Server(), Limits(), lambda s: None)
-        await nursery.start(client.run)
-        await nursery.start(server.run)
-
-        async def fetch(count):
-            async with trio.open_nursery() as workers:
-                for _ in range(4):
-                    async def worker():
-                        for _ in range(count // 4):
-                            assert await client.get_chunk(address) == data
-                    workers.start_soon(worker)
-
-        await fetch(32)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        await fetch(128)
-        print(tuned, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 128)
-        client.close()
-        server.close()
-
-trio.run(main)
+MiB = 1 << 20
+bench_session_pair(32 * MiB, MiB, 4)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+bench_session_pair(128 * MiB, MiB, 4)
+print(tuned, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 128)
 """
 
 
