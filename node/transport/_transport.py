@@ -20,7 +20,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
-import platform
+import os
 import secrets
 import sys
 from collections.abc import AsyncIterator
@@ -72,17 +72,19 @@ def tune_allocator() -> bool:
     (munmap, or a heap trimmed past a threshold that follows the biggest
     block freed so far), so the next chunk's block is fresh memory: the
     kernel faults in and zeroes 256 pages per MiB before the data is
-    written once, which cost a session more CPU than decrypting the chunk
-    (scripts/bench-transport: 180 page faults per 1 MiB chunk, 10 after).
+    written once, which cost a receiving session about as much CPU as
+    decrypting the chunk (scripts/bench-transport's in-process Session pair:
+    90-100 minor page faults per 1 MiB chunk, 2 after).
     Fixed thresholds keep the freed blocks in the heap for the next chunk,
     up to ALLOCATOR_TRIM_THRESHOLD of free memory per heap.  Process-wide,
     once per process; elsewhere than glibc it does nothing.
     """
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
-        return False
     try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+        glibc = sys.platform.startswith("linux") and (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+        mallopt = ctypes.CDLL(None).mallopt if glibc else None
+    except (OSError, ValueError, AttributeError):  # no such confstr name, or no mallopt
+        return False
+    if mallopt is None:
         return False
     # The mmap threshold first: setting either fixes both (no more sliding thresholds).
     return bool(mallopt(_M_MMAP_THRESHOLD, ALLOCATOR_MMAP_THRESHOLD)) and bool(
