@@ -27,10 +27,13 @@ one run, interleaved, because this shared machine's speed drifts:
   Connections with each record copied once into the peer's receive buffer
   (no sockets), and two Sessions over a socketpair; beside them AES-GCM
   sealing then opening each message on one core, the reference for a
-  process that is both ends.
+  process that is both ends; and a memcpy of the same messages, from which
+  (with raw loopback's CPU per MiB) it prints how close to that reference
+  the passes over a record that no session code can skip would let a
+  session come with no Python at all.
 
-Prints MiB/s (median of --runs), the ratios, CPU per chunk of each side,
-the load average, and peak RSS of both sides.
+Prints MiB/s (median of --runs), the ratios, CPU and page faults per chunk
+of each side, the load average, and peak RSS of both sides.
 """
 
 from __future__ import annotations
@@ -64,6 +67,16 @@ def child_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a child process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_page_faults(pid: int) -> int:
+    """Minor page faults of a child process so far (Linux /proc): fresh memory touched."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
+def page_faults() -> int:
+    """Minor page faults of this process so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def make_chunks(count: int, size: int) -> list[tuple[bytes, bytes]]:
@@ -152,6 +165,24 @@ def bench_aes_both(total: int, message_size: int) -> tuple[float, float]:
         iv = n.to_bytes(12, "big")
         aead.encrypt_into(iv, data, b"", sealed)
         aead.decrypt_into(iv, sealed, b"", plain)
+    return _rates(count * message_size, start, cpu)
+
+
+def bench_copy(total: int, message_size: int) -> tuple[float, float]:
+    """(MiB/s, MiB per CPU-second) of copying each message into a reused buffer (one memcpy).
+
+    The cost of one pass over a record that is not the cipher's: the copy
+    into a peer's receive buffer, a socket's copy in or out, or filling the
+    new ``bytes`` object a received chunk becomes (``cryptography`` zeroes
+    it before decrypting into it).
+    """
+    data = os.urandom(message_size)
+    out = bytearray(message_size)
+    count = max(1, total // message_size)
+    start, cpu = time.perf_counter(), time.process_time()
+    with memoryview(out) as view:
+        for _ in range(count):
+            view[:] = data
     return _rates(count * message_size, start, cpu)
 
 
@@ -358,6 +389,8 @@ class SessionRun(NamedTuple):
     server_rss_mib: float
     client_us_per_chunk: float
     server_us_per_chunk: float
+    client_faults_per_chunk: float
+    server_faults_per_chunk: float
 
 
 def bench_session(total: int, chunk_size: int, inflight: int, verify: bool) -> SessionRun:
@@ -403,11 +436,14 @@ def bench_session(total: int, chunk_size: int, inflight: int, verify: bool) -> S
 
             start = time.perf_counter()
             cpu, child_cpu = time.process_time(), child_cpu_seconds(child.pid)
+            faults, child_faults = page_faults(), child_page_faults(child.pid)
             async with trio.open_nursery() as nursery:
                 for _ in range(inflight):
                     nursery.start_soon(worker)
             figures["mib_s"] = received / (time.perf_counter() - start) / MiB
             client_cpu, server_cpu = time.process_time() - cpu, child_cpu_seconds(child.pid) - child_cpu
+            figures["client_faults_per_chunk"] = (page_faults() - faults) / count
+            figures["server_faults_per_chunk"] = (child_page_faults(child.pid) - child_faults) / count
             figures["mib_per_cpu_s"] = received / max(client_cpu, server_cpu, 1e-9) / MiB
             figures["client_us_per_chunk"] = client_cpu / count * 1e6
             figures["server_us_per_chunk"] = server_cpu / count * 1e6
@@ -447,12 +483,17 @@ def main() -> int:
     total = args.mib * MiB
     chunk_size = args.chunk_kib * 1024
 
+    # The C allocator as a node runs it (open_transport tunes it), for the
+    # in-process measurements too: the session's ends and the chunks they hand out.
+    from node.transport import tune_allocator
+
+    tune_allocator()
     load = os.getloadavg()[0]
     print(f"mu transport benchmark: {args.mib} MiB in {args.chunk_kib} KiB chunks, median of {args.runs} run(s),"
           f" load average {load:.1f} on {os.cpu_count()} CPUs")
     bench_aes(min(total, 32 * MiB), chunk_size)  # warm up: CPU frequency, imports
     aes, keyed, pycryptodome, noise, tcp, sessions, verified = [], [], [], [], [], [], []
-    both, records, pairs = [], [], []
+    both, records, pairs, copies = [], [], [], []
     for _ in range(args.runs):
         # Interleaved so that load from other processes hits all alike.
         aes.append(bench_aes(total, chunk_size))
@@ -463,6 +504,7 @@ def main() -> int:
         sessions.append(bench_session(total, chunk_size, args.inflight, False))
         verified.append(bench_session(total, chunk_size, args.inflight, True))
         both.append(bench_aes_both(total, chunk_size))
+        copies.append(bench_copy(total, chunk_size))
         records.append(bench_records(total, chunk_size))
         pairs.append(bench_session_pair(total, chunk_size, args.inflight))
 
@@ -515,12 +557,24 @@ def main() -> int:
         print(f"    {name:<46} {wall:9.1f} {wall / both_wall:5.2f}x {per_cpu:10.1f} {per_cpu / both_cpu:5.2f}x")
     print("    (target >= 0.80x; each record is copied once into the peer's receive buffer and opened into a"
           " fresh bytes object, as over a socket)")
+    # What no session code can remove, besides the cipher: the chunk's new
+    # bytes filled once (a memcpy's worth), and the record moved once: copied
+    # into the receive buffer (the records pair), or through a socket, whose
+    # send and receive ends each cost about what the busier end of raw
+    # loopback costs per MiB (the Session pair is both ends).
+    copy_cpu = med(copies, 1)
+    records_bound = (1 / both_cpu) / (1 / both_cpu + 2 / copy_cpu)
+    pair_bound = (1 / both_cpu) / (1 / both_cpu + 1 / copy_cpu + 2 / tcp_cpu)
+    print(f"    memcpy of the same records {copy_cpu:.0f} MiB/cpu-s; bound with no Python at all: Connection pair"
+          f" {records_bound:.2f}x (2 copies), Session pair {pair_bound:.2f}x (1 copy + loopback's 2 socket ends)")
     print(f"  Noise-size messages / 1 MiB messages (KeyedGcm)   = {med(noise, 0) / med(keyed, 0):.2f}x")
     print("  per CPU-second of the busier process (what each side could do on its own core):")
     print(f"    AES-GCM {aes_cpu:.0f}, raw loopback {tcp_cpu:.0f}, session {session_cpu:.0f} MiB/cpu-s"
           f" -> session / AES-GCM = {session_cpu / aes_cpu:.2f}x, session / raw loopback = {session_cpu / tcp_cpu:.2f}x")
     print(f"  session CPU per chunk: client {med_of(sessions, 'client_us_per_chunk'):.0f} us,"
           f" server {med_of(sessions, 'server_us_per_chunk'):.0f} us")
+    print(f"  session page faults per chunk: client {med_of(sessions, 'client_faults_per_chunk'):.0f},"
+          f" server {med_of(sessions, 'server_faults_per_chunk'):.0f}")
     print(f"  peak RSS: client {peak_rss_mib():.0f} MiB, server {max(s.server_rss_mib for s in sessions):.0f} MiB")
     return 0
 

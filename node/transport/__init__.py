@@ -19,7 +19,7 @@ from node.transport._errors import (
 )
 from node.transport._limits import Limits
 from node.transport._session import RequestHandler, Session
-from node.transport._transport import Transport, open_transport
+from node.transport._transport import Transport, open_transport, tune_allocator
 
 __all__ = [
     "BadChunk",
@@ -35,4 +35,5 @@ __all__ = [
     "Transport",
     "TransportError",
     "open_transport",
+    "tune_allocator",
 ]

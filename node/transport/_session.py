@@ -398,7 +398,8 @@ class Session:
                 # once all of it is there (SO_RCVLOWAT; epoll still reports EOF
                 # and errors at once): one wakeup per record instead of one per
                 # loopback segment, which on a busy machine costs a timeslice.
-                target = conn.wanted if conn.wanted > SMALL_READ_SIZE else 1
+                wanted = conn.wanted
+                target = wanted if wanted > SMALL_READ_SIZE else 1
                 if target != lowat:
                     lowat = target
                     try:
@@ -407,7 +408,7 @@ class Session:
                         pass
                 # Read straight into the connection's buffer: no copy per read.
                 # Small reads unless a big record is under way (bounded buffers).
-                size = min(receive_size, max(SMALL_READ_SIZE, conn.wanted + SMALL_READ_SIZE))
+                size = min(receive_size, max(SMALL_READ_SIZE, wanted + SMALL_READ_SIZE))
                 with conn.get_buffer(size) as view:
                     try:
                         got = os.readv(fd, (view,))

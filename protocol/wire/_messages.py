@@ -274,6 +274,7 @@ class SyncNotify:
 Message = Union[Hello, ErrorMessage, GetChunk, Chunk, PutChunk, PutOk, Have, HaveReply, Audit, AuditProof, ChannelMessage,
                 SyncNotify]
 REPLY_TYPES = (Chunk, PutOk, HaveReply, AuditProof)
+_TYPE_CODES = frozenset(int(t) for t in MessageType)
 
 
 def is_response(message: Message) -> bool:
@@ -354,7 +355,7 @@ def decode_message(mtype: int, response: bool, request_id: int, meta: Any, data:
     wrong field types or a request/response flag that does not fit the type.
     """
     try:
-        if mtype not in MessageType.__members__.values():
+        if mtype not in _TYPE_CODES:
             raise RemoteProtocolError(f"unknown message type {mtype:#x}", ErrorCode.UNKNOWN_MESSAGE_TYPE)
         t = MessageType(mtype)
         if not isinstance(meta, dict):

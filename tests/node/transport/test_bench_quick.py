@@ -38,3 +38,6 @@ def test_bench_transport_quick_runs() -> None:
                      r"([\d.]+) +([\d.]+)x +([\d.]+) +([\d.]+)x$", out, re.MULTILINE)
     assert [row[0] for row in own] == ["AES-256-GCM seal + open", "wire Connection pair", "Session pair"], out
     assert own[0][2] == own[0][4] == "1.00" and all(float(row[1]) > 0 and float(row[3]) > 0 for row in own), out
+    # Beside them, what the passes no session code can skip allow, measured in the same run.
+    assert re.search(r"bound with no Python at all: Connection pair [\d.]+x .*Session pair [\d.]+x", out), out
+    assert re.search(r"session page faults per chunk: client \d+, server \d+", out), out

@@ -21,7 +21,7 @@ from node.transport import (
     SessionBroken,
     open_transport,
 )
-from protocol.wire import Chunk, ErrorCode, GetChunk, Message
+from protocol.wire import Chunk, ErrorCode, GetChunk, Have, HaveReply, Message
 from tests.helpers.transport import chunk, identity, payment_key
 
 
@@ -290,3 +290,50 @@ async def test_requests_pass_their_ordered_step_in_arrival_order(tmp_path: Path)
                         nursery.start_soon(session.request, GetChunk(request_id=0, address=address))
         assert len(server.ordered) == 200
         assert server.ordered == sorted(server.ordered)
+
+
+class BigChunkServer:
+    """Serves 1 MiB chunks from memory and answers HAVE: big records and small ones on one session."""
+
+    def __init__(self, chunks: dict[bytes, bytes]) -> None:
+        self.chunks = chunks
+
+    async def handle_request(self, session: Session, message: Message) -> Message | None:
+        if isinstance(message, Have):
+            return HaveReply(request_id=message.request_id, present=tuple(a in self.chunks for a in message.addresses))
+        assert isinstance(message, GetChunk)
+        return Chunk(request_id=message.request_id, address=message.address, data=self.chunks[message.address])
+
+
+async def test_records_a_socket_takes_in_part_leave_whole_and_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever of a 1 MiB record the socket does not take at once, the writer
+    finishes before any later record (small replies interleave only between records)."""
+    import node.transport._session as session_module
+
+    real_write = session_module.os.write
+    writes: list[int] = []
+
+    def short_write(fd: int, data: memoryview) -> int:  # a socket that takes at most 64 KiB per call
+        written = real_write(fd, data[:65536])
+        writes.append(written)
+        return written
+
+    monkeypatch.setattr(session_module.os, "write", short_write)
+    chunks = dict(chunk(i, 1 << 20) for i in range(4))
+    addresses = list(chunks)
+    async with session_to(tmp_path, BigChunkServer(chunks)) as session:
+        got: list[tuple[bytes, bytes]] = []
+
+        async def fetch(address: bytes) -> None:
+            got.append((address, await session.get_chunk(address)))
+            assert await session.have((address, bytes(32))) == (True, False)
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for i in range(16):
+                    nursery.start_soon(fetch, addresses[i % 4])
+        assert session.is_open
+    assert len(got) == 16 and all(chunks[address] == data for address, data in got)
+    assert len(writes) > 16 * 16  # each 1 MiB record took at least 16 writes
