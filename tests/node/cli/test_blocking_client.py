@@ -1,17 +1,21 @@
-"""The control client's blocking calls, which the ``mu`` command uses, against a real ControlServer on loopback.
+"""The control client's blocking calls, which the ``mu`` command uses (specs/network.md §6 Control API).
 
-The server runs in trio; the client's blocking calls run in a worker thread, as they run in the
-command's process without an event loop (specs/network.md §6 Control API).
+Against a real ControlServer on loopback (in trio; the blocking calls run in a worker thread, as
+they run in the command's process without an event loop), and against canned replies on a
+loopback socket for the HTTP/1.1 framings and the malformed replies the server never sends.
 """
 
 from __future__ import annotations
 
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+import node.api.client as client_module
 from node.api.control import ControlClient, ControlError, ControlServer, Emit, NodeNotRunning
 
 NODE_ID = bytes(range(20))
@@ -94,8 +98,6 @@ async def test_an_event_past_the_bound_breaks_the_stream(tmp_path: Path) -> None
 
 
 def test_no_node_answers(tmp_path: Path) -> None:
-    import socket
-
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -105,27 +107,62 @@ def test_no_node_answers(tmp_path: Path) -> None:
         ControlClient(port, "00").run_stream_blocking("get", {}, lambda e: None)
 
 
-def test_a_reply_that_breaks_off_is_a_bad_reply(tmp_path: Path) -> None:
-    import socket
-    import threading
+STREAM_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+PROGRESS = b'{"event": "progress"}\n'  # 0x16 bytes
+DONE = b'{"event": "done", "result": {"ok": 1}}\n'  # 0x27 bytes
 
+
+def serve_once(reply: bytes) -> tuple[int, threading.Thread, socket.socket]:
+    """A one-shot server on loopback that answers any request with ``reply``, then closes."""
     listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
 
-    def serve_half_a_stream() -> None:
+    def answer() -> None:
         conn, _ = listener.accept()
         with conn:
             conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
-                         b"16\r\n{\"event\": \"progress\"}\n\r\n8\r\n{\"event\"")  # then the node goes away
+            conn.sendall(reply)
 
-    server = threading.Thread(target=serve_half_a_stream)
-    server.start()
+    thread = threading.Thread(target=answer)
+    thread.start()
+    return listener.getsockname()[1], thread, listener
+
+
+def stream_through(reply: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    port, thread, listener = serve_once(reply)
     seen: list[dict[str, Any]] = []
     try:
-        with pytest.raises(ControlError) as err:
-            ControlClient(port, "00").run_stream_blocking("get", {}, seen.append)
+        return ControlClient(port, "00").run_stream_blocking("get", {}, seen.append), seen
     finally:
-        server.join()
+        thread.join()
         listener.close()
-    assert err.value.code == "bad-reply" and seen == [{"event": "progress"}]
+
+
+def test_the_framings_the_node_may_use() -> None:
+    chunked = STREAM_HEAD + b"16\r\n" + PROGRESS + b"\r\n27;ext=1\r\n" + DONE + b"\r\n0\r\nTrailer: x\r\n\r\n"
+    by_length = b"HTTP/1.1 200 OK\r\nContent-Length: 61\r\n\r\n" + PROGRESS + DONE
+    to_the_close = b"HTTP/1.1 200 OK\r\n\r\n" + PROGRESS + DONE
+    for reply in (chunked, by_length, to_the_close):
+        assert stream_through(reply) == ({"ok": 1}, [{"event": "progress"}])
+
+
+@pytest.mark.parametrize("reply", [
+    STREAM_HEAD + b"16\r\n" + PROGRESS + b"\r\n8\r\n{\"event\"",  # then the node goes away
+    STREAM_HEAD + b"16\r\n" + PROGRESS + b"\r\nzz\r\n",  # not a chunk size
+    b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n" + PROGRESS,  # shorter than it said
+    b"SSH-2.0-OpenSSH\r\n\r\n",  # not HTTP
+    b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000 + b"\r\n\r\n",  # a header line past http.client's bound
+    b"HTTP/1.1 200 OK\r\n" + b"X: a\r\n" * 101 + b"\r\n",  # more header lines than http.client takes
+    b"HTTP/1.1 200 OK\r\n\r\n" + PROGRESS,  # no result
+])
+def test_a_reply_that_is_not_well_formed_is_a_bad_reply(reply: bytes) -> None:
+    with pytest.raises(ControlError) as err:
+        stream_through(reply)
+    assert err.value.code == "bad-reply"
+
+
+def test_a_node_that_does_not_answer_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_module, "CLIENT_TIMEOUT", 0.2)
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # accepts (the kernel's backlog), never answers
+        with pytest.raises(ControlError) as err:
+            ControlClient(listener.getsockname()[1], "00").call_blocking("GET", "status")
+    assert err.value.code == "bad-reply" and "timed out" in err.value.message
