@@ -60,12 +60,13 @@ def test_command_of(argv: list[str], command: str | None) -> None:
     assert command_of(argv) == command
 
 
-def test_parsing_mu_get_imports_none_of_the_node() -> None:
-    argv = ["get", LINK, "-o", "out.bin"]
+@pytest.mark.parametrize("argv", [["get", LINK, "-o", "out.bin"], ["add", "file"], ["status"], ["pin", LINK],
+                                  ["peers"], ["earnings"]])
+def test_parsing_a_command_a_node_serves_imports_none_of_the_node(argv: list[str]) -> None:
     done = run_python(
         "import sys; import node.cli as cli\n"
         f"args = cli.build_parser(cli.command_of({argv!r})).parse_args({argv!r})\n"
-        f"assert args.command == 'get', args\n"
+        f"assert args.command == {argv[0]!r}, args\n"
         f"print({LOADED_HEAVY})")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
