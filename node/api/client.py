@@ -3,7 +3,9 @@
 Two ways to call, one reply format.  The blocking calls (``call_blocking``,
 ``run_stream_blocking``: the standard library's ``http.client``) serve the
 ``mu`` command, which makes a request or two and exits: it starts without
-trio or httpx, whose imports were most of a command's start-up (issue 22).
+trio or httpx, whose imports were most of a command's start-up (issue 22;
+httpx's own blocking client, with the SSL context it builds, would bring
+back much of it).
 The async calls (``call``, ``open_stream``, ``run_stream``: httpx on trio)
 serve code that already runs in trio (tests, scripts, devnets); they import
 httpx and trio when first used.  Both read replies through the same bounded
@@ -79,7 +81,8 @@ class ControlClient:
                 connection.connect()
             except OSError:
                 raise NodeNotRunning(f"no node answers on {self._address()}") from None
-            sock = _Socket(connection.sock, deadline)  # the response keeps reading it after the connection lets go
+            # Kept apart: getresponse() lets go of the socket when the node will close, the response still reads it.
+            sock = _Socket(connection.sock, deadline)
             headers = {"Authorization": f"Bearer {self.token}"}
             payload = None
             if body is not None:
