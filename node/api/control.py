@@ -2,7 +2,8 @@
 
 The running node (`mu node`) serves it (node/api/server.py: starlette on
 hypercorn's trio worker); the CLI (`mu status`, `mu add`, `mu get`, ...)
-is its client (node/api/client.py: httpx).  The CLI sends ``Authorization:
+is its client (node/api/client.py: blocking ``http.client`` for the CLI,
+httpx in trio for tests and scripts).  The CLI sends ``Authorization:
 Bearer <token>`` where the token is the content of ``control.token`` in the
 data dir (64 hex digits, file mode 0600, new at each start); the port is in
 ``control.port``.  A browser logs in once through the URL ``mu ui`` prints

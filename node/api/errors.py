@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.responses import JSONResponse
+if TYPE_CHECKING:
+    from starlette.responses import JSONResponse
 
 Json = dict[str, Any]
 Emit = Callable[[Json], Awaitable[None]]
@@ -39,4 +40,7 @@ def error_json(code: str, message: str) -> Json:
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    # Imported here, not at the top: the CLI's client imports this module, and starlette is the server's (issue 22).
+    from starlette.responses import JSONResponse
+
     return JSONResponse(error_json(code, message), status_code=status, headers={**NO_STORE, **(headers or {})})

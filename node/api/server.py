@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from node.api.client import API_PREFIX, PORT_FILE, TOKEN_FILE
 from node.api.errors import (
     NO_STORE,
     ControlError,
@@ -52,8 +53,6 @@ from node.runtime.http import HttpLimits, bind_tcp, serve_asgi
 
 log = logging.getLogger(__name__)
 
-TOKEN_FILE = "control.token"
-PORT_FILE = "control.port"
 TOKEN_BYTES = 32
 MAX_HEADER_BYTES = 8 * 1024
 MAX_BODY_BYTES = 64 * 1024
@@ -61,7 +60,6 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_CONTROL_CONNECTIONS = 1024
 #: Seconds to send the request headers (and, separately, the body).
 HEADER_TIMEOUT = 10.0
-API_PREFIX = "/v1/"
 #: Methods that reach the dispatcher (and get 404 or 405 there when unrouted).
 API_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 DEFAULT_HOST = "127.0.0.1"

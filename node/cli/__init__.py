@@ -2,8 +2,11 @@
 
 Each command group lives in its own module under ``node/cli/`` and exposes
 ``register(subparsers)``, which adds its parser(s) and sets ``func`` on them:
-``func(args) -> int`` returns the exit code.  To add a group, write the module,
-import it here and list it in ``COMMAND_MODULES``.
+``func(args) -> int`` returns the exit code.  To add a group, write the module
+and list it, with the commands it adds, in ``COMMAND_GROUPS``.  ``mu COMMAND``
+imports COMMAND's group alone: importing every group (and through them the
+whole node) was most of each command's start-up, while a command that a
+running node serves needs none of the node's own code (issue 22).
 
 Exit codes (documented in the README, defined in ``node/cli/exit_codes.py``):
     0 ok, 1 operational error, 2 not found, 3 integrity failure, 4 usage error
@@ -14,13 +17,11 @@ Exit codes (documented in the README, defined in ``node/cli/exit_codes.py``):
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
-from types import ModuleType
 
-from node.cli import chain, channels, config, dht, files, folder, health, init, ledger, name, network, store, sync, ui, wallet
-from node.cli import node as node_daemon  # not plain `node`: that would hide the top package
 from node.cli.arguments import CommandLineParser
 from node.cli.exit_codes import (
     EXIT_BROKEN_PIPE,
@@ -34,15 +35,52 @@ from node.cli.exit_codes import (
 )
 
 __all__ = ["EXIT_BROKEN_PIPE", "EXIT_FAILURE", "EXIT_INTEGRITY", "EXIT_NOT_FOUND", "EXIT_OK",
-           "EXIT_UNDER_REPLICATED", "EXIT_USAGE", "build_parser", "fail", "main"]
+           "EXIT_UNDER_REPLICATED", "EXIT_USAGE", "build_parser", "command_of", "fail", "main"]
 
-# Command-group modules, in the order they appear in `mu --help`.
-COMMAND_MODULES: tuple[ModuleType, ...] = (
-    init, node_daemon, config, network, ui, files, health, folder, sync, store, dht, name, channels, ledger, wallet, chain,
+# Command groups, in the order they appear in `mu --help`: the module under node/cli/ and the
+# commands its `register` adds (tests/node/cli/test_startup.py checks that they agree).
+COMMAND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("init", ("init",)),
+    ("node", ("node",)),
+    ("config", ("config",)),
+    ("network", ("status", "pin")),
+    ("ui", ("ui",)),
+    ("files", ("add", "get")),
+    ("health", ("files",)),
+    ("folder", ("folder",)),
+    ("sync", ("sync",)),
+    ("store", ("store",)),
+    ("dht", ("peers", "dht")),
+    ("name", ("name",)),
+    ("channels", ("channels",)),
+    ("ledger", ("earnings", "ledger")),
+    ("wallet", ("wallet",)),
+    ("chain", ("chain",)),
 )
+GROUP_OF_COMMAND: dict[str, str] = {command: group for group, commands in COMMAND_GROUPS for command in commands}
+DATA_DIR_OPTION = "--data-dir"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command a ``mu`` command line runs, or None when its parse needs every group.
+
+    Only ``--data-dir VALUE`` (or a prefix of it, as argparse allows) may come before the
+    command; any other option first (``-h``, a typo) and an unknown command take the whole
+    parser, so that the help and the errors are those of the whole ``mu``.
+    """
+    words = iter(argv)
+    for word in words:
+        name, has_value, _ = word.partition("=")
+        if len(name) > 2 and DATA_DIR_OPTION.startswith(name):
+            if not has_value:
+                next(words, None)
+            continue
+        return word if word in GROUP_OF_COMMAND else None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``mu``: with every command group, or with only ``command``'s group (see ``command_of``)."""
     parser = CommandLineParser(
         prog="mu",
         description="mu: encrypted, content-addressed storage paid in satoshis",
@@ -53,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="node data directory (default: $MU_DATA_DIR or the platform's user data dir)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMAND_MODULES:
-        module.register(sub)
+    for group, _ in COMMAND_GROUPS:
+        if command is None or GROUP_OF_COMMAND[command] == group:
+            importlib.import_module(f"node.cli.{group}").register(sub)
     return parser
 
 
@@ -66,8 +105,9 @@ def _silence_stdout() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_of(words))
+    args = parser.parse_args(words)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)

@@ -10,12 +10,10 @@ they got.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import trio
-
-from node.api.control import ControlClient, ControlError, NodeNotRunning
-from node.cli.local_backend import LocalBackend
+from node.api.client import ControlClient
+from node.api.errors import ControlError, NodeNotRunning
 from node.cli.remote_backend import RemoteBackend
 from node.cli.results import (
     AddResult,
@@ -26,10 +24,12 @@ from node.cli.results import (
     PeersReport,
     PinResult,
 )
-from node.folders.results import DiffReport, LogEntry, PruneReport, RestoreReport, SnapshotReport
 from node.runtime.config import resolve_data_dir
-from protocol.chunks import Link
-from protocol.folders import ReadCap, WriteCap
+
+if TYPE_CHECKING:
+    from node.folders.results import DiffReport, LogEntry, PruneReport, RestoreReport, SnapshotReport
+    from protocol.chunks import Link
+    from protocol.folders import ReadCap, WriteCap
 
 
 class Backend(Protocol):
@@ -98,7 +98,7 @@ def answering_node(data_dir: Path) -> ControlClient | None:
     """
     try:
         client = ControlClient.from_data_dir(data_dir)
-        trio.run(client.call, "GET", "status")
+        client.call_blocking("GET", "status")
     except (NodeNotRunning, ControlError):
         return None
     return client
@@ -108,4 +108,10 @@ def open_backend(data_dir_option: str | None) -> Backend:
     """The backend for the data dir chosen by ``--data-dir`` (see ``resolve_data_dir``)."""
     data_dir = resolve_data_dir(data_dir_option)
     client = answering_node(data_dir)
-    return RemoteBackend(client) if client is not None else LocalBackend(data_dir)
+    if client is not None:
+        return RemoteBackend(client)
+    # Imported only now: the local backend brings the store, the files and the folders, which a command
+    # served by a running node never needs (its start-up, issue 22).
+    from node.cli.local_backend import LocalBackend
+
+    return LocalBackend(data_dir)

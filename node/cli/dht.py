@@ -12,16 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-
-import trio
+from typing import TYPE_CHECKING
 
 from node.cli.arguments import positive_float
 from node.cli.exit_codes import EXIT_NOT_FOUND, EXIT_OK, EXIT_FAILURE, fail
 from node.cli.backend import open_backend
 from node.cli.results import BackendError, to_json
 from node.runtime.config import ConfigError, load_identity, resolve_data_dir
-from node.dht import open_dht
-from protocol.kademlia import Contact, distance
+
+if TYPE_CHECKING:
+    from protocol.kademlia import Contact
 
 #: Seconds ``mu dht lookup`` waits for bootstrap and lookup together, by default.
 DEFAULT_LOOKUP_TIMEOUT = 30.0
@@ -45,13 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help="the peers are a local test network on 127.0.0.1 (lifts the DHT table's "
                              "per-address-prefix limits for loopback peers)")
     lookup.set_defaults(func=run_lookup)
-
-
-def _contact_json(c: Contact, key: bytes | None = None) -> dict[str, object]:
-    out: dict[str, object] = {"node_id": c.node_id.hex(), "host": c.host, "port": c.port, "mu": c.is_mu}
-    if key is not None:
-        out["distance"] = f"{distance(c.node_id, key):040x}"
-    return out
 
 
 def run_peers(args: argparse.Namespace) -> int:
@@ -78,6 +71,12 @@ def _parse_address(text: str) -> tuple[str, int]:
 
 
 def run_lookup(args: argparse.Namespace) -> int:
+    # Imported here: `mu peers`, in the same group, runs on a node's control API without the DHT or trio (issue 22).
+    import trio
+
+    from node.dht import open_dht
+    from protocol.kademlia import distance
+
     try:
         key = bytes.fromhex(args.key)
         if len(key) != 20:
@@ -108,7 +107,9 @@ def run_lookup(args: argparse.Namespace) -> int:
     if found is None:
         return fail("no known peers: pass --bootstrap HOST:PORT", EXIT_FAILURE)
     if args.json:
-        print(json.dumps({"key": key.hex(), "closest": [_contact_json(c, key) for c in found]}))
+        print(json.dumps({"key": key.hex(), "closest": [
+            {"node_id": c.node_id.hex(), "host": c.host, "port": c.port, "mu": c.is_mu,
+             "distance": f"{distance(c.node_id, key):040x}"} for c in found]}))
     else:
         for c in found:
             print(f"{c.node_id.hex()}  {c.host}:{c.port}  distance {distance(c.node_id, key):040x}")

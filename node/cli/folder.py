@@ -22,14 +22,12 @@ import argparse
 import os
 import secrets
 import sys
-from typing import Any
-
-import trio
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from node.cli.arguments import positive_int, unix_time_ns
-from node.api.control import ControlError
+from node.api.errors import ControlError
 from node.cli.backend import answering_node, open_backend
 from node.cli.exit_codes import EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_OK, EXIT_UNDER_REPLICATED, EXIT_USAGE, fail
 from node.cli.progress import progress_display
@@ -262,8 +260,8 @@ def run_pin(args: argparse.Namespace) -> int:
     if client is None:
         return fail("`mu folder pin` needs a running node (mu node): the node fetches and keeps the chunks")
     try:
-        reply: dict[str, Any] = trio.run(lambda: client.call("GET", "folder-pins") if args.list
-                                         else client.run_stream("folder-pin", body, lambda event: None))
+        reply: dict[str, Any] = (client.call_blocking("GET", "folder-pins") if args.list
+                                 else client.run_stream_blocking("folder-pin", body, lambda event: None))
     except ControlError as exc:
         return fail(exc.message, EXIT_FOR_ERROR_CODE.get(exc.code, EXIT_FAILURE))
     if args.json:

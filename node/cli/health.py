@@ -19,9 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import trio
-
-from node.api.control import ControlClient, ControlError
+from node.api.errors import ControlError
 from node.cli.backend import answering_node, resolve_data_dir
 from node.cli.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, fail
 from node.cli.remote_backend import EXIT_FOR_ERROR_CODE
@@ -74,9 +72,8 @@ def _call(args: argparse.Namespace, path: str, body: Json) -> Json | int:
     client = answering_node(resolve_data_dir(args.data_dir))
     if client is None:
         return fail("`mu files` needs a running node (mu node)")
-    runner: ControlClient = client
     try:
-        reply: Json = trio.run(lambda: runner.run_stream(path, body, lambda event: None))
+        reply: Json = client.run_stream_blocking(path, body, lambda event: None)
     except ControlError as exc:
         return fail(exc.message, EXIT_FOR_ERROR_CODE.get(exc.code, EXIT_FAILURE))
     return reply

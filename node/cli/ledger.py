@@ -14,7 +14,6 @@ import json
 from node.cli.arguments import non_negative_int
 from node.cli.exit_codes import EXIT_NOT_FOUND, EXIT_OK, fail
 from node.cli.backend import open_backend
-from node.cli.local_backend import NO_LEDGER, open_existing_ledger
 from node.cli.results import BackendError, to_json
 from node.runtime.config import resolve_data_dir
 
@@ -63,6 +62,9 @@ def run_earnings(args: argparse.Namespace) -> int:
 
 
 def run_ledger(args: argparse.Namespace) -> int:
+    # Imported here: `mu earnings`, in the same group, runs on a node's control API without the ledger (issue 22).
+    from node.cli.local_backend import NO_LEDGER, open_existing_ledger
+
     ledger = open_existing_ledger(resolve_data_dir(args.data_dir))
     if ledger is None:
         return fail(NO_LEDGER, EXIT_NOT_FOUND)

@@ -3,19 +3,19 @@
 ``mu add`` encrypts into the node's store and replicates to the network,
 ``mu get`` and ``mu pin`` fetch from it and pay, ``mu peers`` and ``mu
 earnings`` read the node's live table and open ledger.  Each call is one
-``trio.run`` of the control client; the node's progress events become
-:class:`ProgressEvent` values.
+blocking call of the control client (no event loop: the command starts
+without trio); the node's progress events become :class:`ProgressEvent`
+values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import trio
-
-from node.api.control import ControlClient, ControlError
+from node.api.client import ControlClient
+from node.api.errors import ControlError
 from node.cli.exit_codes import EXIT_INTEGRITY, EXIT_NOT_FOUND, EXIT_FAILURE
 from node.cli.results import (
     AddResult,
@@ -36,8 +36,10 @@ from node.cli.results import (
     peers_from_json,
 )
 from node.folders.results import DiffReport, LogEntry, PruneReport, RestoreReport, SnapshotReport, from_json
-from protocol.chunks import Link
-from protocol.folders import ReadCap, WriteCap
+
+if TYPE_CHECKING:
+    from protocol.chunks import Link
+    from protocol.folders import ReadCap, WriteCap
 
 Json = dict[str, Any]
 T = TypeVar("T")
@@ -86,9 +88,9 @@ class RemoteBackend:
     def __init__(self, client: ControlClient) -> None:
         self.client = client
 
-    def _run(self, call: Callable[[], Awaitable[T]]) -> T:
+    def _run(self, call: Callable[[], T]) -> T:
         try:
-            return trio.run(call)
+            return call()
         except ControlError as exc:
             raise BackendError(exc.message, EXIT_FOR_ERROR_CODE.get(exc.code, EXIT_FAILURE)) from None
 
@@ -98,10 +100,10 @@ class RemoteBackend:
             if progress is not None and on_progress is not None:
                 on_progress(progress)
 
-        return self._run(lambda: self.client.run_stream(path, body, on_event))
+        return self._run(lambda: self.client.run_stream_blocking(path, body, on_event))
 
     def _call(self, path: str) -> Json:
-        return self._run(lambda: self.client.call("GET", path))
+        return self._run(lambda: self.client.call_blocking("GET", path))
 
     def add(self, path: Path, *, convergent: bool, chunk_size: int | None, name: str | None,
             on_progress: OnProgress | None = None) -> AddResult:
@@ -171,8 +173,8 @@ class RemoteBackend:
 
     def login_url(self) -> str:
         """A one-time URL that logs a browser in to the node's pages (``mu ui``)."""
-        return str(self._run(lambda: self.client.call("POST", "login-link"))["url"])
+        return str(self._run(lambda: self.client.call_blocking("POST", "login-link"))["url"])
 
     def sync(self, action: str, body: Json) -> Json:
         method = "GET" if action == "ls" else "POST"
-        return self._run(lambda: self.client.call(method, f"sync-{action}", body if method == "POST" else None))
+        return self._run(lambda: self.client.call_blocking(method, f"sync-{action}", body if method == "POST" else None))

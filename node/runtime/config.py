@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 
-from protocol.identity import SEED_SIZE, Identity
+if TYPE_CHECKING:
+    from protocol.identity import Identity
 
 DATA_DIR_ENV = "MU_DATA_DIR"
 IDENTITY_FILE = "identity.key"
@@ -73,4 +75,7 @@ def load_identity(data_dir: Path, *, create: bool = True) -> Identity:
     Raises:
         ConfigError: the file is missing (and ``create`` is false) or malformed.
     """
+    # Imported here: the CLI resolves its data dir on every command, most of which need no key (issue 22).
+    from protocol.identity import SEED_SIZE, Identity
+
     return Identity(load_secret(data_dir / IDENTITY_FILE, SEED_SIZE, "identity seed", create=create))
