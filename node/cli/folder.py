@@ -19,11 +19,13 @@ asked (the record is published all the same).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import secrets
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from node.cli.arguments import positive_int, unix_time_ns
@@ -107,6 +109,19 @@ def _link_text(text: str) -> str:
     return sys.stdin.readline() if text == "-" else text
 
 
+def _clean_failures(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Every subcommand alike: a bad link is a usage error, a backend's error exits with its own code."""
+    @functools.wraps(run)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except CapError as exc:
+            return fail(f"bad folder link: {exc}", EXIT_USAGE)
+        except BackendError as exc:
+            return fail(exc.message, exc.exit_code)
+    return wrapped
+
+
 def _index(data_dir_option: str | None) -> FolderIndex:
     data_dir = resolve_data_dir(data_dir_option)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -129,28 +144,23 @@ def run_create(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_clean_failures
 def run_snapshot(args: argparse.Namespace) -> int:
     directory: Path = args.directory
     if not directory.is_dir():
         return fail(f"not a directory: {directory}", EXIT_NOT_FOUND)
     key = os.fsencode(directory.resolve())
-    try:
-        if args.link is not None:
-            cap = parse_write_cap(_link_text(args.link))
-        else:
-            with _index(args.data_dir) as index:
-                seed = index.remembered(key)
-            if seed is None:
-                return fail(f"no folder is remembered for {directory}: run `mu folder create {directory}` "
-                            "or pass --link WRITE_LINK", EXIT_USAGE)
-            cap = WriteCap(seed)
-    except CapError as exc:
-        return fail(f"bad folder link: {exc}", EXIT_USAGE)
-    try:
-        with progress_display(quiet=args.quiet) as on_progress:
-            report = open_backend(args.data_dir).folder_snapshot(directory, cap, on_progress=on_progress)
-    except BackendError as exc:
-        return fail(exc.message, exc.exit_code)
+    if args.link is not None:
+        cap = parse_write_cap(_link_text(args.link))
+    else:
+        with _index(args.data_dir) as index:
+            seed = index.remembered(key)
+        if seed is None:
+            return fail(f"no folder is remembered for {directory}: run `mu folder create {directory}` "
+                        "or pass --link WRITE_LINK", EXIT_USAGE)
+        cap = WriteCap(seed)
+    with progress_display(quiet=args.quiet) as on_progress:
+        report = open_backend(args.data_dir).folder_snapshot(directory, cap, on_progress=on_progress)
     if args.link is not None:
         with _index(args.data_dir) as index:
             index.remember(key, cap.seed)
@@ -171,14 +181,9 @@ def _read_cap(text: str) -> ReadCap:
     return parse_read_cap(_link_text(text))
 
 
+@_clean_failures
 def run_log(args: argparse.Namespace) -> int:
-    try:
-        cap = _read_cap(args.link)
-        lines = open_backend(args.data_dir).folder_log(cap)
-    except CapError as exc:
-        return fail(f"bad folder link: {exc}", EXIT_USAGE)
-    except BackendError as exc:
-        return fail(exc.message, exc.exit_code)
+    lines = open_backend(args.data_dir).folder_log(_read_cap(args.link))
     # The newest snapshot is always kept, so every number below it not listed was pruned.
     pruned = lines[0].number - len(lines) if lines else 0
     if args.json:
@@ -194,14 +199,10 @@ def run_log(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_clean_failures
 def run_prune(args: argparse.Namespace) -> int:
-    try:
-        cap = parse_write_cap(_link_text(args.link))
-        report = open_backend(args.data_dir).folder_prune(cap, dry_run=args.dry_run)
-    except CapError as exc:
-        return fail(f"bad folder link: {exc}", EXIT_USAGE)
-    except BackendError as exc:
-        return fail(exc.message, exc.exit_code)
+    cap = parse_write_cap(_link_text(args.link))
+    report = open_backend(args.data_dir).folder_prune(cap, dry_run=args.dry_run)
     if args.json:
         print(to_json(report))
         return EXIT_OK
@@ -211,16 +212,12 @@ def run_prune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_clean_failures
 def run_restore(args: argparse.Namespace) -> int:
-    try:
-        cap = _read_cap(args.link)
-        with progress_display(quiet=args.quiet) as on_progress:
-            report = open_backend(args.data_dir).folder_restore(cap, args.directory, number=args.snapshot,
-                                                                at_ns=args.at, sub=args.path, on_progress=on_progress)
-    except CapError as exc:
-        return fail(f"bad folder link: {exc}", EXIT_USAGE)
-    except BackendError as exc:
-        return fail(exc.message, exc.exit_code)
+    cap = _read_cap(args.link)
+    with progress_display(quiet=args.quiet) as on_progress:
+        report = open_backend(args.data_dir).folder_restore(cap, args.directory, number=args.snapshot,
+                                                            at_ns=args.at, sub=args.path, on_progress=on_progress)
     if args.json:
         print(to_json(report))
     else:
@@ -230,14 +227,9 @@ def run_restore(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_clean_failures
 def run_diff(args: argparse.Namespace) -> int:
-    try:
-        cap = _read_cap(args.link)
-        report = open_backend(args.data_dir).folder_diff(cap, args.a, args.b)
-    except CapError as exc:
-        return fail(f"bad folder link: {exc}", EXIT_USAGE)
-    except BackendError as exc:
-        return fail(exc.message, exc.exit_code)
+    report = open_backend(args.data_dir).folder_diff(_read_cap(args.link), args.a, args.b)
     if args.json:
         print(to_json(report))
         return EXIT_OK
@@ -247,15 +239,13 @@ def run_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_clean_failures
 def run_pin(args: argparse.Namespace) -> int:
     if args.list == (args.link is not None):
         return fail("give a folder link to pin, or --list", EXIT_USAGE)
     body: dict[str, Any] = {}
     if args.link is not None:
-        try:
-            body["link"] = parse_cap(_link_text(args.link)).verify_cap.to_string()  # the node needs no more
-        except CapError as exc:
-            return fail(f"bad folder link: {exc}", EXIT_USAGE)
+        body["link"] = parse_cap(_link_text(args.link)).verify_cap.to_string()  # the node needs no more
     client = answering_node(resolve_data_dir(args.data_dir))
     if client is None:
         return fail("`mu folder pin` needs a running node (mu node): the node fetches and keeps the chunks")
