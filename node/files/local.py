@@ -87,6 +87,10 @@ class AddResult:
     new_chunks: int
     name: str | None
     media_type: str | None
+    # Every chunk of the file once, in the order stored (data and manifest chunks, the root last),
+    # each addressed by the hash the sealer took: a networked add pins and pushes exactly these
+    # without walking and re-hashing its own fresh copy (node/files/network.py).
+    addresses: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +171,13 @@ def _read_into(fd: int, buf: bytearray) -> int:
             break
         got += n
     return got
+
+
+def _recorded(items: Iterator[tuple[bytes, bytearray]], addresses: dict[bytes, None]) -> Iterator[tuple[bytes, bytearray]]:
+    """``items`` unchanged, noting each address (once) in ``addresses``."""
+    for address, chunk in items:
+        addresses[address] = None
+        yield address, chunk
 
 
 def add_file(
@@ -261,12 +272,13 @@ def add_file(
         # The store's threads write and fdatasync up to STREAM_WINDOW chunks
         # meanwhile (the sealer already hashed each chunk to get its address:
         # no second hash).
-        seen, new = store.put_stream(chunks(), verify=False)
+        addresses: dict[bytes, None] = {}
+        seen, new = store.put_stream(_recorded(chunks(), addresses), verify=False)
     finally:
         # No sealer may still be reading a buffer once this returns.
         sealers.shutdown(wait=True, cancel_futures=True)
         os.close(fd)
-    return AddResult(encoder.link, encoder.size, seen, new, name, media_type)
+    return AddResult(encoder.link, encoder.size, seen, new, name, media_type, tuple(addresses))
 
 
 def _add_cdc(store: ChunkStore, path: Path, encoder: CdcFileEncoder, progress: Progress | None) -> AddResult:
@@ -310,12 +322,13 @@ def _add_cdc(store: ChunkStore, path: Path, encoder: CdcFileEncoder, progress: P
             # The root comes last, after every chunk it depends on.
             yield from encoder.finish()
 
-        seen, new = store.put_stream(chunks(), verify=False)
+        addresses: dict[bytes, None] = {}
+        seen, new = store.put_stream(_recorded(chunks(), addresses), verify=False)
     finally:
         # No sealer may still be reading a chunk once this returns.
         sealers.shutdown(wait=True, cancel_futures=True)
         os.close(fd)
-    return AddResult(encoder.link, encoder.size, seen, new, encoder.name, encoder.media_type)
+    return AddResult(encoder.link, encoder.size, seen, new, encoder.name, encoder.media_type, tuple(addresses))
 
 
 class _BackgroundSync:

@@ -179,7 +179,8 @@ class NetworkService:
                 self.store, Path(path), convergence_secret=secret, chunk_size=chunk_size, name=name))
         except ValueError as exc:  # a chunk size that is not a power of two, a name too long
             raise ControlError(400, "bad-argument", str(exc)) from None
-        await trio.to_thread.run_sync(pin_file, self.store, added.link)
+        # The add named every chunk by the hash it sealed it under: pin those, no walk re-reading and re-hashing.
+        await trio.to_thread.run_sync(functools.partial(self.store.pin, added.addresses, root=added.link.root))
         self.pinned.add(added.link.root)
         await emit({"event": "added", "link": str(added.link), "chunks": added.chunks, "size": added.size})
 
@@ -206,7 +207,7 @@ class NetworkService:
                     "map_hosts": [h.hex() for h in striped.map_hosts], "short_stripes": list(striped.short_stripes),
                     "sats_spent": spent[0]}
         report = await replicate_file(added.link, self.store, self.dialer, replicas=replicas, put=put,
-                                      on_chunk=on_chunk)
+                                      on_chunk=on_chunk, addresses=added.addresses)
         return {"link": str(added.link), "root": added.link.root.hex(), "size": added.size,
                 "chunks": report.chunks, "replicas_wanted": report.replicas_wanted,
                 "replicas_confirmed": report.replicas_confirmed, "under_replicated": report.under_replicated,

@@ -22,7 +22,7 @@ replicas (specs/network.md §6 Control API).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -95,7 +95,7 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
                          put: Put = free_put,
                          on_chunk: Callable[[ChunkPlaced], Awaitable[None]] | None = None,
                          skip: Callable[[bytes], bool] | None = None, view: PlacementView | None = None,
-                         announce: bool = True) -> ReplicationReport:
+                         announce: bool = True, addresses: Sequence[bytes] | None = None) -> ReplicationReport:
     """Push every chunk of ``link``'s file to its R closest nodes, then announce the root.
 
     The chunks must be in ``store``.  The manifest tree is walked through
@@ -108,12 +108,17 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
     ``view``, if given, is the placement view of a whole operation (a folder
     snapshot's files) and no lookup is made for this file's; with ``announce``
     False the caller announces one provider record for the whole operation.
+    ``addresses``, if given, are every chunk of the file as the add that
+    just sealed them named them by their hash (node/files/local.py
+    ``AddResult.addresses``): they are read unverified and pushed in that
+    order, with no walk and no second hash.
 
     Raises:
         node.store.ChunkNotFound: a chunk of the file is not in the store.
         protocol.chunks.IntegrityError: the store holds wrong bytes.
     """
-    walker = RawWalker(link.root)
+    walker = RawWalker(link.root) if addresses is None else None
+    order = _walk(walker) if walker is not None else addresses or ()
     slots = trio.Semaphore(PARALLEL_CHUNKS)
     counts = {"chunks": 0, "confirmed": 0, "under": 0}
     failures: list[ReplicaFailure] = []
@@ -137,10 +142,12 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
             await on_chunk(placed)
 
     async with trio.open_nursery() as nursery:
-        while (address := walker.next_address()) is not None:
-            # The walker hashes the bytes against the address: the store need not.
+        for address in order:
+            # The walker hashes the bytes against the address, and the add hashed
+            # ``addresses`` to name them: the store need not.
             data = await trio.to_thread.run_sync(partial(store.get, address, verify=False))
-            walker.feed(data)
+            if walker is not None:
+                walker.feed(data)
             if skip is not None and skip(address):
                 continue
             counts["chunks"] += 1
@@ -154,6 +161,12 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
     return ReplicationReport(chunks=counts["chunks"], replicas_wanted=replicas, replicas_confirmed=counts["confirmed"],
                              under_replicated=counts["under"], announced_to=announced_to,
                              failures=tuple(failures), dht_lookups=lookups)
+
+
+def _walk(walker: RawWalker) -> Iterator[bytes]:
+    """The addresses ``walker`` asks for, each once the caller fed the one before."""
+    while (address := walker.next_address()) is not None:
+        yield address
 
 
 def _reason(exc: Exception) -> str:
