@@ -67,7 +67,14 @@ class AddFigures:
     replicas_confirmed: int
     under_replicated: int
     link: str
-    cpu_seconds: float  # the command's, the uploader's and the live hosts' over the command
+    node_cpu: float  # the adding node's CPU seconds during the command
+    command_cpu: float  # the ``mu add`` process's own CPU seconds
+    host_cpu: float  # the live hosts' CPU seconds during the command
+
+    @property
+    def cpu_seconds(self) -> float:
+        """Every process's CPU seconds over the command: the adding node, the command, the hosts."""
+        return self.node_cpu + self.command_cpu + self.host_cpu
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,16 +164,17 @@ class Node:
 
 
 async def _add(node: Node, hosts: list[Node], sample: Path) -> AddFigures:
-    """Time ``mu add`` on ``node`` and count its CPU and that of ``node`` and ``hosts`` (the live nodes)."""
-    nodes_before = sum(cpu_seconds(n.pid) for n in (node, *hosts))
+    """Time ``mu add`` on ``node``; CPU of the command, of ``node`` and of ``hosts`` (the live nodes)."""
+    node_cpu, host_cpu = cpu_seconds(node.pid), sum(cpu_seconds(h.pid) for h in hosts)
     done = await trio.to_thread.run_sync(_mu_timed, _mu(node.data_dir, "add", str(sample), "--json"))
-    nodes_cpu = sum(cpu_seconds(n.pid) for n in (node, *hosts)) - nodes_before
+    node_cpu = cpu_seconds(node.pid) - node_cpu
+    host_cpu = sum(cpu_seconds(h.pid) for h in hosts) - host_cpu
     if done.code not in (0, EXIT_UNDER_REPLICATED):
         raise RuntimeError(f"mu add exited with {done.code}: {done.stderr.strip()}")
     added = json.loads(done.stdout)
     return AddFigures(seconds=done.seconds, chunks=int(added["chunks"]), replicas_confirmed=int(added["replicas_confirmed"]),
                       under_replicated=int(added["under_replicated"]), link=str(added["link"]),
-                      cpu_seconds=done.cpu_seconds + nodes_cpu)
+                      node_cpu=node_cpu, command_cpu=done.cpu_seconds, host_cpu=host_cpu)
 
 
 async def _watch_first_byte(out: Path, began: float, seen: list[float]) -> None:

@@ -49,7 +49,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
-from bench_mu_devnet import MIB, GetFigures, MuRun, run_mu  # noqa: E402
+from bench_mu_devnet import MIB, AddFigures, GetFigures, MuRun, run_mu  # noqa: E402
 from bench_tahoe import SHARES_NEEDED, SHARES_TOTAL, STORAGE_NODES, TahoeGrid, Timed  # noqa: E402
 
 DEFAULT_SIZE_MIB = 256
@@ -166,6 +166,10 @@ def _first_byte(g: GetFigures) -> str:
     return (f"{g.first_byte:.2f} s" if g.first_byte is not None else "none seen") + start_up
 
 
+def _add_cpu(add: AddFigures) -> str:
+    return f"CPU s: adding node {add.node_cpu:.2f} + command {add.command_cpu:.2f}, hosts {add.host_cpu:.2f}"
+
+
 def print_run(number: int, size_mib: int, run: Run) -> None:
     print(f"run {number} ({machine_load()}):")
     for name, (seconds, cpu) in run.timed().items():
@@ -173,7 +177,7 @@ def print_run(number: int, size_mib: int, run: Run) -> None:
               f"{size_mib / cpu:6.1f} MiB per CPU s")
     for label, add in (("all up", run.mu.add_all_up), ("one down", run.mu.add_one_down)):
         print(f"    add, {label}: {add.chunks} chunks, {add.replicas_confirmed} replicas confirmed, "
-              f"{add.under_replicated} chunks under-replicated")
+              f"{add.under_replicated} chunks under-replicated; {_add_cpu(add)}")
     for label, g in (("3 hosts", run.mu.get_3_hosts), ("1 host", run.mu.get_1_host)):
         print(f"    get, {label}: first byte {_first_byte(g)}, local chunks {g.local_chunks}, {g.chunks_fetched} "
               f"fetched, {g.sats_spent} sats (ledgers: {g.ledger_spent} paid to {g.hosts_paid} host(s), "
@@ -214,6 +218,8 @@ def print_mu_run(number: int, size_mib: int, mu: MuRun) -> None:
                           ("paid mu get, 3 hosts", mu.get_3_hosts), ("paid mu get, 1 host", mu.get_1_host)):
         print(f"  {name:<34} {size_mib / figures.seconds:7.1f} MiB/s  {figures.seconds:6.1f} s  "
               f"{figures.cpu_seconds:6.1f} CPU s  {size_mib / figures.cpu_seconds:6.1f} MiB per CPU s")
+    for label, add in (("all up", mu.add_all_up), ("one down", mu.add_one_down)):
+        print(f"    add, {label}: {_add_cpu(add)}")
     for label, g in (("3 hosts", mu.get_3_hosts), ("1 host", mu.get_1_host)):
         print(f"    get, {label}: first byte {_first_byte(g)}; CPU s: fetcher node {g.node_cpu:.2f} + command "
               f"{g.command_cpu:.2f}, hosts {g.host_cpu:.2f}; peak RSS {g.peak_rss_mib:.0f} MiB"

@@ -75,6 +75,10 @@ CONVERGENCE_FILE = "convergence.key"
 CONVERGENCE_SECRET_SIZE = 32
 
 Progress = Callable[[int], None]
+# Called with each new chunk of an add (address, sealed bytes) just before the store takes it: a
+# networked add pushes it from there, with no second read (node/files/network.py).  It must not
+# change the bytes, which the store's threads are writing meanwhile.
+Sealed = Callable[[bytes, bytearray], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,10 @@ class AddResult:
     new_chunks: int
     name: str | None
     media_type: str | None
+    # Every chunk of the file once, in the order stored (data and manifest chunks, the root last),
+    # each addressed by the hash the sealer took: a networked add pins and pushes exactly these
+    # without walking and re-hashing its own fresh copy (node/files/network.py).
+    addresses: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +177,17 @@ def _read_into(fd: int, buf: bytearray) -> int:
     return got
 
 
+def _recorded(items: Iterator[tuple[bytes, bytearray]], addresses: dict[bytes, None],
+              on_sealed: Sealed | None) -> Iterator[tuple[bytes, bytearray]]:
+    """``items`` unchanged, noting each address (once) in ``addresses`` and handing it to ``on_sealed``."""
+    for address, chunk in items:
+        if address not in addresses:
+            addresses[address] = None
+            if on_sealed is not None:
+                on_sealed(address, chunk)
+        yield address, chunk
+
+
 def add_file(
     store: ChunkStore,
     path: Path,
@@ -180,6 +199,7 @@ def add_file(
     media_type: str | None = None,
     fanout: int | None = None,
     progress: Progress | None = None,
+    on_sealed: Sealed | None = None,
 ) -> AddResult:
     """Encrypt ``path`` into ``store``; return its link once every chunk is durable.
 
@@ -193,6 +213,10 @@ def add_file(
     ``chunk_size`` asks for fixed-size chunks instead (format 2): the file
     key is random, or derived from the plaintext and ``convergence_secret``
     (one extra read pass).
+
+    ``on_sealed`` sees each chunk once, data before the manifests naming
+    them, the root last, before it is durable: only this function's return
+    says the whole file is.
 
     Raises:
         protocol.chunks.LocalChunkError: bad parameters (sizes, secret length, name).
@@ -208,7 +232,7 @@ def add_file(
             cdc = CdcFileEncoder(secrets.token_bytes(KEY_SIZE), name=name, media_type=media_type, fanout=fanout)
         else:
             cdc = CdcFileEncoder(chunk_secret=chunk_secret, name=name, media_type=media_type, fanout=fanout)
-        return _add_cdc(store, path, cdc, progress)
+        return _add_cdc(store, path, cdc, progress, on_sealed)
     if chunk_secret is not None:
         raise LocalChunkError("a chunk secret needs content-defined chunks: give no chunk size")
     check_chunk_size(chunk_size)
@@ -261,15 +285,17 @@ def add_file(
         # The store's threads write and fdatasync up to STREAM_WINDOW chunks
         # meanwhile (the sealer already hashed each chunk to get its address:
         # no second hash).
-        seen, new = store.put_stream(chunks(), verify=False)
+        addresses: dict[bytes, None] = {}
+        seen, new = store.put_stream(_recorded(chunks(), addresses, on_sealed), verify=False)
     finally:
         # No sealer may still be reading a buffer once this returns.
         sealers.shutdown(wait=True, cancel_futures=True)
         os.close(fd)
-    return AddResult(encoder.link, encoder.size, seen, new, name, media_type)
+    return AddResult(encoder.link, encoder.size, seen, new, name, media_type, tuple(addresses))
 
 
-def _add_cdc(store: ChunkStore, path: Path, encoder: CdcFileEncoder, progress: Progress | None) -> AddResult:
+def _add_cdc(store: ChunkStore, path: Path, encoder: CdcFileEncoder, progress: Progress | None,
+             on_sealed: Sealed | None) -> AddResult:
     """:func:`add_file` with content-defined chunks: cut here, seal on ``SEAL_THREADS`` threads.
 
     This thread reads ``CDC_READ_BYTES`` at a time and cuts (the gear loop
@@ -310,12 +336,13 @@ def _add_cdc(store: ChunkStore, path: Path, encoder: CdcFileEncoder, progress: P
             # The root comes last, after every chunk it depends on.
             yield from encoder.finish()
 
-        seen, new = store.put_stream(chunks(), verify=False)
+        addresses: dict[bytes, None] = {}
+        seen, new = store.put_stream(_recorded(chunks(), addresses, on_sealed), verify=False)
     finally:
         # No sealer may still be reading a chunk once this returns.
         sealers.shutdown(wait=True, cancel_futures=True)
         os.close(fd)
-    return AddResult(encoder.link, encoder.size, seen, new, encoder.name, encoder.media_type)
+    return AddResult(encoder.link, encoder.size, seen, new, encoder.name, encoder.media_type, tuple(addresses))
 
 
 class _BackgroundSync:

@@ -2,8 +2,8 @@
 
 ``NetworkService`` serves ``add``, ``get`` and ``pin`` for the CLI:
 
-* ``add``: encrypt a file into the node's store, push every chunk to its R
-  closest nodes, announce the node as a provider of the root;
+* ``add``: encrypt a file into the node's store, pushing every chunk to its
+  R closest nodes as it is sealed, announce the node as a provider of the root;
 * ``get``: find the holders of each chunk and fetch from several at once into
   an output file (chunks are kept in the store, so a rerun resumes);
 * ``pin``: fetch every chunk into the store and announce the node as a
@@ -34,7 +34,8 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ import trio
 from node.api.control import ControlError, ControlServer, Emit, Param, ParamKind
 from node.dht import DhtNode
 from node.files.fetcher import FetchFailed, FetchProgress, PaidSource, fetch_file, fetch_raw
-from node.files.local import add_file, load_convergence_secret
+from node.files.local import AddResult, Sealed, add_file, load_convergence_secret
 from node.ledger import Ledger
 from node.files.locate import DhtResolver, PeerDialer, free_source
 from node.exchange.paying import PaidPeers
@@ -57,7 +58,8 @@ from node.files.stripes import fetch_striped, shares_from_network, store_striped
 from node.files.speeds import HostSpeeds
 from node.transport import Session
 from protocol.payments import Kind
-from node.files.uploader import ChunkPlaced, Put, ReplicaFailure, free_put, replicate_file
+from node.files.uploader import (ChunkPlaced, Put, ReplicaFailure, ReplicationReport, announce_root, free_put,
+                                 replicate_chunks)
 from protocol.erasure import MAX_N, RENEW_AHEAD, NotEnoughShares, StripeMapError
 from protocol.chunks import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, IntegrityError, Link, LinkError
 from protocol.fetch import DEFAULT_REPLICAS, DEFAULT_WINDOW, MAX_REPLICAS, MAX_WINDOW, dht_key
@@ -76,6 +78,10 @@ def _progress_event(p: FetchProgress) -> Json:
             "local_chunks": p.local_chunks, "bytes_fetched": c.bytes_done, "bytes_written": p.bytes_written,
             "rate": round(p.rate), "sats_spent": c.sats_spent, "sats_lost": c.sats_lost,
             "hosts_banned": c.hosts_banned}
+
+
+def _replicated_event(placed: ChunkPlaced) -> Json:
+    return {"event": "replicated", "address": placed.address.hex(), "replicas": len(placed.replicas)}
 
 
 def failure_json(failure: ReplicaFailure) -> Json:
@@ -174,43 +180,93 @@ class NetworkService:
         if name is not None and not isinstance(name, str):
             raise ControlError(400, "bad-argument", "name must be a string")
         secret = load_convergence_secret(self.data_dir) if body.get("convergent") is True else None
+        add = functools.partial(add_file, self.store, Path(path), convergence_secret=secret, chunk_size=chunk_size,
+                                name=name)
+        put = self.speeds.timed_put(self.paid.put if self.paid is not None else free_put)
+        if "k" not in body and "n" not in body:
+            return await self._add_replicated(add, emit, replicas, put)
+        added = await self._add_locally(add, emit)
+        # erasure coding policy (specs/erasure.md §Policy)
+        n = _int_field(body, "n", 8, 1, MAX_N)
+        k = _int_field(body, "k", 4, 1, n)
+        spent = [0]
+        counted_put = self._counted_put(spent)
+        striped = await store_striped(added.link, self.store, self.dialer, k=k, n=n, put=counted_put,
+                                      avoid=frozenset(self.erasure.dropped()))
+        record = FileRecord(map_address=striped.map_address, root=added.link.root, hosts=striped.hosts,
+                            sats_spent=spent[0])
+        self.erasure.save(record)
+        retained = 0 if self.paid is None else await retention_of(self.auditor, self.paid, striped.map_address)
+        if retained:  # the shares are paid for until then (specs/erasure.md §9)
+            self.erasure.save(dataclasses.replace(record, retained_until=int(time.time()) + retained))
+        return {"link": str(added.link), "root": added.link.root.hex(), "size": added.size,
+                "stripes": striped.map_address.hex(), "k": k, "n": n, "stripe_count": striped.stripes,
+                "hosts": [[h.hex() for h in hosts] for hosts in striped.hosts],
+                "map_hosts": [h.hex() for h in striped.map_hosts], "short_stripes": list(striped.short_stripes),
+                "sats_spent": spent[0]}
+
+    async def _add_locally(self, add: Callable[..., AddResult], emit: Emit, on_sealed: Sealed | None = None) -> AddResult:
+        """Run ``add`` (``add_file`` but for ``on_sealed``) into the store, pin the file, emit ``added``."""
         try:
-            added = await trio.to_thread.run_sync(lambda: add_file(
-                self.store, Path(path), convergence_secret=secret, chunk_size=chunk_size, name=name))
+            added = await trio.to_thread.run_sync(functools.partial(add, on_sealed=on_sealed))
         except ValueError as exc:  # a chunk size that is not a power of two, a name too long
             raise ControlError(400, "bad-argument", str(exc)) from None
-        await trio.to_thread.run_sync(pin_file, self.store, added.link)
+        # The add named every chunk by the hash it sealed it under: pin those, no walk re-reading and re-hashing.
+        await trio.to_thread.run_sync(functools.partial(self.store.pin, added.addresses, root=added.link.root))
         self.pinned.add(added.link.root)
         await emit({"event": "added", "link": str(added.link), "chunks": added.chunks, "size": added.size})
+        return added
+
+    async def _add_replicated(self, add: Callable[..., AddResult], emit: Emit, replicas: int, put: Put) -> Json:
+        """Add a file and push each chunk to its R closest nodes as soon as it is sealed (specs/network.md §7).
+
+        The local add runs on a thread and hands every new chunk to the
+        replication here (no second read, no second hash), waiting while
+        ``PARALLEL_CHUNKS`` are in flight; the result comes once the file is
+        durable here and every chunk was placed.  ``replicated`` events of
+        chunks placed before ``added`` (which needs the root, sealed last) are
+        held until it is out: at most one per chunk of the file.
+        """
+        send, recv = trio.open_memory_channel[tuple[bytes, bytes]](0)
+        held: deque[ChunkPlaced] | None = deque()
+        reports: list[ReplicationReport] = []
 
         async def on_chunk(placed: ChunkPlaced) -> None:
-            await emit({"event": "replicated", "address": placed.address.hex(), "replicas": len(placed.replicas)})
+            if held is not None:
+                held.append(placed)
+            else:
+                await emit(_replicated_event(placed))
 
-        put = self.speeds.timed_put(self.paid.put if self.paid is not None else free_put)
-        if "k" in body or "n" in body:  # erasure coding policy (specs/erasure.md §Policy)
-            n = _int_field(body, "n", 8, 1, MAX_N)
-            k = _int_field(body, "k", 4, 1, n)
-            spent = [0]
-            counted_put = self._counted_put(spent)
-            striped = await store_striped(added.link, self.store, self.dialer, k=k, n=n, put=counted_put,
-                                          avoid=frozenset(self.erasure.dropped()))
-            record = FileRecord(map_address=striped.map_address, root=added.link.root, hosts=striped.hosts,
-                                sats_spent=spent[0])
-            self.erasure.save(record)
-            retained = 0 if self.paid is None else await retention_of(self.auditor, self.paid, striped.map_address)
-            if retained:  # the shares are paid for until then (specs/erasure.md §9)
-                self.erasure.save(dataclasses.replace(record, retained_until=int(time.time()) + retained))
-            return {"link": str(added.link), "root": added.link.root.hex(), "size": added.size,
-                    "stripes": striped.map_address.hex(), "k": k, "n": n, "stripe_count": striped.stripes,
-                    "hosts": [[h.hex() for h in hosts] for hosts in striped.hosts],
-                    "map_hosts": [h.hex() for h in striped.map_hosts], "short_stripes": list(striped.short_stripes),
-                    "sats_spent": spent[0]}
-        report = await replicate_file(added.link, self.store, self.dialer, replicas=replicas, put=put,
-                                      on_chunk=on_chunk)
+        def on_sealed(address: bytes, chunk: bytearray) -> None:  # on the add's thread
+            # One copy (the store's threads are writing the buffer): a PUT takes bytes.
+            trio.from_thread.run(send.send, (address, bytes(chunk)))
+
+        async def replicate() -> None:
+            async with recv:
+                reports.append(await replicate_chunks(recv, self.dialer, replicas=replicas, put=put,
+                                                      on_chunk=on_chunk))
+
+        failed: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(replicate)
+            try:
+                async with send:  # closed when the add ends: the replication then drains
+                    added = await self._add_locally(add, emit, on_sealed)
+            except Exception as exc:  # raised out of the nursery, so it is not wrapped in a group
+                failed = exc
+                nursery.cancel_scope.cancel()
+            else:
+                while held:
+                    await emit(_replicated_event(held.popleft()))
+                held = None
+        if failed is not None:
+            raise failed
+        report = reports[0]
+        announced_to = await announce_root(self.dialer, added.link.root)
         return {"link": str(added.link), "root": added.link.root.hex(), "size": added.size,
                 "chunks": report.chunks, "replicas_wanted": report.replicas_wanted,
                 "replicas_confirmed": report.replicas_confirmed, "under_replicated": report.under_replicated,
-                "announced_to": report.announced_to, "dht_lookups": report.dht_lookups,
+                "announced_to": announced_to, "dht_lookups": report.dht_lookups,
                 "failed_replicas": [failure_json(f) for f in report.failures]}
 
     async def _fetch(self, body: Json, emit: Emit, dest: Path | None, *, raw: bool = False) -> Json:

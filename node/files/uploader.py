@@ -1,15 +1,17 @@
 """Replicating an added file to the network (specs/network.md §3, §7).
 
-After ``mu add`` has encrypted a file into the local store, every chunk (the
-manifest chunks and the data chunks) is pushed to the R nodes XOR-closest to
-its DHT key: computed from one lookup around the root when that lookup saw
-the whole network (node/files/locate.py ``PlacementView``), else found by a
-DHT lookup per chunk.  A node that cannot be reached or refuses is replaced
+Every chunk of a file (the manifest chunks and the data chunks) is pushed
+to the R nodes XOR-closest to its DHT key: by ``replicate_chunks`` as ``mu
+add`` seals it (node/files/network.py), or by ``replicate_file`` walking a
+file already in the store.  The nodes are computed from one lookup (around
+the root, or an add's first chunk) when that lookup saw the whole network
+(node/files/locate.py ``PlacementView``), else found by a DHT lookup per
+chunk.  A node that cannot be reached or refuses is replaced
 by the next closest; a node that could not be dialled, broke its session or
 let a PUT time out is skipped for the rest of the add, so a dead node costs
 one bounded attempt per add (specs/network.md §7 Replication, providers,
 republishing).  The uploader then announces itself as a
-provider of the file's root, so fetchers find it even when replicas are
+provider of the file's root (``announce_root``), so fetchers find it even when replicas are
 gone.  Chunks are pushed ``PARALLEL_CHUNKS`` at a time, which also bounds
 the memory held (that many chunks).
 
@@ -21,8 +23,10 @@ replicas (specs/network.md §6 Control API).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from functools import partial
 
@@ -113,16 +117,49 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
         node.store.ChunkNotFound: a chunk of the file is not in the store.
         protocol.chunks.IntegrityError: the store holds wrong bytes.
     """
+    lookups_before = dialer.lookups
+    if view is None:
+        view = await dialer.view(link.root)
     walker = RawWalker(link.root)
+
+    async def chunks() -> AsyncGenerator[tuple[bytes, bytes], None]:
+        while (address := walker.next_address()) is not None:
+            # The walker hashes the bytes against the address: the store need not.
+            data = await trio.to_thread.run_sync(partial(store.get, address, verify=False))
+            walker.feed(data)
+            if skip is None or not skip(address):
+                yield address, data
+
+    async with aclosing(chunks()) as stream:
+        report = await replicate_chunks(stream, dialer, view=view, replicas=replicas, put=put, on_chunk=on_chunk)
+    announced_to = await announce_root(dialer, link.root) if announce else 0
+    return dataclasses.replace(report, announced_to=announced_to, dht_lookups=dialer.lookups - lookups_before)
+
+
+async def announce_root(dialer: PeerDialer, root: bytes) -> int:
+    """Announce this node as a provider of ``root``; return how many DHT nodes stored the record."""
+    announcement = await dialer.dht.announce_provider(dht_key(root), tcp_port=dialer.transport.port)
+    return len(announcement.stored_at)
+
+
+async def replicate_chunks(chunks: AsyncIterable[tuple[bytes, bytes]], dialer: PeerDialer, *,
+                           view: PlacementView | None = None, replicas: int = DEFAULT_REPLICAS, put: Put = free_put,
+                           on_chunk: Callable[[ChunkPlaced], Awaitable[None]] | None = None) -> ReplicationReport:
+    """Push each (address, bytes) of ``chunks`` to its R closest nodes as it comes; announce nothing.
+
+    A chunk that comes twice is pushed once.  Without ``view`` the placement
+    view is taken around the first chunk's address when it comes: an add
+    that pushes chunks as it seals them has no root yet (specs/network.md
+    §3 Resolving placement from a view).  The report's ``announced_to`` is 0.
+    """
     slots = trio.Semaphore(PARALLEL_CHUNKS)
     counts = {"chunks": 0, "confirmed": 0, "under": 0}
     failures: list[ReplicaFailure] = []
     lookups_before = dialer.lookups
-    if view is None:
-        view = await dialer.view(link.root)
     dead: set[bytes] = set()  # nodes dead to this add: at most the nodes it met
+    pushed: set[bytes] = set()  # at most the file's chunks, as the add's own list of them
 
-    async def place(address: bytes, data: bytes) -> None:
+    async def place(view: PlacementView, address: bytes, data: bytes) -> None:
         try:
             placed = await _place_chunk(dialer, view, dead, put, address, data, replicas)
         finally:
@@ -137,23 +174,18 @@ async def replicate_file(link: Link, store: ChunkStore, dialer: PeerDialer, *, r
             await on_chunk(placed)
 
     async with trio.open_nursery() as nursery:
-        while (address := walker.next_address()) is not None:
-            # The walker hashes the bytes against the address: the store need not.
-            data = await trio.to_thread.run_sync(partial(store.get, address, verify=False))
-            walker.feed(data)
-            if skip is not None and skip(address):
+        async for address, data in chunks:
+            if address in pushed:
                 continue
+            pushed.add(address)
+            if view is None:
+                view = await dialer.view(address)
             counts["chunks"] += 1
             await slots.acquire()
-            nursery.start_soon(place, address, data)
-    lookups = dialer.lookups - lookups_before
-    announced_to = 0
-    if announce:
-        announcement = await dialer.dht.announce_provider(dht_key(link.root), tcp_port=dialer.transport.port)
-        announced_to = len(announcement.stored_at)
+            nursery.start_soon(place, view, address, data)
     return ReplicationReport(chunks=counts["chunks"], replicas_wanted=replicas, replicas_confirmed=counts["confirmed"],
-                             under_replicated=counts["under"], announced_to=announced_to,
-                             failures=tuple(failures), dht_lookups=lookups)
+                             under_replicated=counts["under"], announced_to=0,
+                             failures=tuple(failures), dht_lookups=dialer.lookups - lookups_before)
 
 
 def _reason(exc: Exception) -> str:

@@ -67,7 +67,7 @@ def test_the_summary_prints_each_must_hold_ratio_as_the_median_of_its_runs(capsy
 
     def add(seconds: float) -> AddFigures:
         return AddFigures(seconds=seconds, chunks=65, replicas_confirmed=195, under_replicated=0, link="mu:x",
-                          cpu_seconds=2.0)
+                          node_cpu=1.0, command_cpu=0.3, host_cpu=0.7)
 
     runs = [Run(libtorrent=1.0, libtorrent_cpu=0.5, tahoe_put=Timed(4.0, 8.0, ""), tahoe_get=Timed(3.0, 4.0, ""),
                 mu=MuRun(add_all_up=add(up), add_one_down=add(down), get_3_hosts=fetch(get, 3),

@@ -1,0 +1,92 @@
+"""A networked add pushes and pins the chunks it seals, without reading back, walking or re-hashing them (issue 22).
+
+``add_file`` names every chunk of the file once by the hash it sealed it
+under (``AddResult.addresses``, which the add pins) and hands each to
+``on_sealed``, from which ``replicate_chunks`` pushes it (specs/network.md
+§7 Replication).  Real DHT nodes and transports on loopback
+(tests/helpers/network.py), real stores.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+from pathlib import Path
+
+import pytest
+import trio
+
+import node.files.uploader as uploader_module
+from node.files.fetcher import fetch_file
+from node.files.local import add_file
+from node.files.locate import DhtResolver
+from node.files.uploader import ReplicationReport, replicate_chunks
+from node.store import ChunkStore
+from node.store.retention import file_addresses
+from tests.helpers.network import network
+
+CHUNK = 64 * 1024
+MiB = 1024 * 1024
+
+
+@pytest.mark.parametrize("chunk_size", [None, CHUNK])
+def test_add_names_every_chunk_once_root_last(tmp_path: Path, chunk_size: int | None) -> None:
+    store = ChunkStore(tmp_path / "chunks")
+    src = tmp_path / "file.bin"
+    src.write_bytes(random.Random(7).randbytes(3 * MiB + 5))
+    added = add_file(store, src, chunk_size=chunk_size)
+    walked = file_addresses(store, added.link)
+    assert sorted(added.addresses) == sorted(set(walked)) and len(added.addresses) == len(set(added.addresses))
+    assert added.addresses[-1] == added.link.root
+
+
+def test_a_file_repeating_its_chunks_names_each_once(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path / "chunks")
+    src = tmp_path / "twice.bin"
+    src.write_bytes(random.Random(8).randbytes(4 * MiB) * 2)
+    added = add_file(store, src, chunk_secret=b"c" * 32)  # content-keyed: equal chunks, equal addresses
+    assert len(set(added.addresses)) == len(added.addresses) < added.chunks
+    assert set(added.addresses) == set(file_addresses(store, added.link))
+
+
+async def test_chunks_pushed_as_sealed_are_not_read_back_or_walked_and_the_file_comes_back(
+        tmp_path: Path, monkeypatch) -> None:
+    src = tmp_path / "file.bin"
+    src.write_bytes(os.urandom(20 * CHUNK + 11))
+    async with network(tmp_path, 5) as nodes:
+        uploader, fetcher = nodes[0], nodes[4]
+
+        def no_walk(root: bytes) -> None:
+            raise AssertionError("the add hands over its chunks: no walk")
+
+        def no_read(self: ChunkStore, address: bytes, *, verify: bool = True) -> bytes:
+            raise AssertionError("the add hands over its chunks: no read back")
+
+        monkeypatch.setattr(uploader_module, "RawWalker", no_walk)
+        monkeypatch.setattr(ChunkStore, "get", no_read)
+        send, recv = trio.open_memory_channel[tuple[bytes, bytes]](0)  # as node/files/network.py wires them
+        reports: list[ReplicationReport] = []
+
+        async def replicate() -> None:
+            async with recv:
+                reports.append(await replicate_chunks(recv, uploader.dialer()))
+
+        def on_sealed(address: bytes, chunk: bytearray) -> None:
+            trio.from_thread.run(send.send, (address, bytes(chunk)))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(replicate)
+            async with send:
+                added = await trio.to_thread.run_sync(
+                    functools.partial(add_file, uploader.store, src, chunk_size=CHUNK, on_sealed=on_sealed))
+        report = reports[0]
+        assert report.chunks == len(added.addresses) and report.under_replicated == 0
+        assert report.replicas_confirmed == 3 * report.chunks and report.dht_lookups == 1  # one view, complete
+        monkeypatch.undo()
+        uploader.scope.cancel()  # the file must come from the replicas alone
+        out = tmp_path / "fetched.bin"
+        fresh = ChunkStore(tmp_path / "fresh")
+        result = await fetch_file(added.link, out, [], max_price_per_mib=0,
+                                  resolver=DhtResolver(fetcher.dialer(), added.link.root), store=fresh)
+        assert out.read_bytes() == src.read_bytes() and result.progress.local_chunks == 0
