@@ -242,8 +242,10 @@ class NetworkService:
                     result = await fetch_raw(link.root, self.store, [], max_price_per_mib=max_price, window=window,
                                              resolver=resolver, on_progress=on_progress)
                 else:
+                    # A get keeps the plaintext, not the data chunks (specs/network.md §5); a pin keeps them.
                     result = await fetch_file(link, dest, [], max_price_per_mib=max_price, window=window,
-                                              resolver=resolver, store=self.store, on_progress=on_progress)
+                                              resolver=resolver, store=self.store, keep_chunks=dest is None,
+                                              on_progress=on_progress)
             except FetchFailed as exc:
                 error = ControlError(404, "not-found", str(exc))
             except (IntegrityError, ChunkNotFound) as exc:
