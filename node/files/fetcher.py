@@ -39,7 +39,7 @@ import trio
 from node.exchange.paying import PaidBadChunk, PaidPeers, logged_if_slow
 from node.store import ChunkNotFound, ChunkStore
 from node.transport import BadChunk, RequestError, Session, TransportError
-from protocol.chunks import FileDecoder, Link, RawWalker
+from protocol.chunks import TAG_SIZE, FileDecoder, Link, RawWalker
 from protocol.payments import Kind, PaymentError, PriceTooHigh
 from protocol.fetch import (
     DEFAULT_REQUEST_TIMEOUT,
@@ -108,8 +108,12 @@ class ChunkSource(Protocol):
     host_id: bytes
     price_per_mib: int
 
-    async def get_chunk(self, address: bytes) -> Fetched:
-        """Pay for and fetch one chunk.  Raises SourceError, SourceLied or SourceGone."""
+    async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
+        """Pay for and fetch one chunk.  Raises SourceError, SourceLied or SourceGone.
+
+        ``size`` is the chunk's stored size when its manifest says it (a data
+        chunk): a paying source prices its request by it rather than by a guess.
+        """
         ...
 
 
@@ -125,7 +129,7 @@ class SessionSource:
         self.host_id = session.peer_node_id
         self.price_per_mib = price_per_mib
 
-    async def get_chunk(self, address: bytes) -> Fetched:
+    async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
         try:
             # Session.get_chunk raises BadChunk unless SHA-256(bytes) == address.
             return Fetched(await self.session.get_chunk(address), 0, verified=True)
@@ -152,9 +156,9 @@ class PaidSource:
         link = await peers.link(session)
         return cls(peers, session, link.terms.price_per_mib_get)
 
-    async def get_chunk(self, address: bytes) -> Fetched:
+    async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
         try:
-            data, paid = await self.peers.request(self.session, Kind.GET, address)
+            data, paid = await self.peers.request(self.session, Kind.GET, address, size=size)
         except PaidBadChunk as exc:
             raise SourceLied(str(exc), paid=exc.paid) from None
         except (RequestError, PaymentError, PriceTooHigh) as exc:
@@ -315,6 +319,8 @@ class _Fetch:
         self.unkept: set[bytes] = set()
         self.on_progress = on_progress
         self.queued: dict[bytes, int] = {}  # address -> scheduler index, not yet arrived
+        # queued data chunks' stored sizes, from their manifest: a paid request is priced by them
+        self.sizes: dict[bytes, int] = {}
         # waiting for the decoder: the bytes, and whether they were checked against their address
         # (every fetched chunk was: by its source or the scheduler; a stored one was not)
         self.ready: dict[bytes, tuple[bytes, bool]] = {}
@@ -393,6 +399,7 @@ class _Fetch:
                                                 verified=result.verified)
             if outcome is Outcome.ACCEPTED:
                 del self.queued[req.address]
+                self.sizes.pop(req.address, None)
                 self.looked_up.discard(req.address)
                 self.ready[req.address] = (result.data, True)  # ACCEPTED: the source or the scheduler hashed it
                 if self.store is not None and req.address not in self.unkept:
@@ -484,8 +491,12 @@ class _Fetch:
         if not fresh:
             return
         # upcoming() lists the children of one manifest chunk: all data chunks or all manifests
-        if not self.keep_chunks and isinstance(self.decoder, FileDecoder) and self.decoder.data_slots(1):
-            self.unkept.update(fresh)
+        slots = self.decoder.data_slots(LOOKAHEAD) if isinstance(self.decoder, FileDecoder) else []
+        if slots:
+            sizes = {slot.address: slot.size + TAG_SIZE for slot in slots}
+            self.sizes.update((address, sizes[address]) for address in fresh if address in sizes)
+            if not self.keep_chunks:
+                self.unkept.update(fresh)
         if self.resolver is not None:
             pending = len(self.queued) + len(self.ready)
             if len(fresh) < QUEUE_BATCH and pending >= LOOKAHEAD // 2 and self.decoder.next_address() not in fresh:
@@ -523,7 +534,7 @@ class _Fetch:
         with scope:
             try:
                 with trio.fail_after(self.sched.request_timeout):
-                    result = await source.get_chunk(req.address)
+                    result = await source.get_chunk(req.address, self.sizes.get(req.address))
             except trio.TooSlowError:
                 # Waits inside (a channel's funding and confirmations, the
                 # host) log their own cause when they take long.

@@ -40,8 +40,9 @@ class StoreHost:
         self.served = 0
         self.earned = 0
         self.asked = 0
+        self.sizes: list[tuple[int | None, int]] = []  # (size the fetcher gave, the chunk's size)
 
-    async def get_chunk(self, address: bytes) -> Fetched:
+    async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
         self.asked += 1
         await trio.lowlevel.checkpoint()
         if self.mode == "dies" and self.served >= self.after:
@@ -51,6 +52,7 @@ class StoreHost:
         if not self.store.has(address):
             raise SourceError("unknown chunk")
         data = self.store.get(address)
+        self.sizes.append((size, len(data)))
         paid = price_of(len(data), self.price_per_mib)
         self.earned += paid
         if self.mode == "liar" and self.served >= self.after:
@@ -253,3 +255,12 @@ async def test_a_chunk_repeated_in_a_row_is_fetched_once(tmp_path: Path) -> None
     await fetch_file(link, out, hs, max_price_per_mib=1, store=ChunkStore(tmp_path / "local"), keep_chunks=False)
     assert out.read_bytes() == src.read_bytes()
     assert hs[0].asked == hs[0].served == len(origin)  # every distinct chunk once, the repeated one too
+
+
+async def test_data_chunks_are_asked_for_with_their_size_from_the_manifest(tmp_path: Path, sample) -> None:
+    src, link, origin = sample
+    hs = hosts(tmp_path, origin, [(3, "honest", 0)])
+    await fetch_file(link, tmp_path / "out.bin", hs, max_price_per_mib=3)
+    sized = [(size, actual) for size, actual in hs[0].sizes if size is not None]
+    assert len(sized) == data_chunk_count(src)  # every data chunk, priced by its size (manifests: unknown)
+    assert all(size == actual for size, actual in sized)
