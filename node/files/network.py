@@ -5,7 +5,8 @@
 * ``add``: encrypt a file into the node's store, push every chunk to its R
   closest nodes, announce the node as a provider of the root;
 * ``get``: find the holders of each chunk and fetch from several at once into
-  an output file (chunks are kept in the store, so a rerun resumes);
+  an output file (the plaintext is written once; a rerun after a failure
+  resumes from the part file it left, specs/network.md §5);
 * ``pin``: fetch every chunk into the store and announce the node as a
   provider, so it hosts the file from then on.
 
