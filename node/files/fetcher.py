@@ -37,7 +37,7 @@ from typing import BinaryIO, Protocol
 import trio
 
 from node.exchange.paying import PaidBadChunk, PaidPeers, logged_if_slow
-from node.store import ChunkNotFound, ChunkStore
+from node.store import ChunkCorrupt, ChunkNotFound, ChunkStore
 from node.transport import BadChunk, RequestError, Session, TransportError
 from protocol.chunks import TAG_SIZE, FileDecoder, Link, RawWalker
 from protocol.payments import Kind, PaymentError, PriceTooHigh
@@ -253,7 +253,7 @@ async def fetch_file(link: Link, dest: Path | None, sources: Sequence[ChunkSourc
             await trio.to_thread.run_sync(_fsync_file, out)
         except BaseException:
             out.close()
-            if keep_chunks or not run.written:  # else the part file is what a rerun resumes from
+            if keep_chunks or not (resume or run.written):  # else it is what a rerun resumes from
                 part.unlink(missing_ok=True)
             raise
     await trio.to_thread.run_sync(_commit, part, dest)
@@ -455,10 +455,10 @@ class _Fetch:
                 decoder.accept_data(slots[0], bytearray(plain))
             elif self.store is not None and self.store.may_have(address):
                 try:
-                    data = self.store.get(address, verify=False)
-                except ChunkNotFound:
+                    data = self.store.get(address)  # hashed: a damaged copy is fetched again instead
+                except (ChunkNotFound, ChunkCorrupt):
                     break
-                decoder.feed(data)  # hashed here: the store's copy is checked like any other
+                decoder.feed(data, verified=True)
             else:
                 break
             self.local += 1

@@ -264,3 +264,17 @@ async def test_data_chunks_are_asked_for_with_their_size_from_the_manifest(tmp_p
     sized = [(size, actual) for size, actual in hs[0].sizes if size is not None]
     assert len(sized) == data_chunk_count(src)  # every data chunk, priced by its size (manifests: unknown)
     assert all(size == actual for size, actual in sized)
+
+
+async def test_a_rerun_with_the_wrong_key_leaves_the_part_file_to_the_right_one(tmp_path: Path, sample) -> None:
+    src, link, origin = sample
+    out, part = tmp_path / "out.bin", tmp_path / "out.bin.mu-part"
+    local, host = await failed_plain_get(tmp_path, link, origin)
+    size = part.stat().st_size
+    bad = Link(root=link.root, key=hashlib.sha256(b"not the key").digest())
+    with pytest.raises(IntegrityError):
+        await fetch_file(bad, out, [host], max_price_per_mib=3, store=local, keep_chunks=False)
+    assert part.stat().st_size == size and host.served == 0
+    result = await fetch_file(link, out, [host], max_price_per_mib=3, store=local, keep_chunks=False)
+    assert out.read_bytes() == src.read_bytes()
+    assert result.progress.local_chunks == 20 and host.served == len(origin) - 20
