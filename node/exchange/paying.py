@@ -221,8 +221,13 @@ class PaidPeers:
             raise
 
     async def request(self, session: Session, kind: Kind, address: bytes,
-                      data: Body = None) -> tuple[object, int]:
+                      data: Body = None, *, size: int | None = None) -> tuple[object, int]:
         """One paid GET, PUT or AUDIT; returns (reply, sats sent with it).
+
+        ``size`` is a GET's chunk size when the caller knows it (a data chunk,
+        from its manifest): the request is priced by it, so the payment that
+        goes with the next one is the host's own count (specs/payments.md
+        §Paid window) and is never refused as short.
 
         With a free allowance of one chunk's price, what goes with a request
         pays for the one before it (specs/payments.md §Accounting).  When
@@ -242,7 +247,7 @@ class PaidPeers:
                 await self._announce(link, pending)
             try:
                 try:
-                    return await self._once(link, kind, address, data), link.paid - before
+                    return await self._once(link, kind, address, data, size), link.paid - before
                 except PaymentError as exc:
                     if link.channel is not None or not (
                             exc.code == PaymentErrorCode.INSUFFICIENT_PAYMENT or channel_refused(exc.code)):
@@ -251,12 +256,14 @@ class PaidPeers:
                         log.info("host %s refused our channel (%s): opening a new one", link.host.hex(), exc)
                     cause = exc
                 await self._open_channel(link, cause)
-                return await self._once(link, kind, address, data), link.paid - before
+                return await self._once(link, kind, address, data, size), link.paid - before
             except BadChunk as exc:
                 raise PaidBadChunk(str(exc), paid=link.paid - before) from None
 
-    async def _once(self, link: HostLink, kind: Kind, address: bytes, data: Body) -> object:
+    async def _once(self, link: HostLink, kind: Kind, address: bytes, data: Body, size: int | None) -> object:
         if kind is Kind.GET:
+            if size is not None:
+                return await self.payer.get(link, address, expected_size=size)
             return await self.payer.get(link, address)
         if kind is Kind.AUDIT:
             assert isinstance(data, AuditChallenge)

@@ -7,9 +7,12 @@ next (``upcoming``), the scheduler spreads them over the hosts, one trio task
 per outstanding request asks a :class:`ChunkSource`, verified chunks wait in
 a bounded reorder buffer until the decoder takes them in file order, and the
 plaintext goes to ``DEST.mu-part``, renamed over ``DEST`` once the last chunk
-is in.  With a local :class:`node.store.ChunkStore` every fetched chunk is
-also kept there, and chunks already there are not fetched again: that is
-what makes an interrupted ``mu get`` resume without paying twice.
+is in.  With a local :class:`node.store.ChunkStore` chunks already there are
+not fetched again, and every fetched chunk is kept there (pinning, and what
+makes an interrupted fetch resume without paying twice) unless the caller
+says ``keep_chunks=False``: a plain ``mu get`` keeps only the manifest
+chunks, writes each data chunk's plaintext once, and resumes from its part
+file instead (specs/network.md §5 Writing the file, resuming).
 
 :func:`fetch_raw` is the same machinery driven by the keyless
 :class:`protocol.chunks.RawWalker` (a verify cap, specs/chunks.md §6.5 Walking with the bare root):
@@ -29,14 +32,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import trio
 
 from node.exchange.paying import PaidBadChunk, PaidPeers, logged_if_slow
-from node.store import ChunkNotFound, ChunkStore
+from node.store import ChunkCorrupt, ChunkNotFound, ChunkStore
 from node.transport import BadChunk, RequestError, Session, TransportError
-from protocol.chunks import FileDecoder, Link, RawWalker
+from protocol.chunks import TAG_SIZE, FileDecoder, Link, RawWalker
 from protocol.payments import Kind, PaymentError, PriceTooHigh
 from protocol.fetch import (
     DEFAULT_REQUEST_TIMEOUT,
@@ -105,8 +108,12 @@ class ChunkSource(Protocol):
     host_id: bytes
     price_per_mib: int
 
-    async def get_chunk(self, address: bytes) -> Fetched:
-        """Pay for and fetch one chunk.  Raises SourceError, SourceLied or SourceGone."""
+    async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
+        """Pay for and fetch one chunk.  Raises SourceError, SourceLied or SourceGone.
+
+        ``size`` is the chunk's stored size when its manifest says it (a data
+        chunk): a paying source prices its request by it rather than by a guess.
+        """
         ...
 
 
@@ -122,7 +129,7 @@ class SessionSource:
         self.host_id = session.peer_node_id
         self.price_per_mib = price_per_mib
 
-    async def get_chunk(self, address: bytes) -> Fetched:
+    async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
         try:
             # Session.get_chunk raises BadChunk unless SHA-256(bytes) == address.
             return Fetched(await self.session.get_chunk(address), 0, verified=True)
@@ -149,9 +156,9 @@ class PaidSource:
         link = await peers.link(session)
         return cls(peers, session, link.terms.price_per_mib_get)
 
-    async def get_chunk(self, address: bytes) -> Fetched:
+    async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
         try:
-            data, paid = await self.peers.request(self.session, Kind.GET, address)
+            data, paid = await self.peers.request(self.session, Kind.GET, address, size=size)
         except PaidBadChunk as exc:
             raise SourceLied(str(exc), paid=exc.paid) from None
         except (RequestError, PaymentError, PriceTooHigh) as exc:
@@ -206,7 +213,7 @@ class HostResolver(Protocol):
 
 async def fetch_file(link: Link, dest: Path | None, sources: Sequence[ChunkSource], *, max_price_per_mib: int,
                      candidates: Candidates | None = None, resolver: HostResolver | None = None,
-                     store: ChunkStore | None = None,
+                     store: ChunkStore | None = None, keep_chunks: bool = True,
                      window: int = DEFAULT_WINDOW, request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
                      on_progress: Callable[[FetchProgress], None] | None = None) -> FetchResult:
     """Fetch, verify and decrypt the file ``link`` names into ``dest``, atomically.
@@ -219,26 +226,35 @@ async def fetch_file(link: Link, dest: Path | None, sources: Sequence[ChunkSourc
         candidates: host IDs that may hold a chunk address (default: every source).
         resolver: finds more hosts per chunk; their sources are added as they come.
         store: the node's chunk store: chunks found there are used, fetched ones kept.
+        keep_chunks: False keeps only the manifest chunks in ``store``, not the data
+            chunks, whose plaintext in ``dest`` is the copy kept: a failed fetch then
+            leaves ``DEST.mu-part`` behind, and the next fetch to ``dest`` resumes from
+            the part of it that seals to the file's chunks again.
         on_progress: called after every chunk.
 
     Raises:
         FetchFailed: some chunk has no usable host left.
         protocol.chunks.IntegrityError: verified chunks do not decrypt (wrong key).
     """
+    keep_chunks = keep_chunks or dest is None  # pinning: the chunks go to the store, the plaintext nowhere
     run = _Fetch(FileDecoder.from_link(link), sources, max_price_per_mib, candidates, resolver, store, window, request_timeout,
-                 on_progress)
-    if dest is None:  # pinning: the chunks go to the store, the plaintext nowhere
+                 on_progress, keep_chunks=keep_chunks)
+    if dest is None:
         await run.run(_Discard())
         return FetchResult(path=None, size=run.written, progress=run.report(), banned=run.banned())
     dest = Path(dest)
     part = dest.with_name(dest.name + PART_SUFFIX)
-    with open(part, "wb") as out:
+    resume = not keep_chunks and part.exists()
+    with open(part, "r+b" if resume else "wb") as out:
         try:
+            if resume:
+                await trio.to_thread.run_sync(run.resume, out)
             await run.run(out)
             await trio.to_thread.run_sync(_fsync_file, out)
         except BaseException:
             out.close()
-            part.unlink(missing_ok=True)
+            if keep_chunks or not (resume or run.written):  # else it is what a rerun resumes from
+                part.unlink(missing_ok=True)
             raise
     await trio.to_thread.run_sync(_commit, part, dest)
     return FetchResult(path=dest, size=run.written, progress=run.report(), banned=run.banned())
@@ -288,7 +304,7 @@ def _commit(part: Path, dest: Path) -> None:
 class _Fetch:
     def __init__(self, decoder: FileDecoder | RawWalker, sources: Sequence[ChunkSource], max_price: int, candidates: Candidates | None,
                  resolver: HostResolver | None, store: ChunkStore | None, window: int, timeout: float,
-                 on_progress: Callable[[FetchProgress], None] | None) -> None:
+                 on_progress: Callable[[FetchProgress], None] | None, *, keep_chunks: bool = True) -> None:
         self.decoder = decoder  # FileDecoder, or RawWalker for a keyless fetch: same interface
         self.sched = FetchScheduler(max_price_per_mib=max_price, window=window, request_timeout=timeout)
         self.sources = {s.host_id: s for s in sources}
@@ -298,8 +314,13 @@ class _Fetch:
         self.candidates = candidates or (lambda address: static)
         self.resolver = resolver
         self.store = store
+        self.keep_chunks = keep_chunks
+        # queued or waiting data chunks not to be kept in the store (keep_chunks False)
+        self.unkept: set[bytes] = set()
         self.on_progress = on_progress
         self.queued: dict[bytes, int] = {}  # address -> scheduler index, not yet arrived
+        # queued data chunks' stored sizes, from their manifest: a paid request is priced by them
+        self.sizes: dict[bytes, int] = {}
         # waiting for the decoder: the bytes, and whether they were checked against their address
         # (every fetched chunk was: by its source or the scheduler; a stored one was not)
         self.ready: dict[bytes, tuple[bytes, bool]] = {}
@@ -338,6 +359,12 @@ class _Fetch:
                     failure = group.exceptions[0] if len(group.exceptions) == 1 else group
                 except Exception as exc:
                     failure = exc
+                if isinstance(failure, Exception) and self.unkept:
+                    # A data chunk that came early and waits in the reorder buffer is not in
+                    # the part file: it goes to the store, so that no chunk is paid for twice.
+                    for address, (data, _) in list(self.ready.items()):
+                        if address in self.unkept:
+                            await store_send.send((address, data))
             # leaving the block closed the store channel: the writer keeps every
             # chunk already paid for, even when the download failed, then ends
         if failure is not None:
@@ -372,9 +399,10 @@ class _Fetch:
                                                 verified=result.verified)
             if outcome is Outcome.ACCEPTED:
                 del self.queued[req.address]
+                self.sizes.pop(req.address, None)
                 self.looked_up.discard(req.address)
                 self.ready[req.address] = (result.data, True)  # ACCEPTED: the source or the scheduler hashed it
-                if self.store is not None:
+                if self.store is not None and req.address not in self.unkept:
                     await store_send.send((req.address, result.data))
             for gone in self.sched.cancelled():
                 self._cancel(gone)
@@ -395,10 +423,48 @@ class _Fetch:
         """Feed the decoder every chunk ready in file order and write the plaintext (in a worker thread)."""
         while (address := self.decoder.next_address()) is not None and address in self.ready:
             data, verified = self.ready.pop(address)
-            plain = self.decoder.feed(data, verified=verified)  # hashed once: here only if not already
-            if plain:
-                out.write(plain)  # type: ignore[attr-defined]
-                self.written += len(plain)
+            self.unkept.discard(address)
+            while True:
+                plain = self.decoder.feed(data, verified=verified)  # hashed once: here only if not already
+                if plain:
+                    out.write(plain)  # type: ignore[attr-defined]
+                    self.written += len(plain)
+                # A chunk wanted again at once (equal plaintext under a convergent chunk
+                # secret, specs/chunks.md §4.4 Format-3 keys) is fed again: fetched once, kept or not.
+                if self.decoder.next_address() != address:
+                    break
+                verified = True
+
+    def resume(self, part: BinaryIO) -> None:
+        """Take the good start of a part file an earlier fetch to the same place left (in a worker thread).
+
+        Before any request: data chunks are read back from ``part`` in file
+        order and checked by sealing them again (``FileDecoder.seals_to``),
+        manifest chunks come from the store.  The part file is cut after the
+        last chunk that checks, and the fetch goes on from there
+        (specs/network.md §5 Writing the file, resuming).
+        """
+        decoder = self.decoder
+        assert isinstance(decoder, FileDecoder)  # only fetch_file writes a part file
+        while (address := decoder.next_address()) is not None:
+            slots = decoder.data_slots(1)
+            if slots:
+                plain = part.read(slots[0].size)
+                if not decoder.seals_to(slots[0], plain):  # also a short read: the wrong size
+                    break
+                decoder.accept_data(slots[0], bytearray(plain))
+            elif self.store is not None and self.store.may_have(address):
+                try:
+                    data = self.store.get(address)  # hashed: a damaged copy is fetched again instead
+                except (ChunkNotFound, ChunkCorrupt):
+                    break
+                decoder.feed(data, verified=True)
+            else:
+                break
+            self.local += 1
+        self.written = decoder.bytes_out
+        part.seek(self.written)
+        part.truncate()
 
     def _cancel(self, req: Request) -> None:
         scope = self.scopes.pop(req.request_id, None)
@@ -424,6 +490,13 @@ class _Fetch:
         fresh = fresh[:max(0, self.sched.room())]
         if not fresh:
             return
+        # upcoming() lists the children of one manifest chunk: all data chunks or all manifests
+        slots = self.decoder.data_slots(LOOKAHEAD) if isinstance(self.decoder, FileDecoder) else []
+        if slots:
+            sizes = {slot.address: slot.size + TAG_SIZE for slot in slots}
+            self.sizes.update((address, sizes[address]) for address in fresh if address in sizes)
+            if not self.keep_chunks:
+                self.unkept.update(fresh)
         if self.resolver is not None:
             pending = len(self.queued) + len(self.ready)
             if len(fresh) < QUEUE_BATCH and pending >= LOOKAHEAD // 2 and self.decoder.next_address() not in fresh:
@@ -461,7 +534,7 @@ class _Fetch:
         with scope:
             try:
                 with trio.fail_after(self.sched.request_timeout):
-                    result = await source.get_chunk(req.address)
+                    result = await source.get_chunk(req.address, self.sizes.get(req.address))
             except trio.TooSlowError:
                 # Waits inside (a channel's funding and confirmations, the
                 # host) log their own cause when they take long.

@@ -5,7 +5,8 @@
 * ``add``: encrypt a file into the node's store, pushing every chunk to its
   R closest nodes as it is sealed, announce the node as a provider of the root;
 * ``get``: find the holders of each chunk and fetch from several at once into
-  an output file (chunks are kept in the store, so a rerun resumes);
+  an output file (the plaintext is written once; a rerun after a failure
+  resumes from the part file it left, specs/network.md §5);
 * ``pin``: fetch every chunk into the store and announce the node as a
   provider, so it hosts the file from then on.
 
@@ -298,8 +299,10 @@ class NetworkService:
                     result = await fetch_raw(link.root, self.store, [], max_price_per_mib=max_price, window=window,
                                              resolver=resolver, on_progress=on_progress)
                 else:
+                    # A get keeps the plaintext, not the data chunks (specs/network.md §5); a pin keeps them.
                     result = await fetch_file(link, dest, [], max_price_per_mib=max_price, window=window,
-                                              resolver=resolver, store=self.store, on_progress=on_progress)
+                                              resolver=resolver, store=self.store, keep_chunks=dest is None,
+                                              on_progress=on_progress)
             except FetchFailed as exc:
                 error = ControlError(404, "not-found", str(exc))
             except (IntegrityError, ChunkNotFound) as exc:

@@ -92,8 +92,8 @@ class _TimedSource:
         self.host_id = source.host_id
         self.price_per_mib = source.price_per_mib
 
-    async def get_chunk(self, address: bytes) -> Fetched:
+    async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
         started = time.monotonic()
-        fetched = await self._source.get_chunk(address)
+        fetched = await self._source.get_chunk(address, size)
         self._speeds.record(self.host_id, len(fetched.data), time.monotonic() - started)
         return fetched

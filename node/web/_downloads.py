@@ -33,11 +33,11 @@ log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
 Emit = Callable[[Json], Awaitable[None]]
-#: ``fetch(link, dest, emit) -> result``: ``mu get`` into ``dest`` (written as ``dest.part`` first).
+#: ``fetch(link, dest, emit) -> result``: ``mu get`` into ``dest`` (written as ``dest.mu-part`` first).
 Fetch = Callable[[Link, Path, Emit], Awaitable[Json]]
 
 DOWNLOADS_DIR = "web-downloads"
-PART_SUFFIX = ".part"  # node/files/fetcher.py writes here, then renames
+PART_SUFFIX = ".mu-part"  # node/files/fetcher.py writes here, then renames (its PART_SUFFIX)
 #: Downloads kept at once; opening one more deletes the oldest finished one.
 MAX_DOWNLOADS = 16
 #: Bytes read from disk per piece of a response.

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ._crypto import ADDRESS_SIZE, KIND_DATA, KIND_INDEX, KIND_ROOT, TAG_SIZE, ChunkSealer, check_key
 from ._errors import IntegrityError, LocalChunkError
-from ._keys3 import PositionalKeys, open_keyed
+from ._keys3 import PositionalKeys, open_keyed, seal_keyed
 from ._link import Link
 from ._manifest import FORMAT_V3, FORMAT_VERSION, MANIFEST_V3_SIZE, ManifestHeader, RootRecord, max_fanout, parse_header
 from ._manifest3 import RootRecordV3, check_entries, entry_key, entry_length
@@ -268,6 +268,23 @@ class FileDecoder(_TreeCursor):
         if slot.key is not None:
             return open_keyed(slot.key, stored, address)
         return self._sealer.open(stored, KIND_DATA, 0, slot.index, address)
+
+    def seals_to(self, slot: DataSlot, plain: bytes | bytearray | memoryview) -> bool:
+        """True if ``plain`` is data chunk ``slot``'s plaintext: sealed again, it hashes to the slot's address.
+
+        Sealing is deterministic (key and nonce follow from the file key and
+        the chunk's position, or from its parent's entry in format 3:
+        specs/chunks.md §4 Key derivation, §6.6 Format 3), so plaintext kept
+        from an earlier download (a fetcher's part file) is verified without
+        fetching the chunk again.  Leaves the decoder's state alone.
+        """
+        if len(plain) != slot.size:
+            return False
+        if slot.key is not None:
+            chunk = seal_keyed(slot.key, plain)
+        else:
+            chunk = self._sealer.seal(plain, KIND_DATA, 0, slot.index)
+        return hashlib.sha256(chunk).digest() == slot.address
 
     def accept_data(self, slot: DataSlot, plain: bytearray) -> bytearray:
         """Move past data chunk ``slot``, whose plaintext :meth:`open_data` returned; return it.

@@ -40,8 +40,9 @@ class StoreHost:
         self.served = 0
         self.earned = 0
         self.asked = 0
+        self.sizes: list[tuple[int | None, int]] = []  # (size the fetcher gave, the chunk's size)
 
-    async def get_chunk(self, address: bytes) -> Fetched:
+    async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
         self.asked += 1
         await trio.lowlevel.checkpoint()
         if self.mode == "dies" and self.served >= self.after:
@@ -51,6 +52,7 @@ class StoreHost:
         if not self.store.has(address):
             raise SourceError("unknown chunk")
         data = self.store.get(address)
+        self.sizes.append((size, len(data)))
         paid = price_of(len(data), self.price_per_mib)
         self.earned += paid
         if self.mode == "liar" and self.served >= self.after:
@@ -176,3 +178,103 @@ async def test_candidates_restrict_hosts(tmp_path: Path, sample) -> None:
     await fetch_file(link, out, hs, max_price_per_mib=1, candidates=lambda a: [hs[1].host_id])
     assert out.read_bytes() == src.read_bytes()
     assert hs[0].asked == 0
+
+
+def data_chunk_count(src: Path) -> int:
+    return -(-src.stat().st_size // CHUNK)  # fixed-size chunks (format 2) of CHUNK bytes
+
+
+async def test_a_plain_get_keeps_only_the_manifest_chunks(tmp_path: Path, sample) -> None:
+    src, link, origin = sample
+    hs = hosts(tmp_path, origin, [(3, "honest", 0)])
+    local = ChunkStore(tmp_path / "local")
+    out = tmp_path / "out.bin"
+    result = await fetch_file(link, out, hs, max_price_per_mib=3, store=local, keep_chunks=False)
+    assert out.read_bytes() == src.read_bytes()
+    assert hs[0].served == len(origin) and result.progress.local_chunks == 0
+    assert len(local) == len(origin) - data_chunk_count(src) and link.root in set(local.list())
+    assert not (tmp_path / "out.bin.mu-part").exists()
+
+
+async def failed_plain_get(tmp_path: Path, link: Link, origin: ChunkStore) -> tuple[ChunkStore, StoreHost]:
+    """A plain get (keep_chunks False) whose only host dies after 20 chunks; the node's store and a host back up."""
+    local = ChunkStore(tmp_path / "local")
+    dying = hosts(tmp_path, origin, [(3, "dies", 20)])
+    with pytest.raises(FetchFailed):
+        await fetch_file(link, tmp_path / "out.bin", dying, max_price_per_mib=3, store=local, keep_chunks=False)
+    assert not (tmp_path / "out.bin").exists()
+    return local, StoreHost(9, dying[0].store, 3)
+
+
+async def test_a_failed_plain_get_resumes_from_its_part_file_paying_nothing_twice(tmp_path: Path, sample) -> None:
+    src, link, origin = sample
+    out, part = tmp_path / "out.bin", tmp_path / "out.bin.mu-part"
+    local, host = await failed_plain_get(tmp_path, link, origin)
+    assert part.stat().st_size > 0  # the plaintext of what was paid for is kept
+    fresh = [host]
+    result = await fetch_file(link, out, fresh, max_price_per_mib=3, store=local, keep_chunks=False)
+    assert out.read_bytes() == src.read_bytes() and not part.exists()
+    assert result.progress.local_chunks == 20
+    assert fresh[0].served == len(origin) - 20  # nothing fetched (or paid for) twice
+
+
+async def test_a_torn_part_file_is_cut_at_its_first_bad_chunk(tmp_path: Path, sample) -> None:
+    src, link, origin = sample
+    out, part = tmp_path / "out.bin", tmp_path / "out.bin.mu-part"
+    local, host = await failed_plain_get(tmp_path, link, origin)
+    kept = len(local)  # the manifests, and the data chunks that came early (not yet in the part file)
+    # A crash that lost the page cache: zeros from inside the fourth data chunk on.
+    with open(part, "r+b") as f:
+        f.seek(3 * CHUNK + 100)
+        f.write(bytes(part.stat().st_size - f.tell()))
+    fresh = [host]
+    result = await fetch_file(link, out, fresh, max_price_per_mib=3, store=local, keep_chunks=False)
+    assert out.read_bytes() == src.read_bytes()
+    assert result.progress.local_chunks == kept + 3  # three data chunks resumed from the part file
+    assert fresh[0].served + result.progress.local_chunks == len(origin)
+
+
+async def test_a_part_file_of_another_file_is_fetched_over(tmp_path: Path, sample) -> None:
+    src, link, origin = sample
+    hs = hosts(tmp_path, origin, [(3, "honest", 0)])
+    out = tmp_path / "out.bin"
+    (tmp_path / "out.bin.mu-part").write_bytes(os.urandom(5 * CHUNK))
+    result = await fetch_file(link, out, hs, max_price_per_mib=3, store=ChunkStore(tmp_path / "local"),
+                              keep_chunks=False)
+    assert out.read_bytes() == src.read_bytes()
+    assert hs[0].served == len(origin) and result.progress.local_chunks == 0
+
+
+async def test_a_chunk_repeated_in_a_row_is_fetched_once(tmp_path: Path) -> None:
+    src = tmp_path / "zeros.bin"
+    src.write_bytes(os.urandom(MIB) + bytes(12 * MIB) + os.urandom(MIB))  # zeros cut at CDC_MAX: equal chunks
+    origin = ChunkStore(tmp_path / "origin")
+    link = add_file(origin, src, chunk_secret=bytes(range(32))).link
+    hs = hosts(tmp_path, origin, [(1, "honest", 0)])
+    out = tmp_path / "out.bin"
+    await fetch_file(link, out, hs, max_price_per_mib=1, store=ChunkStore(tmp_path / "local"), keep_chunks=False)
+    assert out.read_bytes() == src.read_bytes()
+    assert hs[0].asked == hs[0].served == len(origin)  # every distinct chunk once, the repeated one too
+
+
+async def test_data_chunks_are_asked_for_with_their_size_from_the_manifest(tmp_path: Path, sample) -> None:
+    src, link, origin = sample
+    hs = hosts(tmp_path, origin, [(3, "honest", 0)])
+    await fetch_file(link, tmp_path / "out.bin", hs, max_price_per_mib=3)
+    sized = [(size, actual) for size, actual in hs[0].sizes if size is not None]
+    assert len(sized) == data_chunk_count(src)  # every data chunk, priced by its size (manifests: unknown)
+    assert all(size == actual for size, actual in sized)
+
+
+async def test_a_rerun_with_the_wrong_key_leaves_the_part_file_to_the_right_one(tmp_path: Path, sample) -> None:
+    src, link, origin = sample
+    out, part = tmp_path / "out.bin", tmp_path / "out.bin.mu-part"
+    local, host = await failed_plain_get(tmp_path, link, origin)
+    size = part.stat().st_size
+    bad = Link(root=link.root, key=hashlib.sha256(b"not the key").digest())
+    with pytest.raises(IntegrityError):
+        await fetch_file(bad, out, [host], max_price_per_mib=3, store=local, keep_chunks=False)
+    assert part.stat().st_size == size and host.served == 0
+    result = await fetch_file(link, out, [host], max_price_per_mib=3, store=local, keep_chunks=False)
+    assert out.read_bytes() == src.read_bytes()
+    assert result.progress.local_chunks == 20 and host.served == len(origin) - 20

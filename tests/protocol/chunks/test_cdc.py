@@ -217,3 +217,20 @@ def test_entry_lengths_that_do_not_add_up_are_refused_before_any_data() -> None:
     dec = FileDecoder(hashlib.sha256(forged).digest(), key)
     with pytest.raises(IntegrityError, match="do not add up"):
         dec.feed(forged)
+
+
+@pytest.mark.parametrize("keying", ["key", "secret"])
+def test_seals_to_knows_a_format_3_data_chunk_by_its_plaintext_alone(keying: str) -> None:
+    data = _data(3 * 1024 * 1024)
+    enc, store, addresses = encode(data, **({"key": bytes(32)} if keying == "key" else {"chunk_secret": SECRET}))
+    dec = FileDecoder.from_link(enc.link)
+    dec.feed(store[enc.root])
+    offset = 0
+    for slot in dec.data_slots(len(addresses)):
+        plain = data[offset:offset + slot.size]
+        assert dec.seals_to(slot, plain)
+        flipped = bytearray(plain)
+        flipped[-1] ^= 1
+        assert not dec.seals_to(slot, flipped)
+        offset += slot.size
+    assert offset == len(data)

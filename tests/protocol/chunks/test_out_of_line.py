@@ -144,3 +144,18 @@ def test_open_data_rejects_corruption_and_accept_rejects_the_wrong_slot() -> Non
     out += dec.accept_data(third, dec.open_data(third, chunks[third.address]))
     assert bytes(out) == data and dec.done
     assert len(chunks[first.address]) == CS + TAG_SIZE
+
+
+def test_seals_to_knows_a_data_chunk_by_its_plaintext_alone() -> None:
+    data = os.urandom(3 * CS - 9)
+    link, chunks, _ = encode(data, os.urandom(32), chunk_size=CS)
+    dec = FileDecoder.from_link(link)
+    dec.feed(chunks[link.root])
+    first, second, third = dec.data_slots(3)
+    assert dec.seals_to(first, data[:CS]) and dec.seals_to(third, data[2 * CS:])
+    flipped = bytearray(data[CS:2 * CS])
+    flipped[5] ^= 1
+    assert not dec.seals_to(second, flipped)
+    assert not dec.seals_to(second, data[:CS])  # another chunk's plaintext: another position
+    assert not dec.seals_to(third, data[2 * CS:] + b"\0")  # the wrong size
+    assert dec.data_slots(3) == [first, second, third]  # the decoder's state is left alone
