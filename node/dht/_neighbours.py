@@ -6,7 +6,8 @@ a sender we do not know starts a ping to its address instead; whoever
 answers that ping enters.  When a bucket is full, its least recently seen
 contact is pinged and evicted only if it does not answer (Kademlia §2.2: old
 live contacts are kept over new ones); when a new ID shows up at an IP:port
-another contact holds, the holder is pinged and replaced only if it fails.
+another contact holds, or a known ID answers at another IP:port (a node
+restarted on a new port), the held contact is pinged and replaced only if it fails.
 Those probes run in the node's nursery, each kind bounded in number.
 """
 
@@ -53,7 +54,7 @@ class Neighbours:
         result = self.table.add(contact, now)
         if result.ping is None:
             return
-        taken = result.status is AddStatus.ADDRESS_TAKEN
+        taken = result.status in (AddStatus.ADDRESS_TAKEN, AddStatus.MOVED)
         if self._nursery is None or self._evictions >= MAX_EVICTION_PINGS:
             # No probe now: the contact already there stays (the safe choice).
             if not taken:

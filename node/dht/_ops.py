@@ -328,6 +328,9 @@ class DhtOps:
         self.neighbours.answered(Contact(node_id, contact.host, contact.port, record.public_key))
         return record
 
+    def forget_contact(self, node_id: bytes) -> None:
+        self._contact_records.pop(node_id, None)
+
     def _remember_contact_record(self, record: ContactRecord) -> None:
         """Cache a verified contact record (bounded, oldest dropped first)."""
         self._contact_records.pop(record.node_id, None)

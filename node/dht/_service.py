@@ -126,6 +126,10 @@ class DhtNode:
         """The verified contact record of ``node_id``, or None if it cannot be reached."""
         return await self.ops.get_contact(node_id)
 
+    def forget_contact(self, node_id: bytes) -> None:
+        """Drop the cached contact record of ``node_id`` (its address failed): the next get fetches it anew."""
+        self.ops.forget_contact(node_id)
+
     async def publish_record(self, record: MutableRecord) -> int:
         """Store a signed mutable record on the k closest nodes; return how many of them took it.
 

@@ -21,7 +21,8 @@ sessions are cached per node (closed ones dropped, at most
 ``MAX_CACHED_SESSIONS``, least recently used first out), a node that could
 not be reached is not dialled again for ``UNREACHABLE_TTL`` seconds (at most
 ``MAX_UNREACHABLE`` such nodes remembered), and addresses learned from
-provider records are kept for ``MAX_LEARNED_ADDRESSES`` nodes.  Dropping a
+provider records are kept for ``MAX_LEARNED_ADDRESSES`` nodes (one that fails to
+answer is checked against the node's own contact record, and replaced by it).  Dropping a
 session from the cache does not close it: the transport bounds its own
 sessions (``Limits.max_peers``, ``idle_timeout``) and hands the same one back
 on the next dial.
@@ -130,21 +131,38 @@ class PeerDialer:
             done.set()
 
     async def _dial(self, node_id: bytes) -> Session | None:
-        """One bounded attempt (``DIAL_TIMEOUT``) to reach ``node_id``; a failure marks it unreachable."""
-        address = self._addresses.get(node_id)
-        if address is None:
-            record = await self.dht.get_contact(node_id)
-            if record is None:
-                self._mark_unreachable(node_id)
-                return None
-            address = (record.host, record.tcp_port)
+        """One bounded attempt (``DIAL_TIMEOUT`` per address) to reach ``node_id``; a failure marks it unreachable.
+
+        An address learned from a provider record may be stale: the node
+        restarted on another port since it announced.  When it fails, the
+        node's own signed contact record is fetched through the DHT and, if it
+        names another address, that one is tried in the same attempt and the
+        stale one forgotten.  A failed attempt also drops the DHT's cached
+        contact record, so the next one (after ``UNREACHABLE_TTL``) asks the node anew.
+        """
+        learned = self._addresses.get(node_id)
+        if learned is not None:
+            session = await self._connect(node_id, learned)
+            if session is not None:
+                return session
+        record = await self.dht.get_contact(node_id)
+        current = None if record is None else (record.host, record.tcp_port)
+        session = None
+        if current is not None and current != learned:
+            self._addresses.pop(node_id, None)  # stale: the node's own record says where it is now
+            session = await self._connect(node_id, current)
+        if session is None:
+            self.dht.forget_contact(node_id)  # a cached record may be the stale one: fetched anew next time
+            self._mark_unreachable(node_id)
+        return session
+
+    async def _connect(self, node_id: bytes, address: tuple[str, int]) -> Session | None:
         self.dials += 1
         try:
             with trio.fail_after(DIAL_TIMEOUT):
                 session = await self.transport.connect(node_id, *address)
         except (TransportError, OSError, trio.TooSlowError) as exc:
             log.info("cannot reach %s at %s:%d: %s", node_id.hex(), address[0], address[1], exc)
-            self._mark_unreachable(node_id)
             return None
         self._unreachable.pop(node_id, None)
         self._sessions[node_id] = session

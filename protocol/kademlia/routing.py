@@ -46,7 +46,8 @@ class AddStatus(enum.Enum):
     UPDATED = "updated"  # already there; moved to the most-recently-seen end
     CACHED = "cached"  # bucket full: kept in the replacement cache
     ADDRESS_TAKEN = "address-taken"  # another ID holds this IP:port; it is to be pinged first
-    REJECTED = "rejected"  # own ID, prefix limit, or a different address for a known ID
+    MOVED = "moved"  # a known ID at another IP:port; its known address is to be pinged first
+    REJECTED = "rejected"  # own ID or prefix limit
 
 
 def address_prefix(host: str) -> str:
@@ -65,9 +66,10 @@ class AddResult:
     """The outcome of ``RoutingTable.add``.
 
     ``ping`` is the contact the caller should ping: the least-recently-seen
-    contact of a full bucket (CACHED), or the one holding the newcomer's
-    IP:port (ADDRESS_TAKEN).  If it answers with its ID call ``seen(ping)``;
-    if not, ``remove(ping)`` (and, for ADDRESS_TAKEN, ``add`` the newcomer again).
+    contact of a full bucket (CACHED), the one holding the newcomer's
+    IP:port (ADDRESS_TAKEN), or the newcomer's ID at its known address
+    (MOVED).  If it answers with its ID call ``seen(ping)``; if not,
+    ``remove(ping)`` (and, for ADDRESS_TAKEN and MOVED, ``add`` the newcomer again).
     """
 
     status: AddStatus
@@ -187,9 +189,10 @@ class RoutingTable:
         entry = bucket.entries.get(contact.node_id)
         if entry is not None:
             if entry.contact.address != contact.address:
-                # A known ID now claims another address: keep the one we know
-                # works, or anyone could hijack an ID by naming it (§7).
-                return AddResult(AddStatus.REJECTED)
+                # A known ID answered at another address (the node restarted on
+                # a new port): the known address is pinged first and keeps the
+                # ID if it answers, so an ID cannot be hijacked by naming it (§7).
+                return AddResult(AddStatus.MOVED, ping=entry.contact)
             del bucket.entries[contact.node_id]
             if contact.public_key or not entry.contact.public_key:
                 entry.contact = contact

@@ -95,3 +95,27 @@ async def test_silence_ends_after_its_time(mock_clock: trio.testing.MockClock) -
 async def _expect_no_reply(dht: object, address: tuple[str, int]) -> None:
     with pytest.raises(NoReply, match="timed out"):
         await dht.rpc.ping(address)  # type: ignore[attr-defined]
+
+
+async def test_a_node_restarted_on_a_new_port_replaces_its_dead_address(mock_clock: trio.testing.MockClock) -> None:
+    # Its peers knew it at the old port; the first answer from the new one makes them ping the old one,
+    # which is silent, so the new address takes the ID over (specs/dht.md §5.2 step 2).  A node whose
+    # old address still answers with its ID would keep it: an ID cannot be taken by naming it.
+    moving = Identity(os.urandom(32))
+    async with open_dht(Identity(os.urandom(32)), request_timeout=TIMEOUT) as peer:
+        async with open_dht(moving, request_timeout=TIMEOUT) as before:
+            await before.bootstrap([("127.0.0.1", peer.port)])
+            await trio.testing.wait_all_tasks_blocked()
+            old = peer.neighbours.table.get(moving.node_id)
+            assert old is not None and old.port == before.port
+        async with open_dht(moving, request_timeout=TIMEOUT) as after:
+            assert after.port != old.port
+            await after.bootstrap([("127.0.0.1", peer.port)])  # the peer pings the requester back: it answers
+            await trio.testing.wait_all_tasks_blocked()  # the peer's ping of the old port waits for its reply
+            assert peer.neighbours.table.get(moving.node_id) == old
+            mock_clock.jump(TIMEOUT)
+            await trio.testing.wait_all_tasks_blocked()
+            moved = peer.neighbours.table.get(moving.node_id)
+            assert moved is not None and moved.port == after.port
+            record = await peer.get_contact(moving.node_id)
+            assert record is not None and record.udp_port == after.port

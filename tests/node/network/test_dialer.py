@@ -20,7 +20,7 @@ import pytest
 import trio
 import trio.testing
 
-from node.dht import open_dht
+from node.dht import ContactInfo, open_dht
 from node.files import locate
 from node.files.locate import MAX_CACHED_SESSIONS, MAX_UNREACHABLE, UNREACHABLE_TTL, PeerDialer
 from node.store import ChunkStore
@@ -135,3 +135,18 @@ async def test_dialer_records_are_bounded_least_recent_first(tmp_path: Path, moc
             assert await dialer.session(node_id) is None
         assert list(dialer._unreachable) == dead[2:]
     assert MAX_CACHED_SESSIONS == 256 and MAX_UNREACHABLE == 1024  # the real bounds (specs/network.md)
+
+
+async def test_a_stale_learned_address_gives_way_to_the_nodes_own_contact_record(tmp_path: Path) -> None:
+    # A provider record names the port a node had before it restarted; its own signed contact record,
+    # fetched through the DHT, names the port it listens on now (the kill -9 devnet: a payer's reconcile
+    # dial found the restarted host "unreachable" for 300 s because of the stale address).
+    identity = Identity(os.urandom(32))
+    async with dialer_node(tmp_path) as dialer, peer(ChunkStore(tmp_path / "peer"), identity) as transport, \
+            open_dht(identity, contact=ContactInfo(tcp_port=transport.port)) as host_dht:
+        await dialer.dht.bootstrap([(LOOPBACK, host_dht.port)])
+        dialer.learn(identity.node_id, LOOPBACK, closed_port())
+        session = await dialer.session(identity.node_id)
+        assert session is not None and session.peer_node_id == identity.node_id
+        assert dialer.dials == 2 and identity.node_id not in dialer._addresses
+        assert not dialer.is_unreachable(identity.node_id)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from pathlib import Path
 
 import pytest
 import trio
 
 import node.files.locate as locate
+from node.dht import ContactInfo, ContactRecord
 from node.files.fetcher import fetch_file
 from node.files.local import add_file
 from node.files.locate import DhtResolver, PlacementView
@@ -97,6 +99,10 @@ async def test_a_stopped_replica_candidate_is_tried_once_per_add(tmp_path: Path,
         listeners = await nursery.start(functools.partial(trio.serve_tcp, swallow, 0, host="127.0.0.1"))
         dead_port = listeners[0].socket.getsockname()[1]
         uploader, victim = nodes[0], nodes[1]
+        # The victim's DHT names the port that swallows, as a stopped process's still-answering DHT would.
+        victim.dht.handlers.contact_record = ContactRecord.create(
+            victim.identity, host="127.0.0.1", udp_port=victim.dht.port, info=ContactInfo(tcp_port=dead_port),
+            issued_at=int(time.time()))
         dialer = uploader.dialer()
         dialer.learn(victim.identity.node_id, "127.0.0.1", dead_port)
         link = add_file(uploader.store, src, chunk_size=CHUNK).link

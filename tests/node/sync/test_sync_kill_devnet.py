@@ -42,10 +42,10 @@ def paid(data_dir: Path, kind: Kind) -> int:
         return 0
 
 
-def wait(what: str, condition, limit: float = LIMIT) -> None:  # type: ignore[no-untyped-def]
+def wait(what: str, condition, limit: float = LIMIT, show=lambda: "") -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + limit
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what} {show()}"
         time.sleep(POLL)  # polling other processes, bounded
 
 
@@ -102,7 +102,8 @@ def test_kill_9_mid_upload_and_mid_download_converges_ledgers_agree(tmp_path: Pa
         converge(a, b, 120.0)
         assert tree_hash(a) == tree_hash(b)
         # A restarted payer reconciles its open channels once it has rejoined the DHT.
-        wait("every payer's ledger to agree with its hosts'", lambda: not differ(nodes, dirs), 120.0)
+        wait("every payer's ledger to agree with its hosts'", lambda: not differ(nodes, dirs), 120.0,
+             lambda: f"(payer, payee, spent, earned): {differ(nodes, dirs)}")
     finally:
         for pid in running.values():
             if alive(pid):

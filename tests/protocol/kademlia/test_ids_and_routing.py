@@ -80,11 +80,15 @@ def test_lru_order_ping_before_evict_and_replacements() -> None:
     assert {c.node_id for c in table.contacts()} == {cid(14), cid(13)}
 
 
-def test_known_id_from_another_address_is_rejected() -> None:
+def test_known_id_from_another_address_pings_the_known_one_first() -> None:
     table = RoutingTable(OWN)
     table.add(contact(5, port=1), 0.0)
-    assert table.add(contact(5, port=2), 0.0).status is AddStatus.REJECTED
-    assert table.get(cid(5)) == contact(5, port=1)
+    result = table.add(contact(5, port=2), 0.0)
+    assert result.status is AddStatus.MOVED and result.ping == contact(5, port=1)
+    assert table.get(cid(5)) == contact(5, port=1)  # kept until it fails the ping
+    table.remove(cid(5))  # it did not answer: the node moved
+    assert table.add(contact(5, port=2), 1.0).status is AddStatus.ADDED
+    assert table.get(cid(5)) == contact(5, port=2)
     assert table.add(Contact(OWN, "127.0.0.1", 1), 0.0).status is AddStatus.REJECTED
 
 
