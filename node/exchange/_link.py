@@ -141,14 +141,42 @@ async def channel_request(link: HostLink, kind: MessageType, fields: dict[str, o
     return ChannelState.from_wire(reply.fields)
 
 
-async def sync(link: HostLink) -> ChannelState:
-    """Ask the host what it recorded (CHANNEL_STATE) and adopt it."""
+async def sync(link: HostLink, *, new_session: bool = False) -> ChannelState:
+    """Ask the host what it recorded (CHANNEL_STATE) and adopt it.
+
+    ``new_session``: the first ask on a session (nothing of ours can still be
+    on its way to the host), so what it has not recorded never reached it and
+    is taken back from our ledger (:func:`take_back`).
+    """
     assert link.channel_id is not None
     reply = await channel_request(
         link, MessageType.CHANNEL_STATE, {"channel": link.channel_id.to_bytes()}, MessageType.CHANNEL_STATE)
     state = link.machine.adopt(reply)
     await trio.to_thread.run_sync(catch_up, link.journal.ledger, link.host.hex(), state)
+    if new_session:
+        link.machine.take_back(state.total)
+        await trio.to_thread.run_sync(take_back, link.journal.ledger, link.host.hex(), state)
     return state
+
+
+def take_back(ledger: Ledger, peer: str, state: ChannelState) -> int:
+    """Take back from our ledger the payments above the host's recorded ``state``; return the sats.
+
+    A payment whose request was lost with its session (the host killed
+    before it recorded it, or our session dropped on the way) stays counted
+    until the host says it never recorded it: its CHANNEL_STATE on a new
+    session (specs/payments.md §After a crash).  Without this our spent
+    would stay above the host's earned for good if we never asked it for
+    anything again.  Our next payment signs that total again (we never sign
+    below a total we signed), and is recorded then.
+    """
+    record = ledger.channel(str(state.channel))
+    if record is None or state.total >= record.total:
+        return 0
+    taken: int = ledger.take_back_unrecorded(str(state.channel), recorded=state.total)
+    log.info("channel %s to %s: took back %d sats of payments the host never recorded (total %d -> %d)",
+             state.channel, peer, taken, record.total, state.total)
+    return taken
 
 
 def catch_up(ledger: Ledger, peer: str, state: ChannelState) -> int:

@@ -84,7 +84,7 @@ class Payer:
         link = HostLink(session=session, host=host, machine=machine, journal=PaymentJournal(self.ledger))
         if usable and machine.channel_id != unannounced:
             try:
-                await sync(link)
+                await sync(link, new_session=True)
             except RemotePaymentError as exc:
                 if not channel_refused(exc.code):
                     raise

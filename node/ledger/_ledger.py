@@ -314,6 +314,22 @@ class Ledger:
         Raises:
             UnknownChannel: no payer channel ``channel_id`` is recorded.
         """
+        return self._take_back(channel_id, acknowledged, now, closing=True)
+
+    def take_back_unrecorded(self, channel_id: str, *, recorded: int, now: float | None = None) -> int:
+        """Take back our payments on payer channel ``channel_id`` above the total the payee ``recorded``
+        (its CHANNEL_STATE on a new session: they never reached its ledger); return the sats taken back.
+
+        As :meth:`abandon_payer_channel`, but the channel stays ``open``: our
+        next payment signs that total again for new chunks (specs/payments.md
+        §After a crash), and is recorded then.
+
+        Raises:
+            UnknownChannel: no payer channel ``channel_id`` is recorded.
+        """
+        return self._take_back(channel_id, recorded, now, closing=False)
+
+    def _take_back(self, channel_id: str, acknowledged: int, now: float | None, *, closing: bool) -> int:
         at = time.time() if now is None else now
 
         def write(conn: sqlite3.Connection) -> int:
@@ -331,10 +347,11 @@ class Ledger:
             conn.execute("UPDATE accounts SET consumed = MAX(0, consumed - ?), paid = MAX(0, paid - ?) "
                          "WHERE peer = ? AND direction = ?", (refused[0], refused[1], peer, Direction.OUT))
             kept = min(total, acknowledged)
+            state = ChannelStatus.CLOSING if closing else ChannelStatus.OPEN
             conn.execute(
                 "UPDATE channels SET state = CASE WHEN state = ? THEN ? ELSE state END, total = ?, "
                 "payer_sig = CASE WHEN total = ? THEN payer_sig END, updated_at = ? WHERE channel_id = ?",
-                (ChannelStatus.OPEN, ChannelStatus.CLOSING, kept, kept, at, channel_id))
+                (ChannelStatus.OPEN, state, kept, kept, at, channel_id))
             return int(refused[1])
 
         taken_back: int = self._commits.submit(write)

@@ -291,6 +291,24 @@ class PayerLink:
         self.paid += signed
         return Payment(channel=self.channel_id, total=commitment.total, sig=commitment.signature), signed, True
 
+    def take_back(self, total: int) -> None:
+        """The host's CHANNEL_STATE on a new session recorded ``total``, below what we signed: sign on from it.
+
+        Nothing of ours can still reach the host over the old session, so
+        the payments above ``total`` never will: the next one signs from
+        ``total`` again and is a new payment, recorded as such (its total may
+        equal one signed before; the host can close on one of them only).
+        At most the one chunk's price those payments were for is at risk,
+        as before (specs/payments.md §After a crash).
+        """
+        if self.channel is None or total >= self.channel.total:
+            return
+        if self.inflight:
+            raise RuntimeError("take_back with requests in flight")
+        self.channel.total = total
+        self.last_sig, self._ahead = None, None
+        self.acknowledged = self.projected = total
+
     def sign_ahead(self, total: int) -> None:
         """Sign the payment for ``total`` now, for the next request to use if it owes exactly that."""
         channel = self.channel

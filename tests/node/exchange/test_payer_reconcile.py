@@ -108,3 +108,31 @@ async def test_a_restarted_payer_records_the_payments_its_ledger_lost(tmp_path: 
         payer_sig, = conn.execute("SELECT payer_sig FROM channels WHERE role = 'payer'").fetchone()
     assert catch_up == (LOST * PER_CHUNK, earned), "one catch-up row carries exactly the lost payments"
     assert payer_sig is not None, "the payer keeps its own signature of the adopted total"
+
+
+@pytest.mark.slow
+async def test_a_reconnected_payer_takes_back_the_payments_the_host_never_recorded(tmp_path: Path) -> None:
+    # The other side of a crash: the host was killed before its records of LOST payments committed (its
+    # ledger is put back to the copy), while the payer's session died with it and its records stand. The
+    # payer's next session's CHANNEL_STATE says what the host recorded; the payer takes back the rest
+    # (specs/payments.md §After a crash), and paying for those chunks again charges each once.
+    host_dir, payer_dir = tmp_path / "host", tmp_path / "payer"
+    payer_dir.mkdir()
+    addresses = seed_chunks(host_dir, FIRST + LOST, CHUNK)
+    first, both = FIRST * PER_CHUNK, (FIRST + LOST) * PER_CHUNK
+    async with open_mu_chain(tmp_path / "chain") as chain:
+        async with open_mu_node(host_dir, chain, ["--price-get", str(PRICE), "--free-allowance", "0"]) as host:
+            await pay_for(payer_dir, chain, host, addresses[:FIRST], 0)
+            copy_database(host_dir / LEDGER_FILE, tmp_path / "host-before.sqlite")
+            await pay_for(payer_dir, chain, host, addresses, FIRST)
+            assert books(host_dir, payer_dir) == (both, both)
+        copy_database(tmp_path / "host-before.sqlite", host_dir / LEDGER_FILE)
+        assert books(host_dir, payer_dir) == (both, first)
+        async with open_mu_node(host_dir, chain, ["--price-get", str(PRICE), "--free-allowance", "0"]) as host:
+            await restart_and_reconcile(payer_dir, chain, host)
+            assert books(host_dir, payer_dir) == (first, first)
+            await pay_for(payer_dir, chain, host, addresses, FIRST)
+    assert books(host_dir, payer_dir) == (both, both)
+    with sqlite3.connect(payer_dir / LEDGER_FILE) as conn:
+        totals = [t for t, in conn.execute("SELECT total FROM payments WHERE direction = 'out' ORDER BY id")]
+    assert totals == [PER_CHUNK * i for i in range(1, FIRST + LOST + 1)], "each chunk paid once, totals in order"

@@ -224,14 +224,35 @@ def test_acknowledged_payments_survive_kill_9(tmp_path: Path) -> None:
         assert len(ledger.payments(channel_id="c")) == stored.total
 
 
+def payer_channel_paid_three_times(ledger: Ledger) -> ChannelRecord:
+    """A payer channel with three payments of 10 sats (totals 10, 20, 30)."""
+    ch = channel(role="payer")
+    ledger.add_channel(ch)
+    for n, total in enumerate((10, 20, 30), start=1):
+        ledger.record_payment(peer=PEER, direction="out", kind="get", chunk=f"{n:02x}" * 32, price=10, amount=10,
+                              channel_id=ch.channel_id, total=total, payer_sig=f"sig{total}".encode(), now=DAY)
+    return ch
+
+
+def test_taking_back_unrecorded_payments_keeps_the_channel_open(tmp_path: Path) -> None:
+    """specs/payments.md §After a crash: a new session's CHANNEL_STATE below our total; the rows above it go."""
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        ch = payer_channel_paid_three_times(ledger)
+        assert ledger.take_back_unrecorded(ch.channel_id, recorded=10, now=DAY) == 20
+        stored = ledger.channel(ch.channel_id)
+        assert stored is not None and (stored.state, stored.total, stored.payer_sig) == ("open", 10, None)
+        assert [p.total for p in ledger.payments(channel_id=ch.channel_id)] == [10]
+        assert ledger.earnings()["spent"] == 10
+        # The next payment signs 20 again: a new row, not a stale total.
+        ledger.record_payment(peer=PEER, direction="out", kind="get", chunk="04" * 32, price=10, amount=10,
+                              channel_id=ch.channel_id, total=20, payer_sig=b"sig20", now=DAY)
+        assert ledger.earnings()["spent"] == 20 and ledger.account(PEER, "out").paid == 20
+
+
 def test_abandoning_a_payer_channel_takes_back_the_refused_payments_only(tmp_path: Path) -> None:
     """specs/payments.md §Channel recovery: rows above the payee's total go, with their price and amount."""
     with Ledger.open(tmp_path / "l.db") as ledger:
-        ch = channel(role="payer")
-        ledger.add_channel(ch)
-        for n, total in enumerate((10, 20, 30), start=1):
-            ledger.record_payment(peer=PEER, direction="out", kind="get", chunk=f"{n:02x}" * 32, price=10, amount=10,
-                                  channel_id=ch.channel_id, total=total, payer_sig=f"sig{total}".encode(), now=DAY)
+        ch = payer_channel_paid_three_times(ledger)
         assert ledger.abandon_payer_channel(ch.channel_id, acknowledged=20, now=DAY) == 10
         stored = ledger.channel(ch.channel_id)
         assert stored is not None and (stored.state, stored.total, stored.payer_sig) == ("closing", 20, None)
