@@ -84,21 +84,24 @@ class PaidChunkServer:
         # (specs/payments.md §Ledger, "Grouped host commits").
         with self.book.coming():
             # The read first (in a worker thread: a slow disk must not stall
-            # the event loop; the store checks its SHA-256): the price needs
-            # the size, and a chunk we cannot send is refused before anything
-            # is charged.
+            # the event loop): the price needs the size.  Its SHA-256 is
+            # checked only once the decision is to serve it, before anything
+            # is charged: a refused request costs no hash (specs/payments.md
+            # §Payment field of GET and PUT).
             data = await trio.to_thread.run_sync(self._read, message.address)
             if isinstance(data, ChunkNotFound):
                 raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not found")
             if not isinstance(data, bytes):
                 log.error("chunk %s unreadable: %s", message.address.hex(), data)
                 raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not available")
+            chunk = data
             # Charged in the order the peer sent them (specs/payments.md §Paid
             # window); the answer waits for the record's group to commit, while
             # the peer's next requests are decided.
             async with session.in_arrival_order():
                 staged = await self.book.stage(peer, kind=Kind.GET, chunk=message.address, size=len(data),
-                                               payment=message.payment)
+                                               payment=message.payment,
+                                               confirm=lambda: self._check(message.address, chunk))
         await self.book.committed(staged)
         self.served += 1
         return Chunk(request_id=message.request_id, address=message.address, data=data)
@@ -138,11 +141,24 @@ class PaidChunkServer:
         return AuditProof(request_id=message.request_id, proof=audit_answer(challenge, data))
 
     def _read(self, address: bytes) -> bytes | Exception:
-        """The chunk's bytes (SHA-256 checked by the store), or why not."""
+        """The chunk's bytes, not yet checked against ``address`` (``_check``), or why not."""
         try:
-            return self.store.get(address)
+            return self.store.get(address, verify=False)
         except (ChunkNotFound, ChunkCorrupt) as exc:
             return exc
+
+    @staticmethod
+    def _check(address: bytes, data: bytes) -> None:
+        """The store's read check (specs/chunks.md §8.2): never serve bytes that do not hash to ``address``.
+
+        In the event loop, as a PUT's check is (hashlib releases the GIL).
+
+        Raises:
+            RequestRefused(NOT_FOUND): the chunk rotted on disk.
+        """
+        if hashlib.sha256(data).digest() != address:
+            log.error("chunk %s is corrupt on disk", address.hex())
+            raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not available")
 
     async def _put(self, session: Session, message: PutChunk) -> Message:
         peer = session.peer_node_id

@@ -385,16 +385,20 @@ class Ledger:
         at = time.time() if now is None else now
 
         def write(conn: sqlite3.Connection) -> PaymentRecord:
+            # Refused (LedgerError) before anything is written, so a refusal
+            # needs no rollback of its own (``record_payments``).
             if channel_id is not None:
-                row = conn.execute("SELECT total FROM channels WHERE channel_id = ?", (channel_id,)).fetchone()
-                if row is None:
-                    raise UnknownChannel(channel_id)
-                if total is None or total <= row[0]:
+                # The replay check and the new total in one statement; a row
+                # left unchanged says which refusal it is.
+                moved = conn.execute(
+                    "UPDATE channels SET total = ?, payer_sig = ?, updated_at = ? WHERE channel_id = ? AND total < ?",
+                    (total, payer_sig, at, channel_id, total),
+                ).rowcount
+                if moved == 0:
+                    row = conn.execute("SELECT total FROM channels WHERE channel_id = ?", (channel_id,)).fetchone()
+                    if row is None:
+                        raise UnknownChannel(channel_id)
                     raise StaleTotal(f"total {total} is not above recorded {row[0]} on {channel_id}")
-                conn.execute(
-                    "UPDATE channels SET total = ?, payer_sig = ?, updated_at = ? WHERE channel_id = ?",
-                    (total, payer_sig, at, channel_id),
-                )
             cur = conn.execute(
                 "INSERT INTO payments (peer, direction, kind, chunk, price, amount, channel_id, total, at) "
                 "VALUES (?,?,?,?,?,?,?,?,?)",
@@ -416,8 +420,8 @@ class Ledger:
         """Record several charged requests, in order,
         in one committed transaction; return when it is on disk.
 
-        Each entry has its own savepoint: a refused one (its LedgerError is
-        returned in its place) undoes nothing of the others.  ``chained``
+        A refused entry (its LedgerError is returned in its place) is refused
+        before it writes anything, so it undoes nothing of the others.  ``chained``
         (the payee's grouped records, specs/payments.md §Ledger "Grouped
         host commits"): an entry of a peer after a refused one of the same
         peer is refused too, unwritten, since it was decided on the state
@@ -436,13 +440,11 @@ class Ledger:
                 if chained and not chain.may_write(entry.peer):
                     results.append(LedgerError(f"an earlier record of peer {entry.peer[:12]} in its group failed"))
                     continue
-                conn.execute("SAVEPOINT entry")
+                # No savepoint per entry: a refused one has written nothing
+                # (``_payment_write``); any other error fails the whole write.
                 try:
                     results.append(one(conn))
-                    conn.execute("RELEASE entry")
                 except LedgerError as exc:
-                    conn.execute("ROLLBACK TO entry")
-                    conn.execute("RELEASE entry")
                     results.append(exc)
                     chain.failed(entry.peer)
             return results
