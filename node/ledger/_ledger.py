@@ -150,6 +150,9 @@ class Ledger:
         self._reader = reader
         self._read_lock = threading.Lock()
         self._commits = GroupCommitter(writer)
+        # Only asks ``data_version``: never waits behind a long read.
+        self._version_conn = _connect(path)
+        self._version_lock = threading.Lock()
 
     @classmethod
     def open(cls, path: str | Path) -> Ledger:
@@ -165,6 +168,8 @@ class Ledger:
         self._commits.close()
         with self._read_lock:
             self._reader.close()
+        with self._version_lock:
+            self._version_conn.close()
         self._writer.close()
 
     def __enter__(self) -> Ledger:
@@ -177,6 +182,16 @@ class Ledger:
     def commits(self) -> int:
         """Transactions committed so far (group commit makes it < writes)."""
         return self._commits.commits
+
+    def version(self) -> int:
+        """A number that differs from the previous call's once anyone committed to the ledger in between.
+
+        This process's writes and another's (``mu channels close``) alike:
+        SQLite's ``PRAGMA data_version`` on a connection that never writes,
+        a look at the WAL index, not a table read.
+        """
+        with self._version_lock:
+            return int(self._version_conn.execute("PRAGMA data_version").fetchone()[0])
 
     # -- reads ---------------------------------------------------------------
 
