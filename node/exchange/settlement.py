@@ -96,7 +96,7 @@ class SettlementWatcher:
             # wake-up looks at every payee channel once.
             threshold_reached = self.book.settle_due.is_set()
             self.book.settle_due = trio.Event()
-        version = self.ledger.version()
+        version = self.ledger.version()  # on this thread: a look at SQLite's WAL index, no table read
         if version != self._ledger_version:
             self._channels = await trio.to_thread.run_sync(
                 lambda: self.ledger.channels(states=(ChannelStatus.OPEN, ChannelStatus.CLOSING, ChannelStatus.REFUNDING)))

@@ -184,7 +184,7 @@ class Ledger:
         return self._commits.commits
 
     def version(self) -> int:
-        """A number that differs from the previous call's once anyone committed to the ledger in between.
+        """A number that changes whenever anyone commits to the ledger: two calls that agree saw no write between.
 
         This process's writes and another's (``mu channels close``) alike:
         SQLite's ``PRAGMA data_version`` on a connection that never writes,

@@ -14,7 +14,7 @@ import pytest
 from node.exchange import ChainView
 from node.exchange.settlement import SettlementConfig, SettlementWatcher
 from node.ledger import LEDGER_FILE, ChannelRecord, Ledger
-from protocol.payments import ChannelStatus
+from protocol.payments import ChannelStatus, Role
 from tests.helpers.chain import open_mu_chain
 from tests.helpers.exchange import open_fetcher, seed_chunks
 from tests.helpers.node import open_mu_node
@@ -102,3 +102,21 @@ async def test_a_pass_looks_only_at_what_changed(tmp_path: Path, monkeypatch: py
             await watcher.run_once()
             states = {record.channel_id: record.state for record in fetcher.ledger.channels()}
             assert set(states.values()) == {ChannelStatus.REFUNDED}
+
+
+def test_the_ledger_version_changes_on_any_commit(tmp_path: Path) -> None:
+    """The watcher's "has the ledger changed" (specs/payments.md §Settlement): a commit of its own
+    connections or of another's (another process: ``mu channels close``) changes it; reads do not."""
+    path = tmp_path / LEDGER_FILE
+    with Ledger.open(path) as ledger, Ledger.open(path) as other:
+        record = ChannelRecord(channel_id="ab" * 32, role=Role.PAYEE, peer="00" * 20, state=ChannelStatus.OPEN,
+                               capacity=25_000, total=0, payer_sig=None, funding_txid="cd" * 32, funding_vout=0,
+                               expiry=500, params=b"", opened_at=0.0, updated_at=0.0)
+        first = ledger.version()
+        assert ledger.channels() == [] and ledger.version() == first
+        ledger.add_channel(record)
+        second = ledger.version()
+        assert second != first
+        assert ledger.channels() == [record] and ledger.version() == second
+        other.set_channel_state(record.channel_id, ChannelStatus.CLOSING, now=1.0)
+        assert ledger.version() != second
