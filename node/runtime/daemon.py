@@ -87,6 +87,7 @@ class NodeConfig:
     gc_period: float = DEFAULTS.gc_period
     ui_bind: str = DEFAULTS.ui_bind  # the control API's and web app's address (specs/network.md §6 Security)
     upkeep: UpkeepConfig = field(default_factory=UpkeepConfig)  # audits, repair, renewal (specs/erasure.md §7.5)
+    offer_bytes: int = 0  # storage hosted for reciprocating peers (specs/payments.md §Service balance)
 
 
 @dataclass(slots=True)
@@ -154,6 +155,7 @@ async def _open_locked_node(config: NodeConfig, wall_clock: Callable[[], float])
                 min_capacity=config.min_capacity, expiry_window=config.expiry_window,
                 min_confirmations=config.min_confirmations, fee_rate=config.fee_rate,
                 payment_pubkey=payment_key.public_key.data, identity_key=identity.public_key,
+                offer=config.offer_bytes,
             ).signed(identity)
             chain = ChainView(rpc)
             book = PayeeBook(ledger=ledger, terms=terms, payee_key=payment_key, chain=chain)

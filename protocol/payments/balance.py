@@ -101,6 +101,16 @@ class BalanceTerms:
                                "disconnect_threshold must be at least payment_threshold + 2 x in_flight_limit")
 
 
+def in_balance_mode(our_offer: int, peer_offer: int) -> bool:
+    """True when two nodes keep a service balance instead of paying each request.
+
+    Both must offer storage to reciprocating peers (terms ``offer`` > 0;
+    terms without it offer 0): a node that offers nothing pays for
+    everything, as before (specs/payments.md §Service balance, "Balance mode").
+    """
+    return our_offer > 0 and peer_offer > 0
+
+
 def view_gap_bound(terms: BalanceTerms) -> int:
     """Most by which two peers' views of one balance differ (``net`` of one plus ``net`` of the other).
 
