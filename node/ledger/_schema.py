@@ -89,7 +89,22 @@ CREATE INDEX payments_peer ON payments (peer, direction);
 CREATE INDEX payments_channel ON payments (channel_id)
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+# Version 3: the service balance with each peer in balance mode (specs/payments.md §Service balance, "State"):
+# one row per peer, its cumulative sums; a new table, so older rows are untouched.
+_V3 = """
+CREATE TABLE balances (
+    peer           TEXT PRIMARY KEY,             -- peer node id, hex
+    given          INTEGER NOT NULL CHECK (given >= 0),           -- service we gave the peer, sats
+    taken          INTEGER NOT NULL CHECK (taken >= 0),           -- service the peer gave us
+    paid_out       INTEGER NOT NULL CHECK (paid_out >= 0),        -- sats we paid it through our channel
+    paid_in        INTEGER NOT NULL CHECK (paid_in >= 0),         -- sats it paid us
+    acked_given    INTEGER NOT NULL CHECK (acked_given BETWEEN 0 AND given),
+    acked_paid_out INTEGER NOT NULL CHECK (acked_paid_out BETWEEN 0 AND paid_out),
+    updated_at     REAL NOT NULL
+)
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -171,6 +171,17 @@ class BalanceAck:
         """``body || signature``, ``BALANCE_ACK_SIZE`` bytes."""
         return self.body() + self.signature
 
+    def to_wire(self) -> dict[str, object]:
+        """The BALANCE_ACK message's fields (specs/wire.md §6 Messages): ``ack`` bin120."""
+        return {"ack": self.serialize()}
+
+    @classmethod
+    def from_wire(cls, fields: object) -> BalanceAck:
+        """Read BALANCE_ACK's fields; BAD_BALANCE_ACK unless exactly ``ack``, a well-formed acknowledgement."""
+        if not isinstance(fields, dict) or set(fields) != {"ack"}:
+            raise BalanceError(BalanceErrorCode.BAD_BALANCE_ACK, "BALANCE_ACK has exactly one field, ack")
+        return cls.parse(fields["ack"])
+
     @classmethod
     def parse(cls, raw: bytes) -> BalanceAck:
         """Read ``serialize()``'s form; BAD_BALANCE_ACK unless exactly ``BALANCE_ACK_SIZE`` bytes."""

@@ -1,0 +1,328 @@
+"""The service balance in the exchange: the I/O around ``protocol.payments.balance``.
+
+Two nodes that both offer storage (terms ``offer`` > 0) are in balance mode
+with each other: their GET, PUT, renewal and charged audit requests carry no
+channel payment, and each side keeps one running balance of the service
+given and taken (specs/payments.md §Service balance).  ``BalanceBook`` holds
+our view of every such peer's balance (``PeerBalance``, the pure machine
+decides every step) and carries the steps out:
+
+- as the server (rule 1, ``serve``): the machine refuses past the disconnect
+  threshold or the in-flight limit, else ``given += price`` is on disk
+  before the caller serves;
+- as the requester (rule 2, ``request``): at most ``in_flight_limit`` of
+  requests outstanding; each answer is recorded (``taken += price``), then
+  acknowledged with a signed BALANCE_ACK;
+- acknowledgements received (rule 5) move ``acked_given``, and the first one
+  of a session resynchronises (rule 6) when no other session with the peer
+  is open (``received``); each side sends its own first on a new session
+  (``greet``).
+
+Writes of one peer's view go to disk one at a time, the whole view each
+time, so acknowledgements (which may be written lazily) ride along with
+the next step that must be durable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import trio
+
+from node.exchange._link import HostLink
+from node.exchange._window import Body
+from node.exchange._window import _send as send_request  # the session call of one request, shared with the paid window
+from node.ledger import Ledger, LedgerError
+from node.transport import RequestError, RequestRefused, Session
+from protocol.identity import Identity
+from protocol.payments import Kind, LocalPaymentError, Terms
+from protocol.payments.payee import price_of
+from protocol.payments.payer import Request
+from protocol.payments.balance import (BalanceAck, BalanceError, BalanceErrorCode, BalanceTerms, PeerBalance,
+                                       in_balance_mode)
+from protocol.wire import ChannelMessage, MessageType
+
+log = logging.getLogger("mu.balance")
+
+T = TypeVar("T")
+
+# Bound on the sessions whose mode and greeting are remembered; closed ones are dropped first.
+MAX_TRACKED_SESSIONS = 10_000
+# How often a request refused WINDOW_FULL is sent again: the acknowledgements
+# sent before it may still be on their way into the server's book (its
+# handler tasks run in any order), never more than a window of them.
+WINDOW_FULL_RETRIES = 8
+
+
+@dataclass(slots=True)
+class _Write:
+    """One write of a peer's view under way: every step up to ``upto`` is on disk once ``done`` is set."""
+
+    upto: int
+    done: trio.Event = field(default_factory=trio.Event)
+    error: Exception | None = None
+
+
+@dataclass(slots=True)
+class _Peer:
+    """Our view of one peer: the balance in memory, what of it is on disk, and our requests outstanding."""
+
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    balance: PeerBalance | None = None  # None: (re)load from the ledger
+    durable: PeerBalance | None = None  # the latest view on disk: what an acknowledgement may claim
+    version: int = 0  # steps taken in memory
+    written: int = 0  # steps on disk
+    failed_upto: int = -1  # steps lost with a failed write: their callers fail
+    writing: _Write | None = None
+    outstanding: int = 0  # value of our requests to the peer sent and not yet acknowledged
+    room: trio.Event = field(default_factory=trio.Event)  # set (and replaced) when ``outstanding`` drops
+
+
+class BalanceBook:
+    """Our service balances with the peers in balance mode (see the module docstring).
+
+    Args:
+        ledger: where each peer's view is recorded (table ``balances``).
+        identity: signs our acknowledgements.
+        offer: bytes we host for reciprocating peers; 0 keeps every peer paid as before.
+        terms: our thresholds (specs/payments.md §Service balance, "Definitions").
+    """
+
+    def __init__(self, *, ledger: Ledger, identity: Identity, offer: int,
+                 terms: BalanceTerms | None = None) -> None:
+        self.ledger = ledger
+        self.identity = identity
+        self.offer = offer
+        self.terms = terms if terms is not None else BalanceTerms()
+        self._peers: dict[bytes, _Peer] = {}
+        self._modes: dict[Session, bool] = {}
+        self._greeted: dict[Session, None] = {}
+        self._synced: dict[Session, None] = {}  # sessions whose peer's first acknowledgement we have had
+        self.acks_sent = 0  # for tests and benchmarks
+        self.acked = trio.Event()  # set (and replaced) whenever a peer's acknowledgement is taken in
+
+    # -- mode ------------------------------------------------------------------
+
+    def active(self, session: Session) -> bool:
+        """True when we and ``session``'s peer are in balance mode (both offer; its terms verified once)."""
+        mode = self._modes.get(session)
+        if mode is None:
+            mode = False
+            if self.offer > 0:
+                hello = session.peer_hello
+                try:
+                    mode = in_balance_mode(self.offer, Terms.from_wire(hello.terms, hello.identity_key).offer)
+                except LocalPaymentError:  # bad terms: the paid path refuses them
+                    mode = False
+            _remember(self._modes, session, mode)
+        return mode
+
+    def view(self, peer: bytes) -> PeerBalance | None:
+        """Our view of ``peer``'s balance in memory (None: not loaded since start)."""
+        slot = self._peers.get(peer)
+        return slot.balance if slot is not None else None
+
+    # -- server: rule 1 ----------------------------------------------------------
+
+    async def serve(self, session: Session, price: int) -> None:
+        """Charge ``session``'s peer ``price`` of service; return once it is on disk (serve only then).
+
+        Raises:
+            RequestRefused(DISCONNECT_THRESHOLD or WINDOW_FULL): not served, nothing recorded.
+            LedgerError, sqlite3.Error: the record failed; not served.
+        """
+        await self.greet(session)
+        if session not in self._synced:
+            # A peer that did not send its acknowledgement first has none to resynchronise from on
+            # this session: its later ones only acknowledge (rule 6 is for a session's first word).
+            _remember(self._synced, session, None)
+        peer = session.peer_node_id
+        slot = self._slot(peer)
+        async with slot.lock:
+            balance = await self._loaded(peer, slot)
+            try:
+                after = balance.serve(price, self.terms)
+            except BalanceError as exc:
+                log.info("refused %s: %s", peer.hex()[:12], exc)
+                raise RequestRefused(exc.code, str(exc)[:256]) from None  # type: ignore[arg-type]
+            version = self._step(slot, after)
+        await self._durable(peer, slot, version)
+
+    # -- requester: rule 2 -------------------------------------------------------
+
+    async def request(self, session: Session, reserve: int, send: Callable[[], Awaitable[T]],
+                      price_of: Callable[[T], int]) -> T:
+        """Send one request without payment, record what it was worth and acknowledge it.
+
+        ``reserve`` is the request's expected price: at most ``in_flight_limit``
+        of them are outstanding (sent and not yet acknowledged), so a server
+        applying the same limit never refuses WINDOW_FULL for long.
+        ``price_of`` prices the answer (a GET by the bytes it got).
+
+        Raises:
+            RequestError: the server refused (DISCONNECT_THRESHOLD: we owe it too much).
+            node.transport errors: the session failed; nothing is recorded.
+        """
+        peer = session.peer_node_id
+        slot = self._slot(peer)
+        while slot.outstanding > 0 and slot.outstanding + reserve > self.terms.in_flight_limit:
+            await slot.room.wait()
+        slot.outstanding += reserve
+        try:
+            for attempt in range(WINDOW_FULL_RETRIES + 1):
+                try:
+                    answer = await send()
+                    break
+                except RequestError as exc:
+                    if exc.code != BalanceErrorCode.WINDOW_FULL or attempt == WINDOW_FULL_RETRIES:
+                        raise
+            await self.take(session, price_of(answer))
+            return answer
+        finally:
+            slot.outstanding -= reserve
+            room, slot.room = slot.room, trio.Event()
+            room.set()
+
+    async def take(self, session: Session, price: int) -> None:
+        """Record service of ``price`` received from ``session``'s peer, then acknowledge it (rule 2)."""
+        peer = session.peer_node_id
+        slot = self._slot(peer)
+        async with slot.lock:
+            version = self._step(slot, (await self._loaded(peer, slot)).take(price))
+        await self._durable(peer, slot, version)
+        await self._send_ack(session, slot)
+
+    # -- acknowledgements: rules 5 and 6 -----------------------------------------
+
+    async def greet(self, session: Session) -> None:
+        """Send our acknowledgement first on a new session with a peer in balance mode (rule 6); once per session."""
+        if session in self._greeted or not self.active(session):
+            return
+        _remember(self._greeted, session, None)
+        slot = self._slot(session.peer_node_id)
+        async with slot.lock:
+            await self._loaded(session.peer_node_id, slot)
+        await self._send_ack(session, slot)
+
+    async def received(self, session: Session, fields: object) -> None:
+        """Take in the peer's BALANCE_ACK (rule 5; the session's first resynchronises, rule 6).
+
+        Raises:
+            BalanceError(BAD_BALANCE_ACK): malformed, not the session peer's,
+            badly signed, above what we gave or paid or below an earlier one;
+            nothing changes (the caller drops the session).
+        """
+        peer = session.peer_node_id
+        ack = BalanceAck.from_wire(fields)
+        if ack.signer != peer or ack.peer != self.identity.node_id:
+            raise BalanceError(BalanceErrorCode.BAD_BALANCE_ACK, "acknowledgement of another pair of nodes")
+        if not ack.verify(session.peer_hello.identity_key):
+            raise BalanceError(BalanceErrorCode.BAD_BALANCE_ACK, "acknowledgement signature does not verify")
+        first = session not in self._synced
+        slot = self._slot(peer)
+        async with slot.lock:
+            balance = await self._loaded(peer, slot)
+            # With another session to the peer open, service may be in flight on it: only a
+            # session alone with the peer starts from the peer's acknowledgement (nothing in flight).
+            alone = not any(other is not session and other.is_open and other.peer_node_id == peer
+                            for other in self._synced)
+            after = balance.resync(ack) if first and alone else balance.acknowledge(ack)
+            self._step(slot, after, durable=False)  # may be written lazily (§Service balance, "State")
+        _remember(self._synced, session, None)
+        acked, self.acked = self.acked, trio.Event()
+        acked.set()
+        if first:
+            await self.greet(session)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _slot(self, peer: bytes) -> _Peer:
+        slot = self._peers.get(peer)
+        if slot is None:
+            slot = self._peers[peer] = _Peer()
+        return slot
+
+    async def _loaded(self, peer: bytes, slot: _Peer) -> PeerBalance:
+        """The peer's view in memory, read from the ledger first if needed (hold ``slot.lock``)."""
+        if slot.balance is None:
+            stored = await trio.to_thread.run_sync(self.ledger.balance, peer.hex())
+            slot.balance = stored
+            if slot.durable is None:
+                slot.durable = stored
+        return slot.balance
+
+    @staticmethod
+    def _step(slot: _Peer, after: PeerBalance, *, durable: bool = True) -> int:
+        """Adopt ``after`` in memory; the version to wait for on disk."""
+        slot.balance = after
+        slot.version += 1
+        return slot.version if durable else slot.written
+
+    async def _durable(self, peer: bytes, slot: _Peer, version: int) -> None:
+        """Return once step ``version`` of ``peer``'s view is on disk (writing it if no write is under way).
+
+        Raises:
+            the ledger's error when the write carrying ``version`` failed (the
+            view then reloads from the ledger: what was not written never was).
+        """
+        while slot.written < version:
+            if version <= slot.failed_upto:
+                raise LedgerError("the balance write of this step failed")
+            underway = slot.writing
+            if underway is not None:
+                await underway.done.wait()
+                if underway.error is not None and version <= underway.upto:
+                    raise underway.error
+                continue
+            snapshot = slot.balance
+            if snapshot is None:
+                raise LedgerError("the balance write of this step failed")
+            write = slot.writing = _Write(upto=slot.version)
+            try:
+                await trio.to_thread.run_sync(self.ledger.record_balance, peer.hex(), snapshot)
+                slot.written, slot.durable = write.upto, snapshot
+            except Exception as exc:  # nothing of it is on disk: forget what was not written
+                write.error = exc
+                slot.failed_upto, slot.balance = write.upto, None
+                raise
+            finally:
+                slot.writing = None
+                write.done.set()
+
+    async def _send_ack(self, session: Session, slot: _Peer) -> None:
+        """Acknowledge what of the peer's service and payments is on disk (never more)."""
+        durable = slot.durable if slot.durable is not None else PeerBalance()
+        ack = BalanceAck.sign(self.identity, peer=session.peer_node_id, service_received=durable.taken,
+                              payment_received=durable.paid_in)
+        await session.notify(ChannelMessage(request_id=0, type=MessageType.BALANCE_ACK, fields=ack.to_wire()))
+        self.acks_sent += 1
+
+
+async def balanced_request(book: BalanceBook, link: HostLink, kind: Kind, chunk: bytes, size: int,
+                           data: Body) -> bytes | bool:
+    """One GET, PUT, renewal or charged audit to a host in balance mode: no payment, the balance keeps it.
+
+    Priced by the host's terms as the host prices it: a GET by the bytes it
+    sent, the others by the size asked (specs/payments.md §Service balance).
+    """
+    terms = link.terms
+    request = Request(kind=kind, chunk=chunk, price=price_of(terms, kind, size))
+
+    def priced(answer: bytes | bool) -> int:
+        return price_of(terms, kind, len(answer)) if kind is Kind.GET and isinstance(answer, bytes) else request.price
+
+    return await book.request(link.session, request.price, lambda: send_request(link, request, data, None, None),
+                              priced)
+
+
+def _remember(table: dict[Session, T], session: Session, value: T) -> None:
+    """Add ``session`` to a bounded table, dropping closed sessions (then the oldest) past the bound."""
+    if len(table) >= MAX_TRACKED_SESSIONS:
+        for old in [s for s in table if not s.is_open]:
+            del table[old]
+        while len(table) >= MAX_TRACKED_SESSIONS:
+            del table[next(iter(table))]
+    table[session] = value

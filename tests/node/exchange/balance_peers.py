@@ -1,0 +1,101 @@
+"""In-process nodes for service balance tests: real transports on loopback, real SQLite ledgers and stores.
+
+Each ``BalancePeer`` is what ``open_node`` assembles for the exchange
+(terms with an ``offer``, ``PayeeBook``, ``BalanceBook``, ``Payer``,
+``PaidChunkServer``), without a chain: peers in balance mode never look a
+channel up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node.exchange import BalanceBook, ChainView, HostLink, PaidChunkServer, PayeeBook, Payer
+from node.ledger import Ledger
+from node.store import ChunkStore
+from node.transport import Transport, open_transport
+from protocol.bitcoin import PrivateKey
+from protocol.identity import Identity
+from protocol.payments import Terms
+from protocol.payments.balance import BalanceTerms, PeerBalance
+
+# Small thresholds: a test crosses them in a few dozen requests of 64 KiB.
+TEST_TERMS = BalanceTerms(payment_threshold=200, in_flight_limit=100, disconnect_threshold=400)
+CHUNK_SIZE = 64 * 1024  # 19 sats per PUT at 300 sats per MiB, 7 per GET at 100
+
+
+class NoChain:
+    """A chain backend nobody may ask: balance mode needs no channel."""
+
+    async def call(self, method: str, *params: Any) -> Any:
+        raise AssertionError(f"no chain call expected ({method})")
+
+
+@dataclass
+class BalancePeer:
+    identity: Identity
+    ledger: Ledger
+    store: ChunkStore
+    balance: BalanceBook
+    payer: Payer
+    server: PaidChunkServer
+    transport: Transport
+
+    @property
+    def node_id(self) -> bytes:
+        return self.identity.node_id
+
+    async def link(self, other: BalancePeer) -> HostLink:
+        session = await self.transport.connect(other.node_id, "127.0.0.1", other.transport.port)
+        return await self.payer.link(session)
+
+    def view(self, other: BalancePeer) -> PeerBalance:
+        """Our view of ``other``'s balance as recorded in the ledger."""
+        return self.ledger.balance(other.node_id.hex())
+
+
+def random_chunk(size: int = CHUNK_SIZE) -> tuple[bytes, bytes]:
+    data = os.urandom(size)
+    return hashlib.sha256(data).digest(), data
+
+
+@asynccontextmanager
+async def open_balance_peer(root: Path, name: str, *, offer: int,
+                            terms: BalanceTerms = TEST_TERMS) -> AsyncIterator[BalancePeer]:
+    root.mkdir(parents=True, exist_ok=True)
+    identity = Identity(hashlib.sha256(b"balance-peer:" + name.encode()).digest())
+    payee_key = PrivateKey.from_seed(b"balance-payee:" + name.encode())
+    signed = Terms(price_per_mib_get=100, price_per_mib_put=300, retention_seconds=86_400, free_allowance=0,
+                   min_capacity=10_000, expiry_window=36, min_confirmations=1, fee_rate=2,
+                   payment_pubkey=payee_key.public_key.data, identity_key=identity.public_key,
+                   offer=offer).signed(identity)
+    with Ledger.open(root / "ledger.sqlite3") as ledger, ChunkStore(root / "store") as store:
+        book = PayeeBook(ledger=ledger, terms=signed, payee_key=payee_key, chain=ChainView(NoChain()))
+        balance = BalanceBook(ledger=ledger, identity=identity, offer=offer, terms=terms)
+        payer = Payer(ledger=ledger, key=PrivateKey.from_seed(b"balance-payer:" + name.encode()),
+                      max_price_per_mib_get=1_000, max_price_per_mib_put=3_000, balance=balance)
+        server = PaidChunkServer(store, book, balance=balance)
+        async with open_transport(identity, server, payment_key=payee_key.public_key.data,
+                                  terms=signed.to_wire()) as transport:
+            yield BalancePeer(identity=identity, ledger=ledger, store=store, balance=balance, payer=payer,
+                              server=server, transport=transport)
+
+
+async def settled(*peers: BalancePeer) -> None:
+    """Wait until every peer's view has the other's acknowledgement of everything it gave."""
+    with trio.fail_after(10):
+        for me in peers:
+            for other in peers:
+                while other is not me:
+                    view = me.balance.view(other.node_id)
+                    if view is None or view.acked_given == view.given:
+                        break
+                    await me.balance.acked.wait()

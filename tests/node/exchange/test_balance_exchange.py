@@ -1,0 +1,136 @@
+"""The service balance in the exchange (specs/payments.md §Service balance), in process over loopback.
+
+Two nodes that both offer storage serve each other without channel
+payments: each request raises the server's ``given`` before it is served,
+the requester records ``taken`` and acknowledges it; their views agree once
+the acknowledgements land.  A node that does not offer is paid as before,
+and a peer that takes and never gives back is refused at the disconnect
+threshold.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from node.transport import RequestError
+from protocol.payments import MIB, PaymentError, PaymentErrorCode, chunk_price
+from protocol.payments.balance import BalanceAck, BalanceErrorCode
+from protocol.wire import ChannelMessage, MessageType, PutChunk
+from tests.node.exchange.balance_peers import (CHUNK_SIZE, TEST_TERMS, BalancePeer, open_balance_peer, random_chunk,
+                                               settled)
+
+OFFER = 10 * 10**9
+PUT_PRICE = chunk_price(CHUNK_SIZE, 300)
+GET_PRICE = chunk_price(CHUNK_SIZE, 100)
+
+
+async def put_many(me: BalancePeer, host: BalancePeer, count: int) -> list[bytes]:
+    link = await me.link(host)
+    addresses = []
+    for _ in range(count):
+        address, data = random_chunk()
+        assert await me.payer.put(link, address, data)
+        addresses.append(address)
+    return addresses
+
+
+def assert_views_agree(a: BalancePeer, b: BalancePeer) -> None:
+    view_a, view_b = a.balance.view(b.node_id), b.balance.view(a.node_id)
+    assert view_a is not None and view_b is not None
+    assert view_a.net == -view_b.net
+    assert (view_a.given, view_a.taken) == (view_b.taken, view_b.given)
+    # What is on disk is what is in memory, but for acknowledgements (written lazily).
+    for me, other, view in ((a, b, view_a), (b, a, view_b)):
+        stored = me.view(other)
+        assert (stored.given, stored.taken, stored.paid_in, stored.paid_out) == (
+            view.given, view.taken, view.paid_in, view.paid_out)
+
+
+async def test_equal_service_both_ways_needs_no_payment(tmp_path: Path) -> None:
+    async with open_balance_peer(tmp_path / "a", "a", offer=OFFER) as a, \
+            open_balance_peer(tmp_path / "b", "b", offer=OFFER) as b:
+        async with trio.open_nursery() as nursery:  # both ways at once
+            nursery.start_soon(put_many, a, b, 12)
+            nursery.start_soon(put_many, b, a, 12)
+        await settled(a, b)
+        assert_views_agree(a, b)
+        view = a.balance.view(b.node_id)
+        assert view is not None and view.given == view.taken == 12 * PUT_PRICE and view.net == 0
+        assert abs(view.net) < TEST_TERMS.payment_threshold
+        for peer in (a, b):
+            assert peer.ledger.payments() == [] and peer.ledger.channels() == []  # no channel, no payment
+            assert len(peer.store) == 12
+            assert peer.balance.acks_sent >= 12
+
+
+async def test_unequal_service_stays_within_the_threshold_and_views_agree(tmp_path: Path) -> None:
+    async with open_balance_peer(tmp_path / "a", "a", offer=OFFER) as a, \
+            open_balance_peer(tmp_path / "b", "b", offer=OFFER) as b:
+        addresses = await put_many(a, b, 5)
+        link = await a.link(b)
+        for address in addresses:  # and fetch them back: GETs are service too
+            assert len(await a.payer.get(link, address)) == CHUNK_SIZE
+        await settled(a, b)
+        assert_views_agree(a, b)
+        view = b.balance.view(a.node_id)
+        assert view is not None and view.net == 5 * (PUT_PRICE + GET_PRICE) == view.given
+
+
+async def test_a_taker_that_never_gives_back_is_refused_at_the_disconnect_threshold(tmp_path: Path) -> None:
+    async with open_balance_peer(tmp_path / "a", "a", offer=OFFER) as a, \
+            open_balance_peer(tmp_path / "b", "b", offer=OFFER) as b:
+        link = await a.link(b)
+        served = 0
+        with pytest.raises(RequestError) as caught:
+            for _ in range(TEST_TERMS.disconnect_threshold // PUT_PRICE + 2):
+                address, data = random_chunk()
+                await a.payer.put(link, address, data)
+                served += 1
+        assert caught.value.code == BalanceErrorCode.DISCONNECT_THRESHOLD
+        assert served == TEST_TERMS.disconnect_threshold // PUT_PRICE  # served up to the threshold, not past it
+        view = b.balance.view(a.node_id)
+        assert view is not None and view.net == served * PUT_PRICE <= TEST_TERMS.disconnect_threshold
+        assert len(b.store) == served and b.ledger.payments() == []
+
+
+async def test_a_peer_that_never_acknowledges_is_refused_at_the_in_flight_limit(tmp_path: Path) -> None:
+    async with open_balance_peer(tmp_path / "a", "a", offer=OFFER) as a, \
+            open_balance_peer(tmp_path / "b", "b", offer=OFFER) as b:
+        session = await a.transport.connect(b.node_id, "127.0.0.1", b.transport.port)
+        served = 0
+        with pytest.raises(RequestError) as caught:
+            for _ in range(TEST_TERMS.in_flight_limit // PUT_PRICE + 2):
+                address, data = random_chunk()
+                await session.request(PutChunk(request_id=0, address=address, data=data))  # no payment, no ack
+                served += 1
+        assert caught.value.code == BalanceErrorCode.WINDOW_FULL
+        assert served == TEST_TERMS.in_flight_limit // PUT_PRICE
+
+
+async def test_a_forged_acknowledgement_drops_the_session_and_changes_nothing(tmp_path: Path) -> None:
+    async with open_balance_peer(tmp_path / "a", "a", offer=OFFER) as a, \
+            open_balance_peer(tmp_path / "b", "b", offer=OFFER) as b:
+        await put_many(a, b, 2)
+        await settled(a, b)
+        before = b.balance.view(a.node_id)
+        session = await a.transport.connect(b.node_id, "127.0.0.1", b.transport.port)
+        # Claims A received service B never gave: above B's given.
+        lying = BalanceAck.sign(a.identity, peer=b.node_id, service_received=10**6, payment_received=0)
+        await session.notify(ChannelMessage(request_id=0, type=MessageType.BALANCE_ACK, fields=lying.to_wire()))
+        with trio.fail_after(10):
+            await session.wait_closed()
+        assert b.balance.view(a.node_id) == before
+
+
+async def test_a_node_that_offers_nothing_is_paid_as_before(tmp_path: Path) -> None:
+    async with open_balance_peer(tmp_path / "a", "a", offer=0) as a, \
+            open_balance_peer(tmp_path / "b", "b", offer=OFFER) as b:
+        link = await a.link(b)
+        address, data = random_chunk(MIB)
+        with pytest.raises(PaymentError) as caught:  # no allowance, no channel: the paid path asks for sats
+            await a.payer.put(link, address, data)
+        assert caught.value.code == PaymentErrorCode.INSUFFICIENT_PAYMENT
+        assert b.balance.view(a.node_id) is None and a.balance.acks_sent == b.balance.acks_sent == 0
