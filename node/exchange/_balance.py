@@ -35,10 +35,12 @@ import trio
 from node.exchange._link import HostLink
 from node.exchange._window import Body
 from node.exchange._window import _send as send_request  # the session call of one request, shared with the paid window
-from node.ledger import Ledger, LedgerError
+from node.ledger import Ledger, LedgerError, PaymentEntry
 from node.transport import RequestError, RequestRefused, Session
 from protocol.identity import Identity
-from protocol.payments import Kind, LocalPaymentError, Terms
+from node.exchange._payee import PayeeBook
+from protocol.payments import Direction, Kind, LocalPaymentError, PaymentError, Terms
+from protocol.payments.messages import Payment
 from protocol.payments.payee import price_of
 from protocol.payments.payer import Request
 from protocol.payments.balance import (BalanceAck, BalanceError, BalanceErrorCode, BalanceTerms, PeerBalance,
@@ -207,8 +209,11 @@ class BalanceBook:
             await self._loaded(session.peer_node_id, slot)
         await self._send_ack(session, slot)
 
-    async def received(self, session: Session, fields: object) -> None:
+    async def received(self, session: Session, fields: object) -> object:
         """Take in the peer's BALANCE_ACK (rule 5; the session's first resynchronises, rule 6).
+
+        Returns the payment it carries (None: none), for the caller to
+        charge through the channel and then report with ``paid``.
 
         Raises:
             BalanceError(BAD_BALANCE_ACK): malformed, not the session peer's,
@@ -216,7 +221,7 @@ class BalanceBook:
             nothing changes (the caller drops the session).
         """
         peer = session.peer_node_id
-        ack = BalanceAck.from_wire(fields)
+        ack, payment = BalanceAck.from_wire(fields)
         if ack.signer != peer or ack.peer != self.identity.node_id:
             raise BalanceError(BalanceErrorCode.BAD_BALANCE_ACK, "acknowledgement of another pair of nodes")
         if not ack.verify(session.peer_hello.identity_key):
@@ -236,6 +241,51 @@ class BalanceBook:
         acked.set()
         if first:
             await self.greet(session)
+        return payment
+
+    async def paid(self, session: Session, amount: int) -> None:
+        """Record ``amount`` sats the peer paid us through its channel (on disk already), then acknowledge (rule 4)."""
+        if amount == 0:
+            return
+        peer = session.peer_node_id
+        slot = self._slot(peer)
+        async with slot.lock:
+            version = self._step(slot, (await self._loaded(peer, slot)).receive_payment(amount))
+        await self._durable(peer, slot, version)
+        await self._send_ack(session, slot)
+
+    # -- payer: rule 3 -----------------------------------------------------------
+
+    async def settle(self, link: HostLink) -> int:
+        """Pay the host what we owe it once that reaches the payment threshold (rule 3); the sats paid.
+
+        The payment goes with our acknowledgement (BALANCE_ACK ``payment``),
+        once ``paid_out`` and our payment record are on disk; the host's
+        acknowledgement of it allows the next.
+
+        Raises:
+            RemotePaymentError(INSUFFICIENT_PAYMENT): we owe and have no channel (``owed``: what we owe).
+            PaymentError(TOTAL_OVER_CAPACITY): the channel cannot carry it.
+        """
+        peer = link.host
+        slot = self._slot(peer)
+        async with link.turn:  # no paid request of the link signs meanwhile
+            async with slot.lock:
+                balance = await self._loaded(peer, slot)
+                due = balance.payment_due(self.terms)
+                if due == 0:
+                    return 0
+                payment = link.machine.settle_balance(due)
+                version = self._step(slot, balance.pay(due))
+            record = link.journal.add(PaymentEntry(
+                peer=peer.hex(), direction=Direction.OUT, kind=Kind.SETTLE, chunk=settle_id(payment.total).hex(),
+                price=0, amount=due, channel_id=str(payment.channel), total=payment.total, payer_sig=payment.sig))
+            await self._durable(peer, slot, version)
+            await link.journal.written(record)
+        await self._send_ack(link.session, slot, payment.to_wire())
+        log.info("paid %s the %d sats we owed it (channel %s, total %d)", peer.hex()[:12], due, payment.channel,
+                 payment.total)
+        return due
 
     # -- internals ---------------------------------------------------------------
 
@@ -292,12 +342,13 @@ class BalanceBook:
                 slot.writing = None
                 write.done.set()
 
-    async def _send_ack(self, session: Session, slot: _Peer) -> None:
-        """Acknowledge what of the peer's service and payments is on disk (never more)."""
+    async def _send_ack(self, session: Session, slot: _Peer, payment: object = None) -> None:
+        """Acknowledge what of the peer's service and payments is on disk (never more), with ``payment`` if any."""
         durable = slot.durable if slot.durable is not None else PeerBalance()
         ack = BalanceAck.sign(self.identity, peer=session.peer_node_id, service_received=durable.taken,
                               payment_received=durable.paid_in)
-        await session.notify(ChannelMessage(request_id=0, type=MessageType.BALANCE_ACK, fields=ack.to_wire()))
+        await session.notify(ChannelMessage(request_id=0, type=MessageType.BALANCE_ACK,
+                                            fields=ack.to_wire(payment)))
         self.acks_sent += 1
 
 
@@ -314,8 +365,15 @@ async def balanced_request(book: BalanceBook, link: HostLink, kind: Kind, chunk:
     def priced(answer: bytes | bool) -> int:
         return price_of(terms, kind, len(answer)) if kind is Kind.GET and isinstance(answer, bytes) else request.price
 
-    return await book.request(link.session, request.price, lambda: send_request(link, request, data, None, None),
-                              priced)
+    answer = await book.request(link.session, request.price, lambda: send_request(link, request, data, None, None),
+                                priced)
+    await book.settle(link)
+    return answer
+
+
+def settle_id(total: int) -> bytes:
+    """The 32-byte name of a balance payment in the ledgers: its channel total (unique per channel)."""
+    return total.to_bytes(32, "big")
 
 
 def _remember(table: dict[Session, T], session: Session, value: T) -> None:
@@ -326,3 +384,24 @@ def _remember(table: dict[Session, T], session: Session, value: T) -> None:
         while len(table) >= MAX_TRACKED_SESSIONS:
             del table[next(iter(table))]
     table[session] = value
+
+
+async def settle_balance(session: Session, message: ChannelMessage, balance: BalanceBook, payee: PayeeBook) -> None:
+    """Take in a BALANCE_ACK as its receiver (specs/payments.md §Service balance, rules 4 to 6).
+
+    Its payment, if any, is charged through the channel as kind settle
+    (recorded like any payment, so channel closes and paid == earned hold),
+    then counted in the balance and acknowledged.  A bad acknowledgement or
+    a refused payment drops the session (``BAD_BALANCE_ACK``): the peer's
+    next session resynchronises, and takes back a payment never recorded.
+    """
+    peer = session.peer_node_id
+    try:
+        payment = await balance.received(session, message.fields)
+        if payment is not None:
+            total = Payment.from_wire(payment).total
+            increment = await payee.charge(peer, kind=Kind.SETTLE, chunk=settle_id(total), size=0, payment=payment)
+            await balance.paid(session, increment)
+    except (BalanceError, PaymentError) as exc:
+        log.warning("dropping the session with %s: %s %s", peer.hex()[:12], exc.code.name, exc)
+        session.close()

@@ -20,13 +20,12 @@ from collections.abc import Callable
 
 import trio
 
-from node.exchange._balance import BalanceBook
+from node.exchange._balance import BalanceBook, settle_balance
 from node.exchange._payee import PayeeBook
 from node.store import ChunkCorrupt, ChunkNotFound, ChunkStore, StoreFull
 from node.transport import RequestRefused, Session
 from node.transport import ChunkServer
 from protocol.payments import Kind, LocalPaymentError
-from protocol.payments.balance import BalanceError
 from protocol.payments.messages import OpenChannel, channel_request
 from protocol.erasure import AuditChallenge, audit_answer
 from protocol.wire import (
@@ -194,12 +193,8 @@ class PaidChunkServer:
         peer = session.peer_node_id
         if message.response:
             raise RequestRefused(ErrorCode.UNEXPECTED_MESSAGE, "unsolicited channel reply")
-        if message.type == MessageType.BALANCE_ACK and self._balanced(session):
-            try:  # one-way: never answered (specs/payments.md §Service balance, "Balance acknowledgement")
-                await self.balance.received(session, message.fields)  # type: ignore[union-attr]
-            except BalanceError as exc:
-                log.warning("dropping the session with %s: %s %s", peer.hex()[:12], exc.code.name, exc)
-                session.close()
+        if message.type == MessageType.BALANCE_ACK and self.balance is not None and self._balanced(session):
+            await settle_balance(session, message, self.balance, self.book)  # one-way: never answered
             return None
         if message.type == MessageType.OPEN_CHANNEL:
             state = await self.book.open_channel(peer, OpenChannel.from_wire(message.fields))

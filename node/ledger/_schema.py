@@ -90,8 +90,26 @@ CREATE INDEX payments_channel ON payments (channel_id)
 """
 
 # Version 3: the service balance with each peer in balance mode (specs/payments.md §Service balance, "State"):
-# one row per peer, its cumulative sums; a new table, so older rows are untouched.
+# one row per peer, its cumulative sums; and a payment's kind may be 'settle' (a balance's imbalance paid),
+# the payments table copied as in version 2, ids kept.
 _V3 = """
+CREATE TABLE payments_v3 (
+    id             INTEGER PRIMARY KEY,
+    peer           TEXT NOT NULL,
+    direction      TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    kind           TEXT NOT NULL CHECK (kind IN ('get', 'put', 'audit', 'renew', 'settle')),
+    chunk          TEXT NOT NULL,             -- chunk address, hex (an audit's nonce, a renewal's id, a settle's total)
+    price          INTEGER NOT NULL CHECK (price >= 0),
+    amount         INTEGER NOT NULL CHECK (amount >= 0),
+    channel_id     TEXT REFERENCES channels (channel_id),
+    total          INTEGER,                   -- channel total after this payment
+    at             REAL NOT NULL
+);
+INSERT INTO payments_v3 SELECT id, peer, direction, kind, chunk, price, amount, channel_id, total, at FROM payments;
+DROP TABLE payments;
+ALTER TABLE payments_v3 RENAME TO payments;
+CREATE INDEX payments_peer ON payments (peer, direction);
+CREATE INDEX payments_channel ON payments (channel_id);
 CREATE TABLE balances (
     peer           TEXT PRIMARY KEY,             -- peer node id, hex
     given          INTEGER NOT NULL CHECK (given >= 0),           -- service we gave the peer, sats

@@ -171,16 +171,26 @@ class BalanceAck:
         """``body || signature``, ``BALANCE_ACK_SIZE`` bytes."""
         return self.body() + self.signature
 
-    def to_wire(self) -> dict[str, object]:
-        """The BALANCE_ACK message's fields (specs/wire.md §6 Messages): ``ack`` bin120."""
-        return {"ack": self.serialize()}
+    def to_wire(self, payment: object = None) -> dict[str, object]:
+        """The BALANCE_ACK message's fields (specs/wire.md §6 Messages): ``ack`` bin120 and, when the
+        sender settles its debt (rule 3), ``payment`` (a channel payment as GET_CHUNK's)."""
+        fields: dict[str, object] = {"ack": self.serialize()}
+        if payment is not None:
+            fields["payment"] = payment
+        return fields
 
     @classmethod
-    def from_wire(cls, fields: object) -> BalanceAck:
-        """Read BALANCE_ACK's fields; BAD_BALANCE_ACK unless exactly ``ack``, a well-formed acknowledgement."""
-        if not isinstance(fields, dict) or set(fields) != {"ack"}:
-            raise BalanceError(BalanceErrorCode.BAD_BALANCE_ACK, "BALANCE_ACK has exactly one field, ack")
-        return cls.parse(fields["ack"])
+    def from_wire(cls, fields: object) -> tuple[BalanceAck, object]:
+        """Read BALANCE_ACK's fields: the acknowledgement and the payment (None when absent).
+
+        Raises:
+            BalanceError(BAD_BALANCE_ACK): other fields, or a malformed acknowledgement.
+        """
+        if not isinstance(fields, dict) or not {"ack"} <= set(fields) <= {"ack", "payment"}:
+            raise BalanceError(BalanceErrorCode.BAD_BALANCE_ACK, "BALANCE_ACK has the fields ack and payment only")
+        if "payment" in fields and fields["payment"] is None:
+            raise BalanceError(BalanceErrorCode.BAD_BALANCE_ACK, "an absent payment is left out")
+        return cls.parse(fields["ack"]), fields.get("payment")
 
     @classmethod
     def parse(cls, raw: bytes) -> BalanceAck:

@@ -291,6 +291,32 @@ class PayerLink:
         self.paid += signed
         return Payment(channel=self.channel_id, total=commitment.total, sig=commitment.signature), signed, True
 
+    def settle_balance(self, amount: int) -> Payment:
+        """Sign a payment of exactly ``amount`` above our signed total: a service balance's imbalance.
+
+        Rule 3 of specs/payments.md §Service balance: the balance, not the
+        account mirror, says what is owed, so the increment is ``amount`` to
+        the sat.  Only between paid requests (none in flight).
+
+        Raises:
+            RemotePaymentError(INSUFFICIENT_PAYMENT): no channel open (``owed`` is ``amount``).
+            PaymentError(TOTAL_OVER_CAPACITY): the channel cannot carry it; nothing signed.
+            ValueError: ``amount`` is not positive, or paid requests are in flight.
+        """
+        if type(amount) is not int or amount <= 0 or self.inflight:
+            raise ValueError("a balance payment is a positive amount, with no paid request in flight")
+        if self.channel is None or self.channel_id is None:
+            raise RemotePaymentError(PaymentErrorCode.INSUFFICIENT_PAYMENT, "balance owed but no channel open",
+                                     owed=amount)
+        try:
+            commitment = self.channel.pay(amount)
+        except ChannelExhaustedError as exc:
+            raise PaymentError(PaymentErrorCode.TOTAL_OVER_CAPACITY, f"channel used up: {exc}") from None
+        self.last_sig, self._ahead = commitment.signature, None
+        self.acknowledged = self.projected = commitment.total
+        self.paid += amount
+        return Payment(channel=self.channel_id, total=commitment.total, sig=commitment.signature)
+
     def sign_ahead(self, total: int) -> None:
         """Sign the payment for ``total`` now, for the next request to use if it owes exactly that."""
         channel = self.channel

@@ -2,8 +2,8 @@
 
 Each ``BalancePeer`` is what ``open_node`` assembles for the exchange
 (terms with an ``offer``, ``PayeeBook``, ``BalanceBook``, ``Payer``,
-``PaidChunkServer``), without a chain: peers in balance mode never look a
-channel up.
+``PaidChunkServer``), with a chain that only tells its tip: channels are
+recorded in both ledgers as if funded (``open_channel``).
 """
 
 from __future__ import annotations
@@ -19,29 +19,36 @@ from typing import Any
 import trio
 
 from node.exchange import BalanceBook, ChainView, HostLink, PaidChunkServer, PayeeBook, Payer
-from node.ledger import Ledger
+from node.exchange._channels import params_to_blob
+from node.ledger import ChannelRecord, Ledger
 from node.store import ChunkStore
 from node.transport import Transport, open_transport
-from protocol.bitcoin import PrivateKey
+from protocol.bitcoin import OutPoint, PrivateKey
+from protocol.bitcoin.channel import ChannelParams
 from protocol.identity import Identity
-from protocol.payments import Terms
+from protocol.payments import ChannelStatus, Role, Terms
+from protocol.payments.messages import ChannelId
 from protocol.payments.balance import BalanceTerms, PeerBalance
 
 # Small thresholds: a test crosses them in a few dozen requests of 64 KiB.
 TEST_TERMS = BalanceTerms(payment_threshold=200, in_flight_limit=100, disconnect_threshold=400)
 CHUNK_SIZE = 64 * 1024  # 19 sats per PUT at 300 sats per MiB, 7 per GET at 100
+CHANNEL_EXPIRY = 10_000  # blocks: the test chain's tip is 500
 
 
-class NoChain:
-    """A chain backend nobody may ask: balance mode needs no channel."""
+class Chain:
+    """The chain backend's tip, far below the test channels' deadline (nothing else is asked)."""
 
     async def call(self, method: str, *params: Any) -> Any:
-        raise AssertionError(f"no chain call expected ({method})")
+        assert method == "getblockcount"
+        return 500
 
 
 @dataclass
 class BalancePeer:
     identity: Identity
+    payer_key: PrivateKey
+    payee_key: PrivateKey
     ledger: Ledger
     store: ChunkStore
     balance: BalanceBook
@@ -78,15 +85,30 @@ async def open_balance_peer(root: Path, name: str, *, offer: int,
                    payment_pubkey=payee_key.public_key.data, identity_key=identity.public_key,
                    offer=offer).signed(identity)
     with Ledger.open(root / "ledger.sqlite3") as ledger, ChunkStore(root / "store") as store:
-        book = PayeeBook(ledger=ledger, terms=signed, payee_key=payee_key, chain=ChainView(NoChain()))
+        book = PayeeBook(ledger=ledger, terms=signed, payee_key=payee_key, chain=ChainView(Chain()))
         balance = BalanceBook(ledger=ledger, identity=identity, offer=offer, terms=terms)
-        payer = Payer(ledger=ledger, key=PrivateKey.from_seed(b"balance-payer:" + name.encode()),
+        payer_key = PrivateKey.from_seed(b"balance-payer:" + name.encode())
+        payer = Payer(ledger=ledger, key=payer_key,
                       max_price_per_mib_get=1_000, max_price_per_mib_put=3_000, balance=balance)
         server = PaidChunkServer(store, book, balance=balance)
         async with open_transport(identity, server, payment_key=payee_key.public_key.data,
                                   terms=signed.to_wire()) as transport:
-            yield BalancePeer(identity=identity, ledger=ledger, store=store, balance=balance, payer=payer,
+            yield BalancePeer(identity=identity, payer_key=payer_key, payee_key=payee_key, ledger=ledger, store=store, balance=balance, payer=payer,
                               server=server, transport=transport)
+
+
+def open_channel(payer: BalancePeer, payee: BalancePeer, *, capacity: int = 100_000) -> ChannelId:
+    """Record an open channel from ``payer`` to ``payee`` in both ledgers, as if funded and announced."""
+    channel = ChannelId(hashlib.sha256(payer.node_id + payee.node_id).digest(), 0)
+    params = ChannelParams(funding_outpoint=OutPoint(channel.txid, channel.vout), capacity=capacity,
+                           payer=payer.payer_key.public_key, payee=payee.payee_key.public_key,
+                           expiry_height=CHANNEL_EXPIRY, fee_rate=2)
+    for ledger, role, peer in ((payer.ledger, Role.PAYER, payee), (payee.ledger, Role.PAYEE, payer)):
+        ledger.add_channel(ChannelRecord(
+            channel_id=str(channel), role=role, peer=peer.node_id.hex(), state=ChannelStatus.OPEN, capacity=capacity,
+            total=0, payer_sig=None, funding_txid=channel.txid[::-1].hex(), funding_vout=channel.vout,
+            expiry=CHANNEL_EXPIRY, params=params_to_blob(params), opened_at=0.0, updated_at=0.0))
+    return channel
 
 
 async def settled(*peers: BalancePeer) -> None:

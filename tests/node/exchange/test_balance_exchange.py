@@ -16,11 +16,11 @@ import pytest
 import trio
 
 from node.transport import RequestError
-from protocol.payments import MIB, PaymentError, PaymentErrorCode, chunk_price
+from protocol.payments import MIB, Kind, PaymentError, PaymentErrorCode, chunk_price
 from protocol.payments.balance import BalanceAck, BalanceErrorCode
 from protocol.wire import ChannelMessage, MessageType, PutChunk
-from tests.node.exchange.balance_peers import (CHUNK_SIZE, TEST_TERMS, BalancePeer, open_balance_peer, random_chunk,
-                                               settled)
+from tests.node.exchange.balance_peers import (CHUNK_SIZE, TEST_TERMS, BalancePeer, open_balance_peer, open_channel,
+                                               random_chunk, settled)
 
 OFFER = 10 * 10**9
 PUT_PRICE = chunk_price(CHUNK_SIZE, 300)
@@ -79,16 +79,59 @@ async def test_unequal_service_stays_within_the_threshold_and_views_agree(tmp_pa
         assert view is not None and view.net == 5 * (PUT_PRICE + GET_PRICE) == view.given
 
 
+async def test_the_taker_pays_exactly_its_debt_through_its_channel_once_past_the_threshold(tmp_path: Path) -> None:
+    async with open_balance_peer(tmp_path / "a", "a", offer=OFFER) as a, \
+            open_balance_peer(tmp_path / "b", "b", offer=OFFER) as b:
+        channel = open_channel(a, b)
+        await put_many(b, a, 4)  # A gave B some service first
+        count = 3 * 4 + 20  # then A takes more than three times as much: past the payment threshold
+        await put_many(a, b, count)
+        await settled(a, b)
+        assert_views_agree(a, b)
+        view = a.balance.view(b.node_id)
+        assert view is not None and view.paid_out > 0 and view.acked_paid_out == view.paid_out
+        # What A paid is exactly the imbalance at the moments it paid: now A owes less than the threshold.
+        assert view.paid_out == view.taken - view.given + view.net
+        assert 0 <= -view.net < TEST_TERMS.payment_threshold
+        assert view.taken - view.given == (count - 4) * PUT_PRICE
+        # Recorded like any payment on both sides: paid == earned, the channel's total is the sum.
+        spent = [p for p in a.ledger.payments() if p.direction == "out"]
+        earned = [p for p in b.ledger.payments() if p.direction == "in"]
+        assert {p.kind for p in spent} == {p.kind for p in earned} == {Kind.SETTLE}
+        assert sum(p.amount for p in spent) == sum(p.amount for p in earned) == view.paid_out
+        for ledger in (a.ledger, b.ledger):
+            record = ledger.channel(str(channel))
+            assert record is not None and record.total == view.paid_out
+        assert b.ledger.earnings()["balances"]["per_peer"][a.node_id.hex()]["net"] == -view.net
+
+
+async def test_a_taker_without_a_channel_is_asked_for_one(tmp_path: Path) -> None:
+    async with open_balance_peer(tmp_path / "a", "a", offer=OFFER) as a, \
+            open_balance_peer(tmp_path / "b", "b", offer=OFFER) as b:
+        with pytest.raises(PaymentError) as caught:
+            await put_many(a, b, TEST_TERMS.payment_threshold // PUT_PRICE + 1)
+        assert caught.value.code == PaymentErrorCode.INSUFFICIENT_PAYMENT and caught.value.owed is not None
+        assert caught.value.owed >= TEST_TERMS.payment_threshold
+
+
 async def test_a_taker_that_never_gives_back_is_refused_at_the_disconnect_threshold(tmp_path: Path) -> None:
     async with open_balance_peer(tmp_path / "a", "a", offer=OFFER) as a, \
             open_balance_peer(tmp_path / "b", "b", offer=OFFER) as b:
-        link = await a.link(b)
+        # A freeloader: it acknowledges what it takes (so its window moves) and never serves or pays.
+        session = await a.transport.connect(b.node_id, "127.0.0.1", b.transport.port)
+
+        async def acknowledge(taken: int) -> None:
+            ack = BalanceAck.sign(a.identity, peer=b.node_id, service_received=taken, payment_received=0)
+            await session.notify(ChannelMessage(request_id=0, type=MessageType.BALANCE_ACK, fields=ack.to_wire()))
+
+        await acknowledge(0)
         served = 0
         with pytest.raises(RequestError) as caught:
             for _ in range(TEST_TERMS.disconnect_threshold // PUT_PRICE + 2):
                 address, data = random_chunk()
-                await a.payer.put(link, address, data)
+                await session.request(PutChunk(request_id=0, address=address, data=data))
                 served += 1
+                await acknowledge(served * PUT_PRICE)
         assert caught.value.code == BalanceErrorCode.DISCONNECT_THRESHOLD
         assert served == TEST_TERMS.disconnect_threshold // PUT_PRICE  # served up to the threshold, not past it
         view = b.balance.view(a.node_id)
