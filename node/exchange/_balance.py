@@ -276,6 +276,8 @@ class BalanceBook:
                 if due == 0:
                     return 0
                 payment = link.machine.settle_balance(due)
+                if payment is None:  # a payment lost in a crash was signed above it: wait until we owe that
+                    return 0
                 version = self._step(slot, balance.pay(due))
             record = link.journal.add(PaymentEntry(
                 peer=peer.hex(), direction=Direction.OUT, kind=Kind.SETTLE, chunk=settle_id(payment.total).hex(),
@@ -298,11 +300,20 @@ class BalanceBook:
     async def _loaded(self, peer: bytes, slot: _Peer) -> PeerBalance:
         """The peer's view in memory, read from the ledger first if needed (hold ``slot.lock``)."""
         if slot.balance is None:
-            stored = await trio.to_thread.run_sync(self.ledger.balance, peer.hex())
+            stored, settled = await trio.to_thread.run_sync(self._stored, peer.hex())
+            if settled > stored.paid_in:
+                # Charged through the channel and not yet counted when we stopped
+                # (two records): counted now, before anything is acknowledged.
+                stored = stored.receive_payment(settled - stored.paid_in)
+                slot.version += 1
             slot.balance = stored
             if slot.durable is None:
-                slot.durable = stored
+                slot.durable = stored  # its paid_in is on disk too, in the payment rows
         return slot.balance
+
+    def _stored(self, peer_hex: str) -> tuple[PeerBalance, int]:
+        """The peer's recorded view and the sats of its ``settle`` payments recorded (worker thread)."""
+        return self.ledger.balance(peer_hex), self.ledger.settled_in(peer_hex)
 
     @staticmethod
     def _step(slot: _Peer, after: PeerBalance, *, durable: bool = True) -> int:

@@ -478,6 +478,12 @@ class Ledger:
         rows = self._read(f"SELECT {_BALANCE_COLUMNS} FROM balances WHERE peer = ?", (peer,))
         return PeerBalance(**dict(zip(_BALANCE_FIELDS, rows[0]))) if rows else PeerBalance()
 
+    def settled_in(self, peer: str) -> int:
+        """Sats ``peer`` paid us settling its service balance (payments of kind settle received)."""
+        rows = self._read("SELECT COALESCE(SUM(amount), 0) FROM payments WHERE peer = ? AND direction = 'in' "
+                          "AND kind = 'settle'", (peer,))
+        return int(rows[0][0])
+
     def record_balance(self, peer: str, balance: PeerBalance, *, now: float | None = None) -> None:
         """Write ``balance`` as our view of ``peer``'s; return once it is on disk.
 

@@ -291,12 +291,16 @@ class PayerLink:
         self.paid += signed
         return Payment(channel=self.channel_id, total=commitment.total, sig=commitment.signature), signed, True
 
-    def settle_balance(self, amount: int) -> Payment:
-        """Sign a payment of exactly ``amount`` above our signed total: a service balance's imbalance.
+    def settle_balance(self, amount: int) -> Payment | None:
+        """The payment of exactly ``amount`` above the host's acknowledged total: a service balance's imbalance.
 
         Rule 3 of specs/payments.md §Service balance: the balance, not the
-        account mirror, says what is owed, so the increment is ``amount`` to
-        the sat.  Only between paid requests (none in flight).
+        account mirror, says what is owed, so the increment the host accepts
+        is ``amount`` to the sat.  A total we signed before and the host never
+        acknowledged (a payment lost in a crash) is never signed below: when
+        the new total is that one, its signature is sent again; below it,
+        None (nothing is paid until what we owe reaches it).  Only between
+        paid requests (none in flight).
 
         Raises:
             RemotePaymentError(INSUFFICIENT_PAYMENT): no channel open (``owed`` is ``amount``).
@@ -308,14 +312,22 @@ class PayerLink:
         if self.channel is None or self.channel_id is None:
             raise RemotePaymentError(PaymentErrorCode.INSUFFICIENT_PAYMENT, "balance owed but no channel open",
                                      owed=amount)
-        try:
-            commitment = self.channel.pay(amount)
-        except ChannelExhaustedError as exc:
-            raise PaymentError(PaymentErrorCode.TOTAL_OVER_CAPACITY, f"channel used up: {exc}") from None
-        self.last_sig, self._ahead = commitment.signature, None
-        self.acknowledged = self.projected = commitment.total
-        self.paid += amount
-        return Payment(channel=self.channel_id, total=commitment.total, sig=commitment.signature)
+        total = self.acknowledged + amount
+        if total < self.channel.total or (total == self.channel.total and self.last_sig is None):
+            return None
+        if total == self.channel.total:
+            signature = self.last_sig
+        else:
+            try:
+                commitment = self.channel.pay(total - self.channel.total)
+            except ChannelExhaustedError as exc:
+                raise PaymentError(PaymentErrorCode.TOTAL_OVER_CAPACITY, f"channel used up: {exc}") from None
+            signature, self._ahead = commitment.signature, None
+            self.paid += commitment.total - self.acknowledged
+        assert signature is not None
+        self.last_sig = signature
+        self.acknowledged = self.projected = total
+        return Payment(channel=self.channel_id, total=total, sig=signature)
 
     def sign_ahead(self, total: int) -> None:
         """Sign the payment for ``total`` now, for the next request to use if it owes exactly that."""

@@ -112,12 +112,12 @@ def open_channel(payer: BalancePeer, payee: BalancePeer, *, capacity: int = 100_
 
 
 async def settled(*peers: BalancePeer) -> None:
-    """Wait until every peer's view has the other's acknowledgement of everything it gave."""
+    """Wait until every peer's view has the other's acknowledgement of everything it gave and paid."""
     with trio.fail_after(10):
         for me in peers:
             for other in peers:
                 while other is not me:
                     view = me.balance.view(other.node_id)
-                    if view is None or view.acked_given == view.given:
+                    if view is None or view.unacknowledged == 0:
                         break
                     await me.balance.acked.wait()

@@ -10,11 +10,14 @@ threshold.
 
 from __future__ import annotations
 
+import dataclasses
+import sqlite3
 from pathlib import Path
 
 import pytest
 import trio
 
+from node.ledger import Ledger
 from node.transport import RequestError
 from protocol.payments import MIB, Kind, PaymentError, PaymentErrorCode, chunk_price
 from protocol.payments.balance import BalanceAck, BalanceErrorCode
@@ -177,3 +180,54 @@ async def test_a_node_that_offers_nothing_is_paid_as_before(tmp_path: Path) -> N
             await a.payer.put(link, address, data)
         assert caught.value.code == PaymentErrorCode.INSUFFICIENT_PAYMENT
         assert b.balance.view(a.node_id) is None and a.balance.acks_sent == b.balance.acks_sent == 0
+
+
+async def test_a_payment_lost_in_the_payees_crash_is_counted_from_its_channel_record(tmp_path: Path) -> None:
+    # The payee charged the payment through the channel, then stopped before counting it in the balance:
+    # on restart its view counts it from the payment rows, and its acknowledgement says so.
+    async with open_balance_peer(tmp_path / "a", "a", offer=OFFER) as a, \
+            open_balance_peer(tmp_path / "b", "b", offer=OFFER) as b:
+        open_channel(a, b)
+        await put_many(a, b, TEST_TERMS.payment_threshold // PUT_PRICE + 1)
+        await settled(a, b)
+        paid = b.ledger.balance(a.node_id.hex()).paid_in
+        assert paid > 0
+    # B's balance row as if written before the payment was counted.
+    with Ledger.open(tmp_path / "b" / "ledger.sqlite3") as ledger:
+        row = ledger.balance(a.node_id.hex())
+        ledger.record_balance(a.node_id.hex(), dataclasses.replace(row, paid_in=0))
+    async with open_balance_peer(tmp_path / "a", "a", offer=OFFER) as a, \
+            open_balance_peer(tmp_path / "b", "b", offer=OFFER) as b:
+        await put_many(a, b, 1)
+        await settled(a, b)
+        assert_views_agree(a, b)
+        view = b.balance.view(a.node_id)
+        assert view is not None and view.paid_in == paid
+
+
+async def test_a_payment_the_payee_never_recorded_is_taken_back_and_paid_again_exactly(tmp_path: Path) -> None:
+    async with open_balance_peer(tmp_path / "a", "a", offer=OFFER) as a, \
+            open_balance_peer(tmp_path / "b", "b", offer=OFFER) as b:
+        channel = open_channel(a, b)
+        await put_many(a, b, TEST_TERMS.payment_threshold // PUT_PRICE + 1)
+        await settled(a, b)
+        lost = a.ledger.balance(b.node_id.hex()).paid_out
+        assert lost > 0
+    # B lost the payment (never recorded): its ledger as before it.
+    conn = sqlite3.connect(tmp_path / "b" / "ledger.sqlite3")
+    with conn:
+        conn.execute("DELETE FROM payments WHERE kind = 'settle'")
+        conn.execute("UPDATE channels SET total = 0, payer_sig = NULL")
+        conn.execute("UPDATE accounts SET paid = 0")
+        conn.execute("UPDATE balances SET paid_in = 0")
+    conn.close()
+    async with open_balance_peer(tmp_path / "a", "a", offer=OFFER) as a, \
+            open_balance_peer(tmp_path / "b", "b", offer=OFFER) as b:
+        await put_many(a, b, lost // PUT_PRICE + 1)  # A owes the lost payment again, and more
+        await settled(a, b)
+        assert_views_agree(a, b)
+        view = a.balance.view(b.node_id)
+        assert view is not None and 0 < view.paid_out and 0 <= -view.net < TEST_TERMS.payment_threshold
+        record = b.ledger.channel(str(channel))
+        earned = sum(p.amount for p in b.ledger.payments() if p.kind == Kind.SETTLE)
+        assert record is not None and record.total == earned == view.paid_out  # paid exactly once
