@@ -22,7 +22,7 @@ from node.transport import RequestError
 from protocol.payments import MIB, Kind, PaymentError, PaymentErrorCode, chunk_price
 from protocol.payments.balance import BalanceAck, BalanceErrorCode
 from protocol.wire import ChannelMessage, MessageType, PutChunk
-from tests.node.exchange.balance_peers import (CHUNK_SIZE, TEST_TERMS, BalancePeer, open_balance_peer, open_channel,
+from tests.helpers.balance import (CHUNK_SIZE, TEST_TERMS, BalancePeer, open_balance_peer, open_channel,
                                                random_chunk, settled)
 
 OFFER = 10 * 10**9

@@ -1,4 +1,5 @@
-"""In-process nodes for service balance tests: real transports on loopback, real SQLite ledgers and stores.
+"""In-process nodes for service balance tests and scripts/bench-reciprocity: real transports on loopback,
+real SQLite ledgers and stores.
 
 Each ``BalancePeer`` is what ``open_node`` assembles for the exchange
 (terms with an ``offer``, ``PayeeBook``, ``BalanceBook``, ``Payer``,
@@ -75,12 +76,12 @@ def random_chunk(size: int = CHUNK_SIZE) -> tuple[bytes, bytes]:
 
 
 @asynccontextmanager
-async def open_balance_peer(root: Path, name: str, *, offer: int,
-                            terms: BalanceTerms = TEST_TERMS) -> AsyncIterator[BalancePeer]:
+async def open_balance_peer(root: Path, name: str, *, offer: int, terms: BalanceTerms = TEST_TERMS,
+                            free_allowance: int = 0) -> AsyncIterator[BalancePeer]:
     root.mkdir(parents=True, exist_ok=True)
     identity = Identity(hashlib.sha256(b"balance-peer:" + name.encode()).digest())
     payee_key = PrivateKey.from_seed(b"balance-payee:" + name.encode())
-    signed = Terms(price_per_mib_get=100, price_per_mib_put=300, retention_seconds=86_400, free_allowance=0,
+    signed = Terms(price_per_mib_get=100, price_per_mib_put=300, retention_seconds=86_400, free_allowance=free_allowance,
                    min_capacity=10_000, expiry_window=36, min_confirmations=1, fee_rate=2,
                    payment_pubkey=payee_key.public_key.data, identity_key=identity.public_key,
                    offer=offer).signed(identity)
