@@ -190,10 +190,14 @@ class BalanceBook:
 
     async def take(self, session: Session, price: int) -> None:
         """Record service of ``price`` received from ``session``'s peer, then acknowledge it (rule 2)."""
+        await self._receive(session, lambda balance: balance.take(price))
+
+    async def _receive(self, session: Session, step: Callable[[PeerBalance], PeerBalance]) -> None:
+        """Take a receiving ``step`` (service or a payment), record it, then acknowledge (rules 2 and 4)."""
         peer = session.peer_node_id
         slot = self._slot(peer)
         async with slot.lock:
-            version = self._step(slot, (await self._loaded(peer, slot)).take(price))
+            version = self._step(slot, step(await self._loaded(peer, slot)))
         await self._durable(peer, slot, version)
         await self._send_ack(session, slot)
 
@@ -245,14 +249,8 @@ class BalanceBook:
 
     async def paid(self, session: Session, amount: int) -> None:
         """Record ``amount`` sats the peer paid us through its channel (on disk already), then acknowledge (rule 4)."""
-        if amount == 0:
-            return
-        peer = session.peer_node_id
-        slot = self._slot(peer)
-        async with slot.lock:
-            version = self._step(slot, (await self._loaded(peer, slot)).receive_payment(amount))
-        await self._durable(peer, slot, version)
-        await self._send_ack(session, slot)
+        if amount:
+            await self._receive(session, lambda balance: balance.receive_payment(amount))
 
     # -- payer: rule 3 -----------------------------------------------------------
 
