@@ -75,11 +75,16 @@ def random_chunk(size: int = CHUNK_SIZE) -> tuple[bytes, bytes]:
     return hashlib.sha256(data).digest(), data
 
 
+def peer_identity(name: str) -> Identity:
+    """The identity of the peer named ``name`` (the same in every process)."""
+    return Identity(hashlib.sha256(b"balance-peer:" + name.encode()).digest())
+
+
 @asynccontextmanager
 async def open_balance_peer(root: Path, name: str, *, offer: int, terms: BalanceTerms = TEST_TERMS,
                             free_allowance: int = 0) -> AsyncIterator[BalancePeer]:
     root.mkdir(parents=True, exist_ok=True)
-    identity = Identity(hashlib.sha256(b"balance-peer:" + name.encode()).digest())
+    identity = peer_identity(name)
     payee_key = PrivateKey.from_seed(b"balance-payee:" + name.encode())
     signed = Terms(price_per_mib_get=100, price_per_mib_put=300, retention_seconds=86_400, free_allowance=free_allowance,
                    min_capacity=10_000, expiry_window=36, min_confirmations=1, fee_rate=2,
