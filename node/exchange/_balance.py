@@ -53,6 +53,8 @@ T = TypeVar("T")
 
 # Bound on the sessions whose mode and greeting are remembered; closed ones are dropped first.
 MAX_TRACKED_SESSIONS = 10_000
+# Bound on the peers whose view is kept in memory; idle ones are dropped past it (the ledger has them all).
+MAX_CACHED_BALANCES = 10_000
 # How often a request refused WINDOW_FULL is sent again: the acknowledgements
 # sent before it may still be on their way into the server's book (its
 # handler tasks run in any order), never more than a window of them.
@@ -81,6 +83,19 @@ class _Peer:
     writing: _Write | None = None
     outstanding: int = 0  # value of our requests to the peer sent and not yet acknowledged
     room: trio.Event = field(default_factory=trio.Event)  # set (and replaced) when ``outstanding`` drops
+    last_sent: tuple[Session, int, int] | None = None  # the session and totals of our latest acknowledgement
+    # Sessions with the peer that had their first acknowledgement (rule 6), or were served first: closed ones
+    # are dropped whenever one is added (a peer has few sessions at once, Limits.max_sessions_per_node).
+    synced: dict[Session, None] = field(default_factory=dict)
+
+    def idle(self) -> bool:
+        """Nothing of this peer's is under way or unwritten: the slot may be dropped and reloaded later."""
+        return (not self.lock.locked() and self.writing is None and self.outstanding == 0
+                and self.written == self.version and not any(s.is_open for s in self.synced))
+
+    def sync(self, session: Session) -> None:
+        self.synced = {s: None for s in self.synced if s.is_open}
+        self.synced[session] = None
 
 
 class BalanceBook:
@@ -102,7 +117,6 @@ class BalanceBook:
         self._peers: dict[bytes, _Peer] = {}
         self._modes: dict[Session, bool] = {}
         self._greeted: dict[Session, None] = {}
-        self._synced: dict[Session, None] = {}  # sessions whose peer's first acknowledgement we have had
         self.acks_sent = 0  # for tests and benchmarks
         self.acked = trio.Event()  # set (and replaced) whenever a peer's acknowledgement is taken in
 
@@ -137,12 +151,12 @@ class BalanceBook:
             LedgerError, sqlite3.Error: the record failed; not served.
         """
         await self.greet(session)
-        if session not in self._synced:
-            # A peer that did not send its acknowledgement first has none to resynchronise from on
-            # this session: its later ones only acknowledge (rule 6 is for a session's first word).
-            _remember(self._synced, session, None)
         peer = session.peer_node_id
         slot = self._slot(peer)
+        if session not in slot.synced:
+            # A peer that did not send its acknowledgement first has none to resynchronise from on
+            # this session: its later ones only acknowledge (rule 6 is for a session's first word).
+            slot.sync(session)
         async with slot.lock:
             balance = await self._loaded(peer, slot)
             try:
@@ -199,7 +213,7 @@ class BalanceBook:
         async with slot.lock:
             version = self._step(slot, step(await self._loaded(peer, slot)))
         await self._durable(peer, slot, version)
-        await self._send_ack(session, slot)
+        await self._send_ack(session, slot, unless_sent=True)
 
     # -- acknowledgements: rules 5 and 6 -----------------------------------------
 
@@ -230,17 +244,16 @@ class BalanceBook:
             raise BalanceError(BalanceErrorCode.BAD_BALANCE_ACK, "acknowledgement of another pair of nodes")
         if not ack.verify(session.peer_hello.identity_key):
             raise BalanceError(BalanceErrorCode.BAD_BALANCE_ACK, "acknowledgement signature does not verify")
-        first = session not in self._synced
         slot = self._slot(peer)
+        first = session not in slot.synced
         async with slot.lock:
             balance = await self._loaded(peer, slot)
             # With another session to the peer open, service may be in flight on it: only a
             # session alone with the peer starts from the peer's acknowledgement (nothing in flight).
-            alone = not any(other is not session and other.is_open and other.peer_node_id == peer
-                            for other in self._synced)
+            alone = not any(other is not session and other.is_open for other in slot.synced)
             after = balance.resync(ack) if first and alone else balance.acknowledge(ack)
             self._step(slot, after, durable=False)  # may be written lazily (§Service balance, "State")
-        _remember(self._synced, session, None)
+        slot.sync(session)
         acked, self.acked = self.acked, trio.Event()
         acked.set()
         if first:
@@ -292,6 +305,10 @@ class BalanceBook:
     def _slot(self, peer: bytes) -> _Peer:
         slot = self._peers.get(peer)
         if slot is None:
+            if len(self._peers) >= MAX_CACHED_BALANCES:
+                # Drop idle views (they reload from the ledger), never one with work under way.
+                for key in [k for k, v in self._peers.items() if v.idle()][: MAX_CACHED_BALANCES // 2]:
+                    del self._peers[key]
             slot = self._peers[peer] = _Peer()
         return slot
 
@@ -351,9 +368,18 @@ class BalanceBook:
                 slot.writing = None
                 write.done.set()
 
-    async def _send_ack(self, session: Session, slot: _Peer, payment: object = None) -> None:
-        """Acknowledge what of the peer's service and payments is on disk (never more), with ``payment`` if any."""
+    async def _send_ack(self, session: Session, slot: _Peer, payment: object = None, *,
+                        unless_sent: bool = False) -> None:
+        """Acknowledge what of the peer's service and payments is on disk (never more), with ``payment`` if any.
+
+        ``unless_sent``: not when the same totals already went on this session
+        (steps recorded in one write share one acknowledgement: it is cumulative).
+        """
         durable = slot.durable if slot.durable is not None else PeerBalance()
+        sent = (session, durable.taken, durable.paid_in)
+        if unless_sent and slot.last_sent == sent:
+            return
+        slot.last_sent = sent
         ack = BalanceAck.sign(self.identity, peer=session.peer_node_id, service_received=durable.taken,
                               payment_received=durable.paid_in)
         await session.notify(ChannelMessage(request_id=0, type=MessageType.BALANCE_ACK,
