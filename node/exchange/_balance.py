@@ -251,8 +251,12 @@ class BalanceBook:
             # With another session to the peer open, service may be in flight on it: only a
             # session alone with the peer starts from the peer's acknowledgement (nothing in flight).
             alone = not any(other is not session and other.is_open for other in slot.synced)
-            after = balance.resync(ack) if first and alone else balance.acknowledge(ack)
-            self._step(slot, after, durable=False)  # may be written lazily (§Service balance, "State")
+            if first and alone:
+                self._step(slot, balance.resync(ack), durable=False)  # acks may be written lazily ("State")
+            elif not (ack.service_received <= balance.acked_given and ack.payment_received <= balance.acked_paid_out):
+                self._step(slot, balance.acknowledge(ack), durable=False)
+            # Else it is stale: sent before one already taken in, and overtaken on the way (our handlers
+            # run a session's messages concurrently).  Cumulative, it says nothing new (§Service balance).
         slot.sync(session)
         acked, self.acked = self.acked, trio.Event()
         acked.set()

@@ -231,3 +231,20 @@ async def test_a_payment_the_payee_never_recorded_is_taken_back_and_paid_again_e
         record = b.ledger.channel(str(channel))
         earned = sum(p.amount for p in b.ledger.payments() if p.kind == Kind.SETTLE)
         assert record is not None and record.total == earned == view.paid_out  # paid exactly once
+
+
+async def test_a_stale_acknowledgement_is_ignored_and_the_session_goes_on(tmp_path: Path) -> None:
+    async with open_balance_peer(tmp_path / "a", "a", offer=OFFER) as a, \
+            open_balance_peer(tmp_path / "b", "b", offer=OFFER) as b:
+        await put_many(a, b, 3)
+        await settled(a, b)
+        before = b.balance.view(a.node_id)
+        link = await a.link(b)
+        # An older acknowledgement overtaken on the way: cumulative, it says nothing new.
+        stale = BalanceAck.sign(a.identity, peer=b.node_id, service_received=PUT_PRICE, payment_received=0)
+        await link.session.notify(ChannelMessage(request_id=0, type=MessageType.BALANCE_ACK, fields=stale.to_wire()))
+        await put_many(a, b, 1)
+        await settled(a, b)
+        assert link.session.is_open
+        view = b.balance.view(a.node_id)
+        assert before is not None and view is not None and view.acked_given == view.given == before.given + PUT_PRICE
