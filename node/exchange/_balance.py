@@ -53,6 +53,9 @@ T = TypeVar("T")
 
 # Bound on the sessions whose mode and greeting are remembered; closed ones are dropped first.
 MAX_TRACKED_SESSIONS = 10_000
+# A quarter of the in-flight limit may go unacknowledged while more answers are being recorded; the
+# requester keeps the rest of the limit for its requests in flight (specs/payments.md §Service balance).
+ACK_EVERY_DIVISOR = 4
 # Bound on the peers whose view is kept in memory; idle ones are dropped past it (the ledger has them all).
 MAX_CACHED_BALANCES = 10_000
 # How often a request refused WINDOW_FULL is sent again: the acknowledgements
@@ -82,6 +85,7 @@ class _Peer:
     failed_upto: int = -1  # steps lost with a failed write: their callers fail
     writing: _Write | None = None
     outstanding: int = 0  # value of our requests to the peer sent and not yet acknowledged
+    receiving: int = 0  # service or payments of the peer being recorded now (``_receive``)
     room: trio.Event = field(default_factory=trio.Event)  # set (and replaced) when ``outstanding`` drops
     last_sent: tuple[Session, int, int] | None = None  # the session and totals of our latest acknowledgement
     # Sessions with the peer that had their first acknowledgement (rule 6), or were served first: closed ones
@@ -114,6 +118,8 @@ class BalanceBook:
         self.identity = identity
         self.offer = offer
         self.terms = terms if terms is not None else BalanceTerms()
+        # Service a requester may leave unacknowledged while more of it is being recorded (``take``).
+        self.ack_every = self.terms.in_flight_limit // ACK_EVERY_DIVISOR
         self._peers: dict[bytes, _Peer] = {}
         self._modes: dict[Session, bool] = {}
         self._greeted: dict[Session, None] = {}
@@ -174,8 +180,10 @@ class BalanceBook:
         """Send one request without payment, record what it was worth and acknowledge it.
 
         ``reserve`` is the request's expected price: at most ``in_flight_limit``
-        of them are outstanding (sent and not yet acknowledged), so a server
-        applying the same limit never refuses WINDOW_FULL for long.
+        less ``ack_every`` of them are outstanding (sent and not yet
+        acknowledged; ``take`` may leave that much of its acknowledgements to
+        a later one), so a server applying the same limit never refuses
+        WINDOW_FULL for long.
         ``price_of`` prices the answer (a GET by the bytes it got).
 
         Raises:
@@ -184,7 +192,7 @@ class BalanceBook:
         """
         peer = session.peer_node_id
         slot = self._slot(peer)
-        while slot.outstanding > 0 and slot.outstanding + reserve > self.terms.in_flight_limit:
+        while slot.outstanding > 0 and slot.outstanding + reserve > self.terms.in_flight_limit - self.ack_every:
             await slot.room.wait()
         slot.outstanding += reserve
         try:
@@ -203,16 +211,31 @@ class BalanceBook:
             room.set()
 
     async def take(self, session: Session, price: int) -> None:
-        """Record service of ``price`` received from ``session``'s peer, then acknowledge it (rule 2)."""
-        await self._receive(session, lambda balance: balance.take(price))
+        """Record service of ``price`` received from ``session``'s peer, then acknowledge it (rule 2).
 
-    async def _receive(self, session: Session, step: Callable[[PeerBalance], PeerBalance]) -> None:
+        While other answers of the peer are being recorded, the acknowledgement
+        is left to the last of them unless ``ack_every`` sats of service went
+        unacknowledged: cumulative, one covers them all, and each costs a
+        signature here and a verification there.
+        """
+        await self._receive(session, lambda balance: balance.take(price), batch=True)
+
+    async def _receive(self, session: Session, step: Callable[[PeerBalance], PeerBalance], *,
+                       batch: bool = False) -> None:
         """Take a receiving ``step`` (service or a payment), record it, then acknowledge (rules 2 and 4)."""
         peer = session.peer_node_id
         slot = self._slot(peer)
-        async with slot.lock:
-            version = self._step(slot, step(await self._loaded(peer, slot)))
-        await self._durable(peer, slot, version)
+        slot.receiving += 1
+        try:
+            async with slot.lock:
+                version = self._step(slot, step(await self._loaded(peer, slot)))
+            await self._durable(peer, slot, version)
+        finally:
+            slot.receiving -= 1
+        sent = slot.last_sent[1] if slot.last_sent is not None and slot.last_sent[0] is session else -1
+        durable = slot.durable if slot.durable is not None else PeerBalance()
+        if batch and slot.receiving > 0 and 0 <= durable.taken - sent < self.ack_every:
+            return  # a take still under way acknowledges this one with its own
         await self._send_ack(session, slot, unless_sent=True)
 
     # -- acknowledgements: rules 5 and 6 -----------------------------------------
