@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from node.ledger import Ledger
-from node.transport import RequestError
+from node.transport import RequestError, Session
 from protocol.payments import MIB, Kind, PaymentError, PaymentErrorCode, chunk_price
 from protocol.payments.balance import BalanceAck, BalanceErrorCode
 from protocol.wire import ChannelMessage, MessageType, PutChunk
@@ -38,6 +38,12 @@ async def put_many(me: BalancePeer, host: BalancePeer, count: int) -> list[bytes
         assert await me.payer.put(link, address, data)
         addresses.append(address)
     return addresses
+
+
+async def send_ack(session: Session, signer: BalancePeer, peer: BalancePeer, service_received: int) -> None:
+    """Send ``signer``'s acknowledgement of ``service_received`` by hand, as a peer with its own code would."""
+    ack = BalanceAck.sign(signer.identity, peer=peer.node_id, service_received=service_received, payment_received=0)
+    await session.notify(ChannelMessage(request_id=0, type=MessageType.BALANCE_ACK, fields=ack.to_wire()))
 
 
 def assert_views_agree(a: BalancePeer, b: BalancePeer) -> None:
@@ -123,18 +129,14 @@ async def test_a_taker_that_never_gives_back_is_refused_at_the_disconnect_thresh
         # A freeloader: it acknowledges what it takes (so its window moves) and never serves or pays.
         session = await a.transport.connect(b.node_id, "127.0.0.1", b.transport.port)
 
-        async def acknowledge(taken: int) -> None:
-            ack = BalanceAck.sign(a.identity, peer=b.node_id, service_received=taken, payment_received=0)
-            await session.notify(ChannelMessage(request_id=0, type=MessageType.BALANCE_ACK, fields=ack.to_wire()))
-
-        await acknowledge(0)
+        await send_ack(session, a, b, 0)
         served = 0
         with pytest.raises(RequestError) as caught:
             for _ in range(TEST_TERMS.disconnect_threshold // PUT_PRICE + 2):
                 address, data = random_chunk()
                 await session.request(PutChunk(request_id=0, address=address, data=data))
                 served += 1
-                await acknowledge(served * PUT_PRICE)
+                await send_ack(session, a, b, served * PUT_PRICE)
         assert caught.value.code == BalanceErrorCode.DISCONNECT_THRESHOLD
         assert served == TEST_TERMS.disconnect_threshold // PUT_PRICE  # served up to the threshold, not past it
         view = b.balance.view(a.node_id)
@@ -156,19 +158,25 @@ async def test_a_peer_that_never_acknowledges_is_refused_at_the_in_flight_limit(
         assert served == TEST_TERMS.in_flight_limit // PUT_PRICE
 
 
-async def test_a_forged_acknowledgement_drops_the_session_and_changes_nothing(tmp_path: Path) -> None:
+async def test_a_stale_acknowledgement_is_ignored_and_a_forged_one_drops_the_session(tmp_path: Path) -> None:
     async with open_balance_peer(tmp_path / "a", "a", offer=OFFER) as a, \
             open_balance_peer(tmp_path / "b", "b", offer=OFFER) as b:
-        await put_many(a, b, 2)
+        await put_many(a, b, 3)
         await settled(a, b)
         before = b.balance.view(a.node_id)
-        session = await a.transport.connect(b.node_id, "127.0.0.1", b.transport.port)
-        # Claims A received service B never gave: above B's given.
-        lying = BalanceAck.sign(a.identity, peer=b.node_id, service_received=10**6, payment_received=0)
-        await session.notify(ChannelMessage(request_id=0, type=MessageType.BALANCE_ACK, fields=lying.to_wire()))
+        link = await a.link(b)
+        # An older acknowledgement overtaken on the way: cumulative, it says nothing new.
+        await send_ack(link.session, a, b, PUT_PRICE)
+        await put_many(a, b, 1)
+        await settled(a, b)
+        assert link.session.is_open
+        view = b.balance.view(a.node_id)
+        assert before is not None and view is not None and view.acked_given == view.given == before.given + PUT_PRICE
+        # One that claims A received service B never gave (above B's given) drops the session, changing nothing.
+        await send_ack(link.session, a, b, 10**6)
         with trio.fail_after(10):
-            await session.wait_closed()
-        assert b.balance.view(a.node_id) == before
+            await link.session.wait_closed()
+        assert b.balance.view(a.node_id) == view
 
 
 async def test_a_node_that_offers_nothing_is_paid_as_before(tmp_path: Path) -> None:
@@ -231,20 +239,3 @@ async def test_a_payment_the_payee_never_recorded_is_taken_back_and_paid_again_e
         record = b.ledger.channel(str(channel))
         earned = sum(p.amount for p in b.ledger.payments() if p.kind == Kind.SETTLE)
         assert record is not None and record.total == earned == view.paid_out  # paid exactly once
-
-
-async def test_a_stale_acknowledgement_is_ignored_and_the_session_goes_on(tmp_path: Path) -> None:
-    async with open_balance_peer(tmp_path / "a", "a", offer=OFFER) as a, \
-            open_balance_peer(tmp_path / "b", "b", offer=OFFER) as b:
-        await put_many(a, b, 3)
-        await settled(a, b)
-        before = b.balance.view(a.node_id)
-        link = await a.link(b)
-        # An older acknowledgement overtaken on the way: cumulative, it says nothing new.
-        stale = BalanceAck.sign(a.identity, peer=b.node_id, service_received=PUT_PRICE, payment_received=0)
-        await link.session.notify(ChannelMessage(request_id=0, type=MessageType.BALANCE_ACK, fields=stale.to_wire()))
-        await put_many(a, b, 1)
-        await settled(a, b)
-        assert link.session.is_open
-        view = b.balance.view(a.node_id)
-        assert before is not None and view is not None and view.acked_given == view.given == before.given + PUT_PRICE
