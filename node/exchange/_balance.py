@@ -39,7 +39,8 @@ from node.ledger import Ledger, LedgerError, PaymentEntry
 from node.transport import RequestError, RequestRefused, Session
 from protocol.identity import Identity
 from node.exchange._payee import PayeeBook
-from protocol.payments import Direction, Kind, LocalPaymentError, PaymentError, Terms
+from protocol.payments import (Direction, Kind, LocalPaymentError, PaymentError, PaymentErrorCode,
+                               RemotePaymentError, Terms)
 from protocol.payments.messages import Payment
 from protocol.payments.payee import price_of
 from protocol.payments.payer import Request
@@ -176,7 +177,7 @@ class BalanceBook:
     # -- requester: rule 2 -------------------------------------------------------
 
     async def request(self, session: Session, reserve: int, send: Callable[[], Awaitable[T]],
-                      price_of: Callable[[T], int]) -> T:
+                      price_of: Callable[[T], int], *, can_pay: bool = True) -> T:
         """Send one request without payment, record what it was worth and acknowledge it.
 
         ``reserve`` is the request's expected price: at most ``in_flight_limit``
@@ -185,13 +186,24 @@ class BalanceBook:
         a later one), so a server applying the same limit never refuses
         WINDOW_FULL for long.
         ``price_of`` prices the answer (a GET by the bytes it got).
+        ``can_pay`` False (no channel to the peer): while a payment is due
+        (rule 3) the request is not sent, so that the caller opens a channel
+        first and then sends it, once (§Service balance, "Balance mode").
 
         Raises:
+            RemotePaymentError(INSUFFICIENT_PAYMENT): ``can_pay`` is False and we
+                owe the payment threshold (``owed``); nothing was sent.
             RequestError: the server refused (DISCONNECT_THRESHOLD: we owe it too much).
             node.transport errors: the session failed; nothing is recorded.
         """
         peer = session.peer_node_id
         slot = self._slot(peer)
+        if not can_pay:
+            async with slot.lock:
+                owed = -(await self._loaded(peer, slot)).net
+            if owed >= self.terms.payment_threshold:
+                raise RemotePaymentError(PaymentErrorCode.INSUFFICIENT_PAYMENT,
+                                         "a balance payment is due and no channel is open", owed=owed)
         while slot.outstanding > 0 and slot.outstanding + reserve > self.terms.in_flight_limit - self.ack_every:
             await slot.room.wait()
         slot.outstanding += reserve
@@ -301,12 +313,18 @@ class BalanceBook:
         once ``paid_out`` and our payment record are on disk; the host's
         acknowledgement of it allows the next.
 
+        Without a channel nothing is paid and nothing fails: the request that
+        made the payment due was served (a caller that opened a channel and
+        sent it again would be served it twice); the next request asks for
+        the channel before it is sent (``request``, ``can_pay``).
+
         Raises:
-            RemotePaymentError(INSUFFICIENT_PAYMENT): we owe and have no channel (``owed``: what we owe).
             PaymentError(TOTAL_OVER_CAPACITY): the channel cannot carry it.
         """
         peer = link.host
         slot = self._slot(peer)
+        if link.channel is None:
+            return 0
         async with link.turn:  # no paid request of the link signs meanwhile
             async with slot.lock:
                 balance = await self._loaded(peer, slot)
@@ -428,7 +446,7 @@ async def balanced_request(book: BalanceBook, link: HostLink, kind: Kind, chunk:
         return price_of(terms, kind, len(answer)) if kind is Kind.GET and isinstance(answer, bytes) else request.price
 
     answer = await book.request(link.session, request.price, lambda: send_request(link, request, data, None, None),
-                                priced)
+                                priced, can_pay=link.channel is not None)
     await book.settle(link)
     return answer
 

@@ -114,13 +114,35 @@ async def test_the_taker_pays_exactly_its_debt_through_its_channel_once_past_the
         assert b.ledger.earnings()["balances"]["per_peer"][a.node_id.hex()]["net"] == -view.net
 
 
-async def test_a_taker_without_a_channel_is_asked_for_one(tmp_path: Path) -> None:
+async def test_a_taker_without_a_channel_is_asked_for_one_and_each_request_is_served_once(tmp_path: Path) -> None:
+    # As PaidPeers does: a request refused for want of a channel is sent again once one is open.  It must
+    # not have been served the first time, or the taker would be served and charged for it twice.
+    count = TEST_TERMS.payment_threshold // PUT_PRICE + 4
+    refusals = []
     async with open_balance_peer(tmp_path / "a", "a", offer=OFFER) as a, \
             open_balance_peer(tmp_path / "b", "b", offer=OFFER) as b:
-        with pytest.raises(PaymentError) as caught:
-            await put_many(a, b, TEST_TERMS.payment_threshold // PUT_PRICE + 1)
-        assert caught.value.code == PaymentErrorCode.INSUFFICIENT_PAYMENT and caught.value.owed is not None
-        assert caught.value.owed >= TEST_TERMS.payment_threshold
+        link = await a.link(b)
+        for _ in range(count):
+            address, data = random_chunk()
+            try:
+                assert await a.payer.put(link, address, data)
+            except PaymentError as exc:
+                refusals.append(exc)
+                await settled(a, b)
+                assert b.ledger.balance(a.node_id.hex()).given == len(b.store) * PUT_PRICE  # unsent
+                channel = open_channel(a, b)
+                link = await a.link(b)  # with the channel now
+                assert await a.payer.put(link, address, data)
+        await settled(a, b)
+        assert_views_agree(a, b)
+        assert len(refusals) == 1 and refusals[0].code == PaymentErrorCode.INSUFFICIENT_PAYMENT
+        assert refusals[0].owed is not None and refusals[0].owed >= TEST_TERMS.payment_threshold
+        view = a.balance.view(b.node_id)
+        assert view is not None and len(b.store) == count and view.taken == count * PUT_PRICE  # each once
+        # Paid exactly what it owed when it paid: what it owes now is below the threshold.
+        assert view.paid_out == view.taken + view.net > 0 and 0 <= -view.net < TEST_TERMS.payment_threshold
+        record = b.ledger.channel(str(channel))
+        assert record is not None and record.total == view.paid_out == b.view(a).paid_in
 
 
 async def test_a_taker_that_never_gives_back_is_refused_at_the_disconnect_threshold(tmp_path: Path) -> None:
