@@ -26,13 +26,14 @@ the next step that must be durable.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import trio
 
-from node.exchange._link import HostLink
+from node.exchange._link import HostLink, PendingRecord
 from node.exchange._window import Body
 from node.exchange._window import _send as send_request  # the session call of one request, shared with the paid window
 from node.ledger import Ledger, LedgerError, PaymentEntry
@@ -43,7 +44,7 @@ from protocol.payments import (Direction, Kind, LocalPaymentError, PaymentError,
                                RemotePaymentError, Terms)
 from protocol.payments.messages import Payment
 from protocol.payments.payee import price_of
-from protocol.payments.payer import Request
+from protocol.payments.payer import LinkTotals, Request
 from protocol.payments.balance import (BalanceAck, BalanceError, BalanceErrorCode, BalanceTerms, PeerBalance,
                                        in_balance_mode)
 from protocol.wire import ChannelMessage, MessageType
@@ -311,7 +312,10 @@ class BalanceBook:
 
         The payment goes with our acknowledgement (BALANCE_ACK ``payment``),
         once ``paid_out`` and our payment record are on disk; the host's
-        acknowledgement of it allows the next.
+        acknowledgement of it allows the next.  When either record fails the
+        payment never leaves and is withdrawn from the link and the balance,
+        so the next one pays exactly what is owed then, not this one again
+        on top (0 is returned; the error is logged).
 
         Without a channel nothing is paid and nothing fails: the request that
         made the payment due was served (a caller that opened a channel and
@@ -331,19 +335,49 @@ class BalanceBook:
                 due = balance.payment_due(self.terms)
                 if due == 0:
                     return 0
+                before = link.machine.totals()
                 payment = link.machine.settle_balance(due)
                 if payment is None:  # a payment lost in a crash was signed above it: wait until we owe that
                     return 0
                 version = self._step(slot, balance.pay(due))
-            record = link.journal.add(PaymentEntry(
-                peer=peer.hex(), direction=Direction.OUT, kind=Kind.SETTLE, chunk=settle_id(payment.total).hex(),
-                price=0, amount=due, channel_id=str(payment.channel), total=payment.total, payer_sig=payment.sig))
-            await self._durable(peer, slot, version)
-            await link.journal.written(record)
+            record = None
+            try:
+                # Shielded: a cancelled caller must not leave one record written and its payment unsent.
+                with trio.CancelScope(shield=True):
+                    await self._durable(peer, slot, version)
+                    if payment.total > before.channel_total:  # else re-sent: its record is on disk already
+                        record = link.journal.add(PaymentEntry(
+                            peer=peer.hex(), direction=Direction.OUT, kind=Kind.SETTLE,
+                            chunk=settle_id(payment.total).hex(), price=0, amount=due, channel_id=str(payment.channel),
+                            total=payment.total, payer_sig=payment.sig))
+                        await link.journal.written(record)
+            except (LedgerError, sqlite3.Error) as exc:
+                await self._withdraw(link, slot, before, due, record)
+                log.warning("not paying %s the %d sats we owe it now: recording the payment failed (%s); the "
+                            "next answer pays what we owe then", peer.hex()[:12], due, exc)
+                return 0
         await self._send_ack(link.session, slot, payment.to_wire())
         log.info("paid %s the %d sats we owed it (channel %s, total %d)", peer.hex()[:12], due, payment.channel,
                  payment.total)
         return due
+
+    async def _withdraw(self, link: HostLink, slot: _Peer, before: LinkTotals, due: int,
+                        record: PendingRecord | None) -> None:
+        """Take back a payment of ``due`` whose records failed: it never left (rule 3).
+
+        The link signs the next payment from ``before``.  A failed balance
+        write left the view to reload from the ledger (without it); after a
+        failed payment record ``paid_out`` is on disk with it, so the view in
+        memory drops it and the next write of the view puts that right (a
+        crash first: the next session's resynchronisation takes it back).
+        """
+        link.machine.withdraw(before)
+        if record is not None:
+            link.journal.withdraw(record)
+        async with slot.lock:
+            view = slot.balance
+            if view is not None and view.paid_out - view.acked_paid_out >= due:
+                self._step(slot, view.withdraw_payment(due), durable=False)
 
     # -- internals ---------------------------------------------------------------
 

@@ -286,6 +286,17 @@ class PeerBalance:
             raise BalanceError(BalanceErrorCode.BAD_BALANCE_STEP, "a payment is still unacknowledged")
         return self._with(paid_out=self.paid_out + amount)
 
+    def withdraw_payment(self, amount: int) -> PeerBalance:
+        """The balance after taking back our payment of ``amount`` that never left (its records failed).
+
+        Raises:
+            BalanceError(BAD_BALANCE_STEP): ``amount`` is more than our unacknowledged payment.
+        """
+        if _amount(amount, "amount") > self.paid_out - self.acked_paid_out:
+            raise BalanceError(BalanceErrorCode.BAD_BALANCE_STEP,
+                               f"withdraw at most the unacknowledged {self.paid_out - self.acked_paid_out} sats")
+        return self._with(paid_out=self.paid_out - amount)
+
     def receive_payment(self, amount: int) -> PeerBalance:
         """The balance after the peer paid ``amount``; record it before acknowledging."""
         return self._with(paid_in=_amount(self.paid_in + _amount(amount, "amount"), "paid_in"))

@@ -141,6 +141,17 @@ class Abandoned:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LinkTotals:
+    """A link's totals before a balance payment (``PayerLink.totals``), put back if it never leaves."""
+
+    channel_total: int
+    acknowledged: int
+    projected: int
+    paid: int
+    last_sig: bytes | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Answer:
     """The host answered ``charge``; ``size`` is the chunk's real size when the answer carries it."""
 
@@ -328,6 +339,29 @@ class PayerLink:
         self.last_sig = signature
         self.acknowledged = self.projected = total
         return Payment(channel=self.channel_id, total=total, sig=signature)
+
+    def totals(self) -> LinkTotals:
+        """What ``settle_balance`` changes, for ``withdraw`` to put back."""
+        return LinkTotals(channel_total=self.channel.total if self.channel is not None else 0,
+                          acknowledged=self.acknowledged, projected=self.projected, paid=self.paid,
+                          last_sig=self.last_sig)
+
+    def withdraw(self, before: LinkTotals) -> None:
+        """Forget a balance payment that never left: its records failed before it was sent.
+
+        It was signed in memory only (the host never saw it, our ledger does
+        not hold it), so the link goes back to ``before`` and the next
+        payment is signed from there, exactly what is owed then
+        (specs/payments.md §Service balance, rule 3).
+
+        Raises:
+            RuntimeError: no channel, requests in flight, or ``before`` is above our total.
+        """
+        if self.channel is None or self.inflight or before.channel_total > self.channel.total:
+            raise RuntimeError("withdraw a balance payment only right after signing it")
+        self.channel.total = before.channel_total
+        self.acknowledged, self.projected, self.paid = before.acknowledged, before.projected, before.paid
+        self.last_sig, self._ahead = before.last_sig, None
 
     def sign_ahead(self, total: int) -> None:
         """Sign the payment for ``total`` now, for the next request to use if it owes exactly that."""

@@ -261,3 +261,38 @@ async def test_a_payment_the_payee_never_recorded_is_taken_back_and_paid_again_e
         record = b.ledger.channel(str(channel))
         earned = sum(p.amount for p in b.ledger.payments() if p.kind == Kind.SETTLE)
         assert record is not None and record.total == earned == view.paid_out  # paid exactly once
+
+
+@pytest.mark.parametrize("failing", ["record_balance", "record_payments"])
+async def test_a_payment_whose_record_failed_is_withdrawn_and_the_next_pays_exactly_the_debt(
+        tmp_path: Path, failing: str) -> None:
+    # The payer's ledger refuses one write of a balance payment (a full disk): its balance row, or its
+    # payment row.  The payment never leaves; the next one must pay what is owed then, not this one again
+    # on top of it (a channel total left advanced in memory would).
+    async with open_balance_peer(tmp_path / "a", "a", offer=OFFER) as a, \
+            open_balance_peer(tmp_path / "b", "b", offer=OFFER) as b:
+        channel = open_channel(a, b)
+        write = getattr(a.ledger, failing)
+        refused = []
+
+        def full_once(*args: object, **kwargs: object) -> object:
+            paying = args[1].paid_out > 0 if failing == "record_balance" else True  # type: ignore[attr-defined]
+            if paying and not refused:
+                refused.append(args)
+                raise sqlite3.OperationalError("database or disk is full")
+            return write(*args, **kwargs)
+
+        setattr(a.ledger, failing, full_once)
+        count = 3 * (TEST_TERMS.payment_threshold // PUT_PRICE) + 2  # the debt passes the threshold 3 times
+        await put_many(a, b, count)
+        await settled(a, b)
+        assert len(refused) == 1
+        assert_views_agree(a, b)
+        view = a.balance.view(b.node_id)
+        assert view is not None and view.taken == count * PUT_PRICE
+        assert view.paid_out == view.taken + view.net and 0 <= -view.net < TEST_TERMS.payment_threshold
+        spent = [p for p in a.ledger.payments() if p.direction == "out"]
+        for ledger in (a.ledger, b.ledger):
+            record = ledger.channel(str(channel))
+            assert record is not None and record.total == view.paid_out == sum(p.amount for p in spent)
+        assert b.view(a).paid_in == view.paid_out  # paid exactly, recorded on both sides
