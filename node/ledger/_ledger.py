@@ -20,6 +20,7 @@ from typing import Any
 from node.ledger import _reports
 from node.ledger._commit import GroupCommitter
 from node.ledger._schema import migrate
+from protocol.payments.balance import PeerBalance
 from protocol.payments.payee import RecordChain
 from protocol.payments.vocabulary import ChannelStatus, Direction, Kind, Role, SettlementKind, SettlementStatus
 
@@ -116,6 +117,9 @@ class PaymentEntry:
     payer_sig: bytes | None = None
     now: float | None = None
 
+
+_BALANCE_FIELDS = ("given", "taken", "paid_out", "paid_in", "acked_given", "acked_paid_out")
+_BALANCE_COLUMNS = ", ".join(_BALANCE_FIELDS)
 
 _CHANNEL_COLUMNS = (
     "channel_id, role, peer, state, capacity, total, payer_sig, funding_txid, "
@@ -481,6 +485,39 @@ class Ledger:
                 "ON CONFLICT (txid) DO UPDATE SET state = excluded.state, height = excluded.height",
                 (channel_id, kind, txid, amount, state, height, at),
             )
+
+        self._commits.submit(write)
+
+    # -- service balances (specs/payments.md §Service balance) ---------------
+
+    def balance(self, peer: str) -> PeerBalance:
+        """Our recorded balance with ``peer`` (all zero when none is recorded)."""
+        rows = self._read(f"SELECT {_BALANCE_COLUMNS} FROM balances WHERE peer = ?", (peer,))
+        return PeerBalance(**dict(zip(_BALANCE_FIELDS, rows[0]))) if rows else PeerBalance()
+
+    def settled_in(self, peer: str) -> int:
+        """Sats ``peer`` paid us settling its service balance (payments of kind settle received)."""
+        rows = self._read("SELECT COALESCE(SUM(amount), 0) FROM payments WHERE peer = ? AND direction = 'in' "
+                          "AND kind = 'settle'", (peer,))
+        return int(rows[0][0])
+
+    def record_balance(self, peer: str, balance: PeerBalance, *, now: float | None = None) -> None:
+        """Write ``balance`` as our view of ``peer``'s; return once it is on disk.
+
+        The whole view is written each time, so what is acknowledged lazily
+        goes to disk with the next step that must be durable (§Service
+        balance, "State"); steps of different peers share group commits.
+        """
+        at = time.time() if now is None else now
+        values = tuple(getattr(balance, name) for name in _BALANCE_FIELDS)
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"INSERT INTO balances (peer, {_BALANCE_COLUMNS}, updated_at) VALUES (?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (peer) DO UPDATE SET given = excluded.given, taken = excluded.taken, "
+                "paid_out = excluded.paid_out, paid_in = excluded.paid_in, acked_given = excluded.acked_given, "
+                "acked_paid_out = excluded.acked_paid_out, updated_at = excluded.updated_at",
+                (peer, *values, at))
 
         self._commits.submit(write)
 
