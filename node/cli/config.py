@@ -45,6 +45,7 @@ SETTING_HELP: dict[str, str] = {
     "ui_bind": "IP address the control API and web app listen on (not loopback: a warning, login still needed)",
     "audit_period": "seconds in which each share of the k-of-n files this node owns is audited once, on average",
     "max_spend_per_month": "sats the node may spend renewing its k-of-n files in a 30-day month",
+    "offer": "storage hosted free for peers that offer some too, e.g. 100GB (0: none; every request is paid)",
 }
 
 

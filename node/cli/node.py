@@ -28,6 +28,7 @@ from node.bitcoin.rpc import RPCError, RPCTransportError
 from node.exchange.settlement import SettlementConfig
 from node.files.upkeep import UpkeepConfig
 from node.runtime.settings import EffectiveSettings
+from protocol.payments.terms import MAX_OFFER
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -58,6 +59,22 @@ def _ui_address(text: str, origin: str) -> str:
     return str(address)
 
 
+# Size suffixes of ``--offer`` (decimal as disks are sold, binary as chunks are counted).
+SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+              "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
+
+
+def parse_size(text: str, origin: str) -> int:
+    """Bytes of a size such as ``100GB``, ``512MiB`` or ``4096``; ValueError naming ``origin`` otherwise."""
+    stripped = text.strip()
+    digits = len(stripped) - len(stripped.lstrip("0123456789"))
+    number, unit = stripped[:digits], stripped[digits:].strip().upper()
+    if not number or unit not in SIZE_UNITS or int(number) * SIZE_UNITS[unit] > MAX_OFFER:
+        raise ValueError(f"{origin} must be a size such as 100GB, 512MiB or a number of bytes "
+                         f"(at most {MAX_OFFER} bytes), got {text!r}")
+    return int(number) * SIZE_UNITS[unit]
+
+
 def config_from_settings(data_dir: Path, effective: EffectiveSettings) -> NodeConfig:
     """The node's configuration from its effective settings; ValueError names a malformed one."""
     s = effective.settings
@@ -78,6 +95,7 @@ def config_from_settings(data_dir: Path, effective: EffectiveSettings) -> NodeCo
         dht_port=s.dht_port, bootstrap=bootstrap, loopback_devnet=s.loopback_devnet, gc_period=s.gc_period,
         ui_bind=_ui_address(s.ui_bind, effective.origin("ui_bind")),
         upkeep=UpkeepConfig(audit_period=s.audit_period, max_spend_per_month=s.max_spend_per_month),
+        offer_bytes=parse_size(s.offer, effective.origin("offer")),
     )
 
 

@@ -57,6 +57,10 @@ class PaymentJournal:
         self.unrecorded.append((entry, pending))
         return pending
 
+    def withdraw(self, mine: PendingRecord) -> None:
+        """Drop ``mine`` if it waits to be written again after a failed write: its payment never left."""
+        self.unrecorded = [(entry, pending) for entry, pending in self.unrecorded if pending is not mine]
+
     async def written(self, mine: PendingRecord) -> None:
         """Return once ``mine`` is written: write every queued record, or wait for the write under way.
 

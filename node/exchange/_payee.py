@@ -238,16 +238,20 @@ class PayeeBook:
         """
         return await self.committed(await self.stage(peer, kind=kind, chunk=chunk, size=size, payment=payment))
 
-    async def stage(self, peer: bytes, *, kind: Kind, chunk: bytes, size: int, payment: object) -> StagedCharge:
+    async def stage(self, peer: bytes, *, kind: Kind, chunk: bytes, size: int, payment: object,
+                    confirm: Callable[[], None] | None = None) -> StagedCharge:
         """Decide one GET or PUT of ``peer`` and queue its record; do not wait for the record.
 
         The peer's next request is decided on the account and channel this
         one leaves (specs/payments.md §Ledger, "Grouped host commits"): call
         it in the peer's arrival order, and serve only once ``committed``
-        has returned.
+        has returned.  ``confirm`` runs once the decision is to serve,
+        before anything is adopted: work a refusal need not pay for (the
+        chunk's hash check), whose exception refuses the request instead.
 
         Raises:
             LocalPaymentError: the request is refused (nothing is queued).
+            whatever ``confirm`` raised (nothing is queued).
         """
         peer_hex = peer.hex()
         slot = self._peer(peer_hex)
@@ -258,6 +262,8 @@ class PayeeBook:
                 decision = await self._decide(peer_hex, request)
                 if generation == self._generation:
                     break  # else a failed group reset our state while we looked: decide again on the ledger's
+            if confirm is not None and not isinstance(decision, Refuse):
+                confirm()
             return self._adopt(slot, peer_hex, request, decision)
 
     async def _decide(self, peer_hex: str, request: ChargeRequest) -> ChargeDecision:

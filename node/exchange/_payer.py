@@ -17,9 +17,10 @@ from collections.abc import Callable
 
 import trio
 
+from node.exchange._balance import BalanceBook, balanced_request
 from node.exchange._channels import outpoint_of, params_from_blob, params_to_blob
 from node.exchange._link import HostLink, PaymentJournal, channel_request, give_up_channel, sync
-from node.exchange._window import PaidWindow, RenewalPut
+from node.exchange._window import Body, PaidWindow, RenewalPut
 from node.ledger import ChannelRecord, Ledger
 from node.transport import Session
 from protocol.bitcoin import PrivateKey, PublicKey
@@ -38,8 +39,10 @@ class Payer:
     """Pays hosts for chunks.  ``key`` is the payer's channel key."""
 
     def __init__(self, *, ledger: Ledger, key: PrivateKey, max_price_per_mib_get: int,
-                 max_price_per_mib_put: int, clock: Callable[[], float] = time.time) -> None:
+                 max_price_per_mib_put: int, clock: Callable[[], float] = time.time,
+                 balance: BalanceBook | None = None) -> None:
         self.ledger = ledger
+        self.balance = balance  # hosts in balance mode are not paid per request (specs/payments.md §Service balance)
         self.key = key
         self.max_price_per_mib_get = max_price_per_mib_get
         self.max_price_per_mib_put = max_price_per_mib_put
@@ -82,6 +85,8 @@ class Payer:
         else:
             machine = PayerLink(terms=terms)
         link = HostLink(session=session, host=host, machine=machine, journal=PaymentJournal(self.ledger))
+        if self.balance is not None:
+            await self.balance.greet(session)  # our acknowledgement first (§Service balance, rule 6)
         if usable and machine.channel_id != unannounced:
             try:
                 await sync(link, new_session=True)
@@ -139,20 +144,26 @@ class Payer:
             PriceTooHigh: the host asked more than one chunk at our maximum price.
             node.transport errors: the session failed (the caller reconnects).
         """
-        return await self.window.request(link, Kind.GET, address, expected_size, None)  # type: ignore[return-value]
+        return await self._request(link, Kind.GET, address, expected_size, None)  # type: ignore[return-value]
 
     async def put(self, link: HostLink, address: bytes, data: bytes) -> bool:
         """Store ``data`` on the host, paying what is owed; True if it was new there."""
-        return await self.window.request(link, Kind.PUT, address, len(data), data)  # type: ignore[return-value]
+        return await self._request(link, Kind.PUT, address, len(data), data)  # type: ignore[return-value]
 
     async def renew(self, link: HostLink, renewal: bytes, address: bytes, data: bytes) -> bool:
         """Renew the host's retention of a chunk it holds: a PUT charged as kind renew, named ``renewal``
         (32 fresh random bytes), so that it is never taken for a redelivery of the chunk's PUT."""
-        return await self.window.request(link, Kind.RENEW, renewal, len(data),  # type: ignore[return-value]
+        return await self._request(link, Kind.RENEW, renewal, len(data),  # type: ignore[return-value]
                                          RenewalPut(address=address, data=data))
 
     async def audit(self, link: HostLink, challenge: AuditChallenge) -> bytes:
         """Pay for an audit whose probe's proof checked: the charged AUDIT; returns its proof again
         (specs/erasure.md §7.4 Paid audits)."""
-        return await self.window.request(link, Kind.AUDIT, challenge.nonce, challenge.length,  # type: ignore[return-value]
-                                         challenge)
+        return await self._request(link, Kind.AUDIT, challenge.nonce, challenge.length,  # type: ignore[return-value]
+                                   challenge)
+
+    async def _request(self, link: HostLink, kind: Kind, chunk: bytes, size: int, data: Body) -> bytes | bool:
+        """A request through the paid window, or without payment to a host in balance mode."""
+        if self.balance is not None and self.balance.active(link.session):
+            return await balanced_request(self.balance, link, kind, chunk, size, data)
+        return await self.window.request(link, kind, chunk, size, data)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import trio
 
+from node.exchange._balance import BalanceBook, settle_balance
 from node.exchange._payee import PayeeBook
 from node.store import ChunkCorrupt, ChunkNotFound, ChunkStore, StoreFull
 from node.transport import RequestRefused, Session
@@ -48,9 +49,13 @@ def refused(exc: LocalPaymentError) -> RequestRefused:
 class PaidChunkServer:
     """``RequestHandler`` for a host that charges for GET and PUT."""
 
-    def __init__(self, store: ChunkStore, book: PayeeBook, *, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: ChunkStore, book: PayeeBook, *, wall_clock: Callable[[], float] = time.time,
+                 balance: BalanceBook | None = None) -> None:
         self.store = store
         self.book = book
+        # Peers in balance mode are served against the service balance, not paid (specs/payments.md
+        # §Service balance); None: every peer pays.
+        self.balance = balance
         self.wall_clock = wall_clock  # unix seconds: the start of a paid PUT's retention
         self._free = ChunkServer(store)
         self._unpaid_audits: dict[bytes, int] = {}  # peer -> probes answered since its last charged audit
@@ -70,7 +75,7 @@ class PaidChunkServer:
             if isinstance(message, PutChunk):
                 return await self._put(session, message)
             if isinstance(message, ChannelMessage):
-                return await self._channel(peer, message)
+                return await self._channel(session, message)
             if isinstance(message, Audit):
                 return await self._audit(session, message)
         except LocalPaymentError as exc:
@@ -84,22 +89,32 @@ class PaidChunkServer:
         # (specs/payments.md §Ledger, "Grouped host commits").
         with self.book.coming():
             # The read first (in a worker thread: a slow disk must not stall
-            # the event loop; the store checks its SHA-256): the price needs
-            # the size, and a chunk we cannot send is refused before anything
-            # is charged.
+            # the event loop): the price needs the size.  Its SHA-256 is
+            # checked only once the decision is to serve it, before anything
+            # is charged: a refused request costs no hash (specs/payments.md
+            # §Payment field of GET and PUT).
             data = await trio.to_thread.run_sync(self._read, message.address)
             if isinstance(data, ChunkNotFound):
                 raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not found")
             if not isinstance(data, bytes):
                 log.error("chunk %s unreadable: %s", message.address.hex(), data)
                 raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not available")
-            # Charged in the order the peer sent them (specs/payments.md §Paid
-            # window); the answer waits for the record's group to commit, while
-            # the peer's next requests are decided.
-            async with session.in_arrival_order():
-                staged = await self.book.stage(peer, kind=Kind.GET, chunk=message.address, size=len(data),
-                                               payment=message.payment)
-        await self.book.committed(staged)
+            chunk = data
+            if self._balanced(session):
+                # Checked before the balance records it: rotten bytes are refused, never charged.
+                self._check(message.address, chunk)
+                await self.balance.serve(session, self.book.price(Kind.GET, len(data)))  # type: ignore[union-attr]
+                staged = None
+            else:
+                # Charged in the order the peer sent them (specs/payments.md §Paid
+                # window); the answer waits for the record's group to commit, while
+                # the peer's next requests are decided.
+                async with session.in_arrival_order():
+                    staged = await self.book.stage(peer, kind=Kind.GET, chunk=message.address, size=len(data),
+                                                   payment=message.payment,
+                                                   confirm=lambda: self._check(message.address, chunk))
+        if staged is not None:
+            await self.book.committed(staged)
         self.served += 1
         return Chunk(request_id=message.request_id, address=message.address, data=data)
 
@@ -124,7 +139,10 @@ class PaidChunkServer:
             data = await trio.to_thread.run_sync(lambda: self.store.get(message.address, verify=False))
         except (ChunkNotFound, ChunkCorrupt):
             raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not found") from None
-        if message.charge:
+        if message.charge and self._balanced(session):
+            await self.balance.serve(session, self.book.price(Kind.AUDIT, message.length))  # type: ignore[union-attr]
+            self._unpaid_audits.pop(peer, None)
+        elif message.charge:
             with self.book.coming():
                 async with session.in_arrival_order():
                     staged = await self.book.stage(peer, kind=Kind.AUDIT, chunk=challenge.nonce, size=message.length,
@@ -138,11 +156,24 @@ class PaidChunkServer:
         return AuditProof(request_id=message.request_id, proof=audit_answer(challenge, data))
 
     def _read(self, address: bytes) -> bytes | Exception:
-        """The chunk's bytes (SHA-256 checked by the store), or why not."""
+        """The chunk's bytes, not yet checked against ``address`` (``_check``), or why not."""
         try:
-            return self.store.get(address)
+            return self.store.get(address, verify=False)
         except (ChunkNotFound, ChunkCorrupt) as exc:
             return exc
+
+    @staticmethod
+    def _check(address: bytes, data: bytes) -> None:
+        """The store's read check (specs/chunks.md §8.2): never serve bytes that do not hash to ``address``.
+
+        In the event loop, as a PUT's check is (hashlib releases the GIL).
+
+        Raises:
+            RequestRefused(NOT_FOUND): the chunk rotted on disk.
+        """
+        if hashlib.sha256(data).digest() != address:
+            log.error("chunk %s is corrupt on disk", address.hex())
+            raise RequestRefused(ErrorCode.NOT_FOUND, "chunk not available")
 
     async def _put(self, session: Session, message: PutChunk) -> Message:
         peer = session.peer_node_id
@@ -154,11 +185,14 @@ class PaidChunkServer:
         # A renewal is its own charge, named by its id: a PUT of the same chunk as a recent one would be
         # a redelivery, served free (specs/erasure.md §9 Renewal).
         kind, charged = (Kind.PUT, message.address) if message.renewal is None else (Kind.RENEW, message.renewal)
-        with self.book.coming():
-            async with session.in_arrival_order():  # charged in the order the peer sent them
-                staged = await self.book.stage(peer, kind=kind, chunk=charged, size=len(message.data),
-                                               payment=message.payment)
-        await self.book.committed(staged)
+        if self._balanced(session):
+            await self.balance.serve(session, self.book.price(kind, len(message.data)))  # type: ignore[union-attr]
+        else:
+            with self.book.coming():
+                async with session.in_arrival_order():  # charged in the order the peer sent them
+                    staged = await self.book.stage(peer, kind=kind, chunk=charged, size=len(message.data),
+                                                   payment=message.payment)
+            await self.book.committed(staged)
         # Retention counts from now, after the payment is on disk.
         until = int(self.wall_clock()) + self.book.terms.retention_seconds
         try:
@@ -169,9 +203,17 @@ class PaidChunkServer:
         self.served += 1
         return PutOk(request_id=message.request_id, address=message.address, stored=bool(stored))
 
-    async def _channel(self, peer: bytes, message: ChannelMessage) -> Message:
+    def _balanced(self, session: Session) -> bool:
+        """True when ``session``'s peer is served against the service balance (both offer storage)."""
+        return self.balance is not None and self.balance.active(session)
+
+    async def _channel(self, session: Session, message: ChannelMessage) -> Message | None:
+        peer = session.peer_node_id
         if message.response:
             raise RequestRefused(ErrorCode.UNEXPECTED_MESSAGE, "unsolicited channel reply")
+        if message.type == MessageType.BALANCE_ACK and self.balance is not None and self._balanced(session):
+            await settle_balance(session, message, self.balance, self.book)  # one-way: never answered
+            return None
         if message.type == MessageType.OPEN_CHANNEL:
             state = await self.book.open_channel(peer, OpenChannel.from_wire(message.fields))
             reply_type = MessageType.CHANNEL_ACCEPTED

@@ -20,6 +20,13 @@
   has not closed, the same way (``refunding`` → ``refunded``); a payer
   channel whose funding the payee spent becomes ``closed``, before its
   expiry too, so the payer stops paying through it at once.
+
+A pass costs one ``getblockcount`` and a look at the ledger's version when
+nothing changed: the channels are read again only when the ledger changed,
+and a channel is looked at again only when the tip moved since it was last
+looked at, its state changed, the last look wrote something or failed, or
+(payee) a payment brought one to the threshold (specs/payments.md
+§Settlement, "What a pass looks at").
 """
 
 from __future__ import annotations
@@ -73,24 +80,51 @@ class SettlementWatcher:
             book.settle_threshold = config.settle_threshold
         self.passes = 0
         self.pass_done = trio.Event()  # set after each pass, then replaced
+        self._ledger_version: int | None = None
+        self._channels: list[ChannelRecord] = []
+        # (tip, state) at the last look that found nothing to do, by channel id.
+        self._looked: dict[str, tuple[int, ChannelStatus]] = {}
+        self._wrote: set[str] = set()  # channels this pass changed in the ledger
 
     async def run_once(self) -> None:
         """Do one watcher pass (also what ``serve`` repeats)."""
         tip = await self.chain.tip_height()
+        threshold_reached = False
         if self.book is not None:
             self.book.set_tip(tip)
-        channels = await trio.to_thread.run_sync(
-            lambda: self.ledger.channels(states=(ChannelStatus.OPEN, ChannelStatus.CLOSING, ChannelStatus.REFUNDING)))
-        for record in channels:
+            # Which channel reached its threshold is the book's to know: a
+            # wake-up looks at every payee channel once.
+            threshold_reached = self.book.settle_due.is_set()
+            self.book.settle_due = trio.Event()
+        version = self.ledger.version()  # on this thread: a look at SQLite's WAL index, no table read
+        if version != self._ledger_version:
+            self._channels = await trio.to_thread.run_sync(
+                lambda: self.ledger.channels(states=(ChannelStatus.OPEN, ChannelStatus.CLOSING, ChannelStatus.REFUNDING)))
+            self._ledger_version = version
+            ids = {record.channel_id for record in self._channels}
+            self._looked = {cid: seen for cid, seen in self._looked.items() if cid in ids}
+        self._wrote.clear()
+        for record in self._channels:
+            cid = record.channel_id
+            # A close or refund is final only once mined, and a payee's
+            # deadline is a height: nothing to learn before the tip moves
+            # (specs/payments.md §Settlement, "What a pass looks at").
+            if self._looked.get(cid) == (tip, record.state) and not (threshold_reached and record.role is Role.PAYEE):
+                continue
+            self._looked.pop(cid, None)  # looked at again next pass unless this look ends quietly
             try:
                 if record.role is Role.PAYEE:
                     await self._payee(record, tip)
                 else:
                     await self._payer(record, tip)
             except (RPCError, RPCTransportError) as exc:
-                log.warning("settlement of %s deferred: %s", record.channel_id, exc)
+                log.warning("settlement of %s deferred: %s", cid, exc)
+                continue
             except Exception:  # one damaged channel must not stop the watcher for the others
-                log.exception("settlement of %s failed; retried next pass", record.channel_id)
+                log.exception("settlement of %s failed; retried next pass", cid)
+                continue
+            if cid not in self._wrote:
+                self._looked[cid] = (tip, record.state)
         self.passes += 1
         done, self.pass_done = self.pass_done, trio.Event()
         done.set()
@@ -107,8 +141,17 @@ class SettlementWatcher:
                 await trio.sleep(self.config.poll_seconds)  # a poll interval, not synchronisation
                 continue
             with trio.move_on_after(self.config.poll_seconds):  # a poll interval, or a channel at its threshold
-                await self.book.settle_due.wait()
-            self.book.settle_due = trio.Event()
+                await self.book.settle_due.wait()  # cleared by the pass that handles it
+
+    async def _set_state(self, channel_id: str, state: ChannelStatus) -> None:
+        self._wrote.add(channel_id)
+        await trio.to_thread.run_sync(self.ledger.set_channel_state, channel_id, state)
+
+    async def _record_settlement(self, channel_id: str, kind: SettlementKind, txid: str, amount: int, *,
+                                 state: SettlementStatus = SettlementStatus.BROADCAST, height: int | None = None) -> None:
+        self._wrote.add(channel_id)
+        await trio.to_thread.run_sync(lambda: self.ledger.record_settlement(
+            channel_id=channel_id, kind=kind, txid=txid, amount=amount, state=state, height=height))
 
     async def _settlement(self, channel_id: str) -> SettlementRecord | None:
         rows = await trio.to_thread.run_sync(self.ledger.settlements, channel_id)
@@ -118,10 +161,9 @@ class SettlementWatcher:
         txid = settlement.txid
         known, height = await self.chain.confirmation_height(txid)
         if height is not None:
-            await trio.to_thread.run_sync(lambda: self.ledger.record_settlement(
-                channel_id=record.channel_id, kind=settlement.kind, txid=txid,
-                amount=settlement.amount, state=SettlementStatus.CONFIRMED, height=height))
-            await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, final_state)
+            await self._record_settlement(record.channel_id, settlement.kind, txid, settlement.amount,
+                                          state=SettlementStatus.CONFIRMED, height=height)
+            await self._set_state(record.channel_id, final_state)
             log.info("%s of %s confirmed at height %d", settlement.kind, record.channel_id, height)
         elif not known:
             log.warning("%s %s of %s is unknown to the chain backend", settlement.kind, txid, record.channel_id)
@@ -149,7 +191,7 @@ class SettlementWatcher:
             if tip + 1 >= entry.deadline or record.state is ChannelStatus.CLOSING:
                 # Nothing was paid: nothing to claim; the payer refunds after expiry.
                 self.book.mark_closing(record.channel_id)
-                await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, ChannelStatus.CLOSED)
+                await self._set_state(record.channel_id, ChannelStatus.CLOSED)
             return
         self.book.mark_closing(record.channel_id)  # no more payments on it
         total = entry.channel.total
@@ -159,15 +201,14 @@ class SettlementWatcher:
             # A total below the dust limit cannot have an output: nothing to claim.
             log.warning("channel %s holds %d sats, below the dust limit: closed without claiming",
                         record.channel_id, total)
-            await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, ChannelStatus.CLOSED)
+            await self._set_state(record.channel_id, ChannelStatus.CLOSED)
             return
         txid = tx.txid_hex()
-        await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, ChannelStatus.CLOSING)
+        await self._set_state(record.channel_id, ChannelStatus.CLOSING)
         # Sent before it is recorded: a ``broadcast`` row names a transaction
         # the backend holds (specs/payments.md §Settlement).
         await self._broadcast(tx.hex())
-        await trio.to_thread.run_sync(lambda: self.ledger.record_settlement(
-            channel_id=record.channel_id, kind=SettlementKind.CLOSE, txid=txid, amount=total))
+        await self._record_settlement(record.channel_id, SettlementKind.CLOSE, txid, total)
         log.info("closing %s: %d sats in %s", record.channel_id, total, txid)
 
     async def _payer(self, record: ChannelRecord, tip: int) -> None:
@@ -179,7 +220,7 @@ class SettlementWatcher:
             if record.state in (ChannelStatus.OPEN, ChannelStatus.CLOSING) and await self._closed_by_payee(record):
                 # Noticed on chain: no more payments on it (specs/payments.md §Channel recovery).
                 log.info("payer channel %s was closed by the payee", record.channel_id)
-                await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, ChannelStatus.CLOSED)
+                await self._set_state(record.channel_id, ChannelStatus.CLOSED)
             return
         if self.payer_key is None or self.refund_script is None:
             return
@@ -193,12 +234,11 @@ class SettlementWatcher:
             funding = await self.chain.unspent_output(record.funding_txid, record.funding_vout)
             if funding is None:
                 # The payee closed it (or it never confirmed and was dropped).
-                await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, ChannelStatus.CLOSED)
+                await self._set_state(record.channel_id, ChannelStatus.CLOSED)
                 return
-            await trio.to_thread.run_sync(self.ledger.set_channel_state, record.channel_id, ChannelStatus.REFUNDING)
+            await self._set_state(record.channel_id, ChannelStatus.REFUNDING)
         await self._broadcast(tx.hex())
-        await trio.to_thread.run_sync(lambda: self.ledger.record_settlement(
-            channel_id=record.channel_id, kind=SettlementKind.REFUND, txid=txid, amount=amount))
+        await self._record_settlement(record.channel_id, SettlementKind.REFUND, txid, amount)
         log.info("refunding %s: %d sats in %s", record.channel_id, amount, txid)
 
     async def _closed_by_payee(self, record: ChannelRecord) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 from node.ledger import _reports
 from node.ledger._commit import GroupCommitter
 from node.ledger._schema import migrate
+from protocol.payments.balance import PeerBalance
 from protocol.payments.payee import RecordChain
 from protocol.payments.vocabulary import ChannelStatus, Direction, Kind, Role, SettlementKind, SettlementStatus
 
@@ -117,6 +118,9 @@ class PaymentEntry:
     now: float | None = None
 
 
+_BALANCE_FIELDS = ("given", "taken", "paid_out", "paid_in", "acked_given", "acked_paid_out")
+_BALANCE_COLUMNS = ", ".join(_BALANCE_FIELDS)
+
 _CHANNEL_COLUMNS = (
     "channel_id, role, peer, state, capacity, total, payer_sig, funding_txid, "
     "funding_vout, expiry, params, opened_at, updated_at"
@@ -150,6 +154,9 @@ class Ledger:
         self._reader = reader
         self._read_lock = threading.Lock()
         self._commits = GroupCommitter(writer)
+        # Only asks ``data_version``: never waits behind a long read.
+        self._version_conn = _connect(path)
+        self._version_lock = threading.Lock()
 
     @classmethod
     def open(cls, path: str | Path) -> Ledger:
@@ -165,6 +172,8 @@ class Ledger:
         self._commits.close()
         with self._read_lock:
             self._reader.close()
+        with self._version_lock:
+            self._version_conn.close()
         self._writer.close()
 
     def __enter__(self) -> Ledger:
@@ -177,6 +186,16 @@ class Ledger:
     def commits(self) -> int:
         """Transactions committed so far (group commit makes it < writes)."""
         return self._commits.commits
+
+    def version(self) -> int:
+        """A number that changes whenever anyone commits to the ledger: two calls that agree saw no write between.
+
+        This process's writes and another's (``mu channels close``) alike:
+        SQLite's ``PRAGMA data_version`` on a connection that never writes,
+        a look at the WAL index, not a table read.
+        """
+        with self._version_lock:
+            return int(self._version_conn.execute("PRAGMA data_version").fetchone()[0])
 
     # -- reads ---------------------------------------------------------------
 
@@ -402,16 +421,20 @@ class Ledger:
         at = time.time() if now is None else now
 
         def write(conn: sqlite3.Connection) -> PaymentRecord:
+            # Refused (LedgerError) before anything is written, so a refusal
+            # needs no rollback of its own (``record_payments``).
             if channel_id is not None:
-                row = conn.execute("SELECT total FROM channels WHERE channel_id = ?", (channel_id,)).fetchone()
-                if row is None:
-                    raise UnknownChannel(channel_id)
-                if total is None or total <= row[0]:
+                # The replay check and the new total in one statement; a row
+                # left unchanged says which refusal it is.
+                moved = conn.execute(
+                    "UPDATE channels SET total = ?, payer_sig = ?, updated_at = ? WHERE channel_id = ? AND total < ?",
+                    (total, payer_sig, at, channel_id, total),
+                ).rowcount
+                if moved == 0:
+                    row = conn.execute("SELECT total FROM channels WHERE channel_id = ?", (channel_id,)).fetchone()
+                    if row is None:
+                        raise UnknownChannel(channel_id)
                     raise StaleTotal(f"total {total} is not above recorded {row[0]} on {channel_id}")
-                conn.execute(
-                    "UPDATE channels SET total = ?, payer_sig = ?, updated_at = ? WHERE channel_id = ?",
-                    (total, payer_sig, at, channel_id),
-                )
             cur = conn.execute(
                 "INSERT INTO payments (peer, direction, kind, chunk, price, amount, channel_id, total, at) "
                 "VALUES (?,?,?,?,?,?,?,?,?)",
@@ -433,8 +456,8 @@ class Ledger:
         """Record several charged requests, in order,
         in one committed transaction; return when it is on disk.
 
-        Each entry has its own savepoint: a refused one (its LedgerError is
-        returned in its place) undoes nothing of the others.  ``chained``
+        A refused entry (its LedgerError is returned in its place) is refused
+        before it writes anything, so it undoes nothing of the others.  ``chained``
         (the payee's grouped records, specs/payments.md §Ledger "Grouped
         host commits"): an entry of a peer after a refused one of the same
         peer is refused too, unwritten, since it was decided on the state
@@ -453,13 +476,11 @@ class Ledger:
                 if chained and not chain.may_write(entry.peer):
                     results.append(LedgerError(f"an earlier record of peer {entry.peer[:12]} in its group failed"))
                     continue
-                conn.execute("SAVEPOINT entry")
+                # No savepoint per entry: a refused one has written nothing
+                # (``_payment_write``); any other error fails the whole write.
                 try:
                     results.append(one(conn))
-                    conn.execute("RELEASE entry")
                 except LedgerError as exc:
-                    conn.execute("ROLLBACK TO entry")
-                    conn.execute("RELEASE entry")
                     results.append(exc)
                     chain.failed(entry.peer)
             return results
@@ -481,6 +502,39 @@ class Ledger:
                 "ON CONFLICT (txid) DO UPDATE SET state = excluded.state, height = excluded.height",
                 (channel_id, kind, txid, amount, state, height, at),
             )
+
+        self._commits.submit(write)
+
+    # -- service balances (specs/payments.md §Service balance) ---------------
+
+    def balance(self, peer: str) -> PeerBalance:
+        """Our recorded balance with ``peer`` (all zero when none is recorded)."""
+        rows = self._read(f"SELECT {_BALANCE_COLUMNS} FROM balances WHERE peer = ?", (peer,))
+        return PeerBalance(**dict(zip(_BALANCE_FIELDS, rows[0]))) if rows else PeerBalance()
+
+    def settled_in(self, peer: str) -> int:
+        """Sats ``peer`` paid us settling its service balance (payments of kind settle received)."""
+        rows = self._read("SELECT COALESCE(SUM(amount), 0) FROM payments WHERE peer = ? AND direction = 'in' "
+                          "AND kind = 'settle'", (peer,))
+        return int(rows[0][0])
+
+    def record_balance(self, peer: str, balance: PeerBalance, *, now: float | None = None) -> None:
+        """Write ``balance`` as our view of ``peer``'s; return once it is on disk.
+
+        The whole view is written each time, so what is acknowledged lazily
+        goes to disk with the next step that must be durable (§Service
+        balance, "State"); steps of different peers share group commits.
+        """
+        at = time.time() if now is None else now
+        values = tuple(getattr(balance, name) for name in _BALANCE_FIELDS)
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"INSERT INTO balances (peer, {_BALANCE_COLUMNS}, updated_at) VALUES (?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (peer) DO UPDATE SET given = excluded.given, taken = excluded.taken, "
+                "paid_out = excluded.paid_out, paid_in = excluded.paid_in, acked_given = excluded.acked_given, "
+                "acked_paid_out = excluded.acked_paid_out, updated_at = excluded.updated_at",
+                (peer, *values, at))
 
         self._commits.submit(write)
 

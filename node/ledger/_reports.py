@@ -67,21 +67,31 @@ _BALANCE_KEYS = ("given", "taken", "net", "paid_in", "paid_out")
 def balances(read: Reader) -> dict[str, Any]:
     """Service given to and taken from each peer, the net and the sats paid each way, and their totals.
 
-    From the ledger's accounts (specs/payments.md §Service balance, "State"):
-    ``given`` is the value of the service we charged the peer (its account
-    ``in``), ``taken`` what it charged us (``out``), ``paid_in`` and
-    ``paid_out`` the channel increments each way; ``net`` is what the peer
-    owes us (negative: what we owe it), by ``PeerBalance.net``.
+    From the ledger (specs/payments.md §Service balance, "State"): ``given``
+    is the value of the service we gave the peer, charged (its account
+    ``in``) or kept in its service balance (table ``balances``), ``taken``
+    the same the other way (account ``out`` and the balance); ``paid_in``
+    and ``paid_out`` are the channel increments each way, per request or
+    settling a balance; ``net`` is what the peer owes us (negative: what we
+    owe it), by ``PeerBalance.net``.
     """
     sums: dict[str, dict[str, int]] = {}
+
+    def row(peer: str) -> dict[str, int]:
+        return sums.setdefault(peer, {"given": 0, "taken": 0, "paid_in": 0, "paid_out": 0})
+
     for peer, direction, consumed, paid in read("SELECT peer, direction, consumed, paid FROM accounts"):
-        row = sums.setdefault(peer, {"given": 0, "taken": 0, "paid_in": 0, "paid_out": 0})
         if direction == Direction.IN:
-            row["given"], row["paid_in"] = int(consumed), int(paid)
+            row(peer)["given"] += int(consumed)
+            row(peer)["paid_in"] += int(paid)
         else:
-            row["taken"], row["paid_out"] = int(consumed), int(paid)
-    per_peer = {peer: {**row, "net": PeerBalance(**row).net} for peer, row in sorted(sums.items())}
-    totals = {key: sum(row[key] for row in per_peer.values()) for key in _BALANCE_KEYS}
+            row(peer)["taken"] += int(consumed)
+            row(peer)["paid_out"] += int(paid)
+    for peer, given, taken in read("SELECT peer, given, taken FROM balances"):
+        row(peer)["given"] += int(given)
+        row(peer)["taken"] += int(taken)
+    per_peer = {peer: {**sums[peer], "net": PeerBalance(**sums[peer]).net} for peer in sorted(sums)}
+    totals = {key: sum(r[key] for r in per_peer.values()) for key in _BALANCE_KEYS}
     return {**totals, "per_peer": per_peer}
 
 

@@ -67,29 +67,53 @@ CREATE TABLE settlements (
 );
 """
 
-# Version 2: a payment's kind may be 'audit' or 'renew' (specs/erasure.md §7.4 Paid audits, §9 Renewal).  SQLite cannot
-# change a CHECK in place: the table is copied into one with the new CHECK, ids kept.
-_V2 = """
-CREATE TABLE payments_v2 (
+def _payments_with_kinds(version: int, kinds: str) -> str:
+    """The statements that copy ``payments`` into one whose ``kind`` CHECK allows ``kinds``, ids kept.
+
+    SQLite cannot change a CHECK in place, so each migration that admits a
+    new kind copies the table; the copies differ only in the list of kinds.
+    """
+    return f"""
+CREATE TABLE payments_v{version} (
     id             INTEGER PRIMARY KEY,
     peer           TEXT NOT NULL,
     direction      TEXT NOT NULL CHECK (direction IN ('in', 'out')),
-    kind           TEXT NOT NULL CHECK (kind IN ('get', 'put', 'audit', 'renew')),
-    chunk          TEXT NOT NULL,             -- chunk address, hex (an audit's nonce, a renewal's id)
+    kind           TEXT NOT NULL CHECK (kind IN ({kinds})),
+    chunk          TEXT NOT NULL,             -- chunk address, hex (an audit's nonce, a renewal's id, a settle's total)
     price          INTEGER NOT NULL CHECK (price >= 0),
     amount         INTEGER NOT NULL CHECK (amount >= 0),
     channel_id     TEXT REFERENCES channels (channel_id),
     total          INTEGER,                   -- channel total after this payment
     at             REAL NOT NULL
 );
-INSERT INTO payments_v2 SELECT id, peer, direction, kind, chunk, price, amount, channel_id, total, at FROM payments;
+INSERT INTO payments_v{version} SELECT id, peer, direction, kind, chunk, price, amount, channel_id, total, at FROM payments;
 DROP TABLE payments;
-ALTER TABLE payments_v2 RENAME TO payments;
+ALTER TABLE payments_v{version} RENAME TO payments;
 CREATE INDEX payments_peer ON payments (peer, direction);
 CREATE INDEX payments_channel ON payments (channel_id)
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+
+# Version 2: a payment's kind may be 'audit' or 'renew' (specs/erasure.md §7.4 Paid audits, §9 Renewal).
+_V2 = _payments_with_kinds(2, "'get', 'put', 'audit', 'renew'")
+
+# Version 3: a payment's kind may be 'settle' (a service balance's imbalance paid), and the service balance
+# with each peer in balance mode (specs/payments.md §Service balance, "State"): one row per peer, its
+# cumulative sums.
+_V3 = _payments_with_kinds(3, "'get', 'put', 'audit', 'renew', 'settle'") + """;
+CREATE TABLE balances (
+    peer           TEXT PRIMARY KEY,             -- peer node id, hex
+    given          INTEGER NOT NULL CHECK (given >= 0),           -- service we gave the peer, sats
+    taken          INTEGER NOT NULL CHECK (taken >= 0),           -- service the peer gave us
+    paid_out       INTEGER NOT NULL CHECK (paid_out >= 0),        -- sats we paid it through our channel
+    paid_in        INTEGER NOT NULL CHECK (paid_in >= 0),         -- sats it paid us
+    acked_given    INTEGER NOT NULL CHECK (acked_given BETWEEN 0 AND given),
+    acked_paid_out INTEGER NOT NULL CHECK (acked_paid_out BETWEEN 0 AND paid_out),
+    updated_at     REAL NOT NULL
+)
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -40,7 +40,7 @@ from node.sync.service import SyncService
 from node.web import WebApp
 from node.exchange.paying import PaidPeers
 from node.store.retention import GarbageCollector
-from node.exchange import ChainView, PaidChunkServer, PayeeBook, Payer
+from node.exchange import BalanceBook, ChainView, PaidChunkServer, PayeeBook, Payer
 from node.ledger import LEDGER_FILE, Ledger
 from node.bitcoin.rpc import RPCClient
 from node.exchange.settlement import SettlementConfig, SettlementWatcher
@@ -87,6 +87,7 @@ class NodeConfig:
     gc_period: float = DEFAULTS.gc_period
     ui_bind: str = DEFAULTS.ui_bind  # the control API's and web app's address (specs/network.md §6 Security)
     upkeep: UpkeepConfig = field(default_factory=UpkeepConfig)  # audits, repair, renewal (specs/erasure.md §7.5)
+    offer_bytes: int = 0  # storage hosted for reciprocating peers (specs/payments.md §Service balance)
 
 
 @dataclass(slots=True)
@@ -154,15 +155,17 @@ async def _open_locked_node(config: NodeConfig, wall_clock: Callable[[], float])
                 min_capacity=config.min_capacity, expiry_window=config.expiry_window,
                 min_confirmations=config.min_confirmations, fee_rate=config.fee_rate,
                 payment_pubkey=payment_key.public_key.data, identity_key=identity.public_key,
+                offer=config.offer_bytes,
             ).signed(identity)
             chain = ChainView(rpc)
             book = PayeeBook(ledger=ledger, terms=terms, payee_key=payment_key, chain=chain)
+            balance = BalanceBook(ledger=ledger, identity=identity, offer=config.offer_bytes)
             payer = Payer(ledger=ledger, key=wallet.keys[PAYER_KEY_INDEX],
                           max_price_per_mib_get=config.max_price_per_mib_get,
-                          max_price_per_mib_put=config.max_price_per_mib_put)
+                          max_price_per_mib_put=config.max_price_per_mib_put, balance=balance)
             watcher = SettlementWatcher(ledger=ledger, chain=chain, book=book, payer_key=wallet.keys[PAYER_KEY_INDEX],
                                         refund_script=wallet.script_pubkey(), config=config.settlement)
-            server = PaidChunkServer(store, book, wall_clock=wall_clock)
+            server = PaidChunkServer(store, book, wall_clock=wall_clock, balance=balance)
             async with open_transport(identity, server, payment_key=payment_key.public_key.data,
                                       host=config.listen_host, port=config.listen_port,
                                       terms=terms.to_wire()) as transport:

@@ -62,6 +62,9 @@ class NodeSettings:
     ui_bind: str = DEFAULT_UI_BIND  # address of the control API and web app
     audit_period: float = DEFAULT_AUDIT_PERIOD  # each share audited once per period on average (specs/erasure.md §7.5)
     max_spend_per_month: int = 0  # sats the upkeep timer may spend on renewals in a 30-day month
+    # Storage hosted free for peers that host for us, "100GB" or bytes; "0": none, pay for everything
+    # (specs/payments.md §Service balance).
+    offer: str = "0"
 
 
 DEFAULTS = NodeSettings()

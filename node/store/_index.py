@@ -117,17 +117,30 @@ class ChunkIndex:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO state (name, value) VALUES (?, ?)", (name, value))
 
-    def add(self, rows: Iterable[tuple[bytes, int]], now: int) -> None:
-        """Record chunks (address, size) that are now on disk."""
+    def add(self, rows: Iterable[tuple[bytes, int]], now: int, *, paid_until: int | None = None) -> None:
+        """Record chunks (address, size) that are now on disk.
+
+        With ``paid_until`` their retention is set to at least that, in the
+        same commit, made durable as ``extend_retention``'s (specs/chunks.md
+        §8.6): a paid PUT's row and retention cost one index commit.
+        """
         rows = list(rows)
         with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT INTO chunks (address, size, added_at) VALUES (?, ?, ?)"
-                " ON CONFLICT(address) DO UPDATE SET size = excluded.size",
-                ((address, size, now) for address, size in rows),
-            )
-            self._db.execute("COMMIT")
+            if paid_until is not None:
+                self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT INTO chunks (address, size, added_at, paid_until) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT(address) DO UPDATE SET size = excluded.size,"
+                    " paid_until = CASE WHEN excluded.paid_until IS NULL THEN paid_until"
+                    " ELSE max(coalesce(paid_until, 0), excluded.paid_until) END",
+                    ((address, size, now, paid_until) for address, size in rows),
+                )
+                self._db.execute("COMMIT")
+            finally:
+                if paid_until is not None:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
             self._present.update(_prefix(address) for address, _size in rows)
 
     def remove(self, address: bytes) -> None:

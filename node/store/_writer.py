@@ -174,8 +174,14 @@ class ChunkWriter:
         self.space.reserve(address, size)
         return final
 
-    def put_many(self, items: Iterable[tuple[bytes, Chunk]], *, verify: bool = True) -> int:
-        """Store chunks durably; return how many were new (see ``ChunkStore.put_many``)."""
+    def put_many(self, items: Iterable[tuple[bytes, Chunk]], *, verify: bool = True,
+                 paid_until: int | None = None) -> int:
+        """Store chunks durably; return how many were new (see ``ChunkStore.put_many``).
+
+        ``paid_until``: the new chunks' rows get that retention, committed
+        durably with them (one index commit for a paid PUT, specs/chunks.md
+        §8.6); chunks already held are left as they are.
+        """
         # Flag the index as possibly stale before any file appears, so a crash
         # between a file's link and its index row is repaired on next open.
         self.dirty.mark()
@@ -192,34 +198,49 @@ class ChunkWriter:
                 to_write.append((final, address, data))
         # Write the batch concurrently: fdatasyncs issued together share
         # journal commits and device flushes (group commit), which a
-        # one-at-a-time loop cannot (specs/chunks.md §8.2 Writing).
-        futures = [fsync_pool().submit(self.write_file, *job) for job in to_write]
+        # one-at-a-time loop cannot (specs/chunks.md §8.2 Writing).  A single
+        # chunk (a PUT) is written in this thread: a pool hop buys it nothing.
         new: list[tuple[Path, bytes, int]] = []
-        for (final, address, data), future in zip(to_write, futures):
-            try:
-                stored = future.result()
-            except BaseException as exc:
-                stored = False
-                failure = failure or exc
-            if stored:
+        for (final, address, data), outcome in zip(to_write, self._write_all(to_write)):
+            if isinstance(outcome, BaseException):
+                failure = failure or outcome
+            if outcome is True:
                 new.append((final, address, len(data)))
             else:
                 self.space.release(len(data))
-        count = self.commit_stored(new)
+        count = self.commit_stored(new, paid_until=paid_until)
         if failure is not None:
             raise failure
         return count
 
-    def commit_stored(self, stored: list[tuple[Path, bytes, int]]) -> int:
-        """Fsync the shard directories of freshly linked chunks, then index them."""
+    def _write_all(self, jobs: list[tuple[Path, bytes, Chunk]]) -> list[bool | BaseException]:
+        """``write_file`` of each job, concurrently on the pool past one; each one's result or error."""
+        if len(jobs) == 1:
+            try:
+                return [self.write_file(*jobs[0])]
+            except BaseException as exc:
+                return [exc]
+        outcomes: list[bool | BaseException] = []
+        for future in [fsync_pool().submit(self.write_file, *job) for job in jobs]:
+            try:
+                outcomes.append(future.result())
+            except BaseException as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def commit_stored(self, stored: list[tuple[Path, bytes, int]], *, paid_until: int | None = None) -> int:
+        """Fsync the shard directories of freshly linked chunks, then index them (with ``paid_until``)."""
         if not stored:
             return 0
         try:
             dirs = {final.parent for final, _, _ in stored}
-            for done in [fsync_pool().submit(_fsync_dir, d) for d in dirs]:
-                done.result()
+            if len(dirs) == 1:
+                _fsync_dir(next(iter(dirs)))
+            else:
+                for done in [fsync_pool().submit(_fsync_dir, d) for d in dirs]:
+                    done.result()
         finally:
-            self.index.add([(address, size) for _, address, size in stored], int(time.time()))
+            self.index.add([(address, size) for _, address, size in stored], int(time.time()), paid_until=paid_until)
         return len(stored)
 
     def write_file(self, final: Path, address: bytes, data: Chunk) -> bool:
@@ -258,11 +279,10 @@ class ChunkWriter:
                 os.fdatasync(fd)
             finally:
                 os.close(fd)
-            final.parent.mkdir(exist_ok=True)
             try:
                 # link() never replaces: of two concurrent writers (threads or
                 # processes) exactly one wins, so accounting stays exact.
-                os.link(tmp, final)
+                self._link(tmp, final)
             except FileExistsError:
                 return False
             except OSError as exc:
@@ -279,6 +299,15 @@ class ChunkWriter:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+
+    @staticmethod
+    def _link(tmp: Path, final: Path) -> None:
+        """``os.link``, creating the shard directory the first time (not a mkdir per chunk)."""
+        try:
+            os.link(tmp, final)
+        except FileNotFoundError:
+            final.parent.mkdir(exist_ok=True)
+            os.link(tmp, final)
 
     def delete(self, address: bytes) -> bool:
         """Remove a chunk file and its row; return False if it was not stored."""

@@ -107,11 +107,19 @@ class RetentionBook:
         ``verify=False`` skips re-hashing for a caller that already checked
         the bytes against the address (the paid PUT handler does).
         """
-        stored = self._writer.put_many([(address, data)], verify=verify) == 1
+        until = int(until)
+        # A new chunk's row carries its retention from its one index commit;
+        # a chunk already held has it extended.
+        stored = self._writer.put_many([(address, data)], verify=verify, paid_until=until) == 1
         with self._lock:
-            if self._index.extend_retention([address], int(until)) == 0:
+            if stored:
+                row = self._index.meta_of(address)
+                kept = row is not None and row[0] is not None and row[0] >= until
+            else:
+                kept = self._index.extend_retention([address], until) > 0
+            if not kept:
                 stored = self._writer.put_many([(address, data)], verify=verify) == 1 or stored
-                self._index.extend_retention([address], int(until))
+                self._index.extend_retention([address], until)
         return stored
 
     def pin(self, addresses: Iterable[bytes], *, root: bytes | None = None, now: int | None = None) -> int:

@@ -101,6 +101,16 @@ class BalanceTerms:
                                "disconnect_threshold must be at least payment_threshold + 2 x in_flight_limit")
 
 
+def in_balance_mode(our_offer: int, peer_offer: int) -> bool:
+    """True when two nodes keep a service balance instead of paying each request.
+
+    Both must offer storage to reciprocating peers (terms ``offer`` > 0;
+    terms without it offer 0): a node that offers nothing pays for
+    everything, as before (specs/payments.md §Service balance, "Balance mode").
+    """
+    return our_offer > 0 and peer_offer > 0
+
+
 def view_gap_bound(terms: BalanceTerms) -> int:
     """Most by which two peers' views of one balance differ (``net`` of one plus ``net`` of the other).
 
@@ -160,6 +170,27 @@ class BalanceAck:
     def serialize(self) -> bytes:
         """``body || signature``, ``BALANCE_ACK_SIZE`` bytes."""
         return self.body() + self.signature
+
+    def to_wire(self, payment: object = None) -> dict[str, object]:
+        """The BALANCE_ACK message's fields (specs/wire.md §6 Messages): ``ack`` bin120 and, when the
+        sender settles its debt (rule 3), ``payment`` (a channel payment as GET_CHUNK's)."""
+        fields: dict[str, object] = {"ack": self.serialize()}
+        if payment is not None:
+            fields["payment"] = payment
+        return fields
+
+    @classmethod
+    def from_wire(cls, fields: object) -> tuple[BalanceAck, object]:
+        """Read BALANCE_ACK's fields: the acknowledgement and the payment (None when absent).
+
+        Raises:
+            BalanceError(BAD_BALANCE_ACK): other fields, or a malformed acknowledgement.
+        """
+        if not isinstance(fields, dict) or not {"ack"} <= set(fields) <= {"ack", "payment"}:
+            raise BalanceError(BalanceErrorCode.BAD_BALANCE_ACK, "BALANCE_ACK has the fields ack and payment only")
+        if "payment" in fields and fields["payment"] is None:
+            raise BalanceError(BalanceErrorCode.BAD_BALANCE_ACK, "an absent payment is left out")
+        return cls.parse(fields["ack"]), fields.get("payment")
 
     @classmethod
     def parse(cls, raw: bytes) -> BalanceAck:
@@ -254,6 +285,17 @@ class PeerBalance:
         if self.paid_out > self.acked_paid_out:
             raise BalanceError(BalanceErrorCode.BAD_BALANCE_STEP, "a payment is still unacknowledged")
         return self._with(paid_out=self.paid_out + amount)
+
+    def withdraw_payment(self, amount: int) -> PeerBalance:
+        """The balance after taking back our payment of ``amount`` that never left (its records failed).
+
+        Raises:
+            BalanceError(BAD_BALANCE_STEP): ``amount`` is more than our unacknowledged payment.
+        """
+        if _amount(amount, "amount") > self.paid_out - self.acked_paid_out:
+            raise BalanceError(BalanceErrorCode.BAD_BALANCE_STEP,
+                               f"withdraw at most the unacknowledged {self.paid_out - self.acked_paid_out} sats")
+        return self._with(paid_out=self.paid_out - amount)
 
     def receive_payment(self, amount: int) -> PeerBalance:
         """The balance after the peer paid ``amount``; record it before acknowledging."""

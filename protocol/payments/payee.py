@@ -153,6 +153,8 @@ def price_of(terms: Terms, kind: Kind, size: int) -> int:
     An audit reads and hashes ``size`` bytes of a share, so it is priced as a
     GET of them (specs/erasure.md §7.4 Paid audits): no term of its own.
     """
+    if kind is Kind.SETTLE:
+        return 0  # pays for service counted in the balance, none of its own (specs/payments.md §Service balance)
     return terms.put_price(size) if kind in (Kind.PUT, Kind.RENEW) else terms.get_price(size)
 
 

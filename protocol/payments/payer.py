@@ -141,6 +141,17 @@ class Abandoned:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LinkTotals:
+    """A link's totals before a balance payment (``PayerLink.totals``), put back if it never leaves."""
+
+    channel_total: int
+    acknowledged: int
+    projected: int
+    paid: int
+    last_sig: bytes | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Answer:
     """The host answered ``charge``; ``size`` is the chunk's real size when the answer carries it."""
 
@@ -308,6 +319,67 @@ class PayerLink:
         self.channel.total = total
         self.last_sig, self._ahead = None, None
         self.acknowledged = self.projected = total
+
+    def settle_balance(self, amount: int) -> Payment | None:
+        """The payment of exactly ``amount`` above the host's acknowledged total: a service balance's imbalance.
+
+        Rule 3 of specs/payments.md §Service balance: the balance, not the
+        account mirror, says what is owed, so the increment the host accepts
+        is ``amount`` to the sat.  A total we signed before and the host never
+        acknowledged (a payment lost in a crash) is never signed below: when
+        the new total is that one, its signature is sent again; below it,
+        None (nothing is paid until what we owe reaches it).  Only between
+        paid requests (none in flight).
+
+        Raises:
+            RemotePaymentError(INSUFFICIENT_PAYMENT): no channel open (``owed`` is ``amount``).
+            PaymentError(TOTAL_OVER_CAPACITY): the channel cannot carry it; nothing signed.
+            ValueError: ``amount`` is not positive, or paid requests are in flight.
+        """
+        if type(amount) is not int or amount <= 0 or self.inflight:
+            raise ValueError("a balance payment is a positive amount, with no paid request in flight")
+        if self.channel is None or self.channel_id is None:
+            raise RemotePaymentError(PaymentErrorCode.INSUFFICIENT_PAYMENT, "balance owed but no channel open",
+                                     owed=amount)
+        total = self.acknowledged + amount
+        if total < self.channel.total or (total == self.channel.total and self.last_sig is None):
+            return None
+        if total == self.channel.total:
+            signature = self.last_sig
+        else:
+            try:
+                commitment = self.channel.pay(total - self.channel.total)
+            except ChannelExhaustedError as exc:
+                raise PaymentError(PaymentErrorCode.TOTAL_OVER_CAPACITY, f"channel used up: {exc}") from None
+            signature, self._ahead = commitment.signature, None
+            self.paid += commitment.total - self.acknowledged
+        assert signature is not None
+        self.last_sig = signature
+        self.acknowledged = self.projected = total
+        return Payment(channel=self.channel_id, total=total, sig=signature)
+
+    def totals(self) -> LinkTotals:
+        """What ``settle_balance`` changes, for ``withdraw`` to put back."""
+        return LinkTotals(channel_total=self.channel.total if self.channel is not None else 0,
+                          acknowledged=self.acknowledged, projected=self.projected, paid=self.paid,
+                          last_sig=self.last_sig)
+
+    def withdraw(self, before: LinkTotals) -> None:
+        """Forget a balance payment that never left: its records failed before it was sent.
+
+        It was signed in memory only (the host never saw it, our ledger does
+        not hold it), so the link goes back to ``before`` and the next
+        payment is signed from there, exactly what is owed then
+        (specs/payments.md §Service balance, rule 3).
+
+        Raises:
+            RuntimeError: no channel, requests in flight, or ``before`` is above our total.
+        """
+        if self.channel is None or self.inflight or before.channel_total > self.channel.total:
+            raise RuntimeError("withdraw a balance payment only right after signing it")
+        self.channel.total = before.channel_total
+        self.acknowledged, self.projected, self.paid = before.acknowledged, before.projected, before.paid
+        self.last_sig, self._ahead = before.last_sig, None
 
     def sign_ahead(self, total: int) -> None:
         """Sign the payment for ``total`` now, for the next request to use if it owes exactly that."""

@@ -25,6 +25,8 @@ MAX_AMOUNT = 21 * 10**14  # all bitcoin, in sats
 MAX_BLOCKS = 52_560  # about a year of blocks
 MAX_RETENTION_SECONDS = 10 * 365 * 86_400
 MAX_FEE_RATE = 10_000  # sat/vB
+MAX_OFFER = 1 << 60  # bytes offered to reciprocating peers (an exbibyte)
+_OFFER = struct.Struct(">Q")
 
 # Field name, struct format, upper bound: the order is the signed encoding.
 _FIELDS: tuple[tuple[str, str, int], ...] = (
@@ -62,6 +64,8 @@ class Terms:
         fee_rate: sat/vB of the commitment (close) transaction.
         payment_pubkey: compressed secp256k1 key the host is paid to.
         identity_key: the host's Ed25519 identity public key.
+        offer: bytes the host stores for peers that store for it (0: none; its
+            peers then pay for everything, specs/payments.md §Service balance).
         signature: identity signature over ``signed_bytes()``.
     """
 
@@ -75,6 +79,7 @@ class Terms:
     fee_rate: int
     payment_pubkey: bytes
     identity_key: bytes
+    offer: int = 0
     signature: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
@@ -82,6 +87,8 @@ class Terms:
             value = getattr(self, name)
             if type(value) is not int or not 0 <= value <= bound:
                 raise LocalPaymentError(PaymentErrorCode.BAD_TERMS, f"terms field {name} out of range: {value!r}")
+        if type(self.offer) is not int or not 0 <= self.offer <= MAX_OFFER:
+            raise LocalPaymentError(PaymentErrorCode.BAD_TERMS, f"terms field offer out of range: {self.offer!r}")
         if not isinstance(self.payment_pubkey, bytes) or len(self.payment_pubkey) != PAYMENT_PUBKEY_SIZE \
                 or self.payment_pubkey[0] not in (2, 3):
             raise LocalPaymentError(PaymentErrorCode.BAD_TERMS, "payment pubkey must be a compressed point")
@@ -91,9 +98,14 @@ class Terms:
             raise LocalPaymentError(PaymentErrorCode.BAD_TERMS, "terms signature must be 64 bytes")
 
     def signed_bytes(self) -> bytes:
-        """``TERMS_TAG || identity_key || payment_pubkey || fields`` (big-endian)."""
+        """``TERMS_TAG || identity_key || payment_pubkey || fields [|| offer]`` (big-endian).
+
+        ``offer`` is signed only when non-zero, so the terms of a node that
+        offers nothing are signed exactly as before it existed.
+        """
         values = _LAYOUT.pack(*(getattr(self, name) for name, _, _ in _FIELDS))
-        return TERMS_TAG + self.identity_key + self.payment_pubkey + values
+        offer = _OFFER.pack(self.offer) if self.offer else b""
+        return TERMS_TAG + self.identity_key + self.payment_pubkey + values + offer
 
     def signed(self, identity: Identity) -> Terms:
         """A copy signed by ``identity`` (whose key must be ``identity_key``)."""
@@ -118,6 +130,8 @@ class Terms:
         """The HELLO ``terms`` map (specs/payments.md §Terms)."""
         out: dict[str, Any] = {name: getattr(self, name) for name, _, _ in _FIELDS}
         out["payment_pubkey"] = self.payment_pubkey
+        if self.offer:  # absent means 0, so peers that predate it read these terms unchanged
+            out["offer"] = self.offer
         out["signature"] = self.signature
         return out
 
@@ -127,11 +141,14 @@ class Terms:
 
         Raises:
             LocalPaymentError(BAD_TERMS): missing, extra or out-of-range fields,
+            an ``offer`` of 0 (it is left out instead: one encoding per terms),
             or a signature that does not verify.
         """
         expected = {name for name, _, _ in _FIELDS} | {"payment_pubkey", "signature"}
-        if not isinstance(value, dict) or set(value) != expected:
+        if not isinstance(value, dict) or set(value) - {"offer"} != expected:
             raise LocalPaymentError(PaymentErrorCode.BAD_TERMS, "terms map has missing or unknown fields")
+        if "offer" in value and value["offer"] == 0:
+            raise LocalPaymentError(PaymentErrorCode.BAD_TERMS, "terms offer of 0 must be left out")
         terms = cls(identity_key=identity_key, **value)
         terms.verify()
         return terms

@@ -17,6 +17,7 @@ class Kind(StrEnum):
     PUT = "put"
     AUDIT = "audit"  # a storage audit the owner checked, then paid (specs/erasure.md §7.4 Paid audits)
     RENEW = "renew"  # a PUT that extends a held chunk's retention, named by its own id (specs/erasure.md §9)
+    SETTLE = "settle"  # a payment of a service balance's imbalance, no service (specs/payments.md §Service balance)
 
 
 class Direction(StrEnum):

@@ -67,7 +67,7 @@ class MessageType(IntEnum):
     PAYMENT_ACK = 0x22
     CHANNEL_STATE = 0x23
     CLOSE_CHANNEL = 0x24
-    CHANNEL_RESERVED_25 = 0x25
+    BALANCE_ACK = 0x25  # one-way: a signed service balance acknowledgement (specs/payments.md §Service balance)
     CHANNEL_RESERVED_26 = 0x26
     CHANNEL_RESERVED_27 = 0x27
     CHANNEL_RESERVED_28 = 0x28

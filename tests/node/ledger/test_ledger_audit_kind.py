@@ -34,7 +34,7 @@ def test_a_version_one_ledger_keeps_its_rows_and_takes_audit_payments(tmp_path: 
         with pytest.raises(LedgerError):
             ledger.record_payment(peer=PEER, direction="in", kind="probe", chunk="03" * 32, price=7, amount=0)
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
     indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"payments_peer", "payments_channel"} <= indexes
     conn.close()

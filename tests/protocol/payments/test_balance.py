@@ -170,3 +170,14 @@ def test_own_mistakes_are_refused() -> None:
         BalanceTerms(payment_threshold=1_000, in_flight_limit=500, disconnect_threshold=1_999)
     with pytest.raises(BalanceError):
         PeerBalance().serve(-1, TERMS)
+
+
+def test_a_payment_that_never_left_is_withdrawn_and_only_it() -> None:
+    owing = PeerBalance(taken=2_000)
+    paying = owing.pay(2_000)
+    assert paying.withdraw_payment(2_000) == owing and owing.payment_due(TERMS) == 2_000  # due again, exactly
+    with pytest.raises(BalanceError):
+        paying.withdraw_payment(2_001)
+    with pytest.raises(BalanceError):  # acknowledged: it left, and arrived
+        paying.acknowledge(BalanceAck.sign(BOB, peer=ALICE.node_id, service_received=0, payment_received=2_000)
+                           ).withdraw_payment(1)

@@ -35,6 +35,7 @@ from protocol.payments.payer import (
     Answer,
     Charge,
     Failure,
+    LinkTotals,
     PayerLink,
     PaymentRounds,
     Phase,
@@ -441,3 +442,18 @@ def test_top_up_rounds_are_bounded(refusals: list[tuple[PaymentErrorCode | None,
             break
         assert rounds.hint is None or (alone and 0 < rounds.hint <= 1_000)
     assert attempts <= MAX_PAYMENT_ROUNDS
+
+
+def test_a_balance_payment_withdrawn_before_it_left_is_not_paid_on_top_of_the_next() -> None:
+    link = make_link(0)
+    first = link.settle_balance(300)
+    assert first is not None and first.total == 300
+    before = link.totals()
+    lost = link.settle_balance(200)  # its records fail: it never leaves
+    assert lost is not None and lost.total == 500
+    link.withdraw(before)
+    assert link.channel is not None and link.channel.total == 300 and link.paid == 300
+    again = link.settle_balance(250)  # what is owed then, from the last total that left
+    assert again is not None and again.total == 550 and link.paid == 550
+    with pytest.raises(RuntimeError):
+        link.withdraw(LinkTotals(channel_total=600, acknowledged=0, projected=0, paid=0, last_sig=None))  # above ours
