@@ -101,3 +101,12 @@ async def test_views_agree_after_20_kills_of_either_side(tmp_path: Path) -> None
     assert (view_a.paid_out, view_a.paid_in) == (view_b.paid_in, view_b.paid_out)
     assert view_a.net == -view_b.net and abs(view_a.net) <= TEST_TERMS.disconnect_threshold
     assert view_a.given > 0 and view_b.given > 0
+    # The channel payments that settled the imbalances: what one ledger says it paid, the other says it earned.
+    reports = {}
+    for name in NAMES:
+        with Ledger.open(tmp_path / name / "ledger.sqlite3") as ledger:
+            reports[peer_identity(name).node_id.hex()] = ledger.earnings()
+    for payer, report in reports.items():
+        for peer, row in report["per_peer"].items():
+            assert reports[peer]["per_peer"].get(payer, {}).get("earned", 0) == row["spent"], (payer, peer)
+    assert sum(r["spent"] for r in reports.values()) > 0  # some imbalance was settled through a channel
