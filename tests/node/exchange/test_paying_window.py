@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -25,7 +27,7 @@ from node.ledger import LEDGER_FILE, Ledger
 from node.transport import Session
 from protocol.payments import ChannelStatus, Kind, Role, chunk_price, paid_window
 from tests.helpers.chain import open_mu_chain
-from tests.helpers.exchange import open_fetcher, seed_chunks, wait_for
+from tests.helpers.exchange import Fetcher, open_fetcher, seed_chunks, wait_for
 from tests.helpers.node import REPO_ROOT, open_mu_node
 
 CHUNK = 16 * 1024
@@ -48,6 +50,28 @@ def host_closing(host_dir: Path, channel_id: str) -> bool:
         return len(ledger.settlements(channel_id)) > 0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Paying:
+    """A host holding ``addresses`` and a payer's ``PaidPeers`` with a session to it."""
+
+    host_dir: Path
+    addresses: list[bytes]
+    fetcher: Fetcher
+    peers: PaidPeers
+    session: Session
+
+
+@asynccontextmanager
+async def open_paying(tmp_path: Path) -> AsyncIterator[Paying]:
+    host_dir = tmp_path / "host"
+    addresses = seed_chunks(host_dir, COUNT, CHUNK)
+    async with open_mu_chain(tmp_path / "chain", block_interval=0.5) as chain:
+        async with open_mu_node(host_dir, chain, HOST_ARGS) as host, open_fetcher(tmp_path / "payer", chain) as fetcher:
+            session = await fetcher.transport.connect(host.node_id, "127.0.0.1", host.port)
+            yield Paying(host_dir=host_dir, addresses=addresses, fetcher=fetcher, session=session,
+                         peers=PaidPeers(fetcher.payer, fetcher.wallet, fetcher.rpc, capacity=30_000))
+
+
 async def get_all(peers: PaidPeers, session: Session, addresses: list[bytes]) -> list[int]:
     """GET every address at once through ``peers``; the sats each request reports."""
     sats: list[int] = []
@@ -67,48 +91,40 @@ async def get_all(peers: PaidPeers, session: Session, addresses: list[bytes]) ->
 
 async def test_paid_gets_to_one_host_overlap_within_its_window_and_add_up(tmp_path: Path) -> None:
     assert WINDOW == 4
-    host_dir = tmp_path / "host"
-    addresses = seed_chunks(host_dir, COUNT, CHUNK)
-    async with open_mu_chain(tmp_path / "chain", block_interval=0.5) as chain:
-        async with open_mu_node(host_dir, chain, HOST_ARGS) as host, open_fetcher(tmp_path / "payer", chain) as fetcher:
-            peers = PaidPeers(fetcher.payer, fetcher.wallet, fetcher.rpc, capacity=30_000)
-            session = await fetcher.transport.connect(host.node_id, "127.0.0.1", host.port)
-            in_flight, most = 0, 0
-            get_chunk: Callable[..., Awaitable[bytes]] = session.get_chunk
+    async with open_paying(tmp_path) as paying:
+        session = paying.session
+        in_flight, most = 0, 0
+        get_chunk: Callable[..., Awaitable[bytes]] = session.get_chunk
 
-            async def counted(*args: object, **kwargs: object) -> bytes:
-                nonlocal in_flight, most
-                in_flight += 1
-                most = max(most, in_flight)
-                try:
-                    return await get_chunk(*args, **kwargs)
-                finally:
-                    in_flight -= 1
+        async def counted(*args: object, **kwargs: object) -> bytes:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            try:
+                return await get_chunk(*args, **kwargs)
+            finally:
+                in_flight -= 1
 
-            session.get_chunk = counted  # type: ignore[method-assign]
-            sats = await get_all(peers, session, addresses)
-            assert 1 < most <= WINDOW
-            assert len(fetcher.ledger.channels(role=Role.PAYER)) == 1  # one channel for all who needed it
-            spent = fetcher.ledger.earnings()["spent"]
-            assert sum(sats) == spent == host_earned(host_dir) == COUNT * CHUNK_PRICE - ALLOWANCE
+        session.get_chunk = counted  # type: ignore[method-assign]
+        sats = await get_all(paying.peers, session, paying.addresses)
+        assert 1 < most <= WINDOW
+        assert len(paying.fetcher.ledger.channels(role=Role.PAYER)) == 1  # one channel for all who needed it
+        spent = paying.fetcher.ledger.earnings()["spent"]
+        assert sum(sats) == spent == host_earned(paying.host_dir) == COUNT * CHUNK_PRICE - ALLOWANCE
 
 
 async def test_a_channel_closed_under_a_window_is_replaced_once(tmp_path: Path) -> None:
-    host_dir = tmp_path / "host"
-    addresses = seed_chunks(host_dir, COUNT, CHUNK)
-    async with open_mu_chain(tmp_path / "chain", block_interval=0.5) as chain:
-        async with open_mu_node(host_dir, chain, HOST_ARGS) as host, open_fetcher(tmp_path / "payer", chain) as fetcher:
-            peers = PaidPeers(fetcher.payer, fetcher.wallet, fetcher.rpc, capacity=30_000)
-            session = await fetcher.transport.connect(host.node_id, "127.0.0.1", host.port)
-            sats = await get_all(peers, session, addresses[:8])
-            [first] = {c.channel_id for c in fetcher.ledger.channels(role=Role.PAYER)}
-            subprocess.run([sys.executable, "-m", "node", "--data-dir", str(host_dir), "channels", "close", first],
-                           cwd=REPO_ROOT, check=True, capture_output=True)
-            await wait_for(lambda: host_closing(host_dir, first))  # the running host took it up
-            sats += await get_all(peers, session, addresses[8:])
-            channels = {c.channel_id: c.state for c in fetcher.ledger.channels(role=Role.PAYER)}
-            assert channels.pop(first) is ChannelStatus.CLOSING
-            assert list(channels.values()) == [ChannelStatus.OPEN]
-            # The refused payments were taken back: no request reports them, no ledger counts them.
-            spent = fetcher.ledger.earnings()["spent"]
-            assert sum(sats) == spent == host_earned(host_dir) == COUNT * CHUNK_PRICE - ALLOWANCE
+    async with open_paying(tmp_path) as paying:
+        ledger, host_dir = paying.fetcher.ledger, paying.host_dir
+        sats = await get_all(paying.peers, paying.session, paying.addresses[:8])
+        [first] = {c.channel_id for c in ledger.channels(role=Role.PAYER)}
+        subprocess.run([sys.executable, "-m", "node", "--data-dir", str(host_dir), "channels", "close", first],
+                       cwd=REPO_ROOT, check=True, capture_output=True)
+        await wait_for(lambda: host_closing(host_dir, first))  # the running host took it up
+        sats += await get_all(paying.peers, paying.session, paying.addresses[8:])
+        channels = {c.channel_id: c.state for c in ledger.channels(role=Role.PAYER)}
+        assert channels.pop(first) is ChannelStatus.CLOSING
+        assert list(channels.values()) == [ChannelStatus.OPEN]
+        # The refused payments were taken back: no request reports them, no ledger counts them.
+        spent = ledger.earnings()["spent"]
+        assert sum(sats) == spent == host_earned(host_dir) == COUNT * CHUNK_PRICE - ALLOWANCE
