@@ -307,6 +307,12 @@ class BalanceBook:
 
     # -- payer: rule 3 -----------------------------------------------------------
 
+    async def due(self, peer: bytes) -> int:
+        """What we owe ``peer`` and must pay now (rule 3), 0 while below the payment threshold."""
+        slot = self._slot(peer)
+        async with slot.lock:
+            return (await self._loaded(peer, slot)).payment_due(self.terms)
+
     async def settle(self, link: HostLink) -> int:
         """Pay the host what we owe it once that reaches the payment threshold (rule 3); the sats paid.
 

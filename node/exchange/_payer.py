@@ -136,6 +136,18 @@ class Payer:
         """Ask the host what it recorded (CHANNEL_STATE) and adopt it."""
         return await sync(link)
 
+    async def balance_due(self, link: HostLink) -> int:
+        """In balance mode, what we owe the host and must pay now (§Service balance, rule 3); else 0."""
+        if self.balance is None or not self.balance.active(link.session):
+            return 0
+        return await self.balance.due(link.host)
+
+    async def settle_balance(self, link: HostLink) -> int:
+        """In balance mode, pay the host what is due through the link's channel; the sats paid."""
+        if self.balance is None or not self.balance.active(link.session):
+            return 0
+        return await self.balance.settle(link)
+
     async def request(self, link: HostLink, kind: Kind, address: bytes, data: Body = None, *,
                       size: int | None = None) -> Paid:
         """One paid request: its answer and the sats its own payments signed.

@@ -45,7 +45,8 @@ from node.bitcoin.rpc import RPCClient
 from node.transport import Session, TransportError
 from node.bitcoin.wallet import InsufficientFunds, Wallet
 from protocol.erasure import AuditChallenge
-from protocol.payments import ChannelStatus, Kind, PaymentError, PaymentErrorCode, PriceTooHigh, Role
+from protocol.payments import (ChannelStatus, Kind, PaymentError, PaymentErrorCode, PriceTooHigh,
+                               RemotePaymentError, Role)
 from protocol.payments.messages import ChannelId
 from protocol.payments.payer import ChannelOpenBudget, channel_refused
 
@@ -296,14 +297,26 @@ class PaidPeers:
         Raises:
             PaidBadChunk: the reply's bytes are not the chunk (``paid`` went with it).
         """
+        owed = 0
         async with self._inside(session) as link:
             try:
                 paid = await self.payer.request(link, kind, address, data, size=size)
-                return paid.answer, paid.signed
             except PaymentError as exc:
                 if not _needs_channel(exc):
                     raise
                 cause, failed_on = exc, link.channel_id
+            else:
+                owed = 0 if link.channel is not None else await self.payer.balance_due(link)
+                if not owed:
+                    return paid.answer, paid.signed
+        if owed:
+            # Balance mode: this request (or requests beside it) made a payment due and there is no channel
+            # to pay through; open one and pay now, not at some next request (§Service balance, rule 3).
+            await self._reopen(session, RemotePaymentError(
+                PaymentErrorCode.INSUFFICIENT_PAYMENT, "a balance payment is due and no channel is open",
+                owed=owed), None)
+            async with self._inside(session) as link:
+                return paid.answer, paid.signed + await self.payer.settle_balance(link)
         await self._reopen(session, cause, failed_on)
         async with self._inside(session) as link:
             paid = await self.payer.request(link, kind, address, data, size=size)
