@@ -34,7 +34,7 @@ from typing import TypeVar
 import trio
 
 from node.exchange._link import HostLink, PendingRecord
-from node.exchange._window import Body
+from node.exchange._window import Body, Paid
 from node.exchange._window import _send as send_request  # the session call of one request, shared with the paid window
 from node.ledger import Ledger, LedgerError, PaymentEntry
 from node.transport import RequestError, RequestRefused, Session
@@ -307,6 +307,12 @@ class BalanceBook:
 
     # -- payer: rule 3 -----------------------------------------------------------
 
+    async def due(self, peer: bytes) -> int:
+        """What we owe ``peer`` and must pay now (rule 3), 0 while below the payment threshold."""
+        slot = self._slot(peer)
+        async with slot.lock:
+            return (await self._loaded(peer, slot)).payment_due(self.terms)
+
     async def settle(self, link: HostLink) -> int:
         """Pay the host what we owe it once that reaches the payment threshold (rule 3); the sats paid.
 
@@ -467,8 +473,10 @@ class BalanceBook:
 
 
 async def balanced_request(book: BalanceBook, link: HostLink, kind: Kind, chunk: bytes, size: int,
-                           data: Body) -> bytes | bool:
+                           data: Body) -> Paid:
     """One GET, PUT, renewal or charged audit to a host in balance mode: no payment, the balance keeps it.
+
+    What it signed is the balance payment (rule 3) this request made due, if any.
 
     Priced by the host's terms as the host prices it: a GET by the bytes it
     sent, the others by the size asked (specs/payments.md §Service balance).
@@ -481,8 +489,7 @@ async def balanced_request(book: BalanceBook, link: HostLink, kind: Kind, chunk:
 
     answer = await book.request(link.session, request.price, lambda: send_request(link, request, data, None, None),
                                 priced, can_pay=link.channel is not None)
-    await book.settle(link)
-    return answer
+    return Paid(answer=answer, signed=await book.settle(link))
 
 
 def settle_id(total: int) -> bytes:

@@ -20,7 +20,7 @@ import trio
 from node.exchange._balance import BalanceBook, balanced_request
 from node.exchange._channels import outpoint_of, params_from_blob, params_to_blob
 from node.exchange._link import HostLink, PaymentJournal, channel_request, give_up_channel, sync
-from node.exchange._window import Body, PaidWindow, RenewalPut
+from node.exchange._window import Body, Paid, PaidWindow, RenewalPut
 from node.ledger import ChannelRecord, Ledger
 from node.transport import Session
 from protocol.bitcoin import PrivateKey, PublicKey
@@ -136,34 +136,63 @@ class Payer:
         """Ask the host what it recorded (CHANNEL_STATE) and adopt it."""
         return await sync(link)
 
-    async def get(self, link: HostLink, address: bytes, *, expected_size: int = DEFAULT_EXPECTED_SIZE) -> bytes:
-        """Fetch ``address`` from the host, paying what is owed.
+    async def balance_due(self, link: HostLink) -> int:
+        """In balance mode, what we owe the host and must pay now (§Service balance, rule 3); else 0."""
+        if self.balance is None or not self.balance.active(link.session):
+            return 0
+        return await self.balance.due(link.host)
+
+    async def settle_balance(self, link: HostLink) -> int:
+        """In balance mode, pay the host what is due through the link's channel; the sats paid."""
+        if self.balance is None or not self.balance.active(link.session):
+            return 0
+        return await self.balance.settle(link)
+
+    async def request(self, link: HostLink, kind: Kind, address: bytes, data: Body = None, *,
+                      size: int | None = None) -> Paid:
+        """One paid request: its answer and the sats its own payments signed.
+
+        A GET is priced at ``size`` (``DEFAULT_EXPECTED_SIZE`` when unknown);
+        a PUT's ``data`` is the chunk; a RENEW's a ``RenewalPut`` and
+        ``address`` the renewal's id (32 fresh random bytes, so that it is
+        never taken for a redelivery of the chunk's PUT); an AUDIT's its
+        challenge, ``address`` its nonce (specs/erasure.md §7.4 Paid audits).
 
         Raises:
             RemotePaymentError: the host refused the payment or the channel.
             PriceTooHigh: the host asked more than one chunk at our maximum price.
+            PaidBadChunk: a GET's answer is not the chunk.
             node.transport errors: the session failed (the caller reconnects).
         """
-        return await self._request(link, Kind.GET, address, expected_size, None)  # type: ignore[return-value]
+        if kind is Kind.GET:
+            priced = DEFAULT_EXPECTED_SIZE if size is None else size
+        elif kind is Kind.AUDIT:
+            assert isinstance(data, AuditChallenge)
+            priced = data.length
+        elif kind is Kind.RENEW:
+            assert isinstance(data, RenewalPut)
+            priced = len(data.data)
+        else:
+            assert isinstance(data, bytes)
+            priced = len(data)
+        if self.balance is not None and self.balance.active(link.session):
+            return await balanced_request(self.balance, link, kind, address, priced, data)
+        return await self.window.request(link, kind, address, priced, data)
+
+    async def get(self, link: HostLink, address: bytes, *, expected_size: int = DEFAULT_EXPECTED_SIZE) -> bytes:
+        """Fetch ``address`` from the host, paying what is owed (see ``request``)."""
+        return (await self.request(link, Kind.GET, address, size=expected_size)).answer  # type: ignore[return-value]
 
     async def put(self, link: HostLink, address: bytes, data: bytes) -> bool:
         """Store ``data`` on the host, paying what is owed; True if it was new there."""
-        return await self._request(link, Kind.PUT, address, len(data), data)  # type: ignore[return-value]
+        return (await self.request(link, Kind.PUT, address, data)).answer  # type: ignore[return-value]
 
     async def renew(self, link: HostLink, renewal: bytes, address: bytes, data: bytes) -> bool:
-        """Renew the host's retention of a chunk it holds: a PUT charged as kind renew, named ``renewal``
-        (32 fresh random bytes), so that it is never taken for a redelivery of the chunk's PUT."""
-        return await self._request(link, Kind.RENEW, renewal, len(data),  # type: ignore[return-value]
-                                         RenewalPut(address=address, data=data))
+        """Renew the host's retention of a chunk it holds: a PUT charged as kind renew, named ``renewal``."""
+        return (await self.request(link, Kind.RENEW, renewal,  # type: ignore[return-value]
+                                   RenewalPut(address=address, data=data))).answer
 
     async def audit(self, link: HostLink, challenge: AuditChallenge) -> bytes:
         """Pay for an audit whose probe's proof checked: the charged AUDIT; returns its proof again
         (specs/erasure.md §7.4 Paid audits)."""
-        return await self._request(link, Kind.AUDIT, challenge.nonce, challenge.length,  # type: ignore[return-value]
-                                   challenge)
-
-    async def _request(self, link: HostLink, kind: Kind, chunk: bytes, size: int, data: Body) -> bytes | bool:
-        """A request through the paid window, or without payment to a host in balance mode."""
-        if self.balance is not None and self.balance.active(link.session):
-            return await balanced_request(self.balance, link, kind, chunk, size, data)
-        return await self.window.request(link, kind, chunk, size, data)
+        return (await self.request(link, Kind.AUDIT, challenge.nonce, challenge)).answer  # type: ignore[return-value]

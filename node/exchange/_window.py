@@ -25,7 +25,7 @@ import trio
 
 from node.exchange._link import HostLink, PendingRecord, give_up_channel, remote_error, sync
 from node.ledger import PaymentEntry
-from node.transport import RequestError, SessionBroken
+from node.transport import BadChunk, RequestError, SessionBroken
 from protocol.erasure import AuditChallenge
 from protocol.payments import Direction, Kind, PaymentError, chunk_price, paid_window
 from protocol.payments.payee import price_of
@@ -61,13 +61,35 @@ class RenewalPut:
 Body = bytes | AuditChallenge | RenewalPut | None
 
 
-class _Failed(Exception):
-    """A request's error, with whether it was sent alone (nothing else in flight)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Paid:
+    """A paid request's answer, and the sats its own payments newly signed (over all its attempts).
 
-    def __init__(self, alone: bool, error: Exception) -> None:
+    Each request counts only what its own charges signed: with requests of
+    one link in flight together, the link's running total moves for all of
+    them at once.
+    """
+
+    answer: bytes | bool
+    signed: int
+
+
+class PaidBadChunk(BadChunk):
+    """A host answered a paid GET with bytes that are not the chunk; ``paid`` sats went with the request."""
+
+    def __init__(self, message: str, paid: int) -> None:
+        super().__init__(message)
+        self.paid = paid
+
+
+class _Failed(Exception):
+    """A request's error, with whether it was sent alone (nothing else in flight) and what its payment signed."""
+
+    def __init__(self, alone: bool, error: Exception, signed: int) -> None:
         super().__init__(str(error))
         self.alone = alone
         self.error = error
+        self.signed = signed
 
 
 class PaidWindow:
@@ -77,8 +99,7 @@ class PaidWindow:
         self.max_price_per_mib_get = max_price_per_mib_get
         self.max_price_per_mib_put = max_price_per_mib_put
 
-    async def request(self, link: HostLink, kind: Kind, address: bytes, size: int,
-                      data: Body) -> bytes | bool:
+    async def request(self, link: HostLink, kind: Kind, address: bytes, size: int, data: Body) -> Paid:
         """One paid GET, PUT or AUDIT of ``size`` bytes, retried as the link's ``PaymentRounds`` decide.
 
         A PUT's ``data`` is the chunk; an AUDIT's is its challenge, and
@@ -88,21 +109,28 @@ class PaidWindow:
         Raises:
             RemotePaymentError: the host refused the payment or the channel.
             PriceTooHigh: the host asked more than one chunk at our maximum price.
+            PaidBadChunk: the answer's bytes are not the chunk (``paid``: what this request signed).
             node.transport errors: the session failed (the caller reconnects).
         """
         terms = link.terms
         price = price_of(terms, kind, size)
         maximum = self.max_price_per_mib_put if kind in (Kind.PUT, Kind.RENEW) else self.max_price_per_mib_get
         rounds = PaymentRounds(chunk_price(MAX_DATA_SIZE, maximum))
+        signed = 0  # an attempt's payment that was not served stays signed: later ones build on it
         while True:
             rounds.start()
             try:
-                return await self._attempt(link, Request(kind=kind, chunk=address, price=price, hint=rounds.hint), data)
+                answer, sats = await self._attempt(
+                    link, Request(kind=kind, chunk=address, price=price, hint=rounds.hint), data)
+                return Paid(answer=answer, signed=signed + sats)
             except _Failed as failed:
                 error, alone = failed.error, failed.alone
+                signed += failed.signed
             except PaymentError as exc:  # refused before it left: the channel's capacity is used up...
                 await _give_up_if_refused(link, exc)
                 raise
+            if isinstance(error, BadChunk):
+                raise PaidBadChunk(str(error), paid=signed) from None
             if not isinstance(error, RequestError):
                 raise error
             if not rounds.refused(Refusal(code=error.code, owed=error.owed, alone=alone)):
@@ -110,19 +138,19 @@ class PaidWindow:
                 await _give_up_if_refused(link, final)
                 raise final
 
-    async def _attempt(self, link: HostLink, request: Request, data: Body) -> bytes | bool:
-        """One try of a request; returns its answer or raises ``_Failed``."""
+    async def _attempt(self, link: HostLink, request: Request, data: Body) -> tuple[bytes | bool, int]:
+        """One try of a request; returns its answer and the sats its payment signed, or raises ``_Failed``."""
         if paid_window(request.price, link.terms.free_allowance) > 1:
             return await self._attempt_in_window(link, request, data)
         outcome: list[object] = []
         refusal: Exception | None = None  # raised here, not wrapped in the nursery's group
-        alone = False
+        alone, signed = False, 0
         async with trio.open_nursery() as nursery:
             try:
                 async with link.turn:  # requests sign and leave in call order
                     await self._take_turn(link, request.price)
                     prepared = self._prepare(link, request)
-                    alone = prepared.charge.alone
+                    alone, signed = prepared.charge.alone, prepared.charge.signed
                     if alone:
                         await self._exchange(link, prepared, data, outcome)
                     else:
@@ -134,11 +162,11 @@ class PaidWindow:
         if refusal is not None:
             raise refusal
         if isinstance(outcome[0], Exception):
-            raise _Failed(alone, outcome[0])
-        return outcome[0]  # type: ignore[return-value]
+            raise _Failed(alone, outcome[0], signed)
+        return outcome[0], signed  # type: ignore[return-value]
 
     async def _attempt_in_window(self, link: HostLink, request: Request,
-                                 data: Body) -> bytes | bool:
+                                 data: Body) -> tuple[bytes | bool, int]:
         """``_attempt`` when the window is above one: the request runs in the caller's task.
 
         The callers are the window: each signs under ``turn`` (inline, no
@@ -197,8 +225,8 @@ class PaidWindow:
         if failure is not None:
             if not isinstance(failure, Exception):
                 raise failure
-            raise _Failed(alone, failure)
-        return result
+            raise _Failed(alone, failure, prepared.charge.signed)
+        return result, prepared.charge.signed
 
     @staticmethod
     async def _take_turn(link: HostLink, price: int) -> None:

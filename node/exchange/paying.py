@@ -2,14 +2,24 @@
 
 ``PaidPeers`` wraps the paid exchange's :class:`node.exchange.Payer` for
 the fetcher and the uploader: one :class:`node.exchange.HostLink` per host,
-one paid request at a time per host (the payer's accounting mirrors the
-host's request by request), and a channel opened on demand the first time a
-host asks for payment past its free allowance, and again when the host
-refuses the channel it had (unknown, closed or closing, past its deadline,
-used up: specs/payments.md §Channel recovery), within a budget of opens per
-host (``ChannelOpenBudget``): funded from the node's wallet, waited for
-until it has the confirmations the host's terms require, then announced,
-and the request tried once more on it.
+with as many paid requests in flight to it as its paid window lets the
+link's ``PayerLink`` send (specs/payments.md §Paid window), and a channel
+opened on demand the first time a host asks for payment past its free
+allowance, and again when the host refuses the channel it had (unknown,
+closed or closing, past its deadline, used up: specs/payments.md §Channel
+recovery), within a budget of opens per host (``ChannelOpenBudget``):
+funded from the node's wallet, waited for until it has the confirmations
+the host's terms require, then announced, and the request tried once more
+on it.
+
+Each host has a gate (``_HostGate``): its lock is held only to make the
+host's link and to open (or finish opening) a channel; requests pass it on
+their way in and are counted while inside.  An opener waits for the
+requests inside to end before it funds: none of them may then sign on, or
+ask CHANNEL_STATE about, a channel the host has not heard of yet, and a new
+request waits at the gate until the channel is announced.  A link is
+replaced (a new session to the host) only once the old one's requests are
+out, so two links never sign on one channel at once.
 
 Only building and sending a funding transaction is serialised (each one
 then sees the wallet's coins the others have not spent); the wait for
@@ -30,12 +40,13 @@ from contextlib import asynccontextmanager
 import trio
 
 from node.exchange import HostLink, Payer
-from node.exchange._window import Body, RenewalPut
+from node.exchange._window import Body, PaidBadChunk, RenewalPut
 from node.bitcoin.rpc import RPCClient
-from node.transport import BadChunk, Session, TransportError
+from node.transport import Session, TransportError
 from node.bitcoin.wallet import InsufficientFunds, Wallet
 from protocol.erasure import AuditChallenge
-from protocol.payments import ChannelStatus, Kind, PaymentError, PaymentErrorCode, PriceTooHigh, Role
+from protocol.payments import (ChannelStatus, Kind, PaymentError, PaymentErrorCode, PriceTooHigh,
+                               RemotePaymentError, Role)
 from protocol.payments.messages import ChannelId
 from protocol.payments.payer import ChannelOpenBudget, channel_refused
 
@@ -67,12 +78,34 @@ async def logged_if_slow(cause: str, *args: object, after: float = SLOW_WAIT) ->
             nursery.cancel_scope.cancel()
 
 
-class PaidBadChunk(BadChunk):
-    """A host answered a paid GET with bytes that are not the chunk; ``paid`` sats went with the request."""
+class _HostGate:
+    """One host's way in to paid requests (see the module docstring): a lock and the requests inside."""
 
-    def __init__(self, message: str, paid: int) -> None:
-        super().__init__(message)
-        self.paid = paid
+    def __init__(self) -> None:
+        self.lock = trio.Lock()  # held to make the link, and to open or resume opening a channel
+        self.inside = 0
+        self._empty = trio.Event()
+        self._empty.set()
+
+    def enter(self) -> None:
+        if not self.inside:
+            self._empty = trio.Event()
+        self.inside += 1
+
+    def leave(self) -> None:
+        self.inside -= 1
+        if not self.inside:
+            self._empty.set()
+
+    async def emptied(self) -> None:
+        """Return once no request is inside (the caller holds ``lock``, so none comes in)."""
+        while self.inside:
+            await self._empty.wait()
+
+
+def _needs_channel(exc: PaymentError) -> bool:
+    """Whether a request's refusal asks for a (new) channel: payment owed, or the channel refused."""
+    return exc.code == PaymentErrorCode.INSUFFICIENT_PAYMENT or channel_refused(exc.code)
 
 
 class PaidPeers:
@@ -88,7 +121,7 @@ class PaidPeers:
         self.expiry_blocks = expiry_blocks
         self._clock = clock
         self._links: dict[bytes, HostLink] = {}
-        self._locks: dict[bytes, trio.Lock] = {}
+        self._gates: dict[bytes, _HostGate] = {}
         self._budgets: dict[bytes, ChannelOpenBudget] = {}
         self._funding = trio.Lock()  # held only while a funding transaction is built and sent
         self._unconfirmed = 0  # our fundings sent and not yet confirmed
@@ -96,14 +129,35 @@ class PaidPeers:
 
     async def link(self, session: Session) -> HostLink:
         """The host link for ``session``'s peer (terms verified; PriceTooHigh above our maximum)."""
+        gate = self._gates.setdefault(session.peer_node_id, _HostGate())
+        async with gate.lock:
+            return await self._current_link(session, gate)
+
+    async def _current_link(self, session: Session, gate: _HostGate) -> HostLink:
+        """``link`` with ``gate.lock`` held: a new session's link waits for the old link's requests to end."""
         host = session.peer_node_id
-        lock = self._locks.setdefault(host, trio.Lock())
-        async with lock:
-            link = self._links.get(host)
-            if link is None or link.session is not session:
-                link = await self.payer.link(session, unannounced=self._unannounced.get(host))
-                self._links[host] = link
-            return link
+        link = self._links.get(host)
+        if link is None or link.session is not session:
+            await gate.emptied()
+            link = await self.payer.link(session, unannounced=self._unannounced.get(host))
+            self._links[host] = link
+        return link
+
+    @asynccontextmanager
+    async def _inside(self, session: Session) -> AsyncIterator[HostLink]:
+        """Pass the host's gate (finishing the opening of a channel a cancelled request left unannounced)."""
+        gate = self._gates.setdefault(session.peer_node_id, _HostGate())
+        async with gate.lock:
+            link = await self._current_link(session, gate)
+            pending = self._unannounced.get(link.host)
+            if pending is not None and pending == link.channel_id:
+                log.info("resuming the opening of channel %s to %s", pending, link.host.hex())
+                await self._announce(link, pending)
+            gate.enter()
+        try:
+            yield link
+        finally:
+            gate.leave()
 
     async def reconcile(self, dial: Callable[[bytes], Awaitable[Session | None]]) -> None:
         """Resynchronise every open payer channel with its host, each in its own task; return when all ended.
@@ -149,6 +203,7 @@ class PaidPeers:
             ``cause``: the budget of opens to this host is spent for now.
             trio.TooSlowError: no coin or no confirmation within ``CONFIRM_TIMEOUT``.
         """
+        await self._gates[link.host].emptied()  # none inside may sign on the channel before the host knows it
         budget = self._budgets.setdefault(link.host, ChannelOpenBudget())
         if not budget.allows(self._clock()):
             log.warning("not opening another channel to %s: %d opened in the last %.0f s (%s)",
@@ -222,7 +277,11 @@ class PaidPeers:
 
     async def request(self, session: Session, kind: Kind, address: bytes,
                       data: Body = None, *, size: int | None = None) -> tuple[object, int]:
-        """One paid GET, PUT or AUDIT; returns (reply, sats sent with it).
+        """One paid GET, PUT or AUDIT; returns (reply, sats its own payments signed).
+
+        It runs beside the host's other requests, as many in flight as the
+        link's paid window lets go (specs/payments.md §Paid window); the sats
+        are this request's, not the link's running total's move meanwhile.
 
         ``size`` is a GET's chunk size when the caller knows it (a data chunk,
         from its manifest): the request is priced by it, so the payment that
@@ -238,41 +297,48 @@ class PaidPeers:
         Raises:
             PaidBadChunk: the reply's bytes are not the chunk (``paid`` went with it).
         """
-        link = await self.link(session)
-        async with self._locks[link.host]:
-            before = link.paid
-            pending = self._unannounced.get(link.host)
-            if pending is not None and pending == link.channel_id:
-                log.info("resuming the opening of channel %s to %s", pending, link.host.hex())
-                await self._announce(link, pending)
+        owed = 0
+        async with self._inside(session) as link:
             try:
-                try:
-                    return await self._once(link, kind, address, data, size), link.paid - before
-                except PaymentError as exc:
-                    if link.channel is not None or not (
-                            exc.code == PaymentErrorCode.INSUFFICIENT_PAYMENT or channel_refused(exc.code)):
-                        raise
-                    if channel_refused(exc.code):
-                        log.info("host %s refused our channel (%s): opening a new one", link.host.hex(), exc)
-                    cause = exc
-                await self._open_channel(link, cause)
-                return await self._once(link, kind, address, data, size), link.paid - before
-            except BadChunk as exc:
-                raise PaidBadChunk(str(exc), paid=link.paid - before) from None
+                paid = await self.payer.request(link, kind, address, data, size=size)
+            except PaymentError as exc:
+                if not _needs_channel(exc):
+                    raise
+                cause, failed_on = exc, link.channel_id
+            else:
+                owed = 0 if link.channel is not None else await self.payer.balance_due(link)
+                if not owed:
+                    return paid.answer, paid.signed
+        if owed:
+            # Balance mode: this request (or requests beside it) made a payment due and there is no channel
+            # to pay through; open one and pay now, not at some next request (§Service balance, rule 3).
+            await self._reopen(session, RemotePaymentError(
+                PaymentErrorCode.INSUFFICIENT_PAYMENT, "a balance payment is due and no channel is open",
+                owed=owed), None)
+            async with self._inside(session) as link:
+                return paid.answer, paid.signed + await self.payer.settle_balance(link)
+        await self._reopen(session, cause, failed_on)
+        async with self._inside(session) as link:
+            paid = await self.payer.request(link, kind, address, data, size=size)
+            return paid.answer, paid.signed
 
-    async def _once(self, link: HostLink, kind: Kind, address: bytes, data: Body, size: int | None) -> object:
-        if kind is Kind.GET:
-            if size is not None:
-                return await self.payer.get(link, address, expected_size=size)
-            return await self.payer.get(link, address)
-        if kind is Kind.AUDIT:
-            assert isinstance(data, AuditChallenge)
-            return await self.payer.audit(link, data)
-        if kind is Kind.RENEW:
-            assert isinstance(data, RenewalPut)
-            return await self.payer.renew(link, address, data.address, data.data)
-        assert isinstance(data, bytes)
-        return await self.payer.put(link, address, data)
+    async def _reopen(self, session: Session, cause: PaymentError, failed_on: ChannelId | None) -> None:
+        """After a request failed with ``cause`` on channel ``failed_on`` (None: none): open a new channel,
+        unless another request already did since.
+
+        Raises:
+            ``cause``: the link still has the channel that refused it, or the budget of opens is spent.
+        """
+        gate = self._gates[session.peer_node_id]
+        async with gate.lock:
+            link = await self._current_link(session, gate)
+            if link.channel_id != failed_on:
+                return  # another request opened one meanwhile: try again on it
+            if link.channel is not None:
+                raise cause
+            if channel_refused(cause.code):
+                log.info("host %s refused our channel (%s): opening a new one", link.host.hex(), cause)
+            await self._open_channel(link, cause)
 
     async def renew(self, session: Session, address: bytes, data: bytes, renewal: bytes) -> int:
         """Pay the host to keep a chunk it holds for another retention period (specs/erasure.md §9); sats sent."""

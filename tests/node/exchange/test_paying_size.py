@@ -5,13 +5,14 @@ the wrong price whenever a chunk is not 1 MiB, and the host refuses it as
 short (INSUFFICIENT_PAYMENT): a refused round trip, a resynchronisation and a
 retry for most chunks of a content-defined file (issue 22).  The fetcher
 reads each data chunk's size from its manifest; these tests pin that it
-reaches ``Payer.get``.
+reaches ``Payer.request``.
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+from node.exchange._window import Paid
 from node.exchange.paying import PaidPeers
 from node.files.fetcher import PaidSource
 from protocol.payments import Kind
@@ -30,9 +31,10 @@ class RecordingPayer:
         self.link_.session = session
         return self.link_
 
-    async def get(self, link: object, address: bytes, *, expected_size: int | None = None) -> bytes:
-        self.sizes.append(expected_size)
-        return b"chunk"
+    async def request(self, link: object, kind: Kind, address: bytes, data: object = None, *,
+                      size: int | None = None) -> Paid:
+        self.sizes.append(size)
+        return Paid(answer=b"chunk", signed=0)
 
 
 async def test_a_sized_get_reaches_the_payer_with_its_size() -> None:
@@ -41,7 +43,7 @@ async def test_a_sized_get_reaches_the_payer_with_its_size() -> None:
     session = SimpleNamespace(peer_node_id=HOST)
     assert await peers.request(session, Kind.GET, bytes(32), size=1_234_567) == (b"chunk", 0)  # type: ignore[arg-type]
     await peers.request(session, Kind.GET, bytes(32))  # type: ignore[arg-type]
-    assert payer.sizes == [1_234_567, None]  # None: Payer.get's own default (a manifest chunk, size unknown)
+    assert payer.sizes == [1_234_567, None]  # None: Payer.request's own default (a manifest chunk, size unknown)
 
 
 async def test_the_paid_source_passes_the_fetchers_size_on() -> None:
