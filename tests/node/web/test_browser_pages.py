@@ -41,7 +41,7 @@ NODES = 4
 MIB = 1 << 20
 BALANCE_KEYS = ("given", "taken", "net", "paid_in", "paid_out")
 #: A peer in balance mode (the devnet's nodes pay per request: none offers storage).
-RECIPROCAL = "ef" * 32
+RECIPROCAL = "ef" * 20
 #: Loads of the Earnings page tried before giving up on a ledger that changes during each (audits, renewals).
 LOAD_ATTEMPTS = 5
 #: The service balance table as the page shows it: per peer (``data-peer``) and the total row.
