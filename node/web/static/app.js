@@ -363,6 +363,16 @@ function drawChart(perDay) {
   document.getElementById("chart").replaceChildren(svg);
 }
 
+// The service balance with each peer and in total, as `mu earnings` prints it (specs/payments.md §Service balance).
+const BALANCE_COLUMNS = ["given", "taken", "net", "paid_in", "paid_out"];
+
+function drawBalances(balances) {
+  const cells = (side) => BALANCE_COLUMNS.map((key) => el("td", { class: "num", "data-key": key }, side[key]));
+  document.getElementById("balances").replaceChildren(...Object.entries(balances.per_peer).map(([peer, side]) =>
+    el("tr", { "data-peer": peer }, el("td", { title: peer }, shortId(peer)), ...cells(side))));
+  document.getElementById("balance-total").replaceChildren(el("tr", { class: "total" }, el("td", {}, "Total"), ...cells(balances)));
+}
+
 async function loadEarnings() {
   const [earnings, channels] = await Promise.all([api("GET", "earnings"), api("GET", "web/channels")]);
   const card = (label, value) => el("div", { class: "card" }, el("b", {}, value), label);
@@ -372,6 +382,7 @@ async function loadEarnings() {
   document.getElementById("per-peer").replaceChildren(...Object.entries(earnings.per_peer).map(([peer, r]) =>
     el("tr", {}, el("td", { title: peer }, shortId(peer)), el("td", { class: "num" }, r.earned), el("td", { class: "num" }, r.pending),
       el("td", { class: "num" }, r.settled), el("td", { class: "num" }, r.spent))));
+  drawBalances(earnings.balances);
   document.getElementById("wallet").textContent = channels.wallet_balance === null
     ? "Wallet balance unavailable (chain not reachable)"
     : `Wallet balance: ${channels.wallet_balance} sats (${channels.wallet_address})`;

@@ -6,9 +6,10 @@ resumes it (the node's status follows); its conflict copies are listed.  A folde
 API (as `mu folder snapshot`) shows its history in the page, and a
 snapshot is restored from the page into a new directory, byte-identical.
 An upload in the Files page shows the node's replication (chunks placed,
-replicas confirmed), and the Network page the hosts it paid with their
-speed; a storage limit saved in the Settings page applies to
-the running node at once.
+replicas confirmed), the Network page the hosts it paid with their
+speed, and the Earnings page the service balance with each peer and in
+total, the numbers of `mu earnings`; a storage limit saved in the
+Settings page applies to the running node at once.
 Screenshots are kept (paths printed); no page logs a console error and
 every request goes to the node itself.
 """
@@ -24,9 +25,10 @@ import pytest
 import trio
 
 from node.api.control import ControlClient
-
+from node.ledger import LEDGER_FILE, Ledger
 from protocol.folders import WriteCap
 from protocol.identity import SEED_SIZE
+from protocol.payments.balance import PeerBalance
 from tests.node.network.test_devnet import start_devnet, stop_devnet
 from tests.node.web.test_browser import CHROMIUM, Browser, call, playwright_api
 
@@ -37,12 +39,37 @@ pytestmark = [
 
 NODES = 4
 MIB = 1 << 20
+BALANCE_KEYS = ("given", "taken", "net", "paid_in", "paid_out")
+#: A peer in balance mode (the devnet's nodes pay per request: none offers storage).
+RECIPROCAL = "ef" * 20
+#: Loads of the Earnings page tried before giving up on a ledger that changes during each (audits, renewals).
+LOAD_ATTEMPTS = 5
+#: The service balance table as the page shows it: per peer (``data-peer``) and the total row.
+READ_BALANCES = """() => {
+    const row = (tr) => Object.fromEntries([...tr.querySelectorAll("td[data-key]")].map((td) => [td.dataset.key, td.textContent]));
+    return {per_peer: Object.fromEntries([...document.querySelectorAll("#balances tr")].map((tr) => [tr.dataset.peer, row(tr)])),
+            total: row(document.querySelector("#balance-total tr"))};
+}"""
 
 
 def run_stream(data_dir: Path, path: str, body: dict[str, Any]) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
         return await ControlClient.from_data_dir(data_dir).run_stream(path, body, lambda event: None)
     return trio.run(run)
+
+
+def shown_balances(browser: Browser, page: Any, data_dir: Path) -> dict[str, Any]:
+    """The balances of ``GET /v1/earnings``, once the Earnings page showed them while the ledger stood still."""
+    for _ in range(LOAD_ATTEMPTS):
+        before = call(data_dir, "GET", "earnings")["balances"]
+        browser.show(page, "earnings")
+        shown = page.evaluate(READ_BALANCES)
+        if call(data_dir, "GET", "earnings")["balances"] == before:
+            assert shown == {"per_peer": {peer: {k: str(row[k]) for k in BALANCE_KEYS}
+                                          for peer, row in before["per_peer"].items()},
+                             "total": {k: str(before[k]) for k in BALANCE_KEYS}}
+            return dict(before)
+    pytest.fail(f"A's ledger changed during each of {LOAD_ATTEMPTS} loads of the Earnings page")
 
 
 def test_sync_upload_progress_and_a_live_setting(tmp_path: Path) -> None:
@@ -103,6 +130,18 @@ def test_sync_upload_progress_and_a_live_setting(tmp_path: Path) -> None:
             cells = page.locator("#hosts td.speed").all_inner_texts()
             assert len(cells) == len(hosts) and all(c.endswith("/s") for c in cells), cells
             browser.screenshot(page, "network")
+
+            # Earnings: the service balance with each peer and in total.  A's paid PUTs show as service taken
+            # and paid out; a balance-mode peer's row is written into A's ledger as the exchange records one.
+            with Ledger.open(data_dir / LEDGER_FILE) as ledger:
+                ledger.record_balance(RECIPROCAL, PeerBalance(given=900, taken=1800, acked_given=900))
+            balances = shown_balances(browser, page, data_dir)
+            assert balances["per_peer"][RECIPROCAL] == {"given": 900, "taken": 1800, "net": -900, "paid_in": 0,
+                                                        "paid_out": 0}
+            paid = {peer for peer, row in balances["per_peer"].items() if row["taken"] > 0 and row["paid_out"] > 0}
+            paid_hosts = {h["node_id"] for h in hosts if h["sats"] > 0}
+            assert paid_hosts and paid_hosts <= paid, balances
+            browser.screenshot(page, "earnings")
 
             # Settings: the storage limit applies at once, prices at the next start; the page says which.
             browser.show(page, "settings")
