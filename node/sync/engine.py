@@ -207,6 +207,9 @@ class FolderSync:
         links.update((path, self._store_file(path)) for path in todo if path not in links)
         out: dict[str, bytes | None] = {}
         for path, link in links.items():
+            if link is None:  # gone since the detector saw it: looked at again next round
+                out[path] = None
+                continue
             assert link.key is not None
             self.unsent[link.root] = link
             if look(self.root, path) != found[path]:
@@ -216,8 +219,20 @@ class FolderSync:
             self.seen[path] = (found[path], link.root + link.key)
         return out
 
-    def _store_file(self, path: str) -> Link:
-        return store_file(self.store, self.root / path, self.cap.chunk_secret).link
+    def _store_file(self, path: str) -> Link | None:
+        """The stored file's link; None if it is no longer there.
+
+        A detector's change can name a file that went away before the round
+        read it (the user deleted it, or this round's previous apply did: a
+        remote delete or rename).  That is no error for the round: the path
+        is looked at again, and then reported gone (specs/sync.md §8 Change
+        detection).  Failing the round instead would keep the same stale
+        change and fail every round after it.
+        """
+        try:
+            return store_file(self.store, self.root / path, self.cap.chunk_secret).link
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     async def _publish(self) -> int | None:
         """Upload this device's state and publish its record, if it changed; join the roster."""

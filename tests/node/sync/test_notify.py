@@ -171,3 +171,22 @@ def test_a_round_given_the_detectors_changes_does_not_scan_the_tree(tmp_path: Pa
         assert sorted(a.state.live()) == ["missed.txt"]
 
     trio.run(main)
+
+
+def test_a_detected_file_gone_before_the_round_reads_it_is_looked_at_again_not_an_error(tmp_path: Path) -> None:
+    # The read-only device of test_sync_devnet: its detector saw the file the sync itself wrote, the next
+    # round's apply deleted it (the remote's delete), and the round after was handed the stale change.
+    # Failing that round kept the change for the next one, which failed the same way, for good.
+    async def main() -> None:
+        net = Network()
+        a = device(tmp_path, net, "a")
+        await a.run_round()
+        (a.root / "brief.txt").write_bytes(b"here a moment")
+        stale = LocalChange("brief.txt", look(a.root, "brief.txt"))
+        (a.root / "brief.txt").unlink()
+        report = await a.run_round(detected=[stale])
+        assert report.retry == ("brief.txt",) and report.local_changes == 0
+        assert "brief.txt" not in a.state.live()
+        assert (await a.run_round(detected=[LocalChange("brief.txt", None)])).local_changes == 0
+
+    trio.run(main)
