@@ -108,11 +108,13 @@ class PeerDialer:
         del self._unreachable[node_id]
         return False
 
-    async def session(self, node_id: bytes) -> Session | None:
+    async def session(self, node_id: bytes, *, despite_mark: bool = False) -> Session | None:
         """An open session to ``node_id``, or None if it cannot be reached (now or lately).
 
         Concurrent callers for one node share one dial: a dead node costs one
         bounded attempt (``DIAL_TIMEOUT``), not one per waiting chunk.
+        ``despite_mark``: dial even a node marked unreachable (a caller with
+        its own few, spaced attempts, such as the payer's reconcile).
         """
         while (dialing := self._dialing.get(node_id)) is not None:
             await dialing.wait()
@@ -121,7 +123,7 @@ class PeerDialer:
         if cached is not None:
             self._sessions.move_to_end(node_id)
             return cached
-        if self.is_unreachable(node_id):
+        if not despite_mark and self.is_unreachable(node_id):
             return None
         done = self._dialing[node_id] = trio.Event()
         try:

@@ -15,6 +15,7 @@ node per data dir, and only that node writes or removes ``node.json``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -136,7 +137,9 @@ async def _join_then_announce(dht: DhtNode, bootstrap: list[tuple[str, int]], ne
     await dht.rejoin(bootstrap)
     await network.announce_pinned()
     if network.paid is not None:
-        await network.paid.reconcile(network.dialer.session)
+        # Its attempts are few and spaced (specs/payments.md §After a crash): each dials, whatever an
+        # earlier failure taught the dialer (a host killed and restarted meanwhile is back on a new port).
+        await network.paid.reconcile(functools.partial(network.dialer.session, despite_mark=True))
 
 
 @asynccontextmanager

@@ -150,3 +150,20 @@ async def test_a_stale_learned_address_gives_way_to_the_nodes_own_contact_record
         assert session is not None and session.peer_node_id == identity.node_id
         assert dialer.dials == 2 and identity.node_id not in dialer._addresses
         assert not dialer.is_unreachable(identity.node_id)
+
+
+async def test_despite_mark_dials_a_node_marked_unreachable(tmp_path: Path, mock_clock: trio.testing.MockClock) -> None:
+    # The payer's reconcile tries a host again after 30 s, inside the 300 s mark its first failed dial left
+    # (the host was killed as it dialled, and is back since): without despite_mark that attempt never dials.
+    store = ChunkStore(tmp_path / "peers")
+    identity = Identity(os.urandom(32))
+    port = closed_port()
+    async with dialer_node(tmp_path) as dialer:
+        dialer.learn(identity.node_id, LOOPBACK, port)
+        assert await dialer.session(identity.node_id) is None
+        async with peer(store, identity, port) as back:
+            mock_clock.jump(30)
+            assert await dialer.session(identity.node_id) is None and back.session_count == 0
+            session = await dialer.session(identity.node_id, despite_mark=True)
+            assert session is not None and session.peer_node_id == identity.node_id
+            assert not dialer.is_unreachable(identity.node_id)
