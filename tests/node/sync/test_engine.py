@@ -29,10 +29,15 @@ def tree_hash(root: Path) -> dict[str, tuple[int, int, bytes]]:
     """What sync carries (specs/sync.md §8): path -> mode, file mtime, contents; a directory's mtime is not synced."""
     found = {}
     for path in sorted(root.rglob("*")):
-        st = os.lstat(path)
-        is_file = path.is_file() and not path.is_symlink()
-        found[str(path.relative_to(root))] = (st.st_mode, st.st_mtime_ns if is_file else 0,
-                                              path.read_bytes() if is_file else b"")
+        try:
+            st = os.lstat(path)
+            is_file = path.is_file() and not path.is_symlink()
+            found[str(path.relative_to(root))] = (st.st_mode, st.st_mtime_ns if is_file else 0,
+                                                  path.read_bytes() if is_file else b"")
+        except (FileNotFoundError, NotADirectoryError):
+            # Gone while we looked (a node's sync is applying a change to this tree): marked so that
+            # it matches no real entry, and a caller comparing trees sees them differ and looks again.
+            found[str(path.relative_to(root))] = (-1, 0, b"")
     return found
 
 
