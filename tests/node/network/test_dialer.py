@@ -96,22 +96,28 @@ async def test_a_thousand_dialled_peers_do_not_stop_new_dials(tmp_path: Path,
         assert again is not None and again is not cached and again.is_open
 
 
-async def test_an_unreachable_peer_is_dialled_again_after_the_ttl(tmp_path: Path,
-                                                                   mock_clock: trio.testing.MockClock) -> None:
-    store = ChunkStore(tmp_path / "peers")
+@asynccontextmanager
+async def _marked_then_back(tmp_path: Path) -> AsyncIterator[tuple[PeerDialer, Identity, Transport]]:
+    """A dialer whose dial to a peer failed (so it marked the peer unreachable), and the peer up again at that address."""
     identity = Identity(os.urandom(32))
     port = closed_port()
     async with dialer_node(tmp_path) as dialer:
         dialer.learn(identity.node_id, LOOPBACK, port)
         assert await dialer.session(identity.node_id) is None
-        # The peer comes up at that address; within the TTL it is not dialled.
-        async with peer(store, identity, port) as back:
-            mock_clock.jump(UNREACHABLE_TTL - 1)
-            assert await dialer.session(identity.node_id) is None
-            assert back.session_count == 0
-            mock_clock.jump(1)
-            session = await dialer.session(identity.node_id)
-            assert session is not None and session.peer_node_id == identity.node_id
+        async with peer(ChunkStore(tmp_path / "peers"), identity, port) as back:
+            yield dialer, identity, back
+
+
+async def test_an_unreachable_peer_is_dialled_again_after_the_ttl(tmp_path: Path,
+                                                                   mock_clock: trio.testing.MockClock) -> None:
+    async with _marked_then_back(tmp_path) as (dialer, identity, back):
+        # The peer came up at that address; within the TTL it is not dialled.
+        mock_clock.jump(UNREACHABLE_TTL - 1)
+        assert await dialer.session(identity.node_id) is None
+        assert back.session_count == 0
+        mock_clock.jump(1)
+        session = await dialer.session(identity.node_id)
+        assert session is not None and session.peer_node_id == identity.node_id
 
 
 async def test_dialer_records_are_bounded_least_recent_first(tmp_path: Path, mock_clock: trio.testing.MockClock,
@@ -155,15 +161,9 @@ async def test_a_stale_learned_address_gives_way_to_the_nodes_own_contact_record
 async def test_despite_mark_dials_a_node_marked_unreachable(tmp_path: Path, mock_clock: trio.testing.MockClock) -> None:
     # The payer's reconcile tries a host again after 30 s, inside the 300 s mark its first failed dial left
     # (the host was killed as it dialled, and is back since): without despite_mark that attempt never dials.
-    store = ChunkStore(tmp_path / "peers")
-    identity = Identity(os.urandom(32))
-    port = closed_port()
-    async with dialer_node(tmp_path) as dialer:
-        dialer.learn(identity.node_id, LOOPBACK, port)
-        assert await dialer.session(identity.node_id) is None
-        async with peer(store, identity, port) as back:
-            mock_clock.jump(30)
-            assert await dialer.session(identity.node_id) is None and back.session_count == 0
-            session = await dialer.session(identity.node_id, despite_mark=True)
-            assert session is not None and session.peer_node_id == identity.node_id
-            assert not dialer.is_unreachable(identity.node_id)
+    async with _marked_then_back(tmp_path) as (dialer, identity, back):
+        mock_clock.jump(30)
+        assert await dialer.session(identity.node_id) is None and back.session_count == 0
+        session = await dialer.session(identity.node_id, despite_mark=True)
+        assert session is not None and session.peer_node_id == identity.node_id
+        assert not dialer.is_unreachable(identity.node_id)
