@@ -10,6 +10,7 @@ for ``mu_announce``.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from node.dht._neighbours import Neighbours
 from node.dht._rpc import RpcClient
 from protocol.identity import Identity
 from protocol.kademlia.ids import ALPHA, K, Contact, check_id
-from protocol.kademlia.lookup import Lookup
+from protocol.kademlia.lookup import SOFT_TIMEOUT_SHARE, Lookup
 from protocol.kademlia.routing import BUCKET_REFRESH_INTERVAL
 from protocol.kademlia.records import DEFAULT_PROVIDER_TTL, MAX_PROVIDER_TTL, ContactRecord, ProviderRecord
 from protocol.kademlia.storage import ProviderStore
@@ -57,6 +58,18 @@ class Announcement:
 
     record: ProviderRecord
     stored_at: list[Contact]
+
+
+@dataclass(frozen=True, slots=True)
+class NodesFound:
+    """What one node lookup found: the k closest that answered, and the slow requests it ended without.
+
+    ``slow`` nodes were asked and had neither answered nor timed out when the
+    lookup ended (specs/dht.md §6 "Slow requests"): live or dead, unknown.
+    """
+
+    contacts: list[Contact]
+    slow: int
 
 
 @dataclass(slots=True)
@@ -98,9 +111,18 @@ class DhtOps:
 
     async def run_lookup(self, target: bytes, rpc: str, extra: list[object] | None = None,
                          on_reply: _Handler | None = None) -> Lookup:
-        """Drive one ``Lookup`` of ``target`` with ``rpc(own_id, target, *extra)``."""
+        """Drive one ``Lookup`` of ``target`` with ``rpc(own_id, target, *extra)``.
+
+        A request past the soft timeout stops holding the lookup's end
+        (specs/dht.md §6 Iterative lookup, "Slow requests"); when the lookup
+        ends it is abandoned, not failed: its node stays in the table, and
+        the RPC client counts its address silent if nothing comes from it
+        within the request timeout (:meth:`RpcClient.call`).
+        """
         table = self.neighbours.table
-        lookup = Lookup(target, table.closest(target, K), own_id=self.node_id, timeout=self.rpc.request_timeout)
+        timeout = self.rpc.request_timeout
+        lookup = Lookup(target, table.closest(target, K), own_id=self.node_id, timeout=timeout,
+                        soft_timeout=timeout * SOFT_TIMEOUT_SHARE)
         send, receive = trio.open_memory_channel[tuple[Contact, object]](ALPHA * 4)
         args: list[object] = [self.node_id, target, *(extra or [])]
 
@@ -117,7 +139,13 @@ class DhtOps:
                     nursery.start_soon(ask, contact)
                 if lookup.done or not lookup.in_flight:
                     break
-                contact, value = await receive.receive()
+                deadline = lookup.next_deadline()
+                received: tuple[Contact, object] | None = None
+                with trio.move_on_at(math.inf if deadline is None else deadline):
+                    received = await receive.receive()
+                if received is None:
+                    continue  # a request turned slow or failed: next_requests counts it
+                contact, value = received
                 if isinstance(value, Exception):
                     lookup.on_failure(contact.node_id)
                     table.remove(contact.node_id)
@@ -135,8 +163,12 @@ class DhtOps:
         return lookup
 
     async def lookup(self, key: bytes) -> list[Contact]:
+        return (await self.find_nodes(key)).contacts
+
+    async def find_nodes(self, key: bytes) -> NodesFound:
         check_id(key, "lookup key")
-        return (await self.run_lookup(key, FIND_NODE)).result()
+        lookup = await self.run_lookup(key, FIND_NODE)
+        return NodesFound(lookup.result(), len(lookup.slow))
 
     async def bootstrap(self, addresses: list[tuple[str, int]]) -> list[Contact]:
         """Ping each address, look up our own ID, then refresh every bucket."""

@@ -25,7 +25,7 @@ import trio
 from node.dht._handlers import AnnounceTokens, RequestHandlers
 from node.dht._mutable import MutableOps
 from node.dht._neighbours import Neighbours
-from node.dht._ops import Announcement, DhtOps
+from node.dht._ops import Announcement, DhtOps, NodesFound
 from node.dht._persist import load_table, save_table
 from node.dht._rpc import RpcClient
 from protocol.identity import Identity
@@ -99,6 +99,10 @@ class DhtNode:
     async def lookup(self, key: bytes) -> list[Contact]:
         """The k closest live nodes to ``key`` (iterative lookup, specs/dht.md §6)."""
         return await self.ops.lookup(key)
+
+    async def find_nodes(self, key: bytes) -> NodesFound:
+        """As :meth:`lookup`, with how many slow requests the lookup ended without (specs/dht.md §6)."""
+        return await self.ops.find_nodes(key)
 
     async def announce_provider(self, key: bytes, *, tcp_port: int | None = None, host: str | None = None,
                                 terms: Mapping[str, object] | None = None,

@@ -200,16 +200,17 @@ class PeerDialer:
     async def view(self, address: bytes) -> PlacementView:
         """The live nodes one lookup around ``address``'s DHT key meets (specs/network.md §3 Placement).
 
-        A lookup that ends with at least one and fewer than K answering nodes
-        has asked every node anyone named: it saw the whole network, so the
-        view is complete.
+        A lookup that ends with at least one and fewer than K answering nodes,
+        none left slow, has heard from every node anyone named: it saw the
+        whole network, so the view is complete.
         """
         self.lookups += 1
-        contacts = await self.dht.lookup(dht_key(address))
+        found = await self.dht.find_nodes(dht_key(address))
         own = self.dht.node_id
-        ids = [c.node_id for c in contacts if c.node_id != own]
-        # No answer at all proves nothing (our table may still be empty, just after start-up).
-        return PlacementView(ids, complete=0 < len(ids) and len(contacts) < K)
+        ids = [c.node_id for c in found.contacts if c.node_id != own]
+        # No answer at all proves nothing (our table may still be empty, just after start-up); a
+        # slow request the lookup ended without may be a live node the view would miss.
+        return PlacementView(ids, complete=0 < len(ids) and len(found.contacts) < K and not found.slow)
 
     async def providers(self, key: bytes) -> list[bytes]:
         """Node IDs that announced they provide ``key`` (not us); their addresses are learned."""
