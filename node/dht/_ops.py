@@ -110,19 +110,21 @@ class DhtOps:
         self._contact_records: dict[bytes, ContactRecord] = {}
 
     async def run_lookup(self, target: bytes, rpc: str, extra: list[object] | None = None,
-                         on_reply: _Handler | None = None) -> Lookup:
+                         on_reply: _Handler | None = None, *, soft: bool = False) -> Lookup:
         """Drive one ``Lookup`` of ``target`` with ``rpc(own_id, target, *extra)``.
 
-        A request past the soft timeout stops holding the lookup's end
-        (specs/dht.md §6 Iterative lookup, "Slow requests"); when the lookup
-        ends it is abandoned, not failed: its node stays in the table, and
-        the RPC client counts its address silent if nothing comes from it
-        within the request timeout (:meth:`RpcClient.call`).
+        With ``soft``, a request past the soft timeout stops holding the
+        lookup's end (specs/dht.md §6 Iterative lookup, "Slow requests");
+        when the lookup ends it is abandoned, not failed: its node stays in
+        the table, and the RPC client counts its address silent if nothing
+        comes from it within the request timeout (:meth:`RpcClient.call`).
+        Without, every request holds the end until answered or timed out:
+        what must be exact (records, announces, refreshes) waits.
         """
         table = self.neighbours.table
         timeout = self.rpc.request_timeout
         lookup = Lookup(target, table.closest(target, K), own_id=self.node_id, timeout=timeout,
-                        soft_timeout=timeout * SOFT_TIMEOUT_SHARE)
+                        soft_timeout=timeout * SOFT_TIMEOUT_SHARE if soft else None)
         send, receive = trio.open_memory_channel[tuple[Contact, object]](ALPHA * 4)
         args: list[object] = [self.node_id, target, *(extra or [])]
 
@@ -165,9 +167,9 @@ class DhtOps:
     async def lookup(self, key: bytes) -> list[Contact]:
         return (await self.find_nodes(key)).contacts
 
-    async def find_nodes(self, key: bytes) -> NodesFound:
+    async def find_nodes(self, key: bytes, *, soft: bool = False) -> NodesFound:
         check_id(key, "lookup key")
-        lookup = await self.run_lookup(key, FIND_NODE)
+        lookup = await self.run_lookup(key, FIND_NODE, soft=soft)
         return NodesFound(lookup.result(), len(lookup.slow))
 
     async def bootstrap(self, addresses: list[tuple[str, int]]) -> list[Contact]:
@@ -307,8 +309,11 @@ class DhtOps:
             await self.announce_provider(key, tcp_port=p.tcp_port, host=p.host, terms=p.terms, ttl=p.ttl)
         return len(due)
 
-    async def get_providers(self, key: bytes) -> list[ProviderRecord]:
-        """Live provider records for ``key``: ours, plus every verified one the lookup meets."""
+    async def get_providers(self, key: bytes, *, soft: bool = False) -> list[ProviderRecord]:
+        """Live provider records for ``key``: ours, plus every verified one the lookup meets.
+
+        ``soft``: the lookup may end without its slow requests (specs/dht.md §6).
+        """
         check_id(key, "key")
         found: dict[bytes, ProviderRecord] = {r.node_id: r for r in self.providers.get(key, self.wall_clock())}
 
@@ -327,7 +332,7 @@ class DhtOps:
                     found[record.node_id] = record
             return nodes
 
-        await self.run_lookup(key, MU_GET_PROVIDERS, on_reply=collect)
+        await self.run_lookup(key, MU_GET_PROVIDERS, on_reply=collect, soft=soft)
         return sorted(found.values(), key=lambda r: r.expires_at, reverse=True)
 
     # -- contact records (specs/dht.md §7.2) -------------------------------

@@ -44,7 +44,7 @@ async def test_a_stopped_node_holds_the_view_for_the_soft_timeout_then_is_droppe
         dialer = searcher.dialer()
 
         start = trio.current_time()  # the clock moves only when every task waits (autojump)
-        first = await dialer.view(os.urandom(32))
+        first = await dialer.view(os.urandom(32), soft=True)
         assert trio.current_time() - start == SOFT  # the live nodes answered at once; not the request timeout
         assert set(first.node_ids) == live
         assert not first.complete  # the slow one might have been a live node the view misses
@@ -52,7 +52,7 @@ async def test_a_stopped_node_holds_the_view_for_the_soft_timeout_then_is_droppe
 
         # Nothing came from it within a whole request timeout of asking: it is silent, known dead at once.
         await trio.sleep(TIMEOUT - SOFT)  # virtual time
-        second = await dialer.view(os.urandom(32))
+        second = await dialer.view(os.urandom(32), soft=True)
         assert trio.current_time() - start == TIMEOUT
         assert set(second.node_ids) == live and second.complete
         assert table.get(stopped.identity.node_id) is None
@@ -73,7 +73,7 @@ async def test_a_slow_live_node_is_not_taken_for_dead(mock_clock: trio.testing.M
             found: list[NodesFound] = []
 
             async def find() -> None:
-                found.append(await dht.find_nodes(os.urandom(20)))
+                found.append(await dht.find_nodes(os.urandom(20), soft=True))
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(find)
@@ -102,3 +102,33 @@ async def test_a_slow_live_node_is_not_taken_for_dead(mock_clock: trio.testing.M
 async def _ping_unanswered(dht: object, address: tuple[str, int]) -> None:
     with pytest.raises(NoReply):
         await dht.rpc.ping(address)  # type: ignore[attr-defined]
+
+
+async def test_a_lookup_that_must_be_exact_waits_for_a_slow_node(mock_clock: trio.testing.MockClock) -> None:
+    """Without ``soft`` (records, announces, a stuck chunk's last resort) a slow answer is still awaited."""
+    slow_id = os.urandom(20)
+    async with open_dht(Identity(os.urandom(32)), request_timeout=TIMEOUT, loopback_devnet=True) as dht, \
+            open_dht(Identity(os.urandom(32)), request_timeout=TIMEOUT, loopback_devnet=True) as fast:
+        slow = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        with slow:
+            await slow.bind(("127.0.0.1", 0))
+            now = trio.current_time()
+            dht.neighbours.table.add(Contact(fast.node_id, "127.0.0.1", fast.port), now)
+            dht.neighbours.table.add(Contact(slow_id, *slow.getsockname()), now)
+            found: list[NodesFound] = []
+
+            async def find() -> None:
+                found.append(await dht.find_nodes(os.urandom(20)))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(find)
+                data, source = await slow.recvfrom(2048)
+                request = decode_datagram(data)
+                assert isinstance(request, Request)
+                await trio.testing.wait_all_tasks_blocked()
+                mock_clock.jump(SOFT * 2)  # far past the soft timeout, within the request timeout
+                await trio.testing.wait_all_tasks_blocked()
+                assert not found  # still waiting for the slow node
+                await slow.sendto(encode_response(request.msg_id, []), source)
+            (result,) = found
+            assert {c.node_id for c in result.contacts} == {fast.node_id, slow_id} and result.slow == 0
