@@ -10,13 +10,16 @@ so every duration is exact.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
+from trio.socket import SocketType
 
-from node.dht import NodesFound, NoReply, open_dht
+from node.dht import DhtNode, NodesFound, NoReply, open_dht
 from node.files.locate import PlacementView
 from protocol.identity import Identity
 from protocol.kademlia import Contact
@@ -59,44 +62,50 @@ async def test_a_stopped_node_holds_the_view_for_the_soft_timeout_then_is_droppe
         nursery.cancel_scope.cancel()
 
 
-async def test_a_slow_live_node_is_not_taken_for_dead(mock_clock: trio.testing.MockClock) -> None:
+@asynccontextmanager
+async def _searcher_knowing_a_fast_and_a_slow_node() -> AsyncIterator[tuple[DhtNode, bytes, bytes, SocketType]]:
+    """A DHT node whose table holds a live DHT node and a bare UDP socket the test answers from (or not)."""
     slow_id = os.urandom(20)
     async with open_dht(Identity(os.urandom(32)), request_timeout=TIMEOUT, loopback_devnet=True) as dht, \
             open_dht(Identity(os.urandom(32)), request_timeout=TIMEOUT, loopback_devnet=True) as fast:
-        slow = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-        with slow:
+        with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as slow:
             await slow.bind(("127.0.0.1", 0))
-            address = slow.getsockname()
             now = trio.current_time()
             dht.neighbours.table.add(Contact(fast.node_id, "127.0.0.1", fast.port), now)
-            dht.neighbours.table.add(Contact(slow_id, *address), now)
-            found: list[NodesFound] = []
+            dht.neighbours.table.add(Contact(slow_id, *slow.getsockname()), now)
+            yield dht, fast.node_id, slow_id, slow
 
-            async def find() -> None:
-                found.append(await dht.find_nodes(os.urandom(20), soft=True))
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(find)
-                data, source = await slow.recvfrom(2048)  # asked; it will answer late
-                request = decode_datagram(data)
-                assert isinstance(request, Request)
-                await trio.testing.wait_all_tasks_blocked()
-                mock_clock.jump(SOFT)
-            (result,) = found
-            assert [c.node_id for c in result.contacts] == [fast.node_id] and result.slow == 1
+async def test_a_slow_live_node_is_not_taken_for_dead(mock_clock: trio.testing.MockClock) -> None:
+    async with _searcher_knowing_a_fast_and_a_slow_node() as (dht, fast_id, slow_id, slow):
+        address = slow.getsockname()
+        found: list[NodesFound] = []
 
-            # Its answer comes after the lookup ended, within the request timeout: it is alive.
-            mock_clock.jump(TIMEOUT / 2 - SOFT)
-            await slow.sendto(encode_response(request.msg_id, []), source)
+        async def find() -> None:
+            found.append(await dht.find_nodes(os.urandom(20), soft=True))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(find)
+            data, source = await slow.recvfrom(2048)  # asked; it will answer late
+            request = decode_datagram(data)
+            assert isinstance(request, Request)
             await trio.testing.wait_all_tasks_blocked()
-            mock_clock.jump(TIMEOUT)
-            assert dht.neighbours.table.get(slow_id) is not None
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_ping_unanswered, dht, address)
-                data, _ = await slow.recvfrom(2048)  # asked again, not refused as silent
-                ping = decode_datagram(data)
-                assert isinstance(ping, Request) and ping.name == PING
-                nursery.cancel_scope.cancel()
+            mock_clock.jump(SOFT)
+        (result,) = found
+        assert [c.node_id for c in result.contacts] == [fast_id] and result.slow == 1
+
+        # Its answer comes after the lookup ended, within the request timeout: it is alive.
+        mock_clock.jump(TIMEOUT / 2 - SOFT)
+        await slow.sendto(encode_response(request.msg_id, []), source)
+        await trio.testing.wait_all_tasks_blocked()
+        mock_clock.jump(TIMEOUT)
+        assert dht.neighbours.table.get(slow_id) is not None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_ping_unanswered, dht, address)
+            data, _ = await slow.recvfrom(2048)  # asked again, not refused as silent
+            ping = decode_datagram(data)
+            assert isinstance(ping, Request) and ping.name == PING
+            nursery.cancel_scope.cancel()
 
 
 async def _ping_unanswered(dht: object, address: tuple[str, int]) -> None:
@@ -106,29 +115,21 @@ async def _ping_unanswered(dht: object, address: tuple[str, int]) -> None:
 
 async def test_a_lookup_that_must_be_exact_waits_for_a_slow_node(mock_clock: trio.testing.MockClock) -> None:
     """Without ``soft`` (records, announces, a stuck chunk's last resort) a slow answer is still awaited."""
-    slow_id = os.urandom(20)
-    async with open_dht(Identity(os.urandom(32)), request_timeout=TIMEOUT, loopback_devnet=True) as dht, \
-            open_dht(Identity(os.urandom(32)), request_timeout=TIMEOUT, loopback_devnet=True) as fast:
-        slow = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-        with slow:
-            await slow.bind(("127.0.0.1", 0))
-            now = trio.current_time()
-            dht.neighbours.table.add(Contact(fast.node_id, "127.0.0.1", fast.port), now)
-            dht.neighbours.table.add(Contact(slow_id, *slow.getsockname()), now)
-            found: list[NodesFound] = []
+    async with _searcher_knowing_a_fast_and_a_slow_node() as (dht, fast_id, slow_id, slow):
+        found: list[NodesFound] = []
 
-            async def find() -> None:
-                found.append(await dht.find_nodes(os.urandom(20)))
+        async def find() -> None:
+            found.append(await dht.find_nodes(os.urandom(20)))
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(find)
-                data, source = await slow.recvfrom(2048)
-                request = decode_datagram(data)
-                assert isinstance(request, Request)
-                await trio.testing.wait_all_tasks_blocked()
-                mock_clock.jump(SOFT * 2)  # far past the soft timeout, within the request timeout
-                await trio.testing.wait_all_tasks_blocked()
-                assert not found  # still waiting for the slow node
-                await slow.sendto(encode_response(request.msg_id, []), source)
-            (result,) = found
-            assert {c.node_id for c in result.contacts} == {fast.node_id, slow_id} and result.slow == 0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(find)
+            data, source = await slow.recvfrom(2048)
+            request = decode_datagram(data)
+            assert isinstance(request, Request)
+            await trio.testing.wait_all_tasks_blocked()
+            mock_clock.jump(SOFT * 2)  # far past the soft timeout, within the request timeout
+            await trio.testing.wait_all_tasks_blocked()
+            assert not found  # still waiting for the slow node
+            await slow.sendto(encode_response(request.msg_id, []), source)
+        (result,) = found
+        assert {c.node_id for c in result.contacts} == {fast_id, slow_id} and result.slow == 0
