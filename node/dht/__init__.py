@@ -20,7 +20,7 @@ from pathlib import Path
 
 import trio
 
-from node.dht._ops import Announcement
+from node.dht._ops import Announcement, NodesFound
 from node.dht._persist import TABLE_FILE, load_table, save_table
 from node.dht._rpc import NoReply
 from node.dht._service import DhtNode, open_table
@@ -31,8 +31,8 @@ from protocol.kademlia.lookup import REQUEST_TIMEOUT
 from protocol.kademlia.storage import ProviderStore, ValueStore
 
 __all__ = [
-    "Announcement", "Contact", "ContactInfo", "ContactRecord", "DhtNode", "MutableRecord", "NoReply", "ProviderRecord",
-    "TABLE_FILE", "load_table", "open_dht", "save_table",
+    "Announcement", "Contact", "ContactInfo", "ContactRecord", "DhtNode", "MutableRecord", "NodesFound", "NoReply",
+    "ProviderRecord", "TABLE_FILE", "load_table", "open_dht", "save_table",
 ]
 
 log = logging.getLogger("mu.dht")

@@ -10,6 +10,7 @@ for ``mu_announce``.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from node.dht._neighbours import Neighbours
 from node.dht._rpc import RpcClient
 from protocol.identity import Identity
 from protocol.kademlia.ids import ALPHA, K, Contact, check_id
-from protocol.kademlia.lookup import Lookup
+from protocol.kademlia.lookup import SOFT_TIMEOUT_SHARE, Lookup
 from protocol.kademlia.routing import BUCKET_REFRESH_INTERVAL
 from protocol.kademlia.records import DEFAULT_PROVIDER_TTL, MAX_PROVIDER_TTL, ContactRecord, ProviderRecord
 from protocol.kademlia.storage import ProviderStore
@@ -57,6 +58,18 @@ class Announcement:
 
     record: ProviderRecord
     stored_at: list[Contact]
+
+
+@dataclass(frozen=True, slots=True)
+class NodesFound:
+    """What one node lookup found: the k closest that answered, and the slow requests it ended without.
+
+    ``slow`` nodes were asked and had neither answered nor timed out when the
+    lookup ended (specs/dht.md §6 "Slow requests"): live or dead, unknown.
+    """
+
+    contacts: list[Contact]
+    slow: int
 
 
 @dataclass(slots=True)
@@ -97,10 +110,21 @@ class DhtOps:
         self._contact_records: dict[bytes, ContactRecord] = {}
 
     async def run_lookup(self, target: bytes, rpc: str, extra: list[object] | None = None,
-                         on_reply: _Handler | None = None) -> Lookup:
-        """Drive one ``Lookup`` of ``target`` with ``rpc(own_id, target, *extra)``."""
+                         on_reply: _Handler | None = None, *, soft: bool = False) -> Lookup:
+        """Drive one ``Lookup`` of ``target`` with ``rpc(own_id, target, *extra)``.
+
+        With ``soft``, a request past the soft timeout stops holding the
+        lookup's end (specs/dht.md §6 Iterative lookup, "Slow requests");
+        when the lookup ends it is abandoned, not failed: its node stays in
+        the table, and the RPC client counts its address silent if nothing
+        comes from it within the request timeout (:meth:`RpcClient.call`).
+        Without, every request holds the end until answered or timed out:
+        what must be exact (records, announces, refreshes) waits.
+        """
         table = self.neighbours.table
-        lookup = Lookup(target, table.closest(target, K), own_id=self.node_id, timeout=self.rpc.request_timeout)
+        timeout = self.rpc.request_timeout
+        lookup = Lookup(target, table.closest(target, K), own_id=self.node_id, timeout=timeout,
+                        soft_timeout=timeout * SOFT_TIMEOUT_SHARE if soft else None)
         send, receive = trio.open_memory_channel[tuple[Contact, object]](ALPHA * 4)
         args: list[object] = [self.node_id, target, *(extra or [])]
 
@@ -117,7 +141,13 @@ class DhtOps:
                     nursery.start_soon(ask, contact)
                 if lookup.done or not lookup.in_flight:
                     break
-                contact, value = await receive.receive()
+                deadline = lookup.next_deadline()
+                received: tuple[Contact, object] | None = None
+                with trio.move_on_at(math.inf if deadline is None else deadline):
+                    received = await receive.receive()
+                if received is None:
+                    continue  # a request turned slow or failed: next_requests counts it
+                contact, value = received
                 if isinstance(value, Exception):
                     lookup.on_failure(contact.node_id)
                     table.remove(contact.node_id)
@@ -135,8 +165,12 @@ class DhtOps:
         return lookup
 
     async def lookup(self, key: bytes) -> list[Contact]:
+        return (await self.find_nodes(key)).contacts
+
+    async def find_nodes(self, key: bytes, *, soft: bool = False) -> NodesFound:
         check_id(key, "lookup key")
-        return (await self.run_lookup(key, FIND_NODE)).result()
+        lookup = await self.run_lookup(key, FIND_NODE, soft=soft)
+        return NodesFound(lookup.result(), len(lookup.slow))
 
     async def bootstrap(self, addresses: list[tuple[str, int]]) -> list[Contact]:
         """Ping each address, look up our own ID, then refresh every bucket."""
@@ -275,8 +309,11 @@ class DhtOps:
             await self.announce_provider(key, tcp_port=p.tcp_port, host=p.host, terms=p.terms, ttl=p.ttl)
         return len(due)
 
-    async def get_providers(self, key: bytes) -> list[ProviderRecord]:
-        """Live provider records for ``key``: ours, plus every verified one the lookup meets."""
+    async def get_providers(self, key: bytes, *, soft: bool = False) -> list[ProviderRecord]:
+        """Live provider records for ``key``: ours, plus every verified one the lookup meets.
+
+        ``soft``: the lookup may end without its slow requests (specs/dht.md §6).
+        """
         check_id(key, "key")
         found: dict[bytes, ProviderRecord] = {r.node_id: r for r in self.providers.get(key, self.wall_clock())}
 
@@ -295,7 +332,7 @@ class DhtOps:
                     found[record.node_id] = record
             return nodes
 
-        await self.run_lookup(key, MU_GET_PROVIDERS, on_reply=collect)
+        await self.run_lookup(key, MU_GET_PROVIDERS, on_reply=collect, soft=soft)
         return sorted(found.values(), key=lambda r: r.expires_at, reverse=True)
 
     # -- contact records (specs/dht.md §7.2) -------------------------------

@@ -11,6 +11,14 @@ An address that let a request time out is *silent* for ``SILENT_SECONDS``
 each waiting out the timeout again, so a dead node that other nodes still
 return in lookups costs one timeout, not one per lookup.  Any datagram from
 the address ends it (specs/dht.md §6 Lookups, "Silent addresses").
+
+A request its caller stopped waiting for (a lookup that ended without a slow
+answer, specs/dht.md §6 "Slow requests") still counts: if nothing comes
+from its address within ``request_timeout`` of sending it, the next request
+to that address finds it silent, exactly as if the first had been waited
+out.  So a lookup need not wait out a dead node to have it known as dead,
+and a live node, however slow, is never taken for dead sooner than by
+waiting.
 """
 
 from __future__ import annotations
@@ -67,12 +75,26 @@ class RpcClient:
         self.request_timeout = request_timeout
         self._pending: dict[bytes, _Pending] = {}
         self._silent: dict[tuple[str, int], float] = {}  # address -> when it may be asked again
+        # address -> when the oldest request to it that nobody waits for any more was sent
+        self._abandoned: dict[tuple[str, int], float] = {}
 
     def heard_from(self, address: tuple[str, int]) -> None:
         """A datagram came from ``address``: it is not silent."""
         self._silent.pop(address, None)
+        self._abandoned.pop(address, None)
+
+    def _abandon(self, address: tuple[str, int], sent_at: float) -> None:
+        """Remember the first request to ``address`` left unanswered by a caller that stopped waiting."""
+        if address in self._abandoned or address in self._silent:
+            return
+        while len(self._abandoned) >= MAX_SILENT:
+            del self._abandoned[next(iter(self._abandoned))]
+        self._abandoned[address] = sent_at
 
     def _silent_until(self, address: tuple[str, int]) -> float | None:
+        sent_at = self._abandoned.get(address)
+        if sent_at is not None and trio.current_time() - sent_at >= self.request_timeout:
+            self._fell_silent(address)  # unanswered for a whole request timeout, waited for or not
         until = self._silent.get(address)
         if until is not None and trio.current_time() >= until:
             del self._silent[address]
@@ -80,6 +102,7 @@ class RpcClient:
         return until
 
     def _fell_silent(self, address: tuple[str, int]) -> None:
+        self._abandoned.pop(address, None)
         self._silent.pop(address, None)
         while len(self._silent) >= MAX_SILENT:
             del self._silent[next(iter(self._silent))]
@@ -104,15 +127,19 @@ class RpcClient:
             raise NoReply(str(exc)) from None
         pending = _Pending(address, trio.Event())
         self._pending[msg_id] = pending
+        sent_at: float | None = None
         try:
             try:
                 await self.sock.sendto(datagram, address)
             except OSError as exc:
                 raise NoReply(f"send to {address} failed: {exc}") from None
+            sent_at = trio.current_time()
             with trio.move_on_after(self.request_timeout):
                 await pending.done.wait()
         finally:
             del self._pending[msg_id]
+            if sent_at is not None and not pending.done.is_set():
+                self._abandon(address, sent_at)  # cancelled, or timed out: the latter is silent below
         if not pending.done.is_set():
             self._fell_silent(address)
             raise NoReply(f"{name} to {address[0]}:{address[1]} timed out")

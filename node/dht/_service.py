@@ -25,7 +25,7 @@ import trio
 from node.dht._handlers import AnnounceTokens, RequestHandlers
 from node.dht._mutable import MutableOps
 from node.dht._neighbours import Neighbours
-from node.dht._ops import Announcement, DhtOps
+from node.dht._ops import Announcement, DhtOps, NodesFound
 from node.dht._persist import load_table, save_table
 from node.dht._rpc import RpcClient
 from protocol.identity import Identity
@@ -100,6 +100,13 @@ class DhtNode:
         """The k closest live nodes to ``key`` (iterative lookup, specs/dht.md §6)."""
         return await self.ops.lookup(key)
 
+    async def find_nodes(self, key: bytes, *, soft: bool = False) -> NodesFound:
+        """As :meth:`lookup`, with how many slow requests the lookup ended without (specs/dht.md §6).
+
+        ``soft``: a request past ``SOFT_TIMEOUT`` stops holding the lookup's end.
+        """
+        return await self.ops.find_nodes(key, soft=soft)
+
     async def announce_provider(self, key: bytes, *, tcp_port: int | None = None, host: str | None = None,
                                 terms: Mapping[str, object] | None = None,
                                 ttl: int = DEFAULT_PROVIDER_TTL) -> Announcement:
@@ -118,9 +125,12 @@ class DhtNode:
         """Stop republishing our provider record for ``key``."""
         self.ops.withdraw_provider(key)
 
-    async def get_providers(self, key: bytes) -> list[ProviderRecord]:
-        """Verified, live provider records for ``key`` from the network and ourselves."""
-        return await self.ops.get_providers(key)
+    async def get_providers(self, key: bytes, *, soft: bool = False) -> list[ProviderRecord]:
+        """Verified, live provider records for ``key`` from the network and ourselves.
+
+        ``soft``: a request past ``SOFT_TIMEOUT`` stops holding the lookup's end.
+        """
+        return await self.ops.get_providers(key, soft=soft)
 
     async def get_contact(self, node_id: bytes) -> ContactRecord | None:
         """The verified contact record of ``node_id``, or None if it cannot be reached."""

@@ -185,36 +185,43 @@ class PeerDialer:
         while self._unreachable and next(iter(self._unreachable.values())) <= now:
             self._unreachable.popitem(last=False)
 
-    async def closest_nodes(self, address: bytes, count: int) -> list[bytes]:
+    async def closest_nodes(self, address: bytes, count: int, *, soft: bool = False) -> list[bytes]:
         """Node IDs of other nodes closest to the chunk's DHT key, closest first (up to ``count``).
 
         Plain ``kademlia`` nodes may be among them; they have no contact
         record, so :meth:`session` reports them unreachable and callers move on.
+        ``soft``: the lookup may end without its slow requests (specs/dht.md §6).
         """
         self.lookups += 1
-        contacts = await self.dht.lookup(dht_key(address))
+        contacts = (await self.dht.find_nodes(dht_key(address), soft=soft)).contacts
         own = self.dht.node_id
         ids = [c.node_id for c in contacts if c.node_id != own]
         return placement(address, ids, min(count, MAX_REPLICAS)) if ids else []
 
-    async def view(self, address: bytes) -> PlacementView:
+    async def view(self, address: bytes, *, soft: bool = False) -> PlacementView:
         """The live nodes one lookup around ``address``'s DHT key meets (specs/network.md §3 Placement).
 
-        A lookup that ends with at least one and fewer than K answering nodes
-        has asked every node anyone named: it saw the whole network, so the
-        view is complete.
+        A lookup that ends with at least one and fewer than K answering nodes,
+        none left slow, has heard from every node anyone named: it saw the
+        whole network, so the view is complete.  ``soft``: the lookup may end
+        without its slow requests (specs/dht.md §6), and the view is then
+        not complete.
         """
         self.lookups += 1
-        contacts = await self.dht.lookup(dht_key(address))
+        found = await self.dht.find_nodes(dht_key(address), soft=soft)
         own = self.dht.node_id
-        ids = [c.node_id for c in contacts if c.node_id != own]
-        # No answer at all proves nothing (our table may still be empty, just after start-up).
-        return PlacementView(ids, complete=0 < len(ids) and len(contacts) < K)
+        ids = [c.node_id for c in found.contacts if c.node_id != own]
+        # No answer at all proves nothing (our table may still be empty, just after start-up); a
+        # slow request the lookup ended without may be a live node the view would miss.
+        return PlacementView(ids, complete=0 < len(ids) and len(found.contacts) < K and not found.slow)
 
-    async def providers(self, key: bytes) -> list[bytes]:
-        """Node IDs that announced they provide ``key`` (not us); their addresses are learned."""
+    async def providers(self, key: bytes, *, soft: bool = False) -> list[bytes]:
+        """Node IDs that announced they provide ``key`` (not us); their addresses are learned.
+
+        ``soft``: the lookup may end without its slow requests (specs/dht.md §6).
+        """
         self.lookups += 1
-        records = await self.dht.get_providers(key)
+        records = await self.dht.get_providers(key, soft=soft)
         own = self.dht.node_id
         out: list[bytes] = []
         for record in records:
@@ -263,7 +270,10 @@ class DhtResolver:
     Placement comes from one lookup around the root when that lookup saw the
     whole network (:class:`PlacementView`), else from per-chunk lookups run
     ahead of need, ``PARALLEL_LOOKUPS`` at once (specs/network.md §3
-    Placement).  ``make_source`` turns a session into a source:
+    Placement).  Its lookups are soft (specs/dht.md §6 "Slow requests": a
+    dead node others still name costs a fetch's first byte ``SOFT_TIMEOUT``,
+    not ``REQUEST_TIMEOUT``), all but a stuck chunk's last resort, which
+    waits for every answer.  ``make_source`` turns a session into a source:
     :func:`free_source`, or a paying one (node/exchange/paying.py).  A host it
     refuses (e.g. priced above our maximum) is left out.
     """
@@ -288,7 +298,7 @@ class DhtResolver:
         if self._view is not None:
             return self._view
         self.lookups += 1
-        view = await self.dialer.view(self.root)
+        view = await self.dialer.view(self.root, soft=True)
         if view.node_ids:  # an empty view (a node still joining) is taken again next time
             self._view = view
         return view
@@ -296,7 +306,7 @@ class DhtResolver:
     async def _root_providers(self) -> list[bytes]:
         if self._providers is None:
             self.lookups += 1
-            self._providers = await self.dialer.providers(dht_key(self.root))
+            self._providers = await self.dialer.providers(dht_key(self.root), soft=True)
         return self._providers
 
     async def ahead(self, addresses: list[bytes]) -> None:
@@ -312,7 +322,7 @@ class DhtResolver:
         async def look_up(address: bytes) -> None:
             async with limiter:
                 self.lookups += 1
-                ids = await self.dialer.closest_nodes(address, self.replicas)
+                ids = await self.dialer.closest_nodes(address, self.replicas, soft=True)
             self._looked_up[address] = ids
             _trim(self._looked_up, MAX_LOOKED_UP)
 
@@ -332,7 +342,7 @@ class DhtResolver:
             ids = (await self._placement_view()).closest(address, self.replicas)
         if ids is None:
             self.lookups += 1
-            ids = await self.dialer.closest_nodes(address, self.replicas)
+            ids = await self.dialer.closest_nodes(address, self.replicas, soft=not lookup)
         ids += [p for p in await self._root_providers() if p not in ids]
         out: list[ChunkSource] = []
         for node_id in ids:

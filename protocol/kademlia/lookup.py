@@ -17,6 +17,15 @@ The lookup is done when the k closest contacts it knows of that have not
 failed have all answered, or when nothing is left to ask.  This strict rule
 (rather than "no closer contact in the last round") is what makes a lookup
 return exactly the k closest live nodes once tables are populated.
+
+With a ``soft_timeout`` (specs/dht.md §6 Iterative lookup, "Slow
+requests"), a request unanswered that long becomes *slow*: it no longer
+holds a slot among the alpha in flight nor the lookup's end, the next
+closest contact takes its place, and its answer is still used if it comes
+before the lookup ends.  Only the (hard) ``timeout`` counts it failed.  A
+dead node that other nodes still name then costs a lookup ``soft_timeout``,
+not ``timeout``.  While no contact has answered, slow requests still hold
+the end: a lookup never ends empty only because every answer was slow.
 """
 
 from __future__ import annotations
@@ -29,6 +38,10 @@ from protocol.kademlia.ids import ALPHA, K, Contact, check_id
 
 #: Seconds a lookup waits for one reply before counting it failed (specs/dht.md §2).
 REQUEST_TIMEOUT = 2.0
+#: Share of the request timeout after which an unanswered request is slow and stops
+#: holding the lookup's end (specs/dht.md §2, §6 "Slow requests").
+SOFT_TIMEOUT_SHARE = 0.25
+SOFT_TIMEOUT = REQUEST_TIMEOUT * SOFT_TIMEOUT_SHARE
 #: Most contacts one lookup tracks; the farthest unqueried ones are dropped (§6).
 MAX_LOOKUP_CANDIDATES = 8 * K
 #: Most contacts taken from one reply (a reply carries at most k).
@@ -40,6 +53,7 @@ class _State(enum.Enum):
     IN_FLIGHT = 1
     RESPONDED = 2
     FAILED = 3
+    SLOW = 4  # asked, unanswered past the soft timeout, not yet failed
 
 
 @dataclass(slots=True)
@@ -48,6 +62,10 @@ class _Node:
     key: int
     state: _State
     sent_at: float = 0.0
+
+
+_OUTSTANDING = (_State.IN_FLIGHT, _State.SLOW)
+_LEFT_OUT = (_State.FAILED, _State.SLOW)  # not among the k closest a lookup waits for
 
 
 class Lookup:
@@ -62,6 +80,7 @@ class Lookup:
         k: int = K,
         alpha: int = ALPHA,
         timeout: float = REQUEST_TIMEOUT,
+        soft_timeout: float | None = None,
         max_candidates: int = MAX_LOOKUP_CANDIDATES,
     ) -> None:
         self.target = check_id(target, "lookup target")
@@ -69,6 +88,8 @@ class Lookup:
         self.k = k
         self.alpha = alpha
         self.timeout = timeout
+        # None: every request holds the lookup's end until it is answered or times out
+        self.soft_timeout = timeout if soft_timeout is None else min(soft_timeout, timeout)
         self.max_candidates = max_candidates
         self._t = int.from_bytes(target, "big")
         self._nodes: dict[bytes, _Node] = {}
@@ -84,9 +105,13 @@ class Lookup:
     def next_requests(self, now: float) -> list[Contact]:
         """Contacts to query now; each is marked in flight as of ``now``."""
         for n in self._nodes.values():
-            if n.state is _State.IN_FLIGHT and now - n.sent_at >= self.timeout:
+            if n.state in _OUTSTANDING and now - n.sent_at >= self.timeout:
+                if n.state is _State.IN_FLIGHT:
+                    self._stalled += 1  # a slow one was counted when it became slow
                 n.state = _State.FAILED
                 self.failures += 1
+            elif n.state is _State.IN_FLIGHT and now - n.sent_at >= self.soft_timeout:
+                n.state = _State.SLOW  # it has brought nothing closer meanwhile: counted as a stall
                 self._stalled += 1
         in_flight = sum(1 for n in self._nodes.values() if n.state is _State.IN_FLIGHT)
         limit = self.k if self._stalled >= self.alpha else self.alpha
@@ -105,8 +130,8 @@ class Lookup:
     def on_response(self, node_id: bytes, contacts: Iterable[Contact]) -> None:
         """``node_id`` answered and named ``contacts`` (at most k are used)."""
         n = self._nodes.get(node_id)
-        if n is None or n.state is not _State.IN_FLIGHT:
-            return  # unsolicited or late: ignore (specs/dht.md §6)
+        if n is None or n.state not in _OUTSTANDING:
+            return  # unsolicited or after its timeout: ignore (specs/dht.md §6)
         n.state = _State.RESPONDED
         self.responses += 1
         taken: list[Contact] = []
@@ -121,19 +146,36 @@ class Lookup:
     def on_failure(self, node_id: bytes) -> None:
         """``node_id`` did not answer, or answered with garbage."""
         n = self._nodes.get(node_id)
-        if n is not None and n.state is _State.IN_FLIGHT:
+        if n is not None and n.state in _OUTSTANDING:
+            if n.state is _State.IN_FLIGHT:
+                self._stalled += 1
             n.state = _State.FAILED
             self.failures += 1
-            self._stalled += 1
 
     @property
     def in_flight(self) -> list[Contact]:
-        """Contacts queried and not yet answered."""
-        return [n.contact for n in self._nodes.values() if n.state is _State.IN_FLIGHT]
+        """Contacts queried and not yet answered (slow ones too)."""
+        return [n.contact for n in self._nodes.values() if n.state in _OUTSTANDING]
+
+    @property
+    def slow(self) -> list[Contact]:
+        """Contacts unanswered past the soft timeout and not failed: left out if the lookup ends now."""
+        return [n.contact for n in self._nodes.values() if n.state is _State.SLOW]
+
+    def next_deadline(self) -> float | None:
+        """When an outstanding request next turns slow or failed (call ``next_requests`` then); None if none is."""
+        times = [n.sent_at + (self.soft_timeout if n.state is _State.IN_FLIGHT else self.timeout)
+                 for n in self._nodes.values() if n.state in _OUTSTANDING]
+        return min(times, default=None)
 
     @property
     def done(self) -> bool:
-        """True when the k closest non-failed contacts have all answered."""
+        """True when the k closest contacts neither failed nor slow have all answered.
+
+        Slow requests hold the end only while no contact has answered.
+        """
+        if not self.responses and self.slow:
+            return False
         closest = self._live_closest()
         return all(n.state is _State.RESPONDED for n in closest)
 
@@ -149,7 +191,7 @@ class Lookup:
     # -- internals -------------------------------------------------------
 
     def _live_closest(self) -> list[_Node]:
-        live = [n for n in self._nodes.values() if n.state is not _State.FAILED]
+        live = [n for n in self._nodes.values() if n.state not in _LEFT_OUT]
         live.sort(key=lambda n: n.key)
         return live[: self.k]
 

@@ -68,7 +68,8 @@ async def test_a_chunk_whose_computed_holders_fail_gets_a_real_lookup(tmp_path: 
         await replicate_file(link, uploader.store, uploader.dialer())
         uploader.scope.cancel()  # the provider of every chunk is gone
 
-        async def stale_view(address: bytes) -> PlacementView:  # nodes that left since it was taken
+        # A view taken before nodes left:
+        async def stale_view(address: bytes, *, soft: bool = False) -> PlacementView:
             return PlacementView([os.urandom(20) for _ in range(4)], complete=True)
 
         dialer = fetcher.dialer()
@@ -128,15 +129,17 @@ class LookupCounter:
         self.lookups = 0
         self.running = 0
         self.most_at_once = 0
+        self.exact = 0  # lookups that waited for every answer (specs/dht.md §6 Slow requests)
 
-    async def view(self, address: bytes) -> PlacementView:
+    async def view(self, address: bytes, *, soft: bool = False) -> PlacementView:
         return PlacementView(self.ids[:20], complete=False)
 
-    async def providers(self, key: bytes) -> list[bytes]:
+    async def providers(self, key: bytes, *, soft: bool = False) -> list[bytes]:
         return []
 
-    async def closest_nodes(self, address: bytes, count: int) -> list[bytes]:
+    async def closest_nodes(self, address: bytes, count: int, *, soft: bool = False) -> list[bytes]:
         self.lookups += 1
+        self.exact += not soft
         self.running += 1
         self.most_at_once = max(self.most_at_once, self.running)
         await trio.sleep(0.01)  # a lookup's round trips (autojump clock)
@@ -156,9 +159,9 @@ async def test_without_a_complete_view_lookups_run_ahead_and_concurrently(autoju
     assert dialer.lookups == 20 and dialer.most_at_once == locate.PARALLEL_LOOKUPS
     for address in addresses:  # the results are used, not looked up again
         await resolver.holders(address)
-    assert dialer.lookups == 20
+    assert dialer.lookups == 20 and dialer.exact == 0  # run ahead soft: a dead node costs SOFT_TIMEOUT
     await resolver.holders(addresses[0], lookup=True)  # the last resort asks the network again
-    assert dialer.lookups == 21
+    assert dialer.lookups == 21 and dialer.exact == 1  # and waits for every answer
 
 
 async def test_an_empty_view_is_not_complete_and_is_taken_again(tmp_path: Path) -> None:

@@ -105,3 +105,55 @@ def test_alpha_in_flight_until_progress_stalls() -> None:
     burst = lookup.next_requests(0.2)
     assert [x.port for x in burst] == list(range(5, 21))
     assert len(lookup.in_flight) == 16 and not lookup.done
+
+
+def _c(n: int) -> Contact:
+    return Contact(n.to_bytes(20, "big"), "127.0.0.1", n)
+
+
+def test_a_slow_request_stops_holding_the_end_and_frees_its_slot() -> None:
+    # specs/dht.md §6 "Slow requests": past the soft timeout a request no longer counts among the
+    # alpha in flight nor among the k closest the lookup waits for; only the timeout fails it.
+    lookup = Lookup(bytes(20), [_c(n) for n in range(1, 6)], alpha=3, timeout=2.0, soft_timeout=0.5)
+    assert [x.port for x in lookup.next_requests(0.0)] == [1, 2, 3]
+    assert lookup.next_deadline() == 0.5 and lookup.next_requests(0.4) == []
+    assert [x.port for x in lookup.next_requests(0.5)] == [4, 5]  # 1, 2, 3 slow: their slots are free
+    assert [x.port for x in lookup.slow] == [1, 2, 3] and lookup.failures == 0
+    lookup.on_response(_c(4).node_id, [])
+    lookup.on_response(_c(5).node_id, [])
+    assert lookup.done and [x.port for x in lookup.result()] == [4, 5]
+    assert len(lookup.in_flight) == 3  # still unanswered: the caller abandons them, they did not fail
+
+
+def test_a_slow_answer_that_comes_in_time_is_used() -> None:
+    lookup = Lookup(bytes(20), [_c(n) for n in (2, 3, 4)], alpha=3, timeout=2.0, soft_timeout=0.5)
+    lookup.next_requests(0.0)
+    lookup.on_response(_c(3).node_id, [])
+    lookup.on_response(_c(4).node_id, [])
+    assert not lookup.done and lookup.next_requests(0.5) == [] and lookup.done  # 2 is slow: no longer awaited
+    lookup.on_response(_c(2).node_id, [_c(1)])  # before the caller ended the lookup: counted, and 1 is new
+    assert not lookup.done and [x.port for x in lookup.next_requests(0.6)] == [1]
+    lookup.on_response(_c(1).node_id, [])
+    assert lookup.done and [x.port for x in lookup.result()] == [1, 2, 3, 4]
+
+
+def test_slow_requests_hold_the_end_while_nobody_answered() -> None:
+    # A loaded machine (every answer slow) must not end lookups empty: the timeout decides then.
+    lookup = Lookup(bytes(20), [_c(1)], timeout=2.0, soft_timeout=0.5)
+    lookup.next_requests(0.0)
+    assert lookup.next_requests(0.5) == [] and lookup.slow and not lookup.done
+    assert lookup.next_deadline() == 2.0
+    lookup.on_response(_c(1).node_id, [])
+    assert lookup.done and [x.port for x in lookup.result()] == [1]
+    dead = Lookup(bytes(20), [_c(1)], timeout=2.0, soft_timeout=0.5)
+    dead.next_requests(0.0)
+    dead.next_requests(0.5)
+    assert not dead.done and dead.next_requests(2.0) == [] and dead.failures == 1 and dead.done
+    assert dead.result() == [] and dead.next_deadline() is None
+
+
+def test_without_a_soft_timeout_requests_hold_the_end_until_the_timeout() -> None:
+    lookup = Lookup(bytes(20), [_c(1), _c(2)], timeout=2.0)
+    lookup.next_requests(0.0)
+    lookup.on_response(_c(2).node_id, [])
+    assert lookup.next_requests(1.9) == [] and not lookup.done and lookup.next_deadline() == 2.0
