@@ -76,13 +76,18 @@ class PeerDialer:
     from trio's clock.
     """
 
-    def __init__(self, dht: DhtNode, transport: Transport) -> None:
+    def __init__(self, dht: DhtNode, transport: Transport, *, nursery: trio.Nursery | None = None) -> None:
         self.dht = dht
         self.transport = transport
+        # Where dials run when given (the node's own): a caller that stops
+        # waiting for one does not end it, so its outcome (a session, or an
+        # unreachable mark) serves the next caller (specs/network.md §7 Dialling).
+        # Without, each dial runs in its caller's task.
+        self._nursery = nursery
         self._sessions: OrderedDict[bytes, Session] = OrderedDict()
         self._unreachable: OrderedDict[bytes, float] = OrderedDict()  # node ID -> when to try again
         self._addresses: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
-        self._dialing: dict[bytes, trio.Event] = {}  # one per dial in progress
+        self._dialing: dict[bytes, _Dial] = {}  # one per dial in progress
         # DHT searches made through this dialer (node lookups and provider
         # searches), for reports and tests; an add reports its part as ``dht_lookups``.
         self.lookups = 0
@@ -117,7 +122,7 @@ class PeerDialer:
         its own few, spaced attempts, such as the payer's reconcile).
         """
         while (dialing := self._dialing.get(node_id)) is not None:
-            await dialing.wait()
+            await dialing.done.wait()
         self._forget_stale()
         cached = self._sessions.get(node_id)
         if cached is not None:
@@ -125,12 +130,29 @@ class PeerDialer:
             return cached
         if not despite_mark and self.is_unreachable(node_id):
             return None
-        done = self._dialing[node_id] = trio.Event()
+        dial = self._dialing[node_id] = _Dial()
+        if self._nursery is None:
+            await self._run_dial(node_id, dial)
+        else:
+            self._nursery.start_soon(self._run_dial, node_id, dial)
+            await dial.done.wait()
+        return dial.session
+
+    def dialling(self, node_id: bytes) -> bool:
+        """Whether a dial to ``node_id`` is in progress."""
+        return node_id in self._dialing
+
+    async def _run_dial(self, node_id: bytes, dial: _Dial) -> None:
         try:
-            return await self._dial(node_id)
+            dial.session = await self._dial(node_id)
+        except Exception:  # a bug, not the peer: in the node's nursery it must not end the node
+            if self._nursery is None:
+                raise
+            log.exception("dialling %s failed", node_id.hex())
+            self._mark_unreachable(node_id)
         finally:
             del self._dialing[node_id]
-            done.set()
+            dial.done.set()
 
     async def _dial(self, node_id: bytes) -> Session | None:
         """One bounded attempt (``DIAL_TIMEOUT`` per address) to reach ``node_id``; a failure marks it unreachable.
@@ -250,6 +272,14 @@ class PlacementView:
         return placement(address, self.node_ids, min(count, MAX_REPLICAS)) if self.node_ids else []
 
 
+class _Dial:
+    """One dial in progress: set ``done`` once it ended, with its session (None: unreachable)."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.session: Session | None = None
+
+
 def _trim(entries: OrderedDict[bytes, _V], bound: int) -> None:
     """Drop the least recently used entries past ``bound``."""
     while len(entries) > bound:
@@ -336,6 +366,13 @@ class DhtResolver:
         With ``lookup`` the replica set comes from a real DHT lookup even when
         the view could compute it: the fetcher's last resort for a chunk whose
         computed holders all failed.
+
+        Candidates not yet sources are dialled at once, each in its own task
+        (specs/network.md §7 Dialling).  The answer waits for every replica
+        set dial; for the providers' only while no candidate is a source yet
+        (with ``lookup``: for every dial).  A provider's dial still going
+        then goes on in the dialer, and its session serves a later chunk: a
+        dead provider does not hold a chunk whose replica set answered.
         """
         ids = None if lookup else self._looked_up.pop(address, None)
         if ids is None and not lookup:
@@ -343,21 +380,44 @@ class DhtResolver:
         if ids is None:
             self.lookups += 1
             ids = await self.dialer.closest_nodes(address, self.replicas, soft=not lookup)
-        ids += [p for p in await self._root_providers() if p not in ids]
-        out: list[ChunkSource] = []
-        for node_id in ids:
-            source = self._sources.get(node_id)
-            if source is None and node_id not in self._refused:
+        providers = [p for p in await self._root_providers() if p not in ids]
+        await self._connect(ids, providers, wait_all=lookup)
+        return [self._sources[n] for n in ids + providers if n in self._sources]
+
+    async def _connect(self, replica_set: list[bytes], providers: list[bytes], *, wait_all: bool) -> None:
+        """Make sources of the candidates not yet sources (see :meth:`holders` for how long it waits)."""
+        fresh = [n for n in replica_set + providers if n not in self._sources and n not in self._refused]
+        if not fresh:
+            return
+        settled = trio.Event()  # a provider became a source, or every provider dial ended
+        left = [n for n in fresh if n not in replica_set]
+
+        async def connect(node_id: bytes) -> None:
+            try:
                 session = await self.dialer.session(node_id)
                 if session is None:
-                    continue
-                try:
-                    source = await self.make_source(session)
-                except Exception as exc:  # terms unreadable or too expensive: not a candidate
-                    log.info("not using %s: %s", node_id.hex(), exc)
-                    self._refused.add(node_id)
-                    continue
-                self._sources[node_id] = source
-            if source is not None:
-                out.append(source)
-        return out
+                    return
+                # Once dialled, the source is made whole: a cancelled exchange could leave a link half set up.
+                with trio.CancelScope(shield=True):
+                    try:
+                        self._sources[node_id] = await self.make_source(session)
+                    except Exception as exc:  # terms unreadable or too expensive: not a candidate
+                        log.info("not using %s: %s", node_id.hex(), exc)
+                        self._refused.add(node_id)
+                        return
+                settled.set()
+            finally:
+                if node_id in left:
+                    left.remove(node_id)
+                    if not left:
+                        settled.set()
+
+        async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as replicas:
+                for node_id in fresh:
+                    (replicas if node_id in replica_set else nursery).start_soon(connect, node_id)
+            if wait_all or not left:
+                return
+            if not any(n in self._sources for n in replica_set + providers):
+                await settled.wait()
+            nursery.cancel_scope.cancel()

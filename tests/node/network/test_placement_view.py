@@ -19,7 +19,7 @@ import node.files.locate as locate
 from node.dht import ContactInfo, ContactRecord
 from node.files.fetcher import fetch_file
 from node.files.local import add_file
-from node.files.locate import DhtResolver, PlacementView
+from node.files.locate import DhtResolver, PeerDialer, PlacementView
 from node.files.uploader import replicate_file
 from node.store import ChunkStore
 from protocol.fetch import placement
@@ -27,6 +27,28 @@ from tests.helpers.network import collect, network
 
 CHUNK = 64 * 1024
 CHUNKS = 80
+
+
+def random_file(tmp_path: Path, size: int) -> Path:
+    src = tmp_path / "file.bin"
+    src.write_bytes(os.urandom(size))
+    return src
+
+
+class DarkPort:
+    """A TCP port that accepts connections and never speaks: a stopped process's, or a host gone dark."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+
+    async def _swallow(self, stream: trio.SocketStream) -> None:
+        self.accepted += 1
+        await trio.sleep_forever()
+
+    async def listen(self, nursery: trio.Nursery) -> int:
+        """Start listening in ``nursery``; the port."""
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, self._swallow, 0, host="127.0.0.1"))
+        return int(listeners[0].socket.getsockname()[1])
 
 
 def test_a_complete_view_computes_the_replica_set_a_lookup_would_find() -> None:
@@ -87,18 +109,11 @@ async def test_a_chunk_whose_computed_holders_fail_gets_a_real_lookup(tmp_path: 
 async def test_a_stopped_replica_candidate_is_tried_once_per_add(tmp_path: Path, monkeypatch) -> None:
     """A node whose DHT still answers but whose TCP port accepts and never speaks (a stopped process)."""
     monkeypatch.setattr(locate, "DIAL_TIMEOUT", 2.0)
-    src = tmp_path / "file.bin"
-    src.write_bytes(os.urandom(40 * CHUNK))
-    accepted = 0
-
-    async def swallow(stream: trio.SocketStream) -> None:
-        nonlocal accepted
-        accepted += 1
-        await trio.sleep_forever()
+    src = random_file(tmp_path, 40 * CHUNK)
+    dark = DarkPort()
 
     async with network(tmp_path, 5) as nodes, trio.open_nursery() as nursery:
-        listeners = await nursery.start(functools.partial(trio.serve_tcp, swallow, 0, host="127.0.0.1"))
-        dead_port = listeners[0].socket.getsockname()[1]
+        dead_port = await dark.listen(nursery)
         uploader, victim = nodes[0], nodes[1]
         # The victim's DHT names the port that swallows, as a stopped process's still-answering DHT would.
         victim.dht.handlers.contact_record = ContactRecord.create(
@@ -117,7 +132,7 @@ async def test_a_stopped_replica_candidate_is_tried_once_per_add(tmp_path: Path,
             assert list(p.replicas) == placement(p.address, live, 3)
             assert all(by_id[h].store.has(p.address) for h in p.replicas)
         assert any(f.node_id == victim.identity.node_id for f in report.failures)  # it was a candidate
-        assert accepted == 1  # one attempt for the whole add, not one per chunk
+        assert dark.accepted == 1  # one attempt for the whole add, not one per chunk
         nursery.cancel_scope.cancel()
 
 
@@ -173,3 +188,24 @@ async def test_an_empty_view_is_not_complete_and_is_taken_again(tmp_path: Path) 
         assert await resolver.holders(os.urandom(32)) == []
         assert await resolver.holders(os.urandom(32)) == []
         assert resolver.lookups == 5  # the view each time (it was empty), a lookup each time, the providers once
+
+
+async def test_a_dead_provider_does_not_hold_a_fetch_whose_replica_set_answers(tmp_path: Path) -> None:
+    # specs/network.md §7 Dialling: the root's providers name a node whose port accepts and never answers
+    # (a host gone dark); the fetch takes every chunk from the replica set while that dial still runs.
+    src, port = random_file(tmp_path, 20 * CHUNK), DarkPort()
+    async with network(tmp_path, 4) as nodes, trio.open_nursery() as nursery:
+        listening = await port.listen(nursery)
+        uploader, fetcher = nodes[0], nodes[3]
+        link = add_file(uploader.store, src, chunk_size=CHUNK).link
+        assert (await replicate_file(link, uploader.store, uploader.dialer())).under_replicated == 0
+        dialer = PeerDialer(fetcher.dht, fetcher.transport, nursery=nursery)
+        dark = os.urandom(20)
+        dialer.learn(dark, "127.0.0.1", listening)
+        resolver = DhtResolver(dialer, link.root, providers=[dark, uploader.identity.node_id])
+        out = tmp_path / "fetched.bin"
+        with trio.fail_after(locate.DIAL_TIMEOUT / 2):
+            await fetch_file(link, out, [], max_price_per_mib=0, resolver=resolver, store=ChunkStore(tmp_path / "f"))
+        assert out.read_bytes() == src.read_bytes()
+        assert port.accepted == 1 and dialer.dialling(dark)  # asked once, and never waited for
+        nursery.cancel_scope.cancel()
