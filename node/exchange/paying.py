@@ -55,6 +55,11 @@ log = logging.getLogger("mu.paying")
 DEFAULT_CHANNEL_CAPACITY = 2_000_000  # sats per channel opened on demand
 DEFAULT_EXPIRY_BLOCKS = 1_008  # about a week of blocks
 CONFIRM_TIMEOUT = 120.0  # seconds to wait for a funding output's confirmations (or for coins to fund it)
+# The chain is asked again after FIRST_CONFIRM_POLL seconds, then twice as
+# long each time up to CONFIRM_POLL: a devnet mines a funding within
+# milliseconds, and every paid request to the host waits for its
+# confirmation (specs/network.md §4 Paying).
+FIRST_CONFIRM_POLL = 0.01
 CONFIRM_POLL = 0.25
 SLOW_WAIT = 5.0  # seconds after which a wait is logged at info level, with its cause
 # Start-up reconciliation of open payer channels (specs/payments.md §After a crash): the
@@ -265,11 +270,13 @@ class PaidPeers:
             with trio.fail_after(CONFIRM_TIMEOUT):
                 async with logged_if_slow("waiting for %d confirmation(s) of channel %s to %s", needed, channel,
                                           link.host.hex()):
+                    pause = FIRST_CONFIRM_POLL
                     while True:
                         out = await self.rpc.call("gettxout", txid, channel.vout)
                         if out and int(out.get("confirmations", 0)) >= needed:
                             return
-                        await trio.sleep(CONFIRM_POLL)  # waiting for the chain, bounded by fail_after
+                        await trio.sleep(pause)  # polling the chain, bounded by fail_after
+                        pause = min(2 * pause, CONFIRM_POLL)
         except trio.TooSlowError:
             log.warning("channel %s to %s: funding not confirmed %d time(s) within %.0f s", channel,
                         link.host.hex(), needed, CONFIRM_TIMEOUT)

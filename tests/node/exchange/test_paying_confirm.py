@@ -1,0 +1,55 @@
+"""A channel's funding is seen confirmed soon after its block, not a whole poll later (specs/network.md §4 Paying).
+
+Every paid request to the host waits for that confirmation, and a devnet
+mines the funding within milliseconds: polling every 0.25 s from the start
+held a fetch a quarter second per channel opened.  The chain here stands
+for ``mu chain``'s ``gettxout``; time is trio's autojump clock, so the
+waits are exact.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import trio
+import trio.testing
+
+from node.exchange import paying
+from node.exchange.paying import PaidPeers
+from protocol.payments.messages import ChannelId
+
+MINED_AFTER = 0.03  # seconds from the funding to its block
+
+
+class Chain:
+    """Answers ``gettxout`` as a chain that mines the funding ``MINED_AFTER`` seconds from now."""
+
+    def __init__(self) -> None:
+        self.mined_at = trio.current_time() + MINED_AFTER
+        self.calls = 0
+
+    async def call(self, method: str, *args: object) -> object:
+        assert method == "gettxout"
+        self.calls += 1
+        return {"confirmations": int(trio.current_time() >= self.mined_at)}
+
+
+async def test_a_funding_mined_at_once_is_seen_within_twice_its_time(autojump_clock: trio.testing.MockClock) -> None:
+    chain = Chain()
+    peers = PaidPeers(payer=None, wallet=None, rpc=chain)  # type: ignore[arg-type]
+    link = SimpleNamespace(host=b"\x07" * 20, terms=SimpleNamespace(min_confirmations=1))
+    start = trio.current_time()
+    await peers._confirmed(link, ChannelId(txid=bytes(32), vout=0))  # type: ignore[arg-type]
+    waited = trio.current_time() - start
+    assert MINED_AFTER <= waited <= 2 * MINED_AFTER + paying.FIRST_CONFIRM_POLL
+    assert chain.calls <= 4
+
+
+async def test_a_slow_chain_is_asked_at_most_every_confirm_poll(autojump_clock: trio.testing.MockClock) -> None:
+    chain = Chain()
+    chain.mined_at += 60.0  # a real chain: about a block interval
+    peers = PaidPeers(payer=None, wallet=None, rpc=chain)  # type: ignore[arg-type]
+    link = SimpleNamespace(host=b"\x07" * 20, terms=SimpleNamespace(min_confirmations=1))
+    await peers._confirmed(link, ChannelId(txid=bytes(32), vout=0))  # type: ignore[arg-type]
+    assert chain.calls <= 60.0 / paying.CONFIRM_POLL + 10  # the backoff's first few, then one per poll
+
