@@ -7,7 +7,8 @@ link's ``PayerLink`` send (specs/payments.md §Paid window), and a channel
 opened on demand the first time a host asks for payment past its free
 allowance, and again when the host refuses the channel it had (unknown,
 closed or closing, past its deadline, used up: specs/payments.md §Channel
-recovery), within a budget of opens per host (``ChannelOpenBudget``):
+recovery), within a budget of opens per host (``ChannelOpenBudget``; a
+replacement for a channel the host served enough on is not counted):
 funded from the node's wallet, waited for until it has the confirmations
 the host's terms require, then announced, and the request tried once more
 on it.
@@ -210,11 +211,15 @@ class PaidPeers:
         """
         await self._gates[link.host].emptied()  # none inside may sign on the channel before the host knows it
         budget = self._budgets.setdefault(link.host, ChannelOpenBudget())
-        if not budget.allows(self._clock()):
+        replacing = link.machine.replacing
+        if not budget.allows(self._clock(), replacing):
             log.warning("not opening another channel to %s: %d opened in the last %.0f s (%s)",
                         link.host.hex(), budget.limit, budget.period, cause)
             raise cause
-        budget.spend(self._clock())
+        if replacing is not None and not budget.counts(replacing):
+            log.info("replacing channel %s to %s, which carried %d sats: not counted against the budget of opens",
+                     replacing.channel_id, link.host.hex(), replacing.acknowledged)
+        budget.spend(self._clock(), replacing)
         capacity = max(self.capacity, link.terms.min_capacity)
         channel = await self._fund(link, capacity)
         await self._announce(link, channel)

@@ -65,6 +65,13 @@ CHANNEL_REFUSALS = frozenset({
 # cannot drain the wallet into fundings (specs/payments.md §Channel recovery).
 MAX_CHANNEL_OPENS_PER_PERIOD = 4
 CHANNEL_OPEN_PERIOD = 3_600.0
+# An open that replaces a channel on which the host acknowledged at least
+# this much (or half the channel's largest total, if less) is not counted:
+# the payer got that much service for the open, as from a host closing at its
+# settle threshold (default 100,000 sats), so a big honest transfer never
+# runs out of opens while a host closing early still does
+# (specs/payments.md §Channel recovery).
+SERVED_CHANNEL_TOTAL = 50_000
 
 
 def channel_refused(code: int | None) -> bool:
@@ -138,6 +145,16 @@ class Abandoned:
 
     channel_id: ChannelId
     acknowledged: int
+    max_total: int
+
+    @property
+    def served(self) -> bool:
+        """Whether the host acknowledged enough on the channel for its replacement to be free of the budget.
+
+        At least ``SERVED_CHANNEL_TOTAL``, or half of ``max_total`` if that
+        is less (specs/payments.md §Channel recovery).
+        """
+        return self.acknowledged >= min(SERVED_CHANNEL_TOTAL, self.max_total // 2)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,6 +211,9 @@ class PayerLink:
         # only if the next request owes exactly its total (nothing is paid
         # until a payment leaves).
         self._ahead: SignedCommitment | None = None
+        # The channel given up last and not replaced yet: a new one's open is
+        # weighed against the budget by it (``ChannelOpenBudget``).
+        self.replacing: Abandoned | None = None
 
     @property
     def dirty(self) -> bool:
@@ -203,7 +223,7 @@ class PayerLink:
     def opened(self, channel: PayerChannel, channel_id: ChannelId) -> None:
         """A new channel to the host was funded: pay through it from its zero total."""
         self.channel, self.channel_id = channel, channel_id
-        self.last_sig = self._ahead = None
+        self.last_sig = self._ahead = self.replacing = None
         self.acknowledged = self.projected = channel.total
 
     def abandon(self) -> Abandoned:
@@ -218,11 +238,13 @@ class PayerLink:
             RuntimeError: no channel, or requests still in flight (their
             answers may still say the host recorded them).
         """
-        if self.channel_id is None:
+        if self.channel is None or self.channel_id is None:
             raise RuntimeError("no channel to abandon")
         if self.inflight:
             raise RuntimeError("abandon a channel only once the window has drained")
-        abandoned = Abandoned(channel_id=self.channel_id, acknowledged=self.acknowledged)
+        abandoned = Abandoned(channel_id=self.channel_id, acknowledged=self.acknowledged,
+                              max_total=self.channel.params.max_total)
+        self.replacing = abandoned
         self.channel = self.channel_id = None
         self.last_sig = self._ahead = None
         self.acknowledged = self.projected = 0
@@ -495,7 +517,13 @@ class PaymentRounds:
 
 class ChannelOpenBudget:
     """How many channels the payer may still open to one host: ``MAX_CHANNEL_OPENS_PER_PERIOD``
-    per ``CHANNEL_OPEN_PERIOD`` seconds (the caller passes the time)."""
+    per ``CHANNEL_OPEN_PERIOD`` seconds (the caller passes the time).
+
+    An open that replaces a channel the host served enough on
+    (``Abandoned.served``) is not counted, once per replaced channel: a
+    second open for the same one (the first funding failed) counts
+    (specs/payments.md §Channel recovery).
+    """
 
     def __init__(self, *, limit: int = MAX_CHANNEL_OPENS_PER_PERIOD, period: float = CHANNEL_OPEN_PERIOD) -> None:
         if limit < 1 or period <= 0:
@@ -503,18 +531,27 @@ class ChannelOpenBudget:
         self.limit = limit
         self.period = period
         self._opened: list[float] = []
+        self._replaced: ChannelId | None = None  # the last channel replaced without counting
 
-    def allows(self, now: float) -> bool:
-        """Whether one more channel may be opened at ``now``."""
+    def counts(self, replacing: Abandoned | None) -> bool:
+        """Whether an open that replaces ``replacing`` (None: no channel given up before it) is counted."""
+        return replacing is None or not replacing.served or replacing.channel_id == self._replaced
+
+    def allows(self, now: float, replacing: Abandoned | None = None) -> bool:
+        """Whether one more channel, replacing ``replacing``, may be opened at ``now``."""
         self._opened = [t for t in self._opened if now - t < self.period]
-        return len(self._opened) < self.limit
+        return not self.counts(replacing) or len(self._opened) < self.limit
 
-    def spend(self, now: float) -> None:
-        """A channel is being opened at ``now``.
+    def spend(self, now: float, replacing: Abandoned | None = None) -> None:
+        """A channel replacing ``replacing`` is being opened at ``now``.
 
         Raises:
             RuntimeError: the budget is used up (ask ``allows`` first).
         """
-        if not self.allows(now):
+        if not self.allows(now, replacing):
             raise RuntimeError("no channel open left in this period")
-        self._opened.append(now)
+        if self.counts(replacing):
+            self._opened.append(now)
+        else:
+            assert replacing is not None
+            self._replaced = replacing.channel_id

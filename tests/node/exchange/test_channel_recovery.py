@@ -25,6 +25,7 @@ from node.exchange.settlement import SettlementConfig, SettlementWatcher
 from node.ledger import LEDGER_FILE, Ledger
 from node.transport import Session
 from protocol.payments import ChannelStatus, Kind, PaymentErrorCode, RemotePaymentError, Role, chunk_price
+from protocol.payments.payer import MAX_CHANNEL_OPENS_PER_PERIOD, SERVED_CHANNEL_TOTAL
 from tests.helpers.chain import open_mu_chain
 from tests.helpers.exchange import Fetcher, open_fetcher, seed_chunks, wait_for
 from tests.helpers.node import REPO_ROOT, MuNode, open_mu_node
@@ -203,3 +204,43 @@ async def test_a_funding_cut_short_by_a_request_timeout_is_announced_by_the_next
                 await fetch(peers, await connect(fetcher, host), addresses)
             assert list(payer_channels(fetcher).values()) == [ChannelStatus.OPEN]  # one funding
             assert fetcher.ledger.earnings()["spent"] == host_earned(host_dir) > 0
+
+
+@pytest.mark.slow
+async def test_channels_closed_at_the_threshold_are_replaced_past_the_budget_and_early_closes_are_not(
+        tmp_path: Path) -> None:
+    """specs/payments.md §Channel recovery, "Counted opens": each channel the host closes at its threshold
+    after serving at least ``SERVED_CHANNEL_TOTAL`` is replaced without counting, more times than
+    ``MAX_CHANNEL_OPENS_PER_PERIOD``; channels closed after less still run out of opens."""
+    host_dir = tmp_path / "host"
+    big, small = 256 * 1024, 16 * 1024
+    price = 262_144  # sats per MiB: 65,536 per big chunk (>= SERVED_CHANNEL_TOTAL), 4,096 per small one
+    served_chunks = seed_chunks(host_dir, MAX_CHANNEL_OPENS_PER_PERIOD + 2, big)
+    early_chunks = seed_chunks(host_dir, MAX_CHANNEL_OPENS_PER_PERIOD + 1, small)
+    # The host takes no payment on a channel once it holds 4,000 sats: each channel carries one chunk.
+    args = ["--price-get", str(price), "--free-allowance", "0", "--expiry-window", "10",
+            "--settle-threshold", "4000", "--settle-poll", "0.2"]
+    assert chunk_price(big, price) >= SERVED_CHANNEL_TOTAL > chunk_price(small, price) >= 4_000
+    async with open_mu_chain(tmp_path / "chain", block_interval=0.5) as chain:
+        async with (open_mu_node(host_dir, chain, args) as host,
+                    open_fetcher(tmp_path / "payer", chain, max_price_get=price) as fetcher):
+            peers = PaidPeers(fetcher.payer, fetcher.wallet, fetcher.rpc, capacity=200_000)
+            session = await connect(fetcher, host)
+            with trio.fail_after(240):
+                for address in served_chunks:  # one channel each, the first one counted
+                    reply, _ = await peers.request(session, Kind.GET, address, size=big)
+                    assert isinstance(reply, bytes) and len(reply) == big
+                assert len(payer_channels(fetcher)) == MAX_CHANNEL_OPENS_PER_PERIOD + 2
+                # The first small chunk replaces a served channel (free); the next three are counted, as
+                # the first channel was: the budget is spent, and the next early close ends the request.
+                for address in early_chunks[:MAX_CHANNEL_OPENS_PER_PERIOD]:
+                    reply, _ = await peers.request(session, Kind.GET, address, size=small)
+                    assert isinstance(reply, bytes) and len(reply) == small
+                with pytest.raises(RemotePaymentError) as refused:
+                    await peers.request(session, Kind.GET, early_chunks[-1], size=small)
+            assert refused.value.code == PaymentErrorCode.CHANNEL_EXPIRED
+            channels = payer_channels(fetcher)
+            assert len(channels) == 2 * MAX_CHANNEL_OPENS_PER_PERIOD + 2
+            assert list(channels.values()).count(ChannelStatus.OPEN) == 0
+            assert fetcher.ledger.earnings()["spent"] == host_earned(host_dir) == (
+                len(served_chunks) * chunk_price(big, price) + MAX_CHANNEL_OPENS_PER_PERIOD * chunk_price(small, price))

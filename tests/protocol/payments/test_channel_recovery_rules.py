@@ -16,10 +16,13 @@ from protocol.payments.payee import AcceptPayment, ChargeRequest, Refuse, decide
 from protocol.payments.payer import (
     CHANNEL_OPEN_PERIOD,
     MAX_CHANNEL_OPENS_PER_PERIOD,
+    SERVED_CHANNEL_TOTAL,
+    Abandoned,
     Admission,
     Answer,
     ChannelOpenBudget,
     Failure,
+    PayerLink,
     Phase,
     channel_refused,
 )
@@ -95,6 +98,93 @@ def test_channel_opens_per_host_are_bounded_per_period() -> None:
     assert budget.allows(100.0 + CHANNEL_OPEN_PERIOD)  # the oldest left the period
     with pytest.raises(ValueError):
         ChannelOpenBudget(limit=0)
+
+
+def carry_and_refuse(link: PayerLink, carried: int, serial: int) -> Abandoned:
+    """The host serves one request paying ``carried`` on the link's channel, then refuses the next as closed
+    (its settle threshold, or an early close); the payer gives the channel up."""
+    served = link.send(get(2 * serial, price=carried))
+    assert served.payment is not None and served.signed == carried
+    link.settle(Answer(charge=served))
+    link.settle(Failure(charge=link.send(get(2 * serial + 1))))  # CHANNEL_EXPIRED
+    abandoned = link.abandon()
+    assert abandoned.acknowledged == carried and link.replacing == abandoned
+    return abandoned
+
+
+def reopen(link: PayerLink, budget: ChannelOpenBudget, now: float, serial: int) -> bool:
+    """Step 4 of specs/payments.md §Channel recovery: open a new channel if the budget allows; resynchronise."""
+    if not budget.allows(now, link.replacing):
+        return False
+    budget.spend(now, link.replacing)
+    channel_id = ChannelId(serial.to_bytes(32, "big"), 0)
+    link.opened(PayerChannel(make_params(capacity=2_000_000), PAYER_KEY), channel_id)
+    assert link.replacing is None
+    spent = link.account.paid
+    link.adopt(state(link, total=0, consumed=spent, paid=spent, channel=channel_id))
+    return True
+
+
+def open_first(capacity: int = 2_000_000) -> tuple[PayerLink, ChannelOpenBudget]:
+    link, budget = make_link(allowance=0, capacity=capacity), ChannelOpenBudget()
+    budget.spend(0.0)  # the first channel, counted
+    return link, budget
+
+
+def test_channels_closed_at_the_settle_threshold_are_all_replaced_within_one_period() -> None:
+    """A 1 GiB transfer to a host closing at its 100,000-sat threshold needs many replacements in one period."""
+    link, budget = open_first()
+    for serial in range(1, 4 * MAX_CHANNEL_OPENS_PER_PERIOD):
+        abandoned = carry_and_refuse(link, 100_000, serial)
+        assert abandoned.served and not budget.counts(abandoned)
+        assert reopen(link, budget, float(serial), serial)
+
+
+def test_channels_closed_early_still_hit_the_limit() -> None:
+    link, budget = open_first()
+    opens = 1
+    for serial in range(1, 3 * MAX_CHANNEL_OPENS_PER_PERIOD):
+        abandoned = carry_and_refuse(link, SERVED_CHANNEL_TOTAL - 1, serial)
+        assert not abandoned.served and budget.counts(abandoned)
+        if not reopen(link, budget, float(serial), serial):
+            break
+        opens += 1
+    assert opens == MAX_CHANNEL_OPENS_PER_PERIOD
+    assert budget.allows(CHANNEL_OPEN_PERIOD, link.replacing)  # the first open left the period
+
+
+def test_served_and_early_closes_mixed_count_only_the_early_ones() -> None:
+    link, budget = open_first()
+    counted = 1
+    for serial in range(1, 3 * MAX_CHANNEL_OPENS_PER_PERIOD):
+        early = serial % 2 == 0
+        carry_and_refuse(link, 1_000 if early else SERVED_CHANNEL_TOTAL, serial)
+        if early and counted == MAX_CHANNEL_OPENS_PER_PERIOD:
+            assert not reopen(link, budget, float(serial), serial)
+            return
+        assert reopen(link, budget, float(serial), serial)
+        counted += early
+    raise AssertionError("the early closes never hit the limit")
+
+
+def test_a_served_channel_frees_one_open_only() -> None:
+    link, budget = open_first()
+    abandoned = carry_and_refuse(link, SERVED_CHANNEL_TOTAL, 1)
+    budget.spend(1.0, abandoned)  # its funding then fails: no channel opened
+    assert budget.counts(abandoned)  # the second try for the same channel is counted
+    for n in range(MAX_CHANNEL_OPENS_PER_PERIOD - 1):
+        budget.spend(2.0 + n, abandoned)
+    assert not budget.allows(10.0, abandoned)
+
+
+def test_a_small_channel_used_up_is_served_at_half_its_capacity() -> None:
+    link, budget = open_first(capacity=20_000)
+    assert link.channel is not None
+    half = link.channel.params.max_total // 2
+    assert half < SERVED_CHANNEL_TOTAL
+    assert carry_and_refuse(link, half, 1).served
+    link, budget = open_first(capacity=20_000)
+    assert not carry_and_refuse(link, half - 1, 1).served
 
 
 def test_the_payee_takes_no_payment_past_the_settle_threshold() -> None:
