@@ -339,12 +339,24 @@ class DhtResolver:
             self._providers = await self.dialer.providers(dht_key(self.root), soft=True)
         return self._providers
 
+    async def _view_and_providers(self) -> PlacementView:
+        """The placement view, with the root's providers looked up beside it while unknown.
+
+        Both lookups start from the same table: one after the other, a dead
+        node both meet would cost the first byte ``SOFT_TIMEOUT`` twice.
+        """
+        if self._providers is not None:
+            return await self._placement_view()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._root_providers)
+            return await self._placement_view()
+
     async def ahead(self, addresses: list[bytes]) -> None:
         """Find the replica sets of chunks about to be asked for, ``PARALLEL_LOOKUPS`` lookups at once.
 
         Nothing to do when the view is complete: :meth:`holders` computes them.
         """
-        if (await self._placement_view()).complete:
+        if (await self._view_and_providers()).complete:
             return
         todo = [a for a in dict.fromkeys(addresses) if a not in self._looked_up][:MAX_LOOKED_UP]
         limiter = trio.CapacityLimiter(PARALLEL_LOOKUPS)
@@ -376,7 +388,7 @@ class DhtResolver:
         """
         ids = None if lookup else self._looked_up.pop(address, None)
         if ids is None and not lookup:
-            ids = (await self._placement_view()).closest(address, self.replicas)
+            ids = (await self._view_and_providers()).closest(address, self.replicas)
         if ids is None:
             self.lookups += 1
             ids = await self.dialer.closest_nodes(address, self.replicas, soft=not lookup)

@@ -23,6 +23,7 @@ from node.files.locate import DhtResolver, PeerDialer, PlacementView
 from node.files.uploader import replicate_file
 from node.store import ChunkStore
 from protocol.fetch import placement
+from protocol.kademlia.lookup import SOFT_TIMEOUT
 from tests.helpers.network import collect, network
 
 CHUNK = 64 * 1024
@@ -209,3 +210,34 @@ async def test_a_dead_provider_does_not_hold_a_fetch_whose_replica_set_answers(t
         assert out.read_bytes() == src.read_bytes()
         assert port.accepted == 1 and dialer.dialling(dark)  # asked once, and never waited for
         nursery.cancel_scope.cancel()
+
+
+class SlowRoot:
+    """A dialer whose root lookups each meet a dead node (``SOFT_TIMEOUT`` of the view's and of the providers')."""
+
+    def __init__(self, ids: list[bytes]) -> None:
+        self.ids = ids
+        self.started: list[float] = []
+
+    async def view(self, address: bytes, *, soft: bool = False) -> PlacementView:
+        self.started.append(trio.current_time())
+        await trio.sleep(SOFT_TIMEOUT)
+        return PlacementView(self.ids, complete=True)
+
+    async def providers(self, key: bytes, *, soft: bool = False) -> list[bytes]:
+        self.started.append(trio.current_time())
+        await trio.sleep(SOFT_TIMEOUT)
+        return self.ids[:1]
+
+    async def session(self, node_id: bytes) -> None:
+        return None
+
+
+async def test_the_roots_view_and_providers_are_looked_up_side_by_side(autojump_clock) -> None:
+    dialer = SlowRoot([os.urandom(20) for _ in range(4)])
+    resolver = DhtResolver(dialer, os.urandom(32))  # type: ignore[arg-type]
+    start = trio.current_time()
+    await resolver.ahead([os.urandom(32)])
+    assert dialer.started == [start, start]  # a dead node both meet costs the first byte its wait once
+    await resolver.holders(os.urandom(32))
+    assert trio.current_time() - start == SOFT_TIMEOUT and resolver.lookups == 2
