@@ -21,7 +21,8 @@ The rules (specs/network.md §4):
   host is not asked for that chunk again in this round; once every usable
   candidate has failed a chunk, a new round asks them again, at most
   ``MAX_CHUNK_ROUNDS`` rounds per chunk; a host that fails
-  ``MAX_HOST_FAILURES`` requests in a row is dropped.
+  ``MAX_HOST_FAILURES`` requests in a row is dropped (an answer that it
+  does not hold the chunk is not a failure of the host).
 
 The placement rule (specs/network.md §3) lives here too: a chunk is stored on
 the ``replicas`` node IDs XOR-closest to its DHT key, the first 20 bytes of
@@ -320,15 +321,23 @@ class FetchScheduler:
         if chunk is not None:
             chunk.failed_hosts.add(host.host_id)
 
-    def request_failed(self, request_id: int, *, paid: int = 0) -> None:
-        """A request ended without bytes (error reply, broken session): requeue its chunk."""
+    def request_failed(self, request_id: int, *, paid: int = 0, missing: bool = False) -> None:
+        """A request ended without bytes (error reply, broken session): requeue its chunk.
+
+        ``missing``: the host answered that it does not hold the chunk.  It
+        is not asked for that chunk again this round, but the miss does not
+        count towards dropping it: a candidate is a guess (a replica set
+        computed from a view, a provider), and a working host missing a few
+        chunks must stay a source for the ones it holds.
+        """
         finished = self._finish(request_id)
         self._sats_lost += paid
         if finished is None:
             return
         req, chunk = finished
         host = self._hosts[req.host_id]
-        host.consecutive_failures += 1
+        if not missing:
+            host.consecutive_failures += 1
         if host.consecutive_failures >= MAX_HOST_FAILURES:
             host.dropped = True
         if chunk is not None:

@@ -39,6 +39,7 @@ import trio
 from node.exchange.paying import PaidBadChunk, PaidPeers, logged_if_slow
 from node.store import ChunkCorrupt, ChunkNotFound, ChunkStore
 from node.transport import BadChunk, RequestError, Session, TransportError
+from protocol.wire import ErrorCode
 from protocol.chunks import TAG_SIZE, FileDecoder, Link, RawWalker
 from protocol.payments import Kind, PaymentError, PriceTooHigh
 from protocol.fetch import (
@@ -78,6 +79,15 @@ class FetchFailed(Exception):
 
 class SourceError(Exception):
     """One request to a host failed (error reply, unknown chunk, refused payment)."""
+
+
+class SourceMissing(SourceError):
+    """The host answered that it does not hold the chunk (NOT_FOUND): a miss, not a failure of the host."""
+
+
+def _refused(exc: RequestError) -> SourceError:
+    """The source error for a host's ERROR reply: NOT_FOUND is a miss (specs/network.md §4 Outcomes)."""
+    return (SourceMissing if exc.code == ErrorCode.NOT_FOUND else SourceError)(str(exc))
 
 
 class SourceGone(SourceError):
@@ -139,7 +149,7 @@ class SessionSource:
         except BadChunk as exc:
             raise SourceLied(str(exc)) from None
         except RequestError as exc:
-            raise SourceError(str(exc)) from None
+            raise _refused(exc) from None
         except TransportError as exc:  # closed or broken session
             raise SourceGone(str(exc)) from None
 
@@ -164,7 +174,9 @@ class PaidSource:
             data, paid = await self.peers.request(self.session, Kind.GET, address, size=size)
         except PaidBadChunk as exc:
             raise SourceLied(str(exc), paid=exc.paid) from None
-        except (RequestError, PaymentError, PriceTooHigh) as exc:
+        except RequestError as exc:
+            raise _refused(exc) from None
+        except (PaymentError, PriceTooHigh) as exc:
             raise SourceError(str(exc)) from None
         except TransportError as exc:
             raise SourceGone(str(exc)) from None
@@ -417,7 +429,7 @@ class _Fetch:
             for gone in self.sched.host_failed(req.host_id):
                 self._cancel(gone)
         else:
-            self.sched.request_failed(req.request_id)
+            self.sched.request_failed(req.request_id, missing=isinstance(result, SourceMissing))
         if self.on_progress is not None:
             self.on_progress(self.report())
         return True

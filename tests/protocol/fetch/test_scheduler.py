@@ -114,6 +114,25 @@ def test_repeated_failures_drop_host() -> None:
     assert all(r.host_id == host(2) for r in s.next_requests(1.0))
 
 
+def test_misses_do_not_drop_a_host() -> None:
+    # A NOT_FOUND answer for chunks the host was wrongly guessed to hold (specs/network.md §4 Outcomes):
+    # it stays a source for the chunk it does hold.  The devnet test of a dead replica and a dead
+    # uploader lost its last holder of a chunk this way, about one run in twenty.
+    s = scheduler(MAX_HOST_FAILURES + 2, {1: 1}, window=MAX_HOST_FAILURES + 2)
+    reqs = s.next_requests(0.0)
+    for r in reqs[:MAX_HOST_FAILURES + 1]:
+        s.request_failed(r.request_id, missing=True)
+    held = reqs[MAX_HOST_FAILURES + 1]
+    assert s.chunk_received(held.request_id, chunk(held.index), 1.0) is Outcome.ACCEPTED
+    s.add_host(host(2), 1)
+    for r in reqs[:MAX_HOST_FAILURES + 1]:
+        s.add_candidates(r.index, [host(2)])
+    asked = s.next_requests(2.0)  # the missed chunks go to the other host; host 1 is still usable
+    assert {r.host_id for r in asked} == {host(2)} and len(asked) == MAX_HOST_FAILURES + 1
+    s.add_chunk(MAX_HOST_FAILURES + 2, addr(MAX_HOST_FAILURES + 2), [host(1)])
+    assert [r.host_id for r in s.next_requests(3.0)] == [host(1)]
+
+
 def test_host_failed_returns_its_requests() -> None:
     s = scheduler(4, {1: 1, 2: 1}, window=2)
     reqs = s.next_requests(0.0)
