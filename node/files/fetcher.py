@@ -39,7 +39,6 @@ import trio
 from node.exchange.paying import PaidBadChunk, PaidPeers, logged_if_slow
 from node.store import ChunkCorrupt, ChunkNotFound, ChunkStore
 from node.transport import BadChunk, RequestError, Session, TransportError
-from protocol.wire import ErrorCode
 from protocol.chunks import TAG_SIZE, FileDecoder, Link, RawWalker
 from protocol.payments import Kind, PaymentError, PriceTooHigh
 from protocol.fetch import (
@@ -51,6 +50,7 @@ from protocol.fetch import (
     Progress,
     Request,
 )
+from protocol.wire import ErrorCode
 
 log = logging.getLogger("mu.fetch")
 
