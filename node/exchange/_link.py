@@ -75,7 +75,9 @@ class PaymentJournal:
             self._writing = writing = trio.Event()
             results: list[object] = []
             try:
-                results = list(await trio.to_thread.run_sync(self.ledger.record_payments, [e for e, _ in batch]))
+                # Shielded: a batch taken is written whole, whoever's request is cancelled meanwhile.
+                with trio.CancelScope(shield=True):
+                    results = list(await trio.to_thread.run_sync(self.ledger.record_payments, [e for e, _ in batch]))
             except Exception as exc:  # every record of the batch failed with it
                 results = [exc] * len(batch)
                 if isinstance(exc, sqlite3.OperationalError):

@@ -214,8 +214,11 @@ class PaidWindow:
             except BaseException as exc:
                 failure = exc
             try:
-                if record is not None and not record.done.is_set() and isinstance(failure, Exception):
-                    await write_record()  # the request failed before it was written
+                if record is not None and not record.done.is_set() and failure is not None:
+                    # The request failed or was cancelled before our record was written: the
+                    # payment may have left, so it is written now, not by some later request.
+                    with trio.CancelScope(shield=True):
+                        await write_record()
                 if failure is None and record_error:
                     failure = record_error[0]
             finally:
@@ -230,13 +233,20 @@ class PaidWindow:
 
     @staticmethod
     async def _take_turn(link: HostLink, price: int) -> None:
-        """With ``turn`` held: wait, or resynchronise, until the link lets a request of ``price`` go."""
+        """With ``turn`` held: wait, or resynchronise, until the link lets a request of ``price`` go
+        and the session can queue it at once.
+
+        Nothing waits between the payment's signature and the send queue
+        then: a cancelled request's payment has left, or was never signed.
+        """
         while True:
             admission = link.machine.admit(price)
             if admission is Admission.WAIT:
                 await link.changed.wait()
             elif admission is Admission.RESYNC:
                 await sync(link)
+            elif not link.session.can_queue():
+                await link.session.queue_room()
             else:
                 return
 
@@ -260,6 +270,14 @@ class PaidWindow:
             result = await self._send_with_record(link, prepared, data)
         except BaseException as exc:
             _settle(link, prepared, None, failed=True)
+            record = prepared.record
+            if record is not None and not record.done.is_set():
+                # cancelled before our record was written: the payment may have left
+                with trio.CancelScope(shield=True):
+                    try:
+                        await link.journal.written(record)
+                    except Exception:  # noqa: BLE001 - the request fails with its own error
+                        pass
             if not isinstance(exc, Exception):
                 raise
             outcome.append(exc)

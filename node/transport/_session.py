@@ -137,6 +137,9 @@ class Session:
         self._outgoing_send, self._outgoing_receive = trio.open_memory_channel[Message](MAX_SEND_QUEUE)
         self._pending: dict[int, _Pending] = {}
         self._pending_slots = trio.Semaphore(limits.max_pending_requests)
+        # Set (and dropped) when a pending slot or a place in the send queue
+        # frees up while someone waits in ``queue_room``.
+        self._room: trio.Event | None = None
         self._handler_slots = trio.Semaphore(limits.max_inflight_requests)
         self._next_id = 1
         self._closed: BaseException | None = None
@@ -162,6 +165,31 @@ class Session:
         return f"<Session peer={self.peer_node_id.hex()[:12]} {'open' if self.is_open else 'closed'}>"
 
     # --------------------------------------------------------------- sending
+    def can_queue(self) -> bool:
+        """Whether a request queued now goes into the send queue without waiting (or fails at once: closed)."""
+        return self._closed is not None or (
+            self._pending_slots.value > 0
+            and self._outgoing_send.statistics().current_buffer_used < MAX_SEND_QUEUE)
+
+    async def queue_room(self) -> None:
+        """Wait until ``can_queue``.
+
+        A paid request waits here before it signs its payment: from the
+        signature to the send queue nothing then waits, so no cancellation
+        can leave a payment signed and recorded that never left
+        (specs/payments.md §Paid window).  Other tasks may fill the queue
+        again as soon as this one yields: check ``can_queue`` after it.
+        """
+        while not self.can_queue():
+            if self._room is None:
+                self._room = trio.Event()
+            await self._room.wait()
+
+    def _made_room(self) -> None:
+        if self._room is not None:
+            self._room.set()
+            self._room = None
+
     async def _send(self, message: Message) -> None:
         if self._closed is not None:
             raise self._closed_error()
@@ -192,6 +220,7 @@ class Session:
                     return
             except trio.EndOfChannel:
                 return
+            self._made_room()
             batch = [message]
             size = _data_size(message)
             while size < SEND_BATCH_SIZE and len(batch) < MAX_SEND_QUEUE:
@@ -259,6 +288,7 @@ class Session:
                 del self._pending[rid]
         finally:
             self._pending_slots.release()
+            self._made_room()
         if pending.reply is None:
             assert self._closed is not None
             raise self._closed_error()
@@ -306,6 +336,7 @@ class Session:
         if self._closed is None:
             self._closed = reason
             self._outgoing_send.close()
+            self._made_room()
         for pending in self._pending.values():
             pending.event.set()
         if self._cancel_scope is not None:

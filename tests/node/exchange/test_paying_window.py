@@ -26,6 +26,7 @@ from node.exchange.paying import PaidPeers
 from node.ledger import LEDGER_FILE, Ledger
 from node.transport import Session
 from protocol.payments import ChannelStatus, Kind, Role, chunk_price, paid_window
+from protocol.wire import GetChunk, Message
 from tests.helpers.chain import open_mu_chain
 from tests.helpers.exchange import Fetcher, open_fetcher, seed_chunks, wait_for
 from tests.helpers.node import REPO_ROOT, open_mu_node
@@ -128,3 +129,52 @@ async def test_a_channel_closed_under_a_window_is_replaced_once(tmp_path: Path) 
         # The refused payments were taken back: no request reports them, no ledger counts them.
         spent = ledger.earnings()["spent"]
         assert sum(sats) == spent == host_earned(host_dir) == COUNT * CHUNK_PRICE - ALLOWANCE
+
+
+async def test_a_cancelled_paid_request_is_recorded_if_it_left_and_signs_nothing_if_it_did_not(tmp_path: Path) -> None:
+    """A request cancelled once in the send queue has paid: our record of it is written at once,
+    not left for some later request.  One cancelled while it waits for room in the send queue
+    has signed nothing (specs/payments.md §Paid window)."""
+    async with open_paying(tmp_path) as paying:
+        session, ledger, host_dir = paying.session, paying.fetcher.ledger, paying.host_dir
+        await get_all(paying.peers, session, paying.addresses[:8])  # past the free allowance: paid from here
+        spent = ledger.earnings()["spent"]
+        await wait_for(lambda: host_earned(host_dir) == spent)
+
+        send = session._send
+        with trio.CancelScope() as scope:
+            async def send_then_cancel(message: Message) -> None:
+                await send(message)
+                if isinstance(message, GetChunk):
+                    scope.cancel()  # the request is queued: it leaves with its payment
+
+            session._send = send_then_cancel  # type: ignore[method-assign]
+            await paying.peers.request(session, Kind.GET, paying.addresses[8], size=CHUNK)
+        del session._send
+        assert scope.cancelled_caught
+        paid = ledger.earnings()["spent"]
+        assert paid > spent  # recorded without another request on the link
+        await wait_for(lambda: host_earned(host_dir) == paid)
+
+        waiting = trio.Event()
+
+        async def no_room() -> None:
+            waiting.set()
+            await trio.sleep_forever()
+
+        link = paying.peers._links[session.peer_node_id]
+        signed = link.paid
+        session.can_queue = lambda: False  # type: ignore[method-assign]
+        session.queue_room = no_room  # type: ignore[method-assign]
+        async with trio.open_nursery() as nursery:
+            async def ask() -> None:
+                await paying.peers.request(session, Kind.GET, paying.addresses[9], size=CHUNK)
+
+            nursery.start_soon(ask)
+            await waiting.wait()
+            nursery.cancel_scope.cancel()
+        del session.can_queue, session.queue_room
+        assert link.paid == signed and not link.journal.unrecorded and ledger.earnings()["spent"] == paid
+        sats = await get_all(paying.peers, session, paying.addresses[9:12])
+        assert ledger.earnings()["spent"] == paid + sum(sats)
+        await wait_for(lambda: host_earned(host_dir) == paid + sum(sats))

@@ -21,6 +21,7 @@ from node.transport import (
     SessionBroken,
     open_transport,
 )
+from node.transport._session import MAX_SEND_QUEUE
 from protocol.wire import Chunk, ErrorCode, GetChunk, Have, HaveReply, Message
 from tests.helpers.transport import chunk, identity, payment_key
 
@@ -337,3 +338,26 @@ async def test_records_a_socket_takes_in_part_leave_whole_and_in_order(
         assert session.is_open
     assert len(got) == 16 and all(chunks[address] == data for address, data in got)
     assert len(writes) > 16 * 16  # each 1 MiB record took at least 16 writes
+
+
+async def test_queue_room_waits_for_a_place_in_the_send_queue(tmp_path: Path) -> None:
+    """``can_queue`` is False while the send queue is full and ``queue_room`` returns once the
+    writer has taken from it: a paid request waits there before it signs (specs/payments.md §Paid window)."""
+    address = chunk(1)[0]
+    async with gated_session(tmp_path) as (session, gated):
+        assert session.can_queue()
+        # Filled without a checkpoint: the writer cannot take any meanwhile.
+        for _ in range(MAX_SEND_QUEUE + 1):
+            try:
+                session._outgoing_send.send_nowait(Have(request_id=0, addresses=(address,)))
+            except trio.WouldBlock:
+                break
+        assert not session.can_queue()
+        with trio.fail_after(10):
+            await session.queue_room()
+        assert session.can_queue()
+        gated.release.set()
+        session.close()
+        assert session.can_queue()  # a closed session fails a request at once: nothing to wait for
+        with trio.fail_after(10):
+            await session.queue_room()
