@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,7 +23,7 @@ import trio
 
 from node.dht._ops import Announcement, NodesFound
 from node.dht._persist import TABLE_FILE, load_table, save_table
-from node.dht._rpc import NoReply
+from node.dht._rpc import NoReply, ask_for_icmp_errors
 from node.dht._service import DhtNode, open_table
 from protocol.identity import Identity
 from protocol.kademlia import Contact, ContactInfo, ContactRecord, ProviderRecord
@@ -69,11 +70,13 @@ async def open_dht(
         OSError: the socket cannot be bound.
     """
     path = Path(data_dir) if data_dir is not None else None
-    sock = trio.socket.socket(trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    raw = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    errors = raw if ask_for_icmp_errors(raw) else None
+    sock = trio.socket.from_stdlib_socket(raw)
     with sock:
         await sock.bind((host, port))
         table = open_table(identity, path, loopback_devnet=loopback_devnet)
-        node = DhtNode(identity, sock, path, contact, request_timeout=request_timeout,
+        node = DhtNode(identity, sock, path, contact, request_timeout=request_timeout, errors=errors,
                        values=values, providers=providers, records=records, table=table, wall_clock=wall_clock)
         log.info("dht node %s on %s:%d, %d saved contacts", identity.node_id.hex(), node.host, node.port, len(table))
         try:

@@ -19,12 +19,24 @@ to that address finds it silent, exactly as if the first had been waited
 out.  So a lookup need not wait out a dead node to have it known as dead,
 and a live node, however slow, is never taken for dead sooner than by
 waiting.
+
+A node whose process is gone while its host is up answers nothing, but its
+host does: an ICMP port (or host) unreachable error that quotes our
+datagram.  ``read_icmp_errors`` takes those from the socket's error queue
+(Linux ``IP_RECVERR``) and fails the request whose message ID the quoted
+datagram carries at once, with the address silent as after a timeout.  Only
+a request's own random ID counts, so nobody off the path can fail a request
+this way (specs/dht.md §6 Lookups, "Unreachable addresses").
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import secrets
+import socket
+import struct
+import sys
 from dataclasses import dataclass
 
 import trio
@@ -49,6 +61,36 @@ SILENT_SECONDS = 30.0
 MAX_SILENT = 1024
 
 
+#: ``errno`` values of an ICMP error that say nothing at the address took the datagram.
+UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+# Linux's socket options for the error queue (<linux/in.h>, <linux/in6.h>)
+_IP_RECVERR = 11
+_IPV6_RECVERR = 25
+_EXTENDED_ERR = struct.Struct("=IBBBBII")  # struct sock_extended_err
+
+
+def ask_for_icmp_errors(sock: socket.socket) -> bool:
+    """Have ICMP errors for ``sock``'s datagrams queued for ``read_icmp_errors`` (Linux only); True if set."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _unreachable(ancillary: list[tuple[int, int, bytes]]) -> bool:
+    for level, kind, data in ancillary:
+        if ((level, kind) in ((socket.IPPROTO_IP, _IP_RECVERR), (socket.IPPROTO_IPV6, _IPV6_RECVERR))
+                and len(data) >= _EXTENDED_ERR.size):
+            return _EXTENDED_ERR.unpack_from(data)[0] in UNREACHABLE_ERRNOS
+    return False
+
+
 class NoReply(Exception):
     """A request timed out or its reply could not be parsed."""
 
@@ -58,6 +100,7 @@ class _Pending:
     address: tuple[str, int]
     done: trio.Event
     value: object = None
+    unreachable: bool = False  # an ICMP error quoting this request came back
 
 
 class RpcClient:
@@ -69,8 +112,10 @@ class RpcClient:
         request_timeout: seconds a request waits for its reply.
     """
 
-    def __init__(self, sock: trio.socket.SocketType, node_id: bytes, request_timeout: float) -> None:
+    def __init__(self, sock: trio.socket.SocketType, node_id: bytes, request_timeout: float, *,
+                 errors: socket.socket | None = None) -> None:
         self.sock = sock
+        self.errors = errors  # the socket under ``sock`` when it queues ICMP errors (``ask_for_icmp_errors``)
         self.node_id = node_id
         self.request_timeout = request_timeout
         self._pending: dict[bytes, _Pending] = {}
@@ -130,7 +175,7 @@ class RpcClient:
         sent_at: float | None = None
         try:
             try:
-                await self.sock.sendto(datagram, address)
+                await self.send(datagram, address)
             except OSError as exc:
                 raise NoReply(f"send to {address} failed: {exc}") from None
             sent_at = trio.current_time()
@@ -143,7 +188,56 @@ class RpcClient:
         if not pending.done.is_set():
             self._fell_silent(address)
             raise NoReply(f"{name} to {address[0]}:{address[1]} timed out")
+        if pending.unreachable:
+            self._fell_silent(address)
+            raise NoReply(f"{name} to {address[0]}:{address[1]}: unreachable (ICMP error)")
         return pending.value
+
+    async def send(self, datagram: bytes, address: tuple[str, int]) -> None:
+        """Send one datagram on the socket (a request, or a reply of the node's).
+
+        With ICMP errors queued, the socket reports an earlier datagram's
+        error on whatever call comes next, a send too: the errors are read
+        (``read_icmp_errors``) and the datagram sent once more.
+
+        Raises:
+            OSError: the datagram could not be sent.
+        """
+        try:
+            await self.sock.sendto(datagram, address)
+        except OSError as exc:
+            if self.errors is None or exc.errno not in UNREACHABLE_ERRNOS:
+                raise
+            self.read_icmp_errors()
+            await self.sock.sendto(datagram, address)
+
+    def read_icmp_errors(self) -> int:
+        """Take every queued ICMP error from the socket (without waiting) and fail the requests
+        they quote (see the module docstring); how many did.
+
+        Called whenever the socket reports an error: while any is queued the
+        socket polls as ready, so none may be left behind.
+        """
+        raw = self.errors
+        if raw is None:
+            return 0
+        failed = 0
+        while True:
+            try:
+                datagram, ancillary, _, address = raw.recvmsg(1 + MESSAGE_ID_SIZE, 512, socket.MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                return failed
+            except OSError as exc:
+                log.debug("reading the socket's error queue: %s", exc)
+                return failed
+            if not _unreachable(ancillary) or not isinstance(address, tuple):
+                continue
+            pending = self._pending.get(bytes(datagram[1:1 + MESSAGE_ID_SIZE]))
+            if pending is None or pending.address != (address[0], address[1]) or pending.done.is_set():
+                continue
+            pending.unreachable = True
+            pending.done.set()
+            failed += 1
 
     async def ping(self, address: tuple[str, int]) -> bytes:
         """Ping ``address``; return its node ID (NoReply on failure)."""

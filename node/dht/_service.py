@@ -16,6 +16,7 @@ its eviction probes), :class:`RequestHandlers` (answers) and :class:`DhtOps`
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -52,7 +53,8 @@ class DhtNode:
     def __init__(self, identity: Identity, sock: trio.socket.SocketType, data_dir: Path | None,
                  contact: ContactInfo | None, *, request_timeout: float,
                  values: ValueStore | None = None, providers: ProviderStore | None = None,
-                 records: MutableStore | None = None, table: RoutingTable | None = None, wall_clock: Callable[[], float] = time.time) -> None:
+                 records: MutableStore | None = None, table: RoutingTable | None = None, wall_clock: Callable[[], float] = time.time,
+                 errors: socket.socket | None = None) -> None:
         self.identity = identity
         self.node_id = identity.node_id
         self.sock = sock
@@ -69,7 +71,7 @@ class DhtNode:
         self.contact_record = ContactRecord.create(identity, host=host, udp_port=port, info=info,
                                                    issued_at=int(wall_clock()))
         self.tokens = AnnounceTokens()
-        self.rpc = RpcClient(sock, self.node_id, request_timeout)
+        self.rpc = RpcClient(sock, self.node_id, request_timeout, errors=errors)
         self.neighbours = Neighbours(self.table, self.rpc)
         self.handlers = RequestHandlers(node_id=self.node_id, contact_record=self.contact_record,
                                         neighbours=self.neighbours, values=self.values, providers=self.providers,
@@ -195,8 +197,9 @@ class DhtNode:
             try:
                 data, address = await self.sock.recvfrom(MAX_DATAGRAM_SIZE + 1)
             except OSError as exc:
-                # ICMP port-unreachable surfaces here on some systems: not fatal.
+                # An ICMP error (port unreachable) for a datagram of ours: not fatal.
                 log.debug("recvfrom error: %s", exc)
+                self.rpc.read_icmp_errors()
                 continue
             address = (address[0], address[1])
             self.rpc.heard_from(address)
@@ -220,7 +223,7 @@ class DhtNode:
         if reply is None:
             return
         try:
-            await self.sock.sendto(reply, address)
+            await self.rpc.send(reply, address)
         except OSError as exc:
             log.debug("reply to %s failed: %s", address, exc)
 

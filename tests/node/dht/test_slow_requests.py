@@ -44,6 +44,10 @@ async def test_a_stopped_node_holds_the_view_for_the_soft_timeout_then_is_droppe
         assert table.get(stopped.identity.node_id) is not None
         stopped.scope.cancel()  # its sockets close: nothing answers there any more
         await trio.testing.wait_all_tasks_blocked()
+        # A socket that reads nothing takes its port: like a host that is down, no ICMP error
+        # comes back either (a closed port's error fails the request at once: test_unreachable.py).
+        hole = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        await hole.bind(("127.0.0.1", stopped.dht.port))
         dialer = searcher.dialer()
 
         start = trio.current_time()  # the clock moves only when every task waits (autojump)
@@ -59,6 +63,7 @@ async def test_a_stopped_node_holds_the_view_for_the_soft_timeout_then_is_droppe
         assert trio.current_time() - start == TIMEOUT
         assert set(second.node_ids) == live and second.complete
         assert table.get(stopped.identity.node_id) is None
+        hole.close()
         nursery.cancel_scope.cancel()
 
 
