@@ -134,8 +134,8 @@ async def _wait_for_peers(data_dir: Path, wanted: set[str]) -> None:
 class Node:
     """One ``mu node`` of the devnet: its data dir, id, process and ports."""
 
-    def __init__(self, data_dir: Path, url: str, cookie: Path) -> None:
-        self.data_dir, self.url, self.cookie = data_dir, url, cookie
+    def __init__(self, data_dir: Path, url: str, cookie: Path, node_args: tuple[str, ...]) -> None:
+        self.data_dir, self.url, self.cookie, self.node_args = data_dir, url, cookie, node_args
         self.node_id = load_identity(data_dir).node_id.hex()
         self.process: trio.Process | None = None
         self.info: dict[str, Any] = {}
@@ -151,7 +151,7 @@ class Node:
 
     async def start(self, bootstrap: Node | None) -> None:
         self.process, self.info = await devnet._start_node(self.data_dir, self.url, self.cookie,
-                                                           bootstrap.dht_port if bootstrap else None)
+                                                           bootstrap.dht_port if bootstrap else None, self.node_args)
 
     def keep_ports(self) -> None:
         """Pin the ports it got to its config.toml, so a restart comes back where its peers' tables say it is."""
@@ -225,8 +225,14 @@ async def _get(fetcher: Node, hosts: list[Node], link: str, out: Path, digest: b
                       correct=correct)
 
 
-async def run_mu(root: Path, sample: Path, digest: bytes, say: Callable[[str], None]) -> MuRun:
-    """One run on a fresh devnet in ``root`` (see the module docstring); every process is stopped after."""
+#: The nodes' terms: the devnet's (a free allowance of one chunk's price, so a paid window of 2
+#: requests per host) or ``mu node``'s defaults (1,000 sats free per peer: a window of 10).
+TERMS = {"devnet": devnet.NODE_ARGS, "default": ("--settle-poll", "1", "--loopback-devnet")}
+
+
+async def run_mu(root: Path, sample: Path, digest: bytes, say: Callable[[str], None], terms: str = "devnet") -> MuRun:
+    """One run on a fresh devnet in ``root`` (see the module docstring), its nodes on ``terms``
+    (``TERMS``); every process is stopped after."""
     chain, url, cookie = await devnet._start_chain(root / "chain")
     nodes: list[Node] = []
     try:
@@ -236,7 +242,7 @@ async def run_mu(root: Path, sample: Path, digest: bytes, say: Callable[[str], N
             load_identity(d, create=True)
         async with devnet.RPCClient(url, cookie_path=cookie) as rpc:
             await devnet._fund(rpc, dirs)
-        nodes = [Node(d, url, cookie) for d in dirs]
+        nodes = [Node(d, url, cookie, TERMS[terms]) for d in dirs]
         uploader, h1, h2, h3, spare, outsider = nodes
         await uploader.start(None)
         for node in (h1, h2, h3, spare):

@@ -49,7 +49,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
-from bench_mu_devnet import MIB, AddFigures, GetFigures, MuRun, run_mu  # noqa: E402
+from bench_mu_devnet import MIB, TERMS, AddFigures, GetFigures, MuRun, run_mu  # noqa: E402
 from bench_tahoe import SHARES_NEEDED, SHARES_TOTAL, STORAGE_NODES, TahoeGrid, Timed  # noqa: E402
 
 DEFAULT_SIZE_MIB = 256
@@ -227,15 +227,15 @@ def print_mu_run(number: int, size_mib: int, mu: MuRun) -> None:
     sys.stdout.flush()
 
 
-def bench_mu_only(work: Path, size_mib: int, count: int) -> int:
-    print(f"machine at start: {machine_load()}", flush=True)
+def bench_mu_only(work: Path, size_mib: int, count: int, terms: str) -> int:
+    print(f"machine at start: {machine_load()}; mu nodes on the {terms} terms ({' '.join(TERMS[terms])})", flush=True)
     sample = work / "sample.bin"
     digest = write_random(sample, size_mib * MIB)
     gets: list[GetFigures] = []
     for number in range(1, count + 1):
         run_dir = work / f"run-{number}"
         run_dir.mkdir()
-        mu = trio.run(run_mu, run_dir / "mu", sample, digest, say)
+        mu = trio.run(run_mu, run_dir / "mu", sample, digest, say, terms)
         shutil.rmtree(run_dir)
         print_mu_run(number, size_mib, mu)
         gets += [mu.get_3_hosts, mu.get_1_host]
@@ -243,8 +243,8 @@ def bench_mu_only(work: Path, size_mib: int, count: int) -> int:
     return 0 if all(fetch_ok(g) for g in gets) else 3
 
 
-def bench(work: Path, venv: Path, size_mib: int, count: int) -> int:
-    print(f"machine at start: {machine_load()}", flush=True)
+def bench(work: Path, venv: Path, size_mib: int, count: int, terms: str) -> int:
+    print(f"machine at start: {machine_load()}; mu nodes on the {terms} terms ({' '.join(TERMS[terms])})", flush=True)
     sample = work / "sample.bin"
     digest = write_random(sample, size_mib * MIB)
     runs: list[Run] = []
@@ -258,7 +258,7 @@ def bench(work: Path, venv: Path, size_mib: int, count: int) -> int:
         say(f"run {number}: Tahoe-LAFS grid, tahoe put and get")
         put, get = run_tahoe(venv, sample, run_dir / "tahoe", digest)
         shutil.rmtree(run_dir / "tahoe")
-        mu = trio.run(run_mu, run_dir / "mu", sample, digest, say)
+        mu = trio.run(run_mu, run_dir / "mu", sample, digest, say, terms)
         shutil.rmtree(run_dir)
         runs.append(Run(libtorrent=lt_seconds, libtorrent_cpu=lt_cpu, tahoe_put=put, tahoe_get=get, mu=mu))
         print_run(number, size_mib, runs[-1])
@@ -275,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default=None, help="where the work happens (default: a temporary dir)")
     parser.add_argument("--mu-only", action="store_true",
                         help="run mu's part alone, without libtorrent and Tahoe (no ratios; for profiling mu)")
+    parser.add_argument("--terms", choices=sorted(TERMS), default="devnet",
+                        help="the mu nodes' terms: the devnet's, a free allowance of one chunk (a paid window of 2 "
+                             "requests per host), or mu node's defaults, 1,000 sats free per peer (a window of 10) "
+                             "(default: devnet)")
     args = parser.parse_args(argv)
     if args.size < 1 or args.runs < 1:
         parser.error("--size and --runs must be at least 1")
@@ -285,11 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.dir:
         work = Path(args.dir).resolve()
         work.mkdir(parents=True, exist_ok=False)
-        code = bench_mu_only(work, args.size, args.runs) if args.mu_only else bench(work, venv, args.size, args.runs)
+        code = (bench_mu_only(work, args.size, args.runs, args.terms) if args.mu_only
+                else bench(work, venv, args.size, args.runs, args.terms))
     else:
         with tempfile.TemporaryDirectory(prefix="mu-vs-bittorrent-") as tmp:
-            code = (bench_mu_only(Path(tmp), args.size, args.runs) if args.mu_only
-                    else bench(Path(tmp), venv, args.size, args.runs))
+            code = (bench_mu_only(Path(tmp), args.size, args.runs, args.terms) if args.mu_only
+                    else bench(Path(tmp), venv, args.size, args.runs, args.terms))
     print(f"benchmark took {time.monotonic() - began:.0f} s")
     return code
 

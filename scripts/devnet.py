@@ -157,12 +157,13 @@ async def _fund(rpc: RPCClient, node_dirs: list[Path]) -> list[dict[str, Any]]:
     return nodes
 
 
-async def _start_node(data_dir: Path, url: str, cookie: Path, bootstrap: int | None) -> tuple[trio.Process, dict]:
-    """Run ``mu node`` in ``data_dir``; return it and its ``node.json`` once it is up."""
+async def _start_node(data_dir: Path, url: str, cookie: Path, bootstrap: int | None,
+                      node_args: tuple[str, ...] = NODE_ARGS) -> tuple[trio.Process, dict]:
+    """Run ``mu node`` in ``data_dir`` with ``node_args``; return it and its ``node.json`` once it is up."""
     info_file = data_dir / "node.json"
     info_file.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "node", "--data-dir", str(data_dir), "node", "--chain-rpc", url,
-            "--chain-cookie", str(cookie), *NODE_ARGS]
+            "--chain-cookie", str(cookie), *node_args]
     if bootstrap is not None:
         argv += ["--bootstrap", f"127.0.0.1:{bootstrap}"]
     with open(data_dir / "mu-node.log", "ab") as log:
