@@ -31,6 +31,12 @@ def test_a_node_with_the_verify_link_alone_keeps_what_a_reader_restores_from(tmp
     (src / "bulk").mkdir()
     for i in range(6):
         (src / "bulk" / f"part-{i}.dat").write_bytes(os.urandom(300 * 1024))
+    # The pinner is a host too and already holds the chunks placed on it (3 replicas among 5
+    # nodes): it fetches only the others, each host's first full chunk free (the devnet's
+    # allowance).  48 full chunks make the paid path certain in practice: even where the node
+    # IDs put the pinner in two thirds of the replica sets, it fetches fewer than 5 (then some
+    # host could have served them all within its allowance) about once in 5,000 runs.
+    (src / "bulk" / "large.dat").write_bytes(os.urandom(48 * 1024 * 1024))
     proc, summary = start_devnet(tmp_path, 5)
     nodes = summary["nodes"]
     dirs = [Path(n["data_dir"]) for n in nodes]
