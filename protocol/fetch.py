@@ -321,6 +321,13 @@ class FetchScheduler:
         if chunk is not None:
             chunk.failed_hosts.add(host.host_id)
 
+    def paid_unanswered(self, paid: int) -> None:
+        """Count as lost ``paid`` sats that went with requests whose outcome never came back
+        (given up by the caller: cancelled once their payment had left)."""
+        if paid < 0:
+            raise FetchError("paid must be >= 0")
+        self._sats_lost += paid
+
     def request_failed(self, request_id: int, *, paid: int = 0, missing: bool = False) -> None:
         """A request ended without bytes (error reply, broken session): requeue its chunk.
 

@@ -20,7 +20,7 @@ import trio
 from node.exchange._balance import BalanceBook, balanced_request
 from node.exchange._channels import outpoint_of, params_from_blob, params_to_blob
 from node.exchange._link import HostLink, PaymentJournal, channel_request, give_up_channel, sync
-from node.exchange._window import Body, Paid, PaidWindow, RenewalPut
+from node.exchange._window import Body, Paid, PaidWindow, RenewalPut, Tally
 from node.ledger import ChannelRecord, Ledger
 from node.transport import Session
 from protocol.bitcoin import PrivateKey, PublicKey
@@ -149,7 +149,7 @@ class Payer:
         return await self.balance.settle(link)
 
     async def request(self, link: HostLink, kind: Kind, address: bytes, data: Body = None, *,
-                      size: int | None = None) -> Paid:
+                      size: int | None = None, tally: Tally | None = None) -> Paid:
         """One paid request: its answer and the sats its own payments signed.
 
         A GET is priced at ``size`` (``DEFAULT_EXPECTED_SIZE`` when unknown);
@@ -157,6 +157,8 @@ class Payer:
         ``address`` the renewal's id (32 fresh random bytes, so that it is
         never taken for a redelivery of the chunk's PUT); an AUDIT's its
         challenge, ``address`` its nonce (specs/erasure.md §7.4 Paid audits).
+        ``tally`` counts its payments as they are signed (a request in
+        balance mode signs none: §Service balance).
 
         Raises:
             RemotePaymentError: the host refused the payment or the channel.
@@ -177,7 +179,7 @@ class Payer:
             priced = len(data)
         if self.balance is not None and self.balance.active(link.session):
             return await balanced_request(self.balance, link, kind, address, priced, data)
-        return await self.window.request(link, kind, address, priced, data)
+        return await self.window.request(link, kind, address, priced, data, tally)
 
     async def get(self, link: HostLink, address: bytes, *, expected_size: int = DEFAULT_EXPECTED_SIZE) -> bytes:
         """Fetch ``address`` from the host, paying what is owed (see ``request``)."""

@@ -74,6 +74,21 @@ class Paid:
     signed: int
 
 
+class Tally:
+    """The sats one caller's paid requests signed, counted as each payment is signed.
+
+    ``Paid.signed`` reports a request's sats when it returns; a request its
+    caller gives up (a timeout, a cancelled fetch) returns nothing, yet its
+    payment may have left (specs/payments.md §Paid window): the tally counts
+    it all the same.
+    """
+
+    __slots__ = ("signed",)
+
+    def __init__(self) -> None:
+        self.signed = 0
+
+
 class PaidBadChunk(BadChunk):
     """A host answered a paid GET with bytes that are not the chunk; ``paid`` sats went with the request."""
 
@@ -99,12 +114,14 @@ class PaidWindow:
         self.max_price_per_mib_get = max_price_per_mib_get
         self.max_price_per_mib_put = max_price_per_mib_put
 
-    async def request(self, link: HostLink, kind: Kind, address: bytes, size: int, data: Body) -> Paid:
+    async def request(self, link: HostLink, kind: Kind, address: bytes, size: int, data: Body,
+                      tally: Tally | None = None) -> Paid:
         """One paid GET, PUT or AUDIT of ``size`` bytes, retried as the link's ``PaymentRounds`` decide.
 
         A PUT's ``data`` is the chunk; an AUDIT's is its challenge, and
         ``address`` its nonce; a RENEW's is a ``RenewalPut``, and ``address``
         the renewal's id (each audit and renewal is its own charge).
+        ``tally``, if given, counts each of its payments as it is signed.
 
         Raises:
             RemotePaymentError: the host refused the payment or the channel.
@@ -121,7 +138,7 @@ class PaidWindow:
             rounds.start()
             try:
                 answer, sats = await self._attempt(
-                    link, Request(kind=kind, chunk=address, price=price, hint=rounds.hint), data)
+                    link, Request(kind=kind, chunk=address, price=price, hint=rounds.hint), data, tally)
                 return Paid(answer=answer, signed=signed + sats)
             except _Failed as failed:
                 error, alone = failed.error, failed.alone
@@ -138,10 +155,11 @@ class PaidWindow:
                 await _give_up_if_refused(link, final)
                 raise final
 
-    async def _attempt(self, link: HostLink, request: Request, data: Body) -> tuple[bytes | bool, int]:
+    async def _attempt(self, link: HostLink, request: Request, data: Body,
+                       tally: Tally | None) -> tuple[bytes | bool, int]:
         """One try of a request; returns its answer and the sats its payment signed, or raises ``_Failed``."""
         if paid_window(request.price, link.terms.free_allowance) > 1:
-            return await self._attempt_in_window(link, request, data)
+            return await self._attempt_in_window(link, request, data, tally)
         outcome: list[object] = []
         refusal: Exception | None = None  # raised here, not wrapped in the nursery's group
         alone, signed = False, 0
@@ -149,7 +167,7 @@ class PaidWindow:
             try:
                 async with link.turn:  # requests sign and leave in call order
                     await self._take_turn(link, request.price)
-                    prepared = self._prepare(link, request)
+                    prepared = self._prepare(link, request, tally)
                     alone, signed = prepared.charge.alone, prepared.charge.signed
                     if alone:
                         await self._exchange(link, prepared, data, outcome)
@@ -165,8 +183,8 @@ class PaidWindow:
             raise _Failed(alone, outcome[0], signed)
         return outcome[0], signed  # type: ignore[return-value]
 
-    async def _attempt_in_window(self, link: HostLink, request: Request,
-                                 data: Body) -> tuple[bytes | bool, int]:
+    async def _attempt_in_window(self, link: HostLink, request: Request, data: Body,
+                                 tally: Tally | None) -> tuple[bytes | bool, int]:
         """``_attempt`` when the window is above one: the request runs in the caller's task.
 
         The callers are the window: each signs under ``turn`` (inline, no
@@ -190,7 +208,7 @@ class PaidWindow:
 
         try:
             await self._take_turn(link, request.price)
-            prepared = self._prepare(link, request)
+            prepared = self._prepare(link, request, tally)
             alone, record = prepared.charge.alone, prepared.record
             record_error: list[Exception] = []
 
@@ -251,9 +269,12 @@ class PaidWindow:
                 return
 
     @staticmethod
-    def _prepare(link: HostLink, request: Request) -> _Prepared:
-        """Sign what ``request`` owes (the link counts it in flight) and queue our record of a new payment."""
+    def _prepare(link: HostLink, request: Request, tally: Tally | None) -> _Prepared:
+        """Sign what ``request`` owes (the link counts it in flight, ``tally`` its sats) and queue our
+        record of a new payment."""
         charge = link.machine.send(request)
+        if tally is not None:
+            tally.signed += charge.signed
         payment, record = charge.payment, None
         if charge.new:
             assert payment is not None

@@ -41,7 +41,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from node.exchange import HostLink, Payer
-from node.exchange._window import Body, PaidBadChunk, RenewalPut
+from node.exchange._window import Body, PaidBadChunk, RenewalPut, Tally
 from node.bitcoin.rpc import RPCClient
 from node.transport import Session, TransportError
 from node.bitcoin.wallet import InsufficientFunds, Wallet
@@ -288,7 +288,7 @@ class PaidPeers:
             raise
 
     async def request(self, session: Session, kind: Kind, address: bytes,
-                      data: Body = None, *, size: int | None = None) -> tuple[object, int]:
+                      data: Body = None, *, size: int | None = None, tally: Tally | None = None) -> tuple[object, int]:
         """One paid GET, PUT or AUDIT; returns (reply, sats its own payments signed).
 
         It runs beside the host's other requests, as many in flight as the
@@ -306,13 +306,16 @@ class PaidPeers:
         it had, which the payer then gave up), a new one is opened and the
         request tried once more on it (specs/payments.md §Channel recovery).
 
+        ``tally``, if given, counts the sats of each payment as it is
+        signed, those of a request its caller then gives up included.
+
         Raises:
             PaidBadChunk: the reply's bytes are not the chunk (``paid`` went with it).
         """
         owed = 0
         async with self._inside(session) as link:
             try:
-                paid = await self.payer.request(link, kind, address, data, size=size)
+                paid = await self.payer.request(link, kind, address, data, size=size, tally=tally)
             except PaymentError as exc:
                 if not _needs_channel(exc):
                     raise
@@ -328,10 +331,13 @@ class PaidPeers:
                 PaymentErrorCode.INSUFFICIENT_PAYMENT, "a balance payment is due and no channel is open",
                 owed=owed), None)
             async with self._inside(session) as link:
-                return paid.answer, paid.signed + await self.payer.settle_balance(link)
+                settled = await self.payer.settle_balance(link)
+                if tally is not None:
+                    tally.signed += settled
+                return paid.answer, paid.signed + settled
         await self._reopen(session, cause, failed_on)
         async with self._inside(session) as link:
-            paid = await self.payer.request(link, kind, address, data, size=size)
+            paid = await self.payer.request(link, kind, address, data, size=size, tally=tally)
             return paid.answer, paid.signed
 
     async def _reopen(self, session: Session, cause: PaymentError, failed_on: ChannelId | None) -> None:

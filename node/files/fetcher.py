@@ -36,7 +36,7 @@ from typing import BinaryIO, Protocol
 
 import trio
 
-from node.exchange.paying import PaidBadChunk, PaidPeers, logged_if_slow
+from node.exchange.paying import PaidBadChunk, PaidPeers, Tally, logged_if_slow
 from node.store import ChunkCorrupt, ChunkNotFound, ChunkStore
 from node.transport import BadChunk, RequestError, Session, TransportError
 from protocol.chunks import TAG_SIZE, FileDecoder, Link, RawWalker
@@ -116,10 +116,18 @@ class Fetched:
 
 
 class ChunkSource(Protocol):
-    """One host a chunk can be fetched from."""
+    """One host a chunk can be fetched from.
+
+    ``spent`` is every sat its requests signed so far, counted as each
+    payment is signed: also those of requests the fetcher gave up, which
+    return no ``Fetched`` (0 for a source that does not pay).
+    """
 
     host_id: bytes
     price_per_mib: int
+
+    @property
+    def spent(self) -> int: ...
 
     async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
         """Pay for and fetch one chunk.  Raises SourceError, SourceLied or SourceGone.
@@ -136,6 +144,8 @@ class SessionSource:
     Asks without payment: it is the source for hosts that serve for free
     (within their allowance); :class:`PaidSource` pays.
     """
+
+    spent = 0  # it pays nothing
 
     def __init__(self, session: Session, price_per_mib: int = 0) -> None:
         self.session = session
@@ -162,6 +172,11 @@ class PaidSource:
         self.session = session
         self.host_id = session.peer_node_id
         self.price_per_mib = price_per_mib
+        self.tally = Tally()
+
+    @property
+    def spent(self) -> int:
+        return self.tally.signed
 
     @classmethod
     async def open(cls, peers: PaidPeers, session: Session) -> PaidSource:
@@ -171,7 +186,7 @@ class PaidSource:
 
     async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
         try:
-            data, paid = await self.peers.request(self.session, Kind.GET, address, size=size)
+            data, paid = await self.peers.request(self.session, Kind.GET, address, size=size, tally=self.tally)
         except PaidBadChunk as exc:
             raise SourceLied(str(exc), paid=exc.paid) from None
         except RequestError as exc:
@@ -323,6 +338,10 @@ class _Fetch:
         self.decoder = decoder  # FileDecoder, or RawWalker for a keyless fetch: same interface
         self.sched = FetchScheduler(max_price_per_mib=max_price, window=window, request_timeout=timeout)
         self.sources = {s.host_id: s for s in sources}
+        # Each source's ``spent`` when it joined, and the sats its results reported since: what it
+        # spent beyond went with requests given up (cancelled), counted lost at the end.
+        self.spent_before = {s.host_id: s.spent for s in sources}
+        self.reported: dict[bytes, int] = {}
         for s in sources:
             self.sched.add_host(s.host_id, s.price_per_mib)
         static = [s.host_id for s in sources]
@@ -369,11 +388,14 @@ class _Fetch:
                             pass
                         for scope in self.scopes.values():  # made moot by a ban or a lost host
                             scope.cancel()
+                    self._count_unanswered()
                 except BaseExceptionGroup as group:
                     # one failure (FetchFailed, IntegrityError, ...) is reported as itself
                     failure = group.exceptions[0] if len(group.exceptions) == 1 else group
                 except Exception as exc:
                     failure = exc
+                if failure is not None:
+                    self._count_unanswered()
                 if isinstance(failure, Exception) and self.unkept:
                     # A data chunk that came early and waits in the reorder buffer is not in
                     # the part file: it goes to the store, so that no chunk is paid for twice.
@@ -409,6 +431,8 @@ class _Fetch:
             raise FetchFailed(f"no usable host left for chunk {first.hex() if first else '?'}", first)
         req, result = await self.results_recv.receive()
         self.scopes.pop(req.request_id, None)
+        if isinstance(result, (Fetched, SourceLied)):
+            self.reported[req.host_id] = self.reported.get(req.host_id, 0) + result.paid
         if isinstance(result, Fetched):
             outcome = self.sched.chunk_received(req.request_id, result.data, time.monotonic(), paid=result.paid,
                                                 verified=result.verified)
@@ -526,9 +550,19 @@ class _Fetch:
             self.queued[address] = self.next_index
             self.next_index += 1
 
+    def _count_unanswered(self) -> None:
+        """Once no request runs: count lost what each source spent that no result reported."""
+        for host, source in self.sources.items():
+            unanswered = source.spent - self.spent_before.get(host, 0) - self.reported.get(host, 0)
+            if unanswered > 0:
+                self.sched.paid_unanswered(unanswered)
+        self.spent_before = {host: source.spent for host, source in self.sources.items()}
+        self.reported.clear()
+
     def _add_sources(self, found: list[ChunkSource]) -> list[bytes]:
         for source in found:
             if source.host_id not in self.sources:
+                self.spent_before[source.host_id] = source.spent
                 self.sources[source.host_id] = source
                 self.sched.add_host(source.host_id, source.price_per_mib)
         return [source.host_id for source in found]

@@ -92,6 +92,10 @@ class _TimedSource:
         self.host_id = source.host_id
         self.price_per_mib = source.price_per_mib
 
+    @property
+    def spent(self) -> int:
+        return self._source.spent
+
     async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
         started = time.monotonic()
         fetched = await self._source.get_chunk(address, size)

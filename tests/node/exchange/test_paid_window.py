@@ -82,9 +82,9 @@ class Watch:
         """Record the payer's requests in flight each time one is signed."""
         prepare: Callable[..., object] = fetcher.payer.window._prepare
 
-        def counted(link: HostLink, request: Request) -> object:
+        def counted(link: HostLink, request: Request, tally: object) -> object:
             assert link.machine.inflight < WINDOW, "a request signed with the window full"
-            prepared = prepare(link, request)
+            prepared = prepare(link, request, tally)
             self.most_in_flight = max(self.most_in_flight, link.machine.inflight)
             return prepared
 
@@ -211,9 +211,9 @@ async def test_a_request_waiting_for_room_does_not_sign_after_a_failure(tmp_path
             channel = str(await fetcher.open_channel(link, capacity=100_000))
             prepare: Callable[..., object] = fetcher.payer.window._prepare
 
-            def watched(link: HostLink, request: Request) -> object:
+            def watched(link: HostLink, request: Request, tally: object) -> object:
                 prepared.append((request.chunk, link.machine.inflight, link.machine.dirty))
-                return prepare(link, request)
+                return prepare(link, request, tally)
 
             fetcher.payer.window._prepare = watched  # type: ignore[method-assign, assignment]
             refused: list[RequestError] = []

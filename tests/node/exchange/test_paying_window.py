@@ -22,7 +22,7 @@ from pathlib import Path
 
 import trio
 
-from node.exchange.paying import PaidPeers
+from node.exchange.paying import PaidPeers, Tally
 from node.ledger import LEDGER_FILE, Ledger
 from node.transport import Session
 from protocol.payments import ChannelStatus, Kind, Role, chunk_price, paid_window
@@ -142,6 +142,7 @@ async def test_a_cancelled_paid_request_is_recorded_if_it_left_and_signs_nothing
         await wait_for(lambda: host_earned(host_dir) == spent)
 
         send = session._send
+        tally = Tally()
         with trio.CancelScope() as scope:
             async def send_then_cancel(message: Message) -> None:
                 await send(message)
@@ -149,11 +150,12 @@ async def test_a_cancelled_paid_request_is_recorded_if_it_left_and_signs_nothing
                     scope.cancel()  # the request is queued: it leaves with its payment
 
             session._send = send_then_cancel  # type: ignore[method-assign]
-            await paying.peers.request(session, Kind.GET, paying.addresses[8], size=CHUNK)
+            await paying.peers.request(session, Kind.GET, paying.addresses[8], size=CHUNK, tally=tally)
         del session._send
         assert scope.cancelled_caught
         paid = ledger.earnings()["spent"]
         assert paid > spent  # recorded without another request on the link
+        assert tally.signed == paid - spent  # what no answer reports, the caller's tally counts
         await wait_for(lambda: host_earned(host_dir) == paid)
 
         waiting = trio.Event()
@@ -168,13 +170,14 @@ async def test_a_cancelled_paid_request_is_recorded_if_it_left_and_signs_nothing
         session.queue_room = no_room  # type: ignore[method-assign]
         async with trio.open_nursery() as nursery:
             async def ask() -> None:
-                await paying.peers.request(session, Kind.GET, paying.addresses[9], size=CHUNK)
+                await paying.peers.request(session, Kind.GET, paying.addresses[9], size=CHUNK, tally=tally)
 
             nursery.start_soon(ask)
             await waiting.wait()
             nursery.cancel_scope.cancel()
         del session.can_queue, session.queue_room
         assert link.paid == signed and not link.journal.unrecorded and ledger.earnings()["spent"] == paid
+        assert tally.signed == paid - spent
         sats = await get_all(paying.peers, session, paying.addresses[9:12])
         assert ledger.earnings()["spent"] == paid + sum(sats)
         await wait_for(lambda: host_earned(host_dir) == paid + sum(sats))

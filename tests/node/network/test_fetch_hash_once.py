@@ -28,6 +28,7 @@ class VerifiedHost:
 
     host_id = b"\x01" * 20
     price_per_mib = 0
+    spent = 0
 
     def __init__(self, store: ChunkStore) -> None:
         self.store = store

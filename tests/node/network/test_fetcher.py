@@ -42,6 +42,11 @@ class StoreHost:
         self.asked = 0
         self.sizes: list[tuple[int | None, int]] = []  # (size the fetcher gave, the chunk's size)
 
+    @property
+    def spent(self) -> int:
+        """What the fetcher paid this host, counted when paid (a paying source's ``spent``)."""
+        return self.earned
+
     async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
         self.asked += 1
         await trio.lowlevel.checkpoint()
@@ -55,6 +60,8 @@ class StoreHost:
         self.sizes.append((size, len(data)))
         paid = price_of(len(data), self.price_per_mib)
         self.earned += paid
+        if self.mode == "paid-silent" and self.served >= self.after:
+            await trio.sleep_forever()  # took the payment, never answers
         if self.mode == "liar" and self.served >= self.after:
             data = bytes([data[0] ^ 1]) + data[1:]
         self.served += 1
@@ -143,6 +150,19 @@ async def test_stalled_host_times_out(tmp_path: Path, sample) -> None:
     out = tmp_path / "out.bin"
     await fetch_file(link, out, hs, max_price_per_mib=5, window=2, request_timeout=0.2)
     assert out.read_bytes() == src.read_bytes()
+
+
+async def test_sats_that_went_with_requests_never_answered_are_counted_lost(tmp_path: Path, sample) -> None:
+    # Its requests time out: no result reports their sats, yet the payments left with them.
+    src, link, origin = sample
+    hs = hosts(tmp_path, origin, [(1, "paid-silent", 5), (5, "honest", 0)])
+    out = tmp_path / "out.bin"
+    result = await fetch_file(link, out, hs, max_price_per_mib=5, window=2, request_timeout=0.2)
+    assert out.read_bytes() == src.read_bytes()
+    p = result.progress.chunks
+    assert hs[0].earned > price_of(CHUNK + 16, 1) * 5  # paid for more than the 5 chunks it served
+    assert p.sats_lost == hs[0].earned - sum(price_of(size, 1) for _, size in hs[0].sizes[:5])
+    assert p.sats_spent + p.sats_lost == sum(h.earned for h in hs)
 
 
 async def test_interrupted_download_resumes_from_local_store(tmp_path: Path, sample) -> None:
