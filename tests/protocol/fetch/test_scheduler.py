@@ -204,3 +204,13 @@ def test_verified_bytes_are_not_hashed_again() -> None:
     assert s.chunk_received(a.request_id, chunk(a.index), 1.0, verified=True) is Outcome.ACCEPTED
     # without the flag the scheduler checks them itself
     assert s.chunk_received(b.request_id, b"not it", 1.0) is Outcome.WRONG_BYTES
+
+
+def test_the_default_window_is_never_below_a_paid_window() -> None:
+    # A paying fetch's requests to one host are held by the host's paid window (specs/payments.md):
+    # the scheduler's own default per host must not be the tighter bound (issue 22: 1 host went from
+    # 183-193 to 211-218 MiB/s when it was raised from 8 to 16, under mu node's default terms).
+    from protocol.fetch import DEFAULT_WINDOW
+    from protocol.payments.accounting import MAX_PAID_WINDOW
+
+    assert DEFAULT_WINDOW >= MAX_PAID_WINDOW
