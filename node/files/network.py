@@ -148,6 +148,7 @@ class NetworkService:
         self.pinned: set[bytes] = set(store.pinned_roots())  # durable in the store index
         self.pins_announced = trio.Event()  # set once announce_pinned has run
         self.erasure = ErasureBook(self.data_dir)  # k-of-n files owned here (specs/erasure.md §7)
+        self.upkeep: UpkeepTimer | None = None  # the node's upkeep timer, once ``upkeep_timer`` made it
         self.speeds = HostSpeeds()  # per-host transfer speeds of add and get, for the web app's Network page
         # An owner that no longer keeps a file's chunks rebuilds its stripes from k shares on the network.
         make_source = free_source if paid is None else functools.partial(PaidSource.open, paid)
@@ -197,6 +198,8 @@ class NetworkService:
         record = FileRecord(map_address=striped.map_address, root=added.link.root, hosts=striped.hosts,
                             sats_spent=spent[0])
         self.erasure.save(record)
+        if self.upkeep is not None:
+            self.upkeep.files_changed()  # more shares to audit: the timer's wait is drawn again
         retained = 0 if self.paid is None else await retention_of(self.auditor, self.paid, striped.map_address)
         if retained:  # the shares are paid for until then (specs/erasure.md §9)
             self.erasure.save(dataclasses.replace(record, retained_until=int(time.time()) + retained))
@@ -350,8 +353,9 @@ class NetworkService:
 
     def upkeep_timer(self, config: UpkeepConfig) -> UpkeepTimer:
         """The timer that audits, repairs and renews the k-of-n files owned here (specs/erasure.md §7.5)."""
-        return UpkeepTimer(self.auditor, config, repair=self.repair_file,
-                           renew=self.renew_files if self.paid is not None else None)
+        self.upkeep = UpkeepTimer(self.auditor, config, repair=self.repair_file,
+                                  renew=self.renew_files if self.paid is not None else None)
+        return self.upkeep
 
     async def repair_file(self, map_address: bytes) -> tuple[RepairReport, int]:
         """One upkeep round of a file (specs/erasure.md §8); (report, sats its PUTs cost), added to its cost.

@@ -5,7 +5,11 @@ process (:func:`protocol.erasure.audit_delay`): the gap before each is
 exponential with mean ``audit_period / shares``, and each audits one share
 picked uniformly among the shares of every file owned here whose host is
 not dropped, so each share is audited once per ``audit_period`` on average
-and a host cannot tell when its next audit comes.  A failed audit leaves
+and a host cannot tell when its next audit comes.  When files are added
+(``files_changed``) the wait under way is drawn again for the new share
+count: exponential gaps are memoryless, so the schedule stays a Poisson
+process at the current rate, and a node that had no file (a wait of a
+whole period on average) does not leave its first one unaudited that long.  A failed audit leaves
 its stripe below the repair threshold (`n`, specs/erasure.md §8 Repair): the
 file gets an upkeep round at once (every share audited, the failed ones
 re-placed).  Once per audit period the timer also repairs files with a
@@ -64,6 +68,11 @@ class UpkeepTimer:
         self.wall_clock = wall_clock
         self.audits = 0  # audits run (for status and tests)
         self._next_round = 0.0  # unix time of the next repair-and-renewal look
+        self._changed = trio.Event()  # set by ``files_changed`` during a wait for the next audit
+
+    def files_changed(self) -> None:
+        """The files owned here changed (one was added): draw the wait for the next audit again."""
+        self._changed.set()
 
     def status(self) -> dict[str, object]:
         return {"audit_period": self.config.audit_period, "audits": self.audits}
@@ -72,9 +81,13 @@ class UpkeepTimer:
         """Run until cancelled; a tick that fails is logged and the schedule goes on."""
         task_status.started()
         while True:
+            self._changed = changed = trio.Event()
             shares = await trio.to_thread.run_sync(self.auditor.audited_shares)
-            await trio.sleep(audit_delay(self.config.audit_period, len(shares),
-                                         self.random_bytes(SCHEDULE_RANDOM_SIZE)))  # the schedule itself
+            with trio.move_on_after(audit_delay(self.config.audit_period, len(shares),
+                                                self.random_bytes(SCHEDULE_RANDOM_SIZE))) as wait:  # the schedule itself
+                await changed.wait()
+            if not wait.cancelled_caught:
+                continue  # the shares changed first: a new wait at their rate
             try:
                 await self.tick()
             except Exception:  # a lost chunk, a wallet without coins...: the next tick tries again

@@ -114,3 +114,42 @@ def test_a_period_that_is_not_positive_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         UpkeepTimer(StandInAuditor(ErasureBook(tmp_path)), UpkeepConfig(audit_period=0.0),  # type: ignore[arg-type]
                     repair=nothing, renew=None)
+
+
+@dataclass
+class LateAuditor(StandInAuditor):
+    """Owns no file until ``present`` is set (a node started before its first k-of-n add)."""
+
+    present: bool = False
+
+    def audited_shares(self) -> list[tuple[bytes, int, int]]:
+        return super().audited_shares() if self.present else []
+
+
+async def test_a_file_added_to_a_node_with_none_is_audited_at_the_rate_of_its_shares(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    auditor = LateAuditor(ErasureBook(tmp_path), want=1)
+    # The first wait, drawn with no share, is the longest the draw allows: 64 ln 2 periods (about 44).
+    values = iter([bytes(8)] + [b"\x80" + bytes(7)] * 10)
+
+    async def nothing(map_address: bytes) -> None:
+        return None
+
+    drawn = trio.Event()
+
+    def draw(n: int) -> bytes:
+        drawn.set()
+        return next(values)
+
+    timer = UpkeepTimer(auditor, UpkeepConfig(audit_period=80.0), repair=nothing, renew=None,  # type: ignore[arg-type]
+                        random_bytes=draw, wall_clock=lambda: 1_000_000.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(timer.serve)
+        await drawn.wait()  # the first wait is drawn, with no share
+        start = trio.current_time()
+        auditor.present = True
+        timer.files_changed()
+        await auditor.enough.wait()
+        elapsed = trio.current_time() - start
+        nursery.cancel_scope.cancel()
+    assert elapsed == pytest.approx(math.log(2) * 80.0 / 8)  # drawn again for 8 shares, not the first wait
