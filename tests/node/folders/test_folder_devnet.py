@@ -125,6 +125,9 @@ def test_restore_elsewhere_with_the_read_link_hosts_learn_nothing_kill_9_reruns_
     for i in range(30):
         (src / "many" / f"record-{i:02}.dat").write_bytes(os.urandom(48 * 1024))
     make_tree(src)
+    # Restored last (files go in name order): the restore is still fetching it when the test, having
+    # seen "many" appear, kills the node (the small files alone could all be restored by then).
+    (src / "z-large.dat").write_bytes(os.urandom(48 * 1024 * 1024))
     proc, summary = start_devnet(tmp_path, 5)
     extra: list[subprocess.Popen[bytes]] = []
     try:
@@ -143,7 +146,7 @@ def test_restore_elsewhere_with_the_read_link_hosts_learn_nothing_kill_9_reruns_
         killed_after = sent_chunks(writer)
         extra.append(start_node(writer, summary))
         first = mu_json(writer, "folder", "snapshot", str(src))
-        assert first["number"] == 1 and first["files"] == 35 and first["under_replicated"] == 0
+        assert first["number"] == 1 and first["files"] == 36 and first["under_replicated"] == 0
         assert first["published_to"] > 0
         assert killed_after > 0  # the ledgers, read at the end, show none of those paid for again
         print(f"\nsnapshot 1 after kill -9: {killed_after} chunks sent before, {first}")
@@ -177,7 +180,7 @@ def test_restore_elsewhere_with_the_read_link_hosts_learn_nothing_kill_9_reruns_
         log = mu_json(reader, "folder", "log", links["read"])["snapshots"]
         assert [e["number"] for e in log] == [2, 1] and log[0]["changed"] == 1
         done = mu_json(reader, "folder", "restore", links["read"], str(dest))
-        assert done["number"] == 2 and done["files"] + done["already"] == 35
+        assert done["number"] == 2 and done["files"] + done["already"] == 36
         assert tree_hash(dest) == tree_hash(src)
         old = mu_json(reader, "folder", "restore", links["read"], str(tmp_path / "old"), "--snapshot", "1",
                       "--path", "many/record-07.dat")
