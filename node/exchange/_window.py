@@ -232,11 +232,8 @@ class PaidWindow:
             except BaseException as exc:
                 failure = exc
             try:
-                if record is not None and not record.done.is_set() and failure is not None:
-                    # The request failed or was cancelled before our record was written: the
-                    # payment may have left, so it is written now, not by some later request.
-                    with trio.CancelScope(shield=True):
-                        await write_record()
+                if record is not None and failure is not None:
+                    await _record_now(link, record)  # the request failed before it was written
                 if failure is None and record_error:
                     failure = record_error[0]
             finally:
@@ -291,14 +288,8 @@ class PaidWindow:
             result = await self._send_with_record(link, prepared, data)
         except BaseException as exc:
             _settle(link, prepared, None, failed=True)
-            record = prepared.record
-            if record is not None and not record.done.is_set():
-                # cancelled before our record was written: the payment may have left
-                with trio.CancelScope(shield=True):
-                    try:
-                        await link.journal.written(record)
-                    except Exception:  # noqa: BLE001 - the request fails with its own error
-                        pass
+            if prepared.record is not None:
+                await _record_now(link, prepared.record)
             if not isinstance(exc, Exception):
                 raise
             outcome.append(exc)
@@ -373,6 +364,23 @@ async def _send(link: HostLink, request: Request, data: Body, wire: dict[str, ob
         return reply.stored
     assert isinstance(data, bytes)
     return await link.session.put_chunk(request.chunk, data, wire, meanwhile=meanwhile)
+
+
+async def _record_now(link: HostLink, record: PendingRecord) -> None:
+    """Have our record of a request that failed or was cancelled written now, shielded.
+
+    Its payment may have left, and the payee may record it: ours must not
+    wait for some later request on the link.  A write that fails is the
+    journal's to try again (``PaymentJournal.written``); the request fails
+    with its own error.
+    """
+    if record.done.is_set():
+        return
+    with trio.CancelScope(shield=True):
+        try:
+            await link.journal.written(record)
+        except Exception:  # noqa: BLE001 - see the docstring
+            pass
 
 
 async def _give_up_if_refused(link: HostLink, error: Exception) -> None:
