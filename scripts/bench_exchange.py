@@ -225,7 +225,9 @@ async def bench(work: Path, count: int, size: int, runs: int, window: int) -> di
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "node", "--data-dir", str(data_dir), "node", "--listen", "127.0.0.1:0",
                  "--chain-rpc", url, "--chain-cookie", str(cookie), "--price-get", str(PRICE_PER_MIB),
-                 "--free-allowance", str(allowance), "--loopback-devnet"],
+                 "--free-allowance", str(allowance), "--loopback-devnet",
+                 # Never settle mid-bench: a long run (--runs, --chunks) pays past the default threshold.
+                 "--settle-threshold", str(10**12)],
                 cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=open(work / f"{name}.log", "wb")))
             hosts[name] = json.loads(_wait_file(data_dir / "node.json", procs[-1]))
         host_pids = dict(zip(dirs, (proc.pid for proc in procs[1:])))
