@@ -37,6 +37,7 @@ from typing import BinaryIO, Protocol
 import trio
 
 from node.exchange.paying import PaidBadChunk, PaidPeers, Tally, logged_if_slow
+from node.files._output import PlainWriter
 from node.store import ChunkCorrupt, ChunkNotFound, ChunkStore
 from node.transport import BadChunk, RequestError, Session, TransportError
 from protocol.chunks import TAG_SIZE, FileDecoder, Link, RawWalker
@@ -276,12 +277,21 @@ async def fetch_file(link: Link, dest: Path | None, sources: Sequence[ChunkSourc
     part = dest.with_name(dest.name + PART_SUFFIX)
     resume = not keep_chunks and part.exists()
     with open(part, "r+b" if resume else "wb") as out:
+        writer: PlainWriter | None = None
         try:
             if resume:
                 await trio.to_thread.run_sync(run.resume, out)
-            await run.run(out)
+            writer = PlainWriter(out, part)
+            await run.run(writer)
+            await trio.to_thread.run_sync(writer.close)
+            writer = None
             await trio.to_thread.run_sync(_fsync_file, out)
         except BaseException:
+            if writer is not None:
+                try:  # what was decoded stays in the part file, to resume from
+                    writer.close()
+                except OSError as exc:
+                    log.warning("%s: the last plaintext was not written (%s)", part, exc)
             out.close()
             if keep_chunks or not (resume or run.written):  # else it is what a rerun resumes from
                 part.unlink(missing_ok=True)
