@@ -32,6 +32,9 @@ class Finished:
 def run_timed(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> Finished:
     """Run ``argv`` to its end, timing it and taking its CPU from wait4 (Popen.wait would reap it without)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        # Dirty pages a command before left (a Tahoe grid does not fsync its shares) are written back
+        # now, not during this command's own fsyncs: each timed command starts from a clean disk.
+        os.sync()
         began = time.monotonic()
         process = subprocess.Popen(argv, stdout=out, stderr=err, cwd=cwd, env=env)
         killer = threading.Timer(COMMAND_DEADLINE, process.kill)
