@@ -34,7 +34,7 @@ log = logging.getLogger("mu.fetch")
 # (the logical block size of common devices is 512 or 4096).
 ALIGN = 4096
 # Plaintext gathered before one direct write (a multiple of ALIGN).
-STAGE_BYTES = 4 * 1024 * 1024
+STAGE_BYTES = 1024 * 1024
 
 
 class PlainWriter:
