@@ -71,11 +71,6 @@ class PlainWriter:
         """Whether writes still go past the page cache."""
         return self._direct is not None
 
-    @property
-    def position(self) -> int:
-        """The file offset the next byte goes to."""
-        return self._offset
-
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data).cast("B")
         size = len(view)
