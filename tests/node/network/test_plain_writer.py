@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import os
 import random
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,3 +139,16 @@ def test_a_full_disk_is_an_error_and_close_still_lets_go(tmp_path: Path, monkeyp
         with pytest.raises(OSError):
             writer.close()  # what is staged cannot be written either
         assert not writer.direct  # the direct descriptor is closed all the same
+
+
+def test_bench_write_runs_and_prints_both_ways(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[3]
+    out = subprocess.run(
+        [sys.executable, str(root / "scripts" / "bench_write.py"), "--size", "8", "--runs", "1", "--dir", str(tmp_path)],
+        cwd=root, capture_output=True, text=True, timeout=120, check=True,
+    ).stdout
+    rows = {name: int(rate) for name, rate in re.findall(
+        r"^\s+(buffered|PlainWriter)\s+(\d+) MiB/s\s+[\d.]+ ms CPU per MiB", out, re.MULTILINE)}
+    assert set(rows) == {"buffered", "PlainWriter"} and min(rows.values()) > 0, out
+    assert ("(PlainWriter direct)" in out) == _direct_supported(tmp_path), out
+    assert not list(tmp_path.iterdir())  # its files are gone
