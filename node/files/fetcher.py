@@ -398,14 +398,12 @@ class _Fetch:
                             pass
                         for scope in self.scopes.values():  # made moot by a ban or a lost host
                             scope.cancel()
-                    self._count_unanswered()
                 except BaseExceptionGroup as group:
                     # one failure (FetchFailed, IntegrityError, ...) is reported as itself
                     failure = group.exceptions[0] if len(group.exceptions) == 1 else group
                 except Exception as exc:
                     failure = exc
-                if failure is not None:
-                    self._count_unanswered()
+                self._count_unanswered()  # no request runs any more, whichever way it ended
                 if isinstance(failure, Exception) and self.unkept:
                     # A data chunk that came early and waits in the reorder buffer is not in
                     # the part file: it goes to the store, so that no chunk is paid for twice.

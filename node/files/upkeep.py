@@ -9,8 +9,8 @@ and a host cannot tell when its next audit comes.  When files are added
 (``files_changed``) the wait under way is drawn again for the new share
 count: exponential gaps are memoryless, so the schedule stays a Poisson
 process at the current rate, and a node that had no file (a wait of a
-whole period on average) does not leave its first one unaudited that long.  A failed audit leaves
-its stripe below the repair threshold (`n`, specs/erasure.md §8 Repair): the
+whole period on average) does not leave its first one unaudited that long.
+A failed audit leaves its stripe below the repair threshold (`n`, specs/erasure.md §8 Repair): the
 file gets an upkeep round at once (every share audited, the failed ones
 re-placed).  Once per audit period the timer also repairs files with a
 share that has no live host, and renews the files whose paid retention ends
