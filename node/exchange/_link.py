@@ -150,16 +150,18 @@ async def channel_request(link: HostLink, kind: MessageType, fields: dict[str, o
 async def sync(link: HostLink, *, new_session: bool = False) -> ChannelState:
     """Ask the host what it recorded (CHANNEL_STATE) and adopt it.
 
-    ``new_session``: the first ask on a session (nothing of ours can still be
-    on its way to the host), so what it has not recorded never reached it and
-    is taken back from our ledger (:func:`take_back`).
+    What it has not recorded is taken back from our ledger
+    (:func:`take_back`) when nothing of ours can still reach it: on a
+    session's first ask (``new_session``), or when every payment of ours
+    on this session got its answer and none is in flight
+    (``PayerLink.may_take_back``).
     """
     assert link.channel_id is not None
     reply = await channel_request(
         link, MessageType.CHANNEL_STATE, {"channel": link.channel_id.to_bytes()}, MessageType.CHANNEL_STATE)
     state = link.machine.adopt(reply)
     await trio.to_thread.run_sync(catch_up, link.journal.ledger, link.host.hex(), state)
-    if new_session:
+    if new_session or link.machine.may_take_back:
         link.machine.take_back(state.total)
         await trio.to_thread.run_sync(take_back, link.journal.ledger, link.host.hex(), state)
     return state
@@ -171,7 +173,9 @@ def take_back(ledger: Ledger, peer: str, state: ChannelState) -> int:
     A payment whose request was lost with its session (the host killed
     before it recorded it, or our session dropped on the way) stays counted
     until the host says it never recorded it: its CHANNEL_STATE on a new
-    session (specs/payments.md §After a crash).  Without this our spent
+    session (specs/payments.md §After a crash).  A payment the host
+    answered with a refusal is taken back by the CHANNEL_STATE that
+    follows on the same session.  Without this our spent
     would stay above the host's earned for good if we never asked it for
     anything again.  Our next payment signs that total again (we never sign
     below a total we signed), and is recorded then.

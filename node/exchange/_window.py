@@ -18,6 +18,7 @@ request travels (``_send_with_record``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -25,13 +26,15 @@ import trio
 
 from node.exchange._link import HostLink, PendingRecord, give_up_channel, remote_error, sync
 from node.ledger import PaymentEntry
-from node.transport import BadChunk, RequestError, SessionBroken
+from node.transport import BadChunk, RequestError, SessionBroken, TransportError
 from protocol.erasure import AuditChallenge
-from protocol.payments import Direction, Kind, PaymentError, chunk_price, paid_window
+from protocol.payments import Direction, Kind, PaymentError, PriceTooHigh, chunk_price, paid_window
 from protocol.payments.payee import price_of
 from protocol.payments.payer import (Admission, Answer, Charge, Failure, PaymentRounds, Refusal, Request,
                                      channel_refused)
 from protocol.wire import MAX_DATA_SIZE, Audit, AuditProof, ErrorCode, PutChunk, PutOk
+
+log = logging.getLogger("mu.payer")
 
 # Scheduling rounds a request's signer waits after starting it, so that it
 # reaches the session's send queue before the next request signs (the
@@ -80,13 +83,40 @@ class Tally:
     ``Paid.signed`` reports a request's sats when it returns; a request its
     caller gives up (a timeout, a cancelled fetch) returns nothing, yet its
     payment may have left (specs/payments.md §Paid window): the tally counts
-    it all the same.
+    it all the same.  A payment the host refused and our ledger took back
+    (``sync``) leaves the count again: it was neither spent nor lost.
     """
 
     __slots__ = ("signed",)
 
     def __init__(self) -> None:
         self.signed = 0
+
+
+class _Own:
+    """One request's payments over its attempts: the sats they signed, net of any our ledger took back.
+
+    Each is counted in the caller's ``tally`` too, as it is signed; a
+    payment the host refused and a resynchronisation of this request took
+    back (``sync``) is neither spent nor lost, and leaves both.
+    """
+
+    __slots__ = ("signed", "tally")
+
+    def __init__(self, tally: Tally | None) -> None:
+        self.signed = 0
+        self.tally = tally
+
+    def add(self, sats: int) -> None:
+        self.signed += sats
+        if self.tally is not None:
+            self.tally.signed += sats
+
+    async def resync(self, link: HostLink) -> None:
+        """``sync`` the link; the sats it took back, up to what this request signed, leave its count."""
+        before = link.machine.taken_back
+        await sync(link)
+        self.add(-min(self.signed, link.machine.taken_back - before))
 
 
 class PaidBadChunk(BadChunk):
@@ -98,13 +128,12 @@ class PaidBadChunk(BadChunk):
 
 
 class _Failed(Exception):
-    """A request's error, with whether it was sent alone (nothing else in flight) and what its payment signed."""
+    """A request's error, with whether it was sent alone (nothing else in flight)."""
 
-    def __init__(self, alone: bool, error: Exception, signed: int) -> None:
+    def __init__(self, alone: bool, error: Exception) -> None:
         super().__init__(str(error))
         self.alone = alone
         self.error = error
-        self.signed = signed
 
 
 class PaidWindow:
@@ -133,42 +162,48 @@ class PaidWindow:
         price = price_of(terms, kind, size)
         maximum = self.max_price_per_mib_put if kind in (Kind.PUT, Kind.RENEW) else self.max_price_per_mib_get
         rounds = PaymentRounds(chunk_price(MAX_DATA_SIZE, maximum))
-        signed = 0  # an attempt's payment that was not served stays signed: later ones build on it
+        own = _Own(tally)
         while True:
             rounds.start()
             try:
-                answer, sats = await self._attempt(
-                    link, Request(kind=kind, chunk=address, price=price, hint=rounds.hint), data, tally)
-                return Paid(answer=answer, signed=signed + sats)
+                answer = await self._attempt(
+                    link, Request(kind=kind, chunk=address, price=price, hint=rounds.hint), data, own)
+                return Paid(answer=answer, signed=own.signed)
             except _Failed as failed:
                 error, alone = failed.error, failed.alone
-                signed += failed.signed
             except PaymentError as exc:  # refused before it left: the channel's capacity is used up...
                 await _give_up_if_refused(link, exc)
                 raise
             if isinstance(error, BadChunk):
-                raise PaidBadChunk(str(error), paid=signed) from None
+                raise PaidBadChunk(str(error), paid=own.signed) from None
             if not isinstance(error, RequestError):
                 raise error
-            if not rounds.refused(Refusal(code=error.code, owed=error.owed, alone=alone)):
+            try:
+                again = rounds.refused(Refusal(code=error.code, owed=error.owed, alone=alone))
+            except (PaymentError, PriceTooHigh):
+                await _take_back_refused(link, own)
+                raise
+            if not again:
                 final = remote_error(error)
-                await _give_up_if_refused(link, final)
+                if isinstance(final, PaymentError) and channel_refused(final.code):
+                    await _give_up_if_refused(link, final)
+                else:
+                    await _take_back_refused(link, own)
                 raise final
 
-    async def _attempt(self, link: HostLink, request: Request, data: Body,
-                       tally: Tally | None) -> tuple[bytes | bool, int]:
-        """One try of a request; returns its answer and the sats its payment signed, or raises ``_Failed``."""
+    async def _attempt(self, link: HostLink, request: Request, data: Body, own: _Own) -> bytes | bool:
+        """One try of a request; returns its answer (``own`` counts its payment), or raises ``_Failed``."""
         if paid_window(request.price, link.terms.free_allowance) > 1:
-            return await self._attempt_in_window(link, request, data, tally)
+            return await self._attempt_in_window(link, request, data, own)
         outcome: list[object] = []
         refusal: Exception | None = None  # raised here, not wrapped in the nursery's group
-        alone, signed = False, 0
+        alone = False
         async with trio.open_nursery() as nursery:
             try:
                 async with link.turn:  # requests sign and leave in call order
-                    await self._take_turn(link, request.price)
-                    prepared = self._prepare(link, request, tally)
-                    alone, signed = prepared.charge.alone, prepared.charge.signed
+                    await self._take_turn(link, request.price, own)
+                    prepared = self._prepare(link, request, own)
+                    alone = prepared.charge.alone
                     if alone:
                         await self._exchange(link, prepared, data, outcome)
                     else:
@@ -180,11 +215,10 @@ class PaidWindow:
         if refusal is not None:
             raise refusal
         if isinstance(outcome[0], Exception):
-            raise _Failed(alone, outcome[0], signed)
-        return outcome[0], signed  # type: ignore[return-value]
+            raise _Failed(alone, outcome[0])
+        return outcome[0]  # type: ignore[return-value]
 
-    async def _attempt_in_window(self, link: HostLink, request: Request, data: Body,
-                                 tally: Tally | None) -> tuple[bytes | bool, int]:
+    async def _attempt_in_window(self, link: HostLink, request: Request, data: Body, own: _Own) -> bytes | bool:
         """``_attempt`` when the window is above one: the request runs in the caller's task.
 
         The callers are the window: each signs under ``turn`` (inline, no
@@ -207,8 +241,8 @@ class PaidWindow:
                 turn.release()
 
         try:
-            await self._take_turn(link, request.price)
-            prepared = self._prepare(link, request, tally)
+            await self._take_turn(link, request.price, own)
+            prepared = self._prepare(link, request, own)
             alone, record = prepared.charge.alone, prepared.record
             record_error: list[Exception] = []
 
@@ -227,27 +261,30 @@ class PaidWindow:
 
             failure: BaseException | None = None
             result: bytes | bool = b""
+            answered = False
             try:
                 result = await _send(link, request, data, prepared.wire, meanwhile)
+                answered = True
             except BaseException as exc:
                 failure = exc
+                answered = _answered(exc)
             try:
                 if record is not None and failure is not None:
                     await _record_now(link, record)  # the request failed before it was written
                 if failure is None and record_error:
                     failure = record_error[0]
             finally:
-                _settle(link, prepared, result, failed=failure is not None)
+                _settle(link, prepared, result, failed=failure is not None, answered=answered)
         finally:
             release()
         if failure is not None:
             if not isinstance(failure, Exception):
                 raise failure
-            raise _Failed(alone, failure, prepared.charge.signed)
-        return result, prepared.charge.signed
+            raise _Failed(alone, failure)
+        return result
 
     @staticmethod
-    async def _take_turn(link: HostLink, price: int) -> None:
+    async def _take_turn(link: HostLink, price: int, own: _Own) -> None:
         """With ``turn`` held: wait, or resynchronise, until the link lets a request of ``price`` go
         and the session can queue it at once.
 
@@ -259,19 +296,18 @@ class PaidWindow:
             if admission is Admission.WAIT:
                 await link.changed.wait()
             elif admission is Admission.RESYNC:
-                await sync(link)
+                await own.resync(link)
             elif not link.session.can_queue():
                 await link.session.queue_room()
             else:
                 return
 
     @staticmethod
-    def _prepare(link: HostLink, request: Request, tally: Tally | None) -> _Prepared:
-        """Sign what ``request`` owes (the link counts it in flight, ``tally`` its sats) and queue our
+    def _prepare(link: HostLink, request: Request, own: _Own) -> _Prepared:
+        """Sign what ``request`` owes (the link counts it in flight, ``own`` its sats) and queue our
         record of a new payment."""
         charge = link.machine.send(request)
-        if tally is not None:
-            tally.signed += charge.signed
+        own.add(charge.signed)
         payment, record = charge.payment, None
         if charge.new:
             assert payment is not None
@@ -287,14 +323,14 @@ class PaidWindow:
         try:
             result = await self._send_with_record(link, prepared, data)
         except BaseException as exc:
-            _settle(link, prepared, None, failed=True)
+            _settle(link, prepared, None, failed=True, answered=_answered(exc))
             if prepared.record is not None:
                 await _record_now(link, prepared.record)
             if not isinstance(exc, Exception):
                 raise
             outcome.append(exc)
             return
-        _settle(link, prepared, result, failed=False)
+        _settle(link, prepared, result, failed=False, answered=True)
         outcome.append(result)
 
     async def _send_with_record(self, link: HostLink, prepared: _Prepared,
@@ -395,11 +431,42 @@ async def _give_up_if_refused(link: HostLink, error: Exception) -> None:
             await give_up_channel(link)
 
 
-def _settle(link: HostLink, prepared: _Prepared, result: object, *, failed: bool) -> None:
-    """Tell the link how a request in flight ended and wake the requests waiting for room."""
+async def _take_back_refused(link: HostLink, own: _Own) -> None:
+    """After a request's final refusal: have our ledger drop the payments the host never recorded.
+
+    The request is not tried again, and the link may carry nothing more for
+    long, so the resynchronisation a next request would make is made now:
+    once the window has drained, CHANNEL_STATE, whose total takes back what
+    the host refused (``sync``; specs/payments.md §Paid window).  Only when
+    we signed above what the host acknowledged; nothing when another
+    request resynchronised meanwhile.  A failure of the ask is logged and
+    left to the next request or session: the refusal is raised as is.
+    """
+    async with link.turn:
+        while link.machine.inflight:
+            await link.changed.wait()
+        if not link.machine.refused_above or link.channel_id is None:
+            return
+        try:
+            await own.resync(link)
+        except (PaymentError, TransportError) as exc:
+            log.info("could not ask %s what it recorded after a refusal: %s", link.host.hex()[:12], exc)
+
+
+def _answered(exc: BaseException) -> bool:
+    """Whether a request's failure is the host's answer (an ERROR, bytes that are not the chunk)."""
+    return isinstance(exc, (RequestError, BadChunk))
+
+
+def _settle(link: HostLink, prepared: _Prepared, result: object, *, failed: bool, answered: bool) -> None:
+    """Tell the link how a request in flight ended and wake the requests waiting for room.
+
+    ``answered``: the host answered it (else it was given up or lost with
+    its session, and its payment may still reach the host's ledger).
+    """
     try:
         if failed:
-            link.machine.settle(Failure(charge=prepared.charge))
+            link.machine.settle(Failure(charge=prepared.charge, answered=answered))
         else:
             # A GET is charged by the size it got; a PUT and an AUDIT by the size asked.
             size = len(result) if prepared.charge.request.kind is Kind.GET and isinstance(result, (bytes, bytearray, memoryview)) else None

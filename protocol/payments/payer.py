@@ -178,9 +178,16 @@ class Answer:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Failure:
-    """``charge`` failed (refused, lost with its session, or our record of it could not be written)."""
+    """``charge`` failed (refused, lost with its session, or our record of it could not be written).
+
+    ``answered``: the host answered it (an ERROR, or bytes that are not the
+    chunk), so whatever it recorded of its payment it recorded before that
+    answer; else (given up, lost with its session) the payment may still
+    reach the host's ledger later.
+    """
 
     charge: Charge
+    answered: bool = False
 
 
 class PayerLink:
@@ -207,6 +214,12 @@ class PayerLink:
         self.inflight = 0
         self.phase = Phase.READY
         self.paid = 0  # sats signed over this link's life (for reports and tests)
+        # A payment of ours left on this session and got no answer (a request
+        # given up, a one-way balance payment): it may still reach the host's
+        # ledger, so only the next session's CHANNEL_STATE may take payments
+        # back (``may_take_back``).
+        self.unanswered = False
+        self.taken_back = 0  # sats of ours the host never recorded, taken back (``take_back``) over the link's life
         # The likely next payment, signed while a request was in flight; used
         # only if the next request owes exactly its total (nothing is paid
         # until a payment leaves).
@@ -214,6 +227,22 @@ class PayerLink:
         # The channel given up last and not replaced yet: a new one's open is
         # weighed against the budget by it (``ChannelOpenBudget``).
         self.replacing: Abandoned | None = None
+
+    @property
+    def may_take_back(self) -> bool:
+        """Whether the host's CHANNEL_STATE now is final for every payment of ours on this session.
+
+        True when nothing is in flight and every payment that left got an
+        answer: the host recorded what it recorded before answering, so a
+        total it reports below ours will stay below (specs/payments.md §After
+        a crash, "take back").
+        """
+        return self.inflight == 0 and not self.unanswered
+
+    @property
+    def refused_above(self) -> bool:
+        """Whether we signed above what the host acknowledged and a request failed since (a resync would show it)."""
+        return self.phase is Phase.FAILED and self.channel is not None and self.channel.total > self.acknowledged
 
     @property
     def dirty(self) -> bool:
@@ -325,10 +354,12 @@ class PayerLink:
         return Payment(channel=self.channel_id, total=commitment.total, sig=commitment.signature), signed, True
 
     def take_back(self, total: int) -> None:
-        """The host's CHANNEL_STATE on a new session recorded ``total``, below what we signed: sign on from it.
+        """The host's CHANNEL_STATE recorded ``total``, below what we signed: sign on from it.
 
-        Nothing of ours can still reach the host over the old session, so
-        the payments above ``total`` never will: the next one signs from
+        Asked on a new session, or on this one when ``may_take_back``:
+        nothing of ours can still reach the host's ledger (over an old
+        session, or unanswered on this one), so the payments above ``total``
+        never will: the next one signs from
         ``total`` again and is a new payment, recorded as such (its total may
         equal one signed before; the host can close on one of them only).
         At most the one chunk's price those payments were for is at risk,
@@ -338,6 +369,7 @@ class PayerLink:
             return
         if self.inflight:
             raise RuntimeError("take_back with requests in flight")
+        self.taken_back += self.channel.total - total
         self.channel.total = total
         self.last_sig, self._ahead = None, None
         self.acknowledged = self.projected = total
@@ -378,6 +410,7 @@ class PayerLink:
         assert signature is not None
         self.last_sig = signature
         self.acknowledged = self.projected = total
+        self.unanswered = True  # one-way: the host never answers it
         return Payment(channel=self.channel_id, total=total, sig=signature)
 
     def totals(self) -> LinkTotals:
@@ -431,6 +464,8 @@ class PayerLink:
                 self.phase = Phase.READY
             return
         self.phase = Phase.FAILED  # the projection counted it charged: resynchronise first
+        if charge.payment is not None and not event.answered:
+            self.unanswered = True
         if self.channel_id is None and charge.payment is None and not charge.redelivery:
             # No channel to resynchronise from: take back what the projection
             # counted (the host charges nothing it does not serve, and a chunk

@@ -22,9 +22,10 @@ import trio
 
 from node.runtime.config import load_identity
 from node.exchange import HostLink
+from node.exchange.paying import Tally
 from node.ledger import LEDGER_FILE, Ledger, PaymentEntry
 from node.transport import RequestError
-from protocol.payments import PaymentErrorCode, RemotePaymentError, chunk_price, paid_window
+from protocol.payments import Direction, Kind, PaymentErrorCode, RemotePaymentError, chunk_price, paid_window
 from protocol.payments.messages import Payment
 from protocol.payments.payer import Request
 from protocol.wire import ErrorCode
@@ -397,3 +398,37 @@ async def test_without_a_channel_errors_come_plain_and_a_refused_request_is_not_
             assert owed.value.code == PaymentErrorCode.INSUFFICIENT_PAYMENT
             assert owed.value.owed == 3 * CHUNK_PRICE - ALLOWANCE
             await host.stop()
+
+
+async def test_a_payment_refused_last_is_taken_back_at_once_so_spent_equals_earned(tmp_path: Path) -> None:
+    """The link's last request carries a payment and the host refuses it (NOT_FOUND): the payer asks the
+    host what it recorded right away and takes that payment back, so its ledger equals the host's with
+    nothing more asked of it (before, the two stayed one chunk's price apart until a next request)."""
+    host_dir = tmp_path / "host"
+    addresses = seed_chunks(host_dir, 4, CHUNK)
+    missing = hashlib.sha256(b"not on the host").digest()
+    async with open_mu_chain(tmp_path / "chain") as chain:
+        async with open_mu_node(host_dir, chain, HOST_ARGS) as host, open_fetcher(tmp_path / "payer", chain) as fetcher:
+            link = await fetcher.link(host)
+            channel = str(await fetcher.open_channel(link, capacity=100_000))
+            for address in addresses:
+                await fetcher.payer.get(link, address, expected_size=CHUNK)
+            assert link.channel is not None
+            served = link.channel.total
+            assert served == len(addresses) * CHUNK_PRICE - ALLOWANCE
+            tally = Tally()
+            with pytest.raises(RequestError) as refused:
+                await fetcher.payer.request(link, Kind.GET, missing, size=CHUNK, tally=tally)
+            assert refused.value.code == ErrorCode.NOT_FOUND
+            assert link.machine.paid == served + CHUNK_PRICE  # it went with a payment ...
+            assert link.channel.total == served  # ... taken back: the next one signs from the host's total
+            assert tally.signed == 0  # neither spent nor lost
+            record = fetcher.ledger.channel(channel)
+            payer_rows = fetcher.ledger.payments(channel_id=channel)
+            spent = fetcher.ledger.account(host.node_id.hex(), Direction.OUT)
+            await host.stop()
+    assert record is not None and record.total == served
+    assert sum(p.amount for p in payer_rows) == spent.paid == served
+    total, charged, paid, consumed, account_paid = host_books(host_dir, channel, fetcher.transport.identity.node_id.hex())
+    assert total == paid == account_paid == served
+    assert missing.hex() not in charged

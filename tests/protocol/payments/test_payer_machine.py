@@ -147,6 +147,31 @@ def test_a_failure_drains_resyncs_and_the_next_request_goes_alone() -> None:
     assert link.phase is Phase.READY and link.admit(PRICE) is Admission.SEND
 
 
+def test_only_answered_payments_let_this_sessions_state_take_payments_back() -> None:
+    """A refusal is the host's answer: once drained, its CHANNEL_STATE is final for our payments and a
+    total below ours may be taken back.  A paid request given up unanswered may still reach the host's
+    ledger: from then on only a new session may take back (specs/payments.md §After a crash)."""
+    link = make_link()
+    link.settle(Answer(charge=link.send(get(0))))
+    link.settle(Answer(charge=link.send(get(1))))
+    refused = link.send(get(2))
+    assert refused.payment is not None and not link.may_take_back  # in flight
+    link.settle(Failure(charge=refused, answered=True))
+    assert link.refused_above and link.may_take_back
+    link.adopt(state(link, total=0, consumed=2 * PRICE, paid=0))
+    link.take_back(0)
+    assert link.channel is not None and link.channel.total == 0 and not link.refused_above
+    again = link.send(get(3))
+    assert again.payment is not None and again.new and again.payment.total == refused.payment.total
+    link.settle(Failure(charge=again))  # given up: no answer
+    assert link.refused_above and not link.may_take_back
+    link.adopt(state(link, total=0, consumed=2 * PRICE, paid=0))
+    assert not link.may_take_back  # sticky for the session: that payment may still arrive
+    free = make_link(allowance=10 * PRICE)
+    free.settle(Failure(charge=free.send(get(0))))  # no payment went: nothing can arrive late
+    assert free.may_take_back and not free.refused_above
+
+
 def test_a_state_adopted_while_requests_are_in_flight_does_not_end_the_failure() -> None:
     link = make_link()
     first, second = link.send(get(0)), link.send(get(1))
