@@ -25,18 +25,8 @@ from dataclasses import dataclass
 from pyfastcdc import FastCDC
 
 from ._errors import LocalChunkError
-
-KiB = 1024
-MiB = 1024 * KiB
-# Sizes of format-3 data chunks (§3 Definitions): no chunk is shorter than
-# CDC_MIN except the last, none longer than CDC_MAX.
-CDC_MIN = 256 * KiB
-CDC_AVG = 1 * MiB
-CDC_MAX = 4 * MiB
-# Normalized chunking level (FastCDC §3.5): masks of log2(avg) +/- 2 bits.
-CDC_NORMALIZATION = 2
-# The chunker gathers this many times max_size before it cuts (§8.5 Bounds: CDC_HOLD).
-CDC_HOLD_FACTOR = 2
+from ._sizes import (CDC_AVG as CDC_AVG, CDC_HOLD_FACTOR as CDC_HOLD_FACTOR, CDC_MAX as CDC_MAX, CDC_MIN as CDC_MIN,
+                     CDC_NORMALIZATION as CDC_NORMALIZATION, MiB)
 
 
 @dataclass(frozen=True, slots=True)

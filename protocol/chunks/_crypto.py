@@ -17,11 +17,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ._errors import IntegrityError, LocalChunkError
-
-KEY_SIZE = 32
-NONCE_SIZE = 12
-TAG_SIZE = 16
-ADDRESS_SIZE = 32
+from ._sizes import ADDRESS_SIZE as ADDRESS_SIZE, KEY_SIZE as KEY_SIZE, NONCE_SIZE as NONCE_SIZE, TAG_SIZE as TAG_SIZE
 
 # Tagged, versioned labels (specs/chunks.md §4 Key derivation). Changing any of them is a new
 # format version, never an edit in place.

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import base58
 
-from ._crypto import ADDRESS_SIZE, KEY_SIZE
+from ._sizes import ADDRESS_SIZE, KEY_SIZE
 from ._errors import LinkError
 
 SCHEME = "mu:"

@@ -19,15 +19,14 @@ import msgpack
 
 from ._crypto import ADDRESS_SIZE, KIND_INDEX, KIND_ROOT, TAG_SIZE
 from ._errors import IntegrityError, LocalChunkError
+from ._sizes import (DEFAULT_CHUNK_SIZE as DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE as MAX_CHUNK_SIZE,
+                     MIN_CHUNK_SIZE as MIN_CHUNK_SIZE)
 
 FORMAT_VERSION = 2
 # Format 3 (§6.6 Format 3): content-defined data chunks; every manifest chunk's
 # private part carries one entry (plaintext length, key) per child.
 FORMAT_V3 = 3
 ENTRY_SIZE = 40
-MIN_CHUNK_SIZE = 64 * 1024
-MAX_CHUNK_SIZE = 4 * 1024 * 1024
-DEFAULT_CHUNK_SIZE = 1024 * 1024
 # Room kept free in every manifest chunk for the map keys and the optional
 # name and media type, so the root holds as many addresses as an index node.
 MANIFEST_RESERVED = 2048

@@ -24,7 +24,9 @@ REPO = Path(__file__).resolve().parents[3]
 LINK = str(Link(root=bytes(range(32)), key=bytes(range(32, 64))))
 # Modules a command served by a running node must not import (each is a package or a module's full name).
 HEAVY = ("trio", "httpx", "starlette", "hypercorn", "node.files", "node.exchange", "node.dht", "node.store",
-         "node.transport", "node.ledger", "node.folders.local", "node.cli.local_backend", "protocol.identity")
+         "node.transport", "node.ledger", "node.folders.local", "node.cli.local_backend", "protocol.identity",
+         # The codecs: a link and the chunk sizes come without them (protocol.chunks loads lazily).
+         "cryptography", "pyfastcdc", "msgpack", "protocol.chunks._crypto", "protocol.chunks._decoder")
 LOADED_HEAVY = f"sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in {HEAVY!r}))"
 
 
