@@ -74,6 +74,18 @@ class UpkeepTimer:
         """The files owned here changed (one was added): draw the wait for the next audit again."""
         self._changed.set()
 
+    async def repair_now(self, map_address: bytes) -> object:
+        """An upkeep round of one file asked for outside the schedule (the control API's repair).
+
+        The shares it re-places on live hosts count again among those
+        audited, so the wait under way is drawn again for their number, as
+        after an add (``files_changed``).  Returns what ``repair`` returns.
+        """
+        try:
+            return await self.repair(map_address)
+        finally:
+            self.files_changed()
+
     def status(self) -> dict[str, object]:
         return {"audit_period": self.config.audit_period, "audits": self.audits}
 
