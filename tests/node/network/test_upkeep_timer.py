@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import random
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,48 +127,11 @@ class LateAuditor(StandInAuditor):
         return super().audited_shares() if self.present else []
 
 
-async def test_a_file_added_to_a_node_with_none_is_audited_at_the_rate_of_its_shares(
-        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
-    auditor = LateAuditor(ErasureBook(tmp_path), want=1)
+async def wait_after(auditor: LateAuditor, change: Callable[[UpkeepTimer], Awaitable[None]],
+                     repair: Callable[[bytes], Awaitable[object]]) -> float:
+    """Seconds from ``change`` (made once the timer drew its first wait, with no share) to the next audit."""
     # The first wait, drawn with no share, is the longest the draw allows: 64 ln 2 periods (about 44).
     values = iter([bytes(8)] + [b"\x80" + bytes(7)] * 10)
-
-    async def nothing(map_address: bytes) -> None:
-        return None
-
-    drawn = trio.Event()
-
-    def draw(n: int) -> bytes:
-        drawn.set()
-        return next(values)
-
-    timer = UpkeepTimer(auditor, UpkeepConfig(audit_period=80.0), repair=nothing, renew=None,  # type: ignore[arg-type]
-                        random_bytes=draw, wall_clock=lambda: 1_000_000.0)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(timer.serve)
-        await drawn.wait()  # the first wait is drawn, with no share
-        start = trio.current_time()
-        auditor.present = True
-        timer.files_changed()
-        await auditor.enough.wait()
-        elapsed = trio.current_time() - start
-        nursery.cancel_scope.cancel()
-    assert elapsed == pytest.approx(math.log(2) * 80.0 / 8)  # drawn again for 8 shares, not the first wait
-
-
-async def test_a_repair_asked_for_outside_the_schedule_draws_the_wait_again(
-        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
-    """The control API's repair goes through ``repair_now``: the shares it re-placed count again, so the
-    wait under way is drawn anew for their number rather than kept from before the repair."""
-    auditor = LateAuditor(ErasureBook(tmp_path), want=1)  # every share on a dropped host: none audited
-    values = iter([bytes(8)] + [b"\x80" + bytes(7)] * 10)
-    repaired: list[bytes] = []
-
-    async def repair(map_address: bytes) -> str:
-        auditor.present = True  # the round re-placed the shares on live hosts
-        repaired.append(map_address)
-        return "report"
-
     drawn = trio.Event()
 
     def draw(n: int) -> bytes:
@@ -178,11 +142,45 @@ async def test_a_repair_asked_for_outside_the_schedule_draws_the_wait_again(
                         random_bytes=draw, wall_clock=lambda: 1_000_000.0)
     async with trio.open_nursery() as nursery:
         await nursery.start(timer.serve)
-        await drawn.wait()  # the first wait is drawn with no share: about 44 periods
+        await drawn.wait()  # the first wait is drawn, with no share
         start = trio.current_time()
-        assert await timer.repair_now(MAP) == "report"
+        await change(timer)
         await auditor.enough.wait()
         elapsed = trio.current_time() - start
         nursery.cancel_scope.cancel()
+    return elapsed
+
+
+async def test_a_file_added_to_a_node_with_none_is_audited_at_the_rate_of_its_shares(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    auditor = LateAuditor(ErasureBook(tmp_path), want=1)
+
+    async def nothing(map_address: bytes) -> None:
+        return None
+
+    async def add(timer: UpkeepTimer) -> None:
+        auditor.present = True
+        timer.files_changed()
+
+    elapsed = await wait_after(auditor, add, nothing)
+    assert elapsed == pytest.approx(math.log(2) * 80.0 / 8)  # drawn again for 8 shares, not the first wait
+
+
+async def test_a_repair_asked_for_outside_the_schedule_draws_the_wait_again(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """The control API's repair goes through ``repair_now``: the shares it re-placed count again, so the
+    wait under way is drawn anew for their number rather than kept from before the repair."""
+    auditor = LateAuditor(ErasureBook(tmp_path), want=1)  # every share on a dropped host: none audited
+    repaired: list[bytes] = []
+
+    async def repair(map_address: bytes) -> str:
+        auditor.present = True  # the round re-placed the shares on live hosts
+        repaired.append(map_address)
+        return "report"
+
+    async def repair_through_the_api(timer: UpkeepTimer) -> None:
+        assert await timer.repair_now(MAP) == "report"
+
+    elapsed = await wait_after(auditor, repair_through_the_api, repair)
     assert repaired == [MAP]
     assert elapsed == pytest.approx(math.log(2) * 80.0 / 8)  # drawn again for the 8 shares
