@@ -57,6 +57,26 @@ class PaymentJournal:
         self.unrecorded.append((entry, pending))
         return pending
 
+    async def take_back(self, channel: str, recorded: int) -> None:
+        """Before our ledger takes back the payments on ``channel`` above ``recorded``: let a write of
+        ours under way end, and drop the records still waiting that are above it.
+
+        A record written after the take-back would count again a payment
+        the host never recorded (one whose write failed and waits to be
+        tried again, or one written just after its request settled).  A
+        dropped record is done, with no error: there is nothing to write.
+        """
+        while self._writing is not None:
+            await self._writing.wait()
+        kept = []
+        for entry, pending in self.unrecorded:
+            if entry.channel_id == channel and entry.total is not None and entry.total > recorded:
+                pending.error = None
+                pending.done.set()
+            else:
+                kept.append((entry, pending))
+        self.unrecorded = kept
+
     def withdraw(self, mine: PendingRecord) -> None:
         """Drop ``mine`` if it waits to be written again after a failed write: its payment never left."""
         self.unrecorded = [(entry, pending) for entry, pending in self.unrecorded if pending is not mine]
@@ -162,6 +182,7 @@ async def sync(link: HostLink, *, new_session: bool = False) -> ChannelState:
     state = link.machine.adopt(reply)
     await trio.to_thread.run_sync(catch_up, link.journal.ledger, link.host.hex(), state)
     if new_session or link.machine.may_take_back:
+        await link.journal.take_back(str(state.channel), state.total)
         link.machine.take_back(state.total)
         await trio.to_thread.run_sync(take_back, link.journal.ledger, link.host.hex(), state)
     return state
