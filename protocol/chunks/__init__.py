@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._sizes import (ADDRESS_SIZE, CDC_AVG, CDC_MAX, CDC_MIN, CDC_NORMALIZATION, DEFAULT_CHUNK_SIZE, KEY_SIZE,
-                         MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, NONCE_SIZE, TAG_SIZE)
+                         MAX_CHUNK_SIZE, MAX_SEALED_SIZE, MIN_CHUNK_SIZE, NONCE_SIZE, TAG_SIZE)
     from ._crypto import ChunkSealer, ConvergentKeyHasher, chunk_address
     from ._cdc import CdcParams, Chunker, DEFAULT_CDC
     from ._decoder import DataSlot, FileDecoder
@@ -43,6 +43,7 @@ _HOME = {
     "FORMAT_VERSION": "._manifest",
     "KEY_SIZE": "._sizes",
     "MAX_CHUNK_SIZE": "._sizes",
+    "MAX_SEALED_SIZE": "._sizes",
     "MAX_DEPTH": "._manifest",
     "MAX_FANOUT": "._manifest",
     "MAX_FANOUT_V3": "._manifest",
@@ -90,6 +91,7 @@ __all__ = [
     "FORMAT_VERSION",
     "KEY_SIZE",
     "MAX_CHUNK_SIZE",
+    "MAX_SEALED_SIZE",
     "MAX_DEPTH",
     "MAX_FANOUT",
     "MAX_FANOUT_V3",

@@ -29,3 +29,9 @@ CDC_HOLD_FACTOR = 2
 MIN_CHUNK_SIZE = 64 * 1024
 MAX_CHUNK_SIZE = 4 * 1024 * 1024
 DEFAULT_CHUNK_SIZE = 1024 * 1024
+
+# The longest chunk a file's encoding makes (§5 Chunks): 4 MiB of plaintext
+# (a format-2 chunk of the largest size, a format-3 chunk cut at CDC_MAX)
+# sealed with its tag.  The wire's MAX_DATA_SIZE and an erasure stripe's
+# block size allow it.
+MAX_SEALED_SIZE = max(MAX_CHUNK_SIZE, CDC_MAX) + TAG_SIZE

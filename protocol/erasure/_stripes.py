@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import zfec  # type: ignore[import-untyped]
 
-from protocol.chunks import MAX_CHUNK_SIZE
+from protocol.chunks import MAX_SEALED_SIZE
 
 MAGIC = b"MUSM"
 VERSION = 1
@@ -74,7 +74,7 @@ class StripeMap:
         for i, s in enumerate(self.stripes):
             if not 1 <= len(s.chunks) <= self.k or len(s.shares) != self.n:
                 raise StripeMapError(f"stripe {i}: {len(s.chunks)} chunks and {len(s.shares)} shares for {self.k}-of-{self.n}")
-            if not 1 <= s.block_size <= MAX_CHUNK_SIZE or max(length for _, length in s.chunks) != s.block_size:
+            if not 1 <= s.block_size <= MAX_SEALED_SIZE or max(length for _, length in s.chunks) != s.block_size:
                 raise StripeMapError(f"stripe {i}: block size {s.block_size} is not its longest chunk")
             if any(len(a) != 32 for a, _ in s.chunks) or any(len(a) != 32 for a in s.shares):
                 raise StripeMapError(f"stripe {i}: addresses must be 32 bytes")

@@ -24,6 +24,7 @@ from node.files.locate import DhtResolver
 from node.files.uploader import ReplicationReport, replicate_chunks
 from node.store import ChunkStore
 from node.store.retention import file_addresses
+from protocol.chunks import CDC_MAX, MAX_SEALED_SIZE
 from tests.helpers.network import network
 
 CHUNK = 64 * 1024
@@ -89,4 +90,38 @@ async def test_chunks_pushed_as_sealed_are_not_read_back_or_walked_and_the_file_
         fresh = ChunkStore(tmp_path / "fresh")
         result = await fetch_file(added.link, out, [], max_price_per_mib=0,
                                   resolver=DhtResolver(fetcher.dialer(), added.link.root), store=fresh)
+        assert out.read_bytes() == src.read_bytes() and result.progress.local_chunks == 0
+
+
+async def test_a_file_cut_at_the_longest_chunk_is_added_and_fetched_over_the_network(tmp_path: Path) -> None:
+    # Equal bytes never meet the cut condition: format 3 cuts them at CDC_MAX, the
+    # longest chunk mu makes (4 MiB and the tag), which must cross the wire both ways.
+    src = tmp_path / "zeros.bin"
+    src.write_bytes(bytes(2 * CDC_MAX + 5))
+    async with network(tmp_path, 5) as nodes:
+        uploader, fetcher = nodes[0], nodes[4]
+        send, recv = trio.open_memory_channel[tuple[bytes, bytes]](0)
+        reports: list[ReplicationReport] = []
+        sizes: list[int] = []
+
+        async def replicate() -> None:
+            async with recv:
+                reports.append(await replicate_chunks(recv, uploader.dialer()))
+
+        def on_sealed(address: bytes, chunk: bytearray) -> None:
+            sizes.append(len(chunk))
+            trio.from_thread.run(send.send, (address, bytes(chunk)))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(replicate)
+            async with send:
+                added = await trio.to_thread.run_sync(
+                    functools.partial(add_file, uploader.store, src, on_sealed=on_sealed))
+        assert max(sizes) == MAX_SEALED_SIZE
+        assert reports[0].under_replicated == 0 and reports[0].replicas_confirmed == 3 * reports[0].chunks
+        uploader.scope.cancel()  # the file must come from the replicas alone
+        out = tmp_path / "fetched.bin"
+        result = await fetch_file(added.link, out, [], max_price_per_mib=0,
+                                  resolver=DhtResolver(fetcher.dialer(), added.link.root),
+                                  store=ChunkStore(tmp_path / "fresh"))
         assert out.read_bytes() == src.read_bytes() and result.progress.local_chunks == 0

@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 
+from protocol.chunks import MAX_SEALED_SIZE
 from protocol.erasure import NotEnoughShares, StripeMap, StripeMapError, decode_stripe, encode_stripe, share_address
 
 
@@ -54,3 +55,15 @@ def test_map_round_trips_and_rejects_non_canonical_bytes() -> None:
             StripeMap.parse(bad)
     with pytest.raises(StripeMapError):
         StripeMap(k=5, n=4, root=b"r" * 32, stripes=(s1,))
+
+
+def test_a_stripe_holding_the_longest_chunk_is_a_valid_map_and_one_byte_more_is_not() -> None:
+    longest = chunks(MAX_SEALED_SIZE, 10)  # a 4 MiB data chunk sealed with its tag (specs/chunks.md §3)
+    stripe, shares = encode_stripe(longest, 2, 3)
+    assert stripe.block_size == MAX_SEALED_SIZE and len(shares[2]) == MAX_SEALED_SIZE
+    stripe_map = StripeMap(k=2, n=3, root=b"r" * 32, stripes=(stripe,))
+    assert StripeMap.parse(stripe_map.serialize()) == stripe_map
+    assert decode_stripe(stripe, 2, {1: shares[1], 2: shares[2]}) == longest
+    too_long, _ = encode_stripe(chunks(MAX_SEALED_SIZE + 1), 1, 2)
+    with pytest.raises(StripeMapError):
+        StripeMap(k=1, n=2, root=b"r" * 32, stripes=(too_long,))

@@ -25,6 +25,7 @@ from protocol.wire import (
     SessionEstablished,
     State,
 )
+from protocol.chunks import MAX_SEALED_SIZE
 from tests.helpers.wire_pair import drain, established_pair, identity, make_pair, pump
 
 ADDR = hashlib.sha256(b"chunk").digest()
@@ -84,6 +85,21 @@ def test_max_size_chunk_and_byte_at_a_time_delivery() -> None:
         assert resp.next_event() is NEED_DATA
     resp.receive_data(small[-1:])
     assert resp.next_event() == GetChunk(request_id=10, address=ADDR)
+
+
+def test_the_longest_chunk_an_encoder_makes_crosses_the_wire_and_one_byte_more_does_not() -> None:
+    # A 4 MiB data chunk sealed with its tag (a format-3 cut at CDC_MAX: any long run of equal bytes).
+    assert MAX_DATA_SIZE == MAX_SEALED_SIZE
+    init, resp = established_pair()
+    longest = bytes(range(256)) * (MAX_SEALED_SIZE // 256) + b"t" * (MAX_SEALED_SIZE % 256)
+    put = PutChunk(request_id=3, address=hashlib.sha256(longest).digest(), data=longest)
+    resp.receive_data(bytes(init.send(put)))
+    assert drain(resp) == [put]
+    reply = Chunk(request_id=4, address=put.address, data=longest)
+    init.receive_data(bytes(resp.send(reply)))
+    assert drain(init) == [reply]
+    with pytest.raises(LocalProtocolError):
+        PutChunk(request_id=5, address=put.address, data=longest + b"x")
 
 
 def test_flipped_byte_in_any_position_of_a_frame_ends_the_session() -> None:
