@@ -49,6 +49,8 @@ class Payer:
         self._clock = clock
         self.window = PaidWindow(max_price_per_mib_get=max_price_per_mib_get,
                                  max_price_per_mib_put=max_price_per_mib_put)
+        # The last link made over each open session (``link``).
+        self._last_links: dict[Session, HostLink] = {}
 
     # -- links and channels ----------------------------------------------------
 
@@ -60,6 +62,14 @@ class Payer:
         without a channel and the next paid request needs a new one.
         ``unannounced`` is a channel we funded and have not announced yet
         (the host does not know it): it is not resynchronised.
+
+        A link made again over a session that already has one (to pick up a
+        channel opened meanwhile) resynchronises as ``sync`` does within a
+        session, not as a new session: it takes back nothing while a
+        payment of the earlier link is unanswered or in flight.  A session's
+        messages are handled concurrently, so the host may answer its
+        CHANNEL_STATE before it records a one-way balance payment sent just
+        before (specs/payments.md §After a crash).
 
         Raises:
             LocalPaymentError(BAD_TERMS): the terms are missing or not signed.
@@ -84,12 +94,18 @@ class Payer:
                                 last_sig=record.payer_sig)
         else:
             machine = PayerLink(terms=terms)
+        before = self._last_links.get(session)
+        if before is not None:
+            machine.unanswered = before.machine.unanswered or before.machine.inflight > 0
         link = HostLink(session=session, host=host, machine=machine, journal=PaymentJournal(self.ledger))
+        for closed in [s for s in self._last_links if not s.is_open]:
+            del self._last_links[closed]
+        self._last_links[session] = link
         if self.balance is not None:
             await self.balance.greet(session)  # our acknowledgement first (§Service balance, rule 6)
         if usable and machine.channel_id != unannounced:
             try:
-                await sync(link, new_session=True)
+                await sync(link, new_session=before is None)
             except RemotePaymentError as exc:
                 if not channel_refused(exc.code):
                     raise

@@ -34,6 +34,7 @@ from protocol.payments.balance import BalanceTerms, PeerBalance
 # Small thresholds: a test crosses them in a few dozen requests of 64 KiB.
 TEST_TERMS = BalanceTerms(payment_threshold=200, in_flight_limit=100, disconnect_threshold=400)
 CHUNK_SIZE = 64 * 1024  # 19 sats per PUT at 300 sats per MiB, 7 per GET at 100
+PRICE_PER_MIB_GET, PRICE_PER_MIB_PUT = 100, 300
 CHANNEL_EXPIRY = 10_000  # blocks: the test chain's tip is 500
 
 
@@ -86,8 +87,8 @@ async def open_balance_peer(root: Path, name: str, *, offer: int, terms: Balance
     root.mkdir(parents=True, exist_ok=True)
     identity = peer_identity(name)
     payee_key = PrivateKey.from_seed(b"balance-payee:" + name.encode())
-    signed = Terms(price_per_mib_get=100, price_per_mib_put=300, retention_seconds=86_400, free_allowance=free_allowance,
-                   min_capacity=10_000, expiry_window=36, min_confirmations=1, fee_rate=2,
+    signed = Terms(price_per_mib_get=PRICE_PER_MIB_GET, price_per_mib_put=PRICE_PER_MIB_PUT, retention_seconds=86_400,
+                   free_allowance=free_allowance, min_capacity=10_000, expiry_window=36, min_confirmations=1, fee_rate=2,
                    payment_pubkey=payee_key.public_key.data, identity_key=identity.public_key,
                    offer=offer).signed(identity)
     with Ledger.open(root / "ledger.sqlite3") as ledger, ChunkStore(root / "store") as store:

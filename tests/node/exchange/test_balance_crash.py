@@ -25,12 +25,16 @@ import trio
 
 from node.ledger import Ledger
 from protocol.payments.balance import PeerBalance, view_gap_bound
-from tests.helpers.balance import TEST_TERMS, open_balance_peer, open_channel, peer_identity
+from tests.helpers.balance import (CHUNK_SIZE, PRICE_PER_MIB_PUT, TEST_TERMS, open_balance_peer, open_channel,
+                                   peer_identity)
 from tests.helpers.chain import REPO_ROOT
 from tests.helpers.exchange import payer_lines
 
 NAMES = ("a", "b")
 KILLS = 20
+# PUTs that move the view by more than the disconnect threshold plus the payment threshold.
+FINAL_PUTS = (TEST_TERMS.disconnect_threshold + TEST_TERMS.payment_threshold) // (
+    PRICE_PER_MIB_PUT * CHUNK_SIZE // (1 << 20)) + 1
 OFFER = 10**9
 
 
@@ -83,8 +87,10 @@ async def test_views_agree_after_20_kills_of_either_side(tmp_path: Path) -> None
             for process, _ in children.values():
                 process.send_signal(signal.SIGKILL)
                 await process.wait()
-            # Both start again: the session's first acknowledgements resynchronise them.
-            children = {name: await start(tmp_path, name, 3) for name in NAMES}
+            # Both start again: the session's first acknowledgements resynchronise them.  The
+            # first puts enough to owe the other a payment whatever the kills left (the view
+            # is within the disconnect threshold), so the end checks always cover one.
+            children = {name: await start(tmp_path, name, FINAL_PUTS if name == NAMES[0] else 3) for name in NAMES}
             for _, lines in children.values():
                 await lines_until(lines, ["done"])
             for process, _ in children.values():

@@ -296,3 +296,38 @@ async def test_a_payment_whose_record_failed_is_withdrawn_and_the_next_pays_exac
             record = ledger.channel(str(channel))
             assert record is not None and record.total == view.paid_out == sum(p.amount for p in spent)
         assert b.view(a).paid_in == view.paid_out  # paid exactly, recorded on both sides
+
+
+async def test_a_link_made_again_over_its_session_takes_back_no_payment_the_host_is_still_recording(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A link made again over the same session (as a caller does to pick up a channel) must not resynchronise
+    # as if the session were new: the host handles a session's messages concurrently, so it may answer the
+    # CHANNEL_STATE before it records the one-way balance payment sent just before on that session.
+    async with open_balance_peer(tmp_path / "a", "a", offer=OFFER) as a, \
+            open_balance_peer(tmp_path / "b", "b", offer=OFFER) as b:
+        channel = open_channel(a, b)
+        arrived, release = trio.Event(), trio.Event()
+        charge = b.server.book.charge
+
+        async def held(peer: bytes, *, kind: Kind, **rest: object) -> int:
+            if kind is Kind.SETTLE:  # the balance payment waits here, not yet recorded by b
+                arrived.set()
+                await release.wait()
+            return await charge(peer, kind=kind, **rest)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(b.server.book, "charge", held)
+        link = await a.link(b)
+        signed = 0
+        while not signed:
+            address, data = random_chunk()
+            signed = (await a.payer.request(link, Kind.PUT, address, data)).signed
+        with trio.fail_after(10):
+            await arrived.wait()
+        again = await a.payer.link(link.session)  # CHANNEL_STATE answered while the payment waits
+        assert again.machine.unanswered and not again.machine.may_take_back
+        release.set()
+        await settled(a, b)
+        spent = a.ledger.earnings()["per_peer"].get(b.node_id.hex(), {}).get("spent", 0)
+        assert spent == b.ledger.earnings()["per_peer"][a.node_id.hex()]["earned"] == signed
+        mine, theirs = a.ledger.channel(str(channel)), b.ledger.channel(str(channel))
+        assert mine is not None and theirs is not None and mine.total == theirs.total == signed
