@@ -8,13 +8,21 @@ update), the local file is first renamed to a conflict copy, as the merge
 would have named it had it seen the edit.  The window left is the time
 between that last look and the rename, as in Syncthing.
 
+Nothing here follows a symlink: an action whose path goes through one on
+disk (or through a file) is not carried out, a symlink's own mtime is set
+and never its target's, and no mode is given to a symlink's target, so a
+synced symlink can never make a write, delete, chmod or utime land outside
+the folder (specs/sync.md §9).
+
 Blocking functions: the node runs them with ``trio.to_thread.run_sync``.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,6 +32,8 @@ from protocol.sync import MAX_CONFLICT_ATTEMPTS, EntryKind, conflict_name
 
 from .ignore import TEMP_PREFIX
 from .scan import ScanRecord, look
+
+log = logging.getLogger("mu.sync")
 
 
 class ApplyError(OSError):
@@ -41,6 +51,28 @@ class Applied:
     path: str
     record: ScanRecord | None
     kept_as: str | None
+
+
+def _inside(root: Path, path: str) -> bool:
+    """Whether every directory on the way from ``root`` to ``path`` that exists is a real one (``lstat``).
+
+    A symlink on the way would take the action out of the folder, to
+    wherever it points; a file there leaves no way through.  Either way
+    the action is not carried out (logged): the next scan records the disk
+    as it is, and the local version wins (specs/sync.md §9).
+    """
+    here = root
+    for part in path.split("/")[:-1]:
+        here = here / part
+        try:
+            mode = os.lstat(here).st_mode
+        except FileNotFoundError:
+            return True  # made below as real directories
+        if not stat.S_ISDIR(mode):
+            log.warning("not applied: %r goes through %r, which is %s", path, here.relative_to(root).as_posix(),
+                        "a symlink" if stat.S_ISLNK(mode) else "not a directory")
+            return False
+    return True
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -80,14 +112,16 @@ def _publish(root: Path, temporary: Path, path: str, expected: ScanRecord | None
 
 
 def write_file(root: Path, path: str, chunks: Iterable[bytes], *, expected: ScanRecord | None, mode: int,
-               mtime_ns: int, device: bytes) -> Applied:
-    """Write a remote file version at ``path`` (made of ``chunks``) atomically.
+               mtime_ns: int, device: bytes) -> Applied | None:
+    """Write a remote file version at ``path`` (made of ``chunks``) atomically; None if not done (``_inside``).
 
     ``expected`` is the local record the plan saw at ``path`` (None:
     nothing); ``device`` is the local device id, named in the conflict copy
     of a local version that changed since.  On any error the temporary file
     is removed and the final name keeps what it had.
     """
+    if not _inside(root, path):
+        return None
     target = root / path
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
@@ -106,8 +140,12 @@ def write_file(root: Path, path: str, chunks: Iterable[bytes], *, expected: Scan
     return _publish(root, temporary, path, expected, device)
 
 
-def write_symlink(root: Path, path: str, link_target: str, *, expected: ScanRecord | None, device: bytes) -> Applied:
-    """Make ``path`` a symlink to ``link_target`` atomically (a temporary link renamed over the name)."""
+def write_symlink(root: Path, path: str, link_target: str, *, expected: ScanRecord | None,
+                  device: bytes) -> Applied | None:
+    """Make ``path`` a symlink to ``link_target`` atomically (a temporary link renamed over the name); None if not
+    done (``_inside``).  The link is made as it came, never followed."""
+    if not _inside(root, path):
+        return None
     target = root / path
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.parent / f"{TEMP_PREFIX}{os.urandom(8).hex()}"
@@ -115,10 +153,20 @@ def write_symlink(root: Path, path: str, link_target: str, *, expected: ScanReco
     return _publish(root, temporary, path, expected, device)
 
 
-def make_directory(root: Path, path: str, *, mode: int) -> Applied:
-    """Make ``path`` a directory with ``mode`` (its parents as needed); an existing directory only gets the mode."""
+def make_directory(root: Path, path: str, *, mode: int) -> Applied | None:
+    """Make ``path`` a directory with ``mode`` (its parents as needed); an existing directory only gets the mode.
+
+    None, and nothing done, when the way there is not real directories
+    (``_inside``) or ``path`` is already something else, a symlink to a
+    directory included: its target never gets the mode.
+    """
+    if not _inside(root, path):
+        return None
     target = root / path
     target.mkdir(parents=True, exist_ok=True)
+    now = look(root, path)
+    if now is None or now.kind is not EntryKind.DIRECTORY:
+        return None
     os.chmod(target, mode)
     return Applied(path, look(root, path), None)
 
@@ -129,7 +177,10 @@ def delete_path(root: Path, path: str, *, expected: ScanRecord) -> Applied | Non
     A local version the delete did not see is kept: the scan reports it as
     a local change, which descends from the tombstone and so wins over it
     (specs/sync.md §Tombstones).  A directory is removed only when empty.
+    Nothing is removed through a symlink (``_inside``).
     """
+    if not _inside(root, path):
+        return None
     now = look(root, path)
     if now is None:
         return Applied(path, None, None)
@@ -155,10 +206,11 @@ def move_path(root: Path, source: str, target: str, *, expected_source: ScanReco
     """Rename ``source`` to ``target`` (a remote rename, or our losing version to its conflict copy).
 
     Returns None and moves nothing if ``source`` is no longer what the plan
-    saw: the caller then fetches the content instead.  A changed local
-    version at ``target`` is kept as a conflict copy first.
+    saw, or either path goes through a symlink (``_inside``): the caller
+    then fetches the content instead.  A changed local version at
+    ``target`` is kept as a conflict copy first.
     """
-    if look(root, source) != expected_source:
+    if not (_inside(root, source) and _inside(root, target)) or look(root, source) != expected_source:
         return None
     (root / target).parent.mkdir(parents=True, exist_ok=True)
     kept = _set_aside_if_changed(root, target, expected_target, device)
@@ -170,9 +222,14 @@ def move_path(root: Path, source: str, target: str, *, expected_source: ScanReco
 
 
 def set_metadata(root: Path, path: str, *, expected: ScanRecord, mode: int, mtime_ns: int) -> Applied | None:
-    """Give ``path`` a new mode and mtime if it is still what the plan saw; None (untouched) if not."""
-    if look(root, path) != expected:
+    """Give ``path`` a new mode and mtime if it is still what the plan saw; None (untouched) if not.
+
+    A symlink gets its own mtime and no mode (Linux has none to give it):
+    ``chmod`` and ``utime`` would follow it to its target, anywhere.
+    """
+    if not _inside(root, path) or look(root, path) != expected:
         return None
-    os.chmod(root / path, mode)
-    os.utime(root / path, ns=(mtime_ns, mtime_ns))
+    if expected.kind is not EntryKind.SYMLINK:
+        os.chmod(root / path, mode)
+    os.utime(root / path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
     return Applied(path, look(root, path), None)

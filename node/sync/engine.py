@@ -389,7 +389,7 @@ class FolderSync:
                 index[path] = record
         return index
 
-    def _write(self, path: str, entry: FileEntry, expected: ScanRecord | None) -> Applied:
+    def _write(self, path: str, entry: FileEntry, expected: ScanRecord | None) -> Applied | None:
         if entry.kind is EntryKind.DIRECTORY:
             return make_directory(self.root, path, mode=entry.mode)
         if entry.kind is EntryKind.SYMLINK:

@@ -9,6 +9,7 @@ periodic rescan cannot see either (the limit git and Syncthing share).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -61,11 +62,18 @@ class ScanRecord:
 
 
 def look(root: Path, path: str) -> ScanRecord | None:
-    """The record of ``root/path`` now; None if it does not exist or is not a file, directory or symlink."""
+    """The record of ``root/path`` now; None if it does not exist or is not a file, directory or symlink.
+
+    A path whose way there goes through a symlink loop does not exist either.
+    """
     try:
         return ScanRecord.of(os.lstat(root / path))
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None
+        raise
 
 
 def _syncable(path: str, unsyncable: set[str] | None) -> bool:

@@ -118,6 +118,43 @@ def test_symlinks_directories_and_metadata(tmp_path: Path) -> None:
     assert set_metadata(tmp_path, "f", expected=seen, mode=0o644, mtime_ns=MTIME) is None, "changed since"
 
 
+def test_nothing_is_applied_through_a_symlink_and_a_symlink_target_never_gets_a_mode_or_mtime(tmp_path: Path) -> None:
+    root, outside = tmp_path / "folder", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "victim").write_bytes(b"keep me")
+    os.chmod(outside / "victim", 0o600)
+    os.utime(outside / "victim", ns=(MTIME, MTIME))
+    before = os.stat(outside / "victim")
+    os.symlink(outside, root / "away")  # a synced symlink to a directory out of the folder
+    os.symlink(outside / "victim", root / "file-link")
+    os.symlink("loop-b", root / "loop-a")
+    os.symlink("loop-a", root / "loop-b")
+    # A write, directory, delete or move whose way goes through the symlink is not done.
+    assert write_file(root, "away/evil", [b"x"], expected=None, mode=0o644, mtime_ns=MTIME, device=DEVICE) is None
+    assert write_symlink(root, "away/evil-link", "/", expected=None, device=DEVICE) is None
+    assert make_directory(root, "away/sub", mode=0o777) is None
+    assert make_directory(root, "away", mode=0o777) is None  # a symlink to a directory is not one
+    victim = look(root, "away/victim")
+    assert victim is not None and delete_path(root, "away/victim", expected=victim) is None
+    (root / "mine").write_bytes(b"mine")
+    mine = look(root, "mine")
+    assert mine is not None
+    assert move_path(root, "mine", "away/mine", expected_source=mine, expected_target=None, device=DEVICE) is None
+    assert write_file(root, "loop-a/x", [b"x"], expected=None, mode=0o644, mtime_ns=MTIME, device=DEVICE) is None
+    assert look(root, "loop-a/x") is None  # a way through a symlink loop leads nowhere
+    # A symlink's metadata is its own: its target keeps its mode and mtime; a loop is no error.
+    for name in ("file-link", "away", "loop-a"):
+        seen = look(root, name)
+        assert seen is not None and seen.kind is EntryKind.SYMLINK
+        done = set_metadata(root, name, expected=seen, mode=0o777, mtime_ns=MTIME + 1)
+        assert done is not None and done.record is not None and done.record.mtime_ns == MTIME + 1
+    after = os.stat(outside / "victim")
+    assert (after.st_mode, after.st_mtime_ns) == (before.st_mode, before.st_mtime_ns)
+    assert sorted(p.name for p in outside.iterdir()) == ["victim"] and (outside / "victim").read_bytes() == b"keep me"
+    assert (root / "mine").read_bytes() == b"mine"
+
+
 def test_a_broken_muignore_is_reported(tmp_path: Path) -> None:
     (tmp_path / ".muignore").write_bytes(b"\xff\xfe not utf-8")
     with pytest.raises(IgnoreFileError, match="not UTF-8"):

@@ -130,6 +130,31 @@ def test_create_modify_delete_rename_mkdir_rmdir_chmod_reach_the_other_device_an
     trio.run(main)
 
 
+def test_symlinks_sync_as_links_and_never_touch_what_they_point_at(tmp_path: Path) -> None:
+    async def main() -> None:
+        net = Network()
+        a, b = device(tmp_path, net, "a"), device(tmp_path, net, "b")
+        outside = tmp_path / "outside.txt"  # not in the folder: sync must never change it
+        outside.write_bytes(b"not synced")
+        os.chmod(outside, 0o600)
+        os.utime(outside, ns=(10**18, 10**18))
+        (a.root / "target.txt").write_bytes(b"target")
+        os.chmod(a.root / "target.txt", 0o640)
+        os.symlink("target.txt", a.root / "link.txt")
+        os.symlink(outside, a.root / "out")
+        os.symlink("loop2", a.root / "loop1")
+        os.symlink("loop1", a.root / "loop2")
+        await settle(a, b)  # a round that fails (a symlink loop) fails the test
+        assert tree_hash(a.root) == tree_hash(b.root)
+        assert os.readlink(b.root / "out") == str(outside) and os.readlink(b.root / "loop1") == "loop2"
+        for root in (a.root, b.root):
+            assert os.stat(root / "target.txt").st_mode & 0o777 == 0o640
+        st = os.stat(outside)
+        assert (st.st_mode & 0o777, st.st_mtime_ns) == (0o600, 10**18)
+
+    trio.run(main)
+
+
 def test_a_device_catches_up_from_records_and_hosts_alone(tmp_path: Path) -> None:
     async def main() -> None:
         net = Network()
