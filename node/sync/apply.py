@@ -90,6 +90,11 @@ def _set_aside_if_changed(root: Path, path: str, expected: ScanRecord | None, de
         # Gone (a local delete that did not see this version: the version
         # wins) or unchanged: nothing to keep.
         return None
+    return _set_aside(root, path, now, device)
+
+
+def _set_aside(root: Path, path: str, now: ScanRecord, device: bytes) -> str:
+    """Rename ``root/path`` (which looks like ``now``) to the first free conflict name; return that name."""
     for attempt in range(1, MAX_CONFLICT_ATTEMPTS + 1):
         name = conflict_name(path, now.mtime_ns, device, attempt)
         if look(root, name) is None:
@@ -98,11 +103,45 @@ def _set_aside_if_changed(root: Path, path: str, expected: ScanRecord | None, de
     raise ApplyError(f"no free conflict name for {path!r} after {MAX_CONFLICT_ATTEMPTS} attempts")
 
 
+def _clear_replaced(root: Path, path: str, expected: ScanRecord | None, device: bytes) -> str | None:
+    """Make way at ``path`` for a version of another kind; return the conflict name of what was kept.
+
+    A file or symlink the plan saw replaced by a directory is removed (the
+    remote version descends from it); a directory it saw replaced by a file
+    or symlink is removed once empty (the plan's deletes of its children
+    come first), and set aside as a conflict copy while it still holds
+    something the plan did not see.  Anything changed since the plan saw it
+    is set aside.
+    """
+    now = look(root, path)
+    if now is None:
+        return None
+    if now != expected:
+        return _set_aside(root, path, now, device)
+    if now.kind is not EntryKind.DIRECTORY:
+        os.unlink(root / path)
+        return None
+    try:
+        os.rmdir(root / path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        return _set_aside(root, path, now, device)
+    return None
+
+
 def _publish(root: Path, temporary: Path, path: str, expected: ScanRecord | None, device: bytes) -> Applied:
-    """Rename the finished ``temporary`` to ``path``, keeping a changed local version as a conflict copy."""
+    """Rename the finished ``temporary`` to ``path``, keeping a changed local version as a conflict copy.
+
+    A directory the plan saw there is replaced as ``_clear_replaced`` says (rename cannot replace one).
+    """
     target = root / path
     try:
-        kept = _set_aside_if_changed(root, path, expected, device)
+        now = look(root, path)
+        if now is not None and now.kind is EntryKind.DIRECTORY:
+            kept = _clear_replaced(root, path, expected, device)
+        else:
+            kept = _set_aside_if_changed(root, path, expected, device)
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -153,22 +192,31 @@ def write_symlink(root: Path, path: str, link_target: str, *, expected: ScanReco
     return _publish(root, temporary, path, expected, device)
 
 
-def make_directory(root: Path, path: str, *, mode: int) -> Applied | None:
+def make_directory(root: Path, path: str, *, mode: int, expected: ScanRecord | None = None,
+                   device: bytes = b"") -> Applied | None:
     """Make ``path`` a directory with ``mode`` (its parents as needed); an existing directory only gets the mode.
 
-    None, and nothing done, when the way there is not real directories
-    (``_inside``) or ``path`` is already something else, a symlink to a
-    directory included: its target never gets the mode.
+    A file or symlink there (a symlink to a directory included: its target
+    never gets the mode) is replaced as ``_clear_replaced`` says: removed if
+    it is what the plan saw (``expected``), else kept as a conflict copy
+    named with ``device``.  None, and nothing done, when the way there is
+    not real directories (``_inside``).
     """
     if not _inside(root, path):
         return None
     target = root / path
+    kept = None
+    now = look(root, path)
+    if now is not None and now.kind is not EntryKind.DIRECTORY:
+        kept = _clear_replaced(root, path, expected, device)
     target.mkdir(parents=True, exist_ok=True)
     now = look(root, path)
     if now is None or now.kind is not EntryKind.DIRECTORY:
         return None
     os.chmod(target, mode)
-    return Applied(path, look(root, path), None)
+    if kept is not None:
+        _fsync_directory(target.parent)
+    return Applied(path, look(root, path), kept)
 
 
 def delete_path(root: Path, path: str, *, expected: ScanRecord) -> Applied | None:

@@ -356,6 +356,13 @@ class FolderSync:
             done.append(result)
             self._remember(result, move.entry.content)
             self.seen.pop(move.source, None)
+        # The deletes before the writes: a directory replaced by a file is
+        # empty by the time the file's write replaces it.
+        for delete in plan.deletes:
+            expected = index.get(delete.path)
+            if expected is not None:
+                done.append(delete_path(self.root, delete.path, expected=expected))
+                self.seen.pop(delete.path, None)
         for write in plan.writes:
             result = self._write(write.path, write.entry, index.get(write.path))
             done.append(result)
@@ -367,11 +374,6 @@ class FolderSync:
                                       mtime_ns=change.entry.mtime_ns)
                 done.append(result)
                 self._remember(result, change.entry.content)
-        for delete in plan.deletes:
-            expected = index.get(delete.path)
-            if expected is not None:
-                done.append(delete_path(self.root, delete.path, expected=expected))
-                self.seen.pop(delete.path, None)
         kept = tuple(a.kept_as for a in done if a is not None and a.kept_as is not None)
         return sum(a is not None for a in done), kept
 
@@ -391,7 +393,7 @@ class FolderSync:
 
     def _write(self, path: str, entry: FileEntry, expected: ScanRecord | None) -> Applied | None:
         if entry.kind is EntryKind.DIRECTORY:
-            return make_directory(self.root, path, mode=entry.mode)
+            return make_directory(self.root, path, mode=entry.mode, expected=expected, device=self.device)
         if entry.kind is EntryKind.SYMLINK:
             return write_symlink(self.root, path, os.fsdecode(entry.content), expected=expected, device=self.device)
         return write_file(self.root, path, _chunks(self.store, _content_link(entry.content)), expected=expected,

@@ -134,7 +134,6 @@ def test_nothing_is_applied_through_a_symlink_and_a_symlink_target_never_gets_a_
     assert write_file(root, "away/evil", [b"x"], expected=None, mode=0o644, mtime_ns=MTIME, device=DEVICE) is None
     assert write_symlink(root, "away/evil-link", "/", expected=None, device=DEVICE) is None
     assert make_directory(root, "away/sub", mode=0o777) is None
-    assert make_directory(root, "away", mode=0o777) is None  # a symlink to a directory is not one
     victim = look(root, "away/victim")
     assert victim is not None and delete_path(root, "away/victim", expected=victim) is None
     (root / "mine").write_bytes(b"mine")
@@ -153,6 +152,35 @@ def test_nothing_is_applied_through_a_symlink_and_a_symlink_target_never_gets_a_
     assert (after.st_mode, after.st_mtime_ns) == (before.st_mode, before.st_mtime_ns)
     assert sorted(p.name for p in outside.iterdir()) == ["victim"] and (outside / "victim").read_bytes() == b"keep me"
     assert (root / "mine").read_bytes() == b"mine"
+    # A directory where the plan saw nothing but a symlink to one is: the link is set aside, not followed.
+    outside_mode = os.stat(outside).st_mode
+    made = make_directory(root, "away", mode=0o777, device=DEVICE)
+    assert made is not None and made.kept_as is not None and os.readlink(root / made.kept_as) == str(outside)
+    assert (root / "away").is_dir() and not (root / "away").is_symlink() and os.stat(outside).st_mode == outside_mode
+
+
+def test_a_version_of_another_kind_replaces_what_the_plan_saw_and_keeps_what_it_did_not(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()  # a directory the remote made a file
+    seen = look(tmp_path, "d")
+    applied = write_file(tmp_path, "d", [b"now a file"], expected=seen, mode=0o644, mtime_ns=MTIME, device=DEVICE)
+    assert applied is not None and applied.kept_as is None and (tmp_path / "d").read_bytes() == b"now a file"
+    (tmp_path / "e").mkdir()  # ... and one that got a file the plan did not see: kept as a conflict copy
+    seen = look(tmp_path, "e")
+    (tmp_path / "e" / "new").write_bytes(b"local")
+    applied = write_symlink(tmp_path, "e", "elsewhere", expected=seen, device=DEVICE)
+    assert applied is not None and applied.kept_as is not None and os.readlink(tmp_path / "e") == "elsewhere"
+    assert (tmp_path / applied.kept_as / "new").read_bytes() == b"local"
+    (tmp_path / "f").write_bytes(b"file")  # a file the remote made a directory
+    seen = look(tmp_path, "f")
+    made = make_directory(tmp_path, "f", mode=0o750, expected=seen, device=DEVICE)
+    assert made is not None and made.kept_as is None and made.record is not None
+    assert made.record.kind is EntryKind.DIRECTORY and made.record.mode == 0o750
+    (tmp_path / "g").write_bytes(b"old")  # ... and one edited since the plan saw it: kept
+    seen = look(tmp_path, "g")
+    (tmp_path / "g").write_bytes(b"edited locally")
+    made = make_directory(tmp_path, "g", mode=0o755, expected=seen, device=DEVICE)
+    assert made is not None and made.kept_as is not None and (tmp_path / "g").is_dir()
+    assert (tmp_path / made.kept_as).read_bytes() == b"edited locally"
 
 
 def test_a_broken_muignore_is_reported(tmp_path: Path) -> None:

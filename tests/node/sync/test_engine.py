@@ -155,6 +155,38 @@ def test_symlinks_sync_as_links_and_never_touch_what_they_point_at(tmp_path: Pat
     trio.run(main)
 
 
+def test_a_path_that_changes_kind_reaches_the_other_device_both_ways(tmp_path: Path) -> None:
+    async def main() -> None:
+        net = Network()
+        a, b = device(tmp_path, net, "a"), device(tmp_path, net, "b")
+        (a.root / "x").write_bytes(b"a file")
+        (a.root / "d").mkdir()
+        (a.root / "d/f").write_bytes(b"in d")
+        await settle(a, b)
+        assert tree_hash(a.root) == tree_hash(b.root)
+        (a.root / "x").unlink()  # a file becomes a directory, a directory a file
+        (a.root / "x").mkdir()
+        (a.root / "x/f").write_bytes(b"x is a directory now")
+        (a.root / "d/f").unlink()
+        (a.root / "d").rmdir()
+        (a.root / "d").write_bytes(b"d is a file now")
+        await settle(a, b)  # a round that fails (rename over a directory) fails the test
+        assert tree_hash(a.root) == tree_hash(b.root)
+        assert (b.root / "x/f").read_bytes() == b"x is a directory now" and (b.root / "d").read_bytes() == b"d is a file now"
+        os.unlink(b.root / "d")  # and back, from the other device
+        (b.root / "d").mkdir()
+        os.symlink("d", b.root / "x.tmp")
+        (b.root / "x/f").unlink()
+        (b.root / "x").rmdir()
+        os.rename(b.root / "x.tmp", b.root / "x")
+        await settle(b, a)
+        assert tree_hash(a.root) == tree_hash(b.root)
+        assert (a.root / "d").is_dir() and os.readlink(a.root / "x") == "d"
+        assert not any(".sync-conflict" in p.name for p in a.root.rglob("*"))
+
+    trio.run(main)
+
+
 def test_a_device_catches_up_from_records_and_hosts_alone(tmp_path: Path) -> None:
     async def main() -> None:
         net = Network()
