@@ -192,8 +192,8 @@ def write_symlink(root: Path, path: str, link_target: str, *, expected: ScanReco
     return _publish(root, temporary, path, expected, device)
 
 
-def make_directory(root: Path, path: str, *, mode: int, expected: ScanRecord | None = None,
-                   device: bytes = b"") -> Applied | None:
+def make_directory(root: Path, path: str, *, mode: int, expected: ScanRecord | None,
+                   device: bytes) -> Applied | None:
     """Make ``path`` a directory with ``mode`` (its parents as needed); an existing directory only gets the mode.
 
     A file or symlink there (a symlink to a directory included: its target

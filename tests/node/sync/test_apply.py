@@ -108,7 +108,7 @@ def test_symlinks_directories_and_metadata(tmp_path: Path) -> None:
     link = write_symlink(tmp_path, "l", "target/elsewhere", expected=None, device=DEVICE)
     assert link.record is not None and link.record.kind is EntryKind.SYMLINK
     assert os.readlink(tmp_path / "l") == "target/elsewhere"
-    made = make_directory(tmp_path, "x/y", mode=0o700)
+    made = make_directory(tmp_path, "x/y", mode=0o700, expected=None, device=DEVICE)
     assert made.record is not None and made.record.kind is EntryKind.DIRECTORY and made.record.mode == 0o700
     (tmp_path / "f").write_bytes(b"1")
     seen = look(tmp_path, "f")
@@ -133,7 +133,7 @@ def test_nothing_is_applied_through_a_symlink_and_a_symlink_target_never_gets_a_
     # A write, directory, delete or move whose way goes through the symlink is not done.
     assert write_file(root, "away/evil", [b"x"], expected=None, mode=0o644, mtime_ns=MTIME, device=DEVICE) is None
     assert write_symlink(root, "away/evil-link", "/", expected=None, device=DEVICE) is None
-    assert make_directory(root, "away/sub", mode=0o777) is None
+    assert make_directory(root, "away/sub", mode=0o777, expected=None, device=DEVICE) is None
     victim = look(root, "away/victim")
     assert victim is not None and delete_path(root, "away/victim", expected=victim) is None
     (root / "mine").write_bytes(b"mine")
@@ -154,7 +154,7 @@ def test_nothing_is_applied_through_a_symlink_and_a_symlink_target_never_gets_a_
     assert (root / "mine").read_bytes() == b"mine"
     # A directory where the plan saw nothing but a symlink to one is: the link is set aside, not followed.
     outside_mode = os.stat(outside).st_mode
-    made = make_directory(root, "away", mode=0o777, device=DEVICE)
+    made = make_directory(root, "away", mode=0o777, expected=None, device=DEVICE)
     assert made is not None and made.kept_as is not None and os.readlink(root / made.kept_as) == str(outside)
     assert (root / "away").is_dir() and not (root / "away").is_symlink() and os.stat(outside).st_mode == outside_mode
 
