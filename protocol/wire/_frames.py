@@ -18,6 +18,8 @@ from __future__ import annotations
 import struct
 from enum import IntEnum
 
+from protocol.chunks import MAX_SEALED_SIZE
+
 WIRE_VERSION = 1
 HEADER = struct.Struct(">BBHII")
 HEADER_SIZE = HEADER.size  # 12
@@ -27,9 +29,7 @@ TAG_SIZE = 16
 
 # Hard bounds (specs/wire.md §8 Limits and defaults): checked before anything is allocated.
 MAX_META_SIZE = 64 * 1024
-# The longest chunk mu makes: 4 MiB of plaintext and its 16-byte GCM tag
-# (specs/chunks.md MAX_SEALED_SIZE; a test keeps the two equal).
-MAX_DATA_SIZE = 4 * 1024 * 1024 + 16
+MAX_DATA_SIZE = MAX_SEALED_SIZE  # the longest chunk mu makes: 4 MiB of plaintext and its tag
 MAX_FRAME_SIZE = HEADER_SIZE + MAX_META_SIZE + MAX_DATA_SIZE
 MAX_RECORD_SIZE = MAX_FRAME_SIZE + TAG_SIZE
 MIN_RECORD_SIZE = HEADER_SIZE + TAG_SIZE

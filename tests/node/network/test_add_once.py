@@ -19,13 +19,13 @@ import trio
 
 import node.files.uploader as uploader_module
 from node.files.fetcher import fetch_file
-from node.files.local import add_file
+from node.files.local import AddResult, add_file
 from node.files.locate import DhtResolver
 from node.files.uploader import ReplicationReport, replicate_chunks
 from node.store import ChunkStore
 from node.store.retention import file_addresses
 from protocol.chunks import CDC_MAX, MAX_SEALED_SIZE
-from tests.helpers.network import network
+from tests.helpers.network import Node, network
 
 CHUNK = 64 * 1024
 MiB = 1024 * 1024
@@ -51,6 +51,40 @@ def test_a_file_repeating_its_chunks_names_each_once(tmp_path: Path) -> None:
     assert set(added.addresses) == set(file_addresses(store, added.link))
 
 
+async def add_and_replicate(uploader: Node, src: Path, *, chunk_size: int | None = None
+                            ) -> tuple[AddResult, ReplicationReport, list[int]]:
+    """``add_file`` on ``uploader`` with each sealed chunk pushed by ``replicate_chunks``, wired as
+    node/files/network.py wires them; the add, the replication's report and the sealed chunks' sizes."""
+    send, recv = trio.open_memory_channel[tuple[bytes, bytes]](0)
+    reports: list[ReplicationReport] = []
+    sizes: list[int] = []
+
+    async def replicate() -> None:
+        async with recv:
+            reports.append(await replicate_chunks(recv, uploader.dialer()))
+
+    def on_sealed(address: bytes, chunk: bytearray) -> None:
+        sizes.append(len(chunk))
+        trio.from_thread.run(send.send, (address, bytes(chunk)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(replicate)
+        async with send:
+            added = await trio.to_thread.run_sync(
+                functools.partial(add_file, uploader.store, src, chunk_size=chunk_size, on_sealed=on_sealed))
+    return added, reports[0], sizes
+
+
+async def assert_fetched_from_replicas_alone(tmp_path: Path, uploader: Node, fetcher: Node, added: AddResult,
+                                             src: Path) -> None:
+    uploader.scope.cancel()  # the file must come from the replicas alone
+    out = tmp_path / "fetched.bin"
+    result = await fetch_file(added.link, out, [], max_price_per_mib=0,
+                              resolver=DhtResolver(fetcher.dialer(), added.link.root),
+                              store=ChunkStore(tmp_path / "fresh"))
+    assert out.read_bytes() == src.read_bytes() and result.progress.local_chunks == 0
+
+
 async def test_chunks_pushed_as_sealed_are_not_read_back_or_walked_and_the_file_comes_back(
         tmp_path: Path, monkeypatch) -> None:
     src = tmp_path / "file.bin"
@@ -66,31 +100,11 @@ async def test_chunks_pushed_as_sealed_are_not_read_back_or_walked_and_the_file_
 
         monkeypatch.setattr(uploader_module, "RawWalker", no_walk)
         monkeypatch.setattr(ChunkStore, "get", no_read)
-        send, recv = trio.open_memory_channel[tuple[bytes, bytes]](0)  # as node/files/network.py wires them
-        reports: list[ReplicationReport] = []
-
-        async def replicate() -> None:
-            async with recv:
-                reports.append(await replicate_chunks(recv, uploader.dialer()))
-
-        def on_sealed(address: bytes, chunk: bytearray) -> None:
-            trio.from_thread.run(send.send, (address, bytes(chunk)))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(replicate)
-            async with send:
-                added = await trio.to_thread.run_sync(
-                    functools.partial(add_file, uploader.store, src, chunk_size=CHUNK, on_sealed=on_sealed))
-        report = reports[0]
+        added, report, _ = await add_and_replicate(uploader, src, chunk_size=CHUNK)
         assert report.chunks == len(added.addresses) and report.under_replicated == 0
         assert report.replicas_confirmed == 3 * report.chunks and report.dht_lookups == 1  # one view, complete
         monkeypatch.undo()
-        uploader.scope.cancel()  # the file must come from the replicas alone
-        out = tmp_path / "fetched.bin"
-        fresh = ChunkStore(tmp_path / "fresh")
-        result = await fetch_file(added.link, out, [], max_price_per_mib=0,
-                                  resolver=DhtResolver(fetcher.dialer(), added.link.root), store=fresh)
-        assert out.read_bytes() == src.read_bytes() and result.progress.local_chunks == 0
+        await assert_fetched_from_replicas_alone(tmp_path, uploader, fetcher, added, src)
 
 
 async def test_a_file_cut_at_the_longest_chunk_is_added_and_fetched_over_the_network(tmp_path: Path) -> None:
@@ -100,28 +114,7 @@ async def test_a_file_cut_at_the_longest_chunk_is_added_and_fetched_over_the_net
     src.write_bytes(bytes(2 * CDC_MAX + 5))
     async with network(tmp_path, 5) as nodes:
         uploader, fetcher = nodes[0], nodes[4]
-        send, recv = trio.open_memory_channel[tuple[bytes, bytes]](0)
-        reports: list[ReplicationReport] = []
-        sizes: list[int] = []
-
-        async def replicate() -> None:
-            async with recv:
-                reports.append(await replicate_chunks(recv, uploader.dialer()))
-
-        def on_sealed(address: bytes, chunk: bytearray) -> None:
-            sizes.append(len(chunk))
-            trio.from_thread.run(send.send, (address, bytes(chunk)))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(replicate)
-            async with send:
-                added = await trio.to_thread.run_sync(
-                    functools.partial(add_file, uploader.store, src, on_sealed=on_sealed))
+        added, report, sizes = await add_and_replicate(uploader, src)
         assert max(sizes) == MAX_SEALED_SIZE
-        assert reports[0].under_replicated == 0 and reports[0].replicas_confirmed == 3 * reports[0].chunks
-        uploader.scope.cancel()  # the file must come from the replicas alone
-        out = tmp_path / "fetched.bin"
-        result = await fetch_file(added.link, out, [], max_price_per_mib=0,
-                                  resolver=DhtResolver(fetcher.dialer(), added.link.root),
-                                  store=ChunkStore(tmp_path / "fresh"))
-        assert out.read_bytes() == src.read_bytes() and result.progress.local_chunks == 0
+        assert report.under_replicated == 0 and report.replicas_confirmed == 3 * report.chunks
+        await assert_fetched_from_replicas_alone(tmp_path, uploader, fetcher, added, src)
