@@ -70,6 +70,10 @@ class EventQueue:
     def empty(self) -> bool:
         return not self._full and not self._paths
 
+    def __len__(self) -> int:
+        """Paths waiting to be looked at; a full rescan asked for counts as one."""
+        return len(self._paths) + self._full
+
     async def wait(self) -> None:
         """Return once something is queued."""
         while self.empty:
@@ -108,6 +112,7 @@ class ChangeDetector:
         self.rules = IgnoreRules.load(root)
         self._index: dict[str, ScanRecord] = dict(index or {})
         self.rounds = 0  # looks completed; tests and status read it
+        self._looking = 0  # paths taken by the look under way until its batch is handed on (a full look asked for: 1)
         self._looked = trio.Event()  # set (and replaced) each time a look completes
         # Paths on disk that sync cannot carry (specs/sync.md §Paths), for status.
         self.unsyncable: set[str] = set()
@@ -115,6 +120,11 @@ class ChangeDetector:
     @property
     def index(self) -> Mapping[str, ScanRecord]:
         return dict(self._index)
+
+    @property
+    def pending(self) -> int:
+        """Paths noted and not yet reported: queued, or under the look whose batch is not handed on yet."""
+        return len(self.queue) + self._looking
 
     def acknowledge(self, path: str, record: ScanRecord | None) -> None:
         """Sync itself made ``path`` look like ``record`` (None: removed it): not a local change."""
@@ -138,7 +148,7 @@ class ChangeDetector:
         """
         task_status.started()
         paths: set[str] = set()
-        full = True
+        full = asked = True  # asked: a full look something called for (the start), not the periodic one
         next_rescan = trio.current_time()
         while True:
             if not full:
@@ -146,20 +156,25 @@ class ChangeDetector:
                     await self.queue.wait()
                 if not self.queue.empty:
                     await self.queue.wait_quiet(DEBOUNCE_SECONDS, MAX_DEBOUNCE_SECONDS)
-                paths, full = self.queue.take()
+                paths, asked = self.queue.take()
                 if IGNORE_FILE in paths:
                     self.rules = IgnoreRules.load(self.root)
-                    full = True
-                full = full or trio.current_time() >= next_rescan
+                    asked = True
+                full = asked or trio.current_time() >= next_rescan
             if full:
                 next_rescan = trio.current_time() + RESCAN_SECONDS
-            found, moving = await self._settled_look(None if full else paths)
-            self.rounds += 1
-            self._looked.set()
-            self._looked = trio.Event()
-            batch = self._compare(found, moving, None if full else paths)
-            if batch:
-                await changes.send(batch)
+            # The periodic rescan is a safety net, not a change seen: it leaves pending as it was.
+            self._looking = 1 if asked else len(paths)
+            try:
+                found, moving = await self._settled_look(None if full else paths)
+                self.rounds += 1
+                self._looked.set()
+                self._looked = trio.Event()
+                batch = self._compare(found, moving, None if full else paths)
+                if batch:
+                    await changes.send(batch)
+            finally:
+                self._looking = 0
             full = False
 
     async def _look(self, paths: set[str] | None) -> dict[str, ScanRecord]:

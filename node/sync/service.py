@@ -428,13 +428,19 @@ class SyncService:
                 "device": engine.device.hex() if engine is not None else None, "files": len(live),
                 "bytes": sum(e.size for e in live.values()), "last_round": self.last.get(folder.path),
                 "watching": folder.path in self.detectors,
-                "pending_up": len(self._detected.get(folder.path, ())) + (engine.pending_local() if engine else 0),
+                "pending_up": self._pending_up(folder.path, engine),
                 "pending_down": sum(1 for device, seq in notified.items()
                                     if device not in peers or peers[device].seq < seq),
                 "conflicts": conflicts[:MAX_STATUS_CONFLICTS], "conflict_count": len(conflicts),
                 "devices_seen": [{"device": device.hex()[:16], "seq": peer.seq, "seen_ns": peer.seen_ns,
                                   "notifiable": peer.node is not None}
                                  for device, peer in sorted(peers.items())]}
+
+    def _pending_up(self, path: str, engine: FolderSync | None) -> int:
+        """Paths the detector has not reported yet, its changes no round has taken, and the engine's unpublished ones."""
+        detector = self.detectors.get(path)
+        return ((detector.pending if detector is not None else 0) + len(self._detected.get(path, ()))
+                + (engine.pending_local() if engine is not None else 0))
 
     async def ls(self, body: Json) -> Json:
         return {"folders": [self._entry(f) for f in self.folders.values()]}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from node.sync import detect
 from node.sync import (
@@ -71,6 +72,33 @@ async def test_events_are_debounced_into_one_look(tmp_path: Path, autojump_clock
     assert [(c.path, c.record.size if c.record else None) for c in batch] == [("f", 5)]
     assert trio.current_time() >= last_event + DEBOUNCE_SECONDS + SETTLE_SECONDS
     assert detector.rounds == 2, "the initial round, then one look for the five events"
+
+
+async def test_pending_counts_noted_paths_until_their_batch_is_handed_on(tmp_path: Path,
+                                                                        autojump_clock: trio.abc.Clock) -> None:
+    detector = ChangeDetector(tmp_path)
+    async with trio.open_nursery() as nursery:
+        send, changes = trio.open_memory_channel[tuple[LocalChange, ...]](0)
+        await nursery.start(detector.serve, send)
+        assert detector.pending == 1, "the first look, over the whole tree, is under way"
+        await detector.wait_rounds(1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert detector.pending == 0
+        for name in ("a", "b"):
+            (tmp_path / name).write_bytes(b"x")
+            detector.queue.note(name)
+        assert detector.pending == 2, "queued, waiting out the debounce"
+        await detector.wait_rounds(2)
+        assert detector.pending == 2, "looked at, the batch not taken yet: status must not say all is up"
+        batch = await changes.receive()
+        await trio.testing.wait_all_tasks_blocked()
+        assert detector.pending == 0
+        # The periodic rescan is due at RESCAN_SECONDS and takes at least SETTLE_SECONDS: look in its middle.
+        await trio.sleep_until(RESCAN_SECONDS + SETTLE_SECONDS / 2)
+        assert detector.rounds == 2 and detector.pending == 0, "the periodic rescan is under way and no change seen"
+        await detector.wait_rounds(3)
+        nursery.cancel_scope.cancel()
+    assert [c.path for c in batch] == ["a", "b"]
 
 
 async def test_a_file_still_being_written_is_waited_out(tmp_path: Path, autojump_clock: trio.abc.Clock,
