@@ -95,8 +95,10 @@ def _set_aside_if_changed(root: Path, path: str, expected: ScanRecord | None, de
 
 def _set_aside(root: Path, path: str, now: ScanRecord, device: bytes) -> str:
     """Rename ``root/path`` (which looks like ``now``) to the first free conflict name; return that name."""
+    # A directory's record keeps no mtime (it moves with its children): its name takes the one on disk.
+    mtime_ns = now.mtime_ns if now.kind is not EntryKind.DIRECTORY else os.lstat(root / path).st_mtime_ns
     for attempt in range(1, MAX_CONFLICT_ATTEMPTS + 1):
-        name = conflict_name(path, now.mtime_ns, device, attempt)
+        name = conflict_name(path, mtime_ns, device, attempt)
         if look(root, name) is None:
             os.rename(root / path, root / name)
             return name
@@ -273,11 +275,14 @@ def set_metadata(root: Path, path: str, *, expected: ScanRecord, mode: int, mtim
     """Give ``path`` a new mode and mtime if it is still what the plan saw; None (untouched) if not.
 
     A symlink gets its own mtime and no mode (Linux has none to give it):
-    ``chmod`` and ``utime`` would follow it to its target, anywhere.
+    ``chmod`` and ``utime`` would follow it to its target, anywhere.  A
+    directory gets its mode only: its mtime is not synced (specs/sync.md
+    §8), and the state's 0 would date it 1970.
     """
     if not _inside(root, path) or look(root, path) != expected:
         return None
     if expected.kind is not EntryKind.SYMLINK:
         os.chmod(root / path, mode)
-    os.utime(root / path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+    if expected.kind is not EntryKind.DIRECTORY:
+        os.utime(root / path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
     return Applied(path, look(root, path), None)

@@ -116,6 +116,12 @@ def test_symlinks_directories_and_metadata(tmp_path: Path) -> None:
     changed = set_metadata(tmp_path, "f", expected=seen, mode=0o600, mtime_ns=MTIME)
     assert changed is not None and changed.record is not None and changed.record.mode == 0o600
     assert set_metadata(tmp_path, "f", expected=seen, mode=0o644, mtime_ns=MTIME) is None, "changed since"
+    before = os.lstat(tmp_path / "x").st_mtime_ns
+    seen = look(tmp_path, "x")
+    assert seen is not None and seen.mtime_ns == 0, "a directory's record keeps no mtime"
+    changed = set_metadata(tmp_path, "x", expected=seen, mode=0o711, mtime_ns=seen.mtime_ns)
+    assert changed is not None and changed.record is not None and changed.record.mode == 0o711
+    assert os.lstat(tmp_path / "x").st_mtime_ns == before, "a directory's mtime is not synced: never dated 1970"
 
 
 def test_nothing_is_applied_through_a_symlink_and_a_symlink_target_never_gets_a_mode_or_mtime(tmp_path: Path) -> None:
@@ -170,6 +176,8 @@ def test_a_version_of_another_kind_replaces_what_the_plan_saw_and_keeps_what_it_
     applied = write_symlink(tmp_path, "e", "elsewhere", expected=seen, device=DEVICE)
     assert applied is not None and applied.kept_as is not None and os.readlink(tmp_path / "e") == "elsewhere"
     assert (tmp_path / applied.kept_as / "new").read_bytes() == b"local"
+    dated = os.lstat(tmp_path / applied.kept_as).st_mtime_ns
+    assert applied.kept_as == conflict_name("e", dated, DEVICE), "named with the directory's mtime on disk, not 1970"
     (tmp_path / "f").write_bytes(b"file")  # a file the remote made a directory
     seen = look(tmp_path, "f")
     made = make_directory(tmp_path, "f", mode=0o750, expected=seen, device=DEVICE)
