@@ -101,6 +101,10 @@ def _print_status(folder: dict[str, Any]) -> None:
         print(f"  {folder['conflict_count']} conflict copies:")
         for path in folder["conflicts"]:
             print(f"    {path}")
+    if folder.get("unreadable_count"):
+        print(f"  {folder['unreadable_count']} paths not synced until they can be read:")
+        for item in folder["unreadable"]:
+            print(f"    {item['path']}: {item['reason']}")
     last = folder.get("last_round")
     if last and "error" in last:
         print(f"  last round failed: {last['error']}")

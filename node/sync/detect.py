@@ -23,7 +23,7 @@ import trio
 from protocol.sync import EntryKind
 
 from .ignore import IGNORE_FILE, IgnoreRules
-from .scan import ScanRecord, scan_tree
+from .scan import ScanRecord, covered, scan_tree
 
 # Quiet time after the last event before the paths are looked at: an editor's
 # save (write temp, rename, chmod) arrives as one change, not three.
@@ -116,6 +116,8 @@ class ChangeDetector:
         self._looked = trio.Event()  # set (and replaced) each time a look completes
         # Paths on disk that sync cannot carry (specs/sync.md §Paths), for status.
         self.unsyncable: set[str] = set()
+        # Paths the last looks could not look at (permission denied), with the reason, for status.
+        self.unreadable: dict[str, str] = {}
 
     @property
     def index(self) -> Mapping[str, ScanRecord]:
@@ -166,49 +168,65 @@ class ChangeDetector:
             # The periodic rescan is a safety net, not a change seen: it leaves pending as it was.
             self._looking = 1 if asked else len(paths)
             try:
-                found, moving = await self._settled_look(None if full else paths)
+                found, moving, unreadable = await self._settled_look(None if full else paths)
+                self._note_unreadable(unreadable, None if full else paths)
                 self.rounds += 1
                 self._looked.set()
                 self._looked = trio.Event()
-                batch = self._compare(found, moving, None if full else paths)
+                batch = self._compare(found, moving, None if full else paths, unreadable)
                 if batch:
                     await changes.send(batch)
             finally:
                 self._looking = 0
             full = False
 
-    async def _look(self, paths: set[str] | None) -> dict[str, ScanRecord]:
+    async def _look(self, paths: set[str] | None) -> tuple[dict[str, ScanRecord], dict[str, str]]:
+        """The records found, and the paths that could not be looked at (path -> reason)."""
         unsyncable: set[str] = set()
+        unreadable: dict[str, str] = {}
 
         def look_each() -> dict[str, ScanRecord]:
             if paths is None:
-                return scan_tree(self.root, self.rules, unsyncable=unsyncable)
+                return scan_tree(self.root, self.rules, unsyncable=unsyncable, unreadable=unreadable)
             found: dict[str, ScanRecord] = {}
             for path in sorted(paths):
-                found.update(scan_tree(self.root, self.rules, under=path, unsyncable=unsyncable))
+                found.update(scan_tree(self.root, self.rules, under=path, unsyncable=unsyncable,
+                                       unreadable=unreadable))
             return found
 
         found = await trio.to_thread.run_sync(look_each)
         for path in sorted(unsyncable - self.unsyncable):
             log.warning("not synced: %r is not a path sync can carry (specs/sync.md §Paths)", path)
         self.unsyncable = unsyncable if paths is None else self.unsyncable | unsyncable
-        return found
+        return found, unreadable
 
-    async def _settled_look(self, paths: set[str] | None) -> tuple[dict[str, ScanRecord], set[str]]:
-        """Two looks ``SETTLE_SECONDS`` apart: the second look's settled records, and the paths still moving.
+    def _note_unreadable(self, unreadable: dict[str, str], paths: set[str] | None) -> None:
+        """Keep the unreadable paths for status: this look's, and the earlier ones it did not look at."""
+        if paths is not None:
+            looked = dict.fromkeys(paths, "")
+            unreadable = {path: reason for path, reason in self.unreadable.items()
+                          if not covered(path, looked)} | unreadable
+        for path in sorted(unreadable.keys() - self.unreadable.keys()):
+            log.warning("not synced until it can be read: %r (%s); what is under it is kept as it was",
+                        path, unreadable[path])
+        self.unreadable = unreadable
+
+    async def _settled_look(self, paths: set[str] | None) -> tuple[dict[str, ScanRecord], set[str], dict[str, str]]:
+        """Two looks ``SETTLE_SECONDS`` apart: the second look's settled records, the paths still moving,
+        and the paths the second look could not look at.
 
         A path still moving (size, mtime or presence changed between the
         looks) is queued again and left out of this round.
         """
-        first = await self._look(paths)
+        first, _ = await self._look(paths)
         await trio.sleep(SETTLE_SECONDS)
-        second = await self._look(paths)
+        second, unreadable = await self._look(paths)
         moving = {path for path in first.keys() | second.keys()
                   if (record := first.get(path)) is None or not record.settled_with(second.get(path))}
         for path in sorted(moving):
             self.queue.note(path)
             second.pop(path, None)
-        return second, moving
+        return second, moving, unreadable
 
     def _in_scope(self, paths: set[str] | None) -> list[str]:
         """The index's paths this round looked at: all, or the named ones and everything under them."""
@@ -226,12 +244,12 @@ class ChangeDetector:
                 inside.append(known)
         return inside
 
-    def _compare(self, found: dict[str, ScanRecord], moving: set[str],
-                 paths: set[str] | None) -> tuple[LocalChange, ...]:
+    def _compare(self, found: dict[str, ScanRecord], moving: set[str], paths: set[str] | None,
+                 unreadable: Mapping[str, str]) -> tuple[LocalChange, ...]:
         changed: dict[str, ScanRecord | None] = {}
         for path in self._in_scope(paths):
-            if path in moving:
-                continue
+            if path in moving or (path not in found and covered(path, unreadable)):
+                continue  # still moving, or under a directory that could not be read: unknown, not gone
             if self.rules.ignores(path, is_dir=self._index[path].kind is EntryKind.DIRECTORY):
                 # Newly ignored: sync stops looking; it is not a delete (specs/sync.md §Ignored paths).
                 del self._index[path]

@@ -15,6 +15,7 @@ The network is two small interfaces, so the round is the same on a node
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +54,9 @@ from protocol.sync import (
 from .apply import Applied, delete_path, make_directory, move_path, set_metadata, write_file, write_symlink
 from .detect import LocalChange
 from .ignore import IgnoreRules
-from .scan import ScanRecord, look, scan_tree
+from .scan import ScanRecord, covered, look, scan_tree
+
+log = logging.getLogger("mu.sync")
 
 LINK_BYTES = 64  # a file's content reference: root || key (specs/chunks.md Link)
 # Files a round reads (stores) at most (specs/sync.md §15 The sync service): a folder of
@@ -141,6 +144,8 @@ class FolderSync:
     node_id: bytes | None = None  # the node this device runs on, named in its record for notifies
     peers: dict[bytes, PeerDevice] = field(default_factory=dict)  # the other devices, as their records say
     published_seq: int = 0  # this device's record's sequence number last published
+    # Paths that could not be read (permission denied) -> the reason: left as the state has them, tried each round.
+    unreadable: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.state = FolderState.of(self.device)
@@ -163,17 +168,38 @@ class FolderSync:
         while it was read is left out and its path added to ``retry``.
         """
         if detected is None:
-            found = scan_tree(self.root, IgnoreRules.load(self.root))
-            gone = [path for path, entry in self.state.items() if not entry.deleted and path not in found]
+            unreadable: dict[str, str] = {}
+            found = scan_tree(self.root, IgnoreRules.load(self.root), unreadable=unreadable)
+            # Under a directory that could not be listed, a path is unknown, not gone (specs/sync.md §8).
+            gone = [path for path, entry in self.state.items()
+                    if not entry.deleted and path not in found and not covered(path, unreadable)]
+            # This scan's, and the files that could not be read (tried again below).
+            self.unreadable = {path: reason for path, reason in self.unreadable.items()
+                               if path in found and found[path].kind is EntryKind.FILE} | unreadable
         else:
             found = {c.path: c.record for c in detected if c.record is not None}
             gone = [c.path for c in detected if c.record is None]
+            # The detector reports a change once: a file that could not be read is tried again each round.
+            for path in list(self.unreadable):
+                if path not in found and path not in gone:
+                    try:
+                        record = look(self.root, path)
+                    except PermissionError:
+                        continue  # its directory is not searchable: still unreadable
+                    if record is not None and record.kind is EntryKind.FILE:
+                        found[path] = record
+                    else:
+                        del self.unreadable[path]  # gone or no longer a file: the detector reports that
+        for path in gone:
+            self.unreadable.pop(path, None)
         stored = self._store_changed(found)
         behind = False
         changes: list[tuple[str, Observation | None]] = []
         for path, record in found.items():
             content = b""
             if record.kind is EntryKind.FILE:
+                if path in self.unreadable:
+                    continue  # the state keeps what it had: no change is known, and none is lost
                 if path not in stored:
                     known = self.seen.get(path)
                     if known is None or known[0] != record:
@@ -207,6 +233,12 @@ class FolderSync:
         links.update((path, self._store_file(path)) for path in todo if path not in links)
         out: dict[str, bytes | None] = {}
         for path, link in links.items():
+            if isinstance(link, str):
+                if path not in self.unreadable:
+                    log.warning("not synced until it can be read: %r (%s)", path, link)
+                self.unreadable[path] = link
+                continue
+            self.unreadable.pop(path, None)
             if link is None:  # gone since the detector saw it: looked at again next round
                 out[path] = None
                 continue
@@ -219,8 +251,8 @@ class FolderSync:
             self.seen[path] = (found[path], link.root + link.key)
         return out
 
-    def _store_file(self, path: str) -> Link | None:
-        """The stored file's link; None if it is no longer there.
+    def _store_file(self, path: str) -> Link | str | None:
+        """The stored file's link; None if it is no longer there; the reason if it cannot be read.
 
         A detector's change can name a file that went away before the round
         read it (the user deleted it, or this round's previous apply did: a
@@ -228,11 +260,19 @@ class FolderSync:
         is looked at again, and then reported gone (specs/sync.md §8 Change
         detection).  Failing the round instead would keep the same stale
         change and fail every round after it.
+
+        A file this device may not read (permission denied) is left out of
+        the round, not failed: the rest of the folder goes on syncing, and
+        the file is tried again each round (specs/sync.md §8).
         """
         try:
             return store_file(self.store, self.root / path, self.cap.chunk_secret).link
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except PermissionError as exc:
+            if exc.filename is None or os.fsdecode(exc.filename) != str(self.root / path):
+                raise  # the store's, not the file's: that fails the round
+            return exc.strerror or str(exc)
 
     async def _publish(self) -> int | None:
         """Upload this device's state and publish its record, if it changed; join the roster."""

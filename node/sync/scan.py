@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,21 +88,45 @@ def _syncable(path: str, unsyncable: set[str] | None) -> bool:
     return True
 
 
+def covered(path: str, unreadable: Mapping[str, str]) -> bool:
+    """True if ``path`` is an unreadable path or lies under one ('' covers the whole folder)."""
+    if not unreadable:
+        return False
+    if "" in unreadable or path in unreadable:
+        return True
+    parts = path.split("/")
+    return any("/".join(parts[:i]) in unreadable for i in range(1, len(parts)))
+
+
 def scan_tree(root: Path, rules: IgnoreRules, under: str = "", *,
-              unsyncable: set[str] | None = None) -> dict[str, ScanRecord]:
+              unsyncable: set[str] | None = None, unreadable: dict[str, str] | None = None) -> dict[str, ScanRecord]:
     """Every synced path at or below ``under`` ('' for the whole folder), with its record.
 
     Ignored directories are not entered.  A name sync cannot carry (not
     UTF-8, a backslash: specs/sync.md §Paths) is left out, with what is
-    under it, and added to ``unsyncable`` so the caller can say so.
-    Blocking: run it in a thread.  Raises ScanError if the root is not a
-    directory or the tree holds more than MAX_SCAN_ENTRIES paths.
+    under it, and added to ``unsyncable`` so the caller can say so.  A
+    directory that cannot be listed or a path that cannot be looked at
+    (permission denied) goes into ``unreadable`` with the reason: what is
+    under it is unknown, not gone (specs/sync.md §8), and the caller must
+    not take its absence for a delete.  Without ``unreadable`` that error
+    is raised.  Blocking: run it in a thread.  Raises ScanError if the root
+    is not a directory or the tree holds more than MAX_SCAN_ENTRIES paths.
     """
     if not root.is_dir():
         raise ScanError(f"the synced folder {root} is not a directory")
     found: dict[str, ScanRecord] = {}
+
+    def denied(path: str, exc: PermissionError) -> None:
+        if unreadable is None:
+            raise exc
+        unreadable[path] = exc.strerror or str(exc)
+
     if under:
-        record = look(root, under)
+        try:
+            record = look(root, under)
+        except PermissionError as exc:
+            denied(under, exc)
+            return found
         if (record is None or rules.ignores(under, is_dir=record.kind is EntryKind.DIRECTORY)
                 or not _syncable(under, unsyncable)):
             return found
@@ -115,11 +140,18 @@ def scan_tree(root: Path, rules: IgnoreRules, under: str = "", *,
             listing = list(os.scandir(root / directory))
         except (FileNotFoundError, NotADirectoryError):
             continue  # removed while we looked: the next event or rescan sees it gone
+        except PermissionError as exc:
+            denied(directory, exc)
+            continue
         for item in listing:
             path = f"{directory}/{item.name}" if directory else item.name
             try:
                 record = ScanRecord.of(item.stat(follow_symlinks=False))
             except FileNotFoundError:
+                continue
+            except PermissionError as exc:  # a directory listed but not searchable
+                if _syncable(path, unsyncable) and not rules.ignores(path, is_dir=False):
+                    denied(path, exc)
                 continue
             if (record is None or rules.ignores(path, is_dir=record.kind is EntryKind.DIRECTORY)
                     or not _syncable(path, unsyncable)):

@@ -70,6 +70,8 @@ PARALLEL_FILES = 16
 POLL_ENV = "MU_SYNC_POLL_SECONDS"
 #: Conflict copies ``sync-status`` lists by name (it counts them all).
 MAX_STATUS_CONFLICTS = 100
+# Unreadable paths sync-status names (it counts them all).
+MAX_STATUS_UNREADABLE = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,9 +434,19 @@ class SyncService:
                 "pending_down": sum(1 for device, seq in notified.items()
                                     if device not in peers or peers[device].seq < seq),
                 "conflicts": conflicts[:MAX_STATUS_CONFLICTS], "conflict_count": len(conflicts),
+                **self._unreadable(folder.path, engine),
                 "devices_seen": [{"device": device.hex()[:16], "seq": peer.seq, "seen_ns": peer.seen_ns,
                                   "notifiable": peer.node is not None}
                                  for device, peer in sorted(peers.items())]}
+
+    def _unreadable(self, path: str, engine: FolderSync | None) -> Json:
+        """The paths this device could not read (permission denied): kept as they were, tried again."""
+        found = dict(engine.unreadable) if engine is not None else {}
+        detector = self.detectors.get(path)
+        if detector is not None:
+            found |= detector.unreadable
+        return {"unreadable": [{"path": p, "reason": r} for p, r in sorted(found.items())[:MAX_STATUS_UNREADABLE]],
+                "unreadable_count": len(found)}
 
     def _pending_up(self, path: str, engine: FolderSync | None) -> int:
         """Paths the detector has not reported yet, its changes no round has taken, and the engine's unpublished ones."""

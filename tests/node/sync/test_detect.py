@@ -108,9 +108,9 @@ async def test_a_file_still_being_written_is_waited_out(tmp_path: Path, autojump
     looks: list[int] = []
     real_scan = detect.scan_tree
 
-    def scan_then_append(root: Path, rules: IgnoreRules, under: str = "", *,
-                         unsyncable: set[str] | None = None) -> dict[str, object]:
-        found = real_scan(root, rules, under, unsyncable=unsyncable)
+    def scan_then_append(root: Path, rules: IgnoreRules, under: str = "", *, unsyncable: set[str] | None = None,
+                         unreadable: dict[str, str] | None = None) -> dict[str, object]:
+        found = real_scan(root, rules, under, unsyncable=unsyncable, unreadable=unreadable)
         looks.append(growing.stat().st_size)
         if len(looks) < 3:  # a writer appends after each of the first two looks
             with growing.open("ab") as out:
