@@ -168,6 +168,11 @@ def _directory(body: Json) -> Path:
     return path
 
 
+def _overlap(a: Path, b: Path) -> bool:
+    """True if ``a`` and ``b`` (resolved) are the same directory or one lies inside the other."""
+    return a == b or a in b.parents or b in a.parents
+
+
 def _remove_leftovers(root: Path) -> None:
     """Remove sync's temporary files a crash left between write and rename (specs/sync.md §9)."""
     for directory, _dirs, files in os.walk(root):
@@ -409,6 +414,7 @@ class SyncService:
             cap = parsed
         if str(directory) in self.folders:
             raise ControlError(409, "exists", f"{directory} is already synced")
+        self._refuse_overlap(directory)
         folder = SyncedFolder(str(directory), cap.to_string(), secrets.token_bytes(SEED_SIZE).hex())
         self.folders[folder.path] = folder
         await trio.to_thread.run_sync(self._save)
@@ -418,6 +424,23 @@ class SyncService:
         if isinstance(cap, WriteCap) and link is None:
             reply["write_link"] = cap.to_string()  # printed once, for the user's other devices
         return reply
+
+    def _refuse_overlap(self, directory: Path) -> None:
+        """Refuse a folder that holds this node's data dir or another synced folder, or lies inside one.
+
+        The node's store would be synced into itself (each round's chunks new
+        files for the next round, without end), and a file in two folders is
+        read, written and set aside by both (specs/sync.md §15).
+        """
+        real = directory.resolve()
+        data_dir = self.dir.parent.resolve()
+        if _overlap(real, data_dir):
+            raise ControlError(409, "overlaps", f"{directory} and this node's data dir {data_dir} overlap: "
+                                                "sync a folder that neither holds it nor lies inside it")
+        for other in self.folders:
+            if _overlap(real, Path(other).resolve()):
+                raise ControlError(409, "overlaps", f"{directory} and the synced folder {other} overlap: "
+                                                    "one inside the other would sync its files twice")
 
     def _entry(self, folder: SyncedFolder) -> Json:
         engine = self.engines.get(folder.path)

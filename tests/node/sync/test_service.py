@@ -83,3 +83,25 @@ def test_leftover_temporary_files_are_removed_when_the_folder_is_opened(tmp_path
         assert sorted(p.name for p in folder.rglob("*")) == ["kept.txt", "sub"]
 
     trio.run(main)
+
+
+def test_a_folder_overlapping_the_data_dir_or_another_synced_folder_is_refused(tmp_path: Path) -> None:
+    async def main() -> None:
+        sync = service(tmp_path)  # data dir: tmp_path / "data"
+        docs, beside = tmp_path / "docs", tmp_path / "beside"
+        for directory in (docs / "sub", beside, tmp_path / "data" / "inside"):
+            directory.mkdir(parents=True)
+        (tmp_path / "via-link").symlink_to(docs)
+        await sync.add({"path": str(docs)})
+        for path, other in ((docs / "sub", "docs"), (tmp_path, "data dir"), (tmp_path / "via-link", "docs"),
+                            (tmp_path / "data", "data dir"), (tmp_path / "data" / "inside", "data dir")):
+            try:
+                await sync.add({"path": str(path)})
+            except ControlError as exc:
+                assert exc.status == 409 and exc.code == "overlaps" and other in exc.message, (path, exc.message)
+            else:
+                raise AssertionError(f"{path} was synced")
+        assert (await sync.add({"path": str(beside)}))["path"] == str(beside)
+        assert sorted(sync.folders) == [str(beside), str(docs)]
+
+    trio.run(main)
