@@ -246,15 +246,34 @@ async function loadSync() {
         await loadSync();
       } catch (err) { showError(err.message); }
     });
-    const state = f.paused ? "paused" : (f.last_round && f.last_round.error ? "failing" : "syncing");
-    return el("tr", { "data-path": f.path, "data-state": state }, el("td", {}, f.path, f.read_only ? " (read-only)" : ""),
-      el("td", { class: "num" }, f.files), el("td", { class: "num" }, bytes(f.bytes)), el("td", { class: "state" }, state),
+    return el("tr", { "data-path": f.path, "data-state": folderState(f) }, el("td", {}, f.path, f.read_only ? " (read-only)" : ""),
+      el("td", { class: "num" }, f.files), el("td", { class: "num" }, bytes(f.bytes)), el("td", { class: "state" }, stateText(f)),
       el("td", { class: f.last_round && f.last_round.error ? "error" : "" }, roundText(f.last_round)),
       el("td", { class: "num" }, f.conflict_count), el("td", {}, toggle));
   });
   document.getElementById("sync-folders").replaceChildren(...rows);
   const copies = folders.flatMap((f) => f.conflicts.map((c) => el("li", {}, `${f.path}/${c}`)));
   document.getElementById("sync-conflicts").replaceChildren(...(copies.length ? copies : [el("li", { class: "muted" }, "none")]));
+  const unreadable = folders.flatMap((f) => f.unreadable.map((u) => el("li", {}, `${f.path}/${u.path}: ${u.reason}`)));
+  document.getElementById("sync-unreadable").replaceChildren(
+    ...(unreadable.length ? unreadable : [el("li", { class: "muted" }, "none")]));
+}
+
+// paused, failing (the last round failed), syncing (changes on their way up or down) or up-to-date.
+// A read-only device's own edits are never sent (its pending_up counts them): they do not keep it syncing.
+function folderState(f) {
+  if (f.paused) return "paused";
+  if (f.last_round && f.last_round.error) return "failing";
+  return (f.pending_up && !f.read_only) || f.pending_down ? "syncing" : "up-to-date";
+}
+
+function stateText(f) {
+  const state = folderState(f);
+  let text = state === "syncing" ? (f.read_only ? `syncing: ${f.pending_down} down` : `syncing: ${f.pending_up} up, ${f.pending_down} down`)
+    : state === "up-to-date" ? "up to date" : state;
+  if (f.read_only && f.pending_up) text += `, ${f.pending_up} local edits kept here`;
+  if (f.unreadable_count) text += `, ${f.unreadable_count} unreadable`;
+  return text;
 }
 
 async function loadHistory(link) {

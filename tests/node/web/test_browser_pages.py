@@ -99,15 +99,18 @@ def test_sync_upload_progress_and_a_live_setting(tmp_path: Path) -> None:
             row = page.locator(f"#sync-folders tr[data-path='{synced}']")
             # The page refreshes itself: the first round counts the files and finds the conflict copy.
             row.locator("td").nth(1).filter(has_text="3").wait_for()
-            assert row.get_attribute("data-state") == "syncing"
+            # Once published, with nothing left to send or fetch: up to date, as Dropbox says it.
+            page.locator(f"#sync-folders tr[data-path='{synced}'][data-state=up-to-date]").wait_for()
+            assert row.locator("td.state").inner_text() == "up to date"
             assert page.locator("#sync-conflicts li").all_inner_texts() == [f"{synced}/{conflict}"]
+            assert page.locator("#sync-unreadable li").all_inner_texts() == ["none"]
             browser.screenshot(page, "sync")
             row.locator("button.pause").click()
             page.locator(f"#sync-folders tr[data-path='{synced}'][data-state=paused]").wait_for()
             assert call(data_dir, "POST", "sync-status", {"path": str(synced)})["paused"] is True
             browser.screenshot(page, "sync-paused")
             page.locator(f"#sync-folders tr[data-path='{synced}'] button.resume").click()
-            page.locator(f"#sync-folders tr[data-path='{synced}'][data-state=syncing]").wait_for()
+            page.locator(f"#sync-folders tr[data-path='{synced}'][data-state=up-to-date]").wait_for()
             assert call(data_dir, "POST", "sync-status", {"path": str(synced)})["paused"] is False
 
             # An upload shows the node's replication as it goes: every chunk placed, replicas counted.
