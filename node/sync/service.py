@@ -72,6 +72,8 @@ POLL_ENV = "MU_SYNC_POLL_SECONDS"
 MAX_STATUS_CONFLICTS = 100
 # Unreadable paths sync-status names (it counts them all).
 MAX_STATUS_UNREADABLE = 100
+# Distinct failures a failed round's error names.
+MAX_FAILURES_NAMED = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +168,22 @@ def _directory(body: Json) -> Path:
     if not path.is_absolute():
         raise ControlError(400, "bad-argument", "path must be an absolute path")
     return path
+
+
+def describe_failure(exc: BaseException) -> str:
+    """What failed, for a user: ``Type: message`` of each exception (a group's, each once), at most 3 named."""
+    found: list[str] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        elif (text := f"{type(exc).__name__}: {exc}") not in found:
+            found.append(text)
+
+    walk(exc)
+    more = f" (and {len(found) - MAX_FAILURES_NAMED} more)" if len(found) > MAX_FAILURES_NAMED else ""
+    return "; ".join(found[:MAX_FAILURES_NAMED]) + more
 
 
 def _overlap(a: Path, b: Path) -> bool:
@@ -367,8 +385,8 @@ class SyncService:
                 # The changes it took are kept for that round.
                 if detected is not None:
                     self._detected[folder.path] = detected + self._detected.get(folder.path, [])
-                self.last[folder.path] = {"error": f"{type(exc).__name__}: {exc}"}
-                log.warning("sync of %s failed this round: %s", folder.path, exc)
+                self.last[folder.path] = {"error": describe_failure(exc)}
+                log.warning("sync of %s failed this round: %s", folder.path, self.last[folder.path]["error"])
                 return
             detector = self.detectors.get(folder.path)
             for path in report.retry:
@@ -472,7 +490,12 @@ class SyncService:
                 "unreadable_count": len(found)}
 
     def _pending_up(self, path: str, engine: FolderSync | None) -> int:
-        """Paths the detector has not reported yet, its changes no round has taken, and the engine's unpublished ones."""
+        """Paths the detector has not reported yet, its changes no round has taken, and the engine's unpublished ones.
+
+        1 until the folder's first round since the node started: nothing on disk is known yet.
+        """
+        if path not in self.last:
+            return 1
         detector = self.detectors.get(path)
         return ((detector.pending if detector is not None else 0) + len(self._detected.get(path, ()))
                 + (engine.pending_local() if engine is not None else 0))

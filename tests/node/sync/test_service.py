@@ -11,7 +11,7 @@ import trio
 
 from node.api.control import ControlError
 from node.store import ChunkStore
-from node.sync.service import FOLDERS_FILE, SYNC_DIR, SyncService
+from node.sync.service import FOLDERS_FILE, SYNC_DIR, SyncService, describe_failure
 from protocol.chunks import Link
 from protocol.kademlia import ErrorCode, RemoteProtocolError
 from tests.node.sync.test_engine import Network
@@ -103,5 +103,38 @@ def test_a_folder_overlapping_the_data_dir_or_another_synced_folder_is_refused(t
                 raise AssertionError(f"{path} was synced")
         assert (await sync.add({"path": str(beside)}))["path"] == str(beside)
         assert sorted(sync.folders) == [str(beside), str(docs)]
+
+    trio.run(main)
+
+
+def test_a_failed_round_names_what_failed_inside_its_task_groups(tmp_path: Path) -> None:
+    full = OSError(28, "No space left on device")
+    nested = ExceptionGroup("Exceptions from Trio nursery (2 sub-exceptions)", [
+        ExceptionGroup("Exceptions from Trio nursery (1 sub-exception)", [full]), OSError(28, "No space left on device"),
+        KeyError("x")])
+    assert describe_failure(nested) == "OSError: [Errno 28] No space left on device; KeyError: 'x'"
+    many = ExceptionGroup("many", [ValueError(str(i)) for i in range(5)])
+    assert describe_failure(many) == "ValueError: 0; ValueError: 1; ValueError: 2 (and 2 more)"
+
+    async def main() -> None:
+        sync = service(tmp_path)
+        folder = tmp_path / "docs"
+        folder.mkdir()
+        await sync.add({"path": str(folder)})
+        assert (await sync.status({"path": str(folder)}))["pending_up"] == 1, "nothing is known before a round"
+
+        class FullDisk:
+            async def upload(self, links: Sequence[Link], *, announce: bytes) -> None:
+                async with trio.open_nursery() as nursery:
+                    async def put() -> None:
+                        raise full
+                    nursery.start_soon(put)
+
+        sync.hosts = FullDisk()  # type: ignore[assignment]
+        (folder / "a.txt").write_bytes(b"x")
+        await sync._round(sync.folders[str(folder)])
+        status = await sync.status({"path": str(folder)})
+        assert status["last_round"]["error"] == "OSError: [Errno 28] No space left on device"
+        assert status["pending_up"] >= 1
 
     trio.run(main)
