@@ -83,14 +83,26 @@ def run_ls(args: argparse.Namespace) -> int:
         return EXIT_OK
     folders = reply.get("folders")
     for folder in folders if isinstance(folders, list) else []:
-        state = "paused" if folder["paused"] else ("read-only" if folder["read_only"] else "syncing")
-        print(f"{folder['path']}  {state}  {folder['files']} files  {folder['bytes']} bytes")
+        print(f"{folder['path']}  {_state(folder)}  {folder['files']} files  {folder['bytes']} bytes")
     return EXIT_OK
 
 
+def _state(folder: dict[str, Any]) -> str:
+    """paused, failing, syncing or up to date, as the web page says (specs/network.md §Pages); read-only noted."""
+    last = folder.get("last_round") or {}
+    if folder["paused"]:
+        state = "paused"
+    elif "error" in last:
+        state = "failing"
+    elif (folder["pending_up"] and not folder["read_only"]) or folder["pending_down"]:
+        state = "syncing"
+    else:
+        state = "up to date"
+    return f"{state} (read-only)" if folder["read_only"] else state
+
+
 def _print_status(folder: dict[str, Any]) -> None:
-    state = "paused" if folder["paused"] else ("read-only" if folder["read_only"] else "syncing")
-    print(f"{folder['path']}  {state}{'' if folder['watching'] else '  (not watching: rescans)'}")
+    print(f"{folder['path']}  {_state(folder)}{'' if folder['watching'] else '  (not watching: rescans)'}")
     print(f"  {folder['files']} files  {folder['bytes']} bytes  "
           f"pending up {folder['pending_up']}  pending down {folder['pending_down']}")
     for device in folder["devices_seen"]:
