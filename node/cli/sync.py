@@ -117,6 +117,10 @@ def _print_status(folder: dict[str, Any]) -> None:
         print(f"  {folder['unreadable_count']} paths not synced until they can be read:")
         for item in folder["unreadable"]:
             print(f"    {item['path']}: {item['reason']}")
+    if folder.get("unwritable_count"):
+        print(f"  {folder['unwritable_count']} paths not synced here until they can be written:")
+        for item in folder["unwritable"]:
+            print(f"    {item['path']}: {item['reason']}")
     last = folder.get("last_round")
     if last and "error" in last:
         print(f"  last round failed: {last['error']}")

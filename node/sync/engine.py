@@ -19,8 +19,9 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -40,6 +41,7 @@ from protocol.sync import (
     FileEntry,
     FolderState,
     MergePlan,
+    Move,
     Observation,
     SyncError,
     certify_device,
@@ -57,6 +59,9 @@ from .ignore import IgnoreRules
 from .scan import ScanRecord, covered, look, scan_tree
 
 log = logging.getLogger("mu.sync")
+
+# A remote version this disk refused (no space, a name too long...) is tried again this long after.
+UNWRITABLE_RETRY_SECONDS = 60.0
 
 LINK_BYTES = 64  # a file's content reference: root || key (specs/chunks.md Link)
 # Files a round reads (stores) at most (specs/sync.md §15 The sync service): a folder of
@@ -146,6 +151,10 @@ class FolderSync:
     published_seq: int = 0  # this device's record's sequence number last published
     # Paths that could not be read (permission denied) -> the reason: left as the state has them, tried each round.
     unreadable: dict[str, str] = field(default_factory=dict)
+    # Paths whose remote version the last round could not apply here -> the reason, and when it was last tried
+    # (time.monotonic()): tried again UNWRITABLE_RETRY_SECONDS later.
+    unwritable: dict[str, str] = field(default_factory=dict)
+    _unwritable_at: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.state = FolderState.of(self.device)
@@ -371,28 +380,57 @@ class FolderSync:
         files = [_content_link(w.entry.content) for w in plan.writes if w.entry.kind is EntryKind.FILE]
         if files:
             await self.hosts.ensure(files, near=state_roots)
-        done: tuple[int, tuple[str, ...]] = (0, ())
+        done: tuple[int, tuple[str, ...], dict[str, str]] = (0, (), {})
         if plan.moves or plan.writes or plan.metadata or plan.deletes:
             # Applying looks at the paths the plan touches (what each action expects on disk).
             done = await trio.to_thread.run_sync(self._apply, plan)
-        applied, kept = done
-        self.state = plan.state
+        applied, kept, failed = done
+        self.state = self._keep_local(plan.state, failed)
+        for path in sorted(failed.keys() - self.unwritable.keys()):
+            log.warning("not synced here until it can be written: %r (%s)", path, failed[path])
+        self.unwritable = failed
+        self._unwritable_at = {path: at for path, at in self._unwritable_at.items() if path in failed}
         if self.writer and plan.state.serialize() != self.published:
             await self._publish()
         return RoundReport(local_changes=local_changes, published_seq=published, applied=applied,
                            conflicts=tuple(c.copy_path for c in plan.conflicts) + kept, devices=tuple(merged),
                            refused=tuple(refused), retry=tuple(retry))
 
-    def _apply(self, plan: MergePlan) -> tuple[int, tuple[str, ...]]:
-        """Carry out ``plan`` on disk in its order (specs/sync.md §7.2 The plan); blocking."""
+    def _apply(self, plan: MergePlan) -> tuple[int, tuple[str, ...], dict[str, str]]:
+        """Carry out ``plan`` on disk in its order (specs/sync.md §7.2 The plan); blocking.
+
+        Returns the actions done, the conflict copies kept, and the paths
+        whose action failed on this disk (path -> reason: no space, a name
+        too long for the file system, a directory it may not write): the
+        rest of the plan is still carried out (specs/sync.md §9).
+        """
         done: list[Applied | None] = []
+        failed: dict[str, str] = {}
+
+        now = time.monotonic()
+
+        def attempt(paths: tuple[str, ...], action: Callable[[], Applied | None]) -> Applied | None:
+            if any(path in self._unwritable_at and now < self._unwritable_at[path] + UNWRITABLE_RETRY_SECONDS
+                   for path in paths):  # refused lately: not tried again yet (a write that fills the disk is not redone each round)
+                failed.update((path, self.unwritable.get(path, "not tried again yet")) for path in paths)
+                return None
+            try:
+                return action()
+            except OSError as exc:  # ApplyError too: what the disk refused, for these paths only
+                failed.update(dict.fromkeys(paths, exc.strerror or str(exc)))
+                self._unwritable_at.update(dict.fromkeys(paths, now))
+                return None
+
         index = self._look_at(plan)
         for move in plan.moves:
             source = index.get(move.source)
-            result = move_path(self.root, move.source, move.target, expected_source=source,
-                               expected_target=index.get(move.target), device=self.device) if source else None
-            if result is None:
-                result = self._write(move.target, move.entry, index.get(move.target))
+
+            def do_move(move: Move = move, source: ScanRecord | None = source) -> Applied | None:
+                result = move_path(self.root, move.source, move.target, expected_source=source,
+                                   expected_target=index.get(move.target), device=self.device) if source else None
+                return result or self._write(move.target, move.entry, index.get(move.target))
+
+            result = attempt((move.source, move.target), do_move)
             done.append(result)
             self._remember(result, move.entry.content)
             self.seen.pop(move.source, None)
@@ -401,21 +439,39 @@ class FolderSync:
         for delete in plan.deletes:
             expected = index.get(delete.path)
             if expected is not None:
-                done.append(delete_path(self.root, delete.path, expected=expected))
+                done.append(attempt((delete.path,), partial(delete_path, self.root, delete.path, expected=expected)))
                 self.seen.pop(delete.path, None)
         for write in plan.writes:
-            result = self._write(write.path, write.entry, index.get(write.path))
+            result = attempt((write.path,), partial(self._write, write.path, write.entry, index.get(write.path)))
             done.append(result)
             self._remember(result, write.entry.content)
         for change in plan.metadata:
             expected = index.get(change.path)
             if expected is not None:
-                result = set_metadata(self.root, change.path, expected=expected, mode=change.entry.mode,
-                                      mtime_ns=change.entry.mtime_ns)
+                result = attempt((change.path,), partial(set_metadata, self.root, change.path, expected=expected,
+                                                         mode=change.entry.mode, mtime_ns=change.entry.mtime_ns))
                 done.append(result)
                 self._remember(result, change.entry.content)
         kept = tuple(a.kept_as for a in done if a is not None and a.kept_as is not None)
-        return sum(a is not None for a in done), kept
+        return sum(a is not None for a in done), kept, failed
+
+    def _keep_local(self, merged: FolderState, failed: Mapping[str, str]) -> FolderState:
+        """``merged``, with this device's own entry (or none) at each path whose action failed.
+
+        The state then says what the disk holds: the next round merges the
+        remote version again and tries it again, and this device's record
+        never claims a version it does not have.
+        """
+        if not failed:
+            return merged
+        entries = dict(merged.items())
+        for path in failed:
+            local = self.state.get(path)
+            if local is None:
+                entries.pop(path, None)
+            else:
+                entries[path] = local
+        return FolderState.of(self.device, entries)
 
     def _look_at(self, plan: MergePlan) -> dict[str, ScanRecord]:
         """How the paths ``plan`` touches look now (an ignored path as absent): no scan of the whole tree."""

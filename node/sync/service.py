@@ -70,7 +70,7 @@ PARALLEL_FILES = 16
 POLL_ENV = "MU_SYNC_POLL_SECONDS"
 #: Conflict copies ``sync-status`` lists by name (it counts them all).
 MAX_STATUS_CONFLICTS = 100
-# Unreadable paths sync-status names (it counts them all).
+# Unreadable (and unwritable) paths sync-status names (it counts them all).
 MAX_STATUS_UNREADABLE = 100
 # Distinct failures a failed round's error names.
 MAX_FAILURES_NAMED = 3
@@ -481,13 +481,17 @@ class SyncService:
                                  for device, peer in sorted(peers.items())]}
 
     def _unreadable(self, path: str, engine: FolderSync | None) -> Json:
-        """The paths this device could not read (permission denied): kept as they were, tried again."""
+        """The paths this device could not read (permission denied) or write (no space...): tried again."""
         found = dict(engine.unreadable) if engine is not None else {}
         detector = self.detectors.get(path)
         if detector is not None:
             found |= detector.unreadable
+        unwritable = engine.unwritable if engine is not None else {}
         return {"unreadable": [{"path": p, "reason": r} for p, r in sorted(found.items())[:MAX_STATUS_UNREADABLE]],
-                "unreadable_count": len(found)}
+                "unreadable_count": len(found),
+                "unwritable": [{"path": p, "reason": r}
+                               for p, r in sorted(unwritable.items())[:MAX_STATUS_UNREADABLE]],
+                "unwritable_count": len(unwritable)}
 
     def _pending_up(self, path: str, engine: FolderSync | None) -> int:
         """Paths the detector has not reported yet, its changes no round has taken, and the engine's unpublished ones.

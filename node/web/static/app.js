@@ -254,7 +254,9 @@ async function loadSync() {
   document.getElementById("sync-folders").replaceChildren(...rows);
   const copies = folders.flatMap((f) => f.conflicts.map((c) => el("li", {}, `${f.path}/${c}`)));
   document.getElementById("sync-conflicts").replaceChildren(...(copies.length ? copies : [el("li", { class: "muted" }, "none")]));
-  const unreadable = folders.flatMap((f) => f.unreadable.map((u) => el("li", {}, `${f.path}/${u.path}: ${u.reason}`)));
+  const unreadable = folders.flatMap((f) => [
+    ...f.unreadable.map((u) => el("li", {}, `${f.path}/${u.path}: ${u.reason} (cannot be read)`)),
+    ...f.unwritable.map((u) => el("li", {}, `${f.path}/${u.path}: ${u.reason} (cannot be written here)`))]);
   document.getElementById("sync-unreadable").replaceChildren(
     ...(unreadable.length ? unreadable : [el("li", { class: "muted" }, "none")]));
 }
@@ -273,6 +275,7 @@ function stateText(f) {
     : state === "up-to-date" ? "up to date" : state;
   if (f.read_only && f.pending_up) text += `, ${f.pending_up} local edits kept here`;
   if (f.unreadable_count) text += `, ${f.unreadable_count} unreadable`;
+  if (f.unwritable_count) text += `, ${f.unwritable_count} not written`;
   return text;
 }
 

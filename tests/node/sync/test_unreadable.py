@@ -159,3 +159,45 @@ def test_sync_status_lists_what_the_device_cannot_read(tmp_path: Path, denied: s
                                         {"path": "locked", "reason": os.strerror(errno.EACCES)}]
 
     trio.run(main)
+
+
+def test_a_version_the_disk_refuses_is_not_claimed_and_the_rest_of_the_plan_is_applied(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    refused: set[str] = set()
+    real_write = engine.write_file
+
+    attempts: dict[str, int] = {}
+
+    def write_file(root: Path, path: str, *args: Any, **kwargs: Any) -> Any:
+        if path in refused:
+            attempts[path] = attempts.get(path, 0) + 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(root / path))
+        return real_write(root, path, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "write_file", write_file)
+
+    async def main() -> None:
+        net = Network()
+        a, b = device(tmp_path, net, "a"), device(tmp_path, net, "b")
+        (a.root / "note.txt").write_bytes(b"v1")
+        await settle(a, b)
+        (a.root / "note.txt").write_bytes(b"v2, longer")
+        (a.root / "big.bin").write_bytes(os.urandom(100_000))
+        (a.root / "small.txt").write_bytes(b"fits")
+        refused.update({"note.txt", "big.bin"})
+        await settle(a, b)  # no round fails
+        assert (b.root / "small.txt").read_bytes() == b"fits", "the rest of the plan is applied"
+        assert (b.root / "note.txt").read_bytes() == b"v1" and not (b.root / "big.bin").exists()
+        assert b.unwritable == {"big.bin": os.strerror(errno.ENOSPC), "note.txt": os.strerror(errno.ENOSPC)}
+        assert b.state.get("big.bin") is None, "B's record never claims a version it does not have"
+        assert (a.root / "big.bin").exists() and (a.root / "note.txt").read_bytes() == b"v2, longer", "A lost nothing"
+        refused.clear()
+        await settle(a, b)
+        assert b.unwritable == {"big.bin": os.strerror(errno.ENOSPC), "note.txt": os.strerror(errno.ENOSPC)}, \
+            "not tried again before UNWRITABLE_RETRY_SECONDS"
+        assert attempts == {"big.bin": 1, "note.txt": 1}
+        monkeypatch.setattr(engine, "UNWRITABLE_RETRY_SECONDS", 0.0)
+        await settle(a, b)
+        assert b.unwritable == {} and tree_hash(a.root) == tree_hash(b.root)
+
+    trio.run(main)
