@@ -410,6 +410,11 @@ class FolderSync:
         now = time.monotonic()
 
         def attempt(paths: tuple[str, ...], action: Callable[[], Applied | None]) -> Applied | None:
+            if any(covered(path, self.unreadable) for path in paths):
+                # What is there now was never read: a write, move or delete could destroy a local
+                # change the state does not hold. Left until it can be read (specs/sync.md §8).
+                failed.update(dict.fromkeys(paths, "its local version cannot be read"))
+                return None
             if any(path in self._unwritable_at and now < self._unwritable_at[path] + UNWRITABLE_RETRY_SECONDS
                    for path in paths):  # refused lately: not tried again yet (a write that fills the disk is not redone each round)
                 failed.update((path, self.unwritable.get(path, "not tried again yet")) for path in paths)

@@ -201,3 +201,29 @@ def test_a_version_the_disk_refuses_is_not_claimed_and_the_rest_of_the_plan_is_a
         assert b.unwritable == {} and tree_hash(a.root) == tree_hash(b.root)
 
     trio.run(main)
+
+
+def test_a_remote_version_never_replaces_or_deletes_a_file_this_device_cannot_read(tmp_path: Path,
+                                                                                    denied: set[Path]) -> None:
+    async def main() -> None:
+        net = Network()
+        a, b = device(tmp_path, net, "a"), device(tmp_path, net, "b")
+        for name in ("secret.txt", "doomed.txt"):
+            (a.root / name).write_bytes(b"v1")
+        await settle(a, b)
+        (a.root / "secret.txt").write_bytes(b"a's edit, unread")
+        (a.root / "doomed.txt").write_bytes(b"a's other edit, unread")
+        denied.update({a.root / "secret.txt", a.root / "doomed.txt"})
+        (b.root / "secret.txt").write_bytes(b"b's edit")
+        (b.root / "doomed.txt").unlink()
+        await settle(b, a)
+        assert (a.root / "secret.txt").read_bytes() == b"a's edit, unread", "not overwritten"
+        assert (a.root / "doomed.txt").read_bytes() == b"a's other edit, unread", "not deleted"
+        assert set(a.unwritable) == {"doomed.txt", "secret.txt"}
+        denied.clear()
+        await settle(a, b, a, b)
+        assert tree_hash(a.root) == tree_hash(b.root)
+        kept = {p.read_bytes() for p in b.root.iterdir()}
+        assert {b"a's edit, unread", b"b's edit", b"a's other edit, unread"} <= kept, "every version kept"
+
+    trio.run(main)
