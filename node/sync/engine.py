@@ -149,8 +149,11 @@ class FolderSync:
     node_id: bytes | None = None  # the node this device runs on, named in its record for notifies
     peers: dict[bytes, PeerDevice] = field(default_factory=dict)  # the other devices, as their records say
     published_seq: int = 0  # this device's record's sequence number last published
-    # Paths that could not be read (permission denied) -> the reason: left as the state has them, tried each round.
-    unreadable: dict[str, str] = field(default_factory=dict)
+    # Paths that could not be read (permission denied) -> the reason, left as the state has them: files that
+    # could not be opened (tried again each round), and directories that could not be listed or paths that
+    # could not be looked at (the last full scan's, or the detector's as the service passes them).
+    unreadable_files: dict[str, str] = field(default_factory=dict)
+    unreadable_tree: dict[str, str] = field(default_factory=dict)
     # Paths whose remote version the last round could not apply here -> the reason, and when it was last tried
     # (time.monotonic()): tried again UNWRITABLE_RETRY_SECONDS later.
     unwritable: dict[str, str] = field(default_factory=dict)
@@ -164,11 +167,16 @@ class FolderSync:
         return Identity(self.device_seed).public_key
 
     @property
+    def unreadable(self) -> dict[str, str]:
+        """Every path this device could not read, with the reason."""
+        return {**self.unreadable_tree, **self.unreadable_files}
+
+    @property
     def writer(self) -> bool:
         return isinstance(self.cap, WriteCap)
 
-    def _observe(self, detected: Sequence[LocalChange] | None,
-                 retry: list[str]) -> tuple[list[tuple[str, Observation | None]], bool]:
+    def _observe(self, detected: Sequence[LocalChange] | None, retry: list[str],
+                 unreadable: Mapping[str, str] | None = None) -> tuple[list[tuple[str, Observation | None]], bool]:
         """Store new or changed files; return what differs from the state (blocking).
 
         And whether files were left unread (past ``ROUND_FILES``).
@@ -177,19 +185,21 @@ class FolderSync:
         while it was read is left out and its path added to ``retry``.
         """
         if detected is None:
-            unreadable: dict[str, str] = {}
-            found = scan_tree(self.root, IgnoreRules.load(self.root), unreadable=unreadable)
+            tree: dict[str, str] = {}
+            found = scan_tree(self.root, IgnoreRules.load(self.root), unreadable=tree)
             # Under a directory that could not be listed, a path is unknown, not gone (specs/sync.md §8).
             gone = [path for path, entry in self.state.items()
-                    if not entry.deleted and path not in found and not covered(path, unreadable)]
-            # This scan's, and the files that could not be read (tried again below).
-            self.unreadable = {path: reason for path, reason in self.unreadable.items()
-                               if path in found and found[path].kind is EntryKind.FILE} | unreadable
+                    if not entry.deleted and path not in found and not covered(path, tree)]
+            self.unreadable_tree = tree
+            self.unreadable_files = {path: reason for path, reason in self.unreadable_files.items()
+                                     if path in found and found[path].kind is EntryKind.FILE}
         else:
             found = {c.path: c.record for c in detected if c.record is not None}
             gone = [c.path for c in detected if c.record is None]
+            if unreadable is not None:
+                self._catch_up(unreadable, found, gone)
             # The detector reports a change once: a file that could not be read is tried again each round.
-            for path in list(self.unreadable):
+            for path in list(self.unreadable_files):
                 if path not in found and path not in gone:
                     try:
                         record = look(self.root, path)
@@ -198,16 +208,16 @@ class FolderSync:
                     if record is not None and record.kind is EntryKind.FILE:
                         found[path] = record
                     else:
-                        del self.unreadable[path]  # gone or no longer a file: the detector reports that
+                        del self.unreadable_files[path]  # gone or no longer a file: the detector reports that
         for path in gone:
-            self.unreadable.pop(path, None)
+            self.unreadable_files.pop(path, None)
         stored = self._store_changed(found)
         behind = False
         changes: list[tuple[str, Observation | None]] = []
         for path, record in found.items():
             content = b""
             if record.kind is EntryKind.FILE:
-                if path in self.unreadable:
+                if path in self.unreadable_files:
                     continue  # the state keeps what it had: no change is known, and none is lost
                 if path not in stored:
                     known = self.seen.get(path)
@@ -226,6 +236,26 @@ class FolderSync:
         changes.extend((path, None) for path in gone)
         return changes, behind
 
+    def _catch_up(self, unreadable: Mapping[str, str], found: dict[str, ScanRecord], gone: list[str]) -> None:
+        """Take the detector's unreadable paths; look here at each one it can read again (blocking).
+
+        What changed under such a path while it could not be read must be in
+        the state before this round merges, or a remote version would replace
+        it unseen; the detector's batch saying so may not have come yet.
+        """
+        tree = dict(unreadable)
+        cleared = [path for path in self.unreadable_tree if not covered(path, tree)]
+        rules = IgnoreRules.load(self.root) if cleared else None
+        for path in cleared:
+            assert rules is not None
+            under = scan_tree(self.root, rules, under=path, unreadable=tree)
+            for child, record in under.items():
+                found.setdefault(child, record)
+            gone.extend(child for child, entry in self.state.items()
+                        if (child == path or child.startswith(path + "/")) and not entry.deleted
+                        and child not in under and child not in found and not covered(child, tree))
+        self.unreadable_tree = tree
+
     def _store_changed(self, found: dict[str, ScanRecord]) -> dict[str, bytes | None]:
         """Store the files not seen as they are now; their content references (None: changed while read).
 
@@ -243,11 +273,11 @@ class FolderSync:
         out: dict[str, bytes | None] = {}
         for path, link in links.items():
             if isinstance(link, str):
-                if path not in self.unreadable:
+                if path not in self.unreadable_files:
                     log.warning("not synced until it can be read: %r (%s)", path, link)
-                self.unreadable[path] = link
+                self.unreadable_files[path] = link
                 continue
-            self.unreadable.pop(path, None)
+            self.unreadable_files.pop(path, None)
             if link is None:  # gone since the detector saw it: looked at again next round
                 out[path] = None
                 continue
@@ -342,14 +372,17 @@ class FolderSync:
             return len(self.unsent) + (self.state.serialize() != self.published)
         return sum(1 for _, entry in self.state.items() if entry.device == self.device)
 
-    async def run_round(self, also: Iterable[bytes] = (), detected: Sequence[LocalChange] | None = None) -> RoundReport:
+    async def run_round(self, also: Iterable[bytes] = (), detected: Sequence[LocalChange] | None = None,
+                        unreadable: Mapping[str, str] | None = None) -> RoundReport:
         """Observe, publish (a writer), resolve the others (the roster's and ``also``), merge and apply.
 
         ``detected``: the local changes the detector reported since the last
-        round; None (the default) scans the whole tree.
+        round; None (the default) scans the whole tree.  ``unreadable``: with
+        ``detected``, the paths the detector could not look at (its
+        ``unreadable``); None keeps the last ones known.
         """
         retry: list[str] = []
-        changes, behind = await trio.to_thread.run_sync(self._observe, detected, retry)
+        changes, behind = await trio.to_thread.run_sync(self._observe, detected, retry, unreadable)
         before = self.state
         self.state = record_local_changes(self.state, changes, now_ns=self.wall_clock())
         local_changes = sum(1 for path, _ in changes if before.get(path) != self.state.get(path))
@@ -487,7 +520,10 @@ class FolderSync:
         rules = IgnoreRules.load(self.root)
         index: dict[str, ScanRecord] = {}
         for path in paths:
-            record = look(self.root, path)
+            try:
+                record = look(self.root, path)
+            except PermissionError:
+                continue  # its directory is not searchable: the action fails there, alone
             if record is not None and not rules.ignores(path, is_dir=record.kind is EntryKind.DIRECTORY):
                 index[path] = record
         return index

@@ -378,7 +378,9 @@ class SyncService:
             detected = self._take_detected(folder.path)
             before = engine.published_seq
             try:
-                report = await engine.run_round(detected=detected)
+                detector = self.detectors.get(folder.path)
+                report = await engine.run_round(detected=detected,
+                                                unreadable=detector.unreadable if detector is not None else None)
             except Exception as exc:  # noqa: BLE001 - whatever a peer, a host or the disk did
                 # A folder that cannot sync now (a host missing or refusing, a file unreadable)
                 # stays as it was and is tried again next round; the node never stops for it.
@@ -388,7 +390,6 @@ class SyncService:
                 self.last[folder.path] = {"error": describe_failure(exc)}
                 log.warning("sync of %s failed this round: %s", folder.path, self.last[folder.path]["error"])
                 return
-            detector = self.detectors.get(folder.path)
             for path in report.retry:
                 if detector is not None:
                     detector.queue.note(path)  # changed while read: look again once it settles
@@ -482,7 +483,7 @@ class SyncService:
 
     def _unreadable(self, path: str, engine: FolderSync | None) -> Json:
         """The paths this device could not read (permission denied) or write (no space...): tried again."""
-        found = dict(engine.unreadable) if engine is not None else {}
+        found = engine.unreadable if engine is not None else {}
         detector = self.detectors.get(path)
         if detector is not None:
             found |= detector.unreadable

@@ -227,3 +227,29 @@ def test_a_remote_version_never_replaces_or_deletes_a_file_this_device_cannot_re
         assert {b"a's edit, unread", b"b's edit", b"a's other edit, unread"} <= kept, "every version kept"
 
     trio.run(main)
+
+
+def test_nothing_is_applied_under_a_directory_the_detector_could_not_list(tmp_path: Path) -> None:
+    async def main() -> None:
+        net = Network()
+        a, b = device(tmp_path, net, "a"), device(tmp_path, net, "b")
+        (a.root / "dir").mkdir()
+        (a.root / "dir/inner.txt").write_bytes(b"v1")
+        await settle(a, b)
+        (a.root / "dir/inner.txt").write_bytes(b"a's edit, never listed")  # the detector could not see it
+        (b.root / "dir/inner.txt").write_bytes(b"b's edit")
+        (b.root / "dir/new.txt").write_bytes(b"new from b")
+        await settle(b)
+        reason = os.strerror(errno.EACCES)
+        for _ in range(2):
+            await a.run_round(detected=[], unreadable={"dir": reason})
+        assert (a.root / "dir/inner.txt").read_bytes() == b"a's edit, never listed"
+        assert not (a.root / "dir/new.txt").exists()
+        assert a.unreadable == {"dir": reason} and set(a.unwritable) == {"dir/inner.txt", "dir/new.txt"}
+        await a.run_round(detected=[], unreadable={})  # listed again: the next full look finds the edit
+        await settle(a, b, a, b)
+        assert tree_hash(a.root) == tree_hash(b.root)
+        kept = {p.read_bytes() for p in (b.root / "dir").iterdir()}
+        assert {b"a's edit, never listed", b"b's edit", b"new from b"} <= kept
+
+    trio.run(main)
