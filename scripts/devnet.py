@@ -384,18 +384,18 @@ async def wait_sync(net: DemoNet, index: int, folder: Path, done: Callable[[dict
     return None
 
 
-def published_since(since_ns: int) -> Callable[[dict[str, Any]], bool]:
-    """Done once two rounds ended after ``since_ns``, the later with nothing new to publish: it began after the
-    earlier ended, so it saw every change made before ``since_ns``, and all of it is on the hosts
-    (specs/sync.md §15 The sync service, step 2: chunks, then the state, then the record)."""
-    rounds: set[int] = set()
-
+def published(folder: Path) -> Callable[[dict[str, Any]], bool]:
+    """Done once the device's state holds ``folder`` as it is on disk (its live entries and their bytes) and
+    nothing is left to publish: ``pending_up`` counts what the change detector has noted, what no round has
+    taken and a state not yet on the hosts (specs/sync.md §15 Status). Waiting for rounds instead is not
+    enough: the detector reports a change only after its debounce and settling look."""
     def done(status: dict[str, Any]) -> bool:
         last = status.get("last_round") or {}
-        if "error" in last or int(last.get("time_ns", 0)) <= since_ns:
+        if not last or "error" in last or status["pending_up"]:
             return False
-        rounds.add(int(last["time_ns"]))
-        return len(rounds) >= 2 and last["published_seq"] is None
+        paths = list(folder.rglob("*"))
+        size = sum(os.lstat(path).st_size for path in paths if path.is_symlink() or not path.is_dir())
+        return bool(status["files"] == len(paths) and status["bytes"] == size)
 
     return done
 
@@ -431,10 +431,9 @@ async def edit_travels_back(net: DemoNet, editor: tuple[int, Path], receiver: tu
     """The editor's node puts an edit on the hosts and stops; the receiver's node starts again (joining
     through ``via``) and receives it with no conflict: the seconds that took, or None past the deadline."""
     (edited_by, edited), (receiver_index, receiving) = editor, receiver
-    since = time.time_ns()
     with open(edited / "trip-itinerary.txt", "ab") as f:
         f.write(b"+ day trip to Evora on the 7th\n")
-    if await wait_sync(net, edited_by, edited, published_since(since)) is None:
+    if await wait_sync(net, edited_by, edited, published(edited)) is None:
         return None
     _, digest = tree_digest(edited)
     await net.stop(edited_by)
@@ -454,13 +453,12 @@ async def sync_part(net: DemoNet, before: dict[str, dict[str, Any]]) -> bool:
     marker = b"mu-demo plaintext " + os.urandom(8).hex().encode()
     make_laptop(laptop, marker)
     entries, digest = tree_digest(laptop)
-    since = time.time_ns()
     links = await _mu_json(net.dir(a), "sync", "add", str(laptop))
     write_link = links["write_link"]
     print(f"{net.name(a)} (device A) syncs laptop/ ({entries} entries, "
           f"{_sats(sum(p.stat().st_size for p in laptop.rglob('*') if p.is_file()))} bytes) with mu sync add: "
           f"write link {short_link(write_link)}", flush=True)
-    took = await wait_sync(net, a, laptop, published_since(since))
+    took = await wait_sync(net, a, laptop, published(laptop))
     if took is None:
         print(f"{net.name(a)} did not put laptop/ on the hosts within {SYNC_DEADLINE:g} s")
         return False
