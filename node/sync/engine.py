@@ -442,10 +442,12 @@ class FolderSync:
 
         now = time.monotonic()
 
-        def attempt(paths: tuple[str, ...], action: Callable[[], Applied | None]) -> Applied | None:
-            if any(covered(path, self.unreadable) for path in paths):
+        def attempt(paths: tuple[str, ...], action: Callable[[], Applied | None], *,
+                    changes_content: bool = True) -> Applied | None:
+            if changes_content and any(covered(path, self.unreadable) for path in paths):
                 # What is there now was never read: a write, move or delete could destroy a local
                 # change the state does not hold. Left until it can be read (specs/sync.md §8).
+                # A mode or mtime changes no content: it is applied (it may be what makes it readable).
                 failed.update(dict.fromkeys(paths, "its local version cannot be read"))
                 return None
             if any(path in self._unwritable_at and now < self._unwritable_at[path] + UNWRITABLE_RETRY_SECONDS
@@ -487,7 +489,8 @@ class FolderSync:
             expected = index.get(change.path)
             if expected is not None:
                 result = attempt((change.path,), partial(set_metadata, self.root, change.path, expected=expected,
-                                                         mode=change.entry.mode, mtime_ns=change.entry.mtime_ns))
+                                                         mode=change.entry.mode, mtime_ns=change.entry.mtime_ns),
+                                 changes_content=False)
                 done.append(result)
                 self._remember(result, change.entry.content)
         kept = tuple(a.kept_as for a in done if a is not None and a.kept_as is not None)

@@ -1,0 +1,89 @@
+"""Unreadable paths with real permissions (specs/sync.md §8): the kernel denies, not a stand-in.
+
+Root reads everything, so under root (CI) the scenario runs in a child
+process as the unprivileged user ``nobody`` (``setpriv``); as any other
+user it runs as that user.  Two devices of one folder, in-process as in
+test_engine: device A's file and directory lose their permissions
+(``chmod 000``) while A also edits another file; B must get the edit and
+keep what A cannot read as it was (nothing deleted), then get A's changes
+once A can read them again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+SCENARIO = r'''
+import json, os, sys
+from pathlib import Path
+import trio
+from tests.node.sync.test_engine import Network, device, settle, tree_hash
+
+async def main(base: Path) -> dict:
+    net = Network()
+    a, b = device(base, net, "a"), device(base, net, "b")
+    (a.root / "dir").mkdir()
+    (a.root / "dir/inner.txt").write_bytes(b"inside")
+    (a.root / "secret.txt").write_bytes(b"v1")
+    (a.root / "keep.txt").write_bytes(b"one")
+    await settle(a, b)
+    (a.root / "secret.txt").write_bytes(b"v2")
+    os.chmod(a.root / "secret.txt", 0)
+    os.chmod(a.root / "dir", 0)
+    (a.root / "keep.txt").write_bytes(b"one, changed")
+    await settle(a, b)
+    seen = {"unreadable": dict(a.unreadable), "b_keep": (b.root / "keep.txt").read_bytes().decode(),
+            "b_secret": (b.root / "secret.txt").read_bytes().decode(), "b_dir": (b.root / "dir").exists()}
+    os.chmod(a.root / "secret.txt", 0o644)
+    os.chmod(a.root / "dir", 0o755)
+    await settle(a, b)
+    seen.update(after=dict(a.unreadable), equal=tree_hash(a.root) == tree_hash(b.root),
+                b_secret_after=(b.root / "secret.txt").read_bytes().decode(),
+                b_inner=(b.root / "dir/inner.txt").read_bytes().decode())
+    return seen
+
+print(json.dumps(trio.run(main, Path(sys.argv[1]))))
+'''
+
+
+def _as_unprivileged() -> list[str]:
+    """The argv prefix that runs a command as a user the permission bits apply to."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permission bits deny root nothing")
+    return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+
+
+def test_a_file_and_a_directory_the_device_may_not_read_wait_and_lose_nothing() -> None:
+    prefix = _as_unprivileged()
+    probe = subprocess.run([*prefix, sys.executable, "-c", "import tests.node.sync.test_engine"], cwd=REPO_ROOT,
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"the repository is not readable by the unprivileged user: {probe.stderr.strip()[-200:]}")
+    base = Path(tempfile.mkdtemp(prefix="mu-unreadable-"))
+    try:
+        if prefix:
+            shutil.chown(base, "nobody", "nogroup")
+        run = subprocess.run([*prefix, sys.executable, "-c", SCENARIO, str(base)], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        seen = json.loads(run.stdout.strip().splitlines()[-1])
+    finally:
+        subprocess.run([*prefix, "chmod", "-R", "u+rwx", str(base)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+    assert seen["unreadable"] == {"dir": os.strerror(13), "secret.txt": os.strerror(13)}
+    assert seen["b_keep"] == "one, changed", "the rest of the folder synced"
+    assert seen["b_secret"] == "v1" and seen["b_dir"], "what A could not read was kept as it was, not deleted"
+    assert seen["after"] == {} and seen["equal"], "once readable, A's changes went through"
+    assert seen["b_secret_after"] == "v2" and seen["b_inner"] == "inside"
