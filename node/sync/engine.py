@@ -62,6 +62,7 @@ log = logging.getLogger("mu.sync")
 
 # A remote version this disk refused (no space, a name too long...) is tried again this long after.
 UNWRITABLE_RETRY_SECONDS = 60.0
+DENIED = "it cannot be looked at (permission denied)"
 
 LINK_BYTES = 64  # a file's content reference: root || key (specs/chunks.md Link)
 # Files a round reads (stores) at most (specs/sync.md §15 The sync service): a folder of
@@ -444,6 +445,9 @@ class FolderSync:
 
         def attempt(paths: tuple[str, ...], action: Callable[[], Applied | None], *,
                     changes_content: bool = True) -> Applied | None:
+            if any(path in denied for path in paths):
+                failed.update(dict.fromkeys(paths, DENIED))
+                return None
             if changes_content and any(covered(path, self.unreadable) for path in paths):
                 # What is there now was never read: a write, move or delete could destroy a local
                 # change the state does not hold. Left until it can be read (specs/sync.md §8).
@@ -461,7 +465,7 @@ class FolderSync:
                 self._unwritable_at.update(dict.fromkeys(paths, now))
                 return None
 
-        index = self._look_at(plan)
+        index, denied = self._look_at(plan)
         for move in plan.moves:
             source = index.get(move.source)
 
@@ -493,6 +497,8 @@ class FolderSync:
                                  changes_content=False)
                 done.append(result)
                 self._remember(result, change.entry.content)
+        # A delete or new mode of a path that could not be looked at was not done either.
+        failed.update((path, DENIED) for path in denied if path not in failed)
         kept = tuple(a.kept_as for a in done if a is not None and a.kept_as is not None)
         return sum(a is not None for a in done), kept, failed
 
@@ -514,22 +520,29 @@ class FolderSync:
                 entries[path] = local
         return FolderState.of(self.device, entries)
 
-    def _look_at(self, plan: MergePlan) -> dict[str, ScanRecord]:
-        """How the paths ``plan`` touches look now (an ignored path as absent): no scan of the whole tree."""
+    def _look_at(self, plan: MergePlan) -> tuple[dict[str, ScanRecord], set[str]]:
+        """How the paths ``plan`` touches look now (an ignored path as absent): no scan of the whole tree.
+
+        And the paths that could not be looked at (a directory on the way is
+        not searchable): their actions fail there, alone, and the state keeps
+        this device's entry (an unknown path must not be taken as absent).
+        """
         paths = {path for move in plan.moves for path in (move.source, move.target)}
         paths.update(action.path for actions in (plan.writes, plan.metadata, plan.deletes) for action in actions)
-        if not paths:
-            return {}
-        rules = IgnoreRules.load(self.root)
         index: dict[str, ScanRecord] = {}
+        denied: set[str] = set()
+        if not paths:
+            return index, denied
+        rules = IgnoreRules.load(self.root)
         for path in paths:
             try:
                 record = look(self.root, path)
             except PermissionError:
-                continue  # its directory is not searchable: the action fails there, alone
+                denied.add(path)
+                continue
             if record is not None and not rules.ignores(path, is_dir=record.kind is EntryKind.DIRECTORY):
                 index[path] = record
-        return index
+        return index, denied
 
     def _write(self, path: str, entry: FileEntry, expected: ScanRecord | None) -> Applied | None:
         if entry.kind is EntryKind.DIRECTORY:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,6 +57,32 @@ print(json.dumps(trio.run(main, Path(sys.argv[1]))))
 '''
 
 
+REVERT_SCENARIO = r'''
+import json, os, stat, sys
+from pathlib import Path
+import trio
+from tests.node.sync.test_engine import Network, device, settle, tree_hash
+
+async def main(base: Path) -> dict:
+    net = Network()
+    a, b = device(base, net, "a"), device(base, net, "b")
+    (a.root / "dir").mkdir()
+    (a.root / "dir/x.txt").write_bytes(b"x")
+    await settle(a, b)
+    os.chmod(b.root / "dir", 0o644)  # on B: listable, not searchable
+    os.chmod(a.root / "dir/x.txt", 0o600)
+    await settle(a, b)
+    seen = {"unwritable": dict(b.unwritable)}
+    os.chmod(b.root / "dir", 0o755)
+    await settle(b, a, b, a)
+    seen.update(a_mode=oct(stat.S_IMODE(os.lstat(a.root / "dir/x.txt").st_mode)),
+                b_mode=oct(stat.S_IMODE(os.lstat(b.root / "dir/x.txt").st_mode)))
+    return seen
+
+print(json.dumps(trio.run(main, Path(sys.argv[1]))))
+'''
+
+
 def _as_unprivileged() -> list[str]:
     """The argv prefix that runs a command as a user the permission bits apply to."""
     if os.geteuid() != 0:
@@ -65,7 +92,8 @@ def _as_unprivileged() -> list[str]:
     return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
 
-def test_a_file_and_a_directory_the_device_may_not_read_wait_and_lose_nothing() -> None:
+def _run(scenario: str) -> dict[str, Any]:
+    """Run ``scenario`` (it prints one JSON line) as an unprivileged user in a fresh directory of its own."""
     prefix = _as_unprivileged()
     probe = subprocess.run([*prefix, sys.executable, "-c", "import tests.node.sync.test_engine"], cwd=REPO_ROOT,
                            capture_output=True, text=True)
@@ -75,13 +103,24 @@ def test_a_file_and_a_directory_the_device_may_not_read_wait_and_lose_nothing() 
     try:
         if prefix:
             shutil.chown(base, "nobody", "nogroup")
-        run = subprocess.run([*prefix, sys.executable, "-c", SCENARIO, str(base)], cwd=REPO_ROOT,
+        run = subprocess.run([*prefix, sys.executable, "-c", scenario, str(base)], cwd=REPO_ROOT,
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stderr
-        seen = json.loads(run.stdout.strip().splitlines()[-1])
+        return json.loads(run.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
     finally:
         subprocess.run([*prefix, "chmod", "-R", "u+rwx", str(base)], check=False)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_new_mode_under_a_directory_the_device_cannot_search_is_listed_and_arrives_once_it_can() -> None:
+    seen = _run(REVERT_SCENARIO)
+    assert seen["unwritable"] == {"dir/x.txt": "it cannot be looked at (permission denied)"}, \
+        "not applied, so not claimed in B's state"
+    assert seen["a_mode"] == seen["b_mode"] == "0o600", "A's chmod reached B once it could"
+
+
+def test_a_file_and_a_directory_the_device_may_not_read_wait_and_lose_nothing() -> None:
+    seen = _run(SCENARIO)
     assert seen["unreadable"] == {"dir": os.strerror(13), "secret.txt": os.strerror(13)}
     assert seen["b_keep"] == "one, changed", "the rest of the folder synced"
     assert seen["b_secret"] == "v1" and seen["b_dir"], "what A could not read was kept as it was, not deleted"
