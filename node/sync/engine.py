@@ -442,13 +442,14 @@ class FolderSync:
         failed: dict[str, str] = {}
 
         now = time.monotonic()
+        unreadable = self.unreadable
 
         def attempt(paths: tuple[str, ...], action: Callable[[], Applied | None], *,
                     changes_content: bool = True) -> Applied | None:
             if any(path in denied for path in paths):
                 failed.update(dict.fromkeys(paths, DENIED))
                 return None
-            if changes_content and any(covered(path, self.unreadable) for path in paths):
+            if changes_content and any(covered(path, unreadable) for path in paths):
                 # What is there now was never read: a write, move or delete could destroy a local
                 # change the state does not hold. Left until it can be read (specs/sync.md §8).
                 # A mode or mtime changes no content: it is applied (it may be what makes it readable).

@@ -476,12 +476,12 @@ class SyncService:
                 "pending_down": sum(1 for device, seq in notified.items()
                                     if device not in peers or peers[device].seq < seq),
                 "conflicts": conflicts[:MAX_STATUS_CONFLICTS], "conflict_count": len(conflicts),
-                **self._unreadable(folder.path, engine),
+                **self._not_synced(folder.path, engine),
                 "devices_seen": [{"device": device.hex()[:16], "seq": peer.seq, "seen_ns": peer.seen_ns,
                                   "notifiable": peer.node is not None}
                                  for device, peer in sorted(peers.items())]}
 
-    def _unreadable(self, path: str, engine: FolderSync | None) -> Json:
+    def _not_synced(self, path: str, engine: FolderSync | None) -> Json:
         """The paths this device could not read (permission denied) or write (no space...): tried again."""
         found = engine.unreadable if engine is not None else {}
         detector = self.detectors.get(path)

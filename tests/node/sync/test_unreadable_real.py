@@ -24,12 +24,14 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
-SCENARIO = r'''
-import json, os, sys
+PRELUDE = r'''
+import json, os, stat, sys
 from pathlib import Path
 import trio
 from tests.node.sync.test_engine import Network, device, settle, tree_hash
+'''
 
+SCENARIO = PRELUDE + r'''
 async def main(base: Path) -> dict:
     net = Network()
     a, b = device(base, net, "a"), device(base, net, "b")
@@ -57,12 +59,7 @@ print(json.dumps(trio.run(main, Path(sys.argv[1]))))
 '''
 
 
-REVERT_SCENARIO = r'''
-import json, os, stat, sys
-from pathlib import Path
-import trio
-from tests.node.sync.test_engine import Network, device, settle, tree_hash
-
+REVERT_SCENARIO = PRELUDE + r'''
 async def main(base: Path) -> dict:
     net = Network()
     a, b = device(base, net, "a"), device(base, net, "b")
