@@ -163,10 +163,14 @@ class Node:
             await devnet._stop(self.process)
 
 
-async def _add(node: Node, hosts: list[Node], sample: Path) -> AddFigures:
-    """Time ``mu add`` on ``node``; CPU of the command, of ``node`` and of ``hosts`` (the live nodes)."""
+async def _add(node: Node, hosts: list[Node], sample: Path, chunk_size: int | None = None) -> AddFigures:
+    """Time ``mu add`` on ``node``; CPU of the command, of ``node`` and of ``hosts`` (the live nodes).
+
+    ``chunk_size``: ``mu add --chunk-size`` (fixed-size chunks); None, the default content-defined ones.
+    """
     node_cpu, host_cpu = cpu_seconds(node.pid), sum(cpu_seconds(h.pid) for h in hosts)
-    done = await trio.to_thread.run_sync(_mu_timed, _mu(node.data_dir, "add", str(sample), "--json"))
+    sizing = ("--chunk-size", str(chunk_size)) if chunk_size is not None else ()
+    done = await trio.to_thread.run_sync(_mu_timed, _mu(node.data_dir, "add", *sizing, str(sample), "--json"))
     node_cpu = cpu_seconds(node.pid) - node_cpu
     host_cpu = sum(cpu_seconds(h.pid) for h in hosts) - host_cpu
     if done.code not in (0, EXIT_UNDER_REPLICATED):
@@ -230,9 +234,10 @@ async def _get(fetcher: Node, hosts: list[Node], link: str, out: Path, digest: b
 TERMS = {"devnet": devnet.NODE_ARGS, "default": ("--settle-poll", "1", "--loopback-devnet")}
 
 
-async def run_mu(root: Path, sample: Path, digest: bytes, say: Callable[[str], None], terms: str = "devnet") -> MuRun:
+async def run_mu(root: Path, sample: Path, digest: bytes, say: Callable[[str], None], terms: str = "devnet",
+                 chunk_size: int | None = None) -> MuRun:
     """One run on a fresh devnet in ``root`` (see the module docstring), its nodes on ``terms``
-    (``TERMS``); every process is stopped after."""
+    (``TERMS``), the adds cut into ``chunk_size`` chunks if given; every process is stopped after."""
     chain, url, cookie = await devnet._start_chain(root / "chain")
     nodes: list[Node] = []
     try:
@@ -251,10 +256,10 @@ async def run_mu(root: Path, sample: Path, digest: bytes, say: Callable[[str], N
         await _wait_for_peers(uploader.data_dir, {n.node_id for n in (h1, h2, h3, spare)})
 
         say("mu add, 3 replicas, every node up")
-        all_up = await _add(uploader, [h1, h2, h3, spare], sample)
+        all_up = await _add(uploader, [h1, h2, h3, spare], sample, chunk_size)
         await spare.stop()
         say("mu add again with node-5 (a replica candidate) stopped")
-        one_down = await _add(uploader, [h1, h2, h3], sample)
+        one_down = await _add(uploader, [h1, h2, h3], sample, chunk_size)
         await uploader.stop()  # it holds every chunk: left up it would be a fourth host
         await spare.start(h1)
         await _wait_for_peers(spare.data_dir, {h1.node_id, h2.node_id, h3.node_id})

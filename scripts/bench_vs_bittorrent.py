@@ -227,15 +227,16 @@ def print_mu_run(number: int, size_mib: int, mu: MuRun) -> None:
     sys.stdout.flush()
 
 
-def bench_mu_only(work: Path, size_mib: int, count: int, terms: str) -> int:
-    print(f"machine at start: {machine_load()}; mu nodes on the {terms} terms ({' '.join(TERMS[terms])})", flush=True)
+def bench_mu_only(work: Path, size_mib: int, count: int, terms: str, chunk_size: int | None = None) -> int:
+    print(f"machine at start: {machine_load()}; mu nodes on the {terms} terms ({' '.join(TERMS[terms])})"
+          + (f"; mu add --chunk-size {chunk_size}" if chunk_size is not None else ""), flush=True)
     sample = work / "sample.bin"
     digest = write_random(sample, size_mib * MIB)
     gets: list[GetFigures] = []
     for number in range(1, count + 1):
         run_dir = work / f"run-{number}"
         run_dir.mkdir()
-        mu = trio.run(run_mu, run_dir / "mu", sample, digest, say, terms)
+        mu = trio.run(run_mu, run_dir / "mu", sample, digest, say, terms, chunk_size)
         shutil.rmtree(run_dir)
         print_mu_run(number, size_mib, mu)
         gets += [mu.get_3_hosts, mu.get_1_host]
@@ -243,8 +244,9 @@ def bench_mu_only(work: Path, size_mib: int, count: int, terms: str) -> int:
     return 0 if all(fetch_ok(g) for g in gets) else 3
 
 
-def bench(work: Path, venv: Path, size_mib: int, count: int, terms: str) -> int:
-    print(f"machine at start: {machine_load()}; mu nodes on the {terms} terms ({' '.join(TERMS[terms])})", flush=True)
+def bench(work: Path, venv: Path, size_mib: int, count: int, terms: str, chunk_size: int | None = None) -> int:
+    print(f"machine at start: {machine_load()}; mu nodes on the {terms} terms ({' '.join(TERMS[terms])})"
+          + (f"; mu add --chunk-size {chunk_size}" if chunk_size is not None else ""), flush=True)
     sample = work / "sample.bin"
     digest = write_random(sample, size_mib * MIB)
     runs: list[Run] = []
@@ -258,7 +260,7 @@ def bench(work: Path, venv: Path, size_mib: int, count: int, terms: str) -> int:
         say(f"run {number}: Tahoe-LAFS grid, tahoe put and get")
         put, get = run_tahoe(venv, sample, run_dir / "tahoe", digest)
         shutil.rmtree(run_dir / "tahoe")
-        mu = trio.run(run_mu, run_dir / "mu", sample, digest, say, terms)
+        mu = trio.run(run_mu, run_dir / "mu", sample, digest, say, terms, chunk_size)
         shutil.rmtree(run_dir)
         runs.append(Run(libtorrent=lt_seconds, libtorrent_cpu=lt_cpu, tahoe_put=put, tahoe_get=get, mu=mu))
         print_run(number, size_mib, runs[-1])
@@ -279,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the mu nodes' terms: the devnet's, a free allowance of one chunk (a paid window of 2 "
                              "requests per host), or mu node's defaults, 1,000 sats free per peer (a window of 10) "
                              "(default: devnet)")
+    parser.add_argument("--chunk-size", type=int, default=None, metavar="BYTES",
+                        help="mu add --chunk-size BYTES: fixed-size chunks, to weigh per-chunk against per-byte "
+                             "costs (default: mu add's content-defined chunks)")
     args = parser.parse_args(argv)
     if args.size < 1 or args.runs < 1:
         parser.error("--size and --runs must be at least 1")
@@ -289,12 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.dir:
         work = Path(args.dir).resolve()
         work.mkdir(parents=True, exist_ok=False)
-        code = (bench_mu_only(work, args.size, args.runs, args.terms) if args.mu_only
-                else bench(work, venv, args.size, args.runs, args.terms))
+        code = (bench_mu_only(work, args.size, args.runs, args.terms, args.chunk_size) if args.mu_only
+                else bench(work, venv, args.size, args.runs, args.terms, args.chunk_size))
     else:
         with tempfile.TemporaryDirectory(prefix="mu-vs-bittorrent-") as tmp:
-            code = (bench_mu_only(Path(tmp), args.size, args.runs, args.terms) if args.mu_only
-                    else bench(Path(tmp), venv, args.size, args.runs, args.terms))
+            code = (bench_mu_only(Path(tmp), args.size, args.runs, args.terms, args.chunk_size) if args.mu_only
+                    else bench(Path(tmp), venv, args.size, args.runs, args.terms, args.chunk_size))
     print(f"benchmark took {time.monotonic() - began:.0f} s")
     return code
 

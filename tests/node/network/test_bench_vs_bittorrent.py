@@ -50,6 +50,20 @@ def test_mu_half_adds_and_fetches_paid_from_nodes_holding_none(tmp_path: Path) -
     check_fetch(run.get_1_host, 1)
 
 
+@pytest.mark.slow
+def test_the_add_cuts_fixed_size_chunks_when_asked(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.bin"
+    data = os.urandom(4 * MIB + 12345)
+    sample.write_bytes(data)
+    run = trio.run(run_mu, tmp_path / "mu", sample, hashlib.sha256(data).digest(), lambda text: None, "devnet",
+                   128 * 1024)
+    # 33 data chunks of 128 KiB at most and their root: content-defined chunks are 256 KiB at least, so the
+    # fixed size reached mu add.
+    assert run.add_all_up.chunks == run.add_one_down.chunks == 34
+    assert run.add_all_up.under_replicated == 0
+    check_fetch(run.get_3_hosts, 3)
+
+
 def test_a_fetch_with_a_local_chunk_or_no_payment_is_not_the_one_measured() -> None:
     good = GetFigures(hosts=1, seconds=2.0, first_byte=0.5, startup=0.3, startup_cpu=0.3, local_chunks=0, chunks_fetched=5, sats_spent=400,
                       ledger_spent=400, hosts_paid=1, hosts_earned=400, node_cpu=0.3, command_cpu=0.5, host_cpu=0.2,
