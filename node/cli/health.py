@@ -91,7 +91,7 @@ def run_files_add(args: argparse.Namespace) -> int:
     else:
         print(f"{reply['link']} --stripes {reply['stripes']}")
     if reply["short_stripes"]:
-        return fail(f"stripes {reply['short_stripes']} have fewer than {n} shares placed")
+        return fail(f"stripes {reply['short_stripes']} have shares that found no host")
     return EXIT_OK
 
 

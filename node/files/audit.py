@@ -80,6 +80,19 @@ class FileRecord:
     last_audit: float = 0.0  # unix seconds, 0 before the first
     sats_spent: int = 0  # PUTs, repairs and renewals paid for this file so far
     retained_until: int = 0  # unix seconds the shares are paid for (specs/erasure.md §9 Renewal)
+    # (stripe, index) of the zero blocks completing the last stripe: no shares, never placed (§3); a record
+    # written before this was kept names hosts for them, and they are then audited as shares.
+    padding: frozenset[tuple[int, int]] = frozenset()
+
+    def missing(self, dropped: set[bytes]) -> set[tuple[int, int]]:
+        """(stripe, index) of every share with no host, or a dropped one."""
+        return {(s, i) for s, hosts in enumerate(self.hosts) for i, host in enumerate(hosts)
+                if (s, i) not in self.padding and (not host or host in dropped)}
+
+    def alive(self, dropped: set[bytes]) -> list[int]:
+        """Per stripe, the shares a reader can count on: those on a host not dropped, and the zero blocks."""
+        return [sum(1 for i, host in enumerate(hosts) if (s, i) in self.padding or (host and host not in dropped))
+                for s, hosts in enumerate(self.hosts)]
 
 
 def _write_json(path: Path, value: object) -> None:
@@ -105,7 +118,7 @@ class ErasureBook:
         _write_json(self._path(record.map_address), {
             "root": record.root.hex(), "hosts": [[h.hex() for h in s] for s in record.hosts],
             "last_audit": record.last_audit, "sats_spent": record.sats_spent,
-            "retained_until": record.retained_until})
+            "retained_until": record.retained_until, "padding": sorted([s, i] for s, i in record.padding)})
 
     def load(self, map_address: bytes) -> FileRecord | None:
         path = self._path(map_address)
@@ -115,7 +128,8 @@ class ErasureBook:
         return FileRecord(map_address=map_address, root=bytes.fromhex(raw["root"]),
                           hosts=tuple(tuple(bytes.fromhex(h) for h in s) for s in raw["hosts"]),
                           last_audit=float(raw["last_audit"]), sats_spent=int(raw["sats_spent"]),
-                          retained_until=int(raw.get("retained_until", 0)))
+                          retained_until=int(raw.get("retained_until", 0)),
+                          padding=frozenset((int(s), int(i)) for s, i in raw.get("padding", ())))
 
     def files(self) -> list[bytes]:
         # One file per stripe map, named by its address; scores.json and spent.json live beside them.

@@ -196,7 +196,7 @@ class NetworkService:
         striped = await store_striped(added.link, self.store, self.dialer, k=k, n=n, put=counted_put,
                                       avoid=frozenset(self.erasure.dropped()))
         record = FileRecord(map_address=striped.map_address, root=added.link.root, hosts=striped.hosts,
-                            sats_spent=spent[0])
+                            sats_spent=spent[0], padding=striped.padding)
         self.erasure.save(record)
         if self.upkeep is not None:
             self.upkeep.files_changed()  # more shares to audit: the timer's wait is drawn again
@@ -408,7 +408,7 @@ class NetworkService:
             if record is None or not record.root.hex().startswith(prefix.lower()):
                 continue
             files.append({"root": record.root.hex(), "stripes": map_address.hex(),
-                          "alive": [sum(1 for h in hosts if h and h not in dropped) for hosts in record.hosts],
+                          "alive": record.alive(dropped),
                           "last_audit": record.last_audit or None, "retained_until": record.retained_until or None,
                           "sats_spent": record.sats_spent})
         return {"files": files}

@@ -65,8 +65,10 @@ async def _quote(auditor: Auditor, paid: PaidPeers, map_address: bytes) -> tuple
         return None
     stripe_map = await trio.to_thread.run_sync(auditor.stripe_map, map_address)
     cost, retention = 0, None
-    for stripe, hosts in zip(stripe_map.stripes, record.hosts):
-        for host in hosts:
+    for index, (stripe, hosts) in enumerate(zip(stripe_map.stripes, record.hosts)):
+        for i, host in enumerate(hosts):
+            if (index, i) in record.padding:
+                continue
             session = await auditor.dialer.session(host) if host else None
             if session is None:
                 return None
@@ -132,6 +134,8 @@ async def _renew_one(auditor: Auditor, paid: PaidPeers, map_address: bytes, left
     for index, hosts in enumerate(record.hosts):
         shares = await auditor.shares(map_address, stripe_map, index)
         for i, host in enumerate(hosts):
+            if (index, i) in record.padding:
+                continue
             session = await auditor.dialer.session(host)
             if session is None:
                 return False, sats

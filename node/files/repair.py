@@ -49,7 +49,7 @@ async def upkeep_file(auditor: Auditor, map_address: bytes, put: Put) -> RepairR
     assert record is not None  # audit_file raised KeyError otherwise
     stripe_map = await trio.to_thread.run_sync(auditor.stripe_map, map_address)
     failed = {(a.stripe, a.share) for a in audits if not a.passed}
-    failed |= {(s, i) for s, hosts in enumerate(record.hosts) for i, h in enumerate(hosts) if not h}
+    failed |= record.missing(set())
     dropped = auditor.book.dropped()
     view = await auditor.dialer.view(map_address)
     hosts = [list(stripe_hosts) for stripe_hosts in record.hosts]
@@ -70,7 +70,8 @@ async def upkeep_file(auditor: Auditor, map_address: bytes, put: Put) -> RepairR
             hosts[index][i] = host
             failed.discard((index, i))
             repaired.append((index, i, host))
-    alive = tuple(sum(1 for i, h in enumerate(s) if h and (index, i) not in failed) for index, s in enumerate(hosts))
+    alive = tuple(sum(1 for i, h in enumerate(s) if (index, i) in record.padding or (h and (index, i) not in failed))
+                  for index, s in enumerate(hosts))
     fresh = auditor.book.load(map_address) or record
     auditor.book.save(replace(fresh, hosts=tuple(tuple(s) for s in hosts)))
     return RepairReport(audits=tuple(audits), repaired=tuple(repaired), unrepaired=tuple(unrepaired), alive=alive)

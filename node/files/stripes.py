@@ -54,9 +54,10 @@ class StripedReport:
     n: int
     map_address: bytes
     stripes: int
-    hosts: tuple[tuple[bytes, ...], ...]  # per stripe, the host of each share (share order)
+    hosts: tuple[tuple[bytes, ...], ...]  # per stripe, the host of each share (share order; b"" when none)
     map_hosts: tuple[bytes, ...]
-    short_stripes: tuple[int, ...]  # stripes with fewer than n shares placed
+    short_stripes: tuple[int, ...]  # stripes with a share not placed
+    padding: frozenset[tuple[int, int]]  # (stripe, index) of the zero blocks completing the last stripe: no host
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,12 +119,15 @@ async def store_striped(link: Link, store: ChunkStore, dialer: PeerDialer, *, k:
         pending.clear()
         used: set[bytes] = set()
         placed: list[bytes] = []
-        for address, share in zip(stripe.shares, shares):
-            host = await put_on_one(dialer, view, put, address, share, used, dead, n + SPARE_CANDIDATES)
+        stored = stripe.stored(k)
+        for i, (address, share) in enumerate(zip(stripe.shares, shares)):
+            host = None
+            if i in stored:  # the zero blocks completing a short stripe are no shares: no host (§3)
+                host = await put_on_one(dialer, view, put, address, share, used, dead, n + SPARE_CANDIDATES)
             if host is not None:
                 used.add(host)
             placed.append(host or b"")
-        if len(used) < n:
+        if len(used) < len(stored):
             short.append(len(stripes))
         stripes.append(stripe)
         hosts.append(tuple(placed))
@@ -148,7 +152,8 @@ async def store_striped(link: Link, store: ChunkStore, dialer: PeerDialer, *, k:
             break
         map_hosts.append(host)
     return StripedReport(k=k, n=n, map_address=map_address, stripes=len(stripes), hosts=tuple(hosts),
-                         map_hosts=tuple(map_hosts), short_stripes=tuple(short))
+                         map_hosts=tuple(map_hosts), short_stripes=tuple(short),
+                         padding=frozenset((s, i) for s, stripe in enumerate(stripes) for i in stripe.padding(k)))
 
 
 class _StripeReader:
@@ -216,13 +221,13 @@ class _StripeReader:
         return None
 
     async def stripe(self, stripe: Stripe, k: int) -> dict[int, bytes]:
-        """Any ``k`` verified shares of ``stripe`` (fewer if the network has fewer)."""
-        got: dict[int, bytes] = {}
-        next_index = 0
-        while len(got) < k and next_index < len(stripe.shares):
+        """Any ``k`` verified shares of ``stripe`` (fewer if the network has fewer): the zero blocks that
+        complete a short stripe as they are, the others fetched."""
+        got: dict[int, bytes] = {i: bytes(stripe.block_size) for i in stripe.padding(k)}
+        left = stripe.stored(k)
+        while len(got) < k and left:
             # Ask as many shares as are still missing, at once; a failed one is replaced by the next index.
-            batch = list(range(next_index, min(len(stripe.shares), next_index + k - len(got))))
-            next_index = batch[-1] + 1
+            batch, left = left[:k - len(got)], left[k - len(got):]
 
             async def one(i: int) -> None:
                 data = await self.get(stripe.shares[i])
@@ -238,8 +243,8 @@ class _StripeReader:
         """(stripe, shares with a holder) for every stripe with fewer than k, from HAVE answers only."""
         short: list[tuple[int, int]] = []
         for index, stripe in enumerate(stripe_map.stripes):
-            alive = 0
-            for address in stripe.shares:
+            alive = len(stripe.padding(stripe_map.k))
+            for address in (stripe.shares[i] for i in stripe.stored(stripe_map.k)):
                 local = self.store is not None and self.store.has(address)
                 if local or await self.holders(address):
                     alive += 1

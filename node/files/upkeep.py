@@ -130,7 +130,7 @@ class UpkeepTimer:
             record = book.load(map_address)
             if record is None:
                 continue
-            if any(not host or host in dropped for hosts in record.hosts for host in hosts):
+            if record.missing(dropped):
                 await self.repair(map_address)
             due = due or record.retained_until - now <= self.config.renew_ahead
         if due and self.renew is not None:

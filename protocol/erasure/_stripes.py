@@ -56,6 +56,15 @@ class Stripe:
     block_size: int
     shares: tuple[bytes, ...]
 
+    def padding(self, k: int) -> range:
+        """Indices of the all-zero blocks that complete a stripe of fewer than ``k`` chunks: every reader
+        knows them, so they are not shares, never stored, fetched or audited (specs/erasure.md §3)."""
+        return range(len(self.chunks), k)
+
+    def stored(self, k: int) -> list[int]:
+        """Indices of the shares that are stored: all ``n`` but the padding."""
+        return [i for i in range(len(self.shares)) if not len(self.chunks) <= i < k]
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StripeMap:

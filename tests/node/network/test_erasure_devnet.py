@@ -13,9 +13,16 @@ import pytest
 import trio
 
 from node.api.control import ControlClient
+from node.store import STORE_DIR
+from protocol.erasure import StripeMap
 from tests.node.network.test_devnet import REPO_ROOT, start_devnet
 
 KIB = 1 << 10
+
+
+def chunk_file(data_dir: str, address_hex: str) -> Path:
+    """Where a node keeps a chunk (specs/chunks.md §8.1)."""
+    return Path(data_dir) / STORE_DIR / address_hex[:2] / address_hex
 
 
 def mu_get(data_dir: str, link: str, stripes: str, out: Path) -> subprocess.CompletedProcess[str]:
@@ -42,10 +49,16 @@ def test_four_of_eight_survives_four_dead_hosts_and_names_the_stripe_at_five(tmp
 
         added = trio.run(add)
         assert added["short_stripes"] == [] and added["stripe_count"] >= 1
-        for hosts in added["hosts"]:
-            assert len(set(hosts)) == 8 and owner["node_id"] not in hosts  # 8 distinct hosts per stripe
+        stripe_map = StripeMap.parse(chunk_file(owner["data_dir"], added["stripes"]).read_bytes())
+        for stripe, hosts in zip(stripe_map.stripes, added["hosts"]):
+            # 8 distinct hosts per stripe, but for the zero blocks completing the last: stored nowhere (§3)
+            padding = stripe.padding(4)
+            assert len(set(hosts) - {""}) == 8 - len(padding) and owner["node_id"] not in hosts
+            assert all(hosts[i] == "" for i in padding)
+            assert not any(chunk_file(n["data_dir"], stripe.shares[i].hex()).exists() for n in nodes for i in padding)
         os.kill(owner["pid"], signal.SIGKILL)  # the file must outlive the node that added it
-        doomed = [h for h in added["hosts"][0] if h != reader["node_id"]][:5]
+        # Any 4 hosts of stripe 0 may go; a fifth leaves it 3 shares, counting its zero blocks.
+        doomed = [h for h in added["hosts"][0] if h and h != reader["node_id"]][:5]
         for host in doomed[:4]:
             os.kill(by_id[host]["pid"], signal.SIGKILL)
         out = tmp_path / "four-dead.bin"

@@ -67,3 +67,13 @@ def test_a_stripe_holding_the_longest_chunk_is_a_valid_map_and_one_byte_more_is_
     too_long, _ = encode_stripe(chunks(MAX_SEALED_SIZE + 1), 1, 2)
     with pytest.raises(StripeMapError):
         StripeMap(k=1, n=2, root=b"r" * 32, stripes=(too_long,))
+
+
+def test_the_zero_blocks_of_a_short_stripe_are_known_not_stored() -> None:
+    stripe, shares = encode_stripe(chunks(300, 200), 4, 8)
+    assert list(stripe.padding(4)) == [2, 3] and stripe.stored(4) == [0, 1, 4, 5, 6, 7]
+    assert shares[2] == shares[3] == bytes(stripe.block_size)  # what every reader has without asking
+    zeros = {i: bytes(stripe.block_size) for i in stripe.padding(4)}
+    assert decode_stripe(stripe, 4, {**zeros, 5: shares[5], 7: shares[7]}) == chunks(300, 200)
+    full, _ = encode_stripe(chunks(64, 64, 64, 64), 4, 8)
+    assert list(full.padding(4)) == [] and full.stored(4) == list(range(8))
