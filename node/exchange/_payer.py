@@ -30,7 +30,7 @@ from protocol.payments import (ChannelStatus, Kind, LocalPaymentError, PaymentEr
                                RemotePaymentError, Role, Terms)
 from protocol.payments.messages import ChannelId, ChannelState, OpenChannel
 from protocol.payments.payer import PayerLink, channel_refused
-from protocol.wire import MessageType
+from protocol.wire import MAX_DATA_SIZE, MessageType
 
 DEFAULT_EXPECTED_SIZE = 1 << 20
 
@@ -195,7 +195,9 @@ class Payer:
             priced = len(data)
         if self.balance is not None and self.balance.active(link.session):
             return await balanced_request(self.balance, link, kind, address, priced, data)
-        return await self.window.request(link, kind, address, priced, data, tally)
+        # A GET of unknown size may be any chunk up to the wire's largest: its retry is priced at that.
+        largest = MAX_DATA_SIZE if kind is Kind.GET and size is None else None
+        return await self.window.request(link, kind, address, priced, data, tally, largest=largest)
 
     async def get(self, link: HostLink, address: bytes, *, expected_size: int = DEFAULT_EXPECTED_SIZE) -> bytes:
         """Fetch ``address`` from the host, paying what is owed (see ``request``)."""

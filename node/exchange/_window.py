@@ -144,13 +144,16 @@ class PaidWindow:
         self.max_price_per_mib_put = max_price_per_mib_put
 
     async def request(self, link: HostLink, kind: Kind, address: bytes, size: int, data: Body,
-                      tally: Tally | None = None) -> Paid:
+                      tally: Tally | None = None, *, largest: int | None = None) -> Paid:
         """One paid GET, PUT or AUDIT of ``size`` bytes, retried as the link's ``PaymentRounds`` decide.
 
         A PUT's ``data`` is the chunk; an AUDIT's is its challenge, and
         ``address`` its nonce; a RENEW's is a ``RenewalPut``, and ``address``
         the renewal's id (each audit and renewal is its own charge).
         ``tally``, if given, counts each of its payments as it is signed.
+        ``largest`` is the most ``size`` may turn out to be (for a GET whose
+        size is not known: ``size`` is then a guess); a request tried again
+        goes alone, priced at it (``PaymentRounds``).
 
         Raises:
             RemotePaymentError: the host refused the payment or the channel.
@@ -160,6 +163,7 @@ class PaidWindow:
         """
         terms = link.terms
         price = price_of(terms, kind, size)
+        most = price_of(terms, kind, max(size, largest or size))
         maximum = self.max_price_per_mib_put if kind in (Kind.PUT, Kind.RENEW) else self.max_price_per_mib_get
         rounds = PaymentRounds(chunk_price(MAX_DATA_SIZE, maximum))
         own = _Own(tally)
@@ -167,7 +171,8 @@ class PaidWindow:
             rounds.start()
             try:
                 answer = await self._attempt(
-                    link, Request(kind=kind, chunk=address, price=price, hint=rounds.hint), data, own)
+                    link, Request(kind=kind, chunk=address, price=most if rounds.alone else price, hint=rounds.hint,
+                                  alone=rounds.alone), data, own)
                 return Paid(answer=answer, signed=own.signed)
             except _Failed as failed:
                 error, alone = failed.error, failed.alone
@@ -201,7 +206,7 @@ class PaidWindow:
         async with trio.open_nursery() as nursery:
             try:
                 async with link.turn:  # requests sign and leave in call order
-                    await self._take_turn(link, request.price, own)
+                    await self._take_turn(link, request, own)
                     prepared = self._prepare(link, request, own)
                     alone = prepared.charge.alone
                     if alone:
@@ -241,7 +246,7 @@ class PaidWindow:
                 turn.release()
 
         try:
-            await self._take_turn(link, request.price, own)
+            await self._take_turn(link, request, own)
             prepared = self._prepare(link, request, own)
             alone, record = prepared.charge.alone, prepared.record
             record_error: list[Exception] = []
@@ -284,15 +289,15 @@ class PaidWindow:
         return result
 
     @staticmethod
-    async def _take_turn(link: HostLink, price: int, own: _Own) -> None:
-        """With ``turn`` held: wait, or resynchronise, until the link lets a request of ``price`` go
+    async def _take_turn(link: HostLink, request: Request, own: _Own) -> None:
+        """With ``turn`` held: wait, or resynchronise, until the link lets ``request`` go
         and the session can queue it at once.
 
         Nothing waits between the payment's signature and the send queue
         then: a cancelled request's payment has left, or was never signed.
         """
         while True:
-            admission = link.machine.admit(price)
+            admission = link.machine.admit(request.price, alone=request.alone)
             if admission is Admission.WAIT:
                 await link.changed.wait()
             elif admission is Admission.RESYNC:

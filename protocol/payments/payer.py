@@ -103,12 +103,15 @@ class Request:
 
     ``hint`` is the host's figure of what this request owes, from its
     refusal of the same request sent alone; it replaces the mirror's.
+    ``alone``: it goes with nothing else in flight (a request tried again
+    after a refusal: ``PaymentRounds.alone``).
     """
 
     kind: Kind
     chunk: bytes
     price: int
     hint: int | None = None
+    alone: bool = False
 
     def __post_init__(self) -> None:
         if self.price < 0 or (self.hint is not None and self.hint <= 0):
@@ -280,13 +283,16 @@ class PayerLink:
         self.phase = Phase.FAILED
         return abandoned
 
-    def admit(self, price: int) -> Admission:
-        """What a request of ``price`` may do now (the caller holds the link's turn)."""
+    def admit(self, price: int, *, alone: bool = False) -> Admission:
+        """What a request of ``price`` may do now (the caller holds the link's turn); ``alone``: it must
+        go with nothing else in flight, and waits for the window to drain."""
         if self.phase is Phase.RESYNCED:
             return Admission.SEND_ALONE
         if self.phase is Phase.ALONE:
             return Admission.WAIT
         if self.phase is Phase.READY:
+            if alone:
+                return Admission.SEND_ALONE if self.inflight == 0 else Admission.WAIT
             window = paid_window(price, self.terms.free_allowance)
             return Admission.SEND if self.inflight < window else Admission.WAIT
         if self.inflight > 0:
@@ -303,14 +309,16 @@ class PayerLink:
             (``channel_refused``: give it up, open a new one).
             protocol.bitcoin.errors.BitcoinError: the channel cannot pay it.
         """
-        admission = self.admit(request.price)
+        admission = self.admit(request.price, alone=request.alone)
         if admission not in (Admission.SEND, Admission.SEND_ALONE):
             raise RuntimeError(f"request sent while the link says {admission.value}")
         alone = admission is Admission.SEND_ALONE
         redelivery = self.account.is_redelivery(request.chunk, request.kind)
         owed = 0 if redelivery else self.account.owed(request.price, self.terms.free_allowance)
         if alone and request.hint is not None and not redelivery:
-            owed = request.hint  # exact: the host refused this request sent alone
+            # The host's figure when it refused this request sent alone: exact then, and the mirror's own
+            # (just adopted, at a price no lower than the host's) is no less now.
+            owed = max(owed, request.hint)
         before = self.projected
         try:
             payment, signed, new = self._pay(owed)
@@ -469,8 +477,12 @@ class PayerLink:
         if self.channel_id is None and charge.payment is None and not charge.redelivery:
             # No channel to resynchronise from: take back what the projection
             # counted (the host charges nothing it does not serve, and a chunk
-            # lost after its charge is redelivered free).
-            self.account = replace(self.account, consumed=self.account.consumed - request.price)
+            # lost after its charge is redelivered free), its price and its
+            # place among the recent charges: tried again, it is no redelivery.
+            recent = tuple(item for item in self.account.recent if item != (request.chunk, request.kind))
+            last_chunk, last_kind = recent[-1] if recent else (None, None)
+            self.account = replace(self.account, consumed=self.account.consumed - request.price, recent=recent,
+                                   last_chunk=last_chunk, last_kind=last_kind)
 
     def adopt(self, state: ChannelState) -> ChannelState:
         """Take the host's record of the channel (OPEN_CHANNEL's or CHANNEL_STATE's reply).
@@ -515,12 +527,22 @@ class PaymentRounds:
 
     ``ceiling`` is one chunk of the largest size at our maximum price: a host
     asking more is refused (``PriceTooHigh``).
+
+    A request tried again goes alone (``alone``), and its caller prices it
+    at the most it may cost (a GET of unknown size: the largest chunk).  In
+    a window the requests before it may be priced below what the host
+    charges them (a GET of unknown size is priced as 1 MiB), so the same
+    request tried in the window again would be refused again, and every
+    other refused one with it, until their rounds ran out; alone, on the
+    host's account adopted after the refusal and at a price no lower than
+    the host's, it is served (specs/payments.md §Payer link states).
     """
 
     def __init__(self, ceiling: int) -> None:
         self.ceiling = ceiling
         self.attempts = 0
         self.hint: int | None = None  # what the next attempt pays, when the host said so
+        self.alone = False  # the next attempt goes with nothing else in flight
 
     def start(self) -> None:
         """An attempt begins."""
@@ -547,6 +569,7 @@ class PaymentRounds:
             return False
         if self.attempts >= MAX_PAYMENT_ROUNDS:
             raise RemotePaymentError(PaymentErrorCode.INSUFFICIENT_PAYMENT, "host kept refusing payment")
+        self.alone = True
         return True
 
 

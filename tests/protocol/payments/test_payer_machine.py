@@ -482,3 +482,107 @@ def test_a_balance_payment_withdrawn_before_it_left_is_not_paid_on_top_of_the_ne
     assert again is not None and again.total == 550 and link.paid == 550
     with pytest.raises(RuntimeError):
         link.withdraw(LinkTotals(channel_total=600, acknowledged=0, projected=0, paid=0, last_sig=None))  # above ours
+
+
+class PricingHost(Host):
+    """A host that charges each GET by the chunk's real size, and refuses a payment short of it."""
+
+    def __init__(self, allowance: int, terms: Terms) -> None:
+        super().__init__(allowance)
+        self.terms = terms
+        self.refused = 0
+
+    def serve(self, charge: Charge, size: int) -> int | None:
+        """None when served; else the INSUFFICIENT_PAYMENT ``owed`` (nothing recorded)."""
+        real = charge.request if charge.request.price == self.terms.get_price(size) else \
+            Request(kind=charge.request.kind, chunk=charge.request.chunk, price=self.terms.get_price(size))
+        if self.account.is_redelivery(real.chunk, real.kind):
+            return None
+        owed = self.account.owed(real.price, self.allowance)
+        payment = charge.payment
+        increment = payment.total - self.channel.total if payment is not None and payment.total > self.channel.total else 0
+        if increment < owed:
+            self.refused += 1
+            return owed
+        self.receive(Charge(request=real, redelivery=False, alone=charge.alone, payment=payment, signed=charge.signed,
+                            new=charge.new, ahead=None), found=True)
+        return None
+
+
+@settings(max_examples=200, deadline=None)
+@given(sizes=st.lists(st.integers(1, 4 * MIB), min_size=1, max_size=40), allowance_chunks=st.integers(1, 12),
+       answers=st.lists(st.booleans(), min_size=40, max_size=40))
+def test_gets_of_unknown_size_priced_below_the_hosts_charge_are_all_served_within_their_rounds(
+        sizes: list[int], allowance_chunks: int, answers: list[bool]) -> None:
+    # A raw fetch does not know a chunk's size: it prices each GET as 1 MiB, and the host charges up to 4 MiB.
+    terms = make_terms(allowance_chunks * 101, price_per_mib=100)
+    link = PayerLink(terms=terms, channel=PayerChannel(make_params(), PAYER_KEY), channel_id=CHANNEL)
+    host = PricingHost(terms.free_allowance, terms)
+    guess, most = terms.get_price(MIB), terms.get_price(4 * MIB)
+    waiting = [(i, PaymentRounds(ceiling=10 * most)) for i in range(len(sizes))]  # in the order they take the turn
+    in_flight: list[tuple[Charge, PaymentRounds, int]] = []
+    served: list[int] = []
+    step = 0
+    while waiting or in_flight:
+        step += 1
+        if waiting:
+            index, rounds = waiting[0]
+            request = Request(kind=Kind.GET, chunk=index.to_bytes(32, "big"), price=most if rounds.alone else guess,
+                              hint=rounds.hint, alone=rounds.alone)
+            admission = link.admit(request.price, alone=request.alone)
+            if admission is Admission.RESYNC:
+                link.adopt(host.state())
+                continue
+            if admission is not Admission.WAIT:
+                rounds.start()
+                waiting.pop(0)
+                in_flight.append((link.send(request), rounds, index))
+                if not answers[step % len(answers)]:
+                    continue  # another request may go before the host answers
+        charge, rounds, index = in_flight.pop(0)  # the host answers in arrival order
+        owed = host.serve(charge, sizes[index])
+        if owed is None:
+            link.settle(Answer(charge=charge, size=sizes[index]))
+            served.append(index)
+            continue
+        link.settle(Failure(charge=charge, answered=True))
+        # Raises "host kept refusing payment" when the rounds run out: the test fails.
+        assert rounds.refused(Refusal(code=PaymentErrorCode.INSUFFICIENT_PAYMENT, owed=owed, alone=charge.alone))
+        waiting.append((index, rounds))  # it takes the turn again behind those already waiting
+    assert sorted(served) == list(range(len(sizes)))
+    assert host.account.consumed - host.account.paid <= host.allowance  # never served past the allowance
+    assert host.account.consumed == sum(terms.get_price(s) for s in sizes)
+    # The mirror agrees with the host to the sat once everything settled (answers carried the real sizes).
+    assert (link.account.consumed, link.account.paid) == (host.account.consumed, host.account.paid)
+
+
+def test_a_request_tried_again_goes_alone_once_the_window_drains() -> None:
+    link = make_link()  # a window of 3
+    first = link.send(get(1))
+    assert link.admit(PRICE, alone=True) is Admission.WAIT  # not beside another request
+    with pytest.raises(RuntimeError):
+        link.send(Request(kind=Kind.GET, chunk=bytes(32), price=PRICE, alone=True))
+    link.settle(Answer(charge=first))
+    assert link.admit(PRICE, alone=True) is Admission.SEND_ALONE
+    alone = link.send(Request(kind=Kind.GET, chunk=bytes(32), price=PRICE, alone=True))
+    assert alone.alone and link.phase is Phase.ALONE and link.admit(PRICE) is Admission.WAIT
+    link.settle(Answer(charge=alone))
+    assert link.phase is Phase.READY and link.admit(PRICE) is Admission.SEND
+
+    rounds = PaymentRounds(ceiling=1_000)
+    rounds.start()
+    assert not rounds.alone
+    assert rounds.refused(Refusal(code=PaymentErrorCode.INSUFFICIENT_PAYMENT, owed=40, alone=False))
+    assert rounds.alone and rounds.hint is None  # in a window the figure is not exact; alone it will be
+
+
+def test_a_request_refused_without_a_channel_is_no_redelivery_when_tried_again() -> None:
+    link = make_link(PRICE + 10, channel=False)  # the mirror counts the first request free
+    chunk = (7).to_bytes(32, "big")
+    first = link.send(get(7))
+    assert first.payment is None and not first.redelivery
+    link.settle(Failure(charge=first, answered=True))  # the host charged more than the guess: refused
+    assert not link.account.is_redelivery(chunk, Kind.GET) and link.account.consumed == 0
+    with pytest.raises(RemotePaymentError) as refused:  # at the most it may cost it owes: a channel is needed
+        link.send(Request(kind=Kind.GET, chunk=chunk, price=4 * PRICE, alone=True))
+    assert refused.value.code is PaymentErrorCode.INSUFFICIENT_PAYMENT and refused.value.owed == 3 * PRICE - 10
