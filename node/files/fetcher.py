@@ -322,6 +322,26 @@ async def fetch_raw(root: bytes, store: ChunkStore, sources: Sequence[ChunkSourc
                        chunks=walker.chunks, data_chunks=walker.data_chunks)
 
 
+async def fetch_into_store(link: Link, store: ChunkStore, *, max_price_per_mib: int,
+                           resolver: HostResolver | None = None) -> FetchResult:
+    """Every chunk of ``link``'s file into ``store``, each verified before it is kept.
+
+    A read capability (a link with its key) is fetched as a pin is (:func:`fetch_file` without a
+    destination: decrypted and checked, the plaintext dropped), so every data chunk's size is
+    known from its manifest before it is asked for and its GET is priced exactly: a GET of unknown
+    size is priced as 1 MiB, and refused when the chunk is bigger, which costs a resynchronisation
+    and a request sent alone (specs/payments.md §Payer link states). A bare root is walked by
+    :func:`fetch_raw`.
+
+    Raises:
+        FetchFailed: some chunk has no usable host left.
+        protocol.chunks.IntegrityError: a chunk breaks the format, or (with the key) does not decrypt.
+    """
+    if link.key is not None:
+        return await fetch_file(link, None, [], max_price_per_mib=max_price_per_mib, resolver=resolver, store=store)
+    return await fetch_raw(link.root, store, [], max_price_per_mib=max_price_per_mib, resolver=resolver)
+
+
 class _Discard:
     def write(self, data: bytes) -> int:
         return len(data)

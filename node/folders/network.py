@@ -35,7 +35,7 @@ import trio
 
 from node.api.control import ControlError, ControlServer, Emit, Param, ParamKind
 from node.exchange.paying import PaidPeers
-from node.files.fetcher import FetchFailed, PaidSource, fetch_raw
+from node.files.fetcher import FetchFailed, PaidSource, fetch_into_store
 from node.files.locate import DhtResolver, PeerDialer, PlacementView, free_source
 from node.files.uploader import ChunkPlaced, free_put, replicate_file
 from node.folders.chunklist import file_chunks, store_chunk_list
@@ -195,7 +195,7 @@ class FolderService:
         max_price = paid.payer.max_price_per_mib_get if paid is not None else 0
         view, providers = await placement.get()
         resolver = DhtResolver(self.dialer, link.root, make_source=make_source, view=view, providers=providers)
-        await fetch_raw(link.root, self.store, [], max_price_per_mib=max_price, resolver=resolver)
+        await fetch_into_store(link, self.store, max_price_per_mib=max_price, resolver=resolver)
 
     async def _in_thread(self, work: Callable[[Callable[[Link], None]], T], head: Head | None = None) -> T:
         """Run ``work(ensure)`` on a worker thread, ``ensure`` fetching on the trio thread; map errors.

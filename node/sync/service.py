@@ -36,7 +36,7 @@ import trio
 
 from node.api.control import ControlError, ControlServer, Param, ParamKind
 from node.exchange.paying import PaidPeers
-from node.files.fetcher import PaidSource, fetch_raw
+from node.files.fetcher import PaidSource, fetch_into_store
 from node.files.locate import DhtResolver, PeerDialer, free_source
 from node.files.uploader import free_put, replicate_file
 from node.store import ChunkStore
@@ -146,10 +146,13 @@ class NodeHosts:
             providers += [p for p in await self.dialer.providers(dht_key(state_root)) if p not in providers]
         limiter = trio.CapacityLimiter(PARALLEL_FILES)
 
+        by_root = {link.root: link for link in links if link.key is not None}
+
         async def fetch(root: bytes) -> None:
             async with limiter:
                 resolver = DhtResolver(self.dialer, root, make_source=make_source, view=view, providers=providers)
-                await fetch_raw(root, self.store, [], max_price_per_mib=max_price, resolver=resolver)
+                await fetch_into_store(by_root.get(root) or Link(root), self.store, max_price_per_mib=max_price,
+                                       resolver=resolver)
 
         async with trio.open_nursery() as nursery:
             for root in missing:
