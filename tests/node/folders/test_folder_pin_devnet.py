@@ -77,8 +77,8 @@ def test_a_node_with_the_verify_link_alone_keeps_what_a_reader_restores_from(tmp
         assert done["number"] == 2
         assert tree_hash(dest) == tree_hash(src)
         # With the read link every GET is priced by the size the manifests give: the pinner refused none.
-        refused = f"refused GetChunk from {nodes[4]['node_id'][:12]}"
-        assert refused not in (pinner / "mu-node.log").read_text()
+        refusal = f"refused GetChunk from {nodes[4]['node_id'][:12]}"
+        assert refusal not in (pinner / "mu-node.log").read_text()
 
         refused = mu(pinner, "folder", "pin", links["verify"][:-1] + ("2" if links["verify"][-1] != "2" else "3"),
                      check=False)
