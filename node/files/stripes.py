@@ -119,15 +119,14 @@ async def store_striped(link: Link, store: ChunkStore, dialer: PeerDialer, *, k:
         pending.clear()
         used: set[bytes] = set()
         placed: list[bytes] = []
-        stored = stripe.stored(k)
+        padding = stripe.padding(k)  # the zero blocks completing a short stripe are no shares: no host (§3)
         for i, (address, share) in enumerate(zip(stripe.shares, shares)):
-            host = None
-            if i in stored:  # the zero blocks completing a short stripe are no shares: no host (§3)
-                host = await put_on_one(dialer, view, put, address, share, used, dead, n + SPARE_CANDIDATES)
+            host = None if i in padding else await put_on_one(dialer, view, put, address, share, used, dead,
+                                                               n + SPARE_CANDIDATES)
             if host is not None:
                 used.add(host)
             placed.append(host or b"")
-        if len(used) < len(stored):
+        if len(used) < n - len(padding):
             short.append(len(stripes))
         stripes.append(stripe)
         hosts.append(tuple(placed))

@@ -16,6 +16,8 @@ summarised here (``W`` is ``paid_window(price, free_allowance)``):
     --------  ------------------------------  ----------------------------------------
     READY     admit, in flight < W            SEND
     READY     admit, in flight >= W           WAIT (for a request to settle)
+    READY     admit alone, in flight > 0      WAIT (for the window to drain)
+    READY     admit alone, drained            SEND_ALONE (a request tried again)
     FAILED    admit, in flight > 0            WAIT (for the window to drain)
     FAILED    admit, drained, channel open    RESYNC (send CHANNEL_STATE, then adopt)
     FAILED    admit, drained, no channel      SEND_ALONE
@@ -102,7 +104,8 @@ class Request:
     """A GET or PUT to pay for: ``price`` by its expected size.
 
     ``hint`` is the host's figure of what this request owes, from its
-    refusal of the same request sent alone; it replaces the mirror's.
+    refusal of the same request sent alone; sent alone again, it pays at
+    least that.
     ``alone``: it goes with nothing else in flight (a request tried again
     after a refusal: ``PaymentRounds.alone``).
     """

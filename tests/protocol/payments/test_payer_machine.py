@@ -494,8 +494,7 @@ class PricingHost(Host):
 
     def serve(self, charge: Charge, size: int) -> int | None:
         """None when served; else the INSUFFICIENT_PAYMENT ``owed`` (nothing recorded)."""
-        real = charge.request if charge.request.price == self.terms.get_price(size) else \
-            Request(kind=charge.request.kind, chunk=charge.request.chunk, price=self.terms.get_price(size))
+        real = Request(kind=charge.request.kind, chunk=charge.request.chunk, price=self.terms.get_price(size))
         if self.account.is_redelivery(real.chunk, real.kind):
             return None
         owed = self.account.owed(real.price, self.allowance)
