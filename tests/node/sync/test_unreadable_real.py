@@ -29,12 +29,20 @@ import json, os, stat, sys
 from pathlib import Path
 import trio
 from tests.node.sync.test_engine import Network, device, settle, tree_hash
+
+def pair(base: Path) -> tuple:
+    net = Network()
+    return device(base, net, "a"), device(base, net, "b")
+'''
+
+# Each scenario defines main(base) -> dict; this runs it and prints the dict as one JSON line.
+RUN = r'''
+print(json.dumps(trio.run(main, Path(sys.argv[1]))))
 '''
 
 SCENARIO = PRELUDE + r'''
 async def main(base: Path) -> dict:
-    net = Network()
-    a, b = device(base, net, "a"), device(base, net, "b")
+    a, b = pair(base)
     (a.root / "dir").mkdir()
     (a.root / "dir/inner.txt").write_bytes(b"inside")
     (a.root / "secret.txt").write_bytes(b"v1")
@@ -54,15 +62,12 @@ async def main(base: Path) -> dict:
                 b_secret_after=(b.root / "secret.txt").read_bytes().decode(),
                 b_inner=(b.root / "dir/inner.txt").read_bytes().decode())
     return seen
-
-print(json.dumps(trio.run(main, Path(sys.argv[1]))))
-'''
+''' + RUN
 
 
 REVERT_SCENARIO = PRELUDE + r'''
 async def main(base: Path) -> dict:
-    net = Network()
-    a, b = device(base, net, "a"), device(base, net, "b")
+    a, b = pair(base)
     (a.root / "dir").mkdir()
     (a.root / "dir/x.txt").write_bytes(b"x")
     await settle(a, b)
@@ -75,9 +80,7 @@ async def main(base: Path) -> dict:
     seen.update(a_mode=oct(stat.S_IMODE(os.lstat(a.root / "dir/x.txt").st_mode)),
                 b_mode=oct(stat.S_IMODE(os.lstat(b.root / "dir/x.txt").st_mode)))
     return seen
-
-print(json.dumps(trio.run(main, Path(sys.argv[1]))))
-'''
+''' + RUN
 
 
 def _as_unprivileged() -> list[str]:
