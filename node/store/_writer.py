@@ -15,7 +15,10 @@ them and hands each the others it needs: the quota account
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
+import logging
+import mmap
 import os
 import secrets
 import threading
@@ -36,6 +39,18 @@ MAX_CHUNK_BYTES = 4 * 1024 * 1024 + 1024
 # flush (measured on the reference VM: 8 threads ~300 MiB/s, 32 ~450 MiB/s).
 # Bounds threads and open files, not memory (see STREAM_BUFFER_BYTES).
 FSYNC_PARALLELISM = 32
+# A host's paid PUTs are written past the page cache (O_DIRECT) from
+# page-aligned buffers, in whole DIRECT_ALIGN blocks (the tail, under one
+# block, through the cache): a host keeps what peers send and seldom reads it
+# soon, and each write through the cache fills fresh pages, which on the
+# reference VM cost more CPU than the rest of the PUT (networked add +15-20%,
+# scripts/bench-vs-bittorrent).  The node's own chunks (an add, a fetch kept)
+# still go through the cache, where reading them back is fast.  At most
+# DIRECT_BUFFERS buffers per process (each up to MAX_CHUNK_BYTES resident once
+# used); a write finding none free goes through the cache.
+DIRECT_ALIGN = 4096
+DIRECT_BUFFERS = 8
+O_DIRECT: int = getattr(os, "O_DIRECT", 0)  # Linux; elsewhere every write goes through the cache
 # Where chunks are written before they are linked to their final name.
 TMP_DIR = "tmp"
 # The index flag set while chunks may be on disk without their index rows.
@@ -46,6 +61,8 @@ Chunk = bytes | bytearray | memoryview
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
+log = logging.getLogger("mu.store")
+
 
 def fsync_pool() -> ThreadPoolExecutor:
     """Threads shared by all stores for concurrent writes and fsyncs."""
@@ -54,6 +71,51 @@ def fsync_pool() -> ThreadPoolExecutor:
         if _POOL is None:
             _POOL = ThreadPoolExecutor(max_workers=FSYNC_PARALLELISM, thread_name_prefix="mu-store-sync")
         return _POOL
+
+
+class DirectBuffers:
+    """Page-aligned buffers for O_DIRECT chunk writes, at most ``count``, reused; thread-safe."""
+
+    def __init__(self, count: int = DIRECT_BUFFERS, size: int = MAX_CHUNK_BYTES) -> None:
+        self.size = -(-size // DIRECT_ALIGN) * DIRECT_ALIGN
+        self._spare = count
+        self._free: list[mmap.mmap] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> mmap.mmap | None:
+        """A free buffer, a new one while fewer than ``count`` exist, else None."""
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+            if not self._spare:
+                return None
+            self._spare -= 1
+        return mmap.mmap(-1, self.size)  # anonymous: page-aligned
+
+    def give(self, buffer: mmap.mmap) -> None:
+        with self._lock:
+            self._free.append(buffer)
+
+
+_BUFFERS = DirectBuffers()
+
+
+def _write_direct(fd: int, view: memoryview, buffer: mmap.mmap) -> int:
+    """Write ``view``'s whole DIRECT_ALIGN blocks to ``fd`` (opened O_DIRECT) through ``buffer``,
+    then clear O_DIRECT; return the bytes written (the rest is a tail under one block).
+
+    Raises:
+        OSError(EINVAL): the filesystem refused the direct write (nothing counted as written).
+    """
+    aligned = len(view) - len(view) % DIRECT_ALIGN
+    buffer[:aligned] = view[:aligned]
+    with memoryview(buffer) as whole:
+        block = whole[:aligned]
+        done = 0
+        while done < aligned:
+            done += os.write(fd, block[done:])
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~O_DIRECT)
+    return aligned
 
 
 def _fsync_dir(path: Path) -> None:
@@ -149,6 +211,8 @@ class ChunkWriter:
         self.index = index
         self.space = space
         self.dirty = dirty
+        # Off for good after the filesystem refuses O_DIRECT once (tmpfs before Linux 6.6, some FUSE).
+        self.direct = O_DIRECT != 0
 
     def path_of(self, address: bytes) -> Path:
         """Where the chunk with ``address`` lives (whether or not it exists)."""
@@ -175,12 +239,13 @@ class ChunkWriter:
         return final
 
     def put_many(self, items: Iterable[tuple[bytes, Chunk]], *, verify: bool = True,
-                 paid_until: int | None = None) -> int:
+                 paid_until: int | None = None, direct: bool = False) -> int:
         """Store chunks durably; return how many were new (see ``ChunkStore.put_many``).
 
         ``paid_until``: the new chunks' rows get that retention, committed
         durably with them (one index commit for a paid PUT, specs/chunks.md
-        §8.6); chunks already held are left as they are.
+        §8.6); chunks already held are left as they are.  ``direct``: write
+        them past the page cache (a host's paid PUTs, see DIRECT_ALIGN).
         """
         # Flag the index as possibly stale before any file appears, so a crash
         # between a file's link and its index row is repaired on next open.
@@ -201,7 +266,7 @@ class ChunkWriter:
         # one-at-a-time loop cannot (specs/chunks.md §8.2 Writing).  A single
         # chunk (a PUT) is written in this thread: a pool hop buys it nothing.
         new: list[tuple[Path, bytes, int]] = []
-        for (final, address, data), outcome in zip(to_write, self._write_all(to_write)):
+        for (final, address, data), outcome in zip(to_write, self._write_all(to_write, direct)):
             if isinstance(outcome, BaseException):
                 failure = failure or outcome
             if outcome is True:
@@ -213,15 +278,15 @@ class ChunkWriter:
             raise failure
         return count
 
-    def _write_all(self, jobs: list[tuple[Path, bytes, Chunk]]) -> list[bool | BaseException]:
+    def _write_all(self, jobs: list[tuple[Path, bytes, Chunk]], direct: bool) -> list[bool | BaseException]:
         """``write_file`` of each job, concurrently on the pool past one; each one's result or error."""
         if len(jobs) == 1:
             try:
-                return [self.write_file(*jobs[0])]
+                return [self.write_file(*jobs[0], direct=direct)]
             except BaseException as exc:
                 return [exc]
         outcomes: list[bool | BaseException] = []
-        for future in [fsync_pool().submit(self.write_file, *job) for job in jobs]:
+        for future in [fsync_pool().submit(self.write_file, *job, direct=direct) for job in jobs]:
             try:
                 outcomes.append(future.result())
             except BaseException as exc:
@@ -243,12 +308,14 @@ class ChunkWriter:
             self.index.add([(address, size) for _, address, size in stored], int(time.time()), paid_until=paid_until)
         return len(stored)
 
-    def write_file(self, final: Path, address: bytes, data: Chunk) -> bool:
+    def write_file(self, final: Path, address: bytes, data: Chunk, *, direct: bool = False) -> bool:
         """Write one chunk file atomically; False if another writer stored it first."""
-        return self.write_taken(final, address, [data], None)
+        return self.write_taken(final, address, [data], None, direct=direct)
 
-    def write_taken(self, final: Path, address: bytes, box: list[Chunk], written: Callable[[int], None] | None) -> bool:
-        """Like :meth:`write_file`, taking the bytes out of ``box``.
+    def write_taken(self, final: Path, address: bytes, box: list[Chunk], written: Callable[[int], None] | None,
+                    *, direct: bool = False) -> bool:
+        """Like :meth:`write_file`, taking the bytes out of ``box``; past the page cache with ``direct``
+        if the filesystem allows it.
 
         The bytes are dropped as soon as they are in the temp file, before
         the slow fdatasync, and ``written(size)`` is called then (also if the
@@ -259,17 +326,23 @@ class ChunkWriter:
         view: memoryview | None = None
         size = len(data)
         tmp = self.tmp / f"{address.hex()}.{secrets.token_hex(4)}.tmp"
+        buffer = _BUFFERS.take() if direct and self.direct and size >= DIRECT_ALIGN else None
         try:
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd, is_direct = self._create(tmp, direct=buffer is not None)
                 try:
                     view = memoryview(data).cast("B")
+                    if is_direct:
+                        assert buffer is not None
+                        view = view[self._write_blocks(fd, view, buffer):]
                     while view:
                         view = view[os.write(fd, view):]
                 except BaseException:
                     os.close(fd)
                     raise
             finally:
+                if buffer is not None:
+                    _BUFFERS.give(buffer)
                 del data  # drop the bytes before the slow fdatasync
                 view = None
                 if written is not None:
@@ -299,6 +372,38 @@ class ChunkWriter:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+
+    def _create(self, tmp: Path, *, direct: bool) -> tuple[int, bool]:
+        """Create the temp file exclusively, O_DIRECT if ``direct`` and the filesystem allows it;
+        the descriptor, and whether it is O_DIRECT."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        if direct:
+            try:
+                return os.open(tmp, flags | O_DIRECT, 0o644), True
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self._no_direct(exc)
+                tmp.unlink(missing_ok=True)  # some filesystems create the file before refusing
+        return os.open(tmp, flags, 0o644), False
+
+    def _write_blocks(self, fd: int, view: memoryview, buffer: mmap.mmap) -> int:
+        """``_write_direct``, or 0 with the file emptied and O_DIRECT off if the filesystem refuses it."""
+        try:
+            return _write_direct(fd, view, buffer)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self._no_direct(exc)
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~O_DIRECT)
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            return 0
+
+    def _no_direct(self, exc: OSError) -> None:
+        if self.direct:
+            self.direct = False
+            log.info("chunk writes go through the page cache in %s: O_DIRECT refused (%s)", self.root, exc)
 
     @staticmethod
     def _link(tmp: Path, final: Path) -> None:

@@ -110,7 +110,7 @@ class RetentionBook:
         until = int(until)
         # A new chunk's row carries its retention from its one index commit;
         # a chunk already held has it extended.
-        stored = self._writer.put_many([(address, data)], verify=verify, paid_until=until) == 1
+        stored = self._writer.put_many([(address, data)], verify=verify, paid_until=until, direct=True) == 1
         with self._lock:
             if stored:
                 row = self._index.meta_of(address)

@@ -177,11 +177,11 @@ def test_index_is_flagged_dirty_before_the_first_chunk_file_appears(tmp_path: Pa
     seen: list[int] = []
     real_write = store._writer.write_file
 
-    def spy(final: Path, addr: bytes, payload: bytes) -> bool:
+    def spy(final: Path, addr: bytes, payload: bytes, *, direct: bool = False) -> bool:
         db = sqlite3.connect(tmp_path / INDEX_FILE)
         seen.append(db.execute("SELECT value FROM state WHERE name = 'dirty'").fetchone()[0])
         db.close()
-        return real_write(final, addr, payload)
+        return real_write(final, addr, payload, direct=direct)
 
     store._writer.write_file = spy  # type: ignore[method-assign]
     store.put(address, data)
