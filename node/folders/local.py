@@ -16,7 +16,7 @@ from pathlib import Path
 
 from node.folders.history import Version, choose, history, load_manifest, load_snapshot
 from node.folders.index import FolderIndex, Head
-from node.folders.restore import restore_tree, select
+from node.folders.restore import WriteFile, restore_tree, select
 from node.folders.retention import split
 from node.folders.results import DiffReport, LogEntry, RestoreReport, SnapshotReport
 from node.folders.snapshot import SnapshotTaken, take_snapshot
@@ -119,8 +119,12 @@ def folder_log(store: ChunkStore, cap: ReadCap, head: Head | None, *,
 
 def folder_restore(store: ChunkStore, cap: ReadCap, head: Head | None, dest: Path, *, number: int | None = None,
                    at_ns: int | None = None, sub: bytes | None = None, ensure: Ensure = _nothing_to_fetch,
-                   on_file: Callable[[int], None] | None = None) -> RestoreReport:
+                   on_file: Callable[[int], None] | None = None, write: WriteFile | None = None) -> RestoreReport:
     """Write the chosen snapshot (or its ``sub`` path) under ``dest``.
+
+    ``ensure`` brings the snapshot's own chunks into ``store``; each file is
+    then written by ``write`` (see ``restore_tree``) or, without it, ensured
+    into ``store`` and written out of it.
 
     Raises:
         LookupError: no snapshot matches ``number`` / ``at_ns``.
@@ -128,10 +132,11 @@ def folder_restore(store: ChunkStore, cap: ReadCap, head: Head | None, dest: Pat
     """
     version = choose(_versions(store, cap, head, ensure), number=number, at_ns=at_ns)
     chosen = select(_entries(store, version, ensure), sub)
-    for entry in chosen:
-        if entry.link is not None:
-            ensure(entry.link)
-    done = restore_tree(store, chosen, dest, on_file=on_file)
+    if write is None:
+        for entry in chosen:
+            if entry.link is not None:
+                ensure(entry.link)
+    done = restore_tree(store, chosen, dest, on_file=on_file, write=write)
     return RestoreReport(number=version.snapshot.number, time_ns=version.snapshot.time_ns, files=done.files,
                          dirs=done.dirs, symlinks=done.symlinks, size=done.bytes, already=done.already)
 

@@ -35,7 +35,8 @@ import trio
 
 from node.api.control import ControlError, ControlServer, Emit, Param, ParamKind
 from node.exchange.paying import PaidPeers
-from node.files.fetcher import FetchFailed, PaidSource, fetch_into_store
+from node.files.fetcher import FetchFailed, PaidSource, fetch_file, fetch_into_store
+from node.files.local import get_file
 from node.files.locate import DhtResolver, PeerDialer, PlacementView, free_source
 from node.files.uploader import ChunkPlaced, free_put, replicate_file
 from node.folders.chunklist import file_chunks, store_chunk_list
@@ -50,6 +51,7 @@ from node.folders.local import (
     unsent_history,
 )
 from node.folders.pinning import PinReport, chain_and_walks, fetch_missing
+from node.folders.restore import WriteFile
 from node.folders.results import FileCounter, to_json
 from node.folders.retention import prune, prune_after_snapshot
 from node.folders.snapshot import TMP_DIR, FolderError
@@ -190,20 +192,46 @@ class FolderService:
         """
         if await trio.to_thread.run_sync(holds_file, self.store, link.root):
             return
+        resolver, max_price = await self._hosts(link, placement)
+        await fetch_into_store(link, self.store, max_price_per_mib=max_price, resolver=resolver)
+
+    async def _fetch_plain(self, link: Link, path: Path, placement: _Placement) -> None:
+        """Fetch ``link``'s file into ``path`` as ``mu get`` does: the plaintext written (and fsynced)
+        once, the data chunks not kept in the store, those already there used."""
+        resolver, max_price = await self._hosts(link, placement)
+        await fetch_file(link, path, [], max_price_per_mib=max_price, resolver=resolver, store=self.store,
+                         keep_chunks=False)
+
+    async def _hosts(self, link: Link, placement: _Placement) -> tuple[DhtResolver, int]:
+        """Where a fetch of ``link``'s file finds its hosts, and the most it pays per MiB."""
         paid = self.paid
         make_source = free_source if paid is None else functools.partial(PaidSource.open, paid)
         max_price = paid.payer.max_price_per_mib_get if paid is not None else 0
         view, providers = await placement.get()
-        resolver = DhtResolver(self.dialer, link.root, make_source=make_source, view=view, providers=providers)
-        await fetch_into_store(link, self.store, max_price_per_mib=max_price, resolver=resolver)
+        return DhtResolver(self.dialer, link.root, make_source=make_source, view=view, providers=providers), max_price
 
-    async def _in_thread(self, work: Callable[[Callable[[Link], None]], T], head: Head | None = None) -> T:
+    def _writer(self, placement: _Placement) -> WriteFile:
+        """A restore's ``write``, called on its worker thread: out of the store when it holds the whole
+        file, else fetched straight into the file (no copy of the ciphertext kept)."""
+
+        def write(link: Link, path: Path) -> None:
+            if holds_file(self.store, link.root):
+                get_file(self.store, link, path)
+            else:
+                trio.from_thread.run(self._fetch_plain, link, path, placement)
+
+        return write
+
+    async def _in_thread(self, work: Callable[[Callable[[Link], None]], T], head: Head | None = None,
+                         placement: _Placement | None = None) -> T:
         """Run ``work(ensure)`` on a worker thread, ``ensure`` fetching on the trio thread; map errors.
 
-        Every fetch of the operation shares one placement view, taken around
-        the root of ``head``'s snapshot, and that root's providers.
+        Every fetch of the operation shares one placement view (``placement``,
+        by default taken around the root of ``head``'s snapshot, and that
+        root's providers).
         """
-        placement = _Placement(self.dialer, None if head is None else record_root(head.value))
+        if placement is None:
+            placement = _Placement(self.dialer, None if head is None else record_root(head.value))
 
         def ensure(link: Link) -> None:
             trio.from_thread.run(self._ensure, link, placement)
@@ -414,10 +442,12 @@ class FolderService:
         async with self._lock:
             with FolderIndex.open(self.data_dir) as index:
                 head = await self._head(index, cap.public_key)
+            placement = _Placement(self.dialer, None if head is None else record_root(head.value))
+            write = self._writer(placement)
             done = await self._in_thread(lambda ensure: folder_restore(
                 self.store, cap, head, dest, number=number, at_ns=at_ns,
                 sub=os.fsencode(sub) if sub is not None else None, ensure=ensure,
-                on_file=_file_events("restored", emit)), head)
+                on_file=_file_events("restored", emit), write=write), head, placement)
         return to_json(done)
 
     async def diff(self, body: Json, emit: Emit) -> Json:

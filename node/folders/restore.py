@@ -1,11 +1,14 @@
-"""Writing a snapshot's tree out of the local store (specs/folders.md §11 Restoring).
+"""Writing a snapshot's tree (specs/folders.md §11 Restoring).
 
 Per file atomic: the plaintext goes to a temp name in the target directory
-(``get_file`` writes and fsyncs it), gets its mode and mtime there, and is
+(``get_file`` writes and fsyncs it out of the local store, or through a node
+the fetch writes it as ``mu get`` does), gets its mode and mtime there, and is
 renamed over the final name only then; nothing half-written or with wrong
 metadata ever sits under a final name.  A kill leaves at most temp files
-(``.*.mu-restore-*``), which the next run removes, and files already
-restored (same size, mode and mtime_ns) are not written again.  Directory
+(``.*.mu-restore-*``, and a fetch's ``.mu-part`` of one), which the next run
+removes, and files already restored (same size, mode and mtime_ns) are not
+written again.  A file whose content was written earlier in the same run is
+copied from there, not fetched again.  Directory
 modes and mtimes are set last, deepest first, since writing into a
 directory changes its mtime and a read-only mode would block the writes.
 """
@@ -16,6 +19,7 @@ import os
 import re
 import secrets
 import stat
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +27,16 @@ from pathlib import Path
 from node.files.local import get_file
 from node.folders.snapshot import FolderError
 from node.store import ChunkStore
+from protocol.chunks import Link
 from protocol.folders import Entry, EntryKind
 
+#: Writes the plaintext of a link's file to a path, durably (fsynced).
+WriteFile = Callable[[Link, Path], None]
+
 TEMP_MARK = ".mu-restore-"
-# Temp names this module and get_file (``.NAME.mu-partial-HEX``) leave behind when killed.
-_LEFTOVER = re.compile(r"^\..*\.mu-(restore|partial)-[0-9a-f]+$")
+# Temp names this module, get_file (``.NAME.mu-partial-HEX``) and a fetch into one of ours
+# (``.NAME.mu-restore-HEX.mu-part``) leave behind when killed.
+_LEFTOVER = re.compile(r"^\..*\.mu-(restore|partial)-[0-9a-f]+(\.mu-part)?$")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,9 +100,19 @@ def _is_restored(final: Path, entry: Entry) -> bool:
             and stat.S_IMODE(st.st_mode) == entry.mode)
 
 
+def _copy_durably(source: Path, target: Path) -> None:
+    with open(source, "rb") as src, open(target, "xb") as out:
+        shutil.copyfileobj(src, out, 1024 * 1024)
+        out.flush()
+        os.fsync(out.fileno())
+
+
 def restore_tree(store: ChunkStore, entries: list[Entry], dest: Path, *,
-                 on_file: Callable[[int], None] | None = None) -> Restored:
-    """Write ``entries`` under ``dest`` (created if missing); their chunks must be in ``store``.
+                 on_file: Callable[[int], None] | None = None, write: WriteFile | None = None) -> Restored:
+    """Write ``entries`` under ``dest`` (created if missing).
+
+    ``write`` puts a file's plaintext at a temp path; by default ``get_file``
+    out of ``store``, which must then hold every chunk.
 
     Raises:
         FolderError: a path is taken by something of another kind.
@@ -102,8 +121,12 @@ def restore_tree(store: ChunkStore, entries: list[Entry], dest: Path, *,
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(dest)
+    if write is None:
+        def write(link: Link, path: Path) -> None:
+            get_file(store, link, path)
     files = dirs = links = size = already = 0
     touched: set[Path] = {dest}
+    written: dict[bytes, Path] = {}  # a file's root -> where this run wrote it
     for entry in entries:  # sorted by path: parents first
         final = dest / os.fsdecode(entry.path)
         if entry.kind is EntryKind.DIR:
@@ -128,13 +151,21 @@ def restore_tree(store: ChunkStore, entries: list[Entry], dest: Path, *,
             continue
         tmp = _temp_beside(final)
         try:
-            get_file(store, entry.link, tmp)
+            earlier = written.get(entry.link.root)
+            try:
+                if earlier is None:
+                    raise FileNotFoundError
+                _copy_durably(earlier, tmp)
+            except OSError:  # none yet, or no longer readable (its mode, a change since)
+                tmp.unlink(missing_ok=True)
+                write(entry.link, tmp)
             os.chmod(tmp, entry.mode)
             os.utime(tmp, ns=(entry.mtime_ns, entry.mtime_ns))
             os.replace(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        written[entry.link.root] = final
         files += 1
         size += entry.size
         if on_file is not None:

@@ -27,6 +27,7 @@ import pytest
 from node.folders.index import INDEX_FILE
 from node.ledger import LEDGER_FILE, Ledger
 from node.runtime.settings import DEFAULTS
+from node.store import STORE_DIR
 from protocol.chunks import DEFAULT_CHUNK_SIZE, TAG_SIZE
 from protocol.payments import Kind, chunk_price
 from tests.helpers.folders import make_tree, tree_hash
@@ -108,6 +109,11 @@ def assert_no_chunk_paid_twice(ledger_dirs: list[Path]) -> int:
     return total
 
 
+def store_bytes(data_dir: Path) -> int:
+    """Bytes of the chunk files in a node's store (its shard directories)."""
+    return sum(path.stat().st_size for path in (data_dir / STORE_DIR).glob("??/*"))
+
+
 def sent_chunks(data_dir: Path) -> int:
     import sqlite3
     try:
@@ -165,6 +171,7 @@ def test_restore_elsewhere_with_the_read_link_hosts_learn_nothing_kill_9_reruns_
         assert links["read"] not in output
 
         # kill -9 of the restoring node once files appear; the rerun completes, nothing partial under a final name.
+        held_before = store_bytes(reader)  # node-5 hosts some of the chunks: it was a replica candidate
         dest = tmp_path / "restored"
         restore = subprocess.Popen([sys.executable, "-m", "node", "--data-dir", str(reader), "folder", "restore",
                                     links["read"], str(dest)], cwd=REPO_ROOT, stdout=subprocess.PIPE,
@@ -182,6 +189,10 @@ def test_restore_elsewhere_with_the_read_link_hosts_learn_nothing_kill_9_reruns_
         done = mu_json(reader, "folder", "restore", links["read"], str(dest))
         assert done["number"] == 2 and done["files"] + done["already"] == 36
         assert tree_hash(dest) == tree_hash(src)
+        # The files were fetched into place as mu get does: the store kept their manifests, not their data.
+        grown = store_bytes(reader) - held_before
+        print(f"node-5's store grew by {grown} bytes over the restore")
+        assert grown < 1024 * 1024
         old = mu_json(reader, "folder", "restore", links["read"], str(tmp_path / "old"), "--snapshot", "1",
                       "--path", "many/record-07.dat")
         assert old["files"] == 1 and (tmp_path / "old" / "many" / "record-07.dat").stat().st_size == 48 * 1024

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from node.files.local import get_file
 from node.folders.index import FolderIndex, Head
 from node.folders.local import folder_diff, folder_log, folder_restore, snapshot_folder, unsent_history
 from node.folders.snapshot import FolderError
@@ -116,8 +117,38 @@ def test_leftover_temp_files_are_removed_and_never_final(tmp_path: Path, folder:
     dest.mkdir()
     (dest / ".f.mu-restore-deadbeef").write_bytes(b"half")
     (dest / ".f.mu-partial-0123abcd").write_bytes(b"half")
+    (dest / ".f.mu-restore-0123abcd.mu-part").write_bytes(b"half")  # a fetch into a temp name, killed
     folder_restore(folder.store, CAP.read_cap, folder.head, dest)
     assert sorted(p.name for p in dest.iterdir()) == ["f"]
+
+
+def test_files_are_written_by_the_given_writer_and_equal_ones_copied(tmp_path: Path, folder: Folder) -> None:
+    """Through a node, a restore fetches each file straight into place (``write``); a file with the same
+    content as one already written in this run is copied from it, not fetched again."""
+    src = tmp_path / "src"
+    src.mkdir()
+    same = os.urandom(100_000)
+    (src / "a").write_bytes(same)
+    (src / "b").write_bytes(same)
+    (src / "c").write_bytes(b"other")
+    (src / "d").write_bytes(same)
+    os.chmod(src / "a", 0o400)  # a read-only file is still a source to copy from
+    folder.snapshot(src)
+    written: list[str] = []
+
+    def write(link, path):  # type: ignore[no-untyped-def]
+        written.append(path.name)
+        get_file(folder.store, link, path)
+
+    dest = tmp_path / "dest"
+    report = folder_restore(folder.store, CAP.read_cap, folder.head, dest, write=write)
+    assert report.files == 4
+    assert [name.split(".mu-restore-")[0] for name in written] == [".a", ".c"]  # b and d copied from a
+    assert tree_hash(dest) == tree_hash(src)
+    (dest / "a").unlink()
+    (dest / "b").unlink()
+    again = folder_restore(folder.store, CAP.read_cap, folder.head, dest, write=write)
+    assert again.files == 2 and again.already == 2 and written[2:] == [written[2]]  # b copied from the new a
 
 
 def test_snapshots_taken_without_a_node_are_sent_with_the_next_one(tmp_path: Path, folder: Folder) -> None:
