@@ -24,7 +24,9 @@ from node.cli.results import (
     PeersReport,
     PinResult,
 )
+from node.cli.exit_codes import fail
 from node.runtime.config import resolve_data_dir
+from node.runtime.lock import NODE_LOCK_FILE, holder
 
 if TYPE_CHECKING:
     from node.folders.results import DiffReport, LogEntry, PruneReport, RestoreReport, SnapshotReport
@@ -110,6 +112,12 @@ def open_backend(data_dir_option: str | None) -> Backend:
     client = answering_node(data_dir)
     if client is not None:
         return RemoteBackend(client)
+    # A node that holds the data dir but does not answer (starting, stopping, stuck) owns its files all
+    # the same: the command must not work on them behind its back.
+    locked = holder(data_dir / NODE_LOCK_FILE)
+    if locked is not None:
+        raise SystemExit(fail(f"{locked} but does not answer its control API (starting or stopping?): "
+                              "try again"))
     # Imported only now: the local backend brings the store, the files and the folders, which a command
     # served by a running node never needs (its start-up, issue 22).
     from node.cli.local_backend import LocalBackend

@@ -28,7 +28,7 @@ from pathlib import Path
 import trio
 
 from node.runtime.config import load_identity, write_secret_file
-from node.runtime.lock import hold_lock
+from node.runtime.lock import NODE_LOCK_FILE, hold_lock
 from node.runtime.settings import DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULTS
 from node.api.control import ControlServer
 from node.api.names import register_name_routes
@@ -54,7 +54,6 @@ from protocol.payments import Terms
 log = logging.getLogger("mu.node")
 
 NODE_INFO_FILE = "node.json"
-NODE_LOCK_FILE = "node.lock"
 # Wallet key indexes the node uses (node.bitcoin.wallet derives KEY_COUNT keys).
 PAYMENT_KEY_INDEX = 0  # receives earnings: the wallet's receive key
 PAYER_KEY_INDEX = 2  # signs our own channel payments

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
 import pytest
 
-from node.runtime.lock import DataDirLocked, hold_lock
+from node.runtime import lock
+from node.runtime.lock import DataDirLocked, hold_lock, holder
 
 
 def test_a_held_lock_refuses_at_once_naming_the_holder(tmp_path: Path) -> None:
@@ -36,3 +38,43 @@ def test_a_lock_file_without_a_pid_is_still_refused(tmp_path: Path) -> None:
         with pytest.raises(DataDirLocked) as refused, hold_lock(path):
             pass
     assert refused.value.pid is None and "another process" in str(refused.value)
+
+
+def test_the_holder_is_named_and_nobody_is_found_where_nobody_holds(tmp_path: Path) -> None:
+    path = tmp_path / "node.lock"
+    assert holder(path) is None  # no file: not held, and the probe creates none
+    assert not path.exists()
+    with hold_lock(path):
+        found = holder(path)
+        assert isinstance(found, DataDirLocked) and found.pid == os.getpid()
+    assert holder(path) is None
+    with hold_lock(path):  # the probe left nothing held
+        pass
+
+
+def test_a_probe_at_the_moment_a_node_starts_does_not_make_it_give_up(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "node.lock"
+    path.write_text("")
+    probe = os.open(path, os.O_RDONLY)
+    fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a command's probe, caught holding its shared lock
+    waits: list[float] = []
+
+    def probe_ends(seconds: float) -> None:  # the probe lets go while the node waits between tries
+        waits.append(seconds)
+        os.close(probe)
+
+    monkeypatch.setattr(lock.time, "sleep", probe_ends)
+    with hold_lock(path):
+        assert path.read_text() == f"{os.getpid()}\n"
+    assert waits == [lock.LOCK_RETRY_SECONDS]
+
+
+def test_a_lock_still_held_after_every_try_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "node.lock"
+    waits: list[float] = []
+    monkeypatch.setattr(lock.time, "sleep", waits.append)
+    with hold_lock(path):
+        with pytest.raises(DataDirLocked), hold_lock(path):
+            pass
+    assert len(waits) == lock.LOCK_TRIES - 1

@@ -135,3 +135,28 @@ def test_init_then_add_uses_mu_data_dir_env(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "node", "add", str(src)], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert any((tmp_path / "envdir" / "chunks").glob("??/*"))
+
+
+def test_a_node_that_holds_the_data_dir_but_does_not_answer_is_not_worked_around(tmp_path: Path) -> None:
+    """Without an answering node the command works on the data dir's files, unless a node holds them."""
+    data_dir = tmp_path / "data"
+    src = tmp_path / "f.bin"
+    src.write_bytes(os.urandom(3 * CS))
+    link = add(data_dir, src)["link"]  # no node: local
+    holding = subprocess.Popen(  # a node starting (or stuck): the data dir's lock taken, no control API yet
+        [sys.executable, "-c", "import sys; from pathlib import Path; from node.runtime.lock import hold_lock\n"
+         "with hold_lock(Path(sys.argv[1])):\n    print('held', flush=True)\n    sys.stdin.read()",
+         str(data_dir / "node.lock")], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holding.stdout is not None and holding.stdout.readline() == "held\n"
+        for args in (("get", link, "-o", tmp_path / "out.bin"), ("add", src), ("peers",)):
+            refused = mu(data_dir, *args)
+            assert refused.returncode == 1, (args, refused.stdout, refused.stderr)
+            assert f"in use by process {holding.pid}" in refused.stderr
+            assert "does not answer its control API" in refused.stderr
+        assert not (tmp_path / "out.bin").exists()
+    finally:
+        holding.communicate("", timeout=30)
+    got = mu(data_dir, "get", link, "-o", tmp_path / "out.bin")  # the holder gone: local again
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
