@@ -283,9 +283,8 @@ async def fetch_file(link: Link, dest: Path | None, sources: Sequence[ChunkSourc
                 await trio.to_thread.run_sync(run.resume, out)
             writer = PlainWriter(out, part)
             await run.run(writer)
-            await trio.to_thread.run_sync(writer.close)
-            writer = None
-            await trio.to_thread.run_sync(_fsync_file, out)
+            last, writer = writer, None
+            await trio.to_thread.run_sync(_finish, last, out, part, dest)  # one thread hop for the three
         except BaseException:
             if writer is not None:
                 try:  # what was decoded stays in the part file, to resume from
@@ -296,7 +295,6 @@ async def fetch_file(link: Link, dest: Path | None, sources: Sequence[ChunkSourc
             if keep_chunks or not (resume or run.written):  # else it is what a rerun resumes from
                 part.unlink(missing_ok=True)
             raise
-    await trio.to_thread.run_sync(_commit, part, dest)
     return FetchResult(path=dest, size=run.written, progress=run.report(), banned=run.banned())
 
 
@@ -359,6 +357,16 @@ def _commit(part: Path, dest: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _finish(writer: PlainWriter, out: object, part: Path, dest: Path) -> None:
+    """The last plaintext written, the part file fsynced, then renamed to ``dest`` durably.
+
+    A failure before the rename leaves the part file (what a rerun resumes from).
+    """
+    writer.close()
+    _fsync_file(out)
+    _commit(part, dest)
 
 
 class _Fetch:

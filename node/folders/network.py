@@ -140,14 +140,16 @@ class _Placement:
         self.root = root
         self._view: PlacementView | None = None
         self._providers: list[bytes] | None = None
+        self._lock = trio.Lock()  # files fetched together wait for one lookup
 
     async def get(self) -> tuple[PlacementView | None, list[bytes] | None]:
         if self.root is None:
             return None, None
-        if self._view is None or not self._view.node_ids:  # an empty view (still joining) is taken again
-            self._view = await self.dialer.view(self.root)
-        if self._providers is None:
-            self._providers = await self.dialer.providers(dht_key(self.root))
+        async with self._lock:
+            if self._view is None or not self._view.node_ids:  # an empty view (still joining) is taken again
+                self._view = await self.dialer.view(self.root)
+            if self._providers is None:
+                self._providers = await self.dialer.providers(dht_key(self.root))
         return self._view, self._providers
 
 
@@ -211,14 +213,15 @@ class FolderService:
         return DhtResolver(self.dialer, link.root, make_source=make_source, view=view, providers=providers), max_price
 
     def _writer(self, placement: _Placement) -> WriteFile:
-        """A restore's ``write``, called on its worker thread: out of the store when it holds the whole
-        file, else fetched straight into the file (no copy of the ciphertext kept)."""
+        """A restore's ``write``, called on its worker threads: out of the store when it holds the whole
+        file, else fetched straight into the file (no copy of the ciphertext kept).  Called in trio."""
+        token = trio.lowlevel.current_trio_token()  # the restore's file threads are not trio's
 
         def write(link: Link, path: Path) -> None:
             if holds_file(self.store, link.root):
                 get_file(self.store, link, path)
             else:
-                trio.from_thread.run(self._fetch_plain, link, path, placement)
+                trio.from_thread.run(self._fetch_plain, link, path, placement, trio_token=token)
 
         return write
 

@@ -20,7 +20,8 @@ import re
 import secrets
 import stat
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,11 @@ from protocol.folders import Entry, EntryKind
 
 #: Writes the plaintext of a link's file to a path, durably (fsynced).
 WriteFile = Callable[[Link, Path], None]
+#: Through a node, files of at most SMALL_FILE bytes are fetched PARALLEL_FILES at a time: each
+#: waits mostly on round trips and fsyncs, which then overlap (a bigger file's fetch pipelines its
+#: own chunks, and several at once would hold several fetch windows of chunks in memory).
+SMALL_FILE = 1024 * 1024
+PARALLEL_FILES = 8
 
 TEMP_MARK = ".mu-restore-"
 # Temp names this module, get_file (``.NAME.mu-partial-HEX``) and a fetch into one of ours
@@ -107,12 +113,76 @@ def _copy_durably(source: Path, target: Path) -> None:
         os.fsync(out.fileno())
 
 
+class _Files:
+    """Writes files (each atomically: temp name, mode, mtime, rename) and counts them."""
+
+    def __init__(self, write: WriteFile, on_file: Callable[[int], None] | None) -> None:
+        self.write = write
+        self.on_file = on_file
+        self.count = 0
+        self.bytes = 0
+
+    def put(self, entry: Entry, final: Path, source: Path | None = None) -> None:
+        """Write ``entry`` at ``final``: copied from ``source`` (a file with the same content) if it can be read."""
+        assert entry.link is not None
+        tmp = _temp_beside(final)
+        try:
+            try:
+                if source is None:
+                    raise FileNotFoundError
+                _copy_durably(source, tmp)
+            except OSError:  # none, or no longer readable (its mode, a change since)
+                tmp.unlink(missing_ok=True)
+                self.write(entry.link, tmp)
+            os.chmod(tmp, entry.mode)
+            os.utime(tmp, ns=(entry.mtime_ns, entry.mtime_ns))
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def run(self, jobs: Sequence[tuple[Entry, Path] | tuple[Entry, Path, Path]], parallel: int) -> None:
+        """``put`` every job, ``parallel`` at a time; counted (and ``on_file`` called) in this thread.
+
+        On a failure no job starts after it, those running finish, and the first error is raised.
+        """
+        if parallel <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                self.put(*job)
+                self._done(job[0])
+            return
+        failure: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="mu-restore") as pool:
+            running = {pool.submit(self.put, *job): job[0] for job in jobs}
+            for done in as_completed(running):
+                try:
+                    done.result()
+                except BaseException as exc:  # noqa: BLE001 (re-raised below, after the rest stopped)
+                    if failure is None:
+                        failure = exc
+                        for future in running:
+                            future.cancel()  # those not started
+                    continue
+                self._done(running[done])
+        if failure is not None:
+            raise failure
+
+    def _done(self, entry: Entry) -> None:
+        self.count += 1
+        self.bytes += entry.size
+        if self.on_file is not None:
+            self.on_file(entry.size)
+
+
 def restore_tree(store: ChunkStore, entries: list[Entry], dest: Path, *,
                  on_file: Callable[[int], None] | None = None, write: WriteFile | None = None) -> Restored:
     """Write ``entries`` under ``dest`` (created if missing).
 
     ``write`` puts a file's plaintext at a temp path; by default ``get_file``
-    out of ``store``, which must then hold every chunk.
+    out of ``store``, which must then hold every chunk.  Directories and
+    symlinks come first, then the files: with ``write`` given (a fetch),
+    files of at most ``SMALL_FILE`` bytes ``PARALLEL_FILES`` at a time, then
+    the bigger ones one by one, then those whose content an earlier one had.
 
     Raises:
         FolderError: a path is taken by something of another kind.
@@ -121,12 +191,14 @@ def restore_tree(store: ChunkStore, entries: list[Entry], dest: Path, *,
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(dest)
+    parallel = PARALLEL_FILES if write is not None else 1
     if write is None:
         def write(link: Link, path: Path) -> None:
             get_file(store, link, path)
-    files = dirs = links = size = already = 0
+    dirs = links = already = 0
     touched: set[Path] = {dest}
-    written: dict[bytes, Path] = {}  # a file's root -> where this run wrote it
+    firsts: dict[bytes, tuple[Entry, Path]] = {}  # a content's root -> the file that writes it
+    copies: list[tuple[Entry, Path, Path]] = []  # files whose content another one writes, and that one
     for entry in entries:  # sorted by path: parents first
         final = dest / os.fsdecode(entry.path)
         if entry.kind is EntryKind.DIR:
@@ -148,28 +220,15 @@ def restore_tree(store: ChunkStore, entries: list[Entry], dest: Path, *,
         assert entry.link is not None
         if _is_restored(final, entry):
             already += 1
-            continue
-        tmp = _temp_beside(final)
-        try:
-            earlier = written.get(entry.link.root)
-            try:
-                if earlier is None:
-                    raise FileNotFoundError
-                _copy_durably(earlier, tmp)
-            except OSError:  # none yet, or no longer readable (its mode, a change since)
-                tmp.unlink(missing_ok=True)
-                write(entry.link, tmp)
-            os.chmod(tmp, entry.mode)
-            os.utime(tmp, ns=(entry.mtime_ns, entry.mtime_ns))
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        written[entry.link.root] = final
-        files += 1
-        size += entry.size
-        if on_file is not None:
-            on_file(entry.size)
+        elif entry.link.root in firsts:
+            copies.append((entry, final, firsts[entry.link.root][1]))
+        else:
+            firsts[entry.link.root] = (entry, final)
+    files = _Files(write, on_file)
+    small = [job for job in firsts.values() if job[0].size <= SMALL_FILE]
+    files.run(small, parallel)
+    files.run([job for job in firsts.values() if job[0].size > SMALL_FILE], 1)
+    files.run(copies, 1)
     for entry in reversed(entries):  # deepest first: children no longer change a directory's mtime
         if entry.kind is EntryKind.DIR:
             final = dest / os.fsdecode(entry.path)
@@ -181,4 +240,4 @@ def restore_tree(store: ChunkStore, entries: list[Entry], dest: Path, *,
             os.fsync(fd)  # the renames are durable
         finally:
             os.close(fd)
-    return Restored(files=files, dirs=dirs, symlinks=links, bytes=size, already=already)
+    return Restored(files=files.count, dirs=dirs, symlinks=links, bytes=files.bytes, already=already)
