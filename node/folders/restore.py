@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import stat
 import shutil
+import stat
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass

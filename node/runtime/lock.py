@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-import time
+from time import sleep
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,7 +70,7 @@ def hold_lock(path: Path) -> Iterator[None]:
             except BlockingIOError:
                 if attempt == LOCK_TRIES - 1:
                     raise DataDirLocked(path, _read_pid(fd)) from None
-                time.sleep(LOCK_RETRY_SECONDS)  # a probe's moment, or a holder that stays: then refused
+                sleep(LOCK_RETRY_SECONDS)  # a probe's moment, or a holder that stays: then refused
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield

@@ -64,7 +64,7 @@ def test_a_probe_at_the_moment_a_node_starts_does_not_make_it_give_up(tmp_path: 
         waits.append(seconds)
         os.close(probe)
 
-    monkeypatch.setattr(lock.time, "sleep", probe_ends)
+    monkeypatch.setattr(lock, "sleep", probe_ends)
     with hold_lock(path):
         assert path.read_text() == f"{os.getpid()}\n"
     assert waits == [lock.LOCK_RETRY_SECONDS]
@@ -73,7 +73,7 @@ def test_a_probe_at_the_moment_a_node_starts_does_not_make_it_give_up(tmp_path: 
 def test_a_lock_still_held_after_every_try_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "node.lock"
     waits: list[float] = []
-    monkeypatch.setattr(lock.time, "sleep", waits.append)
+    monkeypatch.setattr(lock, "sleep", waits.append)
     with hold_lock(path):
         with pytest.raises(DataDirLocked), hold_lock(path):
             pass
