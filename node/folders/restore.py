@@ -5,9 +5,10 @@ Per file atomic: the plaintext goes to a temp name in the target directory
 the fetch writes it as ``mu get`` does), gets its mode and mtime there, and is
 renamed over the final name only then; nothing half-written or with wrong
 metadata ever sits under a final name.  A kill leaves at most temp files
-(``.*.mu-restore-*``, and a fetch's ``.mu-part`` of one), which the next run
-removes, and files already restored (same size, mode and mtime_ns) are not
-written again.  A file whose content was written earlier in the same run is
+(``.*.mu-restore-*``), which the next run removes, and a fetch's part file
+(``.NAME.mu-restore-HEX.mu-part``, HEX from the file's content), which the
+next run resumes from; files already restored (same size, mode and mtime_ns)
+are not written again.  A file whose content was written earlier in the same run is
 copied from there, not fetched again.  Directory
 modes and mtimes are set last, deepest first, since writing into a
 directory changes its mtime and a read-only mode would block the writes.
@@ -43,6 +44,7 @@ TEMP_MARK = ".mu-restore-"
 # Temp names this module, get_file (``.NAME.mu-partial-HEX``) and a fetch into one of ours
 # (``.NAME.mu-restore-HEX.mu-part``) leave behind when killed.
 _LEFTOVER = re.compile(r"^\..*\.mu-(restore|partial)-[0-9a-f]+(\.mu-part)?$")
+PART_SUFFIX = ".mu-part"  # node/files/fetcher.py's: what a fetch resumes from
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,17 +73,21 @@ def select(entries: tuple[Entry, ...], sub: bytes | None) -> list[Entry]:
     return chosen
 
 
-def _remove_leftovers(dest: Path) -> None:
+def _remove_leftovers(dest: Path, *, parts: bool = True) -> None:
+    """Remove the temp names a killed run left; with ``parts`` False, not a fetch's part file (resumed)."""
     for directory, dirnames, filenames in os.walk(dest):
         for name in filenames + dirnames:
-            if _LEFTOVER.match(name):
+            if _LEFTOVER.match(name) and (parts or not name.endswith(PART_SUFFIX)):
                 path = os.path.join(directory, name)
                 if os.path.islink(path) or not os.path.isdir(path):
                     os.unlink(path)
 
 
-def _temp_beside(final: Path) -> Path:
-    return final.parent / f".{final.name[:100]}{TEMP_MARK}{secrets.token_hex(4)}"
+def _temp_beside(final: Path, content: bytes | None = None) -> Path:
+    """A temp name beside ``final``: random, or for a file named by its ``content`` (its link's root) the
+    same in every run, so that a fetch killed into it is resumed by the next (its part file kept)."""
+    mark = content[:8].hex() if content is not None else secrets.token_hex(4)
+    return final.parent / f".{final.name[:100]}{TEMP_MARK}{mark}"
 
 
 def _ensure_dir(path: Path) -> None:
@@ -125,7 +131,7 @@ class _Files:
     def put(self, entry: Entry, final: Path, source: Path | None = None) -> None:
         """Write ``entry`` at ``final``: copied from ``source`` (a file with the same content) if it can be read."""
         assert entry.link is not None
-        tmp = _temp_beside(final)
+        tmp = _temp_beside(final, entry.link.root)
         try:
             try:
                 if source is None:
@@ -190,7 +196,7 @@ def restore_tree(store: ChunkStore, entries: list[Entry], dest: Path, *,
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(dest)
+    _remove_leftovers(dest, parts=False)
     parallel = PARALLEL_FILES if write is not None else 1
     if write is None:
         def write(link: Link, path: Path) -> None:
@@ -229,6 +235,7 @@ def restore_tree(store: ChunkStore, entries: list[Entry], dest: Path, *,
     files.run(small, parallel)
     files.run([job for job in firsts.values() if job[0].size > SMALL_FILE], 1)
     files.run(copies, 1)
+    _remove_leftovers(dest)  # part files no file of this snapshot resumed
     for entry in reversed(entries):  # deepest first: children no longer change a directory's mtime
         if entry.kind is EntryKind.DIR:
             final = dest / os.fsdecode(entry.path)

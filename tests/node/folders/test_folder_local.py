@@ -202,3 +202,37 @@ def test_small_files_are_fetched_together_and_a_failure_stops_the_rest(tmp_path:
     assert all(not name.startswith(".") for name in names)  # no temp file left, nothing half under a name
     assert all((again / name).read_bytes() == (src / name).read_bytes() for name in names)
     assert len(names) < 6
+
+
+def test_a_killed_fetch_is_resumed_from_its_part_file_and_stale_ones_go(tmp_path: Path, folder: Folder) -> None:
+    """Through a node a file is fetched into a temp name fixed by its content, via ``NAME.mu-part``: a rerun
+    after a kill finds that part file again (a fetch resumes from it); a successful run leaves none."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(os.urandom(5000))
+    (src / "b").write_bytes(os.urandom(7000))
+    folder.snapshot(src)
+    dest = tmp_path / "dest"
+
+    def killed(link, path):  # type: ignore[no-untyped-def]
+        if path.name.startswith(".b."):
+            path.with_name(path.name + ".mu-part").write_bytes(b"half of b")
+            raise OSError(5, "Input/output error")
+        get_file(folder.store, link, path)
+
+    with pytest.raises(OSError):
+        folder_restore(folder.store, CAP.read_cap, folder.head, dest, write=killed)
+    (part,) = dest.glob(".b.mu-restore-*.mu-part")
+    stale = dest / ".gone.mu-restore-0123456789abcdef.mu-part"  # a file no longer in the snapshot
+    stale.write_bytes(b"old")
+    seen: list[bool] = []
+
+    def resumed(link, path):  # type: ignore[no-untyped-def]
+        seen.append(path.with_name(path.name + ".mu-part") == part and part.read_bytes() == b"half of b")
+        part.unlink()  # a fetch resumes from it, then renames it
+        get_file(folder.store, link, path)
+
+    again = folder_restore(folder.store, CAP.read_cap, folder.head, dest, write=resumed)
+    assert again.files == 1 and again.already == 1 and seen == [True]
+    assert tree_hash(dest) == tree_hash(src)
+    assert sorted(p.name for p in dest.iterdir()) == ["a", "b"]  # the stale part file is gone too
