@@ -19,6 +19,11 @@ one chunk's price, every other GET paid):
    restore`` of the folder's read link, then ``mu get`` of the file: the
    same bytes, the same hosts, the same channels.
 
+With ``--small-files N``, node-1 also snapshots a second folder of N files
+of 4 KiB, and node-5 restores it last: its seconds and milliseconds per
+file are printed too (a restore of many small files is bound by per-file
+round trips and fsyncs, not by bytes).
+
 Printed per run and as medians: MiB/s of each, the ratio restore / get,
 and the GETs the hosts refused during each (``refused GetChunk`` lines in
 their logs naming node-5). A restore fetches each file with its read link,
@@ -48,6 +53,8 @@ START_DEADLINE = 60.0
 POLL = 0.2
 PEERS_WANTED = 3  # the restarted node's table lists the three hosts before anything is timed
 WARM_UP_MIB = 8  # the untimed get that opens the sessions and channels
+SMALL_FILE_BYTES = 4096  # --small-files: files of this size, in SMALL_DIRS directories
+SMALL_DIRS = 10
 
 
 def _env() -> dict[str, str]:
@@ -96,12 +103,17 @@ def _tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
-def one_run(root: Path, mib: int) -> dict[str, float]:
+def one_run(root: Path, mib: int, small_files: int = 0) -> dict[str, float]:
     src = root / "folder"
     src.mkdir(parents=True)
     part = max(1, mib // 3)
     for i in range(3):
         (src / f"part-{i}.bin").write_bytes(os.urandom(part * MIB))
+    small = root / "small"
+    for i in range(small_files):
+        directory = small / f"d{i % SMALL_DIRS}"
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"f-{i}.txt").write_bytes(os.urandom(SMALL_FILE_BYTES))
     single = root / "file.bin"
     single.write_bytes(os.urandom(3 * part * MIB))
     warm = root / "warm-up.bin"
@@ -120,6 +132,9 @@ def one_run(root: Path, mib: int) -> dict[str, float]:
     try:
         links = _mu(writer["data_dir"], "folder", "create", str(src))
         _mu(writer["data_dir"], "folder", "snapshot", str(src))
+        if small_files:
+            small_links = _mu(writer["data_dir"], "folder", "create", str(small))
+            _mu(writer["data_dir"], "folder", "snapshot", str(small))
         added = _mu(writer["data_dir"], "add", str(single))
         warm_up = _mu(writer["data_dir"], "add", str(warm))
         _stop(writer["pid"])
@@ -151,8 +166,14 @@ def one_run(root: Path, mib: int) -> dict[str, float]:
         if (root / "got.bin").read_bytes() != single.read_bytes():
             raise RuntimeError("the fetched file differs from the source")
         size = 3 * part
-        return {"restore": size / restore, "get": size / get, "ratio": get / restore,
-                "refused_restore": between - before, "refused_get": after - between}
+        row = {"restore": size / restore, "get": size / get, "ratio": get / restore,
+               "refused_restore": between - before, "refused_get": after - between}
+        if small_files:
+            row["small"] = _timed(reader["data_dir"], "folder", "restore", small_links["read"],
+                                  str(root / "restored-small"))
+            if _tree_digest(root / "restored-small") != _tree_digest(small):
+                raise RuntimeError("the restored small files differ from the source")
+        return row
     finally:
         if restarted is not None:
             restarted.send_signal(signal.SIGTERM)
@@ -166,16 +187,20 @@ def main() -> int:
     parser.add_argument("--mib", type=int, default=96, help="MiB in the folder, and in the file (default 96)")
     parser.add_argument("--runs", type=int, default=3, help="runs, each on a fresh devnet; medians are reported")
     parser.add_argument("--dir", type=Path, default=None, help="where the runs work (default: a temp dir)")
+    parser.add_argument("--small-files", type=int, default=0, metavar="N",
+                        help=f"also restore a second folder of N files of {SMALL_FILE_BYTES} bytes (after the get)")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="mu-bench-restore-", dir=args.dir))
     rows = []
     try:
         for run in range(1, args.runs + 1):
-            row = one_run(base / f"run-{run}", args.mib)
+            row = one_run(base / f"run-{run}", args.mib, args.small_files)
             rows.append(row)
             print(f"run {run}: restore {row['restore']:.1f} MiB/s, get {row['get']:.1f} MiB/s, "
                   f"restore / get {row['ratio']:.2f}x; GETs refused: restore {row['refused_restore']:.0f}, "
-                  f"get {row['refused_get']:.0f}", flush=True)
+                  f"get {row['refused_get']:.0f}"
+                  + (f"; {args.small_files} small files restored in {row['small']:.2f} s" if args.small_files else ""),
+                  flush=True)
             shutil.rmtree(base / f"run-{run}", ignore_errors=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -185,6 +210,9 @@ def main() -> int:
     print(f"  mu folder restore    {med['restore']:7.1f} MiB/s   GETs refused {med['refused_restore']:.0f}")
     print(f"  mu get               {med['get']:7.1f} MiB/s   GETs refused {med['refused_get']:.0f}")
     print(f"  restore / get        {med['ratio']:7.2f}x")
+    if args.small_files:
+        print(f"  mu folder restore of {args.small_files} files of {SMALL_FILE_BYTES} bytes: {med['small']:.2f} s, "
+              f"{1000 * med['small'] / args.small_files:.1f} ms per file")
     return 0
 
 
