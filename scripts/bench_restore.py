@@ -2,7 +2,7 @@
 
 Usage::
 
-    scripts/bench-restore [--mib 96] [--runs 3] [--dir DIR]
+    scripts/bench-restore [--mib 96] [--runs 3] [--dir DIR] [--small-files N]
 
 Per run, on a fresh 5-node devnet (``scripts/devnet``: a free allowance of
 one chunk's price, every other GET paid):

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import fcntl
 import os
-from time import sleep
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from time import sleep
 
 #: Bytes of the lock file read for the holder's PID (a decimal PID and a newline).
 MAX_PID_TEXT = 32
