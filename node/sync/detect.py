@@ -5,7 +5,10 @@ Filesystem events (``watch.open_watcher`` feeds them into an
 for whatever the events missed (an overflowing kernel queue, a network
 filesystem, changes made while the node was down).  Paths are looked at
 twice, ``SETTLE_SECONDS`` apart: a file whose size or mtime moved in between
-is still being written and waits for a later round.  What differs from the
+is still being written and waits for a later round, unless it has been
+moving for ``RESTLESS_SECONDS``: such a file (a log, a database) never
+settles, so it is reported as it is, marked ``restless``, and the round
+takes it if it reads the same before and after.  What differs from the
 scan index is reported as ``LocalChange``s; the caller turns them into
 ``protocol.sync.record_local_change`` calls.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +35,9 @@ DEBOUNCE_SECONDS = 1.0
 MAX_DEBOUNCE_SECONDS = 10.0
 # Time between the two looks that must agree before a change is reported.
 SETTLE_SECONDS = 1.0
+# A file seen moving at every look for this long is reported anyway, at most
+# once per this period while it keeps moving (specs/sync.md §8, restless files).
+RESTLESS_SECONDS = 30.0
 # Period of the full rescan that catches what events missed.
 RESCAN_SECONDS = 60.0
 # Most distinct paths waiting to be looked at; past it the queue gives up on
@@ -43,10 +49,17 @@ log = logging.getLogger("mu.sync")
 
 @dataclass(frozen=True, slots=True)
 class LocalChange:
-    """``path`` now looks like ``record``; None: it is gone."""
+    """``path`` now looks like ``record``; None: it is gone.
+
+    ``restless``: a file that has not stopped changing for
+    ``RESTLESS_SECONDS``; ``record`` is the last look's, and the round
+    takes the file as it finds it when it reads it, if it does not change
+    during the read (specs/sync.md §8).
+    """
 
     path: str
     record: ScanRecord | None
+    restless: bool = False
 
 
 class EventQueue:
@@ -118,6 +131,9 @@ class ChangeDetector:
         self.unsyncable: set[str] = set()
         # Paths the last looks could not look at (permission denied), with the reason, for status.
         self.unreadable: dict[str, str] = {}
+        # Files seen moving at every look since then (trio time), or since they were last reported
+        # restless; bounded by MAX_PENDING_PATHS.
+        self._moving_since: dict[str, float] = {}
 
     @property
     def index(self) -> Mapping[str, ScanRecord]:
@@ -168,12 +184,12 @@ class ChangeDetector:
             # The periodic rescan is a safety net, not a change seen: it leaves pending as it was.
             self._looking = 1 if asked else len(paths)
             try:
-                found, moving, unreadable = await self._settled_look(None if full else paths)
+                found, moving, restless, unreadable = await self._settled_look(None if full else paths)
                 self._note_unreadable(unreadable, None if full else paths)
                 self.rounds += 1
                 self._looked.set()
                 self._looked = trio.Event()
-                batch = self._compare(found, moving, None if full else paths, unreadable)
+                batch = self._compare(found, moving, None if full else paths, unreadable, restless)
                 if batch:
                     await changes.send(batch)
             finally:
@@ -211,22 +227,44 @@ class ChangeDetector:
                         path, unreadable[path])
         self.unreadable = unreadable
 
-    async def _settled_look(self, paths: set[str] | None) -> tuple[dict[str, ScanRecord], set[str], dict[str, str]]:
+    async def _settled_look(self, paths: set[str] | None
+                            ) -> tuple[dict[str, ScanRecord], set[str], set[str], dict[str, str]]:
         """Two looks ``SETTLE_SECONDS`` apart: the second look's settled records, the paths still moving,
-        and the paths the second look could not look at.
+        the restless files among the records, and the paths the second look could not look at.
 
         A path still moving (size, mtime or presence changed between the
-        looks) is queued again and left out of this round.
+        looks) is queued again and left out of this round, unless it is a
+        file (the same inode in both looks) that has been moving at every
+        look for ``RESTLESS_SECONDS``: that one is kept, as restless, and
+        its clock starts again.
         """
         first, _ = await self._look(paths)
         await trio.sleep(SETTLE_SECONDS)
         second, unreadable = await self._look(paths)
         moving = {path for path in first.keys() | second.keys()
                   if (record := first.get(path)) is None or not record.settled_with(second.get(path))}
+        now = trio.current_time()
+        if paths is None:
+            self._moving_since = {path: since for path, since in self._moving_since.items() if path in moving}
+        else:
+            for path in first.keys() | second.keys():
+                if path not in moving:
+                    self._moving_since.pop(path, None)
+        if len(self._moving_since) + len(moving) > MAX_PENDING_PATHS:
+            self._moving_since.clear()  # bounded: such files wait RESTLESS_SECONDS more
+        restless: set[str] = set()
         for path in sorted(moving):
             self.queue.note(path)
-            second.pop(path, None)
-        return second, moving, unreadable
+            since = self._moving_since.setdefault(path, now)
+            before, after = first.get(path), second.get(path)
+            if (now - since >= RESTLESS_SECONDS and before is not None and after is not None
+                    and before.kind is EntryKind.FILE and after.kind is EntryKind.FILE
+                    and before.inode == after.inode):
+                self._moving_since[path] = now
+                restless.add(path)
+            else:
+                second.pop(path, None)
+        return second, moving - restless, restless, unreadable
 
     def _in_scope(self, paths: set[str] | None) -> list[str]:
         """The index's paths this round looked at: all, or the named ones and everything under them."""
@@ -245,7 +283,7 @@ class ChangeDetector:
         return inside
 
     def _compare(self, found: dict[str, ScanRecord], moving: set[str], paths: set[str] | None,
-                 unreadable: Mapping[str, str]) -> tuple[LocalChange, ...]:
+                 unreadable: Mapping[str, str], restless: Collection[str] = ()) -> tuple[LocalChange, ...]:
         changed: dict[str, ScanRecord | None] = {}
         for path in self._in_scope(paths):
             if path in moving or (path not in found and covered(path, unreadable)):
@@ -260,4 +298,4 @@ class ChangeDetector:
                 changed[path] = record
         for path, now in changed.items():
             self.acknowledge(path, now)
-        return tuple(LocalChange(path, changed[path]) for path in sorted(changed))
+        return tuple(LocalChange(path, changed[path], path in restless) for path in sorted(changed))

@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -185,6 +185,7 @@ class FolderSync:
         detection); None: scan the whole tree instead.  A file that changed
         while it was read is left out and its path added to ``retry``.
         """
+        restless: set[str] = set()
         if detected is None:
             tree: dict[str, str] = {}
             found = scan_tree(self.root, IgnoreRules.load(self.root), unreadable=tree)
@@ -197,6 +198,11 @@ class FolderSync:
         else:
             found = {c.path: c.record for c in detected if c.record is not None}
             gone = [c.path for c in detected if c.record is None]
+            for change in detected:  # in the detector's order: a path's last report says if it is restless
+                if change.record is not None and change.restless:
+                    restless.add(change.path)
+                else:
+                    restless.discard(change.path)
             if unreadable is not None:
                 self._catch_up(unreadable, found, gone)
             # The detector reports a change once: a file that could not be read is tried again each round.
@@ -212,7 +218,7 @@ class FolderSync:
                         del self.unreadable_files[path]  # gone or no longer a file: the detector reports that
         for path in gone:
             self.unreadable_files.pop(path, None)
-        stored = self._store_changed(found)
+        stored = self._store_changed(found, restless)
         behind = False
         changes: list[tuple[str, Observation | None]] = []
         for path, record in found.items():
@@ -257,20 +263,33 @@ class FolderSync:
                         and child not in under and child not in found and not covered(child, tree))
         self.unreadable_tree = tree
 
-    def _store_changed(self, found: dict[str, ScanRecord]) -> dict[str, bytes | None]:
+    def _store_changed(self, found: dict[str, ScanRecord], restless: Collection[str] = ()) -> dict[str, bytes | None]:
         """Store the files not seen as they are now; their content references (None: changed while read).
 
         At most ``ROUND_FILES`` of them, the rest left to the next rounds.
         Small files are stored ``SMALL_FILE_THREADS`` at a time, as a folder
         snapshot stores them (node/folders/snapshot.py): each costs a few
         fsyncs, which the device overlaps; a large one runs threads of its own.
+        A ``restless`` file is taken as it is when read (``found`` takes the
+        look just before the read), if it looks the same just after.
         """
         todo = [path for path, record in found.items() if record.kind is EntryKind.FILE
-                and ((known := self.seen.get(path)) is None or known[0] != record)][:ROUND_FILES]
+                and (path in restless or (known := self.seen.get(path)) is None or known[0] != record)][:ROUND_FILES]
         small = [path for path in todo if found[path].size <= SMALL_FILE_BYTES]
+
+        def store(path: str) -> Link | str | None:
+            if path in restless:
+                try:
+                    now = look(self.root, path)
+                except OSError:
+                    now = None  # the read says why, or the check after it does
+                if now is not None and now.kind is EntryKind.FILE:
+                    found[path] = now
+            return self._store_file(path)
+
         with ThreadPoolExecutor(max_workers=SMALL_FILE_THREADS, thread_name_prefix="mu-sync-read") as pool:
-            links = dict(zip(small, pool.map(self._store_file, small)))
-        links.update((path, self._store_file(path)) for path in todo if path not in links)
+            links = dict(zip(small, pool.map(store, small)))
+        links.update((path, store(path)) for path in todo if path not in links)
         out: dict[str, bytes | None] = {}
         for path, link in links.items():
             if isinstance(link, str):

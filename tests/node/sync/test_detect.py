@@ -19,6 +19,7 @@ from node.sync import (
     DEBOUNCE_SECONDS,
     MAX_PENDING_PATHS,
     RESCAN_SECONDS,
+    RESTLESS_SECONDS,
     SETTLE_SECONDS,
     ChangeDetector,
     EventQueue,
@@ -124,6 +125,49 @@ async def test_a_file_still_being_written_is_waited_out(tmp_path: Path, autojump
         nursery.cancel_scope.cancel()
     assert [(c.path, c.record.size if c.record else None) for c in batch] == [("download.iso", 300)]
     assert looks == [100, 200, 300, 300], "reported once two looks agreed, never half-written"
+
+
+async def test_a_file_that_never_stops_changing_is_reported_restless_once_per_period(
+        tmp_path: Path, autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    log_file = tmp_path / "app.log"
+    log_file.write_bytes(b"start\n")
+    swap = tmp_path / "swap"
+    swap.write_bytes(b"0")
+    writing = True
+    real_scan = detect.scan_tree
+
+    def scan_then_write(root: Path, rules: IgnoreRules, under: str = "", *, unsyncable: set[str] | None = None,
+                        unreadable: dict[str, str] | None = None) -> dict[str, object]:
+        found = real_scan(root, rules, under, unsyncable=unsyncable, unreadable=unreadable)
+        if writing and under in ("", "app.log"):  # once a look: a line appended, the swap file replaced whole
+            with log_file.open("ab") as out:
+                out.write(b"line\n")
+            (tmp_path / "swap.new").write_bytes(os.urandom(8))
+            os.replace(tmp_path / "swap.new", swap)  # a new inode each time: never one file that keeps changing
+        return found  # type: ignore[return-value]
+
+    monkeypatch.setattr(detect, "scan_tree", scan_then_write)
+    detector = ChangeDetector(tmp_path)
+    batches: list[tuple[float, tuple[LocalChange, ...]]] = []
+    async with trio.open_nursery() as nursery:
+        send, changes = trio.open_memory_channel[tuple[LocalChange, ...]](0)
+        start = trio.current_time()
+        await nursery.start(detector.serve, send)
+        for _ in range(2):
+            batch = await changes.receive()
+            batches.append((trio.current_time(), batch))
+            size_then = log_file.stat().st_size
+        writing = False
+        settled = await changes.receive()
+        nursery.cancel_scope.cancel()
+    (first_at, first), (second_at, second) = batches
+    assert [(c.path, c.restless) for c in first] == [("app.log", True)]
+    assert [(c.path, c.restless) for c in second] == [("app.log", True)]
+    assert first_at - start >= RESTLESS_SECONDS and second_at - first_at >= RESTLESS_SECONDS
+    assert second[0].record is not None and second[0].record.size < size_then, "the last look's record"
+    # Once it stops, it settles and is reported as any file is; the swap file only now.
+    assert [(c.path, c.restless) for c in settled] == [("app.log", False), ("swap", False)]
+    assert settled[0].record is not None and settled[0].record.size == log_file.stat().st_size
 
 
 async def test_the_periodic_rescan_catches_what_no_event_said(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:

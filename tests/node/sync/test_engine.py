@@ -18,7 +18,7 @@ import trio
 
 from node.folders.snapshot import store_bytes
 from node.store import ChunkStore
-from node.sync import engine
+from node.sync import LocalChange, engine, look
 from node.sync.engine import FolderSync
 from protocol.chunks import Link, RawWalker
 from protocol.folders import ReadCap, WriteCap
@@ -291,5 +291,45 @@ def test_a_one_byte_edit_in_a_64_mib_file_uploads_at_most_two_new_data_chunks(tm
         assert (b.root / "big").read_bytes() == data
         # New chunks: at most 2 data chunks, the file's tree chunk(s), the state blob's.
         assert net.puts - before <= 2 + 2 + 2, net.puts - before
+
+    trio.run(main)
+
+
+def test_a_restless_file_is_taken_as_the_round_reads_it_unless_it_changes_during_the_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The detector reports a file that never settles with its last look's record, marked restless
+    # (specs/sync.md §8): by the time the round reads it, it has grown again.
+    async def main() -> None:
+        net = Network()
+        a, b = device(tmp_path, net, "a"), device(tmp_path, net, "b")
+        await a.run_round()
+        log_file = a.root / "app.log"
+        log_file.write_bytes(b"line 1\n")
+        looked = look(a.root, "app.log")
+        log_file.write_bytes(b"line 1\nline 2\n")
+        # Any other file that changed since the detector looked is still being written: not taken.
+        report = await a.run_round(detected=[LocalChange("app.log", looked)])
+        assert report.retry == ("app.log",) and "app.log" not in a.state.live()
+        report = await a.run_round(detected=[LocalChange("app.log", looked, restless=True)])
+        assert report.retry == () and report.local_changes == 1
+        assert a.state.live()["app.log"].size == len(b"line 1\nline 2\n")
+        await settle(b)
+        assert (b.root / "app.log").read_bytes() == b"line 1\nline 2\n"
+
+        real_store_file = engine.store_file
+
+        def store_then_append(store: ChunkStore, path: Path, chunk_secret: bytes) -> object:
+            stored = real_store_file(store, path, chunk_secret)
+            with path.open("ab") as out:  # written while the round read it
+                out.write(b"line 4\n")
+            return stored
+
+        monkeypatch.setattr(engine, "store_file", store_then_append)
+        looked = look(a.root, "app.log")
+        with log_file.open("ab") as out:
+            out.write(b"line 3\n")
+        report = await a.run_round(detected=[LocalChange("app.log", looked, restless=True)])
+        assert report.retry == ("app.log",) and report.local_changes == 0
+        assert a.state.live()["app.log"].size == len(b"line 1\nline 2\n"), "never a read torn by a write"
 
     trio.run(main)
