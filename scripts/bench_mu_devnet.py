@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -181,18 +182,25 @@ async def _add(node: Node, hosts: list[Node], sample: Path, chunk_size: int | No
                       node_cpu=node_cpu, command_cpu=done.cpu_seconds, host_cpu=host_cpu)
 
 
-async def _watch_first_byte(out: Path, began: float, seen: list[float]) -> None:
+def _watch_first_byte(out: Path, began: float, seen: list[float], ended: threading.Event) -> None:
     """Record when the first byte of the output (its part file, or the file) is on disk: blocks, not a size.
 
     Blocks rather than st_size because a fetcher may size its part file before
-    it writes anything.  Runs until the first byte or until cancelled.
+    it writes anything.  Runs in a thread of its own until the first byte or
+    until the command has ended (``ended``): the trio loop may run late on a
+    loaded machine, and a byte seen only after the end is no first byte.
     """
-    while True:
+    while not ended.is_set():
         for entry in os.scandir(out.parent):
-            if entry.name.startswith(out.name) and entry.stat().st_blocks > 0:
-                seen.append(time.monotonic() - began)
+            try:
+                written = entry.name.startswith(out.name) and entry.stat().st_blocks > 0
+            except FileNotFoundError:  # the part file renamed over the output meanwhile
+                continue
+            if written:
+                if not ended.is_set():
+                    seen.append(time.monotonic() - began)
                 return
-        await trio.sleep(FIRST_BYTE_POLL)  # polling another process's file, stopped by the command's end
+        ended.wait(FIRST_BYTE_POLL)  # polling another process's file, stopped by the command's end
 
 
 async def _get(fetcher: Node, hosts: list[Node], link: str, out: Path, digest: bytes) -> GetFigures:
@@ -200,11 +208,19 @@ async def _get(fetcher: Node, hosts: list[Node], link: str, out: Path, digest: b
     startup = await trio.to_thread.run_sync(_mu_timed, _mu(fetcher.data_dir, "get", "--help"))
     node_cpu, host_cpu = cpu_seconds(fetcher.pid), sum(cpu_seconds(h.pid) for h in hosts)
     first: list[float] = []
-    async with trio.open_nursery() as nursery:
-        began = time.monotonic()
-        nursery.start_soon(_watch_first_byte, out, began, first)
-        done = await trio.to_thread.run_sync(_mu_timed, _mu(fetcher.data_dir, "get", link, "-o", str(out), "--json"))
-        nursery.cancel_scope.cancel()
+    ended = threading.Event()
+
+    def timed_get() -> Finished:
+        try:
+            return _mu_timed(_mu(fetcher.data_dir, "get", link, "-o", str(out), "--json"))
+        finally:
+            ended.set()
+
+    began = time.monotonic()
+    watcher = threading.Thread(target=_watch_first_byte, args=(out, began, first, ended), daemon=True)
+    watcher.start()
+    done = await trio.to_thread.run_sync(timed_get)
+    watcher.join()
     node_cpu = cpu_seconds(fetcher.pid) - node_cpu
     host_cpu = sum(cpu_seconds(h.pid) for h in hosts) - host_cpu
     peak = peak_rss_mib(fetcher.pid)

@@ -11,7 +11,9 @@ Direct I/O (``O_DIRECT``) writes from our buffer to the device instead:
 ``O_DIRECT`` wants the buffer, the file offset and the length aligned
 (``ALIGN``).  Plaintext comes in pieces of any size, so it is gathered in a
 page-aligned staging buffer that maps onto an aligned stretch of the file,
-and written out whole each time it fills.  What is left at the end (under
+and written out whole each time it fills, by a thread of the writer's own
+while the next buffer fills: a direct write waits for the device, and the
+fetch need not wait with it.  What is left at the end (under
 ``STAGE_BYTES``) goes through the ordinary descriptor: its unaligned tail
 cannot go direct.  A file system without direct I/O (tmpfs, some FUSE file
 systems) or a device that refuses the alignment gets ordinary writes from
@@ -25,6 +27,8 @@ import errno
 import logging
 import mmap
 import os
+import queue
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,6 +39,8 @@ log = logging.getLogger("mu.fetch")
 ALIGN = 4096
 # Plaintext gathered before one direct write (a multiple of ALIGN).
 STAGE_BYTES = 1024 * 1024
+# Staging buffers: one being filled while the others are written out.
+STAGES = 4
 
 
 class PlainWriter:
@@ -42,11 +48,20 @@ class PlainWriter:
 
     Meant for one thread at a time.  ``out`` itself must not be written
     meanwhile; ``close`` leaves its position at the end of what was written.
+
+    With direct I/O, a full staging buffer is written by a thread of the
+    writer's own while the caller fills the next one (``stages`` buffers in
+    all): a direct write waits for the device, and the caller (the fetch's
+    decryption) need not wait with it.  An error of that thread (a full
+    disk) is raised by the next ``write`` that waits for a buffer, or by
+    ``close``.
     """
 
-    def __init__(self, out: BinaryIO, path: Path, *, stage_bytes: int = STAGE_BYTES) -> None:
+    def __init__(self, out: BinaryIO, path: Path, *, stage_bytes: int = STAGE_BYTES, stages: int = STAGES) -> None:
         if stage_bytes <= 0 or stage_bytes % ALIGN:
             raise ValueError(f"the staging buffer must be a positive multiple of {ALIGN} bytes")
+        if stages < 1:
+            raise ValueError("at least one staging buffer")
         out.flush()
         self._out = out
         self._fd = out.fileno()
@@ -54,8 +69,17 @@ class PlainWriter:
         self._direct: int | None = _open_direct(path)
         self._stage: mmap.mmap | None = None
         self._filled = 0  # bytes in the staging buffer; it maps onto the file from _offset - _filled
+        self._free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()  # buffers written out, to fill again
+        # Full buffers for the thread: (buffer, bytes in it, file offset); None: no more.
+        self._full: queue.SimpleQueue[tuple[mmap.mmap, int, int] | None] = queue.SimpleQueue()
+        self._error: Exception | None = None  # the thread's: raised to the caller, then an OSError naming it
+        self._thread: threading.Thread | None = None
         if self._direct is not None:
-            self._stage = mmap.mmap(-1, stage_bytes)  # page-aligned
+            for _ in range(stages - 1):
+                self._free.put(mmap.mmap(-1, stage_bytes))  # page-aligned
+            self._stage = mmap.mmap(-1, stage_bytes)
+            self._thread = threading.Thread(target=self._write_out, name="mu-plain-writer", daemon=True)
+            self._thread.start()
             # The buffer starts at an aligned offset: a resumed part file's
             # last partial block is read into it and written again with it.
             head = self._offset % ALIGN
@@ -86,51 +110,96 @@ class PlainWriter:
             self._offset += take
             view = view[take:]
             if self._filled == len(stage):
-                self._flush_stage(full=True)
+                self._hand_over()
                 if self._stage is None:  # fell back: the rest goes through the page cache
                     self._pwrite(self._fd, view, self._offset)
                     self._offset += len(view)
                     break
+                stage = memoryview(self._stage)
         return size
 
     def close(self) -> None:
-        """Write out what is staged and release the direct descriptor; ``out`` is left at the end.
+        """Write out what is staged, wait for the writes under way and let the direct descriptor go;
+        ``out`` is left at the end.
 
         Raises:
-            OSError: the write failed (a full disk): the file holds what was written before it.
+            OSError: a write failed (a full disk): the file holds what was written before it.
         """
         try:
-            if self._stage is not None and self._filled:
-                self._flush_stage(full=False)
+            if self._stage is not None and self._filled and self._error is None:
+                stage, filled = self._stage, self._filled
+                aligned = filled - filled % ALIGN
+                start = self._offset - filled
+                self._filled = 0
+                if aligned:
+                    self._full.put((stage, aligned, start))
+                self._stop()
+                if filled > aligned:
+                    self._pwrite(self._fd, memoryview(stage)[aligned:filled], start + aligned)
         finally:
+            self._stop()
             self._release()
             self._out.seek(self._offset)
+        self._raise_error()
 
-    def _flush_stage(self, *, full: bool) -> None:
-        """Write the staging buffer (all of it when ``full``, else its aligned part direct, the rest not)."""
-        assert self._stage is not None and self._direct is not None
-        stage = memoryview(self._stage)
-        start = self._offset - self._filled
-        aligned = self._filled if full else self._filled - self._filled % ALIGN
-        try:
-            if aligned:
-                self._pwrite(self._direct, stage[:aligned], start)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-            self._fall_back(f"direct write refused ({exc})")
-            aligned = 0
-        if self._filled > aligned:
-            self._pwrite(self._fd, stage[aligned:self._filled], start + aligned)
-        self._filled = 0
+    def _hand_over(self) -> None:
+        """Give the full staging buffer to the thread and take a free one (waiting for it if none is)."""
+        assert self._stage is not None
+        self._full.put((self._stage, self._filled, self._offset - self._filled))
+        self._stage, self._filled = None, 0
+        self._stage = self._free.get()
+        if self._direct is None:  # the thread fell back: no more staging
+            self._stage = None
+        self._raise_error()
+
+    def _write_out(self) -> None:
+        """The thread: write each full buffer where it goes, direct while the device takes it."""
+        while (item := self._full.get()) is not None:
+            stage, filled, start = item
+            try:
+                if self._error is None:
+                    self._write_stage(memoryview(stage)[:filled], start)
+            except Exception as exc:  # noqa: BLE001 - the caller raises it; the thread goes on handing buffers back
+                self._error = exc
+            finally:
+                self._free.put(stage)
+
+    def _write_stage(self, view: memoryview, start: int) -> None:
+        direct = self._direct
+        if direct is not None:
+            try:
+                self._pwrite(direct, view, start)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                log.info("writing the file through the page cache: direct write refused (%s)", exc)
+                self._direct = None
+                os.close(direct)
+        self._pwrite(self._fd, view, start)
+
+    def _stop(self) -> None:
+        """End the thread once it has written every buffer handed to it."""
+        if self._thread is not None:
+            self._full.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _raise_error(self) -> None:
+        """Raise the thread's error; later calls raise an ``OSError`` saying an earlier write failed."""
+        error = self._error
+        if error is not None:
+            self._error = OSError(getattr(error, "errno", None) or errno.EIO, f"an earlier write failed: {error}")
+            raise error
 
     def _fall_back(self, why: str) -> None:
         """Go on with ordinary writes (what is staged is written by the caller)."""
         log.info("writing the file through the page cache: %s", why)
         stage, filled = self._stage, self._filled
+        self._stop()
         self._release()
         if stage is not None and filled:
-            # Bytes staged and not yet written (a read-back head, a refused write).
+            # Bytes staged and not yet written (a read-back head).
             self._pwrite(self._fd, memoryview(stage)[:filled], self._offset - filled)
         self._filled = 0
 

@@ -4,10 +4,10 @@
 The I/O around :class:`protocol.fetch.FetchScheduler` and the pure
 :class:`protocol.chunks.FileDecoder`: the decoder says which chunks come
 next (``upcoming``), the scheduler spreads them over the hosts, one trio task
-per outstanding request asks a :class:`ChunkSource`, verified chunks wait in
-a bounded reorder buffer until the decoder takes them in file order, and the
-plaintext goes to ``DEST.mu-part``, renamed over ``DEST`` once the last chunk
-is in.  With a local :class:`node.store.ChunkStore` chunks already there are
+per outstanding request asks a :class:`ChunkSource` and decrypts the data
+chunk it gets at once, verified chunks wait in a bounded reorder buffer
+until the decoder takes them in file order, and the plaintext goes to
+``DEST.mu-part``, renamed over ``DEST`` once the last chunk is in.  With a local :class:`node.store.ChunkStore` chunks already there are
 not fetched again, and every fetched chunk is kept there (pinning, and what
 makes an interrupted fetch resume without paying twice) unless the caller
 says ``keep_chunks=False``: a plain ``mu get`` keeps only the manifest
@@ -40,7 +40,7 @@ from node.exchange.paying import PaidBadChunk, PaidPeers, Tally, logged_if_slow
 from node.files._output import PlainWriter
 from node.store import ChunkCorrupt, ChunkNotFound, ChunkStore
 from node.transport import BadChunk, RequestError, Session, TransportError
-from protocol.chunks import TAG_SIZE, FileDecoder, Link, RawWalker
+from protocol.chunks import TAG_SIZE, DataSlot, FileDecoder, IntegrityError, Link, RawWalker
 from protocol.payments import Kind, PaymentError, PriceTooHigh
 from protocol.fetch import (
     DEFAULT_REQUEST_TIMEOUT,
@@ -393,9 +393,12 @@ class _Fetch:
         self.queued: dict[bytes, int] = {}  # address -> scheduler index, not yet arrived
         # queued data chunks' stored sizes, from their manifest: a paid request is priced by them
         self.sizes: dict[bytes, int] = {}
-        # waiting for the decoder: the bytes, and whether they were checked against their address
-        # (every fetched chunk was: by its source or the scheduler; a stored one was not)
-        self.ready: dict[bytes, tuple[bytes, bool]] = {}
+        # queued data chunks' slots (FileDecoder only): an arriving one is decrypted at once, out of order
+        self.slots: dict[bytes, DataSlot] = {}
+        # waiting for the decoder: the bytes, whether they were checked against their address
+        # (every fetched chunk was: by its source or the scheduler; a stored one was not), and
+        # the slot and plaintext of a data chunk decrypted on arrival (else None)
+        self.ready: dict[bytes, tuple[bytes, bool, tuple[DataSlot, bytearray] | None]] = {}
         self.decoding = trio.CapacityLimiter(1)  # the decoder is fed by one worker thread at a time
         self.scopes: dict[int, trio.CancelScope] = {}
         self.looked_up: set[bytes] = set()  # queued chunks given their fresh lookup (so at most LOOKAHEAD)
@@ -404,7 +407,8 @@ class _Fetch:
         self.local = 0
         self.started = time.monotonic()
         capacity = MAX_HOSTS * window  # one result per outstanding request at most
-        self.results_send, self.results_recv = trio.open_memory_channel[tuple[Request, object]](capacity)
+        self.results_send, self.results_recv = trio.open_memory_channel[
+            tuple[Request, object, tuple[DataSlot, bytearray] | None]](capacity)
 
     def banned(self) -> tuple[bytes, ...]:
         return tuple(h for h in self.sources if self.sched.is_banned(h))
@@ -435,7 +439,7 @@ class _Fetch:
                 if isinstance(failure, Exception) and self.unkept:
                     # A data chunk that came early and waits in the reorder buffer is not in
                     # the part file: it goes to the store, so that no chunk is paid for twice.
-                    for address, (data, _) in list(self.ready.items()):
+                    for address, (data, _, _) in list(self.ready.items()):
                         if address in self.unkept:
                             await store_send.send((address, data))
             # leaving the block closed the store channel: the writer keeps every
@@ -447,8 +451,9 @@ class _Fetch:
                     store_send: trio.MemorySendChannel[tuple[bytes, bytes]]) -> bool:
         """Feed what is ready, queue what is next, send requests, take one result; False when done."""
         if self.decoder.next_address() in self.ready:
-            # Decrypting and writing run in a worker (hashlib and OpenSSL release the GIL), so the
-            # request tasks keep receiving meanwhile; nothing on the loop touches the decoder then.
+            # Taking the chunks in order and writing run in a worker (data chunks were decrypted as
+            # they arrived: ``_open``), so the request tasks keep receiving meanwhile; nothing on
+            # the loop touches the decoder then.
             await trio.to_thread.run_sync(self._drain, out, limiter=self.decoding)
         if self.decoder.next_address() is None:
             return False
@@ -465,7 +470,7 @@ class _Fetch:
             if first is not None and await self._look_again(first):
                 return True
             raise FetchFailed(f"no usable host left for chunk {first.hex() if first else '?'}", first)
-        req, result = await self.results_recv.receive()
+        req, result, opened = await self.results_recv.receive()
         self.scopes.pop(req.request_id, None)
         if isinstance(result, (Fetched, SourceLied)):
             self.reported[req.host_id] = self.reported.get(req.host_id, 0) + result.paid
@@ -475,8 +480,10 @@ class _Fetch:
             if outcome is Outcome.ACCEPTED:
                 del self.queued[req.address]
                 self.sizes.pop(req.address, None)
+                self.slots.pop(req.address, None)
                 self.looked_up.discard(req.address)
-                self.ready[req.address] = (result.data, True)  # ACCEPTED: the source or the scheduler hashed it
+                # ACCEPTED: the source or the scheduler hashed it
+                self.ready[req.address] = (result.data, True, opened)
                 if self.store is not None and req.address not in self.unkept:
                     await store_send.send((req.address, result.data))
             for gone in self.sched.cancelled():
@@ -497,10 +504,15 @@ class _Fetch:
     def _drain(self, out: object) -> None:
         """Feed the decoder every chunk ready in file order and write the plaintext (in a worker thread)."""
         while (address := self.decoder.next_address()) is not None and address in self.ready:
-            data, verified = self.ready.pop(address)
+            data, verified, opened = self.ready.pop(address)
             self.unkept.discard(address)
             while True:
-                plain = self.decoder.feed(data, verified=verified)  # hashed once: here only if not already
+                if opened is not None and isinstance(self.decoder, FileDecoder) and (
+                        self.decoder.data_slots(1) == [opened[0]]):
+                    plain = self.decoder.accept_data(*opened)  # decrypted on arrival
+                else:
+                    plain = self.decoder.feed(data, verified=verified)  # hashed once: here only if not already
+                opened = None
                 if plain:
                     out.write(plain)  # type: ignore[attr-defined]
                     self.written += len(plain)
@@ -556,7 +568,7 @@ class _Fetch:
                 store = self.store
                 try:
                     data = await trio.to_thread.run_sync(lambda: store.get(address, verify=False))
-                    self.ready[address] = (data, False)  # the decoder hashes it
+                    self.ready[address] = (data, False, None)  # the decoder hashes it
                     self.local += 1
                     continue
                 except ChunkNotFound:
@@ -568,8 +580,9 @@ class _Fetch:
         # upcoming() lists the children of one manifest chunk: all data chunks or all manifests
         slots = self.decoder.data_slots(LOOKAHEAD) if isinstance(self.decoder, FileDecoder) else []
         if slots:
-            sizes = {slot.address: slot.size + TAG_SIZE for slot in slots}
-            self.sizes.update((address, sizes[address]) for address in fresh if address in sizes)
+            by_address = {slot.address: slot for slot in slots}
+            self.sizes.update((address, by_address[address].size + TAG_SIZE) for address in fresh if address in by_address)
+            self.slots.update((address, by_address[address]) for address in fresh if address in by_address)
             if not self.keep_chunks:
                 self.unkept.update(fresh)
         if self.resolver is not None:
@@ -630,7 +643,21 @@ class _Fetch:
                 result = exc
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 result = SourceGone(str(exc))
-            await self.results_send.send((req, result))
+            opened = None
+            slot = self.slots.get(req.address)
+            if isinstance(result, Fetched) and result.verified and slot is not None:
+                opened = await trio.to_thread.run_sync(self._open, slot, result.data)
+            await self.results_send.send((req, result, opened))
+
+    def _open(self, slot: DataSlot, data: bytes) -> tuple[DataSlot, bytearray] | None:
+        """A data chunk checked against its address, decrypted as it arrives (in a worker thread,
+        out of order: ``open_data`` leaves the decoder alone); None if it does not open, which
+        the decoder then reports in file order."""
+        assert isinstance(self.decoder, FileDecoder)
+        try:
+            return slot, self.decoder.open_data(slot, data, verified=True)
+        except IntegrityError:
+            return None
 
     async def _store_writer(self, recv: trio.MemoryReceiveChannel[tuple[bytes, bytes]]) -> None:
         assert self.store is not None

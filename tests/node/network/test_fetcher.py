@@ -18,7 +18,7 @@ import trio
 from node.files.fetcher import FetchFailed, Fetched, SourceError, SourceGone, fetch_file
 from node.files.local import add_file
 from node.store import ChunkStore
-from protocol.chunks import IntegrityError, Link
+from protocol.chunks import DataSlot, FileDecoder, IntegrityError, Link
 
 CHUNK = 64 * 1024
 MIB = 1 << 20
@@ -298,3 +298,66 @@ async def test_a_rerun_with_the_wrong_key_leaves_the_part_file_to_the_right_one(
     result = await fetch_file(link, out, [host], max_price_per_mib=3, store=local, keep_chunks=False)
     assert out.read_bytes() == src.read_bytes()
     assert result.progress.local_chunks == 20 and host.served == len(origin) - 20
+
+
+class VerifiedHost(StoreHost):
+    """Says its bytes were checked against their address, as the transport's sources do."""
+
+    async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
+        got = await super().get_chunk(address, size)
+        return Fetched(got.data, got.paid, verified=True)
+
+
+async def test_data_chunks_are_decrypted_as_they_arrive_and_written_in_order(
+        tmp_path: Path, sample, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, link, origin = sample
+    decoder = FileDecoder.from_link(link)
+    while not decoder.data_slots(1):
+        decoder.feed(origin.get(decoder.next_address()))
+    first = decoder.data_slots(1)[0]
+    opened: list[int] = []
+    two_opened = trio.Event()
+    real_open = FileDecoder.open_data
+
+    def recorded(self: FileDecoder, slot: DataSlot, stored: bytes, *, verified: bool = False) -> bytearray:
+        opened.append(slot.index)
+        if len(opened) == 2:
+            trio.from_thread.run_sync(two_opened.set)
+        return real_open(self, slot, stored, verified=verified)
+
+    class HoldsTheFirst(VerifiedHost):
+        async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
+            if address == first.address:
+                await two_opened.wait()  # answered only once two later chunks were decrypted
+            return await super().get_chunk(address, size)
+
+    monkeypatch.setattr(FileDecoder, "open_data", recorded)
+    host = HoldsTheFirst(1, replicate(origin, tmp_path / "host"), 5)
+    out = tmp_path / "out.bin"
+    with trio.fail_after(30):
+        await fetch_file(link, out, [host], max_price_per_mib=5, window=4)
+    assert out.read_bytes() == src.read_bytes()
+    assert first.index not in opened[:2] and opened.count(first.index) == 1
+    assert sorted(opened) == list(range(len(opened))), "each data chunk opened once"
+
+
+async def test_a_data_chunk_that_does_not_open_on_arrival_fails_the_fetch_in_file_order(tmp_path: Path, sample) -> None:
+    src, link, origin = sample
+    decoder = FileDecoder.from_link(link)
+    while not decoder.data_slots(1):
+        decoder.feed(origin.get(decoder.next_address()))
+    second = decoder.data_slots(2)[1]
+
+    class SaysItChecked(VerifiedHost):  # its bytes are not the chunk, though it says they were checked
+        async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
+            got = await super().get_chunk(address, size)
+            if address == second.address:
+                return Fetched(bytes([got.data[0] ^ 1]) + got.data[1:], got.paid, verified=True)
+            return got
+
+    host = SaysItChecked(1, replicate(origin, tmp_path / "host"), 5)
+    with pytest.raises(IntegrityError) as raised:
+        await fetch_file(link, tmp_path / "out.bin", [host], max_price_per_mib=5, window=4, keep_chunks=False)
+    assert raised.value.address == second.address
+    part = tmp_path / "out.bin.mu-part"  # kept to resume from
+    assert part.read_bytes() == src.read_bytes()[:CHUNK * second.index], "what came before it is kept, in order"

@@ -8,6 +8,7 @@ import random
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -122,11 +123,39 @@ def test_a_refused_direct_write_goes_on_through_the_page_cache(tmp_path: Path, m
     assert path.read_bytes() == b"".join(pieces)
 
 
+def test_a_full_buffer_is_written_by_a_thread_while_the_next_ones_fill(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    if not _direct_supported(tmp_path):
+        pytest.skip("the file system has no O_DIRECT")
+    path = tmp_path / "file"
+    path.write_bytes(b"")
+    pieces = [random.Random(6).randbytes(STAGE) for _ in range(3)]
+    device_busy, device_free = threading.Event(), threading.Event()
+    real_pwrite = os.pwrite
+
+    def slow_device(fd: int, data: object, offset: int) -> int:
+        device_busy.set()
+        assert device_free.wait(10), "the caller waited for the device"
+        return real_pwrite(fd, data, offset)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_output.os, "pwrite", slow_device)
+    with open(path, "r+b") as out:
+        writer = PlainWriter(out, path, stage_bytes=STAGE, stages=4)
+        for piece in pieces:  # three full buffers handed over, none written yet
+            writer.write(piece)
+        assert device_busy.wait(10) and writer.direct
+        device_free.set()
+        writer.close()
+        assert out.tell() == 3 * STAGE
+    assert path.read_bytes() == b"".join(pieces)
+
+
 def test_a_full_disk_is_an_error_and_close_still_lets_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "file"
     path.write_bytes(b"")
     with open(path, "r+b") as out:
-        writer = PlainWriter(out, path, stage_bytes=STAGE)
+        # Two buffers: the second full one waits for the first one's write, whose error it raises.
+        writer = PlainWriter(out, path, stage_bytes=STAGE, stages=2)
 
         def full(fd: int, data: object, offset: int) -> int:
             raise OSError(errno.ENOSPC, "No space left on device")
