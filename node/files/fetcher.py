@@ -340,6 +340,13 @@ async def fetch_into_store(link: Link, store: ChunkStore, *, max_price_per_mib: 
     return await fetch_raw(link.root, store, [], max_price_per_mib=max_price_per_mib, resolver=resolver)
 
 
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    """A data chunk's decryption ended (``_open_soon``): its slot and plaintext, or None."""
+
+    opened: tuple[DataSlot, bytearray] | None
+
+
 class _Discard:
     def write(self, data: bytes) -> int:
         return len(data)
@@ -397,8 +404,9 @@ class _Fetch:
         self.slots: dict[bytes, DataSlot] = {}
         # waiting for the decoder: the bytes, whether they were checked against their address
         # (every fetched chunk was: by its source or the scheduler; a stored one was not), and
-        # the slot and plaintext of a data chunk decrypted on arrival (else None)
-        self.ready: dict[bytes, tuple[bytes, bool, tuple[DataSlot, bytearray] | None]] = {}
+        # the slot and plaintext of a data chunk decrypted on arrival (else None), whose bytes
+        # are then not kept (None: ``_stored_bytes`` seals them again if they are wanted)
+        self.ready: dict[bytes, tuple[bytes | None, bool, tuple[DataSlot, bytearray] | None]] = {}
         self.decoding = trio.CapacityLimiter(1)  # the decoder is fed by one worker thread at a time
         self.scopes: dict[int, trio.CancelScope] = {}
         self.looked_up: set[bytes] = set()  # queued chunks given their fresh lookup (so at most LOOKAHEAD)
@@ -406,9 +414,11 @@ class _Fetch:
         self.written = 0
         self.local = 0
         self.started = time.monotonic()
-        capacity = MAX_HOSTS * window  # one result per outstanding request at most
-        self.results_send, self.results_recv = trio.open_memory_channel[
-            tuple[Request, object, tuple[DataSlot, bytearray] | None]](capacity)
+        capacity = MAX_HOSTS * window  # one result per outstanding request at most,
+        # and one _Opened per data chunk being decrypted (LOOKAHEAD at most)
+        self.results_send, self.results_recv = trio.open_memory_channel[tuple[Request, object]](capacity + LOOKAHEAD)
+        # ready data chunks being decrypted (``_open_soon``): drained once opened
+        self.opening: set[bytes] = set()
 
     def banned(self) -> tuple[bytes, ...]:
         return tuple(h for h in self.sources if self.sched.is_banned(h))
@@ -439,9 +449,9 @@ class _Fetch:
                 if isinstance(failure, Exception) and self.unkept:
                     # A data chunk that came early and waits in the reorder buffer is not in
                     # the part file: it goes to the store, so that no chunk is paid for twice.
-                    for address, (data, _, _) in list(self.ready.items()):
+                    for address, (data, _, opened) in list(self.ready.items()):
                         if address in self.unkept:
-                            await store_send.send((address, data))
+                            await store_send.send((address, self._stored_bytes(data, opened)))
             # leaving the block closed the store channel: the writer keeps every
             # chunk already paid for, even when the download failed, then ends
         if failure is not None:
@@ -450,27 +460,33 @@ class _Fetch:
     async def _step(self, nursery: trio.Nursery, out: object,
                     store_send: trio.MemorySendChannel[tuple[bytes, bytes]]) -> bool:
         """Feed what is ready, queue what is next, send requests, take one result; False when done."""
-        if self.decoder.next_address() in self.ready:
+        if self._drainable(self.decoder.next_address()):
             # Taking the chunks in order and writing run in a worker (data chunks were decrypted as
-            # they arrived: ``_open``), so the request tasks keep receiving meanwhile; nothing on
-            # the loop touches the decoder then.
+            # they arrived: ``_open_soon``), so the request tasks keep receiving meanwhile; nothing
+            # on the loop touches the decoder or the reorder buffer then.
             await trio.to_thread.run_sync(self._drain, out, limiter=self.decoding)
         if self.decoder.next_address() is None:
             return False
         await self._queue_upcoming()
-        if self.decoder.next_address() in self.ready:
+        if self._drainable(self.decoder.next_address()):
             return True
         for req in self.sched.next_requests(time.monotonic()):
             scope = trio.CancelScope()
             self.scopes[req.request_id] = scope
             nursery.start_soon(self._ask, req, scope)
-        if not self.scopes:
+        if not self.scopes and not self.opening:
             stuck = self.sched.stuck()
             first = next((a for a, i in self.queued.items() if i in stuck), None)
             if first is not None and await self._look_again(first):
                 return True
             raise FetchFailed(f"no usable host left for chunk {first.hex() if first else '?'}", first)
-        req, result, opened = await self.results_recv.receive()
+        req, result = await self.results_recv.receive()
+        if isinstance(result, _Opened):
+            self.opening.discard(req.address)
+            entry = self.ready.get(req.address)
+            if result.opened is not None and entry is not None:
+                self.ready[req.address] = (None, True, result.opened)  # the plaintext only, from now on
+            return True
         self.scopes.pop(req.request_id, None)
         if isinstance(result, (Fetched, SourceLied)):
             self.reported[req.host_id] = self.reported.get(req.host_id, 0) + result.paid
@@ -480,10 +496,12 @@ class _Fetch:
             if outcome is Outcome.ACCEPTED:
                 del self.queued[req.address]
                 self.sizes.pop(req.address, None)
-                self.slots.pop(req.address, None)
+                slot = self.slots.pop(req.address, None)
                 self.looked_up.discard(req.address)
-                # ACCEPTED: the source or the scheduler hashed it
-                self.ready[req.address] = (result.data, True, opened)
+                self.ready[req.address] = (result.data, True, None)  # ACCEPTED: the source or the scheduler hashed it
+                if slot is not None:
+                    self.opening.add(req.address)
+                    nursery.start_soon(self._open_soon, req, slot, result.data)
                 if self.store is not None and req.address not in self.unkept:
                     await store_send.send((req.address, result.data))
             for gone in self.sched.cancelled():
@@ -501,9 +519,14 @@ class _Fetch:
             self.on_progress(self.report())
         return True
 
+    def _drainable(self, address: bytes | None) -> bool:
+        """Whether the decoder can take ``address`` now: it is here, and not being decrypted."""
+        return address is not None and address in self.ready and address not in self.opening
+
     def _drain(self, out: object) -> None:
         """Feed the decoder every chunk ready in file order and write the plaintext (in a worker thread)."""
-        while (address := self.decoder.next_address()) is not None and address in self.ready:
+        while self._drainable(address := self.decoder.next_address()):
+            assert address is not None
             data, verified, opened = self.ready.pop(address)
             self.unkept.discard(address)
             while True:
@@ -511,8 +534,7 @@ class _Fetch:
                         self.decoder.data_slots(1) == [opened[0]]):
                     plain = self.decoder.accept_data(*opened)  # decrypted on arrival
                 else:
-                    plain = self.decoder.feed(data, verified=verified)  # hashed once: here only if not already
-                opened = None
+                    plain = self.decoder.feed(self._stored_bytes(data, opened), verified=verified)  # hashed once
                 if plain:
                     out.write(plain)  # type: ignore[attr-defined]
                     self.written += len(plain)
@@ -520,7 +542,7 @@ class _Fetch:
                 # secret, specs/chunks.md §4.4 Format-3 keys) is fed again: fetched once, kept or not.
                 if self.decoder.next_address() != address:
                     break
-                verified = True
+                data, verified, opened = self._stored_bytes(data, opened), True, None
 
     def resume(self, part: BinaryIO) -> None:
         """Take the good start of a part file an earlier fetch to the same place left (in a worker thread).
@@ -643,11 +665,19 @@ class _Fetch:
                 result = exc
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 result = SourceGone(str(exc))
-            opened = None
-            slot = self.slots.get(req.address)
-            if isinstance(result, Fetched) and result.verified and slot is not None:
-                opened = await trio.to_thread.run_sync(self._open, slot, result.data)
-            await self.results_send.send((req, result, opened))
+            await self.results_send.send((req, result))
+
+    def _stored_bytes(self, data: bytes | None, opened: tuple[DataSlot, bytearray] | None) -> bytes:
+        """A ready chunk's bytes: kept, or sealed again from the plaintext it was opened to."""
+        if data is not None:
+            return data
+        assert opened is not None and isinstance(self.decoder, FileDecoder)
+        return bytes(self.decoder.seal_data(*opened))
+
+    async def _open_soon(self, req: Request, slot: DataSlot, data: bytes) -> None:
+        """Decrypt a data chunk just accepted, out of order, and say so through the results channel."""
+        opened = await trio.to_thread.run_sync(self._open, slot, data)
+        await self.results_send.send((req, _Opened(opened)))
 
     def _open(self, slot: DataSlot, data: bytes) -> tuple[DataSlot, bytearray] | None:
         """A data chunk checked against its address, decrypted as it arrives (in a worker thread,

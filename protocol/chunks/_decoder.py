@@ -280,11 +280,15 @@ class FileDecoder(_TreeCursor):
         """
         if len(plain) != slot.size:
             return False
+        return hashlib.sha256(self.seal_data(slot, plain)).digest() == slot.address
+
+    def seal_data(self, slot: DataSlot, plain: bytes | bytearray | memoryview) -> bytearray:
+        """Data chunk ``slot``'s stored bytes sealed again from its plaintext (deterministic, see
+        :meth:`seals_to`): what :meth:`open_data` opened, for a caller that kept only the plaintext.
+        Leaves the decoder's state alone."""
         if slot.key is not None:
-            chunk = seal_keyed(slot.key, plain)
-        else:
-            chunk = self._sealer.seal(plain, KIND_DATA, 0, slot.index)
-        return hashlib.sha256(chunk).digest() == slot.address
+            return seal_keyed(slot.key, plain)
+        return self._sealer.seal(plain, KIND_DATA, 0, slot.index)
 
     def accept_data(self, slot: DataSlot, plain: bytearray) -> bytearray:
         """Move past data chunk ``slot``, whose plaintext :meth:`open_data` returned; return it.

@@ -84,8 +84,12 @@ def replicate(origin: ChunkStore, dest: Path) -> ChunkStore:
     return store
 
 
-def hosts(tmp_path: Path, origin: ChunkStore, specs: list[tuple[int, str, int]]) -> list[StoreHost]:
-    return [StoreHost(i + 1, replicate(origin, tmp_path / f"host{i}"), price, mode, after)
+def hosts(tmp_path: Path, origin: ChunkStore, specs: list[tuple[int, str, int]], *,
+          verified: bool = False) -> list[StoreHost]:
+    """``verified``: hosts that say their bytes were checked, as the transport's sources do (data
+    chunks are then decrypted as they arrive, and only their plaintext kept)."""
+    kind = VerifiedHost if verified else StoreHost
+    return [kind(i + 1, replicate(origin, tmp_path / f"host{i}"), price, mode, after)
             for i, (price, mode, after) in enumerate(specs)]
 
 
@@ -216,20 +220,24 @@ async def test_a_plain_get_keeps_only_the_manifest_chunks(tmp_path: Path, sample
     assert not (tmp_path / "out.bin.mu-part").exists()
 
 
-async def failed_plain_get(tmp_path: Path, link: Link, origin: ChunkStore) -> tuple[ChunkStore, StoreHost]:
+async def failed_plain_get(tmp_path: Path, link: Link, origin: ChunkStore,
+                           verified: bool = False) -> tuple[ChunkStore, StoreHost]:
     """A plain get (keep_chunks False) whose only host dies after 20 chunks; the node's store and a host back up."""
     local = ChunkStore(tmp_path / "local")
-    dying = hosts(tmp_path, origin, [(3, "dies", 20)])
+    dying = hosts(tmp_path, origin, [(3, "dies", 20)], verified=verified)
     with pytest.raises(FetchFailed):
         await fetch_file(link, tmp_path / "out.bin", dying, max_price_per_mib=3, store=local, keep_chunks=False)
     assert not (tmp_path / "out.bin").exists()
     return local, StoreHost(9, dying[0].store, 3)
 
 
-async def test_a_failed_plain_get_resumes_from_its_part_file_paying_nothing_twice(tmp_path: Path, sample) -> None:
+@pytest.mark.parametrize("verified", [False, True])
+async def test_a_failed_plain_get_resumes_from_its_part_file_paying_nothing_twice(tmp_path: Path, sample,
+                                                                                  verified: bool) -> None:
+    # verified: the chunks that came early were kept as plaintext, and are sealed again into the store.
     src, link, origin = sample
     out, part = tmp_path / "out.bin", tmp_path / "out.bin.mu-part"
-    local, host = await failed_plain_get(tmp_path, link, origin)
+    local, host = await failed_plain_get(tmp_path, link, origin, verified)
     assert part.stat().st_size > 0  # the plaintext of what was paid for is kept
     fresh = [host]
     result = await fetch_file(link, out, fresh, max_price_per_mib=3, store=local, keep_chunks=False)
@@ -265,12 +273,13 @@ async def test_a_part_file_of_another_file_is_fetched_over(tmp_path: Path, sampl
     assert hs[0].served == len(origin) and result.progress.local_chunks == 0
 
 
-async def test_a_chunk_repeated_in_a_row_is_fetched_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("verified", [False, True])
+async def test_a_chunk_repeated_in_a_row_is_fetched_once(tmp_path: Path, verified: bool) -> None:
     src = tmp_path / "zeros.bin"
     src.write_bytes(os.urandom(MIB) + bytes(12 * MIB) + os.urandom(MIB))  # zeros cut at CDC_MAX: equal chunks
     origin = ChunkStore(tmp_path / "origin")
     link = add_file(origin, src, chunk_secret=bytes(range(32))).link
-    hs = hosts(tmp_path, origin, [(1, "honest", 0)])
+    hs = hosts(tmp_path, origin, [(1, "honest", 0)], verified=verified)
     out = tmp_path / "out.bin"
     await fetch_file(link, out, hs, max_price_per_mib=1, store=ChunkStore(tmp_path / "local"), keep_chunks=False)
     assert out.read_bytes() == src.read_bytes()
