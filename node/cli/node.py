@@ -24,6 +24,7 @@ from node.cli.exit_codes import EXIT_OK, EXIT_FAILURE, fail
 from node.runtime.config import resolve_data_dir
 from node.runtime.daemon import NodeConfig, open_node
 from node.runtime.lock import DataDirLocked
+from node.runtime.memory import limit_malloc_arenas
 from node.bitcoin.rpc import RPCError, RPCTransportError
 from node.exchange.settlement import SettlementConfig
 from node.files.upkeep import UpkeepConfig
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_settings(resolve_data_dir(args.data_dir), settings_from_args(args))
     except ValueError as exc:  # ConfigError is a ValueError too
         return fail(str(exc), EXIT_FAILURE)
+    limit_malloc_arenas()  # before any thread allocates
     try:
         trio.run(serve, config)
     except DataDirLocked as exc:
