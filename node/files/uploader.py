@@ -43,7 +43,9 @@ from protocol.fetch import DEFAULT_REPLICAS, dht_key
 
 log = logging.getLogger("mu.uploader")
 
-PARALLEL_CHUNKS = 8
+# Chunks in flight.  A chunk's R PUTs go one after another: with 8, a host had fewer PUTs at once
+# than its paid window allows, and a 256 MiB add ran 2-15% slower than with 24 (5 alternating pairs).
+PARALLEL_CHUNKS = 24
 # Closest nodes considered per chunk, so that R can still be met when some fail.
 SPARE_CANDIDATES = 5
 PUT_TIMEOUT = 30.0
