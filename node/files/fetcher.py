@@ -4,10 +4,11 @@
 The I/O around :class:`protocol.fetch.FetchScheduler` and the pure
 :class:`protocol.chunks.FileDecoder`: the decoder says which chunks come
 next (``upcoming``), the scheduler spreads them over the hosts, one trio task
-per outstanding request asks a :class:`ChunkSource` and decrypts the data
-chunk it gets at once, verified chunks wait in a bounded reorder buffer
-until the decoder takes them in file order, and the plaintext goes to
-``DEST.mu-part``, renamed over ``DEST`` once the last chunk is in.  With a local :class:`node.store.ChunkStore` chunks already there are
+per outstanding request asks a :class:`ChunkSource`, verified chunks wait in
+a bounded reorder buffer until the decoder takes them in file order (a data
+chunk is decrypted as soon as it is accepted, in any order), and the
+plaintext goes to ``DEST.mu-part``, renamed over ``DEST`` once the last
+chunk is in.  With a local :class:`node.store.ChunkStore` chunks already there are
 not fetched again, and every fetched chunk is kept there (pinning, and what
 makes an interrupted fetch resume without paying twice) unless the caller
 says ``keep_chunks=False``: a plain ``mu get`` keeps only the manifest
@@ -603,8 +604,10 @@ class _Fetch:
         slots = self.decoder.data_slots(LOOKAHEAD) if isinstance(self.decoder, FileDecoder) else []
         if slots:
             by_address = {slot.address: slot for slot in slots}
-            self.sizes.update((address, by_address[address].size + TAG_SIZE) for address in fresh if address in by_address)
-            self.slots.update((address, by_address[address]) for address in fresh if address in by_address)
+            for address in fresh:
+                if address in by_address:
+                    self.sizes[address] = by_address[address].size + TAG_SIZE
+                    self.slots[address] = by_address[address]
             if not self.keep_chunks:
                 self.unkept.update(fresh)
         if self.resolver is not None:

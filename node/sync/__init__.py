@@ -29,7 +29,8 @@ from .watch import open_watcher, watch_folder
 __all__ = [
     "Applied", "ApplyError", "delete_path", "make_directory", "move_path", "set_metadata", "write_file",
     "write_symlink", "DEBOUNCE_SECONDS", "MAX_DEBOUNCE_SECONDS", "MAX_PENDING_PATHS", "RESCAN_SECONDS",
-    "RESTLESS_SECONDS", "SETTLE_SECONDS", "ChangeDetector", "EventQueue", "LocalChange", "IGNORE_FILE", "MAX_IGNORE_FILE_BYTES",
+    "RESTLESS_SECONDS", "SETTLE_SECONDS", "ChangeDetector", "EventQueue", "LocalChange", "IGNORE_FILE",
+    "MAX_IGNORE_FILE_BYTES",
     "TEMP_PREFIX", "IgnoreFileError", "IgnoreRules", "MAX_SCAN_ENTRIES", "ScanError", "ScanRecord", "look",
     "scan_tree", "open_watcher", "watch_folder",
 ]
