@@ -134,7 +134,7 @@ class PlainWriter:
                 if aligned:
                     self._full.put((stage, aligned, start))
                 self._stop()
-                if filled > aligned:
+                if filled > aligned and self._error is None:  # after the aligned part, never past a hole
                     self._pwrite(self._fd, memoryview(stage)[aligned:filled], start + aligned)
         finally:
             self._stop()
