@@ -399,9 +399,8 @@ class _Fetch:
         self.unkept: set[bytes] = set()
         self.on_progress = on_progress
         self.queued: dict[bytes, int] = {}  # address -> scheduler index, not yet arrived
-        # queued data chunks' stored sizes, from their manifest: a paid request is priced by them
-        self.sizes: dict[bytes, int] = {}
-        # queued data chunks' slots (FileDecoder only): an arriving one is decrypted at once, out of order
+        # queued data chunks' slots (FileDecoder only), from their manifest: a paid request is priced
+        # by its stored size, and an accepted chunk is decrypted at once, out of order
         self.slots: dict[bytes, DataSlot] = {}
         # waiting for the decoder: the bytes, whether they were checked against their address
         # (every fetched chunk was: by its source or the scheduler; a stored one was not), and
@@ -496,7 +495,6 @@ class _Fetch:
                                                 verified=result.verified)
             if outcome is Outcome.ACCEPTED:
                 del self.queued[req.address]
-                self.sizes.pop(req.address, None)
                 slot = self.slots.pop(req.address, None)
                 self.looked_up.discard(req.address)
                 self.ready[req.address] = (result.data, True, None)  # ACCEPTED: the source or the scheduler hashed it
@@ -606,7 +604,6 @@ class _Fetch:
             by_address = {slot.address: slot for slot in slots}
             for address in fresh:
                 if address in by_address:
-                    self.sizes[address] = by_address[address].size + TAG_SIZE
                     self.slots[address] = by_address[address]
             if not self.keep_chunks:
                 self.unkept.update(fresh)
@@ -657,7 +654,8 @@ class _Fetch:
         with scope:
             try:
                 with trio.fail_after(self.sched.request_timeout):
-                    result = await source.get_chunk(req.address, self.sizes.get(req.address))
+                    slot = self.slots.get(req.address)
+                    result = await source.get_chunk(req.address, None if slot is None else slot.size + TAG_SIZE)
             except trio.TooSlowError:
                 # Waits inside (a channel's funding and confirmations, the
                 # host) log their own cause when they take long.
