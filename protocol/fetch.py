@@ -97,6 +97,7 @@ class Request:
     host_id: bytes
     sent_at: float
     deadline: float
+    outstanding: int = 1  # the host's outstanding requests once this one was sent, itself included
 
 
 class Outcome(Enum):
@@ -125,7 +126,7 @@ class _Host:
     host_id: bytes
     price_per_mib: int
     in_flight: int = 0
-    ewma_seconds: float = 0.0
+    ewma_seconds: float = 0.0  # moving average of its seconds per request served (see chunk_received)
     consecutive_failures: int = 0
     banned: bool = False
     dropped: bool = False
@@ -236,9 +237,12 @@ class FetchScheduler:
             hosts = [h for h in self._eligible(chunk) if free.get(h.host_id, 0) > 0]
             if not hosts:
                 continue
-            best = min(hosts, key=lambda h: (h.price_per_mib, h.ewma_seconds, h.in_flight, h.host_id))
+            # The soonest answer at the lowest price: a request waits behind the host's outstanding ones.
+            best = min(hosts, key=lambda h: (h.price_per_mib, (h.in_flight + 1) * h.ewma_seconds, h.in_flight,
+                                             h.host_id))
             req = Request(request_id=self._next_request_id, index=chunk.index, address=chunk.address,
-                          host_id=best.host_id, sent_at=now, deadline=now + self.request_timeout)
+                          host_id=best.host_id, sent_at=now, deadline=now + self.request_timeout,
+                          outstanding=best.in_flight + 1)
             self._next_request_id += 1
             self._requests[req.request_id] = req
             chunk.request_id = req.request_id
@@ -290,9 +294,11 @@ class FetchScheduler:
             self._punish_liar(host, chunk, paid)
             return Outcome.WRONG_BYTES
         assert chunk is not None  # an outstanding request always has its chunk queued
-        elapsed = max(0.0, now - req.sent_at)
-        host.ewma_seconds = elapsed if host.ewma_seconds == 0.0 else (
-            (1 - EWMA_WEIGHT) * host.ewma_seconds + EWMA_WEIGHT * elapsed)
+        # The request waited behind those sent before it: its time over the requests it
+        # found outstanding (itself included) is what the host took per request.
+        sample = max(0.0, now - req.sent_at) / req.outstanding
+        host.ewma_seconds = sample if host.ewma_seconds == 0.0 else (
+            (1 - EWMA_WEIGHT) * host.ewma_seconds + EWMA_WEIGHT * sample)
         host.consecutive_failures = 0
         del self._chunks[req.index]
         self._chunks_done += 1

@@ -59,6 +59,38 @@ def test_faster_host_preferred_at_equal_price() -> None:
     assert reqs[0].host_id == fast.host_id and reqs[0].index == 2
 
 
+def test_a_request_goes_where_it_would_be_answered_soonest() -> None:
+    # Equal prices: a host twice as fast per request takes twice the requests, and the slower one
+    # still takes its share; "the faster host first" alone let one host take every request its window
+    # held (issue 22: of three hosts, one at a time served a whole get).
+    s = scheduler(2, {1: 5, 2: 5}, window=16)
+    first = {r.host_id: r for r in s.next_requests(0.0)}
+    assert s.chunk_received(first[host(1)].request_id, chunk(first[host(1)].index), 0.010) is Outcome.ACCEPTED
+    assert s.chunk_received(first[host(2)].request_id, chunk(first[host(2)].index), 0.020) is Outcome.ACCEPTED
+    for i in range(2, 14):
+        s.add_chunk(i, addr(i), [host(1), host(2)])
+    reqs = s.next_requests(0.020)
+    assert [r.index for r in reqs] == list(range(2, 14))
+    assert {h: sum(1 for r in reqs if r.host_id == host(h)) for h in (1, 2)} == {1: 8, 2: 4}
+
+
+def test_a_request_is_timed_by_the_queue_it_found() -> None:
+    # Host 1 answers four requests sent together one after the other, 10 ms each; host 2 one in 15 ms.
+    # Per request, host 1 is the faster: its last answer took 40 ms only because three came first.
+    s = scheduler(0, {1: 5, 2: 5}, window=4)
+    for i in range(4):
+        s.add_chunk(i, addr(i), [host(1)])
+    s.add_chunk(4, addr(4), [host(2)])
+    reqs = s.next_requests(0.0)
+    assert [r.host_id for r in reqs] == [host(1)] * 4 + [host(2)]
+    for n, r in enumerate(reqs[:4], 1):
+        assert s.chunk_received(r.request_id, chunk(r.index), 0.010 * n) is Outcome.ACCEPTED
+    assert s.chunk_received(reqs[4].request_id, chunk(4), 0.015) is Outcome.ACCEPTED
+    s.add_chunk(5, addr(5), [host(1), host(2)])
+    (nxt,) = s.next_requests(0.040)
+    assert nxt.host_id == host(1)
+
+
 def test_host_above_max_price_never_used() -> None:
     s = scheduler(3, {1: 101}, max_price=100)
     assert s.next_requests(0.0) == []
