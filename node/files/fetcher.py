@@ -64,9 +64,10 @@ log = logging.getLogger("mu.fetch")
 LOOKAHEAD = 16
 # Verified chunks waiting to be written to the local store at most.
 STORE_QUEUE = 8
-# With a resolver, chunks are queued in batches of this many (their holders
-# looked up together, specs/network.md §3 Placement) while at least
-# LOOKAHEAD // 2 chunks are still queued ahead of the decoder.
+# With a resolver that looks holders up, chunks are queued in batches of this
+# many (their holders looked up together, specs/network.md §3 Placement) while
+# at least LOOKAHEAD // 2 chunks are still queued ahead of the decoder; with
+# holders computed from a complete view, each chunk as soon as there is room.
 QUEUE_BATCH = 8
 PART_SUFFIX = ".mu-part"
 
@@ -233,6 +234,11 @@ Candidates = Callable[[bytes], Sequence[bytes]]
 
 class HostResolver(Protocol):
     """Finds the hosts of a chunk as it comes up (node/files/locate.py: DHT placement and providers)."""
+
+    @property
+    def looks_up(self) -> bool:
+        """Whether ``ahead`` makes network lookups, so that chunks are worth queueing in batches."""
+        ...
 
     async def ahead(self, addresses: list[bytes]) -> None:
         """Prepare the holders of chunks about to be queued, all at once (lookups run concurrently)."""
@@ -609,7 +615,8 @@ class _Fetch:
                 self.unkept.update(fresh)
         if self.resolver is not None:
             pending = len(self.queued) + len(self.ready)
-            if len(fresh) < QUEUE_BATCH and pending >= LOOKAHEAD // 2 and self.decoder.next_address() not in fresh:
+            if (self.resolver.looks_up and len(fresh) < QUEUE_BATCH and pending >= LOOKAHEAD // 2
+                    and self.decoder.next_address() not in fresh):
                 return  # enough in flight: wait for a full batch to look up together
             async with logged_if_slow("looking up the hosts of %d chunks (DHT lookups, dials)", len(fresh)):
                 await self.resolver.ahead(fresh)

@@ -351,6 +351,11 @@ class DhtResolver:
             nursery.start_soon(self._root_providers)
             return await self._placement_view()
 
+    @property
+    def looks_up(self) -> bool:
+        """Whether chunks' holders come from lookups (``ahead``): until the view is known to be complete."""
+        return self._view is None or not self._view.complete
+
     async def ahead(self, addresses: list[bytes]) -> None:
         """Find the replica sets of chunks about to be asked for, ``PARALLEL_LOOKUPS`` lookups at once.
 

@@ -370,3 +370,43 @@ async def test_a_data_chunk_that_does_not_open_on_arrival_fails_the_fetch_in_fil
     assert raised.value.address == second.address
     part = tmp_path / "out.bin.mu-part"  # kept to resume from
     assert part.read_bytes() == src.read_bytes()[:CHUNK * second.index], "what came before it is kept, in order"
+
+
+class ListResolver:
+    """Gives every chunk the same hosts: as computed from a complete view (``looks_up`` False),
+    or as if each chunk's holders were looked up in ``ahead`` (True); records how many it was given at once."""
+
+    def __init__(self, sources: list[StoreHost], *, looks_up: bool) -> None:
+        self.sources = sources
+        self.looks_up = looks_up
+        self.batches: list[int] = []
+
+    async def ahead(self, addresses: list[bytes]) -> None:
+        self.batches.append(len(addresses))
+
+    async def holders(self, address: bytes, *, lookup: bool = False) -> list[StoreHost]:
+        return self.sources
+
+
+@pytest.mark.parametrize("looks_up", [False, True])
+async def test_chunks_are_queued_in_batches_only_when_their_holders_are_looked_up(tmp_path: Path,
+                                                                                   looks_up: bool) -> None:
+    # specs/network.md §3: batches let lookups run together; with holders computed they only send
+    # requests in bursts.  One request at a time to one host: the decoder moves one chunk per answer.
+    from node.files.fetcher import LOOKAHEAD, QUEUE_BATCH
+
+    src = tmp_path / "sample.bin"
+    src.write_bytes(os.urandom(3 * MIB + 12345))
+    origin = ChunkStore(tmp_path / "origin")
+    link = add_file(origin, src, chunk_size=CHUNK).link  # one manifest over 49 data chunks
+    resolver = ListResolver(hosts(tmp_path, origin, [(1, "honest", 0)]), looks_up=looks_up)
+    out = tmp_path / "out.bin"
+    await fetch_file(link, out, [], max_price_per_mib=1, window=1, resolver=resolver)  # type: ignore[arg-type]
+    assert out.read_bytes() == src.read_bytes()
+    assert resolver.batches[:2] == [1, LOOKAHEAD]  # the root; then as many data chunks as may be queued
+    assert sum(resolver.batches) == len(origin)
+    later = resolver.batches[2:]
+    if looks_up:
+        assert all(batch >= QUEUE_BATCH for batch in later[:-1]), later
+    else:
+        assert max(later) < QUEUE_BATCH, later  # each as soon as there is room, not waiting for a batch

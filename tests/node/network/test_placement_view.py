@@ -173,6 +173,7 @@ async def test_without_a_complete_view_lookups_run_ahead_and_concurrently(autoju
     addresses = [os.urandom(32) for _ in range(20)]
     await resolver.ahead(addresses)
     assert dialer.lookups == 20 and dialer.most_at_once == locate.PARALLEL_LOOKUPS
+    assert resolver.looks_up  # so the fetcher queues chunks in batches, for lookups to run together
     for address in addresses:  # the results are used, not looked up again
         await resolver.holders(address)
     assert dialer.lookups == 20 and dialer.exact == 0  # run ahead soft: a dead node costs SOFT_TIMEOUT
@@ -236,8 +237,10 @@ class SlowRoot:
 async def test_the_roots_view_and_providers_are_looked_up_side_by_side(autojump_clock) -> None:
     dialer = SlowRoot([os.urandom(20) for _ in range(4)])
     resolver = DhtResolver(dialer, os.urandom(32))  # type: ignore[arg-type]
+    assert resolver.looks_up  # until the view is known to be complete
     start = trio.current_time()
     await resolver.ahead([os.urandom(32)])
     assert dialer.started == [start, start]  # a dead node both meet costs the first byte its wait once
     await resolver.holders(os.urandom(32))
     assert trio.current_time() - start == SOFT_TIMEOUT and resolver.lookups == 2
+    assert not resolver.looks_up  # a complete view: holders computed, chunks queued as there is room
