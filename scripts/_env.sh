@@ -18,4 +18,10 @@ if [ ! -f "$stamp" ] || [ "$MU_ROOT/pyproject.toml" -nt "$stamp" ]; then
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$MU_ROOT[chain,test]"
     touch "$stamp"
 fi
+# Byte-compile mu's own modules, as installing a wheel does and an editable
+# install does not: where PYTHONDONTWRITEBYTECODE is set (as on the machines
+# this project runs on) nothing else would, and every process would compile
+# them again (0.5 s of a `mu node`'s start, 10 ms of each `mu` command's).
+# Only a speed-up: a checkout it cannot write to runs as before.
+"$VENV/bin/python" -m compileall -q "$MU_ROOT/node" "$MU_ROOT/protocol" "$MU_ROOT/scripts" >/dev/null 2>&1 || true
 export PATH="$VENV/bin:$PATH"
