@@ -4,11 +4,13 @@ glibc's ``malloc`` gives each thread that allocates an arena of its own, up
 to eight per core, and an arena keeps the large blocks freed in it for the
 next allocation there.  A node's worker threads handle buffers of a chunk's
 size (a fetch decrypts each 1 MiB data chunk in whichever worker thread is
-free), so every arena came to hold several of them: a 256 MiB paid get's
-peak RSS went from 101-141 MiB to 135-178 MiB once its chunks were decrypted
-in many threads instead of one (``scripts/bench-vs-bittorrent``'s gets, 1
-and 3 hosts).  One arena keeps it at 108-140 MiB.  Python allocates under
-its interpreter lock, so threads seldom wait for the arena's own.
+free), so every arena came to hold several of them: the fetching node's
+peak RSS in a 256 MiB paid get, from 1 and from 3 hosts on
+``scripts/bench-vs-bittorrent``'s devnet (its sittings, and alternating runs
+of a throwaway driver on the same devnet), went from 101-141 MiB to 135-178
+MiB once its chunks were decrypted in many threads instead of one.  One
+arena keeps it at 108-140 MiB.  Python allocates under its interpreter
+lock, so threads seldom wait for the arena's own.
 """
 
 from __future__ import annotations
