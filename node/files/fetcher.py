@@ -57,15 +57,12 @@ from protocol.wire import ErrorCode
 log = logging.getLogger("mu.fetch")
 
 # Chunks queued ahead of the decoder at most; bounds the reorder buffer and so
-# the fetcher's memory (LOOKAHEAD × chunk size, 24 MiB of 1 MiB chunks).  From
-# several hosts the chunk the decoder waits for is now and then a slow answer
-# (in a trace of a paid get from 3 hosts, a tenth of the requests took over
-# 60 ms, against a median of 25), and the chunks behind it fill the buffer
-# meanwhile: at 16 that get had only 3 to 8 requests in flight.  24 took
-# that get from 248 to 266 MiB/s (medians of 6 alternating gets); a 1 GiB
-# get's peak RSS went from 113-114 to 122-134 MiB (at 32 it was 149-154,
-# over issue 22's 150 MiB, before the reorder buffer kept plaintext only).
-LOOKAHEAD = 24
+# the fetcher's memory (LOOKAHEAD × chunk size, 16 MiB of 1 MiB chunks).  At
+# 32, a 1 GiB fetch from 3 hosts (out of order, so the buffer fills) peaked at
+# 149-154 MiB of RSS, over issue 22's 150 MiB.  At 24, a get from 3 hosts was
+# about 6% faster (behind a slow answer, 16 leaves only 3 to 8 requests in
+# flight) but a 256 MiB get's peak RSS reached 146 MiB.
+LOOKAHEAD = 16
 # Verified chunks waiting to be written to the local store at most.
 STORE_QUEUE = 8
 # With a resolver that looks holders up, chunks are queued in batches of this
