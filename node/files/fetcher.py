@@ -60,8 +60,8 @@ log = logging.getLogger("mu.fetch")
 # the fetcher's memory (LOOKAHEAD × chunk size, 16 MiB of 1 MiB chunks).  At
 # 32, a 1 GiB fetch from 3 hosts (out of order, so the buffer fills) peaked at
 # 149-154 MiB of RSS, over issue 22's 150 MiB.  At 24, a get from 3 hosts was
-# about 6% faster (behind a slow answer, 16 leaves only 3 to 8 requests in
-# flight) but a 256 MiB get's peak RSS reached 146 MiB.
+# about 6% faster (behind a slow answer, a trace at 16 had mostly 1 to 9
+# requests in flight) but a 256 MiB get's peak RSS reached 146 MiB.
 LOOKAHEAD = 16
 # Verified chunks waiting to be written to the local store at most.
 STORE_QUEUE = 8
