@@ -27,6 +27,7 @@ paid exchange of specs/payments.md over a transport session).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -619,7 +620,10 @@ class _Fetch:
             if (self.resolver.looks_up and len(fresh) < QUEUE_BATCH and pending >= LOOKAHEAD // 2
                     and self.decoder.next_address() not in fresh):
                 return  # enough in flight: wait for a full batch to look up together
-            async with logged_if_slow("looking up the hosts of %d chunks (DHT lookups, dials)", len(fresh)):
+            # Holders computed from a complete view (no lookup): no watch for a slow one, per chunk.
+            slow = (logged_if_slow("looking up the hosts of %d chunks (DHT lookups, dials)", len(fresh))
+                    if self.resolver.looks_up else contextlib.nullcontext())
+            async with slow:
                 await self.resolver.ahead(fresh)
         for address in fresh:
             hosts = list(self.candidates(address))
