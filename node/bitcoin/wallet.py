@@ -217,8 +217,21 @@ class Wallet:
         Returns:
             ``(txid, vout)`` of the funding output, txid in display hex.
         """
-        tx, vout = await self.pay_to_script(script_pubkey, amount, fee_rate=fee_rate)
-        return tx.txid_hex(), vout
+        txid, [vout] = await self.fund_channels([(script_pubkey, amount)], fee_rate=fee_rate)
+        return txid, vout
+
+    async def fund_channels(self, outputs: list[tuple[bytes, int]], *,
+                            fee_rate: int | None = None) -> tuple[str, list[int]]:
+        """Create several channel funding outputs in one transaction, in the order given (change last).
+
+        Returns:
+            ``(txid, vouts)``: the transaction's id in display hex and each output's index.
+        """
+        if not outputs or any(amount <= 0 for _, amount in outputs):
+            raise WalletError("every funding amount must be positive")
+        tx = self.build(await self.coins(), [TxOut(amount, script) for script, amount in outputs], fee_rate=fee_rate)
+        await self.rpc.call("sendrawtransaction", tx.hex())
+        return tx.txid_hex(), list(range(len(outputs)))
 
     async def sweep(self, address: str, *, fee_rate: int | None = None) -> str:
         """Send every spendable coin to ``address`` less the fee; returns the txid."""

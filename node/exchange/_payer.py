@@ -13,6 +13,7 @@ link are the pure ``protocol.payments.payer.PayerLink``; ``Payer`` owns a
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from collections.abc import Callable
 
 import trio
@@ -33,6 +34,14 @@ from protocol.payments.payer import PayerLink, channel_refused
 from protocol.wire import MAX_DATA_SIZE, MessageType
 
 DEFAULT_EXPECTED_SIZE = 1 << 20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FundedChannel:
+    """A channel whose funding was sent and recorded, not yet any link's (``Payer.take``)."""
+
+    channel_id: ChannelId
+    params: ChannelParams
 
 
 class Payer:
@@ -116,24 +125,56 @@ class Payer:
         return link
 
     async def fund_channel(self, link: HostLink, wallet: object, *, capacity: int, expiry: int) -> ChannelId:
-        """Fund a channel output to ``link``'s host and persist the channel (not yet announced).
+        """Fund a channel output to ``link``'s host, persist it and give it to the link (not yet announced).
 
         ``wallet`` is a ``node.bitcoin.wallet.Wallet``; ``expiry`` an absolute block height.
         Call ``announce`` once the funding has the host's required confirmations.
         """
-        payee = PublicKey(link.terms.payment_pubkey)
-        script = funding_script_for(self.key.public_key, payee, expiry)
-        txid_hex, vout = await wallet.fund_channel(script, capacity)  # type: ignore[attr-defined]
-        channel = ChannelId(bytes.fromhex(txid_hex)[::-1], vout)
-        params = ChannelParams(funding_outpoint=outpoint_of(channel), capacity=capacity, payer=self.key.public_key,
-                               payee=payee, expiry_height=expiry, fee_rate=link.terms.fee_rate)
+        funded = await self.fund(link, wallet, capacity=capacity, expiry=expiry)
+        self.take(link, funded)
+        return funded.channel_id
+
+    async def fund(self, link: HostLink, wallet: object, *, capacity: int, expiry: int) -> FundedChannel:
+        """Send the funding of a channel to ``link``'s host and persist the channel; the link is left as it was.
+
+        Until ``take`` gives it to a link no request signs on it (specs/payments.md §Channel
+        recovery, "Funding ahead").
+        """
+        [funded] = await self.fund_many([(link, capacity, expiry)], wallet)
+        return funded
+
+    async def fund_many(self, orders: list[tuple[HostLink, int, int]], wallet: object) -> list[FundedChannel]:
+        """Fund one channel per ``(link, capacity, expiry)`` in one transaction and persist each, in order.
+
+        ``wallet`` is a ``node.bitcoin.wallet.Wallet``; ``expiry`` an absolute block height.  The
+        links are left as they were (``take``).  Call ``announce`` once the funding has the host's
+        required confirmations.
+        """
+        planned = []
+        for link, capacity, expiry in orders:
+            payee = PublicKey(link.terms.payment_pubkey)
+            planned.append((link, capacity, expiry, payee, funding_script_for(self.key.public_key, payee, expiry)))
+        txid_hex, vouts = await wallet.fund_channels(  # type: ignore[attr-defined]
+            [(script, capacity) for _, capacity, _, _, script in planned])
+        funded, records = [], []
         now = self._clock()
-        await trio.to_thread.run_sync(self.ledger.add_channel, ChannelRecord(
-            channel_id=str(channel), role=Role.PAYER, peer=link.host.hex(), state=ChannelStatus.OPEN,
-            capacity=capacity, total=0, payer_sig=None, funding_txid=txid_hex, funding_vout=vout, expiry=expiry, params=params_to_blob(params),
-            opened_at=now, updated_at=now))
-        link.machine.opened(PayerChannel(params, self.key), channel)
-        return channel
+        for (link, capacity, expiry, payee, _), vout in zip(planned, vouts):
+            channel = ChannelId(bytes.fromhex(txid_hex)[::-1], vout)
+            params = ChannelParams(funding_outpoint=outpoint_of(channel), capacity=capacity,
+                                   payer=self.key.public_key, payee=payee, expiry_height=expiry,
+                                   fee_rate=link.terms.fee_rate)
+            records.append(ChannelRecord(
+                channel_id=str(channel), role=Role.PAYER, peer=link.host.hex(), state=ChannelStatus.OPEN,
+                capacity=capacity, total=0, payer_sig=None, funding_txid=txid_hex, funding_vout=vout, expiry=expiry,
+                params=params_to_blob(params), opened_at=now, updated_at=now))
+            funded.append(FundedChannel(channel_id=channel, params=params))
+
+        await trio.to_thread.run_sync(self.ledger.add_channels, records)
+        return funded
+
+    def take(self, link: HostLink, funded: FundedChannel) -> None:
+        """Make ``funded`` the link's channel: its next payments sign on it (announce it first)."""
+        link.machine.opened(PayerChannel(funded.params, self.key), funded.channel_id)
 
     async def announce(self, link: HostLink) -> ChannelState:
         """Send OPEN_CHANNEL for the funded channel; adopt the host's state.

@@ -22,13 +22,20 @@ request waits at the gate until the channel is announced.  A link is
 replaced (a new session to the host) only once the old one's requests are
 out, so two links never sign on one channel at once.
 
-Only building and sending a funding transaction is serialised (each one
-then sees the wallet's coins the others have not spent); the wait for
-confirmations is not, so a channel to one host never waits behind another
-host's.  A funding that finds no coin while our other fundings are
-unconfirmed (their change is not spendable yet) waits for a block.  Every
-wait is bounded (``CONFIRM_TIMEOUT``) and logged at info level with its
-cause once it has taken ``SLOW_WAIT`` seconds.
+One funding transaction is built and sent at a time (each one then sees
+the wallet's coins the others have not spent), and the fundings asked for
+meanwhile go together in the next one, one output per channel; the wait
+for confirmations is not serialised, so a channel to one host never waits
+behind another host's.  A funding that finds no coin while our other
+fundings are unconfirmed (their change is not spendable yet) waits for a
+block.  Every wait is bounded (``CONFIRM_TIMEOUT``) and logged at info
+level with its cause once it has taken ``SLOW_WAIT`` seconds.
+
+A caller that says how much its operation still means to ask for
+(``request``'s ``more``) gets the channel it will need funded ahead, in the
+background, while the host's free allowance lasts: when the allowance
+runs out the request that needs the channel only announces it
+(specs/payments.md §Channel recovery, "Funding ahead").
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from node.exchange import HostLink, Payer
+from node.exchange import FundedChannel, HostLink, Payer
 from node.exchange._window import Body, PaidBadChunk, RenewalPut, Tally
 from node.bitcoin.rpc import RPCClient
 from node.transport import Session, TransportError
@@ -49,6 +56,7 @@ from protocol.erasure import AuditChallenge
 from protocol.payments import (ChannelStatus, Kind, PaymentError, PaymentErrorCode, PriceTooHigh,
                                RemotePaymentError, Role)
 from protocol.payments.messages import ChannelId
+from protocol.payments.payee import price_of
 from protocol.payments.payer import ChannelOpenBudget, channel_refused
 
 log = logging.getLogger("mu.paying")
@@ -63,6 +71,11 @@ CONFIRM_TIMEOUT = 120.0  # seconds to wait for a funding output's confirmations 
 FIRST_CONFIRM_POLL = 0.01
 CONFIRM_POLL = 0.25
 SLOW_WAIT = 5.0  # seconds after which a wait is logged at info level, with its cause
+# A channel is funded ahead of need when what the operation still means to ask for costs, at the
+# host's price, at least this many times the host's free allowance (specs/payments.md §Channel
+# recovery, "Funding ahead"): a share of it beyond the allowance is then all but certain for each of
+# up to this many hosts serving it side by side.
+AHEAD_FACTOR = 4
 # Start-up reconciliation of open payer channels (specs/payments.md §After a crash): the
 # delay before each attempt; the last one comes after the dialer's 300 s unreachable mark.
 RECONCILE_DELAYS = (0.0, 30.0, 330.0)
@@ -109,6 +122,24 @@ class _HostGate:
             await self._empty.wait()
 
 
+class _FundingOrder:
+    """One channel funding asked for (``PaidPeers._fund``): sent with the others queued beside it."""
+
+    def __init__(self, link: HostLink, capacity: int, take: bool) -> None:
+        self.link, self.capacity, self.take = link, capacity, take
+        self.done = trio.Event()
+        self.funded: FundedChannel | None = None
+        self.error: Exception | None = None
+
+
+class _Ahead:
+    """A funding started ahead of need (``PaidPeers._fund_ahead``): the channel once sent and confirmed."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.funded: FundedChannel | None = None  # None once done: it failed (the channel is funded on demand)
+
+
 def _needs_channel(exc: PaymentError) -> bool:
     """Whether a request's refusal asks for a (new) channel: payment owed, or the channel refused."""
     return exc.code == PaymentErrorCode.INSUFFICIENT_PAYMENT or channel_refused(exc.code)
@@ -119,7 +150,7 @@ class PaidPeers:
 
     def __init__(self, payer: Payer, wallet: Wallet, rpc: RPCClient, *,
                  capacity: int = DEFAULT_CHANNEL_CAPACITY, expiry_blocks: int = DEFAULT_EXPIRY_BLOCKS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, nursery: trio.Nursery | None = None) -> None:
         self.payer = payer
         self.wallet = wallet
         self.rpc = rpc
@@ -129,9 +160,13 @@ class PaidPeers:
         self._links: dict[bytes, HostLink] = {}
         self._gates: dict[bytes, _HostGate] = {}
         self._budgets: dict[bytes, ChannelOpenBudget] = {}
-        self._funding = trio.Lock()  # held only while a funding transaction is built and sent
+        self._orders: list[_FundingOrder] = []  # fundings asked for, to go in the next transaction
+        self._sending = False  # a task is sending fundings (``_send_fundings``)
         self._unconfirmed = 0  # our fundings sent and not yet confirmed
         self._unannounced: dict[bytes, ChannelId] = {}  # funded, OPEN_CHANNEL not yet accepted
+        # Fundings ahead of need run here (None: channels are funded only on demand).
+        self._nursery = nursery
+        self._ahead: dict[bytes, _Ahead] = {}  # per host: a funding started ahead, not yet taken by its link
 
     async def link(self, session: Session) -> HostLink:
         """The host link for ``session``'s peer (terms verified; PriceTooHigh above our maximum)."""
@@ -220,9 +255,70 @@ class PaidPeers:
             log.info("replacing channel %s to %s, which carried %d sats: not counted against the budget of opens",
                      replacing.channel_id, link.host.hex(), replacing.acknowledged)
         budget.spend(self._clock(), replacing)
-        capacity = max(self.capacity, link.terms.min_capacity)
-        channel = await self._fund(link, capacity)
+        funded = await self._funded_ahead(link)
+        if funded is not None:
+            self.payer.take(link, funded)  # the gate is empty: no request signs on it before the host knows it
+            channel = funded.channel_id
+        else:
+            channel = (await self._fund(link, max(self.capacity, link.terms.min_capacity))).channel_id
         await self._announce(link, channel)
+
+    def _fund_ahead_if_due(self, link: HostLink, kind: Kind, more: int) -> None:
+        """Start funding a channel to ``link``'s host in the background if the operation will need one.
+
+        Due when the link has no channel, none is being funded or waits to be
+        announced, the host is paid (not in balance mode), another open is
+        within the budget, and ``more`` bytes of ``kind`` cost at least
+        ``AHEAD_FACTOR`` times the host's free allowance (specs/payments.md
+        §Channel recovery, "Funding ahead").
+        """
+        host = link.host
+        if (self._nursery is None or link.channel is not None or host in self._ahead or host in self._unannounced
+                or (self.payer.balance is not None and self.payer.balance.active(link.session))):
+            return
+        if price_of(link.terms, kind, more) < AHEAD_FACTOR * max(1, link.terms.free_allowance):
+            return
+        if not self._budgets.setdefault(host, ChannelOpenBudget()).allows(self._clock(), link.machine.replacing):
+            return
+        ahead = self._ahead[host] = _Ahead()
+        self._nursery.start_soon(self._fund_ahead, link, ahead)
+
+    async def _fund_ahead(self, link: HostLink, ahead: _Ahead) -> None:
+        """Send and confirm a funding for ``link``'s host, taken by no link yet (``_funded_ahead`` takes it).
+
+        Requests to the host go on meanwhile, within its free allowance: the
+        link is not touched, so none signs on the channel.  A failure is
+        logged; the request that needs the channel then funds one itself.
+        """
+        try:
+            funded = await self._fund(link, max(self.capacity, link.terms.min_capacity), take=False)
+            self._unconfirmed += 1
+            try:
+                await self._confirmed(link, funded.channel_id)
+            finally:
+                self._unconfirmed -= 1
+            ahead.funded = funded
+        except Exception as exc:  # a background task of the node's: logged, never the node's end
+            log.warning("funding a channel to %s ahead of need failed (%s: %s): it is funded when needed",
+                        link.host.hex(), type(exc).__name__, exc)
+        finally:
+            ahead.done.set()
+
+    async def _funded_ahead(self, link: HostLink) -> FundedChannel | None:
+        """The channel funded ahead for ``link``'s host, once its funding is confirmed; None if there is none.
+
+        A channel a link took meanwhile (a new session's link adopts it from
+        the ledger, ``_inside`` announces it) is no longer offered.
+        """
+        ahead = self._ahead.get(link.host)
+        if ahead is None:
+            return None
+        await ahead.done.wait()
+        del self._ahead[link.host]
+        funded = ahead.funded
+        if funded is None or self._unannounced.get(link.host) != funded.channel_id:
+            return None
+        return funded
 
     async def _announce(self, link: HostLink, channel: ChannelId) -> None:
         """Wait for the funding's confirmations, then OPEN_CHANNEL.
@@ -238,34 +334,75 @@ class PaidPeers:
             self._unconfirmed -= 1
         await self.payer.announce(link)
         del self._unannounced[link.host]
+        ahead = self._ahead.get(link.host)
+        if ahead is not None and ahead.funded is not None and ahead.funded.channel_id == channel:
+            del self._ahead[link.host]  # a new link adopted the channel funded ahead: announced now
 
-    async def _fund(self, link: HostLink, capacity: int) -> ChannelId:
-        """Send the funding transaction of a channel to ``link``'s host (bounded by ``CONFIRM_TIMEOUT``)."""
+    async def _fund(self, link: HostLink, capacity: int, *, take: bool = True) -> FundedChannel:
+        """Send the funding transaction of a channel to ``link``'s host (bounded by ``CONFIRM_TIMEOUT``).
+
+        With ``take`` the link's next payments sign on it; else the link is
+        left alone.  Fundings asked for while one is being sent go together
+        in the next transaction (``_send_fundings``).
+        """
         host = link.host.hex()
         with trio.fail_after(CONFIRM_TIMEOUT):
             async with logged_if_slow("funding a channel to %s (sending it, or waiting for a block to free the wallet's coins)", host):
                 while True:
-                    async with self._funding:
-                        tip = int(await self.rpc.call("getblockcount"))
-                        expiry = tip + max(self.expiry_blocks, link.terms.expiry_window + 6)
-                        try:
-                            channel = await self._fund_once(link, capacity, expiry)
-                            break
-                        except InsufficientFunds:
-                            if not self._unconfirmed:
-                                raise
+                    order = _FundingOrder(link, capacity, take)
+                    self._orders.append(order)
+                    try:
+                        if not self._sending:
+                            await self._send_fundings()
+                        await order.done.wait()
+                    finally:
+                        if order in self._orders:  # cancelled before it was taken: nothing was sent for it
+                            self._orders.remove(order)
+                    if order.funded is not None:
+                        break
+                    if not (isinstance(order.error, InsufficientFunds) and self._unconfirmed):
+                        assert order.error is not None
+                        raise order.error
                     # Our unconfirmed fundings hold the coins (their change spends once mined).
                     await trio.sleep(CONFIRM_POLL)  # polling the chain, bounded by fail_after
-        log.info("funded channel %s to %s (%d sats)", channel, host, capacity)
-        return channel
+        log.info("funded channel %s to %s (%d sats%s)", order.funded.channel_id, host, capacity,
+                 "" if take else ", ahead of need")
+        return order.funded
 
-    async def _fund_once(self, link: HostLink, capacity: int, expiry: int) -> ChannelId:
-        """Send and record one funding, as one step: a cancellation (the fetcher's request timeout)
-        waits for its end, so a funding sent is always one the next request announces (``_unannounced``)."""
-        with trio.CancelScope(shield=True), trio.fail_after(CONFIRM_TIMEOUT):
-            channel = await self.payer.fund_channel(link, self.wallet, capacity=capacity, expiry=expiry)
-            self._unannounced[link.host] = channel
-        return channel
+    async def _send_fundings(self) -> None:
+        """Send the queued fundings, all those queued at once in one transaction, until none is queued.
+
+        Shielded: a cancellation (the fetcher's request timeout) waits for the
+        end, so a funding sent is always recorded, given to its link when it
+        asked (``take``) and listed as not yet announced (``_unannounced``):
+        the next request to that host announces it.  Each transaction then
+        sees the wallet's coins the ones before did not spend.
+        """
+        self._sending = True
+        try:
+            with trio.CancelScope(shield=True):
+                await trio.lowlevel.checkpoint()  # fundings asked for in the same step go in the first transaction
+                while self._orders:
+                    group, self._orders = self._orders, []
+                    try:
+                        with trio.fail_after(CONFIRM_TIMEOUT):
+                            tip = int(await self.rpc.call("getblockcount"))
+                            funded = await self.payer.fund_many(
+                                [(o.link, o.capacity, tip + max(self.expiry_blocks, o.link.terms.expiry_window + 6))
+                                 for o in group], self.wallet)
+                    except Exception as exc:  # each order's own request raises it (``_fund``)
+                        for order in group:
+                            order.error = exc
+                    else:
+                        for order, channel in zip(group, funded):
+                            if order.take:
+                                self.payer.take(order.link, channel)
+                            self._unannounced[order.link.host] = channel.channel_id
+                            order.funded = channel
+                    for order in group:
+                        order.done.set()
+        finally:
+            self._sending = False
 
     async def _confirmed(self, link: HostLink, channel: ChannelId) -> None:
         """Wait until the funding of ``channel`` has the confirmations the host's terms ask."""
@@ -287,8 +424,8 @@ class PaidPeers:
                         link.host.hex(), needed, CONFIRM_TIMEOUT)
             raise
 
-    async def request(self, session: Session, kind: Kind, address: bytes,
-                      data: Body = None, *, size: int | None = None, tally: Tally | None = None) -> tuple[object, int]:
+    async def request(self, session: Session, kind: Kind, address: bytes, data: Body = None, *,
+                      size: int | None = None, tally: Tally | None = None, more: int = 0) -> tuple[object, int]:
         """One paid GET, PUT or AUDIT; returns (reply, sats its own payments signed).
 
         It runs beside the host's other requests, as many in flight as the
@@ -309,6 +446,11 @@ class PaidPeers:
         ``tally``, if given, counts the sats of each payment as it is
         signed, those of a request its caller then gives up included.
 
+        ``more`` is what the caller's operation still means to ask of hosts
+        after this request, in bytes: once the host has answered, a channel
+        it will need is funded in the background, ahead of need
+        (``_fund_ahead_if_due``).
+
         Raises:
             PaidBadChunk: the reply's bytes are not the chunk (``paid`` went with it).
         """
@@ -323,6 +465,8 @@ class PaidPeers:
             else:
                 owed = 0 if link.channel is not None else await self.payer.balance_due(link)
                 if not owed:
+                    if more:
+                        self._fund_ahead_if_due(link, kind, more)
                     return paid.answer, paid.signed
         if owed:
             # Balance mode: this request (or requests beside it) made a payment due and there is no channel

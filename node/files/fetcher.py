@@ -134,11 +134,14 @@ class ChunkSource(Protocol):
     @property
     def spent(self) -> int: ...
 
-    async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
+    async def get_chunk(self, address: bytes, size: int | None = None, *, more: int = 0) -> Fetched:
         """Pay for and fetch one chunk.  Raises SourceError, SourceLied or SourceGone.
 
         ``size`` is the chunk's stored size when its manifest says it (a data
         chunk): a paying source prices its request by it rather than by a guess.
+        ``more`` is what the fetch still means to ask of its hosts after this
+        chunk, in bytes: a paying source may open the channel it will need
+        ahead of need (specs/payments.md §Channel recovery, "Funding ahead").
         """
         ...
 
@@ -157,7 +160,7 @@ class SessionSource:
         self.host_id = session.peer_node_id
         self.price_per_mib = price_per_mib
 
-    async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
+    async def get_chunk(self, address: bytes, size: int | None = None, *, more: int = 0) -> Fetched:
         try:
             # Session.get_chunk raises BadChunk unless SHA-256(bytes) == address.
             return Fetched(await self.session.get_chunk(address), 0, verified=True)
@@ -189,9 +192,10 @@ class PaidSource:
         link = await peers.link(session)
         return cls(peers, session, link.terms.price_per_mib_get)
 
-    async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
+    async def get_chunk(self, address: bytes, size: int | None = None, *, more: int = 0) -> Fetched:
         try:
-            data, paid = await self.peers.request(self.session, Kind.GET, address, size=size, tally=self.tally)
+            data, paid = await self.peers.request(self.session, Kind.GET, address, size=size, tally=self.tally,
+                                                  more=more)
         except PaidBadChunk as exc:
             raise SourceLied(str(exc), paid=exc.paid) from None
         except RequestError as exc:
@@ -633,6 +637,13 @@ class _Fetch:
             self.queued[address] = self.next_index
             self.next_index += 1
 
+    def _still_to_fetch(self) -> int:
+        """Plaintext bytes of the file not yet written: what the fetch still means to ask for (0 before
+        the root is read, and for a keyless fetch, which cannot know it)."""
+        if not isinstance(self.decoder, FileDecoder) or self.decoder.manifest is None:
+            return 0
+        return max(0, self.decoder.manifest.size - self.decoder.bytes_out)
+
     def _count_unanswered(self) -> None:
         """Once no request runs: count lost what each source spent that no result reported."""
         for host, source in self.sources.items():
@@ -667,7 +678,8 @@ class _Fetch:
             try:
                 with trio.fail_after(self.sched.request_timeout):
                     slot = self.slots.get(req.address)
-                    result = await source.get_chunk(req.address, None if slot is None else slot.size + TAG_SIZE)
+                    result = await source.get_chunk(req.address, None if slot is None else slot.size + TAG_SIZE,
+                                                    more=self._still_to_fetch())
             except trio.TooSlowError:
                 # Waits inside (a channel's funding and confirmations, the
                 # host) log their own cause when they take long.

@@ -184,7 +184,9 @@ class NetworkService:
         secret = load_convergence_secret(self.data_dir) if body.get("convergent") is True else None
         add = functools.partial(add_file, self.store, Path(path), convergence_secret=secret, chunk_size=chunk_size,
                                 name=name)
-        put = self.speeds.timed_put(self.paid.put if self.paid is not None else free_put)
+        # Each paid PUT says what the add still means to store (funding ahead, specs/payments.md §Channel recovery).
+        planned = Path(path).stat().st_size * replicas
+        put = self.speeds.timed_put(self._paid_put(planned) if self.paid is not None else free_put)
         if "k" not in body and "n" not in body:
             return await self._add_replicated(add, emit, replicas, put)
         added = await self._add_locally(add, emit)
@@ -337,6 +339,21 @@ class NetworkService:
         if "stripes" in body:
             return await self._fetch_striped(body, Path(output))
         return await self._fetch(body, emit, Path(output))
+
+    def _paid_put(self, planned: int) -> Put:
+        """The node's paid PUT for an operation that means to store about ``planned`` bytes in all:
+        each request says how many are still to come after it, so a host's channel is funded
+        while its free allowance lasts (specs/payments.md §Channel recovery, "Funding ahead")."""
+        paid = self.paid
+        assert paid is not None
+        left = [planned]
+
+        async def put(session: Session, address: bytes, data: bytes) -> object:
+            left[0] = max(0, left[0] - len(data))
+            reply, _ = await paid.request(session, Kind.PUT, address, data, more=left[0])
+            return reply
+
+        return put
 
     def _counted_put(self, spent: list[int]) -> Put:
         """The node's PUT (paid when the node pays), adding the sats it sends to ``spent[0]``."""

@@ -96,8 +96,8 @@ class _TimedSource:
     def spent(self) -> int:
         return self._source.spent
 
-    async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
+    async def get_chunk(self, address: bytes, size: int | None = None, *, more: int = 0) -> Fetched:
         started = time.monotonic()
-        fetched = await self._source.get_chunk(address, size)
+        fetched = await self._source.get_chunk(address, size, more=more)
         self._speeds.record(self.host_id, len(fetched.data), time.monotonic() - started)
         return fetched

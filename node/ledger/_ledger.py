@@ -288,19 +288,29 @@ class Ledger:
         Raises:
             LedgerError: a channel with that id already exists.
         """
-        if record.state not in CHANNEL_STATES or record.role not in tuple(Role):
-            raise LedgerError(f"bad channel role/state {record.role}/{record.state}")
+        self.add_channels([record])
+
+    def add_channels(self, records: list[ChannelRecord]) -> None:
+        """Persist new channels in one transaction (the channels one funding transaction opened).
+
+        Raises:
+            LedgerError: a channel with one of those ids already exists (none is recorded).
+        """
+        for record in records:
+            if record.state not in CHANNEL_STATES or record.role not in tuple(Role):
+                raise LedgerError(f"bad channel role/state {record.role}/{record.state}")
 
         def write(conn: sqlite3.Connection) -> None:
-            try:
-                conn.execute(
-                    f"INSERT INTO channels ({_CHANNEL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (record.channel_id, record.role, record.peer, record.state, record.capacity, record.total,
-                     record.payer_sig, record.funding_txid, record.funding_vout, record.expiry, record.params,
-                     record.opened_at, record.updated_at),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise LedgerError(f"channel {record.channel_id} already recorded") from exc
+            for record in records:
+                try:
+                    conn.execute(
+                        f"INSERT INTO channels ({_CHANNEL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (record.channel_id, record.role, record.peer, record.state, record.capacity, record.total,
+                         record.payer_sig, record.funding_txid, record.funding_vout, record.expiry, record.params,
+                         record.opened_at, record.updated_at),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise LedgerError(f"channel {record.channel_id} already recorded") from exc
 
         self._commits.submit(write)
 

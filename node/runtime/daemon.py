@@ -179,7 +179,7 @@ async def _open_locked_node(config: NodeConfig, wall_clock: Callable[[], float])
                     # The network operations and the CLI's control API (specs/network.md §6).
                     control = ControlServer(data_dir, identity.node_id, host=config.ui_bind)
                     network = NetworkService(data_dir, store, PeerDialer(dht, transport, nursery=nursery),
-                                             PaidPeers(payer, wallet, rpc))
+                                             PaidPeers(payer, wallet, rpc, nursery=nursery))
                     network.register(control)
                     upkeep = network.upkeep_timer(config.upkeep)
                     control.add_status("upkeep", upkeep.status)

@@ -51,7 +51,7 @@ async def test_the_paid_source_passes_the_fetchers_size_on() -> None:
 
     class Peers:
         async def request(self, session: object, kind: Kind, address: bytes, data: object = None, *,
-                          size: int | None = None, tally: object = None) -> tuple[object, int]:
+                          size: int | None = None, tally: object = None, more: int = 0) -> tuple[object, int]:
             asked.append(size)
             return b"chunk", 3
 

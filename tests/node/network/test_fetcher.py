@@ -41,14 +41,16 @@ class StoreHost:
         self.earned = 0
         self.asked = 0
         self.sizes: list[tuple[int | None, int]] = []  # (size the fetcher gave, the chunk's size)
+        self.more: list[int] = []  # what the fetcher said it still means to fetch, per request
 
     @property
     def spent(self) -> int:
         """What the fetcher paid this host, counted when paid (a paying source's ``spent``)."""
         return self.earned
 
-    async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
+    async def get_chunk(self, address: bytes, size: int | None = None, *, more: int = 0) -> Fetched:
         self.asked += 1
+        self.more.append(more)
         await trio.lowlevel.checkpoint()
         if self.mode == "dies" and self.served >= self.after:
             raise SourceGone("connection reset")
@@ -295,6 +297,20 @@ async def test_data_chunks_are_asked_for_with_their_size_from_the_manifest(tmp_p
     assert all(size == actual for size, actual in sized)
 
 
+async def test_each_request_says_how_much_of_the_file_is_still_to_fetch(tmp_path: Path, sample) -> None:
+    """The paying source funds a channel ahead of need from it (specs/payments.md §Channel recovery)."""
+    src, link, origin = sample
+    hs = hosts(tmp_path, origin, [(3, "honest", 0)])
+    await fetch_file(link, tmp_path / "out.bin", hs, max_price_per_mib=3)
+    more = hs[0].more
+    size = src.stat().st_size
+    assert more[0] == 0  # the root: the file's size is not known yet
+    assert max(more) == size  # asked before any byte was written
+    later = more[1:]
+    assert all(a >= b for a, b in zip(later, later[1:])), later  # it only shrinks as the file is written
+    assert later[-1] < size
+
+
 async def test_a_rerun_with_the_wrong_key_leaves_the_part_file_to_the_right_one(tmp_path: Path, sample) -> None:
     src, link, origin = sample
     out, part = tmp_path / "out.bin", tmp_path / "out.bin.mu-part"
@@ -312,7 +328,7 @@ async def test_a_rerun_with_the_wrong_key_leaves_the_part_file_to_the_right_one(
 class VerifiedHost(StoreHost):
     """Says its bytes were checked against their address, as the transport's sources do."""
 
-    async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
+    async def get_chunk(self, address: bytes, size: int | None = None, *, more: int = 0) -> Fetched:
         got = await super().get_chunk(address, size)
         return Fetched(got.data, got.paid, verified=True)
 
@@ -335,7 +351,7 @@ async def test_data_chunks_are_decrypted_as_they_arrive_and_written_in_order(
         return real_open(self, slot, stored, verified=verified)
 
     class HoldsTheFirst(VerifiedHost):
-        async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
+        async def get_chunk(self, address: bytes, size: int | None = None, *, more: int = 0) -> Fetched:
             if address == first.address:
                 await two_opened.wait()  # answered only once two later chunks were decrypted
             return await super().get_chunk(address, size)
@@ -358,7 +374,7 @@ async def test_a_data_chunk_that_does_not_open_on_arrival_fails_the_fetch_in_fil
     second = decoder.data_slots(2)[1]
 
     class SaysItChecked(VerifiedHost):  # its bytes are not the chunk, though it says they were checked
-        async def get_chunk(self, address: bytes, size: int | None = None) -> Fetched:
+        async def get_chunk(self, address: bytes, size: int | None = None, *, more: int = 0) -> Fetched:
             got = await super().get_chunk(address, size)
             if address == second.address:
                 return Fetched(bytes([got.data[0] ^ 1]) + got.data[1:], got.paid, verified=True)
