@@ -52,6 +52,7 @@ from node.exchange._window import Body, PaidBadChunk, RenewalPut, Tally
 from node.bitcoin.rpc import RPCClient
 from node.transport import Session, TransportError
 from node.bitcoin.wallet import InsufficientFunds, Wallet
+from protocol.bitcoin import BadKeyError, PublicKey
 from protocol.erasure import AuditChallenge
 from protocol.payments import (ChannelStatus, Kind, PaymentError, PaymentErrorCode, PriceTooHigh,
                                RemotePaymentError, Role)
@@ -84,17 +85,26 @@ RECONCILE_TIMEOUT = 30.0  # seconds for one attempt (dial, HELLO, CHANNEL_STATE)
 
 @asynccontextmanager
 async def logged_if_slow(cause: str, *args: object, after: float = SLOW_WAIT) -> AsyncIterator[None]:
-    """Log ``cause % args`` at info level if the body is still running after ``after`` seconds."""
-    async with trio.open_nursery() as nursery:
-        async def note() -> None:
-            await trio.sleep(after)  # a deadline for the log line, not synchronisation
-            log.info("still " + cause + " after %.0f s", *args, after)
+    """Log ``cause % args`` at info level if the body is still running after ``after`` seconds.
 
-        nursery.start_soon(note)
-        try:
-            yield
-        finally:
-            nursery.cancel_scope.cancel()
+    What the body raises comes out as itself, not wrapped in the exception
+    group of the nursery that runs the log line (its task raises nothing).
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            async def note() -> None:
+                await trio.sleep(after)  # a deadline for the log line, not synchronisation
+                log.info("still " + cause + " after %.0f s", *args, after)
+
+            nursery.start_soon(note)
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 class _HostGate:
@@ -383,7 +393,18 @@ class PaidPeers:
             with trio.CancelScope(shield=True):
                 await trio.lowlevel.checkpoint()  # fundings asked for in the same step go in the first transaction
                 while self._orders:
-                    group, self._orders = self._orders, []
+                    group = []
+                    for order in self._orders:
+                        try:  # a host's key that is no curve point fails its own funding, not the group's
+                            PublicKey(order.link.terms.payment_pubkey)
+                        except BadKeyError as exc:
+                            order.error = exc
+                            order.done.set()
+                        else:
+                            group.append(order)
+                    self._orders = []
+                    if not group:
+                        continue
                     try:
                         with trio.fail_after(CONFIRM_TIMEOUT):
                             tip = int(await self.rpc.call("getblockcount"))

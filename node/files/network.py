@@ -185,7 +185,10 @@ class NetworkService:
         add = functools.partial(add_file, self.store, Path(path), convergence_secret=secret, chunk_size=chunk_size,
                                 name=name)
         # Each paid PUT says what the add still means to store (funding ahead, specs/payments.md §Channel recovery).
-        planned = Path(path).stat().st_size * replicas
+        try:
+            planned = Path(path).stat().st_size * replicas
+        except OSError:
+            planned = 0  # gone since: the add itself says so
         put = self.speeds.timed_put(self._paid_put(planned) if self.paid is not None else free_put)
         if "k" not in body and "n" not in body:
             return await self._add_replicated(add, emit, replicas, put)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import trio
 import trio.testing
 
@@ -53,3 +54,11 @@ async def test_a_slow_chain_is_asked_at_most_every_confirm_poll(autojump_clock: 
     await peers._confirmed(link, ChannelId(txid=bytes(32), vout=0))  # type: ignore[arg-type]
     assert chain.calls <= 60.0 / paying.CONFIRM_POLL + 10  # the backoff's first few, then one per poll
 
+
+
+async def test_an_error_inside_a_watched_wait_comes_out_as_itself(autojump_clock: trio.testing.MockClock) -> None:
+    """A funding's InsufficientFunds, a confirmation's TooSlowError: callers catch them by type."""
+    with pytest.raises(trio.TooSlowError):
+        async with paying.logged_if_slow("waiting for %s", "nothing", after=1.0):
+            await trio.sleep(2.0)  # past the log line's deadline: its task ended, the nursery is still open
+            raise trio.TooSlowError
