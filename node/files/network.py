@@ -189,7 +189,7 @@ class NetworkService:
             planned = Path(path).stat().st_size * replicas
         except OSError:
             planned = 0  # gone since: the add itself says so
-        put = self.speeds.timed_put(self._paid_put(planned) if self.paid is not None else free_put)
+        put = self.speeds.timed_put(self._counted_put([0], planned))
         if "k" not in body and "n" not in body:
             return await self._add_replicated(add, emit, replicas, put)
         added = await self._add_locally(add, emit)
@@ -343,29 +343,22 @@ class NetworkService:
             return await self._fetch_striped(body, Path(output))
         return await self._fetch(body, emit, Path(output))
 
-    def _paid_put(self, planned: int) -> Put:
-        """The node's paid PUT for an operation that means to store about ``planned`` bytes in all:
-        each request says how many are still to come after it, so a host's channel is funded
-        while its free allowance lasts (specs/payments.md §Channel recovery, "Funding ahead")."""
+    def _counted_put(self, spent: list[int], planned: int = 0) -> Put:
+        """The node's PUT (paid when the node pays), adding the sats it sends to ``spent[0]``.
+
+        ``planned``: about how many bytes the operation means to store in all.
+        Each paid request then says how many are still to come after it, so a
+        host's channel is funded while its free allowance lasts
+        (specs/payments.md §Channel recovery, "Funding ahead").
+        """
         paid = self.paid
-        assert paid is not None
         left = [planned]
-
-        async def put(session: Session, address: bytes, data: bytes) -> object:
-            left[0] = max(0, left[0] - len(data))
-            reply, _ = await paid.request(session, Kind.PUT, address, data, more=left[0])
-            return reply
-
-        return put
-
-    def _counted_put(self, spent: list[int]) -> Put:
-        """The node's PUT (paid when the node pays), adding the sats it sends to ``spent[0]``."""
-        paid = self.paid
 
         async def counted_put(session: Session, address: bytes, data: bytes) -> object:
             if paid is None:
                 return await free_put(session, address, data)
-            reply, sats = await paid.request(session, Kind.PUT, address, data)
+            left[0] = max(0, left[0] - len(data))
+            reply, sats = await paid.request(session, Kind.PUT, address, data, more=left[0])
             spent[0] += sats
             return reply
 

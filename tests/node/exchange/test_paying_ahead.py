@@ -98,7 +98,9 @@ async def test_an_adds_puts_say_what_is_still_to_store() -> None:
             asked.append((kind, more))
             return "stored", 7
 
-    put = NetworkService._paid_put(SimpleNamespace(paid=Peers()), 3 * 100)  # type: ignore[arg-type]
+    spent = [0]
+    put = NetworkService._counted_put(SimpleNamespace(paid=Peers()), spent, 3 * 100)  # type: ignore[arg-type]
     for _ in range(3):
         assert await put(SimpleNamespace(), bytes(32), bytes(100)) == "stored"  # type: ignore[arg-type]
     assert asked == [(Kind.PUT, 200), (Kind.PUT, 100), (Kind.PUT, 0)]
+    assert spent == [21]
