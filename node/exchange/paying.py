@@ -143,11 +143,16 @@ class _FundingOrder:
 
 
 class _Ahead:
-    """A funding started ahead of need (``PaidPeers._fund_ahead``): the channel once sent and confirmed."""
+    """A funding started ahead of need (``PaidPeers._fund_ahead``): the channel once sent.
+
+    ``done`` is set once it is confirmed, or its funding or confirmation
+    failed; ``funded`` is None then only if nothing was sent (the channel is
+    funded on demand).
+    """
 
     def __init__(self) -> None:
         self.done = trio.Event()
-        self.funded: FundedChannel | None = None  # None once done: it failed (the channel is funded on demand)
+        self.funded: FundedChannel | None = None
 
 
 def _needs_channel(exc: PaymentError) -> bool:
@@ -301,21 +306,21 @@ class PaidPeers:
         logged; the request that needs the channel then funds one itself.
         """
         try:
-            funded = await self._fund(link, max(self.capacity, link.terms.min_capacity), take=False)
+            # Sent is enough to be taken: a confirmation still missing is waited for again when it is announced.
+            ahead.funded = await self._fund(link, max(self.capacity, link.terms.min_capacity), take=False)
             self._unconfirmed += 1
             try:
-                await self._confirmed(link, funded.channel_id)
+                await self._confirmed(link, ahead.funded.channel_id)
             finally:
                 self._unconfirmed -= 1
-            ahead.funded = funded
         except Exception as exc:  # a background task of the node's: logged, never the node's end
-            log.warning("funding a channel to %s ahead of need failed (%s: %s): it is funded when needed",
-                        link.host.hex(), type(exc).__name__, exc)
+            log.warning("funding a channel to %s ahead of need: %s: %s (%s)", link.host.hex(), type(exc).__name__,
+                        exc, "it is announced once confirmed" if ahead.funded else "it is funded when needed")
         finally:
             ahead.done.set()
 
     async def _funded_ahead(self, link: HostLink) -> FundedChannel | None:
-        """The channel funded ahead for ``link``'s host, once its funding is confirmed; None if there is none.
+        """The channel funded ahead for ``link``'s host, once confirmed (or its wait for that ended); None if none.
 
         A channel a link took meanwhile (a new session's link adopts it from
         the ledger, ``_inside`` announces it) is no longer offered.

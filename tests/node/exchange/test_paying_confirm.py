@@ -15,8 +15,9 @@ import pytest
 import trio
 import trio.testing
 
-from node.exchange import paying
+from node.exchange import FundedChannel, paying
 from node.exchange.paying import PaidPeers
+from protocol.bitcoin import PrivateKey
 from protocol.payments.messages import ChannelId
 
 MINED_AFTER = 0.03  # seconds from the funding to its block
@@ -62,3 +63,34 @@ async def test_an_error_inside_a_watched_wait_comes_out_as_itself(autojump_clock
         async with paying.logged_if_slow("waiting for %s", "nothing", after=1.0):
             await trio.sleep(2.0)  # past the log line's deadline: its task ended, the nursery is still open
             raise trio.TooSlowError
+
+
+async def test_a_channel_funded_ahead_but_slow_to_confirm_is_still_the_one_taken(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """On a chain of ten-minute blocks the wait ahead runs out (``CONFIRM_TIMEOUT``) before the block:
+    the channel sent is still the one the link takes, not a second funding (specs/payments.md, "Funding ahead")."""
+    channel = ChannelId(txid=b"\x05" * 32, vout=0)
+    fundings: list[object] = []
+
+    class Payer:
+        balance = None
+
+        async def fund_many(self, orders: list[object], wallet: object) -> list[FundedChannel]:
+            fundings.append(orders)
+            return [FundedChannel(channel_id=channel, params=None)]  # type: ignore[arg-type]
+
+    class SlowChain:
+        async def call(self, method: str, *args: object) -> object:
+            return 200 if method == "getblockcount" else {"confirmations": 0}  # no block yet
+
+    async with trio.open_nursery() as nursery:
+        peers = PaidPeers(Payer(), wallet=None, rpc=SlowChain(), nursery=nursery)  # type: ignore[arg-type]
+        link = SimpleNamespace(host=b"\x07" * 20, terms=SimpleNamespace(
+            min_confirmations=1, payment_pubkey=PrivateKey(bytes(31) + b"\x01").public_key.data, expiry_window=36,
+            min_capacity=0))
+        ahead = paying._Ahead()
+        peers._ahead[link.host] = ahead
+        await peers._fund_ahead(link, ahead)  # type: ignore[arg-type]
+        funded = await peers._funded_ahead(link)  # type: ignore[arg-type]
+    assert funded is not None and funded.channel_id == channel
+    assert len(fundings) == 1
