@@ -49,6 +49,7 @@ import trio
 
 from node.exchange import FundedChannel, HostLink, Payer
 from node.exchange._window import Body, PaidBadChunk, RenewalPut, Tally
+from node.runtime.tasks import helper_nursery
 from node.bitcoin.rpc import RPCClient
 from node.transport import Session, TransportError
 from node.bitcoin.wallet import InsufficientFunds, Wallet
@@ -90,21 +91,13 @@ async def logged_if_slow(cause: str, *args: object, after: float = SLOW_WAIT) ->
     What the body raises comes out as itself, not wrapped in the exception
     group of the nursery that runs the log line (its task raises nothing).
     """
-    try:
-        async with trio.open_nursery() as nursery:
-            async def note() -> None:
-                await trio.sleep(after)  # a deadline for the log line, not synchronisation
-                log.info("still " + cause + " after %.0f s", *args, after)
+    async def note() -> None:
+        await trio.sleep(after)  # a deadline for the log line, not synchronisation
+        log.info("still " + cause + " after %.0f s", *args, after)
 
-            nursery.start_soon(note)
-            try:
-                yield
-            finally:
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+    async with helper_nursery() as nursery:
+        nursery.start_soon(note)
+        yield
 
 
 class _HostGate:

@@ -42,6 +42,7 @@ from protocol.wire import (
     Role,
     SessionEstablished,
 )
+from node.runtime.tasks import helper_nursery
 from node.transport._errors import SessionBroken, TransportError
 from node.transport._limits import Limits
 from node.transport._session import RequestHandler, Session
@@ -354,20 +355,12 @@ async def open_transport(
         terms=dict(terms or {}),
     )
     try:
-        async with trio.open_nursery() as nursery:
+        # Session tasks never raise: the caller's own exception from the body comes back unwrapped.
+        async with helper_nursery() as nursery:
             transport = Transport(identity, handler, limits, hello, nursery)
             transport.port = bound_port
             await nursery.start(trio.serve_listeners, transport._accept, listeners)
-            try:
-                yield transport
-            finally:
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # Session tasks never raise, so a group holds the caller's own
-        # exception from the ``async with`` body: hand it back unwrapped.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+            yield transport
     finally:
         for listener in listeners:
             with trio.CancelScope(shield=True):
