@@ -182,7 +182,7 @@ async def _add(node: Node, hosts: list[Node], sample: Path, chunk_size: int | No
                       node_cpu=node_cpu, command_cpu=done.cpu_seconds, host_cpu=host_cpu)
 
 
-def _watch_first_byte(out: Path, began: float, seen: list[float], ended: threading.Event) -> None:
+def _watch_first_byte(out: Path, began: list[float], seen: list[float], ended: threading.Event) -> None:
     """Record when the first byte of the output (its part file, or the file) is on disk: blocks, not a size.
 
     Blocks rather than st_size because a fetcher may size its part file before
@@ -198,7 +198,7 @@ def _watch_first_byte(out: Path, began: float, seen: list[float], ended: threadi
                 continue
             if written:
                 if not ended.is_set():
-                    seen.append(time.monotonic() - began)
+                    seen.append(time.monotonic() - began[0])  # set before the command starts (``_get``)
                 return
         ended.wait(FIRST_BYTE_POLL)  # polling another process's file, stopped by the command's end
 
@@ -210,13 +210,17 @@ async def _get(fetcher: Node, hosts: list[Node], link: str, out: Path, digest: b
     first: list[float] = []
     ended = threading.Event()
 
+    # The first byte counts from the moment the command is started, as its own time does (run_timed):
+    # counted from before the thread hop, a small get's first byte could come "after" its end.
+    began = [time.monotonic()]
+
     def timed_get() -> Finished:
         try:
+            began[0] = time.monotonic()
             return _mu_timed(_mu(fetcher.data_dir, "get", link, "-o", str(out), "--json"))
         finally:
             ended.set()
 
-    began = time.monotonic()
     watcher = threading.Thread(target=_watch_first_byte, args=(out, began, first, ended), daemon=True)
     watcher.start()
     done = await trio.to_thread.run_sync(timed_get)
